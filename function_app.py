@@ -1,0 +1,9 @@
+"""Composition root for the Azure Functions Python v2 host: blueprints only, no logic."""
+
+import azure.functions as func
+
+from functions import BLUEPRINTS
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in BLUEPRINTS:
+    app.register_functions(blueprint)

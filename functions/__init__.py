@@ -1,0 +1,11 @@
+"""Azure Functions triggers, one blueprint per trigger family.
+
+Each handler parses its trigger, calls ``shared``, and answers. Business rules
+live in ``shared``; this layer stays thin.
+"""
+
+import azure.functions as func
+
+from functions.health import bp as health_bp
+
+BLUEPRINTS: tuple[func.Blueprint, ...] = (health_bp,)

@@ -1,0 +1,34 @@
+"""The ``crmsync`` admin command (typer). Subcommands grow with each feature."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from shared import __version__
+from shared.config import SettingsError, load_settings
+
+app = typer.Typer(help="crmsync: Microsoft 365 mailboxes <-> Dynamics 365 / Dataverse.", no_args_is_help=True)
+console = Console()
+
+
+@app.command()
+def version() -> None:
+    """Print the crmsync version."""
+    console.print(__version__)
+
+
+@app.command("check-settings")
+def check_settings() -> None:
+    """Validate the app settings in the environment and name every problem."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=2) from None
+    console.print(f"settings ok (credential: {settings.credential_kind.value})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""CRM side: the port the engine uses and the Dataverse Web API adapter."""

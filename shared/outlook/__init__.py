@@ -1,0 +1,1 @@
+"""Microsoft Graph side: client factory, subscriptions, notifications, delta readers, writers."""

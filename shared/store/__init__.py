@@ -1,0 +1,1 @@
+"""Azure Table Storage: registry, links, sync state and leases, subscriptions, parked items, audit."""

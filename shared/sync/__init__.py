@@ -1,0 +1,1 @@
+"""The sync engine: neutral model, field maps, policies, pure planner, applier, jobs."""

@@ -1,0 +1,80 @@
+"""Start Azurite (the Azure Storage emulator, from node_modules) on free loopback ports.
+
+Azurite is the real local Table/Queue/Blob service Azure developers use; crmsync
+never mocks storage. The account name and key below are Azurite's documented,
+public development credentials (learn.microsoft.com: "Use the Azurite emulator
+for local Azure Storage development", section "Well-known storage account and
+key"), not secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulators.ports import free_port, wait_for_port
+
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+ROOT = Path(__file__).resolve().parent.parent
+AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
+
+
+@dataclass
+class Azurite:
+    """A running in-memory Azurite; ``stop()`` (or the context manager) ends it."""
+
+    host: str = "127.0.0.1"
+    blob_port: int = field(default_factory=free_port)
+    queue_port: int = field(default_factory=free_port)
+    table_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        base = f"http://{self.host}"
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"BlobEndpoint={base}:{self.blob_port}/{DEV_ACCOUNT};"
+            f"QueueEndpoint={base}:{self.queue_port}/{DEV_ACCOUNT};"
+            f"TableEndpoint={base}:{self.table_port}/{DEV_ACCOUNT};"
+        )
+
+    def start(self) -> Azurite:
+        if not AZURITE_BIN.exists():
+            raise FileNotFoundError(f"{AZURITE_BIN} is missing: run `make setup` (npm ci) first")
+        self.process = subprocess.Popen(  # noqa: S603 - fixed local binary, no shell
+            [
+                str(AZURITE_BIN),
+                "--inMemoryPersistence",
+                "--silent",
+                "--skipApiVersionCheck",
+                "--disableProductStyleUrl",
+                "--blobHost", self.host, "--blobPort", str(self.blob_port),
+                "--queueHost", self.host, "--queuePort", str(self.queue_port),
+                "--tableHost", self.host, "--tablePort", str(self.table_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "AZURITE_ACCOUNTS": ""},
+        )
+        for port in (self.blob_port, self.queue_port, self.table_port):
+            wait_for_port(self.host, port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def __enter__(self) -> Azurite:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,3 @@
+"""Test-wide fixtures live in tests/fixtures/ as plugins, one module per real service."""
+
+pytest_plugins = ["tests.fixtures.azurite"]
