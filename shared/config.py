@@ -53,8 +53,12 @@ class Settings(BaseSettings):
     # --- identity -----------------------------------------------------------
     tenant_id: str = Field(validation_alias="CRMSYNC_TENANT_ID")
     client_id: str = Field(validation_alias="CRMSYNC_CLIENT_ID")
-    credential_kind: CredentialKind = Field(default=CredentialKind.FEDERATED, validation_alias="CRMSYNC_CREDENTIAL_KIND")
-    managed_identity_client_id: str | None = Field(default=None, validation_alias="CRMSYNC_MANAGED_IDENTITY_CLIENT_ID")
+    credential_kind: CredentialKind = Field(
+        default=CredentialKind.FEDERATED, validation_alias="CRMSYNC_CREDENTIAL_KIND"
+    )
+    managed_identity_client_id: str | None = Field(
+        default=None, validation_alias="CRMSYNC_MANAGED_IDENTITY_CLIENT_ID"
+    )
     client_certificate: str | None = Field(default=None, validation_alias="CRMSYNC_CLIENT_CERTIFICATE")
     # --- services -----------------------------------------------------------
     graph_url: HttpUrl = Field(default=HttpUrl(GRAPH_PUBLIC_CLOUD), validation_alias="CRMSYNC_GRAPH_URL")
@@ -69,7 +73,9 @@ class Settings(BaseSettings):
 
     # --- storage (Azurite locally; identity-based in Azure) -----------------
     storage_connection_string: str | None = Field(default=None, validation_alias="AzureWebJobsStorage")
-    storage_account_name: str | None = Field(default=None, validation_alias="AzureWebJobsStorage__accountName")
+    storage_account_name: str | None = Field(
+        default=None, validation_alias="AzureWebJobsStorage__accountName"
+    )
     storage_client_id: str | None = Field(default=None, validation_alias="AzureWebJobsStorage__clientId")
     table_prefix: str = Field(
         default="crmsync", validation_alias="CRMSYNC_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,40}$"
@@ -81,17 +87,18 @@ class Settings(BaseSettings):
     # --- schedules (NCRONTAB, read by the timer triggers as %NAME%) --------
     renew_schedule: str = Field(default="0 */30 * * * *", validation_alias="CRMSYNC_RENEW_SCHEDULE")
     sweep_schedule: str = Field(default="0 */15 * * * *", validation_alias="CRMSYNC_SWEEP_SCHEDULE")
-    parked_retry_schedule: str = Field(default="0 5 * * * *", validation_alias="CRMSYNC_PARKED_RETRY_SCHEDULE")
+    parked_retry_schedule: str = Field(
+        default="0 5 * * * *", validation_alias="CRMSYNC_PARKED_RETRY_SCHEDULE"
+    )
     # --- sync behaviour -----------------------------------------------------
-    lease_seconds: int = Field(
-        default=120, validation_alias="CRMSYNC_LEASE_SECONDS", ge=15, le=3600
-    )
-    mass_delete_ratio: float = Field(
-        default=0.5, validation_alias="CRMSYNC_MASS_DELETE_RATIO", gt=0, le=1
-    )
+    lease_seconds: int = Field(default=120, validation_alias="CRMSYNC_LEASE_SECONDS", ge=15, le=3600)
+    mass_delete_ratio: float = Field(default=0.5, validation_alias="CRMSYNC_MASS_DELETE_RATIO", gt=0, le=1)
 
     # --- telemetry ----------------------------------------------------------
-    applicationinsights_connection_string: str | None = Field(default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING")
+    applicationinsights_connection_string: str | None = Field(
+        default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+
     @model_validator(mode="after")
     def _coherent(self) -> Settings:
         problems: list[str] = []
@@ -111,9 +118,14 @@ class Settings(BaseSettings):
                 "(client id of the function app's user-assigned identity)"
             )
         if self.credential_kind is CredentialKind.SANDBOX:
-            for name, url in (("CRMSYNC_GRAPH_URL", self.graph_url), ("CRMSYNC_DATAVERSE_URL", self.dataverse_url)):
+            for name, url in (
+                ("CRMSYNC_GRAPH_URL", self.graph_url),
+                ("CRMSYNC_DATAVERSE_URL", self.dataverse_url),
+            ):
                 if url.host not in _LOOPBACK_HOSTS:
-                    problems.append(f"{name}: CRMSYNC_CREDENTIAL_KIND=sandbox only talks to loopback simulators")
+                    problems.append(
+                        f"{name}: CRMSYNC_CREDENTIAL_KIND=sandbox only talks to loopback simulators"
+                    )
         if problems:
             raise ValueError("; ".join(problems))
         return self
