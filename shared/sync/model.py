@@ -196,3 +196,22 @@ def content_hash(item: Contact | Appointment | Task | Email) -> str:
     """A stable SHA-256 over the item's content: equal content, equal hash, on any machine."""
     canonical = json.dumps(item.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class FieldDirection(enum.StrEnum):
+    """Per-field sync direction, as in Dynamics' Outlook synchronization settings."""
+
+    TWO_WAY = "two_way"
+    TO_CRM = "to_crm"
+    TO_OUTLOOK = "to_outlook"
+    NONE = "none"
+
+
+class TrackingRule(enum.StrEnum):
+    """Dynamics' automatic email tracking options (personal options, Email tab)."""
+
+    NONE = "none"
+    ALL = "all"
+    RESPONSES_TO_CRM = "responses_to_crm"
+    FROM_CRM_RECORDS = "from_crm_records"  # leads, contacts and accounts
+    FROM_EMAIL_ENABLED = "from_email_enabled"
