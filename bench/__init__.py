@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers (not pass/fail): run `python -m bench.<name>`."""
