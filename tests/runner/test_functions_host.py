@@ -1,0 +1,147 @@
+"""The local Functions runner behaves like the host for HTTP, queue and timer triggers.
+
+Runs a real uvicorn server on loopback and real Azurite queues; the handlers are
+plain v2-model functions defined here so the runner is tested on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+
+import azure.functions as func
+import httpx
+import pytest
+import uvicorn
+from azure.storage.queue.aio import QueueClient
+
+from simulators.azurite import Azurite
+from simulators.functions_host import FunctionsHost, NCrontab, QueueSettings
+from simulators.ports import free_port
+
+
+def _make_app(queue_name: str, seen: list[str], fired: list[str]) -> func.FunctionApp:
+    app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+    @app.route(route="echo/{name}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+    def echo(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(f"{req.route_params['name']}:{req.params.get('q', '')}", status_code=200)
+
+    @app.route(route="secret", methods=["POST"])
+    async def secret(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(req.get_body(), status_code=201, mimetype="application/json")
+
+    @app.queue_trigger(arg_name="msg", queue_name=queue_name, connection="AzureWebJobsStorage")
+    async def worker(msg: func.QueueMessage) -> None:
+        body = msg.get_body().decode()
+        if body == "always-fails":
+            raise RuntimeError("simulated handler failure")
+        seen.append(body)
+
+    @app.timer_trigger(arg_name="timer", schedule="0 0 3 * * *")
+    def nightly(timer: func.TimerRequest) -> None:
+        fired.append("nightly")
+
+    return app
+
+
+@pytest.fixture
+async def running(azurite: Azurite) -> AsyncIterator[tuple[FunctionsHost, str, list[str], list[str], str]]:
+    queue_name = "q" + uuid.uuid4().hex[:12]
+    seen: list[str] = []
+    fired: list[str] = []
+    host = FunctionsHost(
+        app=_make_app(queue_name, seen, fired),
+        storage_connection_string=azurite.connection_string,
+        queue_settings=QueueSettings(
+            batch_size=4, max_dequeue_count=2, visibility_timeout=0, max_polling_interval=0.2
+        ),
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(host.asgi(), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield host, f"http://127.0.0.1:{port}", seen, fired, queue_name
+    server.should_exit = True
+    await task
+
+
+async def _eventually(condition: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():  # type: ignore[operator]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_http_routes_params_and_auth_levels(
+    running: tuple[FunctionsHost, str, list[str], list[str], str],
+) -> None:
+    host, base, *_ = running
+    async with httpx.AsyncClient(base_url=base) as client:
+        echoed = await client.get("/api/echo/alice", params={"q": "1"})
+        assert (echoed.status_code, echoed.text) == (200, "alice:1")
+        assert (await client.post("/api/echo/alice")).status_code == 405
+        assert (await client.post("/api/secret", content=b"{}")).status_code == 401
+        wrong = await client.post("/api/secret", content=b"{}", headers={"x-functions-key": "nope"})
+        assert wrong.status_code == 401
+        ok = await client.post(
+            "/api/secret", content=b'{"a":1}', headers={"x-functions-key": host.function_key}
+        )
+        assert (ok.status_code, ok.json()) == (201, {"a": 1})
+        by_code = await client.post("/api/secret", params={"code": host.master_key}, content=b"{}")
+        assert by_code.status_code == 201
+        assert (await client.get("/api/nothing-here")).status_code == 404
+
+
+async def test_queue_messages_are_base64_delivered_and_poisoned_after_max_dequeue(
+    running: tuple[FunctionsHost, str, list[str], list[str], str], azurite: Azurite
+) -> None:
+    _, _, seen, _, queue_name = running
+    async with QueueClient.from_connection_string(azurite.connection_string, queue_name) as queue:
+        for body in ("job-1", "always-fails", "job-2"):
+            await queue.send_message(base64.b64encode(body.encode()).decode())
+        await _eventually(lambda: sorted(seen) == ["job-1", "job-2"])
+    async with QueueClient.from_connection_string(
+        azurite.connection_string, queue_name + "-poison"
+    ) as poison:
+        poisoned: list[str] = []
+
+        async def drain() -> bool:
+            poisoned.extend([base64.b64decode(m.content).decode() async for m in poison.receive_messages()])
+            return poisoned == ["always-fails"]
+
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await drain():
+            assert asyncio.get_running_loop().time() < deadline, "poison message never arrived"
+            await asyncio.sleep(0.2)
+
+
+async def test_timer_runs_on_demand_through_the_admin_api(
+    running: tuple[FunctionsHost, str, list[str], list[str], str],
+) -> None:
+    host, base, _, fired, _ = running
+    async with httpx.AsyncClient(base_url=base) as client:
+        assert (await client.post("/admin/functions/nightly", json={"input": ""})).status_code == 401
+        response = await client.post(
+            "/admin/functions/nightly", json={"input": ""}, headers={"x-functions-key": host.master_key}
+        )
+        assert response.status_code == 202
+    assert fired == ["nightly"]
+
+
+def test_ncrontab_six_fields() -> None:
+    every_five_minutes = NCrontab.parse("0 */5 * * * *")
+    start = dt.datetime(2026, 11, 22, 10, 3, 7, tzinfo=dt.UTC)
+    assert every_five_minutes.next_after(start) == dt.datetime(2026, 11, 22, 10, 5, 0, tzinfo=dt.UTC)
+    weekdays_at_nine = NCrontab.parse("0 30 9 * * 1-5")
+    saturday = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.UTC)
+    assert weekdays_at_nine.next_after(saturday) == dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.UTC)
+    with pytest.raises(ValueError, match="six fields"):
+        NCrontab.parse("*/5 * * * *")
+    with pytest.raises(ValueError, match="out of range"):
+        NCrontab.parse("0 61 * * * *")
