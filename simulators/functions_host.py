@@ -321,7 +321,7 @@ class FunctionsHost:
                 return Response(status_code=202)
         for queue in self.queues:
             if queue.name == name:
-                message = QueueMessage(  # type: ignore[no-untyped-call]id="manual", body=str(payload), dequeue_count=1)
+                message = QueueMessage(id="manual", body=str(payload), dequeue_count=1)  # type: ignore[no-untyped-call]
                 await _call(queue.handler, **{queue.arg_name: message})
                 return Response(status_code=202)
         return Response(status_code=404)
