@@ -1,0 +1,211 @@
+"""The CRM port: what the sync engine needs from a CRM, in CRM-neutral terms.
+
+Every call is made *on behalf of a user* (``caller`` = the user's Entra object id, sent by the
+Dataverse adapter as ``CallerObjectId``), so security roles and column security apply exactly as
+they would for that user; ``caller=None`` means the application user itself and is only for
+onboarding and org-wide change tracking. ``caller`` is keyword-only and has no default on purpose:
+forgetting impersonation must be a type error, not a privilege escalation.
+
+Fields are logical column names -> values; lookups are :class:`RecordRef` values (the adapter turns
+them into ``@odata.bind``); activity parties are :class:`Party` values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from shared.crm.errors import CrmError
+
+
+class ParticipationType(enum.IntEnum):
+    """``activityparty.participationtypemask`` values (powerapps-docs: ActivityParty table reference)."""
+
+    SENDER = 1
+    TO = 2
+    CC = 3
+    BCC = 4
+    REQUIRED = 5
+    OPTIONAL = 6
+    ORGANIZER = 7
+    REGARDING = 8
+    OWNER = 9
+    RESOURCE = 10
+    CUSTOMER = 11
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """A CRM record by table logical name and primary id."""
+
+    table: str
+    id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """One activity party: a resolved record (``ref``), an unresolved address, or both.
+
+    Dataverse keeps ``addressused`` next to the resolved party, so the address the mail was sent to
+    survives even when it resolves to a contact.
+    """
+
+    participation: ParticipationType
+    ref: RecordRef | None = None
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.ref is None and not self.address:
+            raise ValueError("a party needs a record reference or an email address")
+
+
+FieldValue = str | int | float | bool | None | dt.datetime | dt.date | uuid.UUID | RecordRef
+KeyValue = str | int
+
+
+@dataclass(frozen=True, slots=True)
+class Upsert:
+    """Create-or-update one record, addressed by primary ``id`` or by an alternate ``key``.
+
+    ``if_match``: an etag (update only if unchanged) or ``"*"`` (update only, never create).
+    ``if_none_match``: create only, never update.
+    ``parties`` replaces the activity's party list (email, appointment).
+    """
+
+    table: str
+    fields: Mapping[str, FieldValue]
+    id: uuid.UUID | None = None
+    key: Mapping[str, KeyValue] | None = None
+    parties: tuple[Party, ...] = ()
+    if_match: str | None = None
+    if_none_match: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.id is None) == (self.key is None):
+            raise ValueError("an upsert is addressed by exactly one of id or alternate key")
+        if self.if_match is not None and self.if_none_match:
+            raise ValueError("If-Match and If-None-Match exclude each other")
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete one record; a record that is already gone counts as deleted."""
+
+    table: str
+    id: uuid.UUID
+    if_match: str | None = None
+
+
+Operation = Upsert | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    """What an upsert did: the record, its new etag, and whether it was created."""
+
+    ref: RecordRef | None
+    etag: str | None
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OperationResult:
+    """One batch operation's outcome; ``error`` is set when ``ok`` is false."""
+
+    ok: bool
+    status: int
+    ref: RecordRef | None = None
+    etag: str | None = None
+    created: bool = False
+    error: CrmError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """One page of a table's change-tracking stream.
+
+    Exactly one of ``next_link`` (more pages now) and ``delta_link`` (store it; ask again later) is
+    set. Links are opaque: hand them back to :meth:`CrmPort.read_changes` unchanged.
+    """
+
+    table: str
+    changed: tuple[Mapping[str, Any], ...] = ()
+    deleted: tuple[uuid.UUID, ...] = ()
+    next_link: str | None = None
+    delta_link: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WhoAmI:
+    """The Dataverse user a call runs as (``WhoAmI`` function)."""
+
+    user_id: uuid.UUID
+    business_unit_id: uuid.UUID
+    organization_id: uuid.UUID
+
+
+EMAIL_RESOLUTION_ORDER = ("systemuser", "contact", "account", "lead")
+"""Dynamics' party resolution order: users first, then contacts, accounts, leads."""
+
+
+@runtime_checkable
+class CrmPort(Protocol):
+    """What the engine calls. Implemented by :class:`shared.crm.dataverse.DataverseClient`."""
+
+    async def upsert(self, op: Upsert, *, caller: str | None) -> UpsertResult: ...
+
+    async def create(
+        self,
+        table: str,
+        fields: Mapping[str, FieldValue],
+        *,
+        id: uuid.UUID | None = None,
+        parties: Sequence[Party] = (),
+        caller: str | None,
+    ) -> RecordRef: ...
+
+    async def get(
+        self, table: str, id: uuid.UUID, *, select: Sequence[str] | None = None, caller: str | None
+    ) -> dict[str, Any] | None: ...
+
+    async def delete(
+        self, table: str, id: uuid.UUID, *, if_match: str | None = None, caller: str | None
+    ) -> bool: ...
+
+    async def find_by_email(
+        self, address: str, *, tables: Sequence[str] = EMAIL_RESOLUTION_ORDER, caller: str | None
+    ) -> list[RecordRef]: ...
+
+    async def apply_batch(
+        self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None
+    ) -> list[OperationResult]: ...
+
+    async def read_changes(
+        self, table: str, *, select: Sequence[str], link: str | None = None, caller: str | None
+    ) -> ChangePage: ...
+
+    async def whoami(self, *, caller: str | None) -> WhoAmI: ...
+
+    async def check_privileges(self, privileges: Sequence[str], *, caller: str | None) -> dict[str, bool]: ...
+
+
+__all__ = [
+    "EMAIL_RESOLUTION_ORDER",
+    "ChangePage",
+    "CrmPort",
+    "Delete",
+    "FieldValue",
+    "KeyValue",
+    "Operation",
+    "OperationResult",
+    "ParticipationType",
+    "Party",
+    "RecordRef",
+    "Upsert",
+    "UpsertResult",
+    "WhoAmI",
+]
