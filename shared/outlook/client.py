@@ -1,0 +1,88 @@
+"""The one way crmsync builds a Graph client: msgraph-sdk over msgraph-core's middleware pipeline.
+
+Every request carries ``Prefer: IdType="ImmutableId"`` (learn.microsoft.com/graph/outlook-immutable-id,
+"Obtain immutable identifiers for Outlook resources"): ids then survive moves between folders, so
+the link map never goes stale when a user files a message. The header is added by a middleware, not
+per call, so no code path can forget it.
+
+Retries are msgraph-core's ``RetryHandler`` only (429/503/504, honouring ``Retry-After``;
+learn.microsoft.com/graph/throttling "Microsoft Graph throttling guidance"); nothing in
+``shared.outlook`` retries on top of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+import httpx
+from azure.core.credentials_async import AsyncTokenCredential
+from kiota_abstractions.request_option import RequestOption
+from kiota_authentication_azure.azure_identity_authentication_provider import (
+    AzureIdentityAuthenticationProvider,
+)
+from kiota_http.kiota_client_factory import KiotaClientFactory
+from kiota_http.middleware.middleware import BaseMiddleware
+from kiota_http.middleware.options import RetryHandlerOption
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
+from msgraph_core import APIVersion, GraphClientFactory
+from msgraph_core.middleware import GraphTelemetryHandler
+from msgraph_core.middleware.options import GraphTelemetryHandlerOption
+
+GRAPH_DEFAULT_SCOPES = ("https://graph.microsoft.com/.default",)
+IMMUTABLE_ID_PREFERENCE = 'IdType="ImmutableId"'
+
+
+class ImmutableIdHandler(BaseMiddleware):
+    """Adds ``IdType="ImmutableId"`` to the request's ``Prefer`` header, keeping other preferences.
+
+    ``Prefer`` may carry several comma-separated preferences (RFC 7240), e.g. the delta readers'
+    ``odata.maxpagesize``; those are kept.
+    """
+
+    async def send(self, request: httpx.Request, transport: httpx.AsyncBaseTransport) -> httpx.Response:
+        preferences = [value.strip() for value in request.headers.get_list("Prefer", split_commas=True)]
+        if not any(value.lower().startswith("idtype=") for value in preferences):
+            preferences.append(IMMUTABLE_ID_PREFERENCE)
+            request.headers["Prefer"] = ", ".join(value for value in preferences if value)
+        return await super().send(request, transport)
+
+
+def _pipeline(*, max_retries: int, retry_delay: float) -> list[BaseMiddleware]:
+    options: dict[str, RequestOption] = {
+        RetryHandlerOption.get_key(): RetryHandlerOption(delay=retry_delay, max_retries=max_retries),
+    }
+    middleware = KiotaClientFactory.get_default_middleware(options)
+    middleware.append(ImmutableIdHandler())
+    middleware.append(GraphTelemetryHandler(options=GraphTelemetryHandlerOption(api_version=APIVersion.v1)))
+    return middleware
+
+
+def build_graph_client(
+    credential: AsyncTokenCredential,
+    *,
+    base_url: str,
+    scopes: Sequence[str] = GRAPH_DEFAULT_SCOPES,
+    max_retries: int = 5,
+    retry_delay: float = 0.0,
+    timeout_seconds: float = 60.0,
+) -> GraphServiceClient:
+    """A ``GraphServiceClient`` talking to ``base_url`` (e.g. ``https://graph.microsoft.com/v1.0``).
+
+    ``max_retries`` and ``retry_delay`` configure msgraph-core's retry handler: ``retry_delay`` is a
+    base delay it adds to its exponential backoff when Graph sends no ``Retry-After`` (Graph's own
+    ``Retry-After`` always wins). Tokens are only sent to ``base_url``'s host.
+    """
+    base = base_url.rstrip("/")
+    host = urlsplit(base).hostname
+    if not host:
+        raise ValueError("base_url must be an absolute URL")
+    auth = AzureIdentityAuthenticationProvider(credential, scopes=list(scopes), allowed_hosts=[host])
+    http_client = GraphClientFactory.create_with_custom_middleware(
+        _pipeline(max_retries=max_retries, retry_delay=retry_delay),
+        client=httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=10.0), http2=True),
+    )
+    adapter = GraphRequestAdapter(auth, client=http_client)
+    adapter.base_url = base
+    return GraphServiceClient(request_adapter=adapter)
