@@ -1,0 +1,198 @@
+"""The storage ports the sync engine, the webhooks and the CLI code against.
+
+Two implementations keep the same contract (tests/store runs one contract suite against both):
+Azure Table Storage (:mod:`shared.store.azure_tables`, Azurite locally) and an in-memory fake
+(:mod:`shared.store.memory`) for fast unit tests of the engine.
+
+Conventions (Azure SDK design guidelines): ``get_*`` of a registry record raises when missing,
+link and sync-state lookups return ``None`` / an empty state because "not linked yet" is the
+normal case; ``delete``/``remove``/``release`` succeed if already gone; ``list_*`` are async
+iterators. Conditional writes raise the typed errors of :mod:`shared.store.errors`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.store.records import (
+    AuditRecord,
+    DirtyMark,
+    ItemRef,
+    Lease,
+    Link,
+    Mailbox,
+    MailboxState,
+    ParkedItem,
+    SubscriptionRecord,
+    SyncState,
+)
+from shared.sync.mailbox_settings import MailboxSettings
+from shared.sync.model import ItemKind
+
+
+class Registry(Protocol):
+    """Mailbox <-> CRM user, one to one, enforced atomically; plus per-mailbox settings."""
+
+    async def register(
+        self,
+        *,
+        mailbox_id: str,
+        upn: str,
+        crm_user_id: str,
+        crm_caller_object_id: str,
+        settings: MailboxSettings | None = None,
+        enabled: bool = True,
+    ) -> Mailbox:
+        """Register both sides at once; MailboxAlreadyRegistered / CrmUserAlreadyRegistered otherwise."""
+        ...
+
+    async def get_mailbox(self, mailbox_id: str) -> Mailbox:
+        """The mailbox; MailboxNotFound if it is not registered."""
+        ...
+
+    async def get_by_crm_user(self, crm_user_id: str) -> Mailbox:
+        """The mailbox of a CRM user; MailboxNotFound if the user has none."""
+        ...
+
+    def list_mailboxes(self, *, enabled_only: bool = False) -> AsyncIterator[Mailbox]:
+        """Every registered mailbox (only enabled ones if asked)."""
+        ...
+
+    async def set_enabled(self, mailbox_id: str, enabled: bool) -> None:
+        """The admin's on/off switch; MailboxNotFound if not registered."""
+        ...
+
+    async def set_state(self, mailbox_id: str, state: MailboxState) -> None:
+        """Record the mailbox's health; MailboxNotFound if not registered."""
+        ...
+
+    async def update_settings(self, mailbox: Mailbox, settings: MailboxSettings) -> Mailbox:
+        """Replace the settings if the mailbox is unchanged since read; SettingsConflict otherwise."""
+        ...
+
+    async def unregister(self, mailbox_id: str) -> None:
+        """Remove both rows at once (no-op if not registered)."""
+        ...
+
+
+class LinkStore(Protocol):
+    """The link map: each Outlook item <-> CRM record pair, findable from either side."""
+
+    async def get_by_outlook(self, mailbox_id: str, kind: ItemKind, outlook_id: str) -> Link | None: ...
+
+    async def get_by_crm(self, mailbox_id: str, crm_table: str, crm_id: str) -> Link | None: ...
+
+    async def create(self, link: Link) -> Link:
+        """Write both rows at once; LinkAlreadyExists (naming the side) if either exists."""
+        ...
+
+    async def update(self, link: Link) -> Link:
+        """Rewrite a link read earlier (``link.etag``); LinkConflict if it changed or is gone."""
+        ...
+
+    async def delete(self, link: Link) -> None:
+        """Remove both rows (no-op if gone); LinkConflict if it changed since read."""
+        ...
+
+    async def move_outlook_id(self, link: Link, new_outlook_id: str) -> Link:
+        """Re-key the Outlook side (an item moved without immutable ids) in one transaction."""
+        ...
+
+    def list_links(self, mailbox_id: str, kind: ItemKind | None = None) -> AsyncIterator[Link]: ...
+
+    async def count(self, mailbox_id: str, kind: ItemKind | None = None) -> int: ...
+
+
+class SyncStateStore(Protocol):
+    """Delta links, dirty flags and the one-instance-per-mailbox lease."""
+
+    async def get_state(self, mailbox_id: str, resource: str) -> SyncState: ...
+
+    async def mark_dirty(self, mailbox_id: str, resource: str) -> bool:
+        """Mark (mailbox, resource) dirty; True only for the call that made it dirty (enqueue then)."""
+        ...
+
+    async def clear_dirty(self, state: SyncState) -> bool:
+        """Clear the flag read in ``state``; False (still dirty) if a notification came since."""
+        ...
+
+    def list_dirty(self) -> AsyncIterator[DirtyMark]: ...
+
+    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None: ...
+
+    async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None: ...
+
+    async def reset(self, mailbox_id: str, resource: str) -> None:
+        """Forget the delta link, so the next run is a full resync."""
+        ...
+
+    async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
+        """Take the mailbox lease; LeaseHeld if another owner's lease has not expired."""
+        ...
+
+    async def renew(self, lease: Lease, seconds: int) -> Lease:
+        """Extend a held lease; LeaseLost if it was taken over or released."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the lease up (no-op if it is no longer ours)."""
+        ...
+
+
+class SubscriptionStore(Protocol):
+    """Graph subscriptions by id, for the webhooks and the renewal timer."""
+
+    async def put(self, record: SubscriptionRecord) -> None: ...
+
+    async def get(self, subscription_id: str) -> SubscriptionRecord:
+        """The subscription; SubscriptionNotFound if unknown."""
+        ...
+
+    async def delete(self, subscription_id: str) -> None: ...
+
+    def list_for_mailbox(self, mailbox_id: str) -> AsyncIterator[SubscriptionRecord]: ...
+
+    def list_expiring(self, before: dt.datetime) -> AsyncIterator[SubscriptionRecord]: ...
+
+
+class ParkedStore(Protocol):
+    """Items that failed in a way retrying cannot fix, with why and how often."""
+
+    async def park(self, mailbox_id: str, ref: ItemRef, *, reason_code: str, message: str) -> ParkedItem:
+        """Record a failure (attempts + 1 if already parked)."""
+        ...
+
+    def list_parked(self, mailbox_id: str | None = None) -> AsyncIterator[ParkedItem]: ...
+
+    async def remove(self, mailbox_id: str, ref: ItemRef) -> None: ...
+
+    async def count(self, mailbox_id: str) -> int: ...
+
+
+class AuditTrail(Protocol):
+    """Append-only who/what/when; never bodies or addresses (see AuditRecord)."""
+
+    async def append(self, record: AuditRecord) -> None: ...
+
+    async def list_recent(self, mailbox_id: str, limit: int = 100) -> list[AuditRecord]:
+        """The mailbox's newest ``limit`` records, newest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """Every repository, opened together; ``await store.close()`` when done."""
+
+    registry: Registry
+    links: LinkStore
+    sync_state: SyncStateStore
+    subscriptions: SubscriptionStore
+    parked: ParkedStore
+    audit: AuditTrail
+    closer: Callable[[], Awaitable[None]]
+
+    async def close(self) -> None:
+        await self.closer()

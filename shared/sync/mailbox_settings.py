@@ -1,0 +1,149 @@
+"""Per-mailbox synchronization settings: what Dynamics' personal options and Outlook sync settings held.
+
+The registry stores one :class:`MailboxSettings` per mailbox (as JSON). The model is
+frozen and strict (``extra="forbid"``): an admin typo or an out-of-range value is a
+clear validation error when the settings are written, never a silent default that
+syncs the wrong things.
+
+Concepts follow the product documentation crmsync replaces (learn.microsoft.com,
+"Outlook synchronization filters" / "Choose the fields to synchronize between Dynamics 365
+and Outlook" / "Set personal options: Email tab" (automatic tracking)): CRM -> Outlook is
+governed by synchronization filters, Outlook -> CRM by tracking, and each field has a
+sync direction.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.sync.model import FieldDirection, ItemKind, TrackingRule
+
+#: A Dataverse logical name (table or column): lowercase, starts with a letter.
+LogicalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,99}$")]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CrmRecordRef(_Settings):
+    """A CRM record: table logical name + GUID (e.g. the account a tracked folder sets "regarding")."""
+
+    table: LogicalName
+    id: uuid.UUID
+
+
+class FilterOperator(enum.StrEnum):
+    """The condition operators a synchronization filter may use (a small, translatable subset)."""
+
+    EQ = "eq"
+    NE = "ne"
+    GT = "gt"
+    GE = "ge"
+    LT = "lt"
+    LE = "le"
+    CONTAINS = "contains"
+    BEGINS_WITH = "begins_with"
+
+
+_TEXT_OPERATORS = frozenset({FilterOperator.CONTAINS, FilterOperator.BEGINS_WITH})
+_NULL_OPERATORS = frozenset({FilterOperator.EQ, FilterOperator.NE})
+
+
+class FilterCondition(_Settings):
+    """One ``column op value`` condition of a synchronization filter."""
+
+    column: LogicalName
+    op: FilterOperator
+    value: str | int | float | bool | None
+
+    @model_validator(mode="after")
+    def _value_fits_operator(self) -> FilterCondition:
+        if self.value is None and self.op not in _NULL_OPERATORS:
+            raise ValueError(f"condition on {self.column!r}: null can only be compared with eq/ne")
+        if self.op in _TEXT_OPERATORS and not isinstance(self.value, str):
+            raise ValueError(f"condition on {self.column!r}: {self.op.value} needs a text value")
+        return self
+
+
+class SyncFilter(_Settings):
+    """Which CRM records of one kind reach the mailbox (Dynamics' "My active contacts" and friends)."""
+
+    owner_is_me: bool = True
+    active_only: bool = True
+    conditions: tuple[FilterCondition, ...] = Field(default=(), max_length=20)
+
+
+class TieBreak(enum.StrEnum):
+    """Which side wins when both changed the same two-way field since the last sync."""
+
+    CRM = "crm"
+    OUTLOOK = "outlook"
+
+
+class OutlookDeletePolicy(enum.StrEnum):
+    """What deleting (or untracking) an item in Outlook does to its CRM copy.
+
+    ``delete_if_owner`` is Dynamics' rule: the CRM record is deleted only if the user
+    owns it, otherwise just unlinked. ``unlink`` never deletes CRM data.
+    """
+
+    DELETE_IF_OWNER = "delete_if_owner"
+    UNLINK = "unlink"
+
+
+_FILTERABLE_KINDS = frozenset({ItemKind.CONTACT, ItemKind.APPOINTMENT, ItemKind.TASK})
+_DEFAULT_FILTER = SyncFilter()
+
+
+class MailboxSettings(_Settings):
+    """Everything a mailbox's sync can be tuned with; the defaults are Dynamics' defaults."""
+
+    item_kinds: frozenset[ItemKind] = Field(default=frozenset(ItemKind), min_length=1)
+    tracking: TrackingRule = TrackingRule.NONE
+    track_sent_items: bool = False
+    tracked_category: str = Field(default="Tracked to Dynamics 365", min_length=1, max_length=255)
+    tracked_folders: dict[Annotated[str, StringConstraints(min_length=1, max_length=512)], CrmRecordRef] = (
+        Field(default_factory=dict, max_length=500)
+    )
+    sync_filters: dict[ItemKind, SyncFilter] = Field(default_factory=dict)
+    field_directions: dict[ItemKind, dict[LogicalName, FieldDirection]] = Field(default_factory=dict)
+    conflict_tie_break: TieBreak = TieBreak.CRM
+    outlook_delete_policy: OutlookDeletePolicy = OutlookDeletePolicy.DELETE_IF_OWNER
+
+    @model_validator(mode="after")
+    def _coherent(self) -> MailboxSettings:
+        problems: list[str] = []
+        if _CONTROL.search(self.tracked_category):
+            problems.append("tracked_category: control characters are not allowed")
+        email_off = ItemKind.EMAIL not in self.item_kinds
+        if email_off and (
+            self.tracking is not TrackingRule.NONE or self.track_sent_items or self.tracked_folders
+        ):
+            problems.append(
+                "tracking, track_sent_items and tracked_folders need the 'email' item kind enabled"
+            )
+        unfilterable = set(self.sync_filters) - _FILTERABLE_KINDS
+        if unfilterable:
+            problems.append(
+                "sync_filters: only contact, appointment and task have synchronization filters "
+                f"(got {sorted(kind.value for kind in unfilterable)})"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def filter_for(self, kind: ItemKind) -> SyncFilter:
+        """The synchronization filter for ``kind`` (Dynamics' default filter when none is set)."""
+        return self.sync_filters.get(kind, _DEFAULT_FILTER)
+
+    def direction_override(self, kind: ItemKind, column: str) -> FieldDirection | None:
+        """The user's direction for ``column`` of ``kind``, or ``None`` to use the field map's default."""
+        return self.field_directions.get(kind, {}).get(column)
