@@ -1,0 +1,362 @@
+"""The building blocks of a field map: CRM values, activity parties, one mapping per column.
+
+A field map says, for one :class:`~shared.sync.model.ItemKind`, which Dataverse column each piece
+of the neutral item becomes (``to_crm``), how a CRM value is written back onto a neutral item
+(``to_outlook``, only where the field can flow that way), the column's default sync direction and
+whether a mailbox may override it (``fixed``), as Dynamics' Outlook synchronization field mappings
+do ("Synchronization field mappings", Dynamics 365 Outlook synchronization settings).
+
+CRM values are kept in the shape Dataverse's Web API uses, so a projection compares equal to what
+the CRM returns: strings, integers (choices), booleans, ``None`` (null), UTC date-times as
+``YYYY-MM-DDTHH:MM:SSZ`` (the Web API's format, whole seconds), dates as ``YYYY-MM-DD``, and party
+lists as a sorted tuple of :class:`PartySpec`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from shared.sync.limits import Fitted, fit_value
+from shared.sync.model import Appointment, Contact, Email, FieldDirection, Importance, ItemKind, Task
+
+
+class Participation(enum.IntEnum):
+    """``activityparty.participationtypemask`` choice values (activityparty.md)."""
+
+    SENDER = 1
+    TO = 2
+    CC = 3
+    BCC = 4
+    REQUIRED = 5
+    OPTIONAL = 6
+    ORGANIZER = 7
+    OWNER = 9
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class PartySpec:
+    """One activity party to write: its role and the SMTP address it was addressed with.
+
+    Resolving the address to a systemuser, contact, account or lead (in that order, else
+    ``addressused`` alone) is I/O and belongs to the applier, not here.
+    """
+
+    participation: int
+    address: str
+
+
+CrmValue = str | int | bool | None | tuple[PartySpec, ...]
+
+
+class Absent(enum.Enum):
+    ABSENT = "absent"
+
+
+ABSENT = Absent.ABSENT
+"""Returned by a ``to_crm`` that has no value to offer (an email whose body was not read): the
+column is left out of the projection, so it is neither written nor compared."""
+
+PRIORITY_CODES: Mapping[Importance, int] = {Importance.LOW: 0, Importance.NORMAL: 1, Importance.HIGH: 2}
+"""Outlook importance as ``prioritycode`` (0 Low, 1 Normal, 2 High on appointment, task and email)."""
+
+ItemT = TypeVar("ItemT", Contact, Appointment, Task, Email)
+ChoiceT = TypeVar("ChoiceT")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMapping(Generic[ItemT]):
+    """One CRM column of a field map.
+
+    ``to_outlook`` is ``None`` for columns that never flow to Outlook (then the direction must be
+    ``to_crm`` or ``none``). ``follows`` names the column whose direction and merge decision this
+    one shares, so pairs that Dataverse validates together (``statecode`` with ``statuscode``)
+    never split. ``on_create`` is ``False`` where the contract says the column is not valid for
+    create; such columns are written by an update right after the create.
+    """
+
+    column: str
+    to_crm: Callable[[ItemT], CrmValue | Absent]
+    to_outlook: Callable[[ItemT, CrmValue], ItemT] | None = None
+    direction: FieldDirection = FieldDirection.TWO_WAY
+    fixed: bool = False
+    follows: str | None = None
+    on_create: bool = True
+
+    def __post_init__(self) -> None:
+        if self.to_outlook is None and self.direction in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK):
+            raise ValueError(f"{self.column}: a column without to_outlook cannot flow to Outlook")
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """A neutral item seen as CRM columns, already fitted to the column limits."""
+
+    values: dict[str, CrmValue]
+    fitted: tuple[Fitted, ...] = ()
+
+
+@dataclass(frozen=True)
+class FieldMap(Generic[ItemT]):
+    """The field map of one item kind; see the kind's module for its choices."""
+
+    kind: ItemKind
+    table: str
+    mappings: tuple[FieldMapping[ItemT], ...]
+    blank: Callable[[], ItemT] | None = None  # start of an Outlook item built from CRM; None: never
+    unsyncable: Callable[[ItemT], str | None] | None = None  # why an item is not synced, if it isn't
+    _by_column: dict[str, FieldMapping[ItemT]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_column = {mapping.column: mapping for mapping in self.mappings}
+        if len(by_column) != len(self.mappings):
+            raise ValueError(f"{self.table}: a column is mapped twice")
+        for mapping in self.mappings:
+            if mapping.follows is not None and by_column.get(mapping.follows, mapping).follows is not None:
+                raise ValueError(f"{self.table}.{mapping.column}: follows must name a leading column")
+        object.__setattr__(self, "_by_column", by_column)
+
+    def skip_reason(self, item: ItemT) -> str | None:
+        """Why this item is not synchronised at all (a draft, an occurrence of a series), or None."""
+        return self.unsyncable(item) if self.unsyncable else None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(self._by_column)
+
+    def mapping(self, column: str) -> FieldMapping[ItemT]:
+        return self._by_column[column]
+
+    def units(self) -> dict[str, tuple[str, ...]]:
+        """Leading column -> the columns merged with it as one unit (itself first)."""
+        units: dict[str, list[str]] = {}
+        for mapping in self.mappings:
+            units.setdefault(mapping.follows or mapping.column, []).append(mapping.column)
+        return {
+            leader: tuple(sorted(members, key=lambda c: c != leader)) for leader, members in units.items()
+        }
+
+    def directions(self, overrides: Mapping[str, FieldDirection] | None = None) -> dict[str, FieldDirection]:
+        """Effective direction per leading column: a mailbox override unless the field is fixed."""
+        overrides = overrides or {}
+        result: dict[str, FieldDirection] = {}
+        for leader in self.units():
+            mapping = self._by_column[leader]
+            wanted = mapping.direction if mapping.fixed else overrides.get(leader, mapping.direction)
+            if mapping.to_outlook is None and wanted in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK):
+                wanted = FieldDirection.TO_CRM if wanted is FieldDirection.TWO_WAY else FieldDirection.NONE
+            result[leader] = wanted
+        return result
+
+    def project(self, item: ItemT) -> Projection:
+        """The CRM columns this item stands for, fitted to the column limits."""
+        values: dict[str, CrmValue] = {}
+        fitted: list[Fitted] = []
+        for mapping in self.mappings:
+            value = mapping.to_crm(item)
+            if value is ABSENT:
+                continue
+            fitted_value, note = fit_crm_value(self.table, mapping.column, value)
+            values[mapping.column] = fitted_value
+            fitted.extend(note)
+        return Projection(values, tuple(fitted))
+
+    def apply(self, item: ItemT, values: Mapping[str, CrmValue]) -> ItemT:
+        """Write CRM values onto a neutral item (columns that cannot flow to Outlook are ignored)."""
+        for column, value in values.items():
+            mapping = self._by_column.get(column)
+            if mapping is not None and mapping.to_outlook is not None:
+                item = mapping.to_outlook(item, value)
+        return item
+
+    def item_from_crm(self, values: Mapping[str, CrmValue]) -> ItemT:
+        """A new neutral item for a CRM record that is not in Outlook yet."""
+        if self.blank is None:
+            raise ValueError(f"{self.kind} items are never created in Outlook from the CRM")
+        return self.apply(self.blank(), values)
+
+    def crm_values(self, record: Mapping[str, object]) -> dict[str, CrmValue]:
+        """The mapped columns of a CRM record, canonicalised (what projections are compared with)."""
+        return {column: canonical_crm_value(record.get(column)) for column in self.columns}
+
+
+def fit_crm_value(table: str, column: str, value: CrmValue) -> tuple[CrmValue, list[Fitted]]:
+    """Fit a column value, or every party address of a party list, to the contract's limits."""
+    if isinstance(value, tuple):
+        parties: list[PartySpec] = []
+        notes: list[Fitted] = []
+        for party in value:
+            address, note = fit_value("activityparty", "addressused", party.address)
+            parties.append(PartySpec(party.participation, address))
+            if note:  # reported against the party list column, so callers can tell which one
+                notes.append(Fitted(table, column, note.original_length, note.max_length))
+        return tuple(sorted(parties)), notes
+    if not isinstance(value, str):
+        return value, []
+    fitted, note = fit_value(table, column, value)
+    return fitted, [note] if note else []
+
+
+def canonical_crm_value(value: object) -> CrmValue:
+    """Normalise a value read from the CRM: "" is null, lists of parties become sorted tuples."""
+    if value == "":
+        return None
+    if isinstance(value, list | tuple):
+        return tuple(sorted(_party(entry) for entry in value)) or None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    raise TypeError(f"not a CRM column value: {type(value).__name__}")
+
+
+def _party(entry: object) -> PartySpec:
+    if isinstance(entry, PartySpec):
+        return entry
+    if isinstance(entry, list | tuple) and len(entry) == 2:
+        return PartySpec(int(entry[0]), str(entry[1]))
+    raise TypeError("a party is a PartySpec or a (participation, address) pair")
+
+
+def to_jsonable(value: CrmValue) -> object:
+    """JSON shape of a CRM value (parties as ``[participation, address]`` pairs)."""
+    if isinstance(value, tuple):
+        return [[party.participation, party.address] for party in value]
+    return value
+
+
+def fingerprint(values: Mapping[str, CrmValue]) -> str:
+    """A short, stable digest of some column values: what link rows keep instead of the values.
+
+    Link rows never hold bodies or addresses; equality is all a three-way merge needs of the base.
+    """
+    canonical = json.dumps(
+        {column: to_jsonable(value) for column, value in values.items()},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def crm_content_hash(field_map: FieldMap[ItemT], values: Mapping[str, CrmValue]) -> str:
+    """Content hash of a CRM record over the mapped columns only (unmapped columns are not content)."""
+    return fingerprint({column: values.get(column) for column in field_map.columns})
+
+
+# --- value conversions shared by the kinds ----------------------------------------------------
+
+
+def text(value: str | None) -> str | None:
+    """Dataverse stores an empty string as null; so do projections."""
+    return value or None
+
+
+def utc_text(value: dt.datetime | None) -> str | None:
+    """A UTC date-time as the Web API writes it: whole seconds, ``Z`` suffix."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_utc(value: CrmValue) -> dt.datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("a CRM date-time is an ISO 8601 string")
+    parsed = dt.datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.astimezone(dt.UTC)
+
+
+def as_text(value: CrmValue) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError("expected a string column value")
+
+
+def as_int(value: CrmValue) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise TypeError("expected a choice (integer) column value")
+
+
+def text_column(
+    model: type[ItemT],
+    column: str,
+    attribute: str,
+    *,
+    direction: FieldDirection = FieldDirection.TWO_WAY,
+    fixed: bool = False,
+) -> FieldMapping[ItemT]:
+    """A string column that mirrors one optional string attribute of the neutral item."""
+
+    def to_crm(item: ItemT) -> CrmValue:
+        value = getattr(item, attribute)
+        return text(value) if isinstance(value, str) else None
+
+    def to_outlook(item: ItemT, value: CrmValue) -> ItemT:
+        return item.model_copy(update={attribute: as_text(value)})
+
+    writes_back = direction in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK)
+    return FieldMapping(column, to_crm, to_outlook if writes_back else None, direction, fixed)
+
+
+def choice_column(
+    model: type[ItemT],
+    column: str,
+    attribute: str,
+    choices: Mapping[ChoiceT, int],
+    *,
+    direction: FieldDirection = FieldDirection.TWO_WAY,
+    fixed: bool = False,
+) -> FieldMapping[ItemT]:
+    """A choice column for an enum attribute; CRM values without a neutral meaning change nothing."""
+    reverse = invert(choices)
+
+    def to_crm(item: ItemT) -> CrmValue:
+        return choices[getattr(item, attribute)]
+
+    def to_outlook(item: ItemT, value: CrmValue) -> ItemT:
+        choice = as_int(value)
+        if choice is None or choice not in reverse:
+            return item
+        return item.model_copy(update={attribute: reverse[choice]})
+
+    writes_back = direction in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK)
+    return FieldMapping(column, to_crm, to_outlook if writes_back else None, direction, fixed)
+
+
+def utc_column(model: type[ItemT], column: str, attribute: str) -> FieldMapping[ItemT]:
+    """A two-way UTC date-time column; a null from the CRM clears an optional attribute only."""
+    required = model.model_fields[attribute].is_required()
+
+    def to_crm(item: ItemT) -> CrmValue:
+        return utc_text(getattr(item, attribute))
+
+    def to_outlook(item: ItemT, value: CrmValue) -> ItemT:
+        parsed = parse_utc(value)
+        if parsed is None and required:
+            return item
+        return item.model_copy(update={attribute: parsed})
+
+    return FieldMapping(column, to_crm, to_outlook)
+
+
+def parties(participation: Participation, addresses: Iterable[str | None]) -> CrmValue:
+    """A party list column value: one party per distinct address, addresses lower-cased; no parties
+    is null, as an empty party list reads back from the CRM."""
+    unique = {address.strip().lower() for address in addresses if address and address.strip()}
+    return tuple(sorted(PartySpec(int(participation), address) for address in unique)) or None
+
+
+def invert(choices: Mapping[ChoiceT, int]) -> dict[int, ChoiceT]:
+    """Reverse a neutral-value -> choice-value table (first neutral value wins on duplicates)."""
+    reverse: dict[int, ChoiceT] = {}
+    for neutral, choice in choices.items():
+        reverse.setdefault(choice, neutral)
+    return reverse

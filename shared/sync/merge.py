@@ -1,0 +1,178 @@
+"""Three-way merge of one item's fields: the last synced state, the Outlook side, the CRM side.
+
+Conflicts are settled per field, never by comparing the two servers' clocks (DESIGN.md): a field
+changed on one side since the last sync flows to the other side if its sync direction allows;
+a field changed on both sides to different values goes to the direction (a one-way field's source
+wins) or, for two-way fields, to the mailbox's tie-break.
+
+The base is kept per side (:class:`FieldBase`), as fingerprints, because the mapping between the
+two sides is lossy: a subject fitted to 200 characters, a CRM task status Canceled that To Do
+shows as completed, an Outlook date-time with sub-second precision. Comparing each side with its
+own last synced value means such differences are not mistaken for changes, and link rows never
+store bodies or addresses (only digests). Columns that Dataverse validates together (``statecode``
+with ``statuscode``) are merged as one *unit*, keyed by the leading column.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.sync.fieldmaps.base import CrmValue, fingerprint
+from shared.sync.model import FieldDirection
+
+
+class Side(enum.StrEnum):
+    """A side of the sync; also the tie-break setting ("crm" | "outlook")."""
+
+    OUTLOOK = "outlook"
+    CRM = "crm"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldBase:
+    """Fingerprints of one unit's values on each side as of the last sync."""
+
+    outlook: str
+    crm: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedConflict:
+    """A unit changed on both sides to different values, and who won (for the audit: no values)."""
+
+    column: str
+    winner: Side
+    rule: Literal["tie_break", "direction"]
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    to_crm: dict[str, CrmValue] = field(default_factory=dict)
+    to_outlook: dict[str, CrmValue] = field(default_factory=dict)
+    conflicts: tuple[ResolvedConflict, ...] = ()
+
+
+_FLOWS_TO_CRM = (FieldDirection.TWO_WAY, FieldDirection.TO_CRM)
+_FLOWS_TO_OUTLOOK = (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK)
+
+
+def _side_values(
+    values: Mapping[str, CrmValue], members: tuple[str, ...], *, missing_is_null: bool
+) -> dict[str, CrmValue]:
+    if missing_is_null:
+        return {column: values.get(column) for column in members}
+    return {column: values[column] for column in members if column in values}
+
+
+def unit_fingerprints(
+    outlook: Mapping[str, CrmValue], crm: Mapping[str, CrmValue], units: Mapping[str, tuple[str, ...]]
+) -> dict[str, FieldBase]:
+    """The base to store after a sync that leaves the sides with these values.
+
+    ``outlook`` is the Outlook side's projection (a column it has no opinion on is absent);
+    a column missing from ``crm`` is null there.
+    """
+    return {
+        leader: FieldBase(
+            fingerprint(_side_values(outlook, members, missing_is_null=False)),
+            fingerprint(_side_values(crm, members, missing_is_null=True)),
+        )
+        for leader, members in units.items()
+    }
+
+
+def _is_empty(values: Mapping[str, CrmValue]) -> bool:
+    return all(value is None for value in values.values())
+
+
+def _winner(
+    *,
+    outlook_changed: bool,
+    crm_changed: bool,
+    first_sync: bool,
+    outlook_empty: bool,
+    crm_empty: bool,
+    direction: FieldDirection,
+    tie_break: Side,
+) -> tuple[Side | None, Literal["tie_break", "direction"] | None]:
+    """Which side's value the unit takes, and the rule that decided a real conflict (if one was)."""
+    to_crm, to_outlook = direction in _FLOWS_TO_CRM, direction in _FLOWS_TO_OUTLOOK
+    if outlook_changed and crm_changed:
+        if first_sync and (outlook_empty or crm_empty):
+            # Linking two existing copies: a value beats no value; nothing was really in conflict.
+            return (Side.CRM if outlook_empty else Side.OUTLOOK), None
+        if to_crm and to_outlook:
+            return tie_break, "tie_break"
+        if to_crm:
+            return Side.OUTLOOK, "direction"
+        if to_outlook:
+            return Side.CRM, "direction"
+        return None, None
+    if outlook_changed:
+        return Side.OUTLOOK, None
+    if crm_changed:
+        return Side.CRM, None
+    return None, None
+
+
+def merge_fields(
+    *,
+    outlook: Mapping[str, CrmValue],
+    crm: Mapping[str, CrmValue],
+    base: Mapping[str, FieldBase],
+    units: Mapping[str, tuple[str, ...]],
+    directions: Mapping[str, FieldDirection],
+    tie_break: Side,
+) -> MergeResult:
+    """Merge unit by unit. A unit without a base (first sync, or a newly mapped column) counts as
+    changed on both sides. Returns the values to write to each side and the conflicts settled."""
+    to_crm: dict[str, CrmValue] = {}
+    to_outlook: dict[str, CrmValue] = {}
+    conflicts: list[ResolvedConflict] = []
+    for leader, members in units.items():
+        outlook_values = _side_values(outlook, members, missing_is_null=False)
+        crm_values = _side_values(crm, members, missing_is_null=True)
+        if all(crm_values[column] == value for column, value in outlook_values.items()):
+            continue  # the sides agree (or Outlook has no opinion and nothing to take from the CRM)
+        unit_base = base.get(leader)
+        direction = directions.get(leader, FieldDirection.NONE)
+        winner, rule = _winner(
+            # Outlook with no opinion on a unit (an unread body) has nothing to offer.
+            outlook_changed=bool(outlook_values)
+            and (unit_base is None or fingerprint(outlook_values) != unit_base.outlook),
+            crm_changed=unit_base is None or fingerprint(crm_values) != unit_base.crm,
+            first_sync=unit_base is None,
+            outlook_empty=_is_empty(outlook_values),
+            crm_empty=_is_empty(crm_values),
+            direction=direction,
+            tie_break=tie_break,
+        )
+        if rule is not None and winner is not None:
+            conflicts.append(ResolvedConflict(leader, winner, rule))
+        if winner is Side.OUTLOOK and direction in _FLOWS_TO_CRM:
+            to_crm.update(outlook_values)
+        elif winner is Side.CRM and direction in _FLOWS_TO_OUTLOOK:
+            to_outlook.update(crm_values)
+    return MergeResult(to_crm, to_outlook, tuple(conflicts))
+
+
+def encode_synced_fields(fields: Mapping[str, FieldBase]) -> str:
+    """Compact JSON for a link row property: ``{"<column>": ["<outlook fp>", "<crm fp>"], ...}``."""
+    return json.dumps(
+        {column: [entry.outlook, entry.crm] for column, entry in sorted(fields.items())},
+        separators=(",", ":"),
+    )
+
+
+def decode_synced_fields(encoded: str | None) -> dict[str, FieldBase]:
+    """Inverse of :func:`encode_synced_fields`; an empty or missing property is an empty base."""
+    if not encoded:
+        return {}
+    raw = json.loads(encoded)
+    if not isinstance(raw, dict):
+        raise ValueError("synced_fields must be a JSON object")
+    return {str(column): FieldBase(str(pair[0]), str(pair[1])) for column, pair in raw.items()}
