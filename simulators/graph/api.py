@@ -1,0 +1,691 @@
+"""The Graph v1.0 resources: users, mail, contacts, calendar, To Do, master categories.
+
+Each handler names the learn.microsoft.com/graph/api page whose behaviour it follows.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from starlette.responses import Response
+
+from simulators.graph import events, resources
+from simulators.graph.core import GraphError, Json, bad_request, change_key, etag, iso_z, not_found, opaque_id
+from simulators.graph.delta import Entry
+from simulators.graph.http import Ctx, Router, json_response
+from simulators.graph.resources import ODATA_TYPES, View
+from simulators.graph.store import Folder, Item, Kind, Mailbox, Store
+
+if TYPE_CHECKING:
+    from simulators.graph.app import Simulator
+
+DEFAULT_PAGE = (
+    10  # Outlook collections and delta pages default to 10 items (learn.microsoft.com/graph/paging)
+)
+
+# learn.microsoft.com/graph/api/resources/outlookcategory: preset0 .. preset24 or none.
+CATEGORY_COLORS = frozenset({"none", *(f"preset{i}" for i in range(25))})
+
+
+def collection(ctx: Ctx, values: list[Json], context: str) -> Response:
+    """A page of a collection; ``@odata.nextLink`` is absolute and carries $skip
+    (learn.microsoft.com/graph/paging)."""
+    size = ctx.page_size(DEFAULT_PAGE)
+    try:
+        skip = int(ctx.query.get("$skip", "0"))
+    except ValueError as exc:
+        raise bad_request("Invalid $skip.", "BadRequest") from exc
+    body: Json = {"@odata.context": ctx.context(context), "value": values[skip : skip + size]}
+    if skip + size < len(values):
+        query = dict(ctx.query)
+        query["$skip"] = str(skip + size)
+        if "odata.maxpagesize" not in ctx.prefer:
+            query["$top"] = str(size)
+        body["@odata.nextLink"] = ctx.link(ctx.segments, query)
+    return json_response(ctx, body)
+
+
+_EXT_FILTER = re.compile(
+    r"singleValueExtendedProperties/any\(\s*(\w+)\s*:\s*\1/id\s+eq\s+'([^']*)'\s+and\s+\1/value\s+eq\s+'([^']*)'\s*\)",
+    re.IGNORECASE,
+)
+_EQ_FILTER = re.compile(r"(\w+(?:/\w+)?)\s+eq\s+(?:'((?:[^']|'')*)'|(true|false))", re.IGNORECASE)
+
+
+def item_filter(raw: str | None) -> Callable[[Item], bool]:
+    """The $filter forms the simulator understands, combined with ``and``:
+    ``singleValueExtendedProperties/any(ep: ep/id eq '..' and ep/value eq '..')``
+    (learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get, "Get resource instances
+    that include ... a filter") and ``property eq 'text' | true | false``. Anything else is a 400
+    rather than a silently wrong answer."""
+    if not raw:
+        return lambda item: True
+    tests: list[Callable[[Item], bool]] = []
+    rest = raw
+    for match in _EXT_FILTER.finditer(raw):
+        tests.append(_extended_equals(match.group(2).lower(), match.group(3)))
+        rest = rest.replace(match.group(0), "")
+    for match in _EQ_FILTER.finditer(rest):
+        path, text, flag = match.group(1), match.group(2), match.group(3)
+        expected: object = text.replace("''", "'") if text is not None else flag.lower() == "true"
+        tests.append(_property_equals(path, expected))
+        rest = rest.replace(match.group(0), "")
+    if re.sub(r"\band\b", "", rest, flags=re.IGNORECASE).strip():
+        raise bad_request(f"This simulator does not support the $filter '{raw}'.", "BadRequest")
+    return lambda item: all(test(item) for test in tests)
+
+
+def _extended_equals(prop_id: str, value: str) -> Callable[[Item], bool]:
+    return lambda item: str(item.extended.get(prop_id, {}).get("value")) == value
+
+
+def _property_equals(path: str, expected: object) -> Callable[[Item], bool]:
+    return lambda item: _lookup(item.props, path) == expected
+
+
+def _lookup(props: Json, path: str) -> object:
+    value: object = props
+    for part in path.split("/"):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def create_item(store: Store, box: Mailbox, kind: Kind, container: str, body: Json, *, draft: bool) -> Item:
+    """Validate a Graph JSON body and create the item (API POSTs and control-API seeding share this)."""
+    body = dict(body)
+    extended = resources.read_extended(body)
+    resources.check_writable(kind, body)
+    props = resources.new_props(kind, box, body, draft=draft)
+    return store.new_item(box, kind, container, props, extended)
+
+
+class GraphApi:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.store = sim.store
+
+    def register(self, router: Router) -> None:
+        r = router.add
+        r("users", get=self.list_users)
+        r("users/{user}", get=self.get_user)
+        r("users/{user}/mailFolders", get=self.list_mail_folders, post=self.create_mail_folder)
+        r("users/{user}/mailFolders/{folder}", get=self.get_mail_folder, patch=self.update_mail_folder,
+          delete=self.delete_mail_folder)  # fmt: skip
+        r("users/{user}/mailFolders/{folder}/childFolders", get=self.list_mail_folders,
+          post=self.create_mail_folder)  # fmt: skip
+        r("users/{user}/mailFolders/{folder}/messages/delta", get=self.delta_messages)
+        r("users/{user}/mailFolders/{folder}/messages", get=self.list_messages, post=self.create_message)
+        for prefix in ("users/{user}/messages", "users/{user}/mailFolders/{folder}/messages"):
+            r(
+                f"{prefix}/{{item}}",
+                get=self.get_message,
+                patch=self.update_message,
+                delete=self.delete_message,
+            )
+            r(f"{prefix}/{{item}}/move", post=self.move_message)
+            r(f"{prefix}/{{item}}/attachments", get=self.list_attachments, post=self.add_attachment)
+            r(f"{prefix}/{{item}}/attachments/{{attachment}}", get=self.get_attachment,
+              delete=self.delete_attachment)  # fmt: skip
+        r("users/{user}/messages", get=self.list_messages, post=self.create_message)
+        r("users/{user}/contacts/delta", get=self.delta_contacts)
+        r("users/{user}/contactFolders/{folder}/contacts/delta", get=self.delta_contacts)
+        for prefix in ("users/{user}/contacts", "users/{user}/contactFolders/{folder}/contacts"):
+            r(prefix, get=self.list_contacts, post=self.create_contact)
+            r(
+                f"{prefix}/{{item}}",
+                get=self.get_contact,
+                patch=self.update_contact,
+                delete=self.delete_contact,
+            )
+        r("users/{user}/contactFolders", get=self.list_contact_folders, post=self.create_contact_folder)
+        r("users/{user}/contactFolders/{folder}", get=self.get_contact_folder,
+          patch=self.update_contact_folder,
+          delete=self.delete_contact_folder)  # fmt: skip
+        r("users/{user}/events", get=self.list_events, post=self.create_event)
+        r("users/{user}/events/{item}", get=self.get_event, patch=self.update_event, delete=self.delete_event)
+        r("users/{user}/events/{item}/instances", get=self.list_instances)
+        r("users/{user}/calendarView/delta", get=self.delta_calendar_view)
+        r("users/{user}/calendarView", get=self.list_calendar_view)
+        r("users/{user}/todo/lists", get=self.list_todo_lists, post=self.create_todo_list)
+        r("users/{user}/todo/lists/{list}", get=self.get_todo_list, patch=self.update_todo_list,
+          delete=self.delete_todo_list)  # fmt: skip
+        r("users/{user}/todo/lists/{list}/tasks/delta", get=self.delta_tasks)
+        r("users/{user}/todo/lists/{list}/tasks", get=self.list_tasks, post=self.create_task)
+        r("users/{user}/todo/lists/{list}/tasks/{item}", get=self.get_task, patch=self.update_task,
+          delete=self.delete_task)  # fmt: skip
+        r("users/{user}/outlook/masterCategories", get=self.list_categories, post=self.create_category)
+        r("users/{user}/outlook/masterCategories/{category}", get=self.get_category,
+          patch=self.update_category, delete=self.delete_category)  # fmt: skip
+
+    # -- users: learn.microsoft.com/graph/api/user-get, user-list -------------------------------
+
+    async def list_users(self, ctx: Ctx) -> Response:
+        return collection(ctx, [m.as_user() for m in self.store.users.values()], "users")
+
+    async def get_user(self, ctx: Ctx) -> Response:
+        body = {"@odata.context": ctx.context("users/$entity"), **ctx.mailbox.as_user()}
+        select = ctx.select()
+        if select:
+            body = {k: v for k, v in body.items() if k in select or k in ("@odata.context", "id")}
+        return json_response(ctx, body)
+
+    # -- shared item plumbing --------------------------------------------------------------------
+
+    def _entity(self, ctx: Ctx, item: Item, context: str, status: int = 200) -> Response:
+        body = resources.render(ctx.mailbox, item, ctx.view())
+        return json_response(ctx, {"@odata.context": ctx.context(f"{context}/$entity"), **body}, status)
+
+    def _create(self, ctx: Ctx, kind: Kind, container: str, *, draft: bool) -> Item:
+        return create_item(self.store, ctx.mailbox, kind, container, ctx.json(), draft=draft)
+
+    def _update(self, ctx: Ctx, item: Item) -> None:
+        body = ctx.json()
+        item.extended.update(resources.read_extended(body))
+        resources.check_writable(item.kind, body)
+        if item.kind is Kind.MESSAGE and not item.props.get("isDraft"):
+            locked = sorted(set(body) & resources.DRAFT_ONLY)
+            if locked:
+                raise bad_request(
+                    f"The properties {locked} can only be updated on a draft message "
+                    "(learn.microsoft.com/graph/api/message-update).",
+                    "ErrorInvalidPropertyUpdateSentMessage",
+                )
+        resources.merge(item.kind, item.props, body)
+        self.store.update_item(ctx.mailbox, item)
+
+    def _list(self, ctx: Ctx, kind: Kind, container: str | None, context: str) -> Response:
+        keep = item_filter(ctx.query.get("$filter"))
+        view = ctx.view()
+        values = [
+            resources.render(ctx.mailbox, i, view) for i in ctx.mailbox.items_in(kind, container) if keep(i)
+        ]
+        return collection(ctx, values, context)
+
+    def _delta(self, ctx: Ctx, kind: Kind, container: str, context: str, *, select: bool = True) -> Response:
+        """Delta over one folder or list (learn.microsoft.com/graph/api/message-delta, contact-delta,
+        todotask-delta); $select given on the first call is kept in the token."""
+        box = ctx.mailbox
+
+        def collect(options: dict[str, str]) -> list[Entry]:
+            raw = options.get("$select") if select else None
+            view = View(
+                immutable_ids=ctx.immutable_ids,
+                time_zone=ctx.view(select=False).time_zone,
+                select=frozenset(s.strip() for s in raw.split(",")) if raw else None,
+            )
+            return [
+                Entry(i.immutable_id, i.change_key, resources.render(box, i, view, with_type=True))
+                for i in box.items_in(kind, container)
+            ]
+
+        return self.sim.delta.respond(
+            ctx,
+            scope=f"{kind.value}:{container}",
+            odata_type=ODATA_TYPES[kind],
+            collect=collect,
+            default_page=DEFAULT_PAGE,
+            context=f"Collection({kind.value})",
+        )
+
+    # -- mail folders: learn.microsoft.com/graph/api/user-list-mailfolders, mailfolder-post-childfolders
+
+    def _folder_json(self, box: Mailbox, folder: Folder) -> Json:
+        messages = box.items_in(Kind.MESSAGE, folder.id)
+        return {
+            "id": folder.id,
+            "displayName": folder.display_name,
+            "parentFolderId": folder.parent_id,
+            "childFolderCount": sum(1 for f in box.mail_folders.values() if f.parent_id == folder.id),
+            "unreadItemCount": sum(1 for m in messages if not m.props.get("isRead")),
+            "totalItemCount": len(messages),
+            "isHidden": False,
+        }
+
+    async def list_mail_folders(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        parent = box.mail_folder(ctx.params["folder"]).id if "folder" in ctx.params else box.msg_root
+        values = [self._folder_json(box, f) for f in box.mail_folders.values() if f.parent_id == parent]
+        return collection(ctx, values, f"users('{box.id}')/mailFolders")
+
+    async def create_mail_folder(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        parent = box.mail_folder(ctx.params["folder"]).id if "folder" in ctx.params else box.msg_root
+        name = str(ctx.json().get("displayName") or "").strip()
+        if not name:
+            raise bad_request("displayName is required.", "ErrorInvalidRequest")
+        if any(
+            f.parent_id == parent and f.display_name.lower() == name.lower()
+            for f in box.mail_folders.values()
+        ):
+            raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+        folder = Folder(opaque_id("AQMkAD"), name, parent)
+        box.mail_folders[folder.id] = folder
+        body = {
+            "@odata.context": ctx.context(f"users('{box.id}')/mailFolders/$entity"),
+            **self._folder_json(box, folder),
+        }
+        return json_response(ctx, body, 201)
+
+    async def get_mail_folder(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        body = self._folder_json(box, box.mail_folder(ctx.params["folder"]))
+        return json_response(
+            ctx, {"@odata.context": ctx.context(f"users('{box.id}')/mailFolders/$entity"), **body}
+        )
+
+    async def update_mail_folder(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        folder = box.mail_folder(ctx.params["folder"])
+        name = ctx.json().get("displayName")
+        if isinstance(name, str) and name.strip():
+            folder.display_name = name.strip()
+        return json_response(ctx, self._folder_json(box, folder))
+
+    async def delete_mail_folder(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        folder = box.mail_folder(ctx.params["folder"])
+        if folder.well_known:
+            raise GraphError(
+                403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+            )
+        for item in box.items_in(Kind.MESSAGE, folder.id):
+            self.store.delete_item(box, item)
+        del box.mail_folders[folder.id]
+        return json_response(ctx, None, 204)
+
+    # -- messages: learn.microsoft.com/graph/api/user-post-messages, message-get/update/delete/move
+
+    def _message(self, ctx: Ctx) -> Item:
+        return ctx.mailbox.item(ctx.params["item"], Kind.MESSAGE)
+
+    async def list_messages(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        folder = box.mail_folder(ctx.params["folder"]).id if "folder" in ctx.params else None
+        return self._list(ctx, Kind.MESSAGE, folder, f"users('{box.id}')/messages")
+
+    async def create_message(self, ctx: Ctx) -> Response:
+        """POST /messages creates a draft in Drafts (user-post-messages); POST to a folder's messages
+        creates it in that folder (mailfolder-post-messages)."""
+        box = ctx.mailbox
+        folder = box.mail_folder(ctx.params.get("folder", "drafts"))
+        item = self._create(ctx, Kind.MESSAGE, folder.id, draft=True)
+        return self._entity(ctx, item, f"users('{box.id}')/messages", 201)
+
+    async def get_message(self, ctx: Ctx) -> Response:
+        return self._entity(ctx, self._message(ctx), f"users('{ctx.mailbox.id}')/messages")
+
+    async def update_message(self, ctx: Ctx) -> Response:
+        item = self._message(ctx)
+        self._update(ctx, item)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/messages")
+
+    async def delete_message(self, ctx: Ctx) -> Response:
+        self.store.delete_item(ctx.mailbox, self._message(ctx))
+        return json_response(ctx, None, 204)
+
+    async def move_message(self, ctx: Ctx) -> Response:
+        """message-move: 201 with the moved message, whose id changes unless immutable ids are used."""
+        item = self._message(ctx)
+        destination = ctx.json().get("destinationId")
+        if not isinstance(destination, str):
+            raise bad_request("destinationId is required.", "ErrorInvalidIdMalformed")
+        folder = ctx.mailbox.mail_folder(destination)
+        self.store.move_item(ctx.mailbox, item, folder.id)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/messages", 201)
+
+    # -- attachments: learn.microsoft.com/graph/api/message-post-attachments, attachment-get/delete
+
+    async def list_attachments(self, ctx: Ctx) -> Response:
+        item = self._message(ctx)
+        values = [resources.attachment_json(a) for a in item.attachments.values()]
+        return collection(ctx, values, f"users('{ctx.mailbox.id}')/messages('{item.rest_id}')/attachments")
+
+    async def add_attachment(self, ctx: Ctx) -> Response:
+        item = self._message(ctx)
+        body = ctx.json()
+        if str(body.get("@odata.type", "")).lower() != "#microsoft.graph.fileattachment":
+            raise bad_request("Only #microsoft.graph.fileAttachment is simulated.", "ErrorInvalidRequest")
+        try:
+            content = base64.b64decode(str(body.get("contentBytes", "")), validate=True)
+        except ValueError as exc:
+            raise bad_request("contentBytes must be base64.", "ErrorInvalidRequest") from exc
+        attachment: Json = {
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "id": str(opaque_id("AAMkAD") + "BEgAQA"),
+            "lastModifiedDateTime": iso_z(dt.datetime.now(dt.UTC)),
+            "name": str(body.get("name") or "attachment"),
+            "contentType": str(body.get("contentType") or "application/octet-stream"),
+            "size": len(content),
+            "isInline": bool(body.get("isInline", False)),
+            "contentId": body.get("contentId"),
+            "contentLocation": None,
+            "contentBytes": base64.b64encode(content).decode("ascii"),
+        }
+        item.attachments[str(attachment["id"])] = attachment
+        self.store.update_item(ctx.mailbox, item)
+        return json_response(ctx, attachment, 201)
+
+    def _attachment(self, ctx: Ctx) -> tuple[Item, Json]:
+        item = self._message(ctx)
+        attachment = item.attachments.get(ctx.params["attachment"])
+        if attachment is None:
+            raise not_found("attachment")
+        return item, attachment
+
+    async def get_attachment(self, ctx: Ctx) -> Response:
+        return json_response(ctx, resources.attachment_json(self._attachment(ctx)[1]))
+
+    async def delete_attachment(self, ctx: Ctx) -> Response:
+        item, attachment = self._attachment(ctx)
+        del item.attachments[attachment["id"]]
+        self.store.update_item(ctx.mailbox, item)
+        return json_response(ctx, None, 204)
+
+    async def delta_messages(self, ctx: Ctx) -> Response:
+        folder = ctx.mailbox.mail_folder(ctx.params["folder"])
+        return self._delta(ctx, Kind.MESSAGE, folder.id, "messages")
+
+    # -- contacts: learn.microsoft.com/graph/api/user-post-contacts, contact-get/update/delete ----
+
+    def _contact_folder(self, ctx: Ctx) -> Folder:
+        box = ctx.mailbox
+        return box.contact_folder(ctx.params.get("folder", box.default_contacts))
+
+    async def list_contacts(self, ctx: Ctx) -> Response:
+        folder = self._contact_folder(ctx)
+        return self._list(ctx, Kind.CONTACT, folder.id, f"users('{ctx.mailbox.id}')/contacts")
+
+    async def create_contact(self, ctx: Ctx) -> Response:
+        item = self._create(ctx, Kind.CONTACT, self._contact_folder(ctx).id, draft=False)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/contacts", 201)
+
+    async def get_contact(self, ctx: Ctx) -> Response:
+        item = ctx.mailbox.item(ctx.params["item"], Kind.CONTACT)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/contacts")
+
+    async def update_contact(self, ctx: Ctx) -> Response:
+        item = ctx.mailbox.item(ctx.params["item"], Kind.CONTACT)
+        self._update(ctx, item)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/contacts")
+
+    async def delete_contact(self, ctx: Ctx) -> Response:
+        self.store.delete_item(ctx.mailbox, ctx.mailbox.item(ctx.params["item"], Kind.CONTACT))
+        return json_response(ctx, None, 204)
+
+    async def delta_contacts(self, ctx: Ctx) -> Response:
+        return self._delta(ctx, Kind.CONTACT, self._contact_folder(ctx).id, "contacts")
+
+    # -- contact folders: learn.microsoft.com/graph/api/user-list-contactfolders, user-post-contactfolders
+
+    def _contact_folder_json(self, ctx: Ctx, folder: Folder) -> Json:
+        return {
+            "@odata.context": ctx.context(f"users('{ctx.mailbox.id}')/contactFolders/$entity"),
+            "id": folder.id,
+            "displayName": folder.display_name,
+            "parentFolderId": folder.parent_id,
+        }
+
+    async def list_contact_folders(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        values = [
+            {k: v for k, v in self._contact_folder_json(ctx, f).items() if k != "@odata.context"}
+            for f in box.contact_folders.values()
+            if f.parent_id == box.default_contacts
+        ]
+        return collection(ctx, values, f"users('{box.id}')/contactFolders")
+
+    async def create_contact_folder(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        name = str(ctx.json().get("displayName") or "").strip()
+        if not name:
+            raise bad_request("displayName is required.")
+        if any(f.display_name.lower() == name.lower() for f in box.contact_folders.values()):
+            raise GraphError(409, "ErrorFolderExists", "A folder with the specified name already exists.")
+        folder = Folder(opaque_id("AQMkAD"), name, box.default_contacts)
+        box.contact_folders[folder.id] = folder
+        return json_response(ctx, self._contact_folder_json(ctx, folder), 201)
+
+    async def get_contact_folder(self, ctx: Ctx) -> Response:
+        return json_response(ctx, self._contact_folder_json(ctx, self._contact_folder(ctx)))
+
+    async def update_contact_folder(self, ctx: Ctx) -> Response:
+        folder = self._contact_folder(ctx)
+        name = ctx.json().get("displayName")
+        if isinstance(name, str) and name.strip():
+            folder.display_name = name.strip()
+        return json_response(ctx, self._contact_folder_json(ctx, folder))
+
+    async def delete_contact_folder(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        folder = self._contact_folder(ctx)
+        if folder.well_known:
+            raise GraphError(
+                403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
+            )
+        for item in box.items_in(Kind.CONTACT, folder.id):
+            self.store.delete_item(box, item)
+        del box.contact_folders[folder.id]
+        return json_response(ctx, None, 204)
+
+    # -- events: learn.microsoft.com/graph/api/user-post-events, event-get/update/delete ----------
+
+    async def list_events(self, ctx: Ctx) -> Response:
+        """user-list-events: single instances and series masters, not expanded occurrences."""
+        return self._list(ctx, Kind.EVENT, None, f"users('{ctx.mailbox.id}')/events")
+
+    async def create_event(self, ctx: Ctx) -> Response:
+        item = self._create(ctx, Kind.EVENT, "calendar", draft=False)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/events", 201)
+
+    async def get_event(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        master, original = events.find(box, ctx.params["item"])
+        if original is None:
+            return self._entity(ctx, master, f"users('{box.id}')/events")
+        body = events.instance_json(box, master, original, ctx.view())
+        return json_response(
+            ctx, {"@odata.context": ctx.context(f"users('{box.id}')/events/$entity"), **(body or {})}
+        )
+
+    async def update_event(self, ctx: Ctx) -> Response:
+        """Updating one occurrence turns it into an exception (event-update, "instances")."""
+        box = ctx.mailbox
+        master, original = events.find(box, ctx.params["item"])
+        if original is None:
+            self._update(ctx, master)
+            return self._entity(ctx, master, f"users('{box.id}')/events")
+        body = ctx.json()
+        resources.check_writable(Kind.EVENT, body)
+        for forbidden in ("recurrence",):
+            if forbidden in body:
+                raise bad_request("An occurrence cannot carry its own recurrence.", "ErrorInvalidRequest")
+        overrides = dict(master.exceptions.get(original) or {})
+        overrides.update(body)
+        master.exceptions[original] = overrides
+        master.exception_keys[original] = change_key()
+        self.store.changed(box, master, "updated", master.container)
+        instance = events.instance_json(box, master, original, ctx.view())
+        return json_response(ctx, instance)
+
+    async def delete_event(self, ctx: Ctx) -> Response:
+        """Deleting a master deletes the series; deleting an occurrence cancels just that one."""
+        box = ctx.mailbox
+        master, original = events.find(box, ctx.params["item"])
+        if original is None:
+            self.store.delete_item(box, master)
+        else:
+            master.exceptions[original] = None
+            self.store.changed(box, master, "updated", master.container)
+        return json_response(ctx, None, 204)
+
+    async def list_instances(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        start, end = events.window(ctx.query)
+        master, original = events.find(box, ctx.params["item"])
+        if original is not None or not master.props.get("recurrence"):
+            values = [] if original is not None else [resources.render(box, master, ctx.view())]
+        else:
+            values = events.instances(box, master, start, end, ctx.view())
+        return collection(ctx, values, f"users('{box.id}')/events")
+
+    async def list_calendar_view(self, ctx: Ctx) -> Response:
+        start, end = events.window(ctx.query)
+        values = events.calendar_view(ctx.mailbox, start, end, ctx.view())
+        return collection(ctx, values, f"users('{ctx.mailbox.id}')/calendarView")
+
+    async def delta_calendar_view(self, ctx: Ctx) -> Response:
+        """event-delta on a calendarView: the window travels in the token; items that leave it come
+        back as @removed; $select is not applied (the calendarView delta does not support it)."""
+        box = ctx.mailbox
+
+        def collect(options: dict[str, str]) -> list[Entry]:
+            start, end = events.window(options)
+            view = ctx.view(select=False)
+            return [
+                Entry(str(b["id"]), str(b["changeKey"]), {"@odata.type": ODATA_TYPES[Kind.EVENT], **b})
+                for b in events.calendar_view(box, start, end, view)
+            ]
+
+        token_scope = "calendarView"
+        if "$deltatoken" not in ctx.query and "$skiptoken" not in ctx.query:
+            events.window(ctx.query)  # a first call without a window is a 400, not a 410 later
+        return self.sim.delta.respond(
+            ctx,
+            scope=token_scope,
+            odata_type=ODATA_TYPES[Kind.EVENT],
+            collect=collect,
+            default_page=DEFAULT_PAGE,
+            context="Collection(event)",
+            tracked_options=("startDateTime", "endDateTime"),
+        )
+
+    # -- To Do: learn.microsoft.com/graph/api/todo-list-lists, todotasklist-post-tasks, todotask-* --
+
+    def _list_json(self, ctx: Ctx, folder: Folder) -> Json:
+        return {
+            "@odata.etag": etag(folder.change_key),
+            "displayName": folder.display_name,
+            "isOwner": True,
+            "isShared": False,
+            "wellknownListName": folder.well_known or "none",
+            "id": folder.id,
+        }
+
+    async def list_todo_lists(self, ctx: Ctx) -> Response:
+        values = [self._list_json(ctx, f) for f in ctx.mailbox.todo_lists.values()]
+        return collection(ctx, values, f"users('{ctx.mailbox.id}')/todo/lists")
+
+    async def create_todo_list(self, ctx: Ctx) -> Response:
+        name = str(ctx.json().get("displayName") or "").strip()
+        if not name:
+            raise bad_request("displayName is required.", "invalidRequest")
+        folder = Folder(opaque_id("AQMkAD"), name, None)
+        ctx.mailbox.todo_lists[folder.id] = folder
+        return json_response(ctx, self._list_json(ctx, folder), 201)
+
+    async def get_todo_list(self, ctx: Ctx) -> Response:
+        return json_response(ctx, self._list_json(ctx, ctx.mailbox.todo_list(ctx.params["list"])))
+
+    async def update_todo_list(self, ctx: Ctx) -> Response:
+        folder = ctx.mailbox.todo_list(ctx.params["list"])
+        name = ctx.json().get("displayName")
+        if isinstance(name, str) and name.strip():
+            folder.display_name = name.strip()
+            folder.change_key = change_key()
+        return json_response(ctx, self._list_json(ctx, folder))
+
+    async def delete_todo_list(self, ctx: Ctx) -> Response:
+        box = ctx.mailbox
+        folder = box.todo_list(ctx.params["list"])
+        if folder.well_known == "defaultList":
+            raise GraphError(400, "invalidRequest", "The default list cannot be deleted.")
+        for item in box.items_in(Kind.TASK, folder.id):
+            self.store.delete_item(box, item)
+        del box.todo_lists[folder.id]
+        return json_response(ctx, None, 204)
+
+    def _task(self, ctx: Ctx) -> Item:
+        folder = ctx.mailbox.todo_list(ctx.params["list"])
+        item = ctx.mailbox.item(ctx.params["item"], Kind.TASK)
+        if item.container != folder.id:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        return item
+
+    async def list_tasks(self, ctx: Ctx) -> Response:
+        folder = ctx.mailbox.todo_list(ctx.params["list"])
+        return self._list(
+            ctx, Kind.TASK, folder.id, f"users('{ctx.mailbox.id}')/todo/lists('{folder.id}')/tasks"
+        )
+
+    async def create_task(self, ctx: Ctx) -> Response:
+        folder = ctx.mailbox.todo_list(ctx.params["list"])
+        item = self._create(ctx, Kind.TASK, folder.id, draft=False)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/todo/lists('{folder.id}')/tasks", 201)
+
+    async def get_task(self, ctx: Ctx) -> Response:
+        item = self._task(ctx)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/todo/lists('{item.container}')/tasks")
+
+    async def update_task(self, ctx: Ctx) -> Response:
+        item = self._task(ctx)
+        self._update(ctx, item)
+        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/todo/lists('{item.container}')/tasks")
+
+    async def delete_task(self, ctx: Ctx) -> Response:
+        self.store.delete_item(ctx.mailbox, self._task(ctx))
+        return json_response(ctx, None, 204)
+
+    async def delta_tasks(self, ctx: Ctx) -> Response:
+        folder = ctx.mailbox.todo_list(ctx.params["list"])
+        return self._delta(ctx, Kind.TASK, folder.id, "tasks")
+
+    # -- master categories: learn.microsoft.com/graph/api/outlookuser-list-mastercategories, -post-,
+    #    outlookcategory-get/update/delete ---------------------------------------------------------
+
+    def _category(self, ctx: Ctx) -> Json:
+        found = ctx.mailbox.categories.get(ctx.params["category"])
+        if found is None:
+            raise not_found("category")
+        return found
+
+    async def list_categories(self, ctx: Ctx) -> Response:
+        return collection(
+            ctx, list(ctx.mailbox.categories.values()), f"users('{ctx.mailbox.id}')/outlook/masterCategories"
+        )
+
+    async def create_category(self, ctx: Ctx) -> Response:
+        body = ctx.json()
+        name = str(body.get("displayName") or "").strip()
+        color = str(body.get("color") or "none")
+        if not name or color not in CATEGORY_COLORS:
+            raise bad_request("A category needs a displayName and a color preset0..preset24 or none.")
+        if any(c["displayName"].lower() == name.lower() for c in ctx.mailbox.categories.values()):
+            raise GraphError(409, "ErrorDuplicateCategoryName", "A category with that name already exists.")
+        category = {"id": str(uuid.uuid4()), "displayName": name, "color": color}
+        ctx.mailbox.categories[category["id"]] = category
+        return json_response(ctx, category, 201)
+
+    async def get_category(self, ctx: Ctx) -> Response:
+        return json_response(ctx, self._category(ctx))
+
+    async def update_category(self, ctx: Ctx) -> Response:
+        """Only the color can change: displayName is read-only after creation (outlookcategory-update)."""
+        category = self._category(ctx)
+        body = ctx.json()
+        if "displayName" in body:
+            raise bad_request("The displayName of a category cannot be changed.")
+        color = str(body.get("color") or category["color"])
+        if color not in CATEGORY_COLORS:
+            raise bad_request("color must be preset0..preset24 or none.")
+        category["color"] = color
+        return json_response(ctx, category)
+
+    async def delete_category(self, ctx: Ctx) -> Response:
+        category = self._category(ctx)
+        del ctx.mailbox.categories[category["id"]]
+        return json_response(ctx, None, 204)

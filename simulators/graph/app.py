@@ -1,0 +1,296 @@
+"""The Starlette application: the Graph surface under /v1.0 and the control API under /_sim."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.graph.api import GraphApi, collection, create_item
+from simulators.graph.core import GraphError, Json, bad_request, error_body
+from simulators.graph.delta import DeltaTokens
+from simulators.graph.http import Ctx, Router, error_response, json_response, parse_prefer, split_path
+from simulators.graph.limits import Config, Faults, RequestLog, Throttle
+from simulators.graph.notify import Notifier
+from simulators.graph.store import Kind, Mailbox, Store
+
+API_PREFIX = "/v1.0"
+METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+
+
+class Simulator:
+    """All simulator state; ``reset()`` returns it to a fresh start."""
+
+    def __init__(self) -> None:
+        self.config = Config()
+        self.store = Store()
+        self.faults = Faults()
+        self.log = RequestLog()
+        self.throttle = Throttle(self.config)
+        self.delta = DeltaTokens()
+        self.notifier = Notifier(self.store, self.config, self.faults)
+        self.router = Router()
+        self.api = GraphApi(self)
+        self.router.add("subscriptions", get=self.list_subscriptions, post=self.create_subscription)
+        self.router.add("subscriptions/{subscription}", get=self.get_subscription,
+                        patch=self.update_subscription, delete=self.delete_subscription)  # fmt: skip
+        self.router.add("subscriptions/{subscription}/reauthorize", post=self.reauthorize_subscription)
+        self.api.register(self.router)
+
+    def reset(self) -> None:
+        self.notifier.reset()
+        self.store.users.clear()
+        self.faults.rules.clear()
+        self.log.entries.clear()
+        self.throttle.mailboxes.clear()
+        self.delta.states.clear()
+        self.delta.pages.clear()
+        defaults = Config()
+        for name, value in defaults.as_json().items():
+            setattr(self.config, name, value)
+
+    # -- the Graph pipeline: auth, routing, log, throttling, faults -------------------------------
+
+    async def graph(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        raw_path = bytes(request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
+        segments = split_path(raw_path.split("?", 1)[0][len(API_PREFIX) :])
+        query = dict(parse_qsl(request.url.query, keep_blank_values=True))
+        entry: Json = {
+            "method": request.method,
+            "path": "/" + "/".join(segments),
+            "query": query,
+            "select": [s for s in query["$select"].split(",") if s] if query.get("$select") else None,
+            "prefer": request.headers.get("prefer"),
+            "user": None,
+        }
+        try:
+            response = await self._dispatch(request, request_id, segments, query, entry)
+        except GraphError as error:
+            response = error_response(error, error_body(error.code, error.message, request_id))
+        entry["status"] = response.status_code
+        self.log.add(entry)
+        response.headers["request-id"] = request_id
+        response.headers["client-request-id"] = request.headers.get("client-request-id", request_id)
+        return response
+
+    async def _dispatch(
+        self, request: Request, request_id: str, segments: list[str], query: dict[str, str], entry: Json
+    ) -> Response:
+        """learn.microsoft.com/graph/auth/auth-concepts: every call carries a bearer token, else 401."""
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
+        handler, params = self.router.resolve(request.method, segments)
+        ctx = Ctx(
+            request=request,
+            method=request.method,
+            segments=segments,
+            params=params,
+            query=query,
+            prefer=parse_prefer(request.headers.getlist("prefer")),
+            base_url=f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}{API_PREFIX}",
+            request_id=request_id,
+            raw_body=await request.body(),
+        )
+        if "user" not in params:
+            await self.faults.apply(None, request.method, entry["path"])
+            return await handler(ctx)
+        ctx.box = self.store.user(params["user"])
+        entry["user"] = ctx.box.id
+        self.throttle.enter(ctx.box.id)
+        try:
+            await self.faults.apply(ctx.box.id, request.method, entry["path"])
+            return await handler(ctx)
+        finally:
+            self.throttle.leave(ctx.box.id)
+
+    # -- subscriptions: learn.microsoft.com/graph/api/subscription-post-subscriptions & co ------
+
+    async def list_subscriptions(self, ctx: Ctx) -> Response:
+        self.notifier.purge_expired()
+        values = [s.as_json() for s in self.notifier.subscriptions.values()]
+        return collection(ctx, values, "subscriptions")
+
+    async def create_subscription(self, ctx: Ctx) -> Response:
+        subscription = await self.notifier.create(ctx.json(), ctx.immutable_ids)
+        body = {"@odata.context": ctx.context("subscriptions/$entity"), **subscription.as_json()}
+        return json_response(ctx, body, 201)
+
+    async def get_subscription(self, ctx: Ctx) -> Response:
+        subscription = self.notifier.live(ctx.params["subscription"])
+        return json_response(
+            ctx, {"@odata.context": ctx.context("subscriptions/$entity"), **subscription.as_json()}
+        )
+
+    async def update_subscription(self, ctx: Ctx) -> Response:
+        subscription = self.notifier.renew(ctx.params["subscription"], ctx.json())
+        return json_response(
+            ctx, {"@odata.context": ctx.context("subscriptions/$entity"), **subscription.as_json()}
+        )
+
+    async def delete_subscription(self, ctx: Ctx) -> Response:
+        self.notifier.delete(ctx.params["subscription"])
+        return json_response(ctx, None, 204)
+
+    async def reauthorize_subscription(self, ctx: Ctx) -> Response:
+        """subscription-reauthorize: answers 204 No Content."""
+        self.notifier.live(ctx.params["subscription"])
+        return json_response(ctx, None, 204)
+
+    # -- control API (documented in simulators/graph/README.md) ----------------------------------
+
+    def seed(self, box: Mailbox, spec: Json) -> Json:
+        """Create items in bulk, as real changes (they show in delta and notify) without throttling."""
+        created: Json = {}
+
+        def make(kind: Kind, container: str, bodies: object, *, draft: bool = False) -> list[str]:
+            if not isinstance(bodies, list):
+                raise bad_request("Seed lists must be JSON arrays of Graph objects.")
+            return [
+                create_item(
+                    self.store, box, kind, container, body, draft=bool(body.get("isDraft", draft))
+                ).immutable_id
+                for body in bodies
+            ]
+
+        if "contacts" in spec:
+            created["contacts"] = make(Kind.CONTACT, box.default_contacts, spec["contacts"])
+        if "contactFolders" in spec:
+            created["contactFolders"] = {
+                key: make(Kind.CONTACT, box.contact_folder(key).id, bodies)
+                for key, bodies in dict(spec["contactFolders"]).items()
+            }
+        if "messages" in spec:
+            created["messages"] = {
+                key: make(Kind.MESSAGE, box.mail_folder(key).id, bodies)
+                for key, bodies in dict(spec["messages"]).items()
+            }
+        if "events" in spec:
+            created["events"] = make(Kind.EVENT, "calendar", spec["events"])
+        if "todo" in spec:
+            lists = {
+                ("defaultList" if f.id == box.default_tasks else f.id): f.id for f in box.todo_lists.values()
+            }
+            created["todo"] = {}
+            for key, bodies in dict(spec["todo"]).items():
+                list_id = lists.get(key) or box.todo_list(key).id
+                created["todo"][key] = make(Kind.TASK, list_id, bodies)
+        if "categories" in spec:
+            created["categories"] = []
+            for category in spec["categories"]:
+                new = {"id": str(uuid.uuid4()), "displayName": category["displayName"],
+                       "color": category.get("color", "none")}  # fmt: skip
+                box.categories[new["id"]] = new
+                created["categories"].append(new["id"])
+        return created
+
+    def user_info(self, box: Mailbox) -> Json:
+        return {
+            **box.as_user(),
+            "mailFolders": {f.well_known: f.id for f in box.mail_folders.values() if f.well_known},
+            "defaultContactFolder": box.default_contacts,
+            "defaultTodoList": box.default_tasks,
+        }
+
+    async def control(self, request: Request) -> Response:
+        parts = [p for p in request.url.path.split("/") if p][1:]
+        method = request.method
+        user = request.query_params.get("user")
+        body: Json = {}
+        if method in ("POST", "PATCH") and await request.body():
+            parsed = await request.json()
+            body = parsed if isinstance(parsed, dict) else {}
+        try:
+            return await self._control(method, parts, user, body)
+        except GraphError as error:
+            return JSONResponse(error_body(error.code, error.message, "control"), status_code=error.status)
+        except (KeyError, TypeError, ValueError) as error:
+            return JSONResponse(error_body("BadRequest", str(error), "control"), status_code=400)
+
+    async def _control(self, method: str, parts: list[str], user: str | None, body: Json) -> Response:
+        match (method, parts):
+            case ("GET", ["health"]):
+                return JSONResponse({"status": "ok"})
+            case ("POST", ["reset"]):
+                self.reset()
+                return Response(status_code=204)
+            case ("GET", ["config"]):
+                return JSONResponse(self.config.as_json())
+            case ("PATCH", ["config"]):
+                self.config.update(body)
+                return JSONResponse(self.config.as_json())
+            case ("POST", ["users"]):
+                box = self.store.add_user(
+                    body.get("id"),
+                    str(body["userPrincipalName"]),
+                    str(body.get("displayName") or body["userPrincipalName"]),
+                    str(body.get("mail") or body["userPrincipalName"]),
+                )
+                return JSONResponse(self.user_info(box), status_code=201)
+            case ("GET", ["users", user_id]):
+                return JSONResponse(self.user_info(self.store.user(user_id)))
+            case ("PATCH", ["users", user_id, "limits"]):
+                limits = self.throttle.limits(self.store.user(user_id).id)
+                limits.budget = int(body["budget"]) if body.get("budget") is not None else None
+                window = body.get("window_seconds")
+                limits.window_seconds = float(window) if window is not None else None
+                return JSONResponse({"budget": limits.budget, "window_seconds": limits.window_seconds})
+            case ("POST", ["users", user_id, "seed"]):
+                return JSONResponse(self.seed(self.store.user(user_id), body))
+            case ("POST", ["users", user_id, "expire-delta-tokens"]):
+                return JSONResponse({"expired": self.delta.expire(self.store.user(user_id).id)})
+            case ("POST", ["faults"]):
+                return JSONResponse(self.faults.add(body).as_json(), status_code=201)
+            case ("GET", ["faults"]):
+                return JSONResponse(
+                    [f.as_json() for f in self.faults.rules if user is None or f.user == user]
+                )
+            case ("DELETE", ["faults"]):
+                return JSONResponse({"cleared": self.faults.clear(user)})
+            case ("GET", ["requests"]):
+                return JSONResponse(self.log.list(user))
+            case ("DELETE", ["requests"]):
+                self.log.clear(user)
+                return Response(status_code=204)
+            case ("GET", ["deliveries"]):
+                return JSONResponse(self.notifier.delivery_log(user))
+            case ("GET", ["subscriptions"]):
+                self.notifier.purge_expired()
+                subs = self.notifier.subscriptions.values()
+                return JSONResponse([s.as_json() for s in subs if user is None or s.user_id == user])
+            case ("POST", ["subscriptions", sub_id, "lifecycle"]):
+                return JSONResponse(self.notifier.lifecycle(sub_id, str(body.get("event"))).as_json())
+            case ("POST", ["subscriptions", sub_id, "expire"]):
+                self.notifier.live(sub_id)
+                del self.notifier.subscriptions[sub_id]
+                return Response(status_code=204)
+        unknown = f"No control endpoint {method} /_sim/{'/'.join(parts)}"
+        return JSONResponse(error_body("NotFound", unknown, "control"),
+                            status_code=404)  # fmt: skip
+
+
+def create_app(simulator: Simulator | None = None) -> Starlette:
+    sim = simulator or Simulator()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await sim.notifier.close()
+
+    app = Starlette(
+        routes=[
+            Route(API_PREFIX + "/{path:path}", sim.graph, methods=METHODS),
+            Route("/_sim/{path:path}", sim.control, methods=METHODS),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.simulator = sim
+    return app

@@ -1,0 +1,99 @@
+"""Small building blocks every part of the simulator shares: ids, clocks, errors, JSON helpers."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import secrets
+from typing import Any
+
+Json = dict[str, Any]
+
+
+class GraphError(Exception):
+    """An error answered in Graph's documented shape.
+
+    Follows learn.microsoft.com/graph/errors: ``{"error": {"code", "message",
+    "innerError": {"date", "request-id", "client-request-id"}}}``.
+    """
+
+    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def error_body(code: str, message: str, request_id: str) -> Json:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": iso_z(utcnow()),
+                "request-id": request_id,
+                "client-request-id": request_id,
+            },
+        }
+    }
+
+
+def not_found(what: str) -> GraphError:
+    """Outlook answers a missing item with ErrorItemNotFound (learn.microsoft.com/graph/errors)."""
+    return GraphError(404, "ErrorItemNotFound", f"The specified {what} could not be found in the store.")
+
+
+def bad_request(message: str, code: str = "ErrorInvalidRequest") -> GraphError:
+    return GraphError(400, code, message)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso_z(value: dt.datetime) -> str:
+    """Graph's timestamp shape for createdDateTime & co: ISO 8601 in UTC with a Z."""
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str) -> dt.datetime:
+    """Parse an ISO 8601 timestamp; a naive one is taken as UTC (as Graph does for query windows)."""
+    text = value.strip().replace("Z", "+00:00")
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(ch for ch in rest if ch.isdigit())
+        tail = rest[len(digits) :]
+        text = f"{head}.{digits[:6].ljust(6, '0')}{tail}"
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise bad_request(f"'{value}' is not a valid ISO 8601 date and time.") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def opaque_id(prefix: str = "AAMkAD") -> str:
+    """An id shaped like Exchange's: base64 that always contains '/', '+' and '='.
+
+    Real Graph ids are opaque base64 strings (learn.microsoft.com/graph/outlook-immutable-id);
+    forcing the three awkward characters makes every client exercise its key/URL encoding.
+    """
+    core = base64.b64encode(secrets.token_bytes(39)).decode("ascii").replace("/", "x").replace("+", "y")
+    return f"{prefix}{core[:18]}/{core[18:36]}+{core[36:]}AAA="
+
+
+def change_key() -> str:
+    return base64.b64encode(secrets.token_bytes(12)).decode("ascii")
+
+
+def url_token() -> str:
+    """An opaque, URL-safe state token (skiptoken / deltatoken)."""
+    return secrets.token_urlsafe(24)
+
+
+def etag(key: str) -> str:
+    return f'W/"{key}"'
+
+
+def random_hex_upper(n_bytes: int) -> str:
+    return secrets.token_hex(n_bytes).upper()

@@ -1,0 +1,123 @@
+"""Delta query rounds: opaque skip/delta tokens, pages, @removed, replays and expiry.
+
+learn.microsoft.com/graph/delta-query-overview: a round is one or more GETs following
+``@odata.nextLink`` (``$skiptoken``) until a page carries ``@odata.deltaLink`` (``$deltatoken``);
+links are used verbatim, query options given on the first call are encoded in the token, deleted
+items come back as ``{"id", "@removed": {"reason": "deleted"}}``, and an expired or unknown
+token is answered ``410 Gone`` (the client must start a full sync).
+
+Each delta token keeps a snapshot of what the client has been told (id -> changeKey), so the
+next round reports exactly the items that changed, appeared or left the scope since, which is
+also what makes calendarView items that leave the window come back as @removed. Old tokens
+stay valid, so replaying a delta link is harmless (it re-reports changes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.responses import Response
+
+from simulators.graph.core import GraphError, Json, url_token
+from simulators.graph.http import Ctx, json_response
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One item as the scope holds it now: key (immutable id), change key, rendered JSON."""
+
+    key: str
+    change_key: str
+    body: Json
+
+
+@dataclass
+class DeltaState:
+    user: str
+    scope: str
+    options: dict[str, str]
+    snapshot: dict[str, tuple[str, str]]  # key -> (changeKey, id the client saw)
+
+
+@dataclass
+class Round:
+    user: str
+    pages: list[list[Json]]
+    delta_token: str
+
+
+def sync_state_not_found() -> GraphError:
+    return GraphError(410, "syncStateNotFound", "The sync state generation is invalid or has expired.")
+
+
+class DeltaTokens:
+    def __init__(self) -> None:
+        self.states: dict[str, DeltaState] = {}
+        self.pages: dict[str, tuple[Round, int]] = {}
+
+    def expire(self, user: str) -> int:
+        """Forget every token of a mailbox: its next delta call gets 410 (control API fault)."""
+        stale = [t for t, s in self.states.items() if s.user == user]
+        for token in stale:
+            del self.states[token]
+        for token in [t for t, (r, _) in self.pages.items() if r.user == user]:
+            del self.pages[token]
+        return len(stale)
+
+    def respond(
+        self,
+        ctx: Ctx,
+        *,
+        scope: str,
+        odata_type: str,
+        collect: Callable[[dict[str, str]], list[Entry]],
+        default_page: int,
+        context: str,
+        tracked_options: tuple[str, ...] = ("$select",),
+    ) -> Response:
+        """Serve one delta GET: a page of a running round, or a new round from a token or from scratch."""
+        user = ctx.mailbox.id
+        skip = ctx.query.get("$skiptoken")
+        if skip is not None:
+            found = self.pages.get(skip)
+            if found is None or found[0].user != user:
+                raise sync_state_not_found()
+            return self._page(ctx, found[0], found[1], context)
+        token = ctx.query.get("$deltatoken")
+        if token is not None:
+            state = self.states.get(token)
+            if state is None or state.user != user or state.scope != scope:
+                raise sync_state_not_found()
+            options, previous = state.options, state.snapshot
+        else:
+            options = {k: ctx.query[k] for k in tracked_options if k in ctx.query}
+            previous = None
+        entries = collect(options)
+        changes: list[Json] = []
+        snapshot: dict[str, tuple[str, str]] = {}
+        for entry in entries:
+            snapshot[entry.key] = (entry.change_key, str(entry.body.get("id")))
+            if previous is None or previous.get(entry.key, ("", ""))[0] != entry.change_key:
+                changes.append(entry.body)
+        for key, (_, seen_id) in (previous or {}).items():
+            if key not in snapshot:
+                changes.append({"@odata.type": odata_type, "id": seen_id, "@removed": {"reason": "deleted"}})
+        size = ctx.page_size(default_page)
+        pages = [changes[i : i + size] for i in range(0, len(changes), size)] or [[]]
+        next_token = url_token()
+        self.states[next_token] = DeltaState(user, scope, options, snapshot)
+        return self._page(ctx, Round(user, pages, next_token), 0, context)
+
+    def _page(self, ctx: Ctx, round_: Round, index: int, context: str) -> Response:
+        body: Json = {"@odata.context": ctx.context(context), "value": round_.pages[index]}
+        if index + 1 < len(round_.pages):
+            skip = url_token()
+            self.pages[skip] = (round_, index + 1)
+            body["@odata.nextLink"] = ctx.link(ctx.segments, {"$skiptoken": skip})
+        else:
+            body["@odata.deltaLink"] = ctx.link(ctx.segments, {"$deltatoken": round_.delta_token})
+        return json_response(ctx, body)
