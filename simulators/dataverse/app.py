@@ -1,0 +1,409 @@
+"""The HTTP face of the simulator: the Web API under /api/data/v9.2 and the control API under /_sim.
+
+Every Web API request needs ``Authorization: Bearer <anything>`` (missing -> 401, as Dataverse
+answers an unauthenticated call: "Use the Dataverse Web API", Authentication). The control API is
+the simulator's own (documented in README.md) and needs no token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from simulators.dataverse import batch, errors
+from simulators.dataverse.engine import ApiRequest, ApiResponse, Engine
+from simulators.dataverse.limits import ANY_CLIENT, Fault, Governor, RequestLog, client_id
+from simulators.dataverse.schema import load_tables
+from simulators.dataverse.security import (
+    APP_ROLE,
+    APP_USER_ID,
+    APP_USER_OBJECT_ID,
+    SYSTEM,
+    Caller,
+    Security,
+    UserSecurity,
+    app_role_spec,
+)
+from simulators.dataverse.store import Store
+
+API_PREFIX = "/api/data/v9.2"
+LOGGED_HEADERS = ("callerobjectid", "mscrmcallerid", "prefer", "if-match", "if-none-match", "content-type")
+JSON_HEADERS = {"OData-Version": "4.0"}
+
+
+class Simulator:
+    """All simulator state; ``reset()`` returns it to the start state (only the application user)."""
+
+    def __init__(self) -> None:
+        self.governor = Governor()
+        self.log = RequestLog()
+        self.reset()
+
+    def reset(self) -> None:
+        self.store = Store()
+        self.security = Security()
+        self.engine = Engine(self.store, self.security)
+        self.governor.reset()
+        self.log.entries.clear()
+        self.security.add_role(APP_ROLE, app_role_spec())
+        self.add_user(
+            {
+                "systemuserid": APP_USER_ID,
+                "azureactivedirectoryobjectid": APP_USER_OBJECT_ID,
+                "fullname": "crmsync application",
+                "roles": [APP_ROLE],
+                "accessmode": 4,
+            }
+        )
+
+    def add_user(self, spec: dict[str, Any]) -> dict[str, Any]:
+        user_id = str(spec.get("systemuserid") or uuid.uuid4()).lower()
+        first, _, last = str(spec.get("fullname") or "").rpartition(" ")
+        payload: dict[str, Any] = {
+            "firstname": spec.get("firstname", first or None),
+            "lastname": spec.get("lastname", last or None),
+            "internalemailaddress": spec.get("internalemailaddress"),
+            "azureactivedirectoryobjectid": spec.get("azureactivedirectoryobjectid"),
+            "isdisabled": bool(spec.get("isdisabled", False)),
+        }
+        if "accessmode" in spec:
+            payload["accessmode"] = spec["accessmode"]
+        object_id = payload["azureactivedirectoryobjectid"]
+        if object_id and self.security.by_object_id.get(str(object_id).lower(), user_id) != user_id:
+            raise errors.bad_request(
+                f"another systemuser already has azureactivedirectoryobjectid {object_id}"
+            )
+        security = UserSecurity(
+            user_id=user_id,
+            object_id=str(object_id).lower() if object_id else None,
+            roles=[str(r) for r in spec.get("roles") or []],
+            profiles=[str(p) for p in spec.get("fieldsecurityprofiles") or []],
+            disabled=payload["isdisabled"],
+        )
+        self.security.add_user(security)
+        table = load_tables()["systemuser"]
+        existing = self.store.get("systemuser", user_id)
+        record = self.engine.write(
+            table, user_id, payload, existing=existing, caller=SYSTEM, request=_control_request()
+        )
+        return {
+            "systemuserid": user_id,
+            "fullname": record.get("fullname"),
+            **{k: payload[k] for k in ("internalemailaddress", "azureactivedirectoryobjectid", "isdisabled")},
+        }
+
+    def seed(self, table_name: str, records: list[dict[str, Any]]) -> list[str]:
+        """Insert or replace rows as the system (no privilege checks, no limits), all or nothing."""
+        table = load_tables().get(table_name)
+        if table is None:
+            raise errors.bad_request(f"unknown table {table_name!r}")
+        point = self.store.savepoint()
+        ids: list[str] = []
+        try:
+            for payload in records:
+                record_id = str(payload.get(table.primary_id) or uuid.uuid4()).lower()
+                existing = self.store.get(table.logical_name, record_id)
+                record = self.engine.write(
+                    table, record_id, payload, existing=existing, caller=SYSTEM, request=_control_request()
+                )
+                ids.append(record[table.primary_id])
+        except BaseException:
+            self.store.rollback(point)
+            raise
+        self.store.release(point)
+        return ids
+
+    def expire_change_tokens(self, table_name: str | None) -> None:
+        """Every delta token issued so far (for one table or all) answers ExpiredVersionStamp."""
+        floor = self.store.next_version()
+        for name in [table_name] if table_name else list(load_tables()):
+            self.store.token_floor[name] = floor
+
+    # -- Web API -------------------------------------------------------------------------------
+    def run_one(self, request: ApiRequest) -> ApiResponse:
+        """Resolve the caller from the request's own headers, then run it; errors become responses."""
+        try:
+            caller: Caller = self.security.resolve(request.headers)
+            return self.engine.handle(request, caller)
+        except errors.DataverseError as error:
+            return ApiResponse(error.status, error.headers, error.body())
+
+    def transaction(self, work: Callable[[], Any]) -> Any:
+        point = self.store.savepoint()
+        try:
+            result = work()
+        except BaseException:
+            self.store.rollback(point)
+            raise
+        self.store.release(point)
+        return result
+
+
+def _control_request() -> ApiRequest:
+    return ApiRequest("POST", "", {}, {}, b"", API_PREFIX)
+
+
+def _error_response(error: errors.DataverseError) -> Response:
+    return JSONResponse(error.body(), error.status, headers={**JSON_HEADERS, **error.headers})
+
+
+def _to_http(response: ApiResponse) -> Response:
+    headers = {**JSON_HEADERS, **response.headers}
+    if response.body is None:
+        return Response(status_code=response.status, headers=headers)
+    return Response(
+        json.dumps(response.body),
+        response.status,
+        headers=headers,
+        media_type="application/json; odata.metadata=minimal",
+    )
+
+
+def _bearer(headers: dict[str, str]) -> str | None:
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def web_api(request: Request) -> Response:
+    sim: Simulator = request.app.state.sim
+    path = request.path_params["path"]
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    token = _bearer(headers)
+    client = client_id(token) if token else "anonymous"
+    entry: dict[str, Any] = {
+        "time": time.time(),
+        "method": request.method,
+        "path": path,
+        "query": request.url.query,
+        "headers": {h: headers[h] for h in LOGGED_HEADERS if h in headers},
+        "client": client,
+        "status": None,
+        "batch_operations": None,
+    }
+    sim.log.add(entry)
+    response = await _serve(sim, request, path, headers, token=token, client=client, entry=entry)
+    entry["status"] = response.status_code
+    return response
+
+
+async def _serve(
+    sim: Simulator,
+    request: Request,
+    path: str,
+    headers: dict[str, str],
+    *,
+    token: str | None,
+    client: str,
+    entry: dict[str, Any],
+) -> Response:
+    if token is None:
+        return Response(
+            status_code=401,
+            headers={
+                "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize"'
+            },
+        )
+    started = time.monotonic()
+    admitted = False
+    try:
+        latency = 0.0
+        for fault in sim.governor.matching_faults(client, path):
+            if fault.kind == "latency":
+                latency += fault.latency_ms
+            elif fault.kind == "throttle":
+                raise errors.DataverseError(
+                    429, fault.code, fault.message, {"Retry-After": str(fault.retry_after)}
+                )
+            else:
+                raise errors.DataverseError(fault.status, fault.code, fault.message)
+        sim.governor.admit(client)
+        admitted = True
+        if latency:
+            await asyncio.sleep(latency / 1000.0)
+        body = await request.body()
+        base_url = f"{request.url.scheme}://{request.url.netloc}{API_PREFIX}"
+        if path == "$batch":
+            if request.method != "POST":
+                raise errors.DataverseError(405, errors.BAD_PAYLOAD, "$batch takes POST.")
+            items = batch.parse(body, headers.get("content-type", ""))
+            entry["batch_operations"] = batch.operation_count(items)
+            boundary, text = batch.run(items, headers, base_url, sim.run_one, sim.transaction)
+            return Response(
+                text, 200, headers=JSON_HEADERS, media_type=f"multipart/mixed; boundary={boundary}"
+            )
+        api_request = ApiRequest(
+            method=request.method,
+            path=path,
+            query=dict(parse_qsl(request.url.query, keep_blank_values=True)),
+            headers=headers,
+            body=body,
+            base_url=base_url,
+        )
+        return _to_http(sim.run_one(api_request))
+    except errors.DataverseError as error:
+        return _error_response(error)
+    finally:
+        if admitted:
+            sim.governor.done(client, started)
+
+
+# -- control API -----------------------------------------------------------------------------------
+async def _json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise errors.bad_request("control API bodies are JSON") from None
+
+
+def _control(handler: Callable[[Simulator, Request, Any], Any]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        sim: Simulator = request.app.state.sim
+        try:
+            payload = await _json(request) if request.method in {"POST", "PUT"} else None
+            result = handler(sim, request, payload)
+        except errors.DataverseError as error:
+            return _error_response(error)
+        except (KeyError, TypeError, ValueError) as error:
+            return _error_response(errors.bad_request(f"invalid control request: {error}"))
+        if result is None:
+            return Response(status_code=204)
+        status, body = result
+        return JSONResponse(body, status)
+
+    return endpoint
+
+
+def _reset(sim: Simulator, _: Request, __: Any) -> None:
+    sim.reset()
+
+
+def _add_user(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
+    return 201, sim.add_user(spec)
+
+
+def _add_role(sim: Simulator, _: Request, spec: Any) -> None:
+    sim.security.add_role(str(spec["name"]), spec)
+
+
+def _add_profile(sim: Simulator, _: Request, spec: Any) -> None:
+    sim.security.add_profile(str(spec["name"]), list(spec.get("permissions") or []))
+
+
+def _add_key(sim: Simulator, _: Request, spec: Any) -> None:
+    table = str(spec["table"])
+    columns = tuple(str(c) for c in spec["columns"])
+    definition = load_tables().get(table)
+    if definition is None or not columns or any(c not in definition.columns for c in columns):
+        raise errors.bad_request(f"invalid alternate key for table {table!r}: {columns}")
+    sim.store.define_key(table, str(spec["name"]), columns)
+
+
+def _seed(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
+    return 200, {"ids": sim.seed(str(spec["table"]), list(spec["records"]))}
+
+
+def _add_fault(sim: Simulator, _: Request, spec: Any) -> None:
+    token = spec.get("token")
+    sim.governor.add_fault(
+        Fault(
+            kind=str(spec["kind"]),
+            client=client_id(str(token)) if token else ANY_CLIENT,
+            remaining=int(spec["count"]) if spec.get("count") is not None else None,
+            latency_ms=float(spec.get("latency_ms", 0)),
+            status=int(spec.get("status", 429 if spec["kind"] == "throttle" else 503)),
+            code=str(
+                spec.get(
+                    "code",
+                    errors.LIMIT_REQUESTS if spec["kind"] == "throttle" else errors.SERVICE_UNAVAILABLE,
+                )
+            ),
+            message=str(spec.get("message", "Simulated fault.")),
+            retry_after=int(spec.get("retry_after", 1)),
+            path_contains=spec.get("path_contains"),
+        )
+    )
+
+
+def _clear_faults(sim: Simulator, _: Request, __: Any) -> None:
+    sim.governor.faults.clear()
+
+
+def _set_limits(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
+    token = spec.get("token")
+    settings = sim.governor.configure(client_id(str(token)) if token else ANY_CLIENT, spec)
+    return 200, settings.__dict__
+
+
+def _clear_limits(sim: Simulator, _: Request, __: Any) -> None:
+    sim.governor.settings.clear()
+    sim.governor.usage.clear()
+
+
+def _requests(sim: Simulator, request: Request, _: Any) -> tuple[int, Any]:
+    token = request.query_params.get("token")
+    return 200, {"value": sim.log.select(client_id(token) if token else None)}
+
+
+def _clear_requests(sim: Simulator, _: Request, __: Any) -> None:
+    sim.log.entries.clear()
+
+
+def _expire(sim: Simulator, _: Request, spec: Any) -> None:
+    table = spec.get("table")
+    if table is not None and table not in load_tables():
+        raise errors.bad_request(f"unknown table {table!r}")
+    sim.expire_change_tokens(table)
+
+
+def _record(sim: Simulator, request: Request, _: Any) -> tuple[int, Any]:
+    table = load_tables().get(request.path_params["table"])
+    if table is None:
+        raise errors.bad_request("unknown table")
+    record_id = request.path_params["id"]
+    record = sim.store.get(table.logical_name, record_id)
+    if record is None:
+        raise errors.not_found(table.logical_name, record_id)
+    return 200, sim.engine.project(table, record, None, SYSTEM, _control_request())
+
+
+def _health(sim: Simulator, _: Request, __: Any) -> tuple[int, Any]:
+    return 200, {
+        "status": "ok",
+        "app_user": {"systemuserid": APP_USER_ID, "azureactivedirectoryobjectid": APP_USER_OBJECT_ID},
+    }
+
+
+def create_app() -> Starlette:
+    methods = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+    app = Starlette(
+        routes=[
+            Route("/_sim/health", _control(_health), methods=["GET"]),
+            Route("/_sim/reset", _control(_reset), methods=["POST"]),
+            Route("/_sim/users", _control(_add_user), methods=["POST"]),
+            Route("/_sim/roles", _control(_add_role), methods=["POST"]),
+            Route("/_sim/fieldsecurityprofiles", _control(_add_profile), methods=["POST"]),
+            Route("/_sim/keys", _control(_add_key), methods=["POST"]),
+            Route("/_sim/seed", _control(_seed), methods=["POST"]),
+            Route("/_sim/faults", _control(_add_fault), methods=["POST"]),
+            Route("/_sim/faults", _control(_clear_faults), methods=["DELETE"]),
+            Route("/_sim/limits", _control(_set_limits), methods=["POST"]),
+            Route("/_sim/limits", _control(_clear_limits), methods=["DELETE"]),
+            Route("/_sim/requests", _control(_requests), methods=["GET"]),
+            Route("/_sim/requests", _control(_clear_requests), methods=["DELETE"]),
+            Route("/_sim/change-tokens/expire", _control(_expire), methods=["POST"]),
+            Route("/_sim/records/{table}/{id}", _control(_record), methods=["GET"]),
+            Route(API_PREFIX + "/{path:path}", web_api, methods=methods),
+        ]
+    )
+    app.state.sim = Simulator()
+    return app

@@ -1,0 +1,164 @@
+"""Service protection limits, fault injection and the request log.
+
+"Service protection API limits" (power-apps/developer/data-platform/api-limits): per user, over a
+sliding 300-second window, 6000 requests (0x80072322) and 1,200,000 ms of combined execution time
+(0x80072321); 52 concurrent requests (0x80072326); each answered with 429 Too Many Requests and a
+Retry-After header in seconds. A client is told apart by its bearer token (only a hash is kept),
+so tests sharing one simulator can set limits and faults for their own token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulators.dataverse import errors
+
+ANY_CLIENT = "*"
+LOG_CAPACITY = 20_000
+
+
+def client_id(token: str) -> str:
+    """A stable, non-reversible name for a bearer token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+@dataclass
+class LimitSettings:
+    requests: int = 6000
+    window_seconds: float = 300.0
+    concurrent: int = 52
+    execution_ms: float = 1_200_000.0
+
+
+@dataclass
+class ClientUsage:
+    started: deque[float] = field(default_factory=deque)
+    durations: deque[tuple[float, float]] = field(default_factory=deque)
+    in_flight: int = 0
+
+
+@dataclass
+class Fault:
+    """``kind``: latency (ms), status (status/code/message), throttle (429 + retry_after), outage."""
+
+    kind: str
+    client: str = ANY_CLIENT
+    remaining: int | None = None
+    latency_ms: float = 0.0
+    status: int = 503
+    code: str = errors.SERVICE_UNAVAILABLE
+    message: str = "The service is unavailable (simulated fault)."
+    retry_after: int = 1
+    path_contains: str | None = None
+
+    def applies(self, client: str, path: str) -> bool:
+        return (
+            (self.remaining is None or self.remaining > 0)
+            and self.client in {ANY_CLIENT, client}
+            and (self.path_contains is None or self.path_contains in path)
+        )
+
+
+class Governor:
+    """Decides, per request, whether a fault or a service protection limit answers instead."""
+
+    def __init__(self) -> None:
+        self.settings: dict[str, LimitSettings] = {}
+        self.usage: dict[str, ClientUsage] = {}
+        self.faults: list[Fault] = []
+
+    def reset(self) -> None:
+        self.settings.clear()
+        self.usage.clear()
+        self.faults.clear()
+
+    def configure(self, client: str, spec: dict[str, Any]) -> LimitSettings:
+        base = self.settings.get(client) or LimitSettings()
+        settings = LimitSettings(
+            requests=int(spec.get("requests", base.requests)),
+            window_seconds=float(spec.get("window_seconds", base.window_seconds)),
+            concurrent=int(spec.get("concurrent", base.concurrent)),
+            execution_ms=float(spec.get("execution_ms", base.execution_ms)),
+        )
+        self.settings[client] = settings
+        return settings
+
+    def add_fault(self, fault: Fault) -> None:
+        if fault.kind not in {"latency", "status", "throttle", "outage"}:
+            raise errors.bad_request(f"unknown fault kind {fault.kind!r}")
+        self.faults.append(fault)
+
+    def matching_faults(self, client: str, path: str) -> list[Fault]:
+        """Faults for this request, each consumed once when it has a count."""
+        hits = [f for f in self.faults if f.applies(client, path)]
+        for fault in hits:
+            if fault.remaining is not None:
+                fault.remaining -= 1
+        self.faults = [f for f in self.faults if f.remaining is None or f.remaining > 0]
+        return hits
+
+    def admit(self, client: str) -> None:
+        """Count a request in, or raise the documented 429."""
+        settings = self.settings.get(client) or self.settings.get(ANY_CLIENT) or LimitSettings()
+        usage = self.usage.setdefault(client, ClientUsage())
+        current = time.monotonic()
+        horizon = current - settings.window_seconds
+        while usage.started and usage.started[0] <= horizon:
+            usage.started.popleft()
+        while usage.durations and usage.durations[0][0] <= horizon:
+            usage.durations.popleft()
+        if usage.in_flight >= settings.concurrent:
+            raise _throttled(
+                errors.LIMIT_CONCURRENCY,
+                f"Number of concurrent requests exceeded the limit of {settings.concurrent}.",
+                1,
+            )
+        if len(usage.started) >= settings.requests:
+            wait = usage.started[0] + settings.window_seconds - current
+            raise _throttled(
+                errors.LIMIT_REQUESTS,
+                f"Number of requests exceeded the limit of {settings.requests} over time window of "
+                f"{settings.window_seconds:g} seconds.",
+                wait,
+            )
+        spent = sum(duration for _, duration in usage.durations)
+        if spent >= settings.execution_ms:
+            wait = usage.durations[0][0] + settings.window_seconds - current
+            raise _throttled(
+                errors.LIMIT_EXECUTION_TIME,
+                "Combined execution time of incoming requests exceeded limit of "
+                f"{settings.execution_ms:,.0f} milliseconds over time window of "
+                f"{settings.window_seconds:g} seconds. Decrease number of "
+                "concurrent requests or reduce the duration of requests and try again later.",
+                wait,
+            )
+        usage.started.append(current)
+        usage.in_flight += 1
+
+    def done(self, client: str, started: float) -> None:
+        usage = self.usage.get(client)
+        if usage is None:
+            return
+        usage.in_flight = max(0, usage.in_flight - 1)
+        finished = time.monotonic()
+        usage.durations.append((finished, (finished - started) * 1000.0))
+
+
+def _throttled(code: str, message: str, wait_seconds: float) -> errors.DataverseError:
+    return errors.DataverseError(429, code, message, {"Retry-After": str(max(1, math.ceil(wait_seconds)))})
+
+
+@dataclass
+class RequestLog:
+    entries: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_CAPACITY))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+
+    def select(self, client: str | None = None) -> list[dict[str, Any]]:
+        return [e for e in self.entries if client is None or e["client"] == client]

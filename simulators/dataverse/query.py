@@ -1,0 +1,247 @@
+"""The OData query options Dataverse supports ("Query data using the Web API").
+
+$filter: eq, ne, gt, ge, lt, le, and, or, not, parentheses, contains(), startswith(),
+endswith(); lookups are filtered through their ``_<column>_value`` property ("Lookup
+properties"); string comparison is case-insensitive, as in Dataverse. $select, $orderby.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from simulators.dataverse import errors
+from simulators.dataverse.schema import LOOKUP_TYPES, NOT_A_PROPERTY_TYPES, Table
+from simulators.dataverse.store import Record, Ref
+
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$")
+TOKEN = re.compile(
+    r"\s*(?:(?P<string>'(?:[^']|'')*')|(?P<paren>[(),])|(?P<word>[^\s(),']+))",
+)
+COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
+FUNCTIONS = {"contains", "startswith", "endswith"}
+
+
+def normalize_datetime(value: str) -> str:
+    """ISO 8601 in UTC with a Z, so datetimes compare as strings."""
+    if len(value) == 10:
+        return value
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def column_of(table: Table, name: str) -> str:
+    """Map a property name ($select/$filter/$orderby) to a column; lookups as _<col>_value."""
+    if name.startswith("_") and name.endswith("_value"):
+        column = table.columns.get(name[1:-6])
+        if column is not None and column.type in LOOKUP_TYPES:
+            return column.name
+    else:
+        column = table.columns.get(name)
+        if column is not None and column.type not in NOT_A_PROPERTY_TYPES:
+            return column.name
+    raise errors.unknown_property(name, table.logical_name)
+
+
+def property_name(table: Table, column: str) -> str:
+    return f"_{column}_value" if table.columns[column].type in LOOKUP_TYPES else column
+
+
+def comparable(value: Any) -> Any:
+    if isinstance(value, Ref):
+        return value.id.lower()
+    if isinstance(value, str):
+        return value.lower()
+    return value
+
+
+Predicate = Callable[[Record], bool]
+
+
+@dataclass
+class Filter:
+    """A parsed $filter: the predicate, plus an (column, value) pair an index can answer."""
+
+    predicate: Predicate
+    index_hint: tuple[str, Any] | None
+
+
+def parse_filter(text: str, table: Table) -> Filter:
+    tokens = [m.group(0).strip() for m in TOKEN.finditer(text) if m.group(0).strip()]
+    parser = _Parser(tokens, table)
+    predicate, hint = parser.expression()
+    if parser.position != len(tokens):
+        raise errors.bad_request(f"Syntax error at position {parser.position} in '{text}'.")
+    return Filter(predicate, hint)
+
+
+class _Parser:
+    def __init__(self, tokens: list[str], table: Table) -> None:
+        self.tokens = tokens
+        self.table = table
+        self.position = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        token = self.peek()
+        if token is None or (expected is not None and token.lower() != expected):
+            raise errors.bad_request(
+                f"Syntax error in $filter: expected {expected or 'a term'}, found {token!r}."
+            )
+        self.position += 1
+        return token
+
+    def expression(self) -> tuple[Predicate, tuple[str, Any] | None]:
+        left, hint = self.conjunction()
+        while (self.peek() or "").lower() == "or":
+            self.take()
+            right, _ = self.conjunction()
+            left, hint = _or(left, right), None
+        return left, hint
+
+    def conjunction(self) -> tuple[Predicate, tuple[str, Any] | None]:
+        left, hint = self.unary()
+        while (self.peek() or "").lower() == "and":
+            self.take()
+            right, right_hint = self.unary()
+            left, hint = _and(left, right), hint or right_hint
+        return left, hint
+
+    def unary(self) -> tuple[Predicate, tuple[str, Any] | None]:
+        token = (self.peek() or "").lower()
+        if token == "not":
+            self.take()
+            inner, _ = self.unary()
+            return (lambda record: not inner(record)), None
+        if token == "(":
+            self.take()
+            inner, hint = self.expression()
+            self.take(")")
+            return inner, hint
+        if token in FUNCTIONS:
+            return self.function(), None
+        return self.comparison()
+
+    def function(self) -> Predicate:
+        name = self.take().lower()
+        self.take("(")
+        column = column_of(self.table, self.take())
+        self.take(",")
+        needle = self.literal()
+        self.take(")")
+        if not isinstance(needle, str):
+            raise errors.bad_request(f"{name}() needs a string literal.")
+        needle = needle.lower()
+
+        def matches(record: Record) -> bool:
+            value = record.get(column)
+            if not isinstance(value, str):
+                return False
+            value = value.lower()
+            if name == "contains":
+                return needle in value
+            return value.startswith(needle) if name == "startswith" else value.endswith(needle)
+
+        return matches
+
+    def comparison(self) -> tuple[Predicate, tuple[str, Any] | None]:
+        column = column_of(self.table, self.take())
+        operator = self.take().lower()
+        if operator not in COMPARISONS:
+            raise errors.bad_request(f"Syntax error in $filter: unknown operator {operator!r}.")
+        literal = comparable(self.literal())
+        hint = (column, literal) if operator == "eq" and literal is not None else None
+        return _compare(column, operator, literal), hint
+
+    def literal(self) -> Any:
+        token = self.take()
+        if token.startswith("'"):
+            return token[1:-1].replace("''", "'")
+        lowered = token.lower()
+        if lowered in {"true", "false"}:
+            return lowered == "true"
+        if lowered == "null":
+            return None
+        if GUID.match(token):
+            return token.lower()
+        if DATETIME.match(token) and "-" in token:
+            return normalize_datetime(token)
+        try:
+            return float(token) if any(c in token for c in ".eE") else int(token)
+        except ValueError:
+            raise errors.bad_request(f"Syntax error in $filter: {token!r} is not a literal.") from None
+
+
+def _compare(column: str, operator: str, literal: Any) -> Predicate:
+    def test(record: Record) -> bool:
+        value = comparable(record.get(column))
+        if operator == "eq":
+            return bool(value == literal)
+        if operator == "ne":
+            return bool(value != literal)
+        if value is None or literal is None:
+            return False
+        try:
+            if operator == "gt":
+                return bool(value > literal)
+            if operator == "ge":
+                return bool(value >= literal)
+            if operator == "lt":
+                return bool(value < literal)
+            return bool(value <= literal)
+        except TypeError:
+            return False
+
+    return test
+
+
+def _and(left: Predicate, right: Predicate) -> Predicate:
+    return lambda record: left(record) and right(record)
+
+
+def _or(left: Predicate, right: Predicate) -> Predicate:
+    return lambda record: left(record) or right(record)
+
+
+def parse_select(text: str | None, table: Table) -> list[str] | None:
+    """Columns named by $select (None = all columns, as Dataverse returns without $select)."""
+    if not text:
+        return None
+    return [column_of(table, name.strip()) for name in text.split(",") if name.strip()]
+
+
+def parse_orderby(text: str | None, table: Table) -> list[tuple[str, bool]]:
+    """(column, descending) pairs."""
+    if not text:
+        return []
+    order: list[tuple[str, bool]] = []
+    for part in text.split(","):
+        words = part.split()
+        if not words or len(words) > 2 or (len(words) == 2 and words[1].lower() not in {"asc", "desc"}):
+            raise errors.bad_request(f"Syntax error in $orderby: {part!r}.")
+        order.append((column_of(table, words[0]), len(words) == 2 and words[1].lower() == "desc"))
+    return order
+
+
+def sort_records(records: list[Record], order: list[tuple[str, bool]]) -> list[Record]:
+    """Stable multi-key sort; nulls first ascending, as SQL Server orders them."""
+    for column, descending in reversed(order):
+        records.sort(key=lambda r, c=column: _sort_key(r.get(c)), reverse=descending)  # type: ignore[misc]
+    return records
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    value = comparable(value)
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (1, int(value))
+    return (1, value)

@@ -1,0 +1,83 @@
+"""Create / retrieve / update / delete, each following a named Microsoft doc page."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from simulators.dataverse.launcher import DataverseSimulator
+
+
+def _new_contact(api: httpx.Client, **columns: object) -> str:
+    response = api.post("contacts", json={"lastname": f"L{uuid.uuid4().hex[:8]}", **columns})
+    assert response.status_code == 204, response.text
+    entity_id = response.headers["OData-EntityId"]
+    return entity_id[entity_id.index("(") + 1 : -1]
+
+
+def test_missing_bearer_is_401(dataverse_sim: DataverseSimulator) -> None:
+    """Use the Dataverse Web API: every request carries an OAuth bearer token."""
+    assert httpx.get(f"{dataverse_sim.api_url}/contacts").status_code == 401
+
+
+def test_create_answers_204_with_entity_id_and_201_with_representation(api: httpx.Client) -> None:
+    """Create a table row using the Web API: 204 + OData-EntityId; return=representation -> 201."""
+    contact_id = _new_contact(api, firstname="Ann")
+    created = api.post(
+        "contacts?$select=fullname",
+        json={"firstname": "Bo", "lastname": "Ek"},
+        headers={"Prefer": "return=representation"},
+    )
+    assert created.status_code == 201
+    assert created.json()["fullname"] == "Bo Ek"
+    assert created.json()["@odata.etag"].startswith('W/"')
+    fetched = api.get(f"contacts({contact_id})?$select=firstname,statecode,statuscode")
+    assert fetched.status_code == 200
+    assert fetched.json()["firstname"] == "Ann"
+    assert (fetched.json()["statecode"], fetched.json()["statuscode"]) == (0, 1)
+
+
+def test_client_chosen_duplicate_id_is_refused(api: httpx.Client) -> None:
+    """Troubleshoot Dataverse client errors: "Cannot insert duplicate key" 0x80040237."""
+    contact_id = str(uuid.uuid4())
+    assert api.post("contacts", json={"contactid": contact_id, "lastname": "A"}).status_code == 204
+    again = api.post("contacts", json={"contactid": contact_id, "lastname": "B"})
+    assert again.status_code == 412
+    assert again.json()["error"]["code"] == "0x80040237"
+
+
+def test_too_long_string_and_unknown_column_are_400(api: httpx.Client) -> None:
+    """contact.md: firstname max length 50 -> 0x80044331; an undeclared property -> 400."""
+    too_long = api.post("contacts", json={"firstname": "x" * 51})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "0x80044331"
+    assert "'50'" in too_long.json()["error"]["message"]
+    assert api.post("contacts", json={"firstname": "x" * 50}).status_code == 204
+    unknown = api.post("contacts", json={"nosuchcolumn": 1})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "0x80048d19"
+
+
+def test_update_and_delete(api: httpx.Client) -> None:
+    """Update and delete table rows using the Web API: 204; a deleted row is then 404 0x80040217."""
+    contact_id = _new_contact(api, firstname="Cy")
+    assert api.patch(f"contacts({contact_id})", json={"jobtitle": "CFO"}).status_code == 204
+    assert api.get(f"contacts({contact_id})?$select=jobtitle").json()["jobtitle"] == "CFO"
+    assert api.delete(f"contacts({contact_id})").status_code == 204
+    gone = api.get(f"contacts({contact_id})")
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "0x80040217"
+    assert api.delete(f"contacts({contact_id})").status_code == 404
+
+
+def test_users_control_endpoint_creates_a_systemuser(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """The control API adds a CRM user; the Web API then finds it by its Entra object id."""
+    object_id = str(uuid.uuid4())
+    user = dataverse_sim.add_user(azureactivedirectoryobjectid=object_id, fullname="Dee Fox")
+    found = api.get(
+        f"systemusers?$select=fullname,systemuserid&$filter=azureactivedirectoryobjectid eq {object_id}"
+    ).json()["value"]
+    assert [(u["systemuserid"], u["fullname"]) for u in found] == [(user["systemuserid"], "Dee Fox")]
