@@ -190,8 +190,6 @@ class CrmPort(Protocol):
 
     async def whoami(self, *, caller: str | None) -> WhoAmI: ...
 
-    async def check_privileges(self, privileges: Sequence[str], *, caller: str | None) -> dict[str, bool]: ...
-
 
 __all__ = [
     "EMAIL_RESOLUTION_ORDER",

@@ -1,0 +1,551 @@
+"""The Dataverse Web API adapter: :class:`DataverseClient` implements the CRM port on httpx.
+
+Microsoft documents each behaviour this follows (powerapps-docs, learn.microsoft.com
+/power-apps/developer/data-platform/...):
+
+- webapi/compose-http-requests-handle-errors: OData headers, error bodies.
+- webapi/create-entity-web-api: create with a client-chosen primary id; ``@odata.bind``.
+- webapi/update-delete-entities-using-web-api ("Upsert a table row"): PATCH creates or updates;
+  with ``Prefer: return=representation`` the answer is 201 (created) or 200 (updated).
+- webapi/perform-conditional-operations-using-web-api: ``If-Match: <etag>`` (optimistic
+  concurrency), ``If-Match: *`` (never create), ``If-None-Match: *`` (never update).
+- use-alternate-key-reference-record: ``/<set>(key1='v',key2=2)``.
+- webapi/execute-batch-operations-using-web-api: ``$batch``, change sets,
+  ``Prefer: odata.continue-on-error``; at most 1000 requests each.
+- webapi/impersonate-another-user-web-api: the ``CallerObjectId`` header (Entra object id).
+- use-change-tracking-synchronize-data-external-systems: ``Prefer: odata.track-changes``,
+  ``@odata.deltaLink``, ``$deletedEntity`` rows; an expired token means a full resync.
+- api-limits ("Service protection API limits"): 429 with ``Retry-After``; retry after that delay.
+
+One retry layer: tenacity around each HTTP call (429 always, 503/connection errors only for idempotent
+requests); inside a ``$batch``, operations that failed transiently are resent in a follow-up batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+import uuid
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+from azure.core.credentials import AccessToken
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from shared.crm.batch import BatchRequest, BatchResponse, chunked, decode_batch, encode_batch
+from shared.crm.errors import (
+    CrmError,
+    CrmUnavailable,
+    RecordNotFound,
+    ServiceProtectionLimit,
+    error_from_response,
+)
+from shared.crm.port import (
+    EMAIL_RESOLUTION_ORDER,
+    ChangePage,
+    Delete,
+    FieldValue,
+    KeyValue,
+    Operation,
+    OperationResult,
+    Party,
+    RecordRef,
+    Upsert,
+    UpsertResult,
+    WhoAmI,
+)
+from shared.crm.tables import bind_annotation, table_info
+
+_TOKEN_REFRESH_MARGIN_S = 300
+_ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
+_RETURN_REPRESENTATION = "return=representation"
+
+
+class AsyncTokenSource(Protocol):
+    """What the adapter needs from a credential: any azure-identity async ``TokenCredential`` fits."""
+
+    async def get_token(self, *scopes: str) -> AccessToken: ...
+
+
+class _NotSent(CrmUnavailable):
+    """The connection failed before the request left: safe to retry even a non-idempotent create."""
+
+
+class _Request:
+    """One Web API request as built from an operation; sent alone or as a part of a ``$batch``."""
+
+    __slots__ = ("body", "headers", "method", "path")
+
+    def __init__(
+        self, method: str, path: str, *, headers: Mapping[str, str] | None = None, body: Any = None
+    ) -> None:
+        self.method = method
+        self.path = path  # relative to the Web API root
+        self.headers = dict(headers or {})
+        self.body = body
+
+
+def _json_value(value: FieldValue) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("Dataverse date-times must be timezone-aware")
+        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date | uuid.UUID):
+        return str(value)
+    return value
+
+
+def _key_segment(key: Mapping[str, KeyValue]) -> str:
+    """``key1='v',key2=2``: string values quoted with ``'`` doubled, then percent-encoded."""
+    parts = []
+    for name, value in key.items():
+        literal = str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+        parts.append(f"{name}={quote(literal, safe=chr(39))}")
+    return ",".join(parts)
+
+
+def _record_path(table: str, record_id: uuid.UUID | None, key: Mapping[str, KeyValue] | None = None) -> str:
+    entity_set = table_info(table).entity_set
+    return f"{entity_set}({record_id if record_id is not None else _key_segment(key or {})})"
+
+
+def _party_payload(party: Party) -> dict[str, Any]:
+    row: dict[str, Any] = {"participationtypemask": int(party.participation)}
+    if party.ref is not None:
+        name, value = bind_annotation("activityparty", "partyid", party.ref.table, party.ref.id)
+        row[name] = value
+    if party.address:
+        row["addressused"] = party.address
+    return row
+
+
+def record_payload(
+    table: str, fields: Mapping[str, FieldValue], parties: Sequence[Party] = ()
+) -> dict[str, Any]:
+    """The JSON body for a create/update: columns, ``@odata.bind`` lookups and the party list."""
+    body: dict[str, Any] = {}
+    for column, value in fields.items():
+        if isinstance(value, RecordRef):
+            name, path = bind_annotation(table, column, value.table, value.id)
+            body[name] = path
+        else:
+            body[column] = _json_value(value)
+    if parties:
+        collection = table_info(table).party_collection
+        if collection is None:
+            raise ValueError(f"{table} records have no activity parties")
+        body[collection] = [_party_payload(party) for party in parties]
+    return body
+
+
+def _entity_id(headers: Mapping[str, str], body: Any, table: str) -> uuid.UUID | None:
+    """The record id from the body's primary id column or the ``OData-EntityId`` header."""
+    primary_id = table_info(table).primary_id
+    if isinstance(body, Mapping) and isinstance(body.get(primary_id), str):
+        return uuid.UUID(body[primary_id])
+    entity_id = headers.get("odata-entityid") or headers.get("OData-EntityId")
+    if entity_id and entity_id.endswith(")") and "(" in entity_id:
+        inner = entity_id.rsplit("(", 1)[1][:-1]
+        try:
+            return uuid.UUID(inner)
+        except ValueError:
+            return None
+    return None
+
+
+def _etag(headers: Mapping[str, str], body: Any) -> str | None:
+    if isinstance(body, Mapping) and isinstance(body.get("@odata.etag"), str):
+        return str(body["@odata.etag"])
+    return headers.get("etag") or headers.get("ETag")
+
+
+def _json_body(content: bytes) -> Any:
+    try:
+        return json.loads(content) if content.strip() else None
+    except ValueError:
+        return None
+
+
+class DataverseClient:
+    """Async Dataverse Web API client; every call for a user carries ``CallerObjectId``.
+
+    ``base_api_url`` is ``Settings.dataverse_api_url`` and ``scope`` ``Settings.dataverse_scope``.
+    Close it with :meth:`aclose` (or ``async with``) unless you passed your own ``http_client``.
+    """
+
+    def __init__(
+        self,
+        base_api_url: str,
+        credential: AsyncTokenSource,
+        *,
+        scope: str,
+        max_concurrency_per_user: int = 8,
+        max_attempts: int = 6,
+        max_retry_wait: float = 60.0,
+        change_page_size: int | None = None,
+        email_columns: Mapping[str, Sequence[str]] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if max_concurrency_per_user < 1 or max_attempts < 1:
+            raise ValueError("max_concurrency_per_user and max_attempts must be at least 1")
+        self._base = base_api_url.rstrip("/")
+        self._credential = credential
+        self._scope = scope
+        self._max_concurrency = max_concurrency_per_user
+        self._max_attempts = max_attempts
+        self._max_retry_wait = max_retry_wait
+        self._change_page_size = change_page_size
+        self._email_columns = dict(email_columns or {})
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(
+            timeout=httpx.Timeout(120.0, connect=10.0),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        )
+        self._token: AccessToken | None = None
+        self._token_lock = asyncio.Lock()
+        self._slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> DataverseClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- plumbing -------------------------------------------------------------
+
+    async def _bearer(self) -> str:
+        """A cached token, refreshed five minutes before it expires."""
+        async with self._token_lock:
+            if self._token is None or self._token.expires_on - _TOKEN_REFRESH_MARGIN_S <= time.time():
+                self._token = await self._credential.get_token(self._scope)
+            return self._token.token
+
+    def _slot(self, caller: str | None) -> asyncio.Semaphore:
+        """The per-user concurrency cap (service protection limits count per user)."""
+        name = caller or ""
+        slot = self._slots.get(name)
+        if slot is None:
+            slot = asyncio.Semaphore(self._max_concurrency)
+            self._slots[name] = slot
+        return slot
+
+    def _url(self, path: str) -> str:
+        return f"{self._base}/{path}"
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Retry-After when Dataverse gives one (service protection), else exponential backoff."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, CrmError) and error.retry_after is not None:
+            return min(error.retry_after, self._max_retry_wait)
+        return float(wait_exponential_jitter(initial=0.5, max=self._max_retry_wait)(state))
+
+    async def _send(
+        self,
+        request: _Request,
+        *,
+        caller: str | None,
+        idempotent: bool = True,
+        params: Mapping[str, str] | None = None,
+        url: str | None = None,
+        content: tuple[str, bytes] | None = None,
+    ) -> httpx.Response:
+        """Send one request with auth, OData and impersonation headers; retry what is safe to retry.
+
+        A 429 was rejected before it ran, so it is always retried; a 5xx or a dropped connection may
+        have run, so only idempotent requests are retried.
+        """
+
+        def retryable(error: BaseException) -> bool:
+            if not isinstance(error, CrmError) or not error.retryable:
+                return False
+            return idempotent or isinstance(error, ServiceProtectionLimit | _NotSent)
+
+        async with self._slot(caller):
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(self._max_attempts),
+                wait=self._wait,
+                retry=retry_if_exception(retryable),
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send_once(request, caller, params, url, content)
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+    async def _send_once(
+        self,
+        request: _Request,
+        caller: str | None,
+        params: Mapping[str, str] | None,
+        url: str | None,
+        content: tuple[str, bytes] | None,
+    ) -> httpx.Response:
+        headers = {**_ODATA_HEADERS, "Authorization": f"Bearer {await self._bearer()}", **request.headers}
+        if caller is not None:
+            headers["CallerObjectId"] = caller
+        body: bytes | None = None
+        if content is not None:
+            headers["Content-Type"], body = content
+        elif request.body is not None:
+            headers["Content-Type"] = "application/json; charset=utf-8"
+            body = json.dumps(request.body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        try:
+            response = await self._http.request(
+                request.method, url or self._url(request.path), headers=headers, params=params, content=body
+            )
+        except httpx.ConnectError as exc:
+            raise _NotSent("Could not connect to Dataverse") from exc
+        except httpx.TransportError as exc:
+            raise CrmUnavailable(f"Dataverse connection failed ({type(exc).__name__})") from exc
+        if response.status_code >= 400:
+            raise error_from_response(response.status_code, response.content, response.headers)
+        return response
+
+    # --- single-record operations ---------------------------------------------
+
+    def _upsert_request(self, op: Upsert) -> _Request:
+        headers = {"Prefer": _RETURN_REPRESENTATION}
+        if op.if_match is not None:
+            headers["If-Match"] = op.if_match
+        if op.if_none_match:
+            headers["If-None-Match"] = "*"
+        select = f"?$select={table_info(op.table).primary_id}"
+        return _Request(
+            "PATCH",
+            _record_path(op.table, op.id, op.key) + select,
+            headers=headers,
+            body=record_payload(op.table, op.fields, op.parties),
+        )
+
+    def _delete_request(self, op: Delete) -> _Request:
+        headers = {"If-Match": op.if_match} if op.if_match else {}
+        return _Request("DELETE", _record_path(op.table, op.id), headers=headers)
+
+    async def upsert(self, op: Upsert, *, caller: str | None) -> UpsertResult:
+        """Create or update one record (PATCH); conditional per ``op.if_match`` / ``op.if_none_match``."""
+        response = await self._send(self._upsert_request(op), caller=caller)
+        body = _json_body(response.content)
+        record_id = op.id or _entity_id(response.headers, body, op.table)
+        return UpsertResult(
+            ref=RecordRef(op.table, record_id) if record_id else None,
+            etag=_etag(response.headers, body),
+            created=response.status_code == 201,
+        )
+
+    async def create(
+        self,
+        table: str,
+        fields: Mapping[str, FieldValue],
+        *,
+        id: uuid.UUID | None = None,
+        parties: Sequence[Party] = (),
+        caller: str | None,
+    ) -> RecordRef:
+        """Create one record (POST). With a client-chosen ``id`` the create is safe to retry (a replay
+        fails with :class:`~shared.crm.errors.DuplicateRecord`); without one it is never retried after
+        it may have reached Dataverse."""
+        info = table_info(table)
+        body = record_payload(table, fields, parties)
+        if id is not None:
+            body[info.primary_id] = str(id)
+        request = _Request(
+            "POST",
+            f"{info.entity_set}?$select={info.primary_id}",
+            headers={"Prefer": _RETURN_REPRESENTATION},
+            body=body,
+        )
+        response = await self._send(request, caller=caller, idempotent=id is not None)
+        record_id = id or _entity_id(response.headers, _json_body(response.content), table)
+        if record_id is None:
+            raise CrmError(
+                "Dataverse did not return the id of the created record", status=response.status_code
+            )
+        return RecordRef(table, record_id)
+
+    async def get(
+        self, table: str, id: uuid.UUID, *, select: Sequence[str] | None = None, caller: str | None
+    ) -> dict[str, Any] | None:
+        """One record's columns (with ``@odata.etag``), or ``None`` if it does not exist."""
+        params = {"$select": ",".join(select)} if select else None
+        try:
+            response = await self._send(
+                _Request("GET", _record_path(table, id)), caller=caller, params=params
+            )
+        except RecordNotFound:
+            return None
+        body = _json_body(response.content)
+        if not isinstance(body, dict):
+            raise CrmError(
+                "Dataverse returned a record that is not a JSON object", status=response.status_code
+            )
+        return body
+
+    async def delete(
+        self, table: str, id: uuid.UUID, *, if_match: str | None = None, caller: str | None
+    ) -> bool:
+        """Delete a record: ``True`` if this call deleted it, ``False`` if it was already gone."""
+        try:
+            await self._send(self._delete_request(Delete(table, id, if_match)), caller=caller)
+        except RecordNotFound:
+            return False
+        return True
+
+    async def find_by_email(
+        self, address: str, *, tables: Sequence[str] = EMAIL_RESOLUTION_ORDER, caller: str | None
+    ) -> list[RecordRef]:
+        """Records whose email columns hold ``address``, grouped in ``tables`` order (party resolution)."""
+        literal = "'" + address.replace("'", "''") + "'"
+
+        async def in_table(table: str) -> list[RecordRef]:
+            info = table_info(table)
+            columns = self._email_columns.get(table, info.email_columns)
+            if not columns:
+                return []
+            params = {
+                "$select": info.primary_id,
+                "$filter": " or ".join(f"{column} eq {literal}" for column in columns),
+            }
+            response = await self._send(_Request("GET", info.entity_set), caller=caller, params=params)
+            rows = (_json_body(response.content) or {}).get("value", [])
+            return [RecordRef(table, uuid.UUID(row[info.primary_id])) for row in rows]
+
+        found = await asyncio.gather(*(in_table(table) for table in tables))
+        return [ref for refs in found for ref in refs]
+
+    # --- batches ----------------------------------------------------------------
+
+    def _operation_request(self, op: Operation) -> _Request:
+        return self._upsert_request(op) if isinstance(op, Upsert) else self._delete_request(op)
+
+    def _batch_part(self, request: _Request) -> BatchRequest:
+        return BatchRequest(request.method, self._url(request.path), request.headers, request.body)
+
+    @staticmethod
+    def _operation_result(op: Operation, response: BatchResponse) -> OperationResult:
+        body = _json_body(response.body)
+        if response.status < 400:
+            record_id = op.id or _entity_id(response.headers, body, op.table)
+            return OperationResult(
+                ok=True,
+                status=response.status,
+                ref=RecordRef(op.table, record_id) if record_id else None,
+                etag=_etag(response.headers, body),
+                created=response.status == 201,
+            )
+        error = error_from_response(response.status, response.body, response.headers)
+        if isinstance(op, Delete) and isinstance(error, RecordNotFound):
+            return OperationResult(ok=True, status=response.status, ref=RecordRef(op.table, op.id))
+        return OperationResult(ok=False, status=response.status, error=error)
+
+    async def _run_batch(
+        self, ops: Sequence[Operation], *, atomic: bool, caller: str | None
+    ) -> list[OperationResult]:
+        content = encode_batch([self._batch_part(self._operation_request(op)) for op in ops], atomic=atomic)
+        headers = {} if atomic else {"Prefer": "odata.continue-on-error"}
+        response = await self._send(
+            _Request("POST", "$batch", headers=headers), caller=caller, content=content
+        )
+        parts = decode_batch(response.headers.get("content-type", ""), response.content)
+        if len(parts) == len(ops):
+            return [self._operation_result(op, part) for op, part in zip(ops, parts, strict=True)]
+        if atomic and len(parts) == 1 and parts[0].status >= 400:
+            # A failed change set is answered by the one failing response; everything rolled back.
+            error = error_from_response(parts[0].status, parts[0].body, parts[0].headers)
+            return [OperationResult(ok=False, status=parts[0].status, error=error) for _ in ops]
+        raise CrmError(
+            f"Dataverse answered {len(parts)} of {len(ops)} batch operations", status=response.status_code
+        )
+
+    async def apply_batch(
+        self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None
+    ) -> list[OperationResult]:
+        """Run operations in ``$batch`` requests of at most 1000; results in ``ops`` order.
+
+        ``atomic``: one change set, all or nothing (at most 1000 operations). Otherwise operations are
+        independent (``Prefer: odata.continue-on-error``) and those that failed transiently (429/5xx)
+        are sent again, after the delay Dataverse asked for, up to ``max_attempts`` times.
+        """
+        if atomic and len(ops) > 1000:
+            raise ValueError("an atomic batch (one change set) holds at most 1000 operations")
+        results: dict[int, OperationResult] = {}
+        pending = list(range(len(ops)))
+        for attempt in range(1, self._max_attempts + 1):
+            for indexes in chunked(pending):
+                chunk_results = await self._run_batch([ops[i] for i in indexes], atomic=atomic, caller=caller)
+                results.update(zip(indexes, chunk_results, strict=True))
+            transient = [
+                error for i in pending if (error := results[i].error) is not None and error.retryable
+            ]
+            if not transient or attempt == self._max_attempts:
+                break
+            pending = [i for i in pending if (error := results[i].error) is not None and error.retryable]
+            await asyncio.sleep(
+                min(max(error.retry_after or 1.0 for error in transient), self._max_retry_wait)
+            )
+        return [results[i] for i in range(len(ops))]
+
+    # --- change tracking, identity ----------------------------------------------
+
+    def _own_link(self, link: str) -> str:
+        """A next/delta link must point back at this Web API: the bearer token goes with it."""
+        base, given = urlsplit(self._base), urlsplit(link)
+        if (given.scheme, given.netloc) != (base.scheme, base.netloc) or not given.path.startswith(base.path):
+            raise ValueError("change-tracking link does not belong to this Dataverse Web API")
+        return link
+
+    async def read_changes(
+        self, table: str, *, select: Sequence[str], link: str | None = None, caller: str | None
+    ) -> ChangePage:
+        """One page of ``table``'s change stream: from the start (``link=None``: every row, then a
+        delta link) or from a next/delta link of an earlier page. An expired token raises
+        :class:`~shared.crm.errors.ChangeTokenExpired`: start again with ``link=None``."""
+        info = table_info(table)
+        prefer = "odata.track-changes"
+        if self._change_page_size:
+            prefer += f",odata.maxpagesize={self._change_page_size}"
+        request = _Request("GET", info.entity_set, headers={"Prefer": prefer})
+        if link is None:
+            columns = [info.primary_id, *(column for column in select if column != info.primary_id)]
+            response = await self._send(request, caller=caller, params={"$select": ",".join(columns)})
+        else:
+            response = await self._send(request, caller=caller, url=self._own_link(link))
+        document = _json_body(response.content) or {}
+        changed: list[Mapping[str, Any]] = []
+        deleted: list[uuid.UUID] = []
+        for row in document.get("value", []):
+            if "$deletedEntity" in str(row.get("@odata.context", "")):
+                deleted.append(uuid.UUID(row["id"]))
+            else:
+                changed.append(row)
+        return ChangePage(
+            table=table,
+            changed=tuple(changed),
+            deleted=tuple(deleted),
+            next_link=document.get("@odata.nextLink"),
+            delta_link=document.get("@odata.deltaLink"),
+        )
+
+    async def whoami(self, *, caller: str | None) -> WhoAmI:
+        """Who a call runs as (``WhoAmI`` function): proves impersonation resolves to the user."""
+        response = await self._send(_Request("GET", "WhoAmI"), caller=caller)
+        body = _json_body(response.content) or {}
+        return WhoAmI(
+            user_id=uuid.UUID(body["UserId"]),
+            business_unit_id=uuid.UUID(body["BusinessUnitId"]),
+            organization_id=uuid.UUID(body["OrganizationId"]),
+        )
