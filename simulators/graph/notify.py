@@ -21,6 +21,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -86,34 +87,40 @@ class Delivery:
     at: str = field(default_factory=lambda: iso_z(utcnow()))
 
 
+RESOURCE_PATTERNS = [
+    (re.compile(r"users/([^/]+)/messages", re.IGNORECASE), Kind.MESSAGE, "mail"),
+    (re.compile(r"users/([^/]+)/mailFolders/(.+)/messages", re.IGNORECASE), Kind.MESSAGE, "mail"),
+    (re.compile(r"users/([^/]+)/contacts", re.IGNORECASE), Kind.CONTACT, "contacts"),
+    (re.compile(r"users/([^/]+)/contactFolders/(.+)/contacts", re.IGNORECASE), Kind.CONTACT, "contacts"),
+    (re.compile(r"users/([^/]+)/events", re.IGNORECASE), Kind.EVENT, "calendar"),
+    (re.compile(r"users/([^/]+)/todo/lists/(.+)/tasks", re.IGNORECASE), Kind.TASK, "todo"),
+]
+
+
 def parse_resource(store: Store, resource: str) -> tuple[Mailbox, Kind, str | None]:
     """Map a subscription resource to (mailbox, item kind, folder or list id).
 
     Supported: users/{id}/messages, users/{id}/mailFolders/{id | well-known name}/messages,
     users/{id}/contacts, users/{id}/contactFolders/{id}/contacts, users/{id}/events,
     users/{id}/todo/lists/{id}/tasks (learn.microsoft.com/graph/api/resources/subscription,
-    "Supported resources"). App-only access means no /me.
+    "Supported resources"); ``mailFolders('inbox')`` key syntax and percent-encoded ids work too.
+    App-only access means no /me.
     """
     path = resource.split("?", 1)[0].strip().strip("/")
     path = re.sub(r"\('([^']*)'\)", r"/\1", path)
-    parts = path.split("/")
-    lowered = [p.lower() for p in parts]
-    if len(parts) < 3 or lowered[0] != "users":
-        raise bad_request(f"Resource '{resource}' is not supported for subscriptions.", "InvalidRequest")
-    box = store.user(parts[1])
-    rest = lowered[2:]
-    if rest == ["messages"]:
-        return box, Kind.MESSAGE, None
-    if len(rest) == 3 and rest[0] == "mailfolders" and rest[2] == "messages":
-        return box, Kind.MESSAGE, box.mail_folder(parts[3]).id
-    if rest == ["contacts"]:
-        return box, Kind.CONTACT, None
-    if len(rest) == 3 and rest[0] == "contactfolders" and rest[2] == "contacts":
-        return box, Kind.CONTACT, box.contact_folder(parts[3]).id
-    if rest == ["events"]:
-        return box, Kind.EVENT, None
-    if len(rest) == 4 and rest[:2] == ["todo", "lists"] and rest[3] == "tasks":
-        return box, Kind.TASK, box.todo_list(parts[5]).id
+    for pattern, kind, area in RESOURCE_PATTERNS:
+        match = pattern.fullmatch(path)
+        if match is None:
+            continue
+        box = store.user(unquote(match.group(1)))
+        if match.lastindex == 1:
+            return box, kind, None
+        key = unquote(match.group(2))
+        if area == "mail":
+            return box, kind, box.mail_folder(key).id
+        if area == "contacts":
+            return box, kind, box.contact_folder(key).id
+        return box, kind, box.todo_list(key).id
     raise bad_request(f"Resource '{resource}' is not supported for subscriptions.", "InvalidRequest")
 
 

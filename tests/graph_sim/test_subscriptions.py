@@ -1,0 +1,189 @@
+"""Subscriptions and webhook notifications, over real HTTP to a real loopback endpoint."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import httpx
+
+from simulators.graph.sink import NotificationSink
+from tests.fixtures.graph_sim import GraphSim
+from tests.graph_sim.conftest import seg
+
+
+def _in(minutes: float) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+
+
+def _subscribe(
+    graph: httpx.Client, sink: NotificationSink, resource: str, minutes: float = 60, **extra: Any
+) -> httpx.Response:
+    body = {
+        "changeType": "created,updated,deleted",
+        "notificationUrl": sink.url,
+        "lifecycleNotificationUrl": sink.lifecycle_url,
+        "resource": resource,
+        "expirationDateTime": _in(minutes),
+        "clientState": "secret-client-state",
+        **extra,
+    }
+    return graph.post("subscriptions", json=body, headers={"Prefer": 'IdType="ImmutableId"'})
+
+
+def _wait(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_creation_validates_both_endpoints(
+    graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/api/subscription-post-subscriptions: Graph POSTs ?validationToken to
+    notificationUrl and lifecycleNotificationUrl and expects the token echoed as text/plain."""
+    answer = _subscribe(graph, graph_sink, f"users/{graph_user}/messages")
+    assert answer.status_code == 201, answer.text
+    subscription = answer.json()
+    assert len(graph_sink.validations) == 2
+    assert subscription["clientState"] == "secret-client-state"
+    assert subscription["expirationDateTime"].endswith("Z")
+    assert (
+        graph.get(f"subscriptions/{subscription['id']}").json()["resource"] == f"users/{graph_user}/messages"
+    )
+
+
+def test_failed_validation_refuses_the_subscription(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/change-notifications-delivery-webhooks: no echo, no subscription (400)."""
+    graph_sink.echo_validation = False
+    answer = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "ValidationError"
+    assert graph_sim.subscriptions(user=graph_user) == []
+
+
+def test_maximum_lifetimes(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/api/resources/subscription (lifetime): 10080 minutes for Outlook
+    mail/events/contacts, 4230 for To Do tasks."""
+    assert _subscribe(graph, graph_sink, f"users/{graph_user}/events", minutes=10090).status_code == 400
+    assert _subscribe(graph, graph_sink, f"users/{graph_user}/events", minutes=10070).status_code == 201
+    list_id = graph_sim.user_info(graph_user)["defaultTodoList"]
+    tasks = f"users/{graph_user}/todo/lists/{list_id}/tasks"
+    assert _subscribe(graph, graph_sink, tasks, minutes=4240).status_code == 400
+    assert _subscribe(graph, graph_sink, tasks, minutes=4220).status_code == 201
+
+
+def test_duplicate_is_409_and_renew_reauthorize_delete(
+    graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """subscription-post-subscriptions (409 on a duplicate), subscription-update (renew),
+    subscription-reauthorize (204) and subscription-delete."""
+    created = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts").json()
+    assert _subscribe(graph, graph_sink, f"users/{graph_user}/contacts").status_code == 409
+    renewed = graph.patch(f"subscriptions/{created['id']}", json={"expirationDateTime": _in(600)})
+    assert renewed.status_code == 200
+    assert renewed.json()["expirationDateTime"] > created["expirationDateTime"]
+    assert (
+        graph.patch(f"subscriptions/{created['id']}", json={"expirationDateTime": _in(20000)}).status_code
+        == 400
+    )
+    assert graph.post(f"subscriptions/{created['id']}/reauthorize").status_code == 204
+    assert graph.delete(f"subscriptions/{created['id']}").status_code == 204
+    assert graph.get(f"subscriptions/{created['id']}").status_code == 404
+
+
+def test_expired_subscription_is_gone(
+    graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/api/resources/subscription: a subscription ends at expirationDateTime."""
+    created = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts", minutes=0.02).json()
+    _wait(lambda: graph.get(f"subscriptions/{created['id']}").status_code == 404)
+
+
+def test_notification_payload(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/change-notifications-delivery-webhooks: value[] with subscriptionId,
+    clientState, changeType, resource, resourceData (@odata.type/id/etag, id), tenantId,
+    subscriptionExpirationDateTime; ids immutable when the subscription asked for them."""
+    subscription = _subscribe(graph, graph_sink, f"users/{graph_user}/mailFolders('inbox')/messages").json()
+    message_id = graph_sim.seed(graph_user, messages={"inbox": [{"subject": "hi"}]})["messages"]["inbox"][0]
+    graph_sim.seed(graph_user, messages={"sentitems": [{"subject": "not this folder"}]})
+    [notification] = graph_sink.wait_for(1)
+    assert notification["subscriptionId"] == subscription["id"]
+    assert notification["clientState"] == "secret-client-state"
+    assert notification["changeType"] == "created"
+    assert notification["resource"] == f"Users/{graph_user}/Messages/{message_id}"
+    assert notification["resourceData"]["id"] == message_id
+    assert notification["resourceData"]["@odata.type"] == "#Microsoft.Graph.Message"
+    assert notification["resourceData"]["@odata.etag"].startswith('W/"')
+    assert notification["tenantId"]
+    assert notification["subscriptionExpirationDateTime"] == subscription["expirationDateTime"]
+    graph.delete(f"users/{graph_user}/messages/{seg(message_id)}")
+    assert graph_sink.wait_for(2)[1]["changeType"] == "deleted"
+
+
+def test_failed_or_slow_deliveries_are_retried(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/change-notifications-delivery-webhooks: a non-2xx answer or one slower
+    than the timeout is retried with backoff (at-least-once)."""
+    _subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
+    graph_sink.status = 503
+    graph_sim.seed(graph_user, contacts=[{"givenName": "Retry"}])
+    graph_sink.wait_for(2)
+    graph_sink.status = 202
+    _wait(lambda: any(d["outcome"] == "202" for d in graph_sim.deliveries(user=graph_user)))
+    outcomes = [d["outcome"] for d in graph_sim.deliveries(user=graph_user) if d["kind"] == "notification"]
+    assert outcomes[0] == "503"
+    assert outcomes[-1] == "202"
+    graph_sink.delay = 1.5  # beyond the fixture's 1 s notification timeout
+    graph_sim.seed(graph_user, contacts=[{"givenName": "Slow"}])
+    _wait(lambda: any(d["outcome"] == "timeout" for d in graph_sim.deliveries(user=graph_user)))
+    graph_sink.delay = 0.0
+
+
+def test_notification_faults_drop_duplicate_reorder(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """Graph promises neither exactly-once nor ordering (change-notifications-delivery-webhooks);
+    the control API's faults make both visible."""
+    _subscribe(graph, graph_sink, f"users/{graph_user}/contacts", changeType="created")
+    graph_sim.fault("drop_notifications", user=graph_user, count=1)
+    graph_sim.seed(graph_user, contacts=[{"givenName": "Dropped"}])
+    graph_sim.fault("duplicate_notifications", user=graph_user, count=1)
+    duplicated = graph_sim.seed(graph_user, contacts=[{"givenName": "Twice"}])["contacts"][0]
+    received = graph_sink.wait_for(2)
+    assert [n["resourceData"]["id"] for n in received] == [duplicated, duplicated]
+    graph_sim.fault("reorder_notifications", user=graph_user, count=2)
+    first = graph_sim.seed(graph_user, contacts=[{"givenName": "First"}])["contacts"][0]
+    second = graph_sim.seed(graph_user, contacts=[{"givenName": "Second"}])["contacts"][0]
+    later = graph_sink.wait_for(4)[2:]
+    assert {n["resourceData"]["id"] for n in later} == {first, second}
+    outcomes = [d["outcome"] for d in graph_sim.deliveries(user=graph_user)]
+    assert "dropped (fault)" in outcomes
+
+
+def test_lifecycle_notifications(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/change-notifications-lifecycle-events: reauthorizationRequired, missed
+    and subscriptionRemoved go to lifecycleNotificationUrl; a removed subscription is gone."""
+    subscription = _subscribe(graph, graph_sink, f"users/{graph_user}/events").json()
+    for event in ("reauthorizationRequired", "missed", "subscriptionRemoved"):
+        graph_sim.lifecycle(subscription["id"], event)
+    received = graph_sink.wait_for(3, path="/lifecycle")
+    assert sorted(n["lifecycleEvent"] for n in received) == [
+        "missed",
+        "reauthorizationRequired",
+        "subscriptionRemoved",
+    ]
+    assert {n["subscriptionId"] for n in received} == {subscription["id"]}
+    assert {n["clientState"] for n in received} == {"secret-client-state"}
+    assert graph.get(f"subscriptions/{subscription['id']}").status_code == 404
