@@ -386,7 +386,7 @@ class AzureLinkStore:
             if exc.status_code == 409:
                 raise LinkAlreadyExists("outlook" if exc.index == 0 else "crm") from exc
             raise
-        return _stamp(stamped, stamped.updated_at, etag=results[0]["etag"])
+        return _as_stored(stamped, outlook_row, results[0]["etag"])
 
     async def update(self, link: Link) -> Link:
         """One transaction: replace the Outlook row if unchanged, re-assert the CRM row (must exist)."""
@@ -401,7 +401,7 @@ class AzureLinkStore:
             results = await self._table.submit_transaction(operations)
         except TableTransactionError as exc:
             _link_conflict(exc)
-        return _stamp(stamped, stamped.updated_at, etag=results[0]["etag"])
+        return _as_stored(stamped, outlook_row, results[0]["etag"])
 
     async def delete(self, link: Link) -> None:
         etag = _require_etag(link)
@@ -411,14 +411,21 @@ class AzureLinkStore:
                 [("delete", outlook_row, _if_match(etag)), ("delete", crm_row)]
             )
         except TableTransactionError as exc:
-            if exc.status_code == 404:
-                # A row is already gone: finish the other one alone (the SDK ignores a missing row).
-                await self._table.delete_entity(
-                    outlook_row["PartitionKey"], outlook_row["RowKey"], **_if_match(etag)
-                )
-                await self._table.delete_entity(crm_row["PartitionKey"], crm_row["RowKey"])
-                return
-            _link_conflict(exc)
+            if exc.status_code != 404:
+                _link_conflict(exc)
+            await self._delete_leftover(outlook_row, crm_row, etag)
+
+    async def _delete_leftover(self, outlook_row: Entity, crm_row: Entity, etag: str) -> None:
+        """A row of the pair is already gone: delete what is left of *this* link, one row at a
+        time (the SDK ignores a missing row); a CRM row now pointing at another item stays."""
+        partition = outlook_row["PartitionKey"]
+        await self._table.delete_entity(partition, outlook_row["RowKey"], **_if_match(etag))
+        try:
+            pointer = await self._table.get_entity(partition, crm_row["RowKey"])
+        except ResourceNotFoundError:
+            return
+        if (pointer["kind"], pointer["outlook_id"]) == (outlook_row["kind"], outlook_row["outlook_id"]):
+            await self._table.delete_entity(partition, crm_row["RowKey"], **_if_match(_etag(pointer)))
 
     async def move_outlook_id(self, link: Link, new_outlook_id: str) -> Link:
         etag = _require_etag(link)
@@ -437,7 +444,7 @@ class AzureLinkStore:
             if exc.status_code == 409:
                 raise LinkAlreadyExists("outlook") from exc
             _link_conflict(exc)
-        return _stamp(moved, moved.updated_at, etag=results[1]["etag"])
+        return _as_stored(moved, new_outlook_row, results[1]["etag"])
 
     def _range(self, mailbox_id: str, kind: ItemKind | None) -> tuple[str, dict[str, Any]]:
         low, high = key_range(_OUTLOOK_SIDE, kind.value) if kind else key_range(_OUTLOOK_SIDE)
@@ -459,8 +466,13 @@ def _require_etag(link: Link) -> str:
     return link.etag
 
 
-def _stamp(link: Link, updated_at: dt.datetime | None, **changes: Any) -> Link:
-    return replace(link, updated_at=updated_at, **changes)
+def _stamp(link: Link, updated_at: dt.datetime) -> Link:
+    return replace(link, updated_at=updated_at)
+
+
+def _as_stored(link: Link, outlook_row: Entity, etag: str) -> Link:
+    """The link as a later read returns it: new etag, synced fields as stored (maybe hashed)."""
+    return replace(link, synced_fields=decode_synced_fields(outlook_row), etag=etag)
 
 
 # --- sync state and the mailbox lease -----------------------------------------------------------
@@ -489,7 +501,8 @@ class AzureSyncStateStore:
             entity["RowKey"]: entity
             async for entity in _query(
                 self._table,
-                "PartitionKey eq @pk and (RowKey eq @state or RowKey eq @dirty)",
+                # Spaces around the @names: the SDK finds parameters by splitting on spaces.
+                "PartitionKey eq @pk and ( RowKey eq @state or RowKey eq @dirty )",
                 {"pk": encode_key(mailbox_id), "state": state_row, "dirty": dirty_row},
             )
         }

@@ -12,13 +12,14 @@ import datetime as dt
 import enum
 import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared.store.fingerprint import fingerprint
-from shared.store.synced_fields import SyncedFields
+from shared.store.synced_fields import SyncedValue
 from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.model import ItemKind, UtcDatetime
 
@@ -70,7 +71,7 @@ class Link:
     crm_etag: str | None = None
     outlook_hash: str | None = None
     crm_hash: str | None = None
-    synced_fields: SyncedFields = field(default_factory=dict)
+    synced_fields: Mapping[str, SyncedValue] = field(default_factory=dict)
     updated_at: dt.datetime | None = None
     etag: str | None = None
 

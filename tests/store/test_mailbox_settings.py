@@ -1,0 +1,88 @@
+"""MailboxSettings: Dynamics' defaults, strict validation with clear errors, JSON round trip."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from shared.sync.mailbox_settings import (
+    CrmRecordRef,
+    FilterCondition,
+    FilterOperator,
+    MailboxSettings,
+    OutlookDeletePolicy,
+    SyncFilter,
+    TieBreak,
+)
+from shared.sync.model import FieldDirection, ItemKind, TrackingRule
+
+
+def test_defaults_are_dynamics_defaults() -> None:
+    settings = MailboxSettings()
+    assert settings.item_kinds == frozenset(ItemKind)
+    assert (settings.tracking, settings.track_sent_items) == (TrackingRule.NONE, False)
+    assert settings.tracked_category == "Tracked to Dynamics 365"
+    assert settings.filter_for(ItemKind.CONTACT) == SyncFilter(owner_is_me=True, active_only=True)
+    assert settings.direction_override(ItemKind.CONTACT, "firstname") is None
+    assert (settings.conflict_tie_break, settings.outlook_delete_policy) == (
+        TieBreak.CRM,
+        OutlookDeletePolicy.DELETE_IF_OWNER,
+    )
+
+
+def test_a_full_configuration_round_trips_through_json() -> None:
+    settings = MailboxSettings(
+        tracking=TrackingRule.FROM_CRM_RECORDS,
+        track_sent_items=True,
+        tracked_folders={"AAMkAGI2=/+folder": CrmRecordRef(table="account", id=uuid.uuid4())},
+        sync_filters={
+            ItemKind.CONTACT: SyncFilter(
+                owner_is_me=False,
+                conditions=(FilterCondition(column="address1_city", op=FilterOperator.EQ, value="Oslo"),),
+            )
+        },
+        field_directions={ItemKind.CONTACT: {"telephone1": FieldDirection.TO_OUTLOOK}},
+        conflict_tie_break=TieBreak.OUTLOOK,
+        outlook_delete_policy=OutlookDeletePolicy.UNLINK,
+    )
+    assert MailboxSettings.model_validate_json(settings.model_dump_json()) == settings
+    assert settings.direction_override(ItemKind.CONTACT, "telephone1") is FieldDirection.TO_OUTLOOK
+    assert settings.filter_for(ItemKind.CONTACT).owner_is_me is False
+
+
+@pytest.mark.parametrize(
+    ("fields", "complaint"),
+    [
+        ({"item_kinds": []}, "item_kinds"),
+        ({"item_kinds": ["contact"], "tracking": "all"}, "'email' item kind"),
+        ({"tracking": "everything"}, "tracking"),
+        ({"sync_filters": {"email": {}}}, "only contact, appointment and task"),
+        ({"field_directions": {"contact": {"First Name": "two_way"}}}, "field_directions"),
+        ({"field_directions": {"contact": {"firstname": "sideways"}}}, "field_directions"),
+        ({"tracked_category": "bad\nname"}, "control characters"),
+        ({"conflict_tie_break": "newest"}, "conflict_tie_break"),
+        ({"unknown_option": True}, "unknown_option"),
+        ({"tracked_folders": {"f": {"table": "account", "id": "not-a-guid"}}}, "tracked_folders"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_error(fields: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValidationError, match=complaint):
+        MailboxSettings.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("op", "value"),
+    [(FilterOperator.CONTAINS, 3), (FilterOperator.GT, None), (FilterOperator.BEGINS_WITH, None)],
+)
+def test_filter_conditions_must_fit_their_operator(op: FilterOperator, value: Any) -> None:
+    with pytest.raises(ValidationError, match="condition on 'name'"):
+        FilterCondition(column="name", op=op, value=value)
+
+
+def test_settings_are_frozen() -> None:
+    settings = MailboxSettings()
+    with pytest.raises(ValidationError):
+        settings.tracking = TrackingRule.ALL  # type: ignore[misc]

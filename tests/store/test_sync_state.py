@@ -1,0 +1,158 @@
+"""Sync-state contract: delta links, the dirty flag the webhook sets, and the mailbox lease."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from shared.store import Store
+from shared.store.errors import LeaseHeld, LeaseLost
+from shared.store.records import SyncState
+from tests.store.helpers import ManualClock, race
+
+MAILBOX = "5f0b1c1e-0000-4000-8000-00000000000a"
+RESOURCE = "users/5f0b1c1e-0000-4000-8000-00000000000a/contacts"
+DELTA = "https://graph.microsoft.com/v1.0/me/contacts/delta?$deltatoken=abc%2B/="
+
+
+def _s(seconds: int) -> dt.timedelta:
+    return dt.timedelta(seconds=seconds)
+
+
+async def _dirty(store: Store) -> set[tuple[str, str]]:
+    return {(mark.mailbox_id, mark.resource) async for mark in store.sync_state.list_dirty()}
+
+
+class TestSyncStateContract:
+    async def test_nothing_stored_is_an_empty_clean_state(self, store: Store) -> None:
+        assert await store.sync_state.get_state(MAILBOX, RESOURCE) == SyncState(
+            mailbox_id=MAILBOX, resource=RESOURCE
+        )
+
+    async def test_delta_link_error_and_reset(self, store: Store, clock: ManualClock) -> None:
+        await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA)
+        await store.sync_state.record_error(MAILBOX, RESOURCE, "graph_throttled")
+        state = await store.sync_state.get_state(MAILBOX, RESOURCE)
+        assert (state.delta_link, state.last_sync_at, state.last_error) == (
+            DELTA,
+            clock.now,
+            "graph_throttled",
+        )
+
+        await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA + "2")
+        state = await store.sync_state.get_state(MAILBOX, RESOURCE)
+        assert (state.delta_link, state.last_error) == (DELTA + "2", None)
+
+        await store.sync_state.reset(MAILBOX, RESOURCE)
+        assert (await store.sync_state.get_state(MAILBOX, RESOURCE)).delta_link is None
+        with pytest.raises(ValueError, match="reason code"):
+            await store.sync_state.record_error(MAILBOX, RESOURCE, "user@contoso.example failed")
+
+    async def test_only_the_first_notification_of_a_burst_makes_it_dirty(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        assert await store.sync_state.mark_dirty(MAILBOX, RESOURCE) is True
+        since = clock.now
+        clock.advance(3)
+        assert await store.sync_state.mark_dirty(MAILBOX, RESOURCE) is False
+
+        state = await store.sync_state.get_state(MAILBOX, RESOURCE)
+        assert (state.dirty, state.dirty_since) == (True, since)
+        assert await _dirty(store) == {(MAILBOX, RESOURCE)}
+
+    async def test_racing_notifications_enqueue_exactly_once(self, store: Store) -> None:
+        won, lost = await race(*(store.sync_state.mark_dirty(MAILBOX, RESOURCE) for _ in range(5)))
+        assert lost == []
+        assert sorted(won) == [False, False, False, False, True]
+
+    async def test_clear_dirty_then_a_new_notification_dirties_again(self, store: Store) -> None:
+        await store.sync_state.mark_dirty(MAILBOX, RESOURCE)
+        assert await store.sync_state.clear_dirty(await store.sync_state.get_state(MAILBOX, RESOURCE))
+
+        assert not (await store.sync_state.get_state(MAILBOX, RESOURCE)).dirty
+        assert await _dirty(store) == set()
+        assert await store.sync_state.mark_dirty(MAILBOX, RESOURCE) is True
+
+    async def test_a_notification_after_the_read_keeps_it_dirty(self, store: Store) -> None:
+        await store.sync_state.mark_dirty(MAILBOX, RESOURCE)
+        read = await store.sync_state.get_state(MAILBOX, RESOURCE)
+        await store.sync_state.mark_dirty(MAILBOX, RESOURCE)
+
+        assert await store.sync_state.clear_dirty(read) is False
+        assert (await store.sync_state.get_state(MAILBOX, RESOURCE)).dirty
+
+    async def test_dirty_flags_are_per_mailbox_and_resource(self, store: Store) -> None:
+        await store.sync_state.mark_dirty(MAILBOX, RESOURCE)
+        await store.sync_state.mark_dirty(MAILBOX, "me/events")
+        await store.sync_state.mark_dirty("other-mailbox", RESOURCE)
+        clean = await store.sync_state.get_state(MAILBOX, "me/todo/lists/x/tasks")
+
+        assert await _dirty(store) == {
+            (MAILBOX, RESOURCE),
+            (MAILBOX, "me/events"),
+            ("other-mailbox", RESOURCE),
+        }
+        assert await store.sync_state.clear_dirty(clean)  # nothing to clear
+        assert len(await _dirty(store)) == 3
+
+
+class TestLeaseContract:
+    async def test_acquire_renew_release(self, store: Store, clock: ManualClock) -> None:
+        lease = await store.sync_state.try_acquire(MAILBOX, "worker-a", 60)
+        assert (lease.owner, lease.expires_at) == ("worker-a", clock.now + _s(60))
+
+        clock.advance(30)
+        renewed = await store.sync_state.renew(lease, 60)
+        assert renewed.expires_at == clock.now + _s(60)
+        with pytest.raises(LeaseLost):  # the old etag is spent
+            await store.sync_state.renew(lease, 60)
+
+        await store.sync_state.release(renewed)
+        other = await store.sync_state.try_acquire(MAILBOX, "worker-b", 60)
+        assert other.owner == "worker-b"
+
+    async def test_an_unexpired_lease_is_never_taken_over(self, store: Store, clock: ManualClock) -> None:
+        lease = await store.sync_state.try_acquire(MAILBOX, "worker-a", 60)
+        clock.advance(59)
+        with pytest.raises(LeaseHeld) as held:
+            await store.sync_state.try_acquire(MAILBOX, "worker-b", 60)
+        assert (held.value.owner, held.value.expires_at) == ("worker-a", lease.expires_at)
+        assert (await store.sync_state.renew(lease, 60)).owner == "worker-a"
+
+    async def test_the_holder_may_take_it_again(self, store: Store, clock: ManualClock) -> None:
+        await store.sync_state.try_acquire(MAILBOX, "worker-a", 60)
+        again = await store.sync_state.try_acquire(MAILBOX, "worker-a", 120)
+        assert again.expires_at == clock.now + _s(120)
+
+    async def test_an_expired_lease_is_taken_over_and_the_old_holder_loses_it(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        stale = await store.sync_state.try_acquire(MAILBOX, "worker-a", 60)
+        clock.advance(61)
+        taken = await store.sync_state.try_acquire(MAILBOX, "worker-b", 60)
+
+        with pytest.raises(LeaseLost):
+            await store.sync_state.renew(stale, 60)
+        await store.sync_state.release(stale)  # not ours any more: a no-op
+        with pytest.raises(LeaseHeld):
+            await store.sync_state.try_acquire(MAILBOX, "worker-c", 60)
+        assert (await store.sync_state.renew(taken, 60)).owner == "worker-b"
+
+    @pytest.mark.parametrize("expired_first", [False, True], ids=["free", "expired"])
+    async def test_racing_acquirers_exactly_one_wins(
+        self, store: Store, clock: ManualClock, expired_first: bool
+    ) -> None:
+        if expired_first:
+            await store.sync_state.try_acquire(MAILBOX, "crashed-worker", 60)
+            clock.advance(120)
+        won, lost = await race(
+            *(store.sync_state.try_acquire(MAILBOX, f"worker-{index}", 60) for index in range(4))
+        )
+        assert len(won) == 1
+        assert [type(error) for error in lost] == [LeaseHeld] * 3
+        assert (await store.sync_state.renew(won[0], 60)).owner == won[0].owner
+
+    async def test_lease_terms_must_be_positive(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="positive"):
+            await store.sync_state.try_acquire(MAILBOX, "worker-a", 0)
