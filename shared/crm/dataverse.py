@@ -49,6 +49,7 @@ from shared.crm.errors import (
     CrmUnavailable,
     RecordNotFound,
     ServiceProtectionLimit,
+    caller_not_found,
     error_from_response,
 )
 from shared.crm.port import (
@@ -313,7 +314,8 @@ class DataverseClient:
         except httpx.TransportError as exc:
             raise CrmUnavailable(f"Dataverse connection failed ({type(exc).__name__})") from exc
         if response.status_code >= 400:
-            raise error_from_response(response.status_code, response.content, response.headers)
+            error = error_from_response(response.status_code, response.content, response.headers)
+            raise caller_not_found(error, caller)
         return response
 
     # --- single-record operations ---------------------------------------------

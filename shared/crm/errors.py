@@ -25,6 +25,9 @@ CONCURRENCY_VERSION_MISMATCH = "0x80060882"
 DUPLICATE_RECORD_ENTITY_KEY = "0x80060892"
 STRING_LENGTH_TOO_LONG = "0x80044331"
 EXPIRED_VERSION_STAMP = "0x80044352"
+ACCESS_DENIED = "0x80048306"
+CANNOT_ACT_ON_BEHALF = "0x8004a110"
+USER_NOT_ENABLED = "0x80040225"
 ATTRIBUTE_PRIVILEGE_CREATE_IS_MISSING = "0x8004f502"
 ATTRIBUTE_PERMISSION_READ_IS_MISSING = "0x8004f504"
 ATTRIBUTE_PERMISSION_UPDATE_IS_MISSING = "0x8004f507"
@@ -87,6 +90,13 @@ class AttributePermissionDenied(CrmError):
     )
 
 
+class CallerNotFound(CrmError):
+    default_remedy = (
+        "No enabled Dataverse user has this Entra object id: add the mailbox owner as a user of the "
+        "environment, or unlink the mailbox."
+    )
+
+
 class InvalidData(CrmError):
     default_remedy = (
         "A value does not fit the column (length, type or choice value); fix the field map or the item."
@@ -117,21 +127,30 @@ class CrmUnavailable(CrmError):
     default_remedy = "Dataverse is unavailable or timed out; the change is kept and retried later."
 
 
-# code -> class; codes not listed fall back to the HTTP status.
-_BY_CODE: Mapping[str, type[CrmError]] = {
-    OBJECT_DOES_NOT_EXIST: RecordNotFound,
-    PRIVILEGE_DENIED: PrivilegeDenied,
-    DUPLICATE_RECORD: DuplicateRecord,
-    CONCURRENCY_VERSION_MISMATCH: ConcurrencyMismatch,
-    DUPLICATE_RECORD_ENTITY_KEY: DuplicateRecord,
-    STRING_LENGTH_TOO_LONG: InvalidData,
-    EXPIRED_VERSION_STAMP: ChangeTokenExpired,
-    ATTRIBUTE_PRIVILEGE_CREATE_IS_MISSING: AttributePermissionDenied,
-    ATTRIBUTE_PERMISSION_READ_IS_MISSING: AttributePermissionDenied,
-    ATTRIBUTE_PERMISSION_UPDATE_IS_MISSING: AttributePermissionDenied,
-    REQUESTS_LIMIT_EXCEEDED: ServiceProtectionLimit,
-    EXECUTION_TIME_LIMIT_EXCEEDED: ServiceProtectionLimit,
-    CONCURRENT_REQUESTS_LIMIT_EXCEEDED: ServiceProtectionLimit,
+_ACT_ON_BEHALF_REMEDY = (
+    "Give the crmsync application user a security role with the prvActOnBehalfOfAnotherUser "
+    "privilege (Delegate role) so it can impersonate mailbox users."
+)
+_USER_DISABLED_REMEDY = "The CRM user is disabled: enable the user or stop synchronizing the mailbox."
+
+# code -> (class, specific remedy or None); codes not listed fall back to the HTTP status.
+_BY_CODE: Mapping[str, tuple[type[CrmError], str | None]] = {
+    OBJECT_DOES_NOT_EXIST: (RecordNotFound, None),
+    PRIVILEGE_DENIED: (PrivilegeDenied, None),
+    ACCESS_DENIED: (PrivilegeDenied, None),
+    CANNOT_ACT_ON_BEHALF: (PrivilegeDenied, _ACT_ON_BEHALF_REMEDY),
+    USER_NOT_ENABLED: (CallerNotFound, _USER_DISABLED_REMEDY),
+    DUPLICATE_RECORD: (DuplicateRecord, None),
+    CONCURRENCY_VERSION_MISMATCH: (ConcurrencyMismatch, None),
+    DUPLICATE_RECORD_ENTITY_KEY: (DuplicateRecord, None),
+    STRING_LENGTH_TOO_LONG: (InvalidData, None),
+    EXPIRED_VERSION_STAMP: (ChangeTokenExpired, None),
+    ATTRIBUTE_PRIVILEGE_CREATE_IS_MISSING: (AttributePermissionDenied, None),
+    ATTRIBUTE_PERMISSION_READ_IS_MISSING: (AttributePermissionDenied, None),
+    ATTRIBUTE_PERMISSION_UPDATE_IS_MISSING: (AttributePermissionDenied, None),
+    REQUESTS_LIMIT_EXCEEDED: (ServiceProtectionLimit, None),
+    EXECUTION_TIME_LIMIT_EXCEEDED: (ServiceProtectionLimit, None),
+    CONCURRENT_REQUESTS_LIMIT_EXCEEDED: (ServiceProtectionLimit, None),
 }
 
 _BY_STATUS: Mapping[int, type[CrmError]] = {
@@ -193,7 +212,17 @@ def error_from_response(
     retry_after = parse_retry_after(
         next((value for name, value in (headers or {}).items() if name.lower() == "retry-after"), None)
     )
-    error_class = _BY_CODE.get(code) if code else None
+    error_class, remedy = _BY_CODE.get(code or "", (None, None))
     if error_class is None:
         error_class = _BY_STATUS.get(status, CrmUnavailable if status >= 500 or status == 0 else CrmError)
-    return error_class(message, code=code, status=status, retry_after=retry_after)
+    return error_class(message, code=code, status=status, remedy=remedy, retry_after=retry_after)
+
+
+def caller_not_found(error: CrmError, caller: str | None) -> CrmError:
+    """A "does not exist" that names the impersonated user, not the record, becomes :class:`CallerNotFound`.
+
+    Without this a get or delete for an unknown user would look like a missing record.
+    """
+    if caller and isinstance(error, RecordNotFound) and caller.lower() in error.message.lower():
+        return CallerNotFound(error.message, code=error.code, status=error.status)
+    return error

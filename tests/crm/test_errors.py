@@ -10,6 +10,7 @@ import pytest
 from shared.crm.errors import (
     AttributePermissionDenied,
     AuthenticationFailed,
+    CallerNotFound,
     ChangeTokenExpired,
     ConcurrencyMismatch,
     CrmError,
@@ -19,6 +20,7 @@ from shared.crm.errors import (
     PrivilegeDenied,
     RecordNotFound,
     ServiceProtectionLimit,
+    caller_not_found,
     error_from_response,
     parse_retry_after,
 )
@@ -36,6 +38,7 @@ def _body(code: str, message: str = "m") -> bytes:
         (412, "0x80040237", DuplicateRecord),  # upsert with If-None-Match: * on an existing row
         (412, "0x80060892", DuplicateRecord),  # alternate key already taken
         (403, "0x80040220", PrivilegeDenied),
+        (403, "0x80048306", PrivilegeDenied),  # record-level access right missing
         (403, "0x8004F507", AttributePermissionDenied),  # upper-case hex as some responses print it
         (403, "0x8004f502", AttributePermissionDenied),
         (400, "0x80044331", InvalidData),
@@ -99,3 +102,23 @@ def test_code_in_innererror_and_unparseable_bodies() -> None:
     assert (
         error_from_response(500, {"unexpected": 1}).message == "Dataverse returned an error without details"
     )
+
+
+def test_impersonation_failures_name_their_remedy() -> None:
+    """Impersonate another user using the Web API: the app user needs prvActOnBehalfOfAnotherUser;
+    the impersonated user must exist and be enabled."""
+    cannot_impersonate = error_from_response(403, _body("0x8004A110"))
+    assert isinstance(cannot_impersonate, PrivilegeDenied)
+    assert "prvActOnBehalfOfAnotherUser" in cannot_impersonate.remedy
+    disabled = error_from_response(403, _body("0x80040225"))
+    assert isinstance(disabled, CallerNotFound)
+    assert "disabled" in disabled.remedy
+
+    caller = "9B949F0D-9C26-49DF-B905-86938B58CDE5"
+    unknown = error_from_response(
+        404, _body("0x80040217", f"systemuser With Id = {caller.lower()} Does Not Exist")
+    )
+    assert isinstance(caller_not_found(unknown, caller), CallerNotFound)
+    missing_row = error_from_response(404, _body("0x80040217", "contact With Id = 1 Does Not Exist"))
+    assert caller_not_found(missing_row, caller) is missing_row
+    assert caller_not_found(missing_row, None) is missing_row
