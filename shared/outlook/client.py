@@ -67,12 +67,14 @@ def build_graph_client(
     max_retries: int = 5,
     retry_delay: float = 0.0,
     timeout_seconds: float = 60.0,
+    http_client: httpx.AsyncClient | None = None,
 ) -> GraphServiceClient:
     """A ``GraphServiceClient`` talking to ``base_url`` (e.g. ``https://graph.microsoft.com/v1.0``).
 
     ``max_retries`` and ``retry_delay`` configure msgraph-core's retry handler: ``retry_delay`` is a
     base delay it adds to its exponential backoff when Graph sends no ``Retry-After`` (Graph's own
-    ``Retry-After`` always wins). Tokens are only sent to ``base_url``'s host.
+    ``Retry-After`` always wins). Tokens are only sent to ``base_url``'s host. Pass ``http_client``
+    to own (and close) the connection pool yourself; its transport is wrapped in the middleware.
     """
     base = base_url.rstrip("/")
     host = urlsplit(base).hostname
@@ -81,7 +83,8 @@ def build_graph_client(
     auth = AzureIdentityAuthenticationProvider(credential, scopes=list(scopes), allowed_hosts=[host])
     http_client = GraphClientFactory.create_with_custom_middleware(
         _pipeline(max_retries=max_retries, retry_delay=retry_delay),
-        client=httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=10.0), http2=True),
+        client=http_client
+        or httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=10.0), http2=True),
     )
     adapter = GraphRequestAdapter(auth, client=http_client)
     adapter.base_url = base

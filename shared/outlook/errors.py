@@ -104,3 +104,14 @@ def graph_errors() -> Iterator[None]:
         yield
     except APIError as exc:
         raise translate_api_error(exc) from exc
+
+
+@contextlib.contextmanager
+def gone_is_done() -> Iterator[None]:
+    """Like :func:`graph_errors`, but a 404/410 answer is success: for deletes, "already gone" is done."""
+    try:
+        with graph_errors():
+            yield
+    except GraphError as exc:
+        if exc.status not in (404, 410):
+            raise

@@ -1,0 +1,221 @@
+"""Delta readers: one async generator per resource, one :class:`DeltaPage` per Graph page.
+
+"Use delta query to track changes in Microsoft Graph data" (learn.microsoft.com/graph/
+delta-query-overview): a round follows ``@odata.nextLink`` verbatim until a page carries
+``@odata.deltaLink``; the next round starts from that delta link. Query options go on the first
+call only (they are encoded in the links). The engine commits after every page and only then
+stores the page's link (DESIGN.md), so a crash re-reads one page, never skips one.
+
+Privacy: the message ``$select`` leaves out ``body`` and ``bodyPreview``; the tracking decision
+uses only sender, recipients, subject and ids. :meth:`DeltaReader.fetch_message_body` reads the
+body of mail that will be tracked.
+
+The calendar is read with ``calendarView/delta`` (learn.microsoft.com/graph/api/event-delta),
+which takes a time window and supports neither ``$select`` nor ``$expand``: an event's stamped CRM
+id is therefore not in its delta page (read it with ``OutlookWriter.read_crm_id`` when needed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kiota_abstractions.base_request_configuration import RequestConfiguration
+from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (
+    DeltaRequestBuilder as CalendarViewDelta,
+)
+from msgraph.generated.users.item.contacts.delta.delta_request_builder import (
+    DeltaRequestBuilder as ContactsDelta,
+)
+from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request_builder import (
+    DeltaRequestBuilder as MessagesDelta,
+)
+from msgraph.generated.users.item.messages.item.message_item_request_builder import (
+    MessageItemRequestBuilder,
+)
+from msgraph.generated.users.item.todo.lists.item.tasks.delta.delta_request_builder import (
+    DeltaRequestBuilder as TasksDelta,
+)
+from msgraph.graph_service_client import GraphServiceClient
+
+from shared.outlook.convert import (
+    CRM_ID_PROPERTY_ID,
+    appointment_item,
+    contact_item,
+    email_item,
+    task_item,
+)
+from shared.outlook.errors import graph_errors
+from shared.sync.model import OutlookItem
+
+# What the tracking decision and the neutral Email need; never body or bodyPreview.
+MESSAGE_FIELDS = (
+    "id",
+    "changeKey",
+    "categories",
+    "parentFolderId",
+    "subject",
+    "from",
+    "sender",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "sentDateTime",
+    "receivedDateTime",
+    "internetMessageId",
+    "conversationId",
+    "isDraft",
+    "hasAttachments",
+)
+CONTACT_FIELDS = (
+    "id",
+    "changeKey",
+    "categories",
+    "parentFolderId",
+    "givenName",
+    "middleName",
+    "surname",
+    "displayName",
+    "nickName",
+    "emailAddresses",
+    "businessPhones",
+    "homePhones",
+    "mobilePhone",
+    "jobTitle",
+    "department",
+    "companyName",
+    "businessAddress",
+    "homeAddress",
+    "birthday",
+    "personalNotes",
+)
+CRM_ID_EXPAND = f"singleValueExtendedProperties($filter=id eq '{CRM_ID_PROPERTY_ID}')"
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    """One page of changes; exactly one of ``next_link`` / ``delta_link`` is set."""
+
+    items: list[OutlookItem]
+    next_link: str | None
+    delta_link: str | None
+
+
+@dataclass(frozen=True)
+class MessageBody:
+    content: str
+    is_html: bool
+
+
+def _iso(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("calendar window bounds must be timezone-aware")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class DeltaReader:
+    """Reads Outlook changes of one mailbox at a time; ``page_size`` is ``Prefer: odata.maxpagesize``."""
+
+    def __init__(self, client: GraphServiceClient, *, page_size: int = 50) -> None:
+        if page_size < 1:
+            raise ValueError("page_size must be positive")
+        self._client = client
+        self._page_size = page_size
+
+    def _configuration(self, query: Any = None) -> RequestConfiguration[Any]:
+        config: RequestConfiguration[Any] = RequestConfiguration(query_parameters=query)
+        config.headers.add("Prefer", f"odata.maxpagesize={self._page_size}")
+        return config
+
+    async def _pages(
+        self,
+        builder: Any,
+        query: Any,
+        link: str | None,
+        convert: Callable[[Any], OutlookItem],
+    ) -> AsyncIterator[DeltaPage]:
+        """Page from ``link`` (or a first call with ``query``) until Graph hands out a delta link."""
+        while True:
+            if link is None:
+                request = builder.get(request_configuration=self._configuration(query))
+            else:
+                request = builder.with_url(link).get(request_configuration=self._configuration())
+            with graph_errors():
+                response = await request
+            if response is None:
+                raise ValueError("Graph answered a delta call without a body")
+            items = [convert(model) for model in response.value or ()]
+            page = DeltaPage(items, response.odata_next_link, response.odata_delta_link)
+            yield page
+            if page.next_link is None:
+                return
+            link = page.next_link
+
+    def messages(
+        self,
+        mailbox: str,
+        *,
+        folder: str = "inbox",
+        link: str | None = None,
+        mailbox_address: str | None = None,
+    ) -> AsyncIterator[DeltaPage]:
+        """Changes to the messages of one mail folder (Graph's message delta is per folder)."""
+        builder = self._client.users.by_user_id(mailbox).mail_folders.by_mail_folder_id(folder).messages.delta
+        query = MessagesDelta.DeltaRequestBuilderGetQueryParameters(
+            select=list(MESSAGE_FIELDS), expand=[CRM_ID_EXPAND]
+        )
+        return self._pages(
+            builder, query, link, lambda model: email_item(mailbox, model, mailbox_address=mailbox_address)
+        )
+
+    def contacts(self, mailbox: str, *, link: str | None = None) -> AsyncIterator[DeltaPage]:
+        """Changes to the contacts of the mailbox's default contacts folder."""
+        builder = self._client.users.by_user_id(mailbox).contacts.delta
+        query = ContactsDelta.DeltaRequestBuilderGetQueryParameters(
+            select=list(CONTACT_FIELDS), expand=[CRM_ID_EXPAND]
+        )
+        return self._pages(builder, query, link, lambda model: contact_item(mailbox, model))
+
+    def events(
+        self,
+        mailbox: str,
+        *,
+        window_start: dt.datetime | None = None,
+        window_end: dt.datetime | None = None,
+        link: str | None = None,
+    ) -> AsyncIterator[DeltaPage]:
+        """Changes to events in a calendar window; the window is required without a ``link``.
+
+        Occurrences of a series appear as single items; an event leaving the window comes back as
+        ``@removed``.
+        """
+        builder = self._client.users.by_user_id(mailbox).calendar_view.delta
+        query = None
+        if link is None:
+            if window_start is None or window_end is None:
+                raise ValueError("a first calendar delta needs window_start and window_end")
+            query = CalendarViewDelta.DeltaRequestBuilderGetQueryParameters(
+                start_date_time=_iso(window_start), end_date_time=_iso(window_end)
+            )
+        return self._pages(builder, query, link, lambda model: appointment_item(mailbox, model))
+
+    def tasks(self, mailbox: str, list_id: str, *, link: str | None = None) -> AsyncIterator[DeltaPage]:
+        """Changes to the tasks of one To Do list."""
+        builder = self._client.users.by_user_id(mailbox).todo.lists.by_todo_task_list_id(list_id).tasks.delta
+        query = TasksDelta.DeltaRequestBuilderGetQueryParameters()
+        return self._pages(builder, query, link, lambda model: task_item(mailbox, model, list_id=list_id))
+
+    async def fetch_message_body(self, mailbox: str, message_id: str) -> MessageBody:
+        """The body of one message: call only for mail the tracking policy decided to track."""
+        query = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(select=["body"])
+        with graph_errors():
+            message = await (
+                self._client.users.by_user_id(mailbox)
+                .messages.by_message_id(message_id)
+                .get(request_configuration=RequestConfiguration(query_parameters=query))
+            )
+        body = message.body if message else None
+        content_type = getattr(body.content_type, "value", None) if body else None
+        return MessageBody(content=(body.content or "") if body else "", is_html=content_type == "html")
