@@ -8,6 +8,7 @@ the simulator's own (documented in README.md) and needs no token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 import uuid
@@ -50,6 +51,7 @@ class Simulator:
         self.reset()
 
     def reset(self) -> None:
+        self.token_users: dict[str, str] = {}
         self.store = Store()
         self.security = Security()
         self.engine = Engine(self.store, self.security)
@@ -130,10 +132,11 @@ class Simulator:
             self.store.token_floor[name] = floor
 
     # -- Web API -------------------------------------------------------------------------------
-    def run_one(self, request: ApiRequest) -> ApiResponse:
+    def run_one(self, request: ApiRequest, client: str) -> ApiResponse:
         """Resolve the caller from the request's own headers, then run it; errors become responses."""
         try:
-            caller: Caller = self.security.resolve(request.headers)
+            calling_user = self.token_users.get(client, APP_USER_ID)
+            caller: Caller = self.security.resolve(request.headers, calling_user)
             return self.engine.handle(request, caller)
         except errors.DataverseError as error:
             return ApiResponse(error.status, error.headers, error.body())
@@ -237,7 +240,9 @@ async def _serve(
                 raise errors.DataverseError(405, errors.BAD_PAYLOAD, "$batch takes POST.")
             items = batch.parse(body, headers.get("content-type", ""))
             entry["batch_operations"] = batch.operation_count(items)
-            boundary, text = batch.run(items, headers, base_url, sim.run_one, sim.transaction)
+            boundary, text = batch.run(
+                items, headers, base_url, functools.partial(sim.run_one, client=client), sim.transaction
+            )
             return Response(
                 text, 200, headers=JSON_HEADERS, media_type=f"multipart/mixed; boundary={boundary}"
             )
@@ -249,7 +254,7 @@ async def _serve(
             body=body,
             base_url=base_url,
         )
-        return _to_http(sim.run_one(api_request))
+        return _to_http(sim.run_one(api_request, client))
     except errors.DataverseError as error:
         return _error_response(error)
     finally:
@@ -334,6 +339,13 @@ def _add_fault(sim: Simulator, _: Request, spec: Any) -> None:
     )
 
 
+def _bind_token(sim: Simulator, _: Request, spec: Any) -> None:
+    user_id = str(spec["systemuserid"]).lower()
+    if user_id not in sim.security.users:
+        raise errors.not_found("systemuser", user_id)
+    sim.token_users[client_id(str(spec["token"]))] = user_id
+
+
 def _clear_faults(sim: Simulator, _: Request, __: Any) -> None:
     sim.governor.faults.clear()
 
@@ -392,6 +404,7 @@ def create_app() -> Starlette:
             Route("/_sim/users", _control(_add_user), methods=["POST"]),
             Route("/_sim/roles", _control(_add_role), methods=["POST"]),
             Route("/_sim/fieldsecurityprofiles", _control(_add_profile), methods=["POST"]),
+            Route("/_sim/tokens", _control(_bind_token), methods=["POST"]),
             Route("/_sim/keys", _control(_add_key), methods=["POST"]),
             Route("/_sim/seed", _control(_seed), methods=["POST"]),
             Route("/_sim/faults", _control(_add_fault), methods=["POST"]),

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from simulators.dataverse import errors
 from simulators.dataverse.engine import ApiRequest, ApiResponse
@@ -117,12 +117,13 @@ def _http_part(content: str, content_id: str | None) -> Part:
     lines = head.strip().splitlines()
     if not lines:
         raise errors.bad_request("A batch part has no request line.")
-    request_line = lines[0].split()
-    if len(request_line) < 2:
+    method, _, target = lines[0].strip().partition(" ")
+    url = re.sub(r"\s+HTTP/\d\.\d$", "", target.strip())
+    if not method or not url:
         raise errors.bad_request(f"Invalid request line '{lines[0]}'.")
-    method, url = request_line[0].upper(), request_line[1]
+    method = method.upper()
     split = urlsplit(url)
-    path = split.path
+    path = unquote(split.path)
     if API_PATH in path:
         path = path.split(API_PATH, 1)[1]
     return Part(

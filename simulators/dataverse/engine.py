@@ -51,7 +51,7 @@ from simulators.dataverse.schema import (
     load_tables,
     tables_by_entity_set,
 )
-from simulators.dataverse.security import APP_USER_ID, BUSINESS_UNIT_ID, ORGANIZATION_ID, Caller, Security
+from simulators.dataverse.security import BUSINESS_UNIT_ID, ORGANIZATION_ID, Caller, Security
 from simulators.dataverse.store import Record, Ref, Store
 
 PATH = re.compile(
@@ -689,7 +689,7 @@ def _owner(record: Record) -> str | None:
 
 def _by(column: str, caller: Caller) -> Ref | None:
     if column.endswith("onbehalfby"):
-        return Ref("systemuser", APP_USER_ID) if caller.impersonator_id else None
+        return Ref("systemuser", caller.impersonator_id) if caller.impersonator_id else None
     return Ref("systemuser", caller.user_id)
 
 

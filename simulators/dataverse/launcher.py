@@ -128,6 +128,10 @@ class DataverseSimulator:
         """permissions: [{"table", "column", "read", "update", "create"}]; listed columns become secured."""
         self._call("POST", "/fieldsecurityprofiles", {"name": name, "permissions": permissions})
 
+    def bind_token(self, token: str, systemuserid: str) -> None:
+        """Requests with this bearer token call as ``systemuserid`` (another application user)."""
+        self._call("POST", "/tokens", {"token": token, "systemuserid": systemuserid})
+
     def define_key(self, table: str, name: str, columns: list[str]) -> None:
         self._call("POST", "/keys", {"table": table, "name": name, "columns": columns})
 

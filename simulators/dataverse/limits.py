@@ -94,9 +94,15 @@ class Governor:
         self.faults.append(fault)
 
     def matching_faults(self, client: str, path: str) -> list[Fault]:
-        """Faults for this request, each consumed once when it has a count."""
-        hits = [f for f in self.faults if f.applies(client, path)]
-        for fault in hits:
+        """The latency faults for this request plus the first answering fault (in the order added);
+        each one returned uses up one of its ``count``."""
+        hits: list[Fault] = []
+        answered = False
+        for fault in self.faults:
+            if not fault.applies(client, path) or (answered and fault.kind != "latency"):
+                continue
+            answered = answered or fault.kind != "latency"
+            hits.append(fault)
             if fault.remaining is not None:
                 fault.remaining -= 1
         self.faults = [f for f in self.faults if f.remaining is None or f.remaining > 0]

@@ -172,9 +172,9 @@ class Security:
                 fields[key] = fields.get(key, FieldPermission()) | permission
         return Caller(user.user_id, privileges, fields, all_fields=admin, role_count=len(user.roles))
 
-    def resolve(self, headers: dict[str, str]) -> Caller:
-        """The application user, or the user it impersonates (CallerObjectId / MSCRMCallerID)."""
-        app = self.caller_for(APP_USER_ID)
+    def resolve(self, headers: dict[str, str], calling_user_id: str = APP_USER_ID) -> Caller:
+        """The calling (application) user, or the user it impersonates (CallerObjectId / MSCRMCallerID)."""
+        app = self.caller_for(calling_user_id)
         object_id = headers.get("callerobjectid")
         systemuser_id = headers.get("mscrmcallerid")
         if not object_id and not systemuser_id:
@@ -208,7 +208,7 @@ class Security:
             {k: v & app.field(*k) for k, v in user.field_permissions.items()},
             all_fields=user.all_fields and app.all_fields,
             role_count=user.role_count,
-            impersonator_id=APP_USER_ID,
+            impersonator_id=app.user_id,
         )
 
     # -- checks --------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Change tracking ("Use change tracking to synchronize data with external systems")."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from simulators.dataverse.launcher import DataverseSimulator
+
+TRACK = {"Prefer": "odata.track-changes"}
+
+
+def _initial_delta_link(api: httpx.Client, table: str = "contacts", select: str = "lastname") -> str:
+    response = api.get(f"{table}?$select={select}", headers=TRACK)
+    assert response.status_code == 200, response.text
+    assert "odata.track-changes" in response.headers["Preference-Applied"]
+    body = response.json()
+    assert "@odata.nextLink" not in body
+    link: str = body["@odata.deltaLink"]
+    assert "$deltatoken=" in link
+    return link
+
+
+def test_delta_link_returns_changed_and_deleted_rows(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """The delta returns rows changed since the token and $deletedEntity rows for deleted ones."""
+    [kept, removed] = dataverse_sim.seed("contact", [{"lastname": "Kept"}, {"lastname": "Removed"}])
+    link = _initial_delta_link(api)
+    api.patch(f"contacts({kept})", json={"lastname": "Kept2"}).raise_for_status()
+    created = api.post(
+        "contacts", json={"lastname": "New"}, headers={"Prefer": "return=representation"}
+    ).json()["contactid"]
+    api.delete(f"contacts({removed})").raise_for_status()
+    delta = api.get(link)
+    assert delta.status_code == 200
+    body = delta.json()
+    assert body["@odata.context"].endswith("/$delta")
+    by_id = {row.get("contactid") or row.get("id"): row for row in body["value"]}
+    assert by_id[kept]["lastname"] == "Kept2"
+    assert by_id[created]["lastname"] == "New"
+    assert by_id[removed] == {
+        "@odata.context": f"{dataverse_sim.api_url}/$metadata#contacts/$deletedEntity",
+        "id": removed,
+        "reason": "deleted",
+    }
+    assert set(by_id[kept]) == {"@odata.etag", "lastname", "contactid"}
+    follow_up = api.get(body["@odata.deltaLink"]).json()
+    assert follow_up["value"] == []
+
+
+def test_initial_sync_pages_and_ends_with_delta_link(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Change tracking honours odata.maxpagesize; only the last page carries @odata.deltaLink."""
+    dataverse_sim.seed("task", [{"subject": f"t{i}"} for i in range(3)])
+    first = api.get(
+        "tasks?$select=subject", headers={"Prefer": "odata.track-changes,odata.maxpagesize=2"}
+    ).json()
+    link = first.get("@odata.nextLink")
+    assert link is not None
+    assert "@odata.deltaLink" not in first
+    last = first
+    while "@odata.nextLink" in last:
+        last = api.get(
+            last["@odata.nextLink"], headers={"Prefer": "odata.track-changes,odata.maxpagesize=2"}
+        ).json()
+    assert "$deltatoken=" in last["@odata.deltaLink"]
+
+
+def test_expired_token_is_the_documented_error(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """An expired delta token -> ExpiredVersionStamp 0x80044352 "... Please perform a full sync."."""
+    link = _initial_delta_link(api, "leads", "lastname")
+    dataverse_sim.expire_change_tokens("lead")
+    expired = api.get(link)
+    assert expired.status_code == 400
+    assert expired.json()["error"]["code"] == "0x80044352"
+    fresh = _initial_delta_link(api, "leads", "lastname")
+    assert api.get(fresh).status_code == 200
+
+
+def test_filter_is_not_allowed_with_change_tracking(api: httpx.Client) -> None:
+    """$filter can't be combined with change tracking; activityparty isn't change-tracked."""
+    refused = api.get(f"contacts?$select=lastname&$filter=lastname eq '{uuid.uuid4()}'", headers=TRACK)
+    assert refused.status_code == 400
+    untracked = api.get("activityparties?$select=addressused", headers=TRACK)
+    assert untracked.status_code == 400
+    assert untracked.json()["error"]["code"] == "0x80072491"

@@ -1,0 +1,101 @@
+"""Service protection limits ("Service protection API limits"), fault injection and the request log."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from simulators.dataverse.launcher import DataverseSimulator
+
+
+def test_number_of_requests_limit_is_429_with_retry_after(
+    dataverse_sim: DataverseSimulator, api: httpx.Client, dataverse_token: str
+) -> None:
+    """More requests than allowed in the window -> 429, 0x80072322, Retry-After in seconds."""
+    dataverse_sim.set_limits(token=dataverse_token, requests=3, window_seconds=120)
+    assert [api.get("WhoAmI").status_code for _ in range(3)] == [200, 200, 200]
+    throttled = api.get("WhoAmI")
+    assert throttled.status_code == 429
+    assert throttled.json()["error"]["code"] == "0x80072322"
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 120
+    other_client = httpx.get(
+        f"{dataverse_sim.api_url}/WhoAmI", headers=dataverse_sim.headers(dataverse_sim.new_token())
+    )
+    assert other_client.status_code == 200
+
+
+def test_execution_time_limit_is_429(
+    dataverse_sim: DataverseSimulator, api: httpx.Client, dataverse_token: str
+) -> None:
+    """Combined execution time over the limit -> 429, 0x80072321."""
+    dataverse_sim.set_limits(token=dataverse_token, execution_ms=20, window_seconds=120)
+    dataverse_sim.fault("latency", token=dataverse_token, count=1, latency_ms=40)
+    assert api.get("WhoAmI").status_code == 200
+    throttled = api.get("WhoAmI")
+    assert throttled.status_code == 429
+    assert throttled.json()["error"]["code"] == "0x80072321"
+    assert int(throttled.headers["Retry-After"]) >= 1
+
+
+async def test_concurrent_requests_limit_is_429(
+    dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    """More concurrent requests than allowed -> 429, 0x80072326."""
+    dataverse_sim.set_limits(token=dataverse_token, concurrent=2)
+    dataverse_sim.fault("latency", token=dataverse_token, latency_ms=300)
+    async with httpx.AsyncClient(headers=dataverse_sim.headers(dataverse_token), timeout=30) as client:
+        responses = await asyncio.gather(*(client.get(f"{dataverse_sim.api_url}/WhoAmI") for _ in range(4)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200, 200, 429, 429]
+    assert {r.json()["error"]["code"] for r in responses if r.status_code == 429} == {"0x80072326"}
+
+
+def test_throttle_storm_and_status_faults(
+    dataverse_sim: DataverseSimulator, api: httpx.Client, dataverse_token: str
+) -> None:
+    """Fault injection: a 429 storm with a given Retry-After for N requests, then a 503, then service."""
+    dataverse_sim.fault("throttle", token=dataverse_token, count=2, retry_after=7)
+    dataverse_sim.fault("status", token=dataverse_token, count=1, status=503)
+    first, second = api.get("WhoAmI"), api.get("WhoAmI")
+    assert (first.status_code, first.headers["Retry-After"], first.json()["error"]["code"]) == (
+        429,
+        "7",
+        "0x80072322",
+    )
+    assert second.status_code == 429
+    third = api.get("WhoAmI")
+    assert third.status_code == 503
+    assert api.get("WhoAmI").status_code == 200
+
+
+def test_outage_for_one_client_until_cleared(
+    dataverse_sim: DataverseSimulator, api: httpx.Client, dataverse_token: str
+) -> None:
+    """Fault injection: a full outage answers 503 to everything until the faults are cleared."""
+    dataverse_sim.fault("outage", token=dataverse_token)
+    assert [api.get("WhoAmI").status_code, api.post("contacts", json={"lastname": "x"}).status_code] == [
+        503,
+        503,
+    ]
+    dataverse_sim.clear_faults()
+    assert api.get("WhoAmI").status_code == 200
+
+
+def test_request_log_records_headers_of_interest(
+    dataverse_sim: DataverseSimulator, api: httpx.Client, dataverse_token: str
+) -> None:
+    """The request log keeps method, path, query, CallerObjectId/Prefer/If-Match and status, per client."""
+    caller = dataverse_sim.add_user(roles=[])
+    api.get("contacts?$top=1", headers={"Prefer": "odata.maxpagesize=1"})
+    api.get("WhoAmI", headers={"CallerObjectId": caller["azureactivedirectoryobjectid"], "If-Match": "*"})
+    entries = dataverse_sim.requests(token=dataverse_token)
+    assert [(e["method"], e["path"], e["status"]) for e in entries] == [
+        ("GET", "contacts", 200),
+        ("GET", "WhoAmI", 200),
+    ]
+    assert entries[0]["query"] == "$top=1"
+    assert entries[0]["headers"]["prefer"] == "odata.maxpagesize=1"
+    assert entries[1]["headers"]["callerobjectid"] == caller["azureactivedirectoryobjectid"]
+    assert entries[1]["headers"]["if-match"] == "*"
+    assert "authorization" not in entries[0]["headers"]

@@ -1,0 +1,131 @@
+"""Query options ("Query data using the Web API"; "Page results"; "Lookup properties")."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+from simulators.dataverse.launcher import DataverseSimulator
+
+
+def _seed_family(dataverse_sim: DataverseSimulator, tag: str, count: int) -> list[str]:
+    return dataverse_sim.seed(
+        "contact",
+        [
+            {
+                "firstname": f"P{i:02d}",
+                "lastname": tag,
+                "emailaddress1": f"p{i}.{tag}@example.com",
+                "numberofchildren": i,
+            }
+            for i in range(count)
+        ],
+    )
+
+
+def test_select_returns_only_named_columns_plus_id_and_etag(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Query data, "Select columns": $select limits the columns; the primary key and etag always come."""
+    tag = uuid.uuid4().hex
+    [contact_id] = _seed_family(dataverse_sim, tag, 1)
+    row = api.get(f"contacts({contact_id})?$select=firstname").json()
+    assert set(row) == {"@odata.context", "@odata.etag", "firstname", "contactid"}
+    unknown = api.get(f"contacts({contact_id})?$select=nosuch")
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "0x80060888"
+
+
+def test_filter_operators_and_functions(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Query data, "Filter rows": comparison, logical operators and string functions, case-insensitive."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 6)
+
+    def names(condition: str) -> list[str]:
+        response = api.get(
+            "contacts",
+            params={
+                "$select": "firstname",
+                "$filter": f"lastname eq '{tag}' and ({condition})",
+                "$orderby": "firstname",
+            },
+        )
+        assert response.status_code == 200, response.text
+        return [row["firstname"] for row in response.json()["value"]]
+
+    assert names("numberofchildren gt 3") == ["P04", "P05"]
+    assert names("numberofchildren le 1 or numberofchildren eq 5") == ["P00", "P01", "P05"]
+    assert names("numberofchildren ne 0 and numberofchildren lt 2") == ["P01"]
+    assert names("not (numberofchildren ge 1)") == ["P00"]
+    assert names("startswith(emailaddress1, 'P3.')") == ["P03"]
+    assert names(f"contains(emailaddress1, '2.{tag.upper()}')") == ["P02"]
+    assert names(f"emailaddress1 eq 'P4.{tag}@EXAMPLE.com'") == ["P04"]
+
+
+def test_lookup_filter_uses_value_property(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Lookup properties: filter a lookup with _<name>_value eq <guid>."""
+    [account_id] = dataverse_sim.seed("account", [{"name": f"Acme {uuid.uuid4()}"}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "Child", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    rows = api.get(
+        f"contacts?$select=_parentcustomerid_value&$filter=_parentcustomerid_value eq {account_id}"
+    ).json()["value"]
+    assert [(r["contactid"], r["_parentcustomerid_value"]) for r in rows] == [(contact_id, account_id)]
+
+
+def test_orderby_top_and_count(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Query data: $orderby desc, $top, $count=true."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 5)
+    body = api.get(
+        "contacts",
+        params={
+            "$select": "firstname",
+            "$filter": f"lastname eq '{tag}'",
+            "$orderby": "numberofchildren desc",
+            "$top": "2",
+            "$count": "true",
+        },
+    ).json()
+    assert [row["firstname"] for row in body["value"]] == ["P04", "P03"]
+    assert body["@odata.count"] == 2
+
+
+def test_paging_with_maxpagesize_and_next_link(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Page results: Prefer: odata.maxpagesize=N -> N rows a page and @odata.nextLink until the end."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 7)
+    seen: list[str] = []
+    url: str | None = f"contacts?$select=firstname&$filter=lastname eq '{tag}'"
+    pages = 0
+    while url:
+        response = api.get(url, headers={"Prefer": "odata.maxpagesize=3"})
+        assert response.headers["Preference-Applied"] == "odata.maxpagesize=3"
+        body = response.json()
+        assert len(body["value"]) <= 3
+        seen += [row["firstname"] for row in body["value"]]
+        url = body.get("@odata.nextLink")
+        pages += 1
+    assert pages == 3
+    assert sorted(seen) == [f"P{i:02d}" for i in range(7)]
+
+
+def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
+    name = f"Acme {uuid.uuid4()}"
+    [account_id] = dataverse_sim.seed("account", [{"name": name}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "E", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    row = api.get(
+        f"contacts({contact_id})?$select=lastname&$expand=parentcustomerid_account($select=name)"
+    ).json()
+    assert row["parentcustomerid_account"]["name"] == name
+    assert row["parentcustomerid_account"]["accountid"] == account_id
+
+
+def test_whoami_names_the_application_user(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """WhoAmI function: the calling user's id."""
+    assert api.get("WhoAmI").json()["UserId"] == dataverse_sim.app_user_id
