@@ -329,9 +329,10 @@ class GraphApi:
         return json_response(ctx, None, 204)
 
     async def move_message(self, ctx: Ctx) -> Response:
-        """message-move: 201 with the moved message, whose id changes unless immutable ids are used."""
+        """message-move: 201 with the moved message, whose id changes unless immutable ids are used.
+        Action parameter names are case-insensitive (msgraph-sdk sends ``DestinationId``)."""
         item = self._message(ctx)
-        destination = ctx.json().get("destinationId")
+        destination = {k.lower(): v for k, v in ctx.json().items()}.get("destinationid")
         if not isinstance(destination, str):
             raise bad_request("destinationId is required.", "ErrorInvalidIdMalformed")
         folder = ctx.mailbox.mail_folder(destination)

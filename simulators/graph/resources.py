@@ -7,9 +7,11 @@ on learn.microsoft.com/graph/api/resources/{message,contact,event,todotask}.
 
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import re
+import secrets
 from dataclasses import dataclass
 
 from simulators.graph import timezones
@@ -210,7 +212,7 @@ def new_props(kind: Kind, box: Mailbox, body: Json, *, draft: bool) -> Json:
             isReadReceiptRequested=False,
             internetMessageId=f"<{random_hex_upper(16)}@sim.crmsync.local>",
             conversationId=opaque_id("AAQkAD"),
-            conversationIndex=opaque_id("AQH")[:30],
+            conversationIndex=base64.b64encode(secrets.token_bytes(22)).decode("ascii"),
             receivedDateTime=now,
             sentDateTime=now,
             **({} if draft else {"from": _mailbox_recipient(box), "sender": _mailbox_recipient(box)}),
