@@ -84,15 +84,22 @@ def operation_count(items: list[Item]) -> int:
 
 
 def _split(text: str, boundary: str) -> list[tuple[dict[str, str], str]]:
-    """Parts between ``--boundary`` lines: (headers, content)."""
+    """Parts between ``--boundary`` delimiter lines (RFC 2046): (headers, content)."""
     parts: list[tuple[dict[str, str], str]] = []
-    chunks = re.split(rf"(?:\r?\n)?--{re.escape(boundary)}(?:--)?[ \t]*\r?\n?", text)
-    for chunk in chunks[1:]:
-        if not chunk.strip():
-            continue
-        head, content = _split_head(chunk)
-        parts.append((_headers(head), content))
+    for raw in text.split(f"--{boundary}")[1:]:
+        if raw.startswith("--"):
+            break
+        chunk = _strip_line_break(raw.lstrip(" \t"))
+        if chunk.strip():
+            head, content = _split_head(chunk)
+            parts.append((_headers(head), content))
     return parts
+
+
+def _strip_line_break(chunk: str) -> str:
+    """Drop the line break after the delimiter and the one before the next (they belong to it)."""
+    chunk = chunk[2:] if chunk.startswith("\r\n") else chunk.removeprefix("\n")
+    return chunk[:-2] if chunk.endswith("\r\n") else chunk.removesuffix("\n")
 
 
 def _split_head(text: str) -> tuple[str, str]:

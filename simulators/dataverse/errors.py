@@ -18,19 +18,19 @@ PRIVILEGE_DENIED = "0x80040220"
 # Troubleshoot Dataverse client errors: "Principal with ID does not have <X>Access right(s)" -2147187962.
 ACCESS_DENIED = "0x80048306"
 # Web service error codes: CannotActOnBehalfOfAnotherUser.
-CANNOT_ACT_ON_BEHALF = "0x8004A110"
+CANNOT_ACT_ON_BEHALF = "0x8004a110"
 # Web service error codes: UserNotEnabled ("The specified user is disabled").
 USER_DISABLED = "0x80040225"
 # Web service error codes: AttributePermissionUpdateIsMissingDuringUpdate / AttributePrivilegeCreateIsMissing.
-ATTRIBUTE_UPDATE_MISSING = "0x8004F507"
-ATTRIBUTE_CREATE_MISSING = "0x8004F502"
+ATTRIBUTE_UPDATE_MISSING = "0x8004f507"
+ATTRIBUTE_CREATE_MISSING = "0x8004f502"
 # Perform conditional operations using the Web API (ConcurrencyVersionMismatch).
 CONCURRENCY_VERSION_MISMATCH = "0x80060882"
 # Define alternate keys to reference rows: DuplicateRecordEntityKey "Entity Key {0} violated".
 DUPLICATE_ENTITY_KEY = "0x80060892"
 # Web service error codes: StringLengthTooLong / value outside the valid range.
 STRING_TOO_LONG = "0x80044331"
-VALUE_OUT_OF_RANGE = "0x8004431A"
+VALUE_OUT_OF_RANGE = "0x8004431a"
 # Generic "Error identified in Payload provided by the user" (payload / request shape errors).
 BAD_PAYLOAD = "0x80048d19"
 # "Could not find a property named '{0}' on type 'Microsoft.Dynamics.CRM.{1}'" (query options).

@@ -118,10 +118,13 @@ class Security:
     profiles: dict[str, dict[tuple[str, str], FieldPermission]] = field(default_factory=dict)
     users: dict[str, UserSecurity] = field(default_factory=dict)
     by_object_id: dict[str, str] = field(default_factory=dict)
+    secured_columns: frozenset[tuple[str, str]] = frozenset()
+    _callers: dict[str, Caller] = field(default_factory=dict)
 
-    @property
-    def secured_columns(self) -> set[tuple[str, str]]:
-        return {key for profile in self.profiles.values() for key in profile}
+    def _changed(self) -> None:
+        """Definitions changed: recompute the secured columns, forget the cached callers."""
+        self.secured_columns = frozenset(key for profile in self.profiles.values() for key in profile)
+        self._callers.clear()
 
     # -- definitions ---------------------------------------------------------------------------
     def add_role(self, name: str, spec: dict[str, Any]) -> None:
@@ -136,6 +139,7 @@ class Security:
                     raise errors.bad_request(f"unknown table action {action!r}")
                 privileges[f"prv{TABLE_ACTIONS[action.lower()]}{suffix}"] = _depth(depth)
         self.roles[name] = Role(privileges, bool(spec.get("system_administrator", False)))
+        self._changed()
 
     def add_profile(self, name: str, permissions: list[dict[str, Any]]) -> None:
         self.profiles[name] = {
@@ -144,6 +148,7 @@ class Security:
             )
             for p in permissions
         }
+        self._changed()
 
     def add_user(self, user: UserSecurity) -> None:
         for role in user.roles:
@@ -155,9 +160,17 @@ class Security:
         self.users[user.user_id.lower()] = user
         if user.object_id:
             self.by_object_id[user.object_id.lower()] = user.user_id.lower()
+        self._changed()
 
     # -- callers -------------------------------------------------------------------------------
     def caller_for(self, user_id: str) -> Caller:
+        """The user's own privileges (the union over its roles) and column permissions; cached."""
+        cached = self._callers.get(user_id.lower())
+        if cached is None:
+            cached = self._callers[user_id.lower()] = self._compute_caller(user_id)
+        return cached
+
+    def _compute_caller(self, user_id: str) -> Caller:
         user = self.users[user_id.lower()]
         privileges: dict[str, int] = {}
         admin = False

@@ -73,7 +73,7 @@ def test_invalid_participation_mask_is_400_and_writes_nothing(api: httpx.Client)
         },
     )
     assert refused.status_code == 400
-    assert refused.json()["error"]["code"] == "0x8004431A"
+    assert refused.json()["error"]["code"] == "0x8004431a"
     assert api.get("emails", params={"$filter": f"subject eq '{subject}'"}).json()["value"] == []
 
 
@@ -185,4 +185,4 @@ def test_state_and_status_codes_follow_the_documented_pairs(api: httpx.Client) -
     assert mismatch.status_code == 400
     out_of_range = api.patch(f"tasks({task_id})", json={"prioritycode": 42})
     assert out_of_range.status_code == 400
-    assert out_of_range.json()["error"]["code"] == "0x8004431A"
+    assert out_of_range.json()["error"]["code"] == "0x8004431a"

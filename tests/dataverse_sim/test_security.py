@@ -90,10 +90,10 @@ def test_secured_column_reads_null_and_refuses_writes(
     assert api.get(f"contacts({contact_id})?$select={column}", headers=_as(reader)).json()[column] == "123-45"
     update = api.patch(f"contacts({contact_id})", json={column: "999"}, headers=_as(reader))
     assert update.status_code == 403
-    assert update.json()["error"]["code"] == "0x8004F507"
+    assert update.json()["error"]["code"] == "0x8004f507"
     create = api.post("contacts", json={"lastname": "T", column: "1"}, headers=_as(outsider))
     assert create.status_code == 403
-    assert create.json()["error"]["code"] == "0x8004F502"
+    assert create.json()["error"]["code"] == "0x8004f502"
     assert (
         api.patch(f"contacts({contact_id})", json={"firstname": "ok"}, headers=_as(reader)).status_code == 204
     )
@@ -102,14 +102,14 @@ def test_secured_column_reads_null_and_refuses_writes(
 def test_impersonation_needs_act_on_behalf_privilege(
     dataverse_sim: DataverseSimulator, dataverse_token: str
 ) -> None:
-    """The calling user needs prvActOnBehalfOfAnotherUser, else CannotActOnBehalfOfAnotherUser 0x8004A110."""
+    """The calling user needs prvActOnBehalfOfAnotherUser, else CannotActOnBehalfOfAnotherUser 0x8004a110."""
     plain_app = _user(dataverse_sim, {"contact": {"read": "organization"}})
     dataverse_sim.bind_token(dataverse_token, plain_app["systemuserid"])
     target = _user(dataverse_sim, {"contact": {"read": "organization"}})
     headers = dataverse_sim.headers(dataverse_token, caller_object_id=target["azureactivedirectoryobjectid"])
     refused = httpx.get(f"{dataverse_sim.api_url}/contacts?$top=1", headers=headers)
     assert refused.status_code == 403
-    assert refused.json()["error"]["code"] == "0x8004A110"
+    assert refused.json()["error"]["code"] == "0x8004a110"
     own = httpx.get(f"{dataverse_sim.api_url}/WhoAmI", headers=dataverse_sim.headers(dataverse_token))
     assert own.json()["UserId"] == plain_app["systemuserid"]
 
