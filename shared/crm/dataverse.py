@@ -17,8 +17,10 @@ Microsoft documents each behaviour this follows (powerapps-docs, learn.microsoft
   ``@odata.deltaLink``, ``$deletedEntity`` rows; an expired token means a full resync.
 - api-limits ("Service protection API limits"): 429 with ``Retry-After``; retry after that delay.
 
-One retry layer: tenacity around each HTTP call (429 always, 503/connection errors only for idempotent
-requests); inside a ``$batch``, operations that failed transiently are resent in a follow-up batch.
+One retry layer: tenacity around each HTTP call: 429 always (Dataverse rejected it unprocessed); 5xx and
+dropped connections only for requests whose replay cannot double a write (everything but a create
+without a client-chosen id; a replayed conditional write may at worst fail its condition). A ``$batch``
+is one call.
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared.crm.batch import BatchRequest, BatchResponse, chunked, decode_batch, encode_batch
+from shared.crm.batch import (
+    MAX_BATCH_OPERATIONS,
+    BatchRequest,
+    BatchResponse,
+    chunked,
+    decode_batch,
+    encode_batch,
+)
 from shared.crm.errors import (
     CrmError,
     CrmUnavailable,
@@ -80,7 +89,7 @@ class AsyncTokenSource(Protocol):
 
 
 class _NotSent(CrmUnavailable):
-    """The connection failed before the request left: safe to retry even a non-idempotent create."""
+    """The connection failed before the request left: safe to retry even a create without an id."""
 
 
 class _Request:
@@ -206,6 +215,7 @@ class DataverseClient:
         self._max_concurrency = max_concurrency_per_user
         self._max_attempts = max_attempts
         self._max_retry_wait = max_retry_wait
+        self._backoff = wait_exponential_jitter(multiplier=0.5, max=max_retry_wait, jitter=0.5)
         self._change_page_size = change_page_size
         self._email_columns = dict(email_columns or {})
         self._owns_http = http_client is None
@@ -253,14 +263,14 @@ class DataverseClient:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, CrmError) and error.retry_after is not None:
             return min(error.retry_after, self._max_retry_wait)
-        return float(wait_exponential_jitter(initial=0.5, max=self._max_retry_wait)(state))
+        return float(self._backoff(state))
 
     async def _send(
         self,
         request: _Request,
         *,
         caller: str | None,
-        idempotent: bool = True,
+        replay_safe: bool = True,
         params: Mapping[str, str] | None = None,
         url: str | None = None,
         content: tuple[str, bytes] | None = None,
@@ -268,13 +278,13 @@ class DataverseClient:
         """Send one request with auth, OData and impersonation headers; retry what is safe to retry.
 
         A 429 was rejected before it ran, so it is always retried; a 5xx or a dropped connection may
-        have run, so only idempotent requests are retried.
+        have run, so only requests whose replay cannot double a write are retried.
         """
 
         def retryable(error: BaseException) -> bool:
             if not isinstance(error, CrmError) or not error.retryable:
                 return False
-            return idempotent or isinstance(error, ServiceProtectionLimit | _NotSent)
+            return replay_safe or isinstance(error, ServiceProtectionLimit | _NotSent)
 
         async with self._slot(caller):
             retrying = AsyncRetrying(
@@ -371,7 +381,7 @@ class DataverseClient:
             headers={"Prefer": _RETURN_REPRESENTATION},
             body=body,
         )
-        response = await self._send(request, caller=caller, idempotent=id is not None)
+        response = await self._send(request, caller=caller, replay_safe=id is not None)
         record_id = id or _entity_id(response.headers, _json_body(response.content), table)
         if record_id is None:
             raise CrmError(
@@ -479,27 +489,16 @@ class DataverseClient:
         """Run operations in ``$batch`` requests of at most 1000; results in ``ops`` order.
 
         ``atomic``: one change set, all or nothing (at most 1000 operations). Otherwise operations are
-        independent (``Prefer: odata.continue-on-error``) and those that failed transiently (429/5xx)
-        are sent again, after the delay Dataverse asked for, up to ``max_attempts`` times.
+        independent (``Prefer: odata.continue-on-error``). A throttled or failed ``$batch`` request is
+        retried like any call; an operation that failed inside a batch is reported with its error
+        (``error.retryable`` tells the engine whether to retry the job or park the item).
         """
-        if atomic and len(ops) > 1000:
+        if atomic and len(ops) > MAX_BATCH_OPERATIONS:
             raise ValueError("an atomic batch (one change set) holds at most 1000 operations")
-        results: dict[int, OperationResult] = {}
-        pending = list(range(len(ops)))
-        for attempt in range(1, self._max_attempts + 1):
-            for indexes in chunked(pending):
-                chunk_results = await self._run_batch([ops[i] for i in indexes], atomic=atomic, caller=caller)
-                results.update(zip(indexes, chunk_results, strict=True))
-            transient = [
-                error for i in pending if (error := results[i].error) is not None and error.retryable
-            ]
-            if not transient or attempt == self._max_attempts:
-                break
-            pending = [i for i in pending if (error := results[i].error) is not None and error.retryable]
-            await asyncio.sleep(
-                min(max(error.retry_after or 1.0 for error in transient), self._max_retry_wait)
-            )
-        return [results[i] for i in range(len(ops))]
+        results: list[OperationResult] = []
+        for chunk in chunked(ops):
+            results.extend(await self._run_batch(chunk, atomic=atomic, caller=caller))
+        return results
 
     # --- change tracking, identity ----------------------------------------------
 

@@ -72,10 +72,11 @@ def make_user(dataverse_sim: DataverseSimulator) -> UserFactory:
     return make
 
 
+ReadAsSystem = Callable[[str], dict[str, Any]]
+
+
 @pytest.fixture
-def read_as_system(
-    dataverse_sim: DataverseSimulator, dataverse_token: str
-) -> Callable[[str], dict[str, Any]]:
+def read_as_system(dataverse_sim: DataverseSimulator, dataverse_token: str) -> ReadAsSystem:
     """GET a Web API path as the application user, straight over HTTP (to check what the adapter wrote)."""
 
     def read(path: str) -> dict[str, Any]:

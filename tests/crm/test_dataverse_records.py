@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,9 +13,7 @@ from shared.crm.dataverse import DataverseClient
 from shared.crm.errors import ConcurrencyMismatch, DuplicateRecord, InvalidData, RecordNotFound
 from shared.crm.port import CrmPort, Delete, ParticipationType, Party, RecordRef, Upsert
 from simulators.dataverse.launcher import DataverseSimulator
-from tests.crm.conftest import UserFactory
-
-ReadAsSystem = Callable[[str], dict[str, Any]]
+from tests.crm.conftest import ReadAsSystem, UserFactory
 
 
 def test_adapter_implements_the_port(crm: DataverseClient) -> None:

@@ -1,0 +1,147 @@
+"""Service protection, outages, concurrency and tokens against the simulator: powerapps-docs "Service
+protection API limits" (429 + Retry-After: wait, then retry) and "Use OAuth authentication with
+Microsoft Dataverse" (a bearer token for <org url>/.default)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from shared.crm.dataverse import DataverseClient
+from shared.crm.errors import CrmUnavailable, ServiceProtectionLimit
+from shared.crm.port import Upsert
+from simulators.dataverse.launcher import DataverseSimulator
+from simulators.ports import free_port
+from tests.crm.conftest import SCOPE, FixedTokenCredential, ReadAsSystem, UserFactory
+
+
+def _statuses(dataverse_sim: DataverseSimulator, token: str, method: str) -> list[int]:
+    return [r["status"] for r in dataverse_sim.requests(token) if r["method"] == method]
+
+
+async def test_429_storm_is_ridden_out_honouring_retry_after(
+    crm: DataverseClient, dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    """Two 429s with Retry-After: 1 -> the create lands after >= 2 s, exactly once (a replayed create
+    would have failed as a duplicate)."""
+    dataverse_sim.fault("throttle", token=dataverse_token, count=2, retry_after=1)
+    contact_id = uuid.uuid4()
+    started = time.monotonic()
+    await crm.create("contact", {"lastname": "Throttled"}, id=contact_id, caller=None)
+    assert 2.0 <= time.monotonic() - started < 4.0
+    assert _statuses(dataverse_sim, dataverse_token, "POST") == [429, 429, 201]
+    assert (dataverse_sim.record("contact", str(contact_id)) or {})["lastname"] == "Throttled"
+
+
+async def test_throttled_batch_is_resent_without_lost_or_doubled_writes(
+    crm: DataverseClient,
+    dataverse_sim: DataverseSimulator,
+    dataverse_token: str,
+    read_as_system: ReadAsSystem,
+) -> None:
+    dataverse_sim.fault("throttle", token=dataverse_token, count=1, retry_after=1, path_contains="$batch")
+    prefix = f"storm-{uuid.uuid4().hex[:8]}"
+    ops = [
+        Upsert("task", {"subject": f"{prefix} {n}"}, id=uuid.uuid4(), if_none_match=True) for n in range(50)
+    ]
+    results = await crm.apply_batch(ops, caller=None)
+    assert all(r.ok and r.created for r in results)  # create-only: a second apply would be a duplicate
+    assert _statuses(dataverse_sim, dataverse_token, "POST") == [429, 200]
+    stored = read_as_system(f"tasks?$select=subject&$filter=startswith(subject,'{prefix}')")["value"]
+    assert sorted((row["activityid"], row["subject"]) for row in stored) == sorted(
+        (str(op.id), op.fields["subject"]) for op in ops
+    )
+
+
+async def test_request_limit_is_waited_out(
+    crm: DataverseClient, dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    """The real limit, not a fault: 3 requests per 1 s window; 5 reads all succeed, the 429s waited out."""
+    contact = await crm.create("contact", {"lastname": "Popular"}, caller=None)
+    dataverse_sim.set_limits(token=dataverse_token, requests=3, window_seconds=1)
+    try:
+        rows = [await crm.get("contact", contact.id, caller=None) for _ in range(5)]
+    finally:
+        dataverse_sim.clear_limits()
+    assert all(row is not None for row in rows)
+    statuses = _statuses(dataverse_sim, dataverse_token, "GET")
+    assert statuses.count(200) == 5
+    assert 429 in statuses
+
+
+async def test_gives_up_after_bounded_attempts(
+    dataverse_sim: DataverseSimulator, credential: FixedTokenCredential, dataverse_token: str
+) -> None:
+    dataverse_sim.fault("throttle", token=dataverse_token, count=2, retry_after=1)
+    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE, max_attempts=2) as crm:
+        with pytest.raises(ServiceProtectionLimit) as raised:
+            await crm.whoami(caller=None)
+    assert raised.value.retryable
+    assert raised.value.code == "0x80072322"
+    assert raised.value.retry_after == 1.0
+    assert _statuses(dataverse_sim, dataverse_token, "GET") == [429, 429]
+
+
+async def test_outage_is_retried_only_when_a_replay_cannot_double_a_write(
+    crm: DataverseClient, dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    dataverse_sim.fault("outage", token=dataverse_token, count=1)
+    assert (await crm.whoami(caller=None)).user_id == uuid.UUID(dataverse_sim.app_user_id)
+    assert _statuses(dataverse_sim, dataverse_token, "GET") == [503, 200]
+
+    dataverse_sim.fault("outage", token=dataverse_token, count=1)
+    with pytest.raises(CrmUnavailable) as raised:
+        await crm.create("account", {"name": "Server-chosen id"}, caller=None)
+    assert raised.value.retryable  # the job may be retried; this call did not guess
+    assert _statuses(dataverse_sim, dataverse_token, "POST") == [503]
+
+
+async def test_unreachable_dataverse_is_unavailable(credential: FixedTokenCredential) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/api/data/v9.2"
+    async with DataverseClient(closed, credential, scope=SCOPE, max_attempts=2, max_retry_wait=0.2) as crm:
+        with pytest.raises(CrmUnavailable, match="connect"):
+            await crm.get("contact", uuid.uuid4(), caller=None)
+
+
+async def test_concurrency_is_capped_per_user(
+    dataverse_sim: DataverseSimulator,
+    credential: FixedTokenCredential,
+    dataverse_token: str,
+    make_user: UserFactory,
+) -> None:
+    """52 concurrent requests per user is a service protection limit; the adapter stays under its own cap."""
+    user = make_user({"contact": {"read": "organization"}})
+    dataverse_sim.set_limits(token=dataverse_token, concurrent=2)
+    dataverse_sim.fault("latency", token=dataverse_token, latency_ms=150)
+    try:
+        async with DataverseClient(
+            dataverse_sim.api_url, credential, scope=SCOPE, max_concurrency_per_user=2
+        ) as crm:
+            started = time.monotonic()
+            await asyncio.gather(*(crm.whoami(caller=user.object_id) for _ in range(6)))
+            elapsed = time.monotonic() - started
+    finally:
+        dataverse_sim.clear_faults()
+        dataverse_sim.clear_limits()
+    assert _statuses(dataverse_sim, dataverse_token, "GET") == [200] * 6
+    assert elapsed >= 0.4  # three waves of two
+
+
+async def test_token_is_cached_until_near_expiry(
+    dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    """One token for <org url>/.default serves every call until five minutes before it expires."""
+    long_lived = FixedTokenCredential(dataverse_token)
+    async with DataverseClient(dataverse_sim.api_url, long_lived, scope=SCOPE) as crm:
+        for _ in range(3):
+            await crm.whoami(caller=None)
+    assert long_lived.requested_scopes == [(SCOPE,)]
+    short_lived = FixedTokenCredential(dataverse_token, lifetime_s=60)
+    async with DataverseClient(dataverse_sim.api_url, short_lived, scope=SCOPE) as crm:
+        for _ in range(3):
+            await crm.whoami(caller=None)
+    assert len(short_lived.requested_scopes) == 3
+    assert all("Bearer" not in str(entry["headers"]) for entry in dataverse_sim.requests(dataverse_token))
