@@ -164,7 +164,7 @@ def _entity_id(headers: Mapping[str, str], body: Any, table: str) -> uuid.UUID |
     primary_id = table_info(table).primary_id
     if isinstance(body, Mapping) and isinstance(body.get(primary_id), str):
         return uuid.UUID(body[primary_id])
-    entity_id = headers.get("odata-entityid") or headers.get("OData-EntityId")
+    entity_id = headers.get("odata-entityid")  # httpx headers and decoded batch headers: lower-case works
     if entity_id and entity_id.endswith(")") and "(" in entity_id:
         inner = entity_id.rsplit("(", 1)[1][:-1]
         try:
@@ -177,7 +177,7 @@ def _entity_id(headers: Mapping[str, str], body: Any, table: str) -> uuid.UUID |
 def _etag(headers: Mapping[str, str], body: Any) -> str | None:
     if isinstance(body, Mapping) and isinstance(body.get("@odata.etag"), str):
         return str(body["@odata.etag"])
-    return headers.get("etag") or headers.get("ETag")
+    return headers.get("etag")
 
 
 def _json_body(content: bytes) -> Any:
