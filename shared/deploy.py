@@ -77,7 +77,7 @@ FORBIDDEN_PACKAGE_NAMES = (
 
 #: Content that is a secret wherever it appears (a private key, a literal storage account key).
 _SECRET_CONTENT = re.compile(
-    rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----|AccountKey=[A-Za-z0-9+/]{40,}={0,2}",
+    rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----\s+[A-Za-z0-9+/]|AccountKey=[A-Za-z0-9+/]{40,}={0,2}",
 )
 
 # Zip entries get a fixed timestamp so the same tree always yields the same bytes.
@@ -305,13 +305,18 @@ deploy_app = typer.Typer(
 )
 
 
+def _in_repo(path: Path) -> Path:
+    """Relative paths are relative to the repository, wherever the command runs from."""
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
 @deploy_app.command("package")
 def package_command(
     output: Annotated[Path, typer.Option(help="Where to write the zip.")] = DEFAULT_PACKAGE,
 ) -> None:
     """Build and check the deployment package only (what the pipeline uploads)."""
     try:
-        built = build_package(REPO_ROOT, REPO_ROOT / output if not output.is_absolute() else output)
+        built = build_package(REPO_ROOT, _in_repo(output))
     except PackageError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
@@ -332,6 +337,7 @@ def run_command(
         list[str] | None, typer.Option("--set", help="Override one parameter: name=value (repeatable).")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands; run only what-if.")] = False,
+    package: Annotated[Path, typer.Option(help="Where to write the zip.")] = DEFAULT_PACKAGE,
 ) -> None:
     """Create the resource group, deploy bicep/, build the package and zip-deploy it (idempotent)."""
     target = DeployTarget(
@@ -343,7 +349,7 @@ def run_command(
         overrides=tuple(set_ or ()),
     )
     try:
-        outputs = deploy(target, repo_root=REPO_ROOT, package=REPO_ROOT / DEFAULT_PACKAGE, dry_run=dry_run)
+        outputs = deploy(target, repo_root=REPO_ROOT, package=_in_repo(package), dry_run=dry_run)
     except DeployError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from None
