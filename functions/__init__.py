@@ -7,5 +7,6 @@ live in ``shared``; this layer stays thin.
 import azure.functions as func
 
 from functions.health import bp as health_bp
+from functions.webhooks import bp as webhooks_bp
 
-BLUEPRINTS: tuple[func.Blueprint, ...] = (health_bp,)
+BLUEPRINTS: tuple[func.Blueprint, ...] = (health_bp, webhooks_bp)

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.azurite",
     "tests.fixtures.graph_sim",
     "tests.fixtures.dataverse_sim",
+    "tests.fixtures.app",
 ]

@@ -1,0 +1,67 @@
+"""Graph's two webhooks: change notifications and lifecycle notifications.
+
+Both are anonymous HTTP functions (Graph cannot send a function key); authenticity comes from
+the per-subscription clientState, checked in constant time in ``shared.sync.intake``. The
+validation handshake (``?validationToken=``) is answered first: echo, text/plain, 200.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import azure.functions as func
+from azure.core.exceptions import AzureError
+
+from shared.outlook.notifications import NotificationRejected, validation_token
+from shared.runtime import get_runtime
+from shared.sync.intake import ForgedNotification, SubscriptionCache, accept_change_notifications
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+_cache = SubscriptionCache()
+
+
+def _validation_response(req: func.HttpRequest) -> func.HttpResponse | None:
+    """Graph's subscription validation: echo the token as text/plain within 10 seconds."""
+    token = validation_token(req.params)
+    if token is None:
+        return None
+    return func.HttpResponse(token, status_code=200, mimetype="text/plain")
+
+
+def _problem(status: int, detail: str) -> func.HttpResponse:
+    return func.HttpResponse(detail, status_code=status, mimetype="text/plain")
+
+
+@bp.route(route="notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def notifications(req: func.HttpRequest) -> func.HttpResponse:
+    """Verify, mark dirty, enqueue; 202 fast. Storage down -> 503 so Graph retries."""
+    try:
+        handshake = _validation_response(req)
+        if handshake is not None:
+            return handshake
+        runtime = get_runtime()
+        store, jobs = await runtime.store(), await runtime.jobs()
+        result = await accept_change_notifications(
+            req.get_body(),
+            store=store,
+            jobs=jobs,
+            tenant_id=runtime.settings.tenant_id,
+            max_bytes=runtime.settings.max_notification_bytes,
+            cache=_cache,
+        )
+    except NotificationRejected as exc:
+        return _problem(400, f"rejected: {exc.reason}")
+    except ForgedNotification:
+        return _problem(403, "rejected: clientState or tenant does not match the subscription")
+    except AzureError:
+        log.exception("storage unavailable while accepting notifications; Graph will retry")
+        return _problem(503, "storage unavailable; retry later")
+    log.info(
+        "accepted %d notifications: %d targets, %d jobs, %d unknown subscriptions",
+        result.notifications,
+        result.targets,
+        result.enqueued,
+        result.unknown_subscriptions,
+    )
+    return func.HttpResponse(status_code=202)

@@ -1,0 +1,125 @@
+"""The connector's collaborators, built once per process from settings and reused by every trigger.
+
+Azure Functions runs a Python worker's async functions on one event loop, so connection pools
+(Table/Queue clients, the Graph and Dataverse HTTP clients) are created on first use and kept:
+a webhook must not pay for TLS handshakes and token requests on Graph's 3-second clock. The
+webhook only touches storage; Graph and Dataverse clients are built only when a trigger needs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import ManagedIdentityCredential
+
+from shared.config import CredentialKind, Settings, get_settings
+from shared.crm.dataverse import DataverseClient
+from shared.outlook.client import build_graph_client
+from shared.outlook.credentials import StaticTokenCredential, credential_from_settings
+from shared.store.factory import open_job_queue_from_settings, open_store_from_settings
+from shared.store.jobs import JobQueue
+from shared.store.ports import Store
+
+if TYPE_CHECKING:
+    from msgraph.graph_service_client import GraphServiceClient
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    """Lazily opened, process-wide clients; ``close()`` releases whatever was opened."""
+
+    settings: Settings
+    _opened: dict[str, Any] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def _once(self, name: str, build: Callable[[], Awaitable[T]]) -> T:
+        if name in self._opened:
+            return self._opened[name]  # type: ignore[no-any-return]
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if name not in self._opened:
+                self._opened[name] = await build()
+        return self._opened[name]  # type: ignore[no-any-return]
+
+    async def _storage_credential(self) -> AsyncTokenCredential | None:
+        if self.settings.storage_connection_string:
+            return None
+
+        async def build() -> AsyncTokenCredential:
+            credential = ManagedIdentityCredential(client_id=self.settings.storage_client_id)
+            self._closers.append(credential.close)
+            return credential
+
+        return await self._once("storage_credential", build)
+
+    async def store(self) -> Store:
+        async def build() -> Store:
+            store = await open_store_from_settings(self.settings, credential=await self._storage_credential())
+            self._closers.append(store.close)
+            return store
+
+        return await self._once("store", build)
+
+    async def jobs(self) -> JobQueue:
+        async def build() -> JobQueue:
+            queue = await open_job_queue_from_settings(
+                self.settings, credential=await self._storage_credential()
+            )
+            self._closers.append(queue.close)
+            return queue
+
+        return await self._once("jobs", build)
+
+    async def _app_credential(self) -> AsyncTokenCredential:
+        async def build() -> AsyncTokenCredential:
+            credential = credential_from_settings(self.settings)
+            self._closers.append(credential.close)
+            return credential
+
+        return await self._once("app_credential", build)
+
+    async def graph(self) -> GraphServiceClient:
+        async def build() -> GraphServiceClient:
+            return build_graph_client(await self._app_credential(), base_url=str(self.settings.graph_url))
+
+        return await self._once("graph", build)
+
+    async def crm(self) -> DataverseClient:
+        async def build() -> DataverseClient:
+            if self.settings.credential_kind is CredentialKind.SANDBOX:
+                credential: AsyncTokenCredential = StaticTokenCredential(
+                    base_url=str(self.settings.dataverse_url)
+                )
+            else:
+                credential = await self._app_credential()
+            client = DataverseClient(
+                self.settings.dataverse_api_url, credential, scope=self.settings.dataverse_scope
+            )
+            self._closers.append(client.aclose)
+            return client
+
+        return await self._once("crm", build)
+
+    async def close(self) -> None:
+        closers, self._closers = self._closers[::-1], []
+        self._opened.clear()
+        for close in closers:
+            await close()
+
+
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The process-wide runtime (settings are validated on first use, naming every problem)."""
+    global _runtime  # noqa: PLW0603 - one runtime per worker process, by design
+    if _runtime is None:
+        _runtime = Runtime(get_settings())
+    return _runtime

@@ -1,0 +1,157 @@
+"""The local sandbox: Azurite, the Graph and Dataverse simulators and the Functions runner.
+
+``crmsync sandbox up`` (or ``python -m simulators.sandbox``) starts all four on
+free loopback ports, prints ONE JSON line with their endpoints, and keeps them
+running until interrupted, so any HTTP client can drive the sandbox from
+another shell. Tests and ``make demo`` use :class:`Sandbox` directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulators.azurite import ROOT, Azurite
+from simulators.ports import free_port, wait_for_port
+
+HOST = "127.0.0.1"
+SANDBOX_TENANT = "00000000-0000-4000-8000-000000000001"
+SANDBOX_CLIENT = "00000000-0000-4000-8000-000000000002"
+
+
+def _spawn(
+    module: str, port: int, *, env: dict[str, str] | None = None, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m <module> --host 127.0.0.1 --port <port>`` and wait until it listens."""
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
+        [sys.executable, "-m", module, "--host", HOST, "--port", str(port), *(extra or [])],
+        cwd=ROOT,
+        env=env or dict(os.environ),
+        stdout=subprocess.DEVNULL,
+        stderr=None if os.environ.get("CRMSYNC_SANDBOX_VERBOSE") else subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(HOST, port, timeout=60)
+    except TimeoutError:
+        process.kill()
+        raise
+    if process.poll() is not None:
+        raise RuntimeError(f"{module} exited with {process.returncode} during start-up")
+    return process
+
+
+@dataclass
+class Sandbox:
+    """Every local service crmsync needs, started together and stopped together."""
+
+    azurite: Azurite = field(default_factory=Azurite)
+    graph_port: int = field(default_factory=free_port)
+    dataverse_port: int = field(default_factory=free_port)
+    functions_port: int = field(default_factory=free_port)
+    master_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    function_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    extra_settings: dict[str, str] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def graph_url(self) -> str:
+        return f"http://{HOST}:{self.graph_port}/v1.0"
+
+    @property
+    def dataverse_url(self) -> str:
+        return f"http://{HOST}:{self.dataverse_port}"
+
+    @property
+    def dataverse_api_url(self) -> str:
+        return f"{self.dataverse_url}/api/data/v9.2"
+
+    @property
+    def functions_url(self) -> str:
+        return f"http://{HOST}:{self.functions_port}"
+
+    def app_settings(self) -> dict[str, str]:
+        """The app settings the function app runs with inside the sandbox."""
+        return {
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "CRMSYNC_TENANT_ID": SANDBOX_TENANT,
+            "CRMSYNC_CLIENT_ID": SANDBOX_CLIENT,
+            "CRMSYNC_CREDENTIAL_KIND": "sandbox",
+            "CRMSYNC_GRAPH_URL": self.graph_url,
+            "CRMSYNC_DATAVERSE_URL": self.dataverse_url,
+            "CRMSYNC_NOTIFICATION_URL": f"{self.functions_url}/api/notifications",
+            "CRMSYNC_LIFECYCLE_URL": f"{self.functions_url}/api/lifecycle",
+            **self.extra_settings,
+        }
+
+    def endpoints(self) -> dict[str, Any]:
+        """What another shell needs to drive the sandbox (printed as one JSON line)."""
+        return {
+            "graph": self.graph_url,
+            "graph_control": f"http://{HOST}:{self.graph_port}/_sim",
+            "dataverse": self.dataverse_api_url,
+            "dataverse_control": f"{self.dataverse_url}/_sim",
+            "storage": self.azurite.connection_string,
+            "functions": f"{self.functions_url}/api",
+            "admin_key": self.function_key,
+            "master_key": self.master_key,
+        }
+
+    def start(self) -> Sandbox:
+        try:
+            self.azurite.start()
+            self.processes.append(_spawn("simulators.graph", self.graph_port))
+            self.processes.append(_spawn("simulators.dataverse", self.dataverse_port))
+            env = {
+                **os.environ,
+                **self.app_settings(),
+                "CRMSYNC_LOCAL_MASTER_KEY": self.master_key,
+                "CRMSYNC_LOCAL_FUNCTION_KEY": self.function_key,
+            }
+            self.processes.append(_spawn("simulators.functions_host", self.functions_port, env=env))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+        self.azurite.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def up() -> int:
+    """Start the sandbox, print its endpoints as one JSON line, run until Ctrl-C."""
+    with Sandbox() as sandbox:
+        print(json.dumps(sandbox.endpoints()), flush=True)
+        try:
+            while all(p.poll() is None for p in sandbox.processes):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        failed = [p.args for p in sandbox.processes if p.poll() is not None]
+        print(json.dumps({"error": "a sandbox service stopped", "services": str(failed)}), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(up())
