@@ -31,6 +31,24 @@ def check_settings() -> None:
     console.print(f"settings ok (credential: {settings.credential_kind.value})")
 
 
+sandbox_app = typer.Typer(help="Local sandbox: Azurite, Graph and Dataverse simulators, Functions runner.")
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("up")
+def sandbox_up() -> None:
+    """Start the sandbox, print its endpoints as one JSON line, and run until Ctrl-C.
+
+    A development tool: it needs a source checkout (the simulators are never deployed).
+    """
+    try:
+        from simulators.sandbox import up  # noqa: PLC0415 - dev-only package, absent when deployed
+    except ImportError:
+        console.print("[red]the sandbox needs a crmsync source checkout (`make setup`)[/red]")
+        raise typer.Exit(code=2) from None
+    raise typer.Exit(code=up())
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
