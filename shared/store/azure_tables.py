@@ -65,7 +65,8 @@ Entity = dict[str, Any]
 TABLES = ("registry", "links", "syncstate", "subscriptions", "parked", "audit")
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,40}$")
 # azure-core retry settings for every storage client (tables and the job queue): the one retry
-# layer, bounded so a webhook still answers Graph within its 3 s budget when storage is down.
+# layer. Three retries with short back-off instead of azure-core's ten, so that when storage is
+# down the webhook fails fast with a 5xx and Graph redelivers, rather than timing out.
 PIPELINE_OPTIONS: dict[str, Any] = {
     "retry_total": 3,
     "retry_backoff_factor": 0.4,
@@ -429,6 +430,8 @@ class AzureLinkStore:
 
     async def move_outlook_id(self, link: Link, new_outlook_id: str) -> Link:
         etag = _require_etag(link)
+        if new_outlook_id == link.outlook_id:
+            return link
         old_outlook_row, _ = _link_rows(link)
         moved = _stamp(replace(link, outlook_id=new_outlook_id), self._clock())
         new_outlook_row, crm_row = _link_rows(moved)
@@ -813,6 +816,8 @@ class AzureAuditTrail:
 
     async def list_recent(self, mailbox_id: str, limit: int = 100) -> list[AuditRecord]:
         records: list[AuditRecord] = []
+        if limit <= 0:
+            return records
         entities = self._table.query_entities(
             "PartitionKey eq @pk",
             parameters={"pk": encode_key(mailbox_id)},

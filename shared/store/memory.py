@@ -210,6 +210,8 @@ class MemoryLinkStore:
             del self._by_crm[_crm_key(link)]
 
     async def move_outlook_id(self, link: Link, new_outlook_id: str) -> Link:
+        if new_outlook_id == link.outlook_id:
+            return link
         self._current(link)
         moved = self._stored(dataclasses.replace(link, outlook_id=new_outlook_id))
         if _outlook_key(moved) in self._by_outlook:
@@ -376,7 +378,7 @@ class MemoryAuditTrail:
 
     async def list_recent(self, mailbox_id: str, limit: int = 100) -> list[AuditRecord]:
         newest_first = sorted(self._records.get(mailbox_id, []), key=lambda record: record.at, reverse=True)
-        return newest_first[:limit]
+        return newest_first[: max(limit, 0)]
 
 
 async def _nothing_to_close() -> None:

@@ -98,7 +98,8 @@ class LinkStore(Protocol):
         ...
 
     async def move_outlook_id(self, link: Link, new_outlook_id: str) -> Link:
-        """Re-key the Outlook side (an item moved without immutable ids) in one transaction."""
+        """Re-key the Outlook side (an item moved without immutable ids) in one transaction;
+        LinkAlreadyExists if the new id is linked, LinkConflict if ``link`` is stale."""
         ...
 
     def list_links(self, mailbox_id: str, kind: ItemKind | None = None) -> AsyncIterator[Link]: ...
