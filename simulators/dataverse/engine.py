@@ -359,8 +359,13 @@ class Engine:
         condition = parse_filter(filter_text, table) if filter_text else None
         candidates: Any = rows_by_id.values()
         if condition is not None and condition.index_hint is not None:
-            ids = self.store.find(table.logical_name, *condition.index_hint)
-            if ids is not None:
+            ids: set[str] = set()
+            for column, value in condition.index_hint:
+                found = self.store.find(table.logical_name, column, value)
+                if found is None:
+                    break
+                ids |= found
+            else:
                 candidates = sorted((rows_by_id[i] for i in ids), key=lambda r: r["versionnumber"])
         return [
             r

@@ -23,6 +23,7 @@ class DataverseSimulator:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    _control: httpx.Client | None = field(default=None, repr=False)
     app_user_id: str = APP_USER_ID
     app_user_object_id: str = APP_USER_OBJECT_ID
 
@@ -41,9 +42,13 @@ class DataverseSimulator:
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.host, self.port)
+        self._control = httpx.Client(base_url=f"{self.root_url}/_sim", timeout=30)
         return self
 
     def stop(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -72,8 +77,15 @@ class DataverseSimulator:
         return headers
 
     # -- control API ---------------------------------------------------------------------------
+    @property
+    def control(self) -> httpx.Client:
+        """One keep-alive client for the control API (cheaper than a client per call)."""
+        if self._control is None:
+            raise RuntimeError("the simulator is not running: call start() first")
+        return self._control
+
     def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        response = httpx.request(method, f"{self.root_url}/_sim{path}", json=body, params=params, timeout=30)
+        response = self.control.request(method, path, json=body, params=params)
         response.raise_for_status()
         return response.json() if response.content else None
 
@@ -169,7 +181,7 @@ class DataverseSimulator:
 
     def record(self, table: str, record_id: str) -> dict[str, Any] | None:
         """A row as the system sees it (every column), or None."""
-        response = httpx.get(f"{self.root_url}/_sim/records/{table}/{record_id}", timeout=30)
+        response = self.control.get(f"/records/{table}/{record_id}")
         if response.status_code == 404:
             return None
         response.raise_for_status()

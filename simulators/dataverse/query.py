@@ -62,14 +62,16 @@ def comparable(value: Any) -> Any:
 
 
 Predicate = Callable[[Record], bool]
+# Rows matching the filter are among those with column == value for one of these pairs.
+Hint = tuple[tuple[str, Any], ...] | None
 
 
 @dataclass
 class Filter:
-    """A parsed $filter: the predicate, plus an (column, value) pair an index can answer."""
+    """A parsed $filter: the predicate, plus (column, value) pairs whose index rows cover every match."""
 
     predicate: Predicate
-    index_hint: tuple[str, Any] | None
+    index_hint: Hint
 
 
 def parse_filter(text: str, table: Table) -> Filter:
@@ -99,15 +101,16 @@ class _Parser:
         self.position += 1
         return token
 
-    def expression(self) -> tuple[Predicate, tuple[str, Any] | None]:
+    def expression(self) -> tuple[Predicate, Hint]:
         left, hint = self.conjunction()
         while (self.peek() or "").lower() == "or":
             self.take()
-            right, _ = self.conjunction()
-            left, hint = _or(left, right), None
+            right, right_hint = self.conjunction()
+            left = _or(left, right)
+            hint = hint + right_hint if hint is not None and right_hint is not None else None
         return left, hint
 
-    def conjunction(self) -> tuple[Predicate, tuple[str, Any] | None]:
+    def conjunction(self) -> tuple[Predicate, Hint]:
         left, hint = self.unary()
         while (self.peek() or "").lower() == "and":
             self.take()
@@ -115,7 +118,7 @@ class _Parser:
             left, hint = _and(left, right), hint or right_hint
         return left, hint
 
-    def unary(self) -> tuple[Predicate, tuple[str, Any] | None]:
+    def unary(self) -> tuple[Predicate, Hint]:
         token = (self.peek() or "").lower()
         if token == "not":
             self.take()
@@ -152,13 +155,13 @@ class _Parser:
 
         return matches
 
-    def comparison(self) -> tuple[Predicate, tuple[str, Any] | None]:
+    def comparison(self) -> tuple[Predicate, Hint]:
         column = column_of(self.table, self.take())
         operator = self.take().lower()
         if operator not in COMPARISONS:
             raise errors.bad_request(f"Syntax error in $filter: unknown operator {operator!r}.")
         literal = comparable(self.literal())
-        hint = (column, literal) if operator == "eq" and literal is not None else None
+        hint = ((column, literal),) if operator == "eq" and literal is not None else None
         return _compare(column, operator, literal), hint
 
     def literal(self) -> Any:

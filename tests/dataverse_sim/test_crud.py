@@ -16,9 +16,10 @@ def _new_contact(api: httpx.Client, **columns: object) -> str:
     return entity_id[entity_id.index("(") + 1 : -1]
 
 
-def test_missing_bearer_is_401(dataverse_sim: DataverseSimulator) -> None:
+def test_missing_bearer_is_401(api: httpx.Client) -> None:
     """Use the Dataverse Web API: every request carries an OAuth bearer token."""
-    assert httpx.get(f"{dataverse_sim.api_url}/contacts").status_code == 401
+    assert api.get("contacts", headers={"Authorization": ""}).status_code == 401
+    assert api.get("contacts", headers={"Authorization": "Basic abc"}).status_code == 401
 
 
 def test_create_answers_204_with_entity_id_and_201_with_representation(api: httpx.Client) -> None:
@@ -81,3 +82,29 @@ def test_users_control_endpoint_creates_a_systemuser(
         f"systemusers?$select=fullname,systemuserid&$filter=azureactivedirectoryobjectid eq {object_id}"
     ).json()["value"]
     assert [(u["systemuserid"], u["fullname"]) for u in found] == [(user["systemuserid"], "Dee Fox")]
+
+
+def test_extra_tables_have_their_documented_lengths(api: httpx.Client) -> None:
+    """account.md: name is a String of max length 160; lead.md: subject 300."""
+    assert api.post("accounts", json={"name": "n" * 160}).status_code == 204
+    too_long = api.post("accounts", json={"name": "n" * 161})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "0x80044331"
+    assert api.post("leads", json={"lastname": "L", "subject": "s" * 301}).status_code == 400
+
+
+def test_owner_is_bound_to_a_systemuser(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """contact.md OwnerId (Owner: systemuser, team) is set with ownerid@odata.bind: /systemusers(<id>)."""
+    user = dataverse_sim.add_user(roles=[])
+    created = api.post(
+        "contacts?$select=_ownerid_value",
+        json={"lastname": "Owned", "ownerid@odata.bind": f"/systemusers({user['systemuserid']})"},
+        headers={"Prefer": "return=representation"},
+    ).json()
+    assert created["_ownerid_value"] == user["systemuserid"]
+    default_owner = api.post(
+        "contacts?$select=_ownerid_value",
+        json={"lastname": "Mine"},
+        headers={"Prefer": "return=representation"},
+    ).json()
+    assert default_owner["_ownerid_value"] == dataverse_sim.app_user_id

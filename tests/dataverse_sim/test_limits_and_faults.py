@@ -19,9 +19,7 @@ def test_number_of_requests_limit_is_429_with_retry_after(
     assert throttled.status_code == 429
     assert throttled.json()["error"]["code"] == "0x80072322"
     assert 1 <= int(throttled.headers["Retry-After"]) <= 120
-    other_client = httpx.get(
-        f"{dataverse_sim.api_url}/WhoAmI", headers=dataverse_sim.headers(dataverse_sim.new_token())
-    )
+    other_client = api.get("WhoAmI", headers={"Authorization": f"Bearer {dataverse_sim.new_token()}"})
     assert other_client.status_code == 200
 
 

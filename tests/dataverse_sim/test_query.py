@@ -129,3 +129,24 @@ def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: htt
 def test_whoami_names_the_application_user(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """WhoAmI function: the calling user's id."""
     assert api.get("WhoAmI").json()["UserId"] == dataverse_sim.app_user_id
+
+
+def test_or_of_indexed_equalities_and_unknown_filter_column(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Query data, "Filter rows": `or` of equalities (from the email index); unknown column -> 400."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 4)
+    condition = f"emailaddress1 eq 'p1.{tag}@example.com' or emailaddress1 eq 'P3.{tag}@example.com'"
+    rows = api.get(
+        "contacts", params={"$select": "firstname", "$filter": condition, "$orderby": "firstname"}
+    ).json()
+    assert [row["firstname"] for row in rows["value"]] == ["P01", "P03"]
+    mixed = f"emailaddress1 eq 'p1.{tag}@example.com' or (lastname eq '{tag}' and numberofchildren eq 2)"
+    rows = api.get(
+        "contacts", params={"$select": "firstname", "$filter": mixed, "$orderby": "firstname"}
+    ).json()
+    assert [row["firstname"] for row in rows["value"]] == ["P01", "P02"]
+    unknown = api.get("contacts", params={"$filter": "nosuch eq 1"})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["code"] == "0x80060888"

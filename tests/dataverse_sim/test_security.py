@@ -100,17 +100,16 @@ def test_secured_column_reads_null_and_refuses_writes(
 
 
 def test_impersonation_needs_act_on_behalf_privilege(
-    dataverse_sim: DataverseSimulator, dataverse_token: str
+    dataverse_sim: DataverseSimulator, dataverse_token: str, api: httpx.Client
 ) -> None:
     """The calling user needs prvActOnBehalfOfAnotherUser, else CannotActOnBehalfOfAnotherUser 0x8004a110."""
     plain_app = _user(dataverse_sim, {"contact": {"read": "organization"}})
     dataverse_sim.bind_token(dataverse_token, plain_app["systemuserid"])
     target = _user(dataverse_sim, {"contact": {"read": "organization"}})
-    headers = dataverse_sim.headers(dataverse_token, caller_object_id=target["azureactivedirectoryobjectid"])
-    refused = httpx.get(f"{dataverse_sim.api_url}/contacts?$top=1", headers=headers)
+    refused = api.get("contacts?$top=1", headers={"CallerObjectId": target["azureactivedirectoryobjectid"]})
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "0x8004a110"
-    own = httpx.get(f"{dataverse_sim.api_url}/WhoAmI", headers=dataverse_sim.headers(dataverse_token))
+    own = api.get("WhoAmI")
     assert own.json()["UserId"] == plain_app["systemuserid"]
 
 
