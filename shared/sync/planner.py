@@ -85,6 +85,7 @@ class OutlookState:
     change_key: str | None = None
     item: NeutralContent | None = None
     gone: GoneReason | None = None
+    crm_id: uuid.UUID | None = None  # the CRM id stamped on the item, if any
 
     def __post_init__(self) -> None:
         if self.gone is None and self.item is None:
@@ -96,7 +97,11 @@ class OutlookState:
         gone = GoneReason.DELETED if outlook_item.removed or outlook_item.item is None else None
         if gone is None and not tracked:
             gone = GoneReason.UNTRACKED
-        return cls(outlook_item.item_id, outlook_item.change_key, outlook_item.item, gone)
+        try:
+            stamp = uuid.UUID(outlook_item.crm_id) if outlook_item.crm_id else None
+        except ValueError:
+            stamp = None  # someone else's or a damaged stamp: ignored, the link map decides
+        return cls(outlook_item.item_id, outlook_item.change_key, outlook_item.item, gone, stamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +176,8 @@ class DeleteInCrm:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateInOutlook:
+    """Create ``item`` in the mailbox, stamped with ``crm_id`` (see :class:`StampOutlook`)."""
+
     kind: ItemKind
     item: NeutralContent
     crm_id: uuid.UUID
@@ -185,6 +192,17 @@ class UpdateOutlook:
     item: NeutralContent
     columns: tuple[str, ...]
     if_match: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StampOutlook:
+    """Stamp the CRM id on the Outlook item (a single-value extended property), so the pair is found
+    again without the link map - by a rerun after a lost link write, or by a repair. Callers
+    planning a CRM record with no link look for an Outlook item carrying its id first."""
+
+    item_id: str
+    crm_id: uuid.UUID
     reason: str
 
 
@@ -246,6 +264,7 @@ Action = (
     | DeleteInCrm
     | CreateInOutlook
     | UpdateOutlook
+    | StampOutlook
     | DeleteInOutlook
     | WriteLink
     | UnlinkOnly
@@ -278,7 +297,7 @@ def plan_item(
     fmap = field_map(kind)
     present = None
     if outlook is not None and outlook.gone is None and outlook.item is not None:
-        present = _Present(outlook.item_id, outlook.change_key, outlook.item)
+        present = _Present(outlook.item_id, outlook.change_key, outlook.item, outlook.crm_id)
         if why := fmap.skip_reason(present.item):
             return [Skip(reason=why)]
     crm_values = _canonical(fmap, crm.values) if crm is not None and crm.values is not None else None
@@ -297,6 +316,7 @@ class _Present:
     item_id: str
     change_key: str | None
     item: NeutralContent
+    crm_id: uuid.UUID | None = None
 
 
 def _canonical(fmap: FieldMap[Any], values: Mapping[str, object]) -> dict[str, CrmValue]:
@@ -486,17 +506,23 @@ class _ItemPlanner:
             synced_fields=unit_fingerprints(projection.values, projection.values, self.fmap.units()),
             owned_by_user=True,  # created by crmsync acting as the mailbox's CRM user
         )
-        return [
-            CreateInCrm(
-                table=self.fmap.table,
-                record_id=record_id,
-                values=create,
-                then_update=later,
-                fitted=projection.fitted,
-                reason=reason,
-            ),
-            WriteLink(link=link, crm_from_write=True, reason=reason),
-        ]
+        create_action = CreateInCrm(
+            table=self.fmap.table,
+            record_id=record_id,
+            values=create,
+            then_update=later,
+            fitted=projection.fitted,
+            reason=reason,
+        )
+        stamp = self.stamp(present, record_id, reason)
+        write_link = WriteLink(link=link, outlook_from_write=bool(stamp), crm_from_write=True, reason=reason)
+        return [create_action, *stamp, write_link]
+
+    def stamp(self, present: _Present, record_id: uuid.UUID, reason: str) -> list[Action]:
+        """Stamp the record id on an Outlook item that does not carry it yet (before the link write)."""
+        if present.crm_id == record_id:
+            return []
+        return [StampOutlook(item_id=present.item_id, crm_id=record_id, reason=reason)]
 
     def split_for_create(
         self, values: Mapping[str, CrmValue]
@@ -558,6 +584,7 @@ class _ItemPlanner:
                     reason=f"{why} -> update Outlook",
                 )
             )
+        stamp = self.stamp(present, crm.record_id, why)
         link = Link(
             outlook_id=present.item_id,
             crm_id=crm.record_id,
@@ -568,9 +595,11 @@ class _ItemPlanner:
             synced_fields=unit_fingerprints(new_projection, new_crm, units),
             owned_by_user=crm.owned_by_user,
         )
+        from_outlook = outlook_written or bool(stamp)
+        actions += stamp
         actions.append(
             WriteLink(
-                link=link, outlook_from_write=outlook_written, crm_from_write=bool(result.to_crm), reason=why
+                link=link, outlook_from_write=from_outlook, crm_from_write=bool(result.to_crm), reason=why
             )
         )
         return actions

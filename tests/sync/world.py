@@ -29,6 +29,7 @@ from shared.sync.planner import (
     Link,
     OutlookState,
     Skip,
+    StampOutlook,
     SyncPolicy,
     UnlinkOnly,
     UpdateCrm,
@@ -58,6 +59,7 @@ class Item:
     item: Neutral
     change_key: str
     tracked: bool = True
+    crm_id: uuid.UUID | None = None  # the CRM id stamped on the item (extended property)
 
 
 @dataclass
@@ -78,6 +80,7 @@ class World:
     records: dict[uuid.UUID, Record] = field(default_factory=dict)
     mailboxes: dict[str, Mailbox] = field(default_factory=dict)
     log: list[Action] = field(default_factory=list)
+    crash_before_links: bool = False
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def version(self, prefix: str) -> str:
@@ -114,9 +117,8 @@ class World:
         entry = mailbox.items.get(item_id)
         if entry is None:
             return OutlookState(item_id, gone=GoneReason.DELETED)
-        if not entry.tracked:
-            return OutlookState(item_id, entry.change_key, entry.item, GoneReason.UNTRACKED)
-        return OutlookState(item_id, entry.change_key, entry.item)
+        gone = None if entry.tracked else GoneReason.UNTRACKED
+        return OutlookState(item_id, entry.change_key, entry.item, gone, entry.crm_id)
 
     def crm_state(self, mailbox: Mailbox, record_id: uuid.UUID) -> CrmState:
         record = self.records.get(record_id)
@@ -126,8 +128,12 @@ class World:
 
     # -- one full reconciliation pass of a mailbox (links, then Outlook, then CRM) -------------
 
-    def sync(self, mailbox: Mailbox, *, pull_crm: bool = True) -> list[Action]:
-        """``pull_crm``: route every unlinked CRM record to this mailbox (a filter that takes all)."""
+    def sync(
+        self, mailbox: Mailbox, *, pull_crm: bool = True, crash_before_links: bool = False
+    ) -> list[Action]:
+        """``pull_crm``: route every unlinked CRM record to this mailbox (a filter that takes all).
+        ``crash_before_links``: every plan stops before its link write, as if the worker died."""
+        self.crash_before_links = crash_before_links
         done: list[Action] = []
         for link in list(mailbox.links.values()):
             done += self.run(
@@ -139,7 +145,10 @@ class World:
         for item_id, entry in list(mailbox.items.items()):
             if item_id in mailbox.links or not entry.tracked:
                 continue
-            record_id = crm_record_id(self.kind, natural_key(mailbox.mailbox_id, item_id, entry.item))
+            # A stamped item finds its record even without a link (a lost link write).
+            record_id = entry.crm_id or crm_record_id(
+                self.kind, natural_key(mailbox.mailbox_id, item_id, entry.item)
+            )
             done += self.run(
                 mailbox,
                 outlook=self.outlook_state(mailbox, item_id),
@@ -149,7 +158,14 @@ class World:
         if pull_crm and field_map(self.kind).blank is not None:
             for record_id in list(self.records):
                 if mailbox.link_of_record(record_id) is None:
-                    done += self.run(mailbox, outlook=None, link=None, crm=self.crm_state(mailbox, record_id))
+                    # An Outlook item stamped with the record's id is its copy, linked or not.
+                    stamped = [
+                        i for i, entry in mailbox.items.items() if entry.crm_id == record_id and entry.tracked
+                    ]
+                    outlook = self.outlook_state(mailbox, stamped[0]) if stamped else None
+                    done += self.run(
+                        mailbox, outlook=outlook, link=None, crm=self.crm_state(mailbox, record_id)
+                    )
         return done
 
     def run(
@@ -173,6 +189,8 @@ class World:
         written_item: tuple[str, str] | None = None  # (Outlook id, change key) of this plan's write
         written_etag: str | None = None
         for action in actions:
+            if self.crash_before_links and isinstance(action, WriteLink | UnlinkOnly | DropLink):
+                return
             self.log.append(action)
             match action:
                 case CreateInCrm(record_id=record_id, values=values, then_update=later):
@@ -189,14 +207,20 @@ class World:
                     record.etag = written_etag = self.version("W/")
                 case DeleteInCrm(record_id=record_id):
                     self.records.pop(record_id, None)
-                case CreateInOutlook(item=item):
+                case CreateInOutlook(item=item, crm_id=crm_id):
                     item_id = self.outlook_create(mailbox, item)
+                    mailbox.items[item_id].crm_id = crm_id
                     written_item = (item_id, mailbox.items[item_id].change_key)
                 case UpdateOutlook(item_id=item_id, item=item, if_match=if_match):
                     entry = mailbox.items[item_id]
                     if if_match is not None and if_match != entry.change_key:
                         raise PreconditionFailedError(item_id)
                     entry.item = item
+                    entry.change_key = self.version("ck")
+                    written_item = (item_id, entry.change_key)
+                case StampOutlook(item_id=item_id, crm_id=crm_id):
+                    entry = mailbox.items[item_id]
+                    entry.crm_id = crm_id
                     entry.change_key = self.version("ck")
                     written_item = (item_id, entry.change_key)
                 case DeleteInOutlook(item_id=item_id):
