@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import time
 import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from azure.core.credentials import AccessToken
@@ -45,6 +46,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from shared.config import Settings
 from shared.crm.batch import (
     MAX_BATCH_OPERATIONS,
     BatchRequest,
@@ -76,6 +78,8 @@ from shared.crm.port import (
     WhoAmI,
 )
 from shared.crm.tables import bind_annotation, table_info
+
+_log = logging.getLogger(__name__)
 
 _TOKEN_REFRESH_MARGIN_S = 300
 _ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
@@ -227,6 +231,13 @@ class DataverseClient:
         self._token_lock = asyncio.Lock()
         self._slots: weakref.WeakValueDictionary[str, asyncio.Semaphore] = weakref.WeakValueDictionary()
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, credential: AsyncTokenSource, **options: Any
+    ) -> DataverseClient:
+        """The client for the configured organization: Web API URL and ``<org url>/.default`` scope."""
+        return cls(settings.dataverse_api_url, credential, scope=settings.dataverse_scope, **options)
+
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
@@ -265,6 +276,20 @@ class DataverseClient:
             return min(error.retry_after, self._max_retry_wait)
         return float(self._backoff(state))
 
+    @staticmethod
+    def _log_retry(state: RetryCallState) -> None:
+        """One warning per retry: status, Dataverse code and delay; never URLs (a $filter holds addresses)."""
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, CrmError):
+            delay = state.next_action.sleep if state.next_action else 0.0
+            _log.warning(
+                "Dataverse call failed with %s (code %s); retry %d in %.1f s",
+                error.status,
+                error.code,
+                state.attempt_number,
+                delay,
+            )
+
     async def _send(
         self,
         request: _Request,
@@ -291,6 +316,7 @@ class DataverseClient:
                 stop=stop_after_attempt(self._max_attempts),
                 wait=self._wait,
                 retry=retry_if_exception(retryable),
+                before_sleep=self._log_retry,
                 reraise=True,
             )
             async for attempt in retrying:
@@ -420,24 +446,39 @@ class DataverseClient:
     async def find_by_email(
         self, address: str, *, tables: Sequence[str] = EMAIL_RESOLUTION_ORDER, caller: str | None
     ) -> list[RecordRef]:
-        """Records whose email columns hold ``address``, grouped in ``tables`` order (party resolution)."""
-        literal = "'" + address.replace("'", "''") + "'"
+        """Records whose email columns hold ``address``, grouped in ``tables`` order (party resolution).
 
-        async def in_table(table: str) -> list[RecordRef]:
+        One ``$batch`` of GETs: one round trip, one request against the service protection limits, and
+        the address travels in the body, never in a URL that an HTTP log line could show.
+        """
+        literal = "'" + address.replace("'", "''") + "'"
+        searched: list[tuple[str, str]] = []  # (table, primary id column)
+        requests: list[_Request] = []
+        for table in tables:
             info = table_info(table)
             columns = self._email_columns.get(table, info.email_columns)
-            if not columns:
-                return []
-            params = {
-                "$select": info.primary_id,
-                "$filter": " or ".join(f"{column} eq {literal}" for column in columns),
-            }
-            response = await self._send(_Request("GET", info.entity_set), caller=caller, params=params)
-            rows = (_json_body(response.content) or {}).get("value", [])
-            return [RecordRef(table, uuid.UUID(row[info.primary_id])) for row in rows]
-
-        found = await asyncio.gather(*(in_table(table) for table in tables))
-        return [ref for refs in found for ref in refs]
+            if columns:
+                query = {
+                    "$select": info.primary_id,
+                    "$filter": " or ".join(f"{c} eq {literal}" for c in columns),
+                }
+                searched.append((table, info.primary_id))
+                requests.append(
+                    _Request("GET", f"{info.entity_set}?{urlencode(query, quote_via=quote, safe='$')}")
+                )
+        if not requests:
+            return []
+        parts = await self._post_batch(requests, atomic=False, caller=caller)
+        found: list[RecordRef] = []
+        for (table, primary_id), part in zip(searched, parts, strict=False):
+            if part.status >= 400:
+                raise caller_not_found(error_from_response(part.status, part.body, part.headers), caller)
+            found += [
+                RecordRef(table, uuid.UUID(row[primary_id])) for row in (part.json() or {}).get("value", [])
+            ]
+        if len(parts) != len(searched):
+            raise CrmError(f"Dataverse answered {len(parts)} of {len(searched)} lookups", status=200)
+        return found
 
     # --- batches ----------------------------------------------------------------
 
@@ -464,24 +505,30 @@ class DataverseClient:
             return OperationResult(ok=True, status=response.status, ref=RecordRef(op.table, op.id))
         return OperationResult(ok=False, status=response.status, error=error)
 
-    async def _run_batch(
-        self, ops: Sequence[Operation], *, atomic: bool, caller: str | None
-    ) -> list[OperationResult]:
-        content = encode_batch([self._batch_part(self._operation_request(op)) for op in ops], atomic=atomic)
+    async def _post_batch(
+        self, requests: Sequence[_Request], *, atomic: bool, caller: str | None
+    ) -> list[BatchResponse]:
+        """POST one ``$batch``; independent requests run on after a failure (continue-on-error)."""
+        content = encode_batch([self._batch_part(request) for request in requests], atomic=atomic)
         headers = {} if atomic else {"Prefer": "odata.continue-on-error"}
         response = await self._send(
             _Request("POST", "$batch", headers=headers), caller=caller, content=content
         )
-        parts = decode_batch(response.headers.get("content-type", ""), response.content)
+        return decode_batch(response.headers.get("content-type", ""), response.content)
+
+    async def _run_batch(
+        self, ops: Sequence[Operation], *, atomic: bool, caller: str | None
+    ) -> list[OperationResult]:
+        parts = await self._post_batch(
+            [self._operation_request(op) for op in ops], atomic=atomic, caller=caller
+        )
         if len(parts) == len(ops):
             return [self._operation_result(op, part) for op, part in zip(ops, parts, strict=True)]
         if atomic and len(parts) == 1 and parts[0].status >= 400:
             # A failed change set is answered by the one failing response; everything rolled back.
             error = error_from_response(parts[0].status, parts[0].body, parts[0].headers)
             return [OperationResult(ok=False, status=parts[0].status, error=error) for _ in ops]
-        raise CrmError(
-            f"Dataverse answered {len(parts)} of {len(ops)} batch operations", status=response.status_code
-        )
+        raise CrmError(f"Dataverse answered {len(parts)} of {len(ops)} batch operations", status=200)
 
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None

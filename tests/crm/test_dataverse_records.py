@@ -217,7 +217,7 @@ async def test_invalid_data_is_a_permanent_error(crm: DataverseClient) -> None:
 
 
 async def test_find_by_email_in_party_resolution_order(
-    dataverse_sim: DataverseSimulator, credential: Any, make_user: UserFactory
+    dataverse_sim: DataverseSimulator, credential: Any, make_user: UserFactory, dataverse_token: str
 ) -> None:
     """Email addresses resolve to users, then contacts, accounts, leads (Dynamics' party resolution),
     over emailaddress1..3 / internalemailaddress; string comparison is case-insensitive."""
@@ -237,3 +237,8 @@ async def test_find_by_email_in_party_resolution_order(
         assert other not in found
         assert await crm.find_by_email(address, tables=("lead", "contact"), caller=None) == [lead, contact]
         assert await crm.find_by_email("nobody'" + address, caller=None) == []
+    lookups = [r for r in dataverse_sim.requests(dataverse_token) if r["path"].endswith("$batch")]
+    assert [r["batch_operations"] for r in lookups] == [4, 2, 4]  # one round trip per lookup
+    assert not any(
+        address.split("@")[0] in f"{r['path']}?{r['query']}" for r in dataverse_sim.requests(dataverse_token)
+    )

@@ -5,11 +5,13 @@ Microsoft Dataverse" (a bearer token for <org url>/.default)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 
 import pytest
 
+from shared.config import load_settings
 from shared.crm.dataverse import DataverseClient
 from shared.crm.errors import CrmUnavailable, ServiceProtectionLimit
 from shared.crm.port import Upsert
@@ -145,3 +147,35 @@ async def test_token_is_cached_until_near_expiry(
             await crm.whoami(caller=None)
     assert len(short_lived.requested_scopes) == 3
     assert all("Bearer" not in str(entry["headers"]) for entry in dataverse_sim.requests(dataverse_token))
+
+
+async def test_retries_are_logged_without_urls_or_addresses(
+    crm: DataverseClient,
+    dataverse_sim: DataverseSimulator,
+    dataverse_token: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dataverse_sim.fault("throttle", token=dataverse_token, count=1, retry_after=1)
+    with caplog.at_level(logging.DEBUG):
+        await crm.find_by_email("private.person@contoso.example", tables=("contact",), caller=None)
+    assert "Dataverse call failed with 429 (code 0x80072322); retry 1 in 1.0 s" in caplog.messages
+    assert "private.person" not in caplog.text
+    assert dataverse_token not in caplog.text
+
+
+async def test_client_from_settings(dataverse_sim: DataverseSimulator, dataverse_token: str) -> None:
+    """The scope is <org url>/.default (Settings.dataverse_scope) and the base the configured Web API."""
+    settings = load_settings(
+        CRMSYNC_TENANT_ID="t",
+        CRMSYNC_CLIENT_ID="c",
+        CRMSYNC_CREDENTIAL_KIND="sandbox",
+        CRMSYNC_GRAPH_URL="http://127.0.0.1:1/v1.0",
+        CRMSYNC_DATAVERSE_URL=dataverse_sim.root_url,
+        CRMSYNC_NOTIFICATION_URL="https://example.test/api/notifications",
+        CRMSYNC_LIFECYCLE_URL="https://example.test/api/lifecycle",
+        AzureWebJobsStorage="UseDevelopmentStorage=true",
+    )
+    credential = FixedTokenCredential(dataverse_token)
+    async with DataverseClient.from_settings(settings, credential) as crm:
+        assert (await crm.whoami(caller=None)).user_id == uuid.UUID(dataverse_sim.app_user_id)
+    assert credential.requested_scopes == [(f"{dataverse_sim.root_url}/.default",)]
