@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import re
 import uuid
 from collections.abc import Callable
@@ -78,6 +79,10 @@ def item_filter(raw: str | None) -> Callable[[Item], bool]:
     if re.sub(r"\band\b", "", rest, flags=re.IGNORECASE).strip():
         raise bad_request(f"This simulator does not support the $filter '{raw}'.", "BadRequest")
     return lambda item: all(test(item) for test in tests)
+
+
+def _typed_event(body: Json) -> Json:
+    return {"@odata.type": ODATA_TYPES[Kind.EVENT], **body}
 
 
 def _extended_equals(prop_id: str, value: str) -> Callable[[Item], bool]:
@@ -219,7 +224,12 @@ class GraphApi:
                 select=frozenset(s.strip() for s in raw.split(",")) if raw else None,
             )
             return [
-                Entry(i.immutable_id, i.change_key, resources.render(box, i, view, with_type=True))
+                Entry(
+                    i.immutable_id,
+                    i.change_key,
+                    i.visible_id(view.immutable_ids),
+                    functools.partial(resources.render, box, i, view, with_type=True),
+                )
                 for i in box.items_in(kind, container)
             ]
 
@@ -548,7 +558,7 @@ class GraphApi:
             start, end = events.window(options)
             view = ctx.view(select=False)
             return [
-                Entry(str(b["id"]), str(b["changeKey"]), {"@odata.type": ODATA_TYPES[Kind.EVENT], **b})
+                Entry(str(b["id"]), str(b["changeKey"]), str(b["id"]), functools.partial(_typed_event, b))
                 for b in events.calendar_view(box, start, end, view)
             ]
 

@@ -14,25 +14,25 @@ stay valid, so replaying a delta link is harmless (it re-reports changes).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
 from simulators.graph.core import GraphError, Json, url_token
 from simulators.graph.http import Ctx, json_response
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
 
 @dataclass(frozen=True)
 class Entry:
-    """One item as the scope holds it now: key (immutable id), change key, rendered JSON."""
+    """One item as the scope holds it now: key (immutable id), change key, the id the client
+    sees, and how to render it (only changed items are rendered)."""
 
     key: str
     change_key: str
-    body: Json
+    visible_id: str
+    render: Callable[[], Json]
 
 
 @dataclass
@@ -45,9 +45,15 @@ class DeltaState:
 
 @dataclass
 class Round:
+    """A running round; pages render when served, so a first sync of a big folder stays cheap."""
+
     user: str
-    pages: list[list[Json]]
+    pages: list[list[Callable[[], Json]]]
     delta_token: str
+
+
+def _removed(odata_type: str, item_id: str) -> Json:
+    return {"@odata.type": odata_type, "id": item_id, "@removed": {"reason": "deleted"}}
 
 
 def sync_state_not_found() -> GraphError:
@@ -97,15 +103,15 @@ class DeltaTokens:
             options = {k: ctx.query[k] for k in tracked_options if k in ctx.query}
             previous = None
         entries = collect(options)
-        changes: list[Json] = []
+        changes: list[Callable[[], Json]] = []
         snapshot: dict[str, tuple[str, str]] = {}
         for entry in entries:
-            snapshot[entry.key] = (entry.change_key, str(entry.body.get("id")))
+            snapshot[entry.key] = (entry.change_key, entry.visible_id)
             if previous is None or previous.get(entry.key, ("", ""))[0] != entry.change_key:
-                changes.append(entry.body)
+                changes.append(entry.render)
         for key, (_, seen_id) in (previous or {}).items():
             if key not in snapshot:
-                changes.append({"@odata.type": odata_type, "id": seen_id, "@removed": {"reason": "deleted"}})
+                changes.append(functools.partial(_removed, odata_type, seen_id))
         size = ctx.page_size(default_page)
         pages = [changes[i : i + size] for i in range(0, len(changes), size)] or [[]]
         next_token = url_token()
@@ -113,7 +119,10 @@ class DeltaTokens:
         return self._page(ctx, Round(user, pages, next_token), 0, context)
 
     def _page(self, ctx: Ctx, round_: Round, index: int, context: str) -> Response:
-        body: Json = {"@odata.context": ctx.context(context), "value": round_.pages[index]}
+        body: Json = {
+            "@odata.context": ctx.context(context),
+            "value": [render() for render in round_.pages[index]],
+        }
         if index + 1 < len(round_.pages):
             skip = url_token()
             self.pages[skip] = (round_, index + 1)

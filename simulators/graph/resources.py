@@ -326,7 +326,7 @@ def render(box: Mailbox, item: Item, view: View, *, with_type: bool = False) -> 
         out["createdDateTime"] = iso_z(item.created)
         out["lastModifiedDateTime"] = iso_z(item.modified)
         out["changeKey"] = item.change_key
-    body = copy.deepcopy(props)
+    body = dict(props)  # values are replaced on update, never mutated in place, so shallow is enough
     if item.kind is Kind.MESSAGE:
         folder_id = item.container
         body["parentFolderId"] = folder_id
