@@ -208,7 +208,7 @@ class AzureRegistry:
                     raise MailboxAlreadyRegistered(mailbox_id) from exc
                 raise CrmUserAlreadyRegistered(mailbox.crm_user_id) from exc
             raise
-        return _replace_etag(mailbox, results[0]["etag"])
+        return replace(mailbox, etag=results[0]["etag"])
 
     async def _get_entity(self, mailbox_id: str) -> TableEntity:
         try:
@@ -264,7 +264,7 @@ class AzureRegistry:
             raise MailboxNotFound(mailbox.mailbox_id) from exc
         except ResourceModifiedError as exc:
             raise SettingsConflict from exc
-        return _replace_etag(mailbox, result["etag"], settings=settings, updated_at=now)
+        return replace(mailbox, etag=result["etag"], settings=settings, updated_at=now)
 
     async def unregister(self, mailbox_id: str) -> None:
         """Two round trips: read the mailbox (for its CRM user), then delete both rows at once."""
@@ -281,10 +281,6 @@ class AzureRegistry:
             if exc.status_code in (404, 412):
                 raise StaleWrite("mailbox registration") from exc
             raise
-
-
-def _replace_etag(mailbox: Mailbox, etag: str, **changes: Any) -> Mailbox:
-    return replace(mailbox, etag=etag, **changes)
 
 
 # --- links ----------------------------------------------------------------------------------

@@ -274,11 +274,9 @@ class MemorySyncStateStore:
         )
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None:
-        state = await self.get_state(mailbox_id, resource)
-        stored = dataclasses.replace(
-            state, last_error=check_reason_code(reason_code), dirty=False, dirty_since=None, dirty_etag=None
-        )
-        self._states[(mailbox_id, resource)] = stored
+        key = (mailbox_id, resource)
+        state = self._states.get(key, SyncState(mailbox_id=mailbox_id, resource=resource))
+        self._states[key] = dataclasses.replace(state, last_error=check_reason_code(reason_code))
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         self._states[(mailbox_id, resource)] = SyncState(mailbox_id=mailbox_id, resource=resource)

@@ -26,6 +26,8 @@ from shared.sync.model import FieldDirection, ItemKind, TrackingRule
 #: A Dataverse logical name (table or column): lowercase, starts with a letter.
 LogicalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,99}$")]
 
+#: The registry stores settings as one JSON string property (64 KiB = 32 K UTF-16 characters).
+MAX_JSON_CHARS = 30_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -111,7 +113,7 @@ class MailboxSettings(_Settings):
     track_sent_items: bool = False
     tracked_category: str = Field(default="Tracked to Dynamics 365", min_length=1, max_length=255)
     tracked_folders: dict[Annotated[str, StringConstraints(min_length=1, max_length=512)], CrmRecordRef] = (
-        Field(default_factory=dict, max_length=500)
+        Field(default_factory=dict, max_length=100)
     )
     sync_filters: dict[ItemKind, SyncFilter] = Field(default_factory=dict)
     field_directions: dict[ItemKind, dict[LogicalName, FieldDirection]] = Field(default_factory=dict)
@@ -135,6 +137,10 @@ class MailboxSettings(_Settings):
             problems.append(
                 "sync_filters: only contact, appointment and task have synchronization filters "
                 f"(got {sorted(kind.value for kind in unfilterable)})"
+            )
+        if not problems and len(self.model_dump_json()) > MAX_JSON_CHARS:
+            problems.append(
+                f"settings are larger than {MAX_JSON_CHARS} characters of JSON; track fewer folders"
             )
         if problems:
             raise ValueError("; ".join(problems))

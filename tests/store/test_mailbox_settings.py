@@ -19,6 +19,8 @@ from shared.sync.mailbox_settings import (
 )
 from shared.sync.model import FieldDirection, ItemKind, TrackingRule
 
+_ACCOUNT = {"table": "account", "id": "0b7e5a8e-0000-4000-8000-000000000001"}
+
 
 def test_defaults_are_dynamics_defaults() -> None:
     settings = MailboxSettings()
@@ -66,6 +68,10 @@ def test_a_full_configuration_round_trips_through_json() -> None:
         ({"conflict_tie_break": "newest"}, "conflict_tie_break"),
         ({"unknown_option": True}, "unknown_option"),
         ({"tracked_folders": {"f": {"table": "account", "id": "not-a-guid"}}}, "tracked_folders"),
+        (
+            {"tracked_folders": {f"{index:03d}" + "x" * 400: _ACCOUNT for index in range(100)}},
+            "larger than 30000 characters",
+        ),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_error(fields: dict[str, Any], complaint: str) -> None:
