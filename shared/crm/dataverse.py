@@ -84,6 +84,19 @@ _log = logging.getLogger(__name__)
 _TOKEN_REFRESH_MARGIN_S = 300
 _ODATA_HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
 _RETURN_REPRESENTATION = "return=representation"
+_LOOKUP_TYPE = "Microsoft.Dynamics.CRM.lookuplogicalname"
+# Lookups read as _<column>_value; this annotation names the target table of polymorphic ones
+# (powerapps-docs: "Query data using the Web API", Lookup property data).
+_LOOKUP_ANNOTATIONS = f'odata.include-annotations="{_LOOKUP_TYPE}"'
+
+
+def lookup_ref(row: Mapping[str, Any], column: str) -> RecordRef | None:
+    """The record a lookup column of a read row points at (``_<column>_value`` + its target table)."""
+    value = row.get(f"_{column}_value")
+    table = row.get(f"_{column}_value@{_LOOKUP_TYPE}")
+    if not value or not table:
+        return None
+    return RecordRef(str(table), uuid.UUID(str(value)))
 
 
 class AsyncTokenSource(Protocol):
@@ -418,11 +431,17 @@ class DataverseClient:
     async def get(
         self, table: str, id: uuid.UUID, *, select: Sequence[str] | None = None, caller: str | None
     ) -> dict[str, Any] | None:
-        """One record's columns (with ``@odata.etag``), or ``None`` if it does not exist."""
+        """One record's columns (with ``@odata.etag``), or ``None`` if it does not exist.
+
+        Lookups come back as ``_<column>_value`` with their target table annotated: read them with
+        :func:`lookup_ref`.
+        """
         params = {"$select": ",".join(select)} if select else None
         try:
             response = await self._send(
-                _Request("GET", _record_path(table, id)), caller=caller, params=params
+                _Request("GET", _record_path(table, id), headers={"Prefer": _LOOKUP_ANNOTATIONS}),
+                caller=caller,
+                params=params,
             )
         except RecordNotFound:
             return None
@@ -563,7 +582,7 @@ class DataverseClient:
         delta link) or from a next/delta link of an earlier page. An expired token raises
         :class:`~shared.crm.errors.ChangeTokenExpired`: start again with ``link=None``."""
         info = table_info(table)
-        prefer = "odata.track-changes"
+        prefer = f"odata.track-changes,{_LOOKUP_ANNOTATIONS}"
         if self._change_page_size:
             prefer += f",odata.maxpagesize={self._change_page_size}"
         request = _Request("GET", info.entity_set, headers={"Prefer": prefer})

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.crm.dataverse import DataverseClient
+from shared.crm.dataverse import DataverseClient, lookup_ref
 from shared.crm.errors import ChangeTokenExpired
 from shared.crm.port import ChangePage, Upsert
 from simulators.dataverse.launcher import DataverseSimulator
@@ -20,7 +20,9 @@ async def _full_read(crm: DataverseClient, link: str | None = None) -> tuple[lis
     """Follow next links until the delta link, as the CRM -> Outlook timer does."""
     pages: list[ChangePage] = []
     while True:
-        page = await crm.read_changes("lead", select=["lastname"], link=link, caller=None)
+        page = await crm.read_changes(
+            "lead", select=["lastname", "_parentaccountid_value"], link=link, caller=None
+        )
         pages.append(page)
         if page.delta_link:
             return pages, page.delta_link
@@ -46,7 +48,8 @@ async def test_initial_sync_pages_then_delta_reports_changes_and_deletes(
         assert len(reads) == len(pages)
         assert all("odata.track-changes" in r["headers"]["prefer"] for r in reads)
 
-        added = await crm.create("lead", {"lastname": "Added"}, caller=None)
+        account = await crm.create("account", {"name": "Parent"}, caller=None)
+        added = await crm.create("lead", {"lastname": "Added", "parentaccountid": account}, caller=None)
         await crm.get("lead", seeded[0].id, caller=None)  # a read is not a change
         await crm.delete("lead", seeded[1].id, caller=None)
         await crm.upsert(Upsert("lead", {"lastname": "Renamed"}, id=seeded[2].id), caller=None)
@@ -57,6 +60,8 @@ async def test_initial_sync_pages_then_delta_reports_changes_and_deletes(
         assert deleted == {seeded[1].id}
         renamed = [row for page in changes for row in page.changed if row["leadid"] == str(seeded[2].id)]
         assert renamed[0]["lastname"] == "Renamed"
+        [added_row] = [row for page in changes for row in page.changed if row["leadid"] == str(added.id)]
+        assert lookup_ref(added_row, "parentaccountid") == account
 
         quiet, _ = await _full_read(crm, next_delta)
         assert [(page.changed, page.deleted) for page in quiet] == [((), ())]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.crm.dataverse import DataverseClient
+from shared.crm.dataverse import DataverseClient, lookup_ref
 from shared.crm.errors import ConcurrencyMismatch, DuplicateRecord, InvalidData, RecordNotFound
 from shared.crm.port import CrmPort, Delete, ParticipationType, Party, RecordRef, Upsert
 from simulators.dataverse.launcher import DataverseSimulator
@@ -117,10 +117,13 @@ async def test_lookups_bind_to_records(crm: DataverseClient, dataverse_sim: Data
         ),
         caller=None,
     )
-    contact = dataverse_sim.record("contact", str(contact_id)) or {}
-    assert contact["_parentcustomerid_value"] == str(account.id)
+    contact = await crm.get("contact", contact_id, select=["_parentcustomerid_value"], caller=None) or {}
+    assert lookup_ref(contact, "parentcustomerid") == account
+    assert lookup_ref(contact, "ownerid") is None  # not selected
     task = dataverse_sim.record("task", str(task_id)) or {}
     assert task["_regardingobjectid_value"] == str(contact_id)
+    read_back = await crm.get("task", task_id, select=["_regardingobjectid_value"], caller=None) or {}
+    assert lookup_ref(read_back, "regardingobjectid") == RecordRef("contact", contact_id)
     assert task["scheduledend"] == "2026-12-01T07:30:00Z"
 
 
