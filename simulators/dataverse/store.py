@@ -119,16 +119,24 @@ class Store:
         self.changes[table].append((self.next_version(), record_id))
 
     def define_key(self, table: str, name: str, columns: tuple[str, ...]) -> None:
-        """Add an alternate key and index the existing rows under it."""
+        """Add an alternate key and index the existing rows under it; existing duplicates refuse the key
+        (creating a key fails while rows share its values: "Define alternate keys to reference rows")."""
+        index: dict[tuple[Any, ...], str] = {}
+        for record_id, record in self.rows[table].items():
+            values = tuple(index_key(record.get(c)) for c in columns)
+            if None in values:
+                continue
+            if values in index:
+                raise errors.bad_request(
+                    f"Rows {index[values]} and {record_id} share the values of key {name}."
+                )
+            index[values] = record_id
         self.alternate_keys[table][name] = columns
-        index = self.key_index[table][name] = {}
+        self.key_index[table][name] = index
         for column in columns:
             self.indexes[table][column] = {}
         for record_id, record in self.rows[table].items():
             self._index(table, record_id, record)
-            values = tuple(index_key(record.get(c)) for c in columns)
-            if None not in values:
-                index[values] = record_id
 
     # -- savepoints ----------------------------------------------------------------------------
     def savepoint(self) -> Savepoint:

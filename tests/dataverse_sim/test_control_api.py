@@ -73,3 +73,11 @@ def test_request_log_counts_batch_operations(
     assert response.text.count("HTTP/1.1 200") == 3
     [entry] = private_sim.requests(token=token)
     assert (entry["path"], entry["batch_operations"], entry["status"]) == ("$batch", 3, 200)
+
+
+def test_key_is_refused_while_rows_share_its_values(private_sim: DataverseSimulator) -> None:
+    """Define alternate keys: a key cannot be created while existing rows share its values."""
+    title = f"title-{uuid.uuid4().hex}"
+    private_sim.seed("contact", [{"lastname": "A", "jobtitle": title}, {"lastname": "B", "jobtitle": title}])
+    with pytest.raises(httpx.HTTPStatusError):
+        private_sim.define_key("contact", "jobtitle_key", ["jobtitle"])
