@@ -18,7 +18,7 @@ from starlette.responses import Response
 from simulators.graph import events, resources
 from simulators.graph.core import GraphError, Json, bad_request, change_key, etag, iso_z, not_found, opaque_id
 from simulators.graph.delta import Entry
-from simulators.graph.http import Ctx, Router, json_response
+from simulators.graph.http import Ctx, Router, json_response, parse_expand, parse_select
 from simulators.graph.resources import ODATA_TYPES, View
 from simulators.graph.store import Folder, Item, Kind, Mailbox, Store
 
@@ -211,17 +211,18 @@ class GraphApi:
         ]
         return collection(ctx, values, context)
 
-    def _delta(self, ctx: Ctx, kind: Kind, container: str, context: str, *, select: bool = True) -> Response:
+    def _delta(self, ctx: Ctx, kind: Kind, container: str, context: str) -> Response:
         """Delta over one folder or list (learn.microsoft.com/graph/api/message-delta, contact-delta,
-        todotask-delta); $select given on the first call is kept in the token."""
+        todotask-delta); $select, $expand and $filter given on the first call travel in the token."""
         box = ctx.mailbox
 
         def collect(options: dict[str, str]) -> list[Entry]:
-            raw = options.get("$select") if select else None
+            keep = item_filter(options.get("$filter"))
             view = View(
                 immutable_ids=ctx.immutable_ids,
                 time_zone=ctx.view(select=False).time_zone,
-                select=frozenset(s.strip() for s in raw.split(",")) if raw else None,
+                select=parse_select(options.get("$select")),
+                expand_extended=parse_expand(options.get("$expand")),
             )
             return [
                 Entry(
@@ -231,6 +232,7 @@ class GraphApi:
                     functools.partial(resources.render, box, i, view, with_type=True),
                 )
                 for i in box.items_in(kind, container)
+                if keep(i)
             ]
 
         return self.sim.delta.respond(
@@ -240,6 +242,7 @@ class GraphApi:
             collect=collect,
             default_page=DEFAULT_PAGE,
             context=f"Collection({kind.value})",
+            tracked_options=("$select", "$expand", "$filter"),
         )
 
     # -- mail folders: learn.microsoft.com/graph/api/user-list-mailfolders, mailfolder-post-childfolders

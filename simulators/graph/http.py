@@ -38,6 +38,26 @@ def split_path(raw_path: str) -> list[str]:
     return segments
 
 
+def parse_select(raw: str | None) -> frozenset[str] | None:
+    return frozenset(s.strip() for s in raw.split(",") if s.strip()) if raw else None
+
+
+def parse_expand(raw: str | None) -> frozenset[str] | None:
+    """$expand=singleValueExtendedProperties($filter=id eq '{id}') (learn.microsoft.com/graph/api/
+    singlevaluelegacyextendedproperty-get): the lower-cased ids wanted (empty: all), None: no expand."""
+    if not raw:
+        return None
+    match = re.fullmatch(r"\s*singleValueExtendedProperties(?:\((.*)\))?\s*", raw, re.IGNORECASE)
+    if not match:
+        raise bad_request(f"Expanding '{raw}' is not supported by this simulator.", "BadRequest")
+    if not match.group(1):
+        return frozenset()
+    ids = re.findall(r"id\s+eq\s+'([^']*)'", match.group(1), re.IGNORECASE)
+    if not ids:
+        raise bad_request("Only $filter=id eq '...' is supported inside the $expand.", "BadRequest")
+    return frozenset(i.lower() for i in ids)
+
+
 def parse_prefer(values: list[str]) -> dict[str, str]:
     """Prefer header preferences (RFC 7240) with lower-cased names and unquoted values."""
     prefs: dict[str, str] = {}
@@ -101,24 +121,10 @@ class Ctx:
         )
 
     def select(self) -> frozenset[str] | None:
-        raw = self.query.get("$select")
-        return frozenset(s.strip() for s in raw.split(",") if s.strip()) if raw else None
+        return parse_select(self.query.get("$select"))
 
     def expand_extended(self) -> frozenset[str] | None:
-        """$expand=singleValueExtendedProperties($filter=id eq '{id}') (learn.microsoft.com/graph/api/
-        singlevaluelegacyextendedproperty-get)."""
-        raw = self.query.get("$expand")
-        if not raw:
-            return None
-        match = re.fullmatch(r"\s*singleValueExtendedProperties(?:\((.*)\))?\s*", raw, re.IGNORECASE)
-        if not match:
-            raise bad_request(f"Expanding '{raw}' is not supported by this simulator.", "BadRequest")
-        if not match.group(1):
-            return frozenset()
-        ids = re.findall(r"id\s+eq\s+'([^']*)'", match.group(1), re.IGNORECASE)
-        if not ids:
-            raise bad_request("Only $filter=id eq '...' is supported inside the $expand.", "BadRequest")
-        return frozenset(i.lower() for i in ids)
+        return parse_expand(self.query.get("$expand"))
 
     def page_size(self, default: int) -> int:
         """Prefer: odata.maxpagesize (learn.microsoft.com/graph/paging) or $top."""

@@ -145,3 +145,17 @@ def test_calendar_view_delta_reports_items_leaving_the_window(
     ]
     missing_window = graph.get(f"users/{graph_user}/calendarView/delta")
     assert missing_window.status_code == 400
+
+
+def test_expand_of_extended_properties_travels_in_the_token(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """learn.microsoft.com/graph/delta-query-overview: query options of the first call are encoded in
+    the links, here $expand=singleValueExtendedProperties($filter=id eq '...') on a contact delta."""
+    prop = "String {66f5a359-4659-4830-9070-00047ec6ac6e} Name CrmId"
+    expand = f"singleValueExtendedProperties($filter=id eq '{prop}')"
+    _, delta_link, _ = run_round(graph, f"users/{graph_user}/contacts/delta?$expand={expand}")
+    graph_sim.seed(graph_user, contacts=[{"givenName": "Linked", "singleValueExtendedProperties": [
+        {"id": prop, "value": "crm-7"}]}])  # fmt: skip
+    [contact], _, _ = run_round(graph, delta_link)
+    assert contact["singleValueExtendedProperties"] == [{"id": prop, "value": "crm-7"}]
