@@ -103,7 +103,7 @@ param logRetentionDays int = 30
 
 var suffix = uniqueString(subscription().id, resourceGroup().id, namePrefix)
 var appName = '${namePrefix}-${suffix}'
-var storageAccountName = take(toLower('${namePrefix}${suffix}'), 24)
+var storageAccountName = take(toLower(replace('${namePrefix}${suffix}', '-', '')), 24)
 var keyVaultName = take('${namePrefix}kv${suffix}', 24)
 var usesCertificate = credentialKind == 'certificate'
 var deploymentContainerName = 'app-package'
