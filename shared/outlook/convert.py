@@ -287,7 +287,7 @@ def appointment_from_graph(event: Event) -> Appointment:
         is_all_day=bool(event.is_all_day),
         time_zone=event.original_start_time_zone or None,
         location=(event.location.display_name or None) if event.location else None,
-        body=event.body.content if event.body else None,
+        body=(event.body.content or None) if event.body else None,
         organizer=_address(event.organizer),
         attendees=tuple(attendees),
         ical_uid=event.i_cal_u_id,

@@ -109,7 +109,8 @@ class MessageBody:
     is_html: bool
 
 
-def _iso(value: dt.datetime) -> str:
+def utc_iso(value: dt.datetime) -> str:
+    """A window bound as Graph's calendarView wants it: ISO 8601 UTC."""
     if value.tzinfo is None:
         raise ValueError("calendar window bounds must be timezone-aware")
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -197,7 +198,7 @@ class DeltaReader:
             if window_start is None or window_end is None:
                 raise ValueError("a first calendar delta needs window_start and window_end")
             query = CalendarViewDelta.DeltaRequestBuilderGetQueryParameters(
-                start_date_time=_iso(window_start), end_date_time=_iso(window_end)
+                start_date_time=utc_iso(window_start), end_date_time=utc_iso(window_end)
             )
         return self._pages(builder, query, link, lambda model: appointment_item(mailbox, model))
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,15 +18,22 @@ from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.serialization import Parsable, ParseNode, SerializationWriter
 from msgraph.generated.models.file_attachment import FileAttachment
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.users.item.calendar_view.calendar_view_request_builder import (
+    CalendarViewRequestBuilder,
+)
+from msgraph.generated.users.item.events.item.instances.instances_request_builder import (
+    InstancesRequestBuilder,
+)
 from msgraph.generated.users.item.mail_folders.mail_folders_request_builder import MailFoldersRequestBuilder
 from msgraph.generated.users.item.messages.item.message_item_request_builder import MessageItemRequestBuilder
 from msgraph.generated.users.item.messages.item.move.move_post_request_body import MovePostRequestBody
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.graph_service_client import GraphServiceClient
 
-from shared.outlook.convert import email_item
-from shared.outlook.delta import CRM_ID_EXPAND, MESSAGE_FIELDS
+from shared.outlook.convert import appointment_item, email_item
+from shared.outlook.delta import CRM_ID_EXPAND, MESSAGE_FIELDS, utc_iso
 from shared.outlook.errors import GraphError, graph_errors
+from shared.outlook.paging import all_pages
 from shared.sync.model import OutlookItem
 
 
@@ -115,19 +123,8 @@ class OutlookMailbox:
             select=["id", "displayName", "parentFolderId"]
         )
         builder = self._client.users.by_user_id(mailbox).mail_folders
-        folders: list[MailFolder] = []
-        with graph_errors():
-            page = await builder.get(request_configuration=RequestConfiguration(query_parameters=query))
-            while page is not None:
-                folders.extend(
-                    MailFolder(f.id, f.display_name or "", f.parent_folder_id)
-                    for f in page.value or ()
-                    if f.id
-                )
-                if not page.odata_next_link:
-                    break
-                page = await builder.with_url(page.odata_next_link).get()
-        return folders
+        found = await all_pages(builder, RequestConfiguration(query_parameters=query))
+        return [MailFolder(f.id, f.display_name or "", f.parent_folder_id) for f in found if f.id]
 
     async def message(
         self, mailbox: str, message_id: str, *, mailbox_address: str | None = None
@@ -146,6 +143,28 @@ class OutlookMailbox:
             raise GraphError("Graph returned no message")
         return email_item(mailbox, found, mailbox_address=mailbox_address)
 
+    async def calendar_view(self, mailbox: str, start: dt.datetime, end: dt.datetime) -> list[OutlookItem]:
+        """Every event occurring in a window, series expanded into occurrences and exceptions
+        (learn.microsoft.com/graph/api/user-list-calendarview): the full-resync read of a calendar."""
+        query = CalendarViewRequestBuilder.CalendarViewRequestBuilderGetQueryParameters(
+            start_date_time=utc_iso(start), end_date_time=utc_iso(end)
+        )
+        builder = self._client.users.by_user_id(mailbox).calendar_view
+        found = await all_pages(builder, RequestConfiguration(query_parameters=query))
+        return [appointment_item(mailbox, event) for event in found]
+
+    async def event_instances(
+        self, mailbox: str, series_id: str, start: dt.datetime, end: dt.datetime
+    ) -> list[OutlookItem]:
+        """The occurrences and exceptions of one series in a window (learn.microsoft.com/graph/api/
+        event-list-instances)."""
+        query = InstancesRequestBuilder.InstancesRequestBuilderGetQueryParameters(
+            start_date_time=utc_iso(start), end_date_time=utc_iso(end)
+        )
+        builder = self._client.users.by_user_id(mailbox).events.by_event_id(series_id).instances
+        found = await all_pages(builder, RequestConfiguration(query_parameters=query))
+        return [appointment_item(mailbox, event) for event in found]
+
     async def move_message(self, mailbox: str, message_id: str, destination: str) -> OutlookItem:
         """Move a message to a folder (id or well-known name); returns it as it now is."""
         body = MovePostRequestBody(destination_id=destination)
@@ -162,21 +181,8 @@ class OutlookMailbox:
     async def attachments(self, mailbox: str, message_id: str) -> list[Attachment]:
         """The file attachments of a message (read only for tracked mail)."""
         builder = self._client.users.by_user_id(mailbox).messages.by_message_id(message_id).attachments
-        found: list[Attachment] = []
-        with graph_errors():
-            page = await builder.get()
-            while page is not None:
-                for attachment in page.value or ():
-                    if isinstance(attachment, FileAttachment) and attachment.id:
-                        found.append(
-                            Attachment(
-                                attachment.id,
-                                attachment.name or "",
-                                attachment.content_type,
-                                attachment.content_bytes or b"",
-                            )
-                        )
-                if not page.odata_next_link:
-                    break
-                page = await builder.with_url(page.odata_next_link).get()
-        return found
+        return [
+            Attachment(found.id, found.name or "", found.content_type, found.content_bytes or b"")
+            for found in await all_pages(builder)
+            if isinstance(found, FileAttachment) and found.id
+        ]

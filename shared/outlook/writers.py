@@ -47,6 +47,7 @@ from shared.outlook.convert import (
 )
 from shared.outlook.delta import CRM_ID_EXPAND
 from shared.outlook.errors import GraphError, gone_is_done, graph_errors
+from shared.outlook.paging import all_pages
 from shared.sync.model import Appointment, Contact, ItemKind, OutlookItem, Task
 
 STAMPABLE_KINDS = frozenset({ItemKind.EMAIL, ItemKind.CONTACT, ItemKind.APPOINTMENT})
@@ -178,9 +179,7 @@ class OutlookWriter:
 
     async def default_task_list(self, mailbox: str) -> str:
         """The id of the mailbox's default To Do list ("Tasks"), where CRM tasks go."""
-        with graph_errors():
-            lists = await self._user(mailbox).todo.lists.get()
-        for task_list in (lists.value if lists else None) or ():
+        for task_list in await all_pages(self._user(mailbox).todo.lists):
             if getattr(task_list.wellknown_list_name, "value", None) == "defaultList" and task_list.id:
                 return str(task_list.id)
         raise GraphError("the mailbox has no default To Do list", status=404, code="defaultListMissing")
@@ -225,18 +224,11 @@ class OutlookWriter:
     ) -> None:
         """Make sure the mailbox's master category list has ``name`` (case-insensitive, as Outlook)."""
         categories = self._user(mailbox).outlook.master_categories
-        with graph_errors():
-            existing = await categories.get(
-                request_configuration=RequestConfiguration(
-                    query_parameters=MasterCategoriesRequestBuilder.MasterCategoriesRequestBuilderGetQueryParameters(
-                        select=["displayName"]
-                    )
-                )
-            )
-        if any(
-            (c.display_name or "").casefold() == name.casefold()
-            for c in (existing.value if existing else None) or ()
-        ):
+        query = MasterCategoriesRequestBuilder.MasterCategoriesRequestBuilderGetQueryParameters(
+            select=["displayName"]
+        )
+        existing = await all_pages(categories, RequestConfiguration(query_parameters=query))
+        if any((category.display_name or "").casefold() == name.casefold() for category in existing):
             return
         try:
             with graph_errors():
