@@ -145,9 +145,7 @@ class Engine:
                     "OrganizationId": ORGANIZATION_ID,
                 },
             )
-        if path.startswith("$") and path.split("/")[0] in request.content_ids:
-            head, _, rest = path.partition("/")
-            path = request.content_ids[head] + (f"/{rest}" if rest else "")
+        path = _resolve_content_id(path, request)
         match = PATH.match(path)
         table = tables_by_entity_set().get(match.group("set")) if match else None
         if match is None or table is None:
@@ -209,10 +207,7 @@ class Engine:
     def _bind_target(self, value: Any, request: ApiRequest) -> tuple[Table, str]:
         if not isinstance(value, str):
             raise errors.bad_request("An @odata.bind value must be a string URL.")
-        path = value.split("/api/data/v9.2/", 1)[-1].lstrip("/")
-        head, _, rest = path.partition("/")
-        if head in request.content_ids:
-            path = request.content_ids[head] + (f"/{rest}" if rest else "")
+        path = _resolve_content_id(value.split("/api/data/v9.2/", 1)[-1].lstrip("/"), request)
         match = PATH.match(path)
         table = tables_by_entity_set().get(match.group("set")) if match else None
         if match is None or table is None or match.group("key") is None or match.group("nav"):
@@ -227,11 +222,7 @@ class Engine:
         self, request: ApiRequest, table: Table, record_id: str | None, caller: Caller
     ) -> ApiResponse:
         if record_id is None:
-            raise errors.DataverseError(
-                404,
-                errors.OBJECT_DOES_NOT_EXIST,
-                f"A record with the specified key values does not exist in {table.logical_name} entity",
-            )
+            raise _no_row_for_key(table)
         record = self._existing(table, record_id, caller)
         if request.headers.get("if-none-match", "") == etag(record):
             return ApiResponse(304)
@@ -302,12 +293,13 @@ class Engine:
     ) -> list[dict[str, Any]]:
         party_table = load_tables()["activityparty"]
         select = parse_select(select_text, party_table)
-        ids = (
-            self.store.find("activityparty", "activityid", Ref(table.logical_name, record[table.primary_id]))
-            or set()
-        )
+        ids = self._party_ids(Ref(table.logical_name, record[table.primary_id]))
         rows = sorted((self.store.rows["activityparty"][i] for i in ids), key=lambda r: r["versionnumber"])
         return [self.project(party_table, row, select, caller, _without_expand(request)) for row in rows]
+
+    def _party_ids(self, activity: Ref) -> list[str]:
+        """Ids of the activityparty rows of one activity (from the activityid index)."""
+        return sorted(self.store.find("activityparty", "activityid", activity) or ())
 
     def _query(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
         self.security.require(caller, "Read", table)
@@ -486,11 +478,7 @@ class Engine:
         self, request: ApiRequest, table: Table, record_id: str | None, caller: Caller
     ) -> ApiResponse:
         if record_id is None:
-            raise errors.DataverseError(
-                404,
-                errors.OBJECT_DOES_NOT_EXIST,
-                f"A record with the specified key values does not exist in {table.logical_name} entity",
-            )
+            raise _no_row_for_key(table)
         record = self._existing(table, record_id, caller, "Delete")
         _check_if_match(request.headers.get("if-match"), record)
         self.delete(table, record_id)
@@ -599,9 +587,12 @@ class Engine:
                 f"property value was found in the payload."
             )
         column, targets = table.navigation[nav]
+        if raw is None and column != "ownerid":
+            # "Associate and disassociate table rows using the Web API": a null bind removes the reference.
+            record[column] = None
+            return
         target_table, target_id = self._bind_target(raw, request)
-        allowed = targets if column != "ownerid" else ("systemuser", "team")
-        if target_table.logical_name not in allowed:
+        if target_table.logical_name not in targets:
             raise errors.bad_request(
                 f"The navigation property '{nav}' does not accept a {target_table.logical_name} row."
             )
@@ -646,7 +637,7 @@ class Engine:
         """Replace the activity's party list (deep insert / deep update of <activity>_activity_parties)."""
         party_table = load_tables()["activityparty"]
         activity = Ref(table.logical_name, record[table.primary_id])
-        for party_id in sorted(self.store.find("activityparty", "activityid", activity) or ()):
+        for party_id in self._party_ids(activity):
             self.store.delete("activityparty", party_id)
         allowed = PARTICIPATION_MASKS.get(table.logical_name, frozenset())
         for item in parties:
@@ -687,6 +678,22 @@ class Engine:
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _resolve_content_id(path: str, request: ApiRequest) -> str:
+    """``$1/...`` -> the row created by the change set request with Content-ID 1."""
+    head, _, rest = path.partition("/")
+    if head not in request.content_ids:
+        return path
+    return request.content_ids[head] + (f"/{rest}" if rest else "")
+
+
+def _no_row_for_key(table: Table) -> errors.DataverseError:
+    return errors.DataverseError(
+        404,
+        errors.OBJECT_DOES_NOT_EXIST,
+        f"A record with the specified key values does not exist in {table.logical_name} entity",
+    )
+
+
 def _owner(record: Record) -> str | None:
     owner = record.get("ownerid")
     return owner.id if isinstance(owner, Ref) else None

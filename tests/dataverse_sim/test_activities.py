@@ -112,7 +112,7 @@ def test_appointment_parties_replace_on_update(dataverse_sim: DataverseSimulator
 def test_parent_customer_binding_to_contact_or_account(
     dataverse_sim: DataverseSimulator, api: httpx.Client
 ) -> None:
-    """contact.md: parentcustomerid is a Customer lookup bound as parentcustomerid_account / _contact."""
+    """contact.md: parentcustomerid (Customer) binds as parentcustomerid_account / _contact; null unbinds."""
     [account_id] = dataverse_sim.seed("account", [{"name": "Parent Co"}])
     [parent_id] = dataverse_sim.seed("contact", [{"lastname": "Parent"}])
     child = _entity_id(
@@ -130,6 +130,11 @@ def test_parent_customer_binding_to_contact_or_account(
     ).json()
     assert row["_parentcustomerid_value"] == account_id
     assert row["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "account"
+    api.patch(f"contacts({child})", json={"parentcustomerid_account@odata.bind": None}).raise_for_status()
+    assert (
+        api.get(f"contacts({child})?$select=_parentcustomerid_value").json()["_parentcustomerid_value"]
+        is None
+    )
     wrong_table = api.post(
         "contacts", json={"lastname": "W", "parentcustomerid_account@odata.bind": f"/contacts({parent_id})"}
     )
