@@ -593,7 +593,7 @@ class AzureSyncStateStore:
 
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
         """Two round trips: read the lease row, then insert it (none yet) or overwrite it If-Match
-        (expired, or ours). Of two racers exactly one write succeeds; the other gets LeaseHeld."""
+        (expired). Of two racers exactly one write succeeds; the other gets LeaseHeld."""
         now = self._clock()
         entity = _lease_entity(mailbox_id, owner, lease_expiry(now, seconds))
         try:
@@ -605,7 +605,7 @@ class AzureSyncStateStore:
                 raise LeaseHeld(None, None) from exc
             return _lease_from(mailbox_id, entity, result["etag"])
         holder, until = current["owner"], _required_utc(current["expires_at"])
-        if holder != owner and until > now:
+        if until > now:
             raise LeaseHeld(holder, until)
         try:
             result = await self._table.update_entity(

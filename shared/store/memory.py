@@ -285,7 +285,7 @@ class MemorySyncStateStore:
         now = self._clock()
         expires_at = lease_expiry(now, seconds)
         current = self._leases.get(mailbox_id)
-        if current is not None and current.owner != owner and current.expires_at > now:
+        if current is not None and current.expires_at > now:
             raise LeaseHeld(current.owner, current.expires_at)
         lease = Lease(mailbox_id=mailbox_id, owner=owner, expires_at=expires_at, etag=_new_etag())
         self._leases[mailbox_id] = lease

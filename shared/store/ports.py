@@ -131,7 +131,9 @@ class SyncStateStore(Protocol):
         ...
 
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
-        """Take the mailbox lease; LeaseHeld if another owner's lease has not expired."""
+        """Take the mailbox lease; LeaseHeld while any unexpired lease exists, even one taken
+        with the same ``owner`` (two runs of one worker must not overlap either; extend a held
+        lease with :meth:`renew`). ``owner`` names the holder in LeaseHeld and in status."""
         ...
 
     async def renew(self, lease: Lease, seconds: int) -> Lease:
