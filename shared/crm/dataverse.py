@@ -41,7 +41,6 @@ from azure.core.credentials import AccessToken
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
@@ -56,6 +55,7 @@ from shared.crm.batch import (
     encode_batch,
 )
 from shared.crm.errors import (
+    AuthenticationFailed,
     CrmError,
     CrmUnavailable,
     RecordNotFound,
@@ -264,7 +264,7 @@ class DataverseClient:
     # --- plumbing -------------------------------------------------------------
 
     async def _bearer(self) -> str:
-        """A cached token, refreshed five minutes before it expires."""
+        """A cached token, refreshed five minutes before it expires (or after Dataverse refused it)."""
         async with self._token_lock:
             if self._token is None or self._token.expires_on - _TOKEN_REFRESH_MARGIN_S <= time.time():
                 self._token = await self._credential.get_token(self._scope)
@@ -285,6 +285,8 @@ class DataverseClient:
     def _wait(self, state: RetryCallState) -> float:
         """Retry-After when Dataverse gives one (service protection), else exponential backoff."""
         error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, AuthenticationFailed):
+            return 0.0
         if isinstance(error, CrmError) and error.retry_after is not None:
             return min(error.retry_after, self._max_retry_wait)
         return float(self._backoff(state))
@@ -319,7 +321,10 @@ class DataverseClient:
         have run, so only requests whose replay cannot double a write are retried.
         """
 
-        def retryable(error: BaseException) -> bool:
+        def should_retry(state: RetryCallState) -> bool:
+            error = state.outcome.exception() if state.outcome else None
+            if isinstance(error, AuthenticationFailed):  # a revoked token: fetch a new one, once
+                return state.attempt_number == 1
             if not isinstance(error, CrmError) or not error.retryable:
                 return False
             return replay_safe or isinstance(error, ServiceProtectionLimit | _NotSent)
@@ -328,7 +333,7 @@ class DataverseClient:
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(self._max_attempts),
                 wait=self._wait,
-                retry=retry_if_exception(retryable),
+                retry=should_retry,
                 before_sleep=self._log_retry,
                 reraise=True,
             )
@@ -360,8 +365,12 @@ class DataverseClient:
             )
         except httpx.ConnectError as exc:
             raise _NotSent("Could not connect to Dataverse") from exc
+        except httpx.LocalProtocolError:  # a malformed request of ours: nothing to retry
+            raise
         except httpx.TransportError as exc:
             raise CrmUnavailable(f"Dataverse connection failed ({type(exc).__name__})") from exc
+        if response.status_code == 401:
+            self._token = None
         if response.status_code >= 400:
             error = error_from_response(response.status_code, response.content, response.headers)
             raise caller_not_found(error, caller)

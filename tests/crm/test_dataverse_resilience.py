@@ -13,7 +13,7 @@ import pytest
 
 from shared.config import load_settings
 from shared.crm.dataverse import DataverseClient
-from shared.crm.errors import CrmUnavailable, ServiceProtectionLimit
+from shared.crm.errors import AuthenticationFailed, CrmUnavailable, ServiceProtectionLimit
 from shared.crm.port import Upsert
 from simulators.dataverse.launcher import DataverseSimulator
 from simulators.ports import free_port
@@ -179,3 +179,21 @@ async def test_client_from_settings(dataverse_sim: DataverseSimulator, dataverse
     async with DataverseClient.from_settings(settings, credential) as crm:
         assert (await crm.whoami(caller=None)).user_id == uuid.UUID(dataverse_sim.app_user_id)
     assert credential.requested_scopes == [(f"{dataverse_sim.root_url}/.default",)]
+
+
+async def test_refused_token_is_replaced_once(
+    dataverse_sim: DataverseSimulator, credential: FixedTokenCredential, dataverse_token: str
+) -> None:
+    """A 401 (a token revoked before its expiry) drops the cached token and retries once with a new one."""
+    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE) as crm:
+        await crm.whoami(caller=None)
+        dataverse_sim.fault("status", token=dataverse_token, count=1, status=401, code="0x8005f101")
+        assert (await crm.whoami(caller=None)).user_id == uuid.UUID(dataverse_sim.app_user_id)
+        assert len(credential.requested_scopes) == 2
+
+        dataverse_sim.fault("status", token=dataverse_token, count=2, status=401, code="0x8005f101")
+        with pytest.raises(AuthenticationFailed) as raised:
+            await crm.whoami(caller=None)
+    assert len(credential.requested_scopes) == 3
+    assert "application user" in raised.value.remedy
+    assert _statuses(dataverse_sim, dataverse_token, "GET") == [200, 401, 200, 401, 401]
