@@ -60,11 +60,8 @@ _FLOWS_TO_CRM = (FieldDirection.TWO_WAY, FieldDirection.TO_CRM)
 _FLOWS_TO_OUTLOOK = (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK)
 
 
-def _side_values(
-    values: Mapping[str, CrmValue], members: tuple[str, ...], *, missing_is_null: bool
-) -> dict[str, CrmValue]:
-    if missing_is_null:
-        return {column: values.get(column) for column in members}
+def _side_values(values: Mapping[str, CrmValue], members: tuple[str, ...]) -> dict[str, CrmValue]:
+    """The unit's columns this side knows; a missing column is no opinion (Outlook) or not read (CRM)."""
     return {column: values[column] for column in members if column in values}
 
 
@@ -74,12 +71,13 @@ def unit_fingerprints(
     """The base to store after a sync that leaves the sides with these values.
 
     ``outlook`` is the Outlook side's projection (a column it has no opinion on is absent);
-    a column missing from ``crm`` is null there.
+    ``crm`` the record's values (a column the adapter does not read back, such as a party list, is
+    absent; a null column is present with ``None``).
     """
     return {
         leader: FieldBase(
-            fingerprint(_side_values(outlook, members, missing_is_null=False)),
-            fingerprint(_side_values(crm, members, missing_is_null=True)),
+            fingerprint(_side_values(outlook, members)),
+            fingerprint(_side_values(crm, members)),
         )
         for leader, members in units.items()
     }
@@ -129,14 +127,18 @@ def merge_fields(
     tie_break: Side,
 ) -> MergeResult:
     """Merge unit by unit. A unit without a base (first sync, or a newly mapped column) counts as
-    changed on both sides. Returns the values to write to each side and the conflicts settled."""
+    changed on both sides. A column missing from ``outlook`` is Outlook having no opinion (an unread
+    body); a column missing from ``crm`` is one the CRM side was not read for (party lists), taken as
+    unchanged there. Returns the values to write to each side and the conflicts settled."""
     to_crm: dict[str, CrmValue] = {}
     to_outlook: dict[str, CrmValue] = {}
     conflicts: list[ResolvedConflict] = []
     for leader, members in units.items():
-        outlook_values = _side_values(outlook, members, missing_is_null=False)
-        crm_values = _side_values(crm, members, missing_is_null=True)
-        if all(crm_values[column] == value for column, value in outlook_values.items()):
+        outlook_values = _side_values(outlook, members)
+        crm_values = _side_values(crm, members)
+        if all(
+            column in crm_values and crm_values[column] == value for column, value in outlook_values.items()
+        ):
             continue  # the sides agree (or Outlook has no opinion and nothing to take from the CRM)
         unit_base = base.get(leader)
         direction = directions.get(leader, FieldDirection.NONE)
@@ -144,7 +146,8 @@ def merge_fields(
             # Outlook with no opinion on a unit (an unread body) has nothing to offer.
             outlook_changed=bool(outlook_values)
             and (unit_base is None or fingerprint(outlook_values) != unit_base.outlook),
-            crm_changed=unit_base is None or fingerprint(crm_values) != unit_base.crm,
+            # A unit the CRM side did not read (a party list) has not changed there, as far as we know.
+            crm_changed=bool(crm_values) and (unit_base is None or fingerprint(crm_values) != unit_base.crm),
             first_sync=unit_base is None,
             outlook_empty=_is_empty(outlook_values),
             crm_empty=_is_empty(crm_values),

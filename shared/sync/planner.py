@@ -108,6 +108,9 @@ class OutlookState:
 class CrmState:
     """The CRM side: the record's mapped column values, or ``values=None`` when it does not exist.
 
+    A null column is present with ``None``; a column left out was not read (the adapter does not
+    read party lists back) and is taken as unchanged since the last sync.
+
     ``owned_by_user``: the mailbox's CRM user owns the record (decides deletes; recorded in the link).
     """
 
@@ -320,7 +323,8 @@ class _Present:
 
 
 def _canonical(fmap: FieldMap[Any], values: Mapping[str, object]) -> dict[str, CrmValue]:
-    return {column: canonical_crm_value(values.get(column)) for column in fmap.columns}
+    """The mapped columns the CRM side reported; a column not read (a party list) stays absent."""
+    return {column: canonical_crm_value(values[column]) for column in fmap.columns if column in values}
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,7 +507,10 @@ class _ItemPlanner:
             crm_etag=None,
             outlook_hash=content_hash(present.item),
             crm_hash=crm_content_hash(self.fmap, projection.values),
-            synced_fields=unit_fingerprints(projection.values, projection.values, self.fmap.units()),
+            # the new record holds the projection, and null in every column not written
+            synced_fields=unit_fingerprints(
+                projection.values, {c: projection.values.get(c) for c in self.fmap.columns}, self.fmap.units()
+            ),
             owned_by_user=True,  # created by crmsync acting as the mailbox's CRM user
         )
         create_action = CreateInCrm(

@@ -472,6 +472,30 @@ def test_one_crm_appointment_per_meeting_across_attendee_mailboxes() -> None:
     assert create.values["globalobjectid"] == meeting.ical_uid
 
 
+def test_party_lists_the_crm_adapter_does_not_read_back_are_not_changes() -> None:
+    world = World(
+        ItemKind.APPOINTMENT, unread=frozenset({"organizer", "requiredattendees", "optionalattendees"})
+    )
+    mailbox = world.mailbox()
+    start = NOW + dt.timedelta(days=1)
+    attendee = Attendee(email=EmailAddress(address="a@contoso.com"))
+    item_id = world.outlook_create(
+        mailbox, Appointment(subject="Plan", start=start, end=start, ical_uid="P", attendees=(attendee,))
+    )
+    world.sync(mailbox)
+    record_id = mailbox.links[item_id].crm_id
+    world.crm_edit(record_id, location="Room 2")
+
+    assert _kinds(world.sync(mailbox)) == ["UpdateOutlook", "WriteLink"]  # parties not seen as changed
+
+    second = Attendee(email=EmailAddress(address="b@contoso.com"))
+    world.outlook_edit(mailbox, item_id, attendees=(attendee, second))
+    update = world.sync(mailbox)[0]
+    assert isinstance(update, UpdateCrm)
+    assert set(update.values) == {"requiredattendees"}
+    assert world.sync(mailbox) == []
+
+
 def test_recurring_occurrences_are_skipped_and_exceptions_are_their_own_appointment() -> None:
     world = World(ItemKind.APPOINTMENT)
     mailbox = world.mailbox()

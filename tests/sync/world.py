@@ -81,6 +81,7 @@ class World:
     mailboxes: dict[str, Mailbox] = field(default_factory=dict)
     log: list[Action] = field(default_factory=list)
     crash_before_links: bool = False
+    unread: frozenset[str] = frozenset()
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def version(self, prefix: str) -> str:
@@ -124,7 +125,11 @@ class World:
         record = self.records.get(record_id)
         if record is None:
             return CrmState(record_id, None)
-        return CrmState(record_id, dict(record.values), record.etag, record.owner == mailbox.user)
+        # Like a $select: every mapped column comes back, null where the record has no value,
+        # except the columns this CRM adapter does not read back (``unread``).
+        columns = [column for column in field_map(self.kind).columns if column not in self.unread]
+        values = {column: record.values.get(column) for column in columns}
+        return CrmState(record_id, values, record.etag, record.owner == mailbox.user)
 
     # -- one full reconciliation pass of a mailbox (links, then Outlook, then CRM) -------------
 
