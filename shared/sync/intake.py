@@ -20,6 +20,7 @@ and ignored. Storage errors propagate so the webhook answers 5xx and Graph retri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import time
@@ -123,10 +124,16 @@ async def _mark_and_enqueue(
     targets: Iterable[tuple[str, str]], *, store: Store, jobs: JobQueue, reason: JobReason
 ) -> int:
     async def one(mailbox_id: str, resource: str) -> int:
-        if await store.sync_state.mark_dirty(mailbox_id, resource):
+        if not await store.sync_state.mark_dirty(mailbox_id, resource):
+            return 0
+        try:
             await jobs.enqueue(SyncJob(mailbox_id=mailbox_id, resource=resource, reason=reason))
-            return 1
-        return 0
+        except BaseException:
+            # Un-mark, so Graph's retry of this notification turns it dirty again and enqueues.
+            with contextlib.suppress(Exception):
+                await store.sync_state.clear_dirty(await store.sync_state.get_state(mailbox_id, resource))
+            raise
+        return 1
 
     return sum(await asyncio.gather(*(one(m, r) for m, r in targets)))
 
