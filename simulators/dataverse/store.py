@@ -120,7 +120,10 @@ class Store:
 
     def define_key(self, table: str, name: str, columns: tuple[str, ...]) -> None:
         """Add an alternate key and index the existing rows under it; existing duplicates refuse the key
-        (creating a key fails while rows share its values: "Define alternate keys to reference rows")."""
+        (creating a key fails while rows share its values: "Define alternate keys to reference rows").
+        Defining the same key again changes nothing."""
+        if self.alternate_keys[table].get(name) == columns:
+            return
         index: dict[tuple[Any, ...], str] = {}
         for record_id, record in self.rows[table].items():
             values = tuple(index_key(record.get(c)) for c in columns)

@@ -1,4 +1,8 @@
-"""An httpx client on the simulator's Web API, authenticated with this test's own token."""
+"""Clients on the shared session simulator, and a private simulator for tests that change global state.
+
+Alternate keys, field security profiles (which secure a column for everyone) and reset() affect
+every client of a simulator, so those tests run on ``private_sim`` and never disturb other suites.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,31 @@ import pytest
 from simulators.dataverse.launcher import DataverseSimulator
 
 
+def _client(simulator: DataverseSimulator, token: str) -> httpx.Client:
+    return httpx.Client(base_url=simulator.api_url + "/", headers=simulator.headers(token), timeout=30)
+
+
 @pytest.fixture
 def api(dataverse_sim: DataverseSimulator, dataverse_token: str) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=dataverse_sim.api_url + "/", headers=dataverse_sim.headers(dataverse_token), timeout=30
-    ) as client:
+    """The shared simulator's Web API with this test's own token."""
+    with _client(dataverse_sim, dataverse_token) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def private_sim() -> Iterator[DataverseSimulator]:
+    """A simulator only tests/dataverse_sim uses (started with `python -m simulators.dataverse`)."""
+    with DataverseSimulator() as running:
+        yield running
+
+
+@pytest.fixture
+def private_token(private_sim: DataverseSimulator) -> str:
+    return private_sim.new_token()
+
+
+@pytest.fixture
+def private_api(private_sim: DataverseSimulator, private_token: str) -> Iterator[httpx.Client]:
+    """The private simulator's Web API with this test's own token."""
+    with _client(private_sim, private_token) as client:
         yield client

@@ -95,29 +95,29 @@ def test_conditional_retrieval_is_304_when_unchanged(api: httpx.Client) -> None:
 
 
 def test_alternate_key_upsert_only_for_defined_keys(
-    dataverse_sim: DataverseSimulator, api: httpx.Client
+    private_sim: DataverseSimulator, private_api: httpx.Client
 ) -> None:
     """Use an alternate key to reference a row: PATCH table(key='value') upserts; undefined keys -> 400."""
     message_id = f"<{uuid.uuid4()}@example.com>"
-    undefined = api.patch(f"appointments(subject='{uuid.uuid4()}')", json={"subject": "no key"})
+    undefined = private_api.patch(f"appointments(subject='{uuid.uuid4()}')", json={"subject": "no key"})
     assert undefined.status_code == 400
-    dataverse_sim.define_key("email", "crmsync_messageid", ["messageid"])
+    private_sim.define_key("email", "crmsync_messageid", ["messageid"])
     quoted = message_id.replace("'", "''")
-    created = api.patch(f"emails(messageid='{quoted}')", json={"subject": "first"})
+    created = private_api.patch(f"emails(messageid='{quoted}')", json={"subject": "first"})
     assert created.status_code == 204
-    again = api.patch(f"emails(messageid='{quoted}')", json={"subject": "second"})
+    again = private_api.patch(f"emails(messageid='{quoted}')", json={"subject": "second"})
     assert again.headers["OData-EntityId"] == created.headers["OData-EntityId"]
-    row = api.get(f"emails(messageid='{quoted}')?$select=subject,messageid").json()
+    row = private_api.get(f"emails(messageid='{quoted}')?$select=subject,messageid").json()
     assert (row["subject"], row["messageid"]) == ("second", message_id)
 
 
 def test_duplicate_alternate_key_on_create_is_0x80060892(
-    dataverse_sim: DataverseSimulator, api: httpx.Client
+    private_sim: DataverseSimulator, private_api: httpx.Client
 ) -> None:
     """Define alternate keys: creating a second row with the same key values -> DuplicateRecordEntityKey."""
-    dataverse_sim.define_key("email", "crmsync_messageid", ["messageid"])
+    private_sim.define_key("email", "crmsync_messageid", ["messageid"])
     message_id = f"<{uuid.uuid4()}@example.com>"
-    assert api.post("emails", json={"subject": "a", "messageid": message_id}).status_code == 204
-    duplicate = api.post("emails", json={"subject": "b", "messageid": message_id})
+    assert private_api.post("emails", json={"subject": "a", "messageid": message_id}).status_code == 204
+    duplicate = private_api.post("emails", json={"subject": "b", "messageid": message_id})
     assert duplicate.status_code == 412
     assert duplicate.json()["error"]["code"] == "0x80060892"

@@ -1,9 +1,8 @@
-"""The simulator's own control API (simulators/dataverse/README.md), on a private simulator."""
+"""The simulator's own control API (simulators/dataverse/README.md), on the private simulator."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -11,27 +10,11 @@ import pytest
 from simulators.dataverse.launcher import DataverseSimulator
 
 
-@pytest.fixture(scope="module")
-def private_sim() -> Iterator[DataverseSimulator]:
-    """A simulator of this module's own (`python -m simulators.dataverse`), so reset() disturbs nobody."""
-    with DataverseSimulator() as running:
-        yield running
-
-
-@pytest.fixture
-def private_api(private_sim: DataverseSimulator) -> Iterator[tuple[httpx.Client, str]]:
-    token = private_sim.new_token()
-    with httpx.Client(
-        base_url=private_sim.api_url + "/", headers=private_sim.headers(token), timeout=30
-    ) as client:
-        yield client, token
-
-
 def test_reset_returns_to_the_start_state(
-    private_sim: DataverseSimulator, private_api: tuple[httpx.Client, str]
+    private_sim: DataverseSimulator, private_api: httpx.Client, private_token: str
 ) -> None:
     """POST /_sim/reset forgets rows, users, keys and faults; the application user remains."""
-    api, token = private_api
+    api, token = private_api, private_token
     [contact_id] = private_sim.seed("contact", [{"lastname": "Gone"}])
     user = private_sim.add_user(roles=[])
     private_sim.fault("outage")
@@ -56,10 +39,10 @@ def test_seed_is_all_or_nothing_and_ignores_limits(private_sim: DataverseSimulat
 
 
 def test_request_log_counts_batch_operations(
-    private_sim: DataverseSimulator, private_api: tuple[httpx.Client, str]
+    private_sim: DataverseSimulator, private_api: httpx.Client, private_token: str
 ) -> None:
     """The request log records how many operations a $batch carried."""
-    api, token = private_api
+    api, token = private_api, private_token
     boundary = f"batch_{uuid.uuid4().hex}"
     part = (
         f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"

@@ -73,29 +73,38 @@ def test_user_depth_sees_and_writes_only_own_rows(
 
 
 def test_secured_column_reads_null_and_refuses_writes(
-    dataverse_sim: DataverseSimulator, api: httpx.Client
+    private_sim: DataverseSimulator, private_api: httpx.Client
 ) -> None:
     """Column-level security: unreadable secured columns are null; writes need create/update permission."""
     column = "governmentid"
     reader_profile = f"fsp-{uuid.uuid4().hex}"
-    dataverse_sim.add_field_security_profile(
+    private_sim.add_field_security_profile(
         reader_profile, [{"table": "contact", "column": column, "read": True}]
     )
     tables = {"contact": {"create": "organization", "read": "organization", "write": "organization"}}
-    outsider = _user(dataverse_sim, tables)
-    reader = _user(dataverse_sim, tables, fieldsecurityprofiles=[reader_profile])
-    [contact_id] = dataverse_sim.seed("contact", [{"lastname": "S", column: "123-45"}])
-    assert api.get(f"contacts({contact_id})?$select={column}").json()[column] == "123-45"
-    assert api.get(f"contacts({contact_id})?$select={column}", headers=_as(outsider)).json()[column] is None
-    assert api.get(f"contacts({contact_id})?$select={column}", headers=_as(reader)).json()[column] == "123-45"
-    update = api.patch(f"contacts({contact_id})", json={column: "999"}, headers=_as(reader))
+    outsider = _user(private_sim, tables)
+    reader = _user(private_sim, tables, fieldsecurityprofiles=[reader_profile])
+    [contact_id] = private_sim.seed("contact", [{"lastname": "S", column: "123-45"}])
+    assert private_api.get(f"contacts({contact_id})?$select={column}").json()[column] == "123-45"
+    assert (
+        private_api.get(f"contacts({contact_id})?$select={column}", headers=_as(outsider)).json()[column]
+        is None
+    )
+    assert (
+        private_api.get(f"contacts({contact_id})?$select={column}", headers=_as(reader)).json()[column]
+        == "123-45"
+    )
+    update = private_api.patch(f"contacts({contact_id})", json={column: "999"}, headers=_as(reader))
     assert update.status_code == 403
     assert update.json()["error"]["code"] == "0x8004f507"
-    create = api.post("contacts", json={"lastname": "T", column: "1"}, headers=_as(outsider))
+    create = private_api.post("contacts", json={"lastname": "T", column: "1"}, headers=_as(outsider))
     assert create.status_code == 403
     assert create.json()["error"]["code"] == "0x8004f502"
     assert (
-        api.patch(f"contacts({contact_id})", json={"firstname": "ok"}, headers=_as(reader)).status_code == 204
+        private_api.patch(
+            f"contacts({contact_id})", json={"firstname": "ok"}, headers=_as(reader)
+        ).status_code
+        == 204
     )
 
 
