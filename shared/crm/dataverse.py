@@ -207,7 +207,11 @@ def _json_body(content: bytes) -> Any:
 class DataverseClient:
     """Async Dataverse Web API client; every call for a user carries ``CallerObjectId``.
 
-    ``base_api_url`` is ``Settings.dataverse_api_url`` and ``scope`` ``Settings.dataverse_scope``.
+    ``base_api_url`` is ``Settings.dataverse_api_url`` and ``scope`` ``Settings.dataverse_scope``
+    (or use :meth:`from_settings`). ``max_concurrency_per_user`` caps requests in flight per caller
+    (Dataverse allows 52); ``max_attempts`` bounds tries per call; a ``Retry-After`` longer than
+    ``max_retry_wait`` seconds fails the call at once (transient) instead of retrying early.
+    ``email_columns`` overrides the columns :meth:`find_by_email` searches per table.
     Close it with :meth:`aclose` (or ``async with``) unless you passed your own ``http_client``.
     """
 
@@ -288,7 +292,7 @@ class DataverseClient:
         if isinstance(error, AuthenticationFailed):
             return 0.0
         if isinstance(error, CrmError) and error.retry_after is not None:
-            return min(error.retry_after, self._max_retry_wait)
+            return error.retry_after
         return float(self._backoff(state))
 
     @staticmethod
@@ -327,6 +331,8 @@ class DataverseClient:
                 return state.attempt_number == 1
             if not isinstance(error, CrmError) or not error.retryable:
                 return False
+            if error.retry_after is not None and error.retry_after > self._max_retry_wait:
+                return False  # honour the wait by failing the job: the queue retries it later
             return replay_safe or isinstance(error, ServiceProtectionLimit | _NotSent)
 
         async with self._slot(caller):

@@ -3,6 +3,7 @@ page."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from shared.crm.dataverse import DataverseClient, lookup_ref
 from shared.crm.errors import ConcurrencyMismatch, DuplicateRecord, InvalidData, RecordNotFound
-from shared.crm.port import CrmPort, Delete, ParticipationType, Party, RecordRef, Upsert
+from shared.crm.port import CrmPort, Delete, FieldValue, ParticipationType, Party, RecordRef, Upsert
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.crm.conftest import ReadAsSystem, UserFactory
 
@@ -184,6 +185,24 @@ async def test_activity_parties(
         (5, str(contact.id), None),
         (6, None, "maybe@fabrikam.example"),
     }
+
+
+async def test_attachment_binds_to_its_email(crm: DataverseClient, dataverse_sim: DataverseSimulator) -> None:
+    """ActivityMimeAttachment table reference: objectid is bound per activity type (objectid_email)."""
+    email = await crm.create("email", {"subject": "With attachment"}, caller=None)
+    attachment_id = uuid.uuid4()
+    fields: dict[str, FieldValue] = {
+        "objectid": email,
+        "objecttypecode": "email",
+        "filename": "notes.txt",
+        "mimetype": "text/plain",
+        "body": base64.b64encode(b"hello").decode("ascii"),
+    }
+    await crm.upsert(Upsert("activitymimeattachment", fields, id=attachment_id), caller=None)
+    row = dataverse_sim.record("activitymimeattachment", str(attachment_id)) or {}
+    assert (row["_objectid_value"], row["filename"]) == (str(email.id), "notes.txt")
+    assert await crm.delete("email", email.id, caller=None)
+    assert dataverse_sim.record("activitymimeattachment", str(attachment_id)) is None
 
 
 def test_parties_and_lookups_are_checked_before_sending() -> None:

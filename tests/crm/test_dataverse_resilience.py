@@ -87,6 +87,21 @@ async def test_gives_up_after_bounded_attempts(
     assert _statuses(dataverse_sim, dataverse_token, "GET") == [429, 429]
 
 
+async def test_long_retry_after_fails_fast_instead_of_retrying_early(
+    dataverse_sim: DataverseSimulator, credential: FixedTokenCredential, dataverse_token: str
+) -> None:
+    """A Retry-After longer than this client may wait is not shortened: the call fails at once
+    (transient), so the job is retried later by the queue."""
+    dataverse_sim.fault("throttle", token=dataverse_token, count=1, retry_after=1)
+    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE, max_retry_wait=0.5) as crm:
+        started = time.monotonic()
+        with pytest.raises(ServiceProtectionLimit) as raised:
+            await crm.whoami(caller=None)
+    assert time.monotonic() - started < 0.5
+    assert raised.value.retryable
+    assert _statuses(dataverse_sim, dataverse_token, "GET") == [429]
+
+
 async def test_outage_is_retried_only_when_a_replay_cannot_double_a_write(
     crm: DataverseClient, dataverse_sim: DataverseSimulator, dataverse_token: str
 ) -> None:
