@@ -10,7 +10,8 @@ commands an administrator runs from the README, so what CI tests is what ships.
 - Azure is driven through exact ``az`` command lines (built here, unit-tested offline).
   Every step is idempotent: ``az group create`` on an existing group, an incremental
   deployment and a zip deploy that replaces the previous package can all run again.
-- ``--dry-run`` prints every command and runs only ``az deployment group what-if``.
+- ``--dry-run`` prints every command and runs only read-only ones (``az group exists`` and
+  ``az deployment group what-if``).
 
 Docs: learn.microsoft.com/azure/azure-functions/flex-consumption-how-to (deploy a zip with
 remote build), learn.microsoft.com/azure/azure-resource-manager/bicep/deploy-what-if.
@@ -199,6 +200,11 @@ def group_create_command(target: DeployTarget) -> list[str]:
     ]  # fmt: skip
 
 
+def group_exists_command(target: DeployTarget) -> list[str]:
+    """Ask whether the resource group exists (prints ``true`` or ``false``); changes nothing."""
+    return ["az", "group", "exists", "--name", target.resource_group, *target.scope()]
+
+
 def _deployment_arguments(target: DeployTarget) -> list[str]:
     """Template, parameter file and ``key=value`` overrides shared by create and what-if."""
     arguments = [
@@ -287,7 +293,13 @@ def deploy(
             zip_deploy_command(target, "<functionAppName output>", package),
         ):
             typer.echo(f"would run: {shell_line(command)}")
-        run(what_if_command(target))
+        if run(group_exists_command(target)).strip() == "true":
+            run(what_if_command(target))
+        else:
+            # what-if needs the group; on a first deployment everything in bicep/ would be created.
+            typer.echo(
+                f"resource group {target.resource_group} does not exist yet: every resource would be created"
+            )
         return {}
     run(group_create_command(target))
     outputs = deployment_outputs(run(deployment_create_command(target)))
@@ -336,7 +348,9 @@ def run_command(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override one parameter: name=value (repeatable).")
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands; run only what-if.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the commands; run only what-if (changes nothing).")
+    ] = False,
     package: Annotated[Path, typer.Option(help="Where to write the zip.")] = DEFAULT_PACKAGE,
 ) -> None:
     """Create the resource group, deploy bicep/, build the package and zip-deploy it (idempotent)."""

@@ -22,6 +22,8 @@ from shared.deploy import (
     REPO_ROOT,
     DeployError,
     DeployTarget,
+    PackageError,
+    deploy,
     deployment_create_command,
     deployment_outputs,
     group_create_command,
@@ -59,6 +61,8 @@ if verb == os.environ.get("FAKE_AZ_FAIL"):
     sys.exit(1)
 if verb == "deployment group create":
     print(os.environ["FAKE_AZ_OUTPUTS"])
+if verb.startswith("group exists"):
+    print(os.environ.get("FAKE_AZ_GROUP_EXISTS", "true"))
 """
 
 
@@ -166,9 +170,23 @@ def test_deploy_provisions_then_uploads_the_checked_package(az_log: Path, tmp_pa
 def test_dry_run_changes_nothing_and_runs_only_what_if(az_log: Path, tmp_path: Path) -> None:
     code, output = _run("--dry-run", package=tmp_path / "crmsync.zip")
     assert code == 0, output
-    assert [call[:3] for call in _calls(az_log)] == [["deployment", "group", "what-if"]]
+    assert [call[:3] for call in _calls(az_log)] == [
+        ["group", "exists", "--name"],
+        ["deployment", "group", "what-if"],
+    ]
     assert "would run: az group create --name rg-crmsync" in output
     assert "would run: az functionapp deployment source config-zip" in output
+
+
+def test_dry_run_before_the_first_deployment_says_everything_is_new(
+    az_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """what-if needs an existing group; on an empty subscription there is nothing to compare."""
+    monkeypatch.setenv("FAKE_AZ_GROUP_EXISTS", "false")
+    code, output = _run("--dry-run", package=tmp_path / "crmsync.zip")
+    assert code == 0, output
+    assert [call[:2] for call in _calls(az_log)] == [["group", "exists"]]
+    assert "does not exist yet: every resource would be created" in output
 
 
 def test_a_failed_deployment_uploads_nothing(
@@ -191,3 +209,10 @@ def test_missing_az_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     code, output = _run(package=tmp_path / "crmsync.zip")
     assert code == 2
     assert "install the Azure CLI" in output
+
+
+def test_a_refused_package_stops_before_azure_changes(az_log: Path, app_tree: Path, tmp_path: Path) -> None:
+    (app_tree / "shared" / "signing.key").write_text("not for Azure")
+    with pytest.raises(PackageError, match=r"shared/signing\.key: local settings or key material"):
+        deploy(TARGET, repo_root=app_tree, package=tmp_path / "crmsync.zip", dry_run=False)
+    assert _calls(az_log) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -61,25 +60,6 @@ def test_package_holds_the_app_and_every_source_file(pipeline_package: Path) -> 
 
 
 # --- the rules on a small repository of our own --------------------------------------------
-
-
-@pytest.fixture
-def app_tree(tmp_path: Path) -> Path:
-    """A minimal function-app checkout with the real .funcignore and a dev folder."""
-    root = tmp_path / "repo"
-    (root / "shared").mkdir(parents=True)
-    (root / "tests").mkdir()
-    shutil.copy(REPO_ROOT / ".funcignore", root / ".funcignore")
-    (root / ".gitignore").write_text("local.settings.json\n__pycache__/\n")
-    (root / "function_app.py").write_text("app = None\n")
-    (root / "host.json").write_text('{"version": "2.0"}\n')
-    (root / "requirements.txt").write_text("azure-functions\n")
-    (root / "shared" / "logic.py").write_text("VALUE = 1\n")
-    (root / "tests" / "test_logic.py").write_text("def test_it() -> None: ...\n")
-    (root / "local.settings.json").write_text('{"Values": {"CRMSYNC_CLIENT_ID": "x"}}\n')
-    (root / "README.md").write_text("# docs\n")
-    subprocess.run(["git", "init", "-q", str(root)], check=True)  # noqa: S603, S607
-    return root
 
 
 def test_funcignore_and_gitignore_decide_the_files(app_tree: Path) -> None:
