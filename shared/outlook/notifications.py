@@ -65,7 +65,6 @@ class ResourceData(_GraphShaped):
 class _Notification(_GraphShaped):
     subscription_id: _Text = Field(alias="subscriptionId")
     subscription_expiration: dt.datetime = Field(alias="subscriptionExpirationDateTime")
-    resource: _Text
     client_state: Annotated[str, StringConstraints(max_length=255)] | None = Field(
         default=None, alias="clientState"
     )
@@ -76,12 +75,16 @@ class _Notification(_GraphShaped):
 class ChangeNotification(_Notification):
     """One "something changed" notification: look with a delta query, it carries no content."""
 
+    resource: _Text
     change_type: ChangeType = Field(alias="changeType")
     resource_data: ResourceData | None = Field(default=None, alias="resourceData")
 
 
 class LifecycleNotification(_Notification):
-    """A lifecycle notification: reauthorize, recreate the subscription, or resync after ``missed``."""
+    """A lifecycle notification: reauthorize, recreate the subscription, or resync after ``missed``.
+
+    The documented lifecycle payload carries no ``resource``; the subscription id identifies it.
+    """
 
     lifecycle_event: LifecycleEvent = Field(alias="lifecycleEvent")
 
