@@ -355,8 +355,8 @@ class _ItemPlanner:
             return self.create_in_crm(present, crm_record_id(self.kind, key), "new in Outlook")
         if outlook is None and crm is not None and crm_values is not None:
             # New in the CRM (routed here by the mailbox's filter), not in Outlook -> create it there.
-            if self.fmap.blank is None:
-                return [Skip(reason=f"{self.kind} records are never created in Outlook")]
+            if why := self.fmap.crm_skip_reason(crm_values):
+                return [Skip(reason=why)]
             item = self.fmap.item_from_crm(crm_values)
             projection = self.fmap.project(item).values
             link = Link(

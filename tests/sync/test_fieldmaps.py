@@ -149,6 +149,14 @@ def test_email_is_one_way_and_fixed() -> None:
         EMAIL_MAP.item_from_crm({})
 
 
+def test_a_crm_appointment_without_times_is_not_created_in_outlook() -> None:
+    assert APPOINTMENT_MAP.crm_skip_reason({"subject": "x", "scheduledstart": "2026-01-01T10:00:00Z"}) == (
+        "the CRM record has no scheduledend"
+    )
+    with pytest.raises(ValueError, match="no scheduledstart, scheduledend"):
+        APPOINTMENT_MAP.item_from_crm({"subject": "x"})
+
+
 def test_email_parties_and_direction() -> None:
     incoming, outgoing = samples.emails()
     values = EMAIL_MAP.project(outgoing).values

@@ -122,5 +122,6 @@ APPOINTMENT_MAP: FieldMap[Appointment] = FieldMap(
         _attendees(AttendeeType.OPTIONAL, Participation.OPTIONAL),
     ),
     blank=lambda: Appointment(start=_EPOCH, end=_EPOCH),
+    required_from_crm=("scheduledstart", "scheduledend"),  # an Outlook event needs both
     unsyncable=_skip_reason,
 )

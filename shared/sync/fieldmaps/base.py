@@ -110,6 +110,7 @@ class FieldMap(Generic[ItemT]):
     mappings: tuple[FieldMapping[ItemT], ...]
     blank: Callable[[], ItemT] | None = None  # start of an Outlook item built from CRM; None: never
     unsyncable: Callable[[ItemT], str | None] | None = None  # why an item is not synced, if it isn't
+    required_from_crm: tuple[str, ...] = ()  # columns a CRM record needs to become an Outlook item
     _by_column: dict[str, FieldMapping[ItemT]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -175,10 +176,18 @@ class FieldMap(Generic[ItemT]):
         return item
 
     def item_from_crm(self, values: Mapping[str, CrmValue]) -> ItemT:
-        """A new neutral item for a CRM record that is not in Outlook yet."""
-        if self.blank is None:
-            raise ValueError(f"{self.kind} items are never created in Outlook from the CRM")
+        """A new neutral item for a CRM record that is not in Outlook yet (see :meth:`crm_skip_reason`)."""
+        why = self.crm_skip_reason(values)
+        if why is not None or self.blank is None:
+            raise ValueError(why)
         return self.apply(self.blank(), values)
+
+    def crm_skip_reason(self, values: Mapping[str, CrmValue]) -> str | None:
+        """Why this CRM record cannot become an Outlook item, or None."""
+        if self.blank is None:
+            return f"{self.kind} records are never created in Outlook"
+        missing = [column for column in self.required_from_crm if values.get(column) is None]
+        return f"the CRM record has no {', '.join(missing)}" if missing else None
 
     def crm_values(self, record: Mapping[str, object]) -> dict[str, CrmValue]:
         """The mapped columns of a CRM record, canonicalised (what projections are compared with)."""
