@@ -141,6 +141,14 @@ class Simulator:
         except errors.DataverseError as error:
             return ApiResponse(error.status, error.headers, error.body())
 
+    def run_part(self, request: ApiRequest, client: str) -> ApiResponse:
+        """A $batch part: a fault aimed at its path (``path_contains``) answers instead of it."""
+        fault = self.governor.part_fault(client, request.path)
+        if fault is not None:
+            error = fault.error()
+            return ApiResponse(error.status, error.headers, error.body())
+        return self.run_one(request, client)
+
     def transaction(self, work: Callable[[], Any]) -> Any:
         point = self.store.savepoint()
         try:
@@ -221,15 +229,10 @@ async def _serve(
     try:
         latency = 0.0
         for fault in sim.governor.matching_faults(client, path):
-            if fault.kind == "latency":
-                latency += fault.latency_ms
-            elif fault.kind == "throttle":
-                raise errors.DataverseError(
-                    429, fault.code, fault.message, {"Retry-After": str(fault.retry_after)}
-                )
-            else:
-                raise errors.DataverseError(fault.status, fault.code, fault.message)
-        sim.governor.admit(client)
+            if fault.kind != "latency":
+                raise fault.error()
+            latency += fault.latency_ms
+        rate_headers = sim.governor.admit(client)
         admitted = True
         if latency:
             await asyncio.sleep(latency / 1000.0)
@@ -241,10 +244,13 @@ async def _serve(
             items = batch.parse(body, headers.get("content-type", ""))
             entry["batch_operations"] = batch.operation_count(items)
             boundary, text = batch.run(
-                items, headers, base_url, functools.partial(sim.run_one, client=client), sim.transaction
+                items, headers, base_url, functools.partial(sim.run_part, client=client), sim.transaction
             )
             return Response(
-                text, 200, headers=JSON_HEADERS, media_type=f"multipart/mixed; boundary={boundary}"
+                text,
+                200,
+                headers={**JSON_HEADERS, **rate_headers},
+                media_type=f"multipart/mixed; boundary={boundary}",
             )
         api_request = ApiRequest(
             method=request.method,
@@ -254,7 +260,9 @@ async def _serve(
             body=body,
             base_url=base_url,
         )
-        return _to_http(sim.run_one(api_request, client))
+        response = sim.run_one(api_request, client)
+        response.headers.update(rate_headers)
+        return _to_http(response)
     except errors.DataverseError as error:
         return _error_response(error)
     finally:

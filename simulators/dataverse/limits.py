@@ -56,6 +56,12 @@ class Fault:
     retry_after: int = 1
     path_contains: str | None = None
 
+    def error(self) -> errors.DataverseError:
+        """What an answering fault (status, throttle, outage) answers instead of the operation."""
+        if self.kind == "throttle":
+            return errors.DataverseError(429, self.code, self.message, {"Retry-After": str(self.retry_after)})
+        return errors.DataverseError(self.status, self.code, self.message)
+
     def applies(self, client: str, path: str) -> bool:
         return (
             (self.remaining is None or self.remaining > 0)
@@ -108,8 +114,18 @@ class Governor:
         self.faults = [f for f in self.faults if f.remaining is None or f.remaining > 0]
         return hits
 
-    def admit(self, client: str) -> None:
-        """Count a request in, or raise the documented 429."""
+    def part_fault(self, client: str, path: str) -> Fault | None:
+        """The first answering fault with a ``path_contains`` that names this $batch part, used once."""
+        for fault in self.faults:
+            if fault.kind != "latency" and fault.path_contains is not None and fault.applies(client, path):
+                if fault.remaining is not None:
+                    fault.remaining -= 1
+                return fault
+        return None
+
+    def admit(self, client: str) -> dict[str, str]:
+        """Count a request in, or raise the documented 429. Returns the documented
+        x-ms-ratelimit-*-remaining-xrm-requests headers for the response."""
         settings = self.settings.get(client) or self.settings.get(ANY_CLIENT) or LimitSettings()
         usage = self.usage.setdefault(client, ClientUsage())
         current = time.monotonic()
@@ -145,6 +161,10 @@ class Governor:
             )
         usage.started.append(current)
         usage.in_flight += 1
+        return {
+            "x-ms-ratelimit-burst-remaining-xrm-requests": str(settings.requests - len(usage.started)),
+            "x-ms-ratelimit-time-remaining-xrm-requests": f"{max(0.0, settings.execution_ms - spent):.2f}",
+        }
 
     def done(self, client: str, started: float) -> None:
         usage = self.usage.get(client)

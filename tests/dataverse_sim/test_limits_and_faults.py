@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import uuid
 
 import httpx
 
@@ -12,9 +14,12 @@ from simulators.dataverse.launcher import DataverseSimulator
 def test_number_of_requests_limit_is_429_with_retry_after(
     dataverse_sim: DataverseSimulator, api: httpx.Client, dataverse_token: str
 ) -> None:
-    """More requests than allowed in the window -> 429, 0x80072322, Retry-After in seconds."""
+    """More requests than allowed in the window -> 429, 0x80072322, Retry-After in seconds; responses carry
+    x-ms-ratelimit-burst-remaining-xrm-requests."""
     dataverse_sim.set_limits(token=dataverse_token, requests=3, window_seconds=120)
-    assert [api.get("WhoAmI").status_code for _ in range(3)] == [200, 200, 200]
+    answers = [api.get("WhoAmI") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.headers["x-ms-ratelimit-burst-remaining-xrm-requests"] for a in answers] == ["2", "1", "0"]
     throttled = api.get("WhoAmI")
     assert throttled.status_code == 429
     assert throttled.json()["error"]["code"] == "0x80072322"
@@ -97,3 +102,27 @@ def test_request_log_records_headers_of_interest(
     assert entries[1]["headers"]["callerobjectid"] == caller["azureactivedirectoryobjectid"]
     assert entries[1]["headers"]["if-match"] == "*"
     assert "authorization" not in entries[0]["headers"]
+
+
+def test_fault_aimed_at_a_path_hits_the_batch_part(
+    dataverse_sim: DataverseSimulator, api: httpx.Client, dataverse_token: str
+) -> None:
+    """Fault injection with path_contains answers the matching request inside a $batch, once."""
+    marker = uuid.uuid4().hex
+    dataverse_sim.fault("status", token=dataverse_token, count=1, status=500, path_contains="leads")
+    boundary = f"batch_{marker}"
+    body = "".join(
+        f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+        f"POST {dataverse_sim.api_url}/{table} HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+        f'{{"lastname": "{marker}"}}\r\n'
+        for table in ("contacts", "leads", "leads")
+    )
+    response = api.post(
+        "$batch",
+        content=body + f"--{boundary}--\r\n",
+        headers={
+            "Content-Type": f"multipart/mixed; boundary={boundary}",
+            "Prefer": "odata.continue-on-error",
+        },
+    )
+    assert re.findall(r"^HTTP/1\.1 (\d{3})", response.text, flags=re.MULTILINE) == ["204", "500", "204"]
