@@ -147,6 +147,7 @@ def instance_json(box: Mailbox, master: Item, original: str, view: View) -> Json
     instance_id = occurrence_id(master_id, original)
     box.occurrences[instance_id] = (master.immutable_id, original)
     key = master.exception_keys.get(original, master.change_key)
+    full.pop("recurrence", None)  # an instance has no recurrence of its own
     full.update(
         {
             "@odata.etag": etag(key),
@@ -155,7 +156,6 @@ def instance_json(box: Mailbox, master: Item, original: str, view: View) -> Json
             "type": "exception" if overrides else "occurrence",
             "seriesMasterId": master_id,
             "originalStart": original,
-            "recurrence": None,
             "iCalUId": _instance_ical(master, start.date()),
         }
     )

@@ -246,7 +246,6 @@ def new_props(kind: Kind, box: Mailbox, body: Json, *, draft: bool) -> Json:
             responseRequested=True,
             allowNewTimeProposals=True,
             hideAttendees=False,
-            recurrence=None,
             location={"displayName": "", "locationType": "default", "uniqueIdType": "unknown"},
             locations=[],
             attendees=[],
@@ -340,7 +339,10 @@ def render(box: Mailbox, item: Item, view: View, *, with_type: bool = False) -> 
         body["isOrganizer"] = True
         body["responseStatus"] = {"response": "organizer", "time": "0001-01-01T00:00:00Z"}
         body["seriesMasterId"] = None
-        body["originalStart"] = None
+        # originalStart "is not returned for events that are single instances" (resources/event);
+        # recurrence is only present on series masters (the contract has no null for it).
+        if body.get("recurrence") is None:
+            body.pop("recurrence", None)
         body["webLink"] = (
             f"https://outlook.office365.com/owa/?itemid={item.rest_id}&exvsurl=1&path=/calendar/item"
         )

@@ -1,0 +1,123 @@
+"""Every simulated response shape checked against Microsoft's Graph v1.0 OpenAPI slice.
+
+Stoplight Prism proxies the calls to the simulator and reports any request or response that
+breaks /work/shared/contracts/graph/graph-v1.0-sync-slice.yaml (its README: "Using it").
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from simulators.ports import free_port
+from tests.fixtures.graph_sim import GraphSim
+
+ROOT = Path(__file__).resolve().parents[2]
+PRISM = ROOT / "node_modules" / ".bin" / "prism"
+SLICE = Path("/work/shared/contracts/graph/graph-v1.0-sync-slice.yaml")
+WINDOW = "startDateTime=2030-01-01T00:00:00Z&endDateTime=2030-02-01T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+def prism(graph_sim: GraphSim) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - fixed local binary, no shell
+        [str(PRISM), "proxy", "--errors", "-h", "127.0.0.1", "-p", str(port), str(SLICE), graph_sim.base_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url, timeout=1, trust_env=False)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "prism did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _seeded(graph_sim: GraphSim) -> tuple[str, dict[str, str]]:
+    user = graph_sim.add_user()
+    seeded = graph_sim.seed(
+        user,
+        messages={"inbox": [{"subject": "s", "from": {"emailAddress": {"address": "a@b.test", "name": "A"}},
+                             "toRecipients": [{"emailAddress": {"address": "c@d.test"}}]}]},
+        contacts=[{"givenName": "G", "emailAddresses": [{"address": "g@h.test", "name": "G"}]}],
+        events=[{"subject": "E", "start": {"dateTime": "2030-01-07T09:00:00", "timeZone": "UTC"},
+                 "end": {"dateTime": "2030-01-07T10:00:00", "timeZone": "UTC"},
+                 "recurrence": {"pattern": {"type": "daily", "interval": 1},
+                                "range": {"type": "numbered", "startDate": "2030-01-07",
+                                          "numberOfOccurrences": 2}},
+                 "attendees": [{"emailAddress": {"address": "x@y.test"}, "type": "required"}]},
+                {"subject": "single", "start": {"dateTime": "2030-01-08T09:00:00", "timeZone": "UTC"},
+                 "end": {"dateTime": "2030-01-08T10:00:00", "timeZone": "UTC"}}],
+        todo={"defaultList": [{"title": "T",
+                               "dueDateTime": {"dateTime": "2030-01-01T00:00:00", "timeZone": "UTC"}}]},
+    )  # fmt: skip
+    info = graph_sim.user_info(user)
+    ids = {
+        "m": seeded["messages"]["inbox"][0],
+        "c": seeded["contacts"][0],
+        "e": seeded["events"][0],
+        "t": seeded["todo"]["defaultList"][0],
+        "l": info["defaultTodoList"],
+    }
+    return user, {k: quote(v, safe="") for k, v in ids.items()}
+
+
+def test_responses_match_the_graph_contract(prism: str, graph_sim: GraphSim) -> None:
+    """Shapes follow Microsoft's OpenAPI description of Graph v1.0 (contracts/graph/README.md)."""
+    user, ids = _seeded(graph_sim)
+    u = f"/users/{user}"
+    calls: list[tuple[str, str, Any]] = [
+        ("GET", u, None),
+        ("GET", f"{u}/mailFolders", None),
+        ("GET", f"{u}/mailFolders/inbox", None),
+        ("POST", f"{u}/mailFolders/inbox/childFolders", {"displayName": "CRM"}),
+        ("GET", f"{u}/messages/{ids['m']}", None),
+        ("PATCH", f"{u}/messages/{ids['m']}", {"categories": ["Tracked"]}),
+        ("GET", f"{u}/mailFolders/inbox/messages", None),
+        ("GET", f"{u}/mailFolders/inbox/messages/delta?$select=subject,from", None),
+        ("POST", f"{u}/messages", {"subject": "draft"}),
+        ("POST", f"{u}/messages/{ids['m']}/attachments",
+         {"@odata.type": "#microsoft.graph.fileAttachment", "name": "a.txt", "contentBytes": "aGVsbG8="}),
+        ("GET", f"{u}/messages/{ids['m']}/attachments", None),
+        ("GET", f"{u}/contacts/{ids['c']}", None),
+        ("GET", f"{u}/contacts/delta", None),
+        ("POST", f"{u}/contacts", {"givenName": "N", "businessPhones": ["+1 555"]}),
+        ("POST", f"{u}/contactFolders", {"displayName": "F"}),
+        ("GET", f"{u}/contactFolders", None),
+        ("GET", f"{u}/events", None),
+        ("GET", f"{u}/events/{ids['e']}", None),
+        ("GET", f"{u}/events/{ids['e']}/instances?{WINDOW}", None),
+        ("GET", f"{u}/calendarView?{WINDOW}", None),
+        ("GET", f"{u}/calendarView/delta?{WINDOW}", None),
+        ("GET", f"{u}/todo/lists", None),
+        ("GET", f"{u}/todo/lists/{ids['l']}/tasks/{ids['t']}", None),
+        ("GET", f"{u}/todo/lists/{ids['l']}/tasks/delta", None),
+        ("POST", f"{u}/outlook/masterCategories", {"displayName": "C", "color": "preset1"}),
+        ("GET", f"{u}/outlook/masterCategories", None),
+        ("GET", "/subscriptions", None),
+        ("GET", f"{u}/contacts/{ids['c']}x", None),
+    ]  # fmt: skip
+    violations: list[str] = []
+    with httpx.Client(base_url=prism, headers=graph_sim.headers, timeout=20, trust_env=False) as client:
+        for method, path, body in calls:
+            answer = client.request(method, path, json=body, headers={"Prefer": "odata.maxpagesize=1"})
+            if answer.headers.get("sl-violations"):
+                violations.append(f"{method} {path}: {answer.headers['sl-violations']}")
+            assert answer.status_code < 500, f"{method} {path}: {answer.text}"
+    assert violations == []
