@@ -8,6 +8,8 @@ from email import message_from_bytes
 from email.message import Message
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.crm.batch import (
     MAX_BATCH_OPERATIONS,
@@ -191,3 +193,40 @@ def test_batch_size_limits() -> None:
         encode_batch([], atomic=True)
     assert [len(chunk) for chunk in chunked(too_many)] == [1000, 1]
     assert [list(chunk) for chunk in chunked([1, 2, 3, 4, 5], 2)] == [[1, 2], [3, 4], [5]]
+
+
+def _response_part(status: int, body: str, content_id: int | None) -> str:
+    head = "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
+    if content_id is not None:
+        head += f"Content-ID: {content_id}\r\n"
+    return f"{head}\r\nHTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n\r\n{body}"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    bodies=st.lists(
+        st.tuples(st.sampled_from([200, 201, 204, 400, 404, 412, 429]), st.text(max_size=40)),
+        min_size=1,
+        max_size=5,
+    ),
+    in_changeset=st.booleans(),
+)
+def test_decoder_returns_every_body_unchanged(bodies: list[tuple[int, str]], in_changeset: bool) -> None:
+    """Bodies with line breaks, dashes and lookalike boundaries survive; responses keep their order."""
+    trap = "\r\n--batchresponse_x-not-a-boundary\r\n--changesetresponse_yz\n"
+    bodies = [(status, text + trap + text) for status, text in bodies]
+    parts = [
+        _response_part(status, body, n if in_changeset else None)
+        for n, (status, body) in enumerate(bodies, 1)
+    ]
+    if in_changeset:
+        inner = (
+            "".join(f"--changesetresponse_y\r\n{part}\r\n" for part in parts) + "--changesetresponse_y--\r\n"
+        )
+        parts = [f"Content-Type: multipart/mixed; boundary=changesetresponse_y\r\n\r\n{inner}"]
+    document = "".join(f"--batchresponse_x\r\n{part}\r\n" for part in parts) + "--batchresponse_x--\r\n"
+    decoded = decode_batch("multipart/mixed; boundary=batchresponse_x", document.encode())
+    assert [(r.status, r.body.decode()) for r in decoded] == bodies
+    assert [r.content_id for r in decoded] == [
+        str(n) if in_changeset else None for n in range(1, len(bodies) + 1)
+    ]
