@@ -384,13 +384,19 @@ class Engine:
                 "Version stamp associated with the client has expired. Please perform a full sync.",
                 errors.EXPIRED_VERSION_STAMP,
             )
+        cursor = _decode_skiptoken(request.query.get("$skiptoken"))
+        upper = int(cursor.get("u", self.store.version))
+        offset = int(cursor.get("o", 0))
         log = self.store.changes[table.logical_name]
         changed: dict[str, None] = {}
-        for _, record_id in log[bisect.bisect_right(log, since, key=lambda entry: entry[0]) :]:
+        first, last = (bisect.bisect_right(log, v, key=lambda entry: entry[0]) for v in (since, upper))
+        for _, record_id in log[first:last]:
             changed.pop(record_id, None)
             changed[record_id] = None
+        requested_size = _page_size(request.prefer)
+        page_size = requested_size or DEFAULT_PAGE_SIZE
         values: list[dict[str, Any]] = []
-        for record_id in changed:
+        for record_id in list(changed)[offset : offset + page_size]:
             record = self.store.get(table.logical_name, record_id)
             if record is None:
                 values.append(
@@ -403,12 +409,22 @@ class Engine:
             elif self.security.may_read(caller, table, _owner(record)):
                 values.append(self.project(table, record, select, caller, request))
         selected = ",".join(property_name(table, c) for c in select) if select else ""
-        body = {
+        body: dict[str, Any] = {
             "@odata.context": f"{request.base_url}/$metadata#{table.entity_set}({selected})/$delta",
             "value": values,
-            "@odata.deltaLink": self._delta_link(request, table, self.store.version),
         }
-        return ApiResponse(200, {"Preference-Applied": "odata.track-changes"}, body)
+        if offset + page_size < len(changed):
+            query = {k: v for k, v in request.query.items() if k in {"$select", "$deltatoken"}}
+            cursor = {"o": offset + page_size, "u": upper}
+            body["@odata.nextLink"] = _link(
+                request, table, {**query, "$skiptoken": _encode_skiptoken(cursor)}
+            )
+        else:
+            body["@odata.deltaLink"] = self._delta_link(request, table, upper)
+        applied = ([f"odata.maxpagesize={requested_size}"] if requested_size else []) + [
+            "odata.track-changes"
+        ]
+        return ApiResponse(200, {"Preference-Applied": ",".join(applied)}, body)
 
     # -- writes --------------------------------------------------------------------------------
     def _create(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:

@@ -87,3 +87,25 @@ def test_filter_is_not_allowed_with_change_tracking(api: httpx.Client) -> None:
     untracked = api.get("activityparties?$select=addressused", headers=TRACK)
     assert untracked.status_code == 400
     assert untracked.json()["error"]["code"] == "0x80072491"
+
+
+def test_delta_pages_by_maxpagesize_then_ends_with_a_delta_link(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """A delta larger than odata.maxpagesize pages with @odata.nextLink; the last page has the deltaLink."""
+    link = _initial_delta_link(api, "accounts", "name")
+    names = {f"acct {uuid.uuid4()}" for _ in range(5)}
+    dataverse_sim.seed("account", [{"name": name} for name in names])
+    prefer = {"Prefer": "odata.track-changes,odata.maxpagesize=2"}
+    seen: set[str] = set()
+    pages = 0
+    url: str | None = link
+    while url:
+        body = api.get(url, headers=prefer).json()
+        seen |= {row["name"] for row in body["value"]}
+        pages += 1
+        url = body.get("@odata.nextLink")
+        if url is None:
+            assert "$deltatoken=" in body["@odata.deltaLink"]
+    assert pages == 3
+    assert seen == names
