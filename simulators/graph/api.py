@@ -81,6 +81,30 @@ def item_filter(raw: str | None) -> Callable[[Item], bool]:
     return lambda item: all(test(item) for test in tests)
 
 
+def order_items(items: list[Item], raw: str | None) -> list[Item]:
+    """$orderby=property [asc|desc], comma-separated (learn.microsoft.com/graph/query-parameters,
+    "orderby parameter"); createdDateTime and lastModifiedDateTime sort by the server's clocks."""
+    if not raw:
+        return items
+    for clause in reversed([c.strip() for c in raw.split(",") if c.strip()]):
+        path, _, direction = clause.partition(" ")
+        if direction.strip().lower() not in ("", "asc", "desc"):
+            raise bad_request(f"Invalid $orderby clause '{clause}'.", "BadRequest")
+        items = sorted(
+            items, key=functools.partial(_sort_key, path), reverse=direction.strip().lower() == "desc"
+        )
+    return items
+
+
+def _sort_key(path: str, item: Item) -> tuple[bool, str]:
+    if path == "createdDateTime":
+        return True, iso_z(item.created)
+    if path == "lastModifiedDateTime":
+        return True, iso_z(item.modified)
+    value = _lookup(item.props, path)
+    return value is not None, "" if value is None else str(value)
+
+
 def _typed_event(body: Json) -> Json:
     return {"@odata.type": ODATA_TYPES[Kind.EVENT], **body}
 
@@ -206,10 +230,10 @@ class GraphApi:
     def _list(self, ctx: Ctx, kind: Kind, container: str | None, context: str) -> Response:
         keep = item_filter(ctx.query.get("$filter"))
         view = ctx.view()
-        values = [
-            resources.render(ctx.mailbox, i, view) for i in ctx.mailbox.items_in(kind, container) if keep(i)
-        ]
-        return collection(ctx, values, context)
+        items = order_items(
+            [i for i in ctx.mailbox.items_in(kind, container) if keep(i)], ctx.query.get("$orderby")
+        )
+        return collection(ctx, [resources.render(ctx.mailbox, i, view) for i in items], context)
 
     def _delta(self, ctx: Ctx, kind: Kind, container: str, context: str) -> Response:
         """Delta over one folder or list (learn.microsoft.com/graph/api/message-delta, contact-delta,

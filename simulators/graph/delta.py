@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import Response
 
@@ -58,6 +59,15 @@ def _removed(odata_type: str, item_id: str) -> Json:
 
 def sync_state_not_found() -> GraphError:
     return GraphError(410, "syncStateNotFound", "The sync state generation is invalid or has expired.")
+
+
+MAX_TOKENS = 100_000  # oldest tokens are forgotten beyond this (Graph's tokens expire too)
+
+
+def _remember(table: dict[str, Any], key: str, value: Any) -> None:
+    table[key] = value
+    while len(table) > MAX_TOKENS:
+        del table[next(iter(table))]
 
 
 class DeltaTokens:
@@ -115,7 +125,7 @@ class DeltaTokens:
         size = ctx.page_size(default_page)
         pages = [changes[i : i + size] for i in range(0, len(changes), size)] or [[]]
         next_token = url_token()
-        self.states[next_token] = DeltaState(user, scope, options, snapshot)
+        _remember(self.states, next_token, DeltaState(user, scope, options, snapshot))
         return self._page(ctx, Round(user, pages, next_token), 0, context)
 
     def _page(self, ctx: Ctx, round_: Round, index: int, context: str) -> Response:
@@ -125,7 +135,7 @@ class DeltaTokens:
         }
         if index + 1 < len(round_.pages):
             skip = url_token()
-            self.pages[skip] = (round_, index + 1)
+            _remember(self.pages, skip, (round_, index + 1))
             body["@odata.nextLink"] = ctx.link(ctx.segments, {"$skiptoken": skip})
         else:
             body["@odata.deltaLink"] = ctx.link(ctx.segments, {"$deltatoken": round_.delta_token})

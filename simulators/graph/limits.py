@@ -148,7 +148,7 @@ class Faults:
             path_contains=spec.get("path_contains"),
             method=(spec.get("method") or None),
         )
-        if kind in ("status", "throttle") and fault.retry_after is None and kind == "throttle":
+        if kind == "throttle" and fault.retry_after is None:
             fault.retry_after = 1
         self.rules.append(fault)
         return fault

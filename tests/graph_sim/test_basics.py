@@ -100,3 +100,18 @@ def test_request_log_records_method_path_query_select_and_user(
     assert entries[-1]["status"] == 200
     graph_sim.clear_requests(user=graph_user)
     assert graph_sim.requests(user=graph_user) == []
+
+
+def test_orderby_sorts_collections(graph: httpx.Client, graph_sim: GraphSim, graph_user: str) -> None:
+    """learn.microsoft.com/graph/query-parameters ($orderby, asc by default, desc on request)."""
+    graph_sim.seed(graph_user, contacts=[{"givenName": n} for n in ("Bea", "Cid", "Al")])
+    ascending = graph.get(f"users/{graph_user}/contacts", params={"$orderby": "givenName"}).json()["value"]
+    descending = graph.get(f"users/{graph_user}/contacts", params={"$orderby": "givenName desc"}).json()[
+        "value"
+    ]
+    assert [c["givenName"] for c in ascending] == ["Al", "Bea", "Cid"]
+    assert [c["givenName"] for c in descending] == ["Cid", "Bea", "Al"]
+    assert (
+        graph.get(f"users/{graph_user}/contacts", params={"$orderby": "givenName sideways"}).status_code
+        == 400
+    )
