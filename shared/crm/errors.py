@@ -117,8 +117,8 @@ class ChangeTokenExpired(CrmError):
 class ServiceProtectionLimit(CrmError):
     retryable = True
     default_remedy = (
-        "Dataverse service protection limits were hit; crmsync backs off and retries. If this persists, "
-        "lower the sync concurrency or spread mailboxes over more application users."
+        "Dataverse service protection limits were hit; crmsync waits as Dataverse asks and retries. If "
+        "this persists, lower max_concurrency_per_user or the number of mailboxes synced at once."
     )
 
 
