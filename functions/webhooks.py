@@ -14,7 +14,13 @@ from azure.core.exceptions import AzureError
 
 from shared.outlook.notifications import NotificationRejected, validation_token
 from shared.runtime import get_runtime
-from shared.sync.intake import ForgedNotification, SubscriptionCache, accept_change_notifications
+from shared.sync.intake import (
+    ForgedNotification,
+    SubscriptionCache,
+    accept_change_notifications,
+    verify_lifecycle_notifications,
+)
+from shared.sync.lifecycle import handle_lifecycle
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -63,5 +69,42 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
         result.targets,
         result.enqueued,
         result.unknown_subscriptions,
+    )
+    return func.HttpResponse(status_code=202)
+
+
+@bp.route(route="lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    """Reauthorize, recreate or resync as Graph's lifecycle notification asks; 5xx makes Graph retry."""
+    try:
+        handshake = _validation_response(req)
+        if handshake is not None:
+            return handshake
+        runtime = get_runtime()
+        store = await runtime.store()
+        work, _unknown = await verify_lifecycle_notifications(
+            req.get_body(),
+            store=store,
+            tenant_id=runtime.settings.tenant_id,
+            max_bytes=runtime.settings.max_notification_bytes,
+            cache=_cache,
+        )
+        outcome = await handle_lifecycle(
+            work, store=store, jobs=await runtime.jobs(), subscriptions=await runtime.subscriptions()
+        )
+    except NotificationRejected as exc:
+        return _problem(400, f"rejected: {exc.reason}")
+    except ForgedNotification:
+        return _problem(403, "rejected: clientState or tenant does not match the subscription")
+    except AzureError:
+        log.exception("storage unavailable while handling lifecycle notifications; Graph will retry")
+        return _problem(503, "storage unavailable; retry later")
+    for item in work:
+        _cache.forget(item.subscription.subscription_id)
+    log.info(
+        "lifecycle: %d reauthorized, %d recreated, %d resyncs",
+        outcome.reauthorized,
+        outcome.recreated,
+        outcome.resyncs_enqueued,
     )
     return func.HttpResponse(status_code=202)

@@ -20,9 +20,12 @@ from shared.config import CredentialKind, Settings, get_settings
 from shared.crm.dataverse import DataverseClient
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential, credential_from_settings
+from shared.outlook.subscriptions import SubscriptionManager
 from shared.store.factory import open_job_queue_from_settings, open_store_from_settings
 from shared.store.jobs import JobQueue
 from shared.store.ports import Store
+from shared.sync.job import JobOptions
+from shared.sync.onboarding import MailboxService
 
 if TYPE_CHECKING:
     from msgraph.graph_service_client import GraphServiceClient
@@ -106,6 +109,33 @@ class Runtime:
             return client
 
         return await self._once("crm", build)
+
+    async def subscriptions(self) -> SubscriptionManager:
+        """Graph subscriptions with this deployment's webhook URLs."""
+
+        async def build() -> SubscriptionManager:
+            return SubscriptionManager(
+                await self.graph(),
+                notification_url=str(self.settings.notification_url),
+                lifecycle_url=str(self.settings.lifecycle_url),
+            )
+
+        return await self._once("subscriptions", build)
+
+    async def mailboxes(self) -> MailboxService:
+        """Onboarding, status, renewal and the sync job, on this process's clients."""
+
+        async def build() -> MailboxService:
+            return MailboxService(
+                store=await self.store(),
+                crm=await self.crm(),
+                graph=await self.graph(),
+                notification_url=str(self.settings.notification_url),
+                lifecycle_url=str(self.settings.lifecycle_url),
+                job_options=JobOptions.from_settings(self.settings),
+            )
+
+        return await self._once("mailboxes", build)
 
     async def close(self) -> None:
         closers, self._closers = self._closers[::-1], []

@@ -87,6 +87,12 @@ class Sandbox:
             "CRMSYNC_DATAVERSE_URL": self.dataverse_url,
             "CRMSYNC_NOTIFICATION_URL": f"{self.functions_url}/api/notifications",
             "CRMSYNC_LIFECYCLE_URL": f"{self.functions_url}/api/lifecycle",
+            # Binding expressions (%NAME%) are resolved by the host from app settings, so the
+            # queue name and the timer schedules must be real settings, not code defaults.
+            "CRMSYNC_JOB_QUEUE": "crmsync-jobs",
+            "CRMSYNC_RENEW_SCHEDULE": "0 */30 * * * *",
+            "CRMSYNC_SWEEP_SCHEDULE": "0 */15 * * * *",
+            "CRMSYNC_PARKED_RETRY_SCHEDULE": "0 5 * * * *",
             **self.extra_settings,
         }
 

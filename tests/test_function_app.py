@@ -10,7 +10,19 @@ from tests.fixtures.app import registered_function
 
 
 def test_every_trigger_family_is_registered() -> None:
-    for name in ("health", "notifications"):
+    for name in (
+        "health",
+        "notifications",
+        "lifecycle",
+        "sync_worker",
+        "renew_subscriptions",
+        "delta_sweep",
+        "add_mailbox",
+        "remove_mailbox",
+        "list_mailboxes",
+        "status",
+        "resync",
+    ):
         assert callable(registered_function(name))
 
 
@@ -18,3 +30,12 @@ def test_health_answers_with_version() -> None:
     response = registered_function("health")(func.HttpRequest(method="GET", url="/api/health", body=b""))
     assert response.status_code == 200
     assert json.loads(response.get_body())["status"] == "ok"
+
+
+def test_worker_poison_threshold_matches_host_json() -> None:
+    from pathlib import Path
+
+    from shared.sync.worker import MAX_DEQUEUE_COUNT
+
+    host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
+    assert host["extensions"]["queues"]["maxDequeueCount"] == MAX_DEQUEUE_COUNT

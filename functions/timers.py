@@ -1,0 +1,30 @@
+"""Timers: subscription renewal and the periodic delta sweep. Schedules come from app settings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import azure.functions as func
+
+from shared.runtime import get_runtime
+from shared.sync.worker import renewal_horizon, sweep
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_RENEW_SCHEDULE%", run_on_startup=False)
+async def renew_subscriptions(timer: func.TimerRequest) -> None:
+    """Renew subscriptions well before they expire; recreate the ones Graph lost."""
+    service = await get_runtime().mailboxes()
+    report = await service.renew_subscriptions(before=renewal_horizon(dt.datetime.now(dt.UTC)))
+    log.info("renewed %d subscriptions, recreated %d", len(report.renewed), len(report.recreated))
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_SWEEP_SCHEDULE%", run_on_startup=False)
+async def delta_sweep(timer: func.TimerRequest) -> None:
+    """Safety net: a delta run for every resource of every enabled mailbox."""
+    runtime = get_runtime()
+    enqueued = await sweep(await runtime.store(), await runtime.jobs())
+    log.info("sweep enqueued %d jobs", enqueued)
