@@ -6,6 +6,7 @@ Each handler names the learn.microsoft.com/graph/api page whose behaviour it fol
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import functools
 import re
@@ -19,7 +20,7 @@ from simulators.graph import events, resources
 from simulators.graph.core import GraphError, Json, bad_request, change_key, etag, iso_z, not_found, opaque_id
 from simulators.graph.delta import Entry
 from simulators.graph.http import Ctx, Router, json_response, parse_expand, parse_select
-from simulators.graph.resources import ODATA_TYPES, View
+from simulators.graph.resources import ODATA_TYPES
 from simulators.graph.store import Folder, Item, Kind, Mailbox, Store
 
 if TYPE_CHECKING:
@@ -242,9 +243,8 @@ class GraphApi:
 
         def collect(options: dict[str, str]) -> list[Entry]:
             keep = item_filter(options.get("$filter"))
-            view = View(
-                immutable_ids=ctx.immutable_ids,
-                time_zone=ctx.view(select=False).time_zone,
+            view = dataclasses.replace(
+                ctx.view(select=False),
                 select=parse_select(options.get("$select")),
                 expand_extended=parse_expand(options.get("$expand")),
             )

@@ -113,11 +113,17 @@ class Ctx:
         zone_name = self.prefer.get("outlook.timezone")
         if zone_name and f'outlook.timezone="{zone_name}"' not in self.applied:
             self.applied.append(f'outlook.timezone="{zone_name}"')
+        body_type = self.prefer.get("outlook.body-content-type", "").lower() or None
+        if body_type not in (None, "text", "html"):
+            body_type = None
+        if body_type and f'outlook.body-content-type="{body_type}"' not in self.applied:
+            self.applied.append(f'outlook.body-content-type="{body_type}"')
         return View(
             immutable_ids=self.immutable_ids,
             time_zone=zone_name or "UTC",
             select=self.select() if select else None,
             expand_extended=self.expand_extended(),
+            body_type=body_type,
         )
 
     def select(self) -> frozenset[str] | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import html
 import re
 import secrets
 from dataclasses import dataclass
@@ -160,6 +161,7 @@ class View:
     time_zone: str = "UTC"
     select: frozenset[str] | None = None
     expand_extended: frozenset[str] | None = None  # lower-cased property ids to include
+    body_type: str | None = None  # Prefer: outlook.body-content-type ("text" or "html")
 
 
 def check_writable(kind: Kind, body: Json) -> None:
@@ -326,6 +328,8 @@ def render(box: Mailbox, item: Item, view: View, *, with_type: bool = False) -> 
         out["lastModifiedDateTime"] = iso_z(item.modified)
         out["changeKey"] = item.change_key
     body = dict(props)  # values are replaced on update, never mutated in place, so shallow is enough
+    if item.kind in (Kind.MESSAGE, Kind.EVENT) and view.body_type and isinstance(body.get("body"), dict):
+        body["body"] = convert_body(body["body"], view.body_type)
     if item.kind is Kind.MESSAGE:
         folder_id = item.container
         body["parentFolderId"] = folder_id
@@ -353,6 +357,21 @@ def render(box: Mailbox, item: Item, view: View, *, with_type: bool = False) -> 
         body["bodyLastModifiedDateTime"] = iso_z(item.modified)
     out.update(body)
     return shape(out, item, view)
+
+
+def convert_body(item_body: Json, wanted: str) -> Json:
+    """learn.microsoft.com/graph/api/message-get: ``Prefer: outlook.body-content-type="text"`` returns
+    the body as plain text, ``"html"`` as HTML."""
+    content = str(item_body.get("content") or "")
+    current = str(item_body.get("contentType") or "text").lower()
+    if wanted == current:
+        return item_body
+    if wanted == "text":
+        text = re.sub(r"<(script|style)[^>]*>.*?</\1>", "", content, flags=re.IGNORECASE | re.DOTALL)
+        text = html.unescape(re.sub(r"<br\s*/?>|</p>|</div>", "\n", text, flags=re.IGNORECASE))
+        return {"contentType": "text", "content": re.sub(r"<[^>]+>", "", text).strip()}
+    escaped = html.escape(content).replace("\n", "<br>")
+    return {"contentType": "html", "content": f"<html><body>{escaped}</body></html>"}
 
 
 def shape(out: Json, item: Item, view: View) -> Json:

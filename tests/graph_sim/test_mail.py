@@ -190,3 +190,18 @@ def test_file_attachments(graph: httpx.Client, graph_sim: GraphSim, graph_user: 
     assert fetched["contentBytes"] == content
     assert graph.delete(f"{base}/{seg(attachment['id'])}").status_code == 204
     assert graph.get(f"users/{graph_user}/messages/{seg(message_id)}").json()["hasAttachments"] is False
+
+
+def test_body_content_type_preference(graph: httpx.Client, graph_sim: GraphSim, graph_user: str) -> None:
+    """learn.microsoft.com/graph/api/message-get: Prefer: outlook.body-content-type="text" returns the
+    HTML body as text (and says so in Preference-Applied)."""
+    message_id = _inbox_message(
+        graph_sim,
+        graph_user,
+        body={"contentType": "html", "content": "<html><body><p>Price &amp; terms</p></body></html>"},
+    )
+    url = f"users/{graph_user}/messages/{seg(message_id)}"
+    assert graph.get(url).json()["body"]["contentType"] == "html"
+    as_text = graph.get(url, headers={"Prefer": 'outlook.body-content-type="text"'})
+    assert as_text.json()["body"] == {"contentType": "text", "content": "Price & terms"}
+    assert as_text.headers["Preference-Applied"] == 'outlook.body-content-type="text"'
