@@ -26,9 +26,8 @@ from simulators.graph.store import Folder, Item, Kind, Mailbox, Store
 if TYPE_CHECKING:
     from simulators.graph.app import Simulator
 
-DEFAULT_PAGE = (
-    10  # Outlook collections and delta pages default to 10 items (learn.microsoft.com/graph/paging)
-)
+# Outlook collections and delta pages default to 10 items (learn.microsoft.com/graph/paging).
+DEFAULT_PAGE = 10
 
 # learn.microsoft.com/graph/api/resources/outlookcategory: preset0 .. preset24 or none.
 CATEGORY_COLORS = frozenset({"none", *(f"preset{i}" for i in range(25))})
@@ -36,13 +35,16 @@ CATEGORY_COLORS = frozenset({"none", *(f"preset{i}" for i in range(25))})
 
 def collection(ctx: Ctx, values: list[Json], context: str) -> Response:
     """A page of a collection; ``@odata.nextLink`` is absolute and carries $skip
-    (learn.microsoft.com/graph/paging)."""
+    (learn.microsoft.com/graph/paging); ``$count=true`` adds ``@odata.count`` (query-parameters)."""
     size = ctx.page_size(DEFAULT_PAGE)
     try:
         skip = int(ctx.query.get("$skip", "0"))
     except ValueError as exc:
         raise bad_request("Invalid $skip.", "BadRequest") from exc
-    body: Json = {"@odata.context": ctx.context(context), "value": values[skip : skip + size]}
+    body: Json = {"@odata.context": ctx.context(context)}
+    if ctx.query.get("$count", "").lower() == "true":
+        body["@odata.count"] = len(values)
+    body["value"] = values[skip : skip + size]
     if skip + size < len(values):
         query = dict(ctx.query)
         query["$skip"] = str(skip + size)
@@ -56,7 +58,7 @@ _EXT_FILTER = re.compile(
     r"singleValueExtendedProperties/any\(\s*(\w+)\s*:\s*\1/id\s+eq\s+'([^']*)'\s+and\s+\1/value\s+eq\s+'([^']*)'\s*\)",
     re.IGNORECASE,
 )
-_EQ_FILTER = re.compile(r"(\w+(?:/\w+)?)\s+eq\s+(?:'((?:[^']|'')*)'|(true|false))", re.IGNORECASE)
+_EQ_FILTER = re.compile(r"(\w+(?:/\w+)*)\s+eq\s+(?:'((?:[^']|'')*)'|(true|false))", re.IGNORECASE)
 
 
 def item_filter(raw: str | None) -> Callable[[Item], bool]:

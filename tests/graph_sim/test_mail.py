@@ -205,3 +205,21 @@ def test_body_content_type_preference(graph: httpx.Client, graph_sim: GraphSim, 
     as_text = graph.get(url, headers={"Prefer": 'outlook.body-content-type="text"'})
     assert as_text.json()["body"] == {"contentType": "text", "content": "Price & terms"}
     assert as_text.headers["Preference-Applied"] == 'outlook.body-content-type="text"'
+
+
+def test_filter_on_a_nested_property_with_count(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """learn.microsoft.com/graph/query-parameters: $filter on a nested property path and $count=true."""
+    _inbox_message(graph_sim, graph_user)
+    _inbox_message(graph_sim, graph_user, **{"from": {"emailAddress": {"address": "other@fabrikam.test"}}})
+    page = graph.get(
+        f"users/{graph_user}/messages",
+        params={"$filter": "from/emailAddress/address eq 'buyer@fabrikam.test'", "$count": "true"},
+    ).json()
+    assert page["@odata.count"] == 1
+    assert [m["from"]["emailAddress"]["address"] for m in page["value"]] == ["buyer@fabrikam.test"]
+    unsupported = graph.get(
+        f"users/{graph_user}/messages", params={"$filter": "receivedDateTime ge 2020-01-01"}
+    )
+    assert unsupported.status_code == 400
