@@ -535,6 +535,19 @@ def test_over_long_subject_is_fitted_reported_and_does_not_ping_pong() -> None:
     assert world.sync(mailbox) == []  # Outlook keeps 230 characters, the CRM 200: not a change
 
 
+def test_task_status_state_and_percentage_settle_as_one_unit() -> None:
+    world = World(ItemKind.TASK, SyncPolicy(tie_break=Side.CRM))
+    mailbox, item_id, crm = _synced_task(world)
+    world.outlook_edit(mailbox, item_id, status=TaskStatus.COMPLETED)  # Outlook: state 1, reason 5
+    world.crm_edit(crm.record_id, statuscode=3)  # CRM: reason 3, state still 0
+
+    world.sync(mailbox)
+
+    record = world.records[crm.record_id].values
+    assert (record["statecode"], record["statuscode"]) == (0, 3)  # never state 1 with reason 3
+    assert mailbox.items[item_id].item.model_dump()["status"] == TaskStatus.IN_PROGRESS
+
+
 def test_a_cancelled_crm_task_shows_completed_in_outlook_without_ping_pong() -> None:
     world = World(ItemKind.TASK)
     mailbox, item_id, crm = _synced_task(world)

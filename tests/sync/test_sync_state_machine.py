@@ -2,59 +2,58 @@
 
 vdirsyncer's approach (tests/unit/sync/test_sync.py): the planner is pure, so a Hypothesis state
 machine drives it with an in-memory applier and asserts after every sync that the two sides agree,
-nothing is duplicated, and a further sync has nothing left to do.
+nothing is duplicated, and a further sync has nothing left to do. One machine per item kind with
+its own edits and its own notion of "agree" (tasks map lossily: a Canceled CRM task is completed in
+To Do).
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any, ClassVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from shared.sync.fieldmaps import CONTACT_MAP
-from shared.sync.fieldmaps.base import canonical_crm_value
+from shared.sync.fieldmaps import CONTACT_MAP, TASK_MAP, CrmValue
+from shared.sync.fieldmaps.base import PRIORITY_CODES, canonical_crm_value
+from shared.sync.fieldmaps.task import STATE_OF_STATUS
 from shared.sync.merge import Side
-from shared.sync.model import Contact, EmailAddress, ItemKind
+from shared.sync.model import Contact, EmailAddress, Importance, ItemKind, Task, TaskStatus
 from shared.sync.planner import DeletePolicy, SyncPolicy
-from tests.sync.world import USER, World
+from tests.sync.world import USER, Neutral, World
 
-# neutral attribute -> CRM column, for the fields the machine edits (lossless both ways)
-_FIELDS = {
-    "given_name": "firstname",
-    "surname": "lastname",
-    "job_title": "jobtitle",
-    "business_phone": "telephone1",
-    "notes": "description",
-    "email": "emailaddress1",
-}
 _texts = st.one_of(st.none(), st.text(alphabet="abcxyz ", min_size=1, max_size=5).map(str.strip).filter(bool))
 _emails = st.one_of(
     st.none(), st.text(alphabet="abc", min_size=1, max_size=3).map(lambda local: f"{local}@x.io")
 )
 
-
-def _value_for(attribute: str) -> st.SearchStrategy[str | None]:
-    return _emails if attribute == "email" else _texts
-
-
-_edits = st.sampled_from(sorted(_FIELDS)).flatmap(
-    lambda attribute: st.tuples(st.just(attribute), _value_for(attribute))
-)
+# An edit is (neutral field, CRM column, value on the Outlook side, values on the CRM side).
+Edit = tuple[dict[str, Any], dict[str, CrmValue]]
 
 
-def _outlook_update(attribute: str, value: str | None) -> dict[str, object]:
-    if attribute == "email":
-        return {"email_addresses": (EmailAddress(address=value),) if value else ()}
-    return {attribute: value}
+def _text_edit(attribute: str, column: str) -> st.SearchStrategy[Edit]:
+    return _texts.map(lambda value: ({attribute: value}, {column: value}))
 
 
-class ContactSync(RuleBasedStateMachine):
+class _SyncMachine(RuleBasedStateMachine):
+    """Rules shared by every kind; subclasses give the edits and say when an item and record agree."""
+
+    kind: ClassVar[ItemKind]
+    edits: ClassVar[st.SearchStrategy[Edit]]
+    crm_defaults: ClassVar[dict[str, CrmValue]] = {}
+
     def __init__(self) -> None:
         super().__init__()
-        self.world = World(ItemKind.CONTACT)
+        self.world = World(self.kind)
         self.mailbox = self.world.mailbox()
+
+    def blank(self) -> Neutral:
+        raise AssertionError("subclasses build their blank item")
+
+    def assert_agree(self, item: Neutral, record: dict[str, CrmValue]) -> None:
+        raise AssertionError("subclasses compare an item with its record")
 
     @initialize(tie_break=st.sampled_from(Side), delete_policy=st.sampled_from(DeletePolicy))
     def choose_policy(self, tie_break: Side, delete_policy: DeletePolicy) -> None:
@@ -62,18 +61,18 @@ class ContactSync(RuleBasedStateMachine):
 
     # -- Outlook side --------------------------------------------------------------------------
 
-    @rule(edits=st.lists(_edits, max_size=3))
-    def create_in_outlook(self, edits: list[tuple[str, str | None]]) -> None:
-        contact = Contact()
-        for attribute, value in edits:
-            contact = contact.model_copy(update=_outlook_update(attribute, value))
-        self.world.outlook_create(self.mailbox, contact)
+    @rule(data=st.data())
+    def create_in_outlook(self, data: st.DataObject) -> None:
+        item = self.blank()
+        for outlook_change, _ in data.draw(st.lists(self.edits, max_size=3)):
+            item = item.model_copy(update=outlook_change)
+        self.world.outlook_create(self.mailbox, item)
 
     @precondition(lambda self: self.mailbox.items)
-    @rule(pick=st.integers(min_value=0), edit=_edits)
-    def edit_in_outlook(self, pick: int, edit: tuple[str, str | None]) -> None:
+    @rule(pick=st.integers(min_value=0), data=st.data())
+    def edit_in_outlook(self, pick: int, data: st.DataObject) -> None:
         item_id = sorted(self.mailbox.items)[pick % len(self.mailbox.items)]
-        self.world.outlook_edit(self.mailbox, item_id, **_outlook_update(*edit))
+        self.world.outlook_edit(self.mailbox, item_id, **data.draw(self.edits)[0])
 
     @precondition(lambda self: self.mailbox.items)
     @rule(pick=st.integers(min_value=0))
@@ -82,15 +81,17 @@ class ContactSync(RuleBasedStateMachine):
 
     # -- CRM side ------------------------------------------------------------------------------
 
-    @rule(edits=st.lists(_edits, max_size=3), owned=st.booleans())
-    def create_in_crm(self, edits: list[tuple[str, str | None]], owned: bool) -> None:
-        self.world.crm_create({_FIELDS[a]: v for a, v in edits}, owner=USER if owned else "someone-else")
+    @rule(data=st.data(), owned=st.booleans())
+    def create_in_crm(self, data: st.DataObject, owned: bool) -> None:
+        values = dict(self.crm_defaults)
+        for _, crm_change in data.draw(st.lists(self.edits, max_size=3)):
+            values |= crm_change
+        self.world.crm_create(values, owner=USER if owned else "someone-else")
 
     @precondition(lambda self: self.world.records)
-    @rule(pick=st.integers(min_value=0), edit=_edits)
-    def edit_in_crm(self, pick: int, edit: tuple[str, str | None]) -> None:
-        attribute, value = edit
-        self.world.crm_edit(self._record(pick), **{_FIELDS[attribute]: value})
+    @rule(pick=st.integers(min_value=0), data=st.data())
+    def edit_in_crm(self, pick: int, data: st.DataObject) -> None:
+        self.world.crm_edit(self._record(pick), **data.draw(self.edits)[1])
 
     @precondition(lambda self: self.world.records)
     @rule(pick=st.integers(min_value=0))
@@ -124,18 +125,79 @@ class ContactSync(RuleBasedStateMachine):
         assert len(set(crm_ids)) == len(crm_ids), "two Outlook items share a CRM record"
         assert set(crm_ids) == set(self.world.records), "every CRM record is linked once: no duplicates"
         for item_id, link in links.items():
-            contact = self.mailbox.items[item_id].item
-            assert isinstance(contact, Contact)
-            projected = CONTACT_MAP.project(contact).values
-            record = self.world.records[link.crm_id].values
-            stored = {column: canonical_crm_value(record.get(column)) for column in CONTACT_MAP.columns}
-            assert projected == stored, f"{item_id} differs from its CRM record"
+            self.assert_agree(self.mailbox.items[item_id].item, self.world.records[link.crm_id].values)
 
 
-ContactSync.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+class ContactSync(_SyncMachine):
+    """Contacts: every edited field maps losslessly, so item and record must be equal."""
+
+    kind = ItemKind.CONTACT
+    edits = st.one_of(
+        _text_edit("given_name", "firstname"),
+        _text_edit("surname", "lastname"),
+        _text_edit("job_title", "jobtitle"),
+        _text_edit("business_phone", "telephone1"),
+        _text_edit("notes", "description"),
+        _emails.map(
+            lambda value: (
+                {"email_addresses": (EmailAddress(address=value),) if value else ()},
+                {"emailaddress1": value},
+            )
+        ),
+    )
+
+    def blank(self) -> Neutral:
+        return Contact()
+
+    def assert_agree(self, item: Neutral, record: dict[str, CrmValue]) -> None:
+        assert isinstance(item, Contact)
+        stored = {column: canonical_crm_value(record.get(column)) for column in CONTACT_MAP.columns}
+        assert CONTACT_MAP.project(item).values == stored, "a contact differs from its CRM record"
+
+
+# CRM status reasons with their state; To Do shows Canceled (6) as completed.
+_CRM_STATUSES = sorted(STATE_OF_STATUS)
+_SHOWN_AS = {2: TaskStatus.NOT_STARTED, 3: TaskStatus.IN_PROGRESS, 4: TaskStatus.WAITING_ON_OTHERS}
+_SHOWN_AS |= {5: TaskStatus.COMPLETED, 6: TaskStatus.COMPLETED, 7: TaskStatus.DEFERRED}
+
+
+class TaskSync(_SyncMachine):
+    """Tasks: status, state and percentage move as one unit and map lossily; they must still agree."""
+
+    kind = ItemKind.TASK
+    crm_defaults: ClassVar[dict[str, CrmValue]] = {"statuscode": 2, "statecode": 0, "prioritycode": 1}
+    edits = st.one_of(
+        _text_edit("subject", "subject"),
+        _text_edit("body", "description"),
+        st.sampled_from(Importance).map(
+            lambda value: ({"importance": value}, {"prioritycode": PRIORITY_CODES[value]})
+        ),
+        st.tuples(st.sampled_from(TaskStatus), st.sampled_from(_CRM_STATUSES), st.integers(0, 100)).map(
+            lambda edit: (
+                {"status": edit[0]},
+                {"statuscode": edit[1], "statecode": STATE_OF_STATUS[edit[1]], "percentcomplete": edit[2]},
+            )
+        ),
+    )
+
+    def blank(self) -> Neutral:
+        return Task()
+
+    def assert_agree(self, item: Neutral, record: dict[str, CrmValue]) -> None:
+        assert isinstance(item, Task)
+        projected = TASK_MAP.project(item).values
+        for column in ("subject", "description", "prioritycode"):
+            assert projected[column] == record.get(column), f"{column} differs"
+        status = record["statuscode"]
+        assert isinstance(status, int)
+        assert record["statecode"] == STATE_OF_STATUS[status], "a status reason outside its state"
+        assert _SHOWN_AS[status] is item.status, "To Do does not show the CRM status"
+
+
+_SETTINGS = settings(
+    max_examples=100, stateful_step_count=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+ContactSync.TestCase.settings = _SETTINGS
+TaskSync.TestCase.settings = _SETTINGS
 TestContactSync = ContactSync.TestCase
+TestTaskSync = TaskSync.TestCase
