@@ -294,16 +294,21 @@ class Notifier:
         sub = self.live(subscription_id)
         if event == "subscriptionRemoved":
             del self.subscriptions[sub.id]
-        if sub.lifecycle_url is not None:
-            payload = {
-                "subscriptionId": sub.id,
-                "subscriptionExpirationDateTime": sub.as_json()["expirationDateTime"],
-                "tenantId": self.config.tenant_id,
-                "clientState": sub.client_state,
-                "lifecycleEvent": event,
-            }
-            self.send(sub, [payload], lifecycle=True)
+        self.send_lifecycle(sub, event)
         return sub
+
+    def send_lifecycle(self, sub: Subscription, event: str) -> None:
+        """The lifecycle payload: subscriptionId, expiration, tenantId, clientState, lifecycleEvent."""
+        if sub.lifecycle_url is None:
+            return
+        payload = {
+            "subscriptionId": sub.id,
+            "subscriptionExpirationDateTime": sub.as_json()["expirationDateTime"],
+            "tenantId": self.config.tenant_id,
+            "clientState": sub.client_state,
+            "lifecycleEvent": event,
+        }
+        self.send(sub, [payload], lifecycle=True)
 
     def send(self, sub: Subscription, values: list[Json], *, lifecycle: bool) -> None:
         """Apply notification faults (drop, duplicate, reorder), then deliver in the background."""
@@ -334,7 +339,9 @@ class Notifier:
         task.add_done_callback(self.tasks.discard)
 
     async def deliver(self, sub: Subscription, payload: Json, *, lifecycle: bool) -> None:
-        """POST until a 2xx arrives in time, backing off exponentially between attempts."""
+        """POST until a 2xx arrives in time, backing off exponentially between attempts. When Graph
+        gives up on change notifications it says so with a ``missed`` lifecycle notification
+        (change-notifications-lifecycle-events, "Missed notifications")."""
         url = sub.lifecycle_url if lifecycle else sub.notification_url
         if url is None:
             return
@@ -354,9 +361,12 @@ class Notifier:
             self.deliveries.append(Delivery(sub.id, sub.user_id, url_kind, attempt, outcome, payload))
             if delivered:
                 return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.config.retry_max_seconds)
-        LOG.warning("gave up delivering to subscription %s after %d attempts", sub.id, attempt)
+            if attempt < self.config.retry_max_attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.config.retry_max_seconds)
+        LOG.warning("gave up delivering to subscription %s", sub.id)
+        if not lifecycle:
+            self.send_lifecycle(sub, "missed")
 
     def delivery_log(self, user: str | None) -> list[Json]:
         return [

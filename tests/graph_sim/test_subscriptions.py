@@ -187,3 +187,18 @@ def test_lifecycle_notifications(
     assert {n["subscriptionId"] for n in received} == {subscription["id"]}
     assert {n["clientState"] for n in received} == {"secret-client-state"}
     assert graph.get(f"subscriptions/{subscription['id']}").status_code == 404
+
+
+def test_undeliverable_notifications_end_in_a_missed_lifecycle_event(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/change-notifications-lifecycle-events: when notifications could not
+    be delivered, Graph sends ``missed`` to the lifecycle URL (the client should resync by delta)."""
+    subscription = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts").json()
+    graph_sink.status = 500
+    graph_sim.seed(graph_user, contacts=[{"givenName": "Lost"}])
+    [missed] = graph_sink.wait_for(1, path="/lifecycle")
+    assert missed["lifecycleEvent"] == "missed"
+    assert missed["subscriptionId"] == subscription["id"]
+    attempts = [d for d in graph_sim.deliveries(user=graph_user) if d["kind"] == "notification"]
+    assert len(attempts) == graph_sim.config()["retry_max_attempts"]
