@@ -34,6 +34,7 @@ Policy ``unlink`` never deletes anything: gone on one side only removes the link
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import uuid
@@ -404,14 +405,10 @@ class _ItemPlanner:
                 link.owned_by_user,
             ):
                 return []
-            refreshed = Link(
-                outlook_id=link.outlook_id,
-                crm_id=link.crm_id,
+            refreshed = dataclasses.replace(
+                link,
                 outlook_change_key=present.change_key,
                 crm_etag=crm.etag,
-                outlook_hash=link.outlook_hash,
-                crm_hash=link.crm_hash,
-                synced_fields=link.synced_fields,
                 owned_by_user=crm.owned_by_user,
             )
             return [WriteLink(link=refreshed, reason="versions changed without a content change")]
