@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
@@ -81,3 +82,20 @@ async def test_throttling_beyond_the_retry_budget_is_graph_throttled(
     assert caught.value.status == 429
     assert caught.value.retry_after == "1"
     assert isinstance(caught.value, GraphError)
+
+
+async def test_mailbox_concurrency_limit_is_ridden_out(
+    graph: GraphServiceClient, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """Graph allows 4 concurrent requests per mailbox; the 5th gets 429 with Retry-After and is retried."""
+    graph_sim.fault("latency", user=graph_user, count=None, seconds=0.3)
+    mailbox = OutlookMailbox(graph)
+    try:
+        folders = await asyncio.gather(*(mailbox.folder(graph_user, "inbox") for _ in range(6)))
+    finally:
+        graph_sim.clear_faults(user=graph_user)
+
+    assert len({folder.id for folder in folders}) == 1
+    statuses = [entry["status"] for entry in graph_sim.requests(user=graph_user)]
+    assert statuses.count(429) >= 2
+    assert statuses.count(200) == 6

@@ -9,6 +9,7 @@ from msgraph.generated.models.file_attachment import FileAttachment
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.outlook.delta import DeltaReader
+from shared.outlook.errors import ItemNotFound
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.paging import all_pages
 from shared.outlook.writers import OutlookWriter
@@ -57,6 +58,8 @@ async def test_contact_create_update_delete_with_crm_stamp(
     await writer.delete_contact(graph_user, created.item_id)
     await writer.delete_contact(graph_user, created.item_id)  # already gone: still done
     assert await _contact_ids(graph, graph_user) == []
+    with pytest.raises(ItemNotFound):
+        await writer.update_contact(graph_user, created.item_id, GRACE)
 
 
 async def _contact_ids(graph: GraphServiceClient, mailbox: str) -> list[str]:
