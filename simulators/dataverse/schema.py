@@ -99,6 +99,10 @@ def _table(raw: dict[str, Any]) -> Table:
         # Dynamics 365 Sales adds lead to every activity's regarding targets (lead.md, "One-to-Many
         # relationships": Lead_Emails, Lead_Appointments, Lead_Tasks); the base-platform pages omit it.
         nav[f"regardingobjectid_lead_{raw['logicalName']}"] = ("regardingobjectid", ("lead",))
+    if raw["logicalName"] == "activityparty":
+        # Likewise a lead can be an email sender/recipient or attendee (lead.md, "One-to-Many
+        # relationships": lead_activity_parties, navigation partyid_lead).
+        nav["partyid_lead"] = ("partyid", ("lead",))
     return Table(
         logical_name=raw["logicalName"],
         entity_set=raw["entitySetName"],

@@ -20,8 +20,8 @@ Record = dict[str, Any]
 # Columns answered from an index on `eq` (the connector looks rows up by them).
 INDEXED_COLUMNS: dict[str, tuple[str, ...]] = {
     "contact": ("emailaddress1", "emailaddress2", "emailaddress3", "parentcustomerid", "ownerid"),
-    "account": ("emailaddress1", "ownerid"),
-    "lead": ("emailaddress1", "ownerid"),
+    "account": ("emailaddress1", "emailaddress2", "emailaddress3", "ownerid"),
+    "lead": ("emailaddress1", "emailaddress2", "emailaddress3", "ownerid"),
     "email": ("messageid", "regardingobjectid", "ownerid"),
     "appointment": ("globalobjectid", "regardingobjectid", "ownerid"),
     "task": ("regardingobjectid", "ownerid"),

@@ -191,3 +191,26 @@ def test_state_and_status_codes_follow_the_documented_pairs(api: httpx.Client) -
     out_of_range = api.patch(f"tasks({task_id})", json={"prioritycode": 42})
     assert out_of_range.status_code == 400
     assert out_of_range.json()["error"]["code"] == "0x8004431a"
+
+
+def test_a_lead_can_be_an_email_party_and_is_found_by_any_email_column(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """lead.md: emailaddress1-3 (String, 100) and lead_activity_parties (partyid_lead), Dynamics 365 Sales."""
+    address = f"lead-{uuid.uuid4().hex[:8]}@example.com"
+    [lead_id] = dataverse_sim.seed("lead", [{"lastname": "Prospect", "emailaddress3": address}])
+    found = api.get("leads", params={"$select": "leadid", "$filter": f"emailaddress3 eq '{address}'"}).json()
+    assert [row["leadid"] for row in found["value"]] == [lead_id]
+    email_id = _entity_id(
+        api.post(
+            "emails",
+            json={
+                "subject": "To a lead",
+                "email_activity_parties": [
+                    {"partyid_lead@odata.bind": f"/leads({lead_id})", "participationtypemask": 2}
+                ],
+            },
+        )
+    )
+    parties = api.get(f"emails({email_id})/email_activity_parties").json()["value"]
+    assert [(p["_partyid_value"], p["participationtypemask"]) for p in parties] == [(lead_id, 2)]
