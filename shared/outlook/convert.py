@@ -409,12 +409,32 @@ def contact_to_graph(contact: Contact) -> GraphContact:
     )
 
 
+def _floating(value: dt.datetime, time_zone: str | None) -> DateTimeTimeZone:
+    """An all-day boundary: the UTC date's midnight as wall clock in the event's zone, unconverted."""
+    return DateTimeTimeZone(date_time=f"{value.date().isoformat()}T00:00:00", time_zone=time_zone or "UTC")
+
+
 def appointment_to_graph(appointment: Appointment) -> Event:
-    """A Graph event body in the appointment's own time zone (UTC if it has none)."""
+    """A Graph event body in the appointment's own time zone (UTC if it has none).
+
+    All-day events are floating in Graph (midnight to midnight in whatever zone they are viewed in;
+    read without ``Prefer: outlook.timezone`` they come back as midnight UTC), so the neutral model
+    holds their dates as midnight UTC and they are written as midnight in the event's zone.
+    """
+    if appointment.is_all_day:
+        start, end = (
+            _floating(appointment.start, appointment.time_zone),
+            _floating(appointment.end, appointment.time_zone),
+        )
+    else:
+        start, end = (
+            from_utc(appointment.start, appointment.time_zone),
+            from_utc(appointment.end, appointment.time_zone),
+        )
     event = Event(
         subject=appointment.subject,
-        start=from_utc(appointment.start, appointment.time_zone),
-        end=from_utc(appointment.end, appointment.time_zone),
+        start=start,
+        end=end,
         is_all_day=appointment.is_all_day,
         body=_text_body(appointment.body),
         attendees=[

@@ -212,3 +212,24 @@ async def test_file_attachments_of_tracked_mail_are_read(
         "application/pdf",
         b"%PDF-1.7 x",
     )
+
+
+async def test_all_day_event_keeps_its_dates_in_any_zone(graph: GraphServiceClient, graph_user: str) -> None:
+    day = dt.datetime(2026, 5, 14, tzinfo=dt.UTC)
+    holiday = Appointment(
+        subject="Ascension Day",
+        start=day,
+        end=day + dt.timedelta(days=1),
+        is_all_day=True,
+        time_zone="W. Europe Standard Time",
+    )
+
+    created = await OutlookWriter(graph).create_event(graph_user, holiday)
+
+    assert isinstance(created.item, Appointment)
+    assert (created.item.start, created.item.end, created.item.is_all_day) == (
+        day,
+        day + dt.timedelta(days=1),
+        True,
+    )
+    assert created.item.time_zone == "W. Europe Standard Time"
