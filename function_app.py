@@ -3,6 +3,9 @@
 import azure.functions as func
 
 from functions import BLUEPRINTS
+from shared import telemetry
+
+telemetry.configure()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in BLUEPRINTS:
