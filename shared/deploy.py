@@ -101,30 +101,37 @@ def expected_app_settings() -> frozenset[str]:
 # --- packaging -------------------------------------------------------------------------------
 
 
-def _git_paths(repo_root: Path, *extra: str) -> set[str]:
-    """Paths ``git ls-files`` reports, tracked and untracked-but-not-ignored, NUL-separated."""
+def _git(repo_root: Path, *arguments: str, stdin: bytes = b"", ok: tuple[int, ...] = (0,)) -> list[str]:
+    """Run one git query in ``repo_root``; return the NUL-separated paths it prints."""
     git = shutil.which("git")
     if git is None:
         raise PackageError("packaging needs git (it applies .gitignore and .funcignore exactly as git does)")
-    command = [git, "-C", str(repo_root), "ls-files", "-z", "--cached", "--others", *extra]
-    result = subprocess.run(command, capture_output=True, check=False)  # noqa: S603 - fixed argv
-    if result.returncode != 0:
+    result = subprocess.run(  # noqa: S603 - argv built here, no shell
+        [git, "-C", str(repo_root), *arguments], input=stdin, capture_output=True, check=False
+    )
+    if result.returncode not in ok:
         raise PackageError(f"{repo_root} is not a git checkout: {result.stderr.decode(errors='replace')}")
-    return {path for path in result.stdout.decode().split("\0") if path}
+    return [path for path in result.stdout.decode().split("\0") if path]
 
 
 def package_files(repo_root: Path) -> list[str]:
     """Repository-relative paths that go into the deployment package, sorted.
 
-    Candidates are the files git knows about or would add (``.gitignore`` applied), minus
-    everything ``.funcignore`` matches; deleted-but-tracked files are left out.
+    Candidates are the files git knows about or would add (``.gitignore`` applied); git's own
+    matcher then drops every candidate ``.funcignore`` matches (``check-ignore`` exits 1 when
+    none does). Deleted-but-tracked files are left out.
     """
     funcignore = repo_root / ".funcignore"
     if not funcignore.is_file():
         raise PackageError(f"{funcignore} is missing: without it tests and tools would be deployed")
-    candidates = _git_paths(repo_root, "--exclude-standard")
-    excluded = _git_paths(repo_root, "--ignored", f"--exclude-from={funcignore}")
-    return sorted(path for path in candidates - excluded if (repo_root / path).is_file())
+    candidates = _git(repo_root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    excluded = _git(
+        repo_root,
+        *("-c", f"core.excludesFile={funcignore}", "check-ignore", "--no-index", "--stdin", "-z"),
+        stdin="\0".join(candidates).encode(),
+        ok=(0, 1),
+    )
+    return sorted(path for path in set(candidates) - set(excluded) if (repo_root / path).is_file())
 
 
 def package_problems(entries: Iterable[tuple[str, bytes]]) -> list[str]:
