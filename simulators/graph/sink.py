@@ -2,7 +2,7 @@
 
 It runs uvicorn in a background thread on a free loopback port, so the simulator's deliveries
 travel over real HTTP. ``status``, ``delay`` and ``echo_validation`` make it misbehave the way
-an unhealthy receiver would.
+an unhealthy receiver would; ``validation_delay`` slows the validation handshake.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class NotificationSink:
     port: int = field(default_factory=free_port)
     status: int = 202
     delay: float = 0.0
+    validation_delay: float = 0.0
     echo_validation: bool = True
     received: list[dict[str, Any]] = field(default_factory=list)
     validations: list[str] = field(default_factory=list)
@@ -49,6 +50,8 @@ class NotificationSink:
         if token is not None:
             with self._lock:
                 self.validations.append(token)
+            if self.validation_delay:
+                await asyncio.sleep(self.validation_delay)
             if not self.echo_validation:
                 return PlainTextResponse("nope", status_code=400)
             return PlainTextResponse(token)

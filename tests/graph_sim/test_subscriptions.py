@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Any
 
@@ -10,26 +9,7 @@ import httpx
 
 from simulators.graph.sink import NotificationSink
 from tests.fixtures.graph_sim import GraphSim
-from tests.graph_sim.conftest import seg
-
-
-def _in(minutes: float) -> str:
-    return (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
-
-
-def _subscribe(
-    graph: httpx.Client, sink: NotificationSink, resource: str, minutes: float = 60, **extra: Any
-) -> httpx.Response:
-    body = {
-        "changeType": "created,updated,deleted",
-        "notificationUrl": sink.url,
-        "lifecycleNotificationUrl": sink.lifecycle_url,
-        "resource": resource,
-        "expirationDateTime": _in(minutes),
-        "clientState": "secret-client-state",
-        **extra,
-    }
-    return graph.post("subscriptions", json=body, headers={"Prefer": 'IdType="ImmutableId"'})
+from tests.graph_sim.conftest import minutes_from_now, seg, subscribe
 
 
 def _wait(predicate: Any, timeout: float = 5.0) -> None:
@@ -44,7 +24,7 @@ def test_creation_validates_both_endpoints(
 ) -> None:
     """learn.microsoft.com/graph/api/subscription-post-subscriptions: Graph POSTs ?validationToken to
     notificationUrl and lifecycleNotificationUrl and expects the token echoed as text/plain."""
-    answer = _subscribe(graph, graph_sink, f"users/{graph_user}/messages")
+    answer = subscribe(graph, graph_sink, f"users/{graph_user}/messages")
     assert answer.status_code == 201, answer.text
     subscription = answer.json()
     assert len(graph_sink.validations) == 2
@@ -60,7 +40,7 @@ def test_failed_validation_refuses_the_subscription(
 ) -> None:
     """learn.microsoft.com/graph/change-notifications-delivery-webhooks: no echo, no subscription (400)."""
     graph_sink.echo_validation = False
-    answer = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
+    answer = subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
     assert answer.status_code == 400
     assert answer.json()["error"]["code"] == "ValidationError"
     assert graph_sim.subscriptions(user=graph_user) == []
@@ -71,12 +51,12 @@ def test_maximum_lifetimes(
 ) -> None:
     """learn.microsoft.com/graph/api/resources/subscription (lifetime): 10080 minutes for Outlook
     mail/events/contacts, 4230 for To Do tasks."""
-    assert _subscribe(graph, graph_sink, f"users/{graph_user}/events", minutes=10090).status_code == 400
-    assert _subscribe(graph, graph_sink, f"users/{graph_user}/events", minutes=10070).status_code == 201
+    assert subscribe(graph, graph_sink, f"users/{graph_user}/events", minutes=10090).status_code == 400
+    assert subscribe(graph, graph_sink, f"users/{graph_user}/events", minutes=10070).status_code == 201
     list_id = graph_sim.user_info(graph_user)["defaultTodoList"]
     tasks = f"users/{graph_user}/todo/lists/{list_id}/tasks"
-    assert _subscribe(graph, graph_sink, tasks, minutes=4240).status_code == 400
-    assert _subscribe(graph, graph_sink, tasks, minutes=4220).status_code == 201
+    assert subscribe(graph, graph_sink, tasks, minutes=4240).status_code == 400
+    assert subscribe(graph, graph_sink, tasks, minutes=4220).status_code == 201
 
 
 def test_duplicate_is_409_and_renew_reauthorize_delete(
@@ -84,13 +64,17 @@ def test_duplicate_is_409_and_renew_reauthorize_delete(
 ) -> None:
     """subscription-post-subscriptions (409 on a duplicate), subscription-update (renew),
     subscription-reauthorize (204) and subscription-delete."""
-    created = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts").json()
-    assert _subscribe(graph, graph_sink, f"users/{graph_user}/contacts").status_code == 409
-    renewed = graph.patch(f"subscriptions/{created['id']}", json={"expirationDateTime": _in(600)})
+    created = subscribe(graph, graph_sink, f"users/{graph_user}/contacts").json()
+    assert subscribe(graph, graph_sink, f"users/{graph_user}/contacts").status_code == 409
+    renewed = graph.patch(
+        f"subscriptions/{created['id']}", json={"expirationDateTime": minutes_from_now(600)}
+    )
     assert renewed.status_code == 200
     assert renewed.json()["expirationDateTime"] > created["expirationDateTime"]
     assert (
-        graph.patch(f"subscriptions/{created['id']}", json={"expirationDateTime": _in(20000)}).status_code
+        graph.patch(
+            f"subscriptions/{created['id']}", json={"expirationDateTime": minutes_from_now(20000)}
+        ).status_code
         == 400
     )
     assert graph.post(f"subscriptions/{created['id']}/reauthorize").status_code == 204
@@ -102,7 +86,7 @@ def test_expired_subscription_is_gone(
     graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
 ) -> None:
     """learn.microsoft.com/graph/api/resources/subscription: a subscription ends at expirationDateTime."""
-    created = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts", minutes=0.02).json()
+    created = subscribe(graph, graph_sink, f"users/{graph_user}/contacts", minutes=0.02).json()
     _wait(lambda: graph.get(f"subscriptions/{created['id']}").status_code == 404)
 
 
@@ -112,7 +96,7 @@ def test_notification_payload(
     """learn.microsoft.com/graph/change-notifications-delivery-webhooks: value[] with subscriptionId,
     clientState, changeType, resource, resourceData (@odata.type/id/etag, id), tenantId,
     subscriptionExpirationDateTime; ids immutable when the subscription asked for them."""
-    subscription = _subscribe(graph, graph_sink, f"users/{graph_user}/mailFolders('inbox')/messages").json()
+    subscription = subscribe(graph, graph_sink, f"users/{graph_user}/mailFolders('inbox')/messages").json()
     message_id = graph_sim.seed(graph_user, messages={"inbox": [{"subject": "hi"}]})["messages"]["inbox"][0]
     graph_sim.seed(graph_user, messages={"sentitems": [{"subject": "not this folder"}]})
     [notification] = graph_sink.wait_for(1)
@@ -134,7 +118,7 @@ def test_failed_or_slow_deliveries_are_retried(
 ) -> None:
     """learn.microsoft.com/graph/change-notifications-delivery-webhooks: a non-2xx answer or one slower
     than the timeout is retried with backoff (at-least-once)."""
-    _subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
+    subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
     graph_sink.status = 503
     graph_sim.seed(graph_user, contacts=[{"givenName": "Retry"}])
     graph_sink.wait_for(2)
@@ -154,7 +138,7 @@ def test_notification_faults_drop_duplicate_reorder(
 ) -> None:
     """Graph promises neither exactly-once nor ordering (change-notifications-delivery-webhooks);
     the control API's faults make both visible."""
-    _subscribe(graph, graph_sink, f"users/{graph_user}/contacts", changeType="created")
+    subscribe(graph, graph_sink, f"users/{graph_user}/contacts", changeType="created")
     graph_sim.fault("drop_notifications", user=graph_user, count=1)
     graph_sim.seed(graph_user, contacts=[{"givenName": "Dropped"}])
     graph_sim.fault("duplicate_notifications", user=graph_user, count=1)
@@ -175,7 +159,7 @@ def test_lifecycle_notifications(
 ) -> None:
     """learn.microsoft.com/graph/change-notifications-lifecycle-events: reauthorizationRequired, missed
     and subscriptionRemoved go to lifecycleNotificationUrl; a removed subscription is gone."""
-    subscription = _subscribe(graph, graph_sink, f"users/{graph_user}/events").json()
+    subscription = subscribe(graph, graph_sink, f"users/{graph_user}/events").json()
     for event in ("reauthorizationRequired", "missed", "subscriptionRemoved"):
         graph_sim.lifecycle(subscription["id"], event)
     received = graph_sink.wait_for(3, path="/lifecycle")
@@ -194,7 +178,7 @@ def test_undeliverable_notifications_end_in_a_missed_lifecycle_event(
 ) -> None:
     """learn.microsoft.com/graph/change-notifications-lifecycle-events: when notifications could not
     be delivered, Graph sends ``missed`` to the lifecycle URL (the client should resync by delta)."""
-    subscription = _subscribe(graph, graph_sink, f"users/{graph_user}/contacts").json()
+    subscription = subscribe(graph, graph_sink, f"users/{graph_user}/contacts").json()
     graph_sink.status = 500
     graph_sim.seed(graph_user, contacts=[{"givenName": "Lost"}])
     [missed] = graph_sink.wait_for(1, path="/lifecycle")
