@@ -1,0 +1,465 @@
+"""The applier: executes one item's planned actions against Dataverse, Outlook and the link map.
+
+The planner (:mod:`shared.sync.planner`) is pure; this is the I/O half, in the order DESIGN.md fixes:
+CRM writes first, then Outlook writes (the CRM id stamp), then the link rows - so a crash anywhere
+re-runs the plan and every step replays harmlessly: creates are upserts under the deterministic id
+(``PATCH /<set>(<id>)`` creates or updates: "Use Upsert to Create or Update a record",
+learn.microsoft.com/power-apps/developer/data-platform/use-upsert-insert-update-record), a delete
+of a gone record is done, and link writes overwrite what a crashed run left.
+
+Every CRM call impersonates the mailbox's CRM user (``caller=crm_caller_object_id``: "Impersonate
+another user using the Web API", learn.microsoft.com/power-apps/developer/data-platform/webapi/
+impersonate-another-user-web-api), so the user's security roles decide what may be written. A create
+whose columns include ones the contract forbids on create (appointment ``statecode``/``statuscode``)
+goes as one change set - create, then update - so it is all or nothing ("Execute batch operations
+using the Web API", .../webapi/execute-batch-operations-using-web-api).
+
+Activity parties: the field maps' party columns (``from``, ``to``, ``organizer``...) are not Web API
+columns; they become the activity's party list. Addresses resolve to a systemuser, contact, account
+or lead, in that order (Dynamics' resolution order), else stay an unresolved ``addressused``; the
+resolver caches per run. Party lists are write-only here: :meth:`Applier.read_crm_state` reports
+them as null, which the merge treats as "the CRM has no value" and never as an Outlook change.
+
+Audit: one record per CRM write, with hashed ids only (never bodies or addresses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.crm.errors import CrmError
+from shared.crm.port import CrmPort, FieldValue, ParticipationType, Party, RecordRef, Upsert
+from shared.outlook.writers import STAMPABLE_KINDS, OutlookWriter
+from shared.store.ports import AuditTrail, LinkStore
+from shared.store.records import AuditAction, AuditRecord, Mailbox
+from shared.store.records import Link as StoredLink
+from shared.sync.fieldmaps import CrmValue, PartySpec, field_map
+from shared.sync.limits import Fitted
+from shared.sync.merge import FieldBase
+from shared.sync.model import Appointment, Contact, Email, ItemKind, OutlookItem, Task
+from shared.sync.planner import (
+    Action,
+    Conflict,
+    CreateInCrm,
+    CreateInOutlook,
+    CrmState,
+    DeleteInCrm,
+    DeleteInOutlook,
+    DropLink,
+    Link,
+    Skip,
+    StampOutlook,
+    UnlinkOnly,
+    UpdateCrm,
+    UpdateOutlook,
+    WriteLink,
+)
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "sync.outlook_to_crm"
+NeutralContent = Contact | Appointment | Task | Email
+
+# Field-map columns that are activity parties, per table (see the module docstring).
+PARTY_COLUMNS: Mapping[str, frozenset[str]] = {
+    "email": frozenset({"from", "to", "cc", "bcc"}),
+    "appointment": frozenset({"organizer", "requiredattendees", "optionalattendees"}),
+}
+_OWNER_COLUMN = "_ownerid_value"
+_OWNED_KEY = "@owned_by_user"  # kept beside the per-column bases in the link row's synced fields
+
+
+# --- link rows <-> the planner's links ----------------------------------------------------------
+
+
+def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:
+    """The link row for a planner link (bases as ``[outlook, crm]`` fingerprint pairs)."""
+    synced: dict[str, object] = {
+        column: [base.outlook, base.crm] for column, base in link.synced_fields.items()
+    }
+    synced[_OWNED_KEY] = link.owned_by_user
+    return StoredLink(
+        mailbox_id=mailbox_id,
+        kind=kind,
+        outlook_id=link.outlook_id,
+        crm_table=field_map(kind).table,
+        crm_id=str(link.crm_id),
+        outlook_change_key=link.outlook_change_key,
+        crm_etag=link.crm_etag,
+        outlook_hash=link.outlook_hash,
+        crm_hash=link.crm_hash,
+        synced_fields=synced,  # type: ignore[arg-type]  # JSON values: str pairs and one bool
+    )
+
+
+def from_stored_link(row: StoredLink) -> Link:
+    """The planner's view of a link row."""
+    bases: dict[str, FieldBase] = {}
+    for column, value in row.synced_fields.items():
+        if isinstance(value, list) and len(value) == 2:
+            bases[column] = FieldBase(str(value[0]), str(value[1]))
+    return Link(
+        outlook_id=row.outlook_id,
+        crm_id=uuid.UUID(row.crm_id),
+        outlook_change_key=row.outlook_change_key,
+        crm_etag=row.crm_etag,
+        outlook_hash=row.outlook_hash or "",
+        crm_hash=row.crm_hash or "",
+        synced_fields=bases,
+        owned_by_user=row.synced_fields.get(_OWNED_KEY) is True,
+    )
+
+
+# --- parties ------------------------------------------------------------------------------------
+
+
+class PartyResolver:
+    """Resolves party addresses for one run and one CRM user (cached: a thread repeats addresses)."""
+
+    def __init__(self, crm: CrmPort, caller: str) -> None:
+        self._crm = crm
+        self._caller = caller
+        self._cache: dict[str, RecordRef | None] = {}
+
+    async def party(self, spec: PartySpec) -> Party:
+        address = spec.address.lower()
+        if address not in self._cache:
+            found = await self._crm.find_by_email(address, caller=self._caller)
+            self._cache[address] = found[0] if found else None
+        return Party(ParticipationType(spec.participation), self._cache[address], spec.address)
+
+    async def parties(self, values: Mapping[str, CrmValue], columns: frozenset[str]) -> tuple[Party, ...]:
+        specs = [spec for column in sorted(columns) for spec in _specs(values.get(column))]
+        return tuple([await self.party(spec) for spec in specs])
+
+
+def _specs(value: CrmValue) -> tuple[PartySpec, ...]:
+    return value if isinstance(value, tuple) else ()
+
+
+# --- the Outlook side ---------------------------------------------------------------------------
+
+
+class OutlookSide(Protocol):
+    """The Outlook writes a plan may contain, for one mailbox (see :class:`GraphOutlookSide`)."""
+
+    async def stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID) -> bool:
+        """Stamp the CRM id; ``False`` where the kind cannot carry a stamp (To Do tasks)."""
+        ...
+
+    async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem: ...
+
+    async def update(
+        self, kind: ItemKind, item_id: str, item: NeutralContent, crm_id: uuid.UUID | None
+    ) -> OutlookItem: ...
+
+    async def delete(self, kind: ItemKind, item_id: str) -> None: ...
+
+
+class GraphOutlookSide:
+    """:class:`OutlookSide` on :class:`~shared.outlook.writers.OutlookWriter` for one mailbox.
+
+    ``task_list_id``: the To Do list this run's tasks live in (tasks are addressed within a list).
+    """
+
+    def __init__(self, writer: OutlookWriter, mailbox_id: str, *, task_list_id: str | None = None) -> None:
+        self._writer = writer
+        self._mailbox = mailbox_id
+        self._task_list = task_list_id
+
+    def _list(self) -> str:
+        if self._task_list is None:
+            raise ValueError("To Do tasks are written within a list: pass task_list_id")
+        return self._task_list
+
+    async def stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID) -> bool:
+        if kind not in STAMPABLE_KINDS:
+            return False
+        await self._writer.stamp_crm_id(self._mailbox, kind, item_id, str(crm_id))
+        return True
+
+    async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem:
+        if isinstance(item, Contact):
+            return await self._writer.create_contact(self._mailbox, item, crm_id=str(crm_id))
+        if isinstance(item, Appointment):
+            return await self._writer.create_event(self._mailbox, item, crm_id=str(crm_id))
+        if isinstance(item, Task):
+            return await self._writer.create_task(self._mailbox, self._list(), item)
+        raise ValueError("emails are never created in Outlook from the CRM")
+
+    async def update(
+        self, kind: ItemKind, item_id: str, item: NeutralContent, crm_id: uuid.UUID | None
+    ) -> OutlookItem:
+        stamp = str(crm_id) if crm_id else None
+        if isinstance(item, Contact):
+            return await self._writer.update_contact(self._mailbox, item_id, item, crm_id=stamp)
+        if isinstance(item, Appointment):
+            return await self._writer.update_event(self._mailbox, item_id, item, crm_id=stamp)
+        if isinstance(item, Task):
+            return await self._writer.update_task(self._mailbox, self._list(), item_id, item)
+        raise ValueError("emails are never changed in Outlook from the CRM")
+
+    async def delete(self, kind: ItemKind, item_id: str) -> None:
+        if kind is ItemKind.CONTACT:
+            await self._writer.delete_contact(self._mailbox, item_id)
+        elif kind is ItemKind.APPOINTMENT:
+            await self._writer.delete_event(self._mailbox, item_id)
+        elif kind is ItemKind.TASK:
+            await self._writer.delete_task(self._mailbox, self._list(), item_id)
+        else:
+            raise ValueError("emails are never deleted in Outlook by the sync")
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedItem:
+    """What applying one item's plan did (counts, and the values fitted to CRM limits)."""
+
+    crm_writes: int = 0
+    outlook_writes: int = 0
+    linked: bool = False
+    unlinked: bool = False
+    skipped: str | None = None
+    fitted: tuple[Fitted, ...] = ()
+
+
+@dataclass
+class _Written:
+    """One plan's run: its party resolver and projection, and the versions its writes produced (for a
+    ``WriteLink`` that takes them from the write)."""
+
+    resolver: PartyResolver
+    projection: Mapping[str, CrmValue]
+    outlook: tuple[str, str | None] | None = None
+    crm_etag: str | None = None
+    crm_writes: int = 0
+    outlook_writes: int = 0
+    fitted: list[Fitted] = field(default_factory=list)
+
+
+class Applier:
+    """Executes planned actions for one mailbox's items (constructor-injected ports and clock)."""
+
+    def __init__(
+        self,
+        *,
+        crm: CrmPort,
+        links: LinkStore,
+        audit: AuditTrail,
+        outlook: OutlookSide | None = None,
+    ) -> None:
+        self._crm = crm
+        self._links = links
+        self._audit = audit
+        self._outlook = outlook
+
+    async def read_crm_state(self, mailbox: Mailbox, kind: ItemKind, record_id: uuid.UUID) -> CrmState:
+        """The record as the mailbox's CRM user sees it, or ``values=None`` if it does not exist."""
+        fmap = field_map(kind)
+        parties = PARTY_COLUMNS.get(fmap.table, frozenset())
+        columns = [column for column in fmap.columns if column not in parties]
+        row = await self._crm.get(
+            fmap.table, record_id, select=[*columns, _OWNER_COLUMN], caller=mailbox.crm_caller_object_id
+        )
+        if row is None:
+            return CrmState(record_id, None)
+        owner = row.get(_OWNER_COLUMN)
+        owned = isinstance(owner, str) and owner.lower() == mailbox.crm_user_id.lower()
+        etag = row.get("@odata.etag")
+        values = {column: row.get(column) for column in columns}
+        return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned)
+
+    async def apply(
+        self,
+        mailbox: Mailbox,
+        kind: ItemKind,
+        actions: Sequence[Action],
+        *,
+        resolver: PartyResolver,
+        projection: Mapping[str, CrmValue] | None = None,
+    ) -> AppliedItem:
+        """Run ``actions`` in order. A failed CRM write raises its :class:`CrmError` (nothing after it
+        runs, so the link is not written and a rerun repeats the plan). ``projection``: the Outlook
+        item's full CRM projection, so an update of one party column keeps the others."""
+        written = _Written(resolver, projection or {})
+        linked = unlinked = False
+        skipped: str | None = None
+        for action in actions:
+            match action:
+                case CreateInCrm() | UpdateCrm() | DeleteInCrm():
+                    await self._crm_write(mailbox, kind, action, written)
+                case StampOutlook(item_id=item_id, crm_id=crm_id):
+                    if self._outlook is not None and await self._outlook.stamp(kind, item_id, crm_id):
+                        written.outlook = (item_id, None)  # the stamp's new change key is not returned
+                        written.outlook_writes += 1
+                case CreateInOutlook() | UpdateOutlook() | DeleteInOutlook():
+                    await self._outlook_write(mailbox, kind, action, written)
+                case WriteLink():
+                    await self._write_link(mailbox.mailbox_id, kind, self._with_versions(action, written))
+                    linked = True
+                case UnlinkOnly(outlook_id=outlook_id) | DropLink(outlook_id=outlook_id):
+                    await self._drop_link(mailbox.mailbox_id, kind, outlook_id)
+                    unlinked = True
+                case Conflict(column=column, winner=winner, rule=rule):
+                    logger.info("conflict on %s.%s settled for %s by %s", kind.value, column, winner, rule)
+                case Skip(reason=reason):
+                    skipped = reason
+        return AppliedItem(
+            written.crm_writes, written.outlook_writes, linked, unlinked, skipped, tuple(written.fitted)
+        )
+
+    # -- CRM ------------------------------------------------------------------------------------
+
+    async def _crm_write(
+        self,
+        mailbox: Mailbox,
+        kind: ItemKind,
+        action: CreateInCrm | UpdateCrm | DeleteInCrm,
+        written: _Written,
+    ) -> None:
+        caller = mailbox.crm_caller_object_id
+        if isinstance(action, DeleteInCrm):
+            await self._crm.delete(action.table, action.record_id, if_match=action.if_match, caller=caller)
+            await self._record(mailbox.mailbox_id, kind, AuditAction.DELETED_IN_CRM, action.record_id)
+            written.crm_writes += 1
+            return
+        parties = PARTY_COLUMNS.get(action.table, frozenset())
+        if isinstance(action, CreateInCrm):
+            ops = [await self._upsert(action.table, action.record_id, action.values, written)]
+            if action.then_update:
+                later = await self._upsert(action.table, action.record_id, action.then_update, written)
+                ops.append(dataclasses.replace(later, if_match="*"))
+            audit_action = AuditAction.CREATED_IN_CRM
+        else:
+            # A party list is replaced whole: send every party column, the changed ones on top.
+            values = dict(action.values)
+            if parties & set(values):
+                projection = written.projection
+                values = {column: projection[column] for column in parties if column in projection} | values
+            ops = [await self._upsert(action.table, action.record_id, values, written)]
+            ops[0] = dataclasses.replace(ops[0], if_match=action.if_match or "*")
+            audit_action = AuditAction.UPDATED_IN_CRM
+        written.crm_etag = await self._run(ops, caller)
+        written.crm_writes += 1
+        for note in action.fitted:
+            written.fitted.append(note)
+            logger.info(
+                "fitted %s.%s from %d to %d characters",
+                note.table,
+                note.column,
+                note.original_length,
+                note.max_length,
+            )
+        await self._record(mailbox.mailbox_id, kind, audit_action, action.record_id)
+
+    async def _upsert(
+        self,
+        table: str,
+        record_id: uuid.UUID,
+        values: Mapping[str, CrmValue],
+        written: _Written,
+    ) -> Upsert:
+        party_columns = PARTY_COLUMNS.get(table, frozenset())
+        fields: dict[str, FieldValue] = {}
+        for column, value in values.items():
+            if column in party_columns:
+                continue
+            if isinstance(value, tuple):
+                raise ValueError(f"{table}.{column}: a party list outside the table's party columns")
+            fields[column] = value
+        present = frozenset(column for column in party_columns if column in values)
+        return Upsert(table, fields, id=record_id, parties=await written.resolver.parties(values, present))
+
+    async def _run(self, ops: list[Upsert], caller: str) -> str | None:
+        """One upsert alone, several as one change set; the etag after the last one."""
+        if len(ops) == 1:
+            return (await self._crm.upsert(ops[0], caller=caller)).etag
+        results = await self._crm.apply_batch(ops, atomic=True, caller=caller)
+        for result in results:
+            if not result.ok:
+                raise result.error or CrmError("a change set failed without an error", status=result.status)
+        return results[-1].etag
+
+    # -- Outlook --------------------------------------------------------------------------------
+
+    async def _outlook_write(
+        self,
+        mailbox: Mailbox,
+        kind: ItemKind,
+        action: CreateInOutlook | UpdateOutlook | DeleteInOutlook,
+        written: _Written,
+    ) -> None:
+        if self._outlook is None:
+            raise RuntimeError("this plan writes to Outlook but the applier has no Outlook side")
+        if isinstance(action, DeleteInOutlook):
+            await self._outlook.delete(kind, action.item_id)
+            await self._record(mailbox.mailbox_id, kind, AuditAction.DELETED_IN_OUTLOOK, None, action.item_id)
+        elif isinstance(action, CreateInOutlook):
+            created = await self._outlook.create(kind, action.item, action.crm_id)
+            written.outlook = (created.item_id, created.change_key)
+            await self._record(mailbox.mailbox_id, kind, AuditAction.CREATED_IN_OUTLOOK, action.crm_id)
+        else:
+            updated = await self._outlook.update(kind, action.item_id, action.item, None)
+            written.outlook = (updated.item_id, updated.change_key)
+            await self._record(mailbox.mailbox_id, kind, AuditAction.UPDATED_IN_OUTLOOK, None, action.item_id)
+        written.outlook_writes += 1
+
+    # -- links ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _with_versions(action: WriteLink, written: _Written) -> Link:
+        link = action.link
+        if action.outlook_from_write and written.outlook is not None:
+            link = dataclasses.replace(
+                link, outlook_id=written.outlook[0], outlook_change_key=written.outlook[1]
+            )
+        if action.crm_from_write:
+            link = dataclasses.replace(link, crm_etag=written.crm_etag)
+        return link
+
+    async def _write_link(self, mailbox_id: str, kind: ItemKind, link: Link) -> None:
+        """Create or overwrite the link; a stale link holding either side (a crashed run's, or an
+        item re-created in Outlook) is replaced."""
+        row = to_stored_link(mailbox_id, kind, link)
+        current = await self._links.get_by_outlook(mailbox_id, kind, link.outlook_id)
+        if current is not None and current.crm_id == row.crm_id:
+            await self._links.update(dataclasses.replace(row, etag=current.etag))
+            return
+        if current is not None:
+            await self._links.delete(current)
+        holder = await self._links.get_by_crm(mailbox_id, row.crm_table, row.crm_id)
+        if holder is not None:
+            await self._links.delete(holder)
+        await self._links.create(row)
+
+    async def _drop_link(self, mailbox_id: str, kind: ItemKind, outlook_id: str) -> None:
+        current = await self._links.get_by_outlook(mailbox_id, kind, outlook_id)
+        if current is not None:
+            await self._links.delete(current)
+            await self._record(mailbox_id, kind, AuditAction.UNLINKED, uuid.UUID(current.crm_id), outlook_id)
+
+    async def _record(
+        self,
+        mailbox_id: str,
+        kind: ItemKind,
+        action: AuditAction,
+        crm_id: uuid.UUID | None,
+        outlook_id: str | None = None,
+    ) -> None:
+        await self._audit.append(
+            AuditRecord.for_item(
+                mailbox_id=mailbox_id,
+                actor=ACTOR,
+                action=action,
+                kind=kind,
+                outlook_id=outlook_id,
+                crm_id=str(crm_id) if crm_id else None,
+            )
+        )

@@ -1,0 +1,489 @@
+"""The per-mailbox Outlook -> CRM sync run (DESIGN.md, data flow steps 2-5).
+
+One run syncs one (mailbox, resource), where the resource is the subscription resource string of
+:func:`shared.outlook.subscriptions.resource_path`. It:
+
+1. takes the mailbox lease (one synchronizing instance per mailbox), renewing it between pages;
+2. clears the dirty flag *before* reading, so a notification arriving during the run leaves a
+   fresh mark (and a new job) instead of being swallowed;
+3. reads the delta from the stored link ("Use delta query to track changes in Microsoft Graph
+   data", learn.microsoft.com/graph/delta-query-overview) and, page by page: converts, asks the
+   policies (:mod:`shared.sync.policies`), fetches the body of tracked mail only, plans each item
+   against the link map (:func:`~shared.sync.planner.plan_item`), checks the mass-delete brake for
+   the page, applies (:class:`~shared.sync.applier.Applier`: CRM, then Outlook, then link rows), and
+   only then stores the page's next link (the final delta link at the end), so a crash re-runs at
+   most one page and deterministic ids make the re-run harmless;
+4. parks an item whose CRM write failed in a way retrying cannot fix (privilege denied, invalid
+   data) and goes on; transient failures (throttling, outages, a record changed under us) raise, so
+   the queue retries the job with the delta link not advanced;
+5. answers an expired delta token (410 / syncStateNotFound) by a full resync against the link map:
+   the sync state is reset and the resource re-read from scratch; items already linked and unchanged
+   are not rewritten (hashes), and linked items no longer listed count as deleted - behind the
+   mass-delete brake, which on tripping marks the mailbox degraded and deletes nothing.
+
+Calendar: the delta is a ``calendarView`` window (default 30 days back to 365 days ahead); an event
+that leaves the window is reported ``@removed`` like a delete, so a removal of a linked appointment
+whose CRM record lies outside the window is ignored rather than deleting the CRM record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from shared.config import Settings
+from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
+from shared.crm.port import CrmPort
+from shared.outlook.delta import DeltaPage, DeltaReader
+from shared.outlook.errors import DeltaTokenExpired
+from shared.outlook.writers import OutlookWriter
+from shared.store.jobs import SyncJob
+from shared.store.ports import Store
+from shared.store.records import (
+    AuditAction,
+    AuditRecord,
+    ItemRef,
+    Lease,
+    Mailbox,
+    MailboxState,
+    SyncState,
+    utc_now,
+)
+from shared.sync.applier import ACTOR, Applier, GraphOutlookSide, PartyResolver, from_stored_link
+from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
+from shared.sync.fieldmaps.base import parse_utc
+from shared.sync.model import Email, ItemKind, OutlookItem
+from shared.sync.planner import (
+    Action,
+    CrmState,
+    MassDeleteRefusedError,
+    OutlookState,
+    check_mass_delete,
+    count_deletes,
+    plan_item,
+)
+from shared.sync.policies import is_tracked, kind_enabled, sync_policy
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+_RESOURCE = re.compile(
+    r"^users/(?P<mailbox>[^/]+)/(?:"
+    r"mailFolders\('(?P<folder>[^']+)'\)/messages"
+    r"|(?P<plain>contacts|events)"
+    r"|todo/lists/(?P<task_list>.+)/tasks)$"
+)
+_CLEAR_DIRTY_ATTEMPTS = 5
+_MASS_DELETE_REASON = "mass_delete_refused"
+_FATAL_CRM_ERRORS = (ConcurrencyMismatch, CallerNotFound, AuthenticationFailed)
+
+
+class InvalidResource(ValueError):
+    """A sync job names a resource crmsync does not sync (or another mailbox's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRef:
+    """What a subscription resource string means: the item kind and where it lives."""
+
+    kind: ItemKind
+    mail_folder: str | None = None
+    task_list_id: str | None = None
+
+
+def parse_resource(mailbox_id: str, resource: str) -> ResourceRef:
+    """Inverse of :func:`~shared.outlook.subscriptions.resource_path` for one mailbox."""
+    match = _RESOURCE.match(resource)
+    if match is None or match["mailbox"] != mailbox_id:
+        raise InvalidResource("not a resource of this mailbox that crmsync syncs")
+    if match["folder"]:
+        return ResourceRef(ItemKind.EMAIL, mail_folder=match["folder"])
+    if match["task_list"]:
+        return ResourceRef(ItemKind.TASK, task_list_id=match["task_list"])
+    return ResourceRef(ItemKind.CONTACT if match["plain"] == "contacts" else ItemKind.APPOINTMENT)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Tuning of a run; :meth:`from_settings` takes the app's values."""
+
+    lease_seconds: int = 120
+    mass_delete_ratio: float = 0.5
+    calendar_past: dt.timedelta = dt.timedelta(days=30)
+    calendar_future: dt.timedelta = dt.timedelta(days=365)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: dt.timedelta) -> JobOptions:
+        return cls(settings.lease_seconds, settings.mass_delete_ratio, **overrides)
+
+
+class RunOutcome(enum.StrEnum):
+    COMPLETED = "completed"
+    MAILBOX_DISABLED = "mailbox_disabled"
+    KIND_DISABLED = "kind_disabled"
+    MASS_DELETE_REFUSED = "mass_delete_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Reported after every page (for the onboarding progress bar)."""
+
+    resource: str
+    pages: int
+    items_seen: int
+    items_synced: int
+
+
+ProgressCallback = Callable[[SyncProgress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRunReport:
+    """What one run did. ``message`` explains a refused run (no addresses, no content)."""
+
+    mailbox_id: str
+    resource: str
+    outcome: RunOutcome
+    full_resync: bool = False
+    pages: int = 0
+    items_seen: int = 0
+    items_synced: int = 0
+    crm_writes: int = 0
+    parked: int = 0
+    fitted: int = 0
+    message: str | None = None
+
+
+@dataclass
+class _Run:
+    """The mutable state of one run."""
+
+    mailbox: Mailbox
+    ref: ResourceRef
+    resource: str
+    full: bool
+    linked_at_start: int
+    applier: Applier
+    resolver: PartyResolver
+    parked_ids: set[str]
+    lease: Lease
+    deletes: int = 0
+    seen: set[str] = field(default_factory=set)
+    pages: int = 0
+    items_seen: int = 0
+    items_synced: int = 0
+    crm_writes: int = 0
+    parked: int = 0
+    fitted: int = 0
+
+    def report(self, outcome: RunOutcome, message: str | None = None) -> SyncRunReport:
+        return SyncRunReport(
+            self.mailbox.mailbox_id,
+            self.resource,
+            outcome,
+            self.full,
+            self.pages,
+            self.items_seen,
+            self.items_synced,
+            self.crm_writes,
+            self.parked,
+            self.fitted,
+            message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    item: OutlookItem
+    actions: list[Action]
+    projection: dict[str, CrmValue]
+
+
+class MailboxSyncJob:
+    """Runs Outlook -> CRM sync for one (mailbox, resource) at a time; safe to run concurrently
+    (the lease admits one run per mailbox; others raise ``LeaseHeld`` and the queue retries)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        crm: CrmPort,
+        reader: DeltaReader,
+        writer: OutlookWriter,
+        options: JobOptions | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+        owner: str | None = None,
+    ) -> None:
+        self._store = store
+        self._crm = crm
+        self._reader = reader
+        self._writer = writer
+        self._options = options or JobOptions()
+        self._clock = clock
+        self._owner = owner or f"worker:{uuid.uuid4().hex}"
+
+    async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
+        return await self.run(job.mailbox_id, job.resource, progress=progress)
+
+    async def run(
+        self, mailbox_id: str, resource: str, *, progress: ProgressCallback | None = None
+    ) -> SyncRunReport:
+        """Sync one resource of one mailbox from its stored delta link (a full read if none)."""
+        ref = parse_resource(mailbox_id, resource)
+        mailbox = await self._store.registry.get_mailbox(mailbox_id)
+        if not mailbox.enabled:
+            return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED)
+        if not kind_enabled(mailbox.settings, ref.kind):
+            return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
+        state_store = self._store.sync_state
+        lease = await state_store.try_acquire(mailbox_id, self._owner, self._options.lease_seconds)
+        run: _Run | None = None
+        try:
+            state = await self._clear_dirty(mailbox_id, resource)
+            run = await self._start(mailbox, ref, resource, state.delta_link, lease)
+            try:
+                return await self._sync(run, state.delta_link, progress)
+            except DeltaTokenExpired:
+                logger.warning("delta token expired for %s; full resync", ref.kind.value)
+                await state_store.reset(mailbox_id, resource)
+                await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "delta_token_expired")
+                run = await self._start(mailbox, ref, resource, None, run.lease)
+                return await self._sync(run, None, progress)
+        finally:
+            await state_store.release(run.lease if run else lease)
+
+    async def _clear_dirty(self, mailbox_id: str, resource: str) -> SyncState:
+        """Clear the dirty flag before reading; a notification in between wins the race: re-read."""
+        for _ in range(_CLEAR_DIRTY_ATTEMPTS):
+            state = await self._store.sync_state.get_state(mailbox_id, resource)
+            if not state.dirty or await self._store.sync_state.clear_dirty(state):
+                return state
+        return await self._store.sync_state.get_state(mailbox_id, resource)
+
+    async def _start(
+        self, mailbox: Mailbox, ref: ResourceRef, resource: str, link: str | None, lease: Lease
+    ) -> _Run:
+        outlook = GraphOutlookSide(self._writer, mailbox.mailbox_id, task_list_id=ref.task_list_id)
+        applier = Applier(crm=self._crm, links=self._store.links, audit=self._store.audit, outlook=outlook)
+        parked = {
+            entry.ref.outlook_id
+            async for entry in self._store.parked.list_parked(mailbox.mailbox_id)
+            if entry.ref.kind is ref.kind and entry.ref.outlook_id
+        }
+        return _Run(
+            mailbox=mailbox,
+            ref=ref,
+            resource=resource,
+            full=link is None,
+            linked_at_start=await self._store.links.count(mailbox.mailbox_id, ref.kind),
+            applier=applier,
+            resolver=PartyResolver(self._crm, mailbox.crm_caller_object_id),
+            parked_ids=parked,
+            lease=lease,
+        )
+
+    def _pages(self, run: _Run, link: str | None) -> AsyncIterator[DeltaPage]:
+        mailbox_id, ref = run.mailbox.mailbox_id, run.ref
+        if ref.kind is ItemKind.EMAIL:
+            folder = ref.mail_folder or "inbox"
+            return self._reader.messages(
+                mailbox_id, folder=folder, link=link, mailbox_address=run.mailbox.upn
+            )
+        if ref.kind is ItemKind.CONTACT:
+            return self._reader.contacts(mailbox_id, link=link)
+        if ref.kind is ItemKind.TASK:
+            return self._reader.tasks(mailbox_id, ref.task_list_id or "", link=link)
+        start, end = self._window()
+        return self._reader.events(mailbox_id, window_start=start, window_end=end, link=link)
+
+    def _window(self) -> tuple[dt.datetime, dt.datetime]:
+        now = self._clock()
+        return now - self._options.calendar_past, now + self._options.calendar_future
+
+    async def _sync(self, run: _Run, link: str | None, progress: ProgressCallback | None) -> SyncRunReport:
+        mailbox_id = run.mailbox.mailbox_id
+        async for page in self._pages(run, link):
+            items = list(page.items)
+            run.seen.update(item.item_id for item in items)
+            if page.delta_link is not None and run.full:
+                items += await self._unseen_links(run)
+            try:
+                await self._process(run, items)
+            except MassDeleteRefusedError as refused:
+                await self._refuse(run, refused)
+                return run.report(RunOutcome.MASS_DELETE_REFUSED, str(refused))
+            next_link = page.next_link or page.delta_link
+            if next_link:
+                await self._store.sync_state.save_delta_link(mailbox_id, run.resource, next_link)
+            run.pages += 1
+            run.items_seen += len(page.items)
+            if progress is not None:
+                progress(SyncProgress(run.resource, run.pages, run.items_seen, run.items_synced))
+            await self._keep_lease(run)
+        return run.report(RunOutcome.COMPLETED)
+
+    async def _unseen_links(self, run: _Run) -> list[OutlookItem]:
+        """After a full read: linked items the read did not list are gone from Outlook. Mail is left
+        out (one kind spans several folders, and a deleted tracked email keeps its CRM record)."""
+        if run.ref.kind is ItemKind.EMAIL:
+            return []
+        mailbox_id = run.mailbox.mailbox_id
+        return [
+            OutlookItem(mailbox_id=mailbox_id, item_id=link.outlook_id, kind=run.ref.kind, removed=True)
+            async for link in self._store.links.list_links(mailbox_id, run.ref.kind)
+            if link.outlook_id not in run.seen
+        ]
+
+    async def _process(self, run: _Run, items: list[OutlookItem]) -> None:
+        """Plan every item of the page, apply the brake to the page's deletes, then apply."""
+        planned: list[_Planned] = []
+        for item in items:
+            plan = await self._guard(run, item, self._plan(run, item))
+            if plan is not None:
+                planned.append(plan)
+        page_deletes = sum(count_deletes(plan.actions) for plan in planned)
+        check_mass_delete(run.linked_at_start, run.deletes + page_deletes, self._options.mass_delete_ratio)
+        run.deletes += page_deletes
+        for plan in planned:
+            await self._guard(run, plan.item, self._apply(run, plan))
+
+    async def _guard(self, run: _Run, item: OutlookItem, step: Awaitable[_T]) -> _T | None:
+        """Await ``step``; a CRM error retrying cannot fix parks the item (``None``), others raise."""
+        try:
+            return await step
+        except CrmError as error:
+            if error.retryable or isinstance(error, _FATAL_CRM_ERRORS):
+                raise
+            await self._park(run, item, error)
+            return None
+
+    async def _plan(self, run: _Run, item: OutlookItem) -> _Planned | None:
+        mailbox, kind = run.mailbox, run.ref.kind
+        tracked = not item.removed and is_tracked(mailbox.settings, item)
+        fmap = field_map(kind)
+        if tracked and item.item is not None and fmap.skip_reason(item.item):
+            return None  # drafts, occurrences of a series: never synchronised
+        if tracked and isinstance(item.item, Email):
+            body = await self._reader.fetch_message_body(mailbox.mailbox_id, item.item_id)
+            content = item.item.model_copy(update={"body": body.content, "body_is_html": body.is_html})
+            item = item.model_copy(update={"item": content})
+        outlook = OutlookState.from_outlook_item(item, tracked=tracked)
+        stored = await self._store.links.get_by_outlook(mailbox.mailbox_id, kind, item.item_id)
+        link = from_stored_link(stored) if stored is not None else None
+        crm: CrmState | None = None
+        if link is not None:
+            crm = await run.applier.read_crm_state(mailbox, kind, link.crm_id)
+            if outlook.gone is not None and self._left_window(kind, crm):
+                return None
+        elif outlook.item is not None and outlook.gone is None:
+            record_id = outlook.crm_id or crm_record_id(
+                kind, natural_key(mailbox.mailbox_id, item.item_id, outlook.item)
+            )
+            crm = await run.applier.read_crm_state(mailbox, kind, record_id)
+        else:
+            return None  # gone (or untracked) and never linked: nothing to do
+        actions = plan_item(
+            kind,
+            mailbox_id=mailbox.mailbox_id,
+            outlook=outlook,
+            link=link,
+            crm=crm,
+            policy=sync_policy(mailbox.settings, kind),
+            now=self._clock(),
+        )
+        projection = fmap.project(outlook.item).values if outlook.item is not None else {}
+        return _Planned(item, actions, projection)
+
+    def _left_window(self, kind: ItemKind, crm: CrmState) -> bool:
+        """A removed appointment whose record lies outside the calendar window left the window."""
+        if kind is not ItemKind.APPOINTMENT or crm.values is None:
+            return False
+        start, end = self._window()
+        scheduled_start, scheduled_end = (
+            _utc_value(crm.values, c) for c in ("scheduledstart", "scheduledend")
+        )
+        return bool(
+            (scheduled_end is not None and scheduled_end < start)
+            or (scheduled_start is not None and scheduled_start > end)
+        )
+
+    async def _apply(self, run: _Run, plan: _Planned) -> None:
+        applied = await run.applier.apply(
+            run.mailbox, run.ref.kind, plan.actions, resolver=run.resolver, projection=plan.projection
+        )
+        run.crm_writes += applied.crm_writes
+        run.fitted += len(applied.fitted)
+        if applied.crm_writes or applied.linked or applied.unlinked:
+            run.items_synced += 1
+        if plan.item.item_id in run.parked_ids:
+            await self._store.parked.remove(
+                run.mailbox.mailbox_id, ItemRef(kind=run.ref.kind, outlook_id=plan.item.item_id)
+            )
+            run.parked_ids.discard(plan.item.item_id)
+
+    async def _park(self, run: _Run, item: OutlookItem, error: CrmError) -> None:
+        reason = "crm_" + re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+        message = re.sub(r"[@\x00-\x1f\x7f-\x9f]", " ", error.remedy)[:500]
+        ref = ItemRef(kind=run.ref.kind, outlook_id=item.item_id)
+        await self._store.parked.park(run.mailbox.mailbox_id, ref, reason_code=reason, message=message)
+        await self._store.audit.append(
+            AuditRecord.for_item(
+                mailbox_id=run.mailbox.mailbox_id,
+                actor=ACTOR,
+                action=AuditAction.PARKED,
+                kind=run.ref.kind,
+                outlook_id=item.item_id,
+                reason_code=reason,
+            )
+        )
+        run.parked += 1
+        run.parked_ids.add(item.item_id)
+        logger.warning("parked a %s item: %s (%s)", run.ref.kind.value, reason, error.code)
+
+    async def _refuse(self, run: _Run, refused: MassDeleteRefusedError) -> None:
+        mailbox_id = run.mailbox.mailbox_id
+        logger.error("mass-delete brake: %s", refused)
+        await self._store.registry.set_state(mailbox_id, MailboxState.DEGRADED)
+        await self._store.sync_state.record_error(mailbox_id, run.resource, _MASS_DELETE_REASON)
+        await self._audit(mailbox_id, AuditAction.STATE_CHANGED, run.ref.kind, _MASS_DELETE_REASON)
+
+    async def _audit(self, mailbox_id: str, action: AuditAction, kind: ItemKind, reason: str) -> None:
+        await self._store.audit.append(
+            AuditRecord(
+                mailbox_id=mailbox_id,
+                actor=ACTOR,
+                action=action,
+                item_kind=kind,
+                reason_code=reason,
+            )
+        )
+
+    async def _keep_lease(self, run: _Run) -> None:
+        """Renew the lease once half of it is used, so a long run keeps its mailbox."""
+        remaining = run.lease.expires_at - self._clock()
+        if remaining < dt.timedelta(seconds=self._options.lease_seconds / 2):
+            run.lease = await self._store.sync_state.renew(run.lease, self._options.lease_seconds)
+
+
+def _utc_value(values: Mapping[str, object], column: str) -> dt.datetime | None:
+    value = values.get(column)
+    return parse_utc(value) if isinstance(value, str) else None
+
+
+__all__ = [
+    "InvalidResource",
+    "JobOptions",
+    "MailboxSyncJob",
+    "ProgressCallback",
+    "ResourceRef",
+    "RunOutcome",
+    "SyncProgress",
+    "SyncRunReport",
+    "parse_resource",
+]

@@ -1,0 +1,349 @@
+"""The mailbox service behind ``crmsync mailbox add/remove/list``, ``crmsync status`` and the admin API.
+
+Onboarding checks before it changes anything, so a bad request gets one clear error and leaves no
+trace: the Graph user exists; the CRM user exists, is enabled and is who impersonation resolves to
+(``WhoAmI`` with ``CallerObjectId``: "Impersonate another user using the Web API",
+learn.microsoft.com/power-apps/developer/data-platform/webapi/impersonate-another-user-web-api);
+and the CRM user may create each synchronised table. The privilege check creates a probe record and
+then the same record again inside one change set: the duplicate fails, so Dataverse rolls the
+change set back ("Execute batch operations using the Web API": a change set is all or nothing) and
+nothing is left behind; a missing privilege fails the first create and names the privilege.
+
+Then it registers the mailbox (the store makes mailbox <-> CRM user one to one atomically), adds the
+tracked category to the mailbox's master list, creates one subscription per synchronised resource
+(immutable ids - the Graph client sends ``Prefer: IdType="ImmutableId"`` on every request - a
+lifecycle URL and a fresh clientState, of which only the SHA-256 is stored), and runs the initial
+delta baseline with progress reports. A failure after registration undoes what was done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from msgraph.graph_service_client import GraphServiceClient
+
+from shared.crm.errors import CrmError, DuplicateRecord
+from shared.crm.port import CrmPort, FieldValue, Upsert
+from shared.outlook.delta import DeltaReader
+from shared.outlook.errors import ItemNotFound
+from shared.outlook.errors import MailboxNotFound as GraphMailboxNotFound
+from shared.outlook.mailbox import OutlookMailbox
+from shared.outlook.subscriptions import ResourceKind, SubscriptionManager, resource_path
+from shared.outlook.writers import OutlookWriter
+from shared.store.errors import CrmUserAlreadyRegistered, MailboxAlreadyRegistered
+from shared.store.ports import Store
+from shared.store.records import (
+    AuditAction,
+    AuditRecord,
+    Mailbox,
+    SubscriptionRecord,
+    hash_client_state,
+    utc_now,
+)
+from shared.sync.applier import ACTOR
+from shared.sync.fieldmaps import field_map
+from shared.sync.job import JobOptions, MailboxSyncJob, SyncProgress, SyncRunReport, parse_resource
+from shared.sync.mailbox_settings import MailboxSettings
+from shared.sync.model import ItemKind
+from shared.sync.status import MailboxStatus, SubscriptionStatus, status, subscription_status
+
+_RESOURCE_OF_KIND = {
+    ItemKind.EMAIL: ResourceKind.MESSAGES,
+    ItemKind.CONTACT: ResourceKind.CONTACTS,
+    ItemKind.APPOINTMENT: ResourceKind.EVENTS,
+    ItemKind.TASK: ResourceKind.TASKS,
+}
+# Minimal valid rows for the privilege probe (never committed: see the module docstring).
+_PROBE_FIELDS: dict[str, dict[str, FieldValue]] = {
+    "contact": {"lastname": "crmsync privilege check"},
+    "appointment": {"subject": "crmsync privilege check"},
+    "task": {"subject": "crmsync privilege check"},
+    "email": {"subject": "crmsync privilege check"},
+}
+
+
+class OnboardingRefused(ValueError):
+    """Onboarding was refused before anything changed; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnboardingProgress:
+    """A step of onboarding; during the baseline, the items seen and synced so far."""
+
+    step: str
+    resource: str | None = None
+    items_seen: int = 0
+    items_synced: int = 0
+
+
+OnboardingCallback = Callable[[OnboardingProgress], None]
+
+
+@dataclass(frozen=True, slots=True)
+class OnboardingReport:
+    mailbox_id: str
+    upn: str
+    crm_user_id: str
+    subscriptions: tuple[SubscriptionStatus, ...]
+    baseline: tuple[SyncRunReport, ...]
+
+    @property
+    def items_seen(self) -> int:
+        return sum(run.items_seen for run in self.baseline)
+
+    @property
+    def items_synced(self) -> int:
+        return sum(run.items_synced for run in self.baseline)
+
+    @property
+    def parked(self) -> int:
+        return sum(run.parked for run in self.baseline)
+
+
+@dataclass(frozen=True, slots=True)
+class OffboardingReport:
+    mailbox_id: str
+    subscriptions_deleted: int
+    links_kept: int  # the CRM data stays; the link rows stay for a later re-onboarding or repair
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalReport:
+    renewed: tuple[str, ...]  # subscription ids
+    recreated: tuple[str, ...]  # new subscription ids replacing ones Graph no longer had
+    resynced: tuple[SyncRunReport, ...]  # a delta after each recreation catches what was missed
+
+
+class MailboxService:
+    """Onboarding, offboarding, subscription renewal and status, on injected ports."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        crm: CrmPort,
+        graph: GraphServiceClient,
+        notification_url: str,
+        lifecycle_url: str,
+        job_options: JobOptions | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._crm = crm
+        self._mailboxes = OutlookMailbox(graph)
+        self._writer = OutlookWriter(graph)
+        self._subscriptions = SubscriptionManager(
+            graph, notification_url=notification_url, lifecycle_url=lifecycle_url, clock=clock
+        )
+        self._job = MailboxSyncJob(
+            store=store,
+            crm=crm,
+            reader=DeltaReader(graph),
+            writer=self._writer,
+            options=job_options,
+            clock=clock,
+        )
+        self._clock = clock
+
+    @property
+    def job(self) -> MailboxSyncJob:
+        """The sync job this service runs baselines with (the queue worker can share it)."""
+        return self._job
+
+    # -- onboarding -----------------------------------------------------------------------------
+
+    async def onboard(
+        self,
+        upn_or_id: str,
+        crm_user_id: str,
+        *,
+        settings: MailboxSettings | None = None,
+        progress: OnboardingCallback | None = None,
+    ) -> OnboardingReport:
+        """Check, register, subscribe and baseline one mailbox (see the module docstring)."""
+        settings = settings or MailboxSettings()
+        notify = progress or (lambda _: None)
+        notify(OnboardingProgress("checking the mailbox"))
+        try:
+            user = await self._mailboxes.user(upn_or_id)
+        except (GraphMailboxNotFound, ItemNotFound):
+            raise OnboardingRefused("no Exchange Online mailbox with this UPN or id") from None
+        notify(OnboardingProgress("checking the CRM user"))
+        caller = await self._check_crm_user(crm_user_id)
+        await self._check_privileges(caller, settings)
+        try:
+            mailbox = await self._store.registry.register(
+                mailbox_id=user.id,
+                upn=user.user_principal_name or upn_or_id,
+                crm_user_id=crm_user_id.lower(),
+                crm_caller_object_id=caller,
+                settings=settings,
+            )
+        except MailboxAlreadyRegistered:
+            raise OnboardingRefused("this mailbox is already registered (one CRM user per mailbox)") from None
+        except CrmUserAlreadyRegistered:
+            raise OnboardingRefused(
+                "this CRM user already has a mailbox (one mailbox per CRM user)"
+            ) from None
+        await self._audit(mailbox.mailbox_id, AuditAction.REGISTERED)
+        try:
+            subscriptions = await self._subscribe(mailbox, notify)
+        except BaseException:
+            await self.offboard(mailbox.mailbox_id)
+            raise
+        baseline = []
+        for record in subscriptions:
+            notify(OnboardingProgress("initial sync", record.resource))
+
+            def report(step: SyncProgress) -> None:
+                notify(OnboardingProgress("initial sync", step.resource, step.items_seen, step.items_synced))
+
+            baseline.append(await self._job.run(mailbox.mailbox_id, record.resource, progress=report))
+        now = self._clock()
+        return OnboardingReport(
+            mailbox.mailbox_id,
+            mailbox.upn,
+            mailbox.crm_user_id,
+            tuple(subscription_status(record, now) for record in subscriptions),
+            tuple(baseline),
+        )
+
+    async def _check_crm_user(self, crm_user_id: str) -> str:
+        """The CRM user's Entra object id, once the user is found, enabled and impersonable."""
+        try:
+            user_id = uuid.UUID(crm_user_id)
+        except ValueError:
+            raise OnboardingRefused("the CRM user id must be a systemuserid (a GUID)") from None
+        row = await self._crm.get(
+            "systemuser", user_id, select=["azureactivedirectoryobjectid", "isdisabled"], caller=None
+        )
+        if row is None:
+            raise OnboardingRefused("no CRM user (systemuser) with this id")
+        if row.get("isdisabled") is True:
+            raise OnboardingRefused("the CRM user is disabled; enable the user in Dataverse first")
+        caller = row.get("azureactivedirectoryobjectid")
+        if not isinstance(caller, str) or not caller:
+            raise OnboardingRefused("the CRM user has no Entra object id, so crmsync cannot act as the user")
+        try:
+            whoami = await self._crm.whoami(caller=caller)
+        except CrmError as error:
+            if error.retryable:
+                raise
+            raise OnboardingRefused(f"crmsync cannot act as the CRM user: {error.remedy}") from None
+        if whoami.user_id != user_id:
+            raise OnboardingRefused("impersonating the user's Entra object id resolves to another CRM user")
+        return caller
+
+    async def _check_privileges(self, caller: str, settings: MailboxSettings) -> None:
+        """Refuse, naming the privilege, if the user cannot create a synchronised table's records."""
+        for kind in sorted(settings.item_kinds):
+            table = field_map(kind).table
+            probe = Upsert(table, _PROBE_FIELDS[table], id=uuid.uuid4(), if_none_match=True)
+            results = await self._crm.apply_batch([probe, probe], atomic=True, caller=caller)
+            error = next((result.error for result in results if result.error is not None), None)
+            if error is None:
+                raise RuntimeError("the privilege probe's change set was not rolled back")
+            if isinstance(error, DuplicateRecord):
+                continue  # the first create went through, so the user may create: rolled back
+            if error.retryable:
+                raise error
+            raise OnboardingRefused(
+                f"the CRM user cannot create {table} records: {error.message}. {error.remedy}"
+            )
+
+    async def _subscribe(self, mailbox: Mailbox, notify: OnboardingCallback) -> list[SubscriptionRecord]:
+        mailbox_id = mailbox.mailbox_id
+        kinds = mailbox.settings.item_kinds
+        if ItemKind.EMAIL in kinds:
+            notify(OnboardingProgress("adding the tracked category"))
+            await self._writer.ensure_master_category(mailbox_id, mailbox.settings.tracked_category)
+        task_list = await self._writer.default_task_list(mailbox_id) if ItemKind.TASK in kinds else None
+        records = []
+        for kind in sorted(kinds):
+            resource_kind = _RESOURCE_OF_KIND[kind]
+            list_id = task_list if kind is ItemKind.TASK else None
+            notify(
+                OnboardingProgress(
+                    "subscribing", resource_path(resource_kind, mailbox_id, task_list_id=list_id)
+                )
+            )
+            records.append(await self._create_subscription(mailbox_id, resource_kind, list_id))
+        return records
+
+    async def _create_subscription(
+        self, mailbox_id: str, kind: ResourceKind, task_list_id: str | None
+    ) -> SubscriptionRecord:
+        created = await self._subscriptions.create(mailbox_id, kind, task_list_id=task_list_id)
+        record = SubscriptionRecord(
+            subscription_id=created.id,
+            mailbox_id=mailbox_id,
+            resource=created.resource,
+            client_state_hash=hash_client_state(created.client_state),
+            expiration=created.expires,
+        )
+        await self._store.subscriptions.put(record)
+        await self._audit(mailbox_id, AuditAction.SUBSCRIBED)
+        return record
+
+    # -- offboarding ----------------------------------------------------------------------------
+
+    async def offboard(self, mailbox_id: str) -> OffboardingReport:
+        """Delete the subscriptions (already gone is fine), forget sync state, unregister. CRM data stays."""
+        records = [record async for record in self._store.subscriptions.list_for_mailbox(mailbox_id)]
+        for record in records:
+            await self._subscriptions.delete(record.subscription_id)
+            await self._store.subscriptions.delete(record.subscription_id)
+            await self._store.sync_state.reset(mailbox_id, record.resource)
+            await self._audit(mailbox_id, AuditAction.UNSUBSCRIBED)
+        await self._store.registry.unregister(mailbox_id)
+        await self._audit(mailbox_id, AuditAction.UNREGISTERED)
+        return OffboardingReport(mailbox_id, len(records), await self._store.links.count(mailbox_id))
+
+    # -- the renewal timer ----------------------------------------------------------------------
+
+    async def renew_subscriptions(self, *, before: dt.datetime) -> RenewalReport:
+        """Renew subscriptions expiring before ``before``; recreate those Graph no longer has (404)
+        and run a delta for them, since notifications may have been lost meanwhile."""
+        renewed: list[str] = []
+        recreated: list[str] = []
+        resynced: list[SyncRunReport] = []
+        expiring = [record async for record in self._store.subscriptions.list_expiring(before)]
+        for record in expiring:
+            ref = parse_resource(record.mailbox_id, record.resource)
+            kind = _RESOURCE_OF_KIND[ref.kind]
+            try:
+                expiration = await self._subscriptions.renew(record.subscription_id, kind)
+            except ItemNotFound:
+                await self._store.subscriptions.delete(record.subscription_id)
+                new = await self._create_subscription(record.mailbox_id, kind, ref.task_list_id)
+                recreated.append(new.subscription_id)
+                resynced.append(await self._job.run(record.mailbox_id, record.resource))
+                continue
+            await self._store.subscriptions.put(
+                SubscriptionRecord(
+                    subscription_id=record.subscription_id,
+                    mailbox_id=record.mailbox_id,
+                    resource=record.resource,
+                    client_state_hash=record.client_state_hash,
+                    expiration=expiration,
+                    lifecycle=record.lifecycle,
+                )
+            )
+            renewed.append(record.subscription_id)
+        return RenewalReport(tuple(renewed), tuple(recreated), tuple(resynced))
+
+    # -- status ---------------------------------------------------------------------------------
+
+    async def list_mailboxes(self) -> list[Mailbox]:
+        return [mailbox async for mailbox in self._store.registry.list_mailboxes()]
+
+    async def status(self, mailbox_id: str | None = None) -> list[MailboxStatus]:
+        return await status(self._store, mailbox_id, now=self._clock())
+
+    async def _audit(self, mailbox_id: str, action: AuditAction) -> None:
+        with contextlib.suppress(ValueError):  # a mailbox id the audit cannot hold is no reason to fail
+            await self._store.audit.append(AuditRecord(mailbox_id=mailbox_id, actor=ACTOR, action=action))

@@ -1,0 +1,120 @@
+"""Onboarding a mailbox end to end: checks, subscriptions, the initial baseline into the CRM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+
+from shared.store.ports import Store
+from shared.sync.model import ItemKind
+from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
+from simulators.dataverse.launcher import DataverseSimulator
+from tests.engine.conftest import CrmUserFactory
+from tests.fixtures.graph_sim import GraphSim
+
+TRACKED = "Tracked to Dynamics 365"
+
+
+def _when(days: int, hour: int) -> dict[str, str]:
+    day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days)
+    return {"dateTime": f"{day.isoformat()}T{hour:02d}:00:00", "timeZone": "UTC"}
+
+
+async def test_onboarding_syncs_seeded_items_into_the_crm(
+    service: MailboxService,
+    store: Store,
+    graph_sim: GraphSim,
+    dataverse_sim: DataverseSimulator,
+    make_crm_user: CrmUserFactory,
+) -> None:
+    user = make_crm_user()
+    mailbox = graph_sim.add_user()
+    long_subject = "Quarterly review " + "x" * 240
+    seeded = graph_sim.seed(
+        mailbox,
+        contacts=[{"givenName": "Ada", "surname": "Lovelace", "companyName": "Analytical Engines"}],
+        events=[
+            {
+                "subject": long_subject,
+                "start": _when(3, 10),
+                "end": _when(3, 11),
+                "attendees": [{"emailAddress": {"address": "guest@fabrikam.example"}, "type": "required"}],
+            }
+        ],
+        todo={"defaultList": [{"title": "Call back", "status": "notStarted"}]},
+        messages={
+            "inbox": [
+                {
+                    "subject": "Offer",
+                    "categories": [TRACKED],
+                    "body": {"contentType": "text", "content": "the offer"},
+                    "internetMessageId": "<offer-1@fabrikam.example>",
+                },
+                {"subject": "Private", "internetMessageId": "<private-1@fabrikam.example>"},
+            ]
+        },
+    )
+    steps: list[OnboardingProgress] = []
+
+    report = await service.onboard(mailbox, user.systemuserid, progress=steps.append)
+
+    assert report.mailbox_id == mailbox
+    assert len(report.subscriptions) == 4
+    assert report.items_seen == 5
+    assert report.items_synced == 4  # the untracked message is not synced
+    assert report.parked == 0
+    assert any(step.step == "initial sync" and step.items_seen for step in steps)
+    # Graph holds the subscriptions; the store only the clientState hash.
+    live = {sub["id"] for sub in graph_sim.subscriptions(mailbox)}
+    assert live == {sub.subscription_id for sub in report.subscriptions}
+    stored = [record async for record in store.subscriptions.list_for_mailbox(mailbox)]
+    assert all(len(record.client_state_hash) == 64 for record in stored)
+    # Each item is linked to its CRM record, which holds the item's content.
+    contact_link = await store.links.get_by_outlook(mailbox, ItemKind.CONTACT, seeded["contacts"][0])
+    assert contact_link is not None
+    contact = dataverse_sim.record("contact", contact_link.crm_id)
+    assert contact is not None
+    assert (contact["firstname"], contact["lastname"]) == ("Ada", "Lovelace")
+    assert contact["_ownerid_value"] == user.systemuserid
+    event_link = await store.links.get_by_outlook(mailbox, ItemKind.APPOINTMENT, seeded["events"][0])
+    assert event_link is not None
+    appointment = dataverse_sim.record("appointment", event_link.crm_id)
+    assert appointment is not None
+    assert len(appointment["subject"]) == 200  # fitted to the column, not failed
+    assert appointment["subject"].startswith("Quarterly review x")
+    task_link = await store.links.get_by_outlook(mailbox, ItemKind.TASK, seeded["todo"]["defaultList"][0])
+    assert task_link is not None
+    assert dataverse_sim.record("task", task_link.crm_id)["subject"] == "Call back"  # type: ignore[index]
+    tracked_link = await store.links.get_by_outlook(mailbox, ItemKind.EMAIL, seeded["messages"]["inbox"][0])
+    assert tracked_link is not None
+    email = dataverse_sim.record("email", tracked_link.crm_id)
+    assert email is not None
+    assert (email["subject"], email["description"]) == ("Offer", "the offer")
+    assert await store.links.get_by_outlook(mailbox, ItemKind.EMAIL, seeded["messages"]["inbox"][1]) is None
+    # Status shows it all.
+    [status] = await service.status(mailbox)
+    assert status.links[ItemKind.CONTACT] == 1
+    assert status.links[ItemKind.EMAIL] == 1
+    assert len(status.subscriptions) == 4
+    assert all(resource.baselined for resource in status.resources)
+    assert status.parked == ()
+
+
+async def test_onboarding_refuses_a_user_without_a_create_privilege_and_changes_nothing(
+    service: MailboxService, store: Store, graph_sim: GraphSim, make_crm_user: CrmUserFactory
+) -> None:
+    user = make_crm_user(tables=("email", "appointment", "task"))  # no contact privileges
+    mailbox = graph_sim.add_user()
+
+    with pytest.raises(OnboardingRefused, match="cannot create contact records"):
+        await service.onboard(mailbox, user.systemuserid)
+
+    assert [m async for m in store.registry.list_mailboxes()] == []
+    assert graph_sim.subscriptions(mailbox) == []
+
+
+async def test_onboarding_refuses_an_unknown_crm_user(service: MailboxService, graph_sim: GraphSim) -> None:
+    with pytest.raises(OnboardingRefused, match="no CRM user"):
+        await service.onboard(graph_sim.add_user(), str(uuid.uuid4()))
