@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from shared.sync.fieldmaps.base import CrmValue, fingerprint
+from shared.sync.fieldmaps.base import FLOWS_TO_CRM, FLOWS_TO_OUTLOOK, CrmValue, fingerprint
 from shared.sync.model import FieldDirection
 
 
@@ -54,10 +54,6 @@ class MergeResult:
     to_crm: dict[str, CrmValue] = field(default_factory=dict)
     to_outlook: dict[str, CrmValue] = field(default_factory=dict)
     conflicts: tuple[ResolvedConflict, ...] = ()
-
-
-_FLOWS_TO_CRM = (FieldDirection.TWO_WAY, FieldDirection.TO_CRM)
-_FLOWS_TO_OUTLOOK = (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK)
 
 
 def _side_values(values: Mapping[str, CrmValue], members: tuple[str, ...]) -> dict[str, CrmValue]:
@@ -98,7 +94,7 @@ def _winner(
     tie_break: Side,
 ) -> tuple[Side | None, Literal["tie_break", "direction"] | None]:
     """Which side's value the unit takes, and the rule that decided a real conflict (if one was)."""
-    to_crm, to_outlook = direction in _FLOWS_TO_CRM, direction in _FLOWS_TO_OUTLOOK
+    to_crm, to_outlook = direction in FLOWS_TO_CRM, direction in FLOWS_TO_OUTLOOK
     if outlook_changed and crm_changed:
         if first_sync and (outlook_empty or crm_empty):
             # Linking two existing copies: a value beats no value; nothing was really in conflict.
@@ -156,9 +152,9 @@ def merge_fields(
         )
         if rule is not None and winner is not None:
             conflicts.append(ResolvedConflict(leader, winner, rule))
-        if winner is Side.OUTLOOK and direction in _FLOWS_TO_CRM:
+        if winner is Side.OUTLOOK and direction in FLOWS_TO_CRM:
             to_crm.update(outlook_values)
-        elif winner is Side.CRM and direction in _FLOWS_TO_OUTLOOK:
+        elif winner is Side.CRM and direction in FLOWS_TO_OUTLOOK:
             to_outlook.update(crm_values)
     return MergeResult(to_crm, to_outlook, tuple(conflicts))
 

@@ -228,6 +228,15 @@ def test_field_map_definitions_are_checked() -> None:
         FieldMap(ItemKind.TASK, "task", (a, b))
 
 
+def test_a_map_naming_a_missing_attribute_fails_when_built() -> None:
+    from shared.sync.fieldmaps.base import PRIORITY_CODES, choice_column, text_column
+
+    with pytest.raises(ValueError, match="Email has no attribute 'importance'"):
+        choice_column(Email, "prioritycode", "importance", PRIORITY_CODES)
+    with pytest.raises(ValueError, match="Task has no attribute 'title'"):
+        text_column(Task, "subject", "title")
+
+
 def test_crm_values_are_canonical() -> None:
     assert canonical_crm_value("") is None
     assert canonical_crm_value([[2, "b@x.io"], [2, "a@x.io"]]) == (

@@ -65,6 +65,9 @@ column is left out of the projection, so it is neither written nor compared."""
 PRIORITY_CODES: Mapping[Importance, int] = {Importance.LOW: 0, Importance.NORMAL: 1, Importance.HIGH: 2}
 """Outlook importance as ``prioritycode`` (0 Low, 1 Normal, 2 High on appointment, task and email)."""
 
+FLOWS_TO_CRM = frozenset({FieldDirection.TWO_WAY, FieldDirection.TO_CRM})
+FLOWS_TO_OUTLOOK = frozenset({FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK})
+
 ItemT = TypeVar("ItemT", Contact, Appointment, Task, Email)
 ChoiceT = TypeVar("ChoiceT")
 
@@ -89,7 +92,7 @@ class FieldMapping(Generic[ItemT]):
     on_create: bool = True
 
     def __post_init__(self) -> None:
-        if self.to_outlook is None and self.direction in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK):
+        if self.to_outlook is None and self.direction in FLOWS_TO_OUTLOOK:
             raise ValueError(f"{self.column}: a column without to_outlook cannot flow to Outlook")
 
 
@@ -149,7 +152,7 @@ class FieldMap(Generic[ItemT]):
         for leader in self.units():
             mapping = self._by_column[leader]
             wanted = mapping.direction if mapping.fixed else overrides.get(leader, mapping.direction)
-            if mapping.to_outlook is None and wanted in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK):
+            if mapping.to_outlook is None and wanted in FLOWS_TO_OUTLOOK:
                 wanted = FieldDirection.TO_CRM if wanted is FieldDirection.TWO_WAY else FieldDirection.NONE
             result[leader] = wanted
         return result
@@ -294,6 +297,12 @@ def as_int(value: CrmValue) -> int | None:
     raise TypeError("expected a choice (integer) column value")
 
 
+def _check_attribute(model: type[ItemT], attribute: str) -> None:
+    """Fail at import, not at the first sync, when a map names an attribute the model lacks."""
+    if attribute not in model.model_fields:
+        raise ValueError(f"{model.__name__} has no attribute {attribute!r}")
+
+
 def text_column(
     model: type[ItemT],
     column: str,
@@ -303,6 +312,7 @@ def text_column(
     fixed: bool = False,
 ) -> FieldMapping[ItemT]:
     """A string column that mirrors one optional string attribute of the neutral item."""
+    _check_attribute(model, attribute)
 
     def to_crm(item: ItemT) -> CrmValue:
         value = getattr(item, attribute)
@@ -311,8 +321,9 @@ def text_column(
     def to_outlook(item: ItemT, value: CrmValue) -> ItemT:
         return item.model_copy(update={attribute: as_text(value)})
 
-    writes_back = direction in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK)
-    return FieldMapping(column, to_crm, to_outlook if writes_back else None, direction, fixed)
+    return FieldMapping(
+        column, to_crm, to_outlook if direction in FLOWS_TO_OUTLOOK else None, direction, fixed
+    )
 
 
 def choice_column(
@@ -325,6 +336,7 @@ def choice_column(
     fixed: bool = False,
 ) -> FieldMapping[ItemT]:
     """A choice column for an enum attribute; CRM values without a neutral meaning change nothing."""
+    _check_attribute(model, attribute)
     reverse = invert(choices)
 
     def to_crm(item: ItemT) -> CrmValue:
@@ -336,12 +348,14 @@ def choice_column(
             return item
         return item.model_copy(update={attribute: reverse[choice]})
 
-    writes_back = direction in (FieldDirection.TWO_WAY, FieldDirection.TO_OUTLOOK)
-    return FieldMapping(column, to_crm, to_outlook if writes_back else None, direction, fixed)
+    return FieldMapping(
+        column, to_crm, to_outlook if direction in FLOWS_TO_OUTLOOK else None, direction, fixed
+    )
 
 
 def utc_column(model: type[ItemT], column: str, attribute: str) -> FieldMapping[ItemT]:
     """A two-way UTC date-time column; a null from the CRM clears an optional attribute only."""
+    _check_attribute(model, attribute)
     required = model.model_fields[attribute].is_required()
 
     def to_crm(item: ItemT) -> CrmValue:

@@ -29,6 +29,7 @@ from shared.sync.fieldmaps.base import (
     FieldMapping,
     as_int,
     choice_column,
+    invert,
     text_column,
     utc_column,
 )
@@ -42,9 +43,7 @@ STATUS: dict[TaskStatus, int] = {
     TaskStatus.DEFERRED: 7,
 }
 STATE_OF_STATUS: dict[int, int] = {2: 0, 3: 0, 4: 0, 5: 1, 6: 2, 7: 0}
-_STATUS_FROM_CRM: dict[int, TaskStatus] = {code: status for status, code in STATUS.items()} | {
-    6: TaskStatus.COMPLETED
-}
+_STATUS_FROM_CRM: dict[int, TaskStatus] = invert(STATUS) | {6: TaskStatus.COMPLETED}  # Canceled
 _PERCENT: dict[TaskStatus, int] = {TaskStatus.NOT_STARTED: 0, TaskStatus.COMPLETED: 100}
 
 
