@@ -69,6 +69,7 @@ CRM_ID_PROPERTY_ID = "String {5c7d3a0e-2b8f-4e61-9a4d-c3f1e2b7a915} Name crmsync
 WINDOWS_TO_IANA: dict[str, str] = {
     "UTC": "UTC",
     "Coordinated Universal Time": "UTC",
+    "tzone://Microsoft/Utc": "UTC",
     "GMT Standard Time": "Europe/London",
     "Greenwich Standard Time": "Atlantic/Reykjavik",
     "W. Europe Standard Time": "Europe/Berlin",
@@ -409,6 +410,21 @@ def contact_to_graph(contact: Contact) -> GraphContact:
     )
 
 
+def writable_zone(name: str | None) -> str | None:
+    """``name`` if crmsync can compute wall clocks in it, else ``None`` (write in UTC).
+
+    Invitations from other systems can carry zones Graph reports as custom names
+    ("Customized Time Zone", ``tzone://Microsoft/Custom``); such an event is still written, in UTC.
+    """
+    if name is None:
+        return None
+    try:
+        zone(name)
+    except ValueError:
+        return None
+    return name
+
+
 def _floating(value: dt.datetime, time_zone: str | None) -> DateTimeTimeZone:
     """An all-day boundary: the UTC date's midnight as wall clock in the event's zone, unconverted."""
     return DateTimeTimeZone(date_time=f"{value.date().isoformat()}T00:00:00", time_zone=time_zone or "UTC")
@@ -421,16 +437,11 @@ def appointment_to_graph(appointment: Appointment) -> Event:
     read without ``Prefer: outlook.timezone`` they come back as midnight UTC), so the neutral model
     holds their dates as midnight UTC and they are written as midnight in the event's zone.
     """
+    time_zone = writable_zone(appointment.time_zone)
     if appointment.is_all_day:
-        start, end = (
-            _floating(appointment.start, appointment.time_zone),
-            _floating(appointment.end, appointment.time_zone),
-        )
+        start, end = _floating(appointment.start, time_zone), _floating(appointment.end, time_zone)
     else:
-        start, end = (
-            from_utc(appointment.start, appointment.time_zone),
-            from_utc(appointment.end, appointment.time_zone),
-        )
+        start, end = from_utc(appointment.start, time_zone), from_utc(appointment.end, time_zone)
     event = Event(
         subject=appointment.subject,
         start=start,

@@ -259,3 +259,12 @@ def test_removed_delta_entries_become_removed_items(model: Any, convert: Any, ki
     removed = parse_graph_json({"id": "gone=", "@removed": {"reason": "deleted"}}, model)
     item = convert(removed)
     assert (item.item_id, item.kind, item.removed, item.item) == ("gone=", kind, True, None)
+
+
+def test_appointment_in_an_unknown_custom_zone_is_written_in_utc() -> None:
+    start = dt.datetime(2026, 2, 1, 12, 0, tzinfo=dt.UTC)
+    invitation = Appointment(subject="External", start=start, end=start, time_zone="Customized Time Zone")
+
+    body = graph_json(appointment_to_graph(invitation))
+
+    assert body["start"] == {"dateTime": "2026-02-01T12:00:00", "timeZone": "UTC"}
