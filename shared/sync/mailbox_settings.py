@@ -29,6 +29,7 @@ LogicalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,99}$"
 #: The registry stores settings as one JSON string property (64 KiB = 32 K UTF-16 characters).
 MAX_JSON_CHARS = 30_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TOKEN_PREFIX = re.compile(r"[A-Za-z0-9:#\-]+")
 
 
 class _Settings(BaseModel):
@@ -119,12 +120,23 @@ class MailboxSettings(_Settings):
     field_directions: dict[ItemKind, dict[LogicalName, FieldDirection]] = Field(default_factory=dict)
     conflict_tie_break: TieBreak = TieBreak.CRM
     outlook_delete_policy: OutlookDeletePolicy = OutlookDeletePolicy.DELETE_IF_OWNER
+    # --- email tracking (shared/sync/tracking/README.md) --------------------------------------
+    #: Replies and forwards of tracked mail (same conversation, or the tracking token) are tracked.
+    track_correlated: bool = True
+    #: Dynamics' tracking-token prefix (e.g. "CRM:"): "CRM:0001234" in a subject correlates mail.
+    tracking_token_prefix: str | None = Field(default=None, min_length=1, max_length=20)
+    #: Attachments larger than this are recorded as skipped on the CRM email (Dynamics' 5 MB default).
+    max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=0, le=128 * 1024 * 1024)
+    #: Create a CRM contact for a tracked email's sender that resolves to no CRM record.
+    create_contact_for_unknown_sender: bool = False
 
     @model_validator(mode="after")
     def _coherent(self) -> MailboxSettings:
         problems: list[str] = []
         if _CONTROL.search(self.tracked_category):
             problems.append("tracked_category: control characters are not allowed")
+        if self.tracking_token_prefix is not None and not _TOKEN_PREFIX.fullmatch(self.tracking_token_prefix):
+            problems.append("tracking_token_prefix: letters, digits and ':' '-' '#' only")
         email_off = ItemKind.EMAIL not in self.item_kinds
         if email_off and (
             self.tracking is not TrackingRule.NONE or self.track_sent_items or self.tracked_folders

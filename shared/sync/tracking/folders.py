@@ -1,0 +1,57 @@
+"""Tracked folders: which CRM record a message's folder (or one of its ancestors) is tracked regarding.
+
+Dynamics' folder-level tracking maps an Exchange folder to a record, and every message in it is
+tracked regarding that record ("Configure Exchange folder-level tracking rules",
+learn.microsoft.com/power-apps/developer/data-platform/configure-exchange-folder-level-tracking-rules).
+crmsync lets subfolders inherit the mapping of their nearest mapped ancestor. The ancestry comes from
+``parentFolderId`` ("mailFolder resource type", learn.microsoft.com/graph/api/resources/mailfolder),
+one folder GET per folder not seen yet in this run; the tree is cached for the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from shared.outlook.mailbox import MailFolder
+from shared.sync.mailbox_settings import CrmRecordRef
+
+MAX_DEPTH = 32  # deeper than Outlook allows; stops a cycle in a broken tree
+
+
+class FolderSource(Protocol):
+    """What the tree reads (``shared.outlook.mailbox.OutlookMailbox`` implements it)."""
+
+    async def folder(self, mailbox: str, folder: str) -> MailFolder: ...
+
+
+class FolderTree:
+    """One mailbox's folder ancestry, read lazily and cached for one run."""
+
+    def __init__(self, source: FolderSource, mailbox_id: str) -> None:
+        self._source = source
+        self._mailbox = mailbox_id
+        self._parents: dict[str, str | None] = {}
+
+    async def ancestry(self, folder_id: str) -> list[str]:
+        """``folder_id`` and its ancestors, nearest first."""
+        chain: list[str] = []
+        current: str | None = folder_id
+        while current is not None and current not in chain and len(chain) < MAX_DEPTH:
+            chain.append(current)
+            if current not in self._parents:
+                found = await self._source.folder(self._mailbox, current)
+                self._parents[current] = found.parent_folder_id
+            current = self._parents[current]
+        return chain
+
+    async def regarding(
+        self, folder_id: str | None, tracked_folders: Mapping[str, CrmRecordRef]
+    ) -> CrmRecordRef | None:
+        """The record the nearest tracked folder at or above ``folder_id`` maps to, if any."""
+        if folder_id is None or not tracked_folders:
+            return None
+        for folder in await self.ancestry(folder_id):
+            if folder in tracked_folders:
+                return tracked_folders[folder]
+        return None

@@ -1,0 +1,40 @@
+"""Manual tracking: the tracked category, and tracked folders setting the regarding."""
+
+from __future__ import annotations
+
+import uuid
+
+from shared.sync.fieldmaps import crm_record_id
+from shared.sync.fieldmaps.ids import normalize_message_id
+from shared.sync.model import ItemKind
+from tests.tracking.conftest import TRACKED, World, message
+
+
+def email_id(internet_message_id: str) -> uuid.UUID:
+    return crm_record_id(ItemKind.EMAIL, "message:" + normalize_message_id(internet_message_id))
+
+
+async def test_the_category_tracks_and_stamps_and_removing_it_untracks(world: World) -> None:
+    mailbox = await world.mailbox()
+    tracked, plain = (
+        message("a@fabrikam.example", "Offer", categories=[TRACKED]),
+        message("b@fabrikam.example"),
+    )
+    ids = world.graph_sim.seed(mailbox.mailbox_id, messages={"inbox": [tracked, plain]})["messages"]["inbox"]
+
+    report = await world.sync(mailbox)
+
+    record_id = email_id(tracked["internetMessageId"])
+    row = world.dataverse.record("email", str(record_id))
+    assert row is not None
+    assert row["description"] == "body of Offer"
+    assert world.dataverse.record("email", str(email_id(plain["internetMessageId"]))) is None
+    assert report.items_synced == 1
+    stamped = await world.job._writer.read_crm_id(mailbox.mailbox_id, ItemKind.EMAIL, ids[0])
+    assert stamped == str(record_id)
+
+    world.set_categories(mailbox, ids[0], [])
+    await world.sync(mailbox)
+
+    assert world.dataverse.record("email", str(record_id)) is None  # the mailbox's user owned it
+    assert await world.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, ids[0]) is None
