@@ -23,6 +23,18 @@ def tool(relative: str) -> Path:
     return path
 
 
+def bicep_app_settings(main_bicep: dict[str, Any], functionapp_bicep: dict[str, Any]) -> list[str]:
+    """Every app-setting name the deployment sets: the host's list plus main.bicep's crmsync object."""
+    app_settings = functionapp_bicep["resources"]["app"]["config"]["properties"]["siteConfig"]["appSettings"]
+    # If someone adds a third list to concat(), this test must be taught about it.
+    assert app_settings == {
+        "function": {"type": "concat", "parameters": {"arg_1": "hostSettings", "arg_2": "crmsyncSettingList"}}
+    }
+    host = [entry["name"] for entry in functionapp_bicep["variables"]["hostSettings"]["value"]]
+    crmsync = list(main_bicep["modules"]["functionApp"]["config"]["params"]["crmsyncSettings"])
+    return host + crmsync
+
+
 @pytest.fixture(scope="session")
 def bicep_parser() -> BicepParser:
     return BicepParser()

@@ -14,7 +14,7 @@ from pycep import BicepParser
 from shared.config import setting_names
 from shared.deploy import HOST_SETTINGS, LOCAL_ONLY_SETTINGS, expected_app_settings
 from shared.store.azure_tables import TABLES
-from tests.deploy.conftest import BICEP_DIR, REPO_ROOT, tool
+from tests.deploy.conftest import BICEP_DIR, REPO_ROOT, bicep_app_settings, tool
 
 BICEP_FILES = sorted(BICEP_DIR.rglob("*.bicep"))
 
@@ -37,22 +37,10 @@ def test_modules_are_local_files_only(main_bicep: dict[str, Any]) -> None:
         assert (BICEP_DIR / module["detail"]["path"]).is_file(), name
 
 
-def _bicep_app_settings(main_bicep: dict[str, Any], functionapp_bicep: dict[str, Any]) -> list[str]:
-    """Every app-setting name the deployment sets: the host's list plus main.bicep's crmsync object."""
-    app_settings = functionapp_bicep["resources"]["app"]["config"]["properties"]["siteConfig"]["appSettings"]
-    # If someone adds a third list to concat(), this test must be taught about it.
-    assert app_settings == {
-        "function": {"type": "concat", "parameters": {"arg_1": "hostSettings", "arg_2": "crmsyncSettingList"}}
-    }
-    host = [entry["name"] for entry in functionapp_bicep["variables"]["hostSettings"]["value"]]
-    crmsync = list(main_bicep["modules"]["functionApp"]["config"]["params"]["crmsyncSettings"])
-    return host + crmsync
-
-
 def test_bicep_sets_exactly_the_settings_the_app_and_host_read(
     main_bicep: dict[str, Any], functionapp_bicep: dict[str, Any]
 ) -> None:
-    names = _bicep_app_settings(main_bicep, functionapp_bicep)
+    names = bicep_app_settings(main_bicep, functionapp_bicep)
     assert len(names) == len(set(names)), "an app setting is set twice"
     missing = expected_app_settings() - set(names)
     unknown = set(names) - expected_app_settings()
