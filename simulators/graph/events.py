@@ -146,7 +146,9 @@ def instance_json(box: Mailbox, master: Item, original: str, view: View) -> Json
     master_id = full["id"]
     instance_id = occurrence_id(master_id, original)
     box.occurrences[instance_id] = (master.immutable_id, original)
-    key = master.exception_keys.get(original, master.change_key)
+    # An exception changes when it is edited and when its series is (its other fields come from the master).
+    own = master.exception_keys.get(original)
+    key = master.change_key if own is None else f"{master.change_key[:8]}{own}"
     full.pop("recurrence", None)  # an instance has no recurrence of its own
     full.update(
         {

@@ -319,13 +319,17 @@ class Notifier:
             )
             return
         reorder = None if lifecycle else self.faults.take(("reorder_notifications",), user)
+        batches: list[tuple[Subscription, list[Json]]] = [(sub, values)]
         if reorder is not None:
             reorder.held.append((sub, values))
-            if reorder.remaining:  # still collecting: hold until the last one, then release reversed
+            if reorder.remaining:  # still collecting
                 return
-            batches: list[tuple[Subscription, list[Json]]] = list(reversed(reorder.held))
-        else:
-            batches = [(sub, values)]
+            # Release what was held newest first, one POST per subscription: Graph may batch several
+            # notifications in one value array, in no promised order.
+            merged: dict[str, tuple[Subscription, list[Json]]] = {}
+            for held_sub, held_values in reversed(reorder.held):
+                merged.setdefault(held_sub.id, (held_sub, []))[1].extend(held_values)
+            batches = list(merged.values())
         copies = (
             2 if not lifecycle and self.faults.take(("duplicate_notifications",), user) is not None else 1
         )

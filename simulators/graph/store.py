@@ -218,13 +218,12 @@ class Store:
     def move_item(self, box: Mailbox, item: Item, destination: str) -> None:
         """A move gives the message a new REST id; the immutable id stays
         (learn.microsoft.com/graph/outlook-immutable-id, "Lifetime of immutable IDs")."""
-        source = item.container
+        self.changed(box, item, "deleted", item.container)  # still under its old id and folder
         box.rest_ids.pop(item.rest_id, None)
         item.rest_id = opaque_id("AAMkAD")
         box.rest_ids[item.rest_id] = item.immutable_id
         item.container = destination
         item.touch()
-        self.changed(box, item, "deleted", source)
         self.changed(box, item, "created", destination)
 
     def changed(self, box: Mailbox, item: Item, change_type: str, container: str) -> None:

@@ -149,7 +149,7 @@ def test_notification_faults_drop_duplicate_reorder(
     first = graph_sim.seed(graph_user, contacts=[{"givenName": "First"}])["contacts"][0]
     second = graph_sim.seed(graph_user, contacts=[{"givenName": "Second"}])["contacts"][0]
     later = graph_sink.wait_for(4)[2:]
-    assert {n["resourceData"]["id"] for n in later} == {first, second}
+    assert [n["resourceData"]["id"] for n in later] == [second, first], "held, then sent newest first"
     outcomes = [d["outcome"] for d in graph_sim.deliveries(user=graph_user)]
     assert "dropped (fault)" in outcomes
 
@@ -186,3 +186,26 @@ def test_undeliverable_notifications_end_in_a_missed_lifecycle_event(
     assert missed["subscriptionId"] == subscription["id"]
     attempts = [d for d in graph_sim.deliveries(user=graph_user) if d["kind"] == "notification"]
     assert len(attempts) == graph_sim.config()["retry_max_attempts"]
+
+
+def test_move_notifies_deleted_under_the_old_id_and_created_under_the_new(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/outlook-immutable-id: without immutable ids a move changes the id, so a
+    mailbox-wide subscription hears of the old id leaving and the new id arriving."""
+    body = {
+        "changeType": "created,deleted",
+        "notificationUrl": graph_sink.url,
+        "resource": f"users/{graph_user}/messages",
+        "expirationDateTime": minutes_from_now(30),
+    }
+    assert graph.post("subscriptions", json=body).status_code == 201
+    [immutable_id] = graph_sim.seed(graph_user, messages={"inbox": [{"subject": "x"}]})["messages"]["inbox"]
+    old_id = graph.get(f"users/{graph_user}/messages/{seg(immutable_id)}").json()["id"]
+    new_id = graph.post(
+        f"users/{graph_user}/messages/{seg(old_id)}/move", json={"destinationId": "archive"}
+    ).json()["id"]
+    received = {(n["changeType"], n["resourceData"]["id"]) for n in graph_sink.wait_for(3)}
+    assert received == {("created", old_id), ("deleted", old_id), ("created", new_id)}, (
+        "delivery order is not promised"
+    )
