@@ -35,8 +35,8 @@ from shared.sync.tracking import Tracker, TrackingIndex, TrackingService, open_t
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.fixtures.graph_sim import GraphSim
 
-FULL = {"create": "organization", "read": "organization", "write": "organization", "delete": "organization"}
-READ = {"read": "organization"}
+FULL = dict.fromkeys(("create", "read", "write", "delete", "append", "appendto"), "organization")
+READ = dict.fromkeys(("read", "appendto"), "organization")
 TRACKED = "Tracked to Dynamics 365"
 
 

@@ -6,6 +6,7 @@ import uuid
 
 from shared.sync.fieldmaps import crm_record_id
 from shared.sync.fieldmaps.ids import normalize_message_id
+from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.sync.model import ItemKind
 from tests.tracking.conftest import TRACKED, World, message
 
@@ -38,3 +39,36 @@ async def test_the_category_tracks_and_stamps_and_removing_it_untracks(world: Wo
 
     assert world.dataverse.record("email", str(record_id)) is None  # the mailbox's user owned it
     assert await world.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, ids[0]) is None
+
+
+def regarding_of(world: World, record_id: uuid.UUID) -> str | None:
+    row = world.dataverse.record("email", str(record_id))
+    assert row is not None
+    value = row.get("_regardingobjectid_value")
+    return str(value) if value else None
+
+
+async def test_a_tracked_folder_sets_the_regarding_subfolders_inherit_and_leaving_clears_it(
+    world: World,
+) -> None:
+    account_id = uuid.UUID(world.dataverse.seed("account", [{"name": "Contoso Ltd"}])[0])
+    probe = await world.mailbox()
+    customer = world.create_folder(probe, "Contoso", parent="inbox")
+    deals = world.create_folder(probe, "Deals", parent=customer)
+    regarding = {customer: CrmRecordRef(table="account", id=account_id)}
+    mailbox = await world.store.registry.update_settings(probe, MailboxSettings(tracked_folders=regarding))
+    mail = message("buyer@fabrikam.example", "Deal")
+    [message_id] = world.graph_sim.seed(mailbox.mailbox_id, messages={deals: [mail]})["messages"][deals]
+
+    await world.sync(mailbox, deals)
+
+    record_id = email_id(mail["internetMessageId"])
+    assert regarding_of(world, record_id) == str(account_id)
+
+    world.move(mailbox, message_id, "inbox")
+    await world.sync(mailbox, deals)  # reported removed here: a move, left to the inbox's run
+    assert await world.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, message_id) is not None
+    await world.sync(mailbox)
+
+    assert world.dataverse.record("email", str(record_id)) is not None  # still tracked
+    assert regarding_of(world, record_id) is None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from shared.outlook.errors import ItemNotFound
 from shared.outlook.mailbox import MailFolder
 from shared.sync.mailbox_settings import CrmRecordRef
 
@@ -40,10 +41,16 @@ class FolderTree:
         while current is not None and current not in chain and len(chain) < MAX_DEPTH:
             chain.append(current)
             if current not in self._parents:
-                found = await self._source.folder(self._mailbox, current)
-                self._parents[current] = found.parent_folder_id
+                self._parents[current] = await self._parent(current)
             current = self._parents[current]
         return chain
+
+    async def _parent(self, folder_id: str) -> str | None:
+        """The parent's id; ``None`` above the top (the root's parent is not a readable folder)."""
+        try:
+            return (await self._source.folder(self._mailbox, folder_id)).parent_folder_id
+        except ItemNotFound:
+            return None
 
     async def regarding(
         self, folder_id: str | None, tracked_folders: Mapping[str, CrmRecordRef]
