@@ -293,12 +293,19 @@ def plan_item(
 ) -> list[Action]:
     """Plan one item.
 
+    Look the link up by either side, as vdirsyncer's status does: by the Outlook id, else by the CRM
+    id the item maps to (its stamp or deterministic id), so a second copy of a message in the same
+    mailbox finds the first one's link and is skipped instead of fighting over the record.
     ``outlook=None``: the mailbox has no such item (a CRM record routed to it by its filter).
     ``crm=None``: the CRM side was not read (an unlinked Outlook item: create, i.e. upsert, under the
     deterministic id). With a link, both sides' states are required (a missing item is a state
     with ``gone`` / ``values=None``).
     """
     fmap = field_map(kind)
+    if link is not None and outlook is not None and outlook.item_id != link.outlook_id:
+        # The record is linked to another item of this mailbox: a second copy of one message or
+        # meeting (a message sent to oneself sits in Sent Items and in the Inbox) is tracked once.
+        return [Skip(reason="another Outlook item of this mailbox is linked to the same CRM record")]
     present = None
     if outlook is not None and outlook.gone is None and outlook.item is not None:
         present = _Present(outlook.item_id, outlook.change_key, outlook.item, outlook.crm_id)

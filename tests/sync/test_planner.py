@@ -421,6 +421,20 @@ def test_one_crm_email_per_internet_message_id_across_mailboxes() -> None:
     assert (record.values["statecode"], record.values["statuscode"]) == (1, 4)
 
 
+def test_a_second_copy_in_the_same_mailbox_is_tracked_once() -> None:
+    world = World(ItemKind.EMAIL)
+    mailbox = world.mailbox()
+    world.outlook_create(mailbox, _message(is_outgoing=True))  # Sent Items
+    world.outlook_create(mailbox, _message())  # Inbox: sent to oneself
+
+    actions = world.sync(mailbox)
+
+    assert _kinds(actions) == ["CreateInCrm", "StampOutlook", "WriteLink", "Skip"]
+    assert len(world.records) == 1
+    skip = Skip(reason="another Outlook item of this mailbox is linked to the same CRM record")
+    assert world.sync(mailbox) == [skip]
+
+
 def test_email_body_is_written_only_once_read() -> None:
     world = World(ItemKind.EMAIL)
     mailbox = world.mailbox()

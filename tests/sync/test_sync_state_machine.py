@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
-from shared.sync.fieldmaps import CONTACT_MAP, TASK_MAP, CrmValue
+from shared.sync.fieldmaps import CONTACT_MAP, TASK_MAP, CrmValue, crm_record_id
 from shared.sync.fieldmaps.base import PRIORITY_CODES, canonical_crm_value
 from shared.sync.fieldmaps.task import STATE_OF_STATUS
 from shared.sync.merge import Side
-from shared.sync.model import Contact, EmailAddress, Importance, ItemKind, Task, TaskStatus
-from shared.sync.planner import DeletePolicy, SyncPolicy
+from shared.sync.model import Contact, Email, EmailAddress, Importance, ItemKind, Task, TaskStatus
+from shared.sync.planner import Action, DeletePolicy, Skip, SyncPolicy
 from tests.sync.world import USER, Neutral, World
 
 _texts = st.one_of(st.none(), st.text(alphabet="abcxyz ", min_size=1, max_size=5).map(str.strip).filter(bool))
@@ -35,6 +35,11 @@ Edit = tuple[dict[str, Any], dict[str, CrmValue]]
 
 def _text_edit(attribute: str, column: str) -> st.SearchStrategy[Edit]:
     return _texts.map(lambda value: ({attribute: value}, {column: value}))
+
+
+def _work(actions: list[Action]) -> list[Action]:
+    """The actions that change something (a Skip is a decision not to)."""
+    return [action for action in actions if not isinstance(action, Skip)]
 
 
 class _SyncMachine(RuleBasedStateMachine):
@@ -117,7 +122,7 @@ class _SyncMachine(RuleBasedStateMachine):
         self.assert_converged()
 
     def assert_converged(self) -> None:
-        assert self.world.sync(self.mailbox) == [], "a second sync still had work to do"
+        assert _work(self.world.sync(self.mailbox)) == [], "a second sync still had work to do"
         links = self.mailbox.links
         tracked = {item_id for item_id, entry in self.mailbox.items.items() if entry.tracked}
         assert set(links) == tracked, "every tracked Outlook item is linked, and only those"
@@ -197,6 +202,75 @@ class TaskSync(_SyncMachine):
 _SETTINGS = settings(
     max_examples=100, stateful_step_count=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+_MESSAGE_IDS = [f"<m{n}@contoso.example>" for n in range(4)]
+
+
+class SharedEmailSync(RuleBasedStateMachine):
+    """Copies of the same messages in two mailboxes, tracked, deleted, untracked and synced in any
+    order (some syncs interrupted): never more than one CRM email per internetMessageId."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.world = World(ItemKind.EMAIL)
+        self.mailboxes = [self.world.mailbox("mbx-a", "user-a"), self.world.mailbox("mbx-b", "user-b")]
+
+    @initialize(delete_policy=st.sampled_from(DeletePolicy))
+    def choose_policy(self, delete_policy: DeletePolicy) -> None:
+        self.world.policy = SyncPolicy(delete_policy=delete_policy)
+
+    @rule(box=st.integers(0, 1), message=st.sampled_from(_MESSAGE_IDS), body_read=st.booleans())
+    def deliver(self, box: int, message: str, body_read: bool) -> None:
+        email = Email(
+            subject=f"About {message}",
+            body="text" if body_read else None,
+            sender=EmailAddress(address="seller@contoso.example"),
+            to=(EmailAddress(address="a@fabrikam.example"), EmailAddress(address="b@fabrikam.example")),
+            internet_message_id=message,
+        )
+        self.world.outlook_create(self.mailboxes[box], email)
+
+    @rule(box=st.integers(0, 1), pick=st.integers(min_value=0), untrack=st.booleans())
+    def remove(self, box: int, pick: int, untrack: bool) -> None:
+        mailbox = self.mailboxes[box]
+        if not mailbox.items:
+            return
+        item_id = sorted(mailbox.items)[pick % len(mailbox.items)]
+        if untrack:
+            mailbox.items[item_id].tracked = False
+        else:
+            del mailbox.items[item_id]
+
+    @rule(box=st.integers(0, 1), crash=st.booleans())
+    def sync(self, box: int, crash: bool) -> None:
+        self.world.sync(self.mailboxes[box], crash_before_links=crash)
+        self.assert_one_record_per_message()
+
+    def teardown(self) -> None:
+        for _ in range(2):  # a mailbox's unlink can follow the other's delete
+            for mailbox in self.mailboxes:
+                self.world.sync(mailbox)
+        for mailbox in self.mailboxes:
+            assert _work(self.world.sync(mailbox)) == [], "a further sync still had work to do"
+            linked = {self.world.records[link.crm_id].values["messageid"] for link in mailbox.links.values()}
+            for entry in mailbox.items.values():
+                if entry.tracked:  # each tracked copy's message is in the CRM and linked in this mailbox
+                    assert entry.item.model_dump()["internet_message_id"] in linked
+        self.assert_one_record_per_message()
+
+    def assert_one_record_per_message(self) -> None:
+        expected = {
+            message: crm_record_id(ItemKind.EMAIL, "message:" + message.strip("<>"))
+            for message in _MESSAGE_IDS
+        }
+        assert set(self.world.records) <= set(expected.values()), "a CRM email outside the deterministic ids"
+        for record_id, record in self.world.records.items():
+            assert expected[str(record.values["messageid"])] == record_id
+
+
+SharedEmailSync.TestCase.settings = _SETTINGS
+TestSharedEmailSync = SharedEmailSync.TestCase
 ContactSync.TestCase.settings = _SETTINGS
 TaskSync.TestCase.settings = _SETTINGS
 TestContactSync = ContactSync.TestCase

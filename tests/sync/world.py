@@ -157,7 +157,7 @@ class World:
             done += self.run(
                 mailbox,
                 outlook=self.outlook_state(mailbox, item_id),
-                link=None,
+                link=mailbox.link_of_record(record_id),  # the link looked up by the CRM side
                 crm=self.crm_state(mailbox, record_id),
             )
         if pull_crm and field_map(self.kind).blank is not None:
