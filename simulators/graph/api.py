@@ -216,8 +216,9 @@ class GraphApi:
         return create_item(self.store, ctx.mailbox, kind, container, ctx.json(), draft=draft)
 
     def _update(self, ctx: Ctx, item: Item) -> None:
+        """PATCH: validate everything first, so a bad body is a 400 that changes nothing."""
         body = ctx.json()
-        item.extended.update(resources.read_extended(body))
+        extended = resources.read_extended(body)
         resources.check_writable(item.kind, body)
         if item.kind is Kind.MESSAGE and not item.props.get("isDraft"):
             locked = sorted(set(body) & resources.DRAFT_ONLY)
@@ -227,7 +228,10 @@ class GraphApi:
                     "(learn.microsoft.com/graph/api/message-update).",
                     "ErrorInvalidPropertyUpdateSentMessage",
                 )
-        resources.merge(item.kind, item.props, body)
+        updated = dict(item.props)
+        resources.merge(item.kind, updated, body)
+        item.props = updated
+        item.extended.update(extended)
         self.store.update_item(ctx.mailbox, item)
 
     def _list(self, ctx: Ctx, kind: Kind, container: str | None, context: str) -> Response:

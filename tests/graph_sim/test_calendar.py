@@ -166,3 +166,16 @@ def test_monthly_and_yearly_patterns(graph: httpx.Client, graph_user: str) -> No
         ]
     ]
     assert years == ["2030", "2031", "2032"]
+
+
+def test_rejected_update_changes_nothing(graph: httpx.Client, graph_user: str) -> None:
+    """learn.microsoft.com/graph/errors: a 400 leaves the resource as it was."""
+    event = _event(graph, graph_user)
+    bad = graph.patch(
+        f"users/{graph_user}/events/{seg(event['id'])}",
+        json={"subject": "Changed", "end": {"dateTime": "2030-01-01T00:00:00", "timeZone": "UTC"}},
+    )
+    assert bad.status_code == 400
+    after = graph.get(f"users/{graph_user}/events/{seg(event['id'])}").json()
+    assert after["subject"] == "Standup"
+    assert after["changeKey"] == event["changeKey"]
