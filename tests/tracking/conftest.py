@@ -28,9 +28,11 @@ from shared.outlook.writers import OutlookWriter
 from shared.store.azure_tables import open_store
 from shared.store.ports import Store
 from shared.store.records import Lease, Mailbox
+from shared.sync.fieldmaps import crm_record_id
+from shared.sync.fieldmaps.ids import normalize_message_id
 from shared.sync.job import MailboxSyncJob, ResourceRef, SyncRunReport, _Planned, _Run
 from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import OutlookItem
+from shared.sync.model import ItemKind, OutlookItem
 from shared.sync.tracking import Tracker, TrackingIndex, TrackingService, open_tracking_index
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.fixtures.graph_sim import GraphSim
@@ -159,6 +161,9 @@ class World:
         }
         self.graph("POST", mailbox, f"{self.message_path(message_id)}/attachments", body)
 
+    def tracked(self, internet_message_id: str) -> bool:
+        return self.dataverse.record("email", str(email_id(internet_message_id))) is not None
+
     def crm_query(self, path: str) -> list[dict[str, Any]]:
         """Rows as the application user reads them over the Web API."""
         response = httpx.get(
@@ -166,6 +171,15 @@ class World:
         )
         response.raise_for_status()
         return list(response.json()["value"])
+
+
+def email_id(internet_message_id: str) -> uuid.UUID:
+    """The CRM email id crmsync derives from an internetMessageId (one email per message)."""
+    return crm_record_id(ItemKind.EMAIL, "message:" + normalize_message_id(internet_message_id))
+
+
+def unique_address(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}@fabrikam.example"
 
 
 def message(

@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from shared.sync.fieldmaps import crm_record_id
-from shared.sync.fieldmaps.ids import normalize_message_id
 from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.sync.model import ItemKind
-from tests.tracking.conftest import TRACKED, World, message
-
-
-def email_id(internet_message_id: str) -> uuid.UUID:
-    return crm_record_id(ItemKind.EMAIL, "message:" + normalize_message_id(internet_message_id))
+from tests.tracking.conftest import TRACKED, World, email_id, message
 
 
 async def test_the_category_tracks_and_stamps_and_removing_it_untracks(world: World) -> None:
