@@ -179,3 +179,21 @@ def test_rejected_update_changes_nothing(graph: httpx.Client, graph_user: str) -
     after = graph.get(f"users/{graph_user}/events/{seg(event['id'])}").json()
     assert after["subject"] == "Standup"
     assert after["changeKey"] == event["changeKey"]
+
+
+def test_occurrences_keep_local_time_across_daylight_saving(graph: httpx.Client, graph_user: str) -> None:
+    """learn.microsoft.com/graph/api/resources/patternedrecurrence: occurrences recur at the master's
+    local start time in its time zone, so their UTC time moves when daylight saving starts."""
+    master = _event(
+        graph, graph_user,
+        start={"dateTime": "2030-03-04T09:00:00", "timeZone": "Pacific Standard Time"},
+        end={"dateTime": "2030-03-04T09:30:00", "timeZone": "Pacific Standard Time"},
+        recurrence={"pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+                    "range": {"type": "numbered", "startDate": "2030-03-04", "numberOfOccurrences": 2}},
+    )  # fmt: skip
+    window = {"startDateTime": "2030-03-01T00:00:00Z", "endDateTime": "2030-04-01T00:00:00Z"}
+    occurrences = graph.get(f"users/{graph_user}/events/{seg(master['id'])}/instances", params=window).json()
+    assert [o["start"]["dateTime"] for o in occurrences["value"]] == [
+        "2030-03-04T17:00:00.0000000",
+        "2030-03-11T16:00:00.0000000",
+    ]
