@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl
@@ -20,6 +21,7 @@ from simulators.graph.limits import Config, Faults, RequestLog, Throttle
 from simulators.graph.notify import Notifier
 from simulators.graph.store import Kind, Mailbox, Store
 
+LOG = logging.getLogger("simulators.graph")
 API_PREFIX = "/v1.0"
 METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 
@@ -74,6 +76,12 @@ class Simulator:
             response = await self._dispatch(request, request_id, segments, query, entry)
         except GraphError as error:
             response = error_response(error, error_body(error.code, error.message, request_id))
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            # A body of the wrong shape (e.g. a string where Graph wants an object) is the client's
+            # error in Graph: 400. The traceback goes to stderr in case it is the simulator's.
+            LOG.warning("answering 400 to %s %s", request.method, entry["path"], exc_info=True)
+            body = error_body("BadRequest", f"Invalid request: {type(error).__name__}", request_id)
+            response = error_response(GraphError(400, "BadRequest", "invalid"), body)
         entry["status"] = response.status_code
         self.log.add(entry)
         response.headers["request-id"] = request_id

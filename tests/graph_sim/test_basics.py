@@ -115,3 +115,14 @@ def test_orderby_sorts_collections(graph: httpx.Client, graph_sim: GraphSim, gra
         graph.get(f"users/{graph_user}/contacts", params={"$orderby": "givenName sideways"}).status_code
         == 400
     )
+
+
+def test_wrongly_shaped_body_is_400(graph: httpx.Client, graph_user: str) -> None:
+    """learn.microsoft.com/graph/errors: 400 Bad Request for a malformed request body."""
+    answer = graph.post(f"users/{graph_user}/events", json={"subject": "x", "start": "tomorrow", "end": 5})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] in {"BadRequest", "ErrorInvalidRequest"}
+    not_json = graph.post(
+        f"users/{graph_user}/contacts", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert not_json.status_code == 400
