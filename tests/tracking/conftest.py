@@ -164,6 +164,11 @@ class World:
     def tracked(self, internet_message_id: str) -> bool:
         return self.dataverse.record("email", str(email_id(internet_message_id))) is not None
 
+    async def linked(self, mailbox: Mailbox, message_id: str) -> bool:
+        return (
+            await self.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, message_id) is not None
+        )
+
     def crm_query(self, path: str) -> list[dict[str, Any]]:
         """Rows as the application user reads them over the Web API."""
         response = httpx.get(

@@ -61,7 +61,7 @@ async def test_a_tracked_folder_sets_the_regarding_subfolders_inherit_and_leavin
 
     world.move(mailbox, message_id, "inbox")
     await world.sync(mailbox, deals)  # reported removed here: a move, left to the inbox's run
-    assert await world.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, message_id) is not None
+    assert await world.linked(mailbox, message_id)
     await world.sync(mailbox)
 
     assert world.dataverse.record("email", str(record_id)) is not None  # still tracked
