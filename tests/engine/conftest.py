@@ -18,8 +18,13 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared.crm.dataverse import DataverseClient
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential
+from shared.outlook.delta import DeltaReader
+from shared.outlook.writers import OutlookWriter
 from shared.store.azure_tables import open_store
 from shared.store.ports import Store
+from shared.store.records import Mailbox
+from shared.sync.job import MailboxSyncJob
+from shared.sync.model import ItemKind
 from shared.sync.onboarding import MailboxService
 from simulators.dataverse.launcher import DataverseSimulator
 from simulators.graph.sink import NotificationSink
@@ -133,7 +138,74 @@ class GraphEdits:
     def delete(self, user: str, collection: str, item_id: str) -> None:
         self._send("DELETE", f"users/{user}/{collection}/{quote(item_id, safe='')}")
 
+    def delete_task(self, user: str, list_id: str, task_id: str) -> None:
+        self.delete(user, f"todo/lists/{quote(list_id, safe='')}/tasks", task_id)
+
 
 @pytest.fixture
 def outlook(graph_sim: GraphSim) -> GraphEdits:
     return GraphEdits(graph_sim)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One test's world: the store, both simulators and clients, and helpers over them."""
+
+    store: Store
+    crm: DataverseClient
+    graph: GraphServiceClient
+    graph_sim: GraphSim
+    outlook: GraphEdits
+    dataverse: DataverseSimulator
+    token: str
+    make_crm_user: CrmUserFactory
+
+    def job(self, store: Store | None = None) -> MailboxSyncJob:
+        graph = self.graph
+        return MailboxSyncJob(
+            store=store or self.store, crm=self.crm, reader=DeltaReader(graph), writer=OutlookWriter(graph)
+        )
+
+    async def register(self, user: CrmUser | None = None) -> Mailbox:
+        """A fresh Graph mailbox registered with ``user`` (a fresh, fully privileged one by default)."""
+        user = user or self.make_crm_user()
+        mailbox_id = self.graph_sim.add_user()
+        return await self.store.registry.register(
+            mailbox_id=mailbox_id,
+            upn=f"user-{mailbox_id[:8]}@sim.crmsync.test",
+            crm_user_id=user.systemuserid,
+            crm_caller_object_id=user.object_id,
+        )
+
+    def task_list(self, mailbox_id: str) -> str:
+        return str(self.graph_sim.user_info(mailbox_id)["defaultTodoList"])
+
+    def query(self, path: str) -> list[dict[str, Any]]:
+        """Rows of a Web API query, read as the application user straight over HTTP."""
+        response = httpx.get(
+            f"{self.dataverse.api_url}/{path}", headers=self.dataverse.headers(self.token), timeout=30
+        )
+        response.raise_for_status()
+        rows: list[dict[str, Any]] = response.json()["value"]
+        return rows
+
+    async def crm_id(self, mailbox_id: str, kind: ItemKind, outlook_id: str) -> str:
+        link = await self.store.links.get_by_outlook(mailbox_id, kind, outlook_id)
+        assert link is not None, "the item is not linked"
+        return link.crm_id
+
+
+@pytest.fixture
+def engine(
+    *,
+    store: Store,
+    crm: DataverseClient,
+    graph: GraphServiceClient,
+    graph_sim: GraphSim,
+    dataverse_sim: DataverseSimulator,
+    dataverse_token: str,
+    make_crm_user: CrmUserFactory,
+) -> Engine:
+    return Engine(
+        store, crm, graph, graph_sim, GraphEdits(graph_sim), dataverse_sim, dataverse_token, make_crm_user
+    )

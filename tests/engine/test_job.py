@@ -1,0 +1,182 @@
+"""The Outlook -> CRM job over real HTTP: updates, deletes, crashes, 410, the brake, parking, meetings."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+import pytest
+
+from shared.outlook.subscriptions import ResourceKind, resource_path
+from shared.store.ports import LinkStore
+from shared.store.records import Link, MailboxState
+from shared.sync.job import RunOutcome
+from shared.sync.model import ItemKind
+from shared.sync.status import status
+from tests.engine.conftest import Engine
+
+TRACKED = "Tracked to Dynamics 365"
+
+
+def _when(days: int, hour: int) -> dict[str, str]:
+    day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=days)
+    return {"dateTime": f"{day.isoformat()}T{hour:02d}:00:00", "timeZone": "UTC"}
+
+
+async def test_updates_and_deletes_propagate_per_the_delete_policy(engine: Engine) -> None:
+    box = (await engine.register()).mailbox_id
+    seeded = engine.graph_sim.seed(
+        box,
+        contacts=[{"givenName": "Grace", "surname": "Hopper"}],
+        todo={"defaultList": [{"title": "Draft contract"}, {"title": "Send invoice"}]},
+    )
+    list_id = engine.task_list(box)
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    tasks = resource_path(ResourceKind.TASKS, box, task_list_id=list_id)
+    job = engine.job()
+    await job.run(box, contacts)
+    await job.run(box, tasks)
+    contact_id = await engine.crm_id(box, ItemKind.CONTACT, seeded["contacts"][0])
+    first_task, second_task = seeded["todo"]["defaultList"]
+    task_id = await engine.crm_id(box, ItemKind.TASK, first_task)
+
+    engine.outlook.patch(box, "contacts", seeded["contacts"][0], {"surname": "Hopper-Murray"})
+    engine.outlook.delete_task(box, list_id, first_task)
+    updated = await job.run(box, contacts)
+    deleted = await job.run(box, tasks)
+
+    assert (updated.outcome, updated.crm_writes) == (RunOutcome.COMPLETED, 1)
+    assert engine.dataverse.record("contact", contact_id)["lastname"] == "Hopper-Murray"  # type: ignore[index]
+    assert deleted.crm_writes == 1
+    assert engine.dataverse.record("task", task_id) is None  # the user owned it: deleted with the To Do task
+    assert await engine.store.links.get_by_outlook(box, ItemKind.TASK, first_task) is None
+    assert await engine.store.links.get_by_outlook(box, ItemKind.TASK, second_task) is not None
+
+    engine.outlook.delete(box, "contacts", seeded["contacts"][0])
+    await job.run(box, contacts)
+
+    assert engine.dataverse.record("contact", contact_id) is not None  # a deleted contact stays in the CRM
+    assert await engine.store.links.count(box, ItemKind.CONTACT) == 0
+
+
+class CrashBeforeLinks:
+    """A link store that dies on the first link write, as a worker killed after the CRM write would."""
+
+    def __init__(self, inner: LinkStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create(self, link: Link) -> Link:
+        raise ConnectionError("worker died before the link write")
+
+
+async def test_a_rerun_after_a_crash_between_crm_and_link_write_creates_no_duplicate(engine: Engine) -> None:
+    box = (await engine.register()).mailbox_id
+    message_id = f"<{uuid.uuid4().hex}@fabrikam.example>"
+    message = {"subject": "Order", "categories": [TRACKED], "internetMessageId": message_id}
+    engine.graph_sim.seed(box, messages={"inbox": [message]})
+    inbox = resource_path(ResourceKind.MESSAGES, box)
+    crashing = engine.job(dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)))
+    by_message_id = f"emails?$select=activityid&$filter=messageid eq '{message_id}'"
+
+    with pytest.raises(ConnectionError):
+        await crashing.run(box, inbox)
+    assert len(engine.query(by_message_id)) == 1  # written, but not linked
+    assert await engine.store.links.count(box, ItemKind.EMAIL) == 0
+
+    rerun = await engine.job().run(box, inbox)
+
+    assert rerun.outcome is RunOutcome.COMPLETED
+    assert len(engine.query(by_message_id)) == 1
+    assert await engine.store.links.count(box, ItemKind.EMAIL) == 1
+
+
+async def test_an_expired_delta_token_resyncs_against_the_link_map_without_duplicates(engine: Engine) -> None:
+    mailbox = await engine.register()
+    box = mailbox.mailbox_id
+    seeded = engine.graph_sim.seed(box, contacts=[{"surname": "Kept"}, {"surname": "Removed"}])
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    job = engine.job()
+    await job.run(box, contacts)
+    kept_id = await engine.crm_id(box, ItemKind.CONTACT, seeded["contacts"][0])
+    kept_before = engine.dataverse.record("contact", kept_id)
+    engine.graph_sim.expire_delta_tokens(box)
+    engine.outlook.delete(box, "contacts", seeded["contacts"][1])
+
+    report = await job.run(box, contacts)
+
+    assert report.outcome is RunOutcome.COMPLETED
+    assert report.full_resync
+    assert report.crm_writes == 0  # the linked, unchanged contact is not rewritten
+    assert engine.dataverse.record("contact", kept_id) == kept_before
+    assert await engine.store.links.count(box, ItemKind.CONTACT) == 1  # the deleted one is unlinked
+    owned = engine.query(f"contacts?$select=contactid&$filter=_ownerid_value eq {mailbox.crm_user_id}")
+    assert len(owned) == 2  # no duplicate, and the deleted contact is kept per the delete policy
+
+
+async def test_the_mass_delete_brake_degrades_the_mailbox_and_deletes_nothing(engine: Engine) -> None:
+    box = (await engine.register()).mailbox_id
+    seeded = engine.graph_sim.seed(box, todo={"defaultList": [{"title": f"Task {n}"} for n in range(6)]})
+    list_id = engine.task_list(box)
+    tasks = resource_path(ResourceKind.TASKS, box, task_list_id=list_id)
+    job = engine.job()
+    await job.run(box, tasks)
+    crm_ids = [await engine.crm_id(box, ItemKind.TASK, item) for item in seeded["todo"]["defaultList"]]
+    for item in seeded["todo"]["defaultList"]:
+        engine.outlook.delete_task(box, list_id, item)
+
+    report = await job.run(box, tasks)
+
+    assert report.outcome is RunOutcome.MASS_DELETE_REFUSED
+    assert "refusing to delete 6 of 6" in (report.message or "")
+    assert all(engine.dataverse.record("task", crm_id) is not None for crm_id in crm_ids)
+    assert await engine.store.links.count(box, ItemKind.TASK) == 6
+    assert (await engine.store.registry.get_mailbox(box)).state is MailboxState.DEGRADED
+    assert (await engine.store.sync_state.get_state(box, tasks)).last_error == "mass_delete_refused"
+
+
+async def test_a_permanent_crm_error_parks_the_item_and_the_rest_syncs(engine: Engine) -> None:
+    user = engine.make_crm_user(tables=("email", "appointment", "task"))  # may not create contacts
+    box = (await engine.register(user)).mailbox_id
+    seeded = engine.graph_sim.seed(
+        box, contacts=[{"surname": "Denied"}], todo={"defaultList": [{"title": "Allowed"}]}
+    )
+    job = engine.job()
+
+    contacts = await job.run(box, resource_path(ResourceKind.CONTACTS, box))
+    tasks = await job.run(box, resource_path(ResourceKind.TASKS, box, task_list_id=engine.task_list(box)))
+
+    assert (contacts.outcome, contacts.parked, contacts.crm_writes) == (RunOutcome.COMPLETED, 1, 0)
+    assert (tasks.parked, tasks.crm_writes) == (0, 1)
+    task_id = await engine.crm_id(box, ItemKind.TASK, seeded["todo"]["defaultList"][0])
+    assert engine.dataverse.record("task", task_id) is not None
+    parked = [item async for item in engine.store.parked.list_parked(box)]
+    assert [(item.ref.outlook_id, item.reason_code) for item in parked] == [
+        (seeded["contacts"][0], "crm_privilege_denied")
+    ]
+    [report] = await status(engine.store, box, now=dt.datetime.now(dt.UTC))
+    assert report.parked[0].message.startswith("Give the user a security role")
+
+
+async def test_the_same_meeting_in_two_mailboxes_is_one_crm_appointment(engine: Engine) -> None:
+    organizer, attendee = await engine.register(), await engine.register()
+    ical_uid = "040000008200E00074C5B7101A82E008" + uuid.uuid4().hex.upper()
+    meeting = {"subject": "Kick-off", "start": _when(2, 9), "end": _when(2, 10), "iCalUId": ical_uid}
+    job = engine.job()
+    for mailbox in (organizer, attendee):
+        engine.graph_sim.seed(mailbox.mailbox_id, events=[meeting])
+        report = await job.run(mailbox.mailbox_id, resource_path(ResourceKind.EVENTS, mailbox.mailbox_id))
+        assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0)
+
+    rows = engine.query(f"appointments?$select=activityid&$filter=globalobjectid eq '{ical_uid}'")
+    assert len(rows) == 1
+    linked = [
+        link.crm_id
+        for mailbox in (organizer, attendee)
+        async for link in engine.store.links.list_links(mailbox.mailbox_id, ItemKind.APPOINTMENT)
+    ]
+    assert linked == [rows[0]["activityid"]] * 2
