@@ -184,8 +184,9 @@ def _first(values: Sequence[str] | None) -> str | None:
     return values[0] if values else None
 
 
-def _text_body(content: str | None) -> ItemBody | None:
-    return None if content is None else ItemBody(content_type=BodyType.Text, content=content)
+def _text_body(content: str | None) -> ItemBody:
+    """A plain-text body; an empty one when there is none, so an update clears the old text."""
+    return ItemBody(content_type=BodyType.Text, content=content or "")
 
 
 def crm_id_of(properties: Iterable[SingleValueLegacyExtendedProperty] | None) -> str | None:
@@ -383,9 +384,29 @@ def _graph_physical(address: PhysicalAddress | None) -> GraphPhysicalAddress | N
     )
 
 
+# Contact properties written as JSON null when the neutral value is None, so an update clears them
+# (kiota leaves ``None`` attributes out of the body, which would keep the old Outlook value).
+_CONTACT_NULLABLE = {
+    "given_name": "givenName",
+    "middle_name": "middleName",
+    "surname": "surname",
+    "nickname": "nickName",
+    "mobile_phone": "mobilePhone",
+    "job_title": "jobTitle",
+    "department": "department",
+    "company_name": "companyName",
+    "notes": "personalNotes",
+    "birthday": "birthday",
+}
+
+
 def contact_to_graph(contact: Contact) -> GraphContact:
-    """A Graph contact body for create/update. Graph has no fax field: ``business_fax`` stays in CRM."""
-    return GraphContact(
+    """A complete Graph contact body for create/update: absent values clear the Outlook value.
+
+    Graph has no fax field: ``business_fax`` stays in the CRM. ``displayName`` is left to Exchange
+    when the CRM has none (Exchange composes it from the name parts).
+    """
+    graph = GraphContact(
         given_name=contact.given_name,
         middle_name=contact.middle_name,
         surname=contact.surname,
@@ -398,8 +419,8 @@ def contact_to_graph(contact: Contact) -> GraphContact:
         job_title=contact.job_title,
         department=contact.department,
         company_name=contact.company_name,
-        business_address=_graph_physical(contact.business_address),
-        home_address=_graph_physical(contact.home_address),
+        business_address=_graph_physical(contact.business_address) or GraphPhysicalAddress(),
+        home_address=_graph_physical(contact.home_address) or GraphPhysicalAddress(),
         # Outlook stores birthdays at 11:59 UTC so that no time zone moves them to another day.
         birthday=(
             dt.datetime.combine(contact.birthday, dt.time(11, 59), tzinfo=dt.UTC)
@@ -408,6 +429,10 @@ def contact_to_graph(contact: Contact) -> GraphContact:
         ),
         personal_notes=contact.notes,
     )
+    graph.additional_data.update(
+        {name: None for field, name in _CONTACT_NULLABLE.items() if getattr(contact, field) is None}
+    )
+    return graph
 
 
 def writable_zone(name: str | None) -> str | None:
@@ -457,8 +482,8 @@ def appointment_to_graph(appointment: Appointment) -> Event:
         show_as=FreeBusyStatus(appointment.show_as.value),
         importance=GraphImportance(appointment.importance.value),
     )
-    if appointment.location is not None:
-        event.location = Location(display_name=appointment.location)
+    # Always sent (empty when absent), so an update clears a location the CRM no longer has.
+    event.location = Location(display_name=appointment.location or "")
     if appointment.recurrence is not None:
         event.recurrence = parse_graph_json(appointment.recurrence, PatternedRecurrence)
     return event

@@ -54,6 +54,15 @@ async def test_contact_create_update_delete_with_crm_stamp(
     assert updated.change_key != created.change_key
     assert isinstance(updated.item, Contact)
     assert updated.item.job_title == "RADM"
+    cleared = await writer.update_contact(
+        graph_user, created.item_id, GRACE.model_copy(update={"birthday": None})
+    )
+    assert isinstance(cleared.item, Contact)
+    assert (cleared.item.job_title, cleared.item.birthday, cleared.item.mobile_phone) == (
+        None,
+        None,
+        "+1 555 0101",
+    )
 
     await writer.delete_contact(graph_user, created.item_id)
     await writer.delete_contact(graph_user, created.item_id)  # already gone: still done
@@ -101,6 +110,11 @@ async def test_event_is_written_in_its_own_time_zone_and_read_back_in_utc(
     updated = await writer.update_event(graph_user, created.item_id, moved)
     assert isinstance(updated.item, Appointment)
     assert updated.item.start == start + dt.timedelta(hours=2)
+    unplaced = await writer.update_event(
+        graph_user, created.item_id, moved.model_copy(update={"location": None})
+    )
+    assert isinstance(unplaced.item, Appointment)
+    assert unplaced.item.location is None
 
     await writer.delete_event(graph_user, created.item_id)
     await writer.delete_event(graph_user, created.item_id)
