@@ -127,6 +127,15 @@ def _lookup(props: Json, path: str) -> object:
     return value
 
 
+def rename(folder: Folder, body: Json) -> Folder:
+    """PATCH of a folder or list: only displayName is writable."""
+    name = body.get("displayName")
+    if isinstance(name, str) and name.strip():
+        folder.display_name = name.strip()
+        folder.change_key = change_key()
+    return folder
+
+
 def create_item(store: Store, box: Mailbox, kind: Kind, container: str, body: Json, *, draft: bool) -> Item:
     """Validate a Graph JSON body and create the item (API POSTs and control-API seeding share this)."""
     body = dict(body)
@@ -323,23 +332,26 @@ class GraphApi:
 
     async def update_mail_folder(self, ctx: Ctx) -> Response:
         box = ctx.mailbox
-        folder = box.mail_folder(ctx.params["folder"])
-        name = ctx.json().get("displayName")
-        if isinstance(name, str) and name.strip():
-            folder.display_name = name.strip()
+        folder = rename(box.mail_folder(ctx.params["folder"]), ctx.json())
         return json_response(ctx, self._folder_json(box, folder))
 
     async def delete_mail_folder(self, ctx: Ctx) -> Response:
-        box = ctx.mailbox
-        folder = box.mail_folder(ctx.params["folder"])
+        """mailfolder-delete: the folder and what it holds; distinguished folders stay."""
+        folder = ctx.mailbox.mail_folder(ctx.params["folder"])
         if folder.well_known:
             raise GraphError(
                 403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
             )
-        for item in box.items_in(Kind.MESSAGE, folder.id):
-            self.store.delete_item(box, item)
-        del box.mail_folders[folder.id]
+        self._drop_folder(ctx.mailbox, Kind.MESSAGE, ctx.mailbox.mail_folders, folder)
         return json_response(ctx, None, 204)
+
+    def _drop_folder(self, box: Mailbox, kind: Kind, folders: dict[str, Folder], folder: Folder) -> None:
+        """Delete a folder or list with its child folders and their items (each a real delete)."""
+        for child in [f for f in folders.values() if f.parent_id == folder.id]:
+            self._drop_folder(box, kind, folders, child)
+        for item in box.items_in(kind, folder.id):
+            self.store.delete_item(box, item)
+        del folders[folder.id]
 
     # -- messages: learn.microsoft.com/graph/api/user-post-messages, message-get/update/delete/move
 
@@ -498,22 +510,16 @@ class GraphApi:
         return json_response(ctx, self._contact_folder_json(ctx, self._contact_folder(ctx)))
 
     async def update_contact_folder(self, ctx: Ctx) -> Response:
-        folder = self._contact_folder(ctx)
-        name = ctx.json().get("displayName")
-        if isinstance(name, str) and name.strip():
-            folder.display_name = name.strip()
+        folder = rename(self._contact_folder(ctx), ctx.json())
         return json_response(ctx, self._contact_folder_json(ctx, folder))
 
     async def delete_contact_folder(self, ctx: Ctx) -> Response:
-        box = ctx.mailbox
         folder = self._contact_folder(ctx)
         if folder.well_known:
             raise GraphError(
                 403, "ErrorDeleteDistinguishedFolder", "Distinguished folders cannot be deleted."
             )
-        for item in box.items_in(Kind.CONTACT, folder.id):
-            self.store.delete_item(box, item)
-        del box.contact_folders[folder.id]
+        self._drop_folder(ctx.mailbox, Kind.CONTACT, ctx.mailbox.contact_folders, folder)
         return json_response(ctx, None, 204)
 
     # -- events: learn.microsoft.com/graph/api/user-post-events, event-get/update/delete ----------
@@ -636,21 +642,14 @@ class GraphApi:
         return json_response(ctx, self._list_json(ctx, ctx.mailbox.todo_list(ctx.params["list"])))
 
     async def update_todo_list(self, ctx: Ctx) -> Response:
-        folder = ctx.mailbox.todo_list(ctx.params["list"])
-        name = ctx.json().get("displayName")
-        if isinstance(name, str) and name.strip():
-            folder.display_name = name.strip()
-            folder.change_key = change_key()
+        folder = rename(ctx.mailbox.todo_list(ctx.params["list"]), ctx.json())
         return json_response(ctx, self._list_json(ctx, folder))
 
     async def delete_todo_list(self, ctx: Ctx) -> Response:
-        box = ctx.mailbox
-        folder = box.todo_list(ctx.params["list"])
+        folder = ctx.mailbox.todo_list(ctx.params["list"])
         if folder.well_known == "defaultList":
             raise GraphError(400, "invalidRequest", "The default list cannot be deleted.")
-        for item in box.items_in(Kind.TASK, folder.id):
-            self.store.delete_item(box, item)
-        del box.todo_lists[folder.id]
+        self._drop_folder(ctx.mailbox, Kind.TASK, ctx.mailbox.todo_lists, folder)
         return json_response(ctx, None, 204)
 
     def _task(self, ctx: Ctx) -> Item:

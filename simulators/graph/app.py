@@ -18,7 +18,7 @@ from simulators.graph.core import GraphError, Json, bad_request, error_body
 from simulators.graph.delta import DeltaTokens
 from simulators.graph.http import Ctx, Router, error_response, json_response, parse_prefer, split_path
 from simulators.graph.limits import Config, Faults, RequestLog, Throttle
-from simulators.graph.notify import Notifier
+from simulators.graph.notify import Notifier, Subscription
 from simulators.graph.store import Kind, Mailbox, Store
 
 LOG = logging.getLogger("simulators.graph")
@@ -127,22 +127,19 @@ class Simulator:
         values = [s.as_json() for s in self.notifier.subscriptions.values()]
         return collection(ctx, values, "subscriptions")
 
-    async def create_subscription(self, ctx: Ctx) -> Response:
-        subscription = await self.notifier.create(ctx.json(), ctx.immutable_ids)
+    @staticmethod
+    def _subscription(ctx: Ctx, subscription: Subscription, status: int = 200) -> Response:
         body = {"@odata.context": ctx.context("subscriptions/$entity"), **subscription.as_json()}
-        return json_response(ctx, body, 201)
+        return json_response(ctx, body, status)
+
+    async def create_subscription(self, ctx: Ctx) -> Response:
+        return self._subscription(ctx, await self.notifier.create(ctx.json(), ctx.immutable_ids), 201)
 
     async def get_subscription(self, ctx: Ctx) -> Response:
-        subscription = self.notifier.live(ctx.params["subscription"])
-        return json_response(
-            ctx, {"@odata.context": ctx.context("subscriptions/$entity"), **subscription.as_json()}
-        )
+        return self._subscription(ctx, self.notifier.live(ctx.params["subscription"]))
 
     async def update_subscription(self, ctx: Ctx) -> Response:
-        subscription = self.notifier.renew(ctx.params["subscription"], ctx.json())
-        return json_response(
-            ctx, {"@odata.context": ctx.context("subscriptions/$entity"), **subscription.as_json()}
-        )
+        return self._subscription(ctx, self.notifier.renew(ctx.params["subscription"], ctx.json()))
 
     async def delete_subscription(self, ctx: Ctx) -> Response:
         self.notifier.delete(ctx.params["subscription"])

@@ -223,3 +223,20 @@ def test_filter_on_a_nested_property_with_count(
         f"users/{graph_user}/messages", params={"$filter": "receivedDateTime ge 2020-01-01"}
     )
     assert unsupported.status_code == 400
+
+
+def test_deleting_a_folder_deletes_its_subfolders_and_messages(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """learn.microsoft.com/graph/api/mailfolder-delete; distinguished folders cannot be deleted."""
+    parent = graph.post(f"users/{graph_user}/mailFolders", json={"displayName": "Projects"}).json()
+    child = graph.post(
+        f"users/{graph_user}/mailFolders/{seg(parent['id'])}/childFolders", json={"displayName": "Contoso"}
+    ).json()
+    [message_id] = graph_sim.seed(graph_user, messages={child["id"]: [{"subject": "deep"}]})["messages"][
+        child["id"]
+    ]
+    assert graph.delete(f"users/{graph_user}/mailFolders/{seg(parent['id'])}").status_code == 204
+    assert graph.get(f"users/{graph_user}/mailFolders/{seg(child['id'])}").status_code == 404
+    assert graph.get(f"users/{graph_user}/messages/{seg(message_id)}").status_code == 404
+    assert graph.delete(f"users/{graph_user}/mailFolders/inbox").status_code == 403
