@@ -132,12 +132,14 @@ class TrackingPolicy:
         wanted = self._settings.tracked_category.casefold()
         return any(category.casefold() == wanted for category in envelope.categories)
 
-    async def decide(self, envelope: Envelope) -> TrackingDecision:
-        """The verdict for one message (see the module docstring for the order of the rules)."""
+    async def decide(self, envelope: Envelope, *, earlier: TrackedMessage | None) -> TrackingDecision:
+        """The verdict for one message (see the module docstring for the order of the rules).
+
+        ``earlier``: the message's row in the tracking index (the caller reads it once and keeps it).
+        """
         settings = self._settings
         token = self.token_of(envelope.subject)
         folder_regarding = await self._folders.regarding(envelope.folder_id, settings.tracked_folders)
-        earlier = await self._index.get_message(self._mailbox, envelope.item_id)
         if self._has_category(envelope):
             regarding = folder_regarding or (earlier.regarding if earlier else None)
             return TrackingDecision(True, regarding, Reason.CATEGORY, TrackedVia.CATEGORY, token)

@@ -123,7 +123,7 @@ class Tracker:
         if envelope is None:
             return None
         earlier = await self._index.get_message(self.mailbox_id, item.item_id)
-        decision = await self.policy.decide(envelope)
+        decision = await self.policy.decide(envelope, earlier=earlier)
         self._seen[item.item_id] = _Seen(decision, earlier)
         logger.debug("tracking decision: %s (%s)", decision.tracked, decision.reason.value)
         return decision
