@@ -41,7 +41,7 @@ from shared.config import Settings
 from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
 from shared.crm.port import CrmPort
 from shared.outlook.delta import DeltaPage, DeltaReader
-from shared.outlook.errors import DeltaTokenExpired
+from shared.outlook.errors import DeltaTokenExpired, ItemNotFound
 from shared.outlook.writers import OutlookWriter
 from shared.store.jobs import SyncJob
 from shared.store.ports import Store
@@ -370,7 +370,10 @@ class MailboxSyncJob:
         if tracked and item.item is not None and fmap.skip_reason(item.item):
             return None  # drafts, occurrences of a series: never synchronised
         if tracked and isinstance(item.item, Email):
-            body = await self._reader.fetch_message_body(mailbox.mailbox_id, item.item_id)
+            try:
+                body = await self._reader.fetch_message_body(mailbox.mailbox_id, item.item_id)
+            except ItemNotFound:
+                return None  # deleted since the page was read: the next delta reports the removal
             content = item.item.model_copy(update={"body": body.content, "body_is_html": body.is_html})
             item = item.model_copy(update={"item": content})
         outlook = OutlookState.from_outlook_item(item, tracked=tracked)

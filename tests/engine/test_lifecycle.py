@@ -1,0 +1,85 @@
+"""Offboarding, subscription renewal, the mailbox lease and the dirty flag, over the real components."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from shared.outlook.subscriptions import ResourceKind, resource_path
+from shared.store.errors import LeaseHeld, MailboxNotFound
+from shared.store.records import AuditAction
+from shared.sync.job import RunOutcome
+from shared.sync.mailbox_settings import MailboxSettings
+from shared.sync.model import ItemKind
+from shared.sync.onboarding import MailboxService
+from tests.engine.conftest import Engine
+
+CONTACTS_AND_TASKS = MailboxSettings(item_kinds=frozenset({ItemKind.CONTACT, ItemKind.TASK}))
+
+
+async def test_offboarding_deletes_subscriptions_and_registration_but_keeps_crm_data(
+    service: MailboxService, engine: Engine
+) -> None:
+    user = engine.make_crm_user()
+    box = engine.graph_sim.add_user()
+    seeded = engine.graph_sim.seed(box, contacts=[{"surname": "Stays"}])
+    await service.onboard(box, user.systemuserid, settings=CONTACTS_AND_TASKS)
+    crm_id = await engine.crm_id(box, ItemKind.CONTACT, seeded["contacts"][0])
+
+    report = await service.offboard(box)
+
+    assert report.subscriptions_deleted == 2
+    assert engine.graph_sim.subscriptions(box) == []
+    assert [record async for record in engine.store.subscriptions.list_for_mailbox(box)] == []
+    with pytest.raises(MailboxNotFound):
+        await engine.store.registry.get_mailbox(box)
+    assert engine.dataverse.record("contact", crm_id) is not None
+    actions = [record.action for record in await engine.store.audit.list_recent(box)]
+    assert AuditAction.CREATED_IN_CRM in actions
+    assert AuditAction.UNREGISTERED in actions
+
+
+async def test_renewal_extends_live_subscriptions_and_recreates_lost_ones_with_a_delta(
+    service: MailboxService, engine: Engine
+) -> None:
+    user = engine.make_crm_user()
+    box = engine.graph_sim.add_user()
+    onboarded = await service.onboard(box, user.systemuserid, settings=CONTACTS_AND_TASKS)
+    lost, live = onboarded.subscriptions
+    engine.graph_sim.expire_subscription(lost.subscription_id)
+    missed = engine.graph_sim.seed(box, contacts=[{"surname": "Missed"}])  # its notification went nowhere
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+
+    report = await service.renew_subscriptions(before=soon)
+
+    assert report.renewed == (live.subscription_id,)
+    [new_id] = report.recreated
+    in_graph = {sub["id"]: sub["resource"] for sub in engine.graph_sim.subscriptions(box)}
+    assert in_graph == {new_id: lost.resource, live.subscription_id: live.resource}
+    stored = {record.subscription_id async for record in engine.store.subscriptions.list_for_mailbox(box)}
+    assert stored == {new_id, live.subscription_id}
+    assert [run.resource for run in report.resynced] == [lost.resource]
+    assert await engine.crm_id(box, ItemKind.CONTACT, missed["contacts"][0])
+
+
+async def test_a_second_worker_cannot_sync_a_mailbox_whose_lease_is_held(engine: Engine) -> None:
+    box = (await engine.register()).mailbox_id
+    await engine.store.sync_state.try_acquire(box, "another-worker", 60)
+
+    with pytest.raises(LeaseHeld):
+        await engine.job().run(box, resource_path(ResourceKind.CONTACTS, box))
+
+
+async def test_a_run_clears_the_dirty_flag_and_releases_the_lease(engine: Engine) -> None:
+    box = (await engine.register()).mailbox_id
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    assert await engine.store.sync_state.mark_dirty(box, contacts)
+
+    report = await engine.job().run(box, contacts)
+
+    assert report.outcome is RunOutcome.COMPLETED
+    state = await engine.store.sync_state.get_state(box, contacts)
+    assert not state.dirty
+    assert state.delta_link is not None
+    assert await engine.store.sync_state.try_acquire(box, "next-worker", 60)  # released
