@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,17 +76,29 @@ class PrismVerdicts(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture(scope="module")
-def prism_url(graph_sim: GraphSim) -> Iterator[str]:
+def prism_url(graph_sim: GraphSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One Prism proxy for the module (it takes ~170 MB and a few seconds to start)."""
     assert SPEC.is_file(), f"contract missing: {SPEC}"
     port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - the pinned Prism from node_modules, no shell
-        [str(PRISM), "proxy", "--errors", "-h", "127.0.0.1", "-p", str(port), str(SPEC), graph_sim.base_url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log_path = tmp_path_factory.mktemp("prism") / "prism.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - the pinned Prism from node_modules, no shell
+            [
+                str(PRISM),
+                "proxy",
+                "--errors",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                str(SPEC),
+                graph_sim.base_url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_for_port("127.0.0.1", port, timeout=60)
+        _wait_until_listening(process, port, log_path)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -93,6 +106,20 @@ def prism_url(graph_sim: GraphSim) -> Iterator[str]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    """Poll for Prism's port; if Prism dies first (bad spec, missing node), show its log."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"Prism exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
+        try:
+            wait_for_port("127.0.0.1", port, timeout=0.5)
+        except TimeoutError:
+            continue
+        return
+    raise TimeoutError(f"Prism did not listen within 60 s:\n{log_path.read_text()[-2000:]}")
 
 
 @dataclass
