@@ -1,52 +1,19 @@
 """Every simulated response shape checked against Microsoft's Graph v1.0 OpenAPI slice.
 
-Stoplight Prism proxies the calls to the simulator and reports any request or response that
-breaks /work/shared/contracts/graph/graph-v1.0-sync-slice.yaml (its README: "Using it").
+Stoplight Prism (the ``graph_prism`` fixture) proxies the calls to the simulator and reports any
+request or response that breaks the Graph v1.0 slice (contracts/graph/README.md, "Using it").
 """
 
 from __future__ import annotations
 
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
 
-from simulators.ports import free_port
 from tests.fixtures.graph_sim import GraphSim
 
-ROOT = Path(__file__).resolve().parents[2]
-PRISM = ROOT / "node_modules" / ".bin" / "prism"
-SLICE = Path("/work/shared/contracts/graph/graph-v1.0-sync-slice.yaml")
 WINDOW = "startDateTime=2030-01-01T00:00:00Z&endDateTime=2030-02-01T00:00:00Z"
-
-
-@pytest.fixture(scope="module")
-def prism(graph_sim: GraphSim) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(  # noqa: S603 - fixed local binary, no shell
-        [str(PRISM), "proxy", "--errors", "-h", "127.0.0.1", "-p", str(port), str(SLICE), graph_sim.base_url],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url, timeout=1, trust_env=False)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "prism did not start"
-                time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _seeded(graph_sim: GraphSim) -> tuple[str, dict[str, str]]:
@@ -78,7 +45,7 @@ def _seeded(graph_sim: GraphSim) -> tuple[str, dict[str, str]]:
     return user, {k: quote(v, safe="") for k, v in ids.items()}
 
 
-def test_responses_match_the_graph_contract(prism: str, graph_sim: GraphSim) -> None:
+def test_responses_match_the_graph_contract(graph_prism: str, graph_sim: GraphSim) -> None:
     """Shapes follow Microsoft's OpenAPI description of Graph v1.0 (contracts/graph/README.md)."""
     user, ids = _seeded(graph_sim)
     u = f"/users/{user}"
@@ -114,7 +81,7 @@ def test_responses_match_the_graph_contract(prism: str, graph_sim: GraphSim) -> 
         ("GET", f"{u}/contacts/{ids['c']}x", None),
     ]  # fmt: skip
     violations: list[str] = []
-    with httpx.Client(base_url=prism, headers=graph_sim.headers, timeout=20, trust_env=False) as client:
+    with httpx.Client(base_url=graph_prism, headers=graph_sim.headers, timeout=20, trust_env=False) as client:
         for method, path, body in calls:
             answer = client.request(method, path, json=body, headers={"Prefer": "odata.maxpagesize=1"})
             if answer.headers.get("sl-violations"):
