@@ -105,6 +105,8 @@ class DeltaPage:
 
 @dataclass(frozen=True)
 class MessageBody:
+    """A tracked message's body, as Graph stores it (HTML for most mail)."""
+
     content: str
     is_html: bool
 

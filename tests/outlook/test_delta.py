@@ -204,3 +204,21 @@ async def test_task_delta_reads_a_todo_list(
     assert item.folder_id == list_id
     assert isinstance(item.item, Task)
     assert item.item.subject == "Call back"
+
+
+async def test_stamped_crm_ids_come_back_in_delta_pages(
+    graph: GraphServiceClient, graph_sim: GraphSim, graph_user: str
+) -> None:
+    writer = OutlookWriter(graph)
+    contact = await writer.create_contact(graph_user, Contact(given_name="Linked"), crm_id="crm-contact")
+    message_id = graph_sim.seed(graph_user, messages={"inbox": [{"subject": "Linked"}]})["messages"]["inbox"][
+        0
+    ]
+    await writer.stamp_crm_id(graph_user, ItemKind.EMAIL, message_id, "crm-email")
+    reader = DeltaReader(graph)
+
+    contacts = [item for page in await drain(reader.contacts(graph_user)) for item in page.items]
+    messages = [item for page in await drain(reader.messages(graph_user)) for item in page.items]
+
+    assert [(item.item_id, item.crm_id) for item in contacts] == [(contact.item_id, "crm-contact")]
+    assert [(item.item_id, item.crm_id) for item in messages] == [(message_id, "crm-email")]
