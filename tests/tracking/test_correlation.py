@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
-from tests.tracking.conftest import World, email_id, message, unique_address
+from shared.sync.model import TrackingRule
+from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address
 
 
 async def test_replies_in_the_conversation_or_with_the_token_inherit_the_regarding(world: World) -> None:
@@ -38,3 +41,28 @@ async def test_replies_in_the_conversation_or_with_the_token_inherit_the_regardi
         assert row is not None
         assert row["_regardingobjectid_value"] == str(account_id)
     assert not world.tracked(replies[2]["internetMessageId"])
+
+
+@pytest.mark.parametrize(
+    ("rule", "track_correlated", "reply_tracked"),
+    [
+        (TrackingRule.RESPONSES_TO_CRM, False, True),
+        (TrackingRule.NONE, False, False),
+        (TrackingRule.NONE, True, True),
+    ],
+)
+async def test_responses_to_tracked_mail_follow_the_rule_and_the_correlation_switch(
+    world: World, rule: TrackingRule, track_correlated: bool, reply_tracked: bool
+) -> None:
+    mailbox = await world.mailbox(MailboxSettings(tracking=rule, track_correlated=track_correlated))
+    thread, customer = f"conv-{uuid.uuid4().hex}", unique_address("customer")
+    original = message(customer, "Proposal", conversation=thread, categories=[TRACKED])
+    world.graph_sim.seed(mailbox.mailbox_id, messages={"inbox": [original]})
+    await world.sync(mailbox)
+    reply = message(customer, "RE: Proposal", conversation=thread)
+    world.graph_sim.seed(mailbox.mailbox_id, messages={"inbox": [reply]})
+
+    await world.sync(mailbox)
+
+    assert world.tracked(original["internetMessageId"])
+    assert world.tracked(reply["internetMessageId"]) is reply_tracked
