@@ -38,6 +38,7 @@ from shared.outlook.writers import STAMPABLE_KINDS, OutlookWriter
 from shared.store.ports import AuditTrail, LinkStore
 from shared.store.records import AuditAction, AuditRecord, Mailbox
 from shared.store.records import Link as StoredLink
+from shared.store.synced_fields import SyncedValue
 from shared.sync.fieldmaps import CrmValue, PartySpec, field_map
 from shared.sync.limits import Fitted
 from shared.sync.merge import FieldBase
@@ -79,10 +80,9 @@ _OWNED_KEY = "@owned_by_user"  # kept beside the per-column bases in the link ro
 
 def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:
     """The link row for a planner link (bases as ``[outlook, crm]`` fingerprint pairs)."""
-    synced: dict[str, object] = {
-        column: [base.outlook, base.crm] for column, base in link.synced_fields.items()
-    }
-    synced[_OWNED_KEY] = link.owned_by_user
+    synced: dict[str, SyncedValue] = {_OWNED_KEY: link.owned_by_user}
+    for column, base in link.synced_fields.items():
+        synced[column] = [base.outlook, base.crm]
     return StoredLink(
         mailbox_id=mailbox_id,
         kind=kind,
@@ -93,7 +93,7 @@ def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:
         crm_etag=link.crm_etag,
         outlook_hash=link.outlook_hash,
         crm_hash=link.crm_hash,
-        synced_fields=synced,  # type: ignore[arg-type]  # JSON values: str pairs and one bool
+        synced_fields=synced,
     )
 
 

@@ -21,9 +21,12 @@ One run syncs one (mailbox, resource), where the resource is the subscription re
    are not rewritten (hashes), and linked items no longer listed count as deleted - behind the
    mass-delete brake, which on tripping marks the mailbox degraded and deletes nothing.
 
-Calendar: the delta is a ``calendarView`` window (default 30 days back to 365 days ahead); an event
-that leaves the window is reported ``@removed`` like a delete, so a removal of a linked appointment
-whose CRM record lies outside the window is ignored rather than deleting the CRM record.
+Calendar: the delta is a ``calendarView`` window (default 30 days back to 365 days ahead, fixed in
+the delta token when the round starts: "Get incremental changes to events in a calendar view",
+learn.microsoft.com/graph/delta-query-events). An event moved out of the window is reported
+``@removed`` like a delete, so a removal of a linked appointment whose CRM record lies outside the
+window is ignored rather than deleting the CRM record. Sliding the window needs a new baseline
+(``reset``), which the link map makes cheap.
 """
 
 from __future__ import annotations
@@ -352,6 +355,7 @@ class MailboxSyncJob:
         run.deletes += page_deletes
         for plan in planned:
             await self._guard(run, plan.item, self._apply(run, plan))
+            await self._keep_lease(run)
 
     async def _guard(self, run: _Run, item: OutlookItem, step: Awaitable[_T]) -> _T | None:
         """Await ``step``; a CRM error retrying cannot fix parks the item (``None``), others raise."""

@@ -180,3 +180,15 @@ async def test_the_same_meeting_in_two_mailboxes_is_one_crm_appointment(engine: 
         async for link in engine.store.links.list_links(mailbox.mailbox_id, ItemKind.APPOINTMENT)
     ]
     assert linked == [rows[0]["activityid"]] * 2
+
+
+async def test_the_echo_of_our_own_stamp_is_recognised_by_its_content_hash(engine: Engine) -> None:
+    box = (await engine.register()).mailbox_id
+    engine.graph_sim.seed(box, contacts=[{"givenName": "Echo", "surname": "Only"}])
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    job = engine.job()
+    first = await job.run(box, contacts)
+
+    echo = await job.run(box, contacts)  # the CRM id stamp changed the contact's change key
+
+    assert (first.crm_writes, echo.items_seen, echo.crm_writes) == (1, 1, 0)
