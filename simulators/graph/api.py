@@ -9,14 +9,12 @@ import base64
 import dataclasses
 import datetime as dt
 import functools
-import re
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
-from simulators.graph import events, resources
+from simulators.graph import events, query, resources
 from simulators.graph.core import GraphError, Json, bad_request, change_key, etag, iso_z, not_found, opaque_id
 from simulators.graph.delta import Entry
 from simulators.graph.http import Ctx, Router, json_response, parse_expand, parse_select
@@ -54,77 +52,8 @@ def collection(ctx: Ctx, values: list[Json], context: str) -> Response:
     return json_response(ctx, body)
 
 
-_EXT_FILTER = re.compile(
-    r"singleValueExtendedProperties/any\(\s*(\w+)\s*:\s*\1/id\s+eq\s+'([^']*)'\s+and\s+\1/value\s+eq\s+'([^']*)'\s*\)",
-    re.IGNORECASE,
-)
-_EQ_FILTER = re.compile(r"(\w+(?:/\w+)*)\s+eq\s+(?:'((?:[^']|'')*)'|(true|false))", re.IGNORECASE)
-
-
-def item_filter(raw: str | None) -> Callable[[Item], bool]:
-    """The $filter forms the simulator understands, combined with ``and``:
-    ``singleValueExtendedProperties/any(ep: ep/id eq '..' and ep/value eq '..')``
-    (learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get, "Get resource instances
-    that include ... a filter") and ``property eq 'text' | true | false``. Anything else is a 400
-    rather than a silently wrong answer."""
-    if not raw:
-        return lambda item: True
-    tests: list[Callable[[Item], bool]] = []
-    rest = raw
-    for match in _EXT_FILTER.finditer(raw):
-        tests.append(_extended_equals(match.group(2).lower(), match.group(3)))
-        rest = rest.replace(match.group(0), "")
-    for match in _EQ_FILTER.finditer(rest):
-        path, text, flag = match.group(1), match.group(2), match.group(3)
-        expected: object = text.replace("''", "'") if text is not None else flag.lower() == "true"
-        tests.append(_property_equals(path, expected))
-        rest = rest.replace(match.group(0), "")
-    if re.sub(r"\band\b", "", rest, flags=re.IGNORECASE).strip():
-        raise bad_request(f"This simulator does not support the $filter '{raw}'.", "BadRequest")
-    return lambda item: all(test(item) for test in tests)
-
-
-def order_items(items: list[Item], raw: str | None) -> list[Item]:
-    """$orderby=property [asc|desc], comma-separated (learn.microsoft.com/graph/query-parameters,
-    "orderby parameter"); createdDateTime and lastModifiedDateTime sort by the server's clocks."""
-    if not raw:
-        return items
-    for clause in reversed([c.strip() for c in raw.split(",") if c.strip()]):
-        path, _, direction = clause.partition(" ")
-        if direction.strip().lower() not in ("", "asc", "desc"):
-            raise bad_request(f"Invalid $orderby clause '{clause}'.", "BadRequest")
-        items = sorted(
-            items, key=functools.partial(_sort_key, path), reverse=direction.strip().lower() == "desc"
-        )
-    return items
-
-
-def _sort_key(path: str, item: Item) -> tuple[bool, str]:
-    if path == "createdDateTime":
-        return True, iso_z(item.created)
-    if path == "lastModifiedDateTime":
-        return True, iso_z(item.modified)
-    value = _lookup(item.props, path)
-    return value is not None, "" if value is None else str(value)
-
-
 def _typed_event(body: Json) -> Json:
     return {"@odata.type": ODATA_TYPES[Kind.EVENT], **body}
-
-
-def _extended_equals(prop_id: str, value: str) -> Callable[[Item], bool]:
-    return lambda item: str(item.extended.get(prop_id, {}).get("value")) == value
-
-
-def _property_equals(path: str, expected: object) -> Callable[[Item], bool]:
-    return lambda item: _lookup(item.props, path) == expected
-
-
-def _lookup(props: Json, path: str) -> object:
-    value: object = props
-    for part in path.split("/"):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def rename(folder: Folder, body: Json) -> Folder:
@@ -206,7 +135,11 @@ class GraphApi:
     # -- users: learn.microsoft.com/graph/api/user-get, user-list -------------------------------
 
     async def list_users(self, ctx: Ctx) -> Response:
-        return collection(ctx, [m.as_user() for m in self.store.users.values()], "users")
+        """user-list: $filter (e.g. ``mail eq '..'``) and $orderby apply."""
+        keep = query.parse_filter(ctx.query.get("$filter"))
+        users = [m.as_user() for m in self.store.users.values()]
+        rows = query.ordered([u for u in users if keep(u, {})], ctx.query.get("$orderby"))
+        return collection(ctx, rows, "users")
 
     async def get_user(self, ctx: Ctx) -> Response:
         body = {"@odata.context": ctx.context("users/$entity"), **ctx.mailbox.as_user()}
@@ -244,12 +177,14 @@ class GraphApi:
         self.store.update_item(ctx.mailbox, item)
 
     def _list(self, ctx: Ctx, kind: Kind, container: str | None, context: str) -> Response:
-        keep = item_filter(ctx.query.get("$filter"))
+        keep = query.parse_filter(ctx.query.get("$filter"))
         view = ctx.view()
-        items = order_items(
-            [i for i in ctx.mailbox.items_in(kind, container) if keep(i)], ctx.query.get("$orderby")
-        )
-        return collection(ctx, [resources.render(ctx.mailbox, i, view) for i in items], context)
+        rows = [
+            resources.render(ctx.mailbox, i, view)
+            for i in ctx.mailbox.items_in(kind, container)
+            if keep(i.props, i.extended)
+        ]
+        return collection(ctx, query.ordered(rows, ctx.query.get("$orderby")), context)
 
     def _delta(self, ctx: Ctx, kind: Kind, container: str, context: str) -> Response:
         """Delta over one folder or list (learn.microsoft.com/graph/api/message-delta, contact-delta,
@@ -257,7 +192,7 @@ class GraphApi:
         box = ctx.mailbox
 
         def collect(options: dict[str, str]) -> list[Entry]:
-            keep = item_filter(options.get("$filter"))
+            keep = query.parse_filter(options.get("$filter"))
             view = dataclasses.replace(
                 ctx.view(select=False),
                 select=parse_select(options.get("$select")),
@@ -271,7 +206,7 @@ class GraphApi:
                     functools.partial(resources.render, box, i, view, with_type=True),
                 )
                 for i in box.items_in(kind, container)
-                if keep(i)
+                if keep(i.props, i.extended)
             ]
 
         return self.sim.delta.respond(

@@ -126,3 +126,27 @@ def test_wrongly_shaped_body_is_400(graph: httpx.Client, graph_user: str) -> Non
         f"users/{graph_user}/contacts", content=b"{nope", headers={"Content-Type": "application/json"}
     )
     assert not_json.status_code == 400
+
+
+def test_filters_on_collections_and_users(graph: httpx.Client, graph_sim: GraphSim, graph_user: str) -> None:
+    """learn.microsoft.com/graph/query-parameters (filter with any on collections, eq on strings,
+    case-insensitive as in Exchange) and user-list ($filter on mail)."""
+    graph_sim.seed(
+        graph_user,
+        contacts=[
+            {"givenName": "Ann", "emailAddresses": [{"address": "Ann@Fabrikam.test"}], "categories": ["VIP"]},
+            {"givenName": "Bo", "emailAddresses": [{"address": "bo@fabrikam.test"}]},
+        ],
+    )
+    by_address = graph.get(
+        f"users/{graph_user}/contacts",
+        params={"$filter": "emailAddresses/any(a: a/address eq 'ann@fabrikam.test')"},
+    ).json()["value"]
+    assert [c["givenName"] for c in by_address] == ["Ann"]
+    by_category = graph.get(
+        f"users/{graph_user}/contacts", params={"$filter": "categories/any(c: c eq 'vip')"}
+    ).json()["value"]
+    assert [c["givenName"] for c in by_category] == ["Ann"]
+    mail = graph_sim.user_info(graph_user)["mail"]
+    users = graph.get("users", params={"$filter": f"mail eq '{mail}'"}).json()["value"]
+    assert [u["id"] for u in users] == [graph_user]
