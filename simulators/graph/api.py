@@ -486,11 +486,8 @@ class GraphApi:
             return self._entity(ctx, master, f"users('{box.id}')/events")
         body = ctx.json()
         resources.check_writable(Kind.EVENT, body)
-        for forbidden in ("recurrence",):
-            if forbidden in body:
-                raise bad_request("An occurrence cannot carry its own recurrence.", "ErrorInvalidRequest")
-        overrides = dict(master.exceptions.get(original) or {})
-        overrides.update(body)
+        overrides = {**(master.exceptions.get(original) or {}), **body}
+        events.check_override(master, original, overrides)
         master.exceptions[original] = overrides
         master.exception_keys[original] = change_key()
         self.store.changed(box, master, "updated", master.container)

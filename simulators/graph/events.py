@@ -114,13 +114,28 @@ def occurrence_dates(master: Item, until: dt.date) -> Iterator[dt.date]:
         day += dt.timedelta(days=1)
 
 
+def _duration(master: Item) -> dt.timedelta:
+    return timezones.to_utc(master.props["end"]) - timezones.to_utc(master.props["start"])
+
+
 def _occurrence_span(master: Item, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
     """UTC start/end of the occurrence on ``day``: the master's wall-clock time in its own zone."""
     start_tz = timezones.zone(str(master.props["start"].get("timeZone") or "UTC"))
     wall = timezones.wall_clock(master.props["start"])
-    duration = timezones.to_utc(master.props["end"]) - timezones.to_utc(master.props["start"])
     start = dt.datetime.combine(day, wall.time(), start_tz).astimezone(dt.UTC)
-    return start, start + duration
+    return start, start + _duration(master)
+
+
+def check_override(master: Item, original: str, overrides: Json) -> None:
+    """An exception's own start/end must still make a valid span (as for any event)."""
+    if "recurrence" in overrides or "singleValueExtendedProperties" in overrides:
+        raise bad_request("An occurrence carries neither its own recurrence nor extended properties.")
+    start = timezones.to_utc(overrides["start"]) if "start" in overrides else parse_iso(original)
+    end = (
+        timezones.to_utc(overrides["end"]) if "end" in overrides else parse_iso(original) + _duration(master)
+    )
+    if end < start:
+        raise bad_request("The event's end time must be after its start time.")
 
 
 def occurrence_id(master_id: str, original_start: str) -> str:
@@ -137,11 +152,8 @@ def instance_json(box: Mailbox, master: Item, original: str, view: View) -> Json
     overrides = master.exceptions.get(original, {})
     if overrides is None:
         return None
-    start, end = (
-        parse_iso(original),
-        parse_iso(original)
-        + (timezones.to_utc(master.props["end"]) - timezones.to_utc(master.props["start"])),
-    )
+    start = parse_iso(original)
+    end = start + _duration(master)
     full = render(box, master, View(view.immutable_ids, view.time_zone))
     master_id = full["id"]
     instance_id = occurrence_id(master_id, original)

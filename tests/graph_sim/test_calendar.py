@@ -197,3 +197,25 @@ def test_occurrences_keep_local_time_across_daylight_saving(graph: httpx.Client,
         "2030-03-04T17:00:00.0000000",
         "2030-03-11T16:00:00.0000000",
     ]
+
+
+def test_an_exception_must_keep_a_valid_span(graph: httpx.Client, graph_user: str) -> None:
+    """learn.microsoft.com/graph/api/event-update: an occurrence's new times are validated like any
+    event's; a rejected update leaves the occurrence an occurrence."""
+    master = _event(graph, graph_user, recurrence=WEEKLY)
+    window = {"startDateTime": "2030-01-01T00:00:00Z", "endDateTime": "2030-02-01T00:00:00Z"}
+    first = graph.get(f"users/{graph_user}/events/{seg(master['id'])}/instances", params=window).json()[
+        "value"
+    ][0]
+    bad = graph.patch(
+        f"users/{graph_user}/events/{seg(first['id'])}",
+        json={"end": {"dateTime": "2029-12-31T00:00:00", "timeZone": "UTC"}},
+    )
+    assert bad.status_code == 400
+    assert graph.get(f"users/{graph_user}/events/{seg(first['id'])}").json()["type"] == "occurrence"
+    moved = graph.patch(
+        f"users/{graph_user}/events/{seg(first['id'])}",
+        json={"start": {"dateTime": "2030-01-07T18:00:00", "timeZone": "UTC"},
+              "end": {"dateTime": "2030-01-07T19:00:00", "timeZone": "UTC"}},
+    ).json()  # fmt: skip
+    assert (moved["type"], moved["start"]["dateTime"]) == ("exception", "2030-01-07T18:00:00.0000000")
