@@ -94,6 +94,10 @@ class SenderLookup:
             )
         return self._cache[address]
 
+    def remember(self, address: str, ref: RecordRef) -> None:
+        """A record created for ``address`` during the run (the next lookup must see it)."""
+        self._cache[address] = [*self._cache.get(address, []), ref]
+
     async def any_in(self, addresses: Sequence[str], tables: Sequence[str]) -> bool:
         for address in addresses:
             if any(ref.table in tables for ref in await self.records(address)):

@@ -22,12 +22,14 @@ The job (:class:`shared.sync.job.MailboxSyncJob`) asks, for each message of a pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared.crm.errors import DuplicateRecord
 from shared.crm.port import CrmPort, FieldValue, RecordRef, Upsert
 from shared.crm.tables import bind_annotation
 from shared.outlook.errors import ItemNotFound
@@ -134,8 +136,7 @@ class Tracker:
         """The plan with moves left to the destination folder and shared CRM emails kept."""
         if item.kind is not ItemKind.EMAIL:
             return list(actions)
-        gives_up = any(isinstance(action, UnlinkOnly | DropLink | DeleteInCrm) for action in actions)
-        if item.removed and gives_up and await self._moved_away(item.item_id):
+        if item.removed and _gives_up(actions) and await self._moved_away(item.item_id):
             return []
         reviewed: list[Action] = []
         for action in actions:
@@ -193,11 +194,13 @@ class Tracker:
         address = email.sender.address.lower()
         if await self._lookup.records(address):
             return
-        fields: dict[str, FieldValue] = {"emailaddress1": address}
-        if email.sender.name:
-            fields["lastname"] = email.sender.name[:50]
+        name = email.sender.name or address.partition("@")[0]
+        fields: dict[str, FieldValue] = {"emailaddress1": address, "lastname": name[:50]}
         contact_id = unknown_sender_contact_id(address)
-        await self._crm.upsert(Upsert("contact", fields, id=contact_id), caller=self._caller)
+        create_only = Upsert("contact", fields, id=contact_id, if_none_match=True)
+        with contextlib.suppress(DuplicateRecord):  # made earlier, maybe edited since: left as it is
+            await self._crm.upsert(create_only, caller=self._caller)
+        self._lookup.remember(address, RecordRef("contact", contact_id))
         logger.info("created a contact for an unknown sender")
 
     # -- 3. after apply ----------------------------------------------------------------------------
@@ -205,7 +208,7 @@ class Tracker:
     async def after_apply(self, item: OutlookItem, actions: Sequence[Action]) -> None:
         """Regarding, attachments and the tracking index, once the applier wrote the plan."""
         seen = self._seen.pop(item.item_id, None)
-        if any(isinstance(action, UnlinkOnly | DropLink | DeleteInCrm) for action in actions):
+        if _gives_up(actions):
             earlier = seen.earlier if seen else await self._index.get_message(self.mailbox_id, item.item_id)
             if earlier is not None:
                 await self._index.forget_message(self.mailbox_id, earlier)
@@ -284,3 +287,8 @@ class Tracker:
         thread = TrackedThread(tracked.crm_id, tracked.regarding)
         for key, value in tracked.thread_keys():
             await self._index.put_thread(self.mailbox_id, key, value, thread)
+
+
+def _gives_up(actions: Sequence[Action]) -> bool:
+    """Whether a plan ends this mailbox's link to the CRM email (untrack, delete)."""
+    return any(isinstance(action, UnlinkOnly | DropLink | DeleteInCrm) for action in actions)
