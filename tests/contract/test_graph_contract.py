@@ -1,10 +1,12 @@
 """crmsync's msgraph-sdk flows through Stoplight Prism, validating every request and response
 against Microsoft's Graph v1.0 OpenAPI slice (/work/shared/contracts/graph, see its README).
 
-Prism runs in proxy mode with ``--errors`` in front of the Graph simulator: a request that breaks
-the contract is answered 422, a response that breaks it 500, and both surface as SDK errors. The
-test's HTTP transport routes every call the client makes to the simulator's origin (first calls and
-the opaque next/delta links alike) through Prism, and records anything Prism flags.
+Prism (the session's ``graph_prism`` fixture; spec ``<repo>/../shared/contracts/graph/
+graph-v1.0-sync-slice.yaml``) runs in proxy mode with ``--errors`` in front of the Graph simulator:
+a request that breaks the contract is answered 422, a response that breaks it 500, and both surface
+as SDK errors. The test's HTTP transport routes every call the client makes to the simulator's
+origin (first calls and the opaque next/delta links alike) through Prism, and records anything
+Prism flags.
 
 Not covered, because the slice cannot validate them: ``POST /users/{id}/messages/{id}/move`` is
 not in it (Prism answers ``NO_PATH_MATCHED_ERROR``), and calendarView delta follow-up links (see
@@ -14,11 +16,8 @@ the read-flow test); both are tested against the simulator in tests/outlook.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -35,12 +34,7 @@ from shared.outlook.subscriptions import ResourceKind, SubscriptionManager
 from shared.outlook.writers import OutlookWriter
 from shared.sync.model import Appointment, Contact, EmailAddress, ItemKind, Task, TaskStatus
 from simulators.graph.sink import NotificationSink
-from simulators.ports import free_port, wait_for_port
 from tests.fixtures.graph_sim import GraphSim
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC = REPO_ROOT.parent / "shared" / "contracts" / "graph" / "graph-v1.0-sync-slice.yaml"
-PRISM = REPO_ROOT / "node_modules" / ".bin" / "prism"
 
 
 @dataclass
@@ -75,53 +69,6 @@ class PrismVerdicts(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-@pytest.fixture(scope="module")
-def prism_url(graph_sim: GraphSim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Prism proxy for the module (it takes ~170 MB and a few seconds to start)."""
-    assert SPEC.is_file(), f"contract missing: {SPEC}"
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("prism") / "prism.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - the pinned Prism from node_modules, no shell
-            [
-                str(PRISM),
-                "proxy",
-                "--errors",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                str(SPEC),
-                graph_sim.base_url,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_until_listening(process, port, log_path)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    """Poll for Prism's port; if Prism dies first (bad spec, missing node), show its log."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"Prism exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
-        try:
-            wait_for_port("127.0.0.1", port, timeout=0.5)
-        except TimeoutError:
-            continue
-        return
-    raise TimeoutError(f"Prism did not listen within 60 s:\n{log_path.read_text()[-2000:]}")
-
-
 @dataclass
 class Contract:
     client: GraphServiceClient
@@ -133,8 +80,9 @@ class Contract:
 
 
 @pytest.fixture
-async def contract(graph_sim: GraphSim, prism_url: str) -> AsyncIterator[Contract]:
-    verdicts = PrismVerdicts(upstream=graph_sim.base_url, proxy=prism_url)
+async def contract(graph_sim: GraphSim, graph_prism: str) -> AsyncIterator[Contract]:
+    """A Graph client whose every request goes through the session's Prism (``graph_prism``)."""
+    verdicts = PrismVerdicts(upstream=graph_sim.base_url, proxy=graph_prism)
     async with httpx.AsyncClient(transport=verdicts, timeout=30, trust_env=False) as http:
         client = build_graph_client(
             StaticTokenCredential(base_url=graph_sim.base_url), base_url=graph_sim.base_url, http_client=http
