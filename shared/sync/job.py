@@ -31,6 +31,7 @@ window is ignored rather than deleting the CRM record. Sliding the window needs 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -38,7 +39,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shared.config import Settings
 from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
@@ -230,6 +231,18 @@ class MailboxSyncJob:
         self._options = options or JobOptions()
         self._clock = clock
         self._owner = owner or f"worker:{uuid.uuid4().hex}"
+
+    def with_options(self, **changes: Any) -> MailboxSyncJob:
+        """The same job with some options changed (e.g. an admin's confirmed mass delete)."""
+        options = dataclasses.replace(self._options, **changes)
+        return MailboxSyncJob(
+            store=self._store,
+            crm=self._crm,
+            reader=self._reader,
+            writer=self._writer,
+            options=options,
+            clock=self._clock,
+        )
 
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
         return await self.run(job.mailbox_id, job.resource, progress=progress)

@@ -40,13 +40,21 @@ from shared.store.records import (
     AuditAction,
     AuditRecord,
     Mailbox,
+    MailboxState,
     SubscriptionRecord,
     hash_client_state,
     utc_now,
 )
 from shared.sync.applier import ACTOR
 from shared.sync.fieldmaps import field_map
-from shared.sync.job import JobOptions, MailboxSyncJob, SyncProgress, SyncRunReport, parse_resource
+from shared.sync.job import (
+    JobOptions,
+    MailboxSyncJob,
+    ProgressCallback,
+    SyncProgress,
+    SyncRunReport,
+    parse_resource,
+)
 from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.model import ItemKind
 from shared.sync.status import MailboxStatus, SubscriptionStatus, status, subscription_status
@@ -335,6 +343,24 @@ class MailboxService:
             )
             renewed.append(record.subscription_id)
         return RenewalReport(tuple(renewed), tuple(recreated), tuple(resynced))
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    async def resync(
+        self, mailbox_id: str, *, allow_mass_delete: bool = False, progress: ProgressCallback | None = None
+    ) -> tuple[SyncRunReport, ...]:
+        """Recovery: forget every subscribed resource's delta link and re-read it against the link map
+        (linked, unchanged items are not rewritten), and mark the mailbox active again.
+        ``allow_mass_delete``: the administrator confirms that deletes the brake refused are intended."""
+        await self._store.registry.get_mailbox(mailbox_id)  # MailboxNotFound if not registered
+        job = self._job.with_options(mass_delete_ratio=1.0) if allow_mass_delete else self._job
+        await self._store.registry.set_state(mailbox_id, MailboxState.ACTIVE)
+        await self._audit(mailbox_id, AuditAction.RESYNC)
+        reports = []
+        async for record in self._store.subscriptions.list_for_mailbox(mailbox_id):
+            await self._store.sync_state.reset(mailbox_id, record.resource)
+            reports.append(await job.run(mailbox_id, record.resource, progress=progress))
+        return tuple(reports)
 
     # -- status ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import pytest
 
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld, MailboxNotFound
-from shared.store.records import AuditAction
+from shared.store.records import AuditAction, MailboxState
 from shared.sync.job import RunOutcome
 from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.model import ItemKind
@@ -16,6 +16,7 @@ from shared.sync.onboarding import MailboxService
 from tests.engine.conftest import Engine
 
 CONTACTS_AND_TASKS = MailboxSettings(item_kinds=frozenset({ItemKind.CONTACT, ItemKind.TASK}))
+TASKS_ONLY = MailboxSettings(item_kinds=frozenset({ItemKind.TASK}))
 
 
 async def test_offboarding_deletes_subscriptions_and_registration_but_keeps_crm_data(
@@ -83,3 +84,28 @@ async def test_a_run_clears_the_dirty_flag_and_releases_the_lease(engine: Engine
     assert not state.dirty
     assert state.delta_link is not None
     assert await engine.store.sync_state.try_acquire(box, "next-worker", 60)  # released
+
+
+async def test_resync_recovers_from_the_brake_only_when_the_admin_confirms_the_deletes(
+    service: MailboxService, engine: Engine
+) -> None:
+    user = engine.make_crm_user()
+    box = engine.graph_sim.add_user()
+    seeded = engine.graph_sim.seed(box, todo={"defaultList": [{"title": f"Task {n}"} for n in range(5)]})
+    onboarded = await service.onboard(box, user.systemuserid, settings=TASKS_ONLY)
+    [tasks] = onboarded.subscriptions
+    crm_ids = [await engine.crm_id(box, ItemKind.TASK, item) for item in seeded["todo"]["defaultList"]]
+    for item in seeded["todo"]["defaultList"]:
+        engine.outlook.delete_task(box, engine.task_list(box), item)
+    refused = await service.job.run(box, tasks.resource)
+    assert refused.outcome is RunOutcome.MASS_DELETE_REFUSED
+
+    [again] = await service.resync(box)
+    assert again.outcome is RunOutcome.MASS_DELETE_REFUSED
+    [confirmed] = await service.resync(box, allow_mass_delete=True)
+
+    assert (confirmed.outcome, confirmed.full_resync, confirmed.crm_writes) == (RunOutcome.COMPLETED, True, 5)
+    assert all(engine.dataverse.record("task", crm_id) is None for crm_id in crm_ids)
+    [status] = await service.status(box)
+    assert status.state is MailboxState.ACTIVE
+    assert status.links[ItemKind.TASK] == 0
