@@ -203,6 +203,7 @@ class Simulator:
             "mailFolders": {f.well_known: f.id for f in box.mail_folders.values() if f.well_known},
             "defaultContactFolder": box.default_contacts,
             "defaultTodoList": box.default_tasks,
+            "inFlightRequests": self.throttle.limits(box.id).in_flight,
         }
 
     async def control(self, request: Request) -> Response:
