@@ -86,8 +86,10 @@ def test_expired_subscription_is_gone(
     graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
 ) -> None:
     """learn.microsoft.com/graph/api/resources/subscription: a subscription ends at expirationDateTime."""
-    created = subscribe(graph, graph_sink, f"users/{graph_user}/contacts", minutes=0.02).json()
-    _wait(lambda: graph.get(f"subscriptions/{created['id']}").status_code == 404)
+    answer = subscribe(graph, graph_sink, f"users/{graph_user}/contacts", minutes=0.04)
+    assert answer.status_code == 201, answer.text
+    assert graph.get(f"subscriptions/{answer.json()['id']}").status_code == 200
+    _wait(lambda: graph.get(f"subscriptions/{answer.json()['id']}").status_code == 404, timeout=10)
 
 
 def test_notification_payload(
