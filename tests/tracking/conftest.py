@@ -90,6 +90,7 @@ class World:
     """One test's mailbox users, CRM users and the job over all of it."""
 
     graph_sim: GraphSim
+    graph_client: GraphServiceClient
     dataverse: DataverseSimulator
     crm: DataverseClient
     store: Store
@@ -253,6 +254,6 @@ async def world(
     job = TrackingJob(
         tracking=tracking, store=store, crm=crm, reader=DeltaReader(graph), writer=OutlookWriter(graph)
     )
-    yield World(graph_sim, dataverse_sim, crm, store, index, job, dataverse_token)
+    yield World(graph_sim, graph, dataverse_sim, crm, store, index, job, dataverse_token)
     await service.close()
     await store.close()

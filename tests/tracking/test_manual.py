@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from shared.outlook.writers import OutlookWriter
 from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.sync.model import ItemKind
+from shared.sync.tracking import folders_to_watch
 from tests.tracking.conftest import TRACKED, World, email_id, message
 
 
@@ -25,7 +27,7 @@ async def test_the_category_tracks_and_stamps_and_removing_it_untracks(world: Wo
     assert row["description"] == "body of Offer"
     assert world.dataverse.record("email", str(email_id(plain["internetMessageId"]))) is None
     assert report.items_synced == 1
-    stamped = await world.job._writer.read_crm_id(mailbox.mailbox_id, ItemKind.EMAIL, ids[0])
+    stamped = await OutlookWriter(world.graph_client).read_crm_id(mailbox.mailbox_id, ItemKind.EMAIL, ids[0])
     assert stamped == str(record_id)
 
     world.set_categories(mailbox, ids[0], [])
@@ -66,3 +68,17 @@ async def test_a_tracked_folder_sets_the_regarding_subfolders_inherit_and_leavin
 
     assert world.dataverse.record("email", str(record_id)) is not None  # still tracked
     assert regarding_of(world, record_id) is None
+
+
+async def test_tracked_folders_and_their_subfolders_are_the_folders_to_watch(world: World) -> None:
+    mailbox = await world.mailbox()
+    customer = world.create_folder(mailbox, "Customer", parent="inbox")
+    deals = world.create_folder(mailbox, "Deals", parent=customer)
+    won = world.create_folder(mailbox, "Won", parent=deals)
+    world.create_folder(mailbox, "Personal", parent="inbox")
+    account = CrmRecordRef(table="account", id=uuid.uuid4())
+    settings = MailboxSettings(tracked_folders={customer: account}, track_sent_items=True)
+
+    watched = await folders_to_watch(world.graph_client, mailbox.mailbox_id, settings)
+
+    assert watched == ["sentitems", customer, deals, won]

@@ -6,7 +6,7 @@ Outlook -> CRM job calls it.
 
 from shared.sync.tracking.attachments import CopiedAttachments, SkippedAttachment, copy_attachments
 from shared.sync.tracking.envelope import Envelope
-from shared.sync.tracking.folders import FolderTree
+from shared.sync.tracking.folders import FolderTree, folders_to_watch
 from shared.sync.tracking.index import (
     TrackedMessage,
     TrackedThread,
@@ -34,5 +34,6 @@ __all__ = [
     "TrackingPolicy",
     "TrackingService",
     "copy_attachments",
+    "folders_to_watch",
     "open_tracking_index",
 ]

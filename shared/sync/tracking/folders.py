@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from msgraph.graph_service_client import GraphServiceClient
+
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.mailbox import MailFolder
-from shared.sync.mailbox_settings import CrmRecordRef
+from shared.outlook.paging import all_pages
+from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 
 MAX_DEPTH = 32  # deeper than Outlook allows; stops a cycle in a broken tree
 
@@ -62,3 +65,25 @@ class FolderTree:
             if folder in tracked_folders:
                 return tracked_folders[folder]
         return None
+
+
+async def folders_to_watch(
+    graph: GraphServiceClient, mailbox_id: str, settings: MailboxSettings
+) -> list[str]:
+    """The mail folders whose message delta tracking needs besides the inbox: every tracked folder
+    and all its subfolders (Graph's message delta is per folder, not recursive: "message: delta",
+    learn.microsoft.com/graph/api/message-delta), and Sent Items when sent mail may be tracked.
+
+    Onboarding subscribes each (``resource_path(MESSAGES, mailbox, mail_folder=<id>)``); one
+    ``childFolders`` listing per folder in a tracked subtree.
+    """
+    watched: list[str] = ["sentitems"] if settings.track_sent_items else []
+    pending = list(settings.tracked_folders)
+    while pending:
+        folder = pending.pop(0)
+        if folder in watched:
+            continue
+        watched.append(folder)
+        children = graph.users.by_user_id(mailbox_id).mail_folders.by_mail_folder_id(folder).child_folders
+        pending += [child.id for child in await all_pages(children) if child.id]
+    return watched
