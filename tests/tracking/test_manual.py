@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from shared.outlook.writers import OutlookWriter
 from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.sync.model import ItemKind
@@ -82,3 +84,21 @@ async def test_tracked_folders_and_their_subfolders_are_the_folders_to_watch(wor
     watched = await folders_to_watch(world.graph_client, mailbox.mailbox_id, settings)
 
     assert watched == ["sentitems", customer, deals, won]
+
+
+async def test_a_folder_mapped_to_a_table_without_a_regarding_binding_tracks_without_regarding(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    probe = await world.mailbox()
+    folder = world.create_folder(probe, "Big deal", parent="inbox")
+    opportunity = CrmRecordRef(table="opportunity", id=uuid.uuid4())
+    mailbox = await world.store.registry.update_settings(
+        probe, MailboxSettings(tracked_folders={folder: opportunity})
+    )
+    mail = message("buyer@fabrikam.example", "Terms")
+    world.graph_sim.seed(mailbox.mailbox_id, messages={folder: [mail]})
+
+    await world.sync(mailbox, folder)
+
+    assert regarding_of(world, email_id(mail["internetMessageId"])) is None
+    assert "no email regarding binding" in caplog.text
