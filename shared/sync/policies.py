@@ -31,10 +31,13 @@ def kind_enabled(settings: MailboxSettings, kind: ItemKind) -> bool:
 
 
 def is_tracked(settings: MailboxSettings, item: OutlookItem) -> bool:
-    """Whether an Outlook item takes part in Outlook -> CRM sync.
+    """Whether an Outlook item takes part in Outlook -> CRM sync, by the mailbox settings alone.
 
     Contacts, appointments and tasks of an enabled kind always do; an email only when it carries
-    the tracked category (compared case-insensitively, as Outlook compares category names).
+    the tracked category (compared case-insensitively, as Outlook compares category names). The full
+    email tracking rules (tracked folders, automatic rules, correlation, untracking) need I/O and
+    live in :class:`shared.sync.tracking.Tracker`, which the job asks first when it has one; this
+    function is its fallback for a job without tracking.
     """
     if not kind_enabled(settings, item.kind):
         return False
