@@ -315,6 +315,8 @@ class GraphApi:
         return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/messages")
 
     async def delete_message(self, ctx: Ctx) -> Response:
+        """message-delete: the message leaves the mailbox's folders (Graph keeps it in the hidden
+        Recoverable Items Deletions folder, which no simulated API reads)."""
         self.store.delete_item(ctx.mailbox, self._message(ctx))
         return json_response(ctx, None, 204)
 
