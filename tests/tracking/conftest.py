@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,17 +14,13 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from azure.core.credentials import AccessToken
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.dataverse import DataverseClient
-from shared.outlook.client import build_graph_client
-from shared.outlook.credentials import StaticTokenCredential
 from shared.outlook.delta import DeltaReader
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.outlook.writers import OutlookWriter
-from shared.store.azure_tables import open_store
 from shared.store.ports import Store
 from shared.store.records import Lease, Mailbox
 from shared.sync.fieldmaps import crm_record_id
@@ -35,19 +30,14 @@ from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.model import ItemKind, OutlookItem
 from shared.sync.tracking import Tracker, TrackingIndex, TrackingService, open_tracking_index
 from simulators.dataverse.launcher import DataverseSimulator
+from tests.engine.conftest import crm, graph, graph_http, store
 from tests.fixtures.graph_sim import GraphSim
+
+__all__ = ["crm", "graph", "graph_http", "store"]  # the engine's fixtures, shared
 
 FULL = dict.fromkeys(("create", "read", "write", "delete", "append", "appendto"), "organization")
 READ = dict.fromkeys(("read", "appendto"), "organization")
 TRACKED = "Tracked to Dynamics 365"
-
-
-class FixedToken:
-    def __init__(self, token: str) -> None:
-        self.token = token
-
-    async def get_token(self, *scopes: str) -> AccessToken:
-        return AccessToken(self.token, int(time.time()) + 3600)
 
 
 class TrackingJob(MailboxSyncJob):
@@ -206,35 +196,6 @@ def message(
     return body
 
 
-@pytest.fixture(scope="session")
-async def graph_http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
-        yield http
-
-
-@pytest.fixture(scope="session")
-def graph(graph_sim: GraphSim, graph_http: httpx.AsyncClient) -> GraphServiceClient:
-    credential = StaticTokenCredential(base_url=graph_sim.base_url)
-    return build_graph_client(credential, base_url=graph_sim.base_url, http_client=graph_http, max_retries=2)
-
-
-# The simulator transcribes fewer email columns than Dataverse has (account: 1-2, lead: 1); the
-# adapter's email_columns option exists for organisations like that.
-SIMULATOR_EMAIL_COLUMNS = {"account": ("emailaddress1", "emailaddress2"), "lead": ("emailaddress1",)}
-
-
-@pytest.fixture
-async def crm(dataverse_sim: DataverseSimulator, dataverse_token: str) -> AsyncIterator[DataverseClient]:
-    async with DataverseClient(
-        dataverse_sim.api_url,
-        FixedToken(dataverse_token),
-        scope="http://127.0.0.1/.default",
-        max_retry_wait=2,
-        email_columns=SIMULATOR_EMAIL_COLUMNS,
-    ) as client:
-        yield client
-
-
 @pytest.fixture
 async def world(
     *,
@@ -243,10 +204,10 @@ async def world(
     dataverse_sim: DataverseSimulator,
     dataverse_token: str,
     crm: DataverseClient,
+    store: Store,
     storage_connection_string: str,
     table_prefix: str,
 ) -> AsyncIterator[World]:
-    store = await open_store(connection_string=storage_connection_string, prefix=table_prefix)
     index, service = await open_tracking_index(
         connection_string=storage_connection_string, prefix=table_prefix
     )
@@ -256,4 +217,3 @@ async def world(
     )
     yield World(graph_sim, graph, dataverse_sim, crm, store, index, job, dataverse_token)
     await service.close()
-    await store.close()
