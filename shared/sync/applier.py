@@ -119,7 +119,9 @@ def from_stored_link(row: StoredLink) -> Link:
 
 
 class PartyResolver:
-    """Resolves party addresses for one run and one CRM user (cached: a thread repeats addresses)."""
+    """Resolves party addresses for one run and one CRM user (cached: a thread repeats addresses).
+
+    A lookup the user is not allowed to make leaves the address unresolved instead of failing."""
 
     def __init__(self, crm: CrmPort, caller: str) -> None:
         self._crm = crm
@@ -129,7 +131,15 @@ class PartyResolver:
     async def party(self, spec: PartySpec) -> Party:
         address = spec.address.lower()
         if address not in self._cache:
-            found = await self._crm.find_by_email(address, caller=self._caller)
+            try:
+                found = await self._crm.find_by_email(address, caller=self._caller)
+            except CrmError as error:
+                if error.retryable:
+                    raise
+                # The user may not read one of the tables (e.g. no lead privilege): the address alone
+                # is still a valid party, and the item must not be parked for it.
+                logger.info("party resolution failed (%s); keeping the address unresolved", error.code)
+                found = []
             self._cache[address] = found[0] if found else None
         return Party(ParticipationType(spec.participation), self._cache[address], spec.address)
 

@@ -30,13 +30,8 @@ from simulators.dataverse.launcher import DataverseSimulator
 from simulators.graph.sink import NotificationSink
 from tests.fixtures.graph_sim import GraphSim
 
-FULL_ACCESS = {
-    "create": "organization",
-    "read": "organization",
-    "write": "organization",
-    "delete": "organization",
-}
-READ_ONLY = {"read": "organization"}
+FULL_ACCESS = dict.fromkeys(("create", "read", "write", "delete", "append", "appendto"), "organization")
+READ_ONLY = {"read": "organization", "appendto": "organization"}  # activity parties bind to these rows
 # The simulator transcribes only some documented email columns of account and lead (extra-tables.json);
 # shared.crm.tables lists all three of each, which the simulator answers with 400 0x80060888.
 SIMULATED_EMAIL_COLUMNS = {"account": ("emailaddress1", "emailaddress2"), "lead": ("emailaddress1",)}

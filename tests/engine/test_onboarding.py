@@ -10,11 +10,13 @@ import pytest
 from shared.store.ports import Store
 from shared.sync.model import ItemKind
 from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
-from simulators.dataverse.launcher import DataverseSimulator
-from tests.engine.conftest import CrmUserFactory
+from tests.engine.conftest import CrmUserFactory, Engine
 from tests.fixtures.graph_sim import GraphSim
 
 TRACKED = "Tracked to Dynamics 365"
+
+
+PARTY_COLUMNS = "$select=_partyid_value,participationtypemask,addressused"
 
 
 def _when(days: int, hour: int) -> dict[str, str]:
@@ -22,15 +24,12 @@ def _when(days: int, hour: int) -> dict[str, str]:
     return {"dateTime": f"{day.isoformat()}T{hour:02d}:00:00", "timeZone": "UTC"}
 
 
-async def test_onboarding_syncs_seeded_items_into_the_crm(
-    service: MailboxService,
-    store: Store,
-    graph_sim: GraphSim,
-    dataverse_sim: DataverseSimulator,
-    make_crm_user: CrmUserFactory,
-) -> None:
-    user = make_crm_user()
+async def test_onboarding_syncs_seeded_items_into_the_crm(service: MailboxService, engine: Engine) -> None:
+    store, graph_sim, dataverse_sim = engine.store, engine.graph_sim, engine.dataverse
+    user = engine.make_crm_user()
     mailbox = graph_sim.add_user()
+    guest = f"guest-{uuid.uuid4().hex[:8]}@fabrikam.example"
+    [guest_contact] = dataverse_sim.seed("contact", [{"lastname": "Guest", "emailaddress1": guest}])
     long_subject = "Quarterly review " + "x" * 240
     seeded = graph_sim.seed(
         mailbox,
@@ -40,7 +39,10 @@ async def test_onboarding_syncs_seeded_items_into_the_crm(
                 "subject": long_subject,
                 "start": _when(3, 10),
                 "end": _when(3, 11),
-                "attendees": [{"emailAddress": {"address": "guest@fabrikam.example"}, "type": "required"}],
+                "attendees": [
+                    {"emailAddress": {"address": guest}, "type": "required"},
+                    {"emailAddress": {"address": "stranger@elsewhere.example"}, "type": "optional"},
+                ],
             }
         ],
         todo={"defaultList": [{"title": "Call back", "status": "notStarted"}]},
@@ -84,6 +86,14 @@ async def test_onboarding_syncs_seeded_items_into_the_crm(
     assert appointment is not None
     assert len(appointment["subject"]) == 200  # fitted to the column, not failed
     assert appointment["subject"].startswith("Quarterly review x")
+    parties = {
+        (party["participationtypemask"], party["_partyid_value"], party["addressused"])
+        for party in engine.query(
+            f"appointments({event_link.crm_id})/appointment_activity_parties?{PARTY_COLUMNS}"
+        )
+    }
+    assert (5, guest_contact, guest) in parties  # resolved to the CRM contact with that address
+    assert (6, None, "stranger@elsewhere.example") in parties  # unresolved: the address alone
     task_link = await store.links.get_by_outlook(mailbox, ItemKind.TASK, seeded["todo"]["defaultList"][0])
     assert task_link is not None
     assert dataverse_sim.record("task", task_link.crm_id)["subject"] == "Call back"  # type: ignore[index]
