@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from simulators.azurite import ROOT, Azurite
 from simulators.ports import free_port, wait_for_port
 
@@ -113,6 +115,10 @@ class Sandbox:
         try:
             self.azurite.start()
             self.processes.append(_spawn("simulators.graph", self.graph_port))
+            # Graph stamps its tenant on every notification; the app checks it against its own.
+            httpx.patch(
+                f"http://{HOST}:{self.graph_port}/_sim/config", json={"tenant_id": SANDBOX_TENANT}, timeout=30
+            ).raise_for_status()
             self.processes.append(_spawn("simulators.dataverse", self.dataverse_port))
             env = {
                 **os.environ,
