@@ -85,6 +85,8 @@ async def test_onboarding_syncs_seeded_items_into_the_crm(service: MailboxServic
     appointment = dataverse_sim.record("appointment", event_link.crm_id)
     assert appointment is not None
     assert len(appointment["subject"]) == 200  # fitted to the column, not failed
+    assert sum(run.fitted for run in report.baseline) == 1
+    assert (appointment["statecode"], appointment["statuscode"]) == (3, 5)  # Scheduled / Busy, set by update
     assert appointment["subject"].startswith("Quarterly review x")
     parties = {
         (party["participationtypemask"], party["_partyid_value"], party["addressused"])
