@@ -149,7 +149,11 @@ ProgressCallback = Callable[[SyncProgress], None]
 
 @dataclass(frozen=True, slots=True)
 class SyncRunReport:
-    """What one run did. ``message`` explains a refused run (no addresses, no content)."""
+    """What one run did. ``message`` explains a refused run (no addresses, no content).
+
+    ``full_resync``: the run started without a delta link (first baseline, 410, or an admin resync),
+    so linked items it did not see were treated as gone. A run resuming a crashed full read from its
+    stored next link is incremental and leaves that sweep out."""
 
     mailbox_id: str
     resource: str

@@ -192,3 +192,21 @@ async def test_the_echo_of_our_own_stamp_is_recognised_by_its_content_hash(engin
     echo = await job.run(box, contacts)  # the CRM id stamp changed the contact's change key
 
     assert (first.crm_writes, echo.items_seen, echo.crm_writes) == (1, 1, 0)
+
+
+async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine: Engine) -> None:
+    sender, recipient = await engine.register(), await engine.register()
+    message_id = f"<{uuid.uuid4().hex}@contoso.example>"
+    message = {"subject": "Proposal", "categories": [TRACKED], "internetMessageId": message_id}
+    job = engine.job()
+    for mailbox in (sender, recipient):
+        engine.graph_sim.seed(mailbox.mailbox_id, messages={"inbox": [message]})
+        report = await job.run(mailbox.mailbox_id, resource_path(ResourceKind.MESSAGES, mailbox.mailbox_id))
+        assert (report.outcome, report.items_synced, report.parked) == (RunOutcome.COMPLETED, 1, 0)
+
+    rows = engine.query(f"emails?$select=activityid&$filter=messageid eq '{message_id}'")
+    assert len(rows) == 1
+    for mailbox in (sender, recipient):
+        assert [
+            link.crm_id async for link in engine.store.links.list_links(mailbox.mailbox_id, ItemKind.EMAIL)
+        ] == [rows[0]["activityid"]]
