@@ -252,9 +252,17 @@ class MailboxSyncJob:
         return await self.run(job.mailbox_id, job.resource, progress=progress)
 
     async def run(
-        self, mailbox_id: str, resource: str, *, progress: ProgressCallback | None = None
+        self,
+        mailbox_id: str,
+        resource: str,
+        *,
+        progress: ProgressCallback | None = None,
+        full_resync: bool = False,
     ) -> SyncRunReport:
-        """Sync one resource of one mailbox from its stored delta link (a full read if none)."""
+        """Sync one resource of one mailbox from its stored delta link (a full read if none).
+
+        ``full_resync``: forget the delta link first (under the lease, so no concurrent run stores a
+        newer one meanwhile) and re-read everything against the link map."""
         ref = parse_resource(mailbox_id, resource)
         mailbox = await self._store.registry.get_mailbox(mailbox_id)
         if not mailbox.enabled:
@@ -265,6 +273,8 @@ class MailboxSyncJob:
         lease = await state_store.try_acquire(mailbox_id, self._owner, self._options.lease_seconds)
         run: _Run | None = None
         try:
+            if full_resync:
+                await state_store.reset(mailbox_id, resource)
             state = await self._clear_dirty(mailbox_id, resource)
             run = await self._start(mailbox, ref, resource, state.delta_link, lease)
             try:

@@ -356,10 +356,26 @@ class MailboxService:
         job = self._job.with_options(mass_delete_ratio=1.0) if allow_mass_delete else self._job
         await self._store.registry.set_state(mailbox_id, MailboxState.ACTIVE)
         await self._audit(mailbox_id, AuditAction.RESYNC)
+        records = [record async for record in self._store.subscriptions.list_for_mailbox(mailbox_id)]
+        return tuple(
+            [await job.run(mailbox_id, r.resource, progress=progress, full_resync=True) for r in records]
+        )
+
+    async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
+        """The parked-items timer: re-read each resource that holds parked items against the link map.
+
+        An item parked for a cause fixed since (a privilege granted) is synced and unparked; items
+        still failing stay parked with one more attempt; linked, unchanged items are not rewritten."""
+        kinds: dict[str, set[ItemKind]] = {}
+        async for item in self._store.parked.list_parked(mailbox_id):
+            if item.ref.outlook_id is not None:
+                kinds.setdefault(item.mailbox_id, set()).add(item.ref.kind)
         reports = []
-        async for record in self._store.subscriptions.list_for_mailbox(mailbox_id):
-            await self._store.sync_state.reset(mailbox_id, record.resource)
-            reports.append(await job.run(mailbox_id, record.resource, progress=progress))
+        for box, parked_kinds in kinds.items():
+            records = [record async for record in self._store.subscriptions.list_for_mailbox(box)]
+            for record in records:
+                if parse_resource(box, record.resource).kind in parked_kinds:
+                    reports.append(await self._job.run(box, record.resource, full_resync=True))
         return tuple(reports)
 
     # -- status ---------------------------------------------------------------------------------

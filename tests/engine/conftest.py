@@ -31,6 +31,7 @@ from simulators.graph.sink import NotificationSink
 from tests.fixtures.graph_sim import GraphSim
 
 FULL_ACCESS = dict.fromkeys(("create", "read", "write", "delete", "append", "appendto"), "organization")
+SYNCED_TABLES = ("contact", "email", "appointment", "task")
 READ_ONLY = {"read": "organization", "appendto": "organization"}  # activity parties bind to these rows
 # The simulator transcribes only some documented email columns of account and lead (extra-tables.json);
 # shared.crm.tables lists all three of each, which the simulator answers with 400 0x80060888.
@@ -51,6 +52,7 @@ class FixedToken:
 class CrmUser:
     systemuserid: str
     object_id: str
+    role: str  # re-adding a role by name replaces its privileges (the simulator's /_sim/roles)
 
 
 @pytest.fixture(scope="session")
@@ -87,20 +89,25 @@ async def store(storage_connection_string: str, table_prefix: str) -> AsyncItera
 CrmUserFactory = Callable[..., CrmUser]
 
 
+def grant_role(dataverse_sim: DataverseSimulator, role: str, tables: tuple[str, ...]) -> None:
+    """(Re)define ``role``: full access to ``tables``, read access to the tables parties resolve against."""
+    grants = dict.fromkeys(("systemuser", "contact", "account", "lead"), READ_ONLY)
+    grants |= dict.fromkeys(tables, FULL_ACCESS)
+    dataverse_sim.add_role(role, tables=grants)
+
+
 @pytest.fixture
 def make_crm_user(dataverse_sim: DataverseSimulator) -> CrmUserFactory:
     """A CRM user whose role gives full access to ``tables`` (default: all four synced tables) and
     read access to the tables parties resolve against."""
 
-    def make(tables: tuple[str, ...] = ("contact", "email", "appointment", "task")) -> CrmUser:
+    def make(tables: tuple[str, ...] = SYNCED_TABLES) -> CrmUser:
         role = f"role-{uuid.uuid4().hex[:8]}"
-        grants = dict.fromkeys(("systemuser", "contact", "account", "lead"), READ_ONLY)
-        grants |= dict.fromkeys(tables, FULL_ACCESS)
-        dataverse_sim.add_role(role, tables=grants)
+        grant_role(dataverse_sim, role, tables)
         row = dataverse_sim.add_user(
             internalemailaddress=f"u-{uuid.uuid4().hex[:8]}@contoso.example", roles=[role]
         )
-        return CrmUser(row["systemuserid"], row["azureactivedirectoryobjectid"])
+        return CrmUser(row["systemuserid"], row["azureactivedirectoryobjectid"], role)
 
     return make
 

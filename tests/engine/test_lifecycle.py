@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld, MailboxNotFound
-from shared.store.records import AuditAction, MailboxState
+from shared.store.records import AuditAction, MailboxState, SubscriptionRecord
 from shared.sync.job import RunOutcome
 from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.model import ItemKind
 from shared.sync.onboarding import MailboxService
-from tests.engine.conftest import Engine
+from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
 
 CONTACTS_AND_TASKS = MailboxSettings(item_kinds=frozenset({ItemKind.CONTACT, ItemKind.TASK}))
 TASKS_ONLY = MailboxSettings(item_kinds=frozenset({ItemKind.TASK}))
@@ -109,3 +110,35 @@ async def test_resync_recovers_from_the_brake_only_when_the_admin_confirms_the_d
     [status] = await service.status(box)
     assert status.state is MailboxState.ACTIVE
     assert status.links[ItemKind.TASK] == 0
+
+
+async def test_parked_items_are_retried_and_unparked_once_the_cause_is_fixed(
+    service: MailboxService, engine: Engine
+) -> None:
+    user = engine.make_crm_user(tables=("email", "appointment", "task"))  # may not create contacts
+    box = (await engine.register(user)).mailbox_id
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    await engine.store.subscriptions.put(
+        SubscriptionRecord(
+            subscription_id=f"sub-{uuid.uuid4().hex}",
+            mailbox_id=box,
+            resource=contacts,
+            client_state_hash="0" * 64,
+            expiration=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+        )
+    )
+    seeded = engine.graph_sim.seed(box, contacts=[{"surname": "Waiting"}])
+    assert (await service.job.run(box, contacts)).parked == 1
+
+    [still_denied] = await service.retry_parked(box)
+    [parked] = [item async for item in engine.store.parked.list_parked(box)]
+    assert (still_denied.parked, parked.attempts) == (1, 2)
+
+    grant_role(engine.dataverse, user.role, SYNCED_TABLES)  # the admin grants the missing privilege
+    [fixed] = await service.retry_parked(box)
+
+    assert (fixed.parked, fixed.crm_writes) == (0, 1)
+    assert [item async for item in engine.store.parked.list_parked(box)] == []
+    assert engine.dataverse.record(
+        "contact", await engine.crm_id(box, ItemKind.CONTACT, seeded["contacts"][0])
+    )
