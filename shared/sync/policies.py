@@ -4,14 +4,17 @@ Small, replaceable functions on purpose: the full tracking rules (Dynamics' auto
 options, tracked folders) come in a later issue and only :func:`is_tracked` changes then.
 
 - Is this item kind synchronised for the mailbox at all (``MailboxSettings.item_kinds``)?
-- Is this email tracked? For now: it carries the mailbox's tracked category, as the Dynamics 365
-  App for Outlook's manual tracking does ("Track Outlook email", learn.microsoft.com
-  dynamics365/outlook-app/user/track-outlook-email). The decision uses only the envelope (never the
-  body, which is fetched afterwards and only for tracked mail).
+- Is this email tracked? For now: it carries the mailbox's tracked category, as Dynamics'
+  category-based tracking does (the "Tracked to Dynamics 365" Outlook category, organization setting
+  ``TrackCategorizedItems``, honoured by server-side synchronization). The decision uses only the
+  envelope (never the body, which is fetched afterwards and only for tracked mail).
 - Which :class:`~shared.sync.planner.SyncPolicy` (directions, tie-break, delete policy) applies.
 
-Delete policy (documented for administrators): with ``outlook_delete_policy = delete_if_owner``
-(the default) the planner's ``dynamics`` policy applies - deleting a tracked email or contact in
+Delete policy (documented for administrators; "Deleting records that have been tracked with
+Dynamics 365 for Outlook", MicrosoftDocs/dynamics-365-customer-engagement ce/outlook-addin/
+user-guide/delete-records-that-have-been-tracked.md, which also holds for server-side
+synchronization): with ``outlook_delete_policy = delete_if_owner`` (the default) the planner's
+``dynamics`` policy applies - deleting a tracked email or contact in
 Outlook keeps the CRM record; deleting an appointment or task deletes the CRM record only if the
 mailbox's CRM user owns it; untracking deletes only what the user owns (appointments only if not
 over). ``unlink`` never deletes CRM data, it only forgets the link.
