@@ -62,12 +62,14 @@ from shared.store.records import (
 from shared.sync.applier import ACTOR, Applier, GraphOutlookSide, PartyResolver, from_stored_link
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.base import parse_utc
+from shared.sync.merge import Side
 from shared.sync.model import Email, ItemKind, OutlookItem
 from shared.sync.planner import (
     Action,
     CrmState,
     MassDeleteRefusedError,
     OutlookState,
+    UnlinkOnly,
     check_mass_delete,
     count_deletes,
     plan_item,
@@ -455,11 +457,24 @@ class MailboxSyncJob:
         run.fitted += len(applied.fitted)
         if applied.crm_writes or applied.linked or applied.unlinked:
             run.items_synced += 1
+        if any(isinstance(a, UnlinkOnly) and a.kept is Side.OUTLOOK for a in plan.actions):
+            await self._untrack_message(run, plan.item)
         if plan.item.item_id in run.parked_ids:
             await self._store.parked.remove(
                 run.mailbox.mailbox_id, ItemRef(kind=run.ref.kind, outlook_id=plan.item.item_id)
             )
             run.parked_ids.discard(plan.item.item_id)
+
+    async def _untrack_message(self, run: _Run, item: OutlookItem) -> None:
+        """A tracked email whose CRM copy was deleted stays in Outlook, untracked: its tracked category
+        goes, so the next change to the message (a read flag) does not create the CRM email again
+        (the CRM's deletion stands, as the planner's delete policy says)."""
+        if item.kind is not ItemKind.EMAIL:
+            return
+        tracked = run.mailbox.settings.tracked_category.casefold()
+        kept = [category for category in item.categories if category.casefold() != tracked]
+        if len(kept) != len(item.categories):
+            await self._writer.set_message_categories(run.mailbox.mailbox_id, item.item_id, kept)
 
     async def _park(self, run: _Run, item: OutlookItem, error: CrmError) -> None:
         reason = "crm_" + re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()

@@ -137,6 +137,9 @@ class GraphEdits:
     def patch(self, user: str, collection: str, item_id: str, body: dict[str, Any]) -> Any:
         return self._send("PATCH", f"users/{user}/{collection}/{quote(item_id, safe='')}", body)
 
+    def get(self, user: str, collection: str, item_id: str) -> Any:
+        return self._send("GET", f"users/{user}/{collection}/{quote(item_id, safe='')}")
+
     def delete(self, user: str, collection: str, item_id: str) -> None:
         self._send("DELETE", f"users/{user}/{collection}/{quote(item_id, safe='')}")
 
@@ -190,6 +193,15 @@ class Engine:
         response.raise_for_status()
         rows: list[dict[str, Any]] = response.json()["value"]
         return rows
+
+    def delete_record(self, entity_set: str, record_id: str) -> None:
+        """Delete a CRM row as the application user (someone deleting it in Dynamics)."""
+        response = httpx.delete(
+            f"{self.dataverse.api_url}/{entity_set}({record_id})",
+            headers=self.dataverse.headers(self.token),
+            timeout=30,
+        )
+        response.raise_for_status()
 
     async def crm_id(self, mailbox_id: str, kind: ItemKind, outlook_id: str) -> str:
         link = await self.store.links.get_by_outlook(mailbox_id, kind, outlook_id)

@@ -210,3 +210,31 @@ async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine
         assert [
             link.crm_id async for link in engine.store.links.list_links(mailbox.mailbox_id, ItemKind.EMAIL)
         ] == [rows[0]["activityid"]]
+
+
+async def test_an_email_deleted_in_the_crm_is_untracked_in_outlook_and_not_created_again(
+    engine: Engine,
+) -> None:
+    box = (await engine.register()).mailbox_id
+    message = {
+        "subject": "Old thread",
+        "categories": [TRACKED, "Blue"],
+        "internetMessageId": f"<{uuid.uuid4().hex}@x.example>",
+    }
+    [message_id] = engine.graph_sim.seed(box, messages={"inbox": [message]})["messages"]["inbox"]
+    inbox = resource_path(ResourceKind.MESSAGES, box)
+    job = engine.job()
+    await job.run(box, inbox)
+    engine.delete_record("emails", await engine.crm_id(box, ItemKind.EMAIL, message_id))
+    engine.outlook.patch(box, "messages", message_id, {"isRead": True})  # any change brings it back
+
+    await job.run(box, inbox)
+    engine.outlook.patch(box, "messages", message_id, {"isRead": False})  # and the message changes again
+    again = await job.run(box, inbox)
+
+    assert engine.outlook.get(box, "messages", message_id)["categories"] == ["Blue"]
+    assert await engine.store.links.count(box, ItemKind.EMAIL) == 0
+    assert again.crm_writes == 0
+    assert (
+        engine.query(f"emails?$select=activityid&$filter=messageid eq '{message['internetMessageId']}'") == []
+    )
