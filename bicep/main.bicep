@@ -115,6 +115,7 @@ var tableSuffixes = [
   'subscriptions'
   'parked'
   'audit'
+  'tracking'
 ]
 // A Key Vault reference the platform resolves with keyVaultReferenceIdentity (the app identity).
 var certificateReference = usesCertificate ? '@Microsoft.KeyVault(VaultName=${keyVaultName};SecretName=${certificateName})' : ''

@@ -28,3 +28,11 @@ async def delta_sweep(timer: func.TimerRequest) -> None:
     runtime = get_runtime()
     enqueued = await sweep(await runtime.store(), await runtime.jobs())
     log.info("sweep enqueued %d jobs", enqueued)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_PARKED_RETRY_SCHEDULE%", run_on_startup=False)
+async def retry_parked(timer: func.TimerRequest) -> None:
+    """Retry parked items (e.g. after an administrator granted a missing privilege)."""
+    service = await get_runtime().mailboxes()
+    reports = await service.retry_parked()
+    log.info("retried parked items in %d runs, %d still parked", len(reports), sum(r.parked for r in reports))

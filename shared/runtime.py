@@ -20,12 +20,14 @@ from shared.config import CredentialKind, Settings, get_settings
 from shared.crm.dataverse import DataverseClient
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential, credential_from_settings
+from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import SubscriptionManager
-from shared.store.factory import open_job_queue_from_settings, open_store_from_settings
+from shared.store.factory import open_job_queue_from_settings, open_store_from_settings, storage_account_url
 from shared.store.jobs import JobQueue
 from shared.store.ports import Store
 from shared.sync.job import JobOptions
 from shared.sync.onboarding import MailboxService
+from shared.sync.tracking import TrackingService, open_tracking_index
 
 if TYPE_CHECKING:
     from msgraph.graph_service_client import GraphServiceClient
@@ -126,13 +128,24 @@ class Runtime:
         """Onboarding, status, renewal and the sync job, on this process's clients."""
 
         async def build() -> MailboxService:
+            store, crm, graph = await self.store(), await self.crm(), await self.graph()
+            index, service = await open_tracking_index(
+                connection_string=self.settings.storage_connection_string,
+                account_url=None
+                if self.settings.storage_connection_string
+                else storage_account_url(self.settings, "table"),
+                credential=await self._storage_credential(),
+                prefix=self.settings.table_prefix,
+            )
+            self._closers.append(service.close)
             return MailboxService(
-                store=await self.store(),
-                crm=await self.crm(),
-                graph=await self.graph(),
+                store=store,
+                crm=crm,
+                graph=graph,
                 notification_url=str(self.settings.notification_url),
                 lifecycle_url=str(self.settings.lifecycle_url),
                 job_options=JobOptions.from_settings(self.settings),
+                tracking=TrackingService(crm=crm, store=store, index=index, outlook=OutlookMailbox(graph)),
             )
 
         return await self._once("mailboxes", build)

@@ -17,6 +17,7 @@ def test_every_trigger_family_is_registered() -> None:
         "sync_worker",
         "renew_subscriptions",
         "delta_sweep",
+        "retry_parked",
         "add_mailbox",
         "remove_mailbox",
         "list_mailboxes",

@@ -107,10 +107,13 @@ class SubscriptionManager:
         expiration: dt.datetime | None = None,
         *,
         task_list_id: str | None = None,
+        mail_folder: str = "inbox",
     ) -> CreatedSubscription:
-        """Subscribe to ``kind`` in ``mailbox``; Graph first validates both URLs (validationToken)."""
+        """Subscribe to ``kind`` in ``mailbox``; Graph first validates both URLs (validationToken).
+
+        Message subscriptions are per mail folder (``mail_folder``: a well-known name or an id)."""
         client_state = secrets.token_urlsafe(32)
-        resource = resource_path(kind, mailbox, task_list_id=task_list_id)
+        resource = resource_path(kind, mailbox, task_list_id=task_list_id, mail_folder=mail_folder)
         body = Subscription(
             change_type=",".join(change_types),
             notification_url=self._notification_url,

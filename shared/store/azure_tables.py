@@ -62,7 +62,8 @@ from shared.sync.model import ItemKind
 Clock = Callable[[], dt.datetime]
 Entity = dict[str, Any]
 
-TABLES = ("registry", "links", "syncstate", "subscriptions", "parked", "audit")
+# "tracking" belongs to shared.sync.tracking (the email tracking index); created here with the rest.
+TABLES = ("registry", "links", "syncstate", "subscriptions", "parked", "audit", "tracking")
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9]{2,40}$")
 # azure-core retry settings for every storage client (tables and the job queue): the one retry
 # layer. Three retries with short back-off instead of azure-core's ten, so that when storage is
@@ -830,6 +831,20 @@ class AzureAuditTrail:
 # --- opening the store ----------------------------------------------------------------------
 
 
+def table_service(
+    *,
+    connection_string: str | None = None,
+    account_url: str | None = None,
+    credential: AsyncTokenCredential | None = None,
+) -> TableServiceClient:
+    """The Table service client: a connection string locally, ``account_url`` + credential in Azure."""
+    if connection_string:
+        return TableServiceClient.from_connection_string(connection_string, **PIPELINE_OPTIONS)
+    if account_url and credential:
+        return TableServiceClient(endpoint=account_url, credential=credential, **PIPELINE_OPTIONS)
+    raise ValueError("storage needs a connection_string, or an account_url and a credential")
+
+
 async def open_store(
     *,
     connection_string: str | None = None,
@@ -839,17 +854,14 @@ async def open_store(
     clock: Clock = utc_now,
 ) -> Store:
     """Connect (a connection string locally; ``account_url`` + a managed-identity credential in
-    Azure), create crmsync's six tables if missing, and bundle the repositories."""
+    Azure), create crmsync's tables if missing, and bundle the repositories."""
     if not _PREFIX.fullmatch(prefix):
         raise ValueError("table prefix must be 3-41 letters or digits, starting with a letter")
-    if connection_string:
-        service = TableServiceClient.from_connection_string(connection_string, **PIPELINE_OPTIONS)
-    elif account_url and credential:
-        service = TableServiceClient(endpoint=account_url, credential=credential, **PIPELINE_OPTIONS)
-    else:
-        raise ValueError("open_store needs a connection_string, or an account_url and a credential")
+    service = table_service(
+        connection_string=connection_string, account_url=account_url, credential=credential
+    )
     try:
-        registry, links, sync_state, subscriptions, parked, audit = await asyncio.gather(
+        registry, links, sync_state, subscriptions, parked, audit, _tracking = await asyncio.gather(
             *(service.create_table_if_not_exists(prefix + name) for name in TABLES)
         )
     except BaseException:

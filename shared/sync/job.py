@@ -75,6 +75,7 @@ from shared.sync.planner import (
     plan_item,
 )
 from shared.sync.policies import is_tracked, kind_enabled, sync_policy
+from shared.sync.tracking import Tracker, TrackingService
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -88,6 +89,9 @@ _RESOURCE = re.compile(
 _CLEAR_DIRTY_ATTEMPTS = 5
 _MASS_DELETE_REASON = "mass_delete_refused"
 _FATAL_CRM_ERRORS = (ConcurrencyMismatch, CallerNotFound, AuthenticationFailed)
+
+
+_SHARED_NATURAL_KEYS = frozenset({ItemKind.EMAIL, ItemKind.APPOINTMENT})
 
 
 class InvalidResource(ValueError):
@@ -183,6 +187,7 @@ class _Run:
     resolver: PartyResolver
     parked_ids: set[str]
     lease: Lease
+    tracker: Tracker | None = None
     deletes: int = 0
     seen: set[str] = field(default_factory=set)
     pages: int = 0
@@ -229,6 +234,7 @@ class MailboxSyncJob:
         options: JobOptions | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
         owner: str | None = None,
+        tracking: TrackingService | None = None,
     ) -> None:
         self._store = store
         self._crm = crm
@@ -237,6 +243,7 @@ class MailboxSyncJob:
         self._options = options or JobOptions()
         self._clock = clock
         self._owner = owner or f"worker:{uuid.uuid4().hex}"
+        self._tracking = tracking
 
     def with_options(self, **changes: Any) -> MailboxSyncJob:
         """The same job with some options changed (e.g. an admin's confirmed mass delete)."""
@@ -248,6 +255,8 @@ class MailboxSyncJob:
             writer=self._writer,
             options=options,
             clock=self._clock,
+            owner=self._owner,
+            tracking=self._tracking,
         )
 
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
@@ -318,6 +327,7 @@ class MailboxSyncJob:
             resolver=PartyResolver(self._crm, mailbox.crm_caller_object_id),
             parked_ids=parked,
             lease=lease,
+            tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
         )
 
     def _pages(self, run: _Run, link: str | None) -> AsyncIterator[DeltaPage]:
@@ -398,7 +408,9 @@ class MailboxSyncJob:
 
     async def _plan(self, run: _Run, item: OutlookItem) -> _Planned | None:
         mailbox, kind = run.mailbox, run.ref.kind
-        tracked = not item.removed and is_tracked(mailbox.settings, item)
+        decision = await run.tracker.decide(item) if run.tracker is not None else None
+        verdict = decision.tracked if decision is not None else is_tracked(mailbox.settings, item)
+        tracked = not item.removed and verdict
         fmap = field_map(kind)
         if tracked and item.item is not None and fmap.skip_reason(item.item):
             return None  # drafts, occurrences of a series: never synchronised
@@ -421,6 +433,12 @@ class MailboxSyncJob:
             record_id = outlook.crm_id or crm_record_id(
                 kind, natural_key(mailbox.mailbox_id, item.item_id, outlook.item)
             )
+            # Another copy in this mailbox (a message sent to oneself: Sent Items and Inbox) may
+            # already hold the record; the planner then skips this copy instead of fighting over it.
+            # Only emails and meetings share ids across copies (internetMessageId, iCalUId).
+            if kind in _SHARED_NATURAL_KEYS:
+                same = await self._store.links.get_by_crm(mailbox.mailbox_id, fmap.table, str(record_id))
+                link = from_stored_link(same) if same is not None else None
             crm = await run.applier.read_crm_state(mailbox, kind, record_id)
         else:
             return None  # gone (or untracked) and never linked: nothing to do
@@ -433,6 +451,8 @@ class MailboxSyncJob:
             policy=sync_policy(mailbox.settings, kind),
             now=self._clock(),
         )
+        if run.tracker is not None:
+            actions = await run.tracker.review(item, actions)
         projection = fmap.project(outlook.item).values if outlook.item is not None else {}
         return _Planned(item, actions, projection)
 
@@ -453,6 +473,8 @@ class MailboxSyncJob:
         applied = await run.applier.apply(
             run.mailbox, run.ref.kind, plan.actions, resolver=run.resolver, projection=plan.projection
         )
+        if run.tracker is not None:
+            await run.tracker.after_apply(plan.item, plan.actions)
         run.crm_writes += applied.crm_writes
         run.fitted += len(applied.fitted)
         if applied.crm_writes or applied.linked or applied.unlinked:

@@ -21,7 +21,7 @@ from shared.store.jobs import JobQueue, JobReason
 from shared.store.ports import Store
 from shared.store.records import SubscriptionRecord, hash_client_state
 from shared.sync.intake import LifecycleWork, request_resync
-from shared.sync.job import parse_resource
+from shared.sync.job import ResourceRef, parse_resource
 from shared.sync.model import ItemKind
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,29 @@ async def replace_subscription(
 ) -> SubscriptionRecord:
     """Create a new subscription for ``old``'s resource and keep only the new record."""
     ref = parse_resource(old.mailbox_id, old.resource)
+    record = await subscribe(store, subscriptions, old.mailbox_id, ref)
+    await store.subscriptions.delete(old.subscription_id)
+    return record
+
+
+async def subscribe(
+    store: Store, subscriptions: SubscriptionManager, mailbox_id: str, ref: ResourceRef
+) -> SubscriptionRecord:
+    """Create a Graph subscription for one resource and store it (the clientState only as a hash)."""
     created = await subscriptions.create(
-        old.mailbox_id, RESOURCE_OF_KIND[ref.kind], task_list_id=ref.task_list_id
+        mailbox_id,
+        RESOURCE_OF_KIND[ref.kind],
+        task_list_id=ref.task_list_id,
+        mail_folder=ref.mail_folder or "inbox",
     )
     record = SubscriptionRecord(
         subscription_id=created.id,
-        mailbox_id=old.mailbox_id,
+        mailbox_id=mailbox_id,
         resource=created.resource,
         client_state_hash=hash_client_state(created.client_state),
         expiration=created.expires,
     )
     await store.subscriptions.put(record)
-    await store.subscriptions.delete(old.subscription_id)
     return record
 
 

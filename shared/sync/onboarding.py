@@ -32,7 +32,7 @@ from shared.outlook.delta import DeltaReader
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.errors import MailboxNotFound as GraphMailboxNotFound
 from shared.outlook.mailbox import OutlookMailbox
-from shared.outlook.subscriptions import ResourceKind, SubscriptionManager, resource_path
+from shared.outlook.subscriptions import SubscriptionManager, resource_path
 from shared.outlook.writers import OutlookWriter
 from shared.store.errors import CrmUserAlreadyRegistered, MailboxAlreadyRegistered
 from shared.store.ports import Store
@@ -42,7 +42,6 @@ from shared.store.records import (
     Mailbox,
     MailboxState,
     SubscriptionRecord,
-    hash_client_state,
     utc_now,
 )
 from shared.sync.applier import ACTOR
@@ -51,20 +50,18 @@ from shared.sync.job import (
     JobOptions,
     MailboxSyncJob,
     ProgressCallback,
+    ResourceRef,
     SyncProgress,
     SyncRunReport,
     parse_resource,
 )
+from shared.sync.lifecycle import RESOURCE_OF_KIND, replace_subscription, subscribe
 from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.model import ItemKind
 from shared.sync.status import MailboxStatus, SubscriptionStatus, status, subscription_status
+from shared.sync.tracking import TrackingService
+from shared.sync.tracking.folders import folders_to_watch
 
-_RESOURCE_OF_KIND = {
-    ItemKind.EMAIL: ResourceKind.MESSAGES,
-    ItemKind.CONTACT: ResourceKind.CONTACTS,
-    ItemKind.APPOINTMENT: ResourceKind.EVENTS,
-    ItemKind.TASK: ResourceKind.TASKS,
-}
 # Minimal valid rows for the privilege probe (never committed: see the module docstring).
 _PROBE_FIELDS: dict[str, dict[str, FieldValue]] = {
     "contact": {"lastname": "crmsync privilege check"},
@@ -139,8 +136,10 @@ class MailboxService:
         lifecycle_url: str,
         job_options: JobOptions | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
+        tracking: TrackingService | None = None,
     ) -> None:
         self._store = store
+        self._graph = graph
         self._crm = crm
         self._mailboxes = OutlookMailbox(graph)
         self._writer = OutlookWriter(graph)
@@ -154,6 +153,7 @@ class MailboxService:
             writer=self._writer,
             options=job_options,
             clock=clock,
+            tracking=tracking,
         )
         self._clock = clock
 
@@ -270,32 +270,27 @@ class MailboxService:
             notify(OnboardingProgress("adding the tracked category"))
             await self._writer.ensure_master_category(mailbox_id, mailbox.settings.tracked_category)
         task_list = await self._writer.default_task_list(mailbox_id) if ItemKind.TASK in kinds else None
-        records = []
+        refs: list[ResourceRef] = []
         for kind in sorted(kinds):
-            resource_kind = _RESOURCE_OF_KIND[kind]
-            list_id = task_list if kind is ItemKind.TASK else None
-            notify(
-                OnboardingProgress(
-                    "subscribing", resource_path(resource_kind, mailbox_id, task_list_id=list_id)
-                )
+            if kind is ItemKind.EMAIL:
+                # Graph's message delta is per folder: the inbox, plus the folders tracking watches
+                # (tracked folders and their subfolders; Sent Items when sent mail may be tracked).
+                folders = ["inbox", *await folders_to_watch(self._graph, mailbox_id, mailbox.settings)]
+                refs += [ResourceRef(kind, mail_folder=folder) for folder in dict.fromkeys(folders)]
+            else:
+                refs.append(ResourceRef(kind, task_list_id=task_list if kind is ItemKind.TASK else None))
+        records = []
+        for ref in refs:
+            resource = resource_path(
+                RESOURCE_OF_KIND[ref.kind],
+                mailbox_id,
+                task_list_id=ref.task_list_id,
+                mail_folder=ref.mail_folder or "inbox",
             )
-            records.append(await self._create_subscription(mailbox_id, resource_kind, list_id))
+            notify(OnboardingProgress("subscribing", resource))
+            records.append(await subscribe(self._store, self._subscriptions, mailbox_id, ref))
+            await self._audit(mailbox_id, AuditAction.SUBSCRIBED)
         return records
-
-    async def _create_subscription(
-        self, mailbox_id: str, kind: ResourceKind, task_list_id: str | None
-    ) -> SubscriptionRecord:
-        created = await self._subscriptions.create(mailbox_id, kind, task_list_id=task_list_id)
-        record = SubscriptionRecord(
-            subscription_id=created.id,
-            mailbox_id=mailbox_id,
-            resource=created.resource,
-            client_state_hash=hash_client_state(created.client_state),
-            expiration=created.expires,
-        )
-        await self._store.subscriptions.put(record)
-        await self._audit(mailbox_id, AuditAction.SUBSCRIBED)
-        return record
 
     # -- offboarding ----------------------------------------------------------------------------
 
@@ -322,12 +317,13 @@ class MailboxService:
         expiring = [record async for record in self._store.subscriptions.list_expiring(before)]
         for record in expiring:
             ref = parse_resource(record.mailbox_id, record.resource)
-            kind = _RESOURCE_OF_KIND[ref.kind]
             try:
-                expiration = await self._subscriptions.renew(record.subscription_id, kind)
+                expiration = await self._subscriptions.renew(
+                    record.subscription_id, RESOURCE_OF_KIND[ref.kind]
+                )
             except ItemNotFound:
-                await self._store.subscriptions.delete(record.subscription_id)
-                new = await self._create_subscription(record.mailbox_id, kind, ref.task_list_id)
+                new = await replace_subscription(self._store, self._subscriptions, record)
+                await self._audit(record.mailbox_id, AuditAction.SUBSCRIBED)
                 recreated.append(new.subscription_id)
                 resynced.append(await self._job.run(record.mailbox_id, record.resource))
                 continue

@@ -23,7 +23,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.store.azure_tables import PIPELINE_OPTIONS
+from shared.store.azure_tables import table_service
 from shared.store.keys import encode_key, row_key
 from shared.sync.mailbox_settings import CrmRecordRef
 
@@ -172,12 +172,9 @@ async def open_tracking_index(
 
     Returns the index and the service client, which the caller closes.
     """
-    if connection_string:
-        service = TableServiceClient.from_connection_string(connection_string, **PIPELINE_OPTIONS)
-    elif account_url and credential:
-        service = TableServiceClient(endpoint=account_url, credential=credential, **PIPELINE_OPTIONS)
-    else:
-        raise ValueError("open_tracking_index needs a connection_string, or an account_url and a credential")
+    service = table_service(
+        connection_string=connection_string, account_url=account_url, credential=credential
+    )
     try:
         table = await service.create_table_if_not_exists(prefix + TABLE_SUFFIX)
     except BaseException:
