@@ -1,11 +1,9 @@
 """Tracking end to end: Azurite, the Graph simulator (msgraph-sdk), the Dataverse simulator
-(DataverseClient), and the real MailboxSyncJob wired to a TrackingService the way the proposed
-job.py change wires it (:class:`TrackingJob`)."""
+(DataverseClient), and the production MailboxSyncJob with its TrackingService."""
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,13 +20,13 @@ from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.outlook.writers import OutlookWriter
 from shared.store.ports import Store
-from shared.store.records import Lease, Mailbox
+from shared.store.records import Mailbox
 from shared.sync.fieldmaps import crm_record_id
 from shared.sync.fieldmaps.ids import normalize_message_id
-from shared.sync.job import MailboxSyncJob, ResourceRef, SyncRunReport, _Planned, _Run
+from shared.sync.job import MailboxSyncJob, SyncRunReport
 from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind, OutlookItem
-from shared.sync.tracking import Tracker, TrackingIndex, TrackingService, open_tracking_index
+from shared.sync.model import ItemKind
+from shared.sync.tracking import TrackingIndex, TrackingService, open_tracking_index
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.engine.conftest import crm, graph, graph_http, store
 from tests.fixtures.graph_sim import GraphSim
@@ -38,41 +36,6 @@ __all__ = ["crm", "graph", "graph_http", "store"]  # the engine's fixtures, shar
 FULL = dict.fromkeys(("create", "read", "write", "delete", "append", "appendto"), "organization")
 READ = dict.fromkeys(("read", "appendto"), "organization")
 TRACKED = "Tracked to Dynamics 365"
-
-
-class TrackingJob(MailboxSyncJob):
-    """The job with the tracking wiring the lead is asked to put into job.py (README "Wiring"):
-    decide before planning, review the plan, finish after applying. The base job decides through
-    ``policies.is_tracked`` (the tracked category), so the verdict is handed to it as that category."""
-
-    def __init__(self, *, tracking: TrackingService, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._tracking = tracking
-        self._trackers: dict[str, Tracker] = {}
-
-    async def _start(
-        self, mailbox: Mailbox, ref: ResourceRef, resource: str, link: str | None, lease: Lease
-    ) -> _Run:
-        run = await super()._start(mailbox, ref, resource, link, lease)
-        self._trackers[mailbox.mailbox_id] = self._tracking.start(mailbox)
-        return run
-
-    async def _plan(self, run: _Run, item: OutlookItem) -> _Planned | None:
-        tracker = self._trackers[run.mailbox.mailbox_id]
-        decision = await tracker.decide(item)
-        if decision is not None:
-            category = run.mailbox.settings.tracked_category.casefold()
-            others = tuple(c for c in item.categories if c.casefold() != category)
-            verdict = (run.mailbox.settings.tracked_category,) if decision.tracked else ()
-            item = item.model_copy(update={"categories": others + verdict})
-        plan = await super()._plan(run, item)
-        if plan is None:
-            return None
-        return dataclasses.replace(plan, actions=await tracker.review(plan.item, plan.actions))
-
-    async def _apply(self, run: _Run, plan: _Planned) -> None:
-        await super()._apply(run, plan)
-        await self._trackers[run.mailbox.mailbox_id].after_apply(plan.item, plan.actions)
 
 
 @dataclass
@@ -85,7 +48,7 @@ class World:
     crm: DataverseClient
     store: Store
     index: TrackingIndex
-    job: TrackingJob
+    job: MailboxSyncJob
     token: str
 
     def crm_user(self, tables: tuple[str, ...] = ("email", "contact", "activitymimeattachment")) -> Any:
@@ -212,7 +175,7 @@ async def world(
         connection_string=storage_connection_string, prefix=table_prefix
     )
     tracking = TrackingService(crm=crm, store=store, index=index, outlook=OutlookMailbox(graph))
-    job = TrackingJob(
+    job = MailboxSyncJob(
         tracking=tracking, store=store, crm=crm, reader=DeltaReader(graph), writer=OutlookWriter(graph)
     )
     yield World(graph_sim, graph, dataverse_sim, crm, store, index, job, dataverse_token)
