@@ -1,0 +1,138 @@
+"""Shared set-up of the end-to-end benchmarks: a sandbox with a demo CRM role, users in both
+simulators, onboarding through the ``crmsync`` CLI, request counts from the simulators' logs."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from simulators.azurite import ROOT
+from simulators.sandbox import SANDBOX_TENANT, Sandbox
+
+TRACKED = "Tracked to Dynamics 365"
+FULL_ACCESS = dict.fromkeys(("create", "read", "write", "delete", "append", "appendto"), "organization")
+ENTITY_SETS = {"contact": "contacts", "appointment": "appointments", "task": "tasks", "email": "emails"}
+console = Console()
+
+
+@dataclass
+class BenchUser:
+    mailbox_id: str
+    crm_user_id: str
+
+
+class BenchTenant:
+    """A sandbox tenant for benchmarks, driven over HTTP."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.endpoints = sandbox.endpoints()
+        self.http = httpx.Client(timeout=120, trust_env=False)
+        self._call("PATCH", f"{self.endpoints['graph_control']}/config", {"tenant_id": SANDBOX_TENANT})
+        tables: dict[str, Any] = {key: {"read": "organization"} for key in ("systemuser", "account", "lead")}
+        tables |= dict.fromkeys(ENTITY_SETS, FULL_ACCESS)
+        self._call(
+            "POST", f"{self.endpoints['dataverse_control']}/roles", {"name": "bench", "tables": tables}
+        )
+
+    def _call(self, method: str, url: str, body: Any = None) -> Any:
+        response = self.http.request(method, url, json=body)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def add_user(self) -> BenchUser:
+        mailbox_id = str(uuid.uuid4())
+        upn = f"bench-{mailbox_id[:8]}@contoso.example"
+        self._call(
+            "POST", f"{self.endpoints['graph_control']}/users", {"id": mailbox_id, "userPrincipalName": upn}
+        )
+        crm = self._call(
+            "POST",
+            f"{self.endpoints['dataverse_control']}/users",
+            {
+                "systemuserid": str(uuid.uuid4()),
+                "azureactivedirectoryobjectid": str(uuid.uuid4()),
+                "roles": ["bench"],
+            },
+        )
+        return BenchUser(mailbox_id, crm["systemuserid"])
+
+    def seed(self, user: BenchUser, items: dict[str, Any]) -> None:
+        self._call("POST", f"{self.endpoints['graph_control']}/users/{user.mailbox_id}/seed", items)
+
+    def onboard(self, user: BenchUser) -> int:
+        """``crmsync mailbox add`` as a subprocess; returns its peak RSS in bytes."""
+        command = [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "mailbox",
+            "add",
+            user.mailbox_id,
+            "--crm-user",
+            user.crm_user_id,
+        ]
+        env = {**os.environ, **self.sandbox.app_settings()}
+        subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
+        # Only the CLI has exited among this process's children, so this is its peak (KiB on Linux).
+        return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+
+    def graph_requests(self, user: BenchUser) -> int:
+        return len(self._call("GET", f"{self.endpoints['graph_control']}/requests?user={user.mailbox_id}"))
+
+    def dataverse_requests(self) -> int:
+        """Web API requests in the Dataverse log (a $batch counts once, as service protection counts it)."""
+        return len(self._call("GET", f"{self.endpoints['dataverse_control']}/requests")["value"])
+
+    def clear_request_logs(self) -> None:
+        self._call("DELETE", f"{self.endpoints['graph_control']}/requests")
+        self._call("DELETE", f"{self.endpoints['dataverse_control']}/requests")
+
+    def crm_rows(self, kind: str, user: BenchUser, select: str) -> list[dict[str, Any]]:
+        """The user's rows of ``kind`` (crmsync writes as the user, so the user owns them)."""
+        url: str | None = f"{self.sandbox.dataverse_api_url}/{ENTITY_SETS[kind]}"
+        params: dict[str, str] | None = {
+            "$filter": f"_ownerid_value eq {user.crm_user_id}",
+            "$select": select,
+        }
+        rows: list[dict[str, Any]] = []
+        while url:
+            response = self.http.get(url, params=params, headers={"Authorization": "Bearer bench-observer"})
+            response.raise_for_status()
+            page = response.json()
+            rows.extend(page["value"])
+            url, params = page.get("@odata.nextLink"), None
+        return rows
+
+
+def process_peak_rss(pid: int) -> int:
+    """Peak resident set (VmHWM) of a running process, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+def print_results(title: str, rows: list[tuple[str, str, str]]) -> None:
+    """A table of (measure, value, target)."""
+    table = Table(title=title)
+    for column in ("measure", "value", "target"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)

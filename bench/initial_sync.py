@@ -1,0 +1,79 @@
+"""Initial sync of a big mailbox through ``crmsync mailbox add`` (Graph delta -> Dataverse).
+
+    python -m bench.initial_sync [--items 10000]
+
+Seeds a quarter of ``--items`` each as contacts, events, To Do tasks and tracked messages in the
+Graph simulator, onboards the mailbox with the CLI and prints items/s, Graph and Dataverse requests
+per synced item (from the simulators' request logs) and the CLI's peak RSS. Targets on a 2-core
+machine: >= 500 items/s; <= 0.05 Graph and <= 0.02 Dataverse requests per item; <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import time
+from typing import Any
+
+from bench._common import ENTITY_SETS, TRACKED, BenchTenant, print_results
+from simulators.sandbox import Sandbox
+
+SEED_CHUNK = 500  # items per seed call, to keep each control request small
+
+
+def _items(kind: str, start: int, count: int) -> dict[str, Any]:
+    today = dt.datetime.now(dt.UTC).date()
+
+    def when(n: int, hour: int) -> dict[str, str]:
+        return {"dateTime": f"{today + dt.timedelta(days=1 + n % 300)}T{hour:02d}:00:00", "timeZone": "UTC"}
+
+    numbers = range(start, start + count)
+    if kind == "contact":
+        return {"contacts": [{"givenName": "Bench", "surname": f"Contact {n}"} for n in numbers]}
+    if kind == "appointment":
+        return {
+            "events": [{"subject": f"Event {n}", "start": when(n, 9), "end": when(n, 10)} for n in numbers]
+        }
+    if kind == "task":
+        return {"todo": {"defaultList": [{"title": f"Task {n}"} for n in numbers]}}
+    messages = [
+        {
+            "subject": f"Mail {n}",
+            "categories": [TRACKED],
+            "internetMessageId": f"<bench-{n}@fabrikam.example>",
+        }
+        for n in numbers
+    ]
+    return {"messages": {"inbox": messages}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--items", type=int, default=10_000)
+    args = parser.parse_args()
+    per_kind = args.items // len(ENTITY_SETS)
+    with Sandbox() as sandbox:
+        tenant = BenchTenant(sandbox)
+        user = tenant.add_user()
+        for kind in ENTITY_SETS:
+            for start in range(0, per_kind, SEED_CHUNK):
+                tenant.seed(user, _items(kind, start, min(SEED_CHUNK, per_kind - start)))
+        tenant.clear_request_logs()
+        started = time.perf_counter()
+        peak_rss = tenant.onboard(user)
+        elapsed = time.perf_counter() - started
+        graph, dataverse = tenant.graph_requests(user), tenant.dataverse_requests()
+        synced = sum(len(tenant.crm_rows(kind, user, "createdon")) for kind in ENTITY_SETS)
+    print_results(
+        f"initial sync of {per_kind * len(ENTITY_SETS)} items ({synced} in the CRM) in {elapsed:.1f} s",
+        [
+            ("items/s", f"{synced / elapsed:.0f}", ">= 500"),
+            ("Graph requests per item", f"{graph / max(synced, 1):.3f}", "<= 0.05"),
+            ("Dataverse requests per item", f"{dataverse / max(synced, 1):.3f}", "<= 0.02"),
+            ("peak RSS (crmsync CLI)", f"{peak_rss / 2**20:.0f} MB", "<= 300 MB"),
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
