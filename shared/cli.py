@@ -138,6 +138,11 @@ class _OnboardingBar:
             self._tasks[key] = self._progress.add_task(label, total=None)
         self._progress.update(self._tasks[key], completed=step.items_synced)
 
+    def finish(self) -> None:
+        """Onboarding returned: the last step is done too."""
+        for task in self._tasks.values():
+            self._progress.update(task, total=self._progress.tasks[task].completed)
+
 
 @mailbox_app.command("add")
 def mailbox_add(
@@ -161,6 +166,7 @@ def mailbox_add(
     ) as progress:
         bar = _OnboardingBar(progress)
         report = _with_service(lambda service: service.onboard(mailbox, crm_user_id, progress=bar))
+        bar.finish()
     if as_json:
         _print_json({**to_jsonable(report), "items_synced": report.items_synced, "parked": report.parked})
         return
