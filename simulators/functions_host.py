@@ -279,12 +279,14 @@ class FunctionsHost:
 
     async def _dispatch_http(self, request: Request) -> Response:
         path = request.path_params["path"]
+        route_exists = False
         for function in self.http:
             match = function.pattern.match(path)
             if not match:
                 continue
+            route_exists = True
             if request.method not in function.methods:
-                return Response(status_code=405)
+                continue  # another function may serve this method on the same route
             if not self._authorized(function.auth_level, request):
                 return Response(status_code=401)
             http_request = func.HttpRequest(
@@ -306,7 +308,7 @@ class FunctionsHost:
                 headers={k: v for k, v in result.headers.items() if k.lower() != "content-length"},
                 media_type=result.mimetype,
             )
-        return Response(status_code=404)
+        return Response(status_code=405 if route_exists else 404)
 
     async def _run_function(self, request: Request) -> Response:
         """``POST /admin/functions/{name}``: the host's way to run a timer or queue function now."""

@@ -413,7 +413,7 @@ class MailboxSyncJob:
         tracked = not item.removed and verdict
         fmap = field_map(kind)
         if tracked and item.item is not None and fmap.skip_reason(item.item):
-            return None  # drafts, occurrences of a series: never synchronised
+            return None  # drafts, series masters: never synchronised (see the field maps)
         if tracked and isinstance(item.item, Email):
             try:
                 body = await self._reader.fetch_message_body(mailbox.mailbox_id, item.item_id)

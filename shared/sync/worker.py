@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 #: host.json ``extensions.queues.maxDequeueCount``: the attempt after which the host poisons a message.
 MAX_DEQUEUE_COUNT = 5
-LEASE_RETRY_DELAY_SECONDS = 10
+# The lease is per mailbox, so its other resources' jobs wait for the current run: retry soon.
+LEASE_RETRY_DELAY_SECONDS = 2
 
 
 @dataclass(frozen=True)

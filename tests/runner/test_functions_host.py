@@ -30,6 +30,10 @@ def _make_app(queue_name: str, seen: list[str], fired: list[str]) -> func.Functi
     def echo(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(f"{req.route_params['name']}:{req.params.get('q', '')}", status_code=200)
 
+    @app.route(route="echo/{name}", methods=["DELETE"], auth_level=func.AuthLevel.ANONYMOUS)
+    def forget(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse(status_code=204)
+
     @app.route(route="secret", methods=["POST"])
     async def secret(req: func.HttpRequest) -> func.HttpResponse:
         return func.HttpResponse(req.get_body(), status_code=201, mimetype="application/json")
@@ -86,6 +90,7 @@ async def test_http_routes_params_and_auth_levels(
         echoed = await client.get("/api/echo/alice", params={"q": "1"})
         assert (echoed.status_code, echoed.text) == (200, "alice:1")
         assert (await client.post("/api/echo/alice")).status_code == 405
+        assert (await client.delete("/api/echo/alice")).status_code == 204  # same route, another function
         assert (await client.post("/api/secret", content=b"{}")).status_code == 401
         wrong = await client.post("/api/secret", content=b"{}", headers={"x-functions-key": "nope"})
         assert wrong.status_code == 401

@@ -510,7 +510,7 @@ def test_party_lists_the_crm_adapter_does_not_read_back_are_not_changes() -> Non
     assert world.sync(mailbox) == []
 
 
-def test_recurring_occurrences_are_skipped_and_exceptions_are_their_own_appointment() -> None:
+def test_recurring_instances_are_their_own_appointments_and_the_master_is_skipped() -> None:
     world = World(ItemKind.APPOINTMENT)
     mailbox = world.mailbox()
     start = NOW + dt.timedelta(days=1)
@@ -529,7 +529,7 @@ def test_recurring_occurrences_are_skipped_and_exceptions_are_their_own_appointm
     actions = world.sync(mailbox)
 
     assert sum(isinstance(a, Skip) for a in actions) == 1
-    assert {r.values["globalobjectid"] for r in world.records.values()} == {"M", "X"}
+    assert {r.values["globalobjectid"] for r in world.records.values()} == {"O", "X"}
 
 
 # --- limits and lossy mappings ---------------------------------------------------------------

@@ -89,8 +89,14 @@ def _organizer(event: Appointment) -> CrmValue:
 
 
 def _skip_reason(event: Appointment) -> str | None:
-    if event.event_kind is EventKind.OCCURRENCE:
-        return "occurrence of a recurring series: the series master stands for it"
+    # crmsync reads the calendar through calendarView delta, which returns a series as its
+    # occurrences and exceptions in the window, never the master ("event: delta",
+    # learn.microsoft.com/graph/api/event-delta); each occurrence has its own iCalUId ("event
+    # resource type": different for each occurrence). So every instance in the window becomes its own
+    # CRM appointment, and a master that arrives some other way is skipped rather than doubling the
+    # first occurrence (recurringappointmentmaster is outside crmsync's Dataverse contract).
+    if event.event_kind is EventKind.SERIES_MASTER:
+        return "series master: its occurrences in the calendar window stand for it"
     return None
 
 

@@ -1,0 +1,14 @@
+"""`make bench`: list the benchmarks; run one with `python -m bench.<name>`."""
+
+BENCHMARKS = {
+    "webhook": "webhook handler latency (in-process, Azurite)",
+    "initial_sync": "initial sync of a big mailbox through the sandbox",
+    "burst": "a burst of Outlook changes: change-to-CRM latency",
+    "graph_simulator": "the Graph simulator's own overhead",
+    "dataverse_simulator": "the Dataverse simulator's own overhead",
+}
+
+if __name__ == "__main__":
+    print("crmsync benchmarks (they print numbers; run one at a time):")
+    for name, what in BENCHMARKS.items():
+        print(f"  python -m bench.{name:<20} {what}")
