@@ -50,6 +50,7 @@ from shared.sync.model import (
     Appointment,
     Contact,
     Email,
+    EventKind,
     FieldDirection,
     ItemKind,
     OutlookItem,
@@ -320,6 +321,12 @@ def plan_item(
     return planner.linked(link, outlook, present, crm, crm_values)
 
 
+def _unstampable(item: NeutralContent) -> bool:
+    """An occurrence of a series carries no extended properties in Graph ("event resource type");
+    its deterministic id (from its own iCalUId) finds the pair again instead."""
+    return isinstance(item, Appointment) and item.event_kind is EventKind.OCCURRENCE
+
+
 @dataclass(frozen=True, slots=True)
 class _Present:
     """An Outlook item that is there and tracked."""
@@ -531,7 +538,7 @@ class _ItemPlanner:
 
     def stamp(self, present: _Present, record_id: uuid.UUID, reason: str) -> list[Action]:
         """Stamp the record id on an Outlook item that does not carry it yet (before the link write)."""
-        if present.crm_id == record_id:
+        if present.crm_id == record_id or _unstampable(present.item):
             return []
         return [StampOutlook(item_id=present.item_id, crm_id=record_id, reason=reason)]
 

@@ -238,3 +238,47 @@ def test_all_day_and_time_zone_events(e2e: E2E) -> None:
         local = dt.datetime.combine(date, dt.time(10), ZoneInfo(zone))
         assert _utc(row["scheduledstart"]) == local.astimezone(dt.UTC)
     assert west["isalldayevent"] is False
+
+
+def test_recurring_series_with_an_exception(e2e: E2E) -> None:
+    """calendarView delta returns a series as its occurrences and exceptions in the window, each with
+    its own iCalUId ("event: delta", "event resource type"); each becomes one CRM appointment, and an
+    exception keeps its own changes."""
+    subject = marker()
+    mailbox = e2e.new_mailbox()
+    e2e.onboard(mailbox)
+    start, end = when(2, 9), when(2, 10)
+    first_day = start["dateTime"][:10]
+    (master_id,) = e2e.seed(
+        mailbox,
+        events=[
+            {
+                "subject": subject,
+                "start": start,
+                "end": end,
+                "recurrence": {
+                    "pattern": {"type": "daily", "interval": 1},
+                    "range": {"type": "numbered", "startDate": first_day, "numberOfOccurrences": 3},
+                },
+            }
+        ],
+    )["events"]
+    rows = wait_rows(e2e, "appointments", f"subject eq '{subject}'", "globalobjectid", lambda r: len(r) == 3)
+    assert len({row["globalobjectid"] for row in rows}) == 3
+
+    window = {"startDateTime": f"{first_day}T00:00:00Z", "endDateTime": when(6, 0)["dateTime"] + "Z"}
+    query = "&".join(f"{k}={v}" for k, v in window.items())
+    instances = e2e.outlook("GET", mailbox, f"{item_path('events', master_id)}/instances?{query}")["value"]
+    assert len(instances) == 3
+    e2e.outlook(
+        "PATCH", mailbox, item_path("events", instances[1]["id"]), {"location": {"displayName": "Lab"}}
+    )
+
+    moved = wait_rows(
+        e2e,
+        "appointments",
+        f"subject eq '{subject}'",
+        "location",
+        lambda r: len(r) == 3 and sorted(str(row.get("location")) for row in r).count("Lab") == 1,
+    )
+    assert len(moved) == 3

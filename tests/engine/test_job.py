@@ -238,3 +238,26 @@ async def test_an_email_deleted_in_the_crm_is_untracked_in_outlook_and_not_creat
     assert (
         engine.query(f"emails?$select=activityid&$filter=messageid eq '{message['internetMessageId']}'") == []
     )
+
+
+async def test_a_recurring_series_becomes_one_appointment_per_instance_in_the_window(engine: Engine) -> None:
+    """calendarView delta returns a series as its instances, each with its own iCalUId."""
+    mailbox = await engine.register()
+    subject = "Daily " + uuid.uuid4().hex[:8]
+    first_day = _when(2, 9)["dateTime"][:10]
+    series = {
+        "subject": subject,
+        "start": _when(2, 9),
+        "end": _when(2, 10),
+        "recurrence": {
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": first_day, "numberOfOccurrences": 3},
+        },
+    }
+    engine.graph_sim.seed(mailbox.mailbox_id, events=[series])
+    report = await engine.job().run(
+        mailbox.mailbox_id, resource_path(ResourceKind.EVENTS, mailbox.mailbox_id)
+    )
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    rows = engine.query(f"appointments?$select=globalobjectid&$filter=subject eq '{subject}'")
+    assert len({row["globalobjectid"] for row in rows}) == len(rows) == 3
