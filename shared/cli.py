@@ -14,9 +14,11 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -37,6 +39,7 @@ from shared.deploy import deploy_app
 from shared.runtime import Runtime
 from shared.store.errors import MailboxNotFound
 from shared.store.records import Mailbox
+from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
 from shared.sync.status import MailboxStatus
 
@@ -144,10 +147,28 @@ class _OnboardingBar:
             self._progress.update(task, total=self._progress.tasks[task].completed)
 
 
+def _read_mailbox_settings(path: Path) -> MailboxSettings:
+    """Mailbox settings from a JSON file; a clear error naming each bad field otherwise."""
+    try:
+        return MailboxSettings.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc.strerror}", EXIT_BAD_INPUT) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise _fail(f"invalid mailbox settings in {path}: {problems}", EXIT_BAD_INPUT) from None
+
+
 @mailbox_app.command("add")
 def mailbox_add(
     mailbox: Annotated[str, typer.Argument(help="The mailbox's UPN or Entra object id.")],
     crm_user: Annotated[str, typer.Option("--crm-user", help="The CRM user's systemuserid (GUID).")],
+    settings_file: Annotated[
+        Path | None,
+        typer.Option("--settings", help="A JSON file of mailbox settings (README 'Onboard mailboxes')."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Check, register and subscribe a mailbox, then run its initial sync into the CRM."""
@@ -155,6 +176,7 @@ def mailbox_add(
         crm_user_id = str(uuid.UUID(crm_user))
     except ValueError:
         raise _fail("--crm-user must be the CRM user's systemuserid (a GUID)", EXIT_BAD_INPUT) from None
+    mailbox_settings = _read_mailbox_settings(settings_file) if settings_file else None
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -165,7 +187,9 @@ def mailbox_add(
         transient=as_json,
     ) as progress:
         bar = _OnboardingBar(progress)
-        report = _with_service(lambda service: service.onboard(mailbox, crm_user_id, progress=bar))
+        report = _with_service(
+            lambda service: service.onboard(mailbox, crm_user_id, settings=mailbox_settings, progress=bar)
+        )
         bar.finish()
     if as_json:
         _print_json({**to_jsonable(report), "items_synced": report.items_synced, "parked": report.parked})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import E2E, TRACKED, wait_for, when
@@ -92,3 +93,21 @@ def test_bad_input_and_bad_settings_exit_2(e2e: E2E) -> None:
     code, out = e2e.cli("mailbox", "list", CRMSYNC_DATAVERSE_URL=None)
     assert code == 2
     assert "CRMSYNC_DATAVERSE_URL" in out
+
+
+def test_mailbox_settings_file_is_validated_and_applied(e2e: E2E, tmp_path: Path) -> None:
+    mailbox = e2e.new_mailbox()
+    user = e2e.new_crm_user()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"tracking": "sometimes"}))
+    code, out = e2e.cli("mailbox", "add", mailbox.id, "--crm-user", user.systemuserid, "--settings", str(bad))
+    assert code == 2
+    assert "tracking" in out
+    good = tmp_path / "contacts-only.json"
+    good.write_text(json.dumps({"item_kinds": ["contact"]}))
+    code, out = e2e.cli(
+        "mailbox", "add", mailbox.id, "--crm-user", user.systemuserid, "--settings", str(good), "--json"
+    )
+    assert code == 0, out
+    report = json.loads(out[out.index("{") :])
+    assert [s["resource"] for s in report["subscriptions"]] == [f"users/{mailbox.id}/contacts"]
