@@ -3,10 +3,7 @@ simulators, onboarding through the ``crmsync`` CLI, request counts from the simu
 
 from __future__ import annotations
 
-import os
 import resource
-import subprocess
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +13,6 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from simulators.azurite import ROOT
 from simulators.sandbox import SANDBOX_TENANT, Sandbox
 
 TRACKED = "Tracked to Dynamics 365"
@@ -72,18 +68,7 @@ class BenchTenant:
 
     def onboard(self, user: BenchUser) -> int:
         """``crmsync mailbox add`` as a subprocess; returns its peak RSS in bytes."""
-        command = [
-            sys.executable,
-            "-m",
-            "shared.cli",
-            "mailbox",
-            "add",
-            user.mailbox_id,
-            "--crm-user",
-            user.crm_user_id,
-        ]
-        env = {**os.environ, **self.sandbox.app_settings()}
-        subprocess.run(command, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # noqa: S603
+        self.sandbox.onboard_with_cli(user.mailbox_id, user.crm_user_id, quiet=True)
         # Only the CLI has exited among this process's children, so this is its peak (KiB on Linux).
         return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -30,7 +27,6 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from simulators.azurite import ROOT
 from simulators.sandbox import SANDBOX_TENANT, Sandbox
 
 TRACKED = "Tracked to Dynamics 365"
@@ -177,18 +173,7 @@ class Demo:
 
     def onboard(self, user: DemoUser) -> None:
         """``crmsync mailbox add`` with the sandbox's app settings (it shows its progress bar)."""
-        command = [
-            sys.executable,
-            "-m",
-            "shared.cli",
-            "mailbox",
-            "add",
-            user.mailbox_id,
-            "--crm-user",
-            user.crm_user_id,
-        ]
-        env = {**os.environ, **self.sandbox.app_settings()}
-        subprocess.run(command, env=env, cwd=ROOT, check=True)  # noqa: S603 - our own CLI, no shell
+        self.sandbox.onboard_with_cli(user.mailbox_id, user.crm_user_id)
 
     # -- live edits --------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 
@@ -24,3 +25,14 @@ def wait_for_port(host: str, port: int, *, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s") from None
             time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Terminate a local service and wait for it; kill it if it ignores SIGTERM for 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -144,6 +144,26 @@ class Sandbox:
         self.processes.clear()
         self.azurite.stop()
 
+    def onboard_with_cli(self, mailbox_id: str, crm_user_id: str, *, quiet: bool = False) -> None:
+        """``crmsync mailbox add`` against this sandbox, as an administrator would run it."""
+        command = [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "mailbox",
+            "add",
+            mailbox_id,
+            "--crm-user",
+            crm_user_id,
+        ]
+        subprocess.run(  # noqa: S603 - our own CLI, no shell
+            command,
+            env={**os.environ, **self.app_settings()},
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL if quiet else None,
+        )
+
     def __enter__(self) -> Sandbox:
         return self.start()
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from simulators.dataverse.security import APP_USER_ID, APP_USER_OBJECT_ID
-from simulators.ports import free_port, wait_for_port
+from simulators.ports import free_port, stop_process, wait_for_port
 
 API_PATH = "/api/data/v9.2"
 
@@ -49,12 +49,7 @@ class DataverseSimulator:
         if self._control is not None:
             self._control.close()
             self._control = None
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
         self.process = None
 
     def __enter__(self) -> DataverseSimulator:
