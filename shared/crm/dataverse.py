@@ -369,7 +369,8 @@ class DataverseClient:
             response = await self._http.request(
                 request.method, url or self._url(request.path), headers=headers, params=params, content=body
             )
-        except httpx.ConnectError as exc:
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Never reached Dataverse, so even a non-idempotent request is safe to send again.
             raise _NotSent("Could not connect to Dataverse") from exc
         except httpx.LocalProtocolError:  # a malformed request of ours: nothing to retry
             raise
