@@ -34,6 +34,7 @@ from typing import Protocol
 
 from shared.crm.errors import CrmError
 from shared.crm.port import CrmPort, FieldValue, ParticipationType, Party, RecordRef, Upsert
+from shared.outlook.errors import ItemNotFound
 from shared.outlook.writers import STAMPABLE_KINDS, OutlookWriter
 from shared.store.ports import AuditTrail, LinkStore
 from shared.store.records import AuditAction, AuditRecord, Mailbox
@@ -306,9 +307,7 @@ class Applier:
                 case CreateInCrm() | UpdateCrm() | DeleteInCrm():
                     await self._crm_write(mailbox, kind, action, written)
                 case StampOutlook(item_id=item_id, crm_id=crm_id):
-                    if self._outlook is not None and await self._outlook.stamp(kind, item_id, crm_id):
-                        written.outlook = (item_id, None)  # the stamp's new change key is not returned
-                        written.outlook_writes += 1
+                    await self._stamp(kind, item_id, crm_id, written)
                 case CreateInOutlook() | UpdateOutlook() | DeleteInOutlook():
                     await self._outlook_write(mailbox, kind, action, written)
                 case WriteLink():
@@ -324,6 +323,20 @@ class Applier:
         return AppliedItem(
             written.crm_writes, written.outlook_writes, linked, unlinked, skipped, tuple(written.fitted)
         )
+
+    async def _stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID, written: _Written) -> None:
+        """Stamp the CRM id. An item deleted since its page was read is not an error: the link is
+        still written, so the next delta's removal reaches the record through it."""
+        if self._outlook is None:
+            return
+        try:
+            stamped = await self._outlook.stamp(kind, item_id, crm_id)
+        except ItemNotFound:
+            logger.info("a %s was deleted in Outlook before its stamp; linking it anyway", kind.value)
+            return
+        if stamped:
+            written.outlook = (item_id, None)  # the stamp's new change key is not returned
+            written.outlook_writes += 1
 
     # -- CRM ------------------------------------------------------------------------------------
 

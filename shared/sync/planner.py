@@ -363,7 +363,7 @@ class _ItemPlanner:
             # Both copies exist but were never linked: another mailbox already synced this message
             # or meeting (deterministic id), or a crash came between the create and the link
             # write. Link them and merge with an empty base (a value beats no value).
-            return self.merge(present, crm, crm_values, {}, "linked existing copies")
+            return self.merge(present, crm, crm_values, {}, "linked existing copies", stamp=True)
         if present is not None:
             # New in Outlook, not in the CRM -> create it under its deterministic id.
             key = natural_key(self.mailbox_id, present.item_id, present.item)
@@ -433,7 +433,9 @@ class _ItemPlanner:
             (False, True): "changed in the CRM, Outlook unchanged since last sync",
             (True, True): "changed on both sides since last sync",
         }[(outlook_changed, crm_changed)]
-        return self.merge(present, crm, crm_values, link.synced_fields, why)
+        # Linked: the stamp went on before the link was first written (calendarView delta cannot
+        # $expand it, so an event never shows it; re-stamping would echo every change).
+        return self.merge(present, crm, crm_values, link.synced_fields, why, stamp=False)
 
     def outlook_changed(self, link: Link, present: _Present) -> bool:
         if present.change_key is not None and present.change_key == link.outlook_change_key:
@@ -560,6 +562,8 @@ class _ItemPlanner:
         crm_values: dict[str, CrmValue],
         base: Mapping[str, FieldBase],
         why: str,
+        *,
+        stamp: bool,
     ) -> list[Action]:
         item = present.item
         projection = self.fmap.project(item)
@@ -602,7 +606,7 @@ class _ItemPlanner:
                     reason=f"{why} -> update Outlook",
                 )
             )
-        stamp = self.stamp(present, crm.record_id, why)
+        stamps = self.stamp(present, crm.record_id, why) if stamp else []
         link = Link(
             outlook_id=present.item_id,
             crm_id=crm.record_id,
@@ -613,8 +617,8 @@ class _ItemPlanner:
             synced_fields=unit_fingerprints(new_projection, new_crm, units),
             owned_by_user=crm.owned_by_user,
         )
-        from_outlook = outlook_written or bool(stamp)
-        actions += stamp
+        from_outlook = outlook_written or bool(stamps)
+        actions += stamps
         actions.append(
             WriteLink(
                 link=link, outlook_from_write=from_outlook, crm_from_write=bool(result.to_crm), reason=why

@@ -167,9 +167,12 @@ class E2E:
     def cli(self, *args: str, **setting_overrides: str | None) -> tuple[int, str]:
         """``crmsync <args>`` in-process with the sandbox's app settings; (exit code, stdout).
 
-        An override of ``None`` removes that setting from the environment."""
+        An override of ``None`` removes that setting from the environment. A failure's stderr is
+        printed, so pytest shows why a command failed."""
         env: dict[str, str | None] = {**self.sandbox.app_settings(), **setting_overrides}
         result = CliRunner().invoke(crmsync, list(args), env=env)
+        if result.exit_code:
+            print(f"crmsync {' '.join(args)} -> {result.exit_code}\n{result.stderr}{result.exception!r}")
         return result.exit_code, result.stdout
 
     def onboard(self, mailbox: Mailbox, user: CrmUser | None = None) -> dict[str, Any]:

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
+from shared.outlook.writers import OutlookWriter
 from shared.store.ports import LinkStore
 from shared.store.records import Link, MailboxState
-from shared.sync.job import RunOutcome
+from shared.sync.job import MailboxSyncJob, RunOutcome
 from shared.sync.model import ItemKind
 from shared.sync.status import status
 from tests.engine.conftest import Engine
@@ -72,6 +74,45 @@ class CrashBeforeLinks:
 
     async def create(self, link: Link) -> Link:
         raise ConnectionError("worker died before the link write")
+
+
+class DeletedBeforeStamp(OutlookWriter):
+    """The user deletes the event after its delta page was read, just before crmsync stamps it."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine.graph)
+        self.engine = engine
+
+    async def stamp_crm_id(self, mailbox: str, kind: ItemKind, item_id: str, crm_id: str) -> None:
+        self.engine.outlook.delete(mailbox, "events", item_id)
+        await super().stamp_crm_id(mailbox, kind, item_id, crm_id)
+
+
+async def test_an_event_deleted_before_its_stamp_is_linked_and_its_removal_deletes_the_record(
+    engine: Engine,
+) -> None:
+    box = (await engine.register()).mailbox_id
+    (event_id,) = engine.graph_sim.seed(
+        box, events=[{"subject": "Quarterly review", "start": _when(2, 9), "end": _when(2, 10)}]
+    )["events"]
+    calendar = resource_path(ResourceKind.EVENTS, box)
+    racing = MailboxSyncJob(
+        store=engine.store,
+        crm=engine.crm,
+        reader=DeltaReader(engine.graph),
+        writer=DeletedBeforeStamp(engine),
+    )
+
+    first = await racing.run(box, calendar)  # Graph answers the stamp with 404: not a failure
+
+    assert first.outcome is RunOutcome.COMPLETED
+    record_id = await engine.crm_id(box, ItemKind.APPOINTMENT, event_id)
+    assert engine.dataverse.record("appointment", record_id) is not None
+
+    await engine.job().run(box, calendar)  # the next delta reports the removal
+
+    assert engine.dataverse.record("appointment", record_id) is None
+    assert await engine.store.links.count(box, ItemKind.APPOINTMENT) == 0
 
 
 async def test_a_rerun_after_a_crash_between_crm_and_link_write_creates_no_duplicate(engine: Engine) -> None:

@@ -131,6 +131,17 @@ def test_changed_in_outlook_crm_unchanged_updates_only_the_changed_column() -> N
     assert world.sync(mailbox) == []
 
 
+def test_a_linked_item_whose_delta_does_not_show_the_stamp_is_not_stamped_again() -> None:
+    # calendarView delta cannot $expand extended properties, so an event never shows its stamp;
+    # stamping it on every change would cost a Graph write and echo a notification each time.
+    world = World(ItemKind.CONTACT)
+    mailbox, item_id, _ = _synced_contact(world, given_name="Ann")
+    world.outlook_edit(mailbox, item_id, job_title="Lead analyst")
+    mailbox.items[item_id].crm_id = None
+
+    assert _kinds(world.sync(mailbox)) == ["UpdateCrm", "WriteLink"]
+
+
 def test_changed_in_crm_outlook_unchanged_updates_outlook() -> None:
     world = World(ItemKind.CONTACT)
     mailbox, item_id, crm = _synced_contact(world, given_name="Ann")
