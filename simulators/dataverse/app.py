@@ -8,7 +8,6 @@ the simulator's own (documented in README.md) and needs no token.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import time
 import uuid
@@ -22,9 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulators.dataverse import batch, errors
-from simulators.dataverse.engine import ApiRequest, ApiResponse, Engine
-from simulators.dataverse.limits import ANY_CLIENT, Fault, Governor, RequestLog, client_id
-from simulators.dataverse.schema import load_tables
+from simulators.dataverse.engine import PATH, ApiRequest, ApiResponse, Engine
+from simulators.dataverse.limits import ANY_CLIENT, CommittedWrite, Fault, Governor, RequestLog, client_id
+from simulators.dataverse.schema import load_tables, tables_by_entity_set
 from simulators.dataverse.security import (
     APP_ROLE,
     APP_USER_ID,
@@ -38,6 +37,7 @@ from simulators.dataverse.security import (
 from simulators.dataverse.store import Store
 
 API_PREFIX = "/api/data/v9.2"
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 LOGGED_HEADERS = ("callerobjectid", "mscrmcallerid", "prefer", "if-match", "if-none-match", "content-type")
 JSON_HEADERS = {"OData-Version": "4.0"}
 
@@ -160,6 +160,37 @@ class Simulator:
         return result
 
 
+class CommitWatch:
+    """Runs one HTTP request's operations and remembers which writes were committed, so a
+    hang_after_commit fault can hold the answer; a rolled-back change set's writes do not count."""
+
+    def __init__(self, sim: Simulator, client: str) -> None:
+        self.sim = sim
+        self.client = client
+        self.writes: list[CommittedWrite] = []
+
+    def run_one(self, request: ApiRequest) -> ApiResponse:
+        return self._note(request, self.sim.run_one(request, self.client))
+
+    def run_part(self, request: ApiRequest) -> ApiResponse:
+        return self._note(request, self.sim.run_part(request, self.client))
+
+    def transaction(self, work: Callable[[], Any]) -> Any:
+        kept = len(self.writes)
+        try:
+            return self.sim.transaction(work)
+        except BaseException:
+            del self.writes[kept:]
+            raise
+
+    def _note(self, request: ApiRequest, response: ApiResponse) -> ApiResponse:
+        match = PATH.match(request.path)
+        table = tables_by_entity_set().get(match.group("set")) if match else None
+        if request.method in WRITE_METHODS and response.status < 400 and table is not None:
+            self.writes.append(CommittedWrite(table.logical_name, request.path, request.body))
+        return response
+
+
 def _control_request() -> ApiRequest:
     return ApiRequest("POST", "", {}, {}, b"", API_PREFIX)
 
@@ -238,31 +269,35 @@ async def _serve(
             await asyncio.sleep(latency / 1000.0)
         body = await request.body()
         base_url = f"{request.url.scheme}://{request.url.netloc}{API_PREFIX}"
+        watch = CommitWatch(sim, client)
         if path == "$batch":
             if request.method != "POST":
                 raise errors.DataverseError(405, errors.BAD_PAYLOAD, "$batch takes POST.")
             items = batch.parse(body, headers.get("content-type", ""))
             entry["batch_operations"] = batch.operation_count(items)
-            boundary, text = batch.run(
-                items, headers, base_url, functools.partial(sim.run_part, client=client), sim.transaction
-            )
-            return Response(
+            boundary, text = batch.run(items, headers, base_url, watch.run_part, watch.transaction)
+            answer = Response(
                 text,
                 200,
                 headers={**JSON_HEADERS, **rate_headers},
                 media_type=f"multipart/mixed; boundary={boundary}",
             )
-        api_request = ApiRequest(
-            method=request.method,
-            path=path,
-            query=dict(parse_qsl(request.url.query, keep_blank_values=True)),
-            headers=headers,
-            body=body,
-            base_url=base_url,
-        )
-        response = sim.run_one(api_request, client)
-        response.headers.update(rate_headers)
-        return _to_http(response)
+        else:
+            api_request = ApiRequest(
+                method=request.method,
+                path=path,
+                query=dict(parse_qsl(request.url.query, keep_blank_values=True)),
+                headers=headers,
+                body=body,
+                base_url=base_url,
+            )
+            response = watch.run_one(api_request)
+            response.headers.update(rate_headers)
+            answer = _to_http(response)
+        hang = sim.governor.hang_after_commit(client, watch.writes)
+        if hang is not None:
+            await hang.hold()
+        return answer
     except errors.DataverseError as error:
         return _error_response(error)
     finally:
@@ -325,26 +360,41 @@ def _seed(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
     return 200, {"ids": sim.seed(str(spec["table"]), list(spec["records"]))}
 
 
-def _add_fault(sim: Simulator, _: Request, spec: Any) -> None:
+def _add_fault(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
     token = spec.get("token")
-    sim.governor.add_fault(
-        Fault(
-            kind=str(spec["kind"]),
-            client=client_id(str(token)) if token else ANY_CLIENT,
-            remaining=int(spec["count"]) if spec.get("count") is not None else None,
-            latency_ms=float(spec.get("latency_ms", 0)),
-            status=int(spec.get("status", 429 if spec["kind"] == "throttle" else 503)),
-            code=str(
-                spec.get(
-                    "code",
-                    errors.LIMIT_REQUESTS if spec["kind"] == "throttle" else errors.SERVICE_UNAVAILABLE,
-                )
-            ),
-            message=str(spec.get("message", "Simulated fault.")),
-            retry_after=int(spec.get("retry_after", 1)),
-            path_contains=spec.get("path_contains"),
-        )
+    table = spec.get("table")
+    if table is not None and table not in load_tables():
+        raise errors.bad_request(f"unknown table {table!r}")
+    fault = Fault(
+        kind=str(spec["kind"]),
+        client=client_id(str(token)) if token else ANY_CLIENT,
+        remaining=int(spec["count"]) if spec.get("count") is not None else None,
+        latency_ms=float(spec.get("latency_ms", 0)),
+        status=int(spec.get("status", 429 if spec["kind"] == "throttle" else 503)),
+        code=str(
+            spec.get(
+                "code",
+                errors.LIMIT_REQUESTS if spec["kind"] == "throttle" else errors.SERVICE_UNAVAILABLE,
+            )
+        ),
+        message=str(spec.get("message", "Simulated fault.")),
+        retry_after=int(spec.get("retry_after", 1)),
+        path_contains=spec.get("path_contains"),
+        table=table,
+        body_contains=spec.get("body_contains"),
+        seconds=float(spec.get("seconds", 30)),
     )
+    sim.governor.add_fault(fault)
+    return 201, {"id": fault.id}
+
+
+def _fault_state(sim: Simulator, request: Request, _: Any) -> tuple[int, Any]:
+    fault = sim.governor.added.get(request.path_params["id"])
+    if fault is None:
+        raise errors.DataverseError(
+            404, errors.OBJECT_DOES_NOT_EXIST, "No such fault (or the faults were cleared)."
+        )
+    return 200, fault.state()
 
 
 def _bind_token(sim: Simulator, _: Request, spec: Any) -> None:
@@ -355,7 +405,7 @@ def _bind_token(sim: Simulator, _: Request, spec: Any) -> None:
 
 
 def _clear_faults(sim: Simulator, _: Request, __: Any) -> None:
-    sim.governor.faults.clear()
+    sim.governor.clear_faults()
 
 
 def _set_limits(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
@@ -417,6 +467,7 @@ def create_app() -> Starlette:
             Route("/_sim/seed", _control(_seed), methods=["POST"]),
             Route("/_sim/faults", _control(_add_fault), methods=["POST"]),
             Route("/_sim/faults", _control(_clear_faults), methods=["DELETE"]),
+            Route("/_sim/faults/{id}", _control(_fault_state), methods=["GET"]),
             Route("/_sim/limits", _control(_set_limits), methods=["POST"]),
             Route("/_sim/limits", _control(_clear_limits), methods=["DELETE"]),
             Route("/_sim/requests", _control(_requests), methods=["GET"]),

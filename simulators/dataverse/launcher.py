@@ -147,9 +147,18 @@ class DataverseSimulator:
         result: dict[str, list[str]] = self._call("POST", "/seed", {"table": table, "records": records})
         return result["ids"]
 
-    def fault(self, kind: str, *, token: str | None = None, count: int | None = None, **options: Any) -> None:
-        """kind: latency (latency_ms), status (status, code, message), throttle (retry_after), outage."""
-        self._call("POST", "/faults", {"kind": kind, "token": token, "count": count, **options})
+    def fault(self, kind: str, *, token: str | None = None, count: int | None = None, **options: Any) -> str:
+        """kind: latency (latency_ms), status (status, code, message), throttle (retry_after), outage,
+        hang_after_commit (table, seconds, body_contains). Returns the fault's id."""
+        result: dict[str, str] = self._call(
+            "POST", "/faults", {"kind": kind, "token": token, "count": count, **options}
+        )
+        return result["id"]
+
+    def fault_state(self, fault_id: str) -> dict[str, Any]:
+        """{"id", "kind", "table", "remaining", "fired", "holding"} until the faults are cleared."""
+        result: dict[str, Any] = self._call("GET", f"/faults/{fault_id}")
+        return result
 
     def clear_faults(self) -> None:
         self._call("DELETE", "/faults")

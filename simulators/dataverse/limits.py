@@ -5,13 +5,19 @@ sliding 300-second window, 6000 requests (0x80072322) and 1,200,000 ms of combin
 (0x80072321); 52 concurrent requests (0x80072326); each answered with 429 Too Many Requests and a
 Retry-After header in seconds. A client is told apart by its bearer token (only a hash is kept),
 so tests sharing one simulator can set limits and faults for their own token.
+
+The ``hang_after_commit`` fault is the simulator's own: it lets a test kill a client at the one
+moment a crash-safe sync must survive, after Dataverse committed a write and before the client
+heard of it (DESIGN.md, data flow step 3: "a crash at any point re-runs the page").
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +26,10 @@ from simulators.dataverse import errors
 
 ANY_CLIENT = "*"
 LOG_CAPACITY = 20_000
+LATENCY = "latency"
+HANG_AFTER_COMMIT = "hang_after_commit"
+ANSWERING_KINDS = frozenset({"status", "throttle", "outage"})
+FAULT_KINDS = ANSWERING_KINDS | {LATENCY, HANG_AFTER_COMMIT}
 
 
 def client_id(token: str) -> str:
@@ -42,9 +52,19 @@ class ClientUsage:
     in_flight: int = 0
 
 
+@dataclass(frozen=True)
+class CommittedWrite:
+    """A write (POST/PATCH/PUT/DELETE) that took effect: its table, path and request body."""
+
+    table: str
+    path: str
+    body: bytes
+
+
 @dataclass
 class Fault:
-    """``kind``: latency (ms), status (status/code/message), throttle (429 + retry_after), outage."""
+    """``kind``: latency (ms), status (status/code/message), throttle (429 + retry_after), outage, or
+    hang_after_commit (hold the answer to a committed write of ``table`` for ``seconds``)."""
 
     kind: str
     client: str = ANY_CLIENT
@@ -55,6 +75,13 @@ class Fault:
     message: str = "The service is unavailable (simulated fault)."
     retry_after: int = 1
     path_contains: str | None = None
+    table: str | None = None
+    body_contains: str | None = None
+    seconds: float = 30.0
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    fired: int = 0
+    holding: int = 0
+    released: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def error(self) -> errors.DataverseError:
         """What an answering fault (status, throttle, outage) answers instead of the operation."""
@@ -69,6 +96,35 @@ class Fault:
             and (self.path_contains is None or self.path_contains in path)
         )
 
+    def catches(self, client: str, write: CommittedWrite) -> bool:
+        """A hang_after_commit fault catches a committed write of its table (and body text)."""
+        return (
+            self.kind == HANG_AFTER_COMMIT
+            and self.applies(client, write.path)
+            and self.table in {None, write.table}
+            and (self.body_contains is None or self.body_contains.encode() in write.body)
+        )
+
+    async def hold(self) -> None:
+        """Keep the answer back for ``seconds``, or until the faults are cleared."""
+        self.holding += 1
+        try:
+            await asyncio.wait_for(self.released.wait(), self.seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self.holding -= 1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "table": self.table,
+            "remaining": self.remaining,
+            "fired": self.fired,
+            "holding": self.holding,
+        }
+
 
 class Governor:
     """Decides, per request, whether a fault or a service protection limit answers instead."""
@@ -77,11 +133,12 @@ class Governor:
         self.settings: dict[str, LimitSettings] = {}
         self.usage: dict[str, ClientUsage] = {}
         self.faults: list[Fault] = []
+        self.added: dict[str, Fault] = {}  # every fault since the last clear, used up or not
 
     def reset(self) -> None:
         self.settings.clear()
         self.usage.clear()
-        self.faults.clear()
+        self.clear_faults()
 
     def configure(self, client: str, spec: dict[str, Any]) -> LimitSettings:
         base = self.settings.get(client) or LimitSettings()
@@ -95,32 +152,56 @@ class Governor:
         return settings
 
     def add_fault(self, fault: Fault) -> None:
-        if fault.kind not in {"latency", "status", "throttle", "outage"}:
+        if fault.kind not in FAULT_KINDS:
             raise errors.bad_request(f"unknown fault kind {fault.kind!r}")
         self.faults.append(fault)
+        self.added[fault.id] = fault
+
+    def clear_faults(self) -> None:
+        """Forget every fault and let every held answer go."""
+        for fault in self.added.values():
+            fault.released.set()
+        self.faults.clear()
+        self.added.clear()
+
+    def _use(self, fault: Fault) -> Fault:
+        """Count one use of ``fault``; a used-up fault leaves the active list (its state stays readable)."""
+        fault.fired += 1
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self.faults.remove(fault)
+        return fault
 
     def matching_faults(self, client: str, path: str) -> list[Fault]:
         """The latency faults for this request plus the first answering fault (in the order added);
         each one returned uses up one of its ``count``."""
         hits: list[Fault] = []
         answered = False
-        for fault in self.faults:
-            if not fault.applies(client, path) or (answered and fault.kind != "latency"):
+        for fault in list(self.faults):
+            answering = fault.kind in ANSWERING_KINDS
+            if fault.kind == HANG_AFTER_COMMIT or not fault.applies(client, path) or (answered and answering):
                 continue
-            answered = answered or fault.kind != "latency"
-            hits.append(fault)
-            if fault.remaining is not None:
-                fault.remaining -= 1
-        self.faults = [f for f in self.faults if f.remaining is None or f.remaining > 0]
+            answered = answered or answering
+            hits.append(self._use(fault))
         return hits
 
     def part_fault(self, client: str, path: str) -> Fault | None:
         """The first answering fault with a ``path_contains`` that names this $batch part, used once."""
         for fault in self.faults:
-            if fault.kind != "latency" and fault.path_contains is not None and fault.applies(client, path):
-                if fault.remaining is not None:
-                    fault.remaining -= 1
-                return fault
+            if (
+                fault.kind in ANSWERING_KINDS
+                and fault.path_contains is not None
+                and fault.applies(client, path)
+            ):
+                return self._use(fault)
+        return None
+
+    def hang_after_commit(self, client: str, writes: list[CommittedWrite]) -> Fault | None:
+        """The first hang_after_commit fault that catches any of a request's committed writes, used once."""
+        for fault in self.faults:
+            if any(fault.catches(client, write) for write in writes):
+                return self._use(fault)
         return None
 
     def admit(self, client: str) -> dict[str, str]:
