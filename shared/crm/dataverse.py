@@ -204,6 +204,14 @@ def _json_body(content: bytes) -> Any:
         return None
 
 
+def _record_body(status: int, content: bytes) -> dict[str, Any]:
+    """A read record's JSON object (a top-level response or a ``$batch`` part)."""
+    body = _json_body(content)
+    if not isinstance(body, dict):
+        raise CrmError("Dataverse returned a record that is not a JSON object", status=status)
+    return body
+
+
 class DataverseClient:
     """Async Dataverse Web API client; every call for a user carries ``CallerObjectId``.
 
@@ -403,6 +411,14 @@ class DataverseClient:
         headers = {"If-Match": op.if_match} if op.if_match else {}
         return _Request("DELETE", _record_path(op.table, op.id), headers=headers)
 
+    @staticmethod
+    def _read_request(table: str, record_id: uuid.UUID, select: Sequence[str] | None) -> _Request:
+        """A GET of one record with its lookups' target tables annotated; the same alone or in a batch."""
+        query = f"?$select={','.join(select)}" if select else ""
+        return _Request(
+            "GET", _record_path(table, record_id) + query, headers={"Prefer": _LOOKUP_ANNOTATIONS}
+        )
+
     async def upsert(self, op: Upsert, *, caller: str | None) -> UpsertResult:
         """Create or update one record (PATCH); conditional per ``op.if_match`` / ``op.if_none_match``."""
         response = await self._send(self._upsert_request(op), caller=caller)
@@ -452,21 +468,38 @@ class DataverseClient:
         Lookups come back as ``_<column>_value`` with their target table annotated: read them with
         :func:`lookup_ref`.
         """
-        params = {"$select": ",".join(select)} if select else None
         try:
-            response = await self._send(
-                _Request("GET", _record_path(table, id), headers={"Prefer": _LOOKUP_ANNOTATIONS}),
-                caller=caller,
-                params=params,
-            )
+            response = await self._send(self._read_request(table, id, select), caller=caller)
         except RecordNotFound:
             return None
-        body = _json_body(response.content)
-        if not isinstance(body, dict):
-            raise CrmError(
-                "Dataverse returned a record that is not a JSON object", status=response.status_code
-            )
-        return body
+        return _record_body(response.status_code, response.content)
+
+    async def get_many(
+        self, table: str, ids: Sequence[uuid.UUID], *, select: Sequence[str] | None = None, caller: str | None
+    ) -> dict[uuid.UUID, dict[str, Any] | None]:
+        """Each record as :meth:`get` reads it (``None`` where it does not exist), keyed by id.
+
+        One ``$batch`` of independent GETs per 1000 ids (powerapps-docs "Execute batch operations using
+        the Web API", learn.microsoft.com/power-apps/developer/data-platform/webapi
+        /execute-batch-operations-using-web-api: up to 1000 requests per batch), so a delta page costs
+        one request against the service protection limits, impersonated and retried as a whole like any
+        call. A missing record (404, 0x80040217) is ``None``; any other failed read raises its typed
+        error (a user without read privilege: :class:`~shared.crm.errors.PrivilegeDenied`).
+        """
+        unique = list(dict.fromkeys(ids))
+        records: dict[uuid.UUID, dict[str, Any] | None] = {}
+        for chunk in chunked(unique):
+            requests = [self._read_request(table, record_id, select) for record_id in chunk]
+            parts = await self._post_batch(requests, atomic=False, caller=caller)
+            for record_id, part in zip(chunk, parts, strict=True):
+                if part.status < 400:
+                    records[record_id] = _record_body(part.status, part.body)
+                    continue
+                error = caller_not_found(error_from_response(part.status, part.body, part.headers), caller)
+                if not isinstance(error, RecordNotFound):
+                    raise error
+                records[record_id] = None
+        return records
 
     async def delete(
         self, table: str, id: uuid.UUID, *, if_match: str | None = None, caller: str | None
@@ -505,14 +538,12 @@ class DataverseClient:
             return []
         parts = await self._post_batch(requests, atomic=False, caller=caller)
         found: list[RecordRef] = []
-        for (table, primary_id), part in zip(searched, parts, strict=False):
+        for (table, primary_id), part in zip(searched, parts, strict=True):
             if part.status >= 400:
                 raise caller_not_found(error_from_response(part.status, part.body, part.headers), caller)
             found += [
                 RecordRef(table, uuid.UUID(row[primary_id])) for row in (part.json() or {}).get("value", [])
             ]
-        if len(parts) != len(searched):
-            raise CrmError(f"Dataverse answered {len(parts)} of {len(searched)} lookups", status=200)
         return found
 
     # --- batches ----------------------------------------------------------------
@@ -543,13 +574,17 @@ class DataverseClient:
     async def _post_batch(
         self, requests: Sequence[_Request], *, atomic: bool, caller: str | None
     ) -> list[BatchResponse]:
-        """POST one ``$batch``; independent requests run on after a failure (continue-on-error)."""
+        """POST one ``$batch``; independent requests run on after a failure (continue-on-error), so each
+        of them is answered (a failed change set is answered by its one failing response)."""
         content = encode_batch([self._batch_part(request) for request in requests], atomic=atomic)
         headers = {} if atomic else {"Prefer": "odata.continue-on-error"}
         response = await self._send(
             _Request("POST", "$batch", headers=headers), caller=caller, content=content
         )
-        return decode_batch(response.headers.get("content-type", ""), response.content)
+        parts = decode_batch(response.headers.get("content-type", ""), response.content)
+        if not atomic and len(parts) != len(requests):
+            raise CrmError(f"Dataverse answered {len(parts)} of {len(requests)} batch requests", status=200)
+        return parts
 
     async def _run_batch(
         self, ops: Sequence[Operation], *, atomic: bool, caller: str | None

@@ -172,6 +172,13 @@ class CrmPort(Protocol):
         self, table: str, id: uuid.UUID, *, select: Sequence[str] | None = None, caller: str | None
     ) -> dict[str, Any] | None: ...
 
+    async def get_many(
+        self, table: str, ids: Sequence[uuid.UUID], *, select: Sequence[str] | None = None, caller: str | None
+    ) -> dict[uuid.UUID, dict[str, Any] | None]:
+        """Each id -> what :meth:`get` returns for it (``None``: no such record), in as few requests as
+        the CRM allows; a read failure other than "does not exist" raises its typed error."""
+        ...
+
     async def delete(
         self, table: str, id: uuid.UUID, *, if_match: str | None = None, caller: str | None
     ) -> bool: ...
