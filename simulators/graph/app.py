@@ -14,9 +14,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from simulators.graph.api import GraphApi, collection, create_item
+from simulators.graph.batch import JsonBatch
 from simulators.graph.core import GraphError, Json, bad_request, error_body
 from simulators.graph.delta import DeltaTokens
-from simulators.graph.http import Ctx, Router, error_response, json_response, parse_prefer, split_path
+from simulators.graph.http import Call, Ctx, Router, error_response, json_response, parse_prefer, split_path
 from simulators.graph.limits import Config, Faults, RequestLog, Throttle
 from simulators.graph.notify import Notifier, Subscription
 from simulators.graph.store import Kind, Mailbox, Store
@@ -44,6 +45,7 @@ class Simulator:
                         patch=self.update_subscription, delete=self.delete_subscription)  # fmt: skip
         self.router.add("subscriptions/{subscription}/reauthorize", post=self.reauthorize_subscription)
         self.api.register(self.router)
+        self.router.add("$batch", post=JsonBatch(self).handle)
 
     def reset(self) -> None:
         self.notifier.reset()
@@ -60,62 +62,85 @@ class Simulator:
     # -- the Graph pipeline: auth, routing, log, throttling, faults -------------------------------
 
     async def graph(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
         raw_path = bytes(request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
-        segments = split_path(raw_path.split("?", 1)[0][len(API_PREFIX) :])
-        query = dict(parse_qsl(request.url.query, keep_blank_values=True))
+        call = Call(
+            method=request.method,
+            path=raw_path.split("?", 1)[0][len(API_PREFIX) :],
+            query=request.url.query,
+            headers=request.headers,
+            body=await request.body(),
+        )
+        return await self.serve(request, call)
+
+    async def serve(self, request: Request, call: Call, *, batch: str | None = None) -> Response:
+        """One Graph call through auth, routing, throttling, faults and the log; ``$batch`` sends each of
+        its requests through here too, so a batched request behaves exactly like a single one."""
+        request_id = str(uuid.uuid4())
+        segments = split_path(call.path)
+        query = dict(parse_qsl(call.query, keep_blank_values=True))
         entry: Json = {
-            "method": request.method,
+            "id": request_id,
+            "method": call.method,
             "path": "/" + "/".join(segments),
             "query": query,
             "select": [s for s in query["$select"].split(",") if s] if query.get("$select") else None,
-            "prefer": request.headers.get("prefer"),
+            "prefer": call.headers.get("prefer"),
             "user": None,
+            "batch": batch,
         }
         try:
-            response = await self._dispatch(request, request_id, segments, query, entry)
+            response = await self._dispatch(
+                request, call, entry, request_id=request_id, segments=segments, query=query
+            )
         except GraphError as error:
             response = error_response(error, error_body(error.code, error.message, request_id))
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             # A body of the wrong shape (e.g. a string where Graph wants an object) is the client's
             # error in Graph: 400. The traceback goes to stderr in case it is the simulator's.
-            LOG.warning("answering 400 to %s %s", request.method, entry["path"], exc_info=True)
+            LOG.warning("answering 400 to %s %s", call.method, entry["path"], exc_info=True)
             body = error_body("BadRequest", f"Invalid request: {type(error).__name__}", request_id)
             response = error_response(GraphError(400, "BadRequest", "invalid"), body)
         entry["status"] = response.status_code
         self.log.add(entry)
         response.headers["request-id"] = request_id
-        response.headers["client-request-id"] = request.headers.get("client-request-id", request_id)
+        response.headers["client-request-id"] = call.headers.get("client-request-id", request_id)
         return response
 
     async def _dispatch(
-        self, request: Request, request_id: str, segments: list[str], query: dict[str, str], entry: Json
+        self,
+        request: Request,
+        call: Call,
+        entry: Json,
+        *,
+        request_id: str,
+        segments: list[str],
+        query: dict[str, str],
     ) -> Response:
         """learn.microsoft.com/graph/auth/auth-concepts: every call carries a bearer token, else 401."""
-        auth = request.headers.get("authorization", "")
+        auth = call.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
-        handler, params = self.router.resolve(request.method, segments)
+        handler, params = self.router.resolve(call.method, segments)
         ctx = Ctx(
             request=request,
-            method=request.method,
+            method=call.method,
             segments=segments,
             params=params,
             query=query,
-            prefer=parse_prefer(request.headers.getlist("prefer")),
+            prefer=parse_prefer(call.headers.getlist("prefer")),
             base_url=f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}{API_PREFIX}",
             request_id=request_id,
-            raw_body=await request.body(),
+            raw_body=call.body,
         )
         if "user" not in params:
-            await self.faults.apply(None, request.method, entry["path"])
+            await self.faults.apply(None, call.method, entry["path"])
             return await handler(ctx)
         ctx.box = self.store.user(params["user"])
         entry["user"] = ctx.box.id
         self.throttle.enter(ctx.box.id)
         try:
-            await self.faults.apply(ctx.box.id, request.method, entry["path"])
+            await self.faults.apply(ctx.box.id, call.method, entry["path"])
             return await handler(ctx)
         finally:
             self.throttle.leave(ctx.box.id)

@@ -61,6 +61,12 @@ def sync_state_not_found() -> GraphError:
     return GraphError(410, "syncStateNotFound", "The sync state generation is invalid or has expired.")
 
 
+# Delta pages hold at most 200 items whatever odata.maxpagesize asks for ("contact: delta API what
+# limit can we use for odata.maxpagesize", learn.microsoft.com/en-us/answers/a/2052165: "200 for
+# objects, such as users and contacts ... Even if a higher value is specified, the API will cap the
+# page size"); the simulator applies the same cap to message, calendarView and To Do task delta.
+MAX_DELTA_PAGE = 200
+
 MAX_TOKENS = 100_000  # oldest tokens are forgotten beyond this (Graph's tokens expire too)
 
 
@@ -122,7 +128,7 @@ class DeltaTokens:
         for key, (_, seen_id) in (previous or {}).items():
             if key not in snapshot:
                 changes.append(functools.partial(_removed, odata_type, seen_id))
-        size = ctx.page_size(default_page)
+        size = ctx.page_size(default_page, cap=MAX_DELTA_PAGE)
         pages = [changes[i : i + size] for i in range(0, len(changes), size)] or [[]]
         next_token = url_token()
         _remember(self.states, next_token, DeltaState(user, scope, options, snapshot))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlencode
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -67,6 +68,20 @@ def parse_prefer(values: list[str]) -> dict[str, str]:
             if name:
                 prefs[name.strip().lower()] = value.strip().strip('"')
     return prefs
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Graph call as the pipeline needs it: an HTTP request, or one request of a ``$batch``.
+
+    ``path`` is relative to ``/v1.0`` and still percent-encoded; ``query`` is the raw query string.
+    """
+
+    method: str
+    path: str
+    query: str
+    headers: Headers
+    body: bytes
 
 
 @dataclass
@@ -132,8 +147,9 @@ class Ctx:
     def expand_extended(self) -> frozenset[str] | None:
         return parse_expand(self.query.get("$expand"))
 
-    def page_size(self, default: int) -> int:
-        """Prefer: odata.maxpagesize (learn.microsoft.com/graph/paging) or $top."""
+    def page_size(self, default: int, *, cap: int | None = None) -> int:
+        """Prefer: odata.maxpagesize (learn.microsoft.com/graph/paging) or $top; a larger size than
+        ``cap`` is served as ``cap``, and ``Preference-Applied`` says which size was used."""
         raw = self.prefer.get("odata.maxpagesize") or self.query.get("$top")
         if raw is None:
             return default
@@ -141,10 +157,12 @@ class Ctx:
             size = int(raw)
         except ValueError as exc:
             raise bad_request(f"Invalid page size '{raw}'.", "BadRequest") from exc
-        if "odata.maxpagesize" in self.prefer:
-            self.applied.append(f"odata.maxpagesize={size}")
         if size < 1:
             raise bad_request("The page size must be positive.", "BadRequest")
+        if cap is not None:
+            size = min(size, cap)
+        if "odata.maxpagesize" in self.prefer:
+            self.applied.append(f"odata.maxpagesize={size}")
         return size
 
     def link(self, segments: list[str], query: dict[str, str]) -> str:
