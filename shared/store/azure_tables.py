@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -39,7 +40,7 @@ from shared.store.errors import (
     SubscriptionNotFound,
 )
 from shared.store.keys import encode_key, key_range, row_key
-from shared.store.ports import Store
+from shared.store.ports import Store, check_link_batch, create_each, transaction_chunks
 from shared.store.records import (
     AuditRecord,
     DirtyMark,
@@ -115,10 +116,18 @@ def _range_filter(extra: str = "") -> str:
     return "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high" + extra
 
 
+# The most rows Table Storage returns per query page (learn.microsoft.com/rest/api/storageservices
+# /query-timeout-and-pagination), so loading 10,000 links takes ten round trips.
+_PAGE_SIZE = 1000
+
+
 async def _query(
     table: TableClient, query_filter: str, parameters: dict[str, Any], select: list[str] | None = None
 ) -> AsyncIterator[TableEntity]:
-    async for entity in table.query_entities(query_filter, parameters=parameters, select=select):
+    entities = table.query_entities(
+        query_filter, parameters=parameters, select=select, results_per_page=_PAGE_SIZE
+    )
+    async for entity in entities:
         yield entity
 
 
@@ -386,20 +395,70 @@ class AzureLinkStore:
             raise
         return _as_stored(stamped, outlook_row, results[0]["etag"])
 
+    async def create_many(self, links: Sequence[Link]) -> list[Link]:
+        """Both rows of up to 50 links per insert-only transaction (at most 100 entities and 4 MiB:
+        learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions), so an
+        initial sync writes a delta page's links in a few round trips. A transaction that hits an
+        existing row writes nothing; its links are then created one by one with :meth:`create`."""
+        check_link_batch(links, read_earlier=False)
+        created: list[Link] = []
+        refused: LinkAlreadyExists | None = None
+        for chunk in self._transactions(links):
+            inserted = await self._insert(chunk)
+            if inserted is None:
+                inserted, refused_here = await create_each(self.create, [link for link, _ in chunk])
+                refused = refused or refused_here
+            created += inserted
+        if refused is not None:
+            raise refused
+        return created
+
+    def _transactions(self, links: Sequence[Link]) -> Iterator[list[_LinkRows]]:
+        """The links stamped now with their rows, grouped into transactions of <= 100 entities, < 4 MiB."""
+        now = self._clock()
+        prepared = [(stamped, _link_rows(stamped)) for stamped in (_stamp(link, now) for link in links)]
+        return transaction_chunks(prepared, weight=_rows_weight, max_weight=_TRANSACTION_PAYLOAD_BYTES)
+
+    async def _insert(self, chunk: Sequence[_LinkRows]) -> list[Link] | None:
+        """One transaction inserting both rows of each link; ``None`` (nothing written) if a row exists
+        or the chunk names one row twice, which a transaction refuses as a whole."""
+        rows = [row for _, pair in chunk for row in pair]
+        if len({row["RowKey"] for row in rows}) < len(rows):
+            return None
+        try:
+            results = await self._table.submit_transaction([("create", row) for row in rows])
+        except TableTransactionError as exc:
+            if exc.status_code == 409:
+                return None
+            raise
+        return _stored_links(chunk, results)
+
     async def update(self, link: Link) -> Link:
         """One transaction: replace the Outlook row if unchanged, re-assert the CRM row (must exist)."""
-        etag = _require_etag(link)
-        stamped = _stamp(link, self._clock())
-        outlook_row, crm_row = _link_rows(stamped)
-        operations: list[tuple[str, Entity, dict[str, Any]]] = [
-            ("update", outlook_row, {"mode": UpdateMode.REPLACE, **_if_match(etag)}),
-            ("update", crm_row, {"mode": UpdateMode.REPLACE}),
-        ]
+        [chunk] = self._transactions([link])
+        [updated] = await self._replace(chunk)
+        return updated
+
+    async def update_many(self, links: Sequence[Link]) -> None:
+        """:meth:`update` for up to 50 links per transaction (100 entities, 4 MiB at most)."""
+        check_link_batch(links, read_earlier=True)
+        for chunk in self._transactions(links):
+            await self._replace(chunk)
+
+    async def _replace(self, chunk: Sequence[_LinkRows]) -> list[Link]:
+        """One transaction replacing each link's Outlook row If-Match its etag and re-asserting its CRM
+        row (which must exist); LinkConflict if any changed or is gone (then nothing was written)."""
+        operations: list[tuple[str, Entity, dict[str, Any]]] = []
+        for link, (outlook_row, crm_row) in chunk:
+            operations += [
+                ("update", outlook_row, {"mode": UpdateMode.REPLACE, **_if_match(_require_etag(link))}),
+                ("update", crm_row, {"mode": UpdateMode.REPLACE}),
+            ]
         try:
             results = await self._table.submit_transaction(operations)
         except TableTransactionError as exc:
             _link_conflict(exc)
-        return _as_stored(stamped, outlook_row, results[0]["etag"])
+        return _stored_links(chunk, results)
 
     async def delete(self, link: Link) -> None:
         etag = _require_etag(link)
@@ -460,6 +519,27 @@ class AzureLinkStore:
         return sum([1 async for _ in _query(self._table, query_filter, parameters, select=["RowKey"])])
 
 
+# Of an entity-group transaction's 4 MiB, leave room for the multipart framing of 100 operations.
+_TRANSACTION_PAYLOAD_BYTES = 3 * 1024 * 1024
+_OPERATION_FRAMING_BYTES = 1024
+
+
+_LinkRows = tuple[Link, tuple[Entity, Entity]]
+
+
+def _rows_weight(prepared: _LinkRows) -> int:
+    """Generous estimate of a link's two rows in a transaction body (JSON, framing, type annotations)."""
+    return sum(len(json.dumps(row, default=str)) + _OPERATION_FRAMING_BYTES for row in prepared[1])
+
+
+def _stored_links(chunk: Sequence[_LinkRows], results: Sequence[Mapping[str, Any]]) -> list[Link]:
+    """The links of a committed transaction (two operations per link, the Outlook row's first)."""
+    return [
+        _as_stored(link, outlook_row, results[2 * index]["etag"])
+        for index, (link, (outlook_row, _)) in enumerate(chunk)
+    ]
+
+
 def _require_etag(link: Link) -> str:
     if link.etag is None:
         raise ValueError("this operation needs a link read from the store (it carries the etag)")
@@ -489,9 +569,14 @@ class AzureSyncStateStore:
     notification creates the row is the one that made the resource dirty (and enqueues).
     """
 
+    # Bound on the "seen dirty" hint; past it the hint starts over (it only orders two writes).
+    _HINT_LIMIT = 10_000
+
     def __init__(self, table: TableClient, clock: Clock) -> None:
         self._table = table
         self._clock = clock
+        # (mailbox, resource) pairs this process last left dirty: which write mark_dirty tries first.
+        self._seen_dirty: set[tuple[str, str]] = set()
 
     async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
         """One round trip: the state and dirty rows in one partition query."""
@@ -520,13 +605,21 @@ class AzureSyncStateStore:
         )
 
     async def mark_dirty(self, mailbox_id: str, resource: str) -> bool:
-        """One round trip when it was clean (an insert), two when already dirty.
+        """One round trip in a burst's common cases: an insert when clean, a touch when already dirty.
 
-        When already dirty the row is touched (MERGE) so its ETag changes: a ``clear_dirty``
-        with an ETag read before this notification then fails and the flag stays set.
+        Two writes decide it, and either order is correct, so a per-process hint only picks the one
+        likely to succeed at once: a pair this process left dirty is touched first (MERGE,
+        ``If-Match: *``; 404 = a run cleared it, so insert), any other pair is inserted first (409 =
+        already dirty, so touch). Only the insert that creates the row returns True (enqueue then):
+        at most one job per dirty resource. The touch changes the row's ETag, so a ``clear_dirty``
+        holding an ETag read before this notification fails and the flag stays set. Either write
+        is durable before this returns; storage errors propagate (the webhook answers 5xx).
         """
-        now = self._clock()
+        pair = (mailbox_id, resource)
         keys = {"PartitionKey": encode_key(mailbox_id), "RowKey": row_key(_DIRTY, encode_key(resource))}
+        now = self._clock()
+        if pair in self._seen_dirty and await self._touch_dirty(keys, now):
+            return False
         try:
             await self._table.create_entity(
                 {
@@ -537,10 +630,21 @@ class AzureSyncStateStore:
                     "notified_at": now,
                 }
             )
+            made_dirty = True
         except ResourceExistsError:
-            # A 404 means a run cleared the flag just now; its delta query starts after this change.
-            with contextlib.suppress(ResourceNotFoundError):
-                await self._table.update_entity({**keys, "notified_at": now}, mode=UpdateMode.MERGE)
+            # False from the touch: a run cleared the flag just now; its delta starts after this change.
+            await self._touch_dirty(keys, now)
+            made_dirty = False
+        if len(self._seen_dirty) >= self._HINT_LIMIT:
+            self._seen_dirty.clear()
+        self._seen_dirty.add(pair)
+        return made_dirty
+
+    async def _touch_dirty(self, keys: Entity, now: dt.datetime) -> bool:
+        """MERGE the dirty row if it exists (a new ETag); False if there is none (404)."""
+        try:
+            await self._table.update_entity({**keys, "notified_at": now}, mode=UpdateMode.MERGE)
+        except ResourceNotFoundError:
             return False
         return True
 
@@ -555,6 +659,7 @@ class AzureSyncStateStore:
             )
         except ResourceModifiedError:
             return False
+        self._seen_dirty.discard((state.mailbox_id, state.resource))
         return True
 
     async def list_dirty(self) -> AsyncIterator[DirtyMark]:

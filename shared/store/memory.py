@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from shared.store.errors import (
@@ -26,7 +26,7 @@ from shared.store.errors import (
     SubscriptionNotFound,
 )
 from shared.store.keys import encode_key
-from shared.store.ports import Store
+from shared.store.ports import Store, check_link_batch, create_each, transaction_chunks
 from shared.store.records import (
     AuditRecord,
     DirtyMark,
@@ -199,6 +199,23 @@ class MemoryLinkStore:
         stored = self._stored(link)
         self._by_outlook[_outlook_key(stored)] = stored
         return stored
+
+    async def create_many(self, links: Sequence[Link]) -> list[Link]:
+        """One by one: the end state a transaction, or its link-by-link redo after a conflict, leaves."""
+        check_link_batch(links, read_earlier=False)
+        created, refused = await create_each(self.create, links)
+        if refused is not None:
+            raise refused
+        return created
+
+    async def update_many(self, links: Sequence[Link]) -> None:
+        """Per transaction-sized chunk, every link is checked before any is written (all or nothing)."""
+        check_link_batch(links, read_earlier=True)
+        for chunk in transaction_chunks(links):
+            for link in chunk:
+                self._current(link)
+            for link in chunk:
+                await self.update(link)
 
     async def delete(self, link: Link) -> None:
         if link.etag is None:

@@ -13,10 +13,11 @@ iterators. Conditional writes raise the typed errors of :mod:`shared.store.error
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from shared.store.errors import LinkAlreadyExists
 from shared.store.records import (
     AuditRecord,
     DirtyMark,
@@ -102,9 +103,75 @@ class LinkStore(Protocol):
         LinkAlreadyExists if the new id is linked, LinkConflict if ``link`` is stale."""
         ...
 
+    async def create_many(self, links: Sequence[Link]) -> list[Link]:
+        """Create links of ONE mailbox as :meth:`create` would, up to :data:`LINKS_PER_TRANSACTION` per
+        storage transaction; returns the created links. A transaction refused because a row exists is
+        redone link by link; then the first LinkAlreadyExists is raised after every other link was
+        created (the caller takes its careful path for the batch)."""
+        ...
+
+    async def update_many(self, links: Sequence[Link]) -> None:
+        """Rewrite links of ONE mailbox read earlier, as :meth:`update` would, up to
+        :data:`LINKS_PER_TRANSACTION` per storage transaction. LinkConflict if one changed or is gone:
+        its transaction wrote nothing and later ones are not tried; earlier ones stay written."""
+        ...
+
     def list_links(self, mailbox_id: str, kind: ItemKind | None = None) -> AsyncIterator[Link]: ...
 
     async def count(self, mailbox_id: str, kind: ItemKind | None = None) -> int: ...
+
+
+T = TypeVar("T")
+
+LINKS_PER_TRANSACTION = 50
+"""Two rows per link, and an entity-group transaction holds at most 100 entities
+(learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions)."""
+
+
+def check_link_batch(links: Sequence[Link], *, read_earlier: bool) -> None:
+    """Refuse, before anything is written, a batch no set of link transactions can hold: links of
+    several mailboxes (partitions) or, when rewriting links ``read_earlier``, one without its etag
+    or one listed twice (an entity may appear once per transaction)."""
+    if len({link.mailbox_id for link in links}) > 1:
+        raise ValueError("a link batch holds the links of one mailbox")
+    if not read_earlier:
+        return
+    if any(link.etag is None for link in links):
+        raise ValueError("this operation needs links read from the store (they carry the etag)")
+    if len({(link.kind, link.outlook_id) for link in links}) < len(links):
+        raise ValueError("a link batch lists one Outlook item twice")
+
+
+def transaction_chunks(
+    items: Sequence[T], *, weight: Callable[[T], int] | None = None, max_weight: int = 0
+) -> Iterator[list[T]]:
+    """Consecutive groups of at most :data:`LINKS_PER_TRANSACTION` items, one transaction each; with a
+    ``weight`` (payload bytes), also at most ``max_weight`` per group (a heavier item goes alone)."""
+    chunk: list[T] = []
+    total = 0
+    for item in items:
+        item_weight = weight(item) if weight else 0
+        if chunk and (len(chunk) == LINKS_PER_TRANSACTION or total + item_weight > max_weight > 0):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += item_weight
+    if chunk:
+        yield chunk
+
+
+async def create_each(
+    create: Callable[[Link], Awaitable[Link]], links: Sequence[Link]
+) -> tuple[list[Link], LinkAlreadyExists | None]:
+    """Create ``links`` one at a time, going on past conflicts: the created ones and the first refusal."""
+    created: list[Link] = []
+    refused: LinkAlreadyExists | None = None
+    for link in links:
+        try:
+            created.append(await create(link))
+        except LinkAlreadyExists as exc:
+            refused = refused or exc
+    return created, refused
 
 
 class SyncStateStore(Protocol):
