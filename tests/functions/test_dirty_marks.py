@@ -1,0 +1,131 @@
+"""The webhook's dirty marks on real Azurite, across function instances.
+
+DESIGN.md data flow step 1: the mark is durable before 202, a storage outage answers 5xx, and a
+dirty resource gets at most one job. The store remembers which pairs this process left dirty to
+pick its first write (one round trip in a burst); these tests show that a stale memory (a worker
+on another instance cleared the flag) costs a round trip, never a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.runtime import Runtime
+from shared.store.azure_tables import open_store
+from shared.store.ports import Store
+from shared.sync.intake import SubscriptionCache, accept_change_notifications
+from simulators.azurite import Azurite
+from tests.fixtures.app import sandbox_settings, use_settings
+from tests.functions.test_webhooks import handler, payload, post, queued_jobs, subscribe
+
+MAILBOX, RESOURCE = "mbx-dirty", "users/mbx-dirty/contacts"
+HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"
+
+
+@pytest.fixture
+async def other_instance(app_runtime: Runtime) -> AsyncIterator[Store]:
+    """The same tables opened by a second client, as another function instance opens them."""
+    settings = app_runtime.settings
+    assert settings.storage_connection_string
+    store = await open_store(
+        connection_string=settings.storage_connection_string, prefix=settings.table_prefix
+    )
+    yield store
+    await store.close()
+
+
+async def clear_as_worker(store: Store) -> None:
+    """What the worker does before its delta query: read the state, clear the flag."""
+    assert await store.sync_state.clear_dirty(await store.sync_state.get_state(MAILBOX, RESOURCE))
+
+
+def response_statuses(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The status of every storage response the SDK logged (one per round trip)."""
+    return sorted(
+        record.getMessage().split()[2]
+        for record in caplog.records
+        if record.name == HTTP_LOG and record.getMessage().startswith("Response status:")
+    )
+
+
+async def test_a_notification_for_a_dirty_resource_costs_one_round_trip(
+    app_runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    subscription_id, secret = await subscribe(app_runtime, MAILBOX, RESOURCE)
+    await app_runtime.jobs()  # a running app has created its queue
+    notify = handler("notifications")
+    with caplog.at_level(logging.INFO, logger=HTTP_LOG):
+        assert (await notify(post(payload(subscription_id, secret)))).status_code == 202
+        # subscription read (then cached), dirty row inserted, job sent
+        assert response_statuses(caplog) == ["200", "201", "201"]
+        caplog.clear()
+        assert (await notify(post(payload(subscription_id, secret)))).status_code == 202
+        assert response_statuses(caplog) == ["204"]  # the dirty row touched, nothing else
+    assert len(await queued_jobs(app_runtime)) == 1
+
+
+@pytest.mark.parametrize("worker_on", ["this instance", "another instance"])
+async def test_after_a_worker_cleared_the_flag_the_next_notification_enqueues_once(
+    app_runtime: Runtime, other_instance: Store, worker_on: str
+) -> None:
+    subscription_id, secret = await subscribe(app_runtime, MAILBOX, RESOURCE)
+    notify = handler("notifications")
+    assert (await notify(post(payload(subscription_id, secret)))).status_code == 202
+    await clear_as_worker(await app_runtime.store() if worker_on == "this instance" else other_instance)
+
+    answers = [(await notify(post(payload(subscription_id, secret)))).status_code for _ in range(3)]
+
+    assert answers == [202, 202, 202]
+    assert len(await queued_jobs(app_runtime)) == 2
+    assert (await other_instance.sync_state.get_state(MAILBOX, RESOURCE)).dirty
+
+
+async def test_instances_racing_on_a_cleared_flag_enqueue_one_job(
+    app_runtime: Runtime, other_instance: Store
+) -> None:
+    subscription_id, secret = await subscribe(app_runtime, MAILBOX, RESOURCE)
+    assert (await handler("notifications")(post(payload(subscription_id, secret)))).status_code == 202
+    await clear_as_worker(other_instance)  # this instance still remembers the flag as set
+    this_instance, jobs = await app_runtime.store(), await app_runtime.jobs()
+
+    results = await asyncio.gather(
+        *(
+            accept_change_notifications(
+                payload(subscription_id, secret),
+                store=store,
+                jobs=jobs,
+                tenant_id=app_runtime.settings.tenant_id,
+                max_bytes=app_runtime.settings.max_notification_bytes,
+                cache=SubscriptionCache(),
+            )
+            for store in (this_instance, other_instance) * 3
+        )
+    )
+
+    assert sum(result.enqueued for result in results) == 1
+    assert len(await queued_jobs(app_runtime)) == 2
+
+
+async def test_a_cached_subscription_does_not_hide_a_storage_outage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subscription and the dirty flag are both remembered in memory, yet the mark must reach
+    storage before 202: with storage gone the answer is 503, so Graph retries."""
+    with Azurite() as storage:
+        url = "http://127.0.0.1:9"
+        runtime = await use_settings(
+            monkeypatch,
+            sandbox_settings(
+                storage.connection_string, graph_url=url + "/v1.0", dataverse_url=url, functions_url=url
+            ),
+        )
+        try:
+            subscription_id, secret = await subscribe(runtime, MAILBOX, RESOURCE)
+            notify = handler("notifications")
+            assert (await notify(post(payload(subscription_id, secret)))).status_code == 202
+            storage.stop()
+            assert (await notify(post(payload(subscription_id, secret)))).status_code == 503
+        finally:
+            await runtime.close()
