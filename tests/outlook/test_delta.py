@@ -118,7 +118,7 @@ async def test_message_delta_never_asks_for_bodies_and_body_is_fetched_separatel
     assert email.body is None
     assert not email.is_outgoing
     [request] = graph_sim.requests(user=graph_user)
-    assert "odata.maxpagesize=50" in request["prefer"]
+    assert "odata.maxpagesize=200" in request["prefer"]
     assert 'IdType="ImmutableId"' in request["prefer"]
     assert request["select"], request
     assert not {"body", "bodyPreview", "uniqueBody"} & set(request["select"])
