@@ -23,7 +23,18 @@ from shared.sync.model import ItemKind
 Operation = tuple[str, int, int]
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["create", "update", "update_stale", "delete", "delete_stale", "move"]),
+        st.sampled_from(
+            [
+                "create",
+                "create_many",
+                "update",
+                "update_stale",
+                "update_many",
+                "delete",
+                "delete_stale",
+                "move",
+            ]
+        ),
         st.integers(0, 2),
         st.integers(0, 2),
     ),
@@ -44,6 +55,16 @@ def _outlook_id(index: int) -> str:
     return f"AAMk/{index}+=="
 
 
+def _new_link(mailbox_id: str, item: int, other: int) -> Link:
+    return Link(
+        mailbox_id=mailbox_id,
+        kind=ItemKind.CONTACT,
+        outlook_id=_outlook_id(item),
+        crm_table="contact",
+        crm_id=f"crm-{other}",
+    )
+
+
 async def _replay(store: Store, mailbox_id: str, steps: list[Operation]) -> list[object]:
     """Apply ``steps``; return every outcome and the final map, in backend-neutral terms."""
     first_read: dict[int, Link] = {}
@@ -51,15 +72,22 @@ async def _replay(store: Store, mailbox_id: str, steps: list[Operation]) -> list
     for operation, item, other in steps:
         try:
             if operation == "create":
-                link = Link(
-                    mailbox_id=mailbox_id,
-                    kind=ItemKind.CONTACT,
-                    outlook_id=_outlook_id(item),
-                    crm_table="contact",
-                    crm_id=f"crm-{other}",
-                )
-                first_read.setdefault(item, await store.links.create(link))
+                first_read.setdefault(item, await store.links.create(_new_link(mailbox_id, item, other)))
                 outcomes.append("created")
+                continue
+            if operation == "create_many":  # this pair and the next (wrapping), maybe with a conflict
+                pair = [
+                    _new_link(mailbox_id, item, other),
+                    _new_link(mailbox_id, (item + 1) % 3, (other + 1) % 3),
+                ]
+                outcomes.append(len(await store.links.create_many(pair)))
+                continue
+            if operation == "update_many":  # every current link at once
+                current_links = [link async for link in store.links.list_links(mailbox_id)]
+                await store.links.update_many(
+                    [dataclasses.replace(link, crm_hash=str(other)) for link in current_links]
+                )
+                outcomes.append(operation)
                 continue
             current = await store.links.get_by_outlook(mailbox_id, ItemKind.CONTACT, _outlook_id(item))
             if current is None:
