@@ -608,12 +608,13 @@ class AzureSyncStateStore:
         """One round trip in a burst's common cases: an insert when clean, a touch when already dirty.
 
         Two writes decide it, and either order is correct, so a per-process hint only picks the one
-        likely to succeed at once: a pair this process left dirty is touched first (MERGE,
-        ``If-Match: *``; 404 = a run cleared it, so insert), any other pair is inserted first (409 =
-        already dirty, so touch). Only the insert that creates the row returns True (enqueue then):
-        at most one job per dirty resource. The touch changes the row's ETag, so a ``clear_dirty``
-        holding an ETag read before this notification fails and the flag stays set. Either write
-        is durable before this returns; storage errors propagate (the webhook answers 5xx).
+        likely to succeed at once: a pair this process left dirty is touched first (Merge Entity
+        with ``If-Match: *`` updates an existing entity only, learn.microsoft.com/rest/api/
+        storageservices/merge-entity; 404 = a run cleared it, so insert), any other pair is inserted
+        first (Insert Entity: 409 = already dirty, so touch). Only the insert that creates the row
+        returns True (enqueue then): at most one job per dirty resource. The touch changes the row's
+        ETag, so a ``clear_dirty`` holding an ETag read before this notification fails and the flag
+        stays set. Either write is durable before this returns; storage errors propagate (5xx).
         """
         pair = (mailbox_id, resource)
         keys = {"PartitionKey": encode_key(mailbox_id), "RowKey": row_key(_DIRTY, encode_key(resource))}

@@ -10,8 +10,9 @@ payload is genuine:
 2. find each subscription (a short-lived in-process cache saves a storage round trip per
    notification) and compare ``clientState`` in constant time, and ``tenantId`` - any mismatch
    rejects the payload (:class:`ForgedNotification` -> 403, nothing marked);
-3. mark each (mailbox, resource) dirty; only the call that turned it dirty enqueues a job, so a
-   burst of notifications becomes one delta run.
+3. mark each (mailbox, resource) dirty, all targets concurrently; only the call that turned it
+   dirty enqueues a job, so a burst of notifications becomes one delta run. In a burst that is one
+   storage round trip per notification (the store's ``mark_dirty`` touches a row it left dirty).
 
 Unknown subscription ids (e.g. deleted a moment ago, notifications still in flight) are counted
 and ignored. Storage errors propagate so the webhook answers 5xx and Graph retries.
