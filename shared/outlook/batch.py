@@ -93,16 +93,20 @@ def _relative_url(info: RequestInformation, base_url: str) -> str:
     return "/" + url[len(base_url) :].lstrip("/")
 
 
-def _retry_after_seconds(answer: BatchAnswer) -> float:
-    """Retry-After in seconds (or an HTTP date); 1 s when Graph sent none."""
+def retry_after_seconds(answer: BatchAnswer) -> float:
+    """Retry-After in seconds or as an HTTP date (RFC 9110); 1 s when Graph sent none or garbage."""
     raw = answer.header("Retry-After")
     if raw is None:
         return 1.0
     try:
         return max(0.0, float(raw))
     except ValueError:
+        pass
+    try:
         when = email.utils.parsedate_to_datetime(raw)
-        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return 1.0
+    return max(0.0, when.timestamp() - time.time())
 
 
 class GraphBatch:
@@ -113,15 +117,13 @@ class GraphBatch:
         client: GraphServiceClient,
         *,
         max_attempts: int = 4,
-        max_wait_seconds: float = 30.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        max_wait_seconds: float = 10.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._adapter = client.request_adapter
         self._max_attempts = max_attempts
         self._max_wait = max_wait_seconds
-        self._sleep = sleep
 
     async def send(self, requests: Mapping[str, RequestInformation]) -> dict[str, BatchAnswer]:
         """Send each request (keyed by the caller's own key) and return the answers by the same key.
@@ -141,10 +143,10 @@ class GraphBatch:
             pending = [key for key in pending if answers[key].status in RETRYABLE_STATUSES]
             if not pending or attempt == self._max_attempts:
                 break
-            wait = max(_retry_after_seconds(answers[key]) for key in pending)
+            wait = max(retry_after_seconds(answers[key]) for key in pending)
             if wait > self._max_wait:
                 break
-            await self._sleep(wait)
+            await asyncio.sleep(wait)
         return answers
 
     async def send_or_missing(

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.outlook.batch import BatchAnswer, retry_after_seconds
 from shared.outlook.delta import DeltaReader, MessageBody
 from shared.outlook.errors import GraphThrottled, MailboxNotFound
 from shared.outlook.writers import OutlookWriter
@@ -131,3 +132,18 @@ async def test_stamps_land_and_read_back_and_missing_items_are_reported(
         assert await writer.read_crm_id(graph_user, ItemKind.EMAIL, message) == "crm-mail"
     with pytest.raises(ValueError, match="extended properties"):
         await writer.stamp_many(graph_user, ItemKind.TASK, {"task": "crm"})
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"retry-after": "2.5"}, 2.5),
+        ({}, 1.0),
+        ({"Retry-After": "soon"}, 1.0),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_an_http_date(header: dict[str, str], seconds: float) -> None:
+    """RFC 9110 Retry-After: delay-seconds or an HTTP-date (a past date: retry now); 1 s otherwise."""
+    assert retry_after_seconds(BatchAnswer(429, header, None)) == seconds
