@@ -165,9 +165,14 @@ class MemoryLinkStore:
         pointer = self._by_crm.get((mailbox_id, crm_table, crm_id))
         return self._by_outlook.get(pointer) if pointer else None
 
+    @staticmethod
+    def _check_keys(link: Link) -> None:
+        """Refuse the identifiers the table store cannot key (InvalidKey)."""
+        for identifier in (link.mailbox_id, link.outlook_id, link.crm_table, link.crm_id):
+            encode_key(identifier)
+
     def _stored(self, link: Link) -> Link:
-        encode_key(link.mailbox_id)
-        encode_key(link.outlook_id)
+        self._check_keys(link)
         return dataclasses.replace(
             link,
             synced_fields=normalise_synced_fields(link.synced_fields),
@@ -203,6 +208,8 @@ class MemoryLinkStore:
     async def create_many(self, links: Sequence[Link]) -> list[Link]:
         """One by one: the end state a transaction, or its link-by-link redo after a conflict, leaves."""
         check_link_batch(links, read_earlier=False)
+        for link in links:  # as the table store prepares every row before its first transaction
+            self._check_keys(link)
         created, refused = await create_each(self.create, links)
         if refused is not None:
             raise refused

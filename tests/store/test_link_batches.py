@@ -20,7 +20,7 @@ from azure.data.tables.aio import TableClient
 
 from shared.store import Store, open_store
 from shared.store.azure_tables import AzureLinkStore
-from shared.store.errors import LinkAlreadyExists, LinkConflict
+from shared.store.errors import InvalidKey, LinkAlreadyExists, LinkConflict
 from shared.store.records import Link
 from shared.sync.model import ItemKind
 from tests.store.helpers import ManualClock
@@ -101,6 +101,9 @@ class TestLinkBatchesContract:
         mixed = [*_links(1), *_links(1, start=1, mailbox_id="someone-else")]
         with pytest.raises(ValueError, match="one mailbox"):
             await store.links.create_many(mixed)
+        unkeyable = dataclasses.replace(_links(1, start=2)[0], crm_id="")
+        with pytest.raises(InvalidKey):  # refused before the first transaction, as by create
+            await store.links.create_many([*_links(2), unkeyable])
         assert await store.links.count(MAILBOX) == 0
 
     async def test_update_many_rewrites_both_rows(self, store: Store, clock: ManualClock) -> None:
