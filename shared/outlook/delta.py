@@ -9,9 +9,10 @@ stores the page's link (DESIGN.md), so a crash re-reads one page, never skips on
 Privacy: the message ``$select`` leaves out ``body`` and ``bodyPreview``; the tracking decision
 uses only sender, recipients, subject and ids. :meth:`DeltaReader.fetch_message_body` reads the
 body of mail that will be tracked; :meth:`DeltaReader.fetch_message_bodies` reads many in JSON
-batches of 20 (``shared.outlook.batch``), which is what keeps an initial sync near 0.05 Graph
-requests per item together with 200-item delta pages (Graph's cap on ``odata.maxpagesize`` for
-delta, learn.microsoft.com/en-us/answers/a/2052165).
+batches (``shared.outlook.batch``): one HTTP request per 20 tracked messages instead of one each.
+Delta pages hold 200 items by default, Graph's cap on ``odata.maxpagesize`` for delta
+("contact: delta API what limit can we use for odata.maxpagesize", learn.microsoft.com/en-us/
+answers/a/2052165).
 
 The calendar is read with ``calendarView/delta`` (learn.microsoft.com/graph/api/event-delta),
 which takes a time window and supports neither ``$select`` nor ``$expand``: an event's stamped CRM
