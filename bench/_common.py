@@ -73,7 +73,11 @@ class BenchTenant:
         return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
     def graph_requests(self, user: BenchUser) -> int:
-        return len(self._call("GET", f"{self.endpoints['graph_control']}/requests?user={user.mailbox_id}"))
+        """HTTP requests sent to Graph for the mailbox: a $batch counts once (its requests carry its id).
+
+        Graph's throttling still counts each request of a batch against the mailbox's budget."""
+        entries = self._call("GET", f"{self.endpoints['graph_control']}/requests?user={user.mailbox_id}")
+        return len({entry["batch"] or entry["id"] for entry in entries})
 
     def dataverse_requests(self) -> int:
         """Web API requests in the Dataverse log (a $batch counts once, as service protection counts it)."""

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -75,6 +76,9 @@ PIPELINE_OPTIONS: dict[str, Any] = {
     "retry_backoff_max": 4,
     "connection_timeout": 5,
     "read_timeout": 15,
+    # aiohttp with trust_env looks proxies and ~/.netrc up in a worker thread on every request (~2 ms
+    # per storage call on a busy 2-core host); trust the environment only when it names a proxy.
+    "use_env_settings": bool(urllib.request.getproxies()),
 }
 
 

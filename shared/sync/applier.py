@@ -34,12 +34,13 @@ from typing import Protocol
 
 from shared.crm.errors import CrmError
 from shared.crm.port import CrmPort, FieldValue, ParticipationType, Party, RecordRef, Upsert
-from shared.outlook.errors import ItemNotFound
 from shared.outlook.writers import STAMPABLE_KINDS, OutlookWriter
+from shared.store.errors import LinkAlreadyExists
 from shared.store.ports import AuditTrail, LinkStore
 from shared.store.records import AuditAction, AuditRecord, Mailbox
 from shared.store.records import Link as StoredLink
 from shared.store.synced_fields import SyncedValue
+from shared.sync.concurrency import bounded_gather
 from shared.sync.fieldmaps import CrmValue, PartySpec, field_map
 from shared.sync.limits import Fitted
 from shared.sync.merge import FieldBase
@@ -116,6 +117,24 @@ def from_stored_link(row: StoredLink) -> Link:
     )
 
 
+def _read_columns(table: str, mapped: Sequence[str]) -> list[str]:
+    """The columns a CRM state reads: the mapped ones except party lists, then the owner (last)."""
+    parties = PARTY_COLUMNS.get(table, frozenset())
+    return [*(column for column in mapped if column not in parties), _OWNER_COLUMN]
+
+
+def _crm_state(
+    mailbox: Mailbox, record_id: uuid.UUID, row: Mapping[str, object] | None, columns: Sequence[str]
+) -> CrmState:
+    if row is None:
+        return CrmState(record_id, None)
+    owner = row.get(_OWNER_COLUMN)
+    owned = isinstance(owner, str) and owner.lower() == mailbox.crm_user_id.lower()
+    etag = row.get("@odata.etag")
+    values = {column: row.get(column) for column in columns}
+    return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned)
+
+
 # --- parties ------------------------------------------------------------------------------------
 
 
@@ -159,8 +178,9 @@ def _specs(value: CrmValue) -> tuple[PartySpec, ...]:
 class OutlookSide(Protocol):
     """The Outlook writes a plan may contain, for one mailbox (see :class:`GraphOutlookSide`)."""
 
-    async def stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID) -> bool:
-        """Stamp the CRM id; ``False`` where the kind cannot carry a stamp (To Do tasks)."""
+    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> dict[str, str | None]:
+        """Stamp items (item id -> CRM id): each stamped item's new change key; an item deleted
+        meanwhile, or of a kind that cannot carry a stamp (To Do tasks), is left out."""
         ...
 
     async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem: ...
@@ -188,11 +208,10 @@ class GraphOutlookSide:
             raise ValueError("To Do tasks are written within a list: pass task_list_id")
         return self._task_list
 
-    async def stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID) -> bool:
-        if kind not in STAMPABLE_KINDS:
-            return False
-        await self._writer.stamp_crm_id(self._mailbox, kind, item_id, str(crm_id))
-        return True
+    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> dict[str, str | None]:
+        if kind not in STAMPABLE_KINDS or not stamps:
+            return {}
+        return await self._writer.stamp_many(self._mailbox, kind, {i: str(c) for i, c in stamps.items()})
 
     async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem:
         if isinstance(item, Contact):
@@ -227,6 +246,27 @@ class GraphOutlookSide:
 
 
 # --- results ------------------------------------------------------------------------------------
+
+_BULK_ACTIONS = (CreateInCrm, UpdateCrm, StampOutlook, WriteLink, Conflict, Skip)
+
+
+def bulk_eligible(actions: Sequence[Action]) -> bool:
+    """Plans that only upsert in the CRM, stamp and link: the common case, applied in bulk."""
+    return any(isinstance(a, CreateInCrm | UpdateCrm) for a in actions) and all(
+        isinstance(a, _BULK_ACTIONS) for a in actions
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkPlan:
+    """One item's :func:`bulk_eligible` plan for :meth:`Applier.apply_bulk`.
+
+    ``new_link``: when planned, no link row held the item or the record, so the link can be
+    inserted in a batch; otherwise it is written with the careful, replacing path."""
+
+    actions: Sequence[Action]
+    projection: Mapping[str, CrmValue]
+    new_link: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,19 +313,28 @@ class Applier:
 
     async def read_crm_state(self, mailbox: Mailbox, kind: ItemKind, record_id: uuid.UUID) -> CrmState:
         """The record as the mailbox's CRM user sees it, or ``values=None`` if it does not exist."""
+        return (await self.read_crm_states(mailbox, kind, [record_id]))[record_id]
+
+    async def read_crm_states(
+        self, mailbox: Mailbox, kind: ItemKind, record_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, CrmState]:
+        """Several records in one request (a page's worth), each as :meth:`read_crm_state` reads it."""
+        if not record_ids:
+            return {}
         fmap = field_map(kind)
-        parties = PARTY_COLUMNS.get(fmap.table, frozenset())
-        columns = [column for column in fmap.columns if column not in parties]
-        row = await self._crm.get(
-            fmap.table, record_id, select=[*columns, _OWNER_COLUMN], caller=mailbox.crm_caller_object_id
-        )
-        if row is None:
-            return CrmState(record_id, None)
-        owner = row.get(_OWNER_COLUMN)
-        owned = isinstance(owner, str) and owner.lower() == mailbox.crm_user_id.lower()
-        etag = row.get("@odata.etag")
-        values = {column: row.get(column) for column in columns}
-        return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned)
+        columns = _read_columns(fmap.table, fmap.columns)
+        caller = mailbox.crm_caller_object_id
+        if len(record_ids) == 1:
+            (record_id,) = record_ids
+            rows = {record_id: await self._crm.get(fmap.table, record_id, select=columns, caller=caller)}
+        else:
+            rows = await self._crm.get_many(
+                fmap.table, list(dict.fromkeys(record_ids)), select=columns, caller=caller
+            )
+        return {
+            record_id: _crm_state(mailbox, record_id, rows.get(record_id), columns[:-1])
+            for record_id in record_ids
+        }
 
     async def apply(
         self,
@@ -324,18 +373,125 @@ class Applier:
             written.crm_writes, written.outlook_writes, linked, unlinked, skipped, tuple(written.fitted)
         )
 
+    async def apply_bulk(
+        self, mailbox: Mailbox, kind: ItemKind, plans: Sequence[BulkPlan], *, resolver: PartyResolver
+    ) -> list[AppliedItem | CrmError]:
+        """Apply many plans of the :func:`bulk_eligible` shape at once: every CRM upsert in one
+        ``$batch`` (continue-on-error), the stamps in Graph JSON batches, new links in entity-group
+        transactions. Same commit order per item as :meth:`apply` (CRM, stamp, link); an item whose
+        CRM write failed gets its error back and nothing after the CRM write is done for it."""
+        written = [_Written(resolver, plan.projection) for plan in plans]
+        ops: list[Upsert] = []
+        owners: list[int] = []
+        for index, plan in enumerate(plans):
+            for action in plan.actions:
+                if isinstance(action, CreateInCrm | UpdateCrm):
+                    for op in await self._crm_ops(action, written[index]):
+                        ops.append(op)
+                        owners.append(index)
+        failed: dict[int, CrmError] = {}
+        results = await self._crm.apply_batch(ops, caller=mailbox.crm_caller_object_id) if ops else []
+        for index, result in zip(owners, results, strict=True):
+            if not result.ok:
+                failed.setdefault(
+                    index, result.error or CrmError("a batch operation failed", status=result.status)
+                )
+            else:
+                written[index].crm_etag = result.etag
+        done = [index for index in range(len(plans)) if index not in failed]
+        for index in done:
+            for action in plans[index].actions:
+                if isinstance(action, CreateInCrm | UpdateCrm):
+                    self._written_to_crm(action, written[index])
+        await self._stamp_many(kind, [(plans[i], written[i]) for i in done])
+        await self._write_links(
+            mailbox.mailbox_id,
+            kind,
+            [
+                (plans[i].new_link, self._with_versions(action, written[i]))
+                for i in done
+                for action in plans[i].actions
+                if isinstance(action, WriteLink)
+            ],
+        )
+        await self._record_many(
+            mailbox.mailbox_id,
+            kind,
+            [
+                (
+                    AuditAction.CREATED_IN_CRM
+                    if isinstance(action, CreateInCrm)
+                    else AuditAction.UPDATED_IN_CRM,
+                    action.record_id,
+                )
+                for i in done
+                for action in plans[i].actions
+                if isinstance(action, CreateInCrm | UpdateCrm)
+            ],
+        )
+        return [
+            failed[index]
+            if index in failed
+            else AppliedItem(
+                written[index].crm_writes,
+                written[index].outlook_writes,
+                linked=any(isinstance(a, WriteLink) for a in plans[index].actions),
+                skipped=next((a.reason for a in plans[index].actions if isinstance(a, Skip)), None),
+                fitted=tuple(written[index].fitted),
+            )
+            for index in range(len(plans))
+        ]
+
+    async def _stamp_many(self, kind: ItemKind, plans: Sequence[tuple[BulkPlan, _Written]]) -> None:
+        if self._outlook is None:
+            return
+        owners = {
+            action.item_id: written
+            for plan, written in plans
+            for action in plan.actions
+            if isinstance(action, StampOutlook)
+        }
+        stamps = {
+            action.item_id: action.crm_id
+            for plan, _ in plans
+            for action in plan.actions
+            if isinstance(action, StampOutlook)
+        }
+        if not stamps:
+            return
+        stamped = await self._outlook.stamp_many(kind, stamps)
+        if len(stamped) < len(stamps) and kind in STAMPABLE_KINDS:
+            gone = len(stamps) - len(stamped)
+            logger.info("%d %s(s) deleted in Outlook before their stamp; linked anyway", gone, kind.value)
+        for item_id, change_key in stamped.items():
+            owners[item_id].outlook = (item_id, change_key)  # the echo of the stamp is then ours
+            owners[item_id].outlook_writes += 1
+
+    async def _write_links(self, mailbox_id: str, kind: ItemKind, links: Sequence[tuple[bool, Link]]) -> None:
+        """New links (nothing held either side when planned) go in batches; the rest one by one."""
+        fresh = [to_stored_link(mailbox_id, kind, link) for new, link in links if new]
+        others = [link for new, link in links if not new]
+        try:
+            if fresh:
+                await self._links.create_many(fresh)
+        except LinkAlreadyExists:
+            # A crashed run's link or a concurrent write: the careful path replaces stale rows.
+            others += [link for new, link in links if new]
+        await bounded_gather(self._write_link(mailbox_id, kind, link) for link in others)
+
+    async def _record_many(
+        self, mailbox_id: str, kind: ItemKind, entries: Sequence[tuple[AuditAction, uuid.UUID]]
+    ) -> None:
+        await bounded_gather(self._record(mailbox_id, kind, action, crm_id) for action, crm_id in entries)
+
     async def _stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID, written: _Written) -> None:
         """Stamp the CRM id. An item deleted since its page was read is not an error: the link is
         still written, so the next delta's removal reaches the record through it."""
         if self._outlook is None:
             return
-        try:
-            stamped = await self._outlook.stamp(kind, item_id, crm_id)
-        except ItemNotFound:
-            logger.info("a %s was deleted in Outlook before its stamp; linking it anyway", kind.value)
-            return
-        if stamped:
-            written.outlook = (item_id, None)  # the stamp's new change key is not returned
+        stamped = await self._outlook.stamp_many(kind, {item_id: crm_id})
+        if item_id in stamped:
+            written.outlook = (item_id, stamped[item_id])
             written.outlook_writes += 1
 
     # -- CRM ------------------------------------------------------------------------------------
@@ -353,23 +509,33 @@ class Applier:
             await self._record(mailbox.mailbox_id, kind, AuditAction.DELETED_IN_CRM, action.record_id)
             written.crm_writes += 1
             return
-        parties = PARTY_COLUMNS.get(action.table, frozenset())
+        ops = await self._crm_ops(action, written)
+        audit_action = (
+            AuditAction.CREATED_IN_CRM if isinstance(action, CreateInCrm) else AuditAction.UPDATED_IN_CRM
+        )
+        written.crm_etag = await self._run(ops, caller)
+        self._written_to_crm(action, written)
+        await self._record(mailbox.mailbox_id, kind, audit_action, action.record_id)
+
+    async def _crm_ops(self, action: CreateInCrm | UpdateCrm, written: _Written) -> list[Upsert]:
+        """The upserts of one create (plus its follow-up update) or update, parties resolved."""
         if isinstance(action, CreateInCrm):
             ops = [await self._upsert(action.table, action.record_id, action.values, written)]
             if action.then_update:
                 later = await self._upsert(action.table, action.record_id, action.then_update, written)
                 ops.append(dataclasses.replace(later, if_match="*"))
-            audit_action = AuditAction.CREATED_IN_CRM
-        else:
-            # A party list is replaced whole: send every party column, the changed ones on top.
-            values = dict(action.values)
-            if parties & set(values):
-                projection = written.projection
-                values = {column: projection[column] for column in parties if column in projection} | values
-            ops = [await self._upsert(action.table, action.record_id, values, written)]
-            ops[0] = dataclasses.replace(ops[0], if_match=action.if_match or "*")
-            audit_action = AuditAction.UPDATED_IN_CRM
-        written.crm_etag = await self._run(ops, caller)
+            return ops
+        # A party list is replaced whole: send every party column, the changed ones on top.
+        values = dict(action.values)
+        parties = PARTY_COLUMNS.get(action.table, frozenset())
+        if parties & set(values):
+            projection = written.projection
+            values = {column: projection[column] for column in parties if column in projection} | values
+        op = await self._upsert(action.table, action.record_id, values, written)
+        return [dataclasses.replace(op, if_match=action.if_match or "*")]
+
+    @staticmethod
+    def _written_to_crm(action: CreateInCrm | UpdateCrm, written: _Written) -> None:
         written.crm_writes += 1
         for note in action.fitted:
             written.fitted.append(note)
@@ -380,7 +546,6 @@ class Applier:
                 note.original_length,
                 note.max_length,
             )
-        await self._record(mailbox.mailbox_id, kind, audit_action, action.record_id)
 
     async def _upsert(
         self,

@@ -37,7 +37,7 @@ import enum
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,10 +45,10 @@ from shared.config import Settings
 from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
 from shared.crm.port import CrmPort
 from shared.outlook.delta import DeltaPage, DeltaReader
-from shared.outlook.errors import DeltaTokenExpired, ItemNotFound
+from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.writers import OutlookWriter
 from shared.store.jobs import SyncJob
-from shared.store.ports import Store
+from shared.store.ports import LinkStore, Store
 from shared.store.records import (
     AuditAction,
     AuditRecord,
@@ -59,7 +59,18 @@ from shared.store.records import (
     SyncState,
     utc_now,
 )
-from shared.sync.applier import ACTOR, Applier, GraphOutlookSide, PartyResolver, from_stored_link
+from shared.store.records import Link as StoredLink
+from shared.sync.applier import (
+    ACTOR,
+    AppliedItem,
+    Applier,
+    BulkPlan,
+    GraphOutlookSide,
+    PartyResolver,
+    bulk_eligible,
+    from_stored_link,
+)
+from shared.sync.concurrency import bounded_gather
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.base import parse_utc
 from shared.sync.merge import Side
@@ -67,9 +78,12 @@ from shared.sync.model import Email, ItemKind, OutlookItem
 from shared.sync.planner import (
     Action,
     CrmState,
+    DropLink,
+    Link,
     MassDeleteRefusedError,
     OutlookState,
     UnlinkOnly,
+    WriteLink,
     check_mass_delete,
     count_deletes,
     plan_item,
@@ -87,6 +101,7 @@ _RESOURCE = re.compile(
     r"|todo/lists/(?P<task_list>.+)/tasks)$"
 )
 _CLEAR_DIRTY_ATTEMPTS = 5
+_MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
 _MASS_DELETE_REASON = "mass_delete_refused"
 _FATAL_CRM_ERRORS = (ConcurrencyMismatch, CallerNotFound, AuthenticationFailed)
 
@@ -186,7 +201,8 @@ class _Run:
     applier: Applier
     resolver: PartyResolver
     parked_ids: set[str]
-    lease: Lease
+    holder: list[Lease]  # shared by the run's rounds: [the current lease]
+    links: _LinkView
     tracker: Tracker | None = None
     deletes: int = 0
     seen: set[str] = field(default_factory=set)
@@ -214,10 +230,65 @@ class _Run:
 
 
 @dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An item ready to plan: its Outlook state, the link that holds it (its own row, or for an
+    unlinked email or meeting another copy's), and the CRM record it maps to."""
+
+    item: OutlookItem
+    outlook: OutlookState
+    link: Link | None
+    record_id: uuid.UUID | None
+    own_link: bool
+
+
+@dataclass(frozen=True, slots=True)
 class _Planned:
     item: OutlookItem
     actions: list[Action]
     projection: dict[str, CrmValue]
+    new_link: bool
+
+
+class _LinkView:
+    """The run's reads of the link map. A full read loads the kind's links once (one partition scan
+    instead of a point read per item); rows the run rewrites are read from the store again."""
+
+    def __init__(self, links: LinkStore, mailbox_id: str, kind: ItemKind) -> None:
+        self._links = links
+        self._mailbox = mailbox_id
+        self._kind = kind
+        self._by_outlook: dict[str, StoredLink] | None = None
+        self._by_crm: dict[str, StoredLink] = {}
+        self._stale: set[str] = set()
+
+    async def preload(self) -> None:
+        self._by_outlook = {}
+        async for link in self._links.list_links(self._mailbox, self._kind):
+            self._by_outlook[link.outlook_id] = link
+            self._by_crm[link.crm_id.lower()] = link
+
+    async def by_outlook(self, outlook_id: str) -> StoredLink | None:
+        if self._by_outlook is None or outlook_id in self._stale:
+            return await self._links.get_by_outlook(self._mailbox, self._kind, outlook_id)
+        return self._by_outlook.get(outlook_id)
+
+    async def by_crm(self, table: str, crm_id: str) -> StoredLink | None:
+        key = crm_id.lower()
+        cached = self._by_crm.get(key)
+        if self._by_outlook is None or key in self._stale or (cached and cached.outlook_id in self._stale):
+            return await self._links.get_by_crm(self._mailbox, table, crm_id)
+        return cached
+
+    def forget(self, actions: Sequence[Action], outlook_id: str) -> None:
+        """The rows a plan wrote (or dropped) are read from the store from now on."""
+        if self._by_outlook is None:
+            return
+        self._stale.add(outlook_id)
+        for action in actions:
+            if isinstance(action, WriteLink):
+                self._stale.add(str(action.link.crm_id).lower())
+            elif isinstance(action, UnlinkOnly | DropLink):
+                self._stale.add(str(action.crm_id).lower())
 
 
 class MailboxSyncJob:
@@ -282,22 +353,43 @@ class MailboxSyncJob:
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state
         lease = await state_store.try_acquire(mailbox_id, self._owner, self._options.lease_seconds)
-        run: _Run | None = None
+        holder = [lease]  # the current lease (renewals replace it)
         try:
             if full_resync:
                 await state_store.reset(mailbox_id, resource)
-            state = await self._clear_dirty(mailbox_id, resource)
-            run = await self._start(mailbox, ref, resource, state.delta_link, lease)
-            try:
-                return await self._sync(run, state.delta_link, progress)
-            except DeltaTokenExpired:
-                logger.warning("delta token expired for %s; full resync", ref.kind.value)
-                await state_store.reset(mailbox_id, resource)
-                await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "delta_token_expired")
-                run = await self._start(mailbox, ref, resource, None, run.lease)
-                return await self._sync(run, None, progress)
+            report = await self._round(mailbox, ref, resource, holder, progress)
+            # Changes notified during the run left the resource dirty: take them now, under the
+            # lease we hold, instead of leaving them to a job that waits for the lease to come free.
+            for _ in range(_MAX_ROUNDS - 1):
+                if report.outcome is not RunOutcome.COMPLETED:
+                    break
+                if not (await state_store.get_state(mailbox_id, resource)).dirty:
+                    break
+                report = _combined(report, await self._round(mailbox, ref, resource, holder, None))
+            return report
         finally:
-            await state_store.release(run.lease if run else lease)
+            await state_store.release(holder[0])
+
+    async def _round(
+        self,
+        mailbox: Mailbox,
+        ref: ResourceRef,
+        resource: str,
+        holder: list[Lease],
+        progress: ProgressCallback | None,
+    ) -> SyncRunReport:
+        """One delta round from the stored link; an expired token turns it into a full resync."""
+        mailbox_id = mailbox.mailbox_id
+        state = await self._clear_dirty(mailbox_id, resource)
+        run = await self._start(mailbox, ref, resource, state.delta_link, holder)
+        try:
+            return await self._sync(run, state.delta_link, progress)
+        except DeltaTokenExpired:
+            logger.warning("delta token expired for %s; full resync", ref.kind.value)
+            await self._store.sync_state.reset(mailbox_id, resource)
+            await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "delta_token_expired")
+            run = await self._start(mailbox, ref, resource, None, holder)
+            return await self._sync(run, None, progress)
 
     async def _clear_dirty(self, mailbox_id: str, resource: str) -> SyncState:
         """Clear the dirty flag before reading; a notification in between wins the race: re-read."""
@@ -308,7 +400,7 @@ class MailboxSyncJob:
         return await self._store.sync_state.get_state(mailbox_id, resource)
 
     async def _start(
-        self, mailbox: Mailbox, ref: ResourceRef, resource: str, link: str | None, lease: Lease
+        self, mailbox: Mailbox, ref: ResourceRef, resource: str, link: str | None, holder: list[Lease]
     ) -> _Run:
         outlook = GraphOutlookSide(self._writer, mailbox.mailbox_id, task_list_id=ref.task_list_id)
         applier = Applier(crm=self._crm, links=self._store.links, audit=self._store.audit, outlook=outlook)
@@ -317,16 +409,20 @@ class MailboxSyncJob:
             async for entry in self._store.parked.list_parked(mailbox.mailbox_id)
             if entry.ref.kind is ref.kind and entry.ref.outlook_id
         }
+        links = _LinkView(self._store.links, mailbox.mailbox_id, ref.kind)
+        if link is None:
+            await links.preload()
         return _Run(
             mailbox=mailbox,
             ref=ref,
             resource=resource,
             full=link is None,
+            links=links,
             linked_at_start=await self._store.links.count(mailbox.mailbox_id, ref.kind),
             applier=applier,
             resolver=PartyResolver(self._crm, mailbox.crm_caller_object_id),
             parked_ids=parked,
-            lease=lease,
+            holder=holder,
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
         )
 
@@ -383,18 +479,42 @@ class MailboxSyncJob:
         ]
 
     async def _process(self, run: _Run, items: list[OutlookItem]) -> None:
-        """Plan every item of the page, apply the brake to the page's deletes, then apply."""
+        """Plan every item of the page, apply the brake to the page's deletes, then apply: the common
+        plans (upsert, stamp, link) in bulk, the rest item by item."""
+        prepared = await self._prepare(run, items)
+        states = await self._read_crm_states(run, prepared)
         planned: list[_Planned] = []
-        for item in items:
-            plan = await self._guard(run, item, self._plan(run, item))
+        for entry in prepared:
+            if entry.record_id is not None and entry.record_id not in states:
+                continue  # its record could not be read: parked
+            state = states[entry.record_id] if entry.record_id is not None else None
+            plan = await self._guard(run, entry.item, self._plan(run, entry, state))
             if plan is not None:
                 planned.append(plan)
         page_deletes = sum(count_deletes(plan.actions) for plan in planned)
         check_mass_delete(run.linked_at_start, run.deletes + page_deletes, self._options.mass_delete_ratio)
         run.deletes += page_deletes
-        for plan in planned:
-            await self._guard(run, plan.item, self._apply(run, plan))
+        bulk = [plan for plan in planned if bulk_eligible(plan.actions)]
+        if bulk:
+            results = await run.applier.apply_bulk(
+                run.mailbox,
+                run.ref.kind,
+                [BulkPlan(plan.actions, plan.projection, plan.new_link) for plan in bulk],
+                resolver=run.resolver,
+            )
+            await bounded_gather(
+                self._guard(
+                    run,
+                    plan.item,
+                    _raise(result) if isinstance(result, CrmError) else self._applied(run, plan, result),
+                )
+                for plan, result in zip(bulk, results, strict=True)
+            )
             await self._keep_lease(run)
+        for plan in planned:
+            if not bulk_eligible(plan.actions):
+                await self._guard(run, plan.item, self._apply(run, plan))
+                await self._keep_lease(run)
 
     async def _guard(self, run: _Run, item: OutlookItem, step: Awaitable[_T]) -> _T | None:
         """Await ``step``; a CRM error retrying cannot fix parks the item (``None``), others raise."""
@@ -406,55 +526,95 @@ class MailboxSyncJob:
             await self._park(run, item, error)
             return None
 
-    async def _plan(self, run: _Run, item: OutlookItem) -> _Planned | None:
+    async def _prepare(self, run: _Run, items: list[OutlookItem]) -> list[_Prepared]:
+        """Tracking verdicts, tracked mail bodies (batched), link rows and the CRM record each item
+        maps to: everything planning needs, read a page at a time."""
         mailbox, kind = run.mailbox, run.ref.kind
-        decision = await run.tracker.decide(item) if run.tracker is not None else None
-        verdict = decision.tracked if decision is not None else is_tracked(mailbox.settings, item)
-        tracked = not item.removed and verdict
         fmap = field_map(kind)
-        if tracked and item.item is not None and fmap.skip_reason(item.item):
-            return None  # drafts, series masters: never synchronised (see the field maps)
-        if tracked and isinstance(item.item, Email):
-            try:
-                body = await self._reader.fetch_message_body(mailbox.mailbox_id, item.item_id)
-            except ItemNotFound:
-                return None  # deleted since the page was read: the next delta reports the removal
-            content = item.item.model_copy(update={"body": body.content, "body_is_html": body.is_html})
-            item = item.model_copy(update={"item": content})
-        outlook = OutlookState.from_outlook_item(item, tracked=tracked)
-        stored = await self._store.links.get_by_outlook(mailbox.mailbox_id, kind, item.item_id)
-        link = from_stored_link(stored) if stored is not None else None
-        crm: CrmState | None = None
-        if link is not None:
-            crm = await run.applier.read_crm_state(mailbox, kind, link.crm_id)
-            if outlook.gone is not None and self._left_window(kind, crm):
-                return None
-        elif outlook.item is not None and outlook.gone is None:
-            record_id = outlook.crm_id or crm_record_id(
-                kind, natural_key(mailbox.mailbox_id, item.item_id, outlook.item)
-            )
-            # Another copy in this mailbox (a message sent to oneself: Sent Items and Inbox) may
-            # already hold the record; the planner then skips this copy instead of fighting over it.
-            # Only emails and meetings share ids across copies (internetMessageId, iCalUId).
-            if kind in _SHARED_NATURAL_KEYS:
-                same = await self._store.links.get_by_crm(mailbox.mailbox_id, fmap.table, str(record_id))
-                link = from_stored_link(same) if same is not None else None
-            crm = await run.applier.read_crm_state(mailbox, kind, record_id)
-        else:
-            return None  # gone (or untracked) and never linked: nothing to do
+        verdicts: list[tuple[OutlookItem, bool]] = []
+        decided = await bounded_gather(self._guard(run, item, self._verdict(run, item)) for item in items)
+        for item, verdict in zip(items, decided, strict=True):
+            if verdict is None:
+                continue  # parked
+            tracked = not item.removed and verdict
+            if tracked and item.item is not None and fmap.skip_reason(item.item):
+                continue  # drafts, series masters: never synchronised (see the field maps)
+            verdicts.append((item, tracked))
+        wanted = [item.item_id for item, tracked in verdicts if tracked and isinstance(item.item, Email)]
+        bodies = await self._reader.fetch_message_bodies(mailbox.mailbox_id, wanted) if wanted else {}
+        prepared: list[_Prepared] = []
+        for listed, tracked in verdicts:
+            item = listed
+            if listed.item_id in bodies:
+                body = bodies[listed.item_id]
+                if body is None or not isinstance(listed.item, Email):
+                    continue  # deleted since the page was read: the next delta reports the removal
+                content = listed.item.model_copy(update={"body": body.content, "body_is_html": body.is_html})
+                item = listed.model_copy(update={"item": content})
+            outlook = OutlookState.from_outlook_item(item, tracked=tracked)
+            stored = await run.links.by_outlook(item.item_id)
+            if stored is not None:
+                link = from_stored_link(stored)
+                prepared.append(_Prepared(item, outlook, link, link.crm_id, own_link=True))
+            elif outlook.item is not None and outlook.gone is None:
+                record_id = outlook.crm_id or crm_record_id(
+                    kind, natural_key(mailbox.mailbox_id, item.item_id, outlook.item)
+                )
+                # Another copy in this mailbox (a message sent to oneself: Sent Items and Inbox) may
+                # already hold the record; the planner then skips this copy instead of fighting over
+                # it. Only emails and meetings share ids across copies (internetMessageId, iCalUId).
+                same = (
+                    await run.links.by_crm(fmap.table, str(record_id))
+                    if kind in _SHARED_NATURAL_KEYS
+                    else None
+                )
+                copy = from_stored_link(same) if same is not None else None
+                prepared.append(_Prepared(item, outlook, copy, record_id, own_link=False))
+            # else: gone (or untracked) and never linked: nothing to do
+        return prepared
+
+    async def _verdict(self, run: _Run, item: OutlookItem) -> bool:
+        """Whether the item takes part: the tracker's decision for mail, else the settings."""
+        decision = await run.tracker.decide(item) if run.tracker is not None else None
+        return decision.tracked if decision is not None else is_tracked(run.mailbox.settings, item)
+
+    async def _read_crm_states(self, run: _Run, prepared: list[_Prepared]) -> dict[uuid.UUID, CrmState]:
+        """The page's CRM records in one request; if the user may not read them all, item by item
+        (so only the items concerned are parked)."""
+        ids = list(dict.fromkeys(entry.record_id for entry in prepared if entry.record_id is not None))
+        try:
+            return await run.applier.read_crm_states(run.mailbox, run.ref.kind, ids)
+        except CrmError as error:
+            if error.retryable or isinstance(error, _FATAL_CRM_ERRORS):
+                raise
+        states: dict[uuid.UUID, CrmState] = {}
+        for entry in prepared:
+            if entry.record_id is not None and entry.record_id not in states:
+                state = await self._guard(run, entry.item, self._read_one(run, entry.record_id))
+                if state is not None:
+                    states[entry.record_id] = state
+        return states
+
+    async def _read_one(self, run: _Run, record_id: uuid.UUID) -> CrmState:
+        return await run.applier.read_crm_state(run.mailbox, run.ref.kind, record_id)
+
+    async def _plan(self, run: _Run, entry: _Prepared, crm: CrmState | None) -> _Planned | None:
+        mailbox, kind, item, outlook = run.mailbox, run.ref.kind, entry.item, entry.outlook
+        if entry.own_link and crm is not None and outlook.gone is not None and self._left_window(kind, crm):
+            return None
         actions = plan_item(
             kind,
             mailbox_id=mailbox.mailbox_id,
             outlook=outlook,
-            link=link,
+            link=entry.link,
             crm=crm,
             policy=sync_policy(mailbox.settings, kind),
             now=self._clock(),
         )
         if run.tracker is not None:
             actions = await run.tracker.review(item, actions)
-        projection = fmap.project(outlook.item).values if outlook.item is not None else {}
-        return _Planned(item, actions, projection)
+        projection = field_map(kind).project(outlook.item).values if outlook.item is not None else {}
+        return _Planned(item, actions, projection, new_link=entry.link is None)
 
     def _left_window(self, kind: ItemKind, crm: CrmState) -> bool:
         """A removed appointment whose record lies outside the calendar window left the window."""
@@ -473,6 +633,11 @@ class MailboxSyncJob:
         applied = await run.applier.apply(
             run.mailbox, run.ref.kind, plan.actions, resolver=run.resolver, projection=plan.projection
         )
+        await self._applied(run, plan, applied)
+
+    async def _applied(self, run: _Run, plan: _Planned, applied: AppliedItem) -> None:
+        """After one item's plan was applied: tracking, counts, and its parked entry (if any) goes."""
+        run.links.forget(plan.actions, plan.item.item_id)
         if run.tracker is not None:
             await run.tracker.after_apply(plan.item, plan.actions)
         run.crm_writes += applied.crm_writes
@@ -537,9 +702,9 @@ class MailboxSyncJob:
 
     async def _keep_lease(self, run: _Run) -> None:
         """Renew the lease once half of it is used, so a long run keeps its mailbox."""
-        remaining = run.lease.expires_at - self._clock()
-        if remaining < dt.timedelta(seconds=self._options.lease_seconds / 2):
-            run.lease = await self._store.sync_state.renew(run.lease, self._options.lease_seconds)
+        lease = run.holder[0]
+        if lease.expires_at - self._clock() < dt.timedelta(seconds=self._options.lease_seconds / 2):
+            run.holder[0] = await self._store.sync_state.renew(lease, self._options.lease_seconds)
 
 
 def _utc_value(values: Mapping[str, object], column: str) -> dt.datetime | None:
@@ -558,3 +723,22 @@ __all__ = [
     "SyncRunReport",
     "parse_resource",
 ]
+
+
+def _combined(first: SyncRunReport, then: SyncRunReport) -> SyncRunReport:
+    """Two rounds of one run as one report (counts added, the later outcome and message)."""
+    return dataclasses.replace(
+        then,
+        full_resync=first.full_resync or then.full_resync,
+        pages=first.pages + then.pages,
+        items_seen=first.items_seen + then.items_seen,
+        items_synced=first.items_synced + then.items_synced,
+        crm_writes=first.crm_writes + then.crm_writes,
+        parked=first.parked + then.parked,
+        fitted=first.fitted + then.fitted,
+    )
+
+
+async def _raise(error: CrmError) -> None:
+    """A failed bulk write, re-raised inside ``_guard`` so it parks or fails like a single write."""
+    raise error

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -75,6 +76,9 @@ class CrashBeforeLinks:
     async def create(self, link: Link) -> Link:
         raise ConnectionError("worker died before the link write")
 
+    async def create_many(self, links: Sequence[Link]) -> list[Link]:
+        raise ConnectionError("worker died before the link write")
+
 
 class DeletedBeforeStamp(OutlookWriter):
     """The user deletes the event after its delta page was read, just before crmsync stamps it."""
@@ -83,9 +87,12 @@ class DeletedBeforeStamp(OutlookWriter):
         super().__init__(engine.graph)
         self.engine = engine
 
-    async def stamp_crm_id(self, mailbox: str, kind: ItemKind, item_id: str, crm_id: str) -> None:
-        self.engine.outlook.delete(mailbox, "events", item_id)
-        await super().stamp_crm_id(mailbox, kind, item_id, crm_id)
+    async def stamp_many(
+        self, mailbox: str, kind: ItemKind, stamps: Mapping[str, str]
+    ) -> dict[str, str | None]:
+        for item_id in stamps:
+            self.engine.outlook.delete(mailbox, "events", item_id)
+        return await super().stamp_many(mailbox, kind, stamps)
 
 
 async def test_an_event_deleted_before_its_stamp_is_linked_and_its_removal_deletes_the_record(
@@ -230,9 +237,14 @@ async def test_the_echo_of_our_own_stamp_is_recognised_by_its_content_hash(engin
     job = engine.job()
     first = await job.run(box, contacts)
 
+    (stamped,) = [link async for link in engine.store.links.list_links(box, ItemKind.CONTACT)]
+
     echo = await job.run(box, contacts)  # the CRM id stamp changed the contact's change key
 
-    assert (first.crm_writes, echo.items_seen, echo.crm_writes) == (1, 1, 0)
+    assert (first.crm_writes, echo.items_seen, echo.crm_writes, echo.items_synced) == (1, 1, 0, 0)
+    # the link already holds the stamp's change key: the echo does not even rewrite the link
+    (after,) = [link async for link in engine.store.links.list_links(box, ItemKind.CONTACT)]
+    assert after.etag == stamped.etag
 
 
 async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine: Engine) -> None:

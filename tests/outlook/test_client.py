@@ -99,3 +99,24 @@ async def test_mailbox_concurrency_limit_is_ridden_out(
     statuses = [entry["status"] for entry in graph_sim.requests(user=graph_user)]
     assert statuses.count(429) >= 2
     assert statuses.count(200) == 6
+
+
+def test_entity_fields_match_the_sdks_generated_method() -> None:
+    # shared.outlook.client replaces Entity.get_field_deserializers with an import-free copy: it
+    # must return the same fields, and each must set the same attribute.
+    from msgraph.generated.models.entity import Entity
+
+    from shared.outlook.client import _SDK_ENTITY_DESERIALIZERS
+
+    class Value:
+        def get_str_value(self) -> str:
+            return "v"
+
+    ours, sdks = Entity(), Entity()
+    fast, generated = Entity.get_field_deserializers(ours), _SDK_ENTITY_DESERIALIZERS(sdks)
+    assert Entity.get_field_deserializers is not _SDK_ENTITY_DESERIALIZERS
+    assert fast.keys() == generated.keys()
+    for name in fast:
+        fast[name](Value())  # type: ignore[arg-type]
+        generated[name](Value())  # type: ignore[arg-type]
+    assert (ours.id, ours.odata_type) == (sdks.id, sdks.odata_type) == ("v", "v")

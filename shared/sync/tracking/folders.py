@@ -10,6 +10,7 @@ one folder GET per folder not seen yet in this run; the tree is cached for the r
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -18,6 +19,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.mailbox import MailFolder
 from shared.outlook.paging import all_pages
+from shared.sync.concurrency import Memo
 from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 
 MAX_DEPTH = 32  # deeper than Outlook allows; stops a cycle in a broken tree
@@ -35,7 +37,7 @@ class FolderTree:
     def __init__(self, source: FolderSource, mailbox_id: str) -> None:
         self._source = source
         self._mailbox = mailbox_id
-        self._parents: dict[str, str | None] = {}
+        self._parents: Memo[str, str | None] = Memo()  # shared by a page's concurrent decisions
 
     async def ancestry(self, folder_id: str) -> list[str]:
         """``folder_id`` and its ancestors, nearest first."""
@@ -43,9 +45,7 @@ class FolderTree:
         current: str | None = folder_id
         while current is not None and current not in chain and len(chain) < MAX_DEPTH:
             chain.append(current)
-            if current not in self._parents:
-                self._parents[current] = await self._parent(current)
-            current = self._parents[current]
+            current = await self._parents.get(current, functools.partial(self._parent, current))
         return chain
 
     async def _parent(self, folder_id: str) -> str | None:

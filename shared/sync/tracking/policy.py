@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.crm.port import EMAIL_RESOLUTION_ORDER, CrmPort, RecordRef
+from shared.sync.concurrency import Memo
 from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.sync.model import TrackingRule
 from shared.sync.tracking.envelope import Envelope
@@ -85,18 +86,17 @@ class SenderLookup:
     def __init__(self, crm: CrmPort, caller: str) -> None:
         self._crm = crm
         self._caller = caller
-        self._cache: dict[str, list[RecordRef]] = {}
+        self._cache: Memo[str, list[RecordRef]] = Memo()  # shared by a page's concurrent decisions
 
     async def records(self, address: str) -> list[RecordRef]:
-        if address not in self._cache:
-            self._cache[address] = await self._crm.find_by_email(
-                address, tables=EMAIL_ENABLED_TABLES, caller=self._caller
-            )
-        return self._cache[address]
+        return await self._cache.get(
+            address,
+            lambda: self._crm.find_by_email(address, tables=EMAIL_ENABLED_TABLES, caller=self._caller),
+        )
 
     def remember(self, address: str, ref: RecordRef) -> None:
         """A record created for ``address`` during the run (the next lookup must see it)."""
-        self._cache[address] = [*self._cache.get(address, []), ref]
+        self._cache.put(address, [*(self._cache.peek(address) or []), ref])
 
     async def any_in(self, addresses: Sequence[str], tables: Sequence[str]) -> bool:
         for address in addresses:
