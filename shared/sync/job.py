@@ -31,11 +31,13 @@ window is ignored rather than deleting the CRM record. Sliding the window needs 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import enum
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ from shared.crm.port import CrmPort
 from shared.outlook.delta import DeltaPage, DeltaReader
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.writers import OutlookWriter
+from shared.store.errors import LeaseHeld
 from shared.store.jobs import SyncJob
 from shared.store.ports import LinkStore, Store
 from shared.store.records import (
@@ -101,6 +104,7 @@ _RESOURCE = re.compile(
     r"|todo/lists/(?P<task_list>.+)/tasks)$"
 )
 _CLEAR_DIRTY_ATTEMPTS = 5
+_LEASE_POLL_SECONDS = 0.25
 _MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
 _MASS_DELETE_REASON = "mass_delete_refused"
 _FATAL_CRM_ERRORS = (ConcurrencyMismatch, CallerNotFound, AuthenticationFailed)
@@ -340,11 +344,15 @@ class MailboxSyncJob:
         *,
         progress: ProgressCallback | None = None,
         full_resync: bool = False,
+        wait_for_lease: bool = False,
     ) -> SyncRunReport:
         """Sync one resource of one mailbox from its stored delta link (a full read if none).
 
         ``full_resync``: forget the delta link first (under the lease, so no concurrent run stores a
-        newer one meanwhile) and re-read everything against the link map."""
+        newer one meanwhile) and re-read everything against the link map.
+        ``wait_for_lease``: when a worker holds the mailbox (the echo of onboarding's own stamps, say),
+        wait up to one lease period for it instead of raising ``LeaseHeld`` at once (for onboarding
+        and admin commands; queue jobs are requeued instead)."""
         ref = parse_resource(mailbox_id, resource)
         mailbox = await self._store.registry.get_mailbox(mailbox_id)
         if not mailbox.enabled:
@@ -352,7 +360,7 @@ class MailboxSyncJob:
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state
-        lease = await state_store.try_acquire(mailbox_id, self._owner, self._options.lease_seconds)
+        lease = await self._acquire(mailbox_id, wait=wait_for_lease)
         holder = [lease]  # the current lease (renewals replace it)
         try:
             if full_resync:
@@ -369,6 +377,18 @@ class MailboxSyncJob:
             return report
         finally:
             await state_store.release(holder[0])
+
+    async def _acquire(self, mailbox_id: str, *, wait: bool) -> Lease:
+        deadline = time.monotonic() + (self._options.lease_seconds + _LEASE_POLL_SECONDS if wait else 0)
+        while True:
+            try:
+                return await self._store.sync_state.try_acquire(
+                    mailbox_id, self._owner, self._options.lease_seconds
+                )
+            except LeaseHeld:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(_LEASE_POLL_SECONDS)
 
     async def _round(
         self,

@@ -210,7 +210,9 @@ class MailboxService:
             def report(step: SyncProgress) -> None:
                 notify(OnboardingProgress("initial sync", step.resource, step.items_seen, step.items_synced))
 
-            baseline.append(await self._job.run(mailbox.mailbox_id, record.resource, progress=report))
+            baseline.append(
+                await self._job.run(mailbox.mailbox_id, record.resource, progress=report, wait_for_lease=True)
+            )
         now = self._clock()
         return OnboardingReport(
             mailbox.mailbox_id,
@@ -325,7 +327,7 @@ class MailboxService:
                 new = await replace_subscription(self._store, self._subscriptions, record)
                 await self._audit(record.mailbox_id, AuditAction.SUBSCRIBED)
                 recreated.append(new.subscription_id)
-                resynced.append(await self._job.run(record.mailbox_id, record.resource))
+                resynced.append(await self._job.run(record.mailbox_id, record.resource, wait_for_lease=True))
                 continue
             await self._store.subscriptions.put(
                 SubscriptionRecord(
@@ -354,7 +356,12 @@ class MailboxService:
         await self._audit(mailbox_id, AuditAction.RESYNC)
         records = [record async for record in self._store.subscriptions.list_for_mailbox(mailbox_id)]
         return tuple(
-            [await job.run(mailbox_id, r.resource, progress=progress, full_resync=True) for r in records]
+            [
+                await job.run(
+                    mailbox_id, r.resource, progress=progress, full_resync=True, wait_for_lease=True
+                )
+                for r in records
+            ]
         )
 
     async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
@@ -371,7 +378,9 @@ class MailboxService:
             records = [record async for record in self._store.subscriptions.list_for_mailbox(box)]
             for record in records:
                 if parse_resource(box, record.resource).kind in parked_kinds:
-                    reports.append(await self._job.run(box, record.resource, full_resync=True))
+                    reports.append(
+                        await self._job.run(box, record.resource, full_resync=True, wait_for_lease=True)
+                    )
         return tuple(reports)
 
     # -- status ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import uuid
@@ -13,6 +14,7 @@ import pytest
 from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.outlook.writers import OutlookWriter
+from shared.store.errors import LeaseHeld
 from shared.store.ports import LinkStore
 from shared.store.records import Link, MailboxState
 from shared.sync.job import MailboxSyncJob, RunOutcome
@@ -314,3 +316,26 @@ async def test_a_recurring_series_becomes_one_appointment_per_instance_in_the_wi
     assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
     rows = engine.query(f"appointments?$select=globalobjectid&$filter=subject eq '{subject}'")
     assert len({row["globalobjectid"] for row in rows}) == len(rows) == 3
+
+
+async def test_an_admin_run_waits_for_a_worker_holding_the_lease_and_a_queue_job_does_not(
+    engine: Engine,
+) -> None:
+    box = (await engine.register()).mailbox_id
+    engine.graph_sim.seed(box, contacts=[{"surname": "Waits"}])
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    worker = await engine.store.sync_state.try_acquire(box, "worker:other-instance", 60)
+    job = engine.job()
+
+    with pytest.raises(LeaseHeld):
+        await job.run(box, contacts)  # a queue job: requeued by the worker, never waits
+
+    async def finish_soon() -> None:
+        await asyncio.sleep(0.5)
+        await engine.store.sync_state.release(worker)
+
+    releasing = asyncio.create_task(finish_soon())
+    report = await job.run(box, contacts, wait_for_lease=True)  # onboarding, resync: waits
+    await releasing
+
+    assert (report.outcome, report.crm_writes) == (RunOutcome.COMPLETED, 1)
