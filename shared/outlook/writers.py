@@ -255,22 +255,17 @@ class OutlookWriter:
         with graph_errors():
             await self._item(mailbox, kind, item_id).patch(body)
 
-    async def stamp_many(
-        self, mailbox: str, kind: ItemKind, stamps: Mapping[str, str]
-    ) -> dict[str, str | None]:
+    async def stamp_many(self, mailbox: str, kind: ItemKind, stamps: Mapping[str, str]) -> set[str]:
         """Stamp many items of one kind (item id -> CRM id) in JSON batches, with the same PATCH as
-        :meth:`stamp_crm_id`. Returns each stamped item's new change key (from the PATCH answer, so
-        the echo of the stamp is recognised as ours); an item Graph no longer has (404) is left out:
-        not an error, it was deleted meanwhile. Any other failure raises the typed error."""
+        :meth:`stamp_crm_id`. Returns the ids Graph no longer has (404): not an error, the item was
+        deleted meanwhile. Any other failure raises the typed error a single stamp would."""
         bodies = {item_id: self._stamp_body(kind, crm_id) for item_id, crm_id in stamps.items()}
         requests = {
             item_id: self._item(mailbox, kind, item_id).to_patch_request_information(body)
             for item_id, body in bodies.items()
         }
         answers = await GraphBatch(self._client).send_or_missing(requests)
-        return {
-            item_id: _change_key(answer.body) for item_id, answer in answers.items() if answer is not None
-        }
+        return {item_id for item_id, answer in answers.items() if answer is None}
 
     async def read_crm_id(self, mailbox: str, kind: ItemKind, item_id: str) -> str | None:
         """The CRM id stamped on an item, or ``None`` if it has none."""
@@ -282,8 +277,3 @@ class OutlookWriter:
                 request_configuration=RequestConfiguration(query_parameters=parameters)
             )
         return crm_id_of(found.single_value_extended_properties if found else None)
-
-
-def _change_key(body: object) -> str | None:
-    key = body.get("changeKey") if isinstance(body, dict) else None
-    return key if isinstance(key, str) else None

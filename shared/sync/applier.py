@@ -74,6 +74,10 @@ PARTY_COLUMNS: Mapping[str, frozenset[str]] = {
     "appointment": frozenset({"organizer", "requiredattendees", "optionalattendees"}),
 }
 _OWNER_COLUMN = "_ownerid_value"
+# The change key a stamp leaves is not recorded: the PATCH answer's key would also cover a user's
+# edit made between the delta read and the stamp, hiding it. The stamp's echo is then recognised by
+# its content hash (a link refresh, no CRM write).
+_UNKNOWN_CHANGE_KEY = None
 _OWNED_KEY = "@owned_by_user"  # kept beside the per-column bases in the link row's synced fields
 
 
@@ -178,9 +182,9 @@ def _specs(value: CrmValue) -> tuple[PartySpec, ...]:
 class OutlookSide(Protocol):
     """The Outlook writes a plan may contain, for one mailbox (see :class:`GraphOutlookSide`)."""
 
-    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> dict[str, str | None]:
-        """Stamp items (item id -> CRM id): each stamped item's new change key; an item deleted
-        meanwhile, or of a kind that cannot carry a stamp (To Do tasks), is left out."""
+    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> set[str]:
+        """Stamp items (item id -> CRM id); the ids stamped. An item deleted meanwhile, or of a kind
+        that cannot carry a stamp (To Do tasks), is left out."""
         ...
 
     async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem: ...
@@ -208,10 +212,11 @@ class GraphOutlookSide:
             raise ValueError("To Do tasks are written within a list: pass task_list_id")
         return self._task_list
 
-    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> dict[str, str | None]:
+    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> set[str]:
         if kind not in STAMPABLE_KINDS or not stamps:
-            return {}
-        return await self._writer.stamp_many(self._mailbox, kind, {i: str(c) for i, c in stamps.items()})
+            return set()
+        gone = await self._writer.stamp_many(self._mailbox, kind, {i: str(c) for i, c in stamps.items()})
+        return set(stamps) - gone
 
     async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem:
         if isinstance(item, Contact):
@@ -251,8 +256,9 @@ _BULK_ACTIONS = (CreateInCrm, UpdateCrm, StampOutlook, WriteLink, Conflict, Skip
 
 
 def bulk_eligible(actions: Sequence[Action]) -> bool:
-    """Plans that only upsert in the CRM, stamp and link: the common case, applied in bulk."""
-    return any(isinstance(a, CreateInCrm | UpdateCrm) for a in actions) and all(
+    """Plans that only upsert in the CRM, stamp and link (or just refresh a link, the echo of a
+    stamp): the common case, applied in bulk."""
+    return any(isinstance(a, CreateInCrm | UpdateCrm | WriteLink) for a in actions) and all(
         isinstance(a, _BULK_ACTIONS) for a in actions
     )
 
@@ -463,8 +469,8 @@ class Applier:
         if len(stamped) < len(stamps) and kind in STAMPABLE_KINDS:
             gone = len(stamps) - len(stamped)
             logger.info("%d %s(s) deleted in Outlook before their stamp; linked anyway", gone, kind.value)
-        for item_id, change_key in stamped.items():
-            owners[item_id].outlook = (item_id, change_key)  # the echo of the stamp is then ours
+        for item_id in stamped:
+            owners[item_id].outlook = (item_id, _UNKNOWN_CHANGE_KEY)
             owners[item_id].outlook_writes += 1
 
     async def _write_links(self, mailbox_id: str, kind: ItemKind, links: Sequence[tuple[bool, Link]]) -> None:
@@ -489,9 +495,8 @@ class Applier:
         still written, so the next delta's removal reaches the record through it."""
         if self._outlook is None:
             return
-        stamped = await self._outlook.stamp_many(kind, {item_id: crm_id})
-        if item_id in stamped:
-            written.outlook = (item_id, stamped[item_id])
+        if item_id in await self._outlook.stamp_many(kind, {item_id: crm_id}):
+            written.outlook = (item_id, _UNKNOWN_CHANGE_KEY)
             written.outlook_writes += 1
 
     # -- CRM ------------------------------------------------------------------------------------

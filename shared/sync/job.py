@@ -562,36 +562,40 @@ class MailboxSyncJob:
             verdicts.append((item, tracked))
         wanted = [item.item_id for item, tracked in verdicts if tracked and isinstance(item.item, Email)]
         bodies = await self._reader.fetch_message_bodies(mailbox.mailbox_id, wanted) if wanted else {}
-        prepared: list[_Prepared] = []
+        ready: list[tuple[OutlookItem, bool]] = []
         for listed, tracked in verdicts:
-            item = listed
-            if listed.item_id in bodies:
-                body = bodies[listed.item_id]
-                if body is None or not isinstance(listed.item, Email):
-                    continue  # deleted since the page was read: the next delta reports the removal
-                content = listed.item.model_copy(update={"body": body.content, "body_is_html": body.is_html})
-                item = listed.model_copy(update={"item": content})
-            outlook = OutlookState.from_outlook_item(item, tracked=tracked)
-            stored = await run.links.by_outlook(item.item_id)
-            if stored is not None:
-                link = from_stored_link(stored)
-                prepared.append(_Prepared(item, outlook, link, link.crm_id, own_link=True))
-            elif outlook.item is not None and outlook.gone is None:
-                record_id = outlook.crm_id or crm_record_id(
-                    kind, natural_key(mailbox.mailbox_id, item.item_id, outlook.item)
-                )
-                # Another copy in this mailbox (a message sent to oneself: Sent Items and Inbox) may
-                # already hold the record; the planner then skips this copy instead of fighting over
-                # it. Only emails and meetings share ids across copies (internetMessageId, iCalUId).
-                same = (
-                    await run.links.by_crm(fmap.table, str(record_id))
-                    if kind in _SHARED_NATURAL_KEYS
-                    else None
-                )
-                copy = from_stored_link(same) if same is not None else None
-                prepared.append(_Prepared(item, outlook, copy, record_id, own_link=False))
-            # else: gone (or untracked) and never linked: nothing to do
-        return prepared
+            if listed.item_id not in bodies:
+                ready.append((listed, tracked))
+                continue
+            body = bodies[listed.item_id]
+            if body is None or not isinstance(listed.item, Email):
+                continue  # deleted since the page was read: the next delta reports the removal
+            content = listed.item.model_copy(update={"body": body.content, "body_is_html": body.is_html})
+            ready.append((listed.model_copy(update={"item": content}), tracked))
+        linked = await bounded_gather(self._linked(run, item, tracked) for item, tracked in ready)
+        return [entry for entry in linked if entry is not None]
+
+    async def _linked(self, run: _Run, item: OutlookItem, tracked: bool) -> _Prepared | None:
+        """The item with the link that holds it and the record it maps to; ``None``: nothing to do."""
+        kind = run.ref.kind
+        outlook = OutlookState.from_outlook_item(item, tracked=tracked)
+        stored = await run.links.by_outlook(item.item_id)
+        if stored is not None:
+            link = from_stored_link(stored)
+            return _Prepared(item, outlook, link, link.crm_id, own_link=True)
+        if outlook.item is None or outlook.gone is not None:
+            return None  # gone (or untracked) and never linked: nothing to do
+        record_id = outlook.crm_id or crm_record_id(
+            kind, natural_key(run.mailbox.mailbox_id, item.item_id, outlook.item)
+        )
+        # Another copy in this mailbox (a message sent to oneself: Sent Items and Inbox) may already
+        # hold the record; the planner then skips this copy instead of fighting over it. Only emails
+        # and meetings share ids across copies (internetMessageId, iCalUId).
+        same = None
+        if kind in _SHARED_NATURAL_KEYS:
+            same = await run.links.by_crm(field_map(kind).table, str(record_id))
+        copy = from_stored_link(same) if same is not None else None
+        return _Prepared(item, outlook, copy, record_id, own_link=False)
 
     async def _verdict(self, run: _Run, item: OutlookItem) -> bool:
         """Whether the item takes part: the tracker's decision for mail, else the settings."""

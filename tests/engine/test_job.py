@@ -239,14 +239,39 @@ async def test_the_echo_of_our_own_stamp_is_recognised_by_its_content_hash(engin
     job = engine.job()
     first = await job.run(box, contacts)
 
-    (stamped,) = [link async for link in engine.store.links.list_links(box, ItemKind.CONTACT)]
-
     echo = await job.run(box, contacts)  # the CRM id stamp changed the contact's change key
 
-    assert (first.crm_writes, echo.items_seen, echo.crm_writes, echo.items_synced) == (1, 1, 0, 0)
-    # the link already holds the stamp's change key: the echo does not even rewrite the link
-    (after,) = [link async for link in engine.store.links.list_links(box, ItemKind.CONTACT)]
-    assert after.etag == stamped.etag
+    assert (first.crm_writes, echo.items_seen, echo.crm_writes) == (1, 1, 0)
+
+
+class EditedBeforeStamp(OutlookWriter):
+    """The user edits the contact after its delta page was read, just before crmsync stamps it."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine.graph)
+        self.engine = engine
+
+    async def stamp_many(self, mailbox: str, kind: ItemKind, stamps: Mapping[str, str]) -> set[str]:
+        for item_id in stamps:
+            self.engine.outlook.patch(mailbox, "contacts", item_id, {"jobTitle": "Edited meanwhile"})
+        return await super().stamp_many(mailbox, kind, stamps)
+
+
+async def test_an_edit_between_the_read_and_the_stamp_is_not_mistaken_for_the_stamps_echo(
+    engine: Engine,
+) -> None:
+    box = (await engine.register()).mailbox_id
+    engine.graph_sim.seed(box, contacts=[{"givenName": "Ada", "surname": "Racing"}])
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    racing = MailboxSyncJob(
+        store=engine.store, crm=engine.crm, reader=DeltaReader(engine.graph), writer=EditedBeforeStamp(engine)
+    )
+    await racing.run(box, contacts)
+    (link,) = [link async for link in engine.store.links.list_links(box, ItemKind.CONTACT)]
+
+    await engine.job().run(box, contacts)
+
+    assert engine.dataverse.record("contact", link.crm_id)["jobtitle"] == "Edited meanwhile"  # type: ignore[index]
 
 
 async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine: Engine) -> None:
