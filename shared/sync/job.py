@@ -666,7 +666,13 @@ class MailboxSyncJob:
             await run.tracker.after_apply(plan.item, plan.actions)
         run.crm_writes += applied.crm_writes
         run.fitted += len(applied.fitted)
-        if applied.crm_writes or applied.linked or applied.unlinked:
+        # a link refresh alone (the echo of our own stamp) synchronised nothing
+        if (
+            applied.crm_writes
+            or applied.outlook_writes
+            or applied.unlinked
+            or (applied.linked and plan.new_link)
+        ):
             run.items_synced += 1
         if any(isinstance(a, UnlinkOnly) and a.kept is Side.OUTLOOK for a in plan.actions):
             await self._untrack_message(run, plan.item)
