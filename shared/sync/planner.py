@@ -411,13 +411,10 @@ class _ItemPlanner:
         outlook_changed = self.outlook_changed(link, present)
         crm_changed = self.crm_changed(link, crm, crm_values)
         if not outlook_changed and not crm_changed:
-            # Unchanged on both sides (a version bump alone - e.g. the echo of our own write - is
-            # not a change) -> at most remember the new versions so the next check is cheap.
-            if (present.change_key, crm.etag, crm.owned_by_user) == (
-                link.outlook_change_key,
-                link.crm_etag,
-                link.owned_by_user,
-            ):
+            # Unchanged on both sides: a version bump alone (the echo of our own stamp, an edit of a
+            # column crmsync does not sync) is not a change, and the content hashes already decide
+            # the next check, so the link is rewritten only when the record changed hands.
+            if crm.owned_by_user == link.owned_by_user:
                 return []
             refreshed = dataclasses.replace(
                 link,
