@@ -247,6 +247,10 @@ class AuditTrail(Protocol):
 
     async def append(self, record: AuditRecord) -> None: ...
 
+    async def append_many(self, records: Sequence[AuditRecord]) -> None:
+        """Several records of one mailbox, in as few round trips as the store allows."""
+        ...
+
     async def list_recent(self, mailbox_id: str, limit: int = 100) -> list[AuditRecord]:
         """The mailbox's newest ``limit`` records, newest first."""
         ...

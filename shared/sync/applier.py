@@ -121,6 +121,23 @@ def from_stored_link(row: StoredLink) -> Link:
     )
 
 
+def _audit_record(
+    mailbox_id: str,
+    kind: ItemKind,
+    action: AuditAction,
+    crm_id: uuid.UUID | None,
+    outlook_id: str | None = None,
+) -> AuditRecord:
+    return AuditRecord.for_item(
+        mailbox_id=mailbox_id,
+        actor=ACTOR,
+        action=action,
+        kind=kind,
+        outlook_id=outlook_id,
+        crm_id=str(crm_id) if crm_id else None,
+    )
+
+
 def _read_columns(table: str, mapped: Sequence[str]) -> list[str]:
     """The columns a CRM state reads: the mapped ones except party lists, then the owner (last)."""
     parties = PARTY_COLUMNS.get(table, frozenset())
@@ -488,7 +505,10 @@ class Applier:
     async def _record_many(
         self, mailbox_id: str, kind: ItemKind, entries: Sequence[tuple[AuditAction, uuid.UUID]]
     ) -> None:
-        await bounded_gather(self._record(mailbox_id, kind, action, crm_id) for action, crm_id in entries)
+        if entries:
+            await self._audit.append_many(
+                [_audit_record(mailbox_id, kind, action, crm_id) for action, crm_id in entries]
+            )
 
     async def _stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID, written: _Written) -> None:
         """Stamp the CRM id. An item deleted since its page was read is not an error: the link is
@@ -646,13 +666,4 @@ class Applier:
         crm_id: uuid.UUID | None,
         outlook_id: str | None = None,
     ) -> None:
-        await self._audit.append(
-            AuditRecord.for_item(
-                mailbox_id=mailbox_id,
-                actor=ACTOR,
-                action=action,
-                kind=kind,
-                outlook_id=outlook_id,
-                crm_id=str(crm_id) if crm_id else None,
-            )
-        )
+        await self._audit.append(_audit_record(mailbox_id, kind, action, crm_id, outlook_id))

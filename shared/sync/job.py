@@ -105,7 +105,9 @@ _RESOURCE = re.compile(
 )
 _CLEAR_DIRTY_ATTEMPTS = 5
 _LEASE_POLL_SECONDS = 0.25
-_MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
+_MAX_ROUNDS = 10
+# A page this many times smaller than the kind's link map still reads it whole (1,000 rows per request).
+_PRELOAD_FACTOR = 20  # delta rounds one run takes while notifications keep the resource dirty
 _MASS_DELETE_REASON = "mass_delete_refused"
 _FATAL_CRM_ERRORS = (ConcurrencyMismatch, CallerNotFound, AuthenticationFailed)
 
@@ -264,6 +266,10 @@ class _LinkView:
         self._by_outlook: dict[str, StoredLink] | None = None
         self._by_crm: dict[str, StoredLink] = {}
         self._stale: set[str] = set()
+
+    @property
+    def preloaded(self) -> bool:
+        return self._by_outlook is not None
 
     async def preload(self) -> None:
         self._by_outlook = {}
@@ -551,6 +557,8 @@ class MailboxSyncJob:
         maps to: everything planning needs, read a page at a time."""
         mailbox, kind = run.mailbox, run.ref.kind
         fmap = field_map(kind)
+        if not run.links.preloaded and len(items) * _PRELOAD_FACTOR >= run.linked_at_start:
+            await run.links.preload()  # one scan of the kind's links beats a point read per item
         verdicts: list[tuple[OutlookItem, bool]] = []
         decided = await bounded_gather(self._guard(run, item, self._verdict(run, item)) for item in items)
         for item, verdict in zip(items, decided, strict=True):

@@ -83,6 +83,29 @@ class TestAuditContract:
         assert (recent[0].outcome, recent[0].reason_code) == (AuditOutcome.FAILED, "crm_privilege_denied")
         assert len(await store.audit.list_recent(MAILBOX)) == 3
 
+    async def test_append_many_writes_one_mailboxs_records_in_transactions(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        records = [
+            AuditRecord.for_item(
+                mailbox_id=MAILBOX,
+                actor="engine",
+                action=AuditAction.CREATED_IN_CRM,
+                kind=ItemKind.CONTACT,
+                outlook_id=f"item-{n}",
+                at=clock.now,
+            )
+            for n in range(150)  # more than one entity-group transaction holds
+        ]
+        await store.audit.append_many(records)
+
+        recent = await store.audit.list_recent(MAILBOX, limit=1000)
+        assert sorted(r.outlook_id_hash or "" for r in recent) == sorted(
+            fingerprint(f"item-{n}") for n in range(150)
+        )
+        with pytest.raises(ValueError, match="one mailbox"):
+            await store.audit.append_many([records[0], records[0].model_copy(update={"mailbox_id": "other"})])
+
 
 @pytest.mark.parametrize(
     "fields",
