@@ -64,6 +64,16 @@ class Azurite:
                 self.host,
                 "--tablePort",
                 str(self.table_port),
+                # Azurite closes idle connections after 5 s; Azure Storage keeps them for minutes. A
+                # client whose event loop was busy past 5 s could reuse a socket Azurite had just
+                # closed ("Server disconnected" on every pooled connection it retried on).
+                *(f"--{service}KeepAliveTimeout=300" for service in ("blob", "queue", "table")),
+                # CRMSYNC_AZURITE_DEBUG=<file>: Azurite's own request log, to see why it refused one
+                *(
+                    ["--debug", os.environ["CRMSYNC_AZURITE_DEBUG"]]
+                    if os.environ.get("CRMSYNC_AZURITE_DEBUG")
+                    else []
+                ),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

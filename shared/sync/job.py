@@ -559,6 +559,8 @@ class MailboxSyncJob:
         fmap = field_map(kind)
         if not run.links.preloaded and len(items) * _PRELOAD_FACTOR >= run.linked_at_start:
             await run.links.preload()  # one scan of the kind's links beats a point read per item
+        if run.links.preloaded and run.tracker is not None:
+            await run.tracker.preload()  # likewise the tracking index's message rows
         verdicts: list[tuple[OutlookItem, bool]] = []
         decided = await bounded_gather(self._guard(run, item, self._verdict(run, item)) for item in items)
         for item, verdict in zip(items, decided, strict=True):

@@ -102,3 +102,17 @@ async def test_a_folder_mapped_to_a_table_without_a_regarding_binding_tracks_wit
 
     assert regarding_of(world, email_id(mail["internetMessageId"])) is None
     assert "no email regarding binding" in caplog.text
+
+
+async def test_the_tracking_index_lists_a_mailboxs_tracked_messages_in_one_scan(world: World) -> None:
+    mailbox = await world.mailbox()
+    sent = [message(f"s{n}@fabrikam.example", f"Quote {n}", categories=[TRACKED]) for n in range(3)]
+    ids = world.graph_sim.seed(mailbox.mailbox_id, messages={"inbox": sent})["messages"]["inbox"]
+    await world.sync(mailbox)
+
+    listed = await world.index.list_messages(mailbox.mailbox_id)
+
+    assert {item_id: row.crm_id for item_id, row in listed.items()} == {
+        item_id: email_id(m["internetMessageId"]) for item_id, m in zip(ids, sent, strict=True)
+    }
+    assert listed == {item_id: await world.index.get_message(mailbox.mailbox_id, item_id) for item_id in ids}

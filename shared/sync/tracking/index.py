@@ -24,7 +24,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.store.azure_tables import table_service
-from shared.store.keys import encode_key, row_key
+from shared.store.keys import SEPARATOR, decode_key, encode_key, key_range, row_key
 from shared.sync.mailbox_settings import CrmRecordRef
 
 TABLE_SUFFIX = "tracking"
@@ -86,6 +86,18 @@ def _regarding_of(entity: dict[str, Any]) -> CrmRecordRef | None:
     return None
 
 
+def _message_of(item_id: str, entity: dict[str, Any]) -> TrackedMessage:
+    return TrackedMessage(
+        item_id=item_id,
+        crm_id=uuid.UUID(entity["crm_id"]),
+        via=TrackedVia(entity["via"]),
+        regarding=_regarding_of(entity),
+        attachments_copied=entity.get("attachments_copied") is True,
+        conversation_id=entity.get("conversation_id"),
+        token=entity.get("token"),
+    )
+
+
 def _message_row(item_id: str) -> str:
     return row_key("m", encode_key(item_id))
 
@@ -116,17 +128,22 @@ class TrackingIndex:
 
     async def get_message(self, mailbox_id: str, item_id: str) -> TrackedMessage | None:
         entity = await self._get(mailbox_id, _message_row(item_id))
-        if entity is None:
-            return None
-        return TrackedMessage(
-            item_id=item_id,
-            crm_id=uuid.UUID(entity["crm_id"]),
-            via=TrackedVia(entity["via"]),
-            regarding=_regarding_of(entity),
-            attachments_copied=entity.get("attachments_copied") is True,
-            conversation_id=entity.get("conversation_id"),
-            token=entity.get("token"),
+        return _message_of(item_id, entity) if entity is not None else None
+
+    async def list_messages(self, mailbox_id: str) -> dict[str, TrackedMessage]:
+        """Every tracked message of the mailbox by item id: one range scan (1,000 rows per request)
+        instead of a point read per message when a run reads a whole folder."""
+        low, high = key_range("m")
+        rows = self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            parameters={"pk": encode_key(mailbox_id), "low": low, "high": high},
+            results_per_page=1000,
         )
+        found: dict[str, TrackedMessage] = {}
+        async for entity in rows:
+            item_id = decode_key(entity["RowKey"].split(SEPARATOR, 1)[1])
+            found[item_id] = _message_of(item_id, dict(entity))
+        return found
 
     async def put_message(self, mailbox_id: str, message: TrackedMessage) -> None:
         await self._put(

@@ -112,6 +112,18 @@ class Tracker:
         )
         self._seen: dict[str, _Seen] = {}
         self._deleted_items: str | None = None
+        self._known: dict[str, TrackedMessage] | None = None  # the index's message rows, if preloaded
+
+    async def preload(self) -> None:
+        """Read the mailbox's tracked messages once (a folder's full read); this run is the only writer
+        of them (it holds the mailbox lease) and keeps the copy current."""
+        if self._known is None:
+            self._known = await self._index.list_messages(self.mailbox_id)
+
+    async def _earlier(self, item_id: str) -> TrackedMessage | None:
+        if self._known is not None:
+            return self._known.get(item_id)
+        return await self._index.get_message(self.mailbox_id, item_id)
 
     @property
     def mailbox_id(self) -> str:
@@ -124,7 +136,7 @@ class Tracker:
         envelope = Envelope.of(item)
         if envelope is None:
             return None
-        earlier = await self._index.get_message(self.mailbox_id, item.item_id)
+        earlier = await self._earlier(item.item_id)
         decision = await self.policy.decide(envelope, earlier=earlier)
         self._seen[item.item_id] = _Seen(decision, earlier)
         logger.debug("tracking decision: %s (%s)", decision.tracked, decision.reason.value)
@@ -209,9 +221,11 @@ class Tracker:
         """Regarding, attachments and the tracking index, once the applier wrote the plan."""
         seen = self._seen.pop(item.item_id, None)
         if _gives_up(actions):
-            earlier = seen.earlier if seen else await self._index.get_message(self.mailbox_id, item.item_id)
+            earlier = seen.earlier if seen else await self._earlier(item.item_id)
             if earlier is not None:
                 await self._index.forget_message(self.mailbox_id, earlier)
+                if self._known is not None:
+                    self._known.pop(item.item_id, None)
             return
         via = seen.decision.via if seen is not None and seen.decision.tracked else None
         if seen is None or via is None or not isinstance(item.item, Email):
@@ -243,6 +257,8 @@ class Tracker:
         )
         if tracked != earlier:
             await self._index.put_message(self.mailbox_id, tracked)
+            if self._known is not None:
+                self._known[item.item_id] = tracked
             await self._remember_thread(tracked)
 
     async def _crm_id(
