@@ -18,8 +18,10 @@ delta baseline with progress reports. A failure after registration undoes what w
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared.crm.errors import CrmError, DuplicateRecord
 from shared.crm.port import CrmPort, FieldValue, Upsert
 from shared.outlook.delta import DeltaReader
-from shared.outlook.errors import ItemNotFound
+from shared.outlook.errors import GraphThrottled, ItemNotFound
 from shared.outlook.errors import MailboxNotFound as GraphMailboxNotFound
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import SubscriptionManager, resource_path
@@ -62,6 +64,8 @@ from shared.sync.status import MailboxStatus, SubscriptionStatus, status, subscr
 from shared.sync.tracking import TrackingService
 from shared.sync.tracking.folders import folders_to_watch
 
+logger = logging.getLogger(__name__)
+
 # Minimal valid rows for the privilege probe (never committed: see the module docstring).
 _PROBE_FIELDS: dict[str, dict[str, FieldValue]] = {
     "contact": {"lastname": "crmsync privilege check"},
@@ -86,6 +90,16 @@ class OnboardingProgress:
 
 
 OnboardingCallback = Callable[[OnboardingProgress], None]
+#: How long an initial sync waits for Graph's throttling in all (two of Outlook's 10-minute windows).
+MAX_THROTTLED_WAIT_SECONDS = 1200.0
+
+
+def _retry_after(value: str | None) -> float:
+    """Retry-After in seconds (Graph sends seconds); a minute when it is missing or not a number."""
+    try:
+        return min(max(float(value or ""), 1.0), 600.0)
+    except ValueError:
+        return 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +224,7 @@ class MailboxService:
             def report(step: SyncProgress) -> None:
                 notify(OnboardingProgress("initial sync", step.resource, step.items_seen, step.items_synced))
 
-            baseline.append(
-                await self._job.run(mailbox.mailbox_id, record.resource, progress=report, wait_for_lease=True)
-            )
+            baseline.append(await self._paced(mailbox.mailbox_id, record.resource, report, notify))
         now = self._clock()
         return OnboardingReport(
             mailbox.mailbox_id,
@@ -341,6 +353,28 @@ class MailboxService:
             )
             renewed.append(record.subscription_id)
         return RenewalReport(tuple(renewed), tuple(recreated), tuple(resynced))
+
+    async def _paced(
+        self, mailbox_id: str, resource: str, progress: ProgressCallback, notify: OnboardingCallback
+    ) -> SyncRunReport:
+        """A baseline run that waits out Graph's throttling and resumes from its last stored page.
+
+        Outlook allows an app 10,000 requests per mailbox in 10 minutes, each request of a JSON
+        batch counted ("Microsoft Graph service-specific throttling limits", Outlook service limits,
+        learn.microsoft.com/graph/throttling-limits): a big mailbox's baseline can use that up. The
+        CLI paces itself instead of failing; a queue job fails and the queue retries it instead."""
+        waited = 0.0
+        while True:
+            try:
+                return await self._job.run(mailbox_id, resource, progress=progress, wait_for_lease=True)
+            except GraphThrottled as throttled:
+                delay = _retry_after(throttled.retry_after)
+                if waited + delay > MAX_THROTTLED_WAIT_SECONDS:
+                    raise
+                waited += delay
+                logger.warning("Graph throttles this mailbox; the initial sync resumes in %.0f s", delay)
+                notify(OnboardingProgress("waiting for Graph's throttling", resource))
+                await asyncio.sleep(delay)
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -130,3 +130,21 @@ async def test_onboarding_refuses_a_user_without_a_create_privilege_and_changes_
 async def test_onboarding_refuses_an_unknown_crm_user(service: MailboxService, graph_sim: GraphSim) -> None:
     with pytest.raises(OnboardingRefused, match="no CRM user"):
         await service.onboard(graph_sim.add_user(), str(uuid.uuid4()))
+
+
+async def test_an_initial_sync_throttled_by_graph_waits_and_resumes(
+    service: MailboxService, engine: Engine
+) -> None:
+    user = engine.make_crm_user()
+    mailbox = engine.graph_sim.add_user()
+    engine.graph_sim.seed(mailbox, contacts=[{"surname": f"Paced {n}"} for n in range(3)])
+    # Outlook's mailbox budget is spent: the stamps' batch is answered 429 with a Retry-After longer
+    # than the batch layer waits for, so the run fails with GraphThrottled and onboarding paces.
+    engine.graph_sim.fault("throttle", user=mailbox, method="PATCH", retry_after=11, count=1)
+    steps: list[OnboardingProgress] = []
+
+    report = await service.onboard(mailbox, user.systemuserid, progress=steps.append)
+
+    assert "waiting for Graph's throttling" in {step.step for step in steps}
+    assert await engine.store.links.count(mailbox, ItemKind.CONTACT) == 3
+    assert len(report.subscriptions) == 4
