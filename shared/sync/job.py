@@ -380,9 +380,30 @@ class MailboxSyncJob:
                 if not (await state_store.get_state(mailbox_id, resource)).dirty:
                     break
                 report = _combined(report, await self._round(mailbox, ref, resource, holder, None))
+            if report.outcome is RunOutcome.COMPLETED:
+                await self._other_dirty_resources(mailbox, resource, holder)
             return report
         finally:
             await state_store.release(holder[0])
+
+    async def _other_dirty_resources(self, mailbox: Mailbox, done: str, holder: list[Lease]) -> None:
+        """The mailbox's other resources notified meanwhile, under the same lease: their own jobs
+        would otherwise wait for it (a requeue and a poll, seconds) and find the work done."""
+        mailbox_id = mailbox.mailbox_id
+        async for record in self._store.subscriptions.list_for_mailbox(mailbox_id):
+            if record.resource == done:
+                continue
+            ref = parse_resource(mailbox_id, record.resource)
+            if not kind_enabled(mailbox.settings, ref.kind):
+                continue
+            if not (await self._store.sync_state.get_state(mailbox_id, record.resource)).dirty:
+                continue
+            try:
+                await self._round(mailbox, ref, record.resource, holder, None)
+            except Exception as error:  # that resource's own queued job retries it
+                logger.warning(
+                    "a dirty %s resource failed under this lease: %s", ref.kind.value, type(error).__name__
+                )
 
     async def _acquire(self, mailbox_id: str, *, wait: bool) -> Lease:
         deadline = time.monotonic() + (self._options.lease_seconds + _LEASE_POLL_SECONDS if wait else 0)

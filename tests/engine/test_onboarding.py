@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from shared.store.ports import Store
+from shared.sync.job import parse_resource
 from shared.sync.model import ItemKind
 from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
 from tests.engine.conftest import CrmUserFactory, Engine
@@ -148,3 +149,22 @@ async def test_an_initial_sync_throttled_by_graph_waits_and_resumes(
     assert "waiting for Graph's throttling" in {step.step for step in steps}
     assert await engine.store.links.count(mailbox, ItemKind.CONTACT) == 3
     assert len(report.subscriptions) == 4
+
+
+async def test_a_run_takes_the_mailboxs_other_dirty_resources_under_its_lease(
+    service: MailboxService, engine: Engine
+) -> None:
+    user = engine.make_crm_user()
+    mailbox = engine.graph_sim.add_user()
+    report = await service.onboard(mailbox, user.systemuserid)
+    resources = {parse_resource(mailbox, s.resource).kind: s.resource for s in report.subscriptions}
+    engine.graph_sim.seed(
+        mailbox, contacts=[{"surname": "Together"}], todo={"defaultList": [{"title": "Too"}]}
+    )
+    for kind in (ItemKind.CONTACT, ItemKind.TASK):  # both notified, as the webhook marks them
+        await engine.store.sync_state.mark_dirty(mailbox, resources[kind])
+
+    await engine.job().run(mailbox, resources[ItemKind.CONTACT])  # the contacts job only
+
+    assert await engine.store.links.count(mailbox, ItemKind.TASK) == 1  # the task came along
+    assert not (await engine.store.sync_state.get_state(mailbox, resources[ItemKind.TASK])).dirty
