@@ -40,7 +40,7 @@ from shared.store.errors import (
     StaleWrite,
     SubscriptionNotFound,
 )
-from shared.store.keys import encode_key, key_range, row_key
+from shared.store.keys import SEPARATOR, decode_key, encode_key, key_range, row_key
 from shared.store.ports import Store, check_link_batch, create_each, transaction_chunks
 from shared.store.records import (
     AuditRecord,
@@ -581,6 +581,18 @@ class AzureSyncStateStore:
         self._clock = clock
         # (mailbox, resource) pairs this process last left dirty: which write mark_dirty tries first.
         self._seen_dirty: set[tuple[str, str]] = set()
+
+    async def dirty_resources(self, mailbox_id: str) -> list[str]:
+        """One range query over the mailbox's ``dirty|`` rows."""
+        low, high = key_range(_DIRTY)
+        return [
+            decode_key(entity["RowKey"].split(SEPARATOR, 1)[1])
+            async for entity in _query(
+                self._table,
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                {"pk": encode_key(mailbox_id), "low": low, "high": high},
+            )
+        ]
 
     async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
         """One round trip: the state and dirty rows in one partition query."""

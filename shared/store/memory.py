@@ -272,6 +272,9 @@ class MemorySyncStateStore:
             return state
         return dataclasses.replace(state, dirty=True, dirty_since=dirty[0], dirty_etag=dirty[1])
 
+    async def dirty_resources(self, mailbox_id: str) -> list[str]:
+        return sorted(resource for mailbox, resource in self._dirty if mailbox == mailbox_id)
+
     async def mark_dirty(self, mailbox_id: str, resource: str) -> bool:
         encode_key(mailbox_id)
         existing = self._dirty.get((mailbox_id, resource))

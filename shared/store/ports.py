@@ -183,6 +183,10 @@ class SyncStateStore(Protocol):
         """Mark (mailbox, resource) dirty; True only for the call that made it dirty (enqueue then)."""
         ...
 
+    async def dirty_resources(self, mailbox_id: str) -> list[str]:
+        """The mailbox's resources marked dirty now (one read)."""
+        ...
+
     async def clear_dirty(self, state: SyncState) -> bool:
         """Clear the flag read in ``state``; False (still dirty) if a notification came since."""
         ...

@@ -390,16 +390,17 @@ class MailboxSyncJob:
         """The mailbox's other resources notified meanwhile, under the same lease: their own jobs
         would otherwise wait for it (a requeue and a poll, seconds) and find the work done."""
         mailbox_id = mailbox.mailbox_id
-        async for record in self._store.subscriptions.list_for_mailbox(mailbox_id):
-            if record.resource == done:
-                continue
-            ref = parse_resource(mailbox_id, record.resource)
-            if not kind_enabled(mailbox.settings, ref.kind):
-                continue
-            if not (await self._store.sync_state.get_state(mailbox_id, record.resource)).dirty:
+        for resource in await self._store.sync_state.dirty_resources(mailbox_id):
+            if resource == done:
                 continue
             try:
-                await self._round(mailbox, ref, record.resource, holder, None)
+                ref = parse_resource(mailbox_id, resource)
+            except InvalidResource:
+                continue
+            if not kind_enabled(mailbox.settings, ref.kind):
+                continue
+            try:
+                await self._round(mailbox, ref, resource, holder, None)
             except Exception as error:  # that resource's own queued job retries it
                 logger.warning(
                     "a dirty %s resource failed under this lease: %s", ref.kind.value, type(error).__name__

@@ -74,6 +74,15 @@ class TestSyncStateContract:
         assert await _dirty(store) == set()
         assert await store.sync_state.mark_dirty(MAILBOX, RESOURCE) is True
 
+    async def test_a_mailboxs_dirty_resources_are_one_read(self, store: Store) -> None:
+        other = RESOURCE.replace("contacts", "events")
+        await store.sync_state.mark_dirty(MAILBOX, RESOURCE)
+        await store.sync_state.mark_dirty(MAILBOX, other)
+        await store.sync_state.mark_dirty("another-mailbox", RESOURCE)
+        await store.sync_state.clear_dirty(await store.sync_state.get_state(MAILBOX, other))
+
+        assert await store.sync_state.dirty_resources(MAILBOX) == [RESOURCE]
+
     async def test_a_notification_after_the_read_keeps_it_dirty(self, store: Store) -> None:
         await store.sync_state.mark_dirty(MAILBOX, RESOURCE)
         read = await store.sync_state.get_state(MAILBOX, RESOURCE)
