@@ -138,6 +138,10 @@ def _audit_record(
     )
 
 
+def _audit_action(action: CreateInCrm | UpdateCrm) -> AuditAction:
+    return AuditAction.CREATED_IN_CRM if isinstance(action, CreateInCrm) else AuditAction.UPDATED_IN_CRM
+
+
 def _read_columns(table: str, mapped: Sequence[str]) -> list[str]:
     """The columns a CRM state reads: the mapped ones except party lists, then the owner (last)."""
     parties = PARTY_COLUMNS.get(table, frozenset())
@@ -379,7 +383,7 @@ class Applier:
                 case CreateInCrm() | UpdateCrm() | DeleteInCrm():
                     await self._crm_write(mailbox, kind, action, written)
                 case StampOutlook(item_id=item_id, crm_id=crm_id):
-                    await self._stamp(kind, item_id, crm_id, written)
+                    await self._stamp_all(kind, {item_id: (crm_id, written)})
                 case CreateInOutlook() | UpdateOutlook() | DeleteInOutlook():
                     await self._outlook_write(mailbox, kind, action, written)
                 case WriteLink():
@@ -441,12 +445,7 @@ class Applier:
             mailbox.mailbox_id,
             kind,
             [
-                (
-                    AuditAction.CREATED_IN_CRM
-                    if isinstance(action, CreateInCrm)
-                    else AuditAction.UPDATED_IN_CRM,
-                    action.record_id,
-                )
+                (_audit_action(action), action.record_id)
                 for i in done
                 for action in plans[i].actions
                 if isinstance(action, CreateInCrm | UpdateCrm)
@@ -466,29 +465,32 @@ class Applier:
         ]
 
     async def _stamp_many(self, kind: ItemKind, plans: Sequence[tuple[BulkPlan, _Written]]) -> None:
-        if self._outlook is None:
+        await self._stamp_all(
+            kind,
+            {
+                action.item_id: (action.crm_id, written)
+                for plan, written in plans
+                for action in plan.actions
+                if isinstance(action, StampOutlook)
+            },
+        )
+
+    async def _stamp_all(self, kind: ItemKind, pending: Mapping[str, tuple[uuid.UUID, _Written]]) -> None:
+        """Stamp the CRM ids (item id -> (CRM id, its plan's writes)). An item deleted since its page
+        was read is not an error: the link is still written, so the next delta's removal reaches the
+        record through it."""
+        if self._outlook is None or not pending:
             return
-        owners = {
-            action.item_id: written
-            for plan, written in plans
-            for action in plan.actions
-            if isinstance(action, StampOutlook)
-        }
-        stamps = {
-            action.item_id: action.crm_id
-            for plan, _ in plans
-            for action in plan.actions
-            if isinstance(action, StampOutlook)
-        }
-        if not stamps:
-            return
-        stamped = await self._outlook.stamp_many(kind, stamps)
-        if len(stamped) < len(stamps) and kind in STAMPABLE_KINDS:
-            gone = len(stamps) - len(stamped)
+        stamped = await self._outlook.stamp_many(
+            kind, {item_id: crm for item_id, (crm, _) in pending.items()}
+        )
+        if len(stamped) < len(pending) and kind in STAMPABLE_KINDS:
+            gone = len(pending) - len(stamped)
             logger.info("%d %s(s) deleted in Outlook before their stamp; linked anyway", gone, kind.value)
         for item_id in stamped:
-            owners[item_id].outlook = (item_id, _UNKNOWN_CHANGE_KEY)
-            owners[item_id].outlook_writes += 1
+            written = pending[item_id][1]
+            written.outlook = (item_id, _UNKNOWN_CHANGE_KEY)
+            written.outlook_writes += 1
 
     async def _write_links(self, mailbox_id: str, kind: ItemKind, links: Sequence[tuple[bool, Link]]) -> None:
         """New links (nothing held either side when planned) go in batches; the rest one by one."""
@@ -510,15 +512,6 @@ class Applier:
                 [_audit_record(mailbox_id, kind, action, crm_id) for action, crm_id in entries]
             )
 
-    async def _stamp(self, kind: ItemKind, item_id: str, crm_id: uuid.UUID, written: _Written) -> None:
-        """Stamp the CRM id. An item deleted since its page was read is not an error: the link is
-        still written, so the next delta's removal reaches the record through it."""
-        if self._outlook is None:
-            return
-        if item_id in await self._outlook.stamp_many(kind, {item_id: crm_id}):
-            written.outlook = (item_id, _UNKNOWN_CHANGE_KEY)
-            written.outlook_writes += 1
-
     # -- CRM ------------------------------------------------------------------------------------
 
     async def _crm_write(
@@ -535,12 +528,9 @@ class Applier:
             written.crm_writes += 1
             return
         ops = await self._crm_ops(action, written)
-        audit_action = (
-            AuditAction.CREATED_IN_CRM if isinstance(action, CreateInCrm) else AuditAction.UPDATED_IN_CRM
-        )
         written.crm_etag = await self._run(ops, caller)
         self._written_to_crm(action, written)
-        await self._record(mailbox.mailbox_id, kind, audit_action, action.record_id)
+        await self._record(mailbox.mailbox_id, kind, _audit_action(action), action.record_id)
 
     async def _crm_ops(self, action: CreateInCrm | UpdateCrm, written: _Written) -> list[Upsert]:
         """The upserts of one create (plus its follow-up update) or update, parties resolved."""

@@ -271,6 +271,10 @@ class _LinkView:
     def preloaded(self) -> bool:
         return self._by_outlook is not None
 
+    def loaded(self) -> list[StoredLink]:
+        """The links the preload read (the kind's link map when the run started)."""
+        return list(self._by_outlook.values()) if self._by_outlook is not None else []
+
     async def preload(self) -> None:
         self._by_outlook = {}
         async for link in self._links.list_links(self._mailbox, self._kind):
@@ -460,13 +464,16 @@ class MailboxSyncJob:
         links = _LinkView(self._store.links, mailbox.mailbox_id, ref.kind)
         if link is None:
             await links.preload()
+            linked = len(links.loaded())
+        else:
+            linked = await self._store.links.count(mailbox.mailbox_id, ref.kind)
         return _Run(
             mailbox=mailbox,
             ref=ref,
             resource=resource,
             full=link is None,
             links=links,
-            linked_at_start=await self._store.links.count(mailbox.mailbox_id, ref.kind),
+            linked_at_start=linked,
             applier=applier,
             resolver=PartyResolver(self._crm, mailbox.crm_caller_object_id),
             parked_ids=parked,
@@ -498,7 +505,7 @@ class MailboxSyncJob:
             items = list(page.items)
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:
-                items += await self._unseen_links(run)
+                items += self._unseen_links(run)
             try:
                 await self._process(run, items)
             except MassDeleteRefusedError as refused:
@@ -514,15 +521,17 @@ class MailboxSyncJob:
             await self._keep_lease(run)
         return run.report(RunOutcome.COMPLETED)
 
-    async def _unseen_links(self, run: _Run) -> list[OutlookItem]:
+    @staticmethod
+    def _unseen_links(run: _Run) -> list[OutlookItem]:
         """After a full read: linked items the read did not list are gone from Outlook. Mail is left
-        out (one kind spans several folders, and a deleted tracked email keeps its CRM record)."""
+        out (one kind spans several folders, and a deleted tracked email keeps its CRM record).
+        The run's preloaded link map is enough: every link written since belongs to a listed item."""
         if run.ref.kind is ItemKind.EMAIL:
             return []
         mailbox_id = run.mailbox.mailbox_id
         return [
             OutlookItem(mailbox_id=mailbox_id, item_id=link.outlook_id, kind=run.ref.kind, removed=True)
-            async for link in self._store.links.list_links(mailbox_id, run.ref.kind)
+            for link in run.links.loaded()
             if link.outlook_id not in run.seen
         ]
 
@@ -551,11 +560,9 @@ class MailboxSyncJob:
                 resolver=run.resolver,
             )
             await bounded_gather(
-                self._guard(
-                    run,
-                    plan.item,
-                    _raise(result) if isinstance(result, CrmError) else self._applied(run, plan, result),
-                )
+                self._park_or_raise(run, plan.item, result)
+                if isinstance(result, CrmError)
+                else self._guard(run, plan.item, self._applied(run, plan, result))
                 for plan, result in zip(bulk, results, strict=True)
             )
             await self._keep_lease(run)
@@ -569,10 +576,13 @@ class MailboxSyncJob:
         try:
             return await step
         except CrmError as error:
-            if error.retryable or isinstance(error, _FATAL_CRM_ERRORS):
-                raise
-            await self._park(run, item, error)
+            await self._park_or_raise(run, item, error)
             return None
+
+    async def _park_or_raise(self, run: _Run, item: OutlookItem, error: CrmError) -> None:
+        if error.retryable or isinstance(error, _FATAL_CRM_ERRORS):
+            raise error
+        await self._park(run, item, error)
 
     async def _prepare(self, run: _Run, items: list[OutlookItem]) -> list[_Prepared]:
         """Tracking verdicts, tracked mail bodies (batched), link rows and the CRM record each item
@@ -646,13 +656,11 @@ class MailboxSyncJob:
         states: dict[uuid.UUID, CrmState] = {}
         for entry in prepared:
             if entry.record_id is not None and entry.record_id not in states:
-                state = await self._guard(run, entry.item, self._read_one(run, entry.record_id))
+                read = run.applier.read_crm_state(run.mailbox, run.ref.kind, entry.record_id)
+                state = await self._guard(run, entry.item, read)
                 if state is not None:
                     states[entry.record_id] = state
         return states
-
-    async def _read_one(self, run: _Run, record_id: uuid.UUID) -> CrmState:
-        return await run.applier.read_crm_state(run.mailbox, run.ref.kind, record_id)
 
     async def _plan(self, run: _Run, entry: _Prepared, crm: CrmState | None) -> _Planned | None:
         mailbox, kind, item, outlook = run.mailbox, run.ref.kind, entry.item, entry.outlook
@@ -799,8 +807,3 @@ def _combined(first: SyncRunReport, then: SyncRunReport) -> SyncRunReport:
         parked=first.parked + then.parked,
         fitted=first.fitted + then.fitted,
     )
-
-
-async def _raise(error: CrmError) -> None:
-    """A failed bulk write, re-raised inside ``_guard`` so it parks or fails like a single write."""
-    raise error
