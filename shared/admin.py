@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shared.domain.mailbox_settings import MailboxSettings
 from shared.store.jobs import JobQueue, JobReason
 from shared.store.ports import Store
 from shared.sync.intake import request_resync
-from shared.sync.mailbox_settings import MailboxSettings
 
 
 class OnboardRequest(BaseModel):

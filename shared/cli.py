@@ -36,10 +36,10 @@ from shared.admin import to_jsonable
 from shared.config import Settings, SettingsError, load_settings
 from shared.crm.errors import CrmError
 from shared.deploy import deploy_app
+from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import Runtime
 from shared.store.errors import MailboxNotFound
 from shared.store.records import Mailbox
-from shared.sync.mailbox_settings import MailboxSettings
 from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
 from shared.sync.status import MailboxStatus
 

@@ -13,29 +13,13 @@ them into ``@odata.bind``); activity parties are :class:`Party` values.
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from shared.crm.errors import CrmError
-
-
-class ParticipationType(enum.IntEnum):
-    """``activityparty.participationtypemask`` values (powerapps-docs: ActivityParty table reference)."""
-
-    SENDER = 1
-    TO = 2
-    CC = 3
-    BCC = 4
-    REQUIRED = 5
-    OPTIONAL = 6
-    ORGANIZER = 7
-    REGARDING = 8
-    OWNER = 9
-    RESOURCE = 10
-    CUSTOMER = 11
+from shared.domain.model import Participation
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +38,7 @@ class Party:
     survives even when it resolves to a contact.
     """
 
-    participation: ParticipationType
+    participation: Participation
     ref: RecordRef | None = None
     address: str | None = None
 
@@ -207,7 +191,6 @@ __all__ = [
     "KeyValue",
     "Operation",
     "OperationResult",
-    "ParticipationType",
     "Party",
     "RecordRef",
     "Upsert",

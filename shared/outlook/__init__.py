@@ -9,5 +9,5 @@
 - ``delta``: :class:`DeltaReader`, one async generator of :class:`DeltaPage` per resource;
 - ``writers``: :class:`OutlookWriter` (contacts, events, To Do tasks, categories, the CRM id stamp);
 - ``mailbox``: :class:`OutlookMailbox` (user, folders, one message, move, attachments, calendar view);
-- ``convert``: Graph models <-> ``shared.sync.model``; ``errors``: typed errors with Graph's code.
+- ``convert``: Graph models <-> ``shared.domain.model``; ``errors``: typed errors with Graph's code.
 """

@@ -20,7 +20,7 @@ Retries: the retry handler only sees the batch's own status. Inner 429/503/504 a
 here, only those requests, at most ``max_attempts`` times in all, after the longest ``Retry-After``
 among them (a wait longer than ``max_wait_seconds`` is not waited for: the caller gets the throttled
 answer, i.e. :class:`~shared.outlook.errors.GraphThrottled`, and the queue retries the job later).
-That is the one retry layer for batched requests (DESIGN.md).
+That is the one retry layer for batched requests (docs/ARCHITECTURE.md).
 
 ``Prefer: IdType="ImmutableId"`` goes into every request's own headers: the client's middleware only
 sees the batch's HTTP request, and the preference must hold for each request in it.

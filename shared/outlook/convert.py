@@ -1,4 +1,4 @@
-"""Conversion between msgraph-sdk models and crmsync's neutral model (``shared.sync.model``).
+"""Conversion between msgraph-sdk models and crmsync's neutral model (``shared.domain.model``).
 
 Graph gives times as ``dateTimeTimeZone`` (a wall-clock ``dateTime`` plus a Windows or IANA zone
 name; learn.microsoft.com/graph/api/resources/datetimetimezone); the neutral model holds aware UTC.
@@ -44,7 +44,7 @@ from msgraph.generated.models.single_value_legacy_extended_property import (
 from msgraph.generated.models.task_status import TaskStatus as GraphTaskStatus
 from msgraph.generated.models.todo_task import TodoTask
 
-from shared.sync.model import (
+from shared.domain.model import (
     Appointment,
     Attendee,
     AttendeeType,

@@ -4,7 +4,7 @@
 delta-query-overview): a round follows ``@odata.nextLink`` verbatim until a page carries
 ``@odata.deltaLink``; the next round starts from that delta link. Query options go on the first
 call only (they are encoded in the links). The engine commits after every page and only then
-stores the page's link (DESIGN.md), so a crash re-reads one page, never skips one.
+stores the page's link (docs/ARCHITECTURE.md), so a crash re-reads one page, never skips one.
 
 Privacy: the message ``$select`` leaves out ``body`` and ``bodyPreview``; the tracking decision
 uses only sender, recipients, subject and ids. :meth:`DeltaReader.fetch_message_body` reads the
@@ -45,6 +45,7 @@ from msgraph.generated.users.item.todo.lists.item.tasks.delta.delta_request_buil
 )
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.domain.model import OutlookItem
 from shared.outlook.batch import GraphBatch
 from shared.outlook.convert import (
     CRM_ID_PROPERTY_ID,
@@ -54,7 +55,6 @@ from shared.outlook.convert import (
     task_item,
 )
 from shared.outlook.errors import graph_errors
-from shared.sync.model import OutlookItem
 
 # What the tracking decision and the neutral Email need; never body or bodyPreview.
 MESSAGE_FIELDS = (

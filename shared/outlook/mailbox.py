@@ -30,11 +30,11 @@ from msgraph.generated.users.item.messages.item.move.move_post_request_body impo
 from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.domain.model import OutlookItem
 from shared.outlook.convert import appointment_item, email_item
 from shared.outlook.delta import CRM_ID_EXPAND, MESSAGE_FIELDS, utc_iso
 from shared.outlook.errors import GraphError, graph_errors
 from shared.outlook.paging import all_pages
-from shared.sync.model import OutlookItem
 
 
 @dataclass(frozen=True)

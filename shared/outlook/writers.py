@@ -35,6 +35,7 @@ from msgraph.generated.users.item.outlook.master_categories.master_categories_re
 )
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.domain.model import Appointment, Contact, ItemKind, OutlookItem, Task
 from shared.outlook.batch import GraphBatch
 from shared.outlook.convert import (
     CRM_ID_PROPERTY_ID,
@@ -49,7 +50,6 @@ from shared.outlook.convert import (
 from shared.outlook.delta import CRM_ID_EXPAND
 from shared.outlook.errors import GraphError, gone_is_done, graph_errors
 from shared.outlook.paging import all_pages
-from shared.sync.model import Appointment, Contact, ItemKind, OutlookItem, Task
 
 STAMPABLE_KINDS = frozenset({ItemKind.EMAIL, ItemKind.CONTACT, ItemKind.APPOINTMENT})
 _ITEM_QUERY: dict[ItemKind, Any] = {

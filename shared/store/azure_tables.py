@@ -28,6 +28,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind
 from shared.store.errors import (
     CrmUserAlreadyRegistered,
     LeaseHeld,
@@ -58,8 +60,6 @@ from shared.store.records import (
     utc_now,
 )
 from shared.store.synced_fields import decode_synced_fields, encode_synced_fields
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind
 
 Clock = Callable[[], dt.datetime]
 Entity = dict[str, Any]

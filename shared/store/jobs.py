@@ -19,9 +19,9 @@ from azure.storage.queue import TextBase64DecodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from shared.domain.model import UtcDatetime
 from shared.store.azure_tables import PIPELINE_OPTIONS
 from shared.store.records import utc_now
-from shared.sync.model import UtcDatetime
 
 
 class JobReason(enum.StrEnum):

@@ -14,6 +14,8 @@ import itertools
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind
 from shared.store.errors import (
     CrmUserAlreadyRegistered,
     LeaseHeld,
@@ -43,8 +45,6 @@ from shared.store.records import (
     utc_now,
 )
 from shared.store.synced_fields import normalise_synced_fields
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind
 
 Clock = Callable[[], dt.datetime]
 _etags = itertools.count(1)

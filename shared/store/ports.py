@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind
 from shared.store.errors import LinkAlreadyExists
 from shared.store.records import (
     AuditRecord,
@@ -30,8 +32,6 @@ from shared.store.records import (
     SubscriptionRecord,
     SyncState,
 )
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind
 
 
 class Registry(Protocol):

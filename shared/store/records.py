@@ -18,10 +18,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind, UtcDatetime
 from shared.store.fingerprint import fingerprint
 from shared.store.synced_fields import SyncedValue
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind, UtcDatetime
 
 
 def utc_now() -> dt.datetime:

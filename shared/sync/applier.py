@@ -1,6 +1,7 @@
 """The applier: executes one item's planned actions against Dataverse, Outlook and the link map.
 
-The planner (:mod:`shared.sync.planner`) is pure; this is the I/O half, in the order DESIGN.md fixes:
+The planner (:mod:`shared.sync.planner`) is pure; this is the I/O half, in the order docs/ARCHITECTURE.md
+fixes:
 CRM writes first, then Outlook writes (the CRM id stamp), then the link rows - so a crash anywhere
 re-runs the plan and every step replays harmlessly: creates are upserts under the deterministic id
 (``PATCH /<set>(<id>)`` creates or updates: "Use Upsert to Create or Update a record",
@@ -33,7 +34,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shared.crm.errors import CrmError
-from shared.crm.port import CrmPort, FieldValue, ParticipationType, Party, RecordRef, Upsert
+from shared.crm.limits import Fitted
+from shared.crm.port import CrmPort, FieldValue, Party, RecordRef, Upsert
+from shared.domain.model import Appointment, Contact, Email, ItemKind, OutlookItem, Task
 from shared.outlook.writers import STAMPABLE_KINDS, OutlookWriter
 from shared.store.errors import LinkAlreadyExists
 from shared.store.ports import AuditTrail, LinkStore
@@ -42,9 +45,7 @@ from shared.store.records import Link as StoredLink
 from shared.store.synced_fields import SyncedValue
 from shared.sync.concurrency import bounded_gather
 from shared.sync.fieldmaps import CrmValue, PartySpec, field_map
-from shared.sync.limits import Fitted
 from shared.sync.merge import FieldBase
-from shared.sync.model import Appointment, Contact, Email, ItemKind, OutlookItem, Task
 from shared.sync.planner import (
     Action,
     Conflict,
@@ -186,7 +187,7 @@ class PartyResolver:
                 logger.info("party resolution failed (%s); keeping the address unresolved", error.code)
                 found = []
             self._cache[address] = found[0] if found else None
-        return Party(ParticipationType(spec.participation), self._cache[address], spec.address)
+        return Party(spec.participation, self._cache[address], spec.address)
 
     async def parties(self, values: Mapping[str, CrmValue], columns: frozenset[str]) -> tuple[Party, ...]:
         specs = [spec for column in sorted(columns) for spec in _specs(values.get(column))]

@@ -1,4 +1,4 @@
-"""The per-mailbox Outlook -> CRM sync run (DESIGN.md, data flow steps 2-5).
+"""The per-mailbox Outlook -> CRM sync run (docs/ARCHITECTURE.md, data flow steps 2-5).
 
 One run syncs one (mailbox, resource), where the resource is the subscription resource string of
 :func:`shared.outlook.subscriptions.resource_path`. It:
@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 from shared.config import Settings
 from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
 from shared.crm.port import CrmPort
+from shared.domain.model import Email, ItemKind, OutlookItem
 from shared.outlook.delta import DeltaPage, DeltaReader
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.writers import OutlookWriter
@@ -77,7 +78,6 @@ from shared.sync.concurrency import bounded_gather
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.base import parse_utc
 from shared.sync.merge import Side
-from shared.sync.model import Email, ItemKind, OutlookItem
 from shared.sync.planner import (
     Action,
     CrmState,

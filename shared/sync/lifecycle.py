@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from shared.domain.model import ItemKind
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.notifications import LifecycleEvent
 from shared.outlook.subscriptions import ResourceKind, SubscriptionManager
@@ -22,7 +23,6 @@ from shared.store.ports import Store
 from shared.store.records import SubscriptionRecord, hash_client_state
 from shared.sync.intake import LifecycleWork, request_resync
 from shared.sync.job import ResourceRef, parse_resource
-from shared.sync.model import ItemKind
 
 log = logging.getLogger(__name__)
 

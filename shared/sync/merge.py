@@ -1,6 +1,6 @@
 """Three-way merge of one item's fields: the last synced state, the Outlook side, the CRM side.
 
-Conflicts are settled per field, never by comparing the two servers' clocks (DESIGN.md): a field
+Conflicts are settled per field, never by comparing the two servers' clocks (docs/ARCHITECTURE.md): a field
 changed on one side since the last sync flows to the other side if its sync direction allows;
 a field changed on both sides to different values goes to the direction (a one-way field's source
 wins) or, for two-way fields, to the mailbox's tie-break.
@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shared.domain.model import FieldDirection
 from shared.sync.fieldmaps.base import FLOWS_TO_CRM, FLOWS_TO_OUTLOOK, CrmValue, fingerprint
-from shared.sync.model import FieldDirection
 
 
 class Side(enum.StrEnum):

@@ -30,6 +30,8 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.errors import CrmError, DuplicateRecord
 from shared.crm.port import CrmPort, FieldValue, Upsert
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind
 from shared.outlook.delta import DeltaReader
 from shared.outlook.errors import GraphThrottled, ItemNotFound
 from shared.outlook.errors import MailboxNotFound as GraphMailboxNotFound
@@ -58,8 +60,6 @@ from shared.sync.job import (
     parse_resource,
 )
 from shared.sync.lifecycle import RESOURCE_OF_KIND, replace_subscription, subscribe
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind
 from shared.sync.status import MailboxStatus, SubscriptionStatus, status, subscription_status
 from shared.sync.tracking import TrackingService
 from shared.sync.tracking.folders import folders_to_watch

@@ -42,11 +42,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared.sync.fieldmaps import FieldMap, crm_content_hash, crm_record_id, field_map, natural_key
-from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc
-from shared.sync.limits import Fitted
-from shared.sync.merge import FieldBase, Side, merge_fields, unit_fingerprints
-from shared.sync.model import (
+from shared.crm.limits import Fitted
+from shared.domain.model import (
     Appointment,
     Contact,
     Email,
@@ -58,6 +55,9 @@ from shared.sync.model import (
     TaskStatus,
     content_hash,
 )
+from shared.sync.fieldmaps import FieldMap, crm_content_hash, crm_record_id, field_map, natural_key
+from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc
+from shared.sync.merge import FieldBase, Side, merge_fields, unit_fingerprints
 
 NeutralContent = Contact | Appointment | Task | Email
 

@@ -22,9 +22,9 @@ over). ``unlink`` never deletes CRM data, it only forgets the link.
 
 from __future__ import annotations
 
-from shared.sync.mailbox_settings import MailboxSettings, OutlookDeletePolicy
+from shared.domain.mailbox_settings import MailboxSettings, OutlookDeletePolicy
+from shared.domain.model import ItemKind, OutlookItem
 from shared.sync.merge import Side
-from shared.sync.model import ItemKind, OutlookItem
 from shared.sync.planner import DeletePolicy, SyncPolicy
 
 

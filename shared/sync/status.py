@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from shared.domain.model import ItemKind
 from shared.store.ports import Store
 from shared.store.records import Mailbox, MailboxState, SubscriptionRecord
-from shared.sync.model import ItemKind
 
 
 @dataclass(frozen=True, slots=True)

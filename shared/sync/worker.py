@@ -1,6 +1,6 @@
 """What the queue worker and the timers do, host-independent (functions/ only parses and calls).
 
-Failure semantics (DESIGN.md, data flow step 4):
+Failure semantics (docs/ARCHITECTURE.md, data flow step 4):
 
 - a job for a mailbox whose lease another instance holds is re-enqueued with a short delay (the
   dirty flag stays set; nothing is lost and the queue's retry budget is not spent);

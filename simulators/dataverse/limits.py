@@ -8,7 +8,7 @@ so tests sharing one simulator can set limits and faults for their own token.
 
 The ``hang_after_commit`` fault is the simulator's own: it lets a test kill a client at the one
 moment a crash-safe sync must survive, after Dataverse committed a write and before the client
-heard of it (DESIGN.md, data flow step 3: "a crash at any point re-runs the page").
+heard of it (docs/ARCHITECTURE.md, data flow step 3: "a crash at any point re-runs the page").
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import pytest
 from msgraph.generated.models.file_attachment import FileAttachment
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.domain.model import Appointment, Contact, EmailAddress, ItemKind, Task, TaskStatus
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential
 from shared.outlook.delta import DeltaPage, DeltaReader
@@ -32,7 +33,6 @@ from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.paging import all_pages
 from shared.outlook.subscriptions import ResourceKind, SubscriptionManager
 from shared.outlook.writers import OutlookWriter
-from shared.sync.model import Appointment, Contact, EmailAddress, ItemKind, Task, TaskStatus
 from simulators.graph.sink import NotificationSink
 from tests.fixtures.graph_sim import GraphSim
 

@@ -12,7 +12,8 @@ import pytest
 
 from shared.crm.dataverse import DataverseClient, lookup_ref
 from shared.crm.errors import ConcurrencyMismatch, DuplicateRecord, InvalidData, RecordNotFound
-from shared.crm.port import CrmPort, Delete, FieldValue, ParticipationType, Party, RecordRef, Upsert
+from shared.crm.port import CrmPort, Delete, FieldValue, Party, RecordRef, Upsert
+from shared.domain.model import Participation
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.crm.conftest import ReadAsSystem, UserFactory
 
@@ -138,10 +139,10 @@ async def test_activity_parties(
     contact = await crm.create("contact", {"lastname": "Recipient"}, caller=None)
     email_id = uuid.uuid4()
     parties = (
-        Party(ParticipationType.SENDER, RecordRef("systemuser", me.user_id)),
-        Party(ParticipationType.TO, contact, "recipient@contoso.example"),
-        Party(ParticipationType.CC, address="unresolved@fabrikam.example"),
-        Party(ParticipationType.BCC, address="hidden@fabrikam.example"),
+        Party(Participation.SENDER, RecordRef("systemuser", me.user_id)),
+        Party(Participation.TO, contact, "recipient@contoso.example"),
+        Party(Participation.CC, address="unresolved@fabrikam.example"),
+        Party(Participation.BCC, address="hidden@fabrikam.example"),
     )
     await crm.upsert(Upsert("email", {"subject": "Hello"}, id=email_id, parties=parties), caller=None)
 
@@ -156,9 +157,7 @@ async def test_activity_parties(
         (4, None, "hidden@fabrikam.example"),
     }
     await crm.upsert(
-        Upsert(
-            "email", {}, id=email_id, parties=(Party(ParticipationType.TO, address="only@fabrikam.example"),)
-        ),
+        Upsert("email", {}, id=email_id, parties=(Party(Participation.TO, address="only@fabrikam.example"),)),
         caller=None,
     )
     assert {row for row in party_rows("email", email_id) if row[0] in {1, 2, 3, 4}} == {
@@ -173,9 +172,9 @@ async def test_activity_parties(
             {"subject": "Review", "scheduledstart": start, "scheduledend": start + dt.timedelta(hours=1)},
             id=appointment_id,
             parties=(
-                Party(ParticipationType.ORGANIZER, RecordRef("systemuser", me.user_id)),
-                Party(ParticipationType.REQUIRED, contact),
-                Party(ParticipationType.OPTIONAL, address="maybe@fabrikam.example"),
+                Party(Participation.ORGANIZER, RecordRef("systemuser", me.user_id)),
+                Party(Participation.REQUIRED, contact),
+                Party(Participation.OPTIONAL, address="maybe@fabrikam.example"),
             ),
         ),
         caller=None,
@@ -207,7 +206,7 @@ async def test_attachment_binds_to_its_email(crm: DataverseClient, dataverse_sim
 
 def test_parties_and_lookups_are_checked_before_sending() -> None:
     with pytest.raises(ValueError, match="record reference or an email address"):
-        Party(ParticipationType.TO)
+        Party(Participation.TO)
     with pytest.raises(ValueError, match="exactly one of id or alternate key"):
         Upsert("email", {}, id=uuid.uuid4(), key={"messageid": "x"})
     with pytest.raises(ValueError, match="exclude each other"):

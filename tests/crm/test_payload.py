@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from shared.crm.dataverse import record_payload
-from shared.crm.port import ParticipationType, Party, RecordRef
+from shared.crm.port import Party, RecordRef
+from shared.domain.model import Participation
 
 ID = uuid.UUID("a59c24a0-b45b-e711-8130-e0071b6ac121")
 
@@ -45,9 +46,9 @@ def test_party_list_is_deep_inserted() -> None:
         "email",
         {"subject": "Hi"},
         [
-            Party(ParticipationType.SENDER, RecordRef("systemuser", ID)),
-            Party(ParticipationType.TO, RecordRef("lead", ID), "lead@fabrikam.example"),
-            Party(ParticipationType.CC, address="cc@fabrikam.example"),
+            Party(Participation.SENDER, RecordRef("systemuser", ID)),
+            Party(Participation.TO, RecordRef("lead", ID), "lead@fabrikam.example"),
+            Party(Participation.CC, address="cc@fabrikam.example"),
         ],
     )
     assert body["email_activity_parties"] == [
@@ -65,6 +66,6 @@ def test_bad_values_are_refused_before_sending() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         record_payload("task", {"scheduledend": dt.datetime(2026, 1, 1, 9)})
     with pytest.raises(ValueError, match="no activity parties"):
-        record_payload("contact", {}, [Party(ParticipationType.TO, address="a@b.example")])
+        record_payload("contact", {}, [Party(Participation.TO, address="a@b.example")])
     with pytest.raises(ValueError, match="cannot refer to a systemuser"):
         record_payload("task", {"regardingobjectid": RecordRef("systemuser", ID)})

@@ -1,4 +1,4 @@
-"""Nothing is lost when parts fail: a dropped notification, storage down at the webhook (DESIGN.md,
+"""Nothing is lost when parts fail: a dropped notification, storage down at the webhook (docs/ARCHITECTURE.md,
 data flow steps 1-2) and a worker killed between the CRM write and the link write (step 3)."""
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def test_storage_down_at_the_webhook_is_retried_by_graph_and_nothing_is_lost(e2e
 
 
 def test_a_worker_killed_between_the_crm_write_and_the_link_write_creates_no_duplicate(e2e: E2E) -> None:
-    """DESIGN.md data flow step 3: a crash at any point re-runs the page and every step is idempotent.
+    """docs/ARCHITECTURE.md, data flow step 3:
+    a crash at any point re-runs the page and every step is idempotent.
     The CRM commits the contact but holds its answer, the runner is SIGKILLed while it waits; the
     queue's retry (after the 15 s lease and the 30 s visibility timeout) must link that record, not
     write a second one. Whether the write is a single request or a $batch part does not matter."""

@@ -16,6 +16,7 @@ from azure.core.credentials import AccessToken
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.dataverse import DataverseClient
+from shared.domain.model import ItemKind
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential
 from shared.outlook.delta import DeltaReader
@@ -24,7 +25,6 @@ from shared.store.azure_tables import open_store
 from shared.store.ports import Store
 from shared.store.records import Mailbox
 from shared.sync.job import MailboxSyncJob
-from shared.sync.model import ItemKind
 from shared.sync.onboarding import MailboxService
 from simulators.dataverse.launcher import DataverseSimulator
 from simulators.graph.sink import NotificationSink

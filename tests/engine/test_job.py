@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from shared.domain.model import ItemKind
 from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.outlook.writers import OutlookWriter
@@ -18,7 +19,6 @@ from shared.store.errors import LeaseHeld
 from shared.store.ports import LinkStore
 from shared.store.records import Link, MailboxState
 from shared.sync.job import MailboxSyncJob, RunOutcome
-from shared.sync.model import ItemKind
 from shared.sync.status import status
 from tests.engine.conftest import Engine
 

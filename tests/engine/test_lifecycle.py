@@ -7,12 +7,12 @@ import uuid
 
 import pytest
 
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.records import AuditAction, MailboxState, SubscriptionRecord
 from shared.sync.job import RunOutcome
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind
 from shared.sync.onboarding import MailboxService
 from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
+from shared.domain.model import ItemKind
 from shared.store.ports import Store
 from shared.sync.job import parse_resource
-from shared.sync.model import ItemKind
 from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
 from tests.engine.conftest import CrmUserFactory, Engine
 from tests.fixtures.graph_sim import GraphSim

@@ -1,6 +1,6 @@
 """The webhook's dirty marks on real Azurite, across function instances.
 
-DESIGN.md data flow step 1: the mark is durable before 202, a storage outage answers 5xx, and a
+docs/ARCHITECTURE.md data flow step 1: the mark is durable before 202, a storage outage answers 5xx, and a
 dirty resource gets at most one job. The store remembers which pairs this process left dirty to
 pick its first write (one round trip in a burst); these tests show that a stale memory (a worker
 on another instance cleared the flag) costs a round trip, never a job.

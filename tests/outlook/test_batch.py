@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.domain.model import ItemKind
 from shared.outlook.batch import BatchAnswer, retry_after_seconds
 from shared.outlook.delta import DeltaReader, MessageBody
 from shared.outlook.errors import GraphThrottled, MailboxNotFound
 from shared.outlook.writers import OutlookWriter
-from shared.sync.model import ItemKind
 from tests.fixtures.graph_sim import GraphSim
 
 

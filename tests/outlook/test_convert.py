@@ -12,20 +12,7 @@ from msgraph.generated.models.event import Event
 from msgraph.generated.models.message import Message
 from msgraph.generated.models.todo_task import TodoTask
 
-from shared.outlook.convert import (
-    CRM_ID_PROPERTY_ID,
-    appointment_item,
-    appointment_to_graph,
-    contact_item,
-    contact_to_graph,
-    email_item,
-    graph_json,
-    parse_graph_json,
-    task_item,
-    task_to_graph,
-    to_utc,
-)
-from shared.sync.model import (
+from shared.domain.model import (
     Appointment,
     AttendeeType,
     Contact,
@@ -38,6 +25,19 @@ from shared.sync.model import (
     ShowAs,
     Task,
     TaskStatus,
+)
+from shared.outlook.convert import (
+    CRM_ID_PROPERTY_ID,
+    appointment_item,
+    appointment_to_graph,
+    contact_item,
+    contact_to_graph,
+    email_item,
+    graph_json,
+    parse_graph_json,
+    task_item,
+    task_to_graph,
+    to_utc,
 )
 
 MAILBOX = "7c1b1c3b-0000-4000-8000-000000000001"

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import pytest
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.domain.model import Appointment, Contact, Email, EventKind, ItemKind, Task
 from shared.outlook.delta import DeltaPage, DeltaReader
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.writers import OutlookWriter
-from shared.sync.model import Appointment, Contact, Email, EventKind, ItemKind, Task
 from tests.fixtures.graph_sim import GraphSim
 
 

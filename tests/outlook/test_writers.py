@@ -8,12 +8,7 @@ import pytest
 from msgraph.generated.models.file_attachment import FileAttachment
 from msgraph.graph_service_client import GraphServiceClient
 
-from shared.outlook.delta import DeltaReader
-from shared.outlook.errors import ItemNotFound
-from shared.outlook.mailbox import OutlookMailbox
-from shared.outlook.paging import all_pages
-from shared.outlook.writers import OutlookWriter
-from shared.sync.model import (
+from shared.domain.model import (
     Appointment,
     Contact,
     EmailAddress,
@@ -22,6 +17,11 @@ from shared.sync.model import (
     Task,
     TaskStatus,
 )
+from shared.outlook.delta import DeltaReader
+from shared.outlook.errors import ItemNotFound
+from shared.outlook.mailbox import OutlookMailbox
+from shared.outlook.paging import all_pages
+from shared.outlook.writers import OutlookWriter
 from tests.fixtures.graph_sim import GraphSim
 
 GRACE = Contact(

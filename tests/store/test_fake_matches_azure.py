@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from shared.domain.model import ItemKind
 from shared.store import Store, open_memory_store, open_store
 from shared.store.errors import LinkAlreadyExists, LinkConflict
 from shared.store.records import Link
-from shared.sync.model import ItemKind
 
 Operation = tuple[str, int, int]
 operations = st.lists(

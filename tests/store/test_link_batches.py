@@ -18,11 +18,11 @@ import pytest
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables.aio import TableClient
 
+from shared.domain.model import ItemKind
 from shared.store import Store, open_store
 from shared.store.azure_tables import AzureLinkStore
 from shared.store.errors import InvalidKey, LinkAlreadyExists, LinkConflict
 from shared.store.records import Link
-from shared.sync.model import ItemKind
 from tests.store.helpers import ManualClock
 
 MAILBOX = "7d1e4c1e-0000-4000-8000-00000000000b"

@@ -7,11 +7,11 @@ import random
 
 import pytest
 
+from shared.domain.model import ItemKind
 from shared.store import Store
 from shared.store.errors import LinkAlreadyExists, LinkConflict
 from shared.store.records import Link
 from shared.store.synced_fields import HashedValue, unchanged_since_sync
-from shared.sync.model import ItemKind
 from tests.store.helpers import ManualClock, race
 
 MAILBOX = "5f0b1c1e-0000-4000-8000-00000000000a"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from shared.sync.mailbox_settings import (
+from shared.domain.mailbox_settings import (
     CrmRecordRef,
     FilterCondition,
     FilterOperator,
@@ -17,7 +17,7 @@ from shared.sync.mailbox_settings import (
     SyncFilter,
     TieBreak,
 )
-from shared.sync.model import FieldDirection, ItemKind, TrackingRule
+from shared.domain.model import FieldDirection, ItemKind, TrackingRule
 
 _ACCOUNT = {"table": "account", "id": "0b7e5a8e-0000-4000-8000-000000000001"}
 

@@ -7,10 +7,10 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
+from shared.domain.model import ItemKind
 from shared.store import Store
 from shared.store.fingerprint import fingerprint
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, ItemRef, ParkedItem
-from shared.sync.model import ItemKind
 from tests.store.helpers import ManualClock
 
 MAILBOX = "5f0b1c1e-0000-4000-8000-00000000000a"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind, TrackingRule
 from shared.store import Store
 from shared.store.errors import (
     CrmUserAlreadyRegistered,
@@ -12,8 +14,6 @@ from shared.store.errors import (
     SettingsConflict,
 )
 from shared.store.records import Mailbox, MailboxState
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind, TrackingRule
 from tests.store.helpers import ManualClock, race
 
 MAILBOX = "5f0b1c1e-0000-4000-8000-00000000000a"

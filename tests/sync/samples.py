@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
-from shared.sync.model import (
+from shared.domain.model import (
     Appointment,
     Attendee,
     AttendeeType,

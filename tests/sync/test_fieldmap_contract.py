@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from shared.crm.limits import MAX_LENGTHS
+from shared.domain.model import Appointment, Contact, Email, ItemKind, Task
 from shared.sync.fieldmaps import FIELD_MAPS, PartySpec
-from shared.sync.limits import MAX_LENGTHS
-from shared.sync.model import Appointment, Contact, Email, ItemKind, Task
 from tests.sync import samples
 
 _REPO = Path(__file__).resolve().parents[2]

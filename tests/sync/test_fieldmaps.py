@@ -7,6 +7,19 @@ import uuid
 
 import pytest
 
+from shared.domain.model import (
+    Appointment,
+    Contact,
+    Email,
+    EmailAddress,
+    EventKind,
+    FieldDirection,
+    ItemKind,
+    PhysicalAddress,
+    ShowAs,
+    Task,
+    TaskStatus,
+)
 from shared.sync.fieldmaps import (
     ABSENT,
     APPOINTMENT_MAP,
@@ -23,19 +36,6 @@ from shared.sync.fieldmaps import (
     normalize_message_id,
 )
 from shared.sync.fieldmaps.base import parse_utc
-from shared.sync.model import (
-    Appointment,
-    Contact,
-    Email,
-    EmailAddress,
-    EventKind,
-    FieldDirection,
-    ItemKind,
-    PhysicalAddress,
-    ShowAs,
-    Task,
-    TaskStatus,
-)
 from tests.sync import samples
 
 

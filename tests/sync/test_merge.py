@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.domain.model import FieldDirection
 from shared.sync.fieldmaps import CrmValue
 from shared.sync.merge import (
     FieldBase,
@@ -17,7 +18,6 @@ from shared.sync.merge import (
     merge_fields,
     unit_fingerprints,
 )
-from shared.sync.model import FieldDirection
 
 UNITS = {"subject": ("subject",), "statuscode": ("statuscode", "statecode")}
 TWO_WAY = {"subject": FieldDirection.TWO_WAY, "statuscode": FieldDirection.TWO_WAY}

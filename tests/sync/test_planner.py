@@ -6,9 +6,7 @@ import datetime as dt
 
 import pytest
 
-from shared.sync.fieldmaps import crm_record_id, field_map, natural_key
-from shared.sync.merge import Side
-from shared.sync.model import (
+from shared.domain.model import (
     Appointment,
     Attendee,
     Contact,
@@ -20,6 +18,8 @@ from shared.sync.model import (
     Task,
     TaskStatus,
 )
+from shared.sync.fieldmaps import crm_record_id, field_map, natural_key
+from shared.sync.merge import Side
 from shared.sync.planner import (
     Action,
     Conflict,
@@ -639,7 +639,7 @@ def test_mass_delete_brake_refuses_deleting_most_linked_items() -> None:
 
 
 def test_outlook_state_from_a_delta_entry() -> None:
-    from shared.sync.model import OutlookItem
+    from shared.domain.model import OutlookItem
     from shared.sync.planner import OutlookState
 
     removed = OutlookItem(mailbox_id="m", item_id="i", kind=ItemKind.TASK, removed=True)

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from shared.domain.model import Contact, Email, EmailAddress, Importance, ItemKind, Task, TaskStatus
 from shared.sync.fieldmaps import CONTACT_MAP, TASK_MAP, CrmValue, crm_record_id
 from shared.sync.fieldmaps.base import PRIORITY_CODES, canonical_crm_value
 from shared.sync.fieldmaps.task import STATE_OF_STATUS
 from shared.sync.merge import Side
-from shared.sync.model import Contact, Email, EmailAddress, Importance, ItemKind, Task, TaskStatus
 from shared.sync.planner import Action, DeletePolicy, Skip, SyncPolicy
 from tests.sync.world import USER, Neutral, World
 

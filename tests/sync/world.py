@@ -14,8 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.domain.model import Appointment, Contact, Email, ItemKind, Task
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
-from shared.sync.model import Appointment, Contact, Email, ItemKind, Task
 from shared.sync.planner import (
     Action,
     Conflict,

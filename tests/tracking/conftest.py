@@ -15,6 +15,8 @@ import pytest
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.dataverse import DataverseClient
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import ItemKind
 from shared.outlook.delta import DeltaReader
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import ResourceKind, resource_path
@@ -24,8 +26,6 @@ from shared.store.records import Mailbox
 from shared.sync.fieldmaps import crm_record_id
 from shared.sync.fieldmaps.ids import normalize_message_id
 from shared.sync.job import MailboxSyncJob, SyncRunReport
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import ItemKind
 from shared.sync.tracking import TrackingIndex, TrackingService, open_tracking_index
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.engine.conftest import crm, graph, graph_http, store

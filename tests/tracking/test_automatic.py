@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.sync.mailbox_settings import MailboxSettings
-from shared.sync.model import TrackingRule
+from shared.domain.mailbox_settings import MailboxSettings
+from shared.domain.model import TrackingRule
 from tests.tracking.conftest import World, message, unique_address
 
 SENDERS = ("contact", "lead", "account", "colleague", "stranger")

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from shared.sync.mailbox_settings import MailboxSettings
+from shared.domain.mailbox_settings import MailboxSettings
 from shared.sync.tracking.attachments import SKIPPED_PREFIX
 from shared.sync.tracking.tracker import unknown_sender_contact_id
 from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
-from shared.sync.model import TrackingRule
+from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
+from shared.domain.model import TrackingRule
 from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from shared.sync.model import Email, EmailAddress, ItemKind, OutlookItem
+from shared.domain.model import Email, EmailAddress, ItemKind, OutlookItem
 from shared.sync.tracking import Envelope
 
 ENVELOPE_FIELDS = {

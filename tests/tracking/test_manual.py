@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
+from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
+from shared.domain.model import ItemKind
 from shared.outlook.writers import OutlookWriter
-from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
-from shared.sync.model import ItemKind
 from shared.sync.tracking import folders_to_watch
 from tests.tracking.conftest import TRACKED, World, email_id, message
 

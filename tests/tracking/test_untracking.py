@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from shared.domain.model import ItemKind
 from shared.store.records import Mailbox
-from shared.sync.model import ItemKind
 from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address
 
 

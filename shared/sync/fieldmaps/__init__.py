@@ -1,6 +1,6 @@
 """Field maps: how each Outlook item kind becomes Dataverse columns and back.
 
-One declarative :class:`FieldMap` per :class:`~shared.sync.model.ItemKind`; the kind modules
+One declarative :class:`FieldMap` per :class:`~shared.domain.model.ItemKind`; the kind modules
 document their choices (recurring series, task status, email parties). Use :func:`field_map`.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.domain.model import ItemKind
 from shared.sync.fieldmaps.appointment import APPOINTMENT_MAP
 from shared.sync.fieldmaps.base import (
     ABSENT,
@@ -15,7 +16,6 @@ from shared.sync.fieldmaps.base import (
     CrmValue,
     FieldMap,
     FieldMapping,
-    Participation,
     PartySpec,
     Projection,
     canonical_crm_value,
@@ -27,7 +27,6 @@ from shared.sync.fieldmaps.contact import CONTACT_MAP
 from shared.sync.fieldmaps.email import EMAIL_MAP
 from shared.sync.fieldmaps.ids import CRMSYNC_NAMESPACE, crm_record_id, natural_key, normalize_message_id
 from shared.sync.fieldmaps.task import TASK_MAP
-from shared.sync.model import ItemKind
 
 FIELD_MAPS: dict[ItemKind, FieldMap[Any]] = {
     ItemKind.CONTACT: CONTACT_MAP,
@@ -54,7 +53,6 @@ __all__ = [
     "CrmValue",
     "FieldMap",
     "FieldMapping",
-    "Participation",
     "PartySpec",
     "Projection",
     "canonical_crm_value",

@@ -25,26 +25,26 @@ from __future__ import annotations
 
 import datetime as dt
 
+from shared.domain.model import (
+    Appointment,
+    AttendeeType,
+    EventKind,
+    FieldDirection,
+    ItemKind,
+    Participation,
+    ShowAs,
+)
 from shared.sync.fieldmaps.base import (
     PRIORITY_CODES,
     CrmValue,
     FieldMap,
     FieldMapping,
-    Participation,
     as_int,
     choice_column,
     parties,
     text,
     text_column,
     utc_column,
-)
-from shared.sync.model import (
-    Appointment,
-    AttendeeType,
-    EventKind,
-    FieldDirection,
-    ItemKind,
-    ShowAs,
 )
 
 # statuscode (status reason) per show-as; Dataverse has no "working elsewhere" or "unknown".

@@ -1,6 +1,6 @@
 """The building blocks of a field map: CRM values, activity parties, one mapping per column.
 
-A field map says, for one :class:`~shared.sync.model.ItemKind`, which Dataverse column each piece
+A field map says, for one :class:`~shared.domain.model.ItemKind`, which Dataverse column each piece
 of the neutral item becomes (``to_crm``), how a CRM value is written back onto a neutral item
 (``to_outlook``, only where the field can flow that way), the column's default sync direction and
 whether a mailbox may override it (``fixed``), as Dynamics' Outlook synchronization field mappings
@@ -22,21 +22,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from shared.sync.limits import Fitted, fit_value
-from shared.sync.model import Appointment, Contact, Email, FieldDirection, Importance, ItemKind, Task
-
-
-class Participation(enum.IntEnum):
-    """``activityparty.participationtypemask`` choice values (activityparty.md)."""
-
-    SENDER = 1
-    TO = 2
-    CC = 3
-    BCC = 4
-    REQUIRED = 5
-    OPTIONAL = 6
-    ORGANIZER = 7
-    OWNER = 9
+from shared.crm.limits import Fitted, fit_value
+from shared.domain.model import (
+    Appointment,
+    Contact,
+    Email,
+    FieldDirection,
+    Importance,
+    ItemKind,
+    Participation,
+    Task,
+)
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -47,7 +43,7 @@ class PartySpec:
     ``addressused`` alone) is I/O and belongs to the applier, not here.
     """
 
-    participation: int
+    participation: Participation
     address: str
 
 
@@ -229,7 +225,7 @@ def _party(entry: object) -> PartySpec:
     if isinstance(entry, PartySpec):
         return entry
     if isinstance(entry, list | tuple) and len(entry) == 2:
-        return PartySpec(int(entry[0]), str(entry[1]))
+        return PartySpec(Participation(int(entry[0])), str(entry[1]))
     raise TypeError("a party is a PartySpec or a (participation, address) pair")
 
 
@@ -374,7 +370,7 @@ def parties(participation: Participation, addresses: Iterable[str | None]) -> Cr
     """A party list column value: one party per distinct address, addresses lower-cased; no parties
     is null, as an empty party list reads back from the CRM."""
     unique = {address.strip().lower() for address in addresses if address and address.strip()}
-    return tuple(sorted(PartySpec(int(participation), address) for address in unique)) or None
+    return tuple(sorted(PartySpec(participation, address) for address in unique)) or None
 
 
 def invert(choices: Mapping[ChoiceT, int]) -> dict[int, ChoiceT]:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
+from shared.domain.model import Contact, EmailAddress, ItemKind, PhysicalAddress
 from shared.sync.fieldmaps.base import CrmValue, FieldMap, FieldMapping, as_text, text, text_column
-from shared.sync.model import Contact, EmailAddress, ItemKind, PhysicalAddress
 
 _NAME_FIELDS: dict[str, Literal["given_name", "middle_name", "surname", "nickname"]] = {
     "firstname": "given_name",

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from shared.domain.model import Email, FieldDirection, ItemKind, Participation
 from shared.sync.fieldmaps.base import (
     ABSENT,
     Absent,
     CrmValue,
     FieldMap,
     FieldMapping,
-    Participation,
     parties,
     text,
     text_column,
 )
-from shared.sync.model import Email, FieldDirection, ItemKind
 
 STATUS_SENT = 3
 STATUS_RECEIVED = 4

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from shared.sync.model import Appointment, Contact, Email, ItemKind, Task
+from shared.domain.model import Appointment, Contact, Email, ItemKind, Task
 
 CRMSYNC_NAMESPACE = uuid.UUID("6f0c6a52-3c1e-5b8e-9a57-1d2f63c0b7a4")
 

@@ -20,6 +20,7 @@ that is Canceled (6) shows as completed in To Do, which has no cancelled state.
 
 from __future__ import annotations
 
+from shared.domain.model import FieldDirection, ItemKind, Task, TaskStatus
 from shared.sync.fieldmaps.base import (
     ABSENT,
     PRIORITY_CODES,
@@ -33,7 +34,6 @@ from shared.sync.fieldmaps.base import (
     text_column,
     utc_column,
 )
-from shared.sync.model import FieldDirection, ItemKind, Task, TaskStatus
 
 STATUS: dict[TaskStatus, int] = {
     TaskStatus.NOT_STARTED: 2,

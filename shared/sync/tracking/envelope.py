@@ -1,7 +1,7 @@
 """The tracking decision's only input: a message's envelope.
 
 Dynamics decides tracking from the sender, the recipients, the subject and the message id, never
-from the body (DESIGN.md, privacy). :class:`Envelope` carries exactly that - plus the ids the
+from the body (docs/ARCHITECTURE.md, privacy). :class:`Envelope` carries exactly that - plus the ids the
 decision needs to find the message's folder and its earlier decision - and nothing else, so a
 policy *cannot* read content: the rule is structural, not a convention.
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.sync.model import Email, OutlookItem
+from shared.domain.model import Email, OutlookItem
 
 
 @dataclass(frozen=True, slots=True)

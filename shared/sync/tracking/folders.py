@@ -16,11 +16,11 @@ from typing import Protocol
 
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.mailbox import MailFolder
 from shared.outlook.paging import all_pages
 from shared.sync.concurrency import Memo
-from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
 
 MAX_DEPTH = 32  # deeper than Outlook allows; stops a cycle in a broken tree
 

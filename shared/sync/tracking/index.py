@@ -23,9 +23,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.domain.mailbox_settings import CrmRecordRef
 from shared.store.azure_tables import table_service
 from shared.store.keys import SEPARATOR, decode_key, encode_key, key_range, row_key
-from shared.sync.mailbox_settings import CrmRecordRef
 
 TABLE_SUFFIX = "tracking"
 

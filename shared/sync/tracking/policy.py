@@ -34,9 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.crm.port import EMAIL_RESOLUTION_ORDER, CrmPort, RecordRef
+from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
+from shared.domain.model import TrackingRule
 from shared.sync.concurrency import Memo
-from shared.sync.mailbox_settings import CrmRecordRef, MailboxSettings
-from shared.sync.model import TrackingRule
 from shared.sync.tracking.envelope import Envelope
 from shared.sync.tracking.folders import FolderTree
 from shared.sync.tracking.index import (

@@ -32,13 +32,13 @@ from typing import Protocol
 from shared.crm.errors import DuplicateRecord
 from shared.crm.port import CrmPort, FieldValue, RecordRef, Upsert
 from shared.crm.tables import bind_annotation
+from shared.domain.mailbox_settings import CrmRecordRef
+from shared.domain.model import Email, ItemKind, OutlookItem
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.mailbox import MailFolder
 from shared.store.ports import Store
 from shared.store.records import Mailbox
-from shared.sync.mailbox_settings import CrmRecordRef
 from shared.sync.merge import Side
-from shared.sync.model import Email, ItemKind, OutlookItem
 from shared.sync.planner import Action, CreateInCrm, DeleteInCrm, DropLink, UnlinkOnly, UpdateCrm, WriteLink
 from shared.sync.tracking.attachments import AttachmentSource, copy_attachments
 from shared.sync.tracking.envelope import Envelope

@@ -198,6 +198,22 @@ def content_hash(item: Contact | Appointment | Task | Email) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class Participation(enum.IntEnum):
+    """An activity party's role: ``activityparty.participationtypemask`` (ActivityParty table reference)."""
+
+    SENDER = 1
+    TO = 2
+    CC = 3
+    BCC = 4
+    REQUIRED = 5
+    OPTIONAL = 6
+    ORGANIZER = 7
+    REGARDING = 8
+    OWNER = 9
+    RESOURCE = 10
+    CUSTOMER = 11
+
+
 class FieldDirection(enum.StrEnum):
     """Per-field sync direction, as in Dynamics' Outlook synchronization settings."""
 

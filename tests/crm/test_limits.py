@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.sync.limits import ELLIPSIS, MAX_LENGTHS, Fitted, fit_text, fit_value, utf16_length
+from shared.crm.limits import ELLIPSIS, MAX_LENGTHS, Fitted, fit_text, fit_value, utf16_length
 
 
 def test_short_text_is_unchanged() -> None:

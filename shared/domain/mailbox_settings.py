@@ -21,7 +21,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from shared.sync.model import FieldDirection, ItemKind, TrackingRule
+from shared.domain.model import FieldDirection, ItemKind, TrackingRule
 
 #: A Dataverse logical name (table or column): lowercase, starts with a letter.
 LogicalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,99}$")]
