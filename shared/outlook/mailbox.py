@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.serialization import Parsable, ParseNode, SerializationWriter
@@ -59,6 +60,12 @@ class Attachment:
     name: str
     content_type: str | None
     content: bytes
+
+
+class AttachmentReader(Protocol):
+    """Reads a message's file attachments (:class:`OutlookMailbox` does)."""
+
+    async def attachments(self, mailbox: str, message_id: str) -> list[Attachment]: ...
 
 
 @dataclass

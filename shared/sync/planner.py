@@ -30,27 +30,27 @@ delete-records-that-have-been-tracked.md), which holds for server-side synchroni
   on the other"), except email, which the CRM keeps as a record and never re-creates.
 
 Policy ``unlink`` never deletes anything: gone on one side only removes the link.
+
+The planner is the only place where sync decisions are taken. What needs I/O to know - a message
+moved to another folder, another mailbox still tracking a CRM email, an appointment that left the
+calendar window, email tracking's verdict, regarding and attachments - is read before planning and
+passed in as :class:`~shared.sync.plan.PlanFacts`. The types live in :mod:`shared.sync.plan`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from shared.crm.limits import Fitted
 from shared.domain.model import (
     Appointment,
     Contact,
-    Email,
     EventKind,
-    FieldDirection,
     ItemKind,
-    OutlookItem,
     Task,
     TaskStatus,
     content_hash,
@@ -58,228 +58,33 @@ from shared.domain.model import (
 from shared.sync.fieldmaps import FieldMap, crm_content_hash, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc
 from shared.sync.merge import FieldBase, Side, merge_fields, unit_fingerprints
-
-NeutralContent = Contact | Appointment | Task | Email
-
-
-class GoneReason(enum.StrEnum):
-    """Why an Outlook item no longer takes part: deleted, or still there but no longer tracked."""
-
-    DELETED = "deleted"
-    UNTRACKED = "untracked"
-
-
-class DeletePolicy(enum.StrEnum):
-    """What a delete on one side does to the other (see the module docstring)."""
-
-    DYNAMICS = "dynamics"
-    UNLINK = "unlink"
-
-
-# --- inputs ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OutlookState:
-    """The Outlook side of one item: present with its neutral content, or gone (and why)."""
-
-    item_id: str
-    change_key: str | None = None
-    item: NeutralContent | None = None
-    gone: GoneReason | None = None
-    crm_id: uuid.UUID | None = None  # the CRM id stamped on the item, if any
-
-    def __post_init__(self) -> None:
-        if self.gone is None and self.item is None:
-            raise ValueError("a present Outlook item needs its content")
-
-    @classmethod
-    def from_outlook_item(cls, outlook_item: OutlookItem, *, tracked: bool = True) -> OutlookState:
-        """From a delta entry; ``tracked`` is the tracking policy's verdict on a present item."""
-        gone = GoneReason.DELETED if outlook_item.removed or outlook_item.item is None else None
-        if gone is None and not tracked:
-            gone = GoneReason.UNTRACKED
-        try:
-            stamp = uuid.UUID(outlook_item.crm_id) if outlook_item.crm_id else None
-        except ValueError:
-            stamp = None  # someone else's or a damaged stamp: ignored, the link map decides
-        return cls(outlook_item.item_id, outlook_item.change_key, outlook_item.item, gone, stamp)
-
-
-@dataclass(frozen=True, slots=True)
-class CrmState:
-    """The CRM side: the record's mapped column values, or ``values=None`` when it does not exist.
-
-    A null column is present with ``None``; a column left out was not read (the adapter does not
-    read party lists back) and is taken as unchanged since the last sync.
-
-    ``owned_by_user``: the mailbox's CRM user owns the record (decides deletes; recorded in the link).
-    """
-
-    record_id: uuid.UUID
-    values: Mapping[str, object] | None
-    etag: str | None = None
-    owned_by_user: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    """What the link rows remember of the last sync of one item (both sides' versions and content)."""
-
-    outlook_id: str
-    crm_id: uuid.UUID
-    outlook_change_key: str | None
-    crm_etag: str | None
-    outlook_hash: str
-    crm_hash: str
-    synced_fields: Mapping[str, FieldBase] = field(default_factory=dict)
-    owned_by_user: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class SyncPolicy:
-    """A mailbox's settings for one item kind: direction overrides, tie-break, delete policy."""
-
-    directions: Mapping[str, FieldDirection] = field(default_factory=dict)
-    tie_break: Side = Side.CRM
-    delete_policy: DeletePolicy = DeletePolicy.DYNAMICS
-
-
-# --- actions -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreateInCrm:
-    """Create the record with this id (replaying it must upsert). ``then_update``: columns the
-    contract forbids on create, to write by an update right after."""
-
-    table: str
-    record_id: uuid.UUID
-    values: dict[str, CrmValue]
-    then_update: dict[str, CrmValue]
-    fitted: tuple[Fitted, ...] = ()
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpdateCrm:
-    table: str
-    record_id: uuid.UUID
-    values: dict[str, CrmValue]
-    if_match: str | None
-    fitted: tuple[Fitted, ...] = ()
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteInCrm:
-    table: str
-    record_id: uuid.UUID
-    if_match: str | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreateInOutlook:
-    """Create ``item`` in the mailbox, stamped with ``crm_id`` (see :class:`StampOutlook`)."""
-
-    kind: ItemKind
-    item: NeutralContent
-    crm_id: uuid.UUID
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpdateOutlook:
-    """Write ``item`` over the Outlook item; ``columns`` are the CRM columns that caused it."""
-
-    item_id: str
-    item: NeutralContent
-    columns: tuple[str, ...]
-    if_match: str | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StampOutlook:
-    """Stamp the CRM id on the Outlook item (a single-value extended property), so the pair is found
-    again without the link map - by a rerun after a lost link write, or by a repair. Callers
-    planning a CRM record with no link look for an Outlook item carrying its id first."""
-
-    item_id: str
-    crm_id: uuid.UUID
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteInOutlook:
-    item_id: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WriteLink:
-    """Store ``link`` once the writes before it succeeded. Where ``outlook_from_write`` /
-    ``crm_from_write`` is set, take the Outlook id and change key / the CRM ETag from the response
-    of this plan's write to that side (the planner cannot know them)."""
-
-    link: Link
-    outlook_from_write: bool = False
-    crm_from_write: bool = False
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UnlinkOnly:
-    """Remove the link but keep the item on side ``kept`` (nothing is deleted)."""
-
-    outlook_id: str
-    crm_id: uuid.UUID
-    kept: Side
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DropLink:
-    """Remove the link of an item that is gone on both sides (or deleted by this plan)."""
-
-    outlook_id: str
-    crm_id: uuid.UUID
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Conflict:
-    """Audit note: a field changed on both sides; ``winner`` was kept by ``rule`` (no values)."""
-
-    column: str
-    winner: Side
-    rule: Literal["tie_break", "direction"]
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Skip:
-    reason: str
-
-
-Action = (
-    CreateInCrm
-    | UpdateCrm
-    | DeleteInCrm
-    | CreateInOutlook
-    | UpdateOutlook
-    | StampOutlook
-    | DeleteInOutlook
-    | WriteLink
-    | UnlinkOnly
-    | DropLink
-    | Conflict
-    | Skip
+from shared.sync.plan import (
+    Action,
+    Conflict,
+    CreateInCrm,
+    CreateInOutlook,
+    CrmState,
+    DeleteInCrm,
+    DeleteInOutlook,
+    DeletePolicy,
+    DropLink,
+    GoneReason,
+    Link,
+    NeutralContent,
+    OutlookState,
+    PlanFacts,
+    PresentItem,
+    Skip,
+    StampOutlook,
+    SyncPolicy,
+    UnlinkOnly,
+    UpdateCrm,
+    UpdateOutlook,
+    WriteLink,
 )
+from shared.sync.planner_email import untrack_message, with_tracking
 
-
-# --- the planner -------------------------------------------------------------------------------
+NO_FACTS = PlanFacts()
 
 
 def plan_item(
@@ -291,6 +96,7 @@ def plan_item(
     crm: CrmState | None,
     policy: SyncPolicy,
     now: dt.datetime,
+    facts: PlanFacts = NO_FACTS,
 ) -> list[Action]:
     """Plan one item.
 
@@ -300,7 +106,7 @@ def plan_item(
     ``outlook=None``: the mailbox has no such item (a CRM record routed to it by its filter).
     ``crm=None``: the CRM side was not read (an unlinked Outlook item: create, i.e. upsert, under the
     deterministic id). With a link, both sides' states are required (a missing item is a state
-    with ``gone`` / ``values=None``).
+    with ``gone`` / ``values=None``). ``facts``: what was read for this item before planning.
     """
     fmap = field_map(kind)
     if link is not None and outlook is not None and outlook.item_id != link.outlook_id:
@@ -309,32 +115,30 @@ def plan_item(
         return [Skip(reason="another Outlook item of this mailbox is linked to the same CRM record")]
     present = None
     if outlook is not None and outlook.gone is None and outlook.item is not None:
-        present = _Present(outlook.item_id, outlook.change_key, outlook.item, outlook.crm_id)
+        present = PresentItem(
+            outlook.item_id, outlook.change_key, outlook.item, outlook.crm_id, outlook.categories
+        )
         if why := fmap.skip_reason(present.item):
             return [Skip(reason=why)]
     crm_values = _canonical(fmap, crm.values) if crm is not None and crm.values is not None else None
-    planner = _ItemPlanner(fmap, kind, mailbox_id, policy, now)
+    planner = _ItemPlanner(fmap, kind, mailbox_id, policy, now, facts)
     if link is None:
-        return planner.unlinked(outlook, present, crm, crm_values)
+        return with_tracking(present, None, planner.unlinked(outlook, present, crm, crm_values), facts)
     if outlook is None or crm is None:
         raise ValueError("a linked item needs both sides' state to be planned")
-    return planner.linked(link, outlook, present, crm, crm_values)
+    if outlook.gone is GoneReason.DELETED and facts.moved_away:
+        # Removed from this folder but alive in another: the destination folder's run syncs it.
+        return [Skip(reason="moved to another folder")]
+    if outlook.gone is not None and facts.outside_window:
+        # calendarView delta reports an event that left the window as removed; it was not deleted.
+        return [Skip(reason="left the calendar window")]
+    return with_tracking(present, link, planner.linked(link, outlook, present, crm, crm_values), facts)
 
 
 def _unstampable(item: NeutralContent) -> bool:
     """An occurrence of a series carries no extended properties in Graph ("event resource type");
     its deterministic id (from its own iCalUId) finds the pair again instead."""
     return isinstance(item, Appointment) and item.event_kind is EventKind.OCCURRENCE
-
-
-@dataclass(frozen=True, slots=True)
-class _Present:
-    """An Outlook item that is there and tracked."""
-
-    item_id: str
-    change_key: str | None
-    item: NeutralContent
-    crm_id: uuid.UUID | None = None
 
 
 def _canonical(fmap: FieldMap[Any], values: Mapping[str, object]) -> dict[str, CrmValue]:
@@ -349,13 +153,14 @@ class _ItemPlanner:
     mailbox_id: str
     policy: SyncPolicy
     now: dt.datetime
+    facts: PlanFacts
 
     # -- no link yet ---------------------------------------------------------------------------
 
     def unlinked(
         self,
         outlook: OutlookState | None,
-        present: _Present | None,
+        present: PresentItem | None,
         crm: CrmState | None,
         crm_values: dict[str, CrmValue] | None,
     ) -> list[Action]:
@@ -397,7 +202,7 @@ class _ItemPlanner:
         self,
         link: Link,
         outlook: OutlookState,
-        present: _Present | None,
+        present: PresentItem | None,
         crm: CrmState,
         crm_values: dict[str, CrmValue] | None,
     ) -> list[Action]:
@@ -434,7 +239,7 @@ class _ItemPlanner:
         # $expand it, so an event never shows it; re-stamping would echo every change).
         return self.merge(present, crm, crm_values, link.synced_fields, why, stamp=False)
 
-    def outlook_changed(self, link: Link, present: _Present) -> bool:
+    def outlook_changed(self, link: Link, present: PresentItem) -> bool:
         if present.change_key is not None and present.change_key == link.outlook_change_key:
             return False
         return content_hash(present.item) != link.outlook_hash
@@ -452,6 +257,10 @@ class _ItemPlanner:
         if self.crm_changed(link, crm, crm_values):
             # Gone from Outlook, but the CRM record changed since the last sync -> keep it, unlink.
             reason = f"{verb} in Outlook but changed in the CRM since last sync: CRM record kept"
+            return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=reason)]
+        if self.kind is ItemKind.EMAIL and self.facts.other_mailbox_holds:
+            # One CRM email per message across mailboxes: another mailbox still tracks it -> kept.
+            reason = f"{verb} in Outlook; another mailbox still tracks this CRM email: kept"
             return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=reason)]
         if self.deletes_crm_record(untracked, crm.owned_by_user, crm_values):
             # Gone from Outlook, CRM unchanged, and the delete policy says the CRM copy goes too.
@@ -474,13 +283,14 @@ class _ItemPlanner:
         ended = parse_utc(end) if isinstance(end, str) else None
         return ended is not None and ended < self.now
 
-    def crm_gone(self, link: Link, present: _Present) -> list[Action]:
+    def crm_gone(self, link: Link, present: PresentItem) -> list[Action]:
         item = present.item
         if self.kind is ItemKind.EMAIL:
             # Deleting a CRM email never touches the mailbox, and the CRM's deletion stands.
             reason = "deleted in the CRM; the message stays in Outlook"
             return [
-                UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.OUTLOOK, reason=reason)
+                *untrack_message(present.item_id, present.categories, self.policy, reason),
+                UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.OUTLOOK, reason=reason),
             ]
         if self.outlook_changed(link, present):
             # Deleted in the CRM but changed in Outlook since the last sync -> create it again.
@@ -507,7 +317,7 @@ class _ItemPlanner:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def create_in_crm(self, present: _Present, record_id: uuid.UUID, reason: str) -> list[Action]:
+    def create_in_crm(self, present: PresentItem, record_id: uuid.UUID, reason: str) -> list[Action]:
         projection = self.fmap.project(present.item)
         create, later = self.split_for_create(projection.values)
         link = Link(
@@ -535,7 +345,7 @@ class _ItemPlanner:
         write_link = WriteLink(link=link, outlook_from_write=bool(stamp), crm_from_write=True, reason=reason)
         return [create_action, *stamp, write_link]
 
-    def stamp(self, present: _Present, record_id: uuid.UUID, reason: str) -> list[Action]:
+    def stamp(self, present: PresentItem, record_id: uuid.UUID, reason: str) -> list[Action]:
         """Stamp the record id on an Outlook item that does not carry it yet (before the link write)."""
         if present.crm_id == record_id or _unstampable(present.item):
             return []
@@ -554,7 +364,7 @@ class _ItemPlanner:
 
     def merge(
         self,
-        present: _Present,
+        present: PresentItem,
         crm: CrmState,
         crm_values: dict[str, CrmValue],
         base: Mapping[str, FieldBase],
@@ -622,35 +432,3 @@ class _ItemPlanner:
             )
         )
         return actions
-
-
-# --- the mass-delete brake ---------------------------------------------------------------------
-
-
-class MassDeleteRefusedError(RuntimeError):
-    """A plan would delete more of a mailbox's linked items than the configured ratio allows."""
-
-    def __init__(self, linked_count: int, deletes: int, ratio: float) -> None:
-        super().__init__(
-            f"refusing to delete {deletes} of {linked_count} linked items (limit {ratio:.0%}); "
-            "resync the mailbox or raise CRMSYNC_MASS_DELETE_RATIO if this is intended"
-        )
-        self.linked_count = linked_count
-        self.deletes = deletes
-        self.ratio = ratio
-
-
-def count_deletes(actions: Iterable[Action]) -> int:
-    """Deletes of actual items (unlinking keeps both copies and does not count)."""
-    return sum(1 for action in actions if isinstance(action, DeleteInCrm | DeleteInOutlook))
-
-
-def check_mass_delete(linked_count: int, deletes: int, ratio: float, *, minimum: int = 5) -> None:
-    """Refuse (raise :class:`MassDeleteRefusedError`) a plan that deletes more than ``ratio`` of the
-    linked items. Fewer than ``minimum`` deletes always pass, so a small mailbox can empty a folder.
-
-    The brake vdirsyncer applies when a side suddenly looks empty: a lost delta token, a moved
-    folder or a wrong filter must not wipe a user's CRM records.
-    """
-    if deletes >= minimum and deletes > ratio * linked_count:
-        raise MassDeleteRefusedError(linked_count, deletes, ratio)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from shared.domain.mailbox_settings import MailboxSettings, OutlookDeletePolicy
 from shared.domain.model import ItemKind, OutlookItem
 from shared.sync.merge import Side
-from shared.sync.planner import DeletePolicy, SyncPolicy
+from shared.sync.plan import DeletePolicy, SyncPolicy
 
 
 def kind_enabled(settings: MailboxSettings, kind: ItemKind) -> bool:
@@ -61,4 +61,5 @@ def sync_policy(settings: MailboxSettings, kind: ItemKind) -> SyncPolicy:
         directions=dict(settings.field_directions.get(kind, {})),
         tie_break=Side(settings.conflict_tie_break.value),
         delete_policy=delete_policy,
+        tracked_category=settings.tracked_category if kind is ItemKind.EMAIL else None,
     )

@@ -18,9 +18,10 @@ from shared.domain.model import (
     Task,
     TaskStatus,
 )
+from shared.sync.brake import MassDeleteRefusedError, check_mass_delete, count_deletes
 from shared.sync.fieldmaps import crm_record_id, field_map, natural_key
 from shared.sync.merge import Side
-from shared.sync.planner import (
+from shared.sync.plan import (
     Action,
     Conflict,
     CreateInCrm,
@@ -29,17 +30,14 @@ from shared.sync.planner import (
     DeleteInOutlook,
     DeletePolicy,
     GoneReason,
-    MassDeleteRefusedError,
     Skip,
     SyncPolicy,
     UnlinkOnly,
     UpdateCrm,
     UpdateOutlook,
     WriteLink,
-    check_mass_delete,
-    count_deletes,
-    plan_item,
 )
+from shared.sync.planner import plan_item
 from tests.sync.world import NOW, USER, Mailbox, World
 
 
@@ -640,7 +638,7 @@ def test_mass_delete_brake_refuses_deleting_most_linked_items() -> None:
 
 def test_outlook_state_from_a_delta_entry() -> None:
     from shared.domain.model import OutlookItem
-    from shared.sync.planner import OutlookState
+    from shared.sync.plan import OutlookState
 
     removed = OutlookItem(mailbox_id="m", item_id="i", kind=ItemKind.TASK, removed=True)
     present = OutlookItem(

@@ -21,7 +21,7 @@ from shared.sync.fieldmaps import CONTACT_MAP, TASK_MAP, CrmValue, crm_record_id
 from shared.sync.fieldmaps.base import PRIORITY_CODES, canonical_crm_value
 from shared.sync.fieldmaps.task import STATE_OF_STATUS
 from shared.sync.merge import Side
-from shared.sync.planner import Action, DeletePolicy, Skip, SyncPolicy
+from shared.sync.plan import Action, DeletePolicy, Skip, SyncPolicy
 from tests.sync.world import USER, Neutral, World
 
 _texts = st.one_of(st.none(), st.text(alphabet="abcxyz ", min_size=1, max_size=5).map(str.strip).filter(bool))

@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.domain.model import Appointment, Contact, Email, ItemKind, Task
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
-from shared.sync.planner import (
+from shared.sync.plan import (
     Action,
     Conflict,
     CreateInCrm,
@@ -35,8 +35,8 @@ from shared.sync.planner import (
     UpdateCrm,
     UpdateOutlook,
     WriteLink,
-    plan_item,
 )
+from shared.sync.planner import plan_item
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 USER = "crm-user-1"

@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from shared.domain.mailbox_settings import MailboxSettings
+from shared.sync.planner_email import unknown_sender_contact_id
 from shared.sync.tracking.attachments import SKIPPED_PREFIX
-from shared.sync.tracking.tracker import unknown_sender_contact_id
 from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address
 
 SENDER = 1

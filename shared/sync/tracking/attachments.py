@@ -34,7 +34,7 @@ _NAMESPACE = uuid.UUID("5f0b1d1e-8f0e-4b8e-9a57-2d8c3c1c7a11")
 class AttachmentSource(Protocol):
     """Reads a message's file attachments (``shared.outlook.mailbox.OutlookMailbox`` implements it)."""
 
-    async def attachments(self, mailbox: str, message_id: str) -> list[Attachment]: ...
+    async def attachments(self, message_id: str) -> list[Attachment]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +65,6 @@ async def copy_attachments(
     crm: CrmPort,
     caller: str,
     source: AttachmentSource,
-    mailbox_id: str,
     message_id: str,
     email_id: uuid.UUID,
     max_bytes: int,
@@ -73,7 +72,7 @@ async def copy_attachments(
     """Copy the message's file attachments to the CRM email; record the ones too large to copy."""
     copied = 0
     skipped: list[SkippedAttachment] = []
-    for attachment in await source.attachments(mailbox_id, message_id):
+    for attachment in await source.attachments(message_id):
         if len(attachment.content) > max_bytes:
             skipped.append(
                 SkippedAttachment(attachment.name, f"{len(attachment.content)} bytes > limit {max_bytes}")

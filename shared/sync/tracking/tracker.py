@@ -1,46 +1,54 @@
-"""Email tracking in the Outlook -> CRM job: decide before planning, review the plan, finish after it.
+"""Email tracking in the sync job: decide, read the facts the planner needs, record the outcome.
 
 The job (:class:`shared.sync.job.MailboxSyncJob`) asks, for each message of a page:
 
 1. :meth:`Tracker.decide` - the :class:`~shared.sync.tracking.policy.TrackingPolicy` verdict from the
    envelope. Only a tracked message has its body read (by the job) and, later, its attachments.
-2. :meth:`Tracker.review` - adjusts the planner's actions:
+2. :meth:`Tracker.facts` - what the planner needs to know and only I/O can tell
+   (:class:`~shared.sync.plan.PlanFacts`):
 
-   - a message reported ``@removed`` from this folder that still exists elsewhere in the mailbox was
-     *moved*, not deleted: nothing is done here; the destination folder's run decides (one envelope
-     GET per removed linked message; a move to Deleted Items counts as a delete);
-   - untracking deletes the CRM email only if the mailbox's user owns it (the planner's rule) *and*
-     no other mailbox still links it (one email per internetMessageId across mailboxes). The check
-     reads the registry and one link row per other registered mailbox: O(mailboxes) point reads,
-     paid only when an owned email is about to be deleted, which is rare;
-   - with ``create_contact_for_unknown_sender``, a contact is created (deterministic id) for a tracked
-     message's sender that resolves to no CRM record, before the applier resolves the parties.
-3. :meth:`Tracker.after_apply` - writes the regarding (``regardingobjectid_<table>_email@odata.bind``;
-   a null bind clears it), copies attachments once, and records the verdict in the tracking index
-   (why tracked, regarding, thread rows for correlation); forgets it when the message was untracked.
+   - whether a message reported ``@removed`` from this folder still exists elsewhere in the mailbox
+     (moved, not deleted: the destination folder's run decides; one envelope GET per removed linked
+     message; a move to Deleted Items counts as a delete);
+   - whether another registered mailbox still links the CRM email an untracked or deleted message
+     maps to (one email per internetMessageId across mailboxes): O(mailboxes) point reads, paid only
+     for a linked message this user owns that leaves tracking, which is rare;
+   - the regarding the decision wants, what this mailbox set before, whether the attachments were
+     copied, and an inbound sender no CRM record matches (for ``create_contact_for_unknown_sender``).
+
+   The planner turns them into actions (regarding, attachment copy, sender contact) that the applier
+   executes and audits.
+3. :meth:`Tracker.after_apply` - records the verdict in the tracking index (why tracked, regarding,
+   thread rows for correlation); forgets it when the message was untracked.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.crm.errors import DuplicateRecord
-from shared.crm.port import CrmPort, FieldValue, RecordRef, Upsert
-from shared.crm.tables import bind_annotation
-from shared.domain.mailbox_settings import CrmRecordRef
+from shared.crm.port import CrmPort
 from shared.domain.model import Email, ItemKind, OutlookItem
 from shared.outlook.errors import ItemNotFound
-from shared.outlook.mailbox import MailFolder
+from shared.outlook.mailbox import AttachmentReader, MailFolder
 from shared.store.ports import Store
 from shared.store.records import Mailbox
-from shared.sync.merge import Side
-from shared.sync.planner import Action, CreateInCrm, DeleteInCrm, DropLink, UnlinkOnly, UpdateCrm, WriteLink
-from shared.sync.tracking.attachments import AttachmentSource, copy_attachments
+from shared.sync.plan import (
+    Action,
+    DeleteInCrm,
+    DropLink,
+    Link,
+    PlanFacts,
+    SetRegarding,
+    Skip,
+    TrackingFacts,
+    UnlinkOnly,
+    WriteLink,
+)
+from shared.sync.planner_email import regarding_bindable
 from shared.sync.tracking.envelope import Envelope
 from shared.sync.tracking.folders import FolderTree
 from shared.sync.tracking.index import TrackedMessage, TrackedThread, TrackingIndex
@@ -49,11 +57,10 @@ from shared.sync.tracking.policy import SenderLookup, TrackingDecision, Tracking
 logger = logging.getLogger(__name__)
 
 EMAIL_TABLE = "email"
-_CONTACT_NAMESPACE = uuid.UUID("0b6f5a52-3f43-4c55-9d0e-7c1f1d2b9e61")
 _DELETED_ITEMS = "deleteditems"
 
 
-class TrackingMailbox(AttachmentSource, Protocol):
+class TrackingMailbox(AttachmentReader, Protocol):
     """The Graph reads tracking needs (``shared.outlook.mailbox.OutlookMailbox`` implements them)."""
 
     async def folder(self, mailbox: str, folder: str) -> MailFolder: ...
@@ -61,11 +68,6 @@ class TrackingMailbox(AttachmentSource, Protocol):
     async def message(
         self, mailbox: str, message_id: str, *, mailbox_address: str | None = None
     ) -> OutlookItem: ...
-
-
-def unknown_sender_contact_id(address: str) -> uuid.UUID:
-    """The id of the contact created for an unknown sender: one per address, however often it writes."""
-    return uuid.uuid5(_CONTACT_NAMESPACE, address.lower())
 
 
 class TrackingService:
@@ -76,6 +78,11 @@ class TrackingService:
         self._store = store
         self._index = index
         self._outlook = outlook
+
+    @property
+    def outlook(self) -> TrackingMailbox:
+        """The mailbox reads tracking uses (also the source of a tracked message's attachments)."""
+        return self._outlook
 
     def start(self, mailbox: Mailbox) -> Tracker:
         """A tracker for one run of one mailbox (its caches live as long as the run)."""
@@ -142,34 +149,36 @@ class Tracker:
         logger.debug("tracking decision: %s (%s)", decision.tracked, decision.reason.value)
         return decision
 
-    # -- 2. review ---------------------------------------------------------------------------------
+    # -- 2. facts -----------------------------------------------------------------------------------
 
-    async def review(self, item: OutlookItem, actions: Sequence[Action]) -> list[Action]:
-        """The plan with moves left to the destination folder and shared CRM emails kept."""
+    async def facts(
+        self, item: OutlookItem, link: Link | None, *, own_link: bool, tracked: bool
+    ) -> PlanFacts:
+        """What the planner needs to know about this message (see the module docstring)."""
         if item.kind is not ItemKind.EMAIL:
-            return list(actions)
-        if item.removed and _gives_up(actions) and await self._moved_away(item.item_id):
-            return []
-        reviewed: list[Action] = []
-        for action in actions:
-            if isinstance(action, DeleteInCrm) and action.table == EMAIL_TABLE:
-                holder = await self._other_holder(action.record_id)
-                if holder is not None:
-                    reviewed.append(
-                        UnlinkOnly(
-                            outlook_id=item.item_id,
-                            crm_id=action.record_id,
-                            kept=Side.CRM,
-                            reason="untracked; another mailbox still tracks this CRM email: kept",
-                        )
-                    )
-                    continue
-            if isinstance(action, DropLink) and reviewed and isinstance(reviewed[-1], UnlinkOnly):
-                continue  # the UnlinkOnly above already drops the link
-            reviewed.append(action)
-        if self._writes_parties(item, reviewed):
-            await self._contact_for_unknown_sender(item)
-        return reviewed
+            return PlanFacts()
+        moved = own_link and item.removed and await self._moved_away(item.item_id)
+        leaving = own_link and link is not None and link.owned_by_user and (item.removed or not tracked)
+        holds = leaving and link is not None and await self._other_holder(link.crm_id) is not None
+        return PlanFacts(
+            moved_away=moved, other_mailbox_holds=holds, tracking=await self._tracking(item, tracked)
+        )
+
+    async def _tracking(self, item: OutlookItem, tracked: bool) -> TrackingFacts | None:
+        seen = self._seen.get(item.item_id)
+        if not tracked or seen is None or not seen.decision.tracked or not isinstance(item.item, Email):
+            return None
+        earlier = seen.earlier
+        wanted = seen.decision.regarding
+        if wanted is not None and not regarding_bindable(wanted.table):
+            logger.warning("regarding not set: crmsync has no email regarding binding for that table")
+        return TrackingFacts(
+            regarding=seen.decision.regarding,
+            earlier_crm_id=earlier.crm_id if earlier else None,
+            earlier_regarding=earlier.regarding if earlier else None,
+            attachments_copied=earlier.attachments_copied if earlier else False,
+            unknown_sender=await self._unknown_sender(item.item),
+        )
 
     async def _moved_away(self, item_id: str) -> bool:
         """Whether a message removed from one folder still lives in another (not Deleted Items)."""
@@ -190,35 +199,21 @@ class Tracker:
                 return mailbox.mailbox_id
         return None
 
-    def _writes_parties(self, item: OutlookItem, actions: Sequence[Action]) -> bool:
-        seen = self._seen.get(item.item_id)
-        return (
-            self._mailbox.settings.create_contact_for_unknown_sender
-            and seen is not None
-            and seen.decision.tracked
-            and any(isinstance(action, CreateInCrm | UpdateCrm) for action in actions)
-        )
-
-    async def _contact_for_unknown_sender(self, item: OutlookItem) -> None:
-        email = item.item
-        if not isinstance(email, Email) or email.sender is None or email.is_outgoing:
-            return
+    async def _unknown_sender(self, email: Email) -> tuple[str, str] | None:
+        """(address, name) of an inbound sender no CRM record matches, if the mailbox wants a contact."""
+        if not self._mailbox.settings.create_contact_for_unknown_sender:
+            return None
+        if email.sender is None or email.is_outgoing:
+            return None
         address = email.sender.address.lower()
         if await self._lookup.records(address):
-            return
-        name = email.sender.name or address.partition("@")[0]
-        fields: dict[str, FieldValue] = {"emailaddress1": address, "lastname": name[:50]}
-        contact_id = unknown_sender_contact_id(address)
-        create_only = Upsert("contact", fields, id=contact_id, if_none_match=True)
-        with contextlib.suppress(DuplicateRecord):  # made earlier, maybe edited since: left as it is
-            await self._crm.upsert(create_only, caller=self._caller)
-        self._lookup.remember(address, RecordRef("contact", contact_id))
-        logger.info("created a contact for an unknown sender")
+            return None
+        return address, email.sender.name or address.partition("@")[0]
 
     # -- 3. after apply ----------------------------------------------------------------------------
 
     async def after_apply(self, item: OutlookItem, actions: Sequence[Action]) -> None:
-        """Regarding, attachments and the tracking index, once the applier wrote the plan."""
+        """Record the outcome in the tracking index, once the applier wrote the plan."""
         seen = self._seen.pop(item.item_id, None)
         if _gives_up(actions):
             earlier = seen.earlier if seen else await self._earlier(item.item_id)
@@ -230,22 +225,17 @@ class Tracker:
         via = seen.decision.via if seen is not None and seen.decision.tracked else None
         if seen is None or via is None or not isinstance(item.item, Email):
             return
-        crm_id = await self._crm_id(item.item_id, actions, seen.earlier)
+        if any(isinstance(action, Skip) for action in actions):
+            return  # another copy of the message holds the CRM email
+        earlier = seen.earlier
+        crm_id = await self._crm_id(item.item_id, actions, earlier)
         if crm_id is None:
             return  # not synchronised (a draft, a message without a message id)
-        decision, earlier = seen.decision, seen.earlier
-        regarding = await self._write_regarding(crm_id, decision.regarding, earlier)
-        copied = earlier.attachments_copied if earlier and earlier.crm_id == crm_id else False
-        if not copied and item.item.has_attachments:
-            await copy_attachments(
-                crm=self._crm,
-                caller=self._caller,
-                source=self._outlook,
-                mailbox_id=self.mailbox_id,
-                message_id=item.item_id,
-                email_id=crm_id,
-                max_bytes=self._mailbox.settings.max_attachment_bytes,
-            )
+        same = earlier is not None and earlier.crm_id == crm_id
+        regarding = next(
+            (a.regarding for a in actions if isinstance(a, SetRegarding)),
+            earlier.regarding if earlier is not None and same else None,
+        )
         tracked = TrackedMessage(
             item_id=item.item_id,
             crm_id=crm_id,
@@ -253,7 +243,7 @@ class Tracker:
             regarding=regarding,
             attachments_copied=True,
             conversation_id=item.item.conversation_id,
-            token=decision.token,
+            token=seen.decision.token,
         )
         if tracked != earlier:
             await self._index.put_message(self.mailbox_id, tracked)
@@ -271,33 +261,6 @@ class Tracker:
             return earlier.crm_id
         link = await self._store.links.get_by_outlook(self.mailbox_id, ItemKind.EMAIL, item_id)
         return uuid.UUID(link.crm_id) if link is not None else None
-
-    async def _write_regarding(
-        self, crm_id: uuid.UUID, wanted: CrmRecordRef | None, earlier: TrackedMessage | None
-    ) -> CrmRecordRef | None:
-        """Set (or clear) the email's regarding when it differs from what this mailbox set before.
-
-        Returns the regarding the CRM email now has from this mailbox. A table crmsync has no
-        ``regardingobjectid`` binding for is refused by the adapter's table metadata: logged, skipped.
-        """
-        before = earlier.regarding if earlier is not None and earlier.crm_id == crm_id else None
-        if wanted == before:
-            return before
-        target = wanted if wanted is not None else before
-        if target is None:
-            return None
-        try:
-            navigation, _ = bind_annotation(EMAIL_TABLE, "regardingobjectid", target.table, target.id)
-        except ValueError:
-            logger.warning("regarding not set: crmsync has no email regarding binding for that table")
-            return before
-        fields: dict[str, FieldValue] = (
-            {"regardingobjectid": RecordRef(wanted.table, wanted.id)}
-            if wanted is not None
-            else {navigation: None}  # a null bind clears the lookup
-        )
-        await self._crm.upsert(Upsert(EMAIL_TABLE, fields, id=crm_id, if_match="*"), caller=self._caller)
-        return wanted
 
     async def _remember_thread(self, tracked: TrackedMessage) -> None:
         thread = TrackedThread(tracked.crm_id, tracked.regarding)

@@ -1,0 +1,58 @@
+"""The CRM side of a page's items, read before planning, as the mailbox's CRM user sees it.
+
+Every read impersonates the user (``caller=crm_caller_object_id``: "Impersonate another user using
+the Web API"), so the user's security roles decide what the planner sees. A page's records are read
+in one request (:meth:`~shared.crm.port.CrmPort.get_many`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from shared.crm.port import CrmPort
+from shared.domain.model import ItemKind
+from shared.store.records import Mailbox
+from shared.sync.fieldmaps import field_map
+from shared.sync.parties import PARTY_COLUMNS
+from shared.sync.plan import CrmState
+
+_OWNER_COLUMN = "_ownerid_value"
+
+
+def _read_columns(table: str, mapped: Sequence[str]) -> list[str]:
+    """The columns a CRM state reads: the mapped ones except party lists, then the owner (last)."""
+    parties = PARTY_COLUMNS.get(table, frozenset())
+    return [*(column for column in mapped if column not in parties), _OWNER_COLUMN]
+
+
+def _crm_state(
+    mailbox: Mailbox, record_id: uuid.UUID, row: Mapping[str, object] | None, columns: Sequence[str]
+) -> CrmState:
+    if row is None:
+        return CrmState(record_id, None)
+    owner = row.get(_OWNER_COLUMN)
+    owned = isinstance(owner, str) and owner.lower() == mailbox.crm_user_id.lower()
+    etag = row.get("@odata.etag")
+    values = {column: row.get(column) for column in columns}
+    return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned)
+
+
+async def read_crm_states(
+    crm: CrmPort, mailbox: Mailbox, kind: ItemKind, record_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, CrmState]:
+    """Each record as the mailbox's CRM user sees it (``values=None``: it does not exist)."""
+    if not record_ids:
+        return {}
+    fmap = field_map(kind)
+    columns = _read_columns(fmap.table, fmap.columns)
+    caller = mailbox.crm_caller_object_id
+    if len(record_ids) == 1:
+        (record_id,) = record_ids
+        rows = {record_id: await crm.get(fmap.table, record_id, select=columns, caller=caller)}
+    else:
+        rows = await crm.get_many(fmap.table, list(dict.fromkeys(record_ids)), select=columns, caller=caller)
+    return {
+        record_id: _crm_state(mailbox, record_id, rows.get(record_id), columns[:-1])
+        for record_id in record_ids
+    }

@@ -1,0 +1,108 @@
+"""The link map as the engine sees it: link rows <-> the planner's links, and a run's link reads.
+
+A link row (:class:`shared.store.records.Link`) holds both sides' ids, versions and content
+hashes; the planner's :class:`~shared.sync.plan.Link` is the same record with the per-field merge
+bases and the ownership flag decoded.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from shared.domain.model import ItemKind
+from shared.store.ports import LinkStore
+from shared.store.records import Link as StoredLink
+from shared.store.synced_fields import SyncedValue
+from shared.sync.fieldmaps import field_map
+from shared.sync.merge import FieldBase
+from shared.sync.plan import Action, DropLink, Link, UnlinkOnly, WriteLink
+
+_OWNED_KEY = "@owned_by_user"  # kept beside the per-column bases in the link row's synced fields
+
+
+def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:
+    """The link row for a planner link (bases as ``[outlook, crm]`` fingerprint pairs)."""
+    synced: dict[str, SyncedValue] = {_OWNED_KEY: link.owned_by_user}
+    for column, base in link.synced_fields.items():
+        synced[column] = [base.outlook, base.crm]
+    return StoredLink(
+        mailbox_id=mailbox_id,
+        kind=kind,
+        outlook_id=link.outlook_id,
+        crm_table=field_map(kind).table,
+        crm_id=str(link.crm_id),
+        outlook_change_key=link.outlook_change_key,
+        crm_etag=link.crm_etag,
+        outlook_hash=link.outlook_hash,
+        crm_hash=link.crm_hash,
+        synced_fields=synced,
+    )
+
+
+def from_stored_link(row: StoredLink) -> Link:
+    """The planner's view of a link row."""
+    bases: dict[str, FieldBase] = {}
+    for column, value in row.synced_fields.items():
+        if isinstance(value, list) and len(value) == 2:
+            bases[column] = FieldBase(str(value[0]), str(value[1]))
+    return Link(
+        outlook_id=row.outlook_id,
+        crm_id=uuid.UUID(row.crm_id),
+        outlook_change_key=row.outlook_change_key,
+        crm_etag=row.crm_etag,
+        outlook_hash=row.outlook_hash or "",
+        crm_hash=row.crm_hash or "",
+        synced_fields=bases,
+        owned_by_user=row.synced_fields.get(_OWNED_KEY) is True,
+    )
+
+
+class LinkView:
+    """The run's reads of the link map. A full read loads the kind's links once (one partition scan
+    instead of a point read per item); rows the run rewrites are read from the store again."""
+
+    def __init__(self, links: LinkStore, mailbox_id: str, kind: ItemKind) -> None:
+        self._links = links
+        self._mailbox = mailbox_id
+        self._kind = kind
+        self._by_outlook: dict[str, StoredLink] | None = None
+        self._by_crm: dict[str, StoredLink] = {}
+        self._stale: set[str] = set()
+
+    @property
+    def preloaded(self) -> bool:
+        return self._by_outlook is not None
+
+    def loaded(self) -> list[StoredLink]:
+        """The links the preload read (the kind's link map when the run started)."""
+        return list(self._by_outlook.values()) if self._by_outlook is not None else []
+
+    async def preload(self) -> None:
+        self._by_outlook = {}
+        async for link in self._links.list_links(self._mailbox, self._kind):
+            self._by_outlook[link.outlook_id] = link
+            self._by_crm[link.crm_id.lower()] = link
+
+    async def by_outlook(self, outlook_id: str) -> StoredLink | None:
+        if self._by_outlook is None or outlook_id in self._stale:
+            return await self._links.get_by_outlook(self._mailbox, self._kind, outlook_id)
+        return self._by_outlook.get(outlook_id)
+
+    async def by_crm(self, table: str, crm_id: str) -> StoredLink | None:
+        key = crm_id.lower()
+        cached = self._by_crm.get(key)
+        if self._by_outlook is None or key in self._stale or (cached and cached.outlook_id in self._stale):
+            return await self._links.get_by_crm(self._mailbox, table, crm_id)
+        return cached
+
+    def forget(self, actions: Sequence[Action], outlook_id: str) -> None:
+        """The rows a plan wrote (or dropped) are read from the store from now on."""
+        if self._by_outlook is None:
+            return
+        self._stale.add(outlook_id)
+        for action in actions:
+            if isinstance(action, WriteLink):
+                self._stale.add(str(action.link.crm_id).lower())
+            elif isinstance(action, UnlinkOnly | DropLink):
+                self._stale.add(str(action.crm_id).lower())

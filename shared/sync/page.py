@@ -1,0 +1,352 @@
+"""One delta page of a sync run: prepare, plan, brake, apply, record.
+
+For a page of Outlook items, :class:`PageSync`:
+
+1. prepares everything planning needs, a page at a time: tracking verdicts (mail), the bodies of
+   tracked mail only (batched), link rows (the kind's whole link map in one scan when the page is
+   big against it), the CRM record each item maps to, and the facts only I/O can tell
+   (:class:`~shared.sync.plan.PlanFacts`: a moved message, another mailbox's link, the calendar
+   window, tracking's regarding and attachments);
+2. reads the page's CRM records in one request, as the mailbox's CRM user;
+3. plans each item with the pure planner;
+4. checks the mass-delete brake for the run so far;
+5. applies every plan with the applier (one executor), parks the items whose CRM write failed in a
+   way retrying cannot fix, and records tracking's outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
+from shared.crm.port import CrmPort
+from shared.domain.model import Email, ItemKind, OutlookItem
+from shared.store.ports import Store
+from shared.store.records import AuditAction, AuditRecord, ItemRef, Lease, Mailbox
+from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
+from shared.sync.brake import check_mass_delete, count_deletes
+from shared.sync.concurrency import bounded_gather
+from shared.sync.crm_reads import read_crm_states
+from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
+from shared.sync.fieldmaps.base import parse_utc
+from shared.sync.links import LinkView, from_stored_link
+from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts
+from shared.sync.planner import plan_item
+from shared.sync.policies import is_tracked, sync_policy
+from shared.sync.ports import OutlookReader
+from shared.sync.resources import ResourceRef
+from shared.sync.run import RunOutcome, SyncRunReport
+from shared.sync.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+# A page this many times smaller than the kind's link map still reads it whole (1,000 rows per request).
+_PRELOAD_FACTOR = 20
+_FATAL_CRM_ERRORS = (ConcurrencyMismatch, CallerNotFound, AuthenticationFailed)
+# Only emails and meetings share natural ids across copies (internetMessageId, iCalUId).
+_SHARED_NATURAL_KEYS = frozenset({ItemKind.EMAIL, ItemKind.APPOINTMENT})
+
+
+@dataclass
+class RunState:
+    """The mutable state of one run of one (mailbox, resource)."""
+
+    mailbox: Mailbox
+    ref: ResourceRef
+    resource: str
+    full: bool
+    linked_at_start: int
+    applier: Applier
+    parked_ids: set[str]
+    holder: list[Lease]  # shared by the run's rounds: [the current lease]
+    links: LinkView
+    window: tuple[dt.datetime, dt.datetime]
+    tracker: Tracker | None = None
+    deletes: int = 0
+    seen: set[str] = field(default_factory=set)
+    pages: int = 0
+    items_seen: int = 0
+    items_synced: int = 0
+    crm_writes: int = 0
+    parked: int = 0
+    fitted: int = 0
+
+    def report(self, outcome: RunOutcome, message: str | None = None) -> SyncRunReport:
+        return SyncRunReport(
+            self.mailbox.mailbox_id,
+            self.resource,
+            outcome,
+            self.full,
+            self.pages,
+            self.items_seen,
+            self.items_synced,
+            self.crm_writes,
+            self.parked,
+            self.fitted,
+            message,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """An item ready to plan: its Outlook state, the link that holds it (its own row, or for an
+    unlinked email or meeting another copy's), the CRM record it maps to, and its facts."""
+
+    item: OutlookItem
+    outlook: OutlookState
+    link: Link | None
+    record_id: uuid.UUID | None
+    own_link: bool
+    facts: PlanFacts = field(default_factory=PlanFacts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    item: OutlookItem
+    actions: list[Action]
+    projection: dict[str, CrmValue]
+    new_link: bool
+
+
+class PageSync:
+    """Syncs the pages of a run (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        crm: CrmPort,
+        reader: OutlookReader,
+        clock: Callable[[], dt.datetime],
+        mass_delete_ratio: float,
+        keep_lease: Callable[[RunState], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._crm = crm
+        self._reader = reader
+        self._clock = clock
+        self._ratio = mass_delete_ratio
+        self._keep_lease = keep_lease
+
+    async def process(self, run: RunState, items: list[OutlookItem]) -> None:
+        """Plan every item of the page, apply the brake to the run's deletes, then apply."""
+        prepared = await self._prepare(run, items)
+        states = await self._read_crm_states(run, prepared)
+        planned: list[_Planned] = []
+        for entry in prepared:
+            if entry.record_id is not None and entry.record_id not in states:
+                continue  # its record could not be read: parked
+            state = states[entry.record_id] if entry.record_id is not None else None
+            planned.append(self._plan(run, entry, state))
+        page_deletes = sum(count_deletes(plan.actions) for plan in planned)
+        check_mass_delete(run.linked_at_start, run.deletes + page_deletes, self._ratio)
+        run.deletes += page_deletes
+        busy = [plan for plan in planned if plan.actions]
+        if not busy:
+            return
+        results = await run.applier.apply(
+            [ItemPlan(plan.actions, plan.projection, plan.new_link) for plan in busy]
+        )
+        await bounded_gather(
+            self._park_or_raise(run, plan.item, result)
+            if isinstance(result, CrmError)
+            else self._guard(run, plan.item, self._applied(run, plan, result))
+            for plan, result in zip(busy, results, strict=True)
+        )
+        await self._keep_lease(run)
+
+    async def _guard(self, run: RunState, item: OutlookItem, step: Awaitable[_T]) -> _T | None:
+        """Await ``step``; a CRM error retrying cannot fix parks the item (``None``), others raise."""
+        try:
+            return await step
+        except CrmError as error:
+            await self._park_or_raise(run, item, error)
+            return None
+
+    async def _park_or_raise(self, run: RunState, item: OutlookItem, error: CrmError) -> None:
+        if error.retryable or isinstance(error, _FATAL_CRM_ERRORS):
+            raise error
+        await self._park(run, item, error)
+
+    # -- prepare ----------------------------------------------------------------------------------
+
+    async def _prepare(self, run: RunState, items: list[OutlookItem]) -> list[_Prepared]:
+        """Tracking verdicts, tracked mail bodies (batched), link rows, the CRM record each item maps
+        to and its facts: everything planning needs, read a page at a time."""
+        fmap = field_map(run.ref.kind)
+        if not run.links.preloaded and len(items) * _PRELOAD_FACTOR >= run.linked_at_start:
+            await run.links.preload()  # one scan of the kind's links beats a point read per item
+        if run.links.preloaded and run.tracker is not None:
+            await run.tracker.preload()  # likewise the tracking index's message rows
+        verdicts: list[tuple[OutlookItem, bool]] = []
+        decided = await bounded_gather(self._guard(run, item, self._verdict(run, item)) for item in items)
+        for item, verdict in zip(items, decided, strict=True):
+            if verdict is None:
+                continue  # parked
+            tracked = not item.removed and verdict
+            if tracked and item.item is not None and fmap.skip_reason(item.item):
+                continue  # drafts, series masters: never synchronised (see the field maps)
+            verdicts.append((item, tracked))
+        ready = await self._with_bodies(run, verdicts)
+        linked = await bounded_gather(self._guard(run, item, self._linked(run, item, t)) for item, t in ready)
+        return [entry for entry in linked if entry is not None]
+
+    async def _with_bodies(
+        self, run: RunState, verdicts: list[tuple[OutlookItem, bool]]
+    ) -> list[tuple[OutlookItem, bool]]:
+        """The bodies of tracked mail only (privacy: an untracked message's body is never read)."""
+        wanted = [item.item_id for item, tracked in verdicts if tracked and isinstance(item.item, Email)]
+        if not wanted:
+            return verdicts
+        bodies = await self._reader.fetch_message_bodies(run.mailbox.mailbox_id, wanted)
+        ready: list[tuple[OutlookItem, bool]] = []
+        for listed, tracked in verdicts:
+            if listed.item_id not in bodies:
+                ready.append((listed, tracked))
+                continue
+            body = bodies[listed.item_id]
+            if body is None or not isinstance(listed.item, Email):
+                continue  # deleted since the page was read: the next delta reports the removal
+            content = listed.item.model_copy(update={"body": body.content, "body_is_html": body.is_html})
+            ready.append((listed.model_copy(update={"item": content}), tracked))
+        return ready
+
+    async def _linked(self, run: RunState, item: OutlookItem, tracked: bool) -> _Prepared | None:
+        """The item with the link that holds it, the record it maps to and its facts; ``None``:
+        nothing to do."""
+        kind = run.ref.kind
+        outlook = OutlookState.from_outlook_item(item, tracked=tracked)
+        stored = await run.links.by_outlook(item.item_id)
+        if stored is not None:
+            link = from_stored_link(stored)
+            facts = await self._facts(run, item, link, own_link=True, tracked=tracked)
+            return _Prepared(item, outlook, link, link.crm_id, own_link=True, facts=facts)
+        if outlook.item is None or outlook.gone is not None:
+            return None  # gone (or untracked) and never linked: nothing to do
+        record_id = outlook.crm_id or crm_record_id(
+            kind, natural_key(run.mailbox.mailbox_id, item.item_id, outlook.item)
+        )
+        # Another copy in this mailbox (a message sent to oneself: Sent Items and Inbox) may already
+        # hold the record; the planner then skips this copy instead of fighting over it.
+        same = None
+        if kind in _SHARED_NATURAL_KEYS:
+            same = await run.links.by_crm(field_map(kind).table, str(record_id))
+        copy = from_stored_link(same) if same is not None else None
+        facts = await self._facts(run, item, copy, own_link=False, tracked=tracked)
+        return _Prepared(item, outlook, copy, record_id, own_link=False, facts=facts)
+
+    @staticmethod
+    async def _facts(
+        run: RunState, item: OutlookItem, link: Link | None, *, own_link: bool, tracked: bool
+    ) -> PlanFacts:
+        if run.tracker is None:
+            return PlanFacts()
+        return await run.tracker.facts(item, link, own_link=own_link, tracked=tracked)
+
+    async def _verdict(self, run: RunState, item: OutlookItem) -> bool:
+        """Whether the item takes part: the tracker's decision for mail, else the settings."""
+        decision = await run.tracker.decide(item) if run.tracker is not None else None
+        return decision.tracked if decision is not None else is_tracked(run.mailbox.settings, item)
+
+    async def _read_crm_states(self, run: RunState, prepared: list[_Prepared]) -> dict[uuid.UUID, CrmState]:
+        """The page's CRM records in one request; if the user may not read them all, item by item
+        (so only the items concerned are parked)."""
+        ids = list(dict.fromkeys(entry.record_id for entry in prepared if entry.record_id is not None))
+        try:
+            return await read_crm_states(self._crm, run.mailbox, run.ref.kind, ids)
+        except CrmError as error:
+            if error.retryable or isinstance(error, _FATAL_CRM_ERRORS):
+                raise
+        states: dict[uuid.UUID, CrmState] = {}
+        for entry in prepared:
+            if entry.record_id is not None and entry.record_id not in states:
+                read = read_crm_states(self._crm, run.mailbox, run.ref.kind, [entry.record_id])
+                state = await self._guard(run, entry.item, read)
+                if state is not None:
+                    states.update(state)
+        return states
+
+    # -- plan -------------------------------------------------------------------------------------
+
+    def _plan(self, run: RunState, entry: _Prepared, crm: CrmState | None) -> _Planned:
+        kind, outlook = run.ref.kind, entry.outlook
+        facts = entry.facts
+        if entry.own_link and crm is not None and outlook.gone is not None and _left_window(run, kind, crm):
+            facts = PlanFacts(outside_window=True)
+        actions = plan_item(
+            kind,
+            mailbox_id=run.mailbox.mailbox_id,
+            outlook=outlook,
+            link=entry.link,
+            crm=crm,
+            policy=sync_policy(run.mailbox.settings, kind),
+            now=self._clock(),
+            facts=facts,
+        )
+        projection = field_map(kind).project(outlook.item).values if outlook.item is not None else {}
+        return _Planned(entry.item, actions, projection, new_link=entry.link is None)
+
+    # -- after ------------------------------------------------------------------------------------
+
+    async def _applied(self, run: RunState, plan: _Planned, applied: AppliedItem) -> None:
+        """After one item's plan was applied: tracking, counts, and its parked entry (if any) goes."""
+        run.links.forget(plan.actions, plan.item.item_id)
+        if run.tracker is not None:
+            await run.tracker.after_apply(plan.item, plan.actions)
+        run.crm_writes += applied.crm_writes
+        run.fitted += len(applied.fitted)
+        if (
+            applied.crm_writes
+            or applied.outlook_writes
+            or applied.unlinked
+            or (applied.linked and plan.new_link)
+        ):
+            run.items_synced += 1
+        if plan.item.item_id in run.parked_ids:
+            await self._store.parked.remove(
+                run.mailbox.mailbox_id, ItemRef(kind=run.ref.kind, outlook_id=plan.item.item_id)
+            )
+            run.parked_ids.discard(plan.item.item_id)
+
+    async def _park(self, run: RunState, item: OutlookItem, error: CrmError) -> None:
+        reason = "crm_" + re.sub(r"(?<!^)(?=[A-Z])", "_", type(error).__name__).lower()
+        message = re.sub(r"[@\x00-\x1f\x7f-\x9f]", " ", error.remedy)[:500]
+        ref = ItemRef(kind=run.ref.kind, outlook_id=item.item_id)
+        await self._store.parked.park(run.mailbox.mailbox_id, ref, reason_code=reason, message=message)
+        await self._store.audit.append(
+            AuditRecord.for_item(
+                mailbox_id=run.mailbox.mailbox_id,
+                actor=ACTOR,
+                action=AuditAction.PARKED,
+                kind=run.ref.kind,
+                outlook_id=item.item_id,
+                reason_code=reason,
+            )
+        )
+        run.parked += 1
+        run.parked_ids.add(item.item_id)
+        logger.warning("parked a %s item: %s (%s)", run.ref.kind.value, reason, error.code)
+
+
+def _left_window(run: RunState, kind: ItemKind, crm: CrmState) -> bool:
+    """A removed appointment whose record lies outside the calendar window left the window."""
+    if kind is not ItemKind.APPOINTMENT or crm.values is None:
+        return False
+    start, end = run.window
+    scheduled_start, scheduled_end = (_utc_value(crm.values, c) for c in ("scheduledstart", "scheduledend"))
+    return bool(
+        (scheduled_end is not None and scheduled_end < start)
+        or (scheduled_start is not None and scheduled_start > end)
+    )
+
+
+def _utc_value(values: Mapping[str, object], column: str) -> dt.datetime | None:
+    value = values.get(column)
+    return parse_utc(value) if isinstance(value, str) else None

@@ -1,0 +1,339 @@
+"""What the planner reads and what it decides: its inputs and its actions (no logic, no I/O).
+
+The planner (:mod:`shared.sync.planner`) takes one item's :class:`OutlookState`, :class:`CrmState`,
+:class:`Link` and the :class:`PlanFacts` the job prefetched for it, and returns a list of actions;
+the applier (:mod:`shared.sync.applier`) executes them in the commit order docs/ARCHITECTURE.md
+explains and audits every write. Everything the connector writes to either side is one of these
+actions, so the property tests see every decision.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shared.crm.limits import Fitted
+from shared.domain.mailbox_settings import CrmRecordRef
+from shared.domain.model import Appointment, Contact, Email, FieldDirection, ItemKind, OutlookItem, Task
+from shared.sync.fieldmaps.base import CrmValue
+from shared.sync.merge import FieldBase, Side
+
+NeutralContent = Contact | Appointment | Task | Email
+
+
+class GoneReason(enum.StrEnum):
+    """Why an Outlook item no longer takes part: deleted, or still there but no longer tracked."""
+
+    DELETED = "deleted"
+    UNTRACKED = "untracked"
+
+
+class DeletePolicy(enum.StrEnum):
+    """What a delete on one side does to the other (see the module docstring)."""
+
+    DYNAMICS = "dynamics"
+    UNLINK = "unlink"
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutlookState:
+    """The Outlook side of one item: present with its neutral content, or gone (and why)."""
+
+    item_id: str
+    change_key: str | None = None
+    item: NeutralContent | None = None
+    gone: GoneReason | None = None
+    crm_id: uuid.UUID | None = None  # the CRM id stamped on the item, if any
+    categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.gone is None and self.item is None:
+            raise ValueError("a present Outlook item needs its content")
+
+    @classmethod
+    def from_outlook_item(cls, outlook_item: OutlookItem, *, tracked: bool = True) -> OutlookState:
+        """From a delta entry; ``tracked`` is the tracking policy's verdict on a present item."""
+        gone = GoneReason.DELETED if outlook_item.removed or outlook_item.item is None else None
+        if gone is None and not tracked:
+            gone = GoneReason.UNTRACKED
+        try:
+            stamp = uuid.UUID(outlook_item.crm_id) if outlook_item.crm_id else None
+        except ValueError:
+            stamp = None  # someone else's or a damaged stamp: ignored, the link map decides
+        return cls(
+            outlook_item.item_id,
+            outlook_item.change_key,
+            outlook_item.item,
+            gone,
+            stamp,
+            outlook_item.categories,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PresentItem:
+    """An Outlook item that is there and tracked: the planner's working view of an OutlookState."""
+
+    item_id: str
+    change_key: str | None
+    item: NeutralContent
+    crm_id: uuid.UUID | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CrmState:
+    """The CRM side: the record's mapped column values, or ``values=None`` when it does not exist.
+
+    A null column is present with ``None``; a column left out was not read (the adapter does not
+    read party lists back) and is taken as unchanged since the last sync.
+
+    ``owned_by_user``: the mailbox's CRM user owns the record (decides deletes; recorded in the link).
+    """
+
+    record_id: uuid.UUID
+    values: Mapping[str, object] | None
+    etag: str | None = None
+    owned_by_user: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What the link rows remember of the last sync of one item (both sides' versions and content)."""
+
+    outlook_id: str
+    crm_id: uuid.UUID
+    outlook_change_key: str | None
+    crm_etag: str | None
+    outlook_hash: str
+    crm_hash: str
+    synced_fields: Mapping[str, FieldBase] = field(default_factory=dict)
+    owned_by_user: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPolicy:
+    """A mailbox's settings for one item kind: direction overrides, tie-break, delete policy."""
+
+    directions: Mapping[str, FieldDirection] = field(default_factory=dict)
+    tie_break: Side = Side.CRM
+    delete_policy: DeletePolicy = DeletePolicy.DYNAMICS
+    tracked_category: str | None = None  # email: the category that tracks a message by hand
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingFacts:
+    """What email tracking knows about one tracked message before planning (read by the tracker).
+
+    ``regarding``: the regarding the tracking decision wants. ``earlier_*``: what this mailbox
+    recorded when it last tracked the message: the CRM email, the regarding it set there, whether
+    the attachments were copied. ``unknown_sender``: (address, name) of an inbound sender no CRM
+    record matches, when the mailbox creates contacts for unknown senders."""
+
+    regarding: CrmRecordRef | None = None
+    earlier_crm_id: uuid.UUID | None = None
+    earlier_regarding: CrmRecordRef | None = None
+    attachments_copied: bool = False
+    unknown_sender: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanFacts:
+    """Facts about one item that only I/O can establish, read before planning (vdirsyncer's prepare
+    step), so that every decision is the planner's.
+
+    ``moved_away``: a message reported removed from this folder still lives in another one (not
+    Deleted Items): the destination folder's run owns it. ``other_mailbox_holds``: another
+    registered mailbox still links this CRM email, so untracking here must not delete it.
+    ``outside_window``: a removed appointment whose record lies outside the calendar window left
+    the window; it was not deleted. ``tracking``: email tracking's facts (``None`` for other kinds)."""
+
+    moved_away: bool = False
+    other_mailbox_holds: bool = False
+    outside_window: bool = False
+    tracking: TrackingFacts | None = None
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateInCrm:
+    """Create the record with this id (replaying it must upsert). ``then_update``: columns the
+    contract forbids on create, to write by an update right after."""
+
+    table: str
+    record_id: uuid.UUID
+    values: dict[str, CrmValue]
+    then_update: dict[str, CrmValue]
+    fitted: tuple[Fitted, ...] = ()
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateCrm:
+    table: str
+    record_id: uuid.UUID
+    values: dict[str, CrmValue]
+    if_match: str | None
+    fitted: tuple[Fitted, ...] = ()
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteInCrm:
+    table: str
+    record_id: uuid.UUID
+    if_match: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateInOutlook:
+    """Create ``item`` in the mailbox, stamped with ``crm_id`` (see :class:`StampOutlook`)."""
+
+    kind: ItemKind
+    item: NeutralContent
+    crm_id: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateOutlook:
+    """Write ``item`` over the Outlook item; ``columns`` are the CRM columns that caused it."""
+
+    item_id: str
+    item: NeutralContent
+    columns: tuple[str, ...]
+    if_match: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StampOutlook:
+    """Stamp the CRM id on the Outlook item (a single-value extended property), so the pair is found
+    again without the link map - by a rerun after a lost link write, or by a repair. Callers
+    planning a CRM record with no link look for an Outlook item carrying its id first."""
+
+    item_id: str
+    crm_id: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteInOutlook:
+    item_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateSenderContact:
+    """Create a contact for an unknown sender (deterministic id per address, create-only: a contact
+    made earlier and edited since is left alone), before the email's parties are resolved."""
+
+    record_id: uuid.UUID
+    address: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetRegarding:
+    """Set (``regarding``) or clear (``None``; ``previous`` names the binding to clear) a CRM email's
+    regarding, after the email's own write."""
+
+    record_id: uuid.UUID
+    regarding: CrmRecordRef | None
+    previous: CrmRecordRef | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CopyAttachments:
+    """Copy the message's attachments to the CRM email (activitymimeattachment), once."""
+
+    message_id: str
+    record_id: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveTrackedCategory:
+    """A tracked email whose CRM copy was deleted stays in Outlook, untracked: its tracked category
+    goes, so its next change does not create the CRM email again."""
+
+    message_id: str
+    categories: tuple[str, ...]  # the categories to keep
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteLink:
+    """Store ``link`` once the writes before it succeeded. Where ``outlook_from_write`` /
+    ``crm_from_write`` is set, take the Outlook id and change key / the CRM ETag from the response
+    of this plan's write to that side (the planner cannot know them)."""
+
+    link: Link
+    outlook_from_write: bool = False
+    crm_from_write: bool = False
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnlinkOnly:
+    """Remove the link but keep the item on side ``kept`` (nothing is deleted)."""
+
+    outlook_id: str
+    crm_id: uuid.UUID
+    kept: Side
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DropLink:
+    """Remove the link of an item that is gone on both sides (or deleted by this plan)."""
+
+    outlook_id: str
+    crm_id: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conflict:
+    """Audit note: a field changed on both sides; ``winner`` was kept by ``rule`` (no values)."""
+
+    column: str
+    winner: Side
+    rule: Literal["tie_break", "direction"]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Skip:
+    reason: str
+
+
+Action = (
+    CreateSenderContact
+    | CreateInCrm
+    | UpdateCrm
+    | DeleteInCrm
+    | CreateInOutlook
+    | UpdateOutlook
+    | StampOutlook
+    | DeleteInOutlook
+    | SetRegarding
+    | CopyAttachments
+    | RemoveTrackedCategory
+    | WriteLink
+    | UnlinkOnly
+    | DropLink
+    | Conflict
+    | Skip
+)
