@@ -12,10 +12,11 @@ from typing import Any
 import azure.functions as func
 from pydantic import ValidationError
 
-from shared.admin import OnboardRequest, resync_mailbox, to_jsonable
+from shared.admin_api import OnboardRequest, enqueue_mailbox_resync, to_jsonable
 from shared.runtime import get_runtime
 from shared.store.errors import MailboxNotFound
 from shared.sync.onboarding import OnboardingRefused
+from shared.sync.status import mailbox_statuses
 
 bp = func.Blueprint()
 
@@ -30,8 +31,8 @@ def _error(status: int, message: str) -> func.HttpResponse:
 
 @bp.route(route="admin/mailboxes", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def list_mailboxes(req: func.HttpRequest) -> func.HttpResponse:
-    service = await get_runtime().mailboxes()
-    mailboxes = await service.list_mailboxes()
+    store = await get_runtime().store()
+    mailboxes = [mailbox async for mailbox in store.registry.list_mailboxes()]
     return _json(
         [
             {
@@ -56,9 +57,9 @@ async def add_mailbox(req: func.HttpRequest) -> func.HttpResponse:
             for e in exc.errors(include_input=False, include_url=False)
         )
         return _error(400, f"invalid request: {problems}")
-    service = await get_runtime().mailboxes()
+    onboarding = await get_runtime().onboarding()
     try:
-        report = await service.onboard(request.mailbox, str(request.crm_user), settings=request.settings)
+        report = await onboarding.onboard(request.mailbox, str(request.crm_user), settings=request.settings)
     except OnboardingRefused as exc:
         return _error(409, str(exc))
     return _json(report, 201)
@@ -66,15 +67,15 @@ async def add_mailbox(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="admin/mailboxes/{mailbox}", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
 async def remove_mailbox(req: func.HttpRequest) -> func.HttpResponse:
-    service = await get_runtime().mailboxes()
-    return _json(await service.offboard(req.route_params["mailbox"]))
+    onboarding = await get_runtime().onboarding()
+    return _json(await onboarding.offboard(req.route_params["mailbox"]))
 
 
 @bp.route(route="admin/mailboxes/{mailbox}/resync", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def resync(req: func.HttpRequest) -> func.HttpResponse:
     runtime = get_runtime()
     try:
-        enqueued = await resync_mailbox(
+        enqueued = await enqueue_mailbox_resync(
             await runtime.store(), await runtime.jobs(), req.route_params["mailbox"]
         )
     except MailboxNotFound:
@@ -84,9 +85,9 @@ async def resync(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="admin/status", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 async def status(req: func.HttpRequest) -> func.HttpResponse:
-    service = await get_runtime().mailboxes()
+    store = await get_runtime().store()
     try:
-        reports = await service.status(req.params.get("mailbox"))
+        reports = await mailbox_statuses(store, req.params.get("mailbox"))
     except MailboxNotFound:
         return _error(404, "no such mailbox is registered")
     return _json([{**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at} for r in reports])

@@ -8,7 +8,7 @@ import logging
 import azure.functions as func
 
 from shared.runtime import get_runtime
-from shared.sync.worker import renewal_horizon, sweep
+from shared.sync.dispatch import renewal_horizon, sweep
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 @bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_RENEW_SCHEDULE%", run_on_startup=False)
 async def renew_subscriptions(timer: func.TimerRequest) -> None:
     """Renew subscriptions well before they expire; recreate the ones Graph lost."""
-    service = await get_runtime().mailboxes()
-    report = await service.renew_subscriptions(before=renewal_horizon(dt.datetime.now(dt.UTC)))
+    maintenance = await get_runtime().maintenance()
+    report = await maintenance.renew_subscriptions(before=renewal_horizon(dt.datetime.now(dt.UTC)))
     log.info("renewed %d subscriptions, recreated %d", len(report.renewed), len(report.recreated))
 
 
@@ -33,6 +33,6 @@ async def delta_sweep(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_PARKED_RETRY_SCHEDULE%", run_on_startup=False)
 async def retry_parked(timer: func.TimerRequest) -> None:
     """Retry parked items (e.g. after an administrator granted a missing privilege)."""
-    service = await get_runtime().mailboxes()
-    reports = await service.retry_parked()
+    maintenance = await get_runtime().maintenance()
+    reports = await maintenance.retry_parked()
     log.info("retried parked items in %d runs, %d still parked", len(reports), sum(r.parked for r in reports))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.runtime import get_runtime
-from shared.sync.worker import run_queued_job
+from shared.sync.dispatch import run_queued_job
 
 bp = func.Blueprint()
 
@@ -14,11 +14,10 @@ bp = func.Blueprint()
 async def sync_worker(msg: func.QueueMessage) -> None:
     """Run the job; exceptions propagate so the host retries and finally poisons the message."""
     runtime = get_runtime()
-    service = await runtime.mailboxes()
     await run_queued_job(
         msg.get_body(),
         dequeue_count=msg.dequeue_count or 1,
         store=await runtime.store(),
         jobs=await runtime.jobs(),
-        job_runner=service.job,
+        job_runner=await runtime.sync_job(),
     )

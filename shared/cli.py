@@ -1,8 +1,9 @@
 """The ``crmsync`` admin command (typer). Subcommands grow with each feature.
 
-``mailbox add|remove|list`` and ``status`` call :class:`shared.sync.onboarding.MailboxService`
-directly on a :class:`shared.runtime.Runtime` built from the environment's app settings (not the
-admin HTTP API): a big mailbox's initial sync shows a progress bar and has no HTTP time limit.
+``mailbox add|remove`` call :class:`shared.sync.onboarding.Onboarding`; ``mailbox list`` and ``status``
+read the store directly; all on a :class:`shared.runtime.Runtime` built from the environment's app
+settings (not the admin HTTP API): a big mailbox's initial sync shows a progress bar
+and has no HTTP time limit.
 
 Exit codes: 0 done; 2 bad input or settings (nothing was tried); 1 refused or failed (the message
 says what to do). ``--json`` prints the typed report as one JSON document for scripts.
@@ -32,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from shared import __version__
-from shared.admin import to_jsonable
+from shared.admin_api import to_jsonable
 from shared.config import Settings, SettingsError, load_settings
 from shared.crm.errors import CrmError
 from shared.deploy import deploy_app
@@ -40,8 +41,8 @@ from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import Runtime
 from shared.store.errors import MailboxNotFound
 from shared.store.records import Mailbox
-from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
-from shared.sync.status import MailboxStatus
+from shared.sync.onboarding import OnboardingProgress, OnboardingRefused, OnboardingReport
+from shared.sync.status import MailboxStatus, mailbox_statuses
 
 app = typer.Typer(help="crmsync: Microsoft 365 mailboxes <-> Dynamics 365 / Dataverse.", no_args_is_help=True)
 console = Console()
@@ -80,8 +81,8 @@ def check_settings() -> None:
     console.print(f"settings ok (credential: {settings.credential_kind.value})")
 
 
-def _with_service(work: Callable[[MailboxService], Awaitable[T]]) -> T:
-    """Run ``work`` on a mailbox service opened from the environment, then close every client.
+def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run ``work`` on a runtime opened from the environment, then close every client.
 
     Failures the administrator can act on become exit 1 with the remedy; a refusal keeps its reason.
     """
@@ -90,7 +91,7 @@ def _with_service(work: Callable[[MailboxService], Awaitable[T]]) -> T:
     async def run() -> T:
         runtime = Runtime(settings)
         try:
-            return await work(await runtime.mailboxes())
+            return await work(runtime)
         finally:
             await runtime.close()
 
@@ -187,9 +188,12 @@ def mailbox_add(
         transient=as_json,
     ) as progress:
         bar = _OnboardingBar(progress)
-        report = _with_service(
-            lambda service: service.onboard(mailbox, crm_user_id, settings=mailbox_settings, progress=bar)
-        )
+
+        async def add(runtime: Runtime) -> OnboardingReport:
+            onboarding = await runtime.onboarding()
+            return await onboarding.onboard(mailbox, crm_user_id, settings=mailbox_settings, progress=bar)
+
+        report = _with_runtime(add)
         bar.finish()
     if as_json:
         _print_json({**to_jsonable(report), "items_synced": report.items_synced, "parked": report.parked})
@@ -210,9 +214,9 @@ def mailbox_add(
         )
 
 
-async def _resolve(service: MailboxService, mailbox: str) -> Mailbox:
+async def _resolve(runtime: Runtime, mailbox: str) -> Mailbox:
     """A registered mailbox by its id or (case-insensitively) its UPN."""
-    for registered in await service.list_mailboxes():
+    async for registered in (await runtime.store()).registry.list_mailboxes():
         if mailbox == registered.mailbox_id or mailbox.lower() == registered.upn.lower():
             return registered
     raise MailboxNotFound(mailbox)
@@ -225,10 +229,11 @@ def mailbox_remove(
 ) -> None:
     """Delete the mailbox's subscriptions and unregister it; its CRM records stay."""
 
-    async def remove(service: MailboxService) -> Any:
-        return await service.offboard((await _resolve(service, mailbox)).mailbox_id)
+    async def remove(runtime: Runtime) -> Any:
+        mailbox_id = (await _resolve(runtime, mailbox)).mailbox_id
+        return await (await runtime.onboarding()).offboard(mailbox_id)
 
-    report = _with_service(remove)
+    report = _with_runtime(remove)
     if as_json:
         _print_json(report)
         return
@@ -241,7 +246,11 @@ def mailbox_remove(
 @mailbox_app.command("list")
 def mailbox_list(as_json: JsonOption = False) -> None:
     """The registered mailboxes, their CRM users and state."""
-    mailboxes = _with_service(lambda service: service.list_mailboxes())
+
+    async def listed(runtime: Runtime) -> list[Mailbox]:
+        return [found async for found in (await runtime.store()).registry.list_mailboxes()]
+
+    mailboxes = _with_runtime(listed)
     if as_json:
         _print_json(mailboxes)
         return
@@ -265,11 +274,11 @@ def status(
 ) -> None:
     """Per mailbox: state, subscriptions and expiry, last sync, backlog, parked items with reasons."""
 
-    async def read(service: MailboxService) -> list[MailboxStatus]:
-        mailbox_id = None if mailbox is None else (await _resolve(service, mailbox)).mailbox_id
-        return await service.status(mailbox_id)
+    async def read(runtime: Runtime) -> list[MailboxStatus]:
+        mailbox_id = None if mailbox is None else (await _resolve(runtime, mailbox)).mailbox_id
+        return await mailbox_statuses(await runtime.store(), mailbox_id)
 
-    reports = _with_service(read)
+    reports = _with_runtime(read)
     if as_json:
         _print_json(
             [{**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at} for r in reports]

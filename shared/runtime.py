@@ -20,13 +20,16 @@ from shared.config import CredentialKind, Settings, get_settings
 from shared.crm.dataverse import DataverseClient
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential, credential_from_settings
+from shared.outlook.delta import DeltaReader
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import SubscriptionManager
+from shared.outlook.writers import OutlookWriter
 from shared.store.factory import open_job_queue_from_settings, open_store_from_settings, storage_account_url
 from shared.store.jobs import JobQueue
 from shared.store.ports import Store
-from shared.sync.job import JobOptions
-from shared.sync.onboarding import MailboxService
+from shared.sync.job import JobOptions, MailboxSyncJob
+from shared.sync.maintenance import Maintenance
+from shared.sync.onboarding import Onboarding
 from shared.sync.tracking import TrackingService, open_tracking_index
 
 if TYPE_CHECKING:
@@ -124,10 +127,10 @@ class Runtime:
 
         return await self._once("subscriptions", build)
 
-    async def mailboxes(self) -> MailboxService:
-        """Onboarding, status, renewal and the sync job, on this process's clients."""
+    async def sync_job(self) -> MailboxSyncJob:
+        """The sync job on this process's clients (queue worker, onboarding, timers)."""
 
-        async def build() -> MailboxService:
+        async def build() -> MailboxSyncJob:
             store, crm, graph = await self.store(), await self.crm(), await self.graph()
             index, service = await open_tracking_index(
                 connection_string=self.settings.storage_connection_string,
@@ -138,17 +141,45 @@ class Runtime:
                 prefix=self.settings.table_prefix,
             )
             self._closers.append(service.close)
-            return MailboxService(
+            mailbox_reads = OutlookMailbox(graph)
+            return MailboxSyncJob(
                 store=store,
                 crm=crm,
-                graph=graph,
-                notification_url=str(self.settings.notification_url),
-                lifecycle_url=str(self.settings.lifecycle_url),
-                job_options=JobOptions.from_settings(self.settings),
-                tracking=TrackingService(crm=crm, store=store, index=index, outlook=OutlookMailbox(graph)),
+                reader=DeltaReader(graph),
+                writer=OutlookWriter(graph),
+                options=JobOptions.from_settings(self.settings),
+                tracking=TrackingService(crm=crm, store=store, index=index, outlook=mailbox_reads),
+                mailbox_reads=mailbox_reads,
             )
 
-        return await self._once("mailboxes", build)
+        return await self._once("sync_job", build)
+
+    async def onboarding(self) -> Onboarding:
+        """Adding and removing mailboxes."""
+
+        async def build() -> Onboarding:
+            graph = await self.graph()
+            return Onboarding(
+                store=await self.store(),
+                crm=await self.crm(),
+                graph=graph,
+                mailboxes=OutlookMailbox(graph),
+                writer=OutlookWriter(graph),
+                subscriptions=await self.subscriptions(),
+                job=await self.sync_job(),
+            )
+
+        return await self._once("onboarding", build)
+
+    async def maintenance(self) -> Maintenance:
+        """Subscription renewal, parked-item retries and full resyncs."""
+
+        async def build() -> Maintenance:
+            return Maintenance(
+                store=await self.store(), subscriptions=await self.subscriptions(), job=await self.sync_job()
+            )
+
+        return await self._once("maintenance", build)
 
     async def close(self) -> None:
         closers, self._closers = self._closers[::-1], []

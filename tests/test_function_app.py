@@ -36,7 +36,7 @@ def test_health_answers_with_version() -> None:
 def test_worker_poison_threshold_matches_host_json() -> None:
     from pathlib import Path
 
-    from shared.sync.worker import MAX_DEQUEUE_COUNT
+    from shared.sync.dispatch import MAX_DEQUEUE_COUNT
 
     host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
     assert host["extensions"]["queues"]["maxDequeueCount"] == MAX_DEQUEUE_COUNT

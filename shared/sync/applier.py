@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -40,15 +39,15 @@ from typing import TypeVar
 from shared.crm.errors import CrmError, DuplicateRecord
 from shared.crm.limits import Fitted
 from shared.crm.port import CrmPort, Delete, FieldValue, Operation, RecordRef, Upsert
-from shared.crm.tables import bind_annotation
 from shared.domain.model import ItemKind
 from shared.store.errors import LinkAlreadyExists
 from shared.store.ports import AuditTrail, LinkStore
 from shared.store.records import AuditAction, AuditRecord, Mailbox
 from shared.sync.concurrency import bounded_gather
+from shared.sync.crm_writes import CrmOperations
 from shared.sync.fieldmaps import CrmValue
-from shared.sync.links import to_stored_link
-from shared.sync.parties import PARTY_COLUMNS, PartyResolver
+from shared.sync.links import LinkWriter, to_stored_link
+from shared.sync.parties import PartyResolver
 from shared.sync.plan import (
     Action,
     Conflict,
@@ -149,6 +148,8 @@ class Applier:
         self._outlook = outlook
         self._caller = mailbox.crm_caller_object_id
         self._records: list[AuditRecord] = []
+        self._link_writer = LinkWriter(links, mailbox.mailbox_id, kind)
+        self._operations = CrmOperations(resolver)
 
     async def apply(self, plans: Sequence[ItemPlan]) -> list[AppliedItem | CrmError]:
         """Apply every plan (see the module docstring); a plan whose CRM write failed gets its
@@ -212,7 +213,7 @@ class Applier:
             if state.error is not None:
                 continue
             for action in state.plan.actions:
-                for op in await self._operations(action, state):
+                for op in await self._operations.of(action, state.plan.projection):
                     ops.append(op)
                     owners.append((state, action))
         if not ops:
@@ -232,29 +233,6 @@ class Applier:
                 done.add((id(state), id(action)))
                 self._crm_written(state, action)
 
-    async def _operations(self, action: Action, state: _Written) -> list[Operation]:
-        """The Web API operations of one action (none for actions that do not write the CRM)."""
-        if isinstance(action, CreateInCrm):
-            ops: list[Operation] = [await self._upsert(action.table, action.record_id, action.values)]
-            if action.then_update:
-                later = await self._upsert(action.table, action.record_id, action.then_update)
-                ops.append(dataclasses.replace(later, if_match="*"))
-            return ops
-        if isinstance(action, UpdateCrm):
-            # A party list is replaced whole: send every party column, the changed ones on top.
-            values = dict(action.values)
-            parties = PARTY_COLUMNS.get(action.table, frozenset())
-            if parties & set(values):
-                projection = state.plan.projection
-                values = {column: projection[column] for column in parties if column in projection} | values
-            op = await self._upsert(action.table, action.record_id, values)
-            return [dataclasses.replace(op, if_match=action.if_match or "*")]
-        if isinstance(action, DeleteInCrm):
-            return [Delete(action.table, action.record_id, if_match=action.if_match)]
-        if isinstance(action, SetRegarding):
-            return [_regarding_write(action)]
-        return []
-
     def _crm_written(self, state: _Written, action: Action) -> None:
         if isinstance(action, CreateInCrm | UpdateCrm):
             state.crm_writes += 1
@@ -273,19 +251,6 @@ class Applier:
             self._records.append(self._audited(AuditAction.DELETED_IN_CRM, action, action.record_id))
         elif isinstance(action, SetRegarding):
             self._records.append(self._audited(AuditAction.REGARDING_SET, action, action.record_id))
-
-    async def _upsert(self, table: str, record_id: uuid.UUID, values: Mapping[str, CrmValue]) -> Upsert:
-        party_columns = PARTY_COLUMNS.get(table, frozenset())
-        fields: dict[str, FieldValue] = {}
-        for column, value in values.items():
-            if column in party_columns:
-                continue
-            if isinstance(value, tuple):
-                raise ValueError(f"{table}.{column}: a party list outside the table's party columns")
-            fields[column] = value
-        present = frozenset(column for column in party_columns if column in values)
-        parties = await self._resolver.parties(values, present)
-        return Upsert(table, fields, id=record_id, parties=parties)
 
     # -- 3. attachments ---------------------------------------------------------------------------
 
@@ -389,7 +354,11 @@ class Applier:
                     (fresh if state.plan.new_link else careful).append(_with_versions(action, state))
                     state.linked = True
                 elif isinstance(action, UnlinkOnly | DropLink):
-                    await self._drop_link(action.outlook_id)
+                    dropped = await self._link_writer.drop(action.outlook_id)
+                    if dropped is not None:
+                        self._records.append(
+                            self._audited(AuditAction.UNLINKED, action, dropped, action.outlook_id)
+                        )
                     state.unlinked = True
         try:
             if fresh:
@@ -398,38 +367,7 @@ class Applier:
                 )
         except LinkAlreadyExists:
             careful += fresh  # a crashed run's link or a concurrent write: the careful path replaces
-        await bounded_gather(self._write_link(link) for link in careful)
-
-    async def _write_link(self, link: Link) -> None:
-        """Create or overwrite the link; a stale link holding either side (a crashed run's, or an
-        item re-created in Outlook) is replaced."""
-        mailbox_id = self._mailbox.mailbox_id
-        row = to_stored_link(mailbox_id, self._kind, link)
-        current = await self._links.get_by_outlook(mailbox_id, self._kind, link.outlook_id)
-        if current is not None and current.crm_id == row.crm_id:
-            await self._links.update(dataclasses.replace(row, etag=current.etag))
-            return
-        if current is not None:
-            await self._links.delete(current)
-        holder = await self._links.get_by_crm(mailbox_id, row.crm_table, row.crm_id)
-        if holder is not None:
-            await self._links.delete(holder)
-        await self._links.create(row)
-
-    async def _drop_link(self, outlook_id: str) -> None:
-        current = await self._links.get_by_outlook(self._mailbox.mailbox_id, self._kind, outlook_id)
-        if current is not None:
-            await self._links.delete(current)
-            self._records.append(
-                AuditRecord.for_item(
-                    mailbox_id=self._mailbox.mailbox_id,
-                    actor=ACTOR,
-                    action=AuditAction.UNLINKED,
-                    kind=self._kind,
-                    outlook_id=outlook_id,
-                    crm_id=current.crm_id,
-                )
-            )
+        await bounded_gather(self._link_writer.write(link) for link in careful)
 
     # -- 6. audit ---------------------------------------------------------------------------------
 
@@ -457,18 +395,3 @@ def _with_versions(action: WriteLink, state: _Written) -> Link:
     if action.crm_from_write:
         link = dataclasses.replace(link, crm_etag=state.crm_etag)
     return link
-
-
-def _regarding_write(action: SetRegarding) -> Upsert:
-    """Set the email's regarding, or clear it with a null bind of the previous target's navigation."""
-    fields: dict[str, FieldValue]
-    if action.regarding is not None:
-        fields = {"regardingobjectid": RecordRef(action.regarding.table, action.regarding.id)}
-    else:
-        if action.previous is None:
-            raise ValueError("clearing a regarding needs the record it pointed to")
-        navigation, _ = bind_annotation(
-            _EMAIL_TABLE, "regardingobjectid", action.previous.table, action.record_id
-        )
-        fields = {navigation: None}  # a null bind clears the lookup
-    return Upsert(_EMAIL_TABLE, fields, id=action.record_id, if_match="*")

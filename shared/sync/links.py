@@ -7,6 +7,7 @@ bases and the ownership flag decoded.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 
@@ -106,3 +107,36 @@ class LinkView:
                 self._stale.add(str(action.link.crm_id).lower())
             elif isinstance(action, UnlinkOnly | DropLink):
                 self._stale.add(str(action.crm_id).lower())
+
+
+class LinkWriter:
+    """Writes one run's link rows: careful replacing writes and unlinks (new links go in batches
+    through :meth:`shared.store.ports.LinkStore.create_many`)."""
+
+    def __init__(self, links: LinkStore, mailbox_id: str, kind: ItemKind) -> None:
+        self._links = links
+        self._mailbox = mailbox_id
+        self._kind = kind
+
+    async def write(self, link: Link) -> None:
+        """Create or overwrite the link; a stale link holding either side (a crashed run's, or an
+        item re-created in Outlook) is replaced."""
+        row = to_stored_link(self._mailbox, self._kind, link)
+        current = await self._links.get_by_outlook(self._mailbox, self._kind, link.outlook_id)
+        if current is not None and current.crm_id == row.crm_id:
+            await self._links.update(dataclasses.replace(row, etag=current.etag))
+            return
+        if current is not None:
+            await self._links.delete(current)
+        holder = await self._links.get_by_crm(self._mailbox, row.crm_table, row.crm_id)
+        if holder is not None:
+            await self._links.delete(holder)
+        await self._links.create(row)
+
+    async def drop(self, outlook_id: str) -> str | None:
+        """Remove the item's link; the CRM id it held (``None``: there was none)."""
+        current = await self._links.get_by_outlook(self._mailbox, self._kind, outlook_id)
+        if current is None:
+            return None
+        await self._links.delete(current)
+        return current.crm_id

@@ -1,4 +1,4 @@
-"""The mailbox service behind ``crmsync mailbox add/remove/list``, ``crmsync status`` and the admin API.
+"""Onboarding and offboarding, behind ``crmsync mailbox add/remove`` and the admin API.
 
 Onboarding checks before it changes anything, so a bad request gets one clear error and leaves no
 trace: the Graph user exists; the CRM user exists, is enabled and is who impersonation resolves to
@@ -32,7 +32,6 @@ from shared.crm.errors import CrmError, DuplicateRecord
 from shared.crm.port import CrmPort, FieldValue, Upsert
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.domain.model import ItemKind
-from shared.outlook.delta import DeltaReader
 from shared.outlook.errors import GraphThrottled, ItemNotFound
 from shared.outlook.errors import MailboxNotFound as GraphMailboxNotFound
 from shared.outlook.mailbox import OutlookMailbox
@@ -44,24 +43,20 @@ from shared.store.records import (
     AuditAction,
     AuditRecord,
     Mailbox,
-    MailboxState,
     SubscriptionRecord,
     utc_now,
 )
 from shared.sync.applier import ACTOR
 from shared.sync.fieldmaps import field_map
 from shared.sync.job import (
-    JobOptions,
     MailboxSyncJob,
     ProgressCallback,
     ResourceRef,
     SyncProgress,
     SyncRunReport,
-    parse_resource,
 )
-from shared.sync.lifecycle import RESOURCE_OF_KIND, replace_subscription, subscribe
-from shared.sync.status import MailboxStatus, SubscriptionStatus, status, subscription_status
-from shared.sync.tracking import TrackingService
+from shared.sync.lifecycle import RESOURCE_OF_KIND, subscribe
+from shared.sync.status import SubscriptionStatus, subscription_status
 from shared.sync.tracking.folders import folders_to_watch
 
 logger = logging.getLogger(__name__)
@@ -130,15 +125,8 @@ class OffboardingReport:
     links_kept: int  # the CRM data stays; the link rows stay for a later re-onboarding or repair
 
 
-@dataclass(frozen=True, slots=True)
-class RenewalReport:
-    renewed: tuple[str, ...]  # subscription ids
-    recreated: tuple[str, ...]  # new subscription ids replacing ones Graph no longer had
-    resynced: tuple[SyncRunReport, ...]  # a delta after each recreation catches what was missed
-
-
-class MailboxService:
-    """Onboarding, offboarding, subscription renewal and status, on injected ports."""
+class Onboarding:
+    """Adds a mailbox (check, register, subscribe, baseline) and removes one (see the module docstring)."""
 
     def __init__(
         self,
@@ -146,35 +134,20 @@ class MailboxService:
         store: Store,
         crm: CrmPort,
         graph: GraphServiceClient,
-        notification_url: str,
-        lifecycle_url: str,
-        job_options: JobOptions | None = None,
+        mailboxes: OutlookMailbox,
+        writer: OutlookWriter,
+        subscriptions: SubscriptionManager,
+        job: MailboxSyncJob,
         clock: Callable[[], dt.datetime] = utc_now,
-        tracking: TrackingService | None = None,
     ) -> None:
         self._store = store
-        self._graph = graph
         self._crm = crm
-        self._mailboxes = OutlookMailbox(graph)
-        self._writer = OutlookWriter(graph)
-        self._subscriptions = SubscriptionManager(
-            graph, notification_url=notification_url, lifecycle_url=lifecycle_url, clock=clock
-        )
-        self._job = MailboxSyncJob(
-            store=store,
-            crm=crm,
-            reader=DeltaReader(graph),
-            writer=self._writer,
-            options=job_options,
-            clock=clock,
-            tracking=tracking,
-        )
+        self._graph = graph  # mail folder reads for the folders tracking watches
+        self._mailboxes = mailboxes
+        self._writer = writer
+        self._subscriptions = subscriptions
+        self._job = job
         self._clock = clock
-
-    @property
-    def job(self) -> MailboxSyncJob:
-        """The sync job this service runs baselines with (the queue worker can share it)."""
-        return self._job
 
     # -- onboarding -----------------------------------------------------------------------------
 
@@ -320,40 +293,6 @@ class MailboxService:
         await self._audit(mailbox_id, AuditAction.UNREGISTERED)
         return OffboardingReport(mailbox_id, len(records), await self._store.links.count(mailbox_id))
 
-    # -- the renewal timer ----------------------------------------------------------------------
-
-    async def renew_subscriptions(self, *, before: dt.datetime) -> RenewalReport:
-        """Renew subscriptions expiring before ``before``; recreate those Graph no longer has (404)
-        and run a delta for them, since notifications may have been lost meanwhile."""
-        renewed: list[str] = []
-        recreated: list[str] = []
-        resynced: list[SyncRunReport] = []
-        expiring = [record async for record in self._store.subscriptions.list_expiring(before)]
-        for record in expiring:
-            ref = parse_resource(record.mailbox_id, record.resource)
-            try:
-                expiration = await self._subscriptions.renew(
-                    record.subscription_id, RESOURCE_OF_KIND[ref.kind]
-                )
-            except ItemNotFound:
-                new = await replace_subscription(self._store, self._subscriptions, record)
-                await self._audit(record.mailbox_id, AuditAction.SUBSCRIBED)
-                recreated.append(new.subscription_id)
-                resynced.append(await self._job.run(record.mailbox_id, record.resource, wait_for_lease=True))
-                continue
-            await self._store.subscriptions.put(
-                SubscriptionRecord(
-                    subscription_id=record.subscription_id,
-                    mailbox_id=record.mailbox_id,
-                    resource=record.resource,
-                    client_state_hash=record.client_state_hash,
-                    expiration=expiration,
-                    lifecycle=record.lifecycle,
-                )
-            )
-            renewed.append(record.subscription_id)
-        return RenewalReport(tuple(renewed), tuple(recreated), tuple(resynced))
-
     async def _paced(
         self, mailbox_id: str, resource: str, progress: ProgressCallback, notify: OnboardingCallback
     ) -> SyncRunReport:
@@ -375,55 +314,6 @@ class MailboxService:
                 logger.warning("Graph throttles this mailbox; the initial sync resumes in %.0f s", delay)
                 notify(OnboardingProgress("waiting for Graph's throttling", resource))
                 await asyncio.sleep(delay)
-
-    # -- recovery -------------------------------------------------------------------------------
-
-    async def resync(
-        self, mailbox_id: str, *, allow_mass_delete: bool = False, progress: ProgressCallback | None = None
-    ) -> tuple[SyncRunReport, ...]:
-        """Recovery: forget every subscribed resource's delta link and re-read it against the link map
-        (linked, unchanged items are not rewritten), and mark the mailbox active again.
-        ``allow_mass_delete``: the administrator confirms that deletes the brake refused are intended."""
-        await self._store.registry.get_mailbox(mailbox_id)  # MailboxNotFound if not registered
-        job = self._job.with_options(mass_delete_ratio=1.0) if allow_mass_delete else self._job
-        await self._store.registry.set_state(mailbox_id, MailboxState.ACTIVE)
-        await self._audit(mailbox_id, AuditAction.RESYNC)
-        records = [record async for record in self._store.subscriptions.list_for_mailbox(mailbox_id)]
-        return tuple(
-            [
-                await job.run(
-                    mailbox_id, r.resource, progress=progress, full_resync=True, wait_for_lease=True
-                )
-                for r in records
-            ]
-        )
-
-    async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
-        """The parked-items timer: re-read each resource that holds parked items against the link map.
-
-        An item parked for a cause fixed since (a privilege granted) is synced and unparked; items
-        still failing stay parked with one more attempt; linked, unchanged items are not rewritten."""
-        kinds: dict[str, set[ItemKind]] = {}
-        async for item in self._store.parked.list_parked(mailbox_id):
-            if item.ref.outlook_id is not None:
-                kinds.setdefault(item.mailbox_id, set()).add(item.ref.kind)
-        reports = []
-        for box, parked_kinds in kinds.items():
-            records = [record async for record in self._store.subscriptions.list_for_mailbox(box)]
-            for record in records:
-                if parse_resource(box, record.resource).kind in parked_kinds:
-                    reports.append(
-                        await self._job.run(box, record.resource, full_resync=True, wait_for_lease=True)
-                    )
-        return tuple(reports)
-
-    # -- status ---------------------------------------------------------------------------------
-
-    async def list_mailboxes(self) -> list[Mailbox]:
-        return [mailbox async for mailbox in self._store.registry.list_mailboxes()]
-
-    async def status(self, mailbox_id: str | None = None) -> list[MailboxStatus]:
-        return await status(self._store, mailbox_id, now=self._clock())
 
     async def _audit(self, mailbox_id: str, action: AuditAction) -> None:
         with contextlib.suppress(ValueError):  # a mailbox id the audit cannot hold is no reason to fail

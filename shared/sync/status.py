@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from shared.domain.model import ItemKind
 from shared.store.ports import Store
-from shared.store.records import Mailbox, MailboxState, SubscriptionRecord
+from shared.store.records import Mailbox, MailboxState, SubscriptionRecord, utc_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +111,11 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
     )
 
 
-async def status(store: Store, mailbox_id: str | None = None, *, now: dt.datetime) -> list[MailboxStatus]:
+async def mailbox_statuses(
+    store: Store, mailbox_id: str | None = None, *, now: dt.datetime | None = None
+) -> list[MailboxStatus]:
     """One mailbox's status (``MailboxNotFound`` if not registered), or every mailbox's."""
+    now = now or utc_now()
     if mailbox_id is not None:
         return [await mailbox_status(store, await store.registry.get_mailbox(mailbox_id), now=now)]
     return [

@@ -3,6 +3,7 @@ simulator with DataverseClient. Each test gets its own tables, mailbox, CRM user
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,12 +21,17 @@ from shared.domain.model import ItemKind
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential
 from shared.outlook.delta import DeltaReader
+from shared.outlook.mailbox import OutlookMailbox
+from shared.outlook.subscriptions import SubscriptionManager
 from shared.outlook.writers import OutlookWriter
 from shared.store.azure_tables import open_store
 from shared.store.ports import Store
 from shared.store.records import Mailbox
 from shared.sync.job import MailboxSyncJob
-from shared.sync.onboarding import MailboxService
+from shared.sync.maintenance import Maintenance, RenewalReport
+from shared.sync.onboarding import OffboardingReport, Onboarding, OnboardingReport
+from shared.sync.run import SyncRunReport
+from shared.sync.status import MailboxStatus, mailbox_statuses
 from simulators.dataverse.launcher import DataverseSimulator
 from simulators.graph.sink import NotificationSink
 from tests.fixtures.graph_sim import GraphSim
@@ -112,13 +118,52 @@ def make_crm_user(dataverse_sim: DataverseSimulator) -> CrmUserFactory:
     return make
 
 
+@dataclass
+class EngineServices:
+    """The engine's mailbox operations as the CLI and the timers reach them, wired like shared/runtime.py."""
+
+    store: Store
+    onboarding: Onboarding
+    maintenance: Maintenance
+    job: MailboxSyncJob
+
+    async def onboard(self, mailbox: str, crm_user_id: str, **options: Any) -> OnboardingReport:
+        return await self.onboarding.onboard(mailbox, crm_user_id, **options)
+
+    async def offboard(self, mailbox_id: str) -> OffboardingReport:
+        return await self.onboarding.offboard(mailbox_id)
+
+    async def status(self, mailbox_id: str | None = None) -> list[MailboxStatus]:
+        return await mailbox_statuses(self.store, mailbox_id)
+
+    async def renew_subscriptions(self, *, before: dt.datetime) -> RenewalReport:
+        return await self.maintenance.renew_subscriptions(before=before)
+
+    async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
+        return await self.maintenance.retry_parked(mailbox_id)
+
+    async def resync(self, mailbox_id: str, **options: Any) -> tuple[SyncRunReport, ...]:
+        return await self.maintenance.run_full_resync(mailbox_id, **options)
+
+
 @pytest.fixture
 def service(
     store: Store, crm: DataverseClient, graph: GraphServiceClient, graph_sink: NotificationSink
-) -> MailboxService:
-    return MailboxService(
-        store=store, crm=crm, graph=graph, notification_url=graph_sink.url, lifecycle_url=graph_sink.url
+) -> EngineServices:
+    writer = OutlookWriter(graph)
+    subscriptions = SubscriptionManager(graph, notification_url=graph_sink.url, lifecycle_url=graph_sink.url)
+    job = MailboxSyncJob(store=store, crm=crm, reader=DeltaReader(graph), writer=writer)
+    onboarding = Onboarding(
+        store=store,
+        crm=crm,
+        graph=graph,
+        mailboxes=OutlookMailbox(graph),
+        writer=writer,
+        subscriptions=subscriptions,
+        job=job,
     )
+    maintenance = Maintenance(store=store, subscriptions=subscriptions, job=job)
+    return EngineServices(store, onboarding, maintenance, job)
 
 
 class GraphEdits:

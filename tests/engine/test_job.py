@@ -19,7 +19,7 @@ from shared.store.errors import LeaseHeld
 from shared.store.ports import LinkStore
 from shared.store.records import Link, MailboxState
 from shared.sync.job import MailboxSyncJob, RunOutcome
-from shared.sync.status import status
+from shared.sync.status import mailbox_statuses
 from tests.engine.conftest import Engine
 
 TRACKED = "Tracked to Dynamics 365"
@@ -208,7 +208,7 @@ async def test_a_permanent_crm_error_parks_the_item_and_the_rest_syncs(engine: E
     assert [(item.ref.outlook_id, item.reason_code) for item in parked] == [
         (seeded["contacts"][0], "crm_privilege_denied")
     ]
-    [report] = await status(engine.store, box, now=dt.datetime.now(dt.UTC))
+    [report] = await mailbox_statuses(engine.store, box, now=dt.datetime.now(dt.UTC))
     assert report.parked[0].message.startswith("Give the user a security role")
 
 

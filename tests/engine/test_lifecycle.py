@@ -13,15 +13,14 @@ from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.records import AuditAction, MailboxState, SubscriptionRecord
 from shared.sync.job import RunOutcome
-from shared.sync.onboarding import MailboxService
-from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
+from tests.engine.conftest import SYNCED_TABLES, Engine, EngineServices, grant_role
 
 CONTACTS_AND_TASKS = MailboxSettings(item_kinds=frozenset({ItemKind.CONTACT, ItemKind.TASK}))
 TASKS_ONLY = MailboxSettings(item_kinds=frozenset({ItemKind.TASK}))
 
 
 async def test_offboarding_deletes_subscriptions_and_registration_but_keeps_crm_data(
-    service: MailboxService, engine: Engine
+    service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
     box = engine.graph_sim.add_user()
@@ -43,7 +42,7 @@ async def test_offboarding_deletes_subscriptions_and_registration_but_keeps_crm_
 
 
 async def test_renewal_extends_live_subscriptions_and_recreates_lost_ones_with_a_delta(
-    service: MailboxService, engine: Engine
+    service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
     box = engine.graph_sim.add_user()
@@ -88,7 +87,7 @@ async def test_a_run_clears_the_dirty_flag_and_releases_the_lease(engine: Engine
 
 
 async def test_resync_recovers_from_the_brake_only_when_the_admin_confirms_the_deletes(
-    service: MailboxService, engine: Engine
+    service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
     box = engine.graph_sim.add_user()
@@ -113,7 +112,7 @@ async def test_resync_recovers_from_the_brake_only_when_the_admin_confirms_the_d
 
 
 async def test_parked_items_are_retried_and_unparked_once_the_cause_is_fixed(
-    service: MailboxService, engine: Engine
+    service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user(tables=("email", "appointment", "task"))  # may not create contacts
     box = (await engine.register(user)).mailbox_id

@@ -10,8 +10,8 @@ import pytest
 from shared.domain.model import ItemKind
 from shared.store.ports import Store
 from shared.sync.job import parse_resource
-from shared.sync.onboarding import MailboxService, OnboardingProgress, OnboardingRefused
-from tests.engine.conftest import CrmUserFactory, Engine
+from shared.sync.onboarding import OnboardingProgress, OnboardingRefused
+from tests.engine.conftest import CrmUserFactory, Engine, EngineServices
 from tests.fixtures.graph_sim import GraphSim
 
 TRACKED = "Tracked to Dynamics 365"
@@ -25,7 +25,7 @@ def _when(days: int, hour: int) -> dict[str, str]:
     return {"dateTime": f"{day.isoformat()}T{hour:02d}:00:00", "timeZone": "UTC"}
 
 
-async def test_onboarding_syncs_seeded_items_into_the_crm(service: MailboxService, engine: Engine) -> None:
+async def test_onboarding_syncs_seeded_items_into_the_crm(service: EngineServices, engine: Engine) -> None:
     store, graph_sim, dataverse_sim = engine.store, engine.graph_sim, engine.dataverse
     user = engine.make_crm_user()
     mailbox = graph_sim.add_user()
@@ -116,7 +116,7 @@ async def test_onboarding_syncs_seeded_items_into_the_crm(service: MailboxServic
 
 
 async def test_onboarding_refuses_a_user_without_a_create_privilege_and_changes_nothing(
-    service: MailboxService, store: Store, graph_sim: GraphSim, make_crm_user: CrmUserFactory
+    service: EngineServices, store: Store, graph_sim: GraphSim, make_crm_user: CrmUserFactory
 ) -> None:
     user = make_crm_user(tables=("email", "appointment", "task"))  # no contact privileges
     mailbox = graph_sim.add_user()
@@ -128,13 +128,13 @@ async def test_onboarding_refuses_a_user_without_a_create_privilege_and_changes_
     assert graph_sim.subscriptions(mailbox) == []
 
 
-async def test_onboarding_refuses_an_unknown_crm_user(service: MailboxService, graph_sim: GraphSim) -> None:
+async def test_onboarding_refuses_an_unknown_crm_user(service: EngineServices, graph_sim: GraphSim) -> None:
     with pytest.raises(OnboardingRefused, match="no CRM user"):
         await service.onboard(graph_sim.add_user(), str(uuid.uuid4()))
 
 
 async def test_an_initial_sync_throttled_by_graph_waits_and_resumes(
-    service: MailboxService, engine: Engine
+    service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
     mailbox = engine.graph_sim.add_user()
@@ -152,7 +152,7 @@ async def test_an_initial_sync_throttled_by_graph_waits_and_resumes(
 
 
 async def test_a_run_takes_the_mailboxs_other_dirty_resources_under_its_lease(
-    service: MailboxService, engine: Engine
+    service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
     mailbox = engine.graph_sim.add_user()

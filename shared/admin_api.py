@@ -50,7 +50,7 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-async def resync_mailbox(store: Store, jobs: JobQueue, mailbox_id: str) -> int:
+async def enqueue_mailbox_resync(store: Store, jobs: JobQueue, mailbox_id: str) -> int:
     """Recovery: forget every delta link of the mailbox and enqueue a full resync of each resource.
 
     The full resync compares against the link map, so unchanged linked items are not rewritten

@@ -1,0 +1,121 @@
+"""Keeping registered mailboxes in sync: the renewal timer, the parked-items timer and recovery.
+
+- Subscriptions expire (Graph allows at most 10,080 minutes for Outlook resources): the renewal
+  timer renews those expiring soon and recreates the ones Graph no longer has, running a delta for
+  each recreated one since notifications may have been lost meanwhile.
+- A full resync (recovery, and the release of the mass-delete brake) forgets each resource's delta
+  link and re-reads it against the link map; linked, unchanged items are not rewritten.
+- Parked items are retried by re-reading the resources that hold them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+
+from shared.domain.model import ItemKind
+from shared.outlook.errors import ItemNotFound
+from shared.outlook.subscriptions import SubscriptionManager
+from shared.store.ports import Store
+from shared.store.records import AuditAction, AuditRecord, MailboxState, SubscriptionRecord
+from shared.sync.applier import ACTOR
+from shared.sync.job import MailboxSyncJob
+from shared.sync.lifecycle import RESOURCE_OF_KIND, replace_subscription
+from shared.sync.resources import parse_resource
+from shared.sync.run import ProgressCallback, SyncRunReport
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalReport:
+    renewed: tuple[str, ...]  # subscription ids
+    recreated: tuple[str, ...]  # new subscription ids replacing ones Graph no longer had
+    resynced: tuple[SyncRunReport, ...]  # a delta after each recreation catches what was missed
+
+
+class Maintenance:
+    """The timers' and the administrator's recovery work on registered mailboxes."""
+
+    def __init__(self, *, store: Store, subscriptions: SubscriptionManager, job: MailboxSyncJob) -> None:
+        self._store = store
+        self._subscriptions = subscriptions
+        self._job = job
+
+    # -- the renewal timer ----------------------------------------------------------------------
+
+    async def renew_subscriptions(self, *, before: dt.datetime) -> RenewalReport:
+        """Renew subscriptions expiring before ``before``; recreate those Graph no longer has (404)
+        and run a delta for them, since notifications may have been lost meanwhile."""
+        renewed: list[str] = []
+        recreated: list[str] = []
+        resynced: list[SyncRunReport] = []
+        expiring = [record async for record in self._store.subscriptions.list_expiring(before)]
+        for record in expiring:
+            ref = parse_resource(record.mailbox_id, record.resource)
+            try:
+                expiration = await self._subscriptions.renew(
+                    record.subscription_id, RESOURCE_OF_KIND[ref.kind]
+                )
+            except ItemNotFound:
+                new = await replace_subscription(self._store, self._subscriptions, record)
+                await self._audit(record.mailbox_id, AuditAction.SUBSCRIBED)
+                recreated.append(new.subscription_id)
+                resynced.append(await self._job.run(record.mailbox_id, record.resource, wait_for_lease=True))
+                continue
+            await self._store.subscriptions.put(
+                SubscriptionRecord(
+                    subscription_id=record.subscription_id,
+                    mailbox_id=record.mailbox_id,
+                    resource=record.resource,
+                    client_state_hash=record.client_state_hash,
+                    expiration=expiration,
+                    lifecycle=record.lifecycle,
+                )
+            )
+            renewed.append(record.subscription_id)
+        return RenewalReport(tuple(renewed), tuple(recreated), tuple(resynced))
+
+    # -- recovery -------------------------------------------------------------------------------
+
+    async def run_full_resync(
+        self, mailbox_id: str, *, allow_mass_delete: bool = False, progress: ProgressCallback | None = None
+    ) -> tuple[SyncRunReport, ...]:
+        """Recovery: forget every subscribed resource's delta link and re-read it against the link map
+        (linked, unchanged items are not rewritten), and mark the mailbox active again.
+        ``allow_mass_delete``: the administrator confirms that deletes the brake refused are intended."""
+        await self._store.registry.get_mailbox(mailbox_id)  # MailboxNotFound if not registered
+        job = self._job.with_options(mass_delete_ratio=1.0) if allow_mass_delete else self._job
+        await self._store.registry.set_state(mailbox_id, MailboxState.ACTIVE)
+        await self._audit(mailbox_id, AuditAction.RESYNC)
+        records = [record async for record in self._store.subscriptions.list_for_mailbox(mailbox_id)]
+        return tuple(
+            [
+                await job.run(
+                    mailbox_id, r.resource, progress=progress, full_resync=True, wait_for_lease=True
+                )
+                for r in records
+            ]
+        )
+
+    async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
+        """The parked-items timer: re-read each resource that holds parked items against the link map.
+
+        An item parked for a cause fixed since (a privilege granted) is synced and unparked; items
+        still failing stay parked with one more attempt; linked, unchanged items are not rewritten."""
+        kinds: dict[str, set[ItemKind]] = {}
+        async for item in self._store.parked.list_parked(mailbox_id):
+            if item.ref.outlook_id is not None:
+                kinds.setdefault(item.mailbox_id, set()).add(item.ref.kind)
+        reports = []
+        for box, parked_kinds in kinds.items():
+            records = [record async for record in self._store.subscriptions.list_for_mailbox(box)]
+            for record in records:
+                if parse_resource(box, record.resource).kind in parked_kinds:
+                    reports.append(
+                        await self._job.run(box, record.resource, full_resync=True, wait_for_lease=True)
+                    )
+        return tuple(reports)
+
+    async def _audit(self, mailbox_id: str, action: AuditAction) -> None:
+        with contextlib.suppress(ValueError):  # a mailbox id the audit cannot hold is no reason to fail
+            await self._store.audit.append(AuditRecord(mailbox_id=mailbox_id, actor=ACTOR, action=action))
