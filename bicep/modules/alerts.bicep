@@ -78,7 +78,7 @@ union isfuzzy=true
     (traces | where operation_Name == "renew_subscriptions" and severityLevel >= 3 | project timestamp)
 '''
 
-// job.py logs "parked a <kind> item: <reason> (<code>)" (warning) per parked item; the metric
+// The sync job logs "parked a <kind> item: <reason> (<code>)" (warning) per parked item; the metric
 // crmsync.items_parked counts the same events. The larger of the two counts, so neither doubles.
 var parkedQuery = '''
 let fromLogs = toscalar(traces | where message startswith "parked a " | count);
