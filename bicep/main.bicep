@@ -1,6 +1,9 @@
 // crmsync in one resource group: a Flex Consumption function app (Python 3.11) running as a
 // user-assigned identity, identity-only storage with crmsync's tables and queue, Application
 // Insights on Log Analytics with local auth off, and (for the certificate credential) Key Vault.
+// By default storage and Key Vault refuse public network access and the app reaches them through
+// private endpoints in its own VNet; App Service authentication (Entra ID) guards every route but
+// Graph's webhooks and the health probe; alert rules mail the operators.
 // Local modules of plain resource declarations only, so offline scanners read everything.
 // Deploy with `crmsync deploy` (see README "Deploy"); parameters are documented in main.bicepparam.
 
@@ -101,6 +104,32 @@ param instanceMemoryMB int = 2048
 @description('Days Log Analytics keeps telemetry.')
 param logRetentionDays int = 30
 
+@description('Private networking: storage and Key Vault refuse public network access and are reached through private endpoints from the app\'s VNet integration. false only if you must run `crmsync mailbox ...` from a workstation against storage (README "Deploy").')
+param privateNetworking bool = true
+
+@description('Address space of crmsync\'s VNet (private networking only).')
+param vnetAddressPrefix string = '10.40.0.0/16'
+
+@description('Subnet of the app\'s VNet integration, delegated to Microsoft.App/environments (/27 or larger).')
+param appSubnetPrefix string = '10.40.0.0/24'
+
+@description('Subnet of the private endpoints.')
+param endpointSubnetPrefix string = '10.40.1.0/24'
+
+@description('Client id of the Entra app registration that guards the admin API (App Service authentication; its app role crmsync.Admin). Empty means the crmsync app registration (entraClientId).')
+param adminApiClientId string = ''
+
+@description('Address the alerts mail (the action group\'s email receiver).')
+param alertEmail string
+
+@description('Parked items in one hour above which the parked-items alert fires.')
+@minValue(0)
+param parkedItemsPerHour int = 10
+
+@description('95th percentile of change-to-CRM latency (ms) above which the latency alert fires.')
+@minValue(1000)
+param changeToCrmP95Ms int = 60000
+
 var suffix = uniqueString(subscription().id, resourceGroup().id, namePrefix)
 var appName = '${namePrefix}-${suffix}'
 var storageAccountName = take(toLower(replace('${namePrefix}${suffix}', '-', '')), 24)
@@ -122,6 +151,16 @@ var certificateReference = usesCertificate ? '@Microsoft.KeyVault(VaultName=${ke
 var appHostName = empty(publicHostName) ? '${appName}.azurewebsites.net' : publicHostName
 var notificationUrl = 'https://${appHostName}/api/notifications'
 var lifecycleUrl = 'https://${appHostName}/api/lifecycle'
+// Routes App Service authentication leaves anonymous: Graph cannot present an Entra token (the
+// webhooks check clientState), and the health probe. Everything else needs a token.
+var anonymousPaths = [
+  '/api/notifications'
+  '/api/lifecycle'
+  '/api/health'
+]
+// The app role an admin API caller must hold (bicep/entra/admin-api-app-roles.json).
+var adminRole = 'crmsync.Admin'
+var adminAudienceClientId = empty(adminApiClientId) ? entraClientId : adminApiClientId
 
 module identity 'modules/identity.bicep' = {
   name: 'crmsync-identity'
@@ -156,6 +195,7 @@ module storage 'modules/storage.bicep' = {
       '${jobQueue}-poison'
     ]
     workspaceId: monitoring.outputs.workspaceId
+    privateNetworking: privateNetworking
   }
 }
 
@@ -166,6 +206,39 @@ module keyVault 'modules/keyvault.bicep' = if (usesCertificate) {
     location: location
     tags: tags
     workspaceId: monitoring.outputs.workspaceId
+    privateNetworking: privateNetworking
+  }
+}
+
+module network 'modules/network.bicep' = if (privateNetworking) {
+  name: 'crmsync-network'
+  params: {
+    name: appName
+    location: location
+    tags: tags
+    addressPrefix: vnetAddressPrefix
+    appSubnetPrefix: appSubnetPrefix
+    endpointSubnetPrefix: endpointSubnetPrefix
+    storageAccountName: storage.outputs.name
+    keyVaultName: usesCertificate ? keyVaultName : ''
+  }
+  dependsOn: [
+    keyVault
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'crmsync-alerts'
+  params: {
+    name: appName
+    location: location
+    tags: tags
+    alertEmail: alertEmail
+    appInsightsId: monitoring.outputs.appInsightsId
+    workspaceId: monitoring.outputs.workspaceId
+    jobQueue: jobQueue
+    parkedItemsPerHour: parkedItemsPerHour
+    changeToCrmP95Ms: changeToCrmP95Ms
   }
 }
 
@@ -196,6 +269,10 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.connectionString
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    appSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
+    tenantId: tenantId
+    adminApiClientId: adminAudienceClientId
+    anonymousPaths: anonymousPaths
     // Every setting shared/config.py reads (tests/deploy checks this list against setting_names()).
     crmsyncSettings: {
       CRMSYNC_TENANT_ID: tenantId
@@ -240,6 +317,12 @@ output identityPrincipalId string = identity.outputs.principalId
 
 @description('Client id of the app identity.')
 output identityClientId string = identity.outputs.clientId
+
+@description('Client id of the app registration whose tokens the admin API accepts (audience api://<id>).')
+output adminApiClientId string = adminAudienceClientId
+
+@description('App role a caller of /api/admin/* must be assigned (README "Deploy", step 5).')
+output adminRole string = adminRole
 
 @description('Key Vault for the certificate (empty for the federated credential).')
 output keyVaultName string = usesCertificate ? keyVaultName : ''

@@ -12,6 +12,9 @@ param entraClientId = '00000000-0000-0000-0000-000000000000'
 // your environment > Environment URL), without a trailing path.
 param dataverseUrl = 'https://contoso.crm.dynamics.com'
 
+// REQUIRED. Who gets the alerts (README "Operate" > "Alerts"): an address or distribution list.
+param alertEmail = 'crmsync-operators@contoso.com'
+
 // CHOOSE. How crmsync proves it is the Entra app:
 //   'federated'   - the function app's managed identity is a federated credential of the
 //                   Entra app; no secret or certificate exists anywhere (recommended);
@@ -63,3 +66,19 @@ param maxNotificationBytes = 1000000
 param maximumInstanceCount = 40
 param instanceMemoryMB = 2048
 param logRetentionDays = 30
+
+// Network: storage and Key Vault refuse public network access and the app reaches them through
+// private endpoints in its own VNet (recommended). false keeps their public endpoints (still
+// Entra-only, no keys), e.g. to run `crmsync mailbox ...` from a workstation.
+param privateNetworking = true
+param vnetAddressPrefix = '10.40.0.0/16'
+param appSubnetPrefix = '10.40.0.0/24'
+param endpointSubnetPrefix = '10.40.1.0/24'
+
+// Admin API: the Entra app registration whose app role crmsync.Admin a caller of /api/admin/*
+// must hold ('' = the crmsync app registration itself; README "Deploy", step 5).
+param adminApiClientId = ''
+
+// Alert thresholds: parked items per hour, and the change-to-CRM latency p95 in milliseconds.
+param parkedItemsPerHour = 10
+param changeToCrmP95Ms = 60000

@@ -76,8 +76,17 @@ def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 
 @app.command("check-settings")
 def check_settings() -> None:
-    """Validate the app settings in the environment and name every problem."""
-    settings = _settings()
+    """Validate the app settings in the environment: every problem at once, each with what to do.
+
+    One line per problem (never the value), exit 2 if there is any; plain text, so nothing wraps.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"{len(exc.problems)} problem(s) in the app settings (README 'Configure'):")
+        for problem in exc.problems:
+            typer.echo(f"  - {problem}")
+        raise typer.Exit(code=EXIT_BAD_INPUT) from None
     console.print(f"settings ok (credential: {settings.credential_kind.value})")
 
 

@@ -7,15 +7,19 @@ checked against :func:`setting_names` instead of drifting.
 
 A misconfigured app must fail at start-up with *one* message that names every
 missing or invalid setting, not with the first ``KeyError`` deep in a sync job.
+Every rule is therefore a per-field check (rules that depend on another setting
+read it from ``ValidationInfo.data``), so pydantic collects all problems in one
+pass; each problem is reported with what to do about it (:data:`REMEDIES`).
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import re
 from typing import Any
 
-from pydantic import Field, HttpUrl, ValidationError, model_validator
+from pydantic import Field, HttpUrl, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GRAPH_PUBLIC_CLOUD = "https://graph.microsoft.com/v1.0"
@@ -38,6 +42,111 @@ class CredentialKind(enum.StrEnum):
 
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+# --- NCRONTAB ---------------------------------------------------------------------------------
+# Azure Functions timers: six fields "{second} {minute} {hour} {day} {month} {day-of-week}"; each
+# a value, "*", a range "a-b", a list "a,b" or a step "*/n" / "a-b/n"; months and days of the week
+# also by (three-letter) name, Sunday = 0 ("Timer trigger for Azure Functions", NCRONTAB
+# expressions, learn.microsoft.com/azure/azure-functions/functions-bindings-timer). The TimeSpan
+# form ("00:05:00") works only on a Dedicated plan, not on Flex Consumption, so it is refused.
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
+_CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...], int], ...] = (
+    # name, low, high, names, value of the first name
+    ("second", 0, 59, (), 0),
+    ("minute", 0, 59, (), 0),
+    ("hour", 0, 23, (), 0),
+    ("day", 1, 31, (), 1),
+    ("month", 1, 12, _MONTHS, 1),
+    ("day-of-week", 0, 6, _DAYS, 0),
+)
+NCRONTAB_EXAMPLE = '"0 */15 * * * *" (second 0 of every 15th minute)'
+
+
+def _cron_value(text: str, field: tuple[str, int, int, tuple[str, ...], int]) -> int:
+    name, low, high, names, first = field
+    upper = text.upper()
+    for index, known in enumerate(names):
+        if upper in (known, _full_name(known)):
+            return first + index
+    if not text.isdigit():
+        raise ValueError(f"{name} field: {text!r} is not a number" + (" or a name" if names else ""))
+    value = int(text)
+    if not low <= value <= high:
+        raise ValueError(f"{name} field: {value} is outside {low}-{high}")
+    return value
+
+
+def _full_name(abbreviation: str) -> str:
+    full = {
+        "JAN": "JANUARY", "FEB": "FEBRUARY", "MAR": "MARCH", "APR": "APRIL", "JUN": "JUNE",
+        "JUL": "JULY", "AUG": "AUGUST", "SEP": "SEPTEMBER", "OCT": "OCTOBER", "NOV": "NOVEMBER",
+        "DEC": "DECEMBER", "SUN": "SUNDAY", "MON": "MONDAY", "TUE": "TUESDAY", "WED": "WEDNESDAY",
+        "THU": "THURSDAY", "FRI": "FRIDAY", "SAT": "SATURDAY",
+    }  # fmt: skip
+    return full.get(abbreviation, abbreviation)
+
+
+def ncrontab_problem(expression: str) -> str | None:
+    """Why ``expression`` is not a six-field NCRONTAB schedule the Functions host accepts, or None."""
+    parts = expression.split()
+    if len(parts) != len(_CRON_FIELDS):
+        kind = "a TimeSpan (Dedicated plans only)" if ":" in expression else f"{len(parts)} field(s)"
+        return f"needs six NCRONTAB fields, second first, got {kind}"
+    for part, field in zip(parts, _CRON_FIELDS, strict=True):
+        for item in part.split(","):
+            base, slash, step = item.partition("/")
+            try:
+                if slash and not (step.isdigit() and int(step) > 0):
+                    raise ValueError(f"{field[0]} field: step {step!r} must be a positive number")
+                if base == "*":
+                    continue
+                start, dash, end = base.partition("-")
+                low = _cron_value(start, field)
+                if dash and _cron_value(end, field) < low:
+                    raise ValueError(f"{field[0]} field: range {base!r} runs backwards")
+            except ValueError as exc:
+                return str(exc)
+    return None
+
+
+#: What to do about a problem with each setting (appended to every message check-settings prints).
+REMEDIES: dict[str, str] = {
+    "CRMSYNC_TENANT_ID": "use the Directory (tenant) ID from Entra ID > App registrations > "
+    "crmsync > Overview",
+    "CRMSYNC_CLIENT_ID": "use the Application (client) ID from Entra ID > App registrations > "
+    "crmsync > Overview",
+    "CRMSYNC_CREDENTIAL_KIND": "set federated (Azure, recommended), certificate (Key Vault) "
+    "or sandbox (local)",
+    "CRMSYNC_MANAGED_IDENTITY_CLIENT_ID": "use the client id of the function app's user-assigned identity "
+    "(deployment output identityClientId)",
+    "CRMSYNC_CLIENT_CERTIFICATE": "set a Key Vault reference, "
+    "@Microsoft.KeyVault(VaultName=<vault>;SecretName=<certificate>)",
+    "CRMSYNC_GRAPH_URL": "leave it unset for https://graph.microsoft.com/v1.0 (national clouds differ)",
+    "CRMSYNC_DATAVERSE_URL": "use the environment URL from the Power Platform admin center, "
+    "e.g. https://contoso.crm.dynamics.com",
+    "CRMSYNC_NOTIFICATION_URL": "use the deployment output notificationUrl "
+    "(https://<app>.azurewebsites.net/api/notifications)",
+    "CRMSYNC_LIFECYCLE_URL": "use the deployment output lifecycleUrl "
+    "(https://<app>.azurewebsites.net/api/lifecycle)",
+    "AzureWebJobsStorage": "set a connection string locally (UseDevelopmentStorage=true for Azurite) "
+    "or AzureWebJobsStorage__accountName in Azure",
+    "AzureWebJobsStorage__accountName": "set the storage account name (managed identity, Azure) "
+    "or AzureWebJobsStorage (a connection string, local)",
+    "CRMSYNC_TABLE_PREFIX": "use 3-41 letters and digits starting with a letter, e.g. crmsync",
+    "CRMSYNC_JOB_QUEUE": "use 3-63 lowercase letters, digits and single hyphens, e.g. crmsync-jobs",
+    "CRMSYNC_RENEW_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
+    "CRMSYNC_SWEEP_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
+    "CRMSYNC_PARKED_RETRY_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
+    "CRMSYNC_LEASE_SECONDS": "use a whole number of seconds from 15 to 3600 (default 120)",
+    "CRMSYNC_MASS_DELETE_RATIO": "use a share above 0 and at most 1 (default 0.5)",
+    "CRMSYNC_MAX_NOTIFICATION_BYTES": "use a positive number of bytes (default 1000000)",
+}
+
+
+def _is_loopback(url: HttpUrl) -> bool:
+    return url.host in _LOOPBACK_HOSTS
 
 
 class Settings(BaseSettings):
@@ -57,11 +166,15 @@ class Settings(BaseSettings):
         default=CredentialKind.FEDERATED, validation_alias="CRMSYNC_CREDENTIAL_KIND"
     )
     managed_identity_client_id: str | None = Field(
-        default=None, validation_alias="CRMSYNC_MANAGED_IDENTITY_CLIENT_ID"
+        default=None, validation_alias="CRMSYNC_MANAGED_IDENTITY_CLIENT_ID", validate_default=True
     )
-    client_certificate: str | None = Field(default=None, validation_alias="CRMSYNC_CLIENT_CERTIFICATE")
+    client_certificate: str | None = Field(
+        default=None, validation_alias="CRMSYNC_CLIENT_CERTIFICATE", validate_default=True
+    )
     # --- services -----------------------------------------------------------
-    graph_url: HttpUrl = Field(default=HttpUrl(GRAPH_PUBLIC_CLOUD), validation_alias="CRMSYNC_GRAPH_URL")
+    graph_url: HttpUrl = Field(
+        default=HttpUrl(GRAPH_PUBLIC_CLOUD), validation_alias="CRMSYNC_GRAPH_URL", validate_default=True
+    )
     dataverse_url: HttpUrl = Field(validation_alias="CRMSYNC_DATAVERSE_URL")
     dataverse_api_path: str = Field(default="/api/data/v9.2", validation_alias="CRMSYNC_DATAVERSE_API_PATH")
     # --- webhooks (public URLs Graph calls) ---------------------------------
@@ -74,7 +187,7 @@ class Settings(BaseSettings):
     # --- storage (Azurite locally; identity-based in Azure) -----------------
     storage_connection_string: str | None = Field(default=None, validation_alias="AzureWebJobsStorage")
     storage_account_name: str | None = Field(
-        default=None, validation_alias="AzureWebJobsStorage__accountName"
+        default=None, validation_alias="AzureWebJobsStorage__accountName", validate_default=True
     )
     storage_client_id: str | None = Field(default=None, validation_alias="AzureWebJobsStorage__clientId")
     table_prefix: str = Field(
@@ -85,10 +198,14 @@ class Settings(BaseSettings):
     )
 
     # --- schedules (NCRONTAB, read by the timer triggers as %NAME%) --------
-    renew_schedule: str = Field(default="0 */30 * * * *", validation_alias="CRMSYNC_RENEW_SCHEDULE")
-    sweep_schedule: str = Field(default="0 */15 * * * *", validation_alias="CRMSYNC_SWEEP_SCHEDULE")
+    renew_schedule: str = Field(
+        default="0 */30 * * * *", validation_alias="CRMSYNC_RENEW_SCHEDULE", validate_default=True
+    )
+    sweep_schedule: str = Field(
+        default="0 */15 * * * *", validation_alias="CRMSYNC_SWEEP_SCHEDULE", validate_default=True
+    )
     parked_retry_schedule: str = Field(
-        default="0 5 * * * *", validation_alias="CRMSYNC_PARKED_RETRY_SCHEDULE"
+        default="0 5 * * * *", validation_alias="CRMSYNC_PARKED_RETRY_SCHEDULE", validate_default=True
     )
     # --- sync behaviour -----------------------------------------------------
     lease_seconds: int = Field(default=120, validation_alias="CRMSYNC_LEASE_SECONDS", ge=15, le=3600)
@@ -99,36 +216,60 @@ class Settings(BaseSettings):
         default=None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
     )
 
-    @model_validator(mode="after")
-    def _coherent(self) -> Settings:
-        problems: list[str] = []
-        if not (self.storage_connection_string or self.storage_account_name):
-            problems.append(
-                "AzureWebJobsStorage: set a connection string (local) or "
-                "AzureWebJobsStorage__accountName (managed identity in Azure)"
+    # Each rule is a field validator, so one pass reports every problem. A rule that depends on
+    # another setting reads it from info.data (fields validate in declaration order; a setting
+    # that was itself invalid is absent there and reported on its own).
+
+    @field_validator("tenant_id", "client_id")
+    @classmethod
+    def _guid(cls, value: str) -> str:
+        if not _GUID.fullmatch(value.strip()):
+            raise ValueError("must be a GUID like 00000000-0000-0000-0000-000000000000")
+        return value.strip()
+
+    @field_validator("managed_identity_client_id")
+    @classmethod
+    def _identity_for_federated(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("credential_kind") is CredentialKind.FEDERATED and not value:
+            raise ValueError("required when CRMSYNC_CREDENTIAL_KIND=federated")
+        return value
+
+    @field_validator("client_certificate")
+    @classmethod
+    def _certificate_for_certificate(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("credential_kind") is CredentialKind.CERTIFICATE and not value:
+            raise ValueError("required when CRMSYNC_CREDENTIAL_KIND=certificate")
+        return value
+
+    @field_validator("graph_url", "dataverse_url")
+    @classmethod
+    def _service_url(cls, value: HttpUrl, info: ValidationInfo) -> HttpUrl:
+        if info.data.get("credential_kind") is CredentialKind.SANDBOX and not _is_loopback(value):
+            raise ValueError(
+                "CRMSYNC_CREDENTIAL_KIND=sandbox only talks to loopback simulators (127.0.0.1 or localhost)"
             )
-        if self.credential_kind is CredentialKind.CERTIFICATE and not self.client_certificate:
-            problems.append(
-                "CRMSYNC_CLIENT_CERTIFICATE: required when CRMSYNC_CREDENTIAL_KIND=certificate "
-                "(a Key Vault reference to the Entra app's certificate)"
-            )
-        if self.credential_kind is CredentialKind.FEDERATED and not self.managed_identity_client_id:
-            problems.append(
-                "CRMSYNC_MANAGED_IDENTITY_CLIENT_ID: required when CRMSYNC_CREDENTIAL_KIND=federated "
-                "(client id of the function app's user-assigned identity)"
-            )
-        if self.credential_kind is CredentialKind.SANDBOX:
-            for name, url in (
-                ("CRMSYNC_GRAPH_URL", self.graph_url),
-                ("CRMSYNC_DATAVERSE_URL", self.dataverse_url),
-            ):
-                if url.host not in _LOOPBACK_HOSTS:
-                    problems.append(
-                        f"{name}: CRMSYNC_CREDENTIAL_KIND=sandbox only talks to loopback simulators"
-                    )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return _https_unless_loopback(value)
+
+    @field_validator("notification_url", "lifecycle_url")
+    @classmethod
+    def _webhook_url(cls, value: HttpUrl) -> HttpUrl:
+        # Graph refuses a subscription whose notificationUrl / lifecycleNotificationUrl is not https.
+        return _https_unless_loopback(value)
+
+    @field_validator("storage_account_name")
+    @classmethod
+    def _some_storage(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not (value or info.data.get("storage_connection_string")):
+            raise ValueError("no storage configured (neither this nor AzureWebJobsStorage is set)")
+        return value
+
+    @field_validator("renew_schedule", "sweep_schedule", "parked_retry_schedule")
+    @classmethod
+    def _ncrontab(cls, value: str) -> str:
+        problem = ncrontab_problem(value)
+        if problem:
+            raise ValueError(f"not a schedule the Functions host accepts: {problem}")
+        return value
 
     @property
     def dataverse_api_url(self) -> str:
@@ -141,8 +282,27 @@ class Settings(BaseSettings):
         return str(self.dataverse_url).rstrip("/") + "/.default"
 
 
+def _https_unless_loopback(url: HttpUrl) -> HttpUrl:
+    if url.scheme != "https" and not _is_loopback(url):
+        raise ValueError(
+            "must be an https:// URL (http:// only for the local sandbox on 127.0.0.1/localhost)"
+        )
+    return url
+
+
 class SettingsError(RuntimeError):
-    """Raised once at start-up with every missing or invalid setting named."""
+    """Raised once at start-up with every missing or invalid setting named.
+
+    ``problems`` holds one line per problem: the setting, what is wrong, and what to do.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(
+            "crmsync cannot start; fix these app settings "
+            "(see local.settings.json.example and README 'Configure'):\n"
+            + "\n".join(f"  - {problem}" for problem in problems)
+        )
 
 
 def setting_names() -> frozenset[str]:
@@ -154,6 +314,18 @@ def setting_names() -> frozenset[str]:
     return frozenset(names)
 
 
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "settings"
+    field = Settings.model_fields.get(where)  # a defaulted field's error carries its Python name
+    if field is not None and isinstance(field.validation_alias, str):
+        where = field.validation_alias
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "missing"
+    remedy = REMEDIES.get(where)
+    return f"{where}: {message}" + (f"; {remedy}" if remedy else "")
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment; raise :class:`SettingsError` naming all problems.
 
@@ -162,14 +334,8 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors(include_input=False, include_url=False):
-            where = ".".join(str(part) for part in error["loc"]) or "settings"
-            lines.append(f"  - {where}: {error['msg']}")
-        raise SettingsError(
-            "crmsync cannot start; fix these app settings "
-            "(see local.settings.json.example and README 'Configure'):\n" + "\n".join(lines)
-        ) from None
+        problems = [_problem(error) for error in exc.errors(include_input=False, include_url=False)]
+        raise SettingsError(problems) from None
 
 
 @functools.cache

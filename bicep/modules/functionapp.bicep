@@ -37,6 +37,18 @@ param instanceMemoryMB int
 @description('Every crmsync setting shared/config.py reads, as name -> value (see main.bicep).')
 param crmsyncSettings object
 
+@description('Subnet the app integrates with (network.bicep); empty without private networking.')
+param appSubnetId string
+
+@description('Entra tenant that issues the admin API\'s tokens.')
+param tenantId string
+
+@description('Client id of the Entra app registration whose tokens the admin API accepts (audience api://<id>).')
+param adminApiClientId string
+
+@description('Routes App Service authentication leaves anonymous: Graph\'s webhooks (clientState) and the health probe.')
+param anonymousPaths array
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy exists only in some regions; a failed deployment in the others is worse than regional availability for a sync that resumes from its delta links
   name: '${name}-plan'
@@ -85,7 +97,7 @@ var crmsyncSettingList = [
 ]
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222: Microsoft Graph must reach the notification and lifecycle webhooks from the internet; they are protected by clientState, the admin routes by function keys
+  // checkov:skip=CKV_AZURE_222: Microsoft Graph must reach the notification and lifecycle webhooks from the internet; they are protected by clientState, the admin routes by Entra authentication (authsettingsV2) and function keys
   // checkov:skip=CKV_AZURE_17: Graph change notifications present no client certificate, so requiring one would reject every notification
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales instances per function on demand; always-ready instances are an optional cost, and lost notifications are recovered by delta queries
   // checkov:skip=CKV_AZURE_213: the Flex Consumption platform replaces unhealthy instances itself; /api/health is the liveness probe `crmsync deploy` checks
@@ -104,6 +116,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientCertEnabled: false
     keyVaultReferenceIdentity: identityId
+    // VNet integration: storage and Key Vault are reached through their private endpoints.
+    virtualNetworkSubnetId: empty(appSubnetId) ? null : appSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
@@ -130,6 +144,63 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: '3.11'
+      }
+    }
+  }
+}
+
+// App Service authentication (Easy Auth) in front of every route: a caller needs an Entra token
+// for the admin API's app registration, which Entra issues only to principals assigned its app role
+// crmsync.Admin (the enterprise application has "assignment required"; README "Deploy", step 5).
+// Graph cannot present a token, so the two webhooks (clientState) and the health probe are left
+// anonymous; everything else, /api/admin/* included, answers 401 without a valid token. The function
+// keys of the admin routes stay required on top. Docs:
+// learn.microsoft.com/azure/app-service/configure-authentication-api-version#authsettingsv2,
+// learn.microsoft.com/entra/identity-platform/howto-add-app-roles-in-apps
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
+  // checkov:skip=CKV_AZURE_63: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
+  // checkov:skip=CKV_AZURE_65: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
+  // checkov:skip=CKV_AZURE_66: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
+  // checkov:skip=CKV_AZURE_80: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
+  // checkov:skip=CKV_AZURE_88: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
+  // checkov:skip=CKV_AZURE_222: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: anonymousPaths
+    }
+    httpSettings: {
+      requireHttps: true
+      forwardProxy: {
+        convention: 'NoProxy'
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenantId}/v2.0'
+          clientId: adminApiClientId
+        }
+        validation: {
+          // v2 access tokens carry the client id as audience, v1 tokens the application id URI.
+          allowedAudiences: [
+            adminApiClientId
+            'api://${adminApiClientId}'
+          ]
+        }
       }
     }
   }

@@ -1,6 +1,7 @@
 // Key Vault for the Entra app's certificate (CRMSYNC_CREDENTIAL_KIND=certificate only; the
 // federated credential needs no secret at all). Access is Azure RBAC, never access policies;
-// soft delete and purge protection keep a deleted certificate recoverable.
+// soft delete and purge protection keep a deleted certificate recoverable. With private networking
+// (the default) the vault refuses public network access and is reached by a private endpoint.
 // Docs: learn.microsoft.com/azure/key-vault/general/rbac-guide
 
 @description('Key Vault name (3-24 characters).')
@@ -17,9 +18,11 @@ param tags object
 @description('Log Analytics workspace that receives the Key Vault audit log.')
 param workspaceId string
 
+@description('Refuse public network access: the app resolves the certificate through a private endpoint (network.bicep).')
+param privateNetworking bool
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: the app has no virtual network, so platform Key Vault references travel the public endpoint; access is RBAC-only and audited
-  // checkov:skip=CKV_AZURE_189: same reason: without VNet integration the public endpoint is the only path; RBAC and purge protection guard the certificate
+  // checkov:skip=CKV_AZURE_109: checkov cannot evaluate the privateNetworking condition; with the default (true) the firewall denies and public access is disabled (tests/deploy checks both branches)
   name: name
   location: location
   tags: tags
@@ -33,10 +36,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: privateNetworking ? 'Deny' : 'Allow'
     }
   }
 }

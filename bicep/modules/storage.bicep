@@ -1,6 +1,8 @@
 // The one storage account: the Functions host (AzureWebJobsStorage, identity-based), the Flex
 // Consumption deployment container, and crmsync's own tables and job queue. Shared keys are off,
-// so every caller authenticates with Entra ID and the roles granted in rbac.bicep.
+// so every caller authenticates with Entra ID and the roles granted in rbac.bicep. With private
+// networking (the default) the account refuses public network access; network.bicep gives it
+// blob, queue and table private endpoints in the app's VNet.
 // Docs: learn.microsoft.com/azure/azure-functions/functions-reference#connecting-to-host-storage-with-an-identity
 
 @description('Storage account name (3-24 lowercase letters and digits).')
@@ -38,9 +40,11 @@ param workspaceId string
 @description('Days deleted blobs and containers stay recoverable.')
 param softDeleteDays int = 7
 
+@description('Refuse public network access: the app reaches the account through private endpoints (network.bicep).')
+param privateNetworking bool
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35: the Flex app has no virtual network, so a deny-by-default firewall would lock the host out; shared keys are off and every request needs an Entra token and a data role
-  // checkov:skip=CKV_AZURE_59: same reason as CKV_AZURE_35; anonymous blob access is off (allowBlobPublicAccess: false)
+  // checkov:skip=CKV_AZURE_35: checkov cannot evaluate the privateNetworking condition; with the default (true) the firewall denies and public access is disabled (tests/deploy checks both branches)
   name: name
   location: location
   tags: tags
@@ -55,10 +59,13 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
     allowCrossTenantReplication: false
-    publicNetworkAccess: 'Enabled'
+    // Private by default; privateNetworking=false (an explicit opt-out, README "Deploy") keeps the
+    // public endpoint for running `crmsync mailbox ...` from a workstation. Shared keys stay off
+    // either way: every request needs an Entra token and a data role.
+    publicNetworkAccess: privateNetworking ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: 'Allow'
+      defaultAction: privateNetworking ? 'Deny' : 'Allow'
     }
     encryption: {
       keySource: 'Microsoft.Storage'

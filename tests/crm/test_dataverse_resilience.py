@@ -181,8 +181,8 @@ async def test_retries_are_logged_without_urls_or_addresses(
 async def test_client_from_settings(dataverse_sim: DataverseSimulator, dataverse_token: str) -> None:
     """The scope is <org url>/.default (Settings.dataverse_scope) and the base the configured Web API."""
     settings = load_settings(
-        CRMSYNC_TENANT_ID="t",
-        CRMSYNC_CLIENT_ID="c",
+        CRMSYNC_TENANT_ID="00000000-0000-0000-0000-000000000001",
+        CRMSYNC_CLIENT_ID="00000000-0000-0000-0000-000000000002",
         CRMSYNC_CREDENTIAL_KIND="sandbox",
         CRMSYNC_GRAPH_URL="http://127.0.0.1:1/v1.0",
         CRMSYNC_DATAVERSE_URL=dataverse_sim.root_url,
