@@ -57,7 +57,7 @@ class BenchTenant:
             f"{self.endpoints['dataverse_control']}/users",
             {
                 "systemuserid": str(uuid.uuid4()),
-                "azureactivedirectoryobjectid": str(uuid.uuid4()),
+                "azureactivedirectoryobjectid": mailbox_id,  # the mailbox owner's Entra object id
                 "roles": ["bench"],
             },
         )

@@ -109,7 +109,7 @@ class Demo:
             f"{self.endpoints['dataverse_control']}/users",
             {
                 "systemuserid": str(uuid.uuid4()),
-                "azureactivedirectoryobjectid": str(uuid.uuid4()),
+                "azureactivedirectoryobjectid": mailbox_id,  # the mailbox owner's Entra object id
                 "internalemailaddress": upn,
                 "fullname": name,
                 "roles": ["demo sales"],

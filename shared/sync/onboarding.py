@@ -169,6 +169,13 @@ class Onboarding:
             raise OnboardingRefused("no Exchange Online mailbox with this UPN or id") from None
         notify(OnboardingProgress("checking the CRM user"))
         caller = await self._check_crm_user(crm_user_id)
+        if caller.lower() != user.id.lower():
+            # Dynamics pairs a mailbox with the user who owns it; acting as anybody else would let
+            # one user's mail be written under another user's identity.
+            raise OnboardingRefused(
+                "the CRM user's Entra object id (azureactivedirectoryobjectid) is not the mailbox "
+                "owner's: a mailbox syncs only as its own user; pick the CRM user of that person"
+            )
         await self._check_privileges(caller, settings)
         try:
             mailbox = await self._store.registry.register(

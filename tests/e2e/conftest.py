@@ -145,13 +145,14 @@ class E2E:
         seeded = self.graph_control("POST", f"users/{user_id}/seed", seed) if seed else {}
         return Mailbox(user_id, info["mailFolders"], info["defaultTodoList"], seeded)
 
-    def new_crm_user(self) -> CrmUser:
+    def new_crm_user(self, mailbox: Mailbox | None = None) -> CrmUser:
+        """A CRM user; of ``mailbox``'s owner (its Entra object id) when given, else of nobody's."""
         row = self.dataverse_control(
             "POST",
             "users",
             {
                 "systemuserid": str(uuid.uuid4()),
-                "azureactivedirectoryobjectid": str(uuid.uuid4()),
+                "azureactivedirectoryobjectid": mailbox.id if mailbox else str(uuid.uuid4()),
                 "internalemailaddress": f"crm-{uuid.uuid4().hex[:8]}@contoso.example",
                 "fullname": "E2E CRM user",
                 "roles": [self.role],
@@ -177,7 +178,12 @@ class E2E:
 
     def onboard(self, mailbox: Mailbox, user: CrmUser | None = None) -> dict[str, Any]:
         code, out = self.cli(
-            "mailbox", "add", mailbox.id, "--crm-user", (user or self.new_crm_user()).systemuserid, "--json"
+            "mailbox",
+            "add",
+            mailbox.id,
+            "--crm-user",
+            (user or self.new_crm_user(mailbox)).systemuserid,
+            "--json",
         )
         assert code == 0, out
         report: dict[str, Any] = json.loads(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ def test_onboarding_reports_the_baseline_and_status_shows_it(e2e: E2E) -> None:
             "inbox": [{"subject": "Offer", "categories": [TRACKED], "internetMessageId": "<cli-1@x.example>"}]
         },
     )
-    user = e2e.new_crm_user()
+    user = e2e.new_crm_user(mailbox)
 
     report = e2e.onboard(mailbox, user)
 
@@ -53,27 +52,33 @@ def test_onboarding_reports_the_baseline_and_status_shows_it(e2e: E2E) -> None:
     assert e2e.cli("status", mailbox.id)[0] == 1
 
 
-def test_one_mailbox_per_crm_user_is_refused_with_exit_1(e2e: E2E) -> None:
-    user = e2e.new_crm_user()
-    e2e.onboard(e2e.new_mailbox(), user)
+def test_a_mailbox_is_never_synced_as_another_persons_crm_user(e2e: E2E) -> None:
+    """Alice's mailbox under Bob's CRM user is refused (exit 1), whether or not Bob is onboarded:
+    the CRM user's Entra object id must be the mailbox owner's, so one CRM user has one mailbox."""
+    first = e2e.new_mailbox()
+    user = e2e.new_crm_user(first)
     second = e2e.new_mailbox()
 
     code, out = e2e.cli("mailbox", "add", second.id, "--crm-user", user.systemuserid)
-
     assert code == 1
-    assert "one mailbox per CRM user" in out
+    assert "not the mailbox owner's" in " ".join(out.split())  # the console wraps long lines
+
+    e2e.onboard(first, user)
+    code, out = e2e.cli("mailbox", "add", second.id, "--crm-user", user.systemuserid)
+    assert code == 1
+    assert "not the mailbox owner's" in " ".join(out.split())  # the console wraps long lines
     assert e2e.graph_control("GET", f"subscriptions?user={second.id}") == []
 
 
 def test_a_crm_user_without_create_privileges_is_refused(e2e: E2E) -> None:
     role = f"readonly-{e2e.role}"
     e2e.dataverse_control("POST", "roles", {"name": role, "tables": {"contact": {"read": "organization"}}})
+    mailbox = e2e.new_mailbox()
     row = e2e.dataverse_control(
         "POST",
         "users",
-        {"fullname": "No rights", "roles": [role], "azureactivedirectoryobjectid": str(uuid.uuid4())},
+        {"fullname": "No rights", "roles": [role], "azureactivedirectoryobjectid": mailbox.id},
     )
-    mailbox = e2e.new_mailbox()
 
     code, out = e2e.cli("mailbox", "add", mailbox.id, "--crm-user", row["systemuserid"])
 
@@ -97,7 +102,7 @@ def test_bad_input_and_bad_settings_exit_2(e2e: E2E) -> None:
 
 def test_mailbox_settings_file_is_validated_and_applied(e2e: E2E, tmp_path: Path) -> None:
     mailbox = e2e.new_mailbox()
-    user = e2e.new_crm_user()
+    user = e2e.new_crm_user(mailbox)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"tracking": "sometimes"}))
     code, out = e2e.cli("mailbox", "add", mailbox.id, "--crm-user", user.systemuserid, "--settings", str(bad))

@@ -219,7 +219,7 @@ class Engine:
     async def register(self, user: CrmUser | None = None) -> Mailbox:
         """A fresh Graph mailbox registered with ``user`` (a fresh, fully privileged one by default)."""
         user = user or self.make_crm_user()
-        mailbox_id = self.graph_sim.add_user()
+        mailbox_id = self.graph_sim.add_user(user.object_id)
         return await self.store.registry.register(
             mailbox_id=mailbox_id,
             upn=f"user-{mailbox_id[:8]}@sim.crmsync.test",

@@ -23,7 +23,7 @@ async def test_offboarding_deletes_subscriptions_and_registration_but_keeps_crm_
     service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
-    box = engine.graph_sim.add_user()
+    box = engine.graph_sim.add_user(user.object_id)
     seeded = engine.graph_sim.seed(box, contacts=[{"surname": "Stays"}])
     await service.onboard(box, user.systemuserid, settings=CONTACTS_AND_TASKS)
     crm_id = await engine.crm_id(box, ItemKind.CONTACT, seeded["contacts"][0])
@@ -45,7 +45,7 @@ async def test_renewal_extends_live_subscriptions_and_recreates_lost_ones_with_a
     service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
-    box = engine.graph_sim.add_user()
+    box = engine.graph_sim.add_user(user.object_id)
     onboarded = await service.onboard(box, user.systemuserid, settings=CONTACTS_AND_TASKS)
     lost, live = onboarded.subscriptions
     engine.graph_sim.expire_subscription(lost.subscription_id)
@@ -90,7 +90,7 @@ async def test_resync_recovers_from_the_brake_only_when_the_admin_confirms_the_d
     service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
-    box = engine.graph_sim.add_user()
+    box = engine.graph_sim.add_user(user.object_id)
     seeded = engine.graph_sim.seed(box, todo={"defaultList": [{"title": f"Task {n}"} for n in range(5)]})
     onboarded = await service.onboard(box, user.systemuserid, settings=TASKS_ONLY)
     [tasks] = onboarded.subscriptions

@@ -28,7 +28,7 @@ def _when(days: int, hour: int) -> dict[str, str]:
 async def test_onboarding_syncs_seeded_items_into_the_crm(service: EngineServices, engine: Engine) -> None:
     store, graph_sim, dataverse_sim = engine.store, engine.graph_sim, engine.dataverse
     user = engine.make_crm_user()
-    mailbox = graph_sim.add_user()
+    mailbox = graph_sim.add_user(user.object_id)
     guest = f"guest-{uuid.uuid4().hex[:8]}@fabrikam.example"
     [guest_contact] = dataverse_sim.seed("contact", [{"lastname": "Guest", "emailaddress1": guest}])
     long_subject = "Quarterly review " + "x" * 240
@@ -119,7 +119,7 @@ async def test_onboarding_refuses_a_user_without_a_create_privilege_and_changes_
     service: EngineServices, store: Store, graph_sim: GraphSim, make_crm_user: CrmUserFactory
 ) -> None:
     user = make_crm_user(tables=("email", "appointment", "task"))  # no contact privileges
-    mailbox = graph_sim.add_user()
+    mailbox = graph_sim.add_user(user.object_id)
 
     with pytest.raises(OnboardingRefused, match="cannot create contact records"):
         await service.onboard(mailbox, user.systemuserid)
@@ -137,7 +137,7 @@ async def test_an_initial_sync_throttled_by_graph_waits_and_resumes(
     service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
-    mailbox = engine.graph_sim.add_user()
+    mailbox = engine.graph_sim.add_user(user.object_id)
     engine.graph_sim.seed(mailbox, contacts=[{"surname": f"Paced {n}"} for n in range(3)])
     # Outlook's mailbox budget is spent: the stamps' batch is answered 429 with a Retry-After longer
     # than the batch layer waits for, so the run fails with GraphThrottled and onboarding paces.
@@ -155,7 +155,7 @@ async def test_a_run_takes_the_mailboxs_other_dirty_resources_under_its_lease(
     service: EngineServices, engine: Engine
 ) -> None:
     user = engine.make_crm_user()
-    mailbox = engine.graph_sim.add_user()
+    mailbox = engine.graph_sim.add_user(user.object_id)
     report = await service.onboard(mailbox, user.systemuserid)
     resources = {parse_resource(mailbox, s.resource).kind: s.resource for s in report.subscriptions}
     engine.graph_sim.seed(
@@ -168,3 +168,16 @@ async def test_a_run_takes_the_mailboxs_other_dirty_resources_under_its_lease(
 
     assert await engine.store.links.count(mailbox, ItemKind.TASK) == 1  # the task came along
     assert not (await engine.store.sync_state.get_state(mailbox, resources[ItemKind.TASK])).dirty
+
+
+async def test_a_mailbox_is_refused_under_another_persons_crm_user(
+    service: EngineServices, engine: Engine, store: Store
+) -> None:
+    """Dynamics pairs a mailbox with its owner's CRM user: Alice's mailbox under Bob's identity
+    would write her mail as Bob. Refused before anything is registered."""
+    bob = engine.make_crm_user()
+    alice_mailbox = engine.graph_sim.add_user()
+
+    with pytest.raises(OnboardingRefused, match="not the mailbox owner's"):
+        await service.onboard(alice_mailbox, bob.systemuserid)
+    assert [m async for m in store.registry.list_mailboxes()] == []
