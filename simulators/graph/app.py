@@ -50,6 +50,7 @@ class Simulator:
     def reset(self) -> None:
         self.notifier.reset()
         self.store.users.clear()
+        self.store.invitations.clear()
         self.faults.rules.clear()
         self.log.entries.clear()
         self.throttle.mailboxes.clear()

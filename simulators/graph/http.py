@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulators.graph.core import GraphError, Json, bad_request
-from simulators.graph.resources import View
+from simulators.graph.resources import View, extended_key
 
 if TYPE_CHECKING:
     from simulators.graph.store import Mailbox
@@ -56,7 +56,7 @@ def parse_expand(raw: str | None) -> frozenset[str] | None:
     ids = re.findall(r"id\s+eq\s+'([^']*)'", match.group(1), re.IGNORECASE)
     if not ids:
         raise bad_request("Only $filter=id eq '...' is supported inside the $expand.", "BadRequest")
-    return frozenset(i.lower() for i in ids)
+    return frozenset(extended_key(i) for i in ids)
 
 
 def parse_prefer(values: list[str]) -> dict[str, str]:
