@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 
 from shared.outlook.credentials import SANDBOX_TOKEN as CONNECTOR_SENDS
+from simulators.graph.app import Simulator
+from simulators.graph.auth import route_roles
 from simulators.graph.sink import NotificationSink
 from simulators.sandbox import CONNECTOR_GRAPH_ROLES, CONNECTOR_TOKEN
 from tests.fixtures.graph_sim import GraphSim
@@ -137,3 +139,18 @@ def test_the_connector_token_carries_the_roles_the_deployment_grants(
         ).status_code,
     }
     assert answers == {"user": 200, "categories": 200, "events": 201}
+
+
+def test_every_graph_route_names_the_roles_it_needs() -> None:
+    """No endpoint is open to any app-only token by omission: each route and method maps to the roles
+    of its page's permissions table (subscriptions check their resource's read permission)."""
+    routes = Simulator().router.routes
+    unchecked = [
+        f"{method} {'/'.join(route.pattern)}"
+        for route in routes
+        for method in route.handlers
+        if route_roles(method, "/".join(route.pattern)) is None
+        and route.pattern[0] not in ("subscriptions", "$batch")
+    ]
+    assert unchecked == []
+    assert len(routes) > 30
