@@ -26,6 +26,25 @@ from simulators.ports import free_port, wait_for_port
 HOST = "127.0.0.1"
 SANDBOX_TENANT = "00000000-0000-4000-8000-000000000001"
 SANDBOX_CLIENT = "00000000-0000-4000-8000-000000000002"
+# The bearer token crmsync sends with CRMSYNC_CREDENTIAL_KIND=sandbox (StaticTokenCredential in
+# shared/outlook/credentials.py) and the Graph application permissions README step 2 ("Register the
+# Entra app and consent to its Graph permissions") grants the app: the Graph simulator gives that
+# token exactly these roles, so a call the deployed app may not make fails here as it would in a tenant.
+CONNECTOR_TOKEN = "crmsync-sandbox-token"
+CONNECTOR_GRAPH_ROLES = (
+    "Mail.ReadWrite",
+    "Contacts.ReadWrite",
+    "Calendars.ReadWrite",
+    "Tasks.ReadWrite.All",
+    "MailboxSettings.ReadWrite",
+    "User.Read.All",
+)
+
+
+def grant_connector_roles(graph_root: str) -> None:
+    """Issue the connector's token with its app's roles on a running Graph simulator (/_sim/tokens)."""
+    body = {"token": CONNECTOR_TOKEN, "appId": SANDBOX_CLIENT, "roles": list(CONNECTOR_GRAPH_ROLES)}
+    httpx.post(f"{graph_root}/_sim/tokens", json=body, timeout=30, trust_env=False).raise_for_status()
 
 
 def _spawn(
@@ -119,6 +138,7 @@ class Sandbox:
             httpx.patch(
                 f"http://{HOST}:{self.graph_port}/_sim/config", json={"tenant_id": SANDBOX_TENANT}, timeout=30
             ).raise_for_status()
+            grant_connector_roles(f"http://{HOST}:{self.graph_port}")
             self.processes.append(_spawn("simulators.dataverse", self.dataverse_port))
             env = {
                 **os.environ,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
-from simulators.graph import events, query, resources
+from simulators.graph import events, meetings, query, resources
 from simulators.graph.core import GraphError, Json, bad_request, change_key, etag, iso_z, not_found, opaque_id
 from simulators.graph.delta import Entry
 from simulators.graph.http import Ctx, Router, json_response, parse_expand, parse_select
@@ -52,6 +52,13 @@ def collection(ctx: Ctx, values: list[Json], context: str) -> Response:
     return json_response(ctx, body)
 
 
+def _check_transaction_unchanged(item: Item, body: Json) -> None:
+    """resources/event: "After you set transactionId when creating an event, you cannot change
+    transactionId in a subsequent update." Sending the same value again changes nothing and is accepted."""
+    if "transactionId" in body and body["transactionId"] != item.props.get("transactionId"):
+        raise bad_request("The transactionId of an event cannot be changed after it is created.")
+
+
 def _typed_event(body: Json) -> Json:
     return {"@odata.type": ODATA_TYPES[Kind.EVENT], **body}
 
@@ -65,13 +72,39 @@ def rename(folder: Folder, body: Json) -> Folder:
     return folder
 
 
+def _same_transaction(box: Mailbox, body: Json) -> Item | None:
+    """resources/event transactionId: "A custom identifier specified by a client app for the server to
+    avoid redundant POST operations in case of client retries to create the same event." Graph does not
+    document the answer to such a retry; the simulator answers it as it answered the first POST
+    (201 Created with the event, the one already in the mailbox) and creates nothing."""
+    transaction = body.get("transactionId")
+    if not isinstance(transaction, str) or not transaction:
+        return None
+    return next((i for i in box.items_in(Kind.EVENT) if i.props.get("transactionId") == transaction), None)
+
+
 def create_item(store: Store, box: Mailbox, kind: Kind, container: str, body: Json, *, draft: bool) -> Item:
-    """Validate a Graph JSON body and create the item (API POSTs and control-API seeding share this)."""
+    """Validate a Graph JSON body and create the item (API POSTs and control-API seeding share this).
+
+    An event with attendees in the simulated tenant sends them invitations (simulators/graph/meetings.py);
+    a To Do task's ``linkedResources`` are created with it (todotasklist-post-tasks)."""
     body = dict(body)
     extended = resources.read_extended(body)
+    linked = resources.read_linked(body) if kind is Kind.TASK else []
     resources.check_writable(kind, body)
+    if kind is Kind.EVENT:
+        existing = _same_transaction(box, body)
+        if existing is not None:
+            return existing
     props = resources.new_props(kind, box, body, draft=draft)
-    return store.new_item(box, kind, container, props, extended)
+
+    def prepare(item: Item) -> None:
+        item.linked.update((str(resource["id"]), resource) for resource in linked)
+
+    item = store.new_item(box, kind, container, props, extended, prepare=prepare)
+    if kind is Kind.EVENT:
+        meetings.send(store, box, item)
+    return item
 
 
 class GraphApi:
@@ -128,6 +161,9 @@ class GraphApi:
         r("users/{user}/todo/lists/{list}/tasks", get=self.list_tasks, post=self.create_task)
         r("users/{user}/todo/lists/{list}/tasks/{item}", get=self.get_task, patch=self.update_task,
           delete=self.delete_task)  # fmt: skip
+        r("users/{user}/todo/lists/{list}/tasks/{item}/linkedResources", get=self.list_linked,
+          post=self.create_linked)  # fmt: skip
+        r("users/{user}/todo/lists/{list}/tasks/{item}/linkedResources/{linked}", get=self.get_linked)
         r("users/{user}/outlook/masterCategories", get=self.list_categories, post=self.create_category)
         r("users/{user}/outlook/masterCategories/{category}", get=self.get_category,
           patch=self.update_category, delete=self.delete_category)  # fmt: skip
@@ -158,10 +194,13 @@ class GraphApi:
         return create_item(self.store, ctx.mailbox, kind, container, ctx.json(), draft=draft)
 
     def _update(self, ctx: Ctx, item: Item) -> None:
-        """PATCH: validate everything first, so a bad body is a 400 that changes nothing."""
+        """PATCH: validate everything first, so a bad body is a 400 that changes nothing. The organizer's
+        change to what attendees see goes out to them (meetings.py, event-update)."""
         body = ctx.json()
         extended = resources.read_extended(body)
         resources.check_writable(item.kind, body)
+        if item.kind is Kind.EVENT:
+            _check_transaction_unchanged(item, body)
         if item.kind is Kind.MESSAGE and not item.props.get("isDraft"):
             locked = sorted(set(body) & resources.DRAFT_ONLY)
             if locked:
@@ -175,6 +214,8 @@ class GraphApi:
         item.props = updated
         item.extended.update(extended)
         self.store.update_item(ctx.mailbox, item)
+        if item.kind is Kind.EVENT and meetings.changes_meeting(body):
+            meetings.send(self.store, ctx.mailbox, item)
 
     def _list(self, ctx: Ctx, kind: Kind, container: str | None, context: str) -> Response:
         keep = query.parse_filter(ctx.query.get("$filter"))
@@ -488,11 +529,14 @@ class GraphApi:
             return self._entity(ctx, master, f"users('{box.id}')/events")
         body = ctx.json()
         resources.check_writable(Kind.EVENT, body)
+        _check_transaction_unchanged(master, body)
         overrides = {**(master.exceptions.get(original) or {}), **body}
         events.check_override(master, original, overrides)
         master.exceptions[original] = overrides
         master.exception_keys[original] = change_key()
         self.store.changed(box, master, "updated", master.container)
+        if meetings.changes_meeting(body):
+            meetings.send(self.store, box, master)
         instance = events.instance_json(box, master, original, ctx.view())
         return json_response(ctx, instance)
 
@@ -502,9 +546,11 @@ class GraphApi:
         master, original = events.find(box, ctx.params["item"])
         if original is None:
             self.store.delete_item(box, master)
+            meetings.cancel(self.store, box, master)
         else:
             master.exceptions[original] = None
             self.store.changed(box, master, "updated", master.container)
+            meetings.send(self.store, box, master)
         return json_response(ctx, None, 204)
 
     async def list_instances(self, ctx: Ctx) -> Response:
@@ -600,9 +646,45 @@ class GraphApi:
         )
 
     async def create_task(self, ctx: Ctx) -> Response:
+        """todotasklist-post-tasks: the 201 answer carries the linkedResources created with the task."""
         folder = ctx.mailbox.todo_list(ctx.params["list"])
         item = self._create(ctx, Kind.TASK, folder.id, draft=False)
-        return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/todo/lists('{folder.id}')/tasks", 201)
+        context = f"users('{ctx.mailbox.id}')/todo/lists('{folder.id}')/tasks/$entity"
+        body = {"@odata.context": ctx.context(context), **resources.render(ctx.mailbox, item, ctx.view())}
+        if item.linked:
+            body["linkedResources"] = list(item.linked.values())
+        return json_response(ctx, body, 201)
+
+    # -- linkedResources: todotask-list-linkedresources, todotask-post-linkedresources, linkedresource-get
+
+    def _linked_context(self, ctx: Ctx, item: Item) -> str:
+        return (
+            f"users('{ctx.mailbox.id}')/todo/lists('{item.container}')/tasks('{item.immutable_id}')"
+            "/linkedResources"
+        )
+
+    async def list_linked(self, ctx: Ctx) -> Response:
+        item = self._task(ctx)
+        values = [resources.linked_json(r) for r in item.linked.values()]
+        return collection(ctx, values, self._linked_context(ctx, item))
+
+    async def create_linked(self, ctx: Ctx) -> Response:
+        """201 with the new linkedResource; the task itself is not changed (no task notification)."""
+        item = self._task(ctx)
+        resource = resources.linked_resource(ctx.json())
+        item.linked[str(resource["id"])] = resource
+        body = {"@odata.context": ctx.context(self._linked_context(ctx, item) + "/$entity"),
+                **resources.linked_json(resource)}  # fmt: skip
+        return json_response(ctx, body, 201)
+
+    async def get_linked(self, ctx: Ctx) -> Response:
+        item = self._task(ctx)
+        resource = item.linked.get(ctx.params["linked"])
+        if resource is None:
+            raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+        body = {"@odata.context": ctx.context(self._linked_context(ctx, item) + "/$entity"),
+                **resources.linked_json(resource)}  # fmt: skip
+        return json_response(ctx, body)
 
     async def get_task(self, ctx: Ctx) -> Response:
         item = self._task(ctx)

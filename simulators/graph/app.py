@@ -13,13 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from simulators.graph import auth
 from simulators.graph.api import GraphApi, collection, create_item
 from simulators.graph.batch import JsonBatch
 from simulators.graph.core import GraphError, Json, bad_request, error_body
 from simulators.graph.delta import DeltaTokens
 from simulators.graph.http import Call, Ctx, Router, error_response, json_response, parse_prefer, split_path
 from simulators.graph.limits import Config, Faults, RequestLog, Throttle
-from simulators.graph.notify import Notifier, Subscription
+from simulators.graph.notify import Notifier, Subscription, parse_resource
 from simulators.graph.store import Kind, Mailbox, Store
 
 LOG = logging.getLogger("simulators.graph")
@@ -37,6 +38,7 @@ class Simulator:
         self.log = RequestLog()
         self.throttle = Throttle(self.config)
         self.delta = DeltaTokens()
+        self.tokens = auth.Tokens()
         self.notifier = Notifier(self.store, self.config, self.faults)
         self.router = Router()
         self.api = GraphApi(self)
@@ -50,6 +52,8 @@ class Simulator:
     def reset(self) -> None:
         self.notifier.reset()
         self.store.users.clear()
+        self.store.invitations.clear()
+        self.tokens.issued.clear()
         self.faults.rules.clear()
         self.log.entries.clear()
         self.throttle.mailboxes.clear()
@@ -117,11 +121,15 @@ class Simulator:
         query: dict[str, str],
     ) -> Response:
         """learn.microsoft.com/graph/auth/auth-concepts: every call carries a bearer token, else 401."""
-        auth = call.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
+        header = call.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise GraphError(401, "InvalidAuthenticationToken", "Access token is empty.")
-        handler, params = self.router.resolve(call.method, segments)
+        handler, params, pattern = self.router.resolve(call.method, segments)
+        claims = self.tokens.claims(token.strip())
+        needed = auth.route_roles(call.method, pattern)
+        if needed is not None:
+            auth.require(claims, *needed)
         ctx = Ctx(
             request=request,
             method=call.method,
@@ -132,6 +140,7 @@ class Simulator:
             base_url=f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}{API_PREFIX}",
             request_id=request_id,
             raw_body=call.body,
+            claims=claims,
         )
         if "user" not in params:
             await self.faults.apply(None, call.method, entry["path"])
@@ -157,22 +166,36 @@ class Simulator:
         body = {"@odata.context": ctx.context("subscriptions/$entity"), **subscription.as_json()}
         return json_response(ctx, body, status)
 
+    def _may_subscribe(self, ctx: Ctx, kind: Kind, operation: str) -> None:
+        """A subscription needs the read permission of its resource (subscription-post-subscriptions)."""
+        auth.require(ctx.claims, auth.SUBSCRIPTION_ROLES[kind], "subscription", operation)
+
+    def _owned(self, ctx: Ctx, operation: str) -> Subscription:
+        subscription = self.notifier.live(ctx.params["subscription"])
+        self._may_subscribe(ctx, subscription.kind, operation)
+        return subscription
+
     async def create_subscription(self, ctx: Ctx) -> Response:
-        return self._subscription(ctx, await self.notifier.create(ctx.json(), ctx.immutable_ids), 201)
+        body = ctx.json()
+        if isinstance(body.get("resource"), str):
+            self._may_subscribe(ctx, parse_resource(self.store, body["resource"])[1], "Create")
+        return self._subscription(ctx, await self.notifier.create(body, ctx.immutable_ids), 201)
 
     async def get_subscription(self, ctx: Ctx) -> Response:
-        return self._subscription(ctx, self.notifier.live(ctx.params["subscription"]))
+        return self._subscription(ctx, self._owned(ctx, "Get"))
 
     async def update_subscription(self, ctx: Ctx) -> Response:
+        self._owned(ctx, "Update")
         return self._subscription(ctx, self.notifier.renew(ctx.params["subscription"], ctx.json()))
 
     async def delete_subscription(self, ctx: Ctx) -> Response:
+        self._owned(ctx, "Delete")
         self.notifier.delete(ctx.params["subscription"])
         return json_response(ctx, None, 204)
 
     async def reauthorize_subscription(self, ctx: Ctx) -> Response:
         """subscription-reauthorize: answers 204 No Content."""
-        self.notifier.live(ctx.params["subscription"])
+        self._owned(ctx, "Reauthorize")
         return json_response(ctx, None, 204)
 
     # -- control API (documented in simulators/graph/README.md) ----------------------------------
@@ -278,6 +301,8 @@ class Simulator:
                 return JSONResponse(self.seed(self.store.user(user_id), body))
             case ("POST", ["users", user_id, "expire-delta-tokens"]):
                 return JSONResponse({"expired": self.delta.expire(self.store.user(user_id).id)})
+            case ("POST", ["tokens"]):
+                return JSONResponse(self.tokens.issue(body, self.config.tenant_id), status_code=201)
             case ("POST", ["faults"]):
                 return JSONResponse(self.faults.add(body).as_json(), status_code=201)
             case ("GET", ["faults"]):

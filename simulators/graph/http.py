@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulators.graph.core import GraphError, Json, bad_request
-from simulators.graph.resources import View
+from simulators.graph.resources import View, extended_key
 
 if TYPE_CHECKING:
+    from simulators.graph.auth import Claims
     from simulators.graph.store import Mailbox
 
 
@@ -56,7 +57,7 @@ def parse_expand(raw: str | None) -> frozenset[str] | None:
     ids = re.findall(r"id\s+eq\s+'([^']*)'", match.group(1), re.IGNORECASE)
     if not ids:
         raise bad_request("Only $filter=id eq '...' is supported inside the $expand.", "BadRequest")
-    return frozenset(i.lower() for i in ids)
+    return frozenset(extended_key(i) for i in ids)
 
 
 def parse_prefer(values: list[str]) -> dict[str, str]:
@@ -99,6 +100,7 @@ class Ctx:
     box: Mailbox | None = None
     applied: list[str] = field(default_factory=list)
     raw_body: bytes = b""
+    claims: Claims | None = None  # an issued app-only token's claims; None: not limited by roles
 
     def json(self) -> Json:
         if not self.raw_body:
@@ -235,7 +237,8 @@ class Router:
     def add(self, pattern: str, **handlers: Handler) -> None:
         self.routes.append(Route(tuple(pattern.split("/")), {m.upper(): h for m, h in handlers.items()}))
 
-    def resolve(self, method: str, segments: list[str]) -> tuple[Handler, dict[str, str]]:
+    def resolve(self, method: str, segments: list[str]) -> tuple[Handler, dict[str, str], str]:
+        """The handler, the path parameters and the route's pattern (for the permission check)."""
         allowed = False
         for route in self.routes:
             params = route.match(segments)
@@ -243,7 +246,7 @@ class Router:
                 continue
             handler = route.handlers.get(method)
             if handler is not None:
-                return handler, params
+                return handler, params, "/".join(route.pattern)
             allowed = True
         if allowed:
             raise GraphError(405, "Request_BadRequest", f"The HTTP method '{method}' is not allowed here.")

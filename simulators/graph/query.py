@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 
 from simulators.graph.core import Json, bad_request
+from simulators.graph.resources import extended_key
 
 # (properties, extended properties keyed by lower-cased id) -> matches?
 Predicate = Callable[[Json, dict[str, Json]], bool]
@@ -69,7 +70,7 @@ def parse_filter(raw: str | None) -> Predicate:
 
 
 def _extended_test(match: re.Match[str]) -> Predicate:
-    prop_id, value = _text(match.group(2)).lower(), _text(match.group(3))
+    prop_id, value = extended_key(_text(match.group(2))), _text(match.group(3))
     return lambda props, extended: _same(str(extended.get(prop_id, {}).get("value")), value)
 
 

@@ -13,9 +13,10 @@ import datetime as dt
 import html
 import re
 import secrets
+import uuid
 from dataclasses import dataclass
 
-from simulators.graph import timezones
+from simulators.graph import meetings, timezones
 from simulators.graph.core import Json, bad_request, etag, iso_z, opaque_id, random_hex_upper
 from simulators.graph.store import Item, Kind, Mailbox
 
@@ -185,8 +186,56 @@ def read_extended(body: Json) -> dict[str, Json]:
     for prop in body.pop(EXTENDED, None) or []:
         if not isinstance(prop, dict) or not isinstance(prop.get("id"), str) or "value" not in prop:
             raise bad_request("A singleValueExtendedProperty needs an id and a value.")
-        found[prop["id"].lower()] = {"id": prop["id"], "value": prop["value"]}
+        found[extended_key(prop["id"])] = {"id": prop["id"], "value": prop["value"]}
     return found
+
+
+LINKED = "linkedResources"
+# learn.microsoft.com/graph/api/resources/linkedresource: id (server generated), webUrl,
+# applicationName, displayName, externalId - all strings.
+LINKED_FIELDS = ("webUrl", "applicationName", "displayName", "externalId")
+
+
+def linked_resource(body: object) -> Json:
+    """Validate one linkedResource body (todotask-post-linkedresources) and give it its server id."""
+    if not isinstance(body, dict):
+        raise bad_request("A linkedResource must be a JSON object.", "BadRequest")
+    for name, value in body.items():
+        if name in {"@odata.type", "id"}:
+            continue
+        if name not in LINKED_FIELDS:
+            raise bad_request(
+                f"The property '{name}' does not exist on type 'microsoft.graph.linkedResource'.",
+                "RequestBodyRead",
+            )
+        if value is not None and not isinstance(value, str):
+            raise bad_request(f"The linkedResource property '{name}' must be a string.", "BadRequest")
+    return {"id": str(uuid.uuid4()), **{name: body.get(name) for name in LINKED_FIELDS}}
+
+
+def read_linked(body: Json) -> list[Json]:
+    """Pop the linkedResources a task is created with (todotasklist-post-tasks: "creates a todoTask in
+    the specified task list, and includes a linkedResource")."""
+    raw = body.pop(LINKED, None)
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise bad_request("linkedResources must be a JSON array.", "BadRequest")
+    return [linked_resource(entry) for entry in raw]
+
+
+def linked_json(resource: Json) -> Json:
+    return {"@odata.type": "#microsoft.graph.linkedResource", **resource}
+
+
+def extended_key(prop_id: str) -> str:
+    """The key an extended property is stored and found under. singlevaluelegacyextendedproperty-get:
+    "Filtering the string name (Name) in the id of an extended property is case-sensitive", so only the
+    type and property set GUID of ``"String {guid} Name X"`` compare case-insensitively."""
+    match = re.fullmatch(r"\s*(\w+)\s+(\{[0-9A-Fa-f-]+\})\s+((?i:name))\s+(.+?)\s*", prop_id)
+    if match is None:
+        return prop_id.strip().lower()
+    return f"{match.group(1).lower()} {match.group(2).lower()} name {match.group(4)}"
 
 
 def _email_name(address: object) -> Json:
@@ -340,8 +389,17 @@ def render(box: Mailbox, item: Item, view: View, *, with_type: bool = False) -> 
     elif item.kind is Kind.EVENT:
         body.update(_event_times(props, view.time_zone))
         body["hasAttachments"] = bool(item.attachments)
-        body["isOrganizer"] = True
-        body["responseStatus"] = {"response": "organizer", "time": "0001-01-01T00:00:00Z"}
+        # resources/event isOrganizer; resources/responsestatus: the owner's own response is
+        # "organizer" on a meeting they organize and "notResponded" on an invitation not answered yet.
+        organizer = meetings.is_organizer(box, item)
+        body["isOrganizer"] = organizer
+        body["responseStatus"] = {
+            "response": "organizer" if organizer else "notResponded",
+            "time": "0001-01-01T00:00:00Z",
+        }
+        # resources/event transactionId: "only returned in a response payload if an app has set it".
+        if body.get("transactionId") is None:
+            body.pop("transactionId", None)
         body["seriesMasterId"] = None
         # originalStart "is not returned for events that are single instances" (resources/event);
         # recurrence is only present on series masters (the contract has no null for it).

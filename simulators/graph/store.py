@@ -62,6 +62,10 @@ class Item:
     # events only: originalStart (UTC ISO) -> exception overrides, or None for a cancelled occurrence
     exceptions: dict[str, Json | None] = field(default_factory=dict)
     exception_keys: dict[str, str] = field(default_factory=dict)
+    # To Do tasks only: linkedResource id -> linkedResource JSON (resources/linkedresource)
+    linked: dict[str, Json] = field(default_factory=dict)
+    # events only: an attendee's copy of a meeting points at (organizer mailbox id, organizer's event id)
+    meeting: tuple[str, str] | None = None
 
     def touch(self) -> None:
         self.modified = utcnow()
@@ -157,6 +161,19 @@ class Store:
 
     users: dict[str, Mailbox] = field(default_factory=dict)
     listeners: list[ChangeListener] = field(default_factory=list)
+    # meetings: (organizer mailbox id, organizer's event id) -> attendee mailbox id -> attendee's event id
+    invitations: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+
+    def by_address(self, address: str) -> Mailbox | None:
+        """The tenant's mailbox with this SMTP address or userPrincipalName (case-insensitive, as
+        Exchange resolves recipients), or None for an address outside the simulated tenant."""
+        wanted = address.strip().casefold()
+        if not wanted:
+            return None
+        for box in self.users.values():
+            if wanted in (box.mail.casefold(), box.user_principal_name.casefold()):
+                return box
+        return None
 
     def add_user(self, user_id: str | None, upn: str, display_name: str, mail: str) -> Mailbox:
         new_id = user_id or str(uuid.uuid4())
@@ -195,12 +212,23 @@ class Store:
         return box
 
     def new_item(
-        self, box: Mailbox, kind: Kind, container: str, props: Json, extended: dict[str, Json] | None = None
+        self,
+        box: Mailbox,
+        kind: Kind,
+        container: str,
+        props: Json,
+        extended: dict[str, Json] | None = None,
+        *,
+        prepare: Callable[[Item], None] | None = None,
     ) -> Item:
+        """Create an item; ``prepare`` completes it (linked resources, a meeting's series) before the
+        change is announced, so the first notification and delta page see it whole."""
         now = utcnow()
         immutable = opaque_id("AAkALg")
         rest = immutable if kind is Kind.TASK else opaque_id("AAMkAD")
         item = Item(kind, immutable, rest, container, props, now, now, extended=extended or {})
+        if prepare is not None:
+            prepare(item)
         box.items[immutable] = item
         box.rest_ids[rest] = immutable
         self.changed(box, item, "created", container)

@@ -13,6 +13,7 @@ import httpx
 
 from tests.fixtures.graph_sim import GraphSim
 
+STAMP = "String {8a8d3a3e-3c2f-4f0f-9a63-2a3d8d0c5b11} Name crmsync.crmId"
 WINDOW = "startDateTime=2030-01-01T00:00:00Z&endDateTime=2030-02-01T00:00:00Z"
 
 
@@ -49,6 +50,8 @@ def test_responses_match_the_graph_contract(graph_prism: str, graph_sim: GraphSi
     """Shapes follow Microsoft's OpenAPI description of Graph v1.0 (contracts/graph/README.md)."""
     user, ids = _seeded(graph_sim)
     u = f"/users/{user}"
+    invitee = graph_sim.add_user()
+    invitee_mail = graph_sim.user_info(invitee)["mail"]
     calls: list[tuple[str, str, Any]] = [
         ("GET", u, None),
         ("GET", f"{u}/mailFolders", None),
@@ -79,6 +82,19 @@ def test_responses_match_the_graph_contract(graph_prism: str, graph_sim: GraphSi
         ("GET", f"{u}/outlook/masterCategories", None),
         ("GET", "/subscriptions", None),
         ("GET", f"{u}/contacts/{ids['c']}x", None),
+        # CRM -> Outlook writes: a stamp and a transactionId in the event POST, a linkedResource in the
+        # task POST, and the invitation a tenant attendee receives (isOrganizer false, notResponded).
+        ("POST", f"{u}/events", {"subject": "M", "transactionId": "t-1",
+                                 "start": {"dateTime": "2030-01-09T09:00:00", "timeZone": "UTC"},
+                                 "end": {"dateTime": "2030-01-09T10:00:00", "timeZone": "UTC"},
+                                 "attendees": [{"emailAddress": {"address": invitee_mail}}],
+                                 "singleValueExtendedProperties": [{"id": STAMP, "value": "crm-1"}]}),
+        ("GET", f"/users/{invitee}/events", None),
+        ("GET", f"{u}/events?$filter=singleValueExtendedProperties/Any(ep: ep/id eq '{STAMP}' and "
+                "ep/value eq 'crm-1')&$expand=singleValueExtendedProperties($filter=id eq '{STAMP}')", None),
+        ("POST", f"{u}/todo/lists/{ids['l']}/tasks",
+         {"title": "L", "linkedResources": [{"applicationName": "Dynamics 365", "externalId": "x",
+                                             "displayName": "L", "webUrl": "https://crm.example/x"}]}),
     ]  # fmt: skip
     violations: list[str] = []
     with httpx.Client(base_url=graph_prism, headers=graph_sim.headers, timeout=20, trust_env=False) as client:

@@ -16,14 +16,18 @@ from msgraph.generated.models.contact import Contact
 from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
 from msgraph.generated.models.email_address import EmailAddress
 from msgraph.generated.models.event import Event
+from msgraph.generated.models.linked_resource import LinkedResource
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+from msgraph.generated.models.single_value_legacy_extended_property import SingleValueLegacyExtendedProperty
 from msgraph.generated.models.subscription import Subscription
 from msgraph.generated.models.todo_task import TodoTask
+from msgraph.generated.users.item.events.events_request_builder import EventsRequestBuilder
 from msgraph.generated.users.item.messages.item.move.move_post_request_body import MovePostRequestBody
 from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph.graph_service_client import GraphServiceClient
 
 from simulators.graph.sink import NotificationSink
+from simulators.sandbox import CONNECTOR_TOKEN
 from tests.fixtures.graph_sim import GraphSim
 
 # msgraph-sdk's generated request builders warn about their own deprecated config classes.
@@ -176,3 +180,70 @@ async def test_sdk_subscription(
     assert created.expiration_date_time is not None
     assert abs((created.expiration_date_time - expiry).total_seconds()) < 1
     assert graph_sink.validations
+
+
+class ConnectorCredential(SandboxCredential):
+    """The token crmsync sends in the sandbox; the fixtures give it the roles README step 2 grants."""
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(CONNECTOR_TOKEN, 2**31)
+
+
+async def test_sdk_writes_stamped_items_once_with_the_connectors_roles(
+    graph_sim: GraphSim, graph_user: str
+) -> None:
+    """What CRM -> Outlook sends through the SDK: an event with a transactionId and a stamp (a retry
+    returns the same event; the stamp is found by $filter), a task with a linkedResource
+    (todotasklist-post-tasks), and the linkedResources sub-resource refusing an app's POST
+    (todotask-post-linkedresources, "Application: Not supported")."""
+    auth = AzureIdentityAuthenticationProvider(
+        ConnectorCredential(), scopes=["https://graph.microsoft.com/.default"], allowed_hosts=["127.0.0.1"]
+    )
+    adapter = GraphRequestAdapter(auth)
+    adapter.base_url = graph_sim.base_url
+    user = GraphServiceClient(request_adapter=adapter).users.by_user_id(graph_user)
+    stamp = "String {8a8d3a3e-3c2f-4f0f-9a63-2a3d8d0c5b11} Name crmsync.crmId"
+
+    def event() -> Event:
+        return Event(
+            subject="Review",
+            transaction_id="crm-appointment-1",
+            start=DateTimeTimeZone(date_time="2030-03-04T09:00:00", time_zone="UTC"),
+            end=DateTimeTimeZone(date_time="2030-03-04T10:00:00", time_zone="UTC"),
+            single_value_extended_properties=[SingleValueLegacyExtendedProperty(id=stamp, value="crm-1")],
+        )
+
+    first = await user.events.post(event())
+    retry = await user.events.post(event())
+    assert first is not None
+    assert retry is not None
+    assert retry.id == first.id
+    assert first.transaction_id == "crm-appointment-1"
+    query = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
+        filter=f"singleValueExtendedProperties/Any(ep: ep/id eq '{stamp}' and ep/value eq 'crm-1')"
+    )
+    found = await user.events.get(RequestConfiguration(query_parameters=query))
+    assert found is not None
+    assert [e.id for e in found.value or []] == [first.id]
+
+    list_id = graph_sim.user_info(graph_user)["defaultTodoList"]
+    tasks = user.todo.lists.by_todo_task_list_id(list_id).tasks
+    link = LinkedResource(
+        application_name="Dynamics 365",
+        external_id="task-1",
+        display_name="Call",
+        web_url="https://crm.test/t",
+    )
+    task = await tasks.post(TodoTask(title="Call", linked_resources=[link]))
+    assert task is not None
+    assert task.id is not None
+    assert [r.external_id for r in task.linked_resources or []] == ["task-1"]
+    linked = tasks.by_todo_task_id(task.id).linked_resources
+    listed = await linked.get()
+    assert listed is not None
+    assert [(r.application_name, r.web_url) for r in listed.value or []] == [
+        ("Dynamics 365", "https://crm.test/t")
+    ]
+    with pytest.raises(ODataError) as refused:
+        await linked.post(LinkedResource(application_name="x", external_id="y", display_name="z"))
+    assert refused.value.response_status_code == 403
