@@ -215,7 +215,13 @@ async def test_a_permanent_crm_error_parks_the_item_and_the_rest_syncs(engine: E
 async def test_the_same_meeting_in_two_mailboxes_is_one_crm_appointment(engine: Engine) -> None:
     organizer, attendee = await engine.register(), await engine.register()
     ical_uid = "040000008200E00074C5B7101A82E008" + uuid.uuid4().hex.upper()
-    meeting = {"subject": "Kick-off", "start": _when(2, 9), "end": _when(2, 10), "iCalUId": ical_uid}
+    meeting = {
+        "subject": "Kick-off",
+        "start": _when(2, 9),
+        "end": _when(2, 10),
+        "iCalUId": ical_uid,
+        "organizer": {"emailAddress": {"address": organizer.upn}},
+    }
     job = engine.job()
     for mailbox in (organizer, attendee):
         engine.graph_sim.seed(mailbox.mailbox_id, events=[meeting])
@@ -277,7 +283,12 @@ async def test_an_edit_between_the_read_and_the_stamp_is_not_mistaken_for_the_st
 async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine: Engine) -> None:
     sender, recipient = await engine.register(), await engine.register()
     message_id = f"<{uuid.uuid4().hex}@contoso.example>"
-    message = {"subject": "Proposal", "categories": [TRACKED], "internetMessageId": message_id}
+    message = {
+        "subject": "Proposal",
+        "categories": [TRACKED],
+        "internetMessageId": message_id,
+        "from": {"emailAddress": {"address": sender.upn}},
+    }
     job = engine.job()
     for mailbox in (sender, recipient):
         engine.graph_sim.seed(mailbox.mailbox_id, messages={"inbox": [message]})
@@ -290,6 +301,48 @@ async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine
         assert [
             link.crm_id async for link in engine.store.links.list_links(mailbox.mailbox_id, ItemKind.EMAIL)
         ] == [rows[0]["activityid"]]
+
+
+async def test_an_outsider_reusing_a_known_ical_uid_or_message_id_gets_no_hold_on_the_record(
+    engine: Engine,
+) -> None:
+    """The iCalUId and internetMessageId are chosen by the sender: a forged invitation or message
+    reusing them must not be linked to (and written into) somebody else's CRM record."""
+    victim, target = await engine.register(), await engine.register()
+    ical_uid = "040000008200E00074C5B7101A82E008" + uuid.uuid4().hex.upper()
+    message_id = f"<{uuid.uuid4().hex}@contoso.example>"
+    real_meeting = {
+        "subject": "Board meeting",
+        "start": _when(2, 9),
+        "end": _when(2, 10),
+        "iCalUId": ical_uid,
+        "organizer": {"emailAddress": {"address": victim.upn}},
+    }
+    real_message = {
+        "subject": "Board pack",
+        "categories": [TRACKED],
+        "internetMessageId": message_id,
+        "from": {"emailAddress": {"address": victim.upn}},
+    }
+    forged_meeting = real_meeting | {
+        "subject": "Hijacked",
+        "organizer": {"emailAddress": {"address": "x@evil.example"}},
+    }
+    forged_message = real_message | {
+        "subject": "Hijacked",
+        "from": {"emailAddress": {"address": "x@evil.example"}},
+    }
+    job = engine.job()
+    engine.graph_sim.seed(victim.mailbox_id, events=[real_meeting], messages={"inbox": [real_message]})
+    engine.graph_sim.seed(target.mailbox_id, events=[forged_meeting], messages={"inbox": [forged_message]})
+    for mailbox in (victim, target):
+        for kind in (ResourceKind.EVENTS, ResourceKind.MESSAGES):
+            await job.run(mailbox.mailbox_id, resource_path(kind, mailbox.mailbox_id))
+
+    meetings = engine.query(f"appointments?$select=subject&$filter=globalobjectid eq '{ical_uid}'")
+    messages = engine.query(f"emails?$select=subject&$filter=messageid eq '{message_id}'")
+    assert sorted(row["subject"] for row in meetings) == ["Board meeting", "Hijacked"]
+    assert sorted(row["subject"] for row in messages) == ["Board pack", "Hijacked"]
 
 
 async def test_an_email_deleted_in_the_crm_is_untracked_in_outlook_and_not_created_again(

@@ -277,6 +277,22 @@ def test_one_record_id_per_meeting_across_mailboxes() -> None:
     assert natural_key("mbx-a", "a", event) == natural_key("mbx-b", "b", event) == "ical:UID-7"
 
 
+def test_a_reused_message_id_or_ical_uid_from_another_sender_is_another_record() -> None:
+    """The message id and iCalUId are chosen by whoever sends them: an outsider reusing a known
+    one must not land on the victim's record, while every copy of the real one still shares it."""
+    alice, mallory = EmailAddress(address="alice@contoso.example"), EmailAddress(address="x@evil.example")
+    real = Email(internet_message_id="<m1@contoso.example>", sender=alice)
+    copy = Email(
+        internet_message_id="<m1@contoso.example>", sender=EmailAddress(address="Alice@Contoso.example")
+    )
+    forged = Email(internet_message_id="<m1@contoso.example>", sender=mallory)
+    key = natural_key
+    assert key("mbx-a", "a", real) == key("mbx-b", "b", copy) != key("mbx-c", "c", forged)
+    meeting = Appointment(start=samples.START, end=samples.END, ical_uid="UID-7", organizer=alice)
+    invite = Appointment(start=samples.START, end=samples.END, ical_uid="UID-7", organizer=mallory)
+    assert key("mbx-a", "a", meeting) != key("mbx-c", "c", invite)
+
+
 def test_personal_items_are_keyed_by_mailbox_and_outlook_id() -> None:
     contact = Contact(surname="Lee")
     ids = {

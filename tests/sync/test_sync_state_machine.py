@@ -261,7 +261,9 @@ class SharedEmailSync(RuleBasedStateMachine):
 
     def assert_one_record_per_message(self) -> None:
         expected = {
-            message: crm_record_id(ItemKind.EMAIL, "message:" + message.strip("<>"))
+            message: crm_record_id(
+                ItemKind.EMAIL, "message:" + message.strip("<>") + "|seller@contoso.example"
+            )
             for message in _MESSAGE_IDS
         }
         assert set(self.world.records) <= set(expected.values()), "a CRM email outside the deterministic ids"

@@ -23,8 +23,6 @@ from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.outlook.writers import OutlookWriter
 from shared.store.ports import Store
 from shared.store.records import Mailbox
-from shared.sync.fieldmaps import crm_record_id
-from shared.sync.fieldmaps.ids import normalize_message_id
 from shared.sync.job import MailboxSyncJob, SyncRunReport
 from shared.sync.tracking import TrackingIndex, TrackingService, open_tracking_index
 from simulators.dataverse.launcher import DataverseSimulator
@@ -116,25 +114,33 @@ class World:
         self.graph("POST", mailbox, f"{self.message_path(message_id)}/attachments", body)
 
     def tracked(self, internet_message_id: str) -> bool:
-        return self.dataverse.record("email", str(email_id(internet_message_id))) is not None
+        return bool(self.crm_emails(internet_message_id))
+
+    def crm_emails(self, internet_message_id: str) -> list[dict[str, Any]]:
+        """The CRM emails with this message id (Dynamics' ``messageid`` column)."""
+        quoted = internet_message_id.replace("'", "''")
+        return self.crm_query("emails", params={"$filter": f"messageid eq '{quoted}'"})
+
+    def email_id(self, mail: dict[str, Any]) -> uuid.UUID:
+        """The id of the one CRM email tracked for a seeded message."""
+        [row] = self.crm_emails(str(mail["internetMessageId"]))
+        return uuid.UUID(row["activityid"])
 
     async def linked(self, mailbox: Mailbox, message_id: str) -> bool:
         return (
             await self.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, message_id) is not None
         )
 
-    def crm_query(self, path: str) -> list[dict[str, Any]]:
+    def crm_query(self, path: str, params: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Rows as the application user reads them over the Web API."""
         response = httpx.get(
-            f"{self.dataverse.api_url}/{path}", headers=self.dataverse.headers(self.token), trust_env=False
+            f"{self.dataverse.api_url}/{path}",
+            params=params,
+            headers=self.dataverse.headers(self.token),
+            trust_env=False,
         )
         response.raise_for_status()
         return list(response.json()["value"])
-
-
-def email_id(internet_message_id: str) -> uuid.UUID:
-    """The CRM email id crmsync derives from an internetMessageId (one email per message)."""
-    return crm_record_id(ItemKind.EMAIL, "message:" + normalize_message_id(internet_message_id))
 
 
 def unique_address(name: str) -> str:

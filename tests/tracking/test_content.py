@@ -9,7 +9,7 @@ import pytest
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.sync.planner_email import unknown_sender_contact_id
 from shared.sync.tracking.attachments import SKIPPED_PREFIX
-from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address
+from tests.tracking.conftest import TRACKED, World, message, unique_address
 
 SENDER = 1
 
@@ -26,7 +26,7 @@ async def test_attachments_within_the_limit_are_copied_and_larger_ones_recorded_
     await world.sync(mailbox)
     await world.sync(mailbox)  # a second run copies nothing twice
 
-    record_id = email_id(mail["internetMessageId"])
+    record_id = world.email_id(mail)
     rows = world.crm_query(f"activitymimeattachments?$filter=_objectid_value eq {record_id}")
     assert [(row["filename"], row["objecttypecode"]) for row in rows] == [("small.txt", "email")]
     email = world.dataverse.record("email", str(record_id))
@@ -50,7 +50,7 @@ async def test_a_sender_resolves_to_their_crm_contact(world: World) -> None:
 
     await world.sync(mailbox)
 
-    party = sender_party(world, email_id(mail["internetMessageId"]))
+    party = sender_party(world, world.email_id(mail))
     assert party["_partyid_value"] == contact_id
     assert party["addressused"] == address
 
@@ -66,7 +66,7 @@ async def test_an_unknown_sender_stays_an_address_unless_contacts_are_created(
 
     await world.sync(mailbox)
 
-    party = sender_party(world, email_id(mail["internetMessageId"]))
+    party = sender_party(world, world.email_id(mail))
     assert party["addressused"] == address
     contact = world.dataverse.record("contact", str(unknown_sender_contact_id(address)))
     if create_contact:

@@ -8,7 +8,7 @@ import pytest
 
 from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.domain.model import TrackingRule
-from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address
+from tests.tracking.conftest import TRACKED, World, message, unique_address
 
 
 async def test_replies_in_the_conversation_or_with_the_token_inherit_the_regarding(world: World) -> None:
@@ -37,7 +37,7 @@ async def test_replies_in_the_conversation_or_with_the_token_inherit_the_regardi
     await world.sync(mailbox)
 
     for reply in replies[:2]:
-        row = world.dataverse.record("email", str(email_id(reply["internetMessageId"])))
+        row = world.dataverse.record("email", str(world.email_id(reply)))
         assert row is not None
         assert row["_regardingobjectid_value"] == str(account_id)
     assert not world.tracked(replies[2]["internetMessageId"])

@@ -10,7 +10,7 @@ from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.domain.model import ItemKind
 from shared.outlook.writers import OutlookWriter
 from shared.sync.tracking import folders_to_watch
-from tests.tracking.conftest import TRACKED, World, email_id, message
+from tests.tracking.conftest import TRACKED, World, message
 
 
 async def test_the_category_tracks_and_stamps_and_removing_it_untracks(world: World) -> None:
@@ -23,11 +23,11 @@ async def test_the_category_tracks_and_stamps_and_removing_it_untracks(world: Wo
 
     report = await world.sync(mailbox)
 
-    record_id = email_id(tracked["internetMessageId"])
+    record_id = world.email_id(tracked)
     row = world.dataverse.record("email", str(record_id))
     assert row is not None
     assert row["description"] == "body of Offer"
-    assert world.dataverse.record("email", str(email_id(plain["internetMessageId"]))) is None
+    assert not world.tracked(plain["internetMessageId"])
     assert report.items_synced == 1
     stamped = await OutlookWriter(world.graph_client).read_crm_id(mailbox.mailbox_id, ItemKind.EMAIL, ids[0])
     assert stamped == str(record_id)
@@ -60,7 +60,7 @@ async def test_a_tracked_folder_sets_the_regarding_subfolders_inherit_and_leavin
 
     await world.sync(mailbox, deals)
 
-    record_id = email_id(mail["internetMessageId"])
+    record_id = world.email_id(mail)
     assert regarding_of(world, record_id) == str(account_id)
 
     world.move(mailbox, message_id, "inbox")
@@ -100,7 +100,7 @@ async def test_a_folder_mapped_to_a_table_without_a_regarding_binding_tracks_wit
 
     await world.sync(mailbox, folder)
 
-    assert regarding_of(world, email_id(mail["internetMessageId"])) is None
+    assert regarding_of(world, world.email_id(mail)) is None
     assert "no email regarding binding" in caplog.text
 
 
@@ -113,6 +113,6 @@ async def test_the_tracking_index_lists_a_mailboxs_tracked_messages_in_one_scan(
     listed = await world.index.list_messages(mailbox.mailbox_id)
 
     assert {item_id: row.crm_id for item_id, row in listed.items()} == {
-        item_id: email_id(m["internetMessageId"]) for item_id, m in zip(ids, sent, strict=True)
+        item_id: world.email_id(m) for item_id, m in zip(ids, sent, strict=True)
     }
     assert listed == {item_id: await world.index.get_message(mailbox.mailbox_id, item_id) for item_id in ids}

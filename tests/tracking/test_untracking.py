@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from shared.domain.model import ItemKind
 from shared.store.records import Mailbox
-from tests.tracking.conftest import TRACKED, World, email_id, message, unique_address
+from tests.tracking.conftest import TRACKED, World, message, unique_address
 
 
 async def _track_in(world: World, mailbox: Mailbox, mail: dict[str, object]) -> str:
@@ -20,7 +20,7 @@ async def test_a_crm_email_another_mailbox_tracks_is_never_deleted(world: World)
     mail = message(unique_address("customer"), "Contract", categories=[TRACKED])
     owner_copy = await _track_in(world, owner, mail)
     colleague_copy = await _track_in(world, colleague, mail)
-    record_id = str(email_id(str(mail["internetMessageId"])))
+    record_id = str(world.email_id(mail))
     record = world.dataverse.record("email", record_id)
     assert record is not None
     assert record["_ownerid_value"] == owner.crm_user_id  # the first to track it created it
@@ -50,7 +50,7 @@ async def test_untracking_an_email_the_user_does_not_own_only_unlinks_it(world: 
     world.set_categories(colleague, colleague_copy, [])
     await world.sync(colleague)
 
-    assert world.dataverse.record("email", str(email_id(str(mail["internetMessageId"])))) is not None
+    assert world.tracked(mail["internetMessageId"])
     assert (
         await world.store.links.get_by_outlook(colleague.mailbox_id, ItemKind.EMAIL, colleague_copy) is None
     )

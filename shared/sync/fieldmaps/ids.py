@@ -7,10 +7,15 @@ accepts a client-chosen primary key on create and ``PATCH /<entityset>(<id>)`` w
 power-apps/developer/data-platform/use-upsert-insert-update-record), so replaying a create is
 harmless.
 
-Natural keys: an email's normalised internetMessageId (one CRM email per message across all
-mailboxes that hold a copy); an appointment's iCalUId (one CRM appointment per meeting across the
-attendees' mailboxes; Graph gives each occurrence and exception its own iCalUId); otherwise - and
-always for contacts and tasks, which are personal - the mailbox id and the immutable Outlook id.
+Natural keys: an email's normalised internetMessageId with its sender's address (one CRM email
+per message across all mailboxes that hold a copy); an appointment's iCalUId with its organizer's
+address (one CRM appointment per meeting across the attendees' mailboxes; Graph gives each
+occurrence and exception its own iCalUId); otherwise - and always for contacts and tasks, which
+are personal - the mailbox id and the immutable Outlook id.
+
+The origin is part of the key because the other part is chosen by whoever sends the message or
+the invitation: an outsider reusing a known internetMessageId or iCalUId must not land on - and
+be written into - the record of somebody else's message or meeting.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from shared.domain.model import Appointment, Contact, Email, ItemKind, Task
+from shared.domain.model import Appointment, Contact, Email, EmailAddress, ItemKind, Task
 
 CRMSYNC_NAMESPACE = uuid.UUID("6f0c6a52-3c1e-5b8e-9a57-1d2f63c0b7a4")
 
@@ -39,7 +44,12 @@ def normalize_message_id(message_id: str) -> str:
 def natural_key(mailbox_id: str, outlook_id: str, item: Contact | Appointment | Task | Email) -> str:
     """The identity a CRM record is derived from (see the module docstring)."""
     if isinstance(item, Email) and item.internet_message_id:
-        return "message:" + normalize_message_id(item.internet_message_id)
+        return "message:" + normalize_message_id(item.internet_message_id) + _origin(item.sender)
     if isinstance(item, Appointment) and item.ical_uid:
-        return "ical:" + item.ical_uid
+        return "ical:" + item.ical_uid + _origin(item.organizer)
     return "item:" + json.dumps([mailbox_id, outlook_id], separators=(",", ":"))
+
+
+def _origin(address: EmailAddress | None) -> str:
+    """``|<address>`` of a message's sender or a meeting's organizer (empty when unknown)."""
+    return "|" + address.address.strip().lower() if address is not None and address.address else ""
