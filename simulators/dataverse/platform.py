@@ -131,6 +131,8 @@ class PlatformEngine(Engine):
         before = dict(existing) if existing is not None else None
         if name == "usersettings":
             usersettings.check(payload)
+        elif name == "syncattributemapping":
+            syncmappings.check(existing, payload)
         if name == "sdkmessageprocessingstep" and existing is None:
             payload = {"rank": 1, "supporteddeployment": 0, "asyncautodelete": False, **payload}
         record = super().write(table, record_id, payload, existing=existing, caller=caller, request=request)

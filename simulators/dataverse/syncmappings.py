@@ -8,9 +8,10 @@ the default direction and whether an administrator may change it ("Settable sync
 all four arrows is settable, a field with none there is fixed). Directions: 0 None, 1 ToExchange,
 2 ToCRM, 3 Bidirectional ("Control field synchronization between Dynamics 365 and Outlook").
 
-``allowedsyncdirection`` is the simulator's encoding of "Settable sync" (3: any direction may be
-chosen; otherwise only the default); the simulator does not refuse a write of a fixed field's
-direction (undocumented). Fields the page marks "Computed" (aggregates such as Appointment Time)
+``allowedsyncdirection`` is the simulator's encoding of "Settable sync" (Microsoft documents the
+column as "allowed sync directions" without values): 3 any direction may be chosen, 0 the direction
+is fixed; changing a fixed field's ``syncdirection`` is refused (400), as the settings UI offers no
+other arrow for it. Fields the page marks "Computed" (aggregates such as Appointment Time)
 carry ``iscomputed`` and the columns they aggregate in ``computedproperties``.
 """
 
@@ -18,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from simulators.dataverse import errors
 from simulators.dataverse.store import Ref, Store
 
 PROFILE_ID = "5b0e1c3a-0a11-4c0e-9a11-0000000d0001"
 BOTH, TO_EXCHANGE, TO_CRM, NONE = 3, 1, 2, 0
 SETTABLE, FIXED = True, False
+FIXED_DIRECTION = 0
 
 # (table, Outlook field, Dynamics column, default direction, settable, computed columns)
 MAPPINGS: tuple[tuple[str, str, str, int, bool, str | None], ...] = (
@@ -139,7 +142,7 @@ def install(store: Store, mapping_id: Callable[[str], str]) -> None:
                 "attributecrmname": column,
                 "syncdirection": direction,
                 "defaultsyncdirection": direction,
-                "allowedsyncdirection": BOTH if settable else direction,
+                "allowedsyncdirection": BOTH if settable else FIXED_DIRECTION,
                 "iscomputed": computed is not None,
                 "computedproperties": computed,
                 "syncattributemappingprofileid": Ref("syncattributemappingprofile", PROFILE_ID),
@@ -147,4 +150,17 @@ def install(store: Store, mapping_id: Callable[[str], str]) -> None:
                 "versionnumber": store.next_version(),
             },
             "syncattributemappingid",
+        )
+
+
+def check(existing: dict[str, object] | None, payload: dict[str, object]) -> None:
+    """A fixed mapping keeps its direction."""
+    if existing is None or "syncdirection" not in payload:
+        return
+    if existing.get("allowedsyncdirection") == FIXED_DIRECTION and payload["syncdirection"] != existing.get(
+        "defaultsyncdirection"
+    ):
+        raise errors.bad_request(
+            f"The synchronization direction of {existing.get('mappingname')} is fixed.",
+            errors.VALUE_OUT_OF_RANGE,
         )
