@@ -1,0 +1,354 @@
+"""Webhook registration through the Web API and asynchronous delivery of the RemoteExecutionContext.
+
+Docs: "Register a WebHook" (serviceendpoint contract 8, WebhookKey sends ?code=<key>, authvalue cannot
+be retrieved); "Use WebHooks to create external handlers for server events" (body, headers, 256 KB,
+one more attempt on 502/503/504); "Behavior of specialized update operations" (Assign, SetState).
+A small local HTTP server receives the posts.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from simulators.dataverse.launcher import DataverseSimulator
+
+
+class Receiver:
+    """Records every POST; answers with the queued statuses first, then 200; optional delay."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.statuses: list[int] = []
+        self.delay = 0.0
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                with receiver.lock:
+                    status = receiver.statuses.pop(0) if receiver.statuses else 200
+                    receiver.posts.append(
+                        {
+                            "query": parse_qs(urlsplit(self.path).query),
+                            "headers": {k.lower(): v for k, v in self.headers.items()},
+                            "body": json.loads(body),
+                            "size": length,
+                            "status": status,
+                        }
+                    )
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/dataverse-hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def for_record(self, record_id: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [p for p in self.posts if p["body"].get("PrimaryEntityId") == record_id]
+
+    def wait(self, record_id: str, count: int, seconds: float = 5.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            found = self.for_record(record_id)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        return self.for_record(record_id)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _id(response: httpx.Response) -> str:
+    assert response.status_code == 204, response.text
+    return response.headers["OData-EntityId"].rsplit("(", 1)[-1].rstrip(")")
+
+
+def _lookup(api: httpx.Client, query: str) -> str:
+    rows = api.get(query).json()["value"]
+    assert len(rows) == 1, rows
+    return str(next(v for k, v in rows[0].items() if k.endswith("id") and not k.startswith("@")))
+
+
+class Registration:
+    def __init__(self, api: httpx.Client, url: str, key: str) -> None:
+        self.api = api
+        self.endpoint = _id(
+            api.post(
+                "serviceendpoints",
+                json={
+                    "name": f"hook-{uuid.uuid4().hex[:8]}",
+                    "contract": 8,
+                    "authtype": 4,
+                    "url": url,
+                    "authvalue": key,
+                },
+            )
+        )
+        self.steps: list[str] = []
+
+    def step(self, message: str, table: str, **extra: Any) -> str:
+        message_id = _lookup(self.api, f"sdkmessages?$select=sdkmessageid&$filter=name eq '{message}'")
+        filter_id = _lookup(
+            self.api,
+            "sdkmessagefilters?$select=sdkmessagefilterid&$filter=primaryobjecttypecode eq "
+            f"'{table}' and _sdkmessageid_value eq {message_id}",
+        )
+        step_id = _id(
+            self.api.post(
+                "sdkmessageprocessingsteps",
+                json={
+                    "name": f"crmsync {message} {table}",
+                    "mode": 1,
+                    "stage": 40,
+                    "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
+                    "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id})",
+                    "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({self.endpoint})",
+                    **extra,
+                },
+            )
+        )
+        self.steps.append(step_id)
+        return step_id
+
+    def remove(self) -> None:
+        for step_id in self.steps:
+            self.api.delete(f"sdkmessageprocessingsteps({step_id})")
+        self.api.delete(f"serviceendpoints({self.endpoint})")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def hook(private_api: httpx.Client, receiver: Receiver) -> Iterator[Registration]:
+    registration = Registration(private_api, receiver.url, "key-" + uuid.uuid4().hex)
+    yield registration
+    registration.remove()
+
+
+def _attributes(entity: dict[str, Any]) -> dict[str, Any]:
+    return {pair["key"]: pair["value"] for pair in entity["Attributes"]}
+
+
+def _parameter(body: dict[str, Any], key: str) -> Any:
+    return next(p["value"] for p in body["InputParameters"] if p["key"] == key)
+
+
+def test_registration_rows_and_write_only_authvalue(private_api: httpx.Client, hook: Registration) -> None:
+    endpoint = private_api.get(
+        f"serviceendpoints({hook.endpoint})?$select=contract,authtype,url,authvalue"
+    ).json()
+    assert (endpoint["contract"], endpoint["authtype"], endpoint["authvalue"]) == (8, 4, None)
+    step_id = hook.step("Create", "contact")
+    step = private_api.get(
+        f"sdkmessageprocessingsteps({step_id})?$select=mode,stage,_eventhandler_value,_sdkmessageid_value"
+    ).json()
+    assert (step["mode"], step["stage"], step["_eventhandler_value"]) == (1, 40, hook.endpoint)
+    listed = private_api.get("serviceendpoints?$filter=contract eq 8&$select=name").json()["value"]
+    assert hook.endpoint in {row["serviceendpointid"] for row in listed}
+
+
+def test_unsupported_registrations_are_refused(private_api: httpx.Client, hook: Registration) -> None:
+    """Only asynchronous post-operation webhook steps are simulated; others are refused, not ignored."""
+    with pytest.raises(AssertionError):
+        hook.step("Create", "contact", mode=0)
+    queue = private_api.post(
+        "serviceendpoints",
+        json={"name": "q", "contract": 2, "authtype": 2, "url": "https://x", "authvalue": "k"},
+    )
+    assert queue.status_code == 400
+
+
+def test_create_update_assign_setstate_delete_are_delivered(
+    private_sim: DataverseSimulator,
+    private_api: httpx.Client,
+    receiver: Receiver,
+    hook: Registration,
+) -> None:
+    """Each message reaches the endpoint with the documented context, the key as ?code=, the headers."""
+    for message in ("Create", "Update", "Delete", "Assign", "SetState"):
+        hook.step(message, "contact")
+    seller = private_sim.add_user(roles=["Salesperson"])
+    other = private_sim.add_user(roles=["Salesperson"])
+    contact_id = _id(
+        private_api.post(
+            "contacts",
+            json={"lastname": "Hook", "ownerid@odata.bind": f"/systemusers({seller['systemuserid']})"},
+        )
+    )
+    [created] = receiver.wait(contact_id, 1)
+    body = created["body"]
+    assert created["query"]["code"][0].startswith("key-")
+    assert created["headers"]["x-ms-dynamics-entity-name"] == "contact"
+    assert created["headers"]["x-ms-dynamics-request-name"] == "Create"
+    assert created["headers"]["x-ms-correlation-request-id"] == body["CorrelationId"]
+    assert (body["MessageName"], body["PrimaryEntityName"], body["PrimaryEntityId"]) == (
+        "Create",
+        "contact",
+        contact_id,
+    )
+    assert (body["Depth"], body["Stage"], body["Mode"]) == (1, 40, 1)
+    assert body["UserId"] == body["InitiatingUserId"] == private_sim.app_user_id
+    for name in ("BusinessUnitId", "OrganizationId", "OperationCreatedOn", "OperationId"):
+        assert body[name]
+    target = _parameter(body, "Target")
+    assert target["LogicalName"] == "contact"
+    assert target["Id"] == contact_id
+    owner = _attributes(target)["ownerid"]
+    assert (owner["LogicalName"], owner["Id"]) == ("systemuser", seller["systemuserid"])
+    assert body["OutputParameters"] == [{"key": "id", "value": contact_id}]
+
+    assert private_api.patch(f"contacts({contact_id})", json={"firstname": "Web"}).status_code == 204
+    assert (
+        private_api.patch(
+            f"contacts({contact_id})", json={"ownerid@odata.bind": f"/systemusers({other['systemuserid']})"}
+        ).status_code
+        == 204
+    )
+    assert (
+        private_api.patch(f"contacts({contact_id})", json={"statecode": 1, "statuscode": 2}).status_code
+        == 204
+    )
+    assert private_api.delete(f"contacts({contact_id})").status_code == 204
+    posts = receiver.wait(contact_id, 5)
+    by_message = {p["body"]["MessageName"]: p["body"] for p in posts}
+    assert set(by_message) == {"Create", "Update", "Assign", "SetState", "Delete"}
+    assert _attributes(_parameter(by_message["Update"], "Target"))["firstname"] == "Web"
+    assignee = _parameter(by_message["Assign"], "Assignee")
+    assert assignee["Id"] == other["systemuserid"]
+    assert _parameter(by_message["SetState"], "State")["Value"] == 1
+    assert _parameter(by_message["SetState"], "Status")["Value"] == 2
+    assert _parameter(by_message["Delete"], "Target")["Id"] == contact_id
+
+
+def test_post_image_carries_the_owner_on_update(
+    private_sim: DataverseSimulator, private_api: httpx.Client, receiver: Receiver, hook: Registration
+) -> None:
+    """An entity image registered on the step (sdkmessageprocessingstepimage) adds the owner."""
+    step_id = hook.step("Update", "contact", filteringattributes="firstname,lastname")
+    image = private_api.post(
+        "sdkmessageprocessingstepimages",
+        json={
+            "name": "owner",
+            "entityalias": "owner",
+            "imagetype": 1,
+            "attributes": "ownerid",
+            "messagepropertyname": "Target",
+            "sdkmessageprocessingstepid@odata.bind": f"/sdkmessageprocessingsteps({step_id})",
+        },
+    )
+    assert image.status_code == 204
+    seller = private_sim.add_user(roles=["Salesperson"])
+    contact_id = _id(
+        private_api.post(
+            "contacts",
+            json={"lastname": "I", "ownerid@odata.bind": f"/systemusers({seller['systemuserid']})"},
+        )
+    )
+    assert private_api.patch(f"contacts({contact_id})", json={"jobtitle": "not filtered"}).status_code == 204
+    assert private_api.patch(f"contacts({contact_id})", json={"firstname": "Filtered"}).status_code == 204
+    [post] = receiver.wait(contact_id, 1)
+    time.sleep(0.2)
+    assert len(receiver.for_record(contact_id)) == 1  # the jobtitle update matched no filtering attribute
+    images = {i["key"]: _attributes(i["value"]) for i in post["body"]["PostEntityImages"]}
+    assert images["owner"]["ownerid"]["Id"] == seller["systemuserid"]
+
+
+def test_delivery_never_blocks_the_write_and_retries_once(
+    private_api: httpx.Client, receiver: Receiver, hook: Registration
+) -> None:
+    """The endpoint's slowness does not delay the write; 503 gets one more attempt, 500 none."""
+    hook.step("Create", "contact")
+    receiver.delay = 1.5
+    started = time.monotonic()
+    slow_id = _id(private_api.post("contacts", json={"lastname": "Slow"}))
+    assert time.monotonic() - started < 1.0
+    receiver.wait(slow_id, 1)
+    receiver.delay = 0.0
+    receiver.statuses = [503]
+    retried_id = _id(private_api.post("contacts", json={"lastname": "Retry"}))
+    assert [p["status"] for p in receiver.wait(retried_id, 2)] == [503, 200]
+    receiver.statuses = [500, 500]
+    failed_id = _id(private_api.post("contacts", json={"lastname": "Fail"}))
+    receiver.wait(failed_id, 1)
+    time.sleep(0.3)
+    assert [p["status"] for p in receiver.for_record(failed_id)] == [500]
+
+
+def test_payload_over_256_kb_is_trimmed_and_flagged(
+    private_api: httpx.Client, receiver: Receiver, hook: Registration
+) -> None:
+    hook.step("Create", "email")
+    email_id = _id(private_api.post("emails", json={"subject": "big", "description": "x" * 300_000}))
+    [post] = receiver.wait(email_id, 1)
+    assert post["headers"]["x-ms-dynamics-msg-size-exceeded"]
+    for removed in ("InputParameters", "PreEntityImages", "PostEntityImages", "ParentContext"):
+        assert removed not in post["body"]
+    assert post["body"]["PrimaryEntityId"] == email_id
+    small_id = _id(private_api.post("emails", json={"subject": "small"}))
+    [small] = receiver.wait(small_id, 1)
+    assert "x-ms-dynamics-msg-size-exceeded" not in small["headers"]
+    assert small["body"]["InputParameters"]
+
+
+def test_rolled_back_change_set_raises_nothing(
+    private_api: httpx.Client, receiver: Receiver, hook: Registration
+) -> None:
+    """Asynchronous steps run after commit: a failed change set delivers nothing."""
+    hook.step("Create", "contact")
+    contact_id = str(uuid.uuid4())
+    boundary, changeset = "batch_x", "changeset_y"
+    parts = [
+        ("POST", "contacts", {"contactid": contact_id, "lastname": "Rolled back"}),
+        ("POST", "contacts", {"lastname": "x" * 500}),
+    ]
+    lines = [f"--{boundary}", f"Content-Type: multipart/mixed; boundary={changeset}", ""]
+    for index, (method, url, payload) in enumerate(parts, 1):
+        lines += [
+            f"--{changeset}",
+            "Content-Type: application/http",
+            "Content-Transfer-Encoding: binary",
+            f"Content-ID: {index}",
+            "",
+            f"{method} {url} HTTP/1.1",
+            "Content-Type: application/json",
+            "",
+            json.dumps(payload),
+        ]
+    lines += [f"--{changeset}--", f"--{boundary}--", ""]
+    response = private_api.post(
+        "$batch",
+        content="\r\n".join(lines).encode(),
+        headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+    )
+    assert response.status_code == 200
+    assert "400" in response.text
+    ok_id = _id(private_api.post("contacts", json={"lastname": "Committed"}))
+    receiver.wait(ok_id, 1)
+    assert receiver.for_record(contact_id) == []
