@@ -9,147 +9,15 @@ A small local HTTP server receives the posts.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from simulators.dataverse.launcher import DataverseSimulator
-
-
-class Receiver:
-    """Records every POST; answers with the queued statuses first, then 200; optional delay."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.statuses: list[int] = []
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                body = self.rfile.read(length)
-                with receiver.lock:
-                    status = receiver.statuses.pop(0) if receiver.statuses else 200
-                    receiver.posts.append(
-                        {
-                            "query": parse_qs(urlsplit(self.path).query),
-                            "headers": {k.lower(): v for k, v in self.headers.items()},
-                            "body": json.loads(body),
-                            "size": length,
-                            "status": status,
-                        }
-                    )
-                if receiver.delay:
-                    time.sleep(receiver.delay)
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: Any) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/dataverse-hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def for_record(self, record_id: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [p for p in self.posts if p["body"].get("PrimaryEntityId") == record_id]
-
-    def wait(self, record_id: str, count: int, seconds: float = 5.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            found = self.for_record(record_id)
-            if len(found) >= count:
-                return found
-            time.sleep(0.02)
-        return self.for_record(record_id)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _id(response: httpx.Response) -> str:
-    assert response.status_code == 204, response.text
-    return response.headers["OData-EntityId"].rsplit("(", 1)[-1].rstrip(")")
-
-
-def _lookup(api: httpx.Client, query: str) -> str:
-    rows = api.get(query).json()["value"]
-    assert len(rows) == 1, rows
-    return str(next(v for k, v in rows[0].items() if k.endswith("id") and not k.startswith("@")))
-
-
-class Registration:
-    def __init__(self, api: httpx.Client, url: str, key: str) -> None:
-        self.api = api
-        self.endpoint = _id(
-            api.post(
-                "serviceendpoints",
-                json={
-                    "name": f"hook-{uuid.uuid4().hex[:8]}",
-                    "contract": 8,
-                    "authtype": 4,
-                    "url": url,
-                    "authvalue": key,
-                },
-            )
-        )
-        self.steps: list[str] = []
-
-    def step(self, message: str, table: str, **extra: Any) -> str:
-        message_id = _lookup(self.api, f"sdkmessages?$select=sdkmessageid&$filter=name eq '{message}'")
-        filter_id = _lookup(
-            self.api,
-            "sdkmessagefilters?$select=sdkmessagefilterid&$filter=primaryobjecttypecode eq "
-            f"'{table}' and _sdkmessageid_value eq {message_id}",
-        )
-        step_id = _id(
-            self.api.post(
-                "sdkmessageprocessingsteps",
-                json={
-                    "name": f"crmsync {message} {table}",
-                    "mode": 1,
-                    "stage": 40,
-                    "sdkmessageid@odata.bind": f"/sdkmessages({message_id})",
-                    "sdkmessagefilterid@odata.bind": f"/sdkmessagefilters({filter_id})",
-                    "eventhandler_serviceendpoint@odata.bind": f"/serviceendpoints({self.endpoint})",
-                    **extra,
-                },
-            )
-        )
-        self.steps.append(step_id)
-        return step_id
-
-    def remove(self) -> None:
-        for step_id in self.steps:
-            self.api.delete(f"sdkmessageprocessingsteps({step_id})")
-        self.api.delete(f"serviceendpoints({self.endpoint})")
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    running = Receiver()
-    yield running
-    running.close()
-
-
-@pytest.fixture
-def hook(private_api: httpx.Client, receiver: Receiver) -> Iterator[Registration]:
-    registration = Registration(private_api, receiver.url, "key-" + uuid.uuid4().hex)
-    yield registration
-    registration.remove()
+from tests.dataverse_sim.webhook_receiver import Receiver, Registration, record_id_of
 
 
 def _attributes(entity: dict[str, Any]) -> dict[str, Any]:
@@ -196,7 +64,7 @@ def test_create_update_assign_setstate_delete_are_delivered(
         hook.step(message, "contact")
     seller = private_sim.add_user(roles=["Salesperson"])
     other = private_sim.add_user(roles=["Salesperson"])
-    contact_id = _id(
+    contact_id = record_id_of(
         private_api.post(
             "contacts",
             json={"lastname": "Hook", "ownerid@odata.bind": f"/systemusers({seller['systemuserid']})"},
@@ -265,7 +133,7 @@ def test_post_image_carries_the_owner_on_update(
     )
     assert image.status_code == 204
     seller = private_sim.add_user(roles=["Salesperson"])
-    contact_id = _id(
+    contact_id = record_id_of(
         private_api.post(
             "contacts",
             json={"lastname": "I", "ownerid@odata.bind": f"/systemusers({seller['systemuserid']})"},
@@ -287,15 +155,15 @@ def test_delivery_never_blocks_the_write_and_retries_once(
     hook.step("Create", "contact")
     receiver.delay = 1.5
     started = time.monotonic()
-    slow_id = _id(private_api.post("contacts", json={"lastname": "Slow"}))
+    slow_id = record_id_of(private_api.post("contacts", json={"lastname": "Slow"}))
     assert time.monotonic() - started < 1.0
     receiver.wait(slow_id, 1)
     receiver.delay = 0.0
     receiver.statuses = [503]
-    retried_id = _id(private_api.post("contacts", json={"lastname": "Retry"}))
+    retried_id = record_id_of(private_api.post("contacts", json={"lastname": "Retry"}))
     assert [p["status"] for p in receiver.wait(retried_id, 2)] == [503, 200]
     receiver.statuses = [500, 500]
-    failed_id = _id(private_api.post("contacts", json={"lastname": "Fail"}))
+    failed_id = record_id_of(private_api.post("contacts", json={"lastname": "Fail"}))
     receiver.wait(failed_id, 1)
     time.sleep(0.3)
     assert [p["status"] for p in receiver.for_record(failed_id)] == [500]
@@ -305,13 +173,13 @@ def test_payload_over_256_kb_is_trimmed_and_flagged(
     private_api: httpx.Client, receiver: Receiver, hook: Registration
 ) -> None:
     hook.step("Create", "email")
-    email_id = _id(private_api.post("emails", json={"subject": "big", "description": "x" * 300_000}))
+    email_id = record_id_of(private_api.post("emails", json={"subject": "big", "description": "x" * 300_000}))
     [post] = receiver.wait(email_id, 1)
     assert post["headers"]["x-ms-dynamics-msg-size-exceeded"]
     for removed in ("InputParameters", "PreEntityImages", "PostEntityImages", "ParentContext"):
         assert removed not in post["body"]
     assert post["body"]["PrimaryEntityId"] == email_id
-    small_id = _id(private_api.post("emails", json={"subject": "small"}))
+    small_id = record_id_of(private_api.post("emails", json={"subject": "small"}))
     [small] = receiver.wait(small_id, 1)
     assert "x-ms-dynamics-msg-size-exceeded" not in small["headers"]
     assert small["body"]["InputParameters"]
@@ -349,6 +217,6 @@ def test_rolled_back_change_set_raises_nothing(
     )
     assert response.status_code == 200
     assert "400" in response.text
-    ok_id = _id(private_api.post("contacts", json={"lastname": "Committed"}))
+    ok_id = record_id_of(private_api.post("contacts", json={"lastname": "Committed"}))
     receiver.wait(ok_id, 1)
     assert receiver.for_record(contact_id) == []
