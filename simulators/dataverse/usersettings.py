@@ -71,6 +71,9 @@ def row_for(user_id: str, version: int) -> dict[str, Any]:
         "uilanguageid": 1033,
         "helplanguageid": 1033,
         "businessunitid": Ref("businessunit", BUSINESS_UNIT_ID),
+        # Not a column of the table: the user the row belongs to, so user-depth privileges reach only
+        # one's own settings (the row is never projected with it).
+        "ownerid": Ref("systemuser", user_id),
         "versionnumber": version,
     }
 

@@ -135,6 +135,12 @@ def test_usersettings_timezone_default_and_update(
         "timezonedefinitions?$select=timezonecode&$filter=standardname eq 'Eastern Standard Time'"
     )
     assert [z["timezonecode"] for z in by_name.json()["value"]] == [35]
+    other = dataverse_sim.add_user(roles=["Salesperson"])
+    foreign = api.patch(
+        f"usersettingscollection({other['systemuserid']})", json={"timezonecode": 4}, headers=_as(user)
+    )
+    assert foreign.status_code == 403
+    assert api.patch(path, json={"timezonecode": 35}, headers=_as(user)).status_code == 204
     bad = api.patch(path, json={"timezonecode": 9999})
     assert bad.status_code == 400
     assert api.post("usersettingscollection", json={"timezonecode": 4}).status_code == 405
