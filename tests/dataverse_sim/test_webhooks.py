@@ -149,7 +149,7 @@ def test_post_image_carries_the_owner_on_update(
 
 
 def test_delivery_never_blocks_the_write_and_retries_once(
-    private_api: httpx.Client, receiver: Receiver, hook: Registration
+    private_sim: DataverseSimulator, private_api: httpx.Client, receiver: Receiver, hook: Registration
 ) -> None:
     """The endpoint's slowness does not delay the write; 503 gets one more attempt, 500 none."""
     hook.step("Create", "contact")
@@ -167,6 +167,10 @@ def test_delivery_never_blocks_the_write_and_retries_once(
     receiver.wait(failed_id, 1)
     time.sleep(0.3)
     assert [p["status"] for p in receiver.for_record(failed_id)] == [500]
+    log = {entry["id"]: entry for entry in private_sim.webhook_deliveries()}
+    assert (log[retried_id]["statuses"], log[retried_id]["outcome"]) == ([503, 200], "succeeded")
+    assert (log[failed_id]["statuses"], log[failed_id]["outcome"]) == ([500], "failed")
+    assert "code=" not in log[failed_id]["url"]
 
 
 def test_payload_over_256_kb_is_trimmed_and_flagged(
