@@ -18,9 +18,10 @@ Behaviour from these learn.microsoft.com pages (power-apps/developer/data-platfo
 - "Write a plug-in" / "Event framework": asynchronous steps (``mode`` 1) run after the operation's
   transaction commits (post-operation, ``stage`` 40), in the background; a rolled-back operation
   triggers nothing.
-- "Behavior of specialized update operations" (special-update-operation-behavior): an Update that
-  changes ``ownerid`` raises Assign, one that sets ``statecode``/``statuscode`` raises SetState;
-  the other columns of the same request raise Update.
+- "Behavior of specialized update operations" (special-update-operation-behavior): steps on Update
+  run once for the ordinary columns, then once for the owner, then once for state/status; the
+  deprecated Assign and SetState messages are still raised for an owner or state/status change
+  (the page: Assign and Change Status registrations "continue to be triggered").
 - "Use bulk operation messages": CreateMultiple/UpdateMultiple/UpsertMultiple raise Create/Update
   for every record, so steps on Create and Update fire for bulk writes too.
 - Entity images ("Entity images", sdkmessageprocessingstepimage): ``imagetype`` 0 pre, 1 post,
@@ -205,22 +206,23 @@ def _settings(text: str) -> list[tuple[str, str]]:
 def update_messages(
     table: Table, payload: dict[str, Any], before: Record, after: Record
 ) -> list[tuple[str, list[str]]]:
-    """Messages an Update raises: Assign for an owner change, SetState for a state/status, else Update."""
-    columns = [c for c in after if after.get(c) != before.get(c) and c != "versionnumber"]
+    """The events one Update raises ("Behavior of specialized update operations"): Update runs once for
+    the ordinary columns, once more for the owner and once more for state/status; the legacy Assign
+    and SetState messages are still raised for an owner or state/status change."""
     named = {name.split("@", 1)[0] for name in payload if not name.startswith("@")}
     named = {table.navigation[n][0] if n in table.navigation else n for n in named}
+    audit = [c for c in ("modifiedon", "modifiedby", "modifiedonbehalfby") if c in after]
+    computed = [c for c in ("fullname",) if c in after and after.get(c) != before.get(c)]
+    owner_changed = "ownerid" in named and after.get("ownerid") != before.get("ownerid")
+    state = sorted(named & {"statecode", "statuscode"})
+    rest = sorted(named - {"ownerid", "statecode", "statuscode", table.primary_id})
     raised: list[tuple[str, list[str]]] = []
-    special = set()
-    if "ownerid" in named and after.get("ownerid") != before.get("ownerid"):
-        raised.append(("Assign", ["ownerid"]))
-        special.add("ownerid")
-    if named & {"statecode", "statuscode"}:
-        raised.append(("SetState", ["statecode", "statuscode"]))
-        special |= {"statecode", "statuscode"}
-    rest = sorted(named - special - {table.primary_id})
-    if rest or not raised:
-        audit: list[str] = [c for c in ("modifiedon", "modifiedby", "modifiedonbehalfby") if c in after]
-        raised.insert(0, ("Update", rest + [c for c in columns if c in {"fullname"}] + audit))
+    if rest or not (owner_changed or state):
+        raised.append(("Update", rest + computed + audit))
+    if owner_changed:
+        raised += [("Update", ["ownerid", *audit]), ("Assign", ["ownerid"])]
+    if state:
+        raised += [("Update", ["statecode", "statuscode", *audit]), ("SetState", ["statecode", "statuscode"])]
     return raised
 
 
