@@ -211,7 +211,7 @@ def update_messages(
     and SetState messages are still raised for an owner or state/status change."""
     named = {name.split("@", 1)[0] for name in payload if not name.startswith("@")}
     named = {table.navigation[n][0] if n in table.navigation else n for n in named}
-    audit = [c for c in ("modifiedon", "modifiedby", "modifiedonbehalfby") if c in after]
+    audit: list[str] = [c for c in ("modifiedon", "modifiedby", "modifiedonbehalfby") if c in after]
     computed = [c for c in ("fullname",) if c in after and after.get(c) != before.get(c)]
     owner_changed = "ownerid" in named and after.get("ownerid") != before.get("ownerid")
     state = sorted(named & {"statecode", "statuscode"})
