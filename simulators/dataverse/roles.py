@@ -3,11 +3,15 @@
 - Predefined roles ("Security roles and privileges", learn.microsoft.com/power-platform/admin/
   security-roles-privileges, "Predefined security roles"): **System Administrator** has full
   permission on every table at organization depth and sees every secured column ("Column-level
-  security": the System Administrator role always has access); **Basic User** can run apps and
-  work with the records it owns (user depth on the core record tables, read of the users and of the
-  organization-wide settings); **Salesperson** (Dynamics 365 Sales) works with its own sales records
-  and, as in the privilege reference ("Privileges not associated with an entity", Dynamics CRM
-  2013/2015 developer guide), holds ``prvSyncToOutlook`` ("Sync to Outlook"). They exist at start,
+  security": the System Administrator role always has access); **Basic User** "primarily contains
+  Basic privileges for core entities where the user can write, update, and delete records that they
+  created or owned" (release plan "Common Data Service User security role renamed Basic User"): user
+  depth on the core record tables, read of the users and of the organization-wide settings, no Sync
+  to Outlook; **Salesperson** (Dynamics 365 Sales) works with its own sales records and, as in the
+  privilege reference ("Privileges not associated with an entity", Dynamics CRM 2013/2015 developer
+  guide; "Miscellaneous privileges", power-platform/admin/miscellaneous-privileges), holds
+  ``prvSyncToOutlook`` ("Sync to Outlook"). Microsoft publishes no complete privilege list for these
+  roles; the lists here are the simulator's reading of those descriptions. They exist at start,
   without any /_sim call; /_sim/users assigns them by name like any other role.
 - ``GET systemusers(<id>)/Microsoft.Dynamics.CRM.RetrieveUserPrivileges`` ("RetrieveUserPrivileges
   Function", Web API function reference; "RolePrivilege ComplexType"): the privileges the user holds
