@@ -136,7 +136,9 @@ class PlatformEngine(Engine):
         if name == "sdkmessageprocessingstep" and existing is None:
             payload = {"rank": 1, "supporteddeployment": 0, "asyncautodelete": False, **payload}
         record = super().write(table, record_id, payload, existing=existing, caller=caller, request=request)
-        if name == "serviceendpoint":
+        if name == "usersettings":
+            usersettings.settle(record)
+        elif name == "serviceendpoint":
             plugins.check_endpoint(record)
         elif name == "sdkmessageprocessingstep":
             plugins.check_step(self.store, record)

@@ -41,6 +41,7 @@ TIME_ZONES: tuple[tuple[int, str, str, int], ...] = (
     (255, "AUS Eastern Standard Time", "(GMT+10:00) Canberra, Melbourne, Sydney", -600),
 )
 CODES = frozenset(code for code, *_ in TIME_ZONES)
+BIAS = {code: bias for code, _, _, bias in TIME_ZONES}
 _DAYLIGHT = {"UTC": "UTC"}
 
 
@@ -67,6 +68,7 @@ def row_for(user_id: str, version: int) -> dict[str, Any]:
     return {
         "systemuserid": user_id,
         "timezonecode": ORGANIZATION_TIME_ZONE,
+        "timezonebias": BIAS[ORGANIZATION_TIME_ZONE],
         "localeid": 1033,
         "uilanguageid": 1033,
         "helplanguageid": 1033,
@@ -87,3 +89,9 @@ def check(payload: dict[str, Any]) -> None:
             "'usersettings' is outside the valid range.",
             errors.VALUE_OUT_OF_RANGE,
         )
+
+
+def settle(record: dict[str, Any]) -> None:
+    """timezonebias is system calculated from timezonecode (standard time; daylight not modelled)."""
+    code = record.get("timezonecode")
+    record["timezonebias"] = BIAS.get(code) if isinstance(code, int) else None

@@ -125,7 +125,8 @@ def test_usersettings_timezone_default_and_update(
     path = f"usersettingscollection({user['systemuserid']})"
     assert api.get(f"{path}?$select=timezonecode").json()["timezonecode"] == 92
     assert api.patch(path, json={"timezonecode": 110}).status_code == 204
-    assert api.get(f"{path}?$select=timezonecode").json()["timezonecode"] == 110
+    settings = api.get(f"{path}?$select=timezonecode,timezonebias").json()
+    assert (settings["timezonecode"], settings["timezonebias"]) == (110, -60)
     assert api.get(f"{path}?$select=timezonecode", headers=_as(user)).json()["timezonecode"] == 110
     zones = api.get(
         "timezonedefinitions?$select=timezonecode,standardname&$filter=timezonecode eq 110"
