@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.dataverse import batch, errors, plugins
+from simulators.dataverse import batch, bulk, errors, plugins
 from simulators.dataverse.engine import PATH, ApiRequest, ApiResponse
 from simulators.dataverse.limits import ANY_CLIENT, CommittedWrite, Fault, Governor, RequestLog, client_id
 from simulators.dataverse.platform import PlatformEngine, PlatformStore, setup
@@ -185,7 +185,7 @@ class CommitWatch:
             raise
 
     def _note(self, request: ApiRequest, response: ApiResponse) -> ApiResponse:
-        match = PATH.match(request.path)
+        match = PATH.match(request.path) or bulk.PATH.match(request.path)
         table = tables_by_entity_set().get(match.group("set")) if match else None
         if request.method in WRITE_METHODS and response.status < 400 and table is not None:
             self.writes.append(CommittedWrite(table.logical_name, request.path, request.body))

@@ -3,7 +3,9 @@ UpsertMultiple Action): results, all-or-nothing errors, security, change trackin
 
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -174,3 +176,29 @@ def test_bulk_writes_raise_the_single_record_events(
     for record_id in ids:
         messages = sorted(p["body"]["MessageName"] for p in receiver.wait(record_id, 2))
         assert messages == ["Create", "Update"]
+
+
+def test_hang_after_commit_holds_a_committed_bulk_write(
+    private_sim: DataverseSimulator, private_api: httpx.Client, private_token: str
+) -> None:
+    """The hang_after_commit fault counts a committed CreateMultiple as a write of its table."""
+    tag = f"held-{uuid.uuid4().hex[:8]}"
+    fault_id = private_sim.fault(
+        "hang_after_commit", token=private_token, count=1, table="contact", seconds=60
+    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            pending = pool.submit(
+                private_api.post,
+                "contacts/Microsoft.Dynamics.CRM.CreateMultiple",
+                json={"Targets": _contacts(2, tag)},
+            )
+            deadline = time.monotonic() + 10
+            while private_sim.fault_state(fault_id)["holding"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert not pending.done()
+            assert len(_ids_with(private_api, tag)) == 2  # committed while the answer is held
+        finally:
+            private_sim.clear_faults()
+        assert pending.result(timeout=5).status_code == 200
