@@ -61,6 +61,7 @@ MESSAGES = ("Create", "Update", "Delete", "Assign", "SetState")
 SDK = "http://schemas.microsoft.com/xrm/2011/Contracts"
 OPTION_TYPES = frozenset({"Picklist", "State", "Status"})
 ORGANIZATION_NAME = "crmsyncsim"
+LOG_LIMIT = 20_000  # deliveries kept for GET /_sim/webhooks (in memory only)
 
 
 @dataclass
@@ -423,6 +424,8 @@ class Dispatcher:
             "outcome": None,
         }
         self.log.append(entry)
+        if len(self.log) > LOG_LIMIT:
+            del self.log[: len(self.log) - LOG_LIMIT]
         for _attempt in range(2):
             try:
                 response = await self._client.post(item.url, content=item.body, headers=item.headers)
