@@ -241,3 +241,26 @@ def test_rolled_back_change_set_raises_nothing(
     ok_id = record_id_of(private_api.post("contacts", json={"lastname": "Committed"}))
     receiver.wait(ok_id, 1)
     assert receiver.for_record(contact_id) == []
+
+
+def test_http_header_and_query_string_authentication(private_api: httpx.Client, receiver: Receiver) -> None:
+    """HttpHeader (5) sends each setting as a header, HttpQueryString (6) as query parameters."""
+    settings = '<settings><setting name="x-crmsync-key" value="{v}" /></settings>'
+    header = Registration(private_api, receiver.url, settings.format(v="h-secret"), authtype=5)
+    query = Registration(private_api, receiver.url, settings.format(v="q-secret"), authtype=6)
+    try:
+        header.step("Create", "account")
+        query.step("Create", "account")
+        account_id = record_id_of(private_api.post("accounts", json={"name": "auth"}))
+        posts = receiver.wait(account_id, 2)
+        assert sorted(p["headers"].get("x-crmsync-key", "") for p in posts) == ["", "h-secret"]
+        assert sorted(p["query"].get("x-crmsync-key", [""])[0] for p in posts) == ["", "q-secret"]
+        assert all("code" not in p["query"] for p in posts)
+    finally:
+        header.remove()
+        query.remove()
+    malformed = private_api.post(
+        "serviceendpoints",
+        json={"name": "bad", "contract": 8, "authtype": 5, "url": receiver.url, "authvalue": "key"},
+    )
+    assert malformed.status_code == 400

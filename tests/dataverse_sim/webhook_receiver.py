@@ -82,7 +82,7 @@ def _lookup(api: httpx.Client, query: str) -> str:
 
 
 class Registration:
-    def __init__(self, api: httpx.Client, url: str, key: str) -> None:
+    def __init__(self, api: httpx.Client, url: str, key: str, authtype: int = 4) -> None:
         self.api = api
         self.endpoint = record_id_of(
             api.post(
@@ -90,7 +90,7 @@ class Registration:
                 json={
                     "name": f"hook-{uuid.uuid4().hex[:8]}",
                     "contract": 8,
-                    "authtype": 4,
+                    "authtype": authtype,
                     "url": url,
                     "authvalue": key,
                 },
