@@ -60,9 +60,10 @@ def _measure(rounds: int, action: Callable[[], None]) -> list[float]:
 
 
 def _report(name: str, samples: list[float], records: int) -> float:
-    rate = records * len(samples) / sum(samples)
+    median = statistics.median(samples)
+    rate = records / median
     print(
-        f"{name:<40} {rate:9.0f} records/s   per request p50 {statistics.median(samples) * 1000:7.1f} ms"
+        f"{name:<40} {rate:9.0f} records/s (at the median request)   p50 {median * 1000:7.1f} ms"
         f"   max {_percentile(samples, 1.0) * 1000:7.1f} ms"
     )
     return rate
@@ -71,7 +72,7 @@ def _report(name: str, samples: list[float], records: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--records", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     records, rounds = args.records, args.rounds
     with (
@@ -80,6 +81,10 @@ def main() -> None:
     ):
         api = simulator.api_url
         created: list[list[str]] = []
+        warm = [{"@odata.type": CONTACT, "lastname": "warm-up"}]
+        client.post(
+            f"{api}/contacts/Microsoft.Dynamics.CRM.CreateMultiple", json={"Targets": warm}
+        ).raise_for_status()
 
         def batch(method: str) -> Callable[[], None]:
             def run() -> None:
