@@ -264,3 +264,27 @@ def test_http_header_and_query_string_authentication(private_api: httpx.Client, 
         json={"name": "bad", "contract": 8, "authtype": 5, "url": receiver.url, "authvalue": "key"},
     )
     assert malformed.status_code == 400
+
+
+def test_impersonated_writes_and_disabled_steps(
+    private_sim: DataverseSimulator, private_api: httpx.Client, receiver: Receiver, hook: Registration
+) -> None:
+    """The context names the user the write ran as; a disabled step (statecode 1) delivers nothing."""
+    step_id = hook.step("Create", "contact")
+    seller = private_sim.add_user(roles=["Salesperson"])
+    as_seller = {"CallerObjectId": seller["azureactivedirectoryobjectid"]}
+    contact_id = record_id_of(private_api.post("contacts", json={"lastname": "Mine"}, headers=as_seller))
+    [post] = receiver.wait(contact_id, 1)
+    assert post["body"]["UserId"] == post["body"]["InitiatingUserId"] == seller["systemuserid"]
+    disabled = private_api.patch(
+        f"sdkmessageprocessingsteps({step_id})", json={"statecode": 1, "statuscode": 2}
+    )
+    assert disabled.status_code == 204
+    quiet_id = record_id_of(private_api.post("contacts", json={"lastname": "Quiet"}))
+    enabled_again = private_api.patch(
+        f"sdkmessageprocessingsteps({step_id})", json={"statecode": 0, "statuscode": 1}
+    )
+    assert enabled_again.status_code == 204
+    heard_id = record_id_of(private_api.post("contacts", json={"lastname": "Heard"}))
+    receiver.wait(heard_id, 1)
+    assert receiver.for_record(quiet_id) == []
