@@ -6,6 +6,7 @@ BENCHMARKS = {
     "burst": "a burst of Outlook changes: change-to-CRM latency",
     "graph_simulator": "the Graph simulator's own overhead",
     "dataverse_simulator": "the Dataverse simulator's own overhead",
+    "dataverse_bulk": "1,000 records: $batch versus CreateMultiple / UpsertMultiple (simulator)",
 }
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.dataverse import batch, errors
-from simulators.dataverse.engine import PATH, ApiRequest, ApiResponse, Engine
+from simulators.dataverse import batch, bulk, errors, plugins
+from simulators.dataverse.engine import PATH, ApiRequest, ApiResponse
 from simulators.dataverse.limits import ANY_CLIENT, CommittedWrite, Fault, Governor, RequestLog, client_id
+from simulators.dataverse.platform import PlatformEngine, PlatformStore, setup
 from simulators.dataverse.schema import load_tables, tables_by_entity_set
 from simulators.dataverse.security import (
     APP_ROLE,
@@ -32,9 +33,7 @@ from simulators.dataverse.security import (
     Caller,
     Security,
     UserSecurity,
-    app_role_spec,
 )
-from simulators.dataverse.store import Store
 
 API_PREFIX = "/api/data/v9.2"
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
@@ -48,16 +47,18 @@ class Simulator:
     def __init__(self) -> None:
         self.governor = Governor()
         self.log = RequestLog()
+        self.webhooks = plugins.Dispatcher()
         self.reset()
 
     def reset(self) -> None:
         self.token_users: dict[str, str] = {}
-        self.store = Store()
+        self.store = PlatformStore()
         self.security = Security()
-        self.engine = Engine(self.store, self.security)
+        self.engine = PlatformEngine(self.store, self.security)
         self.governor.reset()
         self.log.entries.clear()
-        self.security.add_role(APP_ROLE, app_role_spec())
+        self.webhooks.log.clear()
+        setup(self.store, self.security)
         self.add_user(
             {
                 "systemuserid": APP_USER_ID,
@@ -184,7 +185,7 @@ class CommitWatch:
             raise
 
     def _note(self, request: ApiRequest, response: ApiResponse) -> ApiResponse:
-        match = PATH.match(request.path)
+        match = PATH.match(request.path) or bulk.PATH.match(request.path)
         table = tables_by_entity_set().get(match.group("set")) if match else None
         if request.method in WRITE_METHODS and response.status < 400 and table is not None:
             self.writes.append(CommittedWrite(table.logical_name, request.path, request.body))
@@ -294,6 +295,7 @@ async def _serve(
             response = watch.run_one(api_request)
             response.headers.update(rate_headers)
             answer = _to_http(response)
+        sim.webhooks.send(sim.store.take_committed())
         hang = sim.governor.hang_after_commit(client, watch.writes)
         if hang is not None:
             await hang.hold()
@@ -446,6 +448,14 @@ def _record(sim: Simulator, request: Request, _: Any) -> tuple[int, Any]:
     return 200, sim.engine.project(table, record, None, SYSTEM, _control_request())
 
 
+def _webhooks(sim: Simulator, _: Request, __: Any) -> tuple[int, Any]:
+    return 200, {"value": sim.webhooks.log, "in_flight": sim.webhooks.pending()}
+
+
+def _clear_webhooks(sim: Simulator, _: Request, __: Any) -> None:
+    sim.webhooks.log.clear()
+
+
 def _health(sim: Simulator, _: Request, __: Any) -> tuple[int, Any]:
     return 200, {
         "status": "ok",
@@ -474,6 +484,8 @@ def create_app() -> Starlette:
             Route("/_sim/requests", _control(_clear_requests), methods=["DELETE"]),
             Route("/_sim/change-tokens/expire", _control(_expire), methods=["POST"]),
             Route("/_sim/records/{table}/{id}", _control(_record), methods=["GET"]),
+            Route("/_sim/webhooks", _control(_webhooks), methods=["GET"]),
+            Route("/_sim/webhooks", _control(_clear_webhooks), methods=["DELETE"]),
             Route(API_PREFIX + "/{path:path}", web_api, methods=methods),
         ]
     )

@@ -192,5 +192,13 @@ class DataverseSimulator:
         result: dict[str, Any] = response.json()
         return result
 
+    def webhook_deliveries(self) -> list[dict[str, Any]]:
+        """The webhook delivery log (step, url without query, message, entity, id, statuses, outcome)."""
+        result: dict[str, list[dict[str, Any]]] = self._call("GET", "/webhooks")
+        return result["value"]
+
+    def clear_webhook_deliveries(self) -> None:
+        self._call("DELETE", "/webhooks")
+
     def reset(self) -> None:
         self._call("POST", "/reset")

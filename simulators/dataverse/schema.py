@@ -3,7 +3,8 @@
 tables/dataverse-tables.json transcribes Microsoft's table reference pages (contact, email,
 appointment, task, activityparty; see tables/CONTRACT.md); tables/extra-tables.json adds the
 commonly used documented columns of account, lead, systemuser and activitymimeattachment
-(powerapps-docs reference/entities/<table>.md, cited per table under ``doc``).
+(powerapps-docs reference/entities/<table>.md, cited per table under ``doc``); tables/platform-tables.json
+the platform tables (roles, user settings, time zones, webhook registration, field sync mappings).
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ class Table:
     # navigation property -> (lookup column, allowed target tables)
     navigation: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     parties_collection: str | None = None
+    privilege_name: str | None = None
 
     @property
     def privilege_suffix(self) -> str:
         """Privilege name part: activities share the "Activity" privileges (Security roles and privileges)."""
+        if self.privilege_name:
+            return self.privilege_name
         if self.logical_name in ACTIVITY_TABLES or self.logical_name in {
             "activityparty",
             "activitymimeattachment",
@@ -112,6 +116,7 @@ def _table(raw: dict[str, Any]) -> Table:
         columns=columns,
         navigation=nav,
         parties_collection=parties if raw["logicalName"] in ACTIVITY_TABLES else None,
+        privilege_name=raw.get("privilegeSuffix"),
     )
 
 
@@ -119,7 +124,7 @@ def _table(raw: dict[str, Any]) -> Table:
 def load_tables() -> dict[str, Table]:
     """All simulated tables by logical name."""
     tables: dict[str, Table] = {}
-    for file_name in ("dataverse-tables.json", "extra-tables.json"):
+    for file_name in ("dataverse-tables.json", "extra-tables.json", "platform-tables.json"):
         data = json.loads((TABLES_DIR / file_name).read_text(encoding="utf-8"))
         for raw in data["tables"].values():
             table = _table(raw)

@@ -6,12 +6,14 @@ every client of a simulator, so those tests run on ``private_sim`` and never dis
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from simulators.dataverse.launcher import DataverseSimulator
+from tests.dataverse_sim.webhook_receiver import Receiver, Registration
 
 
 def _client(simulator: DataverseSimulator, token: str) -> httpx.Client:
@@ -42,3 +44,19 @@ def private_api(private_sim: DataverseSimulator, private_token: str) -> Iterator
     """The private simulator's Web API with this test's own token."""
     with _client(private_sim, private_token) as client:
         yield client
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local HTTP server receiving webhook posts."""
+    running = Receiver()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def hook(private_api: httpx.Client, receiver: Receiver) -> Iterator[Registration]:
+    """A webhook service endpoint (WebhookKey) on the private simulator, removed with its steps after."""
+    registration = Registration(private_api, receiver.url, "key-" + uuid.uuid4().hex)
+    yield registration
+    registration.remove()
