@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import ManagedIdentityCredential
 
@@ -95,7 +96,10 @@ class Runtime:
 
     async def graph(self) -> GraphServiceClient:
         async def build() -> GraphServiceClient:
-            return build_graph_client(await self._app_credential(), base_url=str(self.settings.graph_url))
+            http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), http2=True)
+            self._closers.append(http.aclose)
+            credential = await self._app_credential()
+            return build_graph_client(credential, base_url=str(self.settings.graph_url), http_client=http)
 
         return await self._once("graph", build)
 
@@ -197,3 +201,11 @@ def get_runtime() -> Runtime:
     if _runtime is None:
         _runtime = Runtime(get_settings())
     return _runtime
+
+
+async def close_runtime() -> None:
+    """Close the process-wide runtime's clients, if it was opened."""
+    global _runtime
+    if _runtime is not None:
+        runtime, _runtime = _runtime, None
+        await runtime.close()

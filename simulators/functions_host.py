@@ -40,7 +40,7 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,9 @@ class FunctionsHost:
     master_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     function_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     queue_settings: QueueSettings = field(default_factory=QueueSettings)
+    # The app module's ``shutdown()`` coroutine, awaited when the host stops (it closes the app's
+    # clients); the real host ends the worker process instead.
+    on_shutdown: Callable[[], Awaitable[None]] | None = None
     http: list[HttpFunction] = field(default_factory=list)
     queues: list[QueueFunction] = field(default_factory=list)
     timers: list[TimerFunction] = field(default_factory=list)
@@ -348,6 +351,8 @@ class FunctionsHost:
             yield
         finally:
             await self.stop_background()
+            if self.on_shutdown is not None:
+                await self.on_shutdown()
 
     # ------------------------------------------------------------------ queues and timers
 
@@ -469,6 +474,7 @@ def build_host(
         queue_settings=QueueSettings.from_host_json(ROOT / "host.json"),
         master_key=master_key or secrets.token_urlsafe(32),
         function_key=function_key or secrets.token_urlsafe(32),
+        on_shutdown=getattr(module, "shutdown", None),
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import azure.functions as func
+import pytest
 
+from shared.runtime import Runtime
 from tests.fixtures.app import registered_function
 
 
@@ -40,3 +43,23 @@ def test_worker_poison_threshold_matches_host_json() -> None:
 
     host = json.loads((Path(__file__).resolve().parent.parent / "host.json").read_text())
     assert host["extensions"]["queues"]["maxDequeueCount"] == MAX_DEQUEUE_COUNT
+
+
+async def test_shutdown_closes_every_client_the_app_opened(
+    app_runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The local runner awaits ``function_app.shutdown()`` on exit: nothing is left open (no
+    'Unclosed client session' from the storage SDK's aiohttp sessions, no open Graph pool)."""
+    import function_app
+
+    await app_runtime.store()
+    await app_runtime.jobs()
+    await app_runtime.sync_job()  # also opens the tracking index's table service
+    graph = await app_runtime.graph()
+    http = graph.request_adapter._http_client  # kiota's httpx client: the pool the runtime owns
+
+    await function_app.shutdown()
+    gc.collect()
+
+    assert http.is_closed
+    assert "Unclosed" not in caplog.text
