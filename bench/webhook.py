@@ -35,7 +35,7 @@ import azure.functions as func
 from bench._common import percentile, print_results
 from function_app import app
 from shared.runtime import get_runtime
-from shared.store.azure_tables import open_store
+from shared.store.azure.service import open_store
 from shared.store.ports import Store
 from shared.store.records import SubscriptionRecord, hash_client_state
 from simulators.azurite import Azurite

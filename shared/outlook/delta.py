@@ -47,13 +47,11 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared.domain.model import OutlookItem
 from shared.outlook.batch import GraphBatch
-from shared.outlook.convert import (
-    CRM_ID_PROPERTY_ID,
-    appointment_item,
-    contact_item,
-    email_item,
-    task_item,
-)
+from shared.outlook.convert.common import CRM_ID_PROPERTY_ID
+from shared.outlook.convert.contacts import contact_item
+from shared.outlook.convert.events import appointment_item
+from shared.outlook.convert.messages import email_item
+from shared.outlook.convert.tasks import task_item
 from shared.outlook.errors import graph_errors
 
 # What the tracking decision and the neutral Email need; never body or bodyPreview.

@@ -32,7 +32,8 @@ from msgraph.generated.users.item.user_item_request_builder import UserItemReque
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.domain.model import OutlookItem
-from shared.outlook.convert import appointment_item, email_item
+from shared.outlook.convert.events import appointment_item
+from shared.outlook.convert.messages import email_item
 from shared.outlook.delta import CRM_ID_EXPAND, MESSAGE_FIELDS, utc_iso
 from shared.outlook.errors import GraphError, graph_errors
 from shared.outlook.paging import all_pages

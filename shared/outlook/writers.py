@@ -37,16 +37,10 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared.domain.model import Appointment, Contact, ItemKind, OutlookItem, Task
 from shared.outlook.batch import GraphBatch
-from shared.outlook.convert import (
-    CRM_ID_PROPERTY_ID,
-    appointment_item,
-    appointment_to_graph,
-    contact_item,
-    contact_to_graph,
-    crm_id_of,
-    task_item,
-    task_to_graph,
-)
+from shared.outlook.convert.common import CRM_ID_PROPERTY_ID, crm_id_of
+from shared.outlook.convert.contacts import contact_item, contact_to_graph
+from shared.outlook.convert.events import appointment_item, appointment_to_graph
+from shared.outlook.convert.tasks import task_item, task_to_graph
 from shared.outlook.delta import CRM_ID_EXPAND
 from shared.outlook.errors import GraphError, gone_is_done, graph_errors
 from shared.outlook.paging import all_pages

@@ -5,8 +5,8 @@ unit tests); both give a :class:`Store` of repositories implementing :mod:`share
 The job queue is :mod:`shared.store.jobs`.
 """
 
-from shared.store.azure_tables import open_store
-from shared.store.memory import open_memory_store
+from shared.store.azure.service import open_store
+from shared.store.memory.store import open_memory_store
 from shared.store.ports import Store
 
 __all__ = ["Store", "open_memory_store", "open_store"]

@@ -14,7 +14,7 @@ from typing import Literal
 from azure.core.credentials_async import AsyncTokenCredential
 
 from shared.config import Settings
-from shared.store.azure_tables import open_store
+from shared.store.azure.service import open_store
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
 

@@ -20,7 +20,7 @@ from azure.storage.queue.aio import QueueClient
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.domain.model import UtcDatetime
-from shared.store.azure_tables import PIPELINE_OPTIONS
+from shared.store.azure.service import PIPELINE_OPTIONS
 from shared.store.records import utc_now
 
 

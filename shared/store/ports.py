@@ -1,7 +1,7 @@
 """The storage ports the sync engine, the webhooks and the CLI code against.
 
 Two implementations keep the same contract (tests/store runs one contract suite against both):
-Azure Table Storage (:mod:`shared.store.azure_tables`, Azurite locally) and an in-memory fake
+Azure Table Storage (:mod:`shared.store.azure`, Azurite locally) and an in-memory fake
 (:mod:`shared.store.memory`) for fast unit tests of the engine.
 
 Conventions (Azure SDK design guidelines): ``get_*`` of a registry record raises when missing,

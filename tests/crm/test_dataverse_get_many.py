@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from shared.crm.dataverse import DataverseClient, lookup_ref
+from shared.crm.dataverse import DataverseClient
+from shared.crm.dataverse.wire import lookup_ref
 from shared.crm.errors import CallerNotFound, PrivilegeDenied
 from shared.crm.port import RecordRef, Upsert
 from simulators.dataverse.launcher import DataverseSimulator

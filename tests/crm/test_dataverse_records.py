@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.crm.dataverse import DataverseClient, lookup_ref
+from shared.crm.dataverse import DataverseClient
+from shared.crm.dataverse.wire import lookup_ref
 from shared.crm.errors import ConcurrencyMismatch, DuplicateRecord, InvalidData, RecordNotFound
 from shared.crm.port import CrmPort, Delete, FieldValue, Party, RecordRef, Upsert
 from shared.domain.model import Participation

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from shared.crm.dataverse import record_payload
+from shared.crm.dataverse.wire import record_payload
 from shared.crm.port import Party, RecordRef
 from shared.domain.model import Participation
 

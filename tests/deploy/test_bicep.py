@@ -13,7 +13,7 @@ from pycep import BicepParser
 
 from shared.config import setting_names
 from shared.deploy import HOST_SETTINGS, LOCAL_ONLY_SETTINGS, expected_app_settings
-from shared.store.azure_tables import TABLES
+from shared.store.azure.service import TABLES
 from tests.deploy.conftest import BICEP_DIR, REPO_ROOT, bicep_app_settings, tool
 
 BICEP_FILES = sorted(BICEP_DIR.rglob("*.bicep"))

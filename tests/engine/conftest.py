@@ -24,7 +24,7 @@ from shared.outlook.delta import DeltaReader
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import SubscriptionManager
 from shared.outlook.writers import OutlookWriter
-from shared.store.azure_tables import open_store
+from shared.store.azure.service import open_store
 from shared.store.ports import Store
 from shared.store.records import Mailbox
 from shared.sync.job import MailboxSyncJob

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.runtime import Runtime
-from shared.store.azure_tables import open_store
+from shared.store.azure.service import open_store
 from shared.store.ports import Store
 from shared.sync.intake import SubscriptionCache, accept_change_notifications
 from simulators.azurite import Azurite

@@ -26,19 +26,12 @@ from shared.domain.model import (
     Task,
     TaskStatus,
 )
-from shared.outlook.convert import (
-    CRM_ID_PROPERTY_ID,
-    appointment_item,
-    appointment_to_graph,
-    contact_item,
-    contact_to_graph,
-    email_item,
-    graph_json,
-    parse_graph_json,
-    task_item,
-    task_to_graph,
-    to_utc,
-)
+from shared.outlook.convert.common import CRM_ID_PROPERTY_ID, graph_json, parse_graph_json
+from shared.outlook.convert.contacts import contact_item, contact_to_graph
+from shared.outlook.convert.events import appointment_item, appointment_to_graph
+from shared.outlook.convert.messages import email_item
+from shared.outlook.convert.tasks import task_item, task_to_graph
+from shared.outlook.convert.times import to_utc
 
 MAILBOX = "7c1b1c3b-0000-4000-8000-000000000001"
 

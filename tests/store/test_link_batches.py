@@ -20,7 +20,7 @@ from azure.data.tables.aio import TableClient
 
 from shared.domain.model import ItemKind
 from shared.store import Store, open_store
-from shared.store.azure_tables import AzureLinkStore
+from shared.store.azure import AzureLinkStore
 from shared.store.errors import InvalidKey, LinkAlreadyExists, LinkConflict
 from shared.store.records import Link
 from tests.store.helpers import ManualClock

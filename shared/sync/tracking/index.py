@@ -24,7 +24,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.domain.mailbox_settings import CrmRecordRef
-from shared.store.azure_tables import table_service
+from shared.store.azure.service import table_service
 from shared.store.keys import SEPARATOR, decode_key, encode_key, key_range, row_key
 
 TABLE_SUFFIX = "tracking"
@@ -185,7 +185,7 @@ async def open_tracking_index(
     credential: AsyncTokenCredential | None = None,
     prefix: str = "crmsync",
 ) -> tuple[TrackingIndex, TableServiceClient]:
-    """Connect as :func:`shared.store.azure_tables.open_store` does and create the table if missing.
+    """Connect as :func:`shared.store.azure.service.open_store` does and create the table if missing.
 
     Returns the index and the service client, which the caller closes.
     """

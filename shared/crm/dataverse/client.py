@@ -1,0 +1,176 @@
+"""The Dataverse Web API adapter: :class:`DataverseClient` implements the CRM port on httpx.
+
+The client holds the options and the :class:`~shared.crm.dataverse.transport.Transport`; each call is
+carried out by the module of its responsibility: :mod:`~shared.crm.dataverse.records` (reads, writes,
+email lookup), :mod:`~shared.crm.dataverse.batching` (``$batch``), :mod:`~shared.crm.dataverse.changes`
+(change tracking, WhoAmI). Requests and answers as data are :mod:`~shared.crm.dataverse.wire`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from shared.config import Settings
+from shared.crm.dataverse import batching, changes, records
+from shared.crm.dataverse.transport import AsyncTokenSource, Transport
+from shared.crm.port import (
+    EMAIL_RESOLUTION_ORDER,
+    ChangePage,
+    FieldValue,
+    Operation,
+    OperationResult,
+    Party,
+    RecordRef,
+    Upsert,
+    UpsertResult,
+    WhoAmI,
+)
+
+
+class DataverseClient:
+    """Async Dataverse Web API client; every call for a user carries ``CallerObjectId``.
+
+    ``base_api_url`` is ``Settings.dataverse_api_url`` and ``scope`` ``Settings.dataverse_scope``
+    (or use :meth:`from_settings`). ``max_concurrency_per_user`` caps requests in flight per caller
+    (Dataverse allows 52); ``max_attempts`` bounds tries per call; a ``Retry-After`` longer than
+    ``max_retry_wait`` seconds fails the call at once (transient) instead of retrying early.
+    ``email_columns`` overrides the columns :meth:`find_by_email` searches per table.
+    Close it with :meth:`aclose` (or ``async with``) unless you passed your own ``http_client``.
+    """
+
+    def __init__(
+        self,
+        base_api_url: str,
+        credential: AsyncTokenSource,
+        *,
+        scope: str,
+        max_concurrency_per_user: int = 8,
+        max_attempts: int = 6,
+        max_retry_wait: float = 60.0,
+        change_page_size: int | None = None,
+        email_columns: Mapping[str, Sequence[str]] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._transport = Transport(
+            base_api_url,
+            credential,
+            scope=scope,
+            max_concurrency_per_user=max_concurrency_per_user,
+            max_attempts=max_attempts,
+            max_retry_wait=max_retry_wait,
+            http_client=http_client,
+        )
+        self._change_page_size = change_page_size
+        self._email_columns = dict(email_columns or {})
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, credential: AsyncTokenSource, **options: Any
+    ) -> DataverseClient:
+        """The client for the configured organization: Web API URL and ``<org url>/.default`` scope."""
+        return cls(settings.dataverse_api_url, credential, scope=settings.dataverse_scope, **options)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> DataverseClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # --- single-record operations ---------------------------------------------
+
+    async def upsert(self, op: Upsert, *, caller: str | None) -> UpsertResult:
+        """Create or update one record (PATCH); conditional per ``op.if_match`` / ``op.if_none_match``."""
+        return await records.upsert(self._transport, op, caller=caller)
+
+    async def create(
+        self,
+        table: str,
+        fields: Mapping[str, FieldValue],
+        *,
+        id: uuid.UUID | None = None,
+        parties: Sequence[Party] = (),
+        caller: str | None,
+    ) -> RecordRef:
+        """Create one record (POST). With a client-chosen ``id`` the create is safe to retry (a replay
+        fails with :class:`~shared.crm.errors.DuplicateRecord`); without one it is never retried after
+        it may have reached Dataverse."""
+        return await records.create(self._transport, table, fields, id=id, parties=parties, caller=caller)
+
+    async def get(
+        self, table: str, id: uuid.UUID, *, select: Sequence[str] | None = None, caller: str | None
+    ) -> dict[str, Any] | None:
+        """One record's columns (with ``@odata.etag``), or ``None`` if it does not exist.
+
+        Lookups come back as ``_<column>_value`` with their target table annotated: read them with
+        :func:`~shared.crm.dataverse.wire.lookup_ref`.
+        """
+        return await records.get(self._transport, table, id, select=select, caller=caller)
+
+    async def get_many(
+        self, table: str, ids: Sequence[uuid.UUID], *, select: Sequence[str] | None = None, caller: str | None
+    ) -> dict[uuid.UUID, dict[str, Any] | None]:
+        """Each record as :meth:`get` reads it (``None`` where it does not exist), keyed by id.
+
+        One ``$batch`` of independent GETs per 1000 ids (powerapps-docs "Execute batch operations using
+        the Web API", learn.microsoft.com/power-apps/developer/data-platform/webapi
+        /execute-batch-operations-using-web-api: up to 1000 requests per batch), so a delta page costs
+        one request against the service protection limits, impersonated and retried as a whole like any
+        call. A missing record (404, 0x80040217) is ``None``; any other failed read raises its typed
+        error (a user without read privilege: :class:`~shared.crm.errors.PrivilegeDenied`).
+        """
+        return await records.get_many(self._transport, table, ids, select=select, caller=caller)
+
+    async def delete(
+        self, table: str, id: uuid.UUID, *, if_match: str | None = None, caller: str | None
+    ) -> bool:
+        """Delete a record: ``True`` if this call deleted it, ``False`` if it was already gone."""
+        return await records.delete(self._transport, table, id, if_match=if_match, caller=caller)
+
+    async def find_by_email(
+        self, address: str, *, tables: Sequence[str] = EMAIL_RESOLUTION_ORDER, caller: str | None
+    ) -> list[RecordRef]:
+        """Records whose email columns hold ``address``, grouped in ``tables`` order (party resolution).
+
+        One ``$batch`` of GETs: one round trip, one request against the service protection limits, and
+        the address travels in the body, never in a URL that an HTTP log line could show.
+        """
+        return await records.find_by_email(
+            self._transport, address, tables=tables, email_columns=self._email_columns, caller=caller
+        )
+
+    # --- batches ----------------------------------------------------------------
+
+    async def apply_batch(
+        self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None
+    ) -> list[OperationResult]:
+        """Run operations in ``$batch`` requests of at most 1000; results in ``ops`` order.
+
+        ``atomic``: one change set, all or nothing (at most 1000 operations). Otherwise operations are
+        independent (``Prefer: odata.continue-on-error``). A throttled or failed ``$batch`` request is
+        retried like any call; an operation that failed inside a batch is reported with its error
+        (``error.retryable`` tells the engine whether to retry the job or park the item).
+        """
+        return await batching.apply_batch(self._transport, ops, atomic=atomic, caller=caller)
+
+    # --- change tracking, identity ----------------------------------------------
+
+    async def read_changes(
+        self, table: str, *, select: Sequence[str], link: str | None = None, caller: str | None
+    ) -> ChangePage:
+        """One page of ``table``'s change stream: from the start (``link=None``: every row, then a
+        delta link) or from a next/delta link of an earlier page. An expired token raises
+        :class:`~shared.crm.errors.ChangeTokenExpired`: start again with ``link=None``."""
+        return await changes.read_changes(
+            self._transport, table, select=select, link=link, page_size=self._change_page_size, caller=caller
+        )
+
+    async def whoami(self, *, caller: str | None) -> WhoAmI:
+        """Who a call runs as (``WhoAmI`` function): proves impersonation resolves to the user."""
+        return await changes.whoami(self._transport, caller=caller)

@@ -1,0 +1,95 @@
+"""In-memory sync state: delta links, dirty flags and the mailbox lease."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator
+
+from shared.store.errors import (
+    LeaseHeld,
+    LeaseLost,
+)
+from shared.store.keys import encode_key
+from shared.store.memory.common import Clock, new_etag
+from shared.store.records import (
+    DirtyMark,
+    Lease,
+    SyncState,
+    check_reason_code,
+    lease_expiry,
+)
+
+
+class MemorySyncStateStore:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._states: dict[tuple[str, str], SyncState] = {}
+        self._dirty: dict[tuple[str, str], tuple[dt.datetime, str]] = {}
+        self._leases: dict[str, Lease] = {}
+
+    async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
+        state = self._states.get((mailbox_id, resource), SyncState(mailbox_id=mailbox_id, resource=resource))
+        dirty = self._dirty.get((mailbox_id, resource))
+        if dirty is None:
+            return state
+        return dataclasses.replace(state, dirty=True, dirty_since=dirty[0], dirty_etag=dirty[1])
+
+    async def dirty_resources(self, mailbox_id: str) -> list[str]:
+        return sorted(resource for mailbox, resource in self._dirty if mailbox == mailbox_id)
+
+    async def mark_dirty(self, mailbox_id: str, resource: str) -> bool:
+        encode_key(mailbox_id)
+        existing = self._dirty.get((mailbox_id, resource))
+        since = existing[0] if existing else self._clock()
+        self._dirty[(mailbox_id, resource)] = (since, new_etag())
+        return existing is None
+
+    async def clear_dirty(self, state: SyncState) -> bool:
+        current = self._dirty.get((state.mailbox_id, state.resource))
+        if state.dirty_etag is None or current is None:
+            return True
+        if current[1] != state.dirty_etag:
+            return False
+        del self._dirty[(state.mailbox_id, state.resource)]
+        return True
+
+    async def list_dirty(self) -> AsyncIterator[DirtyMark]:
+        for (mailbox_id, resource), (since, _) in list(self._dirty.items()):
+            yield DirtyMark(mailbox_id=mailbox_id, resource=resource, dirty_since=since)
+
+    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None:
+        self._states[(mailbox_id, resource)] = SyncState(
+            mailbox_id=mailbox_id, resource=resource, delta_link=delta_link, last_sync_at=self._clock()
+        )
+
+    async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None:
+        key = (mailbox_id, resource)
+        state = self._states.get(key, SyncState(mailbox_id=mailbox_id, resource=resource))
+        self._states[key] = dataclasses.replace(state, last_error=check_reason_code(reason_code))
+
+    async def reset(self, mailbox_id: str, resource: str) -> None:
+        self._states[(mailbox_id, resource)] = SyncState(mailbox_id=mailbox_id, resource=resource)
+
+    async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
+        now = self._clock()
+        expires_at = lease_expiry(now, seconds)
+        current = self._leases.get(mailbox_id)
+        if current is not None and current.expires_at > now:
+            raise LeaseHeld(current.owner, current.expires_at)
+        lease = Lease(mailbox_id=mailbox_id, owner=owner, expires_at=expires_at, etag=new_etag())
+        self._leases[mailbox_id] = lease
+        return lease
+
+    async def renew(self, lease: Lease, seconds: int) -> Lease:
+        current = self._leases.get(lease.mailbox_id)
+        if current is None or current.etag != lease.etag:
+            raise LeaseLost
+        renewed = dataclasses.replace(lease, expires_at=lease_expiry(self._clock(), seconds), etag=new_etag())
+        self._leases[lease.mailbox_id] = renewed
+        return renewed
+
+    async def release(self, lease: Lease) -> None:
+        current = self._leases.get(lease.mailbox_id)
+        if current is not None and current.etag == lease.etag:
+            del self._leases[lease.mailbox_id]
