@@ -171,6 +171,19 @@ class CrmPort(Protocol):
         self, address: str, *, tables: Sequence[str] = EMAIL_RESOLUTION_ORDER, caller: str | None
     ) -> list[RecordRef]: ...
 
+    async def find_where(
+        self,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[str],
+        *,
+        select: Sequence[str],
+        caller: str | None,
+    ) -> list[dict[str, Any]]:
+        """Rows of ``table`` where any of ``columns`` equals any of ``values`` (string columns), as
+        the caller may read them, in as few requests as the CRM allows."""
+        ...
+
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None
     ) -> list[OperationResult]: ...

@@ -16,6 +16,7 @@ For a page of Outlook items, :class:`PageSync`:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -29,6 +30,7 @@ from shared.crm.port import CrmPort
 from shared.domain.model import Email, ItemKind, OutlookItem
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, ItemRef, Lease, Mailbox
+from shared.sync.adoption import find_adoptable
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.brake import check_mass_delete, count_deletes
 from shared.sync.concurrency import bounded_gather
@@ -139,6 +141,7 @@ class PageSync:
         """Plan every item of the page, apply the brake to the run's deletes, then apply."""
         prepared = await self._prepare(run, items)
         states = await self._read_crm_states(run, prepared)
+        prepared = await self._adopt(run, prepared, states)
         planned: list[_Planned] = []
         for entry in prepared:
             if entry.record_id is not None and entry.record_id not in states:
@@ -254,6 +257,44 @@ class PageSync:
         """Whether the item takes part: the tracker's decision for mail, else the settings."""
         decision = await run.tracker.decide(item) if run.tracker is not None else None
         return decision.tracked if decision is not None else is_tracked(run.mailbox.settings, item)
+
+    async def _adopt(
+        self, run: RunState, prepared: list[_Prepared], states: dict[uuid.UUID, CrmState]
+    ) -> list[_Prepared]:
+        """Unlinked items whose deterministic record does not exist may be in the CRM already
+        (tracked before crmsync): link them to that record instead of creating a duplicate."""
+        fresh = {
+            entry.item.item_id: entry.outlook.item
+            for entry in prepared
+            if entry.link is None
+            and entry.outlook.item is not None
+            and entry.outlook.gone is None
+            and entry.record_id in states
+            and states[entry.record_id].values is None
+        }
+        if not fresh:
+            return prepared
+        try:
+            adopted = await find_adoptable(self._crm, run.mailbox, run.ref.kind, fresh)
+            states.update(
+                await read_crm_states(self._crm, run.mailbox, run.ref.kind, list(set(adopted.values())))
+            )
+        except CrmError as error:
+            if error.retryable or isinstance(error, _FATAL_CRM_ERRORS):
+                raise
+            logger.info("existing CRM records not looked up (%s): creating new ones", error.code)
+            return prepared
+        table = field_map(run.ref.kind).table
+        result: list[_Prepared] = []
+        for entry in prepared:
+            record_id = adopted.get(entry.item.item_id)
+            if record_id is None or states[record_id].values is None:
+                result.append(entry)
+                continue
+            holder = await run.links.by_crm(table, str(record_id))  # another copy may hold it already
+            link = from_stored_link(holder) if holder is not None else None
+            result.append(dataclasses.replace(entry, record_id=record_id, link=link))
+        return result
 
     async def _read_crm_states(self, run: RunState, prepared: list[_Prepared]) -> dict[uuid.UUID, CrmState]:
         """The page's CRM records in one request; if the user may not read them all, item by item

@@ -145,6 +145,19 @@ class DataverseClient:
             self._transport, address, tables=tables, email_columns=self._email_columns, caller=caller
         )
 
+    async def find_where(
+        self,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[str],
+        *,
+        select: Sequence[str],
+        caller: str | None,
+    ) -> list[dict[str, Any]]:
+        """Rows where any of ``columns`` equals any of ``values`` (migration lookups by message id,
+        iCalUId or address), as the caller may read them: one ``$batch`` of GETs."""
+        return await records.find_where(self._transport, table, columns, values, select=select, caller=caller)
+
     # --- batches ----------------------------------------------------------------
 
     async def apply_batch(
