@@ -197,14 +197,15 @@ class Onboarding:
         except BaseException:
             await self.offboard(mailbox.mailbox_id)
             raise
-        baseline = []
-        for record in subscriptions:
-            notify(OnboardingProgress("initial sync", record.resource))
-
-            def report(step: SyncProgress) -> None:
-                notify(OnboardingProgress("initial sync", step.resource, step.items_seen, step.items_synced))
-
-            baseline.append(await self._paced(mailbox.mailbox_id, record.resource, report, notify))
+        try:
+            baseline = await self._baseline(mailbox.mailbox_id, subscriptions, notify)
+        except BaseException:
+            # All or nothing: a mailbox whose initial sync failed is not left registered half-synced.
+            # The CRM records written so far and their link rows stay, so adding the mailbox again
+            # links them instead of writing them twice.
+            logger.warning("initial sync failed: the mailbox's registration was rolled back")
+            await self.offboard(mailbox.mailbox_id)
+            raise
         now = self._clock()
         return OnboardingReport(
             mailbox.mailbox_id,
@@ -213,6 +214,19 @@ class Onboarding:
             tuple(subscription_status(record, now) for record in subscriptions),
             tuple(baseline),
         )
+
+    async def _baseline(
+        self, mailbox_id: str, subscriptions: list[SubscriptionRecord], notify: OnboardingCallback
+    ) -> list[SyncRunReport]:
+        baseline = []
+        for record in subscriptions:
+            notify(OnboardingProgress("initial sync", record.resource))
+
+            def report(step: SyncProgress) -> None:
+                notify(OnboardingProgress("initial sync", step.resource, step.items_seen, step.items_synced))
+
+            baseline.append(await self._paced(mailbox_id, record.resource, report, notify))
+        return baseline
 
     async def _check_crm_user(self, crm_user_id: str) -> str:
         """The CRM user's Entra object id, once the user is found, enabled and impersonable."""

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from shared.domain.model import ItemKind
+from shared.outlook.errors import GraphError
 from shared.store.ports import Store
 from shared.sync.job import parse_resource
 from shared.sync.onboarding import OnboardingProgress, OnboardingRefused
@@ -181,3 +182,31 @@ async def test_a_mailbox_is_refused_under_another_persons_crm_user(
     with pytest.raises(OnboardingRefused, match="not the mailbox owner's"):
         await service.onboard(alice_mailbox, bob.systemuserid)
     assert [m async for m in store.registry.list_mailboxes()] == []
+
+
+async def test_a_failed_initial_sync_rolls_onboarding_back_and_a_retry_duplicates_nothing(
+    service: EngineServices, engine: Engine, store: Store
+) -> None:
+    """All or nothing: the mailbox is not left registered half-synced; adding it again links what
+    the failed attempt already wrote instead of writing it twice."""
+    user = engine.make_crm_user()
+    mailbox = engine.graph_sim.add_user(user.object_id)
+    engine.graph_sim.seed(
+        mailbox,
+        contacts=[{"surname": f"Rollback {n}"} for n in range(3)],
+        todo={"defaultList": [{"title": "Later"}]},
+    )
+    # Graph fails the To Do delta, read last: the contacts were written before the failure.
+    engine.graph_sim.fault("status", user=mailbox, status=500, path_contains="tasks/delta")
+
+    with pytest.raises(GraphError):
+        await service.onboard(mailbox, user.systemuserid)
+
+    assert [m async for m in store.registry.list_mailboxes()] == []
+    assert engine.graph_sim.subscriptions(mailbox) == []
+    engine.graph_sim.clear_faults(mailbox)
+    report = await service.onboard(mailbox, user.systemuserid)
+    assert report.items_seen == 4
+    owned = engine.query(f"contacts?$select=contactid&$filter=_ownerid_value eq {user.systemuserid}")
+    assert len(owned) == 3
+    assert await store.links.count(mailbox, ItemKind.CONTACT) == 3
