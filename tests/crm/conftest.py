@@ -42,7 +42,9 @@ async def crm(
     dataverse_sim: DataverseSimulator, credential: FixedTokenCredential
 ) -> AsyncIterator[DataverseClient]:
     """The adapter under test, as the application user of this test's own token."""
-    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE, max_retry_wait=5) as client:
+    async with DataverseClient(
+        dataverse_sim.api_url, credential, application_writes=True, scope=SCOPE, max_retry_wait=5
+    ) as client:
         yield client
 
 

@@ -38,7 +38,9 @@ def _ids(rows: tuple[Mapping[str, Any], ...]) -> set[uuid.UUID]:
 async def test_initial_sync_pages_then_delta_reports_changes_and_deletes(
     dataverse_sim: DataverseSimulator, credential: FixedTokenCredential, dataverse_token: str
 ) -> None:
-    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE, change_page_size=2) as crm:
+    async with DataverseClient(
+        dataverse_sim.api_url, credential, application_writes=True, scope=SCOPE, change_page_size=2
+    ) as crm:
         seeded = [await crm.create("lead", {"lastname": f"Lead {n}"}, caller=None) for n in range(3)]
         pages, delta = await _full_read(crm)
         assert len(pages) >= 2  # 3+ rows at 2 per page

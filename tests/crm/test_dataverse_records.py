@@ -16,7 +16,7 @@ from shared.crm.errors import ConcurrencyMismatch, DuplicateRecord, InvalidData,
 from shared.crm.port import CrmPort, Delete, FieldValue, Party, RecordRef, Upsert
 from shared.domain.model import Participation
 from simulators.dataverse.launcher import DataverseSimulator
-from tests.crm.conftest import ReadAsSystem, UserFactory
+from tests.crm.conftest import FixedTokenCredential, ReadAsSystem, UserFactory
 
 
 def test_adapter_implements_the_port(crm: DataverseClient) -> None:
@@ -247,7 +247,9 @@ async def test_find_by_email_in_party_resolution_order(
     address = user.email
     # The simulator's account and lead tables lack some documented email columns (see report).
     columns = {"account": ("emailaddress1", "emailaddress2"), "lead": ("emailaddress1",)}
-    async with DataverseClient(dataverse_sim.api_url, credential, scope="s", email_columns=columns) as crm:
+    async with DataverseClient(
+        dataverse_sim.api_url, credential, application_writes=True, scope="s", email_columns=columns
+    ) as crm:
         lead = await crm.create("lead", {"lastname": "Lead", "emailaddress1": address}, caller=None)
         account = await crm.create("account", {"name": "Acct", "emailaddress2": address.upper()}, caller=None)
         contact = await crm.create("contact", {"lastname": "C", "emailaddress3": address}, caller=None)
@@ -264,3 +266,17 @@ async def test_find_by_email_in_party_resolution_order(
     assert not any(
         address.split("@")[0] in f"{r['path']}?{r['query']}" for r in dataverse_sim.requests(dataverse_token)
     )
+
+
+async def test_a_write_without_a_caller_is_refused_before_anything_is_sent(
+    dataverse_sim: DataverseSimulator, dataverse_token: str, credential: FixedTokenCredential
+) -> None:
+    """The connector writes only as the mailbox's user (impersonated), never with the application's
+    own rights: a write with ``caller=None`` is refused unless the client was built for seeding."""
+    dataverse_sim.clear_requests()
+    async with DataverseClient(dataverse_sim.api_url, credential, scope="s") as crm:
+        with pytest.raises(ValueError, match="acting user"):
+            await crm.upsert(Upsert("contact", {"lastname": "Nobody"}, id=uuid.uuid4()), caller=None)
+        with pytest.raises(ValueError, match="acting user"):
+            await crm.apply_batch([Delete("contact", uuid.uuid4())], caller=None)
+    assert dataverse_sim.requests(dataverse_token) == []

@@ -78,7 +78,9 @@ async def test_gives_up_after_bounded_attempts(
     dataverse_sim: DataverseSimulator, credential: FixedTokenCredential, dataverse_token: str
 ) -> None:
     dataverse_sim.fault("throttle", token=dataverse_token, count=2, retry_after=1)
-    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE, max_attempts=2) as crm:
+    async with DataverseClient(
+        dataverse_sim.api_url, credential, application_writes=True, scope=SCOPE, max_attempts=2
+    ) as crm:
         with pytest.raises(ServiceProtectionLimit) as raised:
             await crm.whoami(caller=None)
     assert raised.value.retryable
@@ -93,7 +95,9 @@ async def test_long_retry_after_fails_fast_instead_of_retrying_early(
     """A Retry-After longer than this client may wait is not shortened: the call fails at once
     (transient), so the job is retried later by the queue."""
     dataverse_sim.fault("throttle", token=dataverse_token, count=1, retry_after=1)
-    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE, max_retry_wait=0.5) as crm:
+    async with DataverseClient(
+        dataverse_sim.api_url, credential, application_writes=True, scope=SCOPE, max_retry_wait=0.5
+    ) as crm:
         started = time.monotonic()
         with pytest.raises(ServiceProtectionLimit) as raised:
             await crm.whoami(caller=None)
@@ -118,7 +122,9 @@ async def test_outage_is_retried_only_when_a_replay_cannot_double_a_write(
 
 async def test_unreachable_dataverse_is_unavailable(credential: FixedTokenCredential) -> None:
     closed = f"http://127.0.0.1:{free_port()}/api/data/v9.2"
-    async with DataverseClient(closed, credential, scope=SCOPE, max_attempts=2, max_retry_wait=0.2) as crm:
+    async with DataverseClient(
+        closed, credential, application_writes=True, scope=SCOPE, max_attempts=2, max_retry_wait=0.2
+    ) as crm:
         with pytest.raises(CrmUnavailable, match="connect"):
             await crm.get("contact", uuid.uuid4(), caller=None)
 
@@ -152,12 +158,16 @@ async def test_token_is_cached_until_near_expiry(
 ) -> None:
     """One token for <org url>/.default serves every call until five minutes before it expires."""
     long_lived = FixedTokenCredential(dataverse_token)
-    async with DataverseClient(dataverse_sim.api_url, long_lived, scope=SCOPE) as crm:
+    async with DataverseClient(
+        dataverse_sim.api_url, long_lived, application_writes=True, scope=SCOPE
+    ) as crm:
         for _ in range(3):
             await crm.whoami(caller=None)
     assert long_lived.requested_scopes == [(SCOPE,)]
     short_lived = FixedTokenCredential(dataverse_token, lifetime_s=60)
-    async with DataverseClient(dataverse_sim.api_url, short_lived, scope=SCOPE) as crm:
+    async with DataverseClient(
+        dataverse_sim.api_url, short_lived, application_writes=True, scope=SCOPE
+    ) as crm:
         for _ in range(3):
             await crm.whoami(caller=None)
     assert len(short_lived.requested_scopes) == 3
@@ -200,7 +210,9 @@ async def test_refused_token_is_replaced_once(
     dataverse_sim: DataverseSimulator, credential: FixedTokenCredential, dataverse_token: str
 ) -> None:
     """A 401 (a token revoked before its expiry) drops the cached token and retries once with a new one."""
-    async with DataverseClient(dataverse_sim.api_url, credential, scope=SCOPE) as crm:
+    async with DataverseClient(
+        dataverse_sim.api_url, credential, application_writes=True, scope=SCOPE
+    ) as crm:
         await crm.whoami(caller=None)
         dataverse_sim.fault("status", token=dataverse_token, count=1, status=401, code="0x8005f101")
         assert (await crm.whoami(caller=None)).user_id == uuid.UUID(dataverse_sim.app_user_id)

@@ -79,6 +79,7 @@ async def crm(dataverse_sim: DataverseSimulator, dataverse_token: str) -> AsyncI
         dataverse_sim.api_url,
         FixedToken(dataverse_token),
         scope="http://127.0.0.1/.default",
+        application_writes=True,  # tests seed records as the application
         max_retry_wait=2,
         email_columns=SIMULATED_EMAIL_COLUMNS,
     ) as client:

@@ -39,6 +39,9 @@ class DataverseClient:
     (Dataverse allows 52); ``max_attempts`` bounds tries per call; a ``Retry-After`` longer than
     ``max_retry_wait`` seconds fails the call at once (transient) instead of retrying early.
     ``email_columns`` overrides the columns :meth:`find_by_email` searches per table.
+    ``application_writes``: allow writes with ``caller=None`` (as the application user itself), for
+    tests and seeding tools; the connector never writes but as the mailbox's user, so without it a
+    write without a caller is refused before anything is sent.
     Close it with :meth:`aclose` (or ``async with``) unless you passed your own ``http_client``.
     """
 
@@ -54,7 +57,9 @@ class DataverseClient:
         change_page_size: int | None = None,
         email_columns: Mapping[str, Sequence[str]] | None = None,
         http_client: httpx.AsyncClient | None = None,
+        application_writes: bool = False,
     ) -> None:
+        self._application_writes = application_writes
         self._transport = Transport(
             base_api_url,
             credential,
@@ -74,6 +79,11 @@ class DataverseClient:
         """The client for the configured organization: Web API URL and ``<org url>/.default`` scope."""
         return cls(settings.dataverse_api_url, credential, scope=settings.dataverse_scope, **options)
 
+    def _check_writer(self, caller: str | None) -> None:
+        """Writes act as a user (impersonated), never with the application's own rights."""
+        if caller is None and not self._application_writes:
+            raise ValueError("a Dataverse write needs the acting user's Entra object id (caller)")
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 
@@ -87,6 +97,7 @@ class DataverseClient:
 
     async def upsert(self, op: Upsert, *, caller: str | None) -> UpsertResult:
         """Create or update one record (PATCH); conditional per ``op.if_match`` / ``op.if_none_match``."""
+        self._check_writer(caller)
         return await records.upsert(self._transport, op, caller=caller)
 
     async def create(
@@ -101,6 +112,7 @@ class DataverseClient:
         """Create one record (POST). With a client-chosen ``id`` the create is safe to retry (a replay
         fails with :class:`~shared.crm.errors.DuplicateRecord`); without one it is never retried after
         it may have reached Dataverse."""
+        self._check_writer(caller)
         return await records.create(self._transport, table, fields, id=id, parties=parties, caller=caller)
 
     async def get(
@@ -131,6 +143,7 @@ class DataverseClient:
         self, table: str, id: uuid.UUID, *, if_match: str | None = None, caller: str | None
     ) -> bool:
         """Delete a record: ``True`` if this call deleted it, ``False`` if it was already gone."""
+        self._check_writer(caller)
         return await records.delete(self._transport, table, id, if_match=if_match, caller=caller)
 
     async def find_by_email(
@@ -170,6 +183,7 @@ class DataverseClient:
         retried like any call; an operation that failed inside a batch is reported with its error
         (``error.retryable`` tells the engine whether to retry the job or park the item).
         """
+        self._check_writer(caller)
         return await batching.apply_batch(self._transport, ops, atomic=atomic, caller=caller)
 
     # --- change tracking, identity ----------------------------------------------
