@@ -1,16 +1,46 @@
-"""Logging and telemetry set-up, once per worker process (called by function_app.py).
+"""Logging and telemetry set-up, once per worker process (called by function_app.py), and the API
+the engine uses to emit crmsync's own spans and metrics (:mod:`shared.telemetry.signals`).
 
-- HTTP client libraries log request URLs at INFO; crmsync keeps addresses out of URLs, but a
-  Graph or Dataverse URL still names mailboxes and records, so those loggers stay at WARNING.
+- HTTP client libraries log request URLs at INFO; a Graph or Dataverse URL names mailboxes and
+  records, so those loggers stay at WARNING.
 - With ``APPLICATIONINSIGHTS_CONNECTION_STRING`` set, traces, logs and metrics go to Application
   Insights through the Azure Monitor OpenTelemetry distro (entra-authenticated in Azure, since
-  the deployment turns local auth off). Without it, nothing is exported.
+  the deployment turns local auth off), configured by :mod:`shared.telemetry.setup` so that no
+  URL, query string or email address is exported. Without it, nothing is exported and the
+  signals API costs a no-op call.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+
+from shared.telemetry.signals import (
+    fingerprint,
+    record_change_to_crm,
+    record_change_to_outlook,
+    record_conflict,
+    record_parked,
+    record_queue_age,
+    record_synced,
+    record_throttled,
+    span,
+    traceparent,
+)
+
+__all__ = [
+    "configure",
+    "fingerprint",
+    "record_change_to_crm",
+    "record_change_to_outlook",
+    "record_conflict",
+    "record_parked",
+    "record_queue_age",
+    "record_synced",
+    "record_throttled",
+    "span",
+    "traceparent",
+]
 
 _QUIET = (
     "httpx",
@@ -31,9 +61,12 @@ def configure() -> None:
         from azure.identity import ManagedIdentityCredential  # noqa: PLC0415
         from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415
 
+        from shared.telemetry.setup import azure_monitor_options, instrument_http  # noqa: PLC0415
+
         identity = os.environ.get("AzureWebJobsStorage__clientId")  # the app's user-assigned identity
         configure_azure_monitor(
             connection_string=connection_string,
-            logger_name="shared",
             credential=ManagedIdentityCredential(client_id=identity) if identity else None,
+            **azure_monitor_options(),
         )
+        instrument_http()

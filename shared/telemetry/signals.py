@@ -1,0 +1,153 @@
+"""crmsync's own spans and metrics: the engine calls these one-liners, never OpenTelemetry directly.
+
+Spans: :func:`span` (``crmsync.<step>``) with mailbox and item ids only as short fingerprints. The
+webhook's span context travels to the queue-triggered run as a W3C ``traceparent`` string
+(:func:`traceparent` when enqueueing, ``span(..., parent=job.traceparent)`` in the worker), so the
+notification, the delta run and the CRM writes form one trace in Application Insights.
+
+Metrics (instrument names are what the alert queries and the status page read):
+
+- ``crmsync.change_to_crm.latency`` / ``crmsync.change_to_outlook.latency`` (s, histogram): from the
+  change on one side (its last-modified time) to the write on the other, per item kind;
+- ``crmsync.items.synced``, ``crmsync.items.parked``, ``crmsync.conflicts`` (counters) per kind, with
+  the direction, the park reason's class and the conflict's winner;
+- ``crmsync.throttled`` (counter) per service (``graph``, ``dataverse``), counted on every 429
+  answer at the HTTP transport, retried ones included;
+- ``crmsync.queue.age`` (s, histogram): how long a job waited in the queue.
+
+Dimensions are closed vocabularies (kinds, directions, reasons), never ids: a fingerprint would
+make one time series per mailbox. Instruments come from the global meter provider's proxy, so
+calling these before (or without) :func:`shared.telemetry.configure` is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.util.types import AttributeValue
+
+from shared.store.fingerprint import short_fingerprint
+
+SCOPE = "crmsync"
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_WORD = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+_tracer = trace.get_tracer(SCOPE)
+_meter = metrics.get_meter(SCOPE)
+
+_CHANGE_TO_CRM = _meter.create_histogram(
+    "crmsync.change_to_crm.latency", unit="s", description="Outlook change to its CRM write"
+)
+_CHANGE_TO_OUTLOOK = _meter.create_histogram(
+    "crmsync.change_to_outlook.latency", unit="s", description="CRM change to its Outlook write"
+)
+_SYNCED = _meter.create_counter("crmsync.items.synced", unit="{item}", description="Items written")
+_PARKED = _meter.create_counter("crmsync.items.parked", unit="{item}", description="Items parked")
+_CONFLICTS = _meter.create_counter(
+    "crmsync.conflicts", unit="{item}", description="Fields changed on both sides"
+)
+_THROTTLED = _meter.create_counter("crmsync.throttled", unit="{response}", description="429 answers")
+_QUEUE_AGE = _meter.create_histogram("crmsync.queue.age", unit="s", description="Time a sync job waited")
+
+
+def fingerprint(value: str) -> str:
+    """The short fingerprint telemetry uses for a mailbox, item or record id (``#`` + 12 hex)."""
+    return short_fingerprint(value)
+
+
+def _word(value: str) -> str:
+    """A dimension value from a closed vocabulary; anything else becomes ``other``."""
+    folded = value.strip().lower().replace("-", "_").replace(".", "_")
+    return folded if _WORD.fullmatch(folded) else "other"
+
+
+@contextlib.contextmanager
+def span(
+    step: str,
+    *,
+    mailbox: str | None = None,
+    item: str | None = None,
+    parent: str | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    **attributes: str | int | float | bool,
+) -> Iterator[Span]:
+    """A ``crmsync.<step>`` span, current inside the block; exceptions are recorded (then scrubbed).
+
+    ``mailbox`` and ``item`` are fingerprinted here; ``parent`` is a ``traceparent`` from
+    :func:`traceparent` (another process's span, e.g. the webhook's); other attributes are
+    ``crmsync.<name>`` and must not hold personal values (the redacting processor is the backstop).
+    """
+    values: dict[str, AttributeValue] = {f"crmsync.{key}": value for key, value in attributes.items()}
+    if mailbox is not None:
+        values["crmsync.mailbox"] = fingerprint(mailbox)
+    if item is not None:
+        values["crmsync.item"] = fingerprint(item)
+    context = None
+    if parent and _TRACEPARENT.fullmatch(parent):
+        context = propagate.extract({"traceparent": parent})
+    with _tracer.start_as_current_span(
+        f"crmsync.{step}", context=context, kind=kind, attributes=values
+    ) as current:
+        yield current
+
+
+def traceparent() -> str | None:
+    """The current span's W3C ``traceparent`` (to put in a queue message), None outside a span."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    value = carrier.get("traceparent")
+    return value if value and _TRACEPARENT.fullmatch(value) else None
+
+
+def record_change_to_crm(latency_s: float, kind: str) -> None:
+    """An Outlook change reached the CRM ``latency_s`` seconds after it was made."""
+    _CHANGE_TO_CRM.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+
+
+def record_change_to_outlook(latency_s: float, kind: str) -> None:
+    """A CRM change reached Outlook ``latency_s`` seconds after it was made."""
+    _CHANGE_TO_OUTLOOK.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+
+
+def record_synced(kind: str, direction: str, count: int = 1) -> None:
+    """``count`` items of ``kind`` written towards ``direction`` (``to_crm``, ``to_outlook``)."""
+    if count > 0:
+        _SYNCED.add(count, {"crmsync.kind": _word(kind), "crmsync.direction": _word(direction)})
+
+
+def record_parked(kind: str, reason: str) -> None:
+    """An item was parked; ``reason`` is the error's class name (e.g. ``PrivilegeDenied``), never its text."""
+    _PARKED.add(1, {"crmsync.kind": _word(kind), "crmsync.reason": _word(reason)})
+
+
+def record_conflict(kind: str, winner: str) -> None:
+    """A field changed on both sides; ``winner`` is ``crm`` or ``outlook``."""
+    _CONFLICTS.add(1, {"crmsync.kind": _word(kind), "crmsync.winner": _word(winner)})
+
+
+def record_throttled(service: str) -> None:
+    """One 429 answer from ``service`` (``graph`` or ``dataverse``)."""
+    _THROTTLED.add(1, {"crmsync.service": _word(service)})
+
+
+def record_queue_age(age_s: float) -> None:
+    """A sync job started ``age_s`` seconds after it was enqueued."""
+    _QUEUE_AGE.record(max(age_s, 0.0))
+
+
+def service_of(path: str, host: str = "") -> str:
+    """``graph``, ``dataverse``, ``storage`` or ``other`` from a request's host and path.
+
+    By path first (``/v1.0``, ``/beta`` and ``/api/data/``), so the sandbox's simulators on loopback
+    count like the real services."""
+    if path.startswith(("/v1.0/", "/beta/")) or host.endswith("graph.microsoft.com"):
+        return "graph"
+    if "/api/data/" in path or host.endswith(".dynamics.com"):
+        return "dataverse"
+    if host.endswith(".core.windows.net"):
+        return "storage"
+    return "other"
