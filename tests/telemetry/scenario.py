@@ -1,10 +1,13 @@
 """Real traffic under crmsync's telemetry pipeline, in a process of its own; prints what was exported.
 
-``python -m tests.telemetry.scenario redacted|raw`` reads the seeded tenant (JSON on stdin), installs
-telemetry (``redacted``: :func:`shared.telemetry.setup.install`, production's pipeline with in-memory
-exporters; ``raw``: the same instrumentations without crmsync's processors, the control that shows
-what would leak), runs real msgraph-sdk and DataverseClient calls against the simulators, and
-prints every exported span, log record and metric as JSON (the SDK's own ``to_json``) on stdout.
+``python -m tests.telemetry.scenario MODE`` reads the seeded tenant (JSON on stdin), installs
+telemetry, runs real msgraph-sdk and DataverseClient calls against the simulators and, except in
+``distro`` mode, prints every exported span, log record and metric as JSON (the SDK's own
+``to_json``) on stdout. MODE is ``redacted`` (:func:`shared.telemetry.setup.install`: production's
+pipeline with in-memory exporters), ``raw`` (the same instrumentations without crmsync's
+processors: the control that shows what would leak) or ``distro`` (production's
+``shared.telemetry.configure()`` with the Azure Monitor exporters, whose ingestion endpoint the
+test points at a local sink).
 
 A process of its own because OpenTelemetry's global providers and the httpx instrumentation are
 process-wide and can be set once.
@@ -113,9 +116,24 @@ async def traffic(tenant: dict[str, Any]) -> None:
             telemetry.record_queue_age(0.5)
 
 
+def _through_the_distro(tenant: dict[str, Any]) -> None:
+    """Production's own start-up (``APPLICATIONINSIGHTS_CONNECTION_STRING`` points at the test's sink),
+    the traffic, then every provider flushed so the Azure Monitor exporters send what they hold."""
+    from opentelemetry import _logs, metrics, trace
+
+    telemetry.configure()
+    logging.getLogger(setup.LOGGER_NAME).setLevel(logging.INFO)
+    asyncio.run(traffic(tenant))
+    for provider in (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider()):
+        provider.force_flush()  # type: ignore[attr-defined]
+
+
 def main() -> None:
     mode = sys.argv[1]
     tenant = json.load(sys.stdin)
+    if mode == "distro":
+        _through_the_distro(tenant)
+        return
     spans = InMemorySpanExporter()
     logs = InMemoryLogRecordExporter()
     reader = InMemoryMetricReader()

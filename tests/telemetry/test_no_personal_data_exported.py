@@ -30,7 +30,7 @@ from tests.fixtures.graph_sim import GraphSim
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _tenant(
+def seed_tenant(
     graph_sim: GraphSim, dataverse_sim: DataverseSimulator, token: str
 ) -> tuple[dict[str, Any], list[str]]:
     """Seed both sides; return the scenario's input and every value that must never be exported."""
@@ -148,7 +148,7 @@ def _run(mode: str, tenant: dict[str, Any]) -> dict[str, Any]:
     return exported
 
 
-def _leaks(exported: dict[str, Any], personal: list[str]) -> list[str]:
+def leaks(exported: dict[str, Any], personal: list[str]) -> list[str]:
     text = json.dumps(exported).lower()
     forms = {form.lower() for value in personal for form in (value, quote(value, safe=""), quote(value))}
     return sorted(form for form in forms if form in text)
@@ -158,7 +158,7 @@ def _leaks(exported: dict[str, Any], personal: list[str]) -> list[str]:
 def seeded(
     graph_sim: GraphSim, dataverse_sim: DataverseSimulator, dataverse_token: str
 ) -> tuple[dict[str, Any], list[str]]:
-    return _tenant(graph_sim, dataverse_sim, dataverse_token)
+    return seed_tenant(graph_sim, dataverse_sim, dataverse_token)
 
 
 def _spans(exported: dict[str, Any]) -> list[dict[str, Any]]:
@@ -180,7 +180,7 @@ def test_production_pipeline_exports_no_personal_value(seeded: tuple[dict[str, A
 
     exported = _run("redacted", tenant)
 
-    assert _leaks(exported, personal) == []
+    assert leaks(exported, personal) == []
     spans = _spans(exported)
     # The HTTP spans are there, redacted rather than dropped: an operator still sees which API.
     urls = [
@@ -223,8 +223,8 @@ def test_control_without_the_processors_leaks(seeded: tuple[dict[str, Any], list
     """The same traffic without crmsync's processors exports the UPN and ids: the check above can fail."""
     tenant, personal = seeded
 
-    leaks = _leaks(_run("raw", tenant), personal)
+    leaked = leaks(_run("raw", tenant), personal)
 
-    assert tenant["upn"].lower() in leaks or quote(tenant["upn"], safe="").lower() in leaks
-    assert tenant["ghost_upn"].lower() in leaks
-    assert tenant["mailbox_id"].lower() in leaks
+    assert tenant["upn"].lower() in leaked or quote(tenant["upn"], safe="").lower() in leaked
+    assert tenant["ghost_upn"].lower() in leaked
+    assert tenant["mailbox_id"].lower() in leaked
