@@ -24,7 +24,10 @@ from shared.store.fingerprint import short_fingerprint
 # v9.2). Anything else in a path is an id or a key.
 _RESOURCE = re.compile(r"[.$]?[A-Za-z_][A-Za-z_.]{0,39}(?:\(\))?|v\d+(?:\.\d+)*")
 _KEYED = re.compile(r"([.$]?[A-Za-z_][A-Za-z_.]{0,39})\(.+\)")
-_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# A URL in text runs to the next space (OData literals put quotes inside URLs); sentence punctuation
+# right after it stays outside.
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"<>]+")
+_TRAILING = "'.,;:"
 _GUID = re.compile(r"\b[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\b")
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?")
 
@@ -69,10 +72,17 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{redact_host(host)}{port}{redact_path(parts.path)}"
 
 
+def _redact_url_in_text(match: re.Match[str]) -> str:
+    url = match.group(0)
+    kept = url.rstrip(_TRAILING)
+    trailing = url[len(kept) :] if "?" not in kept and "#" not in kept else ""  # else part of the query
+    return redact_url(kept) + trailing
+
+
 def scrub_text(text: str) -> str:
     """Free text (messages, stack traces, span names): URLs redacted, then addresses and GUIDs (user,
     mailbox and record ids, which Dataverse's messages quote) fingerprinted."""
-    text = redact_addresses(_URL.sub(lambda match: redact_url(match.group(0)), text))
+    text = redact_addresses(_URL.sub(_redact_url_in_text, text))
     return _GUID.sub(lambda match: short_fingerprint(match.group(0).lower()), text)
 
 
