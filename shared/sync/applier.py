@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from shared import telemetry
 from shared.crm.errors import CrmError, DuplicateRecord
 from shared.crm.limits import Fitted
 from shared.crm.port import CrmPort, Delete, FieldValue, Operation, RecordRef, Upsert
@@ -218,7 +219,8 @@ class Applier:
                     owners.append((state, action))
         if not ops:
             return
-        results = await self._crm.apply_batch(ops, caller=self._caller)
+        with telemetry.span("crm_write", mailbox=self._mailbox.mailbox_id, item_kind=self._kind.value):
+            results = await self._crm.apply_batch(ops, caller=self._caller)
         for (state, _), op, result in zip(owners, ops, results, strict=True):
             if state.error is not None:
                 continue  # an earlier operation of this plan failed: its later ones do not count
@@ -234,6 +236,8 @@ class Applier:
                 self._crm_written(state, action)
 
     def _crm_written(self, state: _Written, action: Action) -> None:
+        if isinstance(action, CreateInCrm | UpdateCrm | DeleteInCrm):
+            telemetry.crm_written(self._kind.value)
         if isinstance(action, CreateInCrm | UpdateCrm):
             state.crm_writes += 1
             state.fitted += action.fitted
@@ -332,6 +336,7 @@ class Applier:
         else:
             return
         state.outlook_writes += 1
+        telemetry.outlook_written(self._kind.value)
         self._records.append(record)
 
     def _side(self) -> OutlookSide:
@@ -377,6 +382,7 @@ class Applier:
         reason = None
         if isinstance(action, Conflict):
             reason = f"{action.rule}.{action.winner.value}.{action.column}".lower()[:64]
+            telemetry.record_conflict(self._kind.value, action.winner.value)
         return AuditRecord.for_item(
             mailbox_id=self._mailbox.mailbox_id,
             actor=ACTOR,

@@ -16,7 +16,9 @@ import logging
 import os
 
 from shared.telemetry.signals import (
+    crm_written,
     fingerprint,
+    outlook_written,
     record_change_to_crm,
     record_change_to_outlook,
     record_conflict,
@@ -25,12 +27,15 @@ from shared.telemetry.signals import (
     record_synced,
     record_throttled,
     span,
+    sync_run,
     traceparent,
 )
 
 __all__ = [
     "configure",
+    "crm_written",
     "fingerprint",
+    "outlook_written",
     "record_change_to_crm",
     "record_change_to_outlook",
     "record_conflict",
@@ -39,6 +44,7 @@ __all__ = [
     "record_synced",
     "record_throttled",
     "span",
+    "sync_run",
     "traceparent",
 ]
 

@@ -23,11 +23,14 @@ calling these before (or without) :func:`shared.telemetry.configure` is a cheap 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import datetime as dt
 import re
 from collections.abc import Iterator
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from shared.store.fingerprint import short_fingerprint
@@ -36,22 +39,44 @@ SCOPE = "crmsync"
 _TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _WORD = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
-_tracer = trace.get_tracer(SCOPE)
-_meter = metrics.get_meter(SCOPE)
 
-_CHANGE_TO_CRM = _meter.create_histogram(
-    "crmsync.change_to_crm.latency", unit="s", description="Outlook change to its CRM write"
-)
-_CHANGE_TO_OUTLOOK = _meter.create_histogram(
-    "crmsync.change_to_outlook.latency", unit="s", description="CRM change to its Outlook write"
-)
-_SYNCED = _meter.create_counter("crmsync.items.synced", unit="{item}", description="Items written")
-_PARKED = _meter.create_counter("crmsync.items.parked", unit="{item}", description="Items parked")
-_CONFLICTS = _meter.create_counter(
-    "crmsync.conflicts", unit="{item}", description="Fields changed on both sides"
-)
-_THROTTLED = _meter.create_counter("crmsync.throttled", unit="{response}", description="429 answers")
-_QUEUE_AGE = _meter.create_histogram("crmsync.queue.age", unit="s", description="Time a sync job waited")
+class _Signals:
+    """crmsync's tracer and instruments, from one pair of providers."""
+
+    def __init__(self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> None:
+        self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
+        self.change_to_crm = meter.create_histogram(
+            "crmsync.change_to_crm.latency", unit="s", description="Outlook change to its CRM write"
+        )
+        self.change_to_outlook = meter.create_histogram(
+            "crmsync.change_to_outlook.latency", unit="s", description="CRM change to its Outlook write"
+        )
+        self.synced = meter.create_counter("crmsync.items.synced", unit="{item}", description="Items written")
+        self.parked = meter.create_counter("crmsync.items.parked", unit="{item}", description="Items parked")
+        self.conflicts = meter.create_counter(
+            "crmsync.conflicts", unit="{item}", description="Fields changed on both sides"
+        )
+        self.throttled = meter.create_counter(
+            "crmsync.throttled", unit="{response}", description="429 answers"
+        )
+        self.queue_age = meter.create_histogram(
+            "crmsync.queue.age", unit="s", description="Time a job waited"
+        )
+
+
+_signals = _Signals(None, None)  # the global providers (proxies until configure() sets them)
+
+
+def bind(tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None) -> None:
+    """Emit crmsync's spans and metrics through these providers; ``bind()`` goes back to the global
+    ones. Tests bind in-memory providers without touching the process-wide ones."""
+    global _signals  # noqa: PLW0603 - one binding per process, swapped whole
+    _signals = _Signals(tracer_provider, meter_provider)
+
+
+# When the change that woke the current run was notified (the job's enqueue time), for latencies.
+_CHANGE_SEEN: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar("change", default=None)
 
 
 def fingerprint(value: str) -> str:
@@ -89,10 +114,41 @@ def span(
     context = None
     if parent and _TRACEPARENT.fullmatch(parent):
         context = propagate.extract({"traceparent": parent})
-    with _tracer.start_as_current_span(
+    with _signals.tracer.start_as_current_span(
         f"crmsync.{step}", context=context, kind=kind, attributes=values
     ) as current:
         yield current
+
+
+@contextlib.contextmanager
+def sync_run(
+    *, mailbox: str, reason: str, enqueued_at: dt.datetime, parent: str | None = None
+) -> Iterator[Span]:
+    """The span of one queued sync run (a child of the notification's span when ``parent`` is its
+    ``traceparent``); records the job's queue age. Inside it, for a run a notification asked for,
+    :func:`crm_written` measures change-to-CRM latency from the job's enqueue time: Graph notifies
+    within seconds of the change, and the delta items carry no change time for every kind."""
+    now = dt.datetime.now(dt.UTC)
+    record_queue_age((now - enqueued_at).total_seconds())
+    token = _CHANGE_SEEN.set(enqueued_at if reason == "notification" else None)
+    try:
+        with span("sync_run", mailbox=mailbox, parent=parent, reason=_word(reason)) as current:
+            yield current
+    finally:
+        _CHANGE_SEEN.reset(token)
+
+
+def crm_written(kind: str) -> None:
+    """One item written to the CRM: counted, and its change-to-CRM latency inside a notified run."""
+    record_synced(kind, "to_crm")
+    seen = _CHANGE_SEEN.get()
+    if seen is not None:
+        record_change_to_crm((dt.datetime.now(dt.UTC) - seen).total_seconds(), kind)
+
+
+def outlook_written(kind: str) -> None:
+    """One item written to Outlook (change-to-Outlook latency comes with the CRM -> Outlook timers)."""
+    record_synced(kind, "to_outlook")
 
 
 def traceparent() -> str | None:
@@ -105,38 +161,38 @@ def traceparent() -> str | None:
 
 def record_change_to_crm(latency_s: float, kind: str) -> None:
     """An Outlook change reached the CRM ``latency_s`` seconds after it was made."""
-    _CHANGE_TO_CRM.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+    _signals.change_to_crm.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
 
 
 def record_change_to_outlook(latency_s: float, kind: str) -> None:
     """A CRM change reached Outlook ``latency_s`` seconds after it was made."""
-    _CHANGE_TO_OUTLOOK.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+    _signals.change_to_outlook.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
 
 
 def record_synced(kind: str, direction: str, count: int = 1) -> None:
     """``count`` items of ``kind`` written towards ``direction`` (``to_crm``, ``to_outlook``)."""
     if count > 0:
-        _SYNCED.add(count, {"crmsync.kind": _word(kind), "crmsync.direction": _word(direction)})
+        _signals.synced.add(count, {"crmsync.kind": _word(kind), "crmsync.direction": _word(direction)})
 
 
 def record_parked(kind: str, reason: str) -> None:
     """An item was parked; ``reason`` is the error's class name (e.g. ``PrivilegeDenied``), never its text."""
-    _PARKED.add(1, {"crmsync.kind": _word(kind), "crmsync.reason": _word(reason)})
+    _signals.parked.add(1, {"crmsync.kind": _word(kind), "crmsync.reason": _word(reason)})
 
 
 def record_conflict(kind: str, winner: str) -> None:
     """A field changed on both sides; ``winner`` is ``crm`` or ``outlook``."""
-    _CONFLICTS.add(1, {"crmsync.kind": _word(kind), "crmsync.winner": _word(winner)})
+    _signals.conflicts.add(1, {"crmsync.kind": _word(kind), "crmsync.winner": _word(winner)})
 
 
 def record_throttled(service: str) -> None:
     """One 429 answer from ``service`` (``graph`` or ``dataverse``)."""
-    _THROTTLED.add(1, {"crmsync.service": _word(service)})
+    _signals.throttled.add(1, {"crmsync.service": _word(service)})
 
 
 def record_queue_age(age_s: float) -> None:
     """A sync job started ``age_s`` seconds after it was enqueued."""
-    _QUEUE_AGE.record(max(age_s, 0.0))
+    _signals.queue_age.record(max(age_s, 0.0))
 
 
 def service_of(path: str, host: str = "") -> str:
