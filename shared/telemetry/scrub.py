@@ -34,6 +34,8 @@ _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?")
 URL_KEYS = frozenset({"url.full", "http.url", "url.original", "az.service_request_url"})
 PATH_KEYS = frozenset({"http.target", "url.path", "url.template_path"})
 DROPPED_KEYS = frozenset({"url.query", "url.fragment", "http.request.header.prefer"})
+# Correlation ids the Azure SDK records (what Azure support asks for): random, never personal.
+KEPT_KEYS = frozenset({"az.client_request_id", "az.service_request_id"})
 HOST_KEYS = frozenset({"server.address", "net.peer.name", "http.host", "net.host.name", "client.address"})
 
 
@@ -95,6 +97,8 @@ def scrub_attribute(key: str, value: Any) -> Any:
     """The value an attribute may be exported with, or None when it must not be exported at all."""
     if key in DROPPED_KEYS:
         return None
+    if key in KEPT_KEYS:
+        return value
     if isinstance(value, str):
         if key in URL_KEYS:
             return redact_url(value)

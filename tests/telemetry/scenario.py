@@ -31,11 +31,13 @@ from opentelemetry.trace import SpanKind
 from shared import telemetry
 from shared.crm.dataverse import DataverseClient
 from shared.crm.errors import CrmError
+from shared.domain.model import ItemKind
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential
 from shared.outlook.delta import DeltaReader
 from shared.outlook.errors import GraphError
 from shared.outlook.mailbox import OutlookMailbox
+from shared.store.azure_tables import open_store
 from shared.telemetry import setup
 from tests.crm.conftest import SCOPE, FixedTokenCredential
 
@@ -112,8 +114,26 @@ async def traffic(tenant: dict[str, Any]) -> None:
                 await graph.users.by_user_id(tenant["ghost_upn"]).get()
             except Exception:
                 log.exception("unwrapped SDK error for %s", tenant["ghost_upn"])
+            await _storage(tenant, user.id)
             telemetry.record_conflict("contact", "crm")
             telemetry.record_queue_age(0.5)
+
+
+async def _storage(tenant: dict[str, Any], mailbox_id: str) -> None:
+    """Table Storage through azure-data-tables (the Azure SDK's own tracing): keys name the mailbox."""
+    store = await open_store(connection_string=tenant["storage"], prefix=tenant["table_prefix"])
+    try:
+        await store.registry.register(
+            mailbox_id=mailbox_id,
+            upn=tenant["upn"],
+            crm_user_id=tenant["crm_user_id"],
+            crm_caller_object_id=tenant["caller_object_id"],
+        )
+        await store.registry.get_mailbox(mailbox_id)
+        await store.links.get_by_outlook(mailbox_id, ItemKind.CONTACT, tenant["item_ids"][0])
+        await store.sync_state.mark_dirty(mailbox_id, f"users/{mailbox_id}/contacts")
+    finally:
+        await store.close()
 
 
 def _through_the_distro(tenant: dict[str, Any]) -> None:

@@ -61,14 +61,19 @@ def ingestion() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def test_what_the_azure_exporters_send_holds_no_personal_value(
+    *,
     graph_sim: GraphSim,
     dataverse_sim: DataverseSimulator,
     dataverse_token: str,
+    storage_connection_string: str,
+    table_prefix: str,
     ingestion: tuple[str, list[dict[str, Any]]],
     tmp_path: Any,
 ) -> None:
     endpoint, envelopes = ingestion
-    tenant, personal = seed_tenant(graph_sim, dataverse_sim, dataverse_token)
+    tenant, personal = seed_tenant(
+        graph_sim, dataverse_sim, dataverse_token, storage_connection_string, table_prefix
+    )
     env = {
         **os.environ,
         "APPLICATIONINSIGHTS_CONNECTION_STRING": (

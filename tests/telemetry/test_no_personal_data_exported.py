@@ -2,12 +2,14 @@
 
 The tenant holds known personal values (UPN, addresses, display names, subjects, body text) and
 ids (the mailbox's, items', CRM records'). tests/telemetry/scenario.py runs real msgraph-sdk and
-DataverseClient calls against the simulators under production's telemetry pipeline with in-memory
-exporters, including the failures whose texts quote an address (an unknown UPN, a Dataverse error
-message, the SDK's own unwrapped error logged with its traceback) and a 429 on each side. Every
-span, event, link, status, log body and attribute, metric data point and resource it exported
-must be free of each value, plain or URL-encoded. The same traffic without crmsync's processors
-(the control) must leak them, or the test would prove nothing.
+DataverseClient calls against the simulators, and registers the mailbox in Table Storage (Azurite,
+traced by the Azure SDK; its keys and rows name the mailbox and its UPN), under production's
+telemetry pipeline with in-memory exporters, including the failures whose texts quote an address
+(an unknown UPN, a Dataverse error message, the SDK's own unwrapped error logged with its
+traceback) and a 429 on each side. Every span, event, link, status, log body and attribute,
+metric data point and resource it exported must be free of each value, plain or URL-encoded. The
+same traffic without crmsync's processors (the control) must leak them, or the test would prove
+nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def seed_tenant(
-    graph_sim: GraphSim, dataverse_sim: DataverseSimulator, token: str
+    graph_sim: GraphSim, dataverse_sim: DataverseSimulator, token: str, storage: str, table_prefix: str
 ) -> tuple[dict[str, Any], list[str]]:
     """Seed both sides; return the scenario's input and every value that must never be exported."""
     tag = uuid.uuid4().hex[:8]
@@ -95,6 +97,8 @@ def seed_tenant(
     )
     tenant = {
         "graph_url": graph_sim.base_url,
+        "storage": storage,
+        "table_prefix": table_prefix,
         "dataverse_url": dataverse_sim.api_url,
         "dataverse_token": token,
         "upn": upn,
@@ -104,6 +108,8 @@ def seed_tenant(
         "crm_contact_ids": contact_ids,
         "crm_contact_address": crm_contact,
         "fault_contact_id": fault_contact,
+        "crm_user_id": crm_user["systemuserid"],
+        "item_ids": [*seeded["messages"]["inbox"], *seeded["contacts"]],
     }
     item_ids = [*seeded["messages"]["inbox"], *seeded["contacts"]]
     personal = [
@@ -156,9 +162,13 @@ def leaks(exported: dict[str, Any], personal: list[str]) -> list[str]:
 
 @pytest.fixture
 def seeded(
-    graph_sim: GraphSim, dataverse_sim: DataverseSimulator, dataverse_token: str
+    graph_sim: GraphSim,
+    dataverse_sim: DataverseSimulator,
+    dataverse_token: str,
+    storage_connection_string: str,
+    table_prefix: str,
 ) -> tuple[dict[str, Any], list[str]]:
-    return seed_tenant(graph_sim, dataverse_sim, dataverse_token)
+    return seed_tenant(graph_sim, dataverse_sim, dataverse_token, storage_connection_string, table_prefix)
 
 
 def _spans(exported: dict[str, Any]) -> list[dict[str, Any]]:
@@ -190,6 +200,13 @@ def test_production_pipeline_exports_no_personal_value(seeded: tuple[dict[str, A
         if key in ("url.full", "http.url") and "/users/" in value
     ]
     assert any(url.endswith("/v1.0/users/{id}") for url in urls), urls
+    storage = [
+        span["attributes"]["url.full"]
+        for span in spans
+        if "azsdk-python-data-tables" in span["attributes"].get("user_agent.original", "")
+    ]
+    assert storage, "the Azure SDK's table spans are exported"
+    assert all("?" not in url and "PartitionKey" not in url for url in storage), storage
     assert all("?" not in url for url in urls)
     # The notification's trace continues in the run, and the CRM writes are inside it.
     by_name = {span["name"]: span for span in spans if span["name"].startswith("crmsync.")}
