@@ -110,7 +110,7 @@ def scrub_attribute(key: str, value: Any) -> Any:
     if isinstance(value, bytes):
         return None
     if isinstance(value, Sequence):
-        return tuple(scrub_attribute(key, item) for item in value)
+        return tuple(item for item in (scrub_attribute(key, part) for part in value) if item is not None)
     return value
 
 
