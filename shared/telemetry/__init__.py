@@ -3,6 +3,8 @@ the engine uses to emit crmsync's own spans and metrics (:mod:`shared.telemetry.
 
 - HTTP client libraries log request URLs at INFO; a Graph or Dataverse URL names mailboxes and
   records, so those loggers stay at WARNING.
+- The handlers on the root logger (the Functions worker's, feeding the host's logs) get a filter
+  that scrubs each record's message and traceback (addresses, URLs with ids, GUIDs).
 - With ``APPLICATIONINSIGHTS_CONNECTION_STRING`` set, traces, logs and metrics go to Application
   Insights through the Azure Monitor OpenTelemetry distro (entra-authenticated in Azure, since
   the deployment turns local auth off), configured by :mod:`shared.telemetry.setup` so that no
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 
+from shared.telemetry.logs import RedactingLogFilter
 from shared.telemetry.signals import (
     crm_written,
     fingerprint,
@@ -58,9 +61,11 @@ _QUIET = (
 
 
 def configure() -> None:
-    """Quiet the chatty loggers; export to Application Insights when it is configured."""
+    """Quiet the chatty loggers, scrub what the host's log handlers receive, and export to Application
+    Insights when it is configured."""
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    scrub_root_handlers()
     connection_string = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
     if connection_string:
         # Heavy imports, only where telemetry is exported (Azure).
@@ -76,3 +81,12 @@ def configure() -> None:
             **azure_monitor_options(),
         )
         instrument_http()
+
+
+def scrub_root_handlers() -> None:
+    """Every handler on the root logger (the Functions worker's, which forwards to the host's logs)
+    formats scrubbed records: no address, URL with ids or GUID in a message or a traceback. The
+    worker attaches its handler before it imports the function app, which calls :func:`configure`."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(existing, RedactingLogFilter) for existing in handler.filters):
+            handler.addFilter(RedactingLogFilter())
