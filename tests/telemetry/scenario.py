@@ -37,7 +37,7 @@ from shared.outlook.credentials import StaticTokenCredential
 from shared.outlook.delta import DeltaReader
 from shared.outlook.errors import GraphError
 from shared.outlook.mailbox import OutlookMailbox
-from shared.store.azure_tables import open_store
+from shared.store import open_store
 from shared.telemetry import setup
 from tests.crm.conftest import SCOPE, FixedTokenCredential
 
