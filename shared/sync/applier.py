@@ -159,6 +159,7 @@ class Applier:
         self._records = []
         await self._sender_contacts(written)
         await self._crm_writes(written)
+        telemetry.crm_written(self._kind.value, sum(state.crm_writes for state in written))
         await self._attachments(written)
         outlook_failure = await self._outlook_writes(written)
         await self._link_writes(written)
@@ -219,8 +220,7 @@ class Applier:
                     owners.append((state, action))
         if not ops:
             return
-        with telemetry.span("crm_write", mailbox=self._mailbox.mailbox_id, item_kind=self._kind.value):
-            results = await self._crm.apply_batch(ops, caller=self._caller)
+        results = await self._crm.apply_batch(ops, caller=self._caller)
         for (state, _), op, result in zip(owners, ops, results, strict=True):
             if state.error is not None:
                 continue  # an earlier operation of this plan failed: its later ones do not count
@@ -236,8 +236,6 @@ class Applier:
                 self._crm_written(state, action)
 
     def _crm_written(self, state: _Written, action: Action) -> None:
-        if isinstance(action, CreateInCrm | UpdateCrm | DeleteInCrm):
-            telemetry.crm_written(self._kind.value)
         if isinstance(action, CreateInCrm | UpdateCrm):
             state.crm_writes += 1
             state.fitted += action.fitted
@@ -336,7 +334,6 @@ class Applier:
         else:
             return
         state.outlook_writes += 1
-        telemetry.outlook_written(self._kind.value)
         self._records.append(record)
 
     def _side(self) -> OutlookSide:

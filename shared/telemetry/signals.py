@@ -138,12 +138,15 @@ def sync_run(
         _CHANGE_SEEN.reset(token)
 
 
-def crm_written(kind: str) -> None:
-    """One item written to the CRM: counted, and its change-to-CRM latency inside a notified run."""
-    record_synced(kind, "to_crm")
+def crm_written(kind: str, count: int = 1) -> None:
+    """``count`` CRM writes of ``kind`` items: counted, and inside a notified run each one's
+    change-to-CRM latency."""
+    record_synced(kind, "to_crm", count)
     seen = _CHANGE_SEEN.get()
     if seen is not None:
-        record_change_to_crm((dt.datetime.now(dt.UTC) - seen).total_seconds(), kind)
+        latency = (dt.datetime.now(dt.UTC) - seen).total_seconds()
+        for _ in range(count):
+            record_change_to_crm(latency, kind)
 
 
 def outlook_written(kind: str) -> None:

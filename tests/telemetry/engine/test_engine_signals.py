@@ -1,4 +1,5 @@
-"""What a notified sync run emits: its span, the CRM writes inside it, and the engine's metrics.
+"""What a notified sync run emits: its span and the engine's metrics (its HTTP calls, the CRM writes
+among them, are children of the span through OpenTelemetry's context: test_no_personal_data_exported).
 
 A real run (Azurite, the Graph simulator with msgraph-sdk, the Dataverse simulator with
 DataverseClient) with crmsync's signals bound to in-memory providers of this test's own, the
@@ -53,7 +54,7 @@ def _points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
     }
 
 
-async def test_a_notified_run_traces_its_crm_writes_and_counts_them(
+async def test_a_notified_run_has_a_span_and_counts_its_crm_writes(
     engine: Engine, captured: Captured
 ) -> None:
     spans, reader = captured
@@ -75,10 +76,6 @@ async def test_a_notified_run_traces_its_crm_writes_and_counts_them(
     assert report.crm_writes == 2
     finished = spans.get_finished_spans()
     (run,) = [span for span in finished if span.name == "crmsync.sync_run"]
-    writes = [span for span in finished if span.name == "crmsync.crm_write"]
-    assert writes
-    assert run.context is not None
-    assert all(span.parent is not None and span.parent.span_id == run.context.span_id for span in writes)
     assert run.attributes is not None
     assert run.attributes["crmsync.mailbox"] == short_fingerprint(box)
     assert run.attributes["crmsync.reason"] == "notification"
