@@ -1,18 +1,19 @@
 """crmsync's own spans and metrics: the engine calls these one-liners, never OpenTelemetry directly.
 
-Spans: :func:`span` (``crmsync.<step>``) with mailbox and item ids only as short fingerprints. The
-webhook's span context travels to the queue-triggered run as a W3C ``traceparent`` string
-(:func:`traceparent` when enqueueing, ``span(..., parent=job.traceparent)`` in the worker), so the
-notification, the delta run and the CRM writes form one trace in Application Insights.
+Spans: :func:`span` (``crmsync.<step>``) with mailbox and item ids only as short fingerprints, and
+:func:`sync_run` for a queued run; the HTTP calls a run makes (Graph, Dataverse, storage) are its
+children through OpenTelemetry's context. A span of another process continues through a W3C
+``traceparent`` string: :func:`traceparent` where the webhook enqueues, ``parent=`` where the
+worker runs the job, so a notification and the CRM writes it caused form one trace.
 
 Metrics (instrument names are what the alert queries and the status page read):
 
-- ``crmsync.change_to_crm.latency`` / ``crmsync.change_to_outlook.latency`` (s, histogram): from the
-  change on one side (its last-modified time) to the write on the other, per item kind;
+- ``crmsync.change_to_crm.latency`` / ``crmsync.change_to_outlook.latency`` (s, histogram) per item
+  kind; change-to-CRM is measured from the notification that woke the run (its job's enqueue time);
 - ``crmsync.items.synced``, ``crmsync.items.parked``, ``crmsync.conflicts`` (counters) per kind, with
   the direction, the park reason's class and the conflict's winner;
 - ``crmsync.throttled`` (counter) per service (``graph``, ``dataverse``), counted on every 429
-  answer at the HTTP transport, retried ones included;
+  answer at the HTTP transport, retried ones included (not 429 parts inside a ``$batch``);
 - ``crmsync.queue.age`` (s, histogram): how long a job waited in the queue.
 
 Dimensions are closed vocabularies (kinds, directions, reasons), never ids: a fingerprint would
