@@ -17,6 +17,8 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from shared.domain.redact import redact_addresses
+
 # Dataverse error codes, named as in "Web service error codes".
 OBJECT_DOES_NOT_EXIST = "0x80040217"
 PRIVILEGE_DENIED = "0x80040220"
@@ -39,7 +41,9 @@ CONCURRENT_REQUESTS_LIMIT_EXCEEDED = "0x80072326"
 class CrmError(Exception):
     """A failed Dataverse call: Dataverse's ``code`` (hex), HTTP ``status``, ``message`` and a ``remedy``.
 
-    ``message`` is Dataverse's own text; it names tables, columns and ids, never values we sent.
+    ``message`` is Dataverse's own text with every email address replaced by its fingerprint: the
+    text names tables, columns and ids, but may quote a value (a duplicate key, a user's address),
+    and the exception's string ends up in the host's logs.
     """
 
     retryable: ClassVar[bool] = False
@@ -56,10 +60,10 @@ class CrmError(Exception):
     ) -> None:
         self.code = code
         self.status = status
-        self.message = message
+        self.message = redact_addresses(message)
         self.remedy = remedy or self.default_remedy
         self.retry_after = retry_after
-        super().__init__(f"{message} (status {status}, code {code or 'n/a'}). {self.remedy}")
+        super().__init__(f"{self.message} (status {status}, code {code or 'n/a'}). {self.remedy}")
 
 
 class RecordNotFound(CrmError):

@@ -3,7 +3,9 @@
 msgraph-sdk raises ``ODataError`` (a kiota ``APIError``) for every non-2xx answer. The engine needs
 to tell "the delta token expired, resync" from "the mailbox is gone" from "still throttled after
 the retry handler gave up"; :func:`translate_api_error` turns the SDK's error into one of these.
-Messages never include request bodies or addresses: only status, code and Graph's message text.
+Messages never include request bodies or addresses: only status, code and Graph's message text, in
+which every email address (Graph quotes the UPN it could not find) is replaced by its fingerprint.
+The SDK's own error is not chained as the cause: its text holds the address verbatim.
 
 References: learn.microsoft.com/graph/errors ("Microsoft Graph error responses and resource
 types"); learn.microsoft.com/graph/delta-query-overview ("Use delta query to track changes",
@@ -18,6 +20,8 @@ from collections.abc import Iterator
 from kiota_abstractions.api_error import APIError
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
+from shared.domain.redact import redact_addresses
+
 # Codes Exchange/Graph use when a delta (sync) state can no longer be used.
 _DELTA_EXPIRED_CODES = frozenset({"syncstatenotfound", "syncstateinvalid", "resyncrequired"})
 # Codes meaning the user or its mailbox does not exist (or has no Exchange Online mailbox).
@@ -30,7 +34,7 @@ class GraphError(Exception):
     """A Graph call failed; ``status`` and ``code`` are Graph's HTTP status and error code."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(redact_addresses(message))
         self.status = status
         self.code = code
 
@@ -103,7 +107,8 @@ def graph_errors() -> Iterator[None]:
     try:
         yield
     except APIError as exc:
-        raise translate_api_error(exc) from exc
+        # Not ``from exc``: a logged traceback would print the SDK error's text, address included.
+        raise translate_api_error(exc) from None
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from shared import telemetry
 from shared.crm.errors import CrmError, DuplicateRecord
 from shared.crm.limits import Fitted
 from shared.crm.port import CrmPort, Delete, FieldValue, Operation, RecordRef, Upsert
@@ -158,6 +159,7 @@ class Applier:
         self._records = []
         await self._sender_contacts(written)
         await self._crm_writes(written)
+        telemetry.crm_written(self._kind.value, sum(state.crm_writes for state in written))
         await self._attachments(written)
         outlook_failure = await self._outlook_writes(written)
         await self._link_writes(written)
@@ -377,6 +379,7 @@ class Applier:
         reason = None
         if isinstance(action, Conflict):
             reason = f"{action.rule}.{action.winner.value}.{action.column}".lower()[:64]
+            telemetry.record_conflict(self._kind.value, action.winner.value)
         return AuditRecord.for_item(
             mailbox_id=self._mailbox.mailbox_id,
             actor=ACTOR,

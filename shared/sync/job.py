@@ -42,6 +42,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from shared import telemetry
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind, OutlookItem
 from shared.outlook.delta import DeltaPage
@@ -123,7 +124,8 @@ class MailboxSyncJob:
         )
 
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
-        return await self.run(job.mailbox_id, job.resource, progress=progress)
+        with telemetry.sync_run(mailbox=job.mailbox_id, reason=job.reason.value, enqueued_at=job.enqueued_at):
+            return await self.run(job.mailbox_id, job.resource, progress=progress)
 
     async def run(
         self,

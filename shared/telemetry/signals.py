@@ -1,0 +1,213 @@
+"""crmsync's own spans and metrics: the engine calls these one-liners, never OpenTelemetry directly.
+
+Spans: :func:`span` (``crmsync.<step>``) with mailbox and item ids only as short fingerprints, and
+:func:`sync_run` for a queued run; the HTTP calls a run makes (Graph, Dataverse, storage) are its
+children through OpenTelemetry's context. A span of another process continues through a W3C
+``traceparent`` string: :func:`traceparent` where the webhook enqueues, ``parent=`` where the
+worker runs the job, so a notification and the CRM writes it caused form one trace.
+
+Metrics (instrument names are what the alert queries and the status page read):
+
+- ``crmsync.change_to_crm.latency`` / ``crmsync.change_to_outlook.latency`` (s, histogram) per item
+  kind; change-to-CRM is measured from the notification that woke the run (its job's enqueue time);
+- ``crmsync.items.synced``, ``crmsync.items.parked``, ``crmsync.conflicts`` (counters) per kind, with
+  the direction, the park reason's class and the conflict's winner;
+- ``crmsync.throttled`` (counter) per service (``graph``, ``dataverse``), counted on every 429
+  answer at the HTTP transport, retried ones included (not 429 parts inside a ``$batch``);
+- ``crmsync.queue.age`` (s, histogram): how long a job waited in the queue.
+
+Dimensions are closed vocabularies (kinds, directions, reasons), never ids: a fingerprint would
+make one time series per mailbox. Instruments come from the global meter provider's proxy, so
+calling these before (or without) :func:`shared.telemetry.configure` is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import datetime as dt
+import re
+from collections.abc import Iterator
+
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import Span, SpanKind, TracerProvider
+from opentelemetry.util.types import AttributeValue
+
+from shared.store.fingerprint import short_fingerprint
+
+SCOPE = "crmsync"
+_TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+_WORD = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+class _Signals:
+    """crmsync's tracer and instruments, from one pair of providers."""
+
+    def __init__(self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> None:
+        self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
+        meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
+        self.change_to_crm = meter.create_histogram(
+            "crmsync.change_to_crm.latency", unit="s", description="Outlook change to its CRM write"
+        )
+        self.change_to_outlook = meter.create_histogram(
+            "crmsync.change_to_outlook.latency", unit="s", description="CRM change to its Outlook write"
+        )
+        self.synced = meter.create_counter("crmsync.items.synced", unit="{item}", description="Items written")
+        self.parked = meter.create_counter("crmsync.items.parked", unit="{item}", description="Items parked")
+        self.conflicts = meter.create_counter(
+            "crmsync.conflicts", unit="{item}", description="Fields changed on both sides"
+        )
+        self.throttled = meter.create_counter(
+            "crmsync.throttled", unit="{response}", description="429 answers"
+        )
+        self.queue_age = meter.create_histogram(
+            "crmsync.queue.age", unit="s", description="Time a job waited"
+        )
+
+
+_signals = _Signals(None, None)  # the global providers (proxies until configure() sets them)
+
+
+def bind(tracer_provider: TracerProvider | None = None, meter_provider: MeterProvider | None = None) -> None:
+    """Emit crmsync's spans and metrics through these providers; ``bind()`` goes back to the global
+    ones. Tests bind in-memory providers without touching the process-wide ones."""
+    global _signals  # noqa: PLW0603 - one binding per process, swapped whole
+    _signals = _Signals(tracer_provider, meter_provider)
+
+
+# When the change that woke the current run was notified (the job's enqueue time), for latencies.
+_CHANGE_SEEN: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar("change", default=None)
+
+
+def fingerprint(value: str) -> str:
+    """The short fingerprint telemetry uses for a mailbox, item or record id (``#`` + 12 hex)."""
+    return short_fingerprint(value)
+
+
+def _word(value: str) -> str:
+    """A dimension value from a closed vocabulary; anything else becomes ``other``."""
+    folded = value.strip().lower().replace("-", "_").replace(".", "_")
+    return folded if _WORD.fullmatch(folded) else "other"
+
+
+@contextlib.contextmanager
+def span(
+    step: str,
+    *,
+    mailbox: str | None = None,
+    item: str | None = None,
+    parent: str | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    **attributes: str | int | float | bool,
+) -> Iterator[Span]:
+    """A ``crmsync.<step>`` span, current inside the block; exceptions are recorded (then scrubbed).
+
+    ``mailbox`` and ``item`` are fingerprinted here; ``parent`` is a ``traceparent`` from
+    :func:`traceparent` (another process's span, e.g. the webhook's); other attributes are
+    ``crmsync.<name>`` and must not hold personal values (the redacting processor is the backstop).
+    """
+    values: dict[str, AttributeValue] = {f"crmsync.{key}": value for key, value in attributes.items()}
+    if mailbox is not None:
+        values["crmsync.mailbox"] = fingerprint(mailbox)
+    if item is not None:
+        values["crmsync.item"] = fingerprint(item)
+    context = None
+    if parent and _TRACEPARENT.fullmatch(parent):
+        context = propagate.extract({"traceparent": parent})
+    with _signals.tracer.start_as_current_span(
+        f"crmsync.{step}", context=context, kind=kind, attributes=values
+    ) as current:
+        yield current
+
+
+@contextlib.contextmanager
+def sync_run(
+    *, mailbox: str, reason: str, enqueued_at: dt.datetime, parent: str | None = None
+) -> Iterator[Span]:
+    """The span of one queued sync run (a child of the notification's span when ``parent`` is its
+    ``traceparent``); records the job's queue age. Inside it, for a run a notification asked for,
+    :func:`crm_written` measures change-to-CRM latency from the job's enqueue time: Graph notifies
+    within seconds of the change, and the delta items carry no change time for every kind."""
+    now = dt.datetime.now(dt.UTC)
+    record_queue_age((now - enqueued_at).total_seconds())
+    token = _CHANGE_SEEN.set(enqueued_at if reason == "notification" else None)
+    try:
+        with span("sync_run", mailbox=mailbox, parent=parent, reason=_word(reason)) as current:
+            yield current
+    finally:
+        _CHANGE_SEEN.reset(token)
+
+
+def crm_written(kind: str, count: int = 1) -> None:
+    """``count`` CRM writes of ``kind`` items: counted, and inside a notified run each one's
+    change-to-CRM latency."""
+    record_synced(kind, "to_crm", count)
+    seen = _CHANGE_SEEN.get()
+    if seen is not None:
+        latency = (dt.datetime.now(dt.UTC) - seen).total_seconds()
+        for _ in range(count):
+            record_change_to_crm(latency, kind)
+
+
+def outlook_written(kind: str) -> None:
+    """One item written to Outlook (change-to-Outlook latency comes with the CRM -> Outlook timers)."""
+    record_synced(kind, "to_outlook")
+
+
+def traceparent() -> str | None:
+    """The current span's W3C ``traceparent`` (to put in a queue message), None outside a span."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    value = carrier.get("traceparent")
+    return value if value and _TRACEPARENT.fullmatch(value) else None
+
+
+def record_change_to_crm(latency_s: float, kind: str) -> None:
+    """An Outlook change reached the CRM ``latency_s`` seconds after it was made."""
+    _signals.change_to_crm.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+
+
+def record_change_to_outlook(latency_s: float, kind: str) -> None:
+    """A CRM change reached Outlook ``latency_s`` seconds after it was made."""
+    _signals.change_to_outlook.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+
+
+def record_synced(kind: str, direction: str, count: int = 1) -> None:
+    """``count`` items of ``kind`` written towards ``direction`` (``to_crm``, ``to_outlook``)."""
+    if count > 0:
+        _signals.synced.add(count, {"crmsync.kind": _word(kind), "crmsync.direction": _word(direction)})
+
+
+def record_parked(kind: str, reason: str) -> None:
+    """An item was parked; ``reason`` is the error's class name (e.g. ``PrivilegeDenied``), never its text."""
+    _signals.parked.add(1, {"crmsync.kind": _word(kind), "crmsync.reason": _word(reason)})
+
+
+def record_conflict(kind: str, winner: str) -> None:
+    """A field changed on both sides; ``winner`` is ``crm`` or ``outlook``."""
+    _signals.conflicts.add(1, {"crmsync.kind": _word(kind), "crmsync.winner": _word(winner)})
+
+
+def record_throttled(service: str) -> None:
+    """One 429 answer from ``service`` (``graph`` or ``dataverse``)."""
+    _signals.throttled.add(1, {"crmsync.service": _word(service)})
+
+
+def record_queue_age(age_s: float) -> None:
+    """A sync job started ``age_s`` seconds after it was enqueued."""
+    _signals.queue_age.record(max(age_s, 0.0))
+
+
+def service_of(path: str, host: str = "") -> str:
+    """``graph``, ``dataverse``, ``storage`` or ``other`` from a request's host and path.
+
+    By path first (``/v1.0``, ``/beta`` and ``/api/data/``), so the sandbox's simulators on loopback
+    count like the real services."""
+    if path.startswith(("/v1.0/", "/beta/")) or host.endswith("graph.microsoft.com"):
+        return "graph"
+    if "/api/data/" in path or host.endswith(".dynamics.com"):
+        return "dataverse"
+    if host.endswith(".core.windows.net"):
+        return "storage"
+    return "other"
