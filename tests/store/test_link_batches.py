@@ -63,7 +63,8 @@ class TestLinkBatchesContract:
 
         assert [_as_given(link) for link in created] == given
         assert all(link.etag and link.updated_at == clock.now for link in created)
-        assert len({link.etag for link in created}) == 120
+        # Each link carries the ETag its own row got (rows of one transaction may share a timestamp,
+        # so ETags need not be distinct): the stored rows, read back one by one, are the links returned.
         assert await _stored(store) == created
         for link in (created[0], created[50], created[119]):
             assert await store.links.get_by_crm(MAILBOX, "email", link.crm_id) == link
