@@ -422,14 +422,19 @@ class Fuzzer:
 
 
 async def _messages(runtime: Runtime, queue_name: str) -> list[dict[str, Any]]:
-    """Every message of a queue (received, so hidden for a minute; the run is over by then)."""
+    """Every message of a queue (received and hidden for an hour: the run is over by then)."""
     connection = runtime.settings.storage_connection_string
     assert connection
     async with QueueClient.from_connection_string(
         connection, queue_name, message_decode_policy=TextBase64DecodePolicy()
     ) as queue:
         found: list[dict[str, Any]] = []
-        while batch := [m async for m in queue.receive_messages(max_messages=32, visibility_timeout=60)]:
+        while batch := [
+            m
+            async for m in queue.receive_messages(
+                messages_per_page=32, max_messages=32, visibility_timeout=3600
+            )
+        ]:
             found.extend(json.loads(m.content) for m in batch)
         return found
 
