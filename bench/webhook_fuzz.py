@@ -41,6 +41,8 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -53,8 +55,10 @@ from azure.storage.queue.aio import QueueClient
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
+import shared.runtime
 from bench._common import percentile, print_results
 from function_app import app
+from shared.config import get_settings
 from shared.runtime import Runtime, get_runtime
 from shared.store.records import SubscriptionRecord, hash_client_state
 from shared.sync.lifecycle import lifecycle_queue_name
@@ -439,9 +443,16 @@ async def _messages(runtime: Runtime, queue_name: str) -> list[dict[str, Any]]:
         return found
 
 
-async def audit(runtime: Runtime, target: Target) -> list[str]:
+@dataclass(frozen=True)
+class Audit:
+    problems: list[str]
+    jobs: int  # sync jobs queued (all for genuine subscriptions: the positive control)
+    lifecycle_work: int
+
+
+async def audit(runtime: Runtime, target: Target) -> Audit:
     """No job, no dirty mark and no lifecycle work for a victim: only forged or malformed requests
-    name them. (Genuine subscriptions get theirs: the positive control.)"""
+    name them. (Genuine subscriptions get theirs: the positive control, counted.)"""
     store = await runtime.store()
     victims = {v.mailbox_id for v in target.victims}
     victim_ids = {v.subscription_id for v in target.victims}
@@ -458,7 +469,7 @@ async def audit(runtime: Runtime, target: Target) -> list[str]:
         for m in lifecycle
         if m["subscription_id"] in victim_ids
     ]
-    return problems
+    return Audit(problems, len(jobs), len(lifecycle))
 
 
 def fuzz_sync(
@@ -500,15 +511,60 @@ def _rows(fuzzer: Fuzzer) -> list[tuple[str, str, str]]:
     return rows
 
 
-def main() -> None:
+async def hung_storage(
+    handlers: dict[str, Handler], requests: int
+) -> tuple[collections.Counter[int], list[float]]:
+    """Valid notifications of unknown subscriptions while storage accepts connections and never
+    answers: each must be a 503 within 3 s (Graph retries)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
 
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}/devstoreaccount1"
+    os.environ["AzureWebJobsStorage"] = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
+        f"TableEndpoint={endpoint};QueueEndpoint={endpoint};"
+    )
+    get_settings.cache_clear()
+    shared.runtime._runtime = None
+    runtime = get_runtime()
+    statuses: collections.Counter[int] = collections.Counter()
+    latencies: list[float] = []
+    try:
+        for index in range(requests):
+            webhook = ("notifications", "lifecycle")[index % 2]
+            body = _body([_item(str(uuid.uuid4()), "s", lifecycle=webhook == "lifecycle")])
+            started = time.perf_counter()
+            response = await handlers[webhook](
+                func.HttpRequest(method="POST", url=f"/api/{webhook}", body=body)
+            )
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[response.status_code] += 1
+    finally:
+        await runtime.close()
+        listener.close()
+        for connection in held:
+            connection.close()
+    return statuses, latencies
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payloads", type=int, default=10_000, help="generated requests per webhook")
     parser.add_argument(
         "--seed", type=int, default=0, help="Hypothesis seed (the same seed, the same requests)"
     )
+    parser.add_argument("--hung", type=int, default=20, help="requests while storage hangs (503 expected)")
     args = parser.parse_args()
     logging.getLogger("shared").setLevel(logging.ERROR)  # one warning per forged request otherwise
+    logging.getLogger("functions").setLevel(logging.ERROR)
     handlers = {str(f.get_function_name()): f.get_user_function() for f in app.get_functions()}
     loop = asyncio.new_event_loop()
     with Azurite() as azurite:
@@ -541,15 +597,29 @@ def main() -> None:
                 )
                 fuzzers.append(fuzzer)
             wall = time.perf_counter() - started
-            audit_problems = loop.run_until_complete(audit(runtime, target))
+            checked = loop.run_until_complete(audit(runtime, target))
         finally:
             loop.run_until_complete(runtime.close())
-            loop.close()
+        hung, hung_ms = loop.run_until_complete(hung_storage(handlers, args.hung))
+        loop.close()
     rows = [row for fuzzer in fuzzers for row in _rows(fuzzer)]
-    rows.append(("audit: jobs, dirty marks or lifecycle work for victims", str(len(audit_problems)), "0"))
-    rows.append(("wall time", f"{wall:.0f} s", ""))
+    rows += [
+        ("audit: jobs, dirty marks or lifecycle work for victims", str(len(checked.problems)), "0"),
+        (
+            "audit: sync jobs / lifecycle work queued for genuine subscriptions",
+            f"{checked.jobs} / {checked.lifecycle_work}",
+            "> 0",
+        ),
+        (
+            "storage hung: answers",
+            ", ".join(f"{n} x {status}" for status, n in sorted(hung.items())),
+            "all 503",
+        ),
+        ("storage hung: latency max", f"{max(hung_ms, default=float('nan')):.0f} ms", "< 3000 ms"),
+        ("wall time (fuzzing)", f"{wall:.0f} s", ""),
+    ]
     print_results("webhook fuzzing (in-process, Azurite)", rows)
-    for problem in [p for f in fuzzers for p in f.violations][:50] + audit_problems[:50]:
+    for problem in [p for f in fuzzers for p in f.violations][:50] + checked.problems[:50]:
         print("VIOLATION:", problem)
 
 
