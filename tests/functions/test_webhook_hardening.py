@@ -10,9 +10,11 @@ change-notifications-delivery-webhooks) and the ``changeNotification`` resource 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -355,3 +357,78 @@ async def test_no_query_parameter_value_is_logged(
     assert caplog.records
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records)
     assert secret_value not in logged
+
+
+class SwitchableProxy:
+    """A TCP proxy to a storage endpoint that can be told to stop answering (storage that hangs
+    in the middle of a call, after the connections are open)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.hang = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    if not self.hang:  # hung: swallow the request, never answer
+                        sink.write(data)
+                        await sink.drain()
+            sink.close()
+
+        for task in (pipe(reader, up_writer), pipe(up_reader, writer)):
+            created = asyncio.create_task(task)
+            self._tasks.add(created)
+            created.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_a_queue_that_hangs_after_the_mark_answers_503_in_time_and_takes_the_mark_back(
+    monkeypatch: pytest.MonkeyPatch, azurite: Azurite
+) -> None:
+    """The dirty mark is written, then the job's enqueue hangs: the deadline answers 503 within 3 s
+    and the mark is taken back, so Graph's retry (storage answering again) enqueues the job."""
+    proxy = SwitchableProxy(azurite.queue_port)
+    port = await proxy.start()
+    connection = re.sub(
+        r"QueueEndpoint=[^;]+;",
+        f"QueueEndpoint=http://127.0.0.1:{port}/devstoreaccount1;",
+        azurite.connection_string,
+    )
+    url = "http://127.0.0.1:9"
+    runtime = await use_settings(
+        monkeypatch,
+        sandbox_settings(connection, graph_url=url + "/v1.0", dataverse_url=url, functions_url=url),
+    )
+    try:
+        subscription_id, secret = await subscribe(runtime, "mbx-hang", "users/mbx-hang/contacts")
+        await open_all(runtime)
+        notify = handler("notifications")
+        proxy.hang = True
+        started = time.perf_counter()
+        response = await asyncio.wait_for(notify(post(payload(subscription_id, secret))), timeout=15)
+        elapsed = time.perf_counter() - started
+        assert (response.status_code, elapsed < 3.0) == (503, True)
+        store = await runtime.store()
+        assert not (await store.sync_state.get_state("mbx-hang", "users/mbx-hang/contacts")).dirty
+        proxy.hang = False
+        assert (await notify(post(payload(subscription_id, secret)))).status_code == 202
+        assert [(j["mailbox_id"], j["reason"]) for j in await queued_jobs(runtime)] == [
+            ("mbx-hang", "notification")
+        ]
+    finally:
+        await runtime.close()
+        await proxy.close()
