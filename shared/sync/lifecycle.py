@@ -202,7 +202,7 @@ async def run_lifecycle_job(
             short_fingerprint(job.subscription_id),
         )
         return LifecycleOutcome(ignored=1)
-    reauthorized = recreated = 0
+    recreated = 0
     if job.event is LifecycleEvent.REAUTHORIZATION_REQUIRED:
         try:
             await subscriptions.reauthorize(record.subscription_id)
@@ -221,4 +221,4 @@ async def run_lifecycle_job(
     enqueued = await request_resync(
         [(record.mailbox_id, record.resource)], store=store, jobs=jobs, reason=JobReason.RESYNC
     )
-    return LifecycleOutcome(reauthorized, recreated, enqueued)
+    return LifecycleOutcome(recreated=recreated, resyncs_enqueued=enqueued)
