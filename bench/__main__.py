@@ -2,6 +2,7 @@
 
 BENCHMARKS = {
     "webhook": "webhook handler latency (in-process, Azurite)",
+    "webhook_fuzz": "fuzz both Graph webhooks: >= 10,000 generated requests each (in-process, Azurite)",
     "initial_sync": "initial sync of a big mailbox through the sandbox",
     "burst": "a burst of Outlook changes: change-to-CRM latency",
     "graph_simulator": "the Graph simulator's own overhead",

@@ -269,6 +269,7 @@ module functionApp 'modules/functionapp.bicep' = {
     appInsightsConnectionString: monitoring.outputs.connectionString
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
+    maxRequestBodyBytes: maxNotificationBytes
     appSubnetId: privateNetworking ? network.outputs.appSubnetId : ''
     tenantId: tenantId
     adminApiClientId: adminAudienceClientId

@@ -51,6 +51,9 @@ HOST_SETTINGS = frozenset(
     {
         "AzureWebJobsStorage__credential",  # "managedidentity": identity-based host storage
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",  # Entra auth for telemetry (local auth off)
+        # The body size the host reads before any function sees a request (default 100 MB; host.json
+        # has no such setting): the webhooks' cap, so an anonymous POST cannot make it buffer more.
+        "FUNCTIONS_REQUEST_BODY_SIZE_LIMIT",
     }
 )
 

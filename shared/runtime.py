@@ -26,9 +26,11 @@ from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import SubscriptionManager
 from shared.outlook.writers import OutlookWriter
 from shared.store.factory import open_job_queue_from_settings, open_store_from_settings, storage_account_url
-from shared.store.jobs import JobQueue
+from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
+from shared.sync.intake import SubscriptionCache
 from shared.sync.job import JobOptions, MailboxSyncJob
+from shared.sync.lifecycle import lifecycle_queue_name
 from shared.sync.maintenance import Maintenance
 from shared.sync.onboarding import Onboarding
 from shared.sync.tracking import TrackingService, open_tracking_index
@@ -44,6 +46,7 @@ class Runtime:
     """Lazily opened, process-wide clients; ``close()`` releases whatever was opened."""
 
     settings: Settings
+    subscription_cache: SubscriptionCache = field(default_factory=SubscriptionCache)
     _opened: dict[str, Any] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -85,6 +88,26 @@ class Runtime:
             return queue
 
         return await self._once("jobs", build)
+
+    async def lifecycle_jobs(self) -> JobQueue:
+        """The lifecycle-notification queue, named after the job queue (created if missing)."""
+
+        async def build() -> JobQueue:
+            name = lifecycle_queue_name(self.settings.job_queue)
+            if self.settings.storage_connection_string:
+                queue = await open_job_queue(
+                    queue_name=name, connection_string=self.settings.storage_connection_string
+                )
+            else:
+                queue = await open_job_queue(
+                    queue_name=name,
+                    account_url=storage_account_url(self.settings, "queue"),
+                    credential=await self._storage_credential(),
+                )
+            self._closers.append(queue.close)
+            return queue
+
+        return await self._once("lifecycle_jobs", build)
 
     async def _app_credential(self) -> AsyncTokenCredential:
         async def build() -> AsyncTokenCredential:

@@ -34,6 +34,9 @@ param maximumInstanceCount int
 @description('Memory per instance in MB.')
 param instanceMemoryMB int
 
+@description('Largest request body the host reads, in bytes (the webhooks\' payload cap; the host\'s default is 100 MB).')
+param maxRequestBodyBytes int
+
 @description('Every crmsync setting shared/config.py reads, as name -> value (see main.bicep).')
 param crmsyncSettings object
 
@@ -86,6 +89,12 @@ var hostSettings = [
   {
     name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
     value: 'ClientId=${identityClientId};Authorization=AAD'
+  }
+  {
+    // The host buffers a whole request body before the Python worker sees it; cap it at the
+    // webhooks' limit (learn.microsoft.com/azure/azure-functions/functions-app-settings).
+    name: 'FUNCTIONS_REQUEST_BODY_SIZE_LIMIT'
+    value: string(maxRequestBodyBytes)
   }
 ]
 

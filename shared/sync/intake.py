@@ -15,32 +15,40 @@ payload is genuine:
    storage round trip per notification (the store's ``mark_dirty`` touches a row it left dirty).
 
 Unknown subscription ids (e.g. deleted a moment ago, notifications still in flight) are counted
-and ignored. Storage errors propagate so the webhook answers 5xx and Graph retries.
+and ignored, and remembered briefly as misses (see :class:`SubscriptionCache`). Storage errors
+propagate so the webhook answers 5xx and Graph retries; the webhook also bounds the whole call by
+a deadline (a hanging storage answers 503 within Graph's 3 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shared.outlook.notifications import (
+    ChangeNotification,
     LifecycleEvent,
     LifecycleNotification,
     parse_lifecycle_notifications,
     parse_notifications,
 )
-from shared.store.errors import SubscriptionNotFound
+from shared.store.errors import InvalidKey, SubscriptionNotFound
 from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
 from shared.store.records import SubscriptionRecord, verify_client_state
 
 log = logging.getLogger(__name__)
+
+UNMARK_SECONDS = 0.5
+"""How long a failed call may spend taking back its dirty mark (part of the webhook's 3 s)."""
 
 
 class ForgedNotification(PermissionError):
@@ -57,36 +65,109 @@ class IntakeResult:
     unknown_subscriptions: int
 
 
+_UNCACHED = object()
+
+
 @dataclass
 class SubscriptionCache:
-    """Subscription records by id for ``ttl`` seconds: the webhook's hot path reads them constantly.
+    """Subscription records by id for ``ttl`` seconds, and unknown ids for ``miss_ttl`` seconds.
 
-    Caching is safe because a subscription's clientState never changes under the same id (a
-    recreated subscription has a new id); a deleted one may be served for up to ``ttl``, which
-    at worst marks a mailbox dirty for a run that then finds nothing to do.
+    The webhook's hot path reads subscriptions constantly. Caching a record is safe because a
+    subscription's clientState never changes under the same id (a recreated subscription has a new
+    id); a deleted one may be served for up to ``ttl``, which at worst marks a mailbox dirty for a
+    run that then finds nothing to do.
+
+    Unknown ids cost little, however many a caller sends:
+
+    - a payload with at most ``point_reads`` ids not in the cache reads each (one round trip each,
+      concurrently); one with more reads the whole subscriptions table instead (a few rows per
+      mailbox, a page per 1,000), at most once per ``scan_interval`` seconds: the ids it lacks are
+      unknown. So a POST of 1,000 random ids costs one scan, not 1,000 reads;
+    - misses are remembered, so a replay costs nothing: apart from the records (an attacker's misses
+      never evict a genuine subscription), at most ``max_misses`` (the oldest go first), and only
+      for ``miss_ttl`` seconds: a subscription stored a moment after Graph created it (its first
+      notification can beat the store's write) is recognised again after that, and every
+      subscription crmsync creates is followed by a delta run that reads what such a notification
+      said. :meth:`forget` drops both entries (this process stored or deleted the subscription).
     """
 
     ttl: float = 60.0
+    miss_ttl: float = 15.0
+    max_entries: int = 10_000
+    max_misses: int = 10_000
+    point_reads: int = 16
+    scan_interval: float = 2.0
     clock: Callable[[], float] = time.monotonic
     _entries: dict[str, tuple[float, SubscriptionRecord]] = field(default_factory=dict)
+    _misses: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _scan: tuple[float, dict[str, SubscriptionRecord]] | None = None
 
     async def get(self, store: Store, subscription_id: str) -> SubscriptionRecord | None:
+        return (await self.get_many(store, [subscription_id]))[subscription_id]
+
+    async def get_many(self, store: Store, ids: Iterable[str]) -> dict[str, SubscriptionRecord | None]:
+        """The record of each distinct id (``None``: unknown), from the cache or storage."""
         now = self.clock()
+        found: dict[str, SubscriptionRecord | None] = {}
+        wanted: list[str] = []
+        for subscription_id in sorted(set(ids)):
+            cached = self._cached(subscription_id, now)
+            if cached is _UNCACHED:
+                wanted.append(subscription_id)
+            else:
+                found[subscription_id] = cached  # type: ignore[assignment]
+        if len(wanted) > self.point_reads:
+            table = await self._table(store, now)
+            fetched = [table.get(subscription_id) for subscription_id in wanted]
+        else:
+            fetched = list(await asyncio.gather(*(self._read(store, i) for i in wanted)))
+        for subscription_id, record in zip(wanted, fetched, strict=True):
+            self._remember(subscription_id, record, now)
+            found[subscription_id] = record
+        return found
+
+    def _cached(self, subscription_id: str, now: float) -> SubscriptionRecord | object | None:
+        """The cached record, ``None`` for a remembered miss, ``_UNCACHED`` if storage must say."""
         cached = self._entries.get(subscription_id)
         if cached and cached[0] > now:
             return cached[1]
+        missed_until = self._misses.get(subscription_id)
+        if missed_until is not None:
+            if missed_until > now:
+                return None
+            del self._misses[subscription_id]
+        return _UNCACHED
+
+    async def _read(self, store: Store, subscription_id: str) -> SubscriptionRecord | None:
         try:
-            record = await store.subscriptions.get(subscription_id)
-        except SubscriptionNotFound:
-            self._entries.pop(subscription_id, None)
+            return await store.subscriptions.get(subscription_id)
+        except (SubscriptionNotFound, InvalidKey):
             return None
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[subscription_id] = (now + self.ttl, record)
-        return record
+
+    async def _table(self, store: Store, now: float) -> dict[str, SubscriptionRecord]:
+        """Every stored subscription by id, read at most once per ``scan_interval``."""
+        if self._scan is None or self._scan[0] + self.scan_interval <= now:
+            everything = dt.datetime.now(dt.UTC) + dt.timedelta(days=3650)
+            records = {r.subscription_id: r async for r in store.subscriptions.list_expiring(everything)}
+            self._scan = (now, records)
+        return self._scan[1]
+
+    def _remember(self, subscription_id: str, record: SubscriptionRecord | None, now: float) -> None:
+        if record is not None:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[subscription_id] = (now + self.ttl, record)
+            return
+        self._entries.pop(subscription_id, None)
+        self._misses[subscription_id] = now + self.miss_ttl
+        self._misses.move_to_end(subscription_id)
+        while len(self._misses) > self.max_misses:
+            self._misses.popitem(last=False)
 
     def forget(self, subscription_id: str) -> None:
         self._entries.pop(subscription_id, None)
+        self._misses.pop(subscription_id, None)
+        self._scan = None
 
 
 async def _verified_records(
@@ -95,22 +176,18 @@ async def _verified_records(
     store: Store,
     tenant_id: str,
     cache: SubscriptionCache,
-) -> tuple[list[SubscriptionRecord], int]:
-    """The subscription of each notification, all checked before anything is written."""
+) -> list[SubscriptionRecord | None]:
+    """The subscription of each notification (``None``: unknown), all checked before anything is
+    written; the lookups run concurrently (one read per distinct id not in the cache)."""
     items = list(notifications)
-    unique_ids = sorted({subscription_id for subscription_id, _, _ in items})
-    found = dict(
-        zip(unique_ids, await asyncio.gather(*(cache.get(store, i) for i in unique_ids)), strict=True)
-    )
-    records: list[SubscriptionRecord] = []
-    unknown = 0
+    found = await cache.get_many(store, (subscription_id for subscription_id, _, _ in items))
+    expected_tenant = tenant_id.lower().encode()
+    records: list[SubscriptionRecord | None] = []
     for subscription_id, client_state, notified_tenant in items:
         record = found[subscription_id]
-        if record is None:
-            unknown += 1
-            continue
-        if not verify_client_state(record, client_state) or not hmac.compare_digest(
-            notified_tenant.lower(), tenant_id.lower()
+        if record is not None and (
+            not verify_client_state(record, client_state)
+            or not hmac.compare_digest(notified_tenant.lower().encode(), expected_tenant)
         ):
             log.warning(
                 "rejected a notification for subscription %s: clientState or tenant mismatch",
@@ -118,25 +195,36 @@ async def _verified_records(
             )
             raise ForgedNotification("clientState or tenantId does not match the subscription")
         records.append(record)
-    return records, unknown
+    return records
 
 
 async def _mark_and_enqueue(
     targets: Iterable[tuple[str, str]], *, store: Store, jobs: JobQueue, reason: JobReason
 ) -> int:
     async def one(mailbox_id: str, resource: str) -> int:
-        if not await store.sync_state.mark_dirty(mailbox_id, resource):
-            return 0
+        newly_dirty: bool | None = None  # None: the mark's outcome is unknown
         try:
+            newly_dirty = await store.sync_state.mark_dirty(mailbox_id, resource)
+            if not newly_dirty:
+                return 0
             await jobs.enqueue(SyncJob(mailbox_id=mailbox_id, resource=resource, reason=reason))
         except BaseException:
-            # Un-mark, so Graph's retry of this notification turns it dirty again and enqueues.
-            with contextlib.suppress(Exception):
-                await store.sync_state.clear_dirty(await store.sync_state.get_state(mailbox_id, resource))
+            if newly_dirty is not False:
+                await _unmark(store, mailbox_id, resource)
             raise
         return 1
 
     return sum(await asyncio.gather(*(one(m, r) for m, r in targets)))
+
+
+async def _unmark(store: Store, mailbox_id: str, resource: str) -> None:
+    """Clear a dirty flag this call may have set without a job, so Graph's retry of the notification
+    (the webhook answered 5xx) turns it dirty again and enqueues. Bounded by
+    :data:`UNMARK_SECONDS`, also when the webhook's deadline cancelled the call: storage that hangs
+    must not hold the answer. If it fails the flag stays without a job; the sweep finds such rows."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(UNMARK_SECONDS):
+            await store.sync_state.clear_dirty(await store.sync_state.get_state(mailbox_id, resource))
 
 
 async def accept_change_notifications(
@@ -150,15 +238,28 @@ async def accept_change_notifications(
 ) -> IntakeResult:
     """Verify a change-notification payload and turn it into at most one job per (mailbox, resource)."""
     notifications = parse_notifications(body, max_bytes=max_bytes)
-    records, unknown = await _verified_records(
+    return await accept_notifications(notifications, store=store, jobs=jobs, tenant_id=tenant_id, cache=cache)
+
+
+async def accept_notifications(
+    notifications: list[ChangeNotification],
+    *,
+    store: Store,
+    jobs: JobQueue,
+    tenant_id: str,
+    cache: SubscriptionCache,
+) -> IntakeResult:
+    """:func:`accept_change_notifications` for a payload already parsed (the webhook parses before it
+    opens storage, so bad input gets its 400 whatever the storage does)."""
+    found = await _verified_records(
         ((n.subscription_id, n.client_state, n.tenant_id) for n in notifications),
         store=store,
         tenant_id=tenant_id,
         cache=cache,
     )
-    targets = sorted({(r.mailbox_id, r.resource) for r in records})
+    targets = sorted({(r.mailbox_id, r.resource) for r in found if r is not None})
     enqueued = await _mark_and_enqueue(targets, store=store, jobs=jobs, reason=JobReason.NOTIFICATION)
-    return IntakeResult(len(notifications), len(targets), enqueued, unknown)
+    return IntakeResult(len(notifications), len(targets), enqueued, found.count(None))
 
 
 @dataclass(frozen=True)
@@ -172,20 +273,28 @@ class LifecycleWork:
 async def verify_lifecycle_notifications(
     body: bytes, *, store: Store, tenant_id: str, max_bytes: int, cache: SubscriptionCache
 ) -> tuple[list[LifecycleWork], int]:
-    """Parse and verify a lifecycle payload; the caller reauthorizes, recreates or resyncs."""
-    notifications: list[LifecycleNotification] = parse_lifecycle_notifications(body, max_bytes=max_bytes)
-    verified: list[LifecycleWork] = []
-    unknown = 0
-    for notification in notifications:
-        records, missing = await _verified_records(
-            [(notification.subscription_id, notification.client_state, notification.tenant_id)],
-            store=store,
-            tenant_id=tenant_id,
-            cache=cache,
-        )
-        unknown += missing
-        verified.extend(LifecycleWork(notification.lifecycle_event, record) for record in records)
-    return verified, unknown
+    """Parse and verify a lifecycle payload: the verified work (one per distinct subscription and
+    event) and the number of notifications for unknown subscriptions."""
+    notifications = parse_lifecycle_notifications(body, max_bytes=max_bytes)
+    return await verify_lifecycle(notifications, store=store, tenant_id=tenant_id, cache=cache)
+
+
+async def verify_lifecycle(
+    notifications: list[LifecycleNotification], *, store: Store, tenant_id: str, cache: SubscriptionCache
+) -> tuple[list[LifecycleWork], int]:
+    """:func:`verify_lifecycle_notifications` for a payload already parsed."""
+    found = await _verified_records(
+        ((n.subscription_id, n.client_state, n.tenant_id) for n in notifications),
+        store=store,
+        tenant_id=tenant_id,
+        cache=cache,
+    )
+    work: dict[tuple[str, LifecycleEvent], LifecycleWork] = {}
+    for notification, record in zip(notifications, found, strict=True):
+        if record is not None:
+            key = (record.subscription_id, notification.lifecycle_event)
+            work.setdefault(key, LifecycleWork(notification.lifecycle_event, record))
+    return list(work.values()), found.count(None)
 
 
 async def request_resync(
