@@ -135,7 +135,10 @@ REMEDIES: dict[str, str] = {
     "AzureWebJobsStorage__accountName": "set the storage account name (managed identity, Azure) "
     "or AzureWebJobsStorage (a connection string, local)",
     "CRMSYNC_TABLE_PREFIX": "use 3-41 letters and digits starting with a letter, e.g. crmsync",
-    "CRMSYNC_JOB_QUEUE": "use 3-63 lowercase letters, digits and single hyphens, e.g. crmsync-jobs",
+    "CRMSYNC_JOB_QUEUE": (
+        "use 3-46 lowercase letters, digits and single hyphens, e.g. crmsync-jobs (the lifecycle queue "
+        "adds -lifecycle and the host's poison queue -poison, within Azure's 63)"
+    ),
     "CRMSYNC_RENEW_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
     "CRMSYNC_SWEEP_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
     "CRMSYNC_PARKED_RETRY_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
@@ -194,7 +197,9 @@ class Settings(BaseSettings):
         default="crmsync", validation_alias="CRMSYNC_TABLE_PREFIX", pattern=r"^[A-Za-z][A-Za-z0-9]{2,40}$"
     )
     job_queue: str = Field(
-        default="crmsync-jobs", validation_alias="CRMSYNC_JOB_QUEUE", pattern=r"^[a-z0-9](-?[a-z0-9]){2,62}$"
+        default="crmsync-jobs",
+        validation_alias="CRMSYNC_JOB_QUEUE",
+        pattern=r"^(?=.{3,46}$)[a-z0-9](-?[a-z0-9])*$",
     )
 
     # --- schedules (NCRONTAB, read by the timer triggers as %NAME%) --------

@@ -210,3 +210,14 @@ def test_a_bad_schedule_setting_is_named(env: pytest.MonkeyPatch) -> None:
         "CRMSYNC_RENEW_SCHEDULE: not a schedule the Functions host accepts: hour field: 25 is outside 0-23; "
         + REMEDIES["CRMSYNC_RENEW_SCHEDULE"]
     ]
+
+
+def test_a_job_queue_name_leaves_room_for_the_lifecycle_and_poison_queues(env: pytest.MonkeyPatch) -> None:
+    """``<name>-lifecycle-poison`` must stay within Azure's 63 characters."""
+    for key, value in VALID.items():
+        env.setenv(key, value)
+    env.setenv("CRMSYNC_JOB_QUEUE", "q" * 47)
+    with pytest.raises(SettingsError, match="CRMSYNC_JOB_QUEUE"):
+        load_settings()
+    env.setenv("CRMSYNC_JOB_QUEUE", "q" * 46)
+    assert len(load_settings().job_queue + "-lifecycle-poison") == 63
