@@ -199,7 +199,9 @@ class Settings(BaseSettings):
     job_queue: str = Field(
         default="crmsync-jobs",
         validation_alias="CRMSYNC_JOB_QUEUE",
-        pattern=r"^(?=.{3,46}$)[a-z0-9](-?[a-z0-9])*$",
+        pattern=r"^[a-z0-9](-?[a-z0-9])+$",
+        min_length=3,
+        max_length=46,
     )
 
     # --- schedules (NCRONTAB, read by the timer triggers as %NAME%) --------
