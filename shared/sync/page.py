@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from shared import telemetry
 from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
 from shared.crm.port import CrmPort
 from shared.domain.model import Email, ItemKind, OutlookItem
@@ -373,6 +374,7 @@ class PageSync:
         )
         run.parked += 1
         run.parked_ids.add(item.item_id)
+        telemetry.record_parked(run.ref.kind.value, reason)
         logger.warning("parked a %s item: %s (%s)", run.ref.kind.value, reason, error.code)
 
 
