@@ -263,7 +263,11 @@ class PageSync:
         self, run: RunState, prepared: list[_Prepared], states: dict[uuid.UUID, CrmState]
     ) -> list[_Prepared]:
         """Unlinked items whose deterministic record does not exist may be in the CRM already
-        (tracked before crmsync): link them to that record instead of creating a duplicate."""
+        (tracked before crmsync): link them to that record instead of creating a duplicate. Looked
+        up in full reads (onboarding, resync), where a mailbox meets what was tracked before it;
+        an incremental run's new items are new (a burst pays no lookup)."""
+        if not run.full:
+            return prepared
         fresh = {
             entry.item.item_id: entry.outlook.item
             for entry in prepared
