@@ -18,10 +18,10 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.domain.bases import FieldBase
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.domain.model import ItemKind, UtcDatetime
 from shared.store.fingerprint import fingerprint
-from shared.store.synced_fields import SyncedValue
 
 
 def utc_now() -> dt.datetime:
@@ -57,6 +57,8 @@ class Mailbox:
 class Link:
     """One Outlook item linked to one CRM record in one mailbox, with what was last synced.
 
+    ``owned_by_user`` and ``field_bases`` are what the planner needs from the last sync: who owns
+    the record, and per unit of columns the fingerprints both sides agreed on (three-way merge).
     ``mailbox_id``, ``kind``, ``outlook_id``, ``crm_table`` and ``crm_id`` identify the link:
     ``update`` keeps them (re-key the Outlook side with ``move_outlook_id``; re-point the
     CRM side by ``delete`` + ``create``).
@@ -71,7 +73,8 @@ class Link:
     crm_etag: str | None = None
     outlook_hash: str | None = None
     crm_hash: str | None = None
-    synced_fields: Mapping[str, SyncedValue] = field(default_factory=dict)
+    owned_by_user: bool = False  # the mailbox's CRM user owns the record (decides deletes)
+    field_bases: Mapping[str, FieldBase] = field(default_factory=dict)  # per unit: last synced fingerprints
     updated_at: dt.datetime | None = None
     etag: str | None = None
 

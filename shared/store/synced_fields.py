@@ -1,4 +1,4 @@
-"""How a link's ``synced_fields`` (the last synced CRM column values) fit into a table entity.
+"""How a link's merge bases (per unit, the last synced fingerprints) fit into a table entity.
 
 The three-way merge needs the values both sides agreed on at the last sync. Table Storage caps
 a string property at 64 KiB (32 K UTF-16 characters) and an entity at 1 MiB and 255 properties
@@ -23,6 +23,8 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
+
+from shared.domain.bases import FieldBase
 
 JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
 
@@ -116,3 +118,29 @@ def decode_synced_fields(properties: Mapping[str, Any]) -> SyncedFields:
 def normalise_synced_fields(fields: Mapping[str, SyncedValue]) -> SyncedFields:
     """What a store hands back after storing ``fields`` (the in-memory fake uses it to behave alike)."""
     return decode_synced_fields(encode_synced_fields(fields))
+
+
+# --- a link's merge bases and ownership ---------------------------------------------------------
+
+_OWNED = "own"
+_LEGACY_OWNED = "@owned_by_user"  # rows written before ownership had a property of its own
+
+
+def encode_link_bases(owned_by_user: bool, bases: Mapping[str, FieldBase]) -> dict[str, str | int | bool]:
+    """Entity properties of a link's ownership flag and its per-unit merge bases."""
+    pairs: dict[str, SyncedValue] = {unit: [base.outlook, base.crm] for unit, base in bases.items()}
+    return {_OWNED: owned_by_user, **encode_synced_fields(pairs)}
+
+
+def decode_link_bases(properties: Mapping[str, Any]) -> tuple[bool, dict[str, FieldBase]]:
+    """Invert :func:`encode_link_bases`; a legacy row keeps its ownership inside the synced fields."""
+    decoded = decode_synced_fields(properties)
+    owned = properties.get(_OWNED)
+    if owned is None:
+        owned = decoded.get(_LEGACY_OWNED) is True
+    bases = {
+        unit: FieldBase(str(value[0]), str(value[1]))
+        for unit, value in decoded.items()
+        if isinstance(value, list) and len(value) == 2
+    }
+    return bool(owned), bases

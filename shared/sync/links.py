@@ -14,19 +14,12 @@ from collections.abc import Sequence
 from shared.domain.model import ItemKind
 from shared.store.ports import LinkStore
 from shared.store.records import Link as StoredLink
-from shared.store.synced_fields import SyncedValue
 from shared.sync.fieldmaps import field_map
-from shared.sync.merge import FieldBase
 from shared.sync.plan import Action, DropLink, Link, UnlinkOnly, WriteLink
-
-_OWNED_KEY = "@owned_by_user"  # kept beside the per-column bases in the link row's synced fields
 
 
 def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:
-    """The link row for a planner link (bases as ``[outlook, crm]`` fingerprint pairs)."""
-    synced: dict[str, SyncedValue] = {_OWNED_KEY: link.owned_by_user}
-    for column, base in link.synced_fields.items():
-        synced[column] = [base.outlook, base.crm]
+    """The link row for a planner link."""
     return StoredLink(
         mailbox_id=mailbox_id,
         kind=kind,
@@ -37,16 +30,13 @@ def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:
         crm_etag=link.crm_etag,
         outlook_hash=link.outlook_hash,
         crm_hash=link.crm_hash,
-        synced_fields=synced,
+        owned_by_user=link.owned_by_user,
+        field_bases=dict(link.field_bases),
     )
 
 
 def from_stored_link(row: StoredLink) -> Link:
     """The planner's view of a link row."""
-    bases: dict[str, FieldBase] = {}
-    for column, value in row.synced_fields.items():
-        if isinstance(value, list) and len(value) == 2:
-            bases[column] = FieldBase(str(value[0]), str(value[1]))
     return Link(
         outlook_id=row.outlook_id,
         crm_id=uuid.UUID(row.crm_id),
@@ -54,8 +44,8 @@ def from_stored_link(row: StoredLink) -> Link:
         crm_etag=row.crm_etag,
         outlook_hash=row.outlook_hash or "",
         crm_hash=row.crm_hash or "",
-        synced_fields=bases,
-        owned_by_user=row.synced_fields.get(_OWNED_KEY) is True,
+        field_bases=dict(row.field_bases),
+        owned_by_user=row.owned_by_user,
     )
 
 

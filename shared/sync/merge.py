@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from shared.domain.bases import FieldBase
 from shared.domain.model import FieldDirection
 from shared.sync.fieldmaps.base import FLOWS_TO_CRM, FLOWS_TO_OUTLOOK, CrmValue, fingerprint
 
@@ -30,14 +31,6 @@ class Side(enum.StrEnum):
 
     OUTLOOK = "outlook"
     CRM = "crm"
-
-
-@dataclass(frozen=True, slots=True)
-class FieldBase:
-    """Fingerprints of one unit's values on each side as of the last sync."""
-
-    outlook: str
-    crm: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +152,7 @@ def merge_fields(
     return MergeResult(to_crm, to_outlook, tuple(conflicts))
 
 
-def encode_synced_fields(fields: Mapping[str, FieldBase]) -> str:
+def encode_field_bases(fields: Mapping[str, FieldBase]) -> str:
     """Compact JSON for a link row property: ``{"<column>": ["<outlook fp>", "<crm fp>"], ...}``."""
     return json.dumps(
         {column: [entry.outlook, entry.crm] for column, entry in sorted(fields.items())},
@@ -167,11 +160,11 @@ def encode_synced_fields(fields: Mapping[str, FieldBase]) -> str:
     )
 
 
-def decode_synced_fields(encoded: str | None) -> dict[str, FieldBase]:
-    """Inverse of :func:`encode_synced_fields`; an empty or missing property is an empty base."""
+def decode_field_bases(encoded: str | None) -> dict[str, FieldBase]:
+    """Inverse of :func:`encode_field_bases`; an empty or missing property is an empty base."""
     if not encoded:
         return {}
     raw = json.loads(encoded)
     if not isinstance(raw, dict):
-        raise ValueError("synced_fields must be a JSON object")
+        raise ValueError("field_bases must be a JSON object")
     return {str(column): FieldBase(str(pair[0]), str(pair[1])) for column, pair in raw.items()}

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from shared.crm.limits import Fitted
+from shared.domain.bases import FieldBase
 from shared.domain.mailbox_settings import CrmRecordRef
 from shared.domain.model import Appointment, Contact, Email, FieldDirection, ItemKind, OutlookItem, Task
 from shared.sync.fieldmaps.base import CrmValue
-from shared.sync.merge import FieldBase, Side
+from shared.sync.merge import Side
 
 NeutralContent = Contact | Appointment | Task | Email
 
@@ -113,7 +114,7 @@ class Link:
     crm_etag: str | None
     outlook_hash: str
     crm_hash: str
-    synced_fields: Mapping[str, FieldBase] = field(default_factory=dict)
+    field_bases: Mapping[str, FieldBase] = field(default_factory=dict)
     owned_by_user: bool = False
 
 

@@ -46,6 +46,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.domain.bases import FieldBase
 from shared.domain.model import (
     Appointment,
     Contact,
@@ -57,7 +58,7 @@ from shared.domain.model import (
 )
 from shared.sync.fieldmaps import FieldMap, crm_content_hash, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc
-from shared.sync.merge import FieldBase, Side, merge_fields, unit_fingerprints
+from shared.sync.merge import Side, merge_fields, unit_fingerprints
 from shared.sync.plan import (
     Action,
     Conflict,
@@ -186,7 +187,7 @@ class _ItemPlanner:
                 crm_etag=crm.etag,
                 outlook_hash=content_hash(item),
                 crm_hash=crm_content_hash(self.fmap, crm_values),
-                synced_fields=unit_fingerprints(projection, crm_values, self.fmap.units()),
+                field_bases=unit_fingerprints(projection, crm_values, self.fmap.units()),
                 owned_by_user=crm.owned_by_user,
             )
             return [
@@ -237,7 +238,7 @@ class _ItemPlanner:
         }[(outlook_changed, crm_changed)]
         # Linked: the stamp went on before the link was first written (calendarView delta cannot
         # $expand it, so an event never shows it; re-stamping would echo every change).
-        return self.merge(present, crm, crm_values, link.synced_fields, why, stamp=False)
+        return self.merge(present, crm, crm_values, link.field_bases, why, stamp=False)
 
     def outlook_changed(self, link: Link, present: PresentItem) -> bool:
         if present.change_key is not None and present.change_key == link.outlook_change_key:
@@ -328,7 +329,7 @@ class _ItemPlanner:
             outlook_hash=content_hash(present.item),
             crm_hash=crm_content_hash(self.fmap, projection.values),
             # the new record holds the projection, and null in every column not written
-            synced_fields=unit_fingerprints(
+            field_bases=unit_fingerprints(
                 projection.values, {c: projection.values.get(c) for c in self.fmap.columns}, self.fmap.units()
             ),
             owned_by_user=True,  # created by crmsync acting as the mailbox's CRM user
@@ -421,7 +422,7 @@ class _ItemPlanner:
             crm_etag=crm.etag,
             outlook_hash=content_hash(new_item),
             crm_hash=crm_content_hash(self.fmap, new_crm),
-            synced_fields=unit_fingerprints(new_projection, new_crm, units),
+            field_bases=unit_fingerprints(new_projection, new_crm, units),
             owned_by_user=crm.owned_by_user,
         )
         from_outlook = outlook_written or bool(stamps)

@@ -18,6 +18,7 @@ import pytest
 from azure.core.pipeline import PipelineRequest
 from azure.data.tables.aio import TableClient
 
+from shared.domain.bases import FieldBase
 from shared.domain.model import ItemKind
 from shared.store import Store, open_store
 from shared.store.azure import AzureLinkStore
@@ -39,7 +40,8 @@ def _links(count: int, *, start: int = 0, mailbox_id: str = MAILBOX) -> list[Lin
             outlook_change_key=f"CQAA{n}",
             crm_etag=f'W/"{1000 + n}"',
             outlook_hash=f"{n:064x}",
-            synced_fields={"subject": f"Order {n}", "n": n},
+            owned_by_user=n % 2 == 0,
+            field_bases={"subject": FieldBase(f"{n:032x}", f"{n + 1:032x}")},
         )
         for n in range(start, start + count)
     ]
@@ -110,7 +112,10 @@ class TestLinkBatchesContract:
     async def test_update_many_rewrites_both_rows(self, store: Store, clock: ManualClock) -> None:
         created = await store.links.create_many(_links(70))
         clock.advance(5)
-        changed = [dataclasses.replace(link, crm_etag='W/"2"', synced_fields={"n": 2}) for link in created]
+        changed = [
+            dataclasses.replace(link, crm_etag='W/"2"', field_bases={"n": FieldBase("2" * 32, "2" * 32)})
+            for link in created
+        ]
 
         await store.links.update_many(changed)
 
@@ -195,12 +200,17 @@ async def test_a_page_of_links_takes_few_round_trips(logged_links: tuple[AzureLi
 async def test_large_links_are_split_under_the_payload_limit(
     logged_links: tuple[AzureLinkStore, RequestLog],
 ) -> None:
-    """About 140 KB of synced fields per link: 30 of them in one transaction would be over 4 MiB, which
+    """About 160 KB of merge bases per link: 30 of them in one transaction would be over 4 MiB, which
     Azurite refuses (413) as Table Storage does."""
     links, log = logged_links
     noise = random.Random(3)
     given = [
-        dataclasses.replace(link, synced_fields={"body": noise.randbytes(100_000).hex()})
+        dataclasses.replace(
+            link,
+            field_bases={
+                f"u{n}": FieldBase(noise.randbytes(16).hex(), noise.randbytes(16).hex()) for n in range(3000)
+            },
+        )
         for link in _links(30)
     ]
 

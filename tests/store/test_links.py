@@ -7,11 +7,11 @@ import random
 
 import pytest
 
+from shared.domain.bases import FieldBase
 from shared.domain.model import ItemKind
 from shared.store import Store
 from shared.store.errors import LinkAlreadyExists, LinkConflict
 from shared.store.records import Link
-from shared.store.synced_fields import HashedValue, unchanged_since_sync
 from tests.store.helpers import ManualClock, race
 
 MAILBOX = "5f0b1c1e-0000-4000-8000-00000000000a"
@@ -32,12 +32,8 @@ def _link(outlook_id: str = OUTLOOK_ID, crm_id: str = CRM_ID, kind: ItemKind = I
         crm_etag='W/"1001"',
         outlook_hash="a" * 64,
         crm_hash="b" * 64,
-        synced_fields={
-            "firstname": "Zoë",
-            "telephone1": None,
-            "birthdate": "1990-01-02",
-            "n": [1, 2.5, True],
-        },
+        owned_by_user=True,
+        field_bases={"firstname": FieldBase("a" * 32, "b" * 32), "birthdate": FieldBase("c" * 32, "d" * 32)},
     )
 
 
@@ -86,7 +82,7 @@ class TestLinksContract:
         read = await store.links.create(_link())
         clock.advance(5)
         changed = dataclasses.replace(
-            read, outlook_change_key="CQAAABYAAAB", synced_fields={"firstname": "Ann"}
+            read, outlook_change_key="CQAAABYAAAB", field_bases={"firstname": FieldBase("e" * 32, "e" * 32)}
         )
 
         updated = await store.links.update(changed)
@@ -156,19 +152,19 @@ class TestLinksContract:
         assert await store.links.count(MAILBOX) == 2
         assert await store.links.count(MAILBOX, ItemKind.EMAIL) == 0
 
-    async def test_large_synced_fields_survive_or_become_hashes(self, store: Store) -> None:
+    async def test_many_merge_bases_survive_compressed_across_properties(self, store: Store) -> None:
+        """A record with thousands of synced units still fits one entity (compressed, chunked)."""
         noise = random.Random(7)
-        incompressible = noise.randbytes(450_000).hex()
-        compressible = "lorem ipsum " * 20_000
-        fields = {"description": incompressible, "notes": compressible, "subject": "Quarterly review"}
+        bases = {
+            f"unit{n}": FieldBase(noise.randbytes(16).hex(), noise.randbytes(16).hex()) for n in range(2500)
+        }
 
-        created = await store.links.create(dataclasses.replace(_link(), synced_fields=fields))
+        created = await store.links.create(
+            dataclasses.replace(_link(), field_bases=bases, owned_by_user=False)
+        )
         read = await store.links.get_by_crm(MAILBOX, "contact", CRM_ID)
 
         assert read == created
-        stored = read.synced_fields
-        assert stored["notes"] == compressible
-        assert stored["subject"] == "Quarterly review"
-        assert isinstance(stored["description"], HashedValue)
-        assert unchanged_since_sync(stored["description"], incompressible)
-        assert not unchanged_since_sync(stored["description"], incompressible + "!")
+        assert read is not None
+        assert read.field_bases == bases
+        assert read.owned_by_user is False

@@ -7,12 +7,15 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.domain.bases import FieldBase
 from shared.store.synced_fields import (
     CHUNK_CHARS,
     MAX_CHUNKS,
     HashedValue,
     JsonValue,
+    decode_link_bases,
     decode_synced_fields,
+    encode_link_bases,
     encode_synced_fields,
     hash_value,
     unchanged_since_sync,
@@ -70,3 +73,11 @@ def test_no_fields_means_no_properties_needed() -> None:
     assert isinstance(
         decode_synced_fields(encode_synced_fields({"h": HashedValue("0" * 64)}))["h"], HashedValue
     )
+
+
+def test_link_bases_round_trip_and_a_legacy_row_keeps_its_ownership() -> None:
+    bases = {"subject": FieldBase("a" * 32, "b" * 32)}
+    assert decode_link_bases(encode_link_bases(True, bases)) == (True, bases)
+    assert decode_link_bases(encode_link_bases(False, {})) == (False, {})
+    legacy = encode_synced_fields({"@owned_by_user": True, "subject": ["a" * 32, "b" * 32]})
+    assert decode_link_bases(legacy) == (True, bases)

@@ -6,15 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.domain.bases import FieldBase
 from shared.domain.model import FieldDirection
 from shared.sync.fieldmaps import CrmValue
 from shared.sync.merge import (
-    FieldBase,
     MergeResult,
     ResolvedConflict,
     Side,
-    decode_synced_fields,
-    encode_synced_fields,
+    decode_field_bases,
+    encode_field_bases,
     merge_fields,
     unit_fingerprints,
 )
@@ -141,17 +141,17 @@ def test_lossy_mapping_is_not_mistaken_for_a_change() -> None:
     assert _merge(outlook, crm, base=base) == MergeResult()
 
 
-def test_synced_fields_round_trip_through_json() -> None:
+def test_field_bases_round_trip_through_json() -> None:
     fields = unit_fingerprints(SYNCED, SYNCED | {"subject": "other"}, UNITS)
-    assert decode_synced_fields(encode_synced_fields(fields)) == fields
-    assert decode_synced_fields(None) == {}
-    assert decode_synced_fields("") == {}
+    assert decode_field_bases(encode_field_bases(fields)) == fields
+    assert decode_field_bases(None) == {}
+    assert decode_field_bases("") == {}
     with pytest.raises(ValueError, match="JSON object"):
-        decode_synced_fields("[1, 2]")
+        decode_field_bases("[1, 2]")
 
 
 def test_link_rows_hold_digests_not_values() -> None:
-    encoded = encode_synced_fields(
+    encoded = encode_field_bases(
         unit_fingerprints({"subject": "secret@example.com"}, {}, {"subject": ("subject",)})
     )
     assert "secret" not in encoded

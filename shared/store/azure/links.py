@@ -33,7 +33,7 @@ from shared.store.errors import (
 from shared.store.keys import encode_key, key_range
 from shared.store.ports import check_link_batch, create_each, transaction_chunks
 from shared.store.records import Link
-from shared.store.synced_fields import decode_synced_fields, encode_synced_fields
+from shared.store.synced_fields import decode_link_bases, encode_link_bases
 
 
 def _link_identity(link: Link) -> Entity:
@@ -59,7 +59,7 @@ def _link_rows(link: Link) -> tuple[Entity, Entity]:
             crm_hash=link.crm_hash,
             updated_at=link.updated_at,
         ),
-        **encode_synced_fields(link.synced_fields),
+        **encode_link_bases(link.owned_by_user, link.field_bases),
     }
     return outlook_row, {**identity, "RowKey": crm_row_key(link.crm_table, link.crm_id)}
 
@@ -75,10 +75,15 @@ def _link_from(mailbox_id: str, entity: TableEntity) -> Link:
         crm_etag=entity.get("crm_etag"),
         outlook_hash=entity.get("outlook_hash"),
         crm_hash=entity.get("crm_hash"),
-        synced_fields=decode_synced_fields(entity),
+        **_bases(entity),
         updated_at=as_utc(entity.get("updated_at")),
         etag=entity_etag(entity),
     )
+
+
+def _bases(entity: Mapping[str, Any]) -> dict[str, Any]:
+    owned, bases = decode_link_bases(entity)
+    return {"owned_by_user": owned, "field_bases": bases}
 
 
 def _link_conflict(exc: TableTransactionError) -> NoReturn:
@@ -281,4 +286,4 @@ def _stamp(link: Link, updated_at: dt.datetime) -> Link:
 
 def _as_stored(link: Link, outlook_row: Entity, etag: str) -> Link:
     """The link as a later read returns it: new etag, synced fields as stored (maybe hashed)."""
-    return replace(link, synced_fields=decode_synced_fields(outlook_row), etag=etag)
+    return replace(link, **_bases(outlook_row), etag=etag)

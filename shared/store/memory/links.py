@@ -14,7 +14,6 @@ from shared.store.keys import encode_key
 from shared.store.memory.common import Clock, new_etag
 from shared.store.ports import check_link_batch, create_each, transaction_chunks
 from shared.store.records import Link
-from shared.store.synced_fields import normalise_synced_fields
 
 _OutlookKey = tuple[str, ItemKind, str]
 _CrmKey = tuple[str, str, str]
@@ -51,7 +50,7 @@ class MemoryLinkStore:
         self._check_keys(link)
         return dataclasses.replace(
             link,
-            synced_fields=normalise_synced_fields(link.synced_fields),
+            field_bases=dict(link.field_bases),
             updated_at=self._clock(),
             etag=new_etag(),
         )
