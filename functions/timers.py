@@ -20,6 +20,8 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
     maintenance = await get_runtime().maintenance()
     report = await maintenance.renew_subscriptions(before=renewal_horizon(dt.datetime.now(dt.UTC)))
     log.info("renewed %d subscriptions, recreated %d", len(report.renewed), len(report.recreated))
+    if report.failed:
+        log.error("subscription renewal failed for %d subscription(s); retried next run", len(report.failed))
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_SWEEP_SCHEDULE%", run_on_startup=False)

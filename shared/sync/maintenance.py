@@ -11,12 +11,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from shared.domain.model import ItemKind
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.subscriptions import SubscriptionManager
+from shared.store.fingerprint import short_fingerprint
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, MailboxState, SubscriptionRecord
 from shared.sync.applier import ACTOR
@@ -25,12 +28,15 @@ from shared.sync.lifecycle import RESOURCE_OF_KIND, replace_subscription
 from shared.sync.resources import parse_resource
 from shared.sync.run import ProgressCallback, SyncRunReport
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class RenewalReport:
     renewed: tuple[str, ...]  # subscription ids
     recreated: tuple[str, ...]  # new subscription ids replacing ones Graph no longer had
     resynced: tuple[SyncRunReport, ...]  # a delta after each recreation catches what was missed
+    failed: tuple[str, ...] = ()  # subscription ids whose renewal failed (logged; retried next run)
 
 
 class Maintenance:
@@ -45,35 +51,49 @@ class Maintenance:
 
     async def renew_subscriptions(self, *, before: dt.datetime) -> RenewalReport:
         """Renew subscriptions expiring before ``before``; recreate those Graph no longer has (404)
-        and run a delta for them, since notifications may have been lost meanwhile."""
+        and run a delta for them, since notifications may have been lost meanwhile.
+
+        Each subscription on its own: one that fails (403, throttling, a deleted mailbox, a failing
+        delta after recreation) is reported in ``failed`` and logged, and the others are renewed -
+        an error must never let every later subscription expire."""
         renewed: list[str] = []
         recreated: list[str] = []
         resynced: list[SyncRunReport] = []
+        failed: list[str] = []
         expiring = [record async for record in self._store.subscriptions.list_expiring(before)]
         for record in expiring:
-            ref = parse_resource(record.mailbox_id, record.resource)
             try:
-                expiration = await self._subscriptions.renew(
-                    record.subscription_id, RESOURCE_OF_KIND[ref.kind]
+                new_id, report = await self._renew(record)
+            except Exception as error:
+                failed.append(record.subscription_id)
+                logger.error(
+                    "subscription renewal failed for mailbox %s: %s",
+                    short_fingerprint(record.mailbox_id),
+                    type(error).__name__,
                 )
-            except ItemNotFound:
-                new = await replace_subscription(self._store, self._subscriptions, record)
-                await self._audit(record.mailbox_id, AuditAction.SUBSCRIBED)
-                recreated.append(new.subscription_id)
-                resynced.append(await self._job.run(record.mailbox_id, record.resource, wait_for_lease=True))
                 continue
-            await self._store.subscriptions.put(
-                SubscriptionRecord(
-                    subscription_id=record.subscription_id,
-                    mailbox_id=record.mailbox_id,
-                    resource=record.resource,
-                    client_state_hash=record.client_state_hash,
-                    expiration=expiration,
-                    lifecycle=record.lifecycle,
-                )
-            )
-            renewed.append(record.subscription_id)
-        return RenewalReport(tuple(renewed), tuple(recreated), tuple(resynced))
+            if new_id is None:
+                renewed.append(record.subscription_id)
+            else:
+                recreated.append(new_id)
+            if report is not None:
+                resynced.append(report)
+        return RenewalReport(tuple(renewed), tuple(recreated), tuple(resynced), tuple(failed))
+
+    async def _renew(self, record: SubscriptionRecord) -> tuple[str | None, SyncRunReport | None]:
+        """Renew one subscription: (None, None), or (its replacement's id, the delta run after it)."""
+        ref = parse_resource(record.mailbox_id, record.resource)
+        try:
+            expiration = await self._subscriptions.renew(record.subscription_id, RESOURCE_OF_KIND[ref.kind])
+        except ItemNotFound:
+            new = await replace_subscription(self._store, self._subscriptions, record)
+            await self._audit(record.mailbox_id, AuditAction.SUBSCRIBED)
+            # Dirty first: if the delta fails now, the resource keeps its mark and the sweep retries.
+            await self._store.sync_state.mark_dirty(record.mailbox_id, record.resource)
+            run = await self._job.run(record.mailbox_id, record.resource, wait_for_lease=True)
+            return new.subscription_id, run
+        await self._store.subscriptions.put(dataclasses.replace(record, expiration=expiration))
+        return None, None
 
     # -- recovery -------------------------------------------------------------------------------
 

@@ -64,6 +64,22 @@ async def test_renewal_extends_live_subscriptions_and_recreates_lost_ones_with_a
     assert await engine.crm_id(box, ItemKind.CONTACT, missed["contacts"][0])
 
 
+async def test_one_failing_renewal_does_not_stop_the_others(service: EngineServices, engine: Engine) -> None:
+    """Graph refuses one renewal (403): it is reported, and every other subscription is renewed."""
+    user = engine.make_crm_user()
+    box = engine.graph_sim.add_user(user.object_id)
+    onboarded = await service.onboard(box, user.systemuserid, settings=CONTACTS_AND_TASKS)
+    refused, live = onboarded.subscriptions
+    # Subscriptions are not addressed under a user path: the fault matches the subscription id.
+    engine.graph_sim.fault("status", status=403, method="PATCH", path_contains=refused.subscription_id)
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+
+    report = await service.renew_subscriptions(before=soon)
+
+    assert report.failed == (refused.subscription_id,)
+    assert report.renewed == (live.subscription_id,)
+
+
 async def test_a_second_worker_cannot_sync_a_mailbox_whose_lease_is_held(engine: Engine) -> None:
     box = (await engine.register()).mailbox_id
     await engine.store.sync_state.try_acquire(box, "another-worker", 60)
