@@ -1,18 +1,18 @@
 """The engine's Outlook side for one mailbox, on the Graph writers and mailbox reads.
 
 Implements the ``OutlookSide`` protocol of shared/sync/ports.py: the writes a plan may contain
-(stamps, creates, updates, deletes, a message's categories) and the attachment reads of a tracked
+(creates, updates, deletes, a message's categories) and the attachment reads of a tracked
 message. To Do tasks are addressed within a list, so a side is bound to the run's task list.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from shared.domain.model import Appointment, Contact, Email, ItemKind, OutlookItem, Task
 from shared.outlook.mailbox import Attachment, AttachmentReader
-from shared.outlook.writers import STAMPABLE_KINDS, OutlookWriter
+from shared.outlook.writers import OutlookWriter
 
 NeutralContent = Contact | Appointment | Task | Email
 
@@ -37,12 +37,6 @@ class GraphOutlookSide:
         if self._task_list is None:
             raise ValueError("To Do tasks are written within a list: pass task_list_id")
         return self._task_list
-
-    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> set[str]:
-        if kind not in STAMPABLE_KINDS or not stamps:
-            return set()
-        gone = await self._writer.stamp_many(self._mailbox, kind, {i: str(c) for i, c in stamps.items()})
-        return set(stamps) - gone
 
     async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem:
         if isinstance(item, Contact):

@@ -15,7 +15,7 @@ stamp. Master categories: learn.microsoft.com/graph/api/outlookuser-post-masterc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -36,7 +36,6 @@ from msgraph.generated.users.item.outlook.master_categories.master_categories_re
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.domain.model import Appointment, Contact, ItemKind, OutlookItem, Task
-from shared.outlook.batch import GraphBatch
 from shared.outlook.convert.common import CRM_ID_PROPERTY_ID, crm_id_of
 from shared.outlook.convert.contacts import contact_item, contact_to_graph
 from shared.outlook.convert.events import appointment_item, appointment_to_graph
@@ -232,34 +231,7 @@ class OutlookWriter:
             if exc.status != 409:  # created meanwhile by another writer: fine
                 raise
 
-    # --- the CRM id stamp ------------------------------------------------------------------------
-
-    @staticmethod
-    def _stamp_body(kind: ItemKind, crm_id: str) -> Any:
-        """The PATCH body that stamps (or overwrites) the CRM id: the extended property alone."""
-        if kind not in STAMPABLE_KINDS:
-            raise ValueError(f"{kind.value} items cannot carry extended properties in Graph v1.0")
-        body = _ITEM_MODEL[kind]()
-        body.single_value_extended_properties = _stamp(crm_id)
-        return body
-
-    async def stamp_crm_id(self, mailbox: str, kind: ItemKind, item_id: str, crm_id: str) -> None:
-        """Stamp (or overwrite) the CRM id on a message, contact or event."""
-        body = self._stamp_body(kind, crm_id)
-        with graph_errors():
-            await self._item(mailbox, kind, item_id).patch(body)
-
-    async def stamp_many(self, mailbox: str, kind: ItemKind, stamps: Mapping[str, str]) -> set[str]:
-        """Stamp many items of one kind (item id -> CRM id) in JSON batches, with the same PATCH as
-        :meth:`stamp_crm_id`. Returns the ids Graph no longer has (404): not an error, the item was
-        deleted meanwhile. Any other failure raises the typed error a single stamp would."""
-        bodies = {item_id: self._stamp_body(kind, crm_id) for item_id, crm_id in stamps.items()}
-        requests = {
-            item_id: self._item(mailbox, kind, item_id).to_patch_request_information(body)
-            for item_id, body in bodies.items()
-        }
-        answers = await GraphBatch(self._client).send_or_missing(requests)
-        return {item_id for item_id, answer in answers.items() if answer is None}
+    # --- the CRM id stamp (set by the creating request; read to find a pair again) -------------
 
     async def read_crm_id(self, mailbox: str, kind: ItemKind, item_id: str) -> str | None:
         """The CRM id stamped on an item, or ``None`` if it has none."""

@@ -15,8 +15,7 @@ one. Phases, each over the plans still standing:
    error; Dataverse runs a batch's requests in order: "Execute batch operations using the Web
    API"); a plan with a failed operation gets its error back and nothing after it is done;
 3. attachment copies of the plans whose CRM writes succeeded;
-4. Outlook writes: stamps in Graph JSON batches, then each plan's creates, updates, deletes and
-   category changes;
+4. Outlook writes: each plan's creates, updates, deletes and category changes;
 5. link rows: new links in entity-group transactions, the rest one by one; unlinks;
 6. audit: one record per write and per conflict, hashed ids only, in entity-group transactions.
 
@@ -63,7 +62,6 @@ from shared.sync.plan import (
     RemoveTrackedCategory,
     SetRegarding,
     Skip,
-    StampOutlook,
     UnlinkOnly,
     UpdateCrm,
     UpdateOutlook,
@@ -77,10 +75,6 @@ _A = TypeVar("_A")
 
 ACTOR = "sync.engine"
 _EMAIL_TABLE = "email"
-# The change key a stamp leaves is not recorded: the PATCH answer's key would also cover a user's
-# edit made between the delta read and the stamp, hiding it. The stamp's echo is then recognised by
-# its content hash (no write at all).
-_UNKNOWN_CHANGE_KEY = None
 _CRM_AUDIT = {CreateInCrm: AuditAction.CREATED_IN_CRM, UpdateCrm: AuditAction.UPDATED_IN_CRM}
 
 
@@ -281,7 +275,6 @@ class Applier:
 
     async def _outlook_writes(self, written: Sequence[_Written]) -> Exception | None:
         standing = [state for state in written if state.error is None]
-        await self._stamps(standing)
         failure: Exception | None = None
         for state in standing:
             try:
@@ -291,30 +284,6 @@ class Applier:
                 state.error = error
                 failure = failure or error
         return failure
-
-    async def _stamps(self, standing: Sequence[_Written]) -> None:
-        """Stamp the CRM ids. An item deleted since its page was read is not an error: the link is
-        still written, so the next delta's removal reaches the record through it."""
-        pending = {
-            a.item_id: (a, s) for s in standing for a in s.of(StampOutlook) if isinstance(a, StampOutlook)
-        }
-        if not pending:
-            return
-        outlook = self._side()
-        stamped = await outlook.stamp_many(self._kind, {i: a.crm_id for i, (a, _) in pending.items()})
-        if len(stamped) < len(pending):
-            logger.info(
-                "%d %s(s) not stamped (deleted meanwhile, or unstampable)",
-                len(pending) - len(stamped),
-                self._kind.value,
-            )
-        for item_id in stamped:
-            action, state = pending[item_id]
-            state.outlook = (item_id, _UNKNOWN_CHANGE_KEY)
-            state.outlook_writes += 1
-            self._records.append(
-                self._audited(AuditAction.STAMPED_IN_OUTLOOK, action, action.crm_id, item_id)
-            )
 
     async def _outlook_write(self, state: _Written, action: Action) -> None:
         if isinstance(action, CreateInOutlook):

@@ -197,7 +197,8 @@ class DeleteInCrm:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateInOutlook:
-    """Create ``item`` in the mailbox, stamped with ``crm_id`` (see :class:`StampOutlook`)."""
+    """Create ``item`` in the mailbox carrying ``crm_id`` in the creating request (an extended
+    property, a To Do linked resource), so the pair is found again without the link map."""
 
     kind: ItemKind
     item: NeutralContent
@@ -213,17 +214,6 @@ class UpdateOutlook:
     item: NeutralContent
     columns: tuple[str, ...]
     if_match: str | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StampOutlook:
-    """Stamp the CRM id on the Outlook item (a single-value extended property), so the pair is found
-    again without the link map - by a rerun after a lost link write, or by a repair. Callers
-    planning a CRM record with no link look for an Outlook item carrying its id first."""
-
-    item_id: str
-    crm_id: uuid.UUID
     reason: str
 
 
@@ -327,7 +317,6 @@ Action = (
     | DeleteInCrm
     | CreateInOutlook
     | UpdateOutlook
-    | StampOutlook
     | DeleteInOutlook
     | SetRegarding
     | CopyAttachments

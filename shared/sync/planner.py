@@ -50,7 +50,6 @@ from shared.domain.bases import FieldBase
 from shared.domain.model import (
     Appointment,
     Contact,
-    EventKind,
     ItemKind,
     Task,
     TaskStatus,
@@ -76,7 +75,6 @@ from shared.sync.plan import (
     PlanFacts,
     PresentItem,
     Skip,
-    StampOutlook,
     SyncPolicy,
     UnlinkOnly,
     UpdateCrm,
@@ -136,12 +134,6 @@ def plan_item(
     return with_tracking(present, link, planner.linked(link, outlook, present, crm, crm_values), facts)
 
 
-def _unstampable(item: NeutralContent) -> bool:
-    """An occurrence of a series carries no extended properties in Graph ("event resource type");
-    its deterministic id (from its own iCalUId) finds the pair again instead."""
-    return isinstance(item, Appointment) and item.event_kind is EventKind.OCCURRENCE
-
-
 def _canonical(fmap: FieldMap[Any], values: Mapping[str, object]) -> dict[str, CrmValue]:
     """The mapped columns the CRM side reported; a column not read (a party list) stays absent."""
     return {column: canonical_crm_value(values[column]) for column in fmap.columns if column in values}
@@ -169,7 +161,7 @@ class _ItemPlanner:
             # Both copies exist but were never linked: another mailbox already synced this message
             # or meeting (deterministic id), or a crash came between the create and the link
             # write. Link them and merge with an empty base (a value beats no value).
-            return self.merge(present, crm, crm_values, {}, "linked existing copies", stamp=True)
+            return self.merge(present, crm, crm_values, {}, "linked existing copies")
         if present is not None:
             # New in Outlook, not in the CRM -> create it under its deterministic id.
             key = natural_key(self.mailbox_id, present.item_id, present.item)
@@ -236,9 +228,7 @@ class _ItemPlanner:
             (False, True): "changed in the CRM, Outlook unchanged since last sync",
             (True, True): "changed on both sides since last sync",
         }[(outlook_changed, crm_changed)]
-        # Linked: the stamp went on before the link was first written (calendarView delta cannot
-        # $expand it, so an event never shows it; re-stamping would echo every change).
-        return self.merge(present, crm, crm_values, link.field_bases, why, stamp=False)
+        return self.merge(present, crm, crm_values, link.field_bases, why)
 
     def outlook_changed(self, link: Link, present: PresentItem) -> bool:
         if present.change_key is not None and present.change_key == link.outlook_change_key:
@@ -342,15 +332,9 @@ class _ItemPlanner:
             fitted=projection.fitted,
             reason=reason,
         )
-        stamp = self.stamp(present, record_id, reason)
-        write_link = WriteLink(link=link, outlook_from_write=bool(stamp), crm_from_write=True, reason=reason)
-        return [create_action, *stamp, write_link]
-
-    def stamp(self, present: PresentItem, record_id: uuid.UUID, reason: str) -> list[Action]:
-        """Stamp the record id on an Outlook item that does not carry it yet (before the link write)."""
-        if present.crm_id == record_id or _unstampable(present.item):
-            return []
-        return [StampOutlook(item_id=present.item_id, crm_id=record_id, reason=reason)]
+        # No stamp on the Outlook item: the record id is deterministic, so a lost link is found
+        # again from the item itself (no Graph write, and no echo notification for it).
+        return [create_action, WriteLink(link=link, crm_from_write=True, reason=reason)]
 
     def split_for_create(
         self, values: Mapping[str, CrmValue]
@@ -370,8 +354,6 @@ class _ItemPlanner:
         crm_values: dict[str, CrmValue],
         base: Mapping[str, FieldBase],
         why: str,
-        *,
-        stamp: bool,
     ) -> list[Action]:
         item = present.item
         projection = self.fmap.project(item)
@@ -414,7 +396,6 @@ class _ItemPlanner:
                     reason=f"{why} -> update Outlook",
                 )
             )
-        stamps = self.stamp(present, crm.record_id, why) if stamp else []
         link = Link(
             outlook_id=present.item_id,
             crm_id=crm.record_id,
@@ -425,8 +406,7 @@ class _ItemPlanner:
             field_bases=unit_fingerprints(new_projection, new_crm, units),
             owned_by_user=crm.owned_by_user,
         )
-        from_outlook = outlook_written or bool(stamps)
-        actions += stamps
+        from_outlook = outlook_written
         actions.append(
             WriteLink(
                 link=link, outlook_from_write=from_outlook, crm_from_write=bool(result.to_crm), reason=why

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from shared.domain.model import Appointment, Contact, Email, ItemKind, OutlookItem, Task
@@ -47,11 +47,6 @@ class OutlookReader(Protocol):
 
 class OutlookSide(Protocol):
     """The Outlook writes a plan may contain, for one mailbox (and one To Do list for tasks)."""
-
-    async def stamp_many(self, kind: ItemKind, stamps: Mapping[str, uuid.UUID]) -> set[str]:
-        """Stamp items (item id -> CRM id); the ids stamped. An item deleted meanwhile, or of a kind
-        that cannot carry a stamp (To Do tasks), is left out."""
-        ...
 
     async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem: ...
 

@@ -8,11 +8,9 @@ from typing import Any
 import pytest
 from msgraph.graph_service_client import GraphServiceClient
 
-from shared.domain.model import ItemKind
 from shared.outlook.batch import BatchAnswer, retry_after_seconds
 from shared.outlook.delta import DeltaReader, MessageBody
 from shared.outlook.errors import GraphThrottled, MailboxNotFound
-from shared.outlook.writers import OutlookWriter
 from tests.fixtures.graph_sim import GraphSim
 
 
@@ -107,31 +105,6 @@ async def test_a_request_still_unavailable_after_the_retries_raises_graph_thrott
         graph_sim.clear_faults(user=graph_user)
     assert raised.value.status == 503
     assert [len(inner) for inner in batches_of(graph_sim, graph_user).values()] == [2, 1, 1, 1]
-
-
-async def test_stamps_land_and_read_back_and_missing_items_are_reported(
-    graph: GraphServiceClient, graph_sim: GraphSim, graph_user: str
-) -> None:
-    contacts: list[str] = graph_sim.seed(graph_user, contacts=[{"givenName": f"c{i}"} for i in range(23)])[
-        "contacts"
-    ]
-    [gone] = graph_sim.seed(graph_user, contacts=[{"givenName": "gone"}])["contacts"]
-    await graph.users.by_user_id(graph_user).contacts.by_contact_id(gone).delete()
-    messages = seed_messages(graph_sim, graph_user, 2)
-    writer = OutlookWriter(graph)
-
-    missing = await writer.stamp_many(
-        graph_user, ItemKind.CONTACT, {**{c: f"crm-{i}" for i, c in enumerate(contacts)}, gone: "crm-x"}
-    )
-    assert await writer.stamp_many(graph_user, ItemKind.EMAIL, dict.fromkeys(messages, "crm-mail")) == set()
-
-    assert missing == {gone}
-    for i, contact in enumerate(contacts):
-        assert await writer.read_crm_id(graph_user, ItemKind.CONTACT, contact) == f"crm-{i}"
-    for message in messages:
-        assert await writer.read_crm_id(graph_user, ItemKind.EMAIL, message) == "crm-mail"
-    with pytest.raises(ValueError, match="extended properties"):
-        await writer.stamp_many(graph_user, ItemKind.TASK, {"task": "crm"})
 
 
 @pytest.mark.parametrize(

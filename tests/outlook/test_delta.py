@@ -6,9 +6,12 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
+from msgraph.generated.models.message import Message
+from msgraph.generated.models.single_value_legacy_extended_property import SingleValueLegacyExtendedProperty
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.domain.model import Appointment, Contact, Email, EventKind, ItemKind, Task
+from shared.outlook.convert.common import CRM_ID_PROPERTY_ID
 from shared.outlook.delta import DeltaPage, DeltaReader
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import OutlookMailbox
@@ -214,7 +217,12 @@ async def test_stamped_crm_ids_come_back_in_delta_pages(
     message_id = graph_sim.seed(graph_user, messages={"inbox": [{"subject": "Linked"}]})["messages"]["inbox"][
         0
     ]
-    await writer.stamp_crm_id(graph_user, ItemKind.EMAIL, message_id, "crm-email")
+    stamp = SingleValueLegacyExtendedProperty(id=CRM_ID_PROPERTY_ID, value="crm-email")
+    await (
+        graph.users.by_user_id(graph_user)
+        .messages.by_message_id(message_id)
+        .patch(Message(single_value_extended_properties=[stamp]))
+    )  # a message stamped by hand or by an earlier crmsync
     reader = DeltaReader(graph)
 
     contacts = [item for page in await drain(reader.contacts(graph_user)) for item in page.items]

@@ -29,7 +29,6 @@ from shared.sync.plan import (
     Link,
     OutlookState,
     Skip,
-    StampOutlook,
     SyncPolicy,
     UnlinkOnly,
     UpdateCrm,
@@ -221,11 +220,6 @@ class World:
                     if if_match is not None and if_match != entry.change_key:
                         raise PreconditionFailedError(item_id)
                     entry.item = item
-                    entry.change_key = self.version("ck")
-                    written_item = (item_id, entry.change_key)
-                case StampOutlook(item_id=item_id, crm_id=crm_id):
-                    entry = mailbox.items[item_id]
-                    entry.crm_id = crm_id
                     entry.change_key = self.version("ck")
                     written_item = (item_id, entry.change_key)
                 case DeleteInOutlook(item_id=item_id):
