@@ -65,7 +65,8 @@ class CrmPortContract:
             Upsert("contact", {"firstname": "Ada"}, id=record_id), caller=user.object_id
         )
         assert not updated.created
-        assert updated.etag and updated.etag != created.etag
+        assert updated.etag
+        assert updated.etag != created.etag
         row = await crm.get("contact", record_id, select=["firstname", "lastname"], caller=user.object_id)
         assert row is not None
         assert (row["firstname"], row["lastname"], row["@odata.etag"]) == ("Ada", "One", updated.etag)
@@ -232,7 +233,7 @@ class CrmPortContract:
         row = await crm.get("email", email, select=["subject"], caller=user.object_id)
         assert row is not None
         assert row["subject"] == "Hello"
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no activity parties"):
             await crm.upsert(
                 Upsert("contact", {"lastname": "x"}, id=uuid.uuid4(), parties=parties), caller=user.object_id
             )
