@@ -27,7 +27,7 @@ from shared.crm.errors import (
     RecordNotFound,
     ServiceProtectionLimit,
 )
-from shared.crm.port import CrmPort, Delete, Operation, Party, RecordRef, Upsert
+from shared.crm.port import CrmPort, Delete, FieldValue, Operation, Party, RecordRef, Upsert
 from shared.domain.model import Participation
 from shared.sync.fieldmaps.base import parse_utc
 from simulators.dataverse.launcher import DataverseSimulator
@@ -137,8 +137,9 @@ class CrmPortContract:
         assert rows[ids[2]] is None
         single = await crm.get("task", ids[0], select=["subject"], caller=user.object_id)
         assert single is not None
-        assert rows[ids[0]] is not None
-        assert rows[ids[0]]["@odata.etag"] == single["@odata.etag"]
+        first = rows[ids[0]]
+        assert first is not None
+        assert first["@odata.etag"] == single["@odata.etag"]
 
     async def test_delete_of_a_gone_record_is_false(self, crm: CrmPort, user: Caller) -> None:
         record_id = uuid.uuid4()
@@ -211,7 +212,11 @@ class CrmPortContract:
         await crm.upsert(Upsert("contact", {"lastname": "Regarding"}, id=contact), caller=user.object_id)
         task = uuid.uuid4()
         due = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
-        fields = {"subject": "Call", "scheduledend": due, "regardingobjectid": RecordRef("contact", contact)}
+        fields: dict[str, FieldValue] = {
+            "subject": "Call",
+            "scheduledend": due,
+            "regardingobjectid": RecordRef("contact", contact),
+        }
         await crm.upsert(Upsert("task", fields, id=task), caller=user.object_id)
         row = await crm.get(
             "task", task, select=["scheduledend", "_regardingobjectid_value"], caller=user.object_id

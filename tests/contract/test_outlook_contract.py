@@ -245,8 +245,9 @@ class OutlookContract:
         assert (email.subject, email.body, email.is_outgoing) == ("Quote", None, False)
         assert listed[tracked].categories == (TRACKED,)
         bodies = await box.reader.fetch_message_bodies(box.mailbox_id, [tracked])
-        assert bodies[tracked] is not None
-        assert "the body" in bodies[tracked].content
+        body = bodies[tracked]
+        assert body is not None
+        assert "the body" in body.content
 
         await box.writer.set_message_categories(box.mailbox_id, tracked, [])
         await box.writer.set_message_categories(box.mailbox_id, other, [TRACKED])

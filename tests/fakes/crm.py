@@ -30,7 +30,7 @@ import copy
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -156,6 +156,10 @@ class FakeCrm:
         self.calls: list[CallName] = []
         self._faults: list[_Fault] = []
         self._changes: list[_Change] = []
+        #: Records deleted through the port (not by :meth:`remove`), in order.
+        self.deletions: list[tuple[str, uuid.UUID]] = []
+        #: Called with the method's name before every call (a test's tripwire: it may raise).
+        self.before_call: Callable[[CallName], None] | None = None
 
     # -- test set-up and inspection -------------------------------------------------------------
 
@@ -213,6 +217,8 @@ class FakeCrm:
     def _enter(self, call: CallName, caller: str | None) -> uuid.UUID:
         """Every call: record it, raise an injected whole-call fault, resolve the caller."""
         self.calls.append(call)
+        if self.before_call is not None:
+            self.before_call(call)
         fault = self._take_fault(call, whole=True)
         if fault is not None:
             raise _fault_error(fault.status)
@@ -332,6 +338,7 @@ class FakeCrm:
             return False
         if op.if_match is not None and op.if_match not in ("*", record.etag):
             raise _mismatch()
+        self.deletions.append((op.table, op.id))
         return self._drop(op.table, op.id)
 
     def _run_op(self, op: Operation, user: uuid.UUID, fault: _Fault | None) -> OperationResult:

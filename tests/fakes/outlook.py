@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -96,8 +96,13 @@ class _Round:
 class FakeOutlook:
     """All fake mailboxes; a user's own edits go through the ``user_*`` methods."""
 
-    def __init__(self, *, page_size: int = 200) -> None:
+    def __init__(self, *, page_size: int = 200, clock: Callable[[], dt.datetime] | None = None) -> None:
         self.page_size = page_size
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        #: Called with the method's name before every reader/writer call (a test's tripwire: it may raise).
+        self.before_call: Callable[[str], None] | None = None
+        #: Items the writer deleted (mailbox id, the item as it was), in order.
+        self.deletions: list[tuple[str, FakeItem]] = []
         self.mailboxes: dict[str, FakeMailbox] = {}
         self._seq = itertools.count(1)
         self._rounds: dict[str, _Round] = {}
@@ -149,7 +154,7 @@ class FakeOutlook:
         if isinstance(content, Contact):
             item.content = self._as_graph_keeps_contact(content)
         if isinstance(content, Task):
-            item.content = self._as_graph_keeps_task(content, None)
+            item.content = self._as_graph_keeps_task(content, None, self.clock())
         if isinstance(content, Email):
             item.body = MessageBody(body or content.body or "", is_html=False)
             item.content = content.model_copy(update={"body": None, "body_is_html": False})
@@ -206,6 +211,8 @@ class FakeOutlook:
 
     def _enter(self, call: str) -> None:
         self.calls.append(call)
+        if self.before_call is not None:
+            self.before_call(call)
         for fault in self._faults:
             if fault[0] == call:
                 self._faults.remove(fault)
@@ -251,7 +258,7 @@ class FakeOutlook:
         return new.model_copy(update={"display_name": " ".join(p for p in parts if p) or None})
 
     @staticmethod
-    def _as_graph_keeps_task(new: Task, old: Task | None) -> Task:
+    def _as_graph_keeps_task(new: Task, old: Task | None, now: dt.datetime) -> Task:
         """A To Do write leaves out unset dates (task_to_graph), so Graph keeps the old ones; To Do sets
         the completion time when the status becomes completed and clears it otherwise."""
         start = new.start or (old.start if old else None)
@@ -260,7 +267,7 @@ class FakeOutlook:
         if new.status is not TaskStatus.COMPLETED:
             completed = None
         elif completed is None:
-            completed = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            completed = now.replace(microsecond=0)
         return new.model_copy(update={"start": start, "due": due, "completed": completed})
 
     def outlook_item(self, box: FakeMailbox, item: FakeItem, *, stamp: bool = True) -> OutlookItem:
@@ -492,6 +499,7 @@ class FakeOutlookWriter:
     def _delete(self, mailbox: str, kind: ItemKind, item_id: str) -> None:
         item = self._box(mailbox).items.get(item_id)
         if item is not None and item.kind is kind:
+            self._outlook.deletions.append((mailbox, item))
             self._outlook.user_delete(mailbox, item_id)
 
     async def create_contact(
@@ -571,7 +579,11 @@ class FakeOutlookWriter:
     ) -> OutlookItem:
         self._outlook._enter("create_task")
         return self._created(
-            mailbox, self._outlook._as_graph_keeps_task(task, None), list_id, None, categories
+            mailbox,
+            self._outlook._as_graph_keeps_task(task, None, self._outlook.clock()),
+            list_id,
+            None,
+            categories,
         )
 
     async def update_task(
@@ -581,7 +593,11 @@ class FakeOutlookWriter:
         item = self._existing(mailbox, ItemKind.TASK, item_id, list_id)
         assert isinstance(item.content, Task)
         return self._updated(
-            mailbox, item, self._outlook._as_graph_keeps_task(task, item.content), None, categories
+            mailbox,
+            item,
+            self._outlook._as_graph_keeps_task(task, item.content, self._outlook.clock()),
+            None,
+            categories,
         )
 
     async def delete_task(self, mailbox: str, list_id: str, item_id: str) -> None:
