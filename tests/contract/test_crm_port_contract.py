@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.crm.dataverse import DataverseClient, lookup_ref
+from shared.crm.dataverse import DataverseClient
+from shared.crm.dataverse.wire import lookup_ref
 from shared.crm.errors import (
     CallerNotFound,
     ConcurrencyMismatch,

@@ -59,8 +59,8 @@ from shared.domain.model import (
     TaskStatus,
 )
 from shared.outlook.errors import GraphError
+from shared.store import open_memory_store
 from shared.store.errors import LeaseHeld, LeaseLost
-from shared.store.memory import open_memory_store
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease
 from shared.store.records import Link as StoredLink
