@@ -258,6 +258,47 @@ class CrmPortContract:
         assert found[:1] == [RecordRef("systemuser", uuid.UUID(user.systemuserid))]
         assert await crm.find_by_email(f"nobody-{uuid.uuid4().hex}@x.example", caller=user.object_id) == []
 
+    async def test_find_where_reads_rows_and_activity_parties(self, crm: CrmPort, user: Caller) -> None:
+        address = f"w-{uuid.uuid4().hex[:8]}@fabrikam.example"
+        contact = uuid.uuid4()
+        fields: dict[str, FieldValue] = {"lastname": "Where", "emailaddress2": address}
+        await crm.upsert(Upsert("contact", fields, id=contact), caller=user.object_id)
+        rows = await crm.find_where(
+            "contact",
+            ("emailaddress1", "emailaddress2"),
+            [address, "nobody@x.example"],
+            select=["contactid", "_ownerid_value", "emailaddress2"],
+            caller=user.object_id,
+        )
+        assert [(row["contactid"], row["emailaddress2"]) for row in rows] == [(str(contact), address)]
+        assert str(rows[0]["_ownerid_value"]).lower() == user.systemuserid.lower()
+        meeting = uuid.uuid4()
+        parties = (
+            Party(Participation.ORGANIZER, address="boss@fabrikam.example"),
+            Party(Participation.REQUIRED, RecordRef("contact", contact), address),
+        )
+        start = dt.datetime(2026, 12, 2, 9, tzinfo=dt.UTC)
+        meeting_fields: dict[str, FieldValue] = {
+            "subject": "Plan",
+            "scheduledstart": start,
+            "scheduledend": start + dt.timedelta(hours=1),
+        }
+        await crm.upsert(
+            Upsert("appointment", meeting_fields, id=meeting, parties=parties), caller=user.object_id
+        )
+        found = await crm.find_where(
+            "activityparty",
+            ["_activityid_value"],
+            [str(meeting)],
+            select=["_activityid_value", "participationtypemask", "addressused"],
+            caller=user.object_id,
+        )
+        assert sorted((row["participationtypemask"], row["addressused"]) for row in found) == [
+            (5, address),
+            (7, "boss@fabrikam.example"),
+        ]
+        assert {str(row["_activityid_value"]).lower() for row in found} == {str(meeting)}
+
     async def test_an_unknown_caller_is_refused(self, crm: CrmPort) -> None:
         with pytest.raises(CallerNotFound):
             await crm.upsert(Upsert("task", {"subject": "who"}, id=uuid.uuid4()), caller=str(uuid.uuid4()))

@@ -66,10 +66,19 @@ from shared.crm.port import (
 from shared.crm.tables import table_info
 
 LOOKUP_TYPE = "Microsoft.Dynamics.CRM.lookuplogicalname"
+_NAMESPACE = uuid.UUID("5f1c3a2e-7b8d-4e0f-9a6b-2c4d6e8f0a1b")
 OWNER_COLUMN = "_ownerid_value"
 FaultStatus = Literal[412, 429]
 CallName = Literal[
-    "upsert", "create", "get", "get_many", "delete", "find_by_email", "apply_batch", "read_changes"
+    "upsert",
+    "create",
+    "get",
+    "get_many",
+    "delete",
+    "find_by_email",
+    "find_where",
+    "apply_batch",
+    "read_changes",
 ]
 
 
@@ -147,12 +156,13 @@ class FakeCrm:
 
     def __init__(self) -> None:
         self._versions = itertools.count(1000)
+        self._ids = itertools.count(1)  # ids the server chooses: deterministic, so runs repeat
         self.records: dict[tuple[str, uuid.UUID], FakeRecord] = {}
         self.keys: dict[str, tuple[str, ...]] = {}  # table -> alternate key columns
         self.users: dict[str, FakeUser] = {}  # by object id
-        self.app_user = uuid.uuid4()
-        self.business_unit = uuid.uuid4()
-        self.organization = uuid.uuid4()
+        self.app_user = self.new_id()
+        self.business_unit = self.new_id()
+        self.organization = self.new_id()
         self.calls: list[CallName] = []
         self._faults: list[_Fault] = []
         self._changes: list[_Change] = []
@@ -161,11 +171,16 @@ class FakeCrm:
         #: Called with the method's name before every call (a test's tripwire: it may raise).
         self.before_call: Callable[[CallName], None] | None = None
 
+    def new_id(self) -> uuid.UUID:
+        """A fresh id, the same sequence in every run of a test."""
+        return uuid.uuid5(_NAMESPACE, str(next(self._ids)))
+
     # -- test set-up and inspection -------------------------------------------------------------
 
     def add_user(self, email: str | None = None) -> FakeUser:
         """A CRM user (a systemuser row) the engine can impersonate by its object id."""
-        user = FakeUser(uuid.uuid4(), str(uuid.uuid4()), email or f"u-{uuid.uuid4().hex[:8]}@contoso.example")
+        systemuserid, object_id = self.new_id(), self.new_id()
+        user = FakeUser(systemuserid, str(object_id), email or f"u-{systemuserid.hex[:8]}@contoso.example")
         self.users[user.object_id] = user
         self._store(
             FakeRecord(
@@ -323,7 +338,7 @@ class FakeCrm:
             raise RecordNotFound(
                 f"{op.table} With Id = {op.id} Does Not Exist", code=OBJECT_DOES_NOT_EXIST, status=404
             )
-        record_id = op.id or uuid.uuid4()
+        record_id = op.id or self.new_id()
         record = FakeRecord(op.table, record_id, {}, next(self._versions), user, tuple(op.parties))
         if op.key is not None:
             self._write_columns(record, dict(op.key))
@@ -372,7 +387,7 @@ class FakeCrm:
         caller: str | None,
     ) -> RecordRef:
         user = self._enter("create", caller)
-        record_id = id or uuid.uuid4()
+        record_id = id or self.new_id()
         if (table, record_id) in self.records:
             raise _error(409, DuplicateRecord, DUPLICATE_RECORD, "Cannot insert duplicate key")
         result = self._upsert(Upsert(table, fields, id=record_id, parties=tuple(parties)), user)
@@ -415,6 +430,50 @@ class FakeCrm:
             for record_id, record in self.rows(table).items():
                 if any(str(record.columns.get(column) or "").casefold() == wanted for column in columns):
                     found.append(RecordRef(table, record_id))
+        return found
+
+    def _party_rows(self) -> list[dict[str, Any]]:
+        """The activityparty rows of every activity: parties are rows of their own in Dataverse."""
+        rows = []
+        for record in self.records.values():
+            for index, party in enumerate(record.parties):
+                row: dict[str, Any] = {
+                    "activitypartyid": str(uuid.uuid5(record.id, str(index))),
+                    "_activityid_value": str(record.id),
+                    f"_activityid_value@{LOOKUP_TYPE}": record.table,
+                    "participationtypemask": int(party.participation),
+                    "addressused": party.address,
+                    "_partyid_value": str(party.ref.id) if party.ref else None,
+                }
+                if party.ref is not None:
+                    row[f"_partyid_value@{LOOKUP_TYPE}"] = party.ref.table
+                rows.append(row)
+        return rows
+
+    async def find_where(
+        self,
+        table: str,
+        columns: Sequence[str],
+        values: Sequence[str],
+        *,
+        select: Sequence[str],
+        caller: str | None,
+    ) -> list[dict[str, Any]]:
+        """Rows where any of ``columns`` equals any of ``values`` (string ``eq``: case-insensitive)."""
+        self._enter("find_where", caller)
+        table_info(table)
+        wanted = {value.casefold() for value in values}
+
+        def matches(row: Mapping[str, Any]) -> bool:
+            return any(str(row.get(column) or "").casefold() in wanted for column in columns)
+
+        if table == "activityparty":
+            return [{c: row.get(c) for c in select} for row in self._party_rows() if matches(row)]
+        found = []
+        for record in self.rows(table).values():
+            row = self._read(record, None)
+            if matches(row):
+                found.append(self._read(record, select))
         return found
 
     async def apply_batch(

@@ -51,6 +51,7 @@ FaultStatus = Literal[429, 503]
 CONTACTS = "contacts"
 CALENDAR = "calendar"
 _LINK = "https://fake.graph/v1.0/delta"
+_NAMESPACE = uuid.UUID("0b7e4f9c-3d21-4a8e-b5c6-7f1e2d3c4b5a")
 
 
 @dataclass
@@ -105,6 +106,7 @@ class FakeOutlook:
         self.deletions: list[tuple[str, FakeItem]] = []
         self.mailboxes: dict[str, FakeMailbox] = {}
         self._seq = itertools.count(1)
+        self._ids = itertools.count(1)  # ids Graph chooses: deterministic, so runs repeat
         self._rounds: dict[str, _Round] = {}
         self._faults: list[tuple[str, FaultStatus]] = []
         self.calls: list[str] = []
@@ -112,9 +114,9 @@ class FakeOutlook:
     # -- set-up, user edits, inspection ---------------------------------------------------------
 
     def add_mailbox(self, mailbox_id: str | None = None, address: str | None = None) -> FakeMailbox:
-        mailbox_id = mailbox_id or str(uuid.uuid4())
+        mailbox_id = mailbox_id or str(uuid.uuid5(_NAMESPACE, f"mailbox {next(self._ids)}"))
         box = FakeMailbox(
-            mailbox_id, address or f"user-{mailbox_id[:8]}@sim.crmsync.test", f"list-{uuid.uuid4().hex[:12]}"
+            mailbox_id, address or f"user-{mailbox_id[:8]}@sim.crmsync.test", f"list-{next(self._ids)}"
         )
         self.mailboxes[mailbox_id] = box
         return box
@@ -123,7 +125,12 @@ class FakeOutlook:
         return next(self._seq)
 
     def _new_id(self) -> str:
-        return f"AAMkAG{uuid.uuid4().hex}="  # immutable ids carry base64 characters
+        return f"AAMkAG{uuid.uuid5(_NAMESPACE, str(next(self._ids))).hex}="  # ids carry base64 characters
+
+    def _new_ical_uid(self) -> str:
+        return (
+            "040000008200E00074C5B7101A82E008" + uuid.uuid5(_NAMESPACE, str(next(self._ids))).hex[:28].upper()
+        )
 
     def _touch(self, item: FakeItem) -> None:
         item.seq = self._next()
@@ -240,9 +247,7 @@ class FakeOutlook:
         return new.model_copy(
             update={
                 "organizer": old.organizer if old else EmailAddress(address=box.address, name="Sim User"),
-                "ical_uid": old.ical_uid
-                if old
-                else f"040000008200E00074C5B7101A82E008{uuid.uuid4().hex[:28].upper()}",
+                "ical_uid": old.ical_uid if old else self._new_ical_uid(),
                 "event_kind": EventKind.SERIES_MASTER if new.recurrence else EventKind.SINGLE,
                 "series_master_id": None,
                 "time_zone": old.time_zone if old else new.time_zone or "UTC",
@@ -338,7 +343,7 @@ class FakeOutlook:
                 and any(c == collection and s > since for c, s in moves)
             ]
             removed = sorted(set(removed))
-        token = uuid.uuid4().hex
+        token = f"round{next(self._ids)}"
         self._rounds[token] = _Round(
             mailbox_id, collection, pending, removed, self._delta_link(box, collection, window), window
         )
