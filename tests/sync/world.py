@@ -1,4 +1,5 @@
-"""An in-memory CRM, mailboxes and link store, and an applier that runs the planner's actions on them.
+"""An in-memory CRM, mailboxes and link store, and an applier that runs the planner's actions on them:
+the harness of the planner's scenario tests (tests/sync/test_planner.py) only.
 
 The planner is pure, so this is how vdirsyncer tests its sync algorithm: plain dicts stand in for
 the two servers, with the semantics the planner relies on - versions that change on every write,
