@@ -291,12 +291,19 @@ class PageSync:
             return prepared
         table = field_map(run.ref.kind).table
         result: list[_Prepared] = []
+        taken: set[uuid.UUID] = set()
         for entry in prepared:
             record_id = adopted.get(entry.item.item_id)
             if record_id is None or states[record_id].values is None:
                 result.append(entry)
                 continue
             holder = await run.links.by_crm(table, str(record_id))  # another copy may hold it already
+            if run.ref.kind is ItemKind.CONTACT and (holder is not None or record_id in taken):
+                # Contacts are personal: two Outlook contacts with one address are two contacts,
+                # and the one that did not adopt the record gets its own.
+                result.append(entry)
+                continue
+            taken.add(record_id)
             link = from_stored_link(holder) if holder is not None else None
             result.append(dataclasses.replace(entry, record_id=record_id, link=link))
         return result

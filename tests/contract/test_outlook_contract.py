@@ -13,7 +13,6 @@ contact, event, todoTask and message (displayName composed by Outlook, To Do's c
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -116,22 +115,6 @@ class OutlookContract:
 
         pages, _ = await _round(box.reader.contacts(box.mailbox_id, link=link))
         assert _items(pages) == {}
-
-    async def test_stamps_and_their_echo(self, box: Mailbox) -> None:
-        ids = [box.add_contact("Grace", "Hopper"), box.add_contact("Alan", "Turing")]
-        pages, link = await _round(box.reader.contacts(box.mailbox_id))
-        before = _items(pages)
-        assert all(item.crm_id is None for item in before.values())
-        box.delete(ItemKind.CONTACT, ids[1])
-        crm_id = str(uuid.uuid4())
-        gone = await box.writer.stamp_many(box.mailbox_id, ItemKind.CONTACT, {ids[0]: crm_id, ids[1]: crm_id})
-        assert gone == {ids[1]}
-        pages, _ = await _round(box.reader.contacts(box.mailbox_id, link=link))
-        echo = _items(pages)[ids[0]]
-        assert echo.crm_id == crm_id
-        assert echo.item == before[ids[0]].item, "a stamp changes no content"
-        assert echo.change_key != before[ids[0]].change_key, "but it is a change"
-        assert await box.writer.read_crm_id(box.mailbox_id, ItemKind.CONTACT, ids[0]) == crm_id
 
     async def test_contact_writes(self, box: Mailbox) -> None:
         written = Contact(
@@ -318,9 +301,9 @@ class TestFakeOutlook(OutlookContract):
         with pytest.raises(GraphThrottled) as raised:
             await _round(box.reader.contacts(box.mailbox_id))
         assert raised.value.status == 503
-        outlook.inject("stamp_many", 429)
+        outlook.inject("create_contact", 429)
         with pytest.raises(GraphThrottled):
-            await box.writer.stamp_many(box.mailbox_id, ItemKind.CONTACT, {"x": "y"})
+            await box.writer.create_contact(box.mailbox_id, Contact(surname="Throttled"))
         assert outlook.pending_faults == 0
         await _round(box.reader.contacts(box.mailbox_id))
 

@@ -140,3 +140,25 @@ async def test_a_contact_owned_by_somebody_else_is_not_adopted(engine: Engine) -
     await _sync(engine, box.mailbox_id, ResourceKind.CONTACTS)
 
     assert str(other) not in await _links(engine, box.mailbox_id, ItemKind.CONTACT)
+
+
+async def test_two_outlook_contacts_with_one_address_adopt_the_crm_contact_once(engine: Engine) -> None:
+    """Found by the engine's state machine: the second contact adopted the record the first one
+    held and was then skipped as a copy, so it never reached the CRM."""
+    user = engine.make_crm_user()
+    box = await engine.register(user)
+    address = f"twin-{uuid.uuid4().hex[:6]}@fabrikam.example"
+    existing = uuid.uuid4()
+    fields: dict[str, Any] = {"firstname": "Twin", "lastname": "One", "emailaddress1": address}
+    await engine.crm.upsert(Upsert("contact", fields, id=existing), caller=user.object_id)
+    twins = [
+        {"givenName": "Twin", "surname": surname, "emailAddresses": [{"address": address}]}
+        for surname in ("One", "Two")
+    ]
+    engine.graph_sim.seed(box.mailbox_id, contacts=twins)
+
+    await _sync(engine, box.mailbox_id, ResourceKind.CONTACTS)
+
+    linked = await _links(engine, box.mailbox_id, ItemKind.CONTACT)
+    assert len(linked) == 2
+    assert str(existing) in linked

@@ -12,8 +12,8 @@ changes in Microsoft Graph data", learn.microsoft.com/graph/delta-query-overview
 - message delta is per mail folder; calendar delta is a ``calendarView`` window fixed by the first
   round and reports no CRM id stamp (no ``$expand`` there); To Do tasks carry no stamp and no
   change key;
-- every write gives the item a new change key; the stamp is an extended property written by
-  ``stamp_many`` (ids Graph no longer has come back as gone) or with a create/update;
+- every write gives the item a new change key; the stamp is an extended property written
+  with a create (or an update);
 - message bodies are read only by ``fetch_message_bodies`` (``None`` for a deleted message).
 
 Fault injection (:meth:`FakeOutlook.inject`): the next call of a named reader/writer method raises
@@ -27,7 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -637,12 +637,6 @@ class FakeOutlookWriter:
             raise ItemNotFound(
                 "The specified object was not found in the store.", status=404, code="ErrorItemNotFound"
             )
-
-    async def stamp_many(self, mailbox: str, kind: ItemKind, stamps: Mapping[str, str]) -> set[str]:
-        self._outlook._enter("stamp_many")
-        return {
-            item_id for item_id, crm_id in stamps.items() if not self._stamp(mailbox, kind, item_id, crm_id)
-        }
 
     async def read_crm_id(self, mailbox: str, kind: ItemKind, item_id: str) -> str | None:
         self._outlook._enter("read_crm_id")

@@ -81,8 +81,6 @@ PARTY_COLUMNS = frozenset({"from", "to", "cc", "bcc", "organizer", "requiredatte
 CRM_WRITES = frozenset({"upsert", "create", "delete", "apply_batch"})
 OUTLOOK_WRITES = frozenset(
     {
-        "stamp_many",
-        "stamp_crm_id",
         "create_contact",
         "update_contact",
         "delete_contact",
@@ -556,7 +554,7 @@ class EngineMachine(RuleBasedStateMachine):
             [
                 "delta",
                 "fetch_message_bodies",
-                "stamp_many",
+                "set_message_categories",
                 "update_contact",
                 "update_event",
                 "update_task",
@@ -604,7 +602,9 @@ class EngineMachine(RuleBasedStateMachine):
         st.tuples(st.just("crm batch"), st.sampled_from([412, 429]), st.integers(0, 4)),
         st.tuples(st.just("crm call"), st.sampled_from(["get", "get_many", "upsert", "delete"]), st.just(0)),
         st.tuples(
-            st.just("graph"), st.sampled_from(["delta", "stamp_many", "fetch_message_bodies"]), st.just(0)
+            st.just("graph"),
+            st.sampled_from(["delta", "fetch_message_bodies", "set_message_categories"]),
+            st.just(0),
         ),
         st.tuples(st.just("link write"), st.booleans(), st.just(0)),
         st.tuples(st.just("crash"), st.integers(0, 5), st.just(0)),
@@ -775,12 +775,6 @@ class EngineMachine(RuleBasedStateMachine):
         linked = {link.outlook_id: uuid.UUID(link.crm_id) for link in links}
         for item_id, item in items.items():
             adoptable = self.adoptable(mailbox_id, item)
-            if item_id not in linked and adoptable & set(linked.values()):
-                # ENGINE GAP: adoption (shared.sync.adoption) picks the CRM contact another Outlook
-                # contact of this mailbox with the same address already holds; the planner then skips
-                # this one as a second copy, so it is never synced.
-                event("engine gap: a contact adopted the record another contact holds")
-                continue
             assert item_id in linked, f"{kind.value}: an Outlook item in scope is not linked"
             derived = self.candidates(mailbox_id, item)
             assert linked[item_id] in derived | adoptable, (
