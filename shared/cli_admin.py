@@ -32,7 +32,6 @@ from shared.cli_common import (
     console,
     fail,
     print_json,
-    when,
 )
 from shared.cli_common import (
     with_runtime as run_with_runtime,
@@ -156,19 +155,19 @@ def audit(
     if not records:
         console.print("no audit entry matches")
         return
-    table = Table("when", "actor", "action", "outcome", "kind", "reason", "outlook id #", "crm id #")
+    table = Table("when (UTC)", "actor", "action", "outcome", "kind", "reason", "item #")
     for record in records:
         table.add_row(
-            when(record.at),
+            record.at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
             record.actor,
             record.action.value,
             record.outcome.value,
             record.item_kind.value if record.item_kind else "-",
             record.reason_code or "-",
-            (record.outlook_id_hash or "-")[:12],
-            (record.crm_id_hash or "-")[:12],
+            (record.outlook_id_hash or record.crm_id_hash or "-")[:8],
         )
     console.print(table)
+    console.print("item #: the first digits of the item's hashed Outlook (else CRM) id; --json has both")
 
 
 def sandbox_env() -> None:

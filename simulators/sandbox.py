@@ -224,7 +224,13 @@ def up() -> int:
     """Start the sandbox, print its endpoints as one JSON line, run until Ctrl-C.
 
     Also writes the settings file ``crmsync sandbox env`` prints as ``export`` lines, and says so
-    on stderr (stdout stays the one JSON line scripts read)."""
+    on stderr (stdout stays the one JSON line scripts read). SIGTERM stops it like Ctrl-C (a
+    background ``sandbox up`` ignores SIGINT), so the services stop and the settings file goes."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     with Sandbox() as sandbox:
         print(json.dumps(sandbox.endpoints()), flush=True)
         write_settings_file(sandbox)

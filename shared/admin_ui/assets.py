@@ -36,7 +36,8 @@ dd { margin: 0; overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
-td.path { overflow-wrap: anywhere; min-width: 12rem; }
+time, th { white-space: nowrap; }
+td { overflow-wrap: anywhere; }
 .error { color: var(--bad); font-weight: 600; }
 .actions { display: flex; flex-wrap: wrap; gap: .5rem; margin-top: .75rem; }
 button { font: inherit; padding: .5rem 1rem; min-height: 2.75rem; border-radius: .5rem; cursor: pointer;

@@ -35,6 +35,19 @@ def _time(value: dt.datetime | None) -> str:
     return f'<time datetime="{_e(value.isoformat())}">{_e(_when(value))}</time>'
 
 
+def _resource(path: str) -> str:
+    """A resource as a short label ("contacts", "messages in inbox"), the full path in its title."""
+    tail = path.split("/", 2)[-1] if path.startswith("users/") else path
+    if tail.startswith("todo/"):
+        label = "tasks"
+    elif tail.startswith("mailFolders("):
+        folder = tail[len("mailFolders(") :].split(")", 1)[0].strip("'")
+        label = f"messages in {folder if len(folder) <= 24 else folder[:10] + '...' + folder[-6:]}"
+    else:
+        label = tail
+    return f'<span title="{_e(path)}">{_e(label)}</span>'
+
+
 def _table(caption: str, headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) -> str:
     """A table with a caption; cells are already-escaped HTML."""
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
@@ -113,7 +126,7 @@ def _mailbox(view: MailboxView, index: int, release_brake: bool) -> str:
         ("Resource", "Last sync", "Waiting", "Baselined", "Last error"),
         (
             (
-                f'<span class="path">{_e(r.resource)}</span>',
+                _resource(r.resource),
                 _time(r.last_sync_at),
                 "yes" if r.dirty else "no",
                 "yes" if r.baselined else "no",
@@ -128,7 +141,7 @@ def _mailbox(view: MailboxView, index: int, release_brake: bool) -> str:
         ("Resource", "Expires", "Subscription"),
         (
             (
-                f'<span class="path">{_e(sub.resource)}</span>',
+                _resource(sub.resource),
                 ('<span class="error">expired</span> ' if sub.expired else "") + _time(sub.expiration),
                 _e(sub.subscription_id),
             )
@@ -146,7 +159,7 @@ def _mailbox(view: MailboxView, index: int, release_brake: bool) -> str:
         "Nothing parked.",
     )
     audit = _table(
-        f"The last {len(view.audit)} audit entries (hashed ids; `crmsync audit` reads all)",
+        f"The last {len(view.audit)} audit entries (ids hashed; crmsync audit reads them all)",
         ("When", "Actor", "Action", "Outcome", "Kind", "Reason"),
         (
             (
