@@ -40,12 +40,16 @@ from shared.admin_ui import CSP, render_status_page, status_page_data
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import get_runtime
 from shared.store.errors import MailboxNotFound
+from shared.sync.dispatch import MAX_DEQUEUE_COUNT
 from shared.sync.status import mailbox_statuses
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 Handler = Callable[[func.HttpRequest, str], Awaitable[func.HttpResponse]]
 ADMIN = func.AuthLevel.FUNCTION
+#: Whether this app serves ``POST admin/mailboxes/{mailbox}/release-brake`` (the mass-delete brake's
+#: release with ``{"confirm_deletes": N}``); the status page offers the button only then.
+RELEASE_BRAKE_ROUTE = False
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -234,7 +238,7 @@ async def status_page(req: func.HttpRequest) -> func.HttpResponse:
 
     async def handle(_: func.HttpRequest, actor: str) -> func.HttpResponse:
         data = await status_page_data(await get_runtime().store())
-        page, nonce = render_status_page(data, actor=actor)
+        page, nonce = render_status_page(data, actor=actor, release_brake=RELEASE_BRAKE_ROUTE)
         return func.HttpResponse(
             page,
             status_code=200,
@@ -260,6 +264,10 @@ async def admin_worker(msg: func.QueueMessage) -> None:
     runtime = get_runtime()
     operations = await runtime.admin_operations()
     try:
-        await operations.run(msg.get_body(), await runtime.onboarding())
+        await operations.run(
+            msg.get_body(),
+            await runtime.onboarding(),
+            last_attempt=(msg.dequeue_count or 1) >= MAX_DEQUEUE_COUNT,
+        )
     except (ValidationError, OperationNotFound):
         log.error("dropped an admin queue message that is not a known admin job")

@@ -146,9 +146,13 @@ class AdminOperations:
         await self._put(updated)
         return updated
 
-    async def run(self, body: str | bytes, onboarding: Onboarding) -> Operation:
+    async def run(
+        self, body: str | bytes, onboarding: Onboarding, *, last_attempt: bool = False
+    ) -> Operation:
         """Run one admin job (the queue trigger calls this). ``ValueError`` for a message that is
-        not an admin job (retrying cannot fix it); transient failures propagate, so the queue retries."""
+        not an admin job (retrying cannot fix it); transient failures propagate, so the queue retries.
+        On the ``last_attempt`` before the host poisons the message, the operation is marked failed
+        (onboarding rolled the registration back, so adding the mailbox again is safe)."""
         job = AdminJob.model_validate_json(body)
         operation = await self.get(job.operation_id)
         if operation.status in (OperationStatus.SUCCEEDED, OperationStatus.FAILED):
@@ -161,7 +165,11 @@ class AdminOperations:
         except OnboardingRefused as refused:
             return await self._update(operation, status=OperationStatus.FAILED, message=str(refused))
         except Exception as exc:
-            await self._update(operation, message=f"retrying after {type(exc).__name__}")
+            if last_attempt:
+                message = f"gave up after {type(exc).__name__}; add the mailbox again once the cause is fixed"
+                await self._update(operation, status=OperationStatus.FAILED, message=message)
+            else:
+                await self._update(operation, message=f"retrying after {type(exc).__name__}")
             raise
         return await self._update(
             operation,

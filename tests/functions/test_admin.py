@@ -20,6 +20,8 @@ from azure.functions.queue import QueueMessage
 from azure.storage.queue import TextBase64DecodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from shared.admin_ui import render_status_page, status_page_data
+from shared.admin_ui.data import BRAKE_REASON
 from shared.domain.model import ItemKind
 from shared.runtime import Runtime
 from shared.store.records import AuditAction, AuditRecord, Mailbox, SubscriptionRecord
@@ -367,3 +369,52 @@ async def test_the_status_page_loads_nothing_from_elsewhere_and_escapes(app_runt
         assert remote not in page
     assert 'data-count="disabled">1<' in page
     assert f"entra:{ADMIN_OID}" in page
+
+
+async def test_an_onboarding_that_keeps_failing_is_marked_failed_on_its_last_attempt(
+    app_runtime: Runtime,
+) -> None:
+    """Graph is unreachable here: each attempt raises (the host retries); the last one marks it failed."""
+    response = await call(
+        "add_mailbox",
+        "POST",
+        "admin/mailboxes",
+        body={"mailbox": "later@contoso.example", "crmUser": str(uuid.uuid4())},
+    )
+    operation_id = answer(response)["operation_id"]
+    (job,) = await queued(app_runtime, f"{app_runtime.settings.job_queue}-admin")
+    worker = registered_function("admin_worker")
+    body = json.dumps(job).encode()
+
+    with pytest.raises(Exception) as first:  # noqa: PT011 - whatever the transport raises
+        await worker(QueueMessage(id="1", body=body, dequeue_count=1))  # type: ignore[no-untyped-call]
+    after_first = await _operation(operation_id)
+    with pytest.raises(type(first.value)):
+        await worker(QueueMessage(id="1", body=body, dequeue_count=5))  # type: ignore[no-untyped-call]
+
+    assert after_first["status"] == "running"
+    assert after_first["message"] == f"retrying after {type(first.value).__name__}"
+    final = await _operation(operation_id)
+    assert final["status"] == "failed"
+    assert final["message"].startswith("gave up after")
+    assert [m async for m in (await app_runtime.store()).registry.list_mailboxes()] == []
+
+
+async def test_the_release_brake_button_shows_only_for_a_braked_mailbox_when_the_route_exists(
+    app_runtime: Runtime,
+) -> None:
+    braked = await register(app_runtime, upn="braked@contoso.example")
+    await register(app_runtime, upn="calm@contoso.example")
+    store = await app_runtime.store()
+    await store.sync_state.record_error(
+        braked.mailbox_id, f"users/{braked.mailbox_id}/contacts", BRAKE_REASON
+    )
+    data = await status_page_data(store)
+
+    with_route, _ = render_status_page(data, actor="function-key", release_brake=True)
+    without_route, _ = render_status_page(data, actor="function-key", release_brake=False)
+
+    assert with_route.count('data-action="release-brake"') == 1
+    assert f'data-url="/api/admin/mailboxes/{braked.mailbox_id}/release-brake"' in with_route
+    assert 'data-action="release-brake"' not in without_route
+    assert "mass_delete_refused" in without_route  # the brake shows as the resource's last error
