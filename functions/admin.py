@@ -25,6 +25,7 @@ from shared.admin_api import (
     AdminForbidden,
     OnboardRequest,
     SettingsChangeRefused,
+    audited_mailbox_id,
     change_mailbox_settings,
     enqueue_mailbox_resync,
     http_actor,
@@ -212,7 +213,8 @@ async def audit(req: func.HttpRequest) -> func.HttpResponse:
         except ValueError:
             return _error(400, "since: give an ISO 8601 date or date-time")
         store = await get_runtime().store()
-        records = await read_audit(store, await _mailbox_id(req), since=since, item=req.params.get("item"))
+        mailbox_id = await audited_mailbox_id(store, req.route_params["mailbox"])
+        records = await read_audit(store, mailbox_id, since=since, item=req.params.get("item"))
         return _json(records)
 
     return await _guarded(req, handle)

@@ -131,6 +131,17 @@ async def resolve_mailbox(store: Store, mailbox: str) -> Mailbox:
     raise MailboxNotFound(mailbox)
 
 
+async def audited_mailbox_id(store: Store, mailbox: str) -> str:
+    """The mailbox id whose audit trail to read: a registered mailbox's (id or UPN), or, since the
+    trail outlives the registration, an id given as such (who removed a mailbox stays answerable)."""
+    try:
+        return (await resolve_mailbox(store, mailbox)).mailbox_id
+    except MailboxNotFound:
+        if "@" in mailbox or not mailbox.strip():
+            raise
+        return mailbox.strip()
+
+
 def mailbox_summary(mailbox: Mailbox) -> dict[str, Any]:
     return {
         "mailbox_id": mailbox.mailbox_id,

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from shared.admin_api import (
+    audited_mailbox_id,
     change_mailbox_settings,
     enqueue_mailbox_resync,
     mailbox_summary,
@@ -137,7 +138,9 @@ def audit(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The mailbox's audit trail, newest first: who did what, when, by which rule (hashed ids only)."""
+    """The mailbox's audit trail, newest first: who did what, when, by which rule (hashed ids only).
+
+    A removed mailbox's trail stays readable by its id."""
     try:
         since_at: dt.datetime | None = parse_since(since) if since else None
     except ValueError:
@@ -145,8 +148,8 @@ def audit(
 
     async def read(runtime: Runtime) -> list[AuditRecord]:
         store = await runtime.store()
-        found = await resolve_mailbox(store, mailbox)
-        return await read_audit(store, found.mailbox_id, since=since_at, item=item)
+        mailbox_id = await audited_mailbox_id(store, mailbox)
+        return await read_audit(store, mailbox_id, since=since_at, item=item)
 
     records = run_with_runtime(read)
     if as_json:
