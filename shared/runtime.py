@@ -17,6 +17,7 @@ import httpx
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import ManagedIdentityCredential
 
+from shared.admin_ops import AdminOperations, open_admin_operations
 from shared.config import CredentialKind, Settings, get_settings
 from shared.crm.dataverse import DataverseClient
 from shared.outlook.client import build_graph_client
@@ -207,6 +208,18 @@ class Runtime:
             )
 
         return await self._once("maintenance", build)
+
+    async def admin_operations(self) -> AdminOperations:
+        """The admin queue and the operations table (onboarding over HTTP runs from there)."""
+
+        async def build() -> AdminOperations:
+            operations = await open_admin_operations(
+                self.settings, credential=await self._storage_credential()
+            )
+            self._closers.append(operations.close)
+            return operations
+
+        return await self._once("admin_operations", build)
 
     async def close(self) -> None:
         closers, self._closers = self._closers[::-1], []

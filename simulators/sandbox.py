@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -191,15 +192,61 @@ class Sandbox:
         self.stop()
 
 
+#: Where ``up`` writes the running sandbox's app settings for ``crmsync sandbox env`` (gitignored).
+SETTINGS_FILE = ROOT / ".sandbox" / "settings.json"
+
+
+def write_settings_file(sandbox: Sandbox, path: Path = SETTINGS_FILE) -> None:
+    """The app settings the CLI needs against ``sandbox`` (owner-only: it holds the keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "pid": os.getpid(),
+        "settings": sandbox.app_settings(),
+        "status_page": f"{sandbox.functions_url}/api/admin/ui?code={sandbox.function_key}",
+    }
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def read_settings_file(path: Path = SETTINGS_FILE) -> dict[str, str]:
+    """The running sandbox's app settings; ``FileNotFoundError`` when no sandbox is running."""
+    document = json.loads(path.read_text())
+    try:
+        os.kill(int(document["pid"]), 0)
+    except ProcessLookupError:
+        raise FileNotFoundError("the sandbox that wrote its settings has stopped") from None
+    except PermissionError:
+        pass  # alive, another user's
+    return {str(k): str(v) for k, v in document["settings"].items()}
+
+
 def up() -> int:
-    """Start the sandbox, print its endpoints as one JSON line, run until Ctrl-C."""
+    """Start the sandbox, print its endpoints as one JSON line, run until Ctrl-C.
+
+    Also writes the settings file ``crmsync sandbox env`` prints as ``export`` lines, and says so
+    on stderr (stdout stays the one JSON line scripts read). SIGTERM stops it like Ctrl-C (a
+    background ``sandbox up`` ignores SIGINT), so the services stop and the settings file goes."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     with Sandbox() as sandbox:
         print(json.dumps(sandbox.endpoints()), flush=True)
+        write_settings_file(sandbox)
+        print(
+            'sandbox running; in another shell: eval "$(crmsync sandbox env)" then crmsync status\n'
+            f"status page: {sandbox.functions_url}/api/admin/ui?code={sandbox.function_key}",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             while all(p.poll() is None for p in sandbox.processes):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             return 0
+        finally:
+            SETTINGS_FILE.unlink(missing_ok=True)
         failed = [p.args for p in sandbox.processes if p.poll() is not None]
         print(json.dumps({"error": "a sandbox service stopped", "services": str(failed)}), file=sys.stderr)
         return 1

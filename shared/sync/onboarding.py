@@ -158,8 +158,11 @@ class Onboarding:
         *,
         settings: MailboxSettings | None = None,
         progress: OnboardingCallback | None = None,
+        actor: str = ACTOR,
     ) -> OnboardingReport:
-        """Check, register, subscribe and baseline one mailbox (see the module docstring)."""
+        """Check, register, subscribe and baseline one mailbox (see the module docstring).
+
+        ``actor`` is who asked (the audit's actor: an administrator's Entra id, ``cli:<user>``)."""
         settings = settings or MailboxSettings()
         notify = progress or (lambda _: None)
         notify(OnboardingProgress("checking the mailbox"))
@@ -191,11 +194,11 @@ class Onboarding:
             raise OnboardingRefused(
                 "this CRM user already has a mailbox (one mailbox per CRM user)"
             ) from None
-        await self._audit(mailbox.mailbox_id, AuditAction.REGISTERED)
+        await self._audit(mailbox.mailbox_id, AuditAction.REGISTERED, actor)
         try:
-            subscriptions = await self._subscribe(mailbox, notify)
+            subscriptions = await self._subscribe(mailbox, notify, actor)
         except BaseException:
-            await self.offboard(mailbox.mailbox_id)
+            await self.offboard(mailbox.mailbox_id, actor=actor)
             raise
         try:
             baseline = await self._baseline(mailbox.mailbox_id, subscriptions, notify)
@@ -204,7 +207,7 @@ class Onboarding:
             # The CRM records written so far and their link rows stay, so adding the mailbox again
             # links them instead of writing them twice.
             logger.warning("initial sync failed: the mailbox's registration was rolled back")
-            await self.offboard(mailbox.mailbox_id)
+            await self.offboard(mailbox.mailbox_id, actor=actor)
             raise
         now = self._clock()
         return OnboardingReport(
@@ -271,7 +274,9 @@ class Onboarding:
                 f"the CRM user cannot create {table} records: {error.message}. {error.remedy}"
             )
 
-    async def _subscribe(self, mailbox: Mailbox, notify: OnboardingCallback) -> list[SubscriptionRecord]:
+    async def _subscribe(
+        self, mailbox: Mailbox, notify: OnboardingCallback, actor: str
+    ) -> list[SubscriptionRecord]:
         mailbox_id = mailbox.mailbox_id
         kinds = mailbox.settings.item_kinds
         if ItemKind.EMAIL in kinds:
@@ -297,21 +302,21 @@ class Onboarding:
             )
             notify(OnboardingProgress("subscribing", resource))
             records.append(await subscribe(self._store, self._subscriptions, mailbox_id, ref))
-            await self._audit(mailbox_id, AuditAction.SUBSCRIBED)
+            await self._audit(mailbox_id, AuditAction.SUBSCRIBED, actor)
         return records
 
     # -- offboarding ----------------------------------------------------------------------------
 
-    async def offboard(self, mailbox_id: str) -> OffboardingReport:
+    async def offboard(self, mailbox_id: str, *, actor: str = ACTOR) -> OffboardingReport:
         """Delete the subscriptions (already gone is fine), forget sync state, unregister. CRM data stays."""
         records = [record async for record in self._store.subscriptions.list_for_mailbox(mailbox_id)]
         for record in records:
             await self._subscriptions.delete(record.subscription_id)
             await self._store.subscriptions.delete(record.subscription_id)
             await self._store.sync_state.reset(mailbox_id, record.resource)
-            await self._audit(mailbox_id, AuditAction.UNSUBSCRIBED)
+            await self._audit(mailbox_id, AuditAction.UNSUBSCRIBED, actor)
         await self._store.registry.unregister(mailbox_id)
-        await self._audit(mailbox_id, AuditAction.UNREGISTERED)
+        await self._audit(mailbox_id, AuditAction.UNREGISTERED, actor)
         return OffboardingReport(mailbox_id, len(records), await self._store.links.count(mailbox_id))
 
     async def _paced(
@@ -336,6 +341,6 @@ class Onboarding:
                 notify(OnboardingProgress("waiting for Graph's throttling", resource))
                 await asyncio.sleep(delay)
 
-    async def _audit(self, mailbox_id: str, action: AuditAction) -> None:
+    async def _audit(self, mailbox_id: str, action: AuditAction, actor: str) -> None:
         with contextlib.suppress(ValueError):  # a mailbox id the audit cannot hold is no reason to fail
-            await self._store.audit.append(AuditRecord(mailbox_id=mailbox_id, actor=ACTOR, action=action))
+            await self._store.audit.append(AuditRecord(mailbox_id=mailbox_id, actor=actor, action=action))
