@@ -24,7 +24,7 @@ from shared.store.jobs import InvalidJob, JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
 from shared.store.records import MailboxState
 from shared.sync.intake import request_resync
-from shared.sync.job import InvalidResource, MailboxSyncJob, SyncRunReport
+from shared.sync.job import InvalidResource, MailboxSyncJob, RunOutcome, SyncRunReport
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +77,47 @@ async def run_queued_job(
             except Exception:
                 log.exception("could not mark the mailbox degraded")
         raise
+    if report.outcome is RunOutcome.MASS_DELETE_REFUSED:
+        # The brake degraded the mailbox: it stays so until an administrator releases it.
+        return JobOutcome("synced", report=report)
     with contextlib.suppress(MailboxNotFound):  # offboarded meanwhile: nothing to restore
         if (await store.registry.get_mailbox(job.mailbox_id)).state is MailboxState.DEGRADED:
             await store.registry.set_state(job.mailbox_id, MailboxState.ACTIVE)
     return JobOutcome("synced", report=report)
 
 
-async def sweep(store: Store, jobs: JobQueue) -> int:
+#: A dirty mark older than this has probably lost its job: the sweep enqueues one again.
+STALE_DIRTY_AFTER = dt.timedelta(minutes=10)
+
+
+async def sweep(store: Store, jobs: JobQueue, *, now: dt.datetime | None = None) -> int:
     """The safety net: ask for a delta run of every resource of every enabled mailbox.
 
     Catches lost notifications and runs that failed after clearing their dirty flag (their delta
-    link was not advanced). Resources already dirty are not enqueued twice.
+    link was not advanced). A resource that is already dirty is normally being handled; but a mark
+    older than :data:`STALE_DIRTY_AFTER` has probably lost its job (poisoned before the flag was
+    cleared, a webhook whose un-mark failed, a mailbox disabled meanwhile), so it gets one again:
+    jobs are idempotent, and without one the resource would stay blocked for good.
     """
-    targets = [
-        (record.mailbox_id, record.resource)
-        async for mailbox in store.registry.list_mailboxes(enabled_only=True)
-        async for record in store.subscriptions.list_for_mailbox(mailbox.mailbox_id)
-    ]
-    return await request_resync(targets, store=store, jobs=jobs, reason=JobReason.SWEEP)
+    now = now or dt.datetime.now(dt.UTC)
+    targets: list[tuple[str, str]] = []
+    stale: list[tuple[str, str]] = []
+    async for mailbox in store.registry.list_mailboxes(enabled_only=True):
+        dirty = set(await store.sync_state.dirty_resources(mailbox.mailbox_id))
+        async for record in store.subscriptions.list_for_mailbox(mailbox.mailbox_id):
+            pair = (record.mailbox_id, record.resource)
+            if record.resource not in dirty:
+                targets.append(pair)
+                continue
+            state = await store.sync_state.get_state(*pair)
+            if state.dirty and state.dirty_since is not None and now - state.dirty_since > STALE_DIRTY_AFTER:
+                stale.append(pair)
+    for mailbox_id, resource in stale:
+        await jobs.enqueue(SyncJob(mailbox_id=mailbox_id, resource=resource, reason=JobReason.SWEEP))
+        log.warning(
+            "re-enqueued a job for a resource of mailbox %s dirty for too long", short_fingerprint(mailbox_id)
+        )
+    return len(stale) + await request_resync(targets, store=store, jobs=jobs, reason=JobReason.SWEEP)
 
 
 def renewal_horizon(now: dt.datetime, *, hours: int = 36) -> dt.datetime:

@@ -14,8 +14,10 @@ import pytest
 from shared.domain.model import ItemKind
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld
+from shared.store.jobs import JobReason, SyncJob, open_job_queue
 from shared.store.ports import LinkStore
 from shared.store.records import Link, MailboxState
+from shared.sync.dispatch import run_queued_job
 from shared.sync.job import RunOutcome
 from shared.sync.status import mailbox_statuses
 from tests.engine.conftest import Engine
@@ -143,6 +145,35 @@ async def test_the_mass_delete_brake_degrades_the_mailbox_and_deletes_nothing(en
     assert await engine.store.links.count(box, ItemKind.TASK) == 6
     assert (await engine.store.registry.get_mailbox(box)).state is MailboxState.DEGRADED
     assert (await engine.store.sync_state.get_state(box, tasks)).last_error == "mass_delete_refused"
+
+
+async def test_a_queued_run_refused_by_the_brake_leaves_the_mailbox_degraded(
+    engine: Engine, storage_connection_string: str
+) -> None:
+    """The queue worker restores a degraded mailbox after a good run, but not after a refused one:
+    the brake holds until an administrator releases it."""
+    box = (await engine.register()).mailbox_id
+    seeded = engine.graph_sim.seed(box, todo={"defaultList": [{"title": f"Task {n}"} for n in range(6)]})
+    list_id = engine.task_list(box)
+    tasks = resource_path(ResourceKind.TASKS, box, task_list_id=list_id)
+    await engine.job().run(box, tasks)
+    for item in seeded["todo"]["defaultList"]:
+        engine.outlook.delete_task(box, list_id, item)
+    jobs = await open_job_queue(
+        queue_name="brake-" + uuid.uuid4().hex[:8], connection_string=storage_connection_string
+    )
+    message = SyncJob(mailbox_id=box, resource=tasks, reason=JobReason.NOTIFICATION).serialize()
+
+    try:
+        outcome = await run_queued_job(
+            message.encode(), dequeue_count=1, store=engine.store, jobs=jobs, job_runner=engine.job()
+        )
+    finally:
+        await jobs.close()
+
+    assert outcome.report is not None
+    assert outcome.report.outcome is RunOutcome.MASS_DELETE_REFUSED
+    assert (await engine.store.registry.get_mailbox(box)).state is MailboxState.DEGRADED
 
 
 async def test_a_permanent_crm_error_parks_the_item_and_the_rest_syncs(engine: Engine) -> None:

@@ -9,6 +9,7 @@ on another instance cleared the flag) costs a round trip, never a job.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ import pytest
 from shared.runtime import Runtime
 from shared.store.azure.service import open_store
 from shared.store.ports import Store
+from shared.sync.dispatch import STALE_DIRTY_AFTER, sweep
 from shared.sync.intake import SubscriptionCache, accept_change_notifications
 from simulators.azurite import Azurite
 from tests.fixtures.app import sandbox_settings, use_settings
@@ -129,3 +131,22 @@ async def test_a_cached_subscription_does_not_hide_a_storage_outage(monkeypatch:
             assert (await notify(post(payload(subscription_id, secret)))).status_code == 503
         finally:
             await runtime.close()
+
+
+async def test_the_sweep_gives_a_resource_dirty_for_too_long_a_job_again(app_runtime: Runtime) -> None:
+    """A dirty mark whose job was lost (poisoned before the flag was cleared, an un-mark that
+    failed) must not block its resource for good: the sweep enqueues again once the mark is stale,
+    and only then (a fresh mark's job is still on its way)."""
+    store, jobs = await app_runtime.store(), await app_runtime.jobs()
+    await store.registry.register(
+        mailbox_id=MAILBOX, upn="dirty@contoso.example", crm_user_id="u-dirty", crm_caller_object_id="o-dirty"
+    )
+    await subscribe(app_runtime, MAILBOX, RESOURCE)
+    assert await store.sync_state.mark_dirty(MAILBOX, RESOURCE)  # its job is lost: nothing queued
+    now = dt.datetime.now(dt.UTC)
+
+    assert await sweep(store, jobs, now=now) == 0
+    assert await queued_jobs(app_runtime) == []
+    assert await sweep(store, jobs, now=now + STALE_DIRTY_AFTER + dt.timedelta(seconds=1)) == 1
+    [job] = await queued_jobs(app_runtime)
+    assert (job["mailbox_id"], job["resource"], job["reason"]) == (MAILBOX, RESOURCE, "sweep")
