@@ -209,6 +209,7 @@ mailbox_app.command("resync")(cli_admin.mailbox_resync)
 mailbox_app.command("enable")(cli_admin.mailbox_enable)
 mailbox_app.command("disable")(cli_admin.mailbox_disable)
 mailbox_app.command("settings")(cli_admin.mailbox_settings)
+mailbox_app.command("release-brake")(cli_admin.mailbox_release_brake)
 
 
 # -- crmsync status -------------------------------------------------------------------------------

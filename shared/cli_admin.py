@@ -78,6 +78,31 @@ def mailbox_resync(mailbox: MailboxArgument, as_json: JsonOption = False) -> Non
     )
 
 
+def mailbox_release_brake(
+    mailbox: MailboxArgument,
+    confirm_deletes: Annotated[
+        int,
+        typer.Option("--confirm-deletes", help="The number of deletes the brake refused (status shows it)."),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Let the deletes the mass-delete brake refused through: a full resync that allows them, once
+    you confirm their number (a wrong number changes nothing)."""
+
+    async def release(runtime: Runtime) -> tuple[str, int]:
+        found = await resolve_mailbox(await runtime.store(), mailbox)
+        reports = await (await runtime.maintenance()).release_brake(
+            found.mailbox_id, confirm_deletes=confirm_deletes
+        )
+        return found.mailbox_id, sum(report.crm_writes for report in reports)
+
+    mailbox_id, writes = run_with_runtime(release)
+    if as_json:
+        print_json({"mailbox_id": mailbox_id, "crm_writes": writes})
+        return
+    console.print(f"brake released for {mailbox_id}: {writes} CRM write(s), deletes included")
+
+
 def _switch(mailbox: str, enabled: bool, as_json: bool) -> None:
     async def switch(runtime: Runtime) -> Mailbox:
         store = await runtime.store()

@@ -16,6 +16,7 @@ from shared.config import Settings, SettingsError, load_settings
 from shared.crm.errors import CrmError
 from shared.runtime import Runtime
 from shared.store.errors import MailboxNotFound
+from shared.sync.maintenance import BrakeReleaseRefused
 from shared.sync.onboarding import OnboardingRefused
 
 console = Console()
@@ -55,7 +56,7 @@ def with_runtime(work: Callable[[Runtime], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except (OnboardingRefused, SettingsChangeRefused) as exc:
+    except (OnboardingRefused, SettingsChangeRefused, BrakeReleaseRefused) as exc:
         raise fail(f"refused: {exc}") from None
     except MailboxNotFound:
         raise fail(

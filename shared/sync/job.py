@@ -332,7 +332,9 @@ class MailboxSyncJob:
         logger.error("mass-delete brake: %s", refused)
         await self._store.registry.set_state(mailbox_id, MailboxState.DEGRADED)
         await self._store.sync_state.record_error(mailbox_id, run.resource, _MASS_DELETE_REASON)
-        await self._audit(mailbox_id, AuditAction.STATE_CHANGED, run.ref.kind, _MASS_DELETE_REASON)
+        # The number refused travels in the reason code: releasing the brake must name it.
+        reason = f"{_MASS_DELETE_REASON}.{refused.deletes}"
+        await self._audit(mailbox_id, AuditAction.STATE_CHANGED, run.ref.kind, reason)
 
     async def _audit(self, mailbox_id: str, action: AuditAction, kind: ItemKind, reason: str) -> None:
         await self._store.audit.append(

@@ -39,6 +39,14 @@ class RenewalReport:
     failed: tuple[str, ...] = ()  # subscription ids whose renewal failed (logged; retried next run)
 
 
+#: The sync state's last error on a resource the mass-delete brake stopped.
+BRAKE_REASON = "mass_delete_refused"
+
+
+class BrakeReleaseRefused(ValueError):
+    """Releasing the brake was refused; the message says why and what to confirm."""
+
+
 class Maintenance:
     """The timers' and the administrator's recovery work on registered mailboxes."""
 
@@ -116,6 +124,39 @@ class Maintenance:
                 for r in records
             ]
         )
+
+    async def refused_deletes(self, mailbox_id: str) -> int:
+        """How many deletes the mass-delete brake holds back for this mailbox (0: not braked): per
+        item kind whose resources the brake stopped, the count of its latest refusal (audited)."""
+        braked: set[ItemKind] = set()
+        async for record in self._store.subscriptions.list_for_mailbox(mailbox_id):
+            state = await self._store.sync_state.get_state(mailbox_id, record.resource)
+            if state.last_error == BRAKE_REASON:
+                braked.add(parse_resource(mailbox_id, record.resource).kind)
+        counts: dict[ItemKind, int] = {}
+        for entry in await self._store.audit.list_recent(mailbox_id, limit=500):  # newest first
+            code = entry.reason_code or ""
+            if (
+                entry.item_kind in braked
+                and entry.item_kind not in counts
+                and code.startswith(BRAKE_REASON + ".")
+            ):
+                counts[entry.item_kind] = int(code.rpartition(".")[2])
+        return sum(counts.values())
+
+    async def release_brake(
+        self, mailbox_id: str, *, confirm_deletes: int, progress: ProgressCallback | None = None
+    ) -> tuple[SyncRunReport, ...]:
+        """Let the deletes the brake refused through, once the administrator confirms their number
+        (a full resync that allows them); a wrong number changes nothing."""
+        refused = await self.refused_deletes(mailbox_id)
+        if refused == 0:
+            raise BrakeReleaseRefused("the mass-delete brake is not holding this mailbox")
+        if confirm_deletes != refused:
+            raise BrakeReleaseRefused(
+                f"the brake refused {refused} deletes: confirm exactly that number to let them through"
+            )
+        return await self.run_full_resync(mailbox_id, allow_mass_delete=True, progress=progress)
 
     async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
         """The parked-items timer: re-read each resource that holds parked items against the link map.

@@ -13,6 +13,7 @@ from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.records import AuditAction, MailboxState, SubscriptionRecord
 from shared.sync.job import RunOutcome
+from shared.sync.maintenance import BrakeReleaseRefused
 from tests.engine.conftest import SYNCED_TABLES, Engine, EngineServices, grant_role
 
 CONTACTS_AND_TASKS = MailboxSettings(item_kinds=frozenset({ItemKind.CONTACT, ItemKind.TASK}))
@@ -157,3 +158,38 @@ async def test_parked_items_are_retried_and_unparked_once_the_cause_is_fixed(
     assert engine.dataverse.record(
         "contact", await engine.crm_id(box, ItemKind.CONTACT, seeded["contacts"][0])
     )
+
+
+async def test_releasing_the_brake_needs_the_number_of_refused_deletes(
+    service: EngineServices, engine: Engine
+) -> None:
+    """The brake holds until an administrator confirms how many deletes it refused; a wrong number
+    changes nothing, the right one lets exactly those deletes through."""
+    box = (await engine.register()).mailbox_id
+    seeded = engine.graph_sim.seed(box, todo={"defaultList": [{"title": f"Task {n}"} for n in range(6)]})
+    list_id = engine.task_list(box)
+    tasks = resource_path(ResourceKind.TASKS, box, task_list_id=list_id)
+    await engine.store.subscriptions.put(
+        SubscriptionRecord(
+            subscription_id=str(uuid.uuid4()),
+            mailbox_id=box,
+            resource=tasks,
+            client_state_hash="0" * 64,
+            expiration=dt.datetime.now(dt.UTC) + dt.timedelta(days=2),
+        )
+    )
+    await service.job.run(box, tasks)
+    for item in seeded["todo"]["defaultList"]:
+        engine.outlook.delete_task(box, list_id, item)
+    assert (await service.job.run(box, tasks)).outcome is RunOutcome.MASS_DELETE_REFUSED
+
+    assert await service.maintenance.refused_deletes(box) == 6
+    with pytest.raises(BrakeReleaseRefused, match="refused 6 deletes"):
+        await service.maintenance.release_brake(box, confirm_deletes=5)
+    assert await engine.store.links.count(box, ItemKind.TASK) == 6
+
+    await service.maintenance.release_brake(box, confirm_deletes=6)
+
+    assert await engine.store.links.count(box, ItemKind.TASK) == 0
+    assert (await engine.store.registry.get_mailbox(box)).state is MailboxState.ACTIVE
+    assert await service.maintenance.refused_deletes(box) == 0
