@@ -230,6 +230,9 @@ class Applier:
                 self._crm_written(state, action)
 
     def _crm_written(self, state: _Written, action: Action) -> None:
+        """Count and audit one CRM write, naming both sides' ids (``crmsync audit --item`` finds it
+        by either)."""
+        item = next((link.link.outlook_id for link in state.of(WriteLink) if link.link.outlook_id), None)
         if isinstance(action, CreateInCrm | UpdateCrm):
             state.crm_writes += 1
             state.fitted += action.fitted
@@ -241,12 +244,12 @@ class Applier:
                     note.original_length,
                     note.max_length,
                 )
-            self._records.append(self._audited(_CRM_AUDIT[type(action)], action, action.record_id))
+            self._records.append(self._audited(_CRM_AUDIT[type(action)], action, action.record_id, item))
         elif isinstance(action, DeleteInCrm):
             state.crm_writes += 1
-            self._records.append(self._audited(AuditAction.DELETED_IN_CRM, action, action.record_id))
+            self._records.append(self._audited(AuditAction.DELETED_IN_CRM, action, action.record_id, item))
         elif isinstance(action, SetRegarding):
-            self._records.append(self._audited(AuditAction.REGARDING_SET, action, action.record_id))
+            self._records.append(self._audited(AuditAction.REGARDING_SET, action, action.record_id, item))
 
     # -- 3. attachments ---------------------------------------------------------------------------
 

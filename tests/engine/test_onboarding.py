@@ -139,10 +139,15 @@ async def test_an_initial_sync_throttled_by_graph_waits_and_resumes(
 ) -> None:
     user = engine.make_crm_user()
     mailbox = engine.graph_sim.add_user(user.object_id)
-    engine.graph_sim.seed(mailbox, contacts=[{"surname": f"Paced {n}"} for n in range(3)])
-    # Outlook's mailbox budget is spent: the stamps' batch is answered 429 with a Retry-After longer
-    # than the batch layer waits for, so the run fails with GraphThrottled and onboarding paces.
-    engine.graph_sim.fault("throttle", user=mailbox, method="PATCH", retry_after=11, count=1)
+    tracked = [{"subject": f"Paced {n}", "categories": ["Tracked to Dynamics 365"]} for n in range(3)]
+    engine.graph_sim.seed(
+        mailbox, contacts=[{"surname": f"Paced {n}"} for n in range(3)], messages={"inbox": tracked}
+    )
+    # Outlook's mailbox budget is spent: the tracked bodies' batch is answered 429 with a Retry-After
+    # longer than the batch layer waits for, so the run fails with GraphThrottled and onboarding paces.
+    engine.graph_sim.fault(
+        "throttle", user=mailbox, path_contains=f"users/{mailbox}/messages/", retry_after=11, count=1
+    )
     steps: list[OnboardingProgress] = []
 
     report = await service.onboard(mailbox, user.systemuserid, progress=steps.append)
