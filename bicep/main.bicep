@@ -68,6 +68,9 @@ param sweepSchedule string = '0 */15 * * * *'
 @description('NCRONTAB schedule of the parked-item retry timer.')
 param parkedRetrySchedule string = '0 5 * * * *'
 
+@description('NCRONTAB schedule of the CRM change-tracking timer (CRM -> Outlook safety net and deletes).')
+param crmChangesSchedule string = '0 */5 * * * *'
+
 @description('Seconds a mailbox lease lasts (15-3600).')
 @minValue(15)
 @maxValue(3600)
@@ -292,6 +295,7 @@ module functionApp 'modules/functionapp.bicep' = {
       CRMSYNC_RENEW_SCHEDULE: renewSchedule
       CRMSYNC_SWEEP_SCHEDULE: sweepSchedule
       CRMSYNC_PARKED_RETRY_SCHEDULE: parkedRetrySchedule
+      CRMSYNC_CRM_CHANGES_SCHEDULE: crmChangesSchedule
       CRMSYNC_LEASE_SECONDS: string(leaseSeconds)
       CRMSYNC_MASS_DELETE_RATIO: massDeleteRatio
     }
