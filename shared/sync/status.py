@@ -74,13 +74,19 @@ def subscription_status(record: SubscriptionRecord, now: dt.datetime) -> Subscri
     )
 
 
+# Where the CRM -> Outlook run records why it wrote nothing (shared/sync/crm_run.py resource_of).
+CRM_RESOURCES = ("crm:contact", "crm:appointment", "crm:task")
+
+
 async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) -> MailboxStatus:
     """The status of one registered mailbox."""
     mailbox_id = mailbox.mailbox_id
     records = [record async for record in store.subscriptions.list_for_mailbox(mailbox_id)]
     resources = []
-    for resource in sorted({record.resource for record in records}):
+    for resource in [*sorted({record.resource for record in records}), *CRM_RESOURCES]:
         state = await store.sync_state.get_state(mailbox_id, resource)
+        if resource in CRM_RESOURCES and state.last_error is None:
+            continue  # the CRM -> Outlook direction shows only why it stopped (e.g. no privilege)
         resources.append(
             ResourceStatus(
                 resource,

@@ -1,0 +1,227 @@
+"""CRM -> Outlook through the sandbox: records written in Dataverse (over its Web API, as a CRM user,
+so Dataverse's webhook steps fire) reach the user's Outlook through the CRM webhook, or through the
+change-tracking timer alone when the webhook call never came; the default synchronization filters
+decide membership; prvSyncToOutlook gates the direction."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import E2E, CrmUser, Mailbox, item_path, wait_for
+
+
+@pytest.fixture(scope="module")
+def connected(e2e: E2E) -> E2E:
+    """The webhook registered (`crmsync crm connect`) and the change-tracking baseline taken."""
+    code, out = e2e.cli("crm", "connect", "--json")
+    assert code == 0, out
+    assert json.loads(out)["steps_created"] + json.loads(out)["steps_kept"] == 15
+    e2e.run_timer("crm_changes")
+    return e2e
+
+
+def synced_user(e2e: E2E, mailbox: Mailbox, *, sync_to_outlook: bool = True) -> CrmUser:
+    """The mailbox owner's CRM user; with "Salesperson" (which holds prvSyncToOutlook) when asked."""
+    roles = [e2e.role, "Salesperson"] if sync_to_outlook else [e2e.role]
+    row = e2e.dataverse_control(
+        "POST",
+        "users",
+        {
+            "systemuserid": str(uuid.uuid4()),
+            "azureactivedirectoryobjectid": mailbox.id,
+            "internalemailaddress": f"crm-{uuid.uuid4().hex[:8]}@contoso.example",
+            "fullname": "E2E synced user",
+            "roles": roles,
+        },
+    )
+    return CrmUser(row["systemuserid"], row["azureactivedirectoryobjectid"])
+
+
+def as_user(e2e: E2E, user: CrmUser, method: str, path: str, body: Any = None) -> Any:
+    """A change the CRM user makes in Dynamics (Web API, impersonated: webhook steps fire)."""
+    response = e2e.http.request(
+        method,
+        f"{e2e.sandbox.dataverse_api_url}/{path}",
+        json=body,
+        headers={
+            "Authorization": f"Bearer {e2e.crm_token}",
+            "CallerObjectId": user.object_id,
+            "Prefer": "return=representation",
+        },
+    )
+    assert response.status_code < 300, (method, path, response.status_code, response.text[:300])
+    return response.json() if response.content else None
+
+
+def outlook_items(e2e: E2E, mailbox: Mailbox, collection: str) -> list[dict[str, Any]]:
+    return list(e2e.outlook("GET", mailbox, collection)["value"])
+
+
+def find(e2e: E2E, mailbox: Mailbox, collection: str, field: str, value: str) -> list[dict[str, Any]]:
+    return [item for item in outlook_items(e2e, mailbox, collection) if item.get(field) == value]
+
+
+def onboarded(e2e: E2E, *, sync_to_outlook: bool = True) -> tuple[Mailbox, CrmUser]:
+    mailbox = e2e.new_mailbox()
+    user = synced_user(e2e, mailbox, sync_to_outlook=sync_to_outlook)
+    e2e.onboard(mailbox, user)
+    return mailbox, user
+
+
+def test_contact_created_and_updated_in_crm_reaches_outlook_then_delete_keeps_owned_copy(
+    connected: E2E,
+) -> None:
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    name = f"crm-{uuid.uuid4().hex[:8]}"
+    contact = as_user(e2e, user, "POST", "contacts", {"lastname": name, "firstname": "Ada"})
+    (created,) = wait_for(lambda: find(e2e, mailbox, "contacts", "surname", name), "the contact in Outlook")
+    assert created["givenName"] == "Ada"
+    as_user(e2e, user, "PATCH", f"contacts({contact['contactid']})", {"firstname": "Grace"})
+    wait_for(
+        lambda: [c for c in find(e2e, mailbox, "contacts", "surname", name) if c["givenName"] == "Grace"],
+        "the update in Outlook",
+    )
+    # The Outlook -> CRM job saw crmsync's own create and update: nothing written back (echo).
+    (row,) = e2e.crm("contacts", f"lastname eq '{name}'", "contactid,firstname")
+    assert row["firstname"] == "Grace"
+    # A CRM delete of a contact the user owns leaves the Outlook contact (Dynamics' rule), unlinked.
+    as_user(e2e, user, "DELETE", f"contacts({contact['contactid']})")
+    e2e.run_timer("crm_changes")
+    assert len(find(e2e, mailbox, "contacts", "surname", name)) == 1
+
+
+def test_task_created_updated_and_deleted_in_crm(connected: E2E) -> None:
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    subject = f"task-{uuid.uuid4().hex[:8]}"
+    path = f"todo/lists/{mailbox.todo_list}/tasks"
+    task = as_user(e2e, user, "POST", "tasks", {"subject": subject})
+    (created,) = wait_for(lambda: find(e2e, mailbox, path, "title", subject), "the task in To Do")
+    linked = e2e.outlook("GET", mailbox, item_path(path, created["id"]) + "/linkedResources")["value"]
+    assert [(r["applicationName"], r["externalId"]) for r in linked] == [("crmsync", task["activityid"])]
+    renamed = subject + "-renamed"
+    as_user(e2e, user, "PATCH", f"tasks({task['activityid']})", {"subject": renamed})
+    wait_for(lambda: find(e2e, mailbox, path, "title", renamed), "the renamed task")
+    as_user(e2e, user, "DELETE", f"tasks({task['activityid']})")
+    wait_for(lambda: not find(e2e, mailbox, path, "title", renamed) or None, "the task removed from To Do")
+
+
+def test_appointment_created_updated_and_deleted_in_crm(connected: E2E) -> None:
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    subject = f"appt-{uuid.uuid4().hex[:8]}"
+    start, end = _future_slot()
+    appointment = as_user(
+        e2e,
+        user,
+        "POST",
+        "appointments",
+        {
+            "subject": subject,
+            "scheduledstart": start,
+            "scheduledend": end,
+            "appointment_activity_parties": [
+                {
+                    "partyid_systemuser@odata.bind": f"/systemusers({user.systemuserid})",
+                    "participationtypemask": 7,
+                }
+            ],
+        },
+    )
+    (event,) = wait_for(lambda: find(e2e, mailbox, "events", "subject", subject), "the event in Outlook")
+    assert event["transactionId"]
+    as_user(e2e, user, "PATCH", f"appointments({appointment['activityid']})", {"location": "Room 7"})
+    wait_for(
+        lambda: [
+            e
+            for e in find(e2e, mailbox, "events", "subject", subject)
+            if e["location"]["displayName"] == "Room 7"
+        ],
+        "the new location in Outlook",
+    )
+    as_user(e2e, user, "DELETE", f"appointments({appointment['activityid']})")
+    wait_for(lambda: not find(e2e, mailbox, "events", "subject", subject) or None, "the event removed")
+
+
+def test_contact_entering_and_leaving_the_default_filter(connected: E2E) -> None:
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    other = e2e.new_crm_user()
+    name = f"filter-{uuid.uuid4().hex[:8]}"
+    contact = as_user(
+        e2e,
+        user,
+        "POST",
+        "contacts",
+        {"lastname": name, "ownerid@odata.bind": f"/systemusers({other.systemuserid})"},
+    )
+    # Owned by someone else: not in "My Contacts". The positive control below proves runs happen.
+    control = f"control-{uuid.uuid4().hex[:8]}"
+    as_user(e2e, user, "POST", "contacts", {"lastname": control})
+    wait_for(lambda: find(e2e, mailbox, "contacts", "surname", control), "the control contact")
+    assert find(e2e, mailbox, "contacts", "surname", name) == []
+    # Assigned to the user: it enters the filter.
+    as_user(
+        e2e,
+        user,
+        "PATCH",
+        f"contacts({contact['contactid']})",
+        {"ownerid@odata.bind": f"/systemusers({user.systemuserid})"},
+    )
+    wait_for(lambda: find(e2e, mailbox, "contacts", "surname", name), "the contact entering the filter")
+    # Deactivated: it leaves the filter; crmsync created it and nobody changed it: removed.
+    as_user(e2e, user, "PATCH", f"contacts({contact['contactid']})", {"statecode": 1, "statuscode": 2})
+    wait_for(lambda: not find(e2e, mailbox, "contacts", "surname", name) or None, "the contact leaving")
+    assert e2e.crm("contacts", f"lastname eq '{name}'", "statecode")[0]["statecode"] == 1
+
+
+def test_lost_webhook_call_is_caught_by_the_change_tracking_timer(connected: E2E) -> None:
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    name = f"lost-{uuid.uuid4().hex[:8]}"
+    # Written through the simulator's control API: committed (change tracking sees it) but no
+    # webhook step runs - the call Dataverse never made.
+    e2e.dataverse_control(
+        "POST",
+        "seed",
+        {
+            "table": "contact",
+            "records": [{"lastname": name, "ownerid@odata.bind": f"/systemusers({user.systemuserid})"}],
+        },
+    )
+    wait_for(lambda: e2e.crm("contacts", f"lastname eq '{name}'", "contactid"), "the seeded contact")
+    assert find(e2e, mailbox, "contacts", "surname", name) == []
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: find(e2e, mailbox, "contacts", "surname", name), "the contact through the timer")
+
+
+def test_user_without_sync_to_outlook_gets_nothing_and_status_says_why(connected: E2E) -> None:
+    e2e = connected
+    mailbox, user = onboarded(e2e, sync_to_outlook=False)
+    name = f"noprv-{uuid.uuid4().hex[:8]}"
+    as_user(e2e, user, "POST", "contacts", {"lastname": name})
+
+    def reason() -> str | None:
+        code, out = e2e.cli("status", mailbox.id, "--json")
+        assert code == 0, out
+        errors = [r.get("last_error") for m in _listed(json.loads(out)) for r in m["resources"]]
+        return next((e for e in errors if e and "sync_to_outlook" in e), None)
+
+    wait_for(reason, "status naming the missing privilege")
+    assert find(e2e, mailbox, "contacts", "surname", name) == []
+
+
+def _listed(report: Any) -> list[dict[str, Any]]:
+    return report if isinstance(report, list) else [report]
+
+
+def _future_slot() -> tuple[str, str]:
+    import datetime as dt
+
+    day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)
+    return f"{day.isoformat()}T10:00:00Z", f"{day.isoformat()}T11:00:00Z"
