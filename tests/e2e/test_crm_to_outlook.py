@@ -99,7 +99,7 @@ def test_task_created_updated_and_deleted_in_crm(connected: E2E) -> None:
     e2e = connected
     mailbox, user = onboarded(e2e)
     subject = f"task-{uuid.uuid4().hex[:8]}"
-    path = f"todo/lists/{mailbox.todo_list}/tasks"
+    path = item_path("todo/lists", mailbox.todo_list) + "/tasks"
     task = as_user(e2e, user, "POST", "tasks", {"subject": subject})
     (created,) = wait_for(lambda: find(e2e, mailbox, path, "title", subject), "the task in To Do")
     linked = e2e.outlook("GET", mailbox, item_path(path, created["id"]) + "/linkedResources")["value"]
