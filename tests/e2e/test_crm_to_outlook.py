@@ -14,6 +14,9 @@ import pytest
 from tests.e2e.conftest import E2E, CrmUser, Mailbox, item_path, wait_for
 
 
+PARTY_ROLE = f"e2e-parties-{uuid.uuid4().hex[:6]}"
+
+
 @pytest.fixture(scope="module")
 def connected(e2e: E2E) -> E2E:
     """The webhook registered (`crmsync crm connect`) and the change-tracking baseline taken."""
@@ -21,12 +24,18 @@ def connected(e2e: E2E) -> E2E:
     assert code == 0, out
     assert json.loads(out)["steps_created"] + json.loads(out)["steps_kept"] == 15
     e2e.run_timer("crm_changes")
+    # Naming users as activity parties needs AppendTo on systemuser.
+    e2e.dataverse_control(
+        "POST",
+        "roles",
+        {"name": PARTY_ROLE, "tables": {"systemuser": {"read": "organization", "appendto": "organization"}}},
+    )
     return e2e
 
 
 def synced_user(e2e: E2E, mailbox: Mailbox, *, sync_to_outlook: bool = True) -> CrmUser:
     """The mailbox owner's CRM user; with "Salesperson" (which holds prvSyncToOutlook) when asked."""
-    roles = [e2e.role, "Salesperson"] if sync_to_outlook else [e2e.role]
+    roles = [e2e.role, PARTY_ROLE, "Salesperson"] if sync_to_outlook else [e2e.role, PARTY_ROLE]
     row = e2e.dataverse_control(
         "POST",
         "users",
