@@ -24,11 +24,17 @@ def connected(e2e: E2E) -> E2E:
     assert code == 0, out
     assert json.loads(out)["steps_created"] + json.loads(out)["steps_kept"] == 15
     e2e.run_timer("crm_changes")
-    # Naming users as activity parties needs AppendTo on systemuser.
+    # Naming users as activity parties needs AppendTo on systemuser; handing a contact over, Assign.
     e2e.dataverse_control(
         "POST",
         "roles",
-        {"name": PARTY_ROLE, "tables": {"systemuser": {"read": "organization", "appendto": "organization"}}},
+        {
+            "name": PARTY_ROLE,
+            "tables": {
+                "systemuser": {"read": "organization", "appendto": "organization"},
+                "contact": {"assign": "organization"},
+            },
+        },
     )
     return e2e
 
