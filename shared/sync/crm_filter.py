@@ -7,8 +7,9 @@ user is the organizer or a required attendee; "My Tasks" - tasks the user owns.
 
 Each filter runs as one OData query with the changed ids added (``(id eq A or id eq B) and <filter>``),
 as the user (``CallerObjectId``), so the user's security roles decide too: a record the user may not
-read is outside the filter, exactly as for Dynamics. Appointments are decided on their activity
-parties: organizer (participationtypemask 7) or required attendee (5) of the user.
+read is outside the filter, exactly as for Dynamics (a user without any read privilege on the table
+gets Dataverse's access-denied error: then nothing is in the filter). Appointments are decided on
+their activity parties: organizer (participationtypemask 7) or required attendee (5) of the user.
 
 The filter's result also tells who organizes an appointment: a meeting with attendees is created
 in Outlook only in the organizer's mailbox (the others receive Graph's invitations).
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from shared.crm.errors import PrivilegeDenied
 from shared.crm.port import CrmQueryPort
 
 ORGANIZER, REQUIRED_ATTENDEE, OPTIONAL_ATTENDEE, OWNER = 7, 5, 6, 9
@@ -58,6 +60,15 @@ async def evaluate(
     crm: CrmQueryPort, table: str, *, user_id: uuid.UUID, caller: str, ids: Sequence[uuid.UUID]
 ) -> FilterVerdict:
     """The ids among ``ids`` in the user's filter for ``table`` (see the module docstring)."""
+    try:
+        return await _evaluate(crm, table, user_id=user_id, caller=caller, ids=ids)
+    except PrivilegeDenied:
+        return FilterVerdict(frozenset())  # no read privilege on the table at all: nothing is in
+
+
+async def _evaluate(
+    crm: CrmQueryPort, table: str, *, user_id: uuid.UUID, caller: str, ids: Sequence[uuid.UUID]
+) -> FilterVerdict:
     members: set[uuid.UUID] = set()
     organized: set[uuid.UUID] = set()
     unique = list(dict.fromkeys(ids))

@@ -13,7 +13,6 @@ import pytest
 
 from tests.e2e.conftest import E2E, CrmUser, Mailbox, item_path, wait_for
 
-
 PARTY_ROLE = f"e2e-parties-{uuid.uuid4().hex[:6]}"
 
 
