@@ -279,6 +279,11 @@ class Settings(BaseSettings):
             raise ValueError("no storage configured (neither this nor AzureWebJobsStorage is set)")
         return value
 
+    @field_validator("crm_webhook_key", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: Any) -> Any:
+        return None if value == "" else value  # Bicep's default: no key, the CRM webhook refuses all
+
     @field_validator("renew_schedule", "sweep_schedule", "parked_retry_schedule", "crm_changes_schedule")
     @classmethod
     def _ncrontab(cls, value: str) -> str:

@@ -122,6 +122,9 @@ class CrmToOutlookRun:
                 await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
                 logger.info("CRM -> Outlook skipped: the CRM user lacks Sync to Outlook")
                 return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.NO_PRIVILEGE)
+            resource = resource_of(work.table)
+            if (await state.get_state(mailbox.mailbox_id, resource)).last_error == NO_PRIVILEGE_REASON:
+                await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
             return await self._sync(mailbox, kind, work)
         finally:
             await state.release(lease)

@@ -82,7 +82,8 @@ def find(e2e: E2E, mailbox: Mailbox, collection: str, field: str, value: str) ->
 def onboarded(e2e: E2E, *, sync_to_outlook: bool = True) -> tuple[Mailbox, CrmUser]:
     mailbox = e2e.new_mailbox()
     user = synced_user(e2e, mailbox, sync_to_outlook=sync_to_outlook)
-    e2e.onboard(mailbox, user)
+    report = e2e.onboard(mailbox, user)
+    assert report["sync_to_outlook"] is sync_to_outlook  # RetrieveUserPrivileges at onboarding
     return mailbox, user
 
 
