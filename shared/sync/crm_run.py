@@ -6,7 +6,7 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    per mailbox);
 2. checks the CRM user's "Sync to Outlook" privilege (``prvSyncToOutlook``, RetrieveUserPrivileges):
    without it the mailbox only tracks mail, nothing is written to Outlook, the links are kept, and
-   the reason is recorded for ``crmsync status``;
+   the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``);
 3. evaluates the user's synchronization filter on the changed ids, by Dataverse, as the user
    (:mod:`shared.sync.crm_filter`), and reads the members as the user;
 4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
@@ -37,8 +37,8 @@ from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork
 from shared.store.ports import Store
-from shared.store.records import Mailbox, utc_now
-from shared.sync.applier import AppliedItem, Applier, ItemPlan
+from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox, utc_now
+from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
 from shared.sync.crm_reads import read_crm_states
@@ -120,6 +120,20 @@ class CrmToOutlookRun:
         try:
             if not await self.may_sync_to_outlook(mailbox):
                 await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
+                await self._store.audit.append_many(
+                    [
+                        AuditRecord.for_item(
+                            mailbox_id=mailbox.mailbox_id,
+                            actor=ACTOR,
+                            action=AuditAction.STATE_CHANGED,
+                            kind=kind,
+                            crm_id=str(record_id),
+                            outcome=AuditOutcome.FAILED,
+                            reason_code=NO_PRIVILEGE_REASON,
+                        )
+                        for record_id in dict.fromkeys([*work.changed, *work.deleted])
+                    ]
+                )
                 logger.info("CRM -> Outlook skipped: the CRM user lacks Sync to Outlook")
                 return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.NO_PRIVILEGE)
             resource = resource_of(work.table)

@@ -219,16 +219,20 @@ def test_user_without_sync_to_outlook_gets_nothing_and_status_says_why(connected
     e2e = connected
     mailbox, user = onboarded(e2e, sync_to_outlook=False)
     name = f"noprv-{uuid.uuid4().hex[:8]}"
-    as_user(e2e, user, "POST", "contacts", {"lastname": name})
+    contact = as_user(e2e, user, "POST", "contacts", {"lastname": name})
 
-    def reason() -> str | None:
-        code, out = e2e.cli("status", mailbox.id, "--json")
+    def refused() -> list[dict[str, Any]]:
+        # The run for this very record audits why it wrote nothing: proof that it ran.
+        code, out = e2e.cli("audit", mailbox.id, "--item", contact["contactid"], "--json")
         assert code == 0, out
-        errors = [r.get("last_error") for m in _listed(json.loads(out)) for r in m["resources"]]
-        return next((e for e in errors if e and "sync_to_outlook" in e), None)
+        return [r for r in json.loads(out) if r["reason_code"] == "crm_no_sync_to_outlook_privilege"]
 
-    wait_for(reason, "status naming the missing privilege")
+    wait_for(refused, "the run refusing to write to Outlook")
     assert find(e2e, mailbox, "contacts", "surname", name) == []
+    code, out = e2e.cli("status", mailbox.id, "--json")
+    assert code == 0, out
+    errors = [r.get("last_error") for m in _listed(json.loads(out)) for r in m["resources"]]
+    assert "crm_no_sync_to_outlook_privilege" in errors
 
 
 def _listed(report: Any) -> list[dict[str, Any]]:
