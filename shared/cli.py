@@ -257,6 +257,8 @@ def _print_status(report: MailboxStatus) -> None:
             res.resource, when(res.last_sync_at), str(res.dirty), str(res.baselined), res.last_error or "-"
         )
     console.print(resources)
+    for table, reason in report.crm_to_outlook_stopped.items():
+        console.print(f"CRM -> Outlook stopped for {table}: {reason}", highlight=False)
     if report.parked:
         parked = Table("parked kind", "reason", "what to do", "attempts", "last failed")
         for item in report.parked:

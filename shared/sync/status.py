@@ -9,7 +9,7 @@ render the same data; nothing in it is a body or an address.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.domain.model import ItemKind
 from shared.store.ports import Store
@@ -56,6 +56,8 @@ class MailboxStatus:
     resources: tuple[ResourceStatus, ...]
     parked: tuple[ParkedStatus, ...]
     links: dict[ItemKind, int]
+    # Why CRM -> Outlook writes nothing to this mailbox (e.g. crm_no_sync_to_outlook_privilege), per table.
+    crm_to_outlook_stopped: dict[str, str] = field(default_factory=dict)
 
     @property
     def backlog(self) -> int:
@@ -83,10 +85,8 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
     mailbox_id = mailbox.mailbox_id
     records = [record async for record in store.subscriptions.list_for_mailbox(mailbox_id)]
     resources = []
-    for resource in [*sorted({record.resource for record in records}), *CRM_RESOURCES]:
+    for resource in sorted({record.resource for record in records}):
         state = await store.sync_state.get_state(mailbox_id, resource)
-        if resource in CRM_RESOURCES and state.last_error is None:
-            continue  # the CRM -> Outlook direction shows only why it stopped (e.g. no privilege)
         resources.append(
             ResourceStatus(
                 resource,
@@ -104,6 +104,11 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
         ]
     )
     links = {kind: await store.links.count(mailbox_id, kind) for kind in ItemKind}
+    stopped = {}
+    for resource in CRM_RESOURCES:
+        reason = (await store.sync_state.get_state(mailbox_id, resource)).last_error
+        if reason is not None:
+            stopped[resource.removeprefix("crm:")] = reason
     return MailboxStatus(
         mailbox_id=mailbox_id,
         upn=mailbox.upn,
@@ -114,6 +119,7 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
         resources=tuple(resources),
         parked=parked,
         links=links,
+        crm_to_outlook_stopped=stopped,
     )
 
 
