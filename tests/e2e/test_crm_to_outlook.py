@@ -47,7 +47,8 @@ def synced_user(e2e: E2E, mailbox: Mailbox, *, sync_to_outlook: bool = True) -> 
         {
             "systemuserid": str(uuid.uuid4()),
             "azureactivedirectoryobjectid": mailbox.id,
-            "internalemailaddress": f"crm-{uuid.uuid4().hex[:8]}@contoso.example",
+            # As in Dynamics, the user's primary email is the mailbox's address (conftest's new_mailbox).
+            "internalemailaddress": f"e2e-{mailbox.id[:8]}@contoso.example",
             "fullname": "E2E synced user",
             "roles": roles,
         },
@@ -79,6 +80,32 @@ def find(e2e: E2E, mailbox: Mailbox, collection: str, field: str, value: str) ->
     return [item for item in outlook_items(e2e, mailbox, collection) if item.get(field) == value]
 
 
+def no_echo(e2e: E2E, mailbox: Mailbox, record_id: str, collection: str, since: str) -> None:
+    """Once the mailbox's Outlook -> CRM run has synced the item crmsync created (the resource's last
+    sync after ``since``, nothing dirty), crmsync wrote nothing back for that record: the run that
+    saw its own write recognised the echo."""
+
+    def synced() -> bool | None:
+        code, out = e2e.cli("status", mailbox.id, "--json")
+        assert code == 0, out
+        (status,) = _listed(json.loads(out))
+        runs = [r["last_sync_at"] for r in status["resources"] if r["resource"].endswith(collection)]
+        return (status["backlog"] == 0 and any(at and at > since for at in runs)) or None
+
+    wait_for(synced, "the echo of crmsync's own write to be synced")
+    code, out = e2e.cli("audit", mailbox.id, "--item", record_id, "--json")
+    assert code == 0, out
+    actions = {r["action"] for r in json.loads(out)}
+    assert "created_in_outlook" in actions
+    assert not actions & {"created_in_crm", "updated_in_crm", "deleted_in_crm"}, actions
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
 def onboarded(e2e: E2E, *, sync_to_outlook: bool = True) -> tuple[Mailbox, CrmUser]:
     mailbox = e2e.new_mailbox()
     user = synced_user(e2e, mailbox, sync_to_outlook=sync_to_outlook)
@@ -93,9 +120,11 @@ def test_contact_created_and_updated_in_crm_reaches_outlook_then_delete_keeps_ow
     e2e = connected
     mailbox, user = onboarded(e2e)
     name = f"crm-{uuid.uuid4().hex[:8]}"
+    since = _now()
     contact = as_user(e2e, user, "POST", "contacts", {"lastname": name, "firstname": "Ada"})
     (created,) = wait_for(lambda: find(e2e, mailbox, "contacts", "surname", name), "the contact in Outlook")
     assert created["givenName"] == "Ada"
+    no_echo(e2e, mailbox, contact["contactid"], "/contacts", since)
     as_user(e2e, user, "PATCH", f"contacts({contact['contactid']})", {"firstname": "Grace"})
     wait_for(
         lambda: [c for c in find(e2e, mailbox, "contacts", "surname", name) if c["givenName"] == "Grace"],
@@ -115,10 +144,12 @@ def test_task_created_updated_and_deleted_in_crm(connected: E2E) -> None:
     mailbox, user = onboarded(e2e)
     subject = f"task-{uuid.uuid4().hex[:8]}"
     path = item_path("todo/lists", mailbox.todo_list) + "/tasks"
+    since = _now()
     task = as_user(e2e, user, "POST", "tasks", {"subject": subject})
     (created,) = wait_for(lambda: find(e2e, mailbox, path, "title", subject), "the task in To Do")
     linked = e2e.outlook("GET", mailbox, item_path(path, created["id"]) + "/linkedResources")["value"]
     assert [(r["applicationName"], r["externalId"]) for r in linked] == [("crmsync", task["activityid"])]
+    no_echo(e2e, mailbox, task["activityid"], "/tasks", since)
     renamed = subject + "-renamed"
     as_user(e2e, user, "PATCH", f"tasks({task['activityid']})", {"subject": renamed})
     wait_for(lambda: find(e2e, mailbox, path, "title", renamed), "the renamed task")
@@ -131,6 +162,7 @@ def test_appointment_created_updated_and_deleted_in_crm(connected: E2E) -> None:
     mailbox, user = onboarded(e2e)
     subject = f"appt-{uuid.uuid4().hex[:8]}"
     start, end = _future_slot()
+    since = _now()
     appointment = as_user(
         e2e,
         user,
@@ -150,6 +182,7 @@ def test_appointment_created_updated_and_deleted_in_crm(connected: E2E) -> None:
     )
     (event,) = wait_for(lambda: find(e2e, mailbox, "events", "subject", subject), "the event in Outlook")
     assert event["transactionId"]
+    no_echo(e2e, mailbox, appointment["activityid"], "/events", since)
     as_user(e2e, user, "PATCH", f"appointments({appointment['activityid']})", {"location": "Room 7"})
     wait_for(
         lambda: [
