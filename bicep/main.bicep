@@ -68,6 +68,13 @@ param sweepSchedule string = '0 */15 * * * *'
 @description('NCRONTAB schedule of the parked-item retry timer.')
 param parkedRetrySchedule string = '0 5 * * * *'
 
+@description('The key Dataverse sends (?code=) to the CRM webhook; empty: the webhook refuses every call and the change-tracking timer alone carries CRM changes to Outlook. Pass it from a secret store, never in a parameter file.')
+@secure()
+param crmWebhookKey string = ''
+
+@description('NCRONTAB schedule of the CRM change-tracking timer (CRM -> Outlook safety net and deletes).')
+param crmChangesSchedule string = '0 */5 * * * *'
+
 @description('Seconds a mailbox lease lasts (15-3600).')
 @minValue(15)
 @maxValue(3600)
@@ -157,6 +164,7 @@ var anonymousPaths = [
   '/api/notifications'
   '/api/lifecycle'
   '/api/health'
+  '/api/crm/webhook' // Dataverse's WebhookKey (?code=) is checked by the function itself
 ]
 // The app role an admin API caller must hold (bicep/entra/admin-api-app-roles.json).
 var adminRole = 'crmsync.Admin'
@@ -292,6 +300,8 @@ module functionApp 'modules/functionapp.bicep' = {
       CRMSYNC_RENEW_SCHEDULE: renewSchedule
       CRMSYNC_SWEEP_SCHEDULE: sweepSchedule
       CRMSYNC_PARKED_RETRY_SCHEDULE: parkedRetrySchedule
+      CRMSYNC_CRM_CHANGES_SCHEDULE: crmChangesSchedule
+      CRMSYNC_CRM_WEBHOOK_KEY: crmWebhookKey
       CRMSYNC_LEASE_SECONDS: string(leaseSeconds)
       CRMSYNC_MASS_DELETE_RATIO: massDeleteRatio
     }

@@ -1,4 +1,5 @@
-"""Timers: subscription renewal and the periodic delta sweep. Schedules come from app settings."""
+"""Timers: subscription renewal, the periodic delta sweep, parked-item retries and CRM change tracking.
+Schedules come from app settings."""
 
 from __future__ import annotations
 
@@ -38,3 +39,10 @@ async def retry_parked(timer: func.TimerRequest) -> None:
     maintenance = await get_runtime().maintenance()
     reports = await maintenance.retry_parked()
     log.info("retried parked items in %d runs, %d still parked", len(reports), sum(r.parked for r in reports))
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_CRM_CHANGES_SCHEDULE%", run_on_startup=False)
+async def crm_changes(timer: func.TimerRequest) -> None:
+    """Read Dataverse change tracking for contacts, appointments and tasks; queue routing work."""
+    results = await (await get_runtime().change_feed()).poll()
+    log.info("CRM changes: %s", ", ".join(f"{r.table} {r.changed}+{r.deleted}" for r in results))

@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shared import __version__, cli_admin
+from shared import __version__, cli_admin, cli_crm
 from shared.admin_api import resolve_mailbox, to_jsonable
 from shared.cli_common import (
     EXIT_BAD_INPUT,
@@ -50,6 +50,7 @@ from shared.sync.status import MailboxStatus, mailbox_statuses
 app = typer.Typer(help="crmsync: Microsoft 365 mailboxes <-> Dynamics 365 / Dataverse.", no_args_is_help=True)
 app.add_typer(deploy_app, name="deploy")
 app.command("audit")(cli_admin.audit)
+app.add_typer(cli_crm.crm_app, name="crm")
 
 
 @app.command()
@@ -256,6 +257,8 @@ def _print_status(report: MailboxStatus) -> None:
             res.resource, when(res.last_sync_at), str(res.dirty), str(res.baselined), res.last_error or "-"
         )
     console.print(resources)
+    for table, reason in report.crm_to_outlook_stopped.items():
+        console.print(f"CRM -> Outlook stopped for {table}: {reason}", highlight=False)
     if report.parked:
         parked = Table("parked kind", "reason", "what to do", "attempts", "last failed")
         for item in report.parked:

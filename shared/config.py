@@ -19,7 +19,7 @@ import functools
 import re
 from typing import Any
 
-from pydantic import Field, HttpUrl, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GRAPH_PUBLIC_CLOUD = "https://graph.microsoft.com/v1.0"
@@ -142,6 +142,8 @@ REMEDIES: dict[str, str] = {
     "CRMSYNC_RENEW_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
     "CRMSYNC_SWEEP_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
     "CRMSYNC_PARKED_RETRY_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
+    "CRMSYNC_CRM_CHANGES_SCHEDULE": f"use six NCRONTAB fields, e.g. {NCRONTAB_EXAMPLE}",
+    "CRMSYNC_CRM_WEBHOOK_KEY": "use a random key of 32 to 256 characters (a Key Vault reference in Azure)",
     "CRMSYNC_LEASE_SECONDS": "use a whole number of seconds from 15 to 3600 (default 120)",
     "CRMSYNC_MASS_DELETE_RATIO": "use a share above 0 and at most 1 (default 0.5)",
     "CRMSYNC_MAX_NOTIFICATION_BYTES": "use a positive number of bytes (default 1000000)",
@@ -183,6 +185,10 @@ class Settings(BaseSettings):
     # --- webhooks (public URLs Graph calls) ---------------------------------
     notification_url: HttpUrl = Field(validation_alias="CRMSYNC_NOTIFICATION_URL")
     lifecycle_url: HttpUrl = Field(validation_alias="CRMSYNC_LIFECYCLE_URL")
+    # The key Dataverse sends as ?code= to the CRM webhook (unset: the CRM webhook refuses every call).
+    crm_webhook_key: SecretStr | None = Field(
+        default=None, validation_alias="CRMSYNC_CRM_WEBHOOK_KEY", min_length=32, max_length=256
+    )
     max_notification_bytes: int = Field(
         default=1_000_000, validation_alias="CRMSYNC_MAX_NOTIFICATION_BYTES", gt=0
     )
@@ -213,6 +219,9 @@ class Settings(BaseSettings):
     )
     parked_retry_schedule: str = Field(
         default="0 5 * * * *", validation_alias="CRMSYNC_PARKED_RETRY_SCHEDULE", validate_default=True
+    )
+    crm_changes_schedule: str = Field(
+        default="0 */5 * * * *", validation_alias="CRMSYNC_CRM_CHANGES_SCHEDULE", validate_default=True
     )
     # --- sync behaviour -----------------------------------------------------
     lease_seconds: int = Field(default=120, validation_alias="CRMSYNC_LEASE_SECONDS", ge=15, le=3600)
@@ -270,7 +279,12 @@ class Settings(BaseSettings):
             raise ValueError("no storage configured (neither this nor AzureWebJobsStorage is set)")
         return value
 
-    @field_validator("renew_schedule", "sweep_schedule", "parked_retry_schedule")
+    @field_validator("crm_webhook_key", mode="before")
+    @classmethod
+    def _unset_if_empty(cls, value: Any) -> Any:
+        return None if value == "" else value  # Bicep's default: no key, the CRM webhook refuses all
+
+    @field_validator("renew_schedule", "sweep_schedule", "parked_retry_schedule", "crm_changes_schedule")
     @classmethod
     def _ncrontab(cls, value: str) -> str:
         problem = ncrontab_problem(value)

@@ -26,14 +26,18 @@ from shared.outlook.delta import DeltaReader
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import SubscriptionManager
 from shared.outlook.writers import OutlookWriter
+from shared.store.crm_jobs import CrmWorkQueue, crm_queue_name
 from shared.store.factory import open_job_queue_from_settings, open_store_from_settings, storage_account_url
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
+from shared.sync.crm_changes import ChangeFeed
+from shared.sync.crm_run import CrmToOutlookRun
 from shared.sync.intake import SubscriptionCache
 from shared.sync.job import JobOptions, MailboxSyncJob
 from shared.sync.lifecycle import lifecycle_queue_name
 from shared.sync.maintenance import Maintenance
 from shared.sync.onboarding import Onboarding
+from shared.sync.routing import Router
 from shared.sync.tracking import TrackingService, open_tracking_index
 
 if TYPE_CHECKING:
@@ -89,6 +93,51 @@ class Runtime:
             return queue
 
         return await self._once("jobs", build)
+
+    async def _sibling_queue(self, name: str) -> JobQueue:
+        if self.settings.storage_connection_string:
+            queue = await open_job_queue(
+                queue_name=name, connection_string=self.settings.storage_connection_string
+            )
+        else:
+            queue = await open_job_queue(
+                queue_name=name,
+                account_url=storage_account_url(self.settings, "queue"),
+                credential=await self._storage_credential(),
+            )
+        self._closers.append(queue.close)
+        return queue
+
+    async def crm_work(self) -> CrmWorkQueue:
+        """The CRM -> Outlook queue (routing work and per-mailbox runs), named after the job queue."""
+
+        async def build() -> CrmWorkQueue:
+            return CrmWorkQueue(await self._sibling_queue(crm_queue_name(self.settings.job_queue)))
+
+        return await self._once("crm_work", build)
+
+    async def router(self) -> Router:
+        async def build() -> Router:
+            return Router(store=await self.store(), crm=await self.crm(), queue=await self.crm_work())
+
+        return await self._once("router", build)
+
+    async def change_feed(self) -> ChangeFeed:
+        async def build() -> ChangeFeed:
+            return ChangeFeed(store=await self.store(), crm=await self.crm(), queue=await self.crm_work())
+
+        return await self._once("change_feed", build)
+
+    async def crm_run(self) -> CrmToOutlookRun:
+        async def build() -> CrmToOutlookRun:
+            return CrmToOutlookRun(
+                store=await self.store(),
+                crm=await self.crm(),
+                graph=await self.graph(),
+                options=JobOptions.from_settings(self.settings),
+            )
+
+        return await self._once("crm_run", build)
 
     async def lifecycle_jobs(self) -> JobQueue:
         """The lifecycle-notification queue, named after the job queue (created if missing)."""

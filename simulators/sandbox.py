@@ -79,6 +79,7 @@ class Sandbox:
     functions_port: int = field(default_factory=free_port)
     master_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     function_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    crm_webhook_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_settings: dict[str, str] = field(default_factory=dict)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -115,6 +116,8 @@ class Sandbox:
             "CRMSYNC_RENEW_SCHEDULE": "0 */30 * * * *",
             "CRMSYNC_SWEEP_SCHEDULE": "0 */15 * * * *",
             "CRMSYNC_PARKED_RETRY_SCHEDULE": "0 5 * * * *",
+            "CRMSYNC_CRM_CHANGES_SCHEDULE": "0 */5 * * * *",
+            "CRMSYNC_CRM_WEBHOOK_KEY": self.crm_webhook_key,
             **self.extra_settings,
         }
 

@@ -195,10 +195,26 @@ class CrmPort(Protocol):
     async def whoami(self, *, caller: str | None) -> WhoAmI: ...
 
 
+@runtime_checkable
+class CrmQueryPort(CrmPort, Protocol):
+    """What the CRM -> Outlook direction needs on top: filter queries and privilege reads."""
+
+    async def query(
+        self, table: str, *, where: str, select: Sequence[str], caller: str | None
+    ) -> list[dict[str, Any]]:
+        """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them."""
+        ...
+
+    async def user_privileges(self, user_id: uuid.UUID, *, caller: str | None) -> frozenset[str]:
+        """The privilege names ``user_id`` holds through its security roles."""
+        ...
+
+
 __all__ = [
     "EMAIL_RESOLUTION_ORDER",
     "ChangePage",
     "CrmPort",
+    "CrmQueryPort",
     "Delete",
     "FieldValue",
     "KeyValue",

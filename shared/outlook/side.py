@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Sequence
 
 from shared.domain.model import Appointment, Contact, Email, ItemKind, OutlookItem, Task
+from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.mailbox import Attachment, AttachmentReader
 from shared.outlook.writers import OutlookWriter
 
@@ -27,8 +28,10 @@ class GraphOutlookSide:
         *,
         reader: AttachmentReader | None = None,
         task_list_id: str | None = None,
+        from_crm: CrmOriginWriter | None = None,
     ) -> None:
         self._writer = writer
+        self._from_crm = from_crm
         self._reader = reader
         self._mailbox = mailbox_id
         self._task_list = task_list_id
@@ -39,6 +42,8 @@ class GraphOutlookSide:
         return self._task_list
 
     async def create(self, kind: ItemKind, item: NeutralContent, crm_id: uuid.UUID) -> OutlookItem:
+        if self._from_crm is not None and not isinstance(item, Email):
+            return await self._from_crm.create(item, crm_id)  # the CRM -> Outlook run's creates
         if isinstance(item, Contact):
             return await self._writer.create_contact(self._mailbox, item, crm_id=str(crm_id))
         if isinstance(item, Appointment):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.errors import CrmError, DuplicateRecord
-from shared.crm.port import CrmPort, FieldValue, Upsert
+from shared.crm.port import CrmPort, CrmQueryPort, FieldValue, Upsert
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.domain.model import ItemKind
 from shared.outlook.errors import GraphThrottled, ItemNotFound
@@ -47,6 +47,7 @@ from shared.store.records import (
     utc_now,
 )
 from shared.sync.applier import ACTOR
+from shared.sync.crm_run import NO_PRIVILEGE_REASON, SYNC_TO_OUTLOOK
 from shared.sync.fieldmaps import field_map
 from shared.sync.job import (
     MailboxSyncJob,
@@ -56,7 +57,7 @@ from shared.sync.job import (
     SyncRunReport,
 )
 from shared.sync.lifecycle import RESOURCE_OF_KIND, subscribe
-from shared.sync.status import SubscriptionStatus, subscription_status
+from shared.sync.status import CRM_RESOURCES, SubscriptionStatus, subscription_status
 from shared.sync.tracking.folders import folders_to_watch
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class OnboardingReport:
     crm_user_id: str
     subscriptions: tuple[SubscriptionStatus, ...]
     baseline: tuple[SyncRunReport, ...]
+    sync_to_outlook: bool | None = None  # prvSyncToOutlook held (None: the CRM port cannot tell)
 
     @property
     def items_seen(self) -> int:
@@ -216,7 +218,19 @@ class Onboarding:
             mailbox.crm_user_id,
             tuple(subscription_status(record, now) for record in subscriptions),
             tuple(baseline),
+            await self._sync_to_outlook(mailbox),
         )
+
+    async def _sync_to_outlook(self, mailbox: Mailbox) -> bool | None:
+        """Whether the CRM user holds "Sync to Outlook" (RetrieveUserPrivileges). Without it the
+        mailbox only tracks mail: CRM -> Outlook writes nothing and status says why."""
+        if not isinstance(self._crm, CrmQueryPort):
+            return None
+        held = SYNC_TO_OUTLOOK in await self._crm.user_privileges(uuid.UUID(mailbox.crm_user_id), caller=None)
+        if not held:
+            for resource in CRM_RESOURCES:
+                await self._store.sync_state.record_error(mailbox.mailbox_id, resource, NO_PRIVILEGE_REASON)
+        return held
 
     async def _baseline(
         self, mailbox_id: str, subscriptions: list[SubscriptionRecord], notify: OnboardingCallback

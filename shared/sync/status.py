@@ -9,7 +9,7 @@ render the same data; nothing in it is a body or an address.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.domain.model import ItemKind
 from shared.store.ports import Store
@@ -56,6 +56,8 @@ class MailboxStatus:
     resources: tuple[ResourceStatus, ...]
     parked: tuple[ParkedStatus, ...]
     links: dict[ItemKind, int]
+    # Why CRM -> Outlook writes nothing to this mailbox (e.g. crm_no_sync_to_outlook_privilege), per table.
+    crm_to_outlook_stopped: dict[str, str] = field(default_factory=dict)
 
     @property
     def backlog(self) -> int:
@@ -72,6 +74,10 @@ def subscription_status(record: SubscriptionRecord, now: dt.datetime) -> Subscri
     return SubscriptionStatus(
         record.subscription_id, record.resource, record.expiration, record.expiration <= now
     )
+
+
+# Where the CRM -> Outlook run records why it wrote nothing (shared/sync/crm_run.py resource_of).
+CRM_RESOURCES = ("crm:contact", "crm:appointment", "crm:task")
 
 
 async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) -> MailboxStatus:
@@ -98,6 +104,11 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
         ]
     )
     links = {kind: await store.links.count(mailbox_id, kind) for kind in ItemKind}
+    stopped = {}
+    for resource in CRM_RESOURCES:
+        reason = (await store.sync_state.get_state(mailbox_id, resource)).last_error
+        if reason is not None:
+            stopped[resource.removeprefix("crm:")] = reason
     return MailboxStatus(
         mailbox_id=mailbox_id,
         upn=mailbox.upn,
@@ -108,6 +119,7 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
         resources=tuple(resources),
         parked=parked,
         links=links,
+        crm_to_outlook_stopped=stopped,
     )
 
 

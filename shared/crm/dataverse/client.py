@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from shared.config import Settings
-from shared.crm.dataverse import batching, changes, records
+from shared.crm.dataverse import batching, changes, queries, records, registration
 from shared.crm.dataverse.transport import AsyncTokenSource, Transport
 from shared.crm.port import (
     EMAIL_RESOLUTION_ORDER,
@@ -197,6 +197,20 @@ class DataverseClient:
         return await changes.read_changes(
             self._transport, table, select=select, link=link, page_size=self._change_page_size, caller=caller
         )
+
+    async def query(
+        self, table: str, *, where: str, select: Sequence[str], caller: str | None
+    ) -> list[dict[str, Any]]:
+        """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them."""
+        return await queries.query_rows(self._transport, table, where=where, select=select, caller=caller)
+
+    async def user_privileges(self, user_id: uuid.UUID, *, caller: str | None) -> frozenset[str]:
+        """The privilege names a user holds (``RetrieveUserPrivileges``)."""
+        return await queries.user_privileges(self._transport, user_id, caller=caller)
+
+    async def register_webhook(self, *, url: str, key: str) -> registration.WebhookRegistration:
+        """Register (or update) crmsync's webhook endpoint and its steps, as the application."""
+        return await registration.register_webhook(self._transport, url=url, key=key)
 
     async def whoami(self, *, caller: str | None) -> WhoAmI:
         """Who a call runs as (``WhoAmI`` function): proves impersonation resolves to the user."""

@@ -26,6 +26,11 @@ from shared.domain.model import EmailAddress, ItemKind, OutlookItem
 # The one extended property crmsync stamps: the CRM record id. The GUID is crmsync's own
 # property-set id; it never changes, or stamped items would lose their link.
 CRM_ID_PROPERTY_ID = "String {5c7d3a0e-2b8f-4e61-9a4d-c3f1e2b7a915} Name crmsync.crmid"
+# Set (value "crm") in the creating POST of an item crmsync created from a CRM record: only such an
+# item may be removed when its record leaves the user's synchronization filter.
+ORIGIN_PROPERTY_ID = "String {5c7d3a0e-2b8f-4e61-9a4d-c3f1e2b7a915} Name crmsync.origin"
+FROM_CRM = "crm"
+TODO_APPLICATION = "crmsync"
 
 _JSON_PARSER = JsonParseNodeFactory()
 _JSON_WRITER = JsonSerializationWriterFactory()
@@ -89,6 +94,14 @@ def crm_id_of(properties: Iterable[SingleValueLegacyExtendedProperty] | None) ->
         if prop.id and prop.id.casefold() == CRM_ID_PROPERTY_ID.casefold():
             return prop.value or None
     return None
+
+
+def created_from_crm(properties: Iterable[SingleValueLegacyExtendedProperty] | None) -> bool:
+    """Whether an item's expanded extended properties say crmsync created it from a CRM record."""
+    return any(
+        (prop.id or "").casefold() == ORIGIN_PROPERTY_ID.casefold() and prop.value == FROM_CRM
+        for prop in properties or ()
+    )
 
 
 def is_removed(model: Any) -> bool:

@@ -1,0 +1,51 @@
+"""Row queries and privilege reads: an OData ``$filter`` over a table, and RetrieveUserPrivileges.
+
+- "Query data using the Web API" (learn.microsoft.com/power-apps/developer/data-platform/webapi/
+  query-data-web-api): ``$select``, ``$filter``; lookups as ``_<column>_value``; pages follow
+  ``@odata.nextLink``. Run as the caller, a query returns only the rows the caller may read, so a
+  synchronization filter evaluated this way is Dataverse's own verdict under the user's roles.
+- "RetrieveUserPrivileges Function" (Web API function reference): the privileges a user holds
+  through its roles, ``RolePrivileges`` of ``{Depth, PrivilegeId, BusinessUnitId, PrivilegeName}``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from shared.crm.dataverse.changes import _own_link
+from shared.crm.dataverse.transport import Transport
+from shared.crm.dataverse.wire import LOOKUP_ANNOTATIONS, Request, json_body
+from shared.crm.tables import table_info
+
+_MAX_PAGES = 50  # a synchronization filter over a page of changed ids never needs more
+
+
+async def query_rows(
+    transport: Transport, table: str, *, where: str, select: Sequence[str], caller: str | None
+) -> list[dict[str, Any]]:
+    """Every row of ``table`` matching the OData ``where``, as the caller may read them."""
+    info = table_info(table)
+    request = Request("GET", info.entity_set, headers={"Prefer": LOOKUP_ANNOTATIONS})
+    params = {"$filter": where, "$select": ",".join(dict.fromkeys([info.primary_id, *select]))}
+    response = await transport.send(request, caller=caller, params=params)
+    rows: list[dict[str, Any]] = []
+    for _ in range(_MAX_PAGES):
+        document = json_body(response.content) or {}
+        rows += document.get("value", [])
+        next_link = document.get("@odata.nextLink")
+        if not next_link:
+            return rows
+        response = await transport.send(request, caller=caller, url=_own_link(transport, next_link))
+    raise ValueError("a filter query returned more pages than a page of changes can need")
+
+
+async def user_privileges(transport: Transport, user_id: uuid.UUID, *, caller: str | None) -> frozenset[str]:
+    """The names of the privileges ``user_id`` holds through its security roles."""
+    path = f"systemusers({user_id})/Microsoft.Dynamics.CRM.RetrieveUserPrivileges"
+    response = await transport.send(Request("GET", path), caller=caller)
+    body = json_body(response.content) or {}
+    return frozenset(
+        str(row["PrivilegeName"]) for row in body.get("RolePrivileges", []) if "PrivilegeName" in row
+    )

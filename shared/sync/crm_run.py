@@ -1,0 +1,259 @@
+"""The CRM -> Outlook run: routed CRM records into one mailbox, under the mailbox lease.
+
+For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and record ids:
+
+1. takes the mailbox lease (the same one the Outlook -> CRM job takes: one synchronizing instance
+   per mailbox);
+2. checks the CRM user's "Sync to Outlook" privilege (``prvSyncToOutlook``, RetrieveUserPrivileges):
+   without it the mailbox only tracks mail, nothing is written to Outlook, the links are kept, and
+   the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``);
+3. evaluates the user's synchronization filter on the changed ids, by Dataverse, as the user
+   (:mod:`shared.sync.crm_filter`), and reads the members as the user;
+4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
+   (created, carrying its CRM id; a meeting only in its organizer's mailbox - the attendees get
+   Graph's invitations); a linked member -> the linked Outlook item read from Graph; a linked record
+   that left the filter -> :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the
+   planner's delete rules;
+5. applies every plan with the one :class:`~shared.sync.applier.Applier` (Outlook writes, then link
+   rows, then audit). The link row records the content hashes, so the Outlook -> CRM job seeing the
+   item crmsync just wrote recognises its own echo and writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from msgraph.graph_service_client import GraphServiceClient
+
+from shared.crm.port import CrmQueryPort
+from shared.domain.model import ItemKind
+from shared.outlook.from_crm import CrmOriginWriter
+from shared.outlook.side import GraphOutlookSide
+from shared.outlook.writers import OutlookWriter
+from shared.store.crm_jobs import CrmWork
+from shared.store.ports import Store
+from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox, utc_now
+from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
+from shared.sync.crm_changes import TABLES
+from shared.sync.crm_filter import evaluate
+from shared.sync.crm_reads import read_crm_states
+from shared.sync.fieldmaps import field_map
+from shared.sync.links import from_stored_link
+from shared.sync.parties import PartyResolver
+from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState
+from shared.sync.planner import plan_item
+from shared.sync.planner_filter import plan_left_filter
+from shared.sync.policies import kind_enabled, sync_policy
+from shared.sync.run import JobOptions
+
+logger = logging.getLogger(__name__)
+
+SYNC_TO_OUTLOOK = "prvSyncToOutlook"
+NO_PRIVILEGE_REASON = "crm_no_sync_to_outlook_privilege"
+
+
+class CrmRunOutcome(enum.StrEnum):
+    COMPLETED = "completed"
+    MAILBOX_DISABLED = "mailbox_disabled"
+    KIND_DISABLED = "kind_disabled"
+    NO_PRIVILEGE = "no_sync_to_outlook_privilege"
+
+
+@dataclass(frozen=True, slots=True)
+class CrmRunReport:
+    mailbox_id: str
+    table: str
+    outcome: CrmRunOutcome
+    records: int = 0
+    outlook_writes: int = 0
+    unlinked: int = 0
+
+
+def resource_of(table: str) -> str:
+    """The sync-state resource under which a mailbox's CRM -> Outlook errors are recorded."""
+    return f"crm:{table}"
+
+
+class CrmToOutlookRun:
+    """Runs CRM -> Outlook work for one mailbox at a time (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        crm: CrmQueryPort,
+        graph: GraphServiceClient,
+        options: JobOptions | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
+        owner: str | None = None,
+    ) -> None:
+        self._store = store
+        self._crm = crm
+        self._graph = graph
+        self._writer = OutlookWriter(graph)
+        self._options = options or JobOptions()
+        self._clock = clock
+        self._owner = owner or f"crm-worker:{uuid.uuid4().hex}"
+
+    async def may_sync_to_outlook(self, mailbox: Mailbox) -> bool:
+        """Whether the mailbox's CRM user holds "Sync to Outlook" (read as the application)."""
+        privileges = await self._crm.user_privileges(uuid.UUID(mailbox.crm_user_id), caller=None)
+        return SYNC_TO_OUTLOOK in privileges
+
+    async def run(self, work: CrmWork) -> CrmRunReport:
+        """Sync the work's records into its mailbox; ``LeaseHeld`` when another run holds it."""
+        if work.mailbox_id is None:
+            raise ValueError("a CRM -> Outlook run needs a mailbox (route the work first)")
+        kind = TABLES[work.table]
+        mailbox = await self._store.registry.get_mailbox(work.mailbox_id)
+        if not mailbox.enabled:
+            return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.MAILBOX_DISABLED)
+        if not kind_enabled(mailbox.settings, kind):
+            return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.KIND_DISABLED)
+        state = self._store.sync_state
+        lease = await state.try_acquire(mailbox.mailbox_id, self._owner, self._options.lease_seconds)
+        try:
+            if not await self.may_sync_to_outlook(mailbox):
+                await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
+                await self._store.audit.append_many(
+                    [
+                        AuditRecord.for_item(
+                            mailbox_id=mailbox.mailbox_id,
+                            actor=ACTOR,
+                            action=AuditAction.STATE_CHANGED,
+                            kind=kind,
+                            crm_id=str(record_id),
+                            outcome=AuditOutcome.FAILED,
+                            reason_code=NO_PRIVILEGE_REASON,
+                        )
+                        for record_id in dict.fromkeys([*work.changed, *work.deleted])
+                    ]
+                )
+                logger.info("CRM -> Outlook skipped: the CRM user lacks Sync to Outlook")
+                return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.NO_PRIVILEGE)
+            resource = resource_of(work.table)
+            if (await state.get_state(mailbox.mailbox_id, resource)).last_error == NO_PRIVILEGE_REASON:
+                await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
+            return await self._sync(mailbox, kind, work)
+        finally:
+            await state.release(lease)
+
+    async def _sync(self, mailbox: Mailbox, kind: ItemKind, work: CrmWork) -> CrmRunReport:
+        table = work.table
+        task_list = (
+            await self._writer.default_task_list(mailbox.mailbox_id) if kind is ItemKind.TASK else None
+        )
+        origin = CrmOriginWriter(self._graph, mailbox.mailbox_id, task_list_id=task_list)
+        side = GraphOutlookSide(self._writer, mailbox.mailbox_id, task_list_id=task_list, from_crm=origin)
+        deleted = list(dict.fromkeys(work.deleted))
+        changed = [record_id for record_id in dict.fromkeys(work.changed) if record_id not in deleted]
+        caller = mailbox.crm_caller_object_id
+        verdict = await evaluate(
+            self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=caller, ids=changed
+        )
+        states = await read_crm_states(self._crm, mailbox, kind, sorted(verdict.members, key=str))
+        policy = sync_policy(mailbox.settings, kind)
+        fmap = field_map(kind)
+        now = self._clock()
+        plans: list[ItemPlan] = []
+        for record_id in [*changed, *deleted]:
+            stored = await self._store.links.get_by_crm(mailbox.mailbox_id, table, str(record_id))
+            link = from_stored_link(stored) if stored is not None else None
+            if link is None and (record_id in deleted or record_id not in verdict.members):
+                continue  # not held here and not (or no longer) wanted here: nothing to do
+            if link is None:
+                crm = states[record_id]
+                if crm.values is None:
+                    continue  # deleted since routing: the delete reaches no copy
+                if kind is ItemKind.APPOINTMENT and record_id not in verdict.organized:
+                    continue  # an attendee's copy arrives by invitation from the organizer's mailbox
+                actions = plan_item(
+                    kind,
+                    mailbox_id=mailbox.mailbox_id,
+                    outlook=None,
+                    link=None,
+                    crm=crm,
+                    policy=policy,
+                    now=now,
+                )
+                plans.append(ItemPlan(actions, new_link=True))
+                continue
+            want_origin = record_id not in deleted and record_id not in verdict.members
+            item, created_from_crm = await origin.read(kind, link.outlook_id, origin=want_origin)
+            if item is None:
+                if record_id in deleted:
+                    reason = "deleted in the CRM; already gone from Outlook"
+                    plans.append(
+                        ItemPlan([DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason=reason)])
+                    )
+                continue  # gone from Outlook: the Outlook -> CRM run's delta decides
+            outlook = OutlookState.from_outlook_item(item)
+            actions = self._plan_linked(
+                kind=kind,
+                mailbox=mailbox,
+                link=link,
+                outlook=outlook,
+                record_id=record_id,
+                deleted=deleted,
+                members=verdict.members,
+                states=states,
+                created_from_crm=created_from_crm,
+                now=now,
+            )
+            projection = fmap.project(item.item).values if item.item is not None else {}
+            plans.append(ItemPlan(actions, projection))
+        if not plans:
+            return CrmRunReport(
+                mailbox.mailbox_id, table, CrmRunOutcome.COMPLETED, len(changed) + len(deleted)
+            )
+        applier = Applier(
+            crm=self._crm,
+            links=self._store.links,
+            audit=self._store.audit,
+            mailbox=mailbox,
+            kind=kind,
+            resolver=PartyResolver(self._crm, caller),
+            outlook=side,
+        )
+        results = await applier.apply(plans)
+        applied = [r for r in results if isinstance(r, AppliedItem)]
+        return CrmRunReport(
+            mailbox.mailbox_id,
+            table,
+            CrmRunOutcome.COMPLETED,
+            len(changed) + len(deleted),
+            sum(r.outlook_writes for r in applied),
+            sum(1 for r in applied if r.unlinked),
+        )
+
+    def _plan_linked(
+        self,
+        *,
+        kind: ItemKind,
+        mailbox: Mailbox,
+        link: Link,
+        outlook: OutlookState,
+        record_id: uuid.UUID,
+        deleted: list[uuid.UUID],
+        members: frozenset[uuid.UUID],
+        states: dict[uuid.UUID, CrmState],
+        created_from_crm: bool,
+        now: dt.datetime,
+    ) -> list[Action]:
+        policy = sync_policy(mailbox.settings, kind)
+        if record_id in deleted:
+            crm = CrmState(record_id, None)
+        elif record_id not in members or states[record_id].values is None:
+            return plan_left_filter(
+                kind, link=link, outlook=outlook, created_from_crm=created_from_crm, policy=policy
+            )
+        else:
+            crm = states[record_id]
+        return plan_item(
+            kind, mailbox_id=mailbox.mailbox_id, outlook=outlook, link=link, crm=crm, policy=policy, now=now
+        )

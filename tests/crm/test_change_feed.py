@@ -1,0 +1,104 @@
+"""The change-tracking timer's work on the Dataverse simulator (real client over HTTP), with the
+token and the routing queue on Azurite: the first read only takes the baseline; later reads queue
+the changed and deleted ids; an expired token (0x80044352) reconciles against the link map."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.crm.dataverse import DataverseClient
+from shared.crm.port import RecordRef
+from shared.domain.model import ItemKind
+from shared.store import Store, open_store
+from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
+from shared.store.jobs import open_job_queue
+from shared.store.records import Link
+from shared.sync.crm_changes import ChangeFeed
+from simulators.dataverse.launcher import DataverseSimulator
+
+
+@pytest.fixture
+async def store(storage_connection_string: str, table_prefix: str) -> AsyncIterator[Store]:
+    opened = await open_store(connection_string=storage_connection_string, prefix=table_prefix)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def queue(storage_connection_string: str, table_prefix: str) -> AsyncIterator[CrmWorkQueue]:
+    jobs = await open_job_queue(
+        queue_name=f"crm-{table_prefix}".lower(), connection_string=storage_connection_string
+    )
+    yield CrmWorkQueue(jobs)
+    await jobs.client.delete_queue()
+    await jobs.close()
+
+
+async def _queued(queue: CrmWorkQueue) -> list[CrmWork]:
+    client = queue._queue.client
+    found = []
+    async for message in client.receive_messages(max_messages=32):
+        found.append(CrmWork.parse(message.content))
+        await client.delete_message(message)
+    return found
+
+
+async def test_baseline_then_changes_and_deletes_then_reconciliation(
+    crm: DataverseClient, store: Store, queue: CrmWorkQueue, dataverse_sim: DataverseSimulator
+) -> None:
+    feed = ChangeFeed(store=store, crm=crm, queue=queue)
+    owner = uuid.UUID(dataverse_sim.add_user()["systemuserid"])
+    existing = (
+        await crm.create(
+            "task", {"subject": "before", "ownerid": RecordRef("systemuser", owner)}, caller=None
+        )
+    ).id
+
+    baseline = await feed.poll_table("task")
+    assert baseline.baseline
+    assert await _queued(queue) == []  # what exists is not a change
+
+    changed = (
+        await crm.create("task", {"subject": "after", "ownerid": RecordRef("systemuser", owner)}, caller=None)
+    ).id
+    await crm.delete("task", existing, caller=None)
+    result = await feed.poll_table("task")
+    work = await _queued(queue)
+    assert changed in {i for w in work for i in w.changed}
+    assert existing in {i for w in work for i in w.deleted}
+    assert all(w.mailbox_id is None and w.source is CrmWorkSource.CHANGE_TRACKING for w in work)
+    assert result.changed >= 1
+    assert result.deleted >= 1
+
+    # A mailbox links a task that was deleted while the token was expiring: reconciliation routes it
+    # as deleted, and routes the rows that exist (the link map makes that idempotent).
+    mailbox = await store.registry.register(
+        mailbox_id=str(uuid.uuid4()),
+        upn="r@contoso.example",
+        crm_user_id=str(owner),
+        crm_caller_object_id=str(uuid.uuid4()),
+    )
+    gone = uuid.uuid4()
+    await store.links.create(
+        Link(
+            mailbox_id=mailbox.mailbox_id,
+            kind=ItemKind.TASK,
+            outlook_id="AAMk-gone",
+            crm_table="task",
+            crm_id=str(gone),
+        )
+    )
+    dataverse_sim.expire_change_tokens("task")
+    reconciled = await feed.poll_table("task")
+    assert reconciled.reconciled
+    work = await _queued(queue)
+    assert {w.source for w in work} == {CrmWorkSource.RECONCILIATION}
+    assert gone in {i for w in work for i in w.deleted}
+    assert changed in {i for w in work for i in w.changed}
+    # ... and the next poll reads from the fresh token again.
+    again = await feed.poll_table("task")
+    assert not again.reconciled
+    assert not again.baseline

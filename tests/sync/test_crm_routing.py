@@ -1,0 +1,199 @@
+"""CRM -> Outlook, the pure parts: routing a changed record to mailboxes, the default filters' OData,
+the webhook's parsing and key check, and what leaving the filter does to a linked item."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from shared.domain.model import ItemKind, content_hash
+from shared.store.crm_jobs import CrmWork, CrmWorkSource
+from shared.store.jobs import InvalidJob
+from shared.sync.crm_filter import default_filter
+from shared.sync.crm_intake import WebhookRejected, key_matches, parse_context
+from shared.sync.merge import Side
+from shared.sync.plan import (
+    DeleteInOutlook,
+    DeletePolicy,
+    DropLink,
+    Link,
+    OutlookState,
+    SyncPolicy,
+    UnlinkOnly,
+)
+from shared.sync.planner_filter import plan_left_filter
+from shared.sync.routing import RecordPeople, mailboxes_for
+from tests.sync.samples import appointments, contacts, tasks
+
+OWNER, ATTENDEE, STRANGER = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+USERS = {OWNER: "mbx-owner", ATTENDEE: "mbx-attendee"}
+
+
+# -- routing -------------------------------------------------------------------------------------
+
+
+def test_a_record_concerns_its_owner_its_user_parties_and_every_mailbox_linking_it() -> None:
+    people = RecordPeople(owner=OWNER, parties=frozenset({ATTENDEE, STRANGER}))
+    assert mailboxes_for(people, USERS, ["mbx-old-owner"]) == {"mbx-owner", "mbx-attendee", "mbx-old-owner"}
+
+
+def test_a_record_of_unregistered_users_concerns_only_the_mailboxes_linking_it() -> None:
+    assert mailboxes_for(RecordPeople(owner=STRANGER), USERS, []) == set()
+    assert mailboxes_for(RecordPeople(), USERS, ["mbx-a"]) == {"mbx-a"}
+
+
+# -- default filters -----------------------------------------------------------------------------
+
+
+def test_default_filters_are_dynamics_defaults_with_the_changed_ids_added() -> None:
+    user, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert default_filter("contact", user, [a, b]) == (
+        "contact",
+        f"(contactid eq {a} or contactid eq {b}) and _ownerid_value eq {user} and statecode eq 0",
+    )
+    assert default_filter("task", user, [a]) == ("task", f"(activityid eq {a}) and _ownerid_value eq {user}")
+    table, where = default_filter("appointment", user, [a])
+    assert table == "activityparty"
+    assert where == (
+        f"(_activityid_value eq {a}) and _partyid_value eq {user} and "
+        "(participationtypemask eq 7 or participationtypemask eq 5)"
+    )
+    with pytest.raises(ValueError, match="no synchronization filter"):
+        default_filter("email", user, [a])
+
+
+# -- the webhook ---------------------------------------------------------------------------------
+
+
+def _context(message: str = "Create", table: str = "contact", **extra: object) -> bytes:
+    record_id = str(uuid.uuid4())
+    owner = {"__type": "EntityReference:...", "Id": str(OWNER), "LogicalName": "systemuser"}
+    target = {
+        "Attributes": [{"key": "lastname", "value": "x"}, {"key": "ownerid", "value": owner}],
+        "Id": record_id,
+    }
+    body = {
+        "MessageName": message,
+        "PrimaryEntityName": table,
+        "PrimaryEntityId": record_id,
+        "InputParameters": [{"key": "Target", "value": target}],
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+def test_the_webhook_reads_message_table_id_and_owner_only() -> None:
+    work = parse_context(_context())
+    assert (work.table, len(work.changed), work.deleted, work.owner) == ("contact", 1, (), OWNER)
+    assert work.source is CrmWorkSource.WEBHOOK
+    assert work.mailbox_id is None
+    assert "lastname" not in work.serialize()  # column values never travel
+    deleted = parse_context(_context("Delete", "task"))
+    assert (deleted.changed, len(deleted.deleted), deleted.owner) == ((), 1, None)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not json", 400),
+        (b"[]", 400),
+        (_context(message="Retrieve"), 400),
+        (_context(table="account"), 400),
+        (_context(PrimaryEntityId="../etc"), 400),
+        (b" " * (256 * 1024 + 1), 413),
+    ],
+)
+def test_bad_webhook_input_is_refused_with_a_4xx(body: bytes, status: int) -> None:
+    with pytest.raises(WebhookRejected) as refused:
+        parse_context(body)
+    assert refused.value.status == status
+
+
+def test_the_webhook_key_must_match_exactly() -> None:
+    key = "k" * 40
+    assert key_matches(key, key)
+    assert not key_matches(key[:-1] + "x", key)
+    assert not key_matches(None, key)
+    assert not key_matches(key, None)  # no key configured: every call refused
+    assert not key_matches("", "")
+
+
+def test_crm_work_refuses_unknown_fields_and_tables() -> None:
+    with pytest.raises(InvalidJob):
+        CrmWork.parse(json.dumps({"table": "email", "source": "webhook"}))
+    with pytest.raises(InvalidJob):
+        CrmWork.parse(json.dumps({"table": "contact", "source": "webhook", "body": "x"}))
+
+
+# -- leaving the filter --------------------------------------------------------------------------
+
+
+def _link(item: object, kind_hash: str | None = None) -> Link:
+    return Link(
+        outlook_id="o1",
+        crm_id=uuid.uuid4(),
+        outlook_change_key="ck1",
+        crm_etag="e1",
+        outlook_hash=kind_hash or content_hash(item),  # type: ignore[arg-type]
+        crm_hash="h",
+    )
+
+
+POLICY = SyncPolicy()
+
+
+@pytest.mark.parametrize(("kind", "item"), [(ItemKind.CONTACT, contacts()[0]), (ItemKind.TASK, tasks()[0])])
+def test_an_unchanged_contact_or_task_crmsync_created_is_removed(kind: ItemKind, item: object) -> None:
+    link = _link(item)
+    outlook = OutlookState("o1", "ck2", item)  # type: ignore[arg-type]
+    actions = plan_left_filter(kind, link=link, outlook=outlook, created_from_crm=True, policy=POLICY)
+    assert [type(a) for a in actions] == [DeleteInOutlook, DropLink]
+
+
+def test_an_item_made_in_outlook_or_changed_there_is_kept_unlinked() -> None:
+    item = contacts()[0]
+    changed = contacts()[1]
+    made_here = plan_left_filter(
+        ItemKind.CONTACT,
+        link=_link(item),
+        outlook=OutlookState("o1", "ck1", item),
+        created_from_crm=False,
+        policy=POLICY,
+    )
+    edited = plan_left_filter(
+        ItemKind.CONTACT,
+        link=_link(item),
+        outlook=OutlookState("o1", "ck9", changed),
+        created_from_crm=True,
+        policy=POLICY,
+    )
+    for actions in (made_here, edited):
+        assert [type(a) for a in actions] == [UnlinkOnly]
+        assert isinstance(actions[0], UnlinkOnly)
+        assert actions[0].kept is Side.OUTLOOK
+
+
+def test_a_meeting_is_never_deleted_for_leaving_the_filter() -> None:
+    item = appointments()[0]
+    actions = plan_left_filter(
+        ItemKind.APPOINTMENT,
+        link=_link(item),
+        outlook=OutlookState("o1", "ck1", item),
+        created_from_crm=True,
+        policy=POLICY,
+    )
+    assert [type(a) for a in actions] == [UnlinkOnly]
+
+
+def test_the_unlink_policy_never_deletes() -> None:
+    item = tasks()[0]
+    actions = plan_left_filter(
+        ItemKind.TASK,
+        link=_link(item),
+        outlook=OutlookState("o1", "ck1", item),
+        created_from_crm=True,
+        policy=SyncPolicy(delete_policy=DeletePolicy.UNLINK),
+    )
+    assert [type(a) for a in actions] == [UnlinkOnly]
