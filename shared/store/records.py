@@ -100,6 +100,8 @@ class DirtyMark:
     mailbox_id: str
     resource: str
     dirty_since: dt.datetime
+    swept_at: dt.datetime | None = None  # when the sweep last enqueued a job for it (None: never)
+    etag: str | None = None  # pass the mark to ``note_swept``
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,14 +22,20 @@ from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import InvalidJob, JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
-from shared.store.records import MailboxState
+from shared.store.records import DirtyMark, Mailbox, MailboxState, utc_now
 from shared.sync.intake import request_resync
 from shared.sync.job import InvalidResource, MailboxSyncJob, RunOutcome, SyncRunReport
+from shared.sync.policies import kind_enabled
+from shared.sync.resources import parse_resource
 
 log = logging.getLogger(__name__)
 
 #: host.json ``extensions.queues.maxDequeueCount``: the attempt after which the host poisons a message.
 MAX_DEQUEUE_COUNT = 5
+#: A resource dirty this long has probably lost its job (jobs normally finish within seconds).
+STALE_AFTER = STALE_DIRTY_AFTER = dt.timedelta(minutes=10)
+#: The longest pause between two sweep jobs of a resource that stays dirty.
+MAX_SWEEP_GAP = dt.timedelta(hours=1)
 # The lease is per mailbox, so its other resources' jobs wait for the current run: retry soon.
 LEASE_RETRY_DELAY_SECONDS = 2
 
@@ -86,38 +92,61 @@ async def run_queued_job(
     return JobOutcome("synced", report=report)
 
 
-#: A dirty mark older than this has probably lost its job: the sweep enqueues one again.
-STALE_DIRTY_AFTER = dt.timedelta(minutes=10)
-
-
-async def sweep(store: Store, jobs: JobQueue, *, now: dt.datetime | None = None) -> int:
+async def sweep(
+    store: Store, jobs: JobQueue, *, now: dt.datetime | None = None, stale_after: dt.timedelta = STALE_AFTER
+) -> int:
     """The safety net: ask for a delta run of every resource of every enabled mailbox.
 
     Catches lost notifications and runs that failed after clearing their dirty flag (their delta
-    link was not advanced). A resource that is already dirty is normally being handled; but a mark
-    older than :data:`STALE_DIRTY_AFTER` has probably lost its job (poisoned before the flag was
-    cleared, a webhook whose un-mark failed, a mailbox disabled meanwhile), so it gets one again:
-    jobs are idempotent, and without one the resource would stay blocked for good.
+    link was not advanced): a clean resource is marked dirty and gets a job. A resource dirty for
+    longer than ``stale_after`` may have lost its job (poisoned before the run cleared the flag, a
+    webhook whose un-mark failed, a run that lost every race to clear it, a job that found its
+    mailbox disabled), so it gets one again, whoever made it dirty: runs are idempotent. To keep a
+    backlog from growing, a stale mark gets another job only after a pause that doubles with its
+    age (``stale_after`` at first, at most :data:`MAX_SWEEP_GAP`), recorded on the mark itself.
     """
-    now = now or dt.datetime.now(dt.UTC)
-    targets: list[tuple[str, str]] = []
-    stale: list[tuple[str, str]] = []
-    async for mailbox in store.registry.list_mailboxes(enabled_only=True):
-        dirty = set(await store.sync_state.dirty_resources(mailbox.mailbox_id))
-        async for record in store.subscriptions.list_for_mailbox(mailbox.mailbox_id):
-            pair = (record.mailbox_id, record.resource)
-            if record.resource not in dirty:
-                targets.append(pair)
-                continue
-            state = await store.sync_state.get_state(*pair)
-            if state.dirty and state.dirty_since is not None and now - state.dirty_since > STALE_DIRTY_AFTER:
-                stale.append(pair)
-    for mailbox_id, resource in stale:
-        await jobs.enqueue(SyncJob(mailbox_id=mailbox_id, resource=resource, reason=JobReason.SWEEP))
-        log.warning(
-            "re-enqueued a job for a resource of mailbox %s dirty for too long", short_fingerprint(mailbox_id)
-        )
-    return len(stale) + await request_resync(targets, store=store, jobs=jobs, reason=JobReason.SWEEP)
+    now = now or utc_now()
+    mailboxes = {m.mailbox_id: m async for m in store.registry.list_mailboxes(enabled_only=True)}
+    stale = [
+        mark
+        async for mark in store.sync_state.list_dirty()
+        if mark.mailbox_id in mailboxes
+        and _wanted(mailboxes[mark.mailbox_id], mark.resource)
+        and _due(mark, now, stale_after)
+    ]
+    enqueued = 0
+    for mark in stale:  # before the marks below: their touch changes a stale mark's ETag
+        if await store.sync_state.note_swept(mark, now):
+            await jobs.enqueue(
+                SyncJob(mailbox_id=mark.mailbox_id, resource=mark.resource, reason=JobReason.SWEEP)
+            )
+            enqueued += 1
+    if enqueued:
+        log.warning("sweep re-enqueued %d resource(s) dirty for over %s", enqueued, stale_after)
+    targets = [
+        (record.mailbox_id, record.resource)
+        for mailbox_id in mailboxes
+        async for record in store.subscriptions.list_for_mailbox(mailbox_id)
+    ]
+    return enqueued + await request_resync(targets, store=store, jobs=jobs, reason=JobReason.SWEEP)
+
+
+def _wanted(mailbox: Mailbox, resource: str) -> bool:
+    """A resource a run would sync (a disabled kind's job returns at once, leaving its mark)."""
+    try:
+        return kind_enabled(mailbox.settings, parse_resource(mailbox.mailbox_id, resource).kind)
+    except InvalidResource:
+        return False
+
+
+def _due(mark: DirtyMark, now: dt.datetime, stale_after: dt.timedelta) -> bool:
+    """Dirty for ``stale_after`` and not swept within the pause its age allows (see :func:`sweep`)."""
+    age = now - mark.dirty_since
+    if age < stale_after:
+        return False
+    if mark.swept_at is None:
+        return True
+    return now - mark.swept_at >= min(max(stale_after, age / 2), MAX_SWEEP_GAP)
 
 
 def renewal_horizon(now: dt.datetime, *, hours: int = 36) -> dt.datetime:

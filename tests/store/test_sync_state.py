@@ -25,6 +25,20 @@ async def _dirty(store: Store) -> set[tuple[str, str]]:
 
 
 class TestSyncStateContract:
+    async def test_the_sweep_notes_a_listed_mark_unless_it_changed_since(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        await store.sync_state.mark_dirty(MAILBOX, RESOURCE)
+        [mark] = [m async for m in store.sync_state.list_dirty()]
+        assert mark.swept_at is None
+        clock.advance(600)
+        assert await store.sync_state.note_swept(mark, clock.now)
+        [noted] = [m async for m in store.sync_state.list_dirty()]
+        assert (noted.dirty_since, noted.swept_at) == (mark.dirty_since, clock.now)
+        assert not await store.sync_state.note_swept(mark, clock.now)  # stale ETag: nothing written
+        await store.sync_state.mark_dirty(MAILBOX, RESOURCE)  # notified again
+        assert not await store.sync_state.note_swept(noted, clock.now)
+
     async def test_nothing_stored_is_an_empty_clean_state(self, store: Store) -> None:
         assert await store.sync_state.get_state(MAILBOX, RESOURCE) == SyncState(
             mailbox_id=MAILBOX, resource=RESOURCE

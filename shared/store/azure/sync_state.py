@@ -160,7 +160,25 @@ class AzureSyncStateStore:
                 mailbox_id=entity["mailbox_id"],
                 resource=entity["resource"],
                 dirty_since=required_utc(entity["dirty_since"]),
+                swept_at=as_utc(entity.get("swept_at")),
+                etag=entity_etag(entity),
             )
+
+    async def note_swept(self, mark: DirtyMark, at: dt.datetime) -> bool:
+        """One MERGE If-Match the listed ETag (a notification's touch or a run's clear wins)."""
+        if mark.etag is None:
+            return False
+        keys = {
+            "PartitionKey": encode_key(mark.mailbox_id),
+            "RowKey": row_key(_DIRTY, encode_key(mark.resource)),
+        }
+        try:
+            await self._table.update_entity(
+                {**keys, "swept_at": at}, mode=UpdateMode.MERGE, **if_match(mark.etag)
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
 
     async def _write_state(self, mailbox_id: str, resource: str, mode: UpdateMode, **properties: Any) -> None:
         entity = {

@@ -26,6 +26,7 @@ class MemorySyncStateStore:
         self._clock = clock
         self._states: dict[tuple[str, str], SyncState] = {}
         self._dirty: dict[tuple[str, str], tuple[dt.datetime, str]] = {}
+        self._swept: dict[tuple[str, str], dt.datetime] = {}
         self._leases: dict[str, Lease] = {}
 
     async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
@@ -42,6 +43,8 @@ class MemorySyncStateStore:
         encode_key(mailbox_id)
         existing = self._dirty.get((mailbox_id, resource))
         since = existing[0] if existing else self._clock()
+        if existing is None:
+            self._swept.pop((mailbox_id, resource), None)
         self._dirty[(mailbox_id, resource)] = (since, new_etag())
         return existing is None
 
@@ -52,11 +55,25 @@ class MemorySyncStateStore:
         if current[1] != state.dirty_etag:
             return False
         del self._dirty[(state.mailbox_id, state.resource)]
+        self._swept.pop((state.mailbox_id, state.resource), None)
         return True
 
     async def list_dirty(self) -> AsyncIterator[DirtyMark]:
-        for (mailbox_id, resource), (since, _) in list(self._dirty.items()):
-            yield DirtyMark(mailbox_id=mailbox_id, resource=resource, dirty_since=since)
+        for (mailbox_id, resource), (since, etag) in list(self._dirty.items()):
+            swept = self._swept.get((mailbox_id, resource))
+            yield DirtyMark(
+                mailbox_id=mailbox_id, resource=resource, dirty_since=since, swept_at=swept, etag=etag
+            )
+
+    async def note_swept(self, mark: DirtyMark, at: dt.datetime) -> bool:
+        key = (mark.mailbox_id, mark.resource)
+        current = self._dirty.get(key)
+        if current is None or current[1] != mark.etag:
+            return False
+        etag = new_etag()
+        self._dirty[key] = (current[0], etag)
+        self._swept[key] = at
+        return True
 
     async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None:
         self._states[(mailbox_id, resource)] = SyncState(
