@@ -198,7 +198,13 @@ class SyncStateStore(Protocol):
         written) if the mark changed since it was listed (cleared, or notified again)."""
         ...
 
-    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None: ...
+    async def save_delta_link(
+        self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
+    ) -> Lease:
+        """Store the link only while ``lease`` (the mailbox's, as last renewed) is still held, in one
+        atomic write with its renewal for ``seconds``: the renewed lease. LeaseLost, and nothing
+        stored, if it was taken over or released (a run that lost its lease never moves the link)."""
+        ...
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None: ...
 

@@ -5,7 +5,9 @@ One run syncs one (mailbox, resource), where the resource is the subscription re
 
 The steps (a page's own work is :class:`shared.sync.page.PageSync`'s):
 
-1. takes the mailbox lease (one synchronizing instance per mailbox), renewing it between pages;
+1. takes the mailbox lease (one synchronizing instance per mailbox), renewed in the background while
+   the run works (:class:`~shared.sync.lease.LeaseKeeper`); a run that lost it stops before its next
+   write, and each delta link is stored in one conditional write with the lease;
 2. clears the dirty flag *before* reading, so a notification arriving during the run leaves a
    fresh mark (and a new job) instead of being swallowed;
 3. reads the delta from the stored link ("Use delta query to track changes in Microsoft Graph
@@ -50,12 +52,13 @@ from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
-from shared.store.errors import LeaseHeld
+from shared.store.errors import LeaseHeld, LeaseLost
 from shared.store.jobs import SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import MassDeleteRefusedError
+from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView
 from shared.sync.page import PageSync, RunState
 from shared.sync.parties import PartyResolver
@@ -150,12 +153,17 @@ class MailboxSyncJob:
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state
-        lease = await self._acquire(mailbox_id, wait=wait_for_lease)
-        holder = [lease]  # the current lease (renewals replace it)
+        lease = LeaseKeeper(
+            state_store,
+            await self._acquire(mailbox_id, wait=wait_for_lease),
+            self._options.lease_seconds,
+            clock=self._clock,
+        )
+        lease.start()
         try:
             if full_resync:
                 await state_store.reset(mailbox_id, resource)
-            report = await self._round(mailbox, ref, resource, holder, progress)
+            report = await self._round(mailbox, ref, resource, lease, progress)
             # Changes notified during the run left the resource dirty: take them now, under the
             # lease we hold, instead of leaving them to a job that waits for the lease to come free.
             for _ in range(_MAX_ROUNDS - 1):
@@ -163,14 +171,14 @@ class MailboxSyncJob:
                     break
                 if not (await state_store.get_state(mailbox_id, resource)).dirty:
                     break
-                report = combined(report, await self._round(mailbox, ref, resource, holder, None))
+                report = combined(report, await self._round(mailbox, ref, resource, lease, None))
             if report.outcome is RunOutcome.COMPLETED:
-                await self._other_dirty_resources(mailbox, resource, holder)
+                await self._other_dirty_resources(mailbox, resource, lease)
             return report
         finally:
-            await state_store.release(holder[0])
+            await lease.release()
 
-    async def _other_dirty_resources(self, mailbox: Mailbox, done: str, holder: list[Lease]) -> None:
+    async def _other_dirty_resources(self, mailbox: Mailbox, done: str, lease: LeaseKeeper) -> None:
         """The mailbox's other resources notified meanwhile, under the same lease: their own jobs
         would otherwise wait for it (a requeue and a poll, seconds) and find the work done."""
         mailbox_id = mailbox.mailbox_id
@@ -184,7 +192,9 @@ class MailboxSyncJob:
             if not kind_enabled(mailbox.settings, ref.kind):
                 continue
             try:
-                await self._round(mailbox, ref, resource, holder, None)
+                await self._round(mailbox, ref, resource, lease, None)
+            except LeaseLost:
+                raise  # the mailbox is another worker's now: stop
             except Exception as error:  # that resource's own queued job retries it
                 logger.warning(
                     "a dirty %s resource failed under this lease: %s", ref.kind.value, type(error).__name__
@@ -207,20 +217,20 @@ class MailboxSyncJob:
         mailbox: Mailbox,
         ref: ResourceRef,
         resource: str,
-        holder: list[Lease],
+        lease: LeaseKeeper,
         progress: ProgressCallback | None,
     ) -> SyncRunReport:
         """One delta round from the stored link; an expired token turns it into a full resync."""
         mailbox_id = mailbox.mailbox_id
         state = await self._clear_dirty(mailbox_id, resource)
-        run = await self._start(mailbox, ref, resource, state.delta_link, holder)
+        run = await self._start(mailbox, ref, resource, state.delta_link, lease)
         try:
             return await self._sync(run, state.delta_link, progress)
         except DeltaTokenExpired:
             logger.warning("delta token expired for %s; full resync", ref.kind.value)
             await self._store.sync_state.reset(mailbox_id, resource)
             await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "delta_token_expired")
-            run = await self._start(mailbox, ref, resource, None, holder)
+            run = await self._start(mailbox, ref, resource, None, lease)
             return await self._sync(run, None, progress)
 
     async def _clear_dirty(self, mailbox_id: str, resource: str) -> SyncState:
@@ -232,7 +242,7 @@ class MailboxSyncJob:
         return await self._store.sync_state.get_state(mailbox_id, resource)
 
     async def _start(
-        self, mailbox: Mailbox, ref: ResourceRef, resource: str, link: str | None, holder: list[Lease]
+        self, mailbox: Mailbox, ref: ResourceRef, resource: str, link: str | None, lease: LeaseKeeper
     ) -> RunState:
         mailbox_id = mailbox.mailbox_id
         reads = self._mailbox_reads or (self._tracking.outlook if self._tracking is not None else None)
@@ -266,7 +276,7 @@ class MailboxSyncJob:
             linked_at_start=linked,
             applier=applier,
             parked_ids=parked,
-            holder=holder,
+            lease=lease,
             window=self._window(),
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
         )
@@ -305,7 +315,7 @@ class MailboxSyncJob:
                 return run.report(RunOutcome.MASS_DELETE_REFUSED, str(refused))
             next_link = page.next_link or page.delta_link
             if next_link:
-                await self._store.sync_state.save_delta_link(mailbox_id, run.resource, next_link)
+                await run.lease.save_delta_link(mailbox_id, run.resource, next_link)
             run.pages += 1
             run.items_seen += len(page.items)
             if progress is not None:
@@ -347,11 +357,10 @@ class MailboxSyncJob:
             )
         )
 
-    async def _keep_lease(self, run: RunState) -> None:
-        """Renew the lease once half of it is used, so a long run keeps its mailbox."""
-        lease = run.holder[0]
-        if lease.expires_at - self._clock() < dt.timedelta(seconds=self._options.lease_seconds / 2):
-            run.holder[0] = await self._store.sync_state.renew(lease, self._options.lease_seconds)
+    @staticmethod
+    async def _keep_lease(run: RunState) -> None:
+        """Between steps (the background task renews meanwhile): stop if the lease is lost."""
+        await run.lease.renew_if_half_used()
 
 
 __all__ = [

@@ -7,10 +7,9 @@ For a page of Outlook items, :class:`PageSync`:
    big against it), the CRM record each item maps to, and the facts only I/O can tell
    (:class:`~shared.sync.plan.PlanFacts`: a moved message, another mailbox's link, the calendar
    window, tracking's regarding and attachments);
-2. reads the page's CRM records in one request, as the mailbox's CRM user;
-3. plans each item with the pure planner;
-4. checks the mass-delete brake for the run so far;
-5. applies every plan with the applier (one executor), parks the items whose CRM write failed in a
+2. reads the page's CRM records in one request, as the mailbox's CRM user; 3. plans each item
+   with the pure planner; 4. checks the mass-delete brake for the run so far;
+5. unless the run lost its mailbox lease, applies every plan with the applier (one executor), parks the items whose CRM write failed in a
    way retrying cannot fix, and records tracking's outcome.
 """
 
@@ -30,7 +29,7 @@ from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyM
 from shared.crm.port import CrmPort
 from shared.domain.model import Email, ItemKind, OutlookItem
 from shared.store.ports import Store
-from shared.store.records import AuditAction, AuditRecord, ItemRef, Lease, Mailbox
+from shared.store.records import AuditAction, AuditRecord, ItemRef, Mailbox
 from shared.sync.adoption import find_adoptable
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.brake import check_mass_delete, count_deletes
@@ -38,6 +37,7 @@ from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_reads import read_crm_states
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.base import parse_utc
+from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, from_stored_link
 from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts
 from shared.sync.planner import plan_item
@@ -68,7 +68,7 @@ class RunState:
     linked_at_start: int
     applier: Applier
     parked_ids: set[str]
-    holder: list[Lease]  # shared by the run's rounds: [the current lease]
+    lease: LeaseKeeper  # the mailbox lease, shared by the run's rounds
     links: LinkView
     window: tuple[dt.datetime, dt.datetime]
     tracker: Tracker | None = None
@@ -155,6 +155,7 @@ class PageSync:
         busy = [plan for plan in planned if plan.actions]
         if not busy:
             return
+        run.lease.check()  # a run that lost its mailbox writes nothing more
         results = await run.applier.apply(
             [ItemPlan(plan.actions, plan.projection, plan.new_link) for plan in busy]
         )

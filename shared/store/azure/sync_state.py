@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.store.azure.common import (
@@ -190,11 +190,37 @@ class AzureSyncStateStore:
         }
         await self._table.upsert_entity(entity, mode=mode)
 
-    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None:
-        """Replaces the row, so a successful sync also clears ``last_error``."""
-        await self._write_state(
-            mailbox_id, resource, UpdateMode.REPLACE, delta_link=delta_link, last_sync_at=self._clock()
-        )
+    async def save_delta_link(
+        self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
+    ) -> Lease:
+        """One entity-group transaction in the mailbox's partition: the lease row replaced If-Match
+        the lease's ETag (renewed) and the state row replaced (a successful sync also clears
+        ``last_error``). Both or neither (learn.microsoft.com/rest/api/storageservices/
+        performing-entity-group-transactions): 412/404 on the lease -> LeaseLost, nothing stored."""
+        if lease.mailbox_id != mailbox_id:
+            raise ValueError("the lease is another mailbox's")
+        now = self._clock()
+        renewed = _lease_entity(mailbox_id, lease.owner, lease_expiry(now, seconds))
+        state = {
+            "PartitionKey": encode_key(mailbox_id),
+            "RowKey": row_key(_STATE, encode_key(resource)),
+            "mailbox_id": mailbox_id,
+            "resource": resource,
+            "delta_link": delta_link,
+            "last_sync_at": now,
+        }
+        try:
+            results = await self._table.submit_transaction(
+                [
+                    ("update", renewed, {"mode": UpdateMode.REPLACE, **if_match(lease.etag)}),
+                    ("upsert", state, {"mode": UpdateMode.REPLACE}),
+                ]
+            )
+        except TableTransactionError as exc:
+            if exc.status_code in (404, 412):
+                raise LeaseLost from exc
+            raise
+        return _lease_from(mailbox_id, renewed, results[0]["etag"])
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None:
         await self._write_state(

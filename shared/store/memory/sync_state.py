@@ -75,10 +75,16 @@ class MemorySyncStateStore:
         self._swept[key] = at
         return True
 
-    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None:
+    async def save_delta_link(
+        self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
+    ) -> Lease:
+        if lease.mailbox_id != mailbox_id:
+            raise ValueError("the lease is another mailbox's")
+        renewed = await self.renew(lease, seconds)  # LeaseLost: nothing stored
         self._states[(mailbox_id, resource)] = SyncState(
             mailbox_id=mailbox_id, resource=resource, delta_link=delta_link, last_sync_at=self._clock()
         )
+        return renewed
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None:
         key = (mailbox_id, resource)

@@ -1,0 +1,127 @@
+"""The mailbox lease while a run holds it: renewed in the background, checked before every write.
+
+One synchronizing instance per mailbox (docs/ARCHITECTURE.md) holds only if a run never writes
+after its lease could have passed to another worker. Renewing between pages is not enough: one
+throttled ``$batch`` (several retries of up to 60 s each) or a message's attachment copies can
+outlast the lease. So :class:`LeaseKeeper` renews it from an asyncio task at half the lease period
+while the run works, and the run calls :meth:`LeaseKeeper.check` before each page's writes: once a
+renewal was refused (``LeaseLost``: taken over after expiry) or the lease ran out unrenewed
+(storage unreachable), the run stops before its next write. The delta link, the one write that
+moves a resource forward, is stored in one conditional write with the lease
+(:meth:`LeaseKeeper.save_delta_link`), so a run that lost its lease can never store it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+from shared.store.errors import LeaseLost
+from shared.store.fingerprint import short_fingerprint
+from shared.store.ports import SyncStateStore
+from shared.store.records import Lease
+
+logger = logging.getLogger(__name__)
+
+# After a failed renewal (storage briefly away) try again this soon, while the lease still runs.
+_RETRY_SECONDS = 1.0
+
+
+class LeaseKeeper:
+    """Holds one mailbox lease for a run (``start`` after acquiring, ``release`` when done)."""
+
+    def __init__(
+        self,
+        states: SyncStateStore,
+        lease: Lease,
+        seconds: int,
+        *,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self._states = states
+        self._lease = lease
+        self._seconds = seconds
+        self._clock = clock
+        self._lock = asyncio.Lock()  # one write of the lease row at a time (each changes its ETag)
+        self._lost: LeaseLost | None = None
+        self._deadline = time.monotonic() + seconds  # the lease runs out then unless renewed
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def lease(self) -> Lease:
+        return self._lease
+
+    def start(self) -> None:
+        """Renew in the background at half the lease period until :meth:`release`."""
+        self._task = asyncio.create_task(self._keep_renewing())
+
+    def check(self) -> None:
+        """Raise ``LeaseLost`` if the lease was taken over or may have run out: stop writing."""
+        if self._lost is not None:
+            raise LeaseLost from self._lost
+        if time.monotonic() >= self._deadline:
+            raise LeaseLost
+
+    async def renew_if_half_used(self) -> None:
+        """Between pages: renew now if half the lease is used by the run's clock (the background
+        task does it by wall time; this keeps a run driven by a test clock within its lease)."""
+        self.check()
+        if self._lease.expires_at - self._clock() < dt.timedelta(seconds=self._seconds / 2):
+            await self._renew()
+
+    async def save_delta_link(self, mailbox_id: str, resource: str, link: str) -> None:
+        """Store the link in one conditional write with the lease (renewing it); ``LeaseLost`` if
+        the lease is no longer this run's, and nothing is stored."""
+        self.check()
+        async with self._lock:
+            started = time.monotonic()
+            try:
+                self._lease = await self._states.save_delta_link(
+                    mailbox_id, resource, link, lease=self._lease, seconds=self._seconds
+                )
+            except LeaseLost as lost:
+                self._lost = lost
+                raise
+            self._deadline = started + self._seconds
+
+    async def release(self) -> None:
+        """Stop renewing and give the lease up (a lease lost meanwhile is not ours to delete)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._states.release(self._lease)
+
+    async def _renew(self) -> None:
+        async with self._lock:
+            if self._lost is not None:
+                raise LeaseLost from self._lost
+            started = time.monotonic()
+            try:
+                self._lease = await self._states.renew(self._lease, self._seconds)
+            except LeaseLost as lost:
+                self._lost = lost
+                logger.error(
+                    "lost the lease of mailbox %s: the run stops before its next write",
+                    short_fingerprint(self._lease.mailbox_id),
+                )
+                raise
+            self._deadline = started + self._seconds
+
+    async def _keep_renewing(self) -> None:
+        pause = self._seconds / 2
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await self._renew()
+            except LeaseLost:
+                return
+            except Exception as error:  # storage away for a moment: retry while the lease runs
+                logger.warning("lease renewal failed (%s); retrying", type(error).__name__)
+                pause = _RETRY_SECONDS
+            else:
+                pause = self._seconds / 2
