@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from shared.admin_api import (
     AdminForbidden,
     OnboardRequest,
+    ReleaseBrakeRequest,
     SettingsChangeRefused,
     audited_mailbox_id,
     change_mailbox_settings,
@@ -41,6 +42,7 @@ from shared.admin_ui import CSP, render_status_page, status_page_data
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import get_runtime
 from shared.store.errors import MailboxNotFound
+from shared.sync.brake import BrakeReleaseRefused
 from shared.sync.dispatch import MAX_DEQUEUE_COUNT
 from shared.sync.status import mailbox_statuses
 
@@ -50,7 +52,7 @@ Handler = Callable[[func.HttpRequest, str], Awaitable[func.HttpResponse]]
 ADMIN = func.AuthLevel.FUNCTION
 #: Whether this app serves ``POST admin/mailboxes/{mailbox}/release-brake`` (the mass-delete brake's
 #: release with ``{"confirm_deletes": N}``); the status page offers the button only then.
-RELEASE_BRAKE_ROUTE = False
+RELEASE_BRAKE_ROUTE = True
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -156,6 +158,27 @@ async def resync(req: func.HttpRequest) -> func.HttpResponse:
         return _json(
             {"mailbox_id": mailbox_id, "enqueued": enqueued, "status_url": poll}, 202, {"Location": poll}
         )
+
+    return await _guarded(req, handle)
+
+
+@bp.route(route="admin/mailboxes/{mailbox}/release-brake", methods=["POST"], auth_level=ADMIN)
+async def release_brake(req: func.HttpRequest) -> func.HttpResponse:
+    """Confirm the deletes the mass-delete brake refused (``{"confirm_deletes": N}``, exactly their
+    number, else 409 naming it); a full resync then lets those deletes through."""
+
+    async def handle(req: func.HttpRequest, _: str) -> func.HttpResponse:
+        try:
+            request = ReleaseBrakeRequest.model_validate_json(req.get_body())
+        except ValidationError as exc:
+            return _error(400, f"invalid request: {_problems(exc, 'body')}")
+        mailbox_id = await _mailbox_id(req)
+        maintenance = await get_runtime().maintenance()
+        try:
+            reports = await maintenance.release_brake(mailbox_id, confirm_deletes=request.confirm_deletes)
+        except BrakeReleaseRefused as exc:
+            return _error(409, str(exc))
+        return _json({"mailbox_id": mailbox_id, "runs": reports})
 
     return await _guarded(req, handle)
 

@@ -55,6 +55,14 @@ class SettingsChangeRefused(ValueError):
     """A settings change the running subscriptions cannot follow; the message says what to do."""
 
 
+class ReleaseBrakeRequest(BaseModel):
+    """``POST /api/admin/mailboxes/{mailbox}/release-brake``: the deletes the administrator confirms."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confirm_deletes: int = Field(ge=0, strict=True)
+
+
 def to_jsonable(value: Any) -> Any:
     """Reports (dataclasses, enums, datetimes, UUIDs) as plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

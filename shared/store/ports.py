@@ -22,6 +22,7 @@ from shared.domain.model import ItemKind
 from shared.store.errors import LinkAlreadyExists
 from shared.store.records import (
     AuditRecord,
+    DeleteLog,
     DirtyMark,
     ItemRef,
     Lease,
@@ -207,6 +208,14 @@ class SyncStateStore(Protocol):
         ...
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None: ...
+
+    async def get_delete_log(self, mailbox_id: str, kind: ItemKind) -> DeleteLog:
+        """The kind's delete log (an empty one if none is stored)."""
+        ...
+
+    async def put_delete_log(self, log: DeleteLog) -> DeleteLog:
+        """Write a log read earlier (``log.etag``; None: none was stored); StaleWrite if it changed."""
+        ...
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         """Forget the delta link, so the next run is a full resync."""

@@ -105,6 +105,18 @@ class DirtyMark:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteLog:
+    """Deletes the sync applied lately in one (mailbox, kind) (the mass-delete brake's sliding
+    window), and the deletes a tripped brake refused, held until an administrator confirms them."""
+
+    mailbox_id: str
+    kind: ItemKind
+    recent: tuple[tuple[dt.datetime, int], ...] = ()  # (start of the hour, deletes applied in it)
+    refused: int = 0  # > 0: the brake holds this many refused deletes
+    etag: str | None = None  # pass the log back to ``put_delete_log``
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Lease:
     """The one synchronizing instance's claim on a mailbox, until ``expires_at``."""
 

@@ -23,6 +23,7 @@ from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import InvalidJob, JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
 from shared.store.records import DirtyMark, Mailbox, MailboxState, utc_now
+from shared.sync.brake import held as brakes_held
 from shared.sync.intake import request_resync
 from shared.sync.job import InvalidResource, MailboxSyncJob, RunOutcome, SyncRunReport
 from shared.sync.policies import kind_enabled
@@ -87,7 +88,12 @@ async def run_queued_job(
         # The brake degraded the mailbox: it stays so until an administrator releases it.
         return JobOutcome("synced", report=report)
     with contextlib.suppress(MailboxNotFound):  # offboarded meanwhile: nothing to restore
-        if (await store.registry.get_mailbox(job.mailbox_id)).state is MailboxState.DEGRADED:
+        # A mass-delete brake keeps the mailbox degraded until an administrator releases it.
+        if (
+            report.outcome is RunOutcome.COMPLETED
+            and (await store.registry.get_mailbox(job.mailbox_id)).state is MailboxState.DEGRADED
+            and not await brakes_held(store.sync_state, job.mailbox_id)
+        ):
             await store.registry.set_state(job.mailbox_id, MailboxState.ACTIVE)
     return JobOutcome("synced", report=report)
 

@@ -46,7 +46,7 @@ from typing import Any
 
 from shared import telemetry
 from shared.crm.port import CrmPort
-from shared.domain.model import ItemKind, OutlookItem
+from shared.domain.model import ItemKind
 from shared.outlook.delta import DeltaPage
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
@@ -57,9 +57,9 @@ from shared.store.jobs import SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync.applier import ACTOR, Applier
-from shared.sync.brake import MassDeleteRefusedError
+from shared.sync.brake import MassDeleteRefusedError, deletes_within, hold, record_deletes
 from shared.sync.lease import LeaseKeeper
-from shared.sync.links import LinkView
+from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
 from shared.sync.parties import PartyResolver
 from shared.sync.policies import kind_enabled
@@ -138,6 +138,7 @@ class MailboxSyncJob:
         progress: ProgressCallback | None = None,
         full_resync: bool = False,
         wait_for_lease: bool = False,
+        allow_deletes: int | None = None,
     ) -> SyncRunReport:
         """Sync one resource of one mailbox from its stored delta link (a full read if none).
 
@@ -145,7 +146,9 @@ class MailboxSyncJob:
         newer one meanwhile) and re-read everything against the link map.
         ``wait_for_lease``: when a worker holds the mailbox (the echo of onboarding's own stamps, say),
         wait up to one lease period for it instead of raising ``LeaseHeld`` at once (for onboarding
-        and admin commands; queue jobs are requeued instead)."""
+        and admin commands; queue jobs are requeued instead).
+        ``allow_deletes``: an administrator confirmed that many deletes (the brake's release); without
+        it, a resource whose brake holds refused deletes is not read (they wait for the release)."""
         ref = parse_resource(mailbox_id, resource)
         mailbox = await self._store.registry.get_mailbox(mailbox_id)
         if not mailbox.enabled:
@@ -161,9 +164,14 @@ class MailboxSyncJob:
         )
         lease.start()
         try:
+            refused = (await state_store.get_delete_log(mailbox_id, ref.kind)).refused
+            if refused and allow_deletes is None:
+                await self._clear_dirty(mailbox_id, resource)  # the release resyncs it in full
+                message = f"the mass-delete brake holds {refused} refused deletes until released"
+                return SyncRunReport(mailbox_id, resource, RunOutcome.MASS_DELETE_REFUSED, message=message)
             if full_resync:
                 await state_store.reset(mailbox_id, resource)
-            report = await self._round(mailbox, ref, resource, lease, progress)
+            report = await self._round(mailbox, ref, resource, lease, progress, allow=allow_deletes)
             # Changes notified during the run left the resource dirty: take them now, under the
             # lease we hold, instead of leaving them to a job that waits for the lease to come free.
             for _ in range(_MAX_ROUNDS - 1):
@@ -171,7 +179,8 @@ class MailboxSyncJob:
                     break
                 if not (await state_store.get_state(mailbox_id, resource)).dirty:
                     break
-                report = combined(report, await self._round(mailbox, ref, resource, lease, None))
+                again = await self._round(mailbox, ref, resource, lease, None, allow=allow_deletes)
+                report = combined(report, again)
             if report.outcome is RunOutcome.COMPLETED:
                 await self._other_dirty_resources(mailbox, resource, lease)
             return report
@@ -191,8 +200,10 @@ class MailboxSyncJob:
                 continue
             if not kind_enabled(mailbox.settings, ref.kind):
                 continue
+            if (await self._store.sync_state.get_delete_log(mailbox_id, ref.kind)).refused:
+                continue  # held by the brake until released
             try:
-                await self._round(mailbox, ref, resource, lease, None)
+                await self._round(mailbox, ref, resource, lease, None, allow=None)
             except LeaseLost:
                 raise  # the mailbox is another worker's now: stop
             except Exception as error:  # that resource's own queued job retries it
@@ -219,18 +230,20 @@ class MailboxSyncJob:
         resource: str,
         lease: LeaseKeeper,
         progress: ProgressCallback | None,
+        *,
+        allow: int | None,
     ) -> SyncRunReport:
         """One delta round from the stored link; an expired token turns it into a full resync."""
         mailbox_id = mailbox.mailbox_id
         state = await self._clear_dirty(mailbox_id, resource)
-        run = await self._start(mailbox, ref, resource, state.delta_link, lease)
+        run = await self._start(mailbox, ref, resource, state.delta_link, lease, allow=allow)
         try:
             return await self._sync(run, state.delta_link, progress)
         except DeltaTokenExpired:
             logger.warning("delta token expired for %s; full resync", ref.kind.value)
             await self._store.sync_state.reset(mailbox_id, resource)
             await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "delta_token_expired")
-            run = await self._start(mailbox, ref, resource, None, lease)
+            run = await self._start(mailbox, ref, resource, None, lease, allow=allow)
             return await self._sync(run, None, progress)
 
     async def _clear_dirty(self, mailbox_id: str, resource: str) -> SyncState:
@@ -242,7 +255,14 @@ class MailboxSyncJob:
         return await self._store.sync_state.get_state(mailbox_id, resource)
 
     async def _start(
-        self, mailbox: Mailbox, ref: ResourceRef, resource: str, link: str | None, lease: LeaseKeeper
+        self,
+        mailbox: Mailbox,
+        ref: ResourceRef,
+        resource: str,
+        link: str | None,
+        lease: LeaseKeeper,
+        *,
+        allow: int | None,
     ) -> RunState:
         mailbox_id = mailbox.mailbox_id
         reads = self._mailbox_reads or (self._tracking.outlook if self._tracking is not None else None)
@@ -267,13 +287,19 @@ class MailboxSyncJob:
             linked = len(links.loaded())
         else:
             linked = await self._store.links.count(mailbox_id, ref.kind)
+        # The brake counts the deletes of the last 24 h too, against the links they were taken from
+        # (a slow drain across runs trips it); a release's confirmed deletes are counted on their own.
+        log = await self._store.sync_state.get_delete_log(mailbox_id, ref.kind)
+        window = deletes_within(log, self._clock()) if allow is None else 0
         return RunState(
             mailbox=mailbox,
             ref=ref,
             resource=resource,
             full=link is None,
             links=links,
-            linked_at_start=linked,
+            linked_at_start=linked + window,
+            deletes=window,
+            allowed_deletes=allow,
             applier=applier,
             parked_ids=parked,
             lease=lease,
@@ -307,12 +333,17 @@ class MailboxSyncJob:
             items = list(page.items)
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:
-                items += self._unseen_links(run)
+                items += unseen_links(run.mailbox.mailbox_id, run.ref.kind, run.links.loaded(), run.seen)
+            before = run.deletes
             try:
                 await self._pages_sync.process(run, items)
             except MassDeleteRefusedError as refused:
                 await self._refuse(run, refused)
                 return run.report(RunOutcome.MASS_DELETE_REFUSED, str(refused))
+            if run.allowed_deletes is None:
+                await record_deletes(
+                    self._store.sync_state, mailbox_id, run.ref.kind, run.deletes - before, self._clock()
+                )
             next_link = page.next_link or page.delta_link
             if next_link:
                 await run.lease.save_delta_link(mailbox_id, run.resource, next_link)
@@ -323,27 +354,18 @@ class MailboxSyncJob:
             await self._keep_lease(run)
         return run.report(RunOutcome.COMPLETED)
 
-    @staticmethod
-    def _unseen_links(run: RunState) -> list[OutlookItem]:
-        """After a full read: linked items the read did not list are gone from Outlook. Mail is left
-        out (one kind spans several folders, and a deleted tracked email keeps its CRM record).
-        The run's preloaded link map is enough: every link written since belongs to a listed item."""
-        if run.ref.kind is ItemKind.EMAIL:
-            return []
-        mailbox_id = run.mailbox.mailbox_id
-        return [
-            OutlookItem(mailbox_id=mailbox_id, item_id=link.outlook_id, kind=run.ref.kind, removed=True)
-            for link in run.links.loaded()
-            if link.outlook_id not in run.seen
-        ]
-
     async def _refuse(self, run: RunState, refused: MassDeleteRefusedError) -> None:
         mailbox_id = run.mailbox.mailbox_id
         logger.error("mass-delete brake: %s", refused)
+        await hold(self._store.sync_state, mailbox_id, run.ref.kind, refused.refused)
+        if run.full:
+            # The pages before were stored: resuming from them would be an incremental read that
+            # never redoes the unseen-link sweep, dropping the refused deletes. Start over instead.
+            await self._store.sync_state.reset(mailbox_id, run.resource)
         await self._store.registry.set_state(mailbox_id, MailboxState.DEGRADED)
         await self._store.sync_state.record_error(mailbox_id, run.resource, _MASS_DELETE_REASON)
         # The number refused travels in the reason code: releasing the brake must name it.
-        reason = f"{_MASS_DELETE_REASON}.{refused.deletes}"
+        reason = f"{_MASS_DELETE_REASON}.{refused.refused}"
         await self._audit(mailbox_id, AuditAction.STATE_CHANGED, run.ref.kind, reason)
 
     async def _audit(self, mailbox_id: str, action: AuditAction, kind: ItemKind, reason: str) -> None:

@@ -11,11 +11,26 @@ import dataclasses
 import uuid
 from collections.abc import Sequence
 
-from shared.domain.model import ItemKind
+from shared.domain.model import ItemKind, OutlookItem
 from shared.store.ports import LinkStore
 from shared.store.records import Link as StoredLink
 from shared.sync.fieldmaps import field_map
 from shared.sync.plan import Action, DropLink, Link, UnlinkOnly, WriteLink
+
+
+def unseen_links(
+    mailbox_id: str, kind: ItemKind, loaded: Sequence[StoredLink], seen: set[str]
+) -> list[OutlookItem]:
+    """After a full read: linked items the read did not list are gone from Outlook. Mail is left
+    out (one kind spans several folders, and a deleted tracked email keeps its CRM record).
+    The run's preloaded link map is enough: every link written since belongs to a listed item."""
+    if kind is ItemKind.EMAIL:
+        return []
+    return [
+        OutlookItem(mailbox_id=mailbox_id, item_id=link.outlook_id, kind=kind, removed=True)
+        for link in loaded
+        if link.outlook_id not in seen
+    ]
 
 
 def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:

@@ -14,6 +14,8 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.domain.model import ItemKind
@@ -22,11 +24,13 @@ from shared.outlook.subscriptions import SubscriptionManager
 from shared.store.fingerprint import short_fingerprint
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, MailboxState, SubscriptionRecord
+from shared.sync import brake
 from shared.sync.applier import ACTOR
+from shared.sync.brake import BrakeReleaseRefused
 from shared.sync.job import MailboxSyncJob
 from shared.sync.lifecycle import RESOURCE_OF_KIND, replace_subscription
 from shared.sync.resources import parse_resource
-from shared.sync.run import ProgressCallback, SyncRunReport
+from shared.sync.run import ProgressCallback, RunOutcome, SyncRunReport
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +45,6 @@ class RenewalReport:
 
 #: The sync state's last error on a resource the mass-delete brake stopped.
 BRAKE_REASON = "mass_delete_refused"
-
-
-class BrakeReleaseRefused(ValueError):
-    """Releasing the brake was refused; the message says why and what to confirm."""
 
 
 class Maintenance:
@@ -106,57 +106,64 @@ class Maintenance:
     # -- recovery -------------------------------------------------------------------------------
 
     async def run_full_resync(
-        self, mailbox_id: str, *, allow_mass_delete: bool = False, progress: ProgressCallback | None = None
+        self,
+        mailbox_id: str,
+        *,
+        allow_mass_delete: bool = False,
+        allowed_deletes: Mapping[ItemKind, int] | None = None,
+        progress: ProgressCallback | None = None,
     ) -> tuple[SyncRunReport, ...]:
         """Recovery: forget every subscribed resource's delta link and re-read it against the link map
-        (linked, unchanged items are not rewritten), and mark the mailbox active again.
-        ``allow_mass_delete``: the administrator confirms that deletes the brake refused are intended."""
+        (linked, unchanged items are not rewritten); the mailbox is active again when no brake holds.
+        ``allowed_deletes``: per kind, the deletes an administrator confirmed (:meth:`release_brake`);
+        ``allow_mass_delete``: any number (tests and scripted recovery). A held brake is released by a
+        run that completes with its allowance; a resource still held is otherwise not read."""
         await self._store.registry.get_mailbox(mailbox_id)  # MailboxNotFound if not registered
-        job = self._job.with_options(mass_delete_ratio=1.0) if allow_mass_delete else self._job
-        await self._store.registry.set_state(mailbox_id, MailboxState.ACTIVE)
         await self._audit(mailbox_id, AuditAction.RESYNC)
         records = [record async for record in self._store.subscriptions.list_for_mailbox(mailbox_id)]
-        return tuple(
-            [
-                await job.run(
-                    mailbox_id, r.resource, progress=progress, full_resync=True, wait_for_lease=True
-                )
-                for r in records
-            ]
-        )
-
-    async def refused_deletes(self, mailbox_id: str) -> int:
-        """How many deletes the mass-delete brake holds back for this mailbox (0: not braked): per
-        item kind whose resources the brake stopped, the count of its latest refusal (audited)."""
-        braked: set[ItemKind] = set()
-        async for record in self._store.subscriptions.list_for_mailbox(mailbox_id):
-            state = await self._store.sync_state.get_state(mailbox_id, record.resource)
-            if state.last_error == BRAKE_REASON:
-                braked.add(parse_resource(mailbox_id, record.resource).kind)
-        counts: dict[ItemKind, int] = {}
-        for entry in await self._store.audit.list_recent(mailbox_id, limit=500):  # newest first
-            code = entry.reason_code or ""
-            if (
-                entry.item_kind in braked
-                and entry.item_kind not in counts
-                and code.startswith(BRAKE_REASON + ".")
-            ):
-                counts[entry.item_kind] = int(code.rpartition(".")[2])
-        return sum(counts.values())
+        reports = []
+        for record in records:
+            kind = parse_resource(mailbox_id, record.resource).kind
+            allow = sys.maxsize if allow_mass_delete else (allowed_deletes or {}).get(kind)
+            report = await self._job.run(
+                mailbox_id,
+                record.resource,
+                progress=progress,
+                full_resync=True,
+                wait_for_lease=True,
+                allow_deletes=allow,
+            )
+            if allow is not None and report.outcome is RunOutcome.COMPLETED:
+                await brake.release(self._store.sync_state, mailbox_id, kind)
+            reports.append(report)
+        if not await brake.held(self._store.sync_state, mailbox_id):
+            await self._store.registry.set_state(mailbox_id, MailboxState.ACTIVE)
+        return tuple(reports)
 
     async def release_brake(
         self, mailbox_id: str, *, confirm_deletes: int, progress: ProgressCallback | None = None
     ) -> tuple[SyncRunReport, ...]:
-        """Let the deletes the brake refused through, once the administrator confirms their number
-        (a full resync that allows them); a wrong number changes nothing."""
-        refused = await self.refused_deletes(mailbox_id)
-        if refused == 0:
-            raise BrakeReleaseRefused("the mass-delete brake is not holding this mailbox")
-        if confirm_deletes != refused:
-            raise BrakeReleaseRefused(
-                f"the brake refused {refused} deletes: confirm exactly that number to let them through"
-            )
-        return await self.run_full_resync(mailbox_id, allow_mass_delete=True, progress=progress)
+        """The administrator confirms the deletes the mass-delete brake refused: exactly their number
+        (:class:`~shared.sync.brake.BrakeConfirmationMismatch` names it otherwise), then a full resync
+        applies up to that many deletes per kind. More deletes than confirmed trip the brake again
+        with the new number."""
+        await self._store.registry.get_mailbox(mailbox_id)  # MailboxNotFound if not registered
+        held = await brake.held(self._store.sync_state, mailbox_id)
+        if not held:
+            raise brake.BrakeNotHeld("no mass-delete brake holds deletes for this mailbox")
+        if confirm_deletes != sum(held.values()):
+            raise brake.BrakeConfirmationMismatch(sum(held.values()))
+        logger.warning(
+            "mass-delete brake released for mailbox %s: %d deletes confirmed",
+            short_fingerprint(mailbox_id),
+            confirm_deletes,
+        )
+        return await self.run_full_resync(mailbox_id, allowed_deletes=held, progress=progress)
+
+    async def refused_deletes(self, mailbox_id: str) -> int:
+        """How many deletes the mass-delete brake holds back for this mailbox (0: not braked): the
+        sum over its item kinds of the deletes each held brake refused (kept in the sync state)."""
+        return sum((await brake.held(self._store.sync_state, mailbox_id)).values())
 
     async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
         """The parked-items timer: re-read each resource that holds parked items against the link map.
@@ -180,3 +187,6 @@ class Maintenance:
     async def _audit(self, mailbox_id: str, action: AuditAction) -> None:
         with contextlib.suppress(ValueError):  # a mailbox id the audit cannot hold is no reason to fail
             await self._store.audit.append(AuditRecord(mailbox_id=mailbox_id, actor=ACTOR, action=action))
+
+
+__all__ = ["BRAKE_REASON", "BrakeReleaseRefused", "Maintenance", "RenewalReport"]

@@ -1,6 +1,4 @@
-"""One delta page of a sync run: prepare, plan, brake, apply, record.
-
-For a page of Outlook items, :class:`PageSync`:
+"""One delta page of a sync run: prepare, plan, brake, apply, record. For a page, :class:`PageSync`:
 
 1. prepares everything planning needs, a page at a time: tracking verdicts (mail), the bodies of
    tracked mail only (batched), link rows (the kind's whole link map in one scan when the page is
@@ -8,9 +6,9 @@ For a page of Outlook items, :class:`PageSync`:
    (:class:`~shared.sync.plan.PlanFacts`: a moved message, another mailbox's link, the calendar
    window, tracking's regarding and attachments);
 2. reads the page's CRM records in one request, as the mailbox's CRM user; 3. plans each item
-   with the pure planner; 4. checks the mass-delete brake for the run so far;
-5. unless the run lost its mailbox lease, applies every plan with the applier (one executor), parks the items whose CRM write failed in a
-   way retrying cannot fix, and records tracking's outcome.
+   with the pure planner; 4. checks the mass-delete brake (the run and the last 24 h);
+5. unless the run lost its mailbox lease, applies every plan with the applier (one executor),
+   parks the items whose CRM write failed in a way retrying cannot fix, records tracking's outcome.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, ItemRef, Mailbox
 from shared.sync.adoption import find_adoptable
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
-from shared.sync.brake import check_mass_delete, count_deletes
+from shared.sync.brake import check_run, count_deletes
 from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_reads import read_crm_states
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
@@ -72,7 +70,8 @@ class RunState:
     links: LinkView
     window: tuple[dt.datetime, dt.datetime]
     tracker: Tracker | None = None
-    deletes: int = 0
+    deletes: int = 0  # within the brake's window: applied before the run (see job.py) and by it
+    allowed_deletes: int | None = None  # deletes an administrator confirmed (a brake release)
     seen: set[str] = field(default_factory=set)
     pages: int = 0
     items_seen: int = 0
@@ -150,7 +149,7 @@ class PageSync:
             state = states[entry.record_id] if entry.record_id is not None else None
             planned.append(self._plan(run, entry, state))
         page_deletes = sum(count_deletes(plan.actions) for plan in planned)
-        check_mass_delete(run.linked_at_start, run.deletes + page_deletes, self._ratio)
+        check_run(run.linked_at_start, run.deletes, page_deletes, self._ratio, run.allowed_deletes)
         run.deletes += page_deletes
         busy = [plan for plan in planned if plan.actions]
         if not busy:

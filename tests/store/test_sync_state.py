@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 
+from shared.domain.model import ItemKind
 from shared.store import Store
-from shared.store.errors import LeaseHeld, LeaseLost
+from shared.store.errors import LeaseHeld, LeaseLost, StaleWrite
 from shared.store.records import SyncState
 from tests.store.helpers import ManualClock, race
 
@@ -198,3 +200,23 @@ class TestLeaseContract:
     async def test_lease_terms_must_be_positive(self, store: Store) -> None:
         with pytest.raises(ValueError, match="positive"):
             await store.sync_state.try_acquire(MAILBOX, "worker-a", 0)
+
+
+class TestDeleteLogContract:
+    async def test_the_delete_log_round_trips_and_refuses_a_stale_write(
+        self, store: Store, clock: ManualClock
+    ) -> None:
+        empty = await store.sync_state.get_delete_log(MAILBOX, ItemKind.TASK)
+        assert (empty.recent, empty.refused, empty.etag) == ((), 0, None)
+        hour = clock.now.replace(minute=0)
+        stored = await store.sync_state.put_delete_log(
+            dataclasses.replace(empty, recent=((hour, 3),), refused=7)
+        )
+        read = await store.sync_state.get_delete_log(MAILBOX, ItemKind.TASK)
+        assert (read.recent, read.refused, read.etag) == (((hour, 3),), 7, stored.etag)
+        assert (await store.sync_state.get_delete_log(MAILBOX, ItemKind.CONTACT)).refused == 0
+
+        with pytest.raises(StaleWrite):  # written since ``empty`` was read
+            await store.sync_state.put_delete_log(dataclasses.replace(empty, refused=1))
+        await store.sync_state.put_delete_log(dataclasses.replace(read, recent=(), refused=0))
+        assert (await store.sync_state.get_delete_log(MAILBOX, ItemKind.TASK)).refused == 0

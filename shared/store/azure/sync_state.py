@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +13,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared.domain.model import ItemKind
 from shared.store.azure.common import (
     Clock,
     Entity,
@@ -23,9 +26,11 @@ from shared.store.azure.common import (
 from shared.store.errors import (
     LeaseHeld,
     LeaseLost,
+    StaleWrite,
 )
 from shared.store.keys import SEPARATOR, decode_key, encode_key, key_range, row_key
 from shared.store.records import (
+    DeleteLog,
     DirtyMark,
     Lease,
     SyncState,
@@ -36,6 +41,7 @@ from shared.store.records import (
 _LEASE_ROW = "lease"
 _STATE = "state"
 _DIRTY = "dirty"
+_DELETES = "deletes"
 
 
 class AzureSyncStateStore:
@@ -226,6 +232,41 @@ class AzureSyncStateStore:
         await self._write_state(
             mailbox_id, resource, UpdateMode.MERGE, last_error=check_reason_code(reason_code)
         )
+
+    async def get_delete_log(self, mailbox_id: str, kind: ItemKind) -> DeleteLog:
+        try:
+            entity = await self._table.get_entity(encode_key(mailbox_id), row_key(_DELETES, kind.value))
+        except ResourceNotFoundError:
+            return DeleteLog(mailbox_id=mailbox_id, kind=kind)
+        recent = tuple(
+            (dt.datetime.fromisoformat(at), int(n)) for at, n in json.loads(entity.get("recent") or "[]")
+        )
+        return DeleteLog(
+            mailbox_id=mailbox_id,
+            kind=kind,
+            recent=recent,
+            refused=int(entity.get("refused") or 0),
+            etag=entity_etag(entity),
+        )
+
+    async def put_delete_log(self, log: DeleteLog) -> DeleteLog:
+        """Row ``deletes|<kind>``: insert (no etag) or replace If-Match; StaleWrite on a race."""
+        entity = {
+            "PartitionKey": encode_key(log.mailbox_id),
+            "RowKey": row_key(_DELETES, log.kind.value),
+            "recent": json.dumps([[at.isoformat(), n] for at, n in log.recent]),
+            "refused": log.refused,
+        }
+        try:
+            if log.etag is None:
+                result = await self._table.create_entity(entity)
+            else:
+                result = await self._table.update_entity(
+                    entity, mode=UpdateMode.REPLACE, **if_match(log.etag)
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise StaleWrite("delete log") from exc
+        return dataclasses.replace(log, etag=result["etag"])
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         await self._write_state(mailbox_id, resource, UpdateMode.REPLACE)

@@ -6,13 +6,16 @@ import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 
+from shared.domain.model import ItemKind
 from shared.store.errors import (
     LeaseHeld,
     LeaseLost,
+    StaleWrite,
 )
 from shared.store.keys import encode_key
 from shared.store.memory.common import Clock, new_etag
 from shared.store.records import (
+    DeleteLog,
     DirtyMark,
     Lease,
     SyncState,
@@ -28,6 +31,7 @@ class MemorySyncStateStore:
         self._dirty: dict[tuple[str, str], tuple[dt.datetime, str]] = {}
         self._swept: dict[tuple[str, str], dt.datetime] = {}
         self._leases: dict[str, Lease] = {}
+        self._deletes: dict[tuple[str, ItemKind], DeleteLog] = {}
 
     async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
         state = self._states.get((mailbox_id, resource), SyncState(mailbox_id=mailbox_id, resource=resource))
@@ -90,6 +94,17 @@ class MemorySyncStateStore:
         key = (mailbox_id, resource)
         state = self._states.get(key, SyncState(mailbox_id=mailbox_id, resource=resource))
         self._states[key] = dataclasses.replace(state, last_error=check_reason_code(reason_code))
+
+    async def get_delete_log(self, mailbox_id: str, kind: ItemKind) -> DeleteLog:
+        return self._deletes.get((mailbox_id, kind), DeleteLog(mailbox_id=mailbox_id, kind=kind))
+
+    async def put_delete_log(self, log: DeleteLog) -> DeleteLog:
+        current = self._deletes.get((log.mailbox_id, log.kind))
+        if (current.etag if current else None) != log.etag:
+            raise StaleWrite("delete log")
+        stored = dataclasses.replace(log, etag=new_etag())
+        self._deletes[(log.mailbox_id, log.kind)] = stored
+        return stored
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         self._states[(mailbox_id, resource)] = SyncState(mailbox_id=mailbox_id, resource=resource)
