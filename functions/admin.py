@@ -246,10 +246,11 @@ async def audit(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="admin/status", methods=["GET"], auth_level=ADMIN)
 async def status(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest, _: str) -> func.HttpResponse:
-        store = await get_runtime().store()
+        runtime = get_runtime()
+        store = await runtime.store()
         wanted = req.params.get("mailbox")
         mailbox_id = None if wanted is None else (await resolve_mailbox(store, wanted)).mailbox_id
-        reports = await mailbox_statuses(store, mailbox_id)
+        reports = await mailbox_statuses(store, mailbox_id, max_attempts=runtime.settings.parked_max_attempts)
         return _json(
             [{**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at} for r in reports]
         )

@@ -225,7 +225,8 @@ def status(
 
     async def read(runtime: Runtime) -> list[MailboxStatus]:
         mailbox_id = None if mailbox is None else (await _resolve(runtime, mailbox)).mailbox_id
-        return await mailbox_statuses(await runtime.store(), mailbox_id)
+        store, attempts = await runtime.store(), runtime.settings.parked_max_attempts
+        return await mailbox_statuses(store, mailbox_id, max_attempts=attempts)
 
     reports = with_runtime(read)
     if as_json:
@@ -260,14 +261,15 @@ def _print_status(report: MailboxStatus) -> None:
     for table, reason in report.crm_to_outlook_stopped.items():
         console.print(f"CRM -> Outlook stopped for {table}: {reason}", highlight=False)
     if report.parked:
-        parked = Table("parked kind", "reason", "what to do", "attempts", "last failed")
+        parked = Table("parked kind", "reason", "what to do", "attempts", "last failed", "state")
         for item in report.parked:
             parked.add_row(
                 item.kind.value,
                 item.reason_code,
-                item.message,
+                item.message if item.remedy is None else f"{item.message}; {item.remedy}",
                 str(item.attempts),
                 when(item.last_failed_at),
+                item.state if item.next_attempt_at is None else f"retry {when(item.next_attempt_at)}",
             )
         console.print(parked)
 

@@ -253,7 +253,10 @@ class Runtime:
 
         async def build() -> Maintenance:
             return Maintenance(
-                store=await self.store(), subscriptions=await self.subscriptions(), job=await self.sync_job()
+                store=await self.store(),
+                subscriptions=await self.subscriptions(),
+                job=await self.sync_job(),
+                parked_max_attempts=self.settings.parked_max_attempts,
             )
 
         return await self._once("maintenance", build)

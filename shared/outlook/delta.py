@@ -27,13 +27,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_abstractions.request_information import RequestInformation
+from msgraph.generated.models.contact import Contact
+from msgraph.generated.models.event import Event
 from msgraph.generated.models.message import Message
+from msgraph.generated.models.todo_task import TodoTask
 from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import (
     DeltaRequestBuilder as CalendarViewDelta,
 )
 from msgraph.generated.users.item.contacts.delta.delta_request_builder import (
     DeltaRequestBuilder as ContactsDelta,
 )
+from msgraph.generated.users.item.contacts.item.contact_item_request_builder import ContactItemRequestBuilder
 from msgraph.generated.users.item.mail_folders.item.messages.delta.delta_request_builder import (
     DeltaRequestBuilder as MessagesDelta,
 )
@@ -45,7 +50,7 @@ from msgraph.generated.users.item.todo.lists.item.tasks.delta.delta_request_buil
 )
 from msgraph.graph_service_client import GraphServiceClient
 
-from shared.domain.model import OutlookItem
+from shared.domain.model import ItemKind, OutlookItem
 from shared.outlook.batch import GraphBatch
 from shared.outlook.convert.common import CRM_ID_PROPERTY_ID
 from shared.outlook.convert.contacts import contact_item
@@ -249,3 +254,52 @@ class DeltaReader:
             message_id: None if answer is None else _message_body(answer.model(Message))
             for message_id, answer in answers.items()
         }
+
+    async def read_items(
+        self,
+        mailbox: str,
+        kind: ItemKind,
+        item_ids: Sequence[str],
+        *,
+        task_list_id: str | None = None,
+        mailbox_address: str | None = None,
+    ) -> list[OutlookItem]:
+        """Items by id, as their delta pages would list them (a parked item's targeted retry), in JSON
+        batches; an item gone meanwhile comes back ``removed``. Messages without their body."""
+        user = self._client.users.by_user_id(mailbox)
+        requests: dict[str, RequestInformation] = {}
+        for item_id in dict.fromkeys(item_ids):
+            if kind is ItemKind.CONTACT:
+                query: Any = ContactItemRequestBuilder.ContactItemRequestBuilderGetQueryParameters(
+                    select=list(CONTACT_FIELDS), expand=[CRM_ID_EXPAND]
+                )
+                info = user.contacts.by_contact_id(item_id).to_get_request_information(
+                    RequestConfiguration(query_parameters=query)
+                )
+            elif kind is ItemKind.EMAIL:
+                query = MessageItemRequestBuilder.MessageItemRequestBuilderGetQueryParameters(
+                    select=list(MESSAGE_FIELDS), expand=[CRM_ID_EXPAND]
+                )
+                info = self._message(mailbox, item_id).to_get_request_information(
+                    RequestConfiguration(query_parameters=query)
+                )
+            elif kind is ItemKind.TASK:
+                tasks = user.todo.lists.by_todo_task_list_id(task_list_id or "").tasks
+                info = tasks.by_todo_task_id(item_id).to_get_request_information()
+            else:
+                info = user.events.by_event_id(item_id).to_get_request_information()
+            requests[item_id] = info
+        answers = await GraphBatch(self._client).send_or_missing(requests)
+        found: list[OutlookItem] = []
+        for item_id, answer in answers.items():
+            if answer is None:
+                found.append(OutlookItem(mailbox_id=mailbox, item_id=item_id, kind=kind, removed=True))
+            elif kind is ItemKind.CONTACT:
+                found.append(contact_item(mailbox, answer.model(Contact)))
+            elif kind is ItemKind.EMAIL:
+                found.append(email_item(mailbox, answer.model(Message), mailbox_address=mailbox_address))
+            elif kind is ItemKind.TASK:
+                found.append(task_item(mailbox, answer.model(TodoTask), list_id=task_list_id or ""))
+            else:
+                found.append(appointment_item(mailbox, answer.model(Event)))
+        return found

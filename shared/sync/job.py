@@ -41,13 +41,12 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared import telemetry
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
-from shared.outlook.delta import DeltaPage
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
@@ -64,7 +63,7 @@ from shared.sync.page import PageSync, RunState
 from shared.sync.parties import PartyResolver
 from shared.sync.policies import kind_enabled
 from shared.sync.ports import OutlookReader
-from shared.sync.resources import InvalidResource, ResourceRef, parse_resource
+from shared.sync.resources import InvalidResource, ResourceRef, delta_pages, parse_resource
 from shared.sync.run import JobOptions, ProgressCallback, RunOutcome, SyncProgress, SyncRunReport, combined
 from shared.sync.tracking import TrackingService
 
@@ -156,13 +155,7 @@ class MailboxSyncJob:
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state
-        lease = LeaseKeeper(
-            state_store,
-            await self._acquire(mailbox_id, wait=wait_for_lease),
-            self._options.lease_seconds,
-            clock=self._clock,
-        )
-        lease.start()
+        lease = await self._lease(mailbox_id, wait=wait_for_lease)
         try:
             refused = (await state_store.get_delete_log(mailbox_id, ref.kind)).refused
             if refused and allow_deletes is None:
@@ -210,6 +203,29 @@ class MailboxSyncJob:
                 logger.warning(
                     "a dirty %s resource failed under this lease: %s", ref.kind.value, type(error).__name__
                 )
+
+    async def run_items(self, mailbox_id: str, resource: str, item_ids: Sequence[str]) -> SyncRunReport:
+        """A targeted run (a parked item's retry): read these items by id and take them through the
+        page pipeline under the lease, as a delta page would bring them; the delta link stays."""
+        ref = parse_resource(mailbox_id, resource)
+        mailbox = await self._store.registry.get_mailbox(mailbox_id)
+        lease = await self._lease(mailbox_id, wait=True)
+        try:
+            run = await self._start(mailbox, ref, resource, "", lease, allow=None)  # "": not a full read
+            items = await self._reader.read_items(
+                mailbox_id, ref.kind, item_ids, task_list_id=ref.task_list_id, mailbox_address=mailbox.upn
+            )
+            run.items_seen = len(items)
+            await self._pages_sync.process(run, items)
+            return run.report(RunOutcome.COMPLETED)
+        finally:
+            await lease.release()
+
+    async def _lease(self, mailbox_id: str, *, wait: bool) -> LeaseKeeper:
+        lease = await self._acquire(mailbox_id, wait=wait)
+        keeper = LeaseKeeper(self._store.sync_state, lease, self._options.lease_seconds, clock=self._clock)
+        keeper.start()
+        return keeper
 
     async def _acquire(self, mailbox_id: str, *, wait: bool) -> Lease:
         deadline = time.monotonic() + (self._options.lease_seconds + _LEASE_POLL_SECONDS if wait else 0)
@@ -307,20 +323,6 @@ class MailboxSyncJob:
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
         )
 
-    def _pages(self, run: RunState, link: str | None) -> AsyncIterator[DeltaPage]:
-        mailbox_id, ref = run.mailbox.mailbox_id, run.ref
-        if ref.kind is ItemKind.EMAIL:
-            folder = ref.mail_folder or "inbox"
-            return self._reader.messages(
-                mailbox_id, folder=folder, link=link, mailbox_address=run.mailbox.upn
-            )
-        if ref.kind is ItemKind.CONTACT:
-            return self._reader.contacts(mailbox_id, link=link)
-        if ref.kind is ItemKind.TASK:
-            return self._reader.tasks(mailbox_id, ref.task_list_id or "", link=link)
-        start, end = self._window()
-        return self._reader.events(mailbox_id, window_start=start, window_end=end, link=link)
-
     def _window(self) -> tuple[dt.datetime, dt.datetime]:
         now = self._clock()
         return now - self._options.calendar_past, now + self._options.calendar_future
@@ -329,7 +331,7 @@ class MailboxSyncJob:
         self, run: RunState, link: str | None, progress: ProgressCallback | None
     ) -> SyncRunReport:
         mailbox_id = run.mailbox.mailbox_id
-        async for page in self._pages(run, link):
+        async for page in delta_pages(self._reader, run.mailbox, run.ref, link, self._window()):
             items = list(page.items)
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:

@@ -5,7 +5,7 @@
   each recreated one since notifications may have been lost meanwhile.
 - A full resync (recovery, and the release of the mass-delete brake) forgets each resource's delta
   link and re-reads it against the link map; linked, unchanged items are not rewritten.
-- Parked items are retried by re-reading the resources that hold them.
+- Parked items are retried one by one (read by id), with exponential backoff and an attempt cap.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ from shared.outlook.errors import ItemNotFound
 from shared.outlook.subscriptions import SubscriptionManager
 from shared.store.fingerprint import short_fingerprint
 from shared.store.ports import Store
-from shared.store.records import AuditAction, AuditRecord, MailboxState, SubscriptionRecord
+from shared.store.records import AuditAction, AuditRecord, MailboxState, SubscriptionRecord, utc_now
 from shared.sync import brake
 from shared.sync.applier import ACTOR
 from shared.sync.brake import BrakeReleaseRefused
 from shared.sync.job import MailboxSyncJob
 from shared.sync.lifecycle import RESOURCE_OF_KIND, replace_subscription
+from shared.sync.policies import kind_enabled
 from shared.sync.resources import parse_resource
 from shared.sync.run import ProgressCallback, RunOutcome, SyncRunReport
+from shared.sync.status import PARKED_MAX_ATTEMPTS, parked_due
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +52,18 @@ BRAKE_REASON = "mass_delete_refused"
 class Maintenance:
     """The timers' and the administrator's recovery work on registered mailboxes."""
 
-    def __init__(self, *, store: Store, subscriptions: SubscriptionManager, job: MailboxSyncJob) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        subscriptions: SubscriptionManager,
+        job: MailboxSyncJob,
+        parked_max_attempts: int = PARKED_MAX_ATTEMPTS,
+    ) -> None:
         self._store = store
         self._subscriptions = subscriptions
         self._job = job
+        self._max_attempts = parked_max_attempts
 
     # -- the renewal timer ----------------------------------------------------------------------
 
@@ -165,24 +175,50 @@ class Maintenance:
         sum over its item kinds of the deletes each held brake refused (kept in the sync state)."""
         return sum((await brake.held(self._store.sync_state, mailbox_id)).values())
 
-    async def retry_parked(self, mailbox_id: str | None = None) -> tuple[SyncRunReport, ...]:
-        """The parked-items timer: re-read each resource that holds parked items against the link map.
+    async def retry_parked(
+        self, mailbox_id: str | None = None, *, now: dt.datetime | None = None
+    ) -> tuple[SyncRunReport, ...]:
+        """The parked-items timer: retry only the parked items that are due, each read by id and taken
+        through the page pipeline (:meth:`MailboxSyncJob.run_items`), never a full resync.
 
-        An item parked for a cause fixed since (a privilege granted) is synced and unparked; items
-        still failing stay parked with one more attempt; linked, unchanged items are not rewritten."""
-        kinds: dict[str, set[ItemKind]] = {}
+        An item parked for a cause fixed since (a privilege granted) is synced and unparked; one still
+        failing is parked again with one more attempt. Attempt n+1 waits ``parked_retry_delay(n)``
+        (exponential); after ``parked_max_attempts`` the item stays parked as 'gave up' (status says
+        what to do) and costs Graph nothing more. An item that needed nothing this time is unparked."""
+        now = now or utc_now()
+        due: dict[tuple[str, ItemKind], dict[str, int]] = {}
         async for item in self._store.parked.list_parked(mailbox_id):
-            if item.ref.outlook_id is not None:
-                kinds.setdefault(item.mailbox_id, set()).add(item.ref.kind)
+            if item.ref.outlook_id is not None and parked_due(item, now, self._max_attempts):
+                due.setdefault((item.mailbox_id, item.ref.kind), {})[item.ref.outlook_id] = item.attempts
         reports = []
-        for box, parked_kinds in kinds.items():
-            records = [record async for record in self._store.subscriptions.list_for_mailbox(box)]
-            for record in records:
-                if parse_resource(box, record.resource).kind in parked_kinds:
-                    reports.append(
-                        await self._job.run(box, record.resource, full_resync=True, wait_for_lease=True)
-                    )
+        for (box, kind), attempts in due.items():
+            try:
+                report = await self._retry(box, kind, list(attempts))
+            except Exception as error:  # a transient failure is not the item's: retried next time
+                logger.warning(
+                    "parked %s items of mailbox %s not retried: %s",
+                    kind.value,
+                    short_fingerprint(box),
+                    type(error).__name__,
+                )
+                continue
+            if report is None:
+                continue
+            reports.append(report)
+            async for item in self._store.parked.list_parked(box):
+                ref = item.ref
+                if ref.kind is kind and attempts.get(ref.outlook_id or "") == item.attempts:
+                    await self._store.parked.remove(box, ref)  # went through with nothing to do
         return tuple(reports)
+
+    async def _retry(self, mailbox_id: str, kind: ItemKind, item_ids: list[str]) -> SyncRunReport | None:
+        mailbox = await self._store.registry.get_mailbox(mailbox_id)
+        if not mailbox.enabled or not kind_enabled(mailbox.settings, kind):
+            return None
+        async for record in self._store.subscriptions.list_for_mailbox(mailbox_id):
+            if parse_resource(mailbox_id, record.resource).kind is kind:  # by id: any folder of the kind
+                return await self._job.run_items(mailbox_id, record.resource, item_ids)
+        return None
 
     async def _audit(self, mailbox_id: str, action: AuditAction) -> None:
         with contextlib.suppress(ValueError):  # a mailbox id the audit cannot hold is no reason to fail

@@ -44,6 +44,18 @@ class OutlookReader(Protocol):
         self, mailbox: str, message_ids: Sequence[str]
     ) -> dict[str, MessageBody | None]: ...
 
+    async def read_items(
+        self,
+        mailbox: str,
+        kind: ItemKind,
+        item_ids: Sequence[str],
+        *,
+        task_list_id: str | None = None,
+        mailbox_address: str | None = None,
+    ) -> list[OutlookItem]:
+        """Items by id as a delta page lists them (``removed`` if gone): a parked item's retry."""
+        ...
+
 
 class OutlookSide(Protocol):
     """The Outlook writes a plan may contain, for one mailbox (and one To Do list for tasks)."""

@@ -6,10 +6,18 @@ other resource (another mailbox's, or one crmsync does not sync) is refused.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.domain.model import ItemKind
+from shared.outlook.delta import DeltaPage
+from shared.store.records import Mailbox
+
+if TYPE_CHECKING:
+    from shared.sync.ports import OutlookReader
 
 _RESOURCE = re.compile(
     r"^users/(?P<mailbox>[^/]+)/(?:"
@@ -42,3 +50,23 @@ def parse_resource(mailbox_id: str, resource: str) -> ResourceRef:
     if match["task_list"]:
         return ResourceRef(ItemKind.TASK, task_list_id=match["task_list"])
     return ResourceRef(ItemKind.CONTACT if match["plain"] == "contacts" else ItemKind.APPOINTMENT)
+
+
+def delta_pages(
+    reader: OutlookReader,
+    mailbox: Mailbox,
+    ref: ResourceRef,
+    link: str | None,
+    window: tuple[dt.datetime, dt.datetime],
+) -> AsyncIterator[DeltaPage]:
+    """The resource's delta pages from ``link`` (a full read without one; events in ``window``)."""
+    mailbox_id = mailbox.mailbox_id
+    if ref.kind is ItemKind.EMAIL:
+        folder = ref.mail_folder or "inbox"
+        return reader.messages(mailbox_id, folder=folder, link=link, mailbox_address=mailbox.upn)
+    if ref.kind is ItemKind.CONTACT:
+        return reader.contacts(mailbox_id, link=link)
+    if ref.kind is ItemKind.TASK:
+        return reader.tasks(mailbox_id, ref.task_list_id or "", link=link)
+    start, end = window
+    return reader.events(mailbox_id, window_start=start, window_end=end, link=link)

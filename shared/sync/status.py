@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from shared.domain.model import ItemKind
 from shared.store.ports import Store
-from shared.store.records import Mailbox, MailboxState, SubscriptionRecord, utc_now
+from shared.store.records import Mailbox, MailboxState, ParkedItem, SubscriptionRecord, utc_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,27 @@ class ResourceStatus:
     baselined: bool  # a delta link is stored (the initial full read got at least one page through)
 
 
+#: Attempts (the first failure included) after which a parked item is no longer retried.
+PARKED_MAX_ATTEMPTS = 10
+_FIRST_RETRY = dt.timedelta(minutes=30)
+_LONGEST_WAIT = dt.timedelta(hours=24)
+GAVE_UP_REMEDY = (
+    "no longer retried: fix the cause above, then `crmsync mailbox resync <mailbox>` (or "
+    "POST admin/mailboxes/{mailbox}/resync) syncs it again"
+)
+
+
+def parked_retry_delay(attempts: int) -> dt.timedelta:
+    """How long after its last failure a parked item with ``attempts`` is retried (doubling)."""
+    wait: dt.timedelta = _FIRST_RETRY * (2 ** max(attempts - 1, 0))
+    return min(wait, _LONGEST_WAIT)
+
+
+def parked_due(item: ParkedItem, now: dt.datetime, max_attempts: int = PARKED_MAX_ATTEMPTS) -> bool:
+    """Whether the parked-items timer retries ``item`` now."""
+    return item.attempts < max_attempts and now >= item.last_failed_at + parked_retry_delay(item.attempts)
+
+
 @dataclass(frozen=True, slots=True)
 class ParkedStatus:
     kind: ItemKind
@@ -43,6 +64,9 @@ class ParkedStatus:
     message: str  # what to do about it
     attempts: int
     last_failed_at: dt.datetime
+    state: str = "retrying"  # or "gave up" (after the maximum attempts: ``remedy`` says what to do)
+    next_attempt_at: dt.datetime | None = None
+    remedy: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +104,23 @@ def subscription_status(record: SubscriptionRecord, now: dt.datetime) -> Subscri
 CRM_RESOURCES = ("crm:contact", "crm:appointment", "crm:task")
 
 
-async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) -> MailboxStatus:
+def _parked_status(item: ParkedItem, max_attempts: int) -> ParkedStatus:
+    gave_up = item.attempts >= max_attempts
+    return ParkedStatus(
+        item.ref.kind,
+        item.reason_code,
+        item.message,
+        item.attempts,
+        item.last_failed_at,
+        state="gave up" if gave_up else "retrying",
+        next_attempt_at=None if gave_up else item.last_failed_at + parked_retry_delay(item.attempts),
+        remedy=GAVE_UP_REMEDY if gave_up else None,
+    )
+
+
+async def mailbox_status(
+    store: Store, mailbox: Mailbox, *, now: dt.datetime, max_attempts: int = PARKED_MAX_ATTEMPTS
+) -> MailboxStatus:
     """The status of one registered mailbox."""
     mailbox_id = mailbox.mailbox_id
     records = [record async for record in store.subscriptions.list_for_mailbox(mailbox_id)]
@@ -98,10 +138,7 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
             )
         )
     parked = tuple(
-        [
-            ParkedStatus(item.ref.kind, item.reason_code, item.message, item.attempts, item.last_failed_at)
-            async for item in store.parked.list_parked(mailbox_id)
-        ]
+        [_parked_status(item, max_attempts) async for item in store.parked.list_parked(mailbox_id)]
     )
     links = {kind: await store.links.count(mailbox_id, kind) for kind in ItemKind}
     stopped = {}
@@ -124,12 +161,18 @@ async def mailbox_status(store: Store, mailbox: Mailbox, *, now: dt.datetime) ->
 
 
 async def mailbox_statuses(
-    store: Store, mailbox_id: str | None = None, *, now: dt.datetime | None = None
+    store: Store,
+    mailbox_id: str | None = None,
+    *,
+    now: dt.datetime | None = None,
+    max_attempts: int = PARKED_MAX_ATTEMPTS,
 ) -> list[MailboxStatus]:
     """One mailbox's status (``MailboxNotFound`` if not registered), or every mailbox's."""
     now = now or utc_now()
     if mailbox_id is not None:
-        return [await mailbox_status(store, await store.registry.get_mailbox(mailbox_id), now=now)]
+        mailbox = await store.registry.get_mailbox(mailbox_id)
+        return [await mailbox_status(store, mailbox, now=now, max_attempts=max_attempts)]
     return [
-        await mailbox_status(store, mailbox, now=now) async for mailbox in store.registry.list_mailboxes()
+        await mailbox_status(store, mailbox, now=now, max_attempts=max_attempts)
+        async for mailbox in store.registry.list_mailboxes()
     ]

@@ -146,12 +146,13 @@ async def test_parked_items_are_retried_and_unparked_once_the_cause_is_fixed(
     seeded = engine.graph_sim.seed(box, contacts=[{"surname": "Waiting"}])
     assert (await service.job.run(box, contacts)).parked == 1
 
-    [still_denied] = await service.retry_parked(box)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # past the first retry's backoff
+    [still_denied] = await service.maintenance.retry_parked(box, now=later)
     [parked] = [item async for item in engine.store.parked.list_parked(box)]
     assert (still_denied.parked, parked.attempts) == (1, 2)
 
     grant_role(engine.dataverse, user.role, SYNCED_TABLES)  # the admin grants the missing privilege
-    [fixed] = await service.retry_parked(box)
+    [fixed] = await service.maintenance.retry_parked(box, now=later + dt.timedelta(hours=2))
 
     assert (fixed.parked, fixed.crm_writes) == (0, 1)
     assert [item async for item in engine.store.parked.list_parked(box)] == []
