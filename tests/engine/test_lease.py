@@ -94,3 +94,26 @@ async def test_the_lease_is_renewed_while_a_slow_call_runs(engine: Engine) -> No
         engine.graph_sim.clear_faults(box)
     assert report.outcome is RunOutcome.COMPLETED
     assert report.items_synced == 1
+
+
+async def test_a_lease_lost_while_taking_another_dirty_resource_stops_the_run(
+    engine: Engine, late_store: Store
+) -> None:
+    """After its own resource, a run takes the mailbox's other dirty resources under the same lease;
+    losing the lease there must stop the run (LeaseLost), not be logged and swallowed."""
+    box = (await engine.register()).mailbox_id
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    tasks = resource_path(ResourceKind.TASKS, box, task_list_id=engine.task_list(box))
+    engine.graph_sim.seed(box, todo={"defaultList": [{"title": "Contested task"}]})
+    await engine.store.sync_state.mark_dirty(box, tasks)  # notified while the contacts run
+    engine.graph_sim.fault("latency", user=box, seconds=2.5, path_contains="tasks/delta")
+    try:
+        first = asyncio.create_task(_job(engine, engine.store, lease_seconds=2).run(box, contacts))
+        await asyncio.sleep(1.0)  # the contacts are done; the tasks' delta is slow
+        await late_store.sync_state.try_acquire(box, "worker:second", 60)  # the takeover
+
+        with pytest.raises(LeaseLost):
+            await first
+    finally:
+        engine.graph_sim.clear_faults(box)
+    assert (await engine.store.sync_state.get_state(box, tasks)).delta_link is None
