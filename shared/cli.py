@@ -248,6 +248,12 @@ def _print_status(report: MailboxStatus) -> None:
         f"backlog {report.backlog}; linked: {linked}",
         highlight=False,
     )
+    if report.refused_deletes:
+        console.print(
+            f"[red]the mass-delete brake holds {report.refused_deletes} refused deletes[/]; if intended: "
+            f"crmsync mailbox release-brake {report.mailbox_id} --confirm-deletes {report.refused_deletes}",
+            highlight=False,
+        )
     subscriptions = Table("subscription", "resource", "expires", "expired")
     for sub in report.subscriptions:
         subscriptions.add_row(sub.subscription_id, sub.resource, when(sub.expiration), str(sub.expired))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from shared.domain.model import ItemKind
 from shared.store.ports import Store
 from shared.store.records import Mailbox, MailboxState, ParkedItem, SubscriptionRecord, utc_now
+from shared.sync.brake import held as held_brakes
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,12 @@ class MailboxStatus:
     links: dict[ItemKind, int]
     # Why CRM -> Outlook writes nothing to this mailbox (e.g. crm_no_sync_to_outlook_privilege), per table.
     crm_to_outlook_stopped: dict[str, str] = field(default_factory=dict)
+    brake_holds: dict[ItemKind, int] = field(default_factory=dict)  # deletes a tripped brake refused
+
+    @property
+    def refused_deletes(self) -> int:
+        """What ``crmsync mailbox release-brake --confirm-deletes`` must name (0: no brake holds)."""
+        return sum(self.brake_holds.values())
 
     @property
     def backlog(self) -> int:
@@ -157,6 +164,7 @@ async def mailbox_status(
         parked=parked,
         links=links,
         crm_to_outlook_stopped=stopped,
+        brake_holds=await held_brakes(store.sync_state, mailbox_id),
     )
 
 

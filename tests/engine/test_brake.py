@@ -64,6 +64,8 @@ async def test_a_tripped_brake_keeps_the_mailbox_degraded_until_released_with_th
     assert (await engine.store.registry.get_mailbox(box)).state is MailboxState.DEGRADED
     assert all(engine.dataverse.record("task", crm_id) is not None for crm_id in crm_ids)
 
+    [status] = await service.status(box)
+    assert (status.brake_holds, status.refused_deletes) == ({ItemKind.TASK: 6}, 6)
     with pytest.raises(BrakeConfirmationMismatch, match="refused 6 deletes"):
         await service.maintenance.release_brake(box, confirm_deletes=5)
     [released] = await service.maintenance.release_brake(box, confirm_deletes=6)
@@ -72,6 +74,7 @@ async def test_a_tripped_brake_keeps_the_mailbox_degraded_until_released_with_th
     assert all(engine.dataverse.record("task", crm_id) is None for crm_id in crm_ids)
     assert (await engine.store.registry.get_mailbox(box)).state is MailboxState.ACTIVE
     assert await engine.store.links.count(box, ItemKind.TASK) == 0
+    assert (await service.status(box))[0].refused_deletes == 0
 
 
 async def test_a_brake_on_the_last_page_of_a_full_read_is_not_lost_by_the_next_run(
