@@ -199,7 +199,12 @@ class SyncStateStore(Protocol):
         written) if the mark changed since it was listed (cleared, or notified again)."""
         ...
 
-    async def save_delta_link(
+    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None:
+        """Store a link no mailbox lease guards (the CRM change-tracking stream, one timer); a
+        mailbox's run stores its links with :meth:`save_delta_link_fenced`."""
+        ...
+
+    async def save_delta_link_fenced(
         self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
     ) -> Lease:
         """Store the link only while ``lease`` (the mailbox's, as last renewed) is still held, in one

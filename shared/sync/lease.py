@@ -80,7 +80,7 @@ class LeaseKeeper:
         async with self._lock:
             started = time.monotonic()
             try:
-                self._lease = await self._states.save_delta_link(
+                self._lease = await self._states.save_delta_link_fenced(
                     mailbox_id, resource, link, lease=self._lease, seconds=self._seconds
                 )
             except LeaseLost as lost:

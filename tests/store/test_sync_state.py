@@ -45,17 +45,25 @@ class TestSyncStateContract:
         self, store: Store, clock: ManualClock
     ) -> None:
         first = await store.sync_state.try_acquire(MAILBOX, "worker-a", 30)
-        saved = await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA, lease=first, seconds=30)
+        saved = await store.sync_state.save_delta_link_fenced(
+            MAILBOX, RESOURCE, DELTA, lease=first, seconds=30
+        )
         assert saved.expires_at == clock.now + _s(30)  # the write renewed the lease
         with pytest.raises(LeaseLost):  # the ETag before that write is stale now
-            await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA + "x", lease=first, seconds=30)
+            await store.sync_state.save_delta_link_fenced(
+                MAILBOX, RESOURCE, DELTA + "x", lease=first, seconds=30
+            )
 
         clock.advance(31)  # expired: another worker takes the mailbox over
         second = await store.sync_state.try_acquire(MAILBOX, "worker-b", 30)
         with pytest.raises(LeaseLost):
-            await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA + "old", lease=saved, seconds=30)
+            await store.sync_state.save_delta_link_fenced(
+                MAILBOX, RESOURCE, DELTA + "old", lease=saved, seconds=30
+            )
         assert (await store.sync_state.get_state(MAILBOX, RESOURCE)).delta_link == DELTA
-        await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA + "new", lease=second, seconds=30)
+        await store.sync_state.save_delta_link_fenced(
+            MAILBOX, RESOURCE, DELTA + "new", lease=second, seconds=30
+        )
         assert (await store.sync_state.get_state(MAILBOX, RESOURCE)).delta_link == DELTA + "new"
 
     async def test_nothing_stored_is_an_empty_clean_state(self, store: Store) -> None:
@@ -65,7 +73,9 @@ class TestSyncStateContract:
 
     async def test_delta_link_error_and_reset(self, store: Store, clock: ManualClock) -> None:
         lease = await store.sync_state.try_acquire(MAILBOX, "worker-a", 60)
-        lease = await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA, lease=lease, seconds=60)
+        lease = await store.sync_state.save_delta_link_fenced(
+            MAILBOX, RESOURCE, DELTA, lease=lease, seconds=60
+        )
         await store.sync_state.record_error(MAILBOX, RESOURCE, "graph_throttled")
         state = await store.sync_state.get_state(MAILBOX, RESOURCE)
         assert (state.delta_link, state.last_sync_at, state.last_error) == (
@@ -74,7 +84,7 @@ class TestSyncStateContract:
             "graph_throttled",
         )
 
-        await store.sync_state.save_delta_link(MAILBOX, RESOURCE, DELTA + "2", lease=lease, seconds=60)
+        await store.sync_state.save_delta_link_fenced(MAILBOX, RESOURCE, DELTA + "2", lease=lease, seconds=60)
         state = await store.sync_state.get_state(MAILBOX, RESOURCE)
         assert (state.delta_link, state.last_error) == (DELTA + "2", None)
 

@@ -196,7 +196,13 @@ class AzureSyncStateStore:
         }
         await self._table.upsert_entity(entity, mode=mode)
 
-    async def save_delta_link(
+    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None:
+        """Replaces the row, so a successful sync also clears ``last_error``."""
+        await self._write_state(
+            mailbox_id, resource, UpdateMode.REPLACE, delta_link=delta_link, last_sync_at=self._clock()
+        )
+
+    async def save_delta_link_fenced(
         self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
     ) -> Lease:
         """One entity-group transaction in the mailbox's partition: the lease row replaced If-Match

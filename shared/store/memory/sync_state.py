@@ -79,15 +79,18 @@ class MemorySyncStateStore:
         self._swept[key] = at
         return True
 
-    async def save_delta_link(
+    async def save_delta_link(self, mailbox_id: str, resource: str, delta_link: str) -> None:
+        self._states[(mailbox_id, resource)] = SyncState(
+            mailbox_id=mailbox_id, resource=resource, delta_link=delta_link, last_sync_at=self._clock()
+        )
+
+    async def save_delta_link_fenced(
         self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
     ) -> Lease:
         if lease.mailbox_id != mailbox_id:
             raise ValueError("the lease is another mailbox's")
         renewed = await self.renew(lease, seconds)  # LeaseLost: nothing stored
-        self._states[(mailbox_id, resource)] = SyncState(
-            mailbox_id=mailbox_id, resource=resource, delta_link=delta_link, last_sync_at=self._clock()
-        )
+        await self.save_delta_link(mailbox_id, resource, delta_link)
         return renewed
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None:
