@@ -7,6 +7,7 @@ in one request (:meth:`~shared.crm.port.CrmPort.get_many`).
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 
@@ -14,6 +15,7 @@ from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
 from shared.store.records import Mailbox
 from shared.sync.fieldmaps import field_map
+from shared.sync.fieldmaps.base import parse_utc
 from shared.sync.parties import PARTY_COLUMNS
 from shared.sync.plan import CrmState
 
@@ -56,3 +58,20 @@ async def read_crm_states(
         record_id: _crm_state(mailbox, record_id, rows.get(record_id), columns[:-1])
         for record_id in record_ids
     }
+
+
+def left_window(window: tuple[dt.datetime, dt.datetime], kind: ItemKind, crm: CrmState) -> bool:
+    """A removed appointment whose record lies outside the calendar window left the window."""
+    if kind is not ItemKind.APPOINTMENT or crm.values is None:
+        return False
+    start, end = window
+    scheduled_start, scheduled_end = (_utc_value(crm.values, c) for c in ("scheduledstart", "scheduledend"))
+    return bool(
+        (scheduled_end is not None and scheduled_end < start)
+        or (scheduled_start is not None and scheduled_start > end)
+    )
+
+
+def _utc_value(values: Mapping[str, object], column: str) -> dt.datetime | None:
+    value = values.get(column)
+    return parse_utc(value) if isinstance(value, str) else None

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -32,9 +32,8 @@ from shared.sync.adoption import find_adoptable
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.brake import check_run, count_deletes
 from shared.sync.concurrency import bounded_gather
-from shared.sync.crm_reads import read_crm_states
+from shared.sync.crm_reads import left_window, read_crm_states
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
-from shared.sync.fieldmaps.base import parse_utc
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, from_stored_link
 from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts
@@ -331,7 +330,12 @@ class PageSync:
     def _plan(self, run: RunState, entry: _Prepared, crm: CrmState | None) -> _Planned:
         kind, outlook = run.ref.kind, entry.outlook
         facts = entry.facts
-        if entry.own_link and crm is not None and outlook.gone is not None and _left_window(run, kind, crm):
+        if (
+            entry.own_link
+            and crm is not None
+            and outlook.gone is not None
+            and left_window(run.window, kind, crm)
+        ):
             facts = PlanFacts(outside_window=True)
         actions = plan_item(
             kind,
@@ -387,20 +391,3 @@ class PageSync:
         run.parked_ids.add(item.item_id)
         telemetry.record_parked(run.ref.kind.value, reason)
         logger.warning("parked a %s item: %s (%s)", run.ref.kind.value, reason, error.code)
-
-
-def _left_window(run: RunState, kind: ItemKind, crm: CrmState) -> bool:
-    """A removed appointment whose record lies outside the calendar window left the window."""
-    if kind is not ItemKind.APPOINTMENT or crm.values is None:
-        return False
-    start, end = run.window
-    scheduled_start, scheduled_end = (_utc_value(crm.values, c) for c in ("scheduledstart", "scheduledend"))
-    return bool(
-        (scheduled_end is not None and scheduled_end < start)
-        or (scheduled_start is not None and scheduled_start > end)
-    )
-
-
-def _utc_value(values: Mapping[str, object], column: str) -> dt.datetime | None:
-    value = values.get(column)
-    return parse_utc(value) if isinstance(value, str) else None
