@@ -88,7 +88,7 @@ async def run_queued_job(
         # The brake degraded the mailbox: it stays so until an administrator releases it.
         return JobOutcome("synced", report=report)
     with contextlib.suppress(MailboxNotFound):  # offboarded meanwhile: nothing to restore
-        # A mass-delete brake keeps the mailbox degraded until an administrator releases it.
+        # A brake held on another resource of the mailbox keeps it degraded too.
         if (
             report.outcome is RunOutcome.COMPLETED
             and (await store.registry.get_mailbox(job.mailbox_id)).state is MailboxState.DEGRADED
