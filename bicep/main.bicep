@@ -83,6 +83,11 @@ param leaseSeconds int = 120
 @description('Share of linked items a single delta may delete before the mass-delete brake trips (0-1, as text).')
 param massDeleteRatio string = '0.5'
 
+@description('Retries of a parked item before it stays parked as given up (status says what to do).')
+@minValue(1)
+@maxValue(100)
+param parkedMaxAttempts int = 10
+
 @description('Largest notification body accepted, in bytes.')
 param maxNotificationBytes int = 1000000
 
@@ -304,6 +309,7 @@ module functionApp 'modules/functionapp.bicep' = {
       CRMSYNC_CRM_WEBHOOK_KEY: crmWebhookKey
       CRMSYNC_LEASE_SECONDS: string(leaseSeconds)
       CRMSYNC_MASS_DELETE_RATIO: massDeleteRatio
+      CRMSYNC_PARKED_MAX_ATTEMPTS: string(parkedMaxAttempts)
     }
   }
   dependsOn: [

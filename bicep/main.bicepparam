@@ -60,6 +60,7 @@ param parkedRetrySchedule = '0 5 * * * *'
 // before the mass-delete brake stops the mailbox (text, 0-1); largest notification accepted.
 param leaseSeconds = 120
 param massDeleteRatio = '0.5'
+param parkedMaxAttempts = 10
 param maxNotificationBytes = 1000000
 
 // Scale and cost: most instances, memory per instance (512, 2048 or 4096 MB), log retention.
