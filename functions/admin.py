@@ -50,9 +50,6 @@ bp = func.Blueprint()
 log = logging.getLogger(__name__)
 Handler = Callable[[func.HttpRequest, str], Awaitable[func.HttpResponse]]
 ADMIN = func.AuthLevel.FUNCTION
-#: Whether this app serves ``POST admin/mailboxes/{mailbox}/release-brake`` (the mass-delete brake's
-#: release with ``{"confirm_deletes": N}``); the status page offers the button only then.
-RELEASE_BRAKE_ROUTE = True
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -264,7 +261,7 @@ async def status_page(req: func.HttpRequest) -> func.HttpResponse:
 
     async def handle(_: func.HttpRequest, actor: str) -> func.HttpResponse:
         data = await status_page_data(await get_runtime().store())
-        page, nonce = render_status_page(data, actor=actor, release_brake=RELEASE_BRAKE_ROUTE)
+        page, nonce = render_status_page(data, actor=actor, release_brake=True)
         return func.HttpResponse(
             page,
             status_code=200,

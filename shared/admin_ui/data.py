@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from shared.domain.model import ItemKind
 from shared.store.ports import Store
 from shared.store.records import AuditRecord, MailboxState, utc_now
+from shared.sync.brake import BRAKE_REASON
 from shared.sync.status import MailboxStatus, mailbox_status
 
 #: Audit entries shown per mailbox (newest first); ``crmsync audit`` reads the whole trail.
 AUDIT_ENTRIES = 10
-#: The brake's reason code on a resource (shared/sync/brake.py).
-BRAKE_REASON = "mass_delete_refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ from shared.store.ports import SyncStateStore
 from shared.store.records import DeleteLog
 from shared.sync.plan import Action, DeleteInCrm, DeleteInOutlook
 
+#: The sync state's last error on a resource whose run the brake refused.
+BRAKE_REASON = "mass_delete_refused"
+
 #: Deletes count against the brake for this long, so a slow drain across runs trips it too.
 DELETE_WINDOW = dt.timedelta(hours=24)
 _WRITE_ATTEMPTS = 3

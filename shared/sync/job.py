@@ -56,7 +56,7 @@ from shared.store.jobs import SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync.applier import ACTOR, Applier
-from shared.sync.brake import MassDeleteRefusedError, deletes_within, hold, record_deletes
+from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
@@ -72,7 +72,6 @@ logger = logging.getLogger(__name__)
 _CLEAR_DIRTY_ATTEMPTS = 5
 _LEASE_POLL_SECONDS = 0.25
 _MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
-_MASS_DELETE_REASON = "mass_delete_refused"
 
 
 class MailboxSyncJob:
@@ -365,9 +364,9 @@ class MailboxSyncJob:
             # never redoes the unseen-link sweep, dropping the refused deletes. Start over instead.
             await self._store.sync_state.reset(mailbox_id, run.resource)
         await self._store.registry.set_state(mailbox_id, MailboxState.DEGRADED)
-        await self._store.sync_state.record_error(mailbox_id, run.resource, _MASS_DELETE_REASON)
+        await self._store.sync_state.record_error(mailbox_id, run.resource, BRAKE_REASON)
         # The number refused travels in the reason code: releasing the brake must name it.
-        reason = f"{_MASS_DELETE_REASON}.{refused.refused}"
+        reason = f"{BRAKE_REASON}.{refused.refused}"
         await self._audit(mailbox_id, AuditAction.STATE_CHANGED, run.ref.kind, reason)
 
     async def _audit(self, mailbox_id: str, action: AuditAction, kind: ItemKind, reason: str) -> None:

@@ -45,10 +45,6 @@ class RenewalReport:
     failed: tuple[str, ...] = ()  # subscription ids whose renewal failed (logged; retried next run)
 
 
-#: The sync state's last error on a resource the mass-delete brake stopped.
-BRAKE_REASON = "mass_delete_refused"
-
-
 class Maintenance:
     """The timers' and the administrator's recovery work on registered mailboxes."""
 
@@ -225,4 +221,4 @@ class Maintenance:
             await self._store.audit.append(AuditRecord(mailbox_id=mailbox_id, actor=ACTOR, action=action))
 
 
-__all__ = ["BRAKE_REASON", "BrakeReleaseRefused", "Maintenance", "RenewalReport"]
+__all__ = ["BrakeReleaseRefused", "Maintenance", "RenewalReport"]
