@@ -203,13 +203,23 @@ def _error_response(error: errors.DataverseError) -> Response:
 def _to_http(response: ApiResponse) -> Response:
     headers = {**JSON_HEADERS, **response.headers}
     if response.body is None:
-        return Response(status_code=response.status, headers=headers)
-    return Response(
+        return _cased(Response(status_code=response.status, headers=headers), headers)
+    answer = Response(
         json.dumps(response.body),
         response.status,
         headers=headers,
         media_type="application/json; odata.metadata=minimal",
     )
+    return _cased(answer, headers)
+
+
+def _cased(answer: Response, headers: dict[str, str]) -> Response:
+    """Send header names in their documented casing ("OData-EntityId", "OData-Version"): Starlette
+    lowercases them, and a client that looks a header up case-sensitively (the async variant of
+    Microsoft's Python client reads ``OData-EntityId``) would miss it."""
+    names = {name.lower().encode("latin-1"): name.encode("latin-1") for name in headers}
+    answer.raw_headers = [(names.get(key, key), value) for key, value in answer.raw_headers]
+    return answer
 
 
 def _bearer(headers: dict[str, str]) -> str | None:

@@ -16,6 +16,14 @@ Behaviour follows these learn.microsoft.com pages (power-apps/developer/data-pla
   ``Prefer: odata.maxpagesize`` and ``@odata.nextLink``.
 - "Use change tracking to synchronize data with external systems": ``Prefer: odata.track-changes``
   -> ``@odata.deltaLink``; the delta answers changed rows and ``$deletedEntity`` rows.
+- "Query data using FetchXml" (fetchxml/overview): ``?fetchXml=`` (module fetchxml); it takes no
+  other query option. Any query option the simulator does not implement (``?sql=``, ``$apply``,
+  ``$skip``, ...) is refused with 400, never ignored: a client must not get every row and column
+  back for a query it thinks was applied.
+- "Format values" / "Include formatted values" (webapi/query/format-results): under
+  ``Prefer: odata.include-annotations="*"`` (or naming ``OData.Community.Display.V1.FormattedValue``)
+  choices, booleans, lookups, numbers, money and dates carry
+  ``<property>@OData.Community.Display.V1.FormattedValue``.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from functools import cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from simulators.dataverse import errors
+from simulators.dataverse import errors, fetchxml
 from simulators.dataverse.query import (
     GUID,
     column_of,
@@ -40,6 +48,7 @@ from simulators.dataverse.query import (
     parse_orderby,
     parse_select,
     property_name,
+    sort_key,
     sort_records,
 )
 from simulators.dataverse.schema import (
@@ -52,13 +61,19 @@ from simulators.dataverse.schema import (
     tables_by_entity_set,
 )
 from simulators.dataverse.security import BUSINESS_UNIT_ID, ORGANIZATION_ID, Caller, Security
-from simulators.dataverse.store import Record, Ref, Store
+from simulators.dataverse.store import Record, Ref, Store, index_key
 
 PATH = re.compile(
     r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<key>.*)\))?(?:/(?P<nav>[A-Za-z_][A-Za-z0-9_]*))?$"
 )
 KEY_PART = re.compile(r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>'(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 DEFAULT_PAGE_SIZE = 5000
+COLLECTION_OPTIONS = frozenset(
+    {"$select", "$filter", "$orderby", "$top", "$expand", "$count", "$skiptoken", "$deltatoken", "fetchXml"}
+)
+ROW_OPTIONS = frozenset({"$select", "$expand"})
+FORMATTED = "OData.Community.Display.V1.FormattedValue"
+LOOKUP_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
 # Change tracking is enabled on these tables; activityparty rows travel with their activity.
 CHANGE_TRACKED = frozenset({"contact", "account", "lead", "email", "appointment", "task", "systemuser"})
 FULL_NAME_TABLES = frozenset({"contact", "lead", "systemuser"})
@@ -223,6 +238,7 @@ class Engine:
     ) -> ApiResponse:
         if record_id is None:
             raise _no_row_for_key(table)
+        _check_options(request.query, ROW_OPTIONS)
         record = self._existing(table, record_id, caller)
         if request.headers.get("if-none-match", "") == etag(record):
             return ApiResponse(304)
@@ -237,7 +253,9 @@ class Engine:
         self, table: Table, record: Record, select: list[str] | None, caller: Caller, request: ApiRequest
     ) -> dict[str, Any]:
         """A row as the Web API returns it; secured columns the caller may not read are null."""
-        annotate = "odata.include-annotations" in request.prefer
+        wanted = _annotations(request.headers.get("prefer", ""))
+        lookup_names = _wants(wanted, LOOKUP_LOGICAL_NAME)
+        formatted = _wants(wanted, FORMATTED)
         secured = self.security.secured_columns
         out: dict[str, Any] = {"@odata.etag": etag(record)}
         for column in select if select is not None else _readable_columns(table.logical_name):
@@ -247,16 +265,31 @@ class Engine:
             name = property_name(table, column)
             if isinstance(value, Ref):
                 out[name] = value.id
-                if annotate:
-                    out[f"{name}@Microsoft.Dynamics.CRM.lookuplogicalname"] = value.table
+                if lookup_names:
+                    out[f"{name}@{LOOKUP_LOGICAL_NAME}"] = value.table
             else:
                 out[name] = value
+            if formatted and value is not None:
+                text = self._formatted(table.columns[column], value)
+                if text is not None:
+                    out[f"{name}@{FORMATTED}"] = text
         out[table.primary_id] = record[table.primary_id]
         expand = request.query.get("$expand")
         if expand:
             for name, options in _split_expand(expand):
                 out[name] = self._expand(table, record, name, options, caller=caller, request=request)
         return out
+
+    def _formatted(self, column: Column, value: Any) -> str | None:
+        """The value as the user sees it (en-US, UTC: the simulator's users' settings)."""
+        if isinstance(value, Ref):
+            target_table = load_tables().get(value.table)
+            target = self.store.get(value.table, value.id) if target_table else None
+            if target_table is None or target is None or not target_table.primary_name:
+                return None
+            name = target.get(target_table.primary_name)
+            return str(name) if name is not None else None
+        return format_value(column, value)
 
     def _expand(
         self,
@@ -304,6 +337,9 @@ class Engine:
     def _query(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
         self.security.require(caller, "Read", table)
         query = request.query
+        _check_options(query, COLLECTION_OPTIONS)
+        if "fetchXml" in query:
+            return self._fetch(request, table, caller)
         select = parse_select(query.get("$select"), table)
         if "$deltatoken" in query:
             return self._delta(request, table, select, caller)
@@ -345,6 +381,72 @@ class Engine:
             applied.append("odata.track-changes")
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
         return ApiResponse(200, headers, body)
+
+    def _fetch(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
+        """A FetchXml query (module fetchxml), answered in the shape of an OData query."""
+        others = sorted(k for k in request.query if k != "fetchXml")
+        if others:
+            raise errors.bad_request(f"The query parameter {others[0]} can't be used with fetchXml.")
+        fetch = fetchxml.parse(request.query["fetchXml"], table, caller.user_id)
+        records = [
+            r
+            for r in sorted(self.store.rows[table.logical_name].values(), key=lambda r: r["versionnumber"])
+            if self.security.may_read(caller, table, _owner(r))
+        ]
+
+        def linked(link: fetchxml.Link, parent: Record) -> list[Record]:
+            value = fetchxml.link_value(link, parent)
+            if value is None:
+                return []
+            name = link.table.logical_name
+            found = self.store.find(name, link.from_column, value)
+            rows = self.store.rows[name]
+            candidates = (
+                [rows[i] for i in sorted(found)]
+                if found is not None
+                else [r for r in rows.values() if index_key(_plain(r.get(link.from_column))) == index_key(value)]
+            )
+            return [r for r in candidates if self.security.may_read(caller, link.table, _owner(r))]
+
+        rows = fetchxml.join(fetch, records, linked)
+        for column, descending in reversed(fetch.order):
+            rows.sort(key=lambda row, c=column: sort_key(row[""].get(c)), reverse=descending)  # type: ignore[misc]
+        values: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for row in rows:
+            item = self.project(table, row[""], fetch.attributes, caller, _without_expand(request))
+            for alias, linked_table, column in fetch.linked_columns():
+                record = row.get(alias)
+                projected = (
+                    self.project(linked_table, record, [column], caller, _without_expand(request))
+                    if record is not None
+                    else {}
+                )
+                name = property_name(linked_table, column)
+                for key, value in projected.items():
+                    if key == name or key.startswith(f"{name}@"):
+                        out_key = f"{alias}.{column}" + key[len(name) :]
+                        item[out_key] = value
+                item.setdefault(f"{alias}.{column}", None)
+            if fetch.distinct:
+                key = json.dumps({k: v for k, v in item.items() if k != "@odata.etag"}, sort_keys=True)
+                if key in seen:
+                    continue
+                seen.add(key)
+            values.append(item)
+        more = False
+        if fetch.top is not None:
+            values = values[: fetch.top]
+        else:
+            size = fetch.count or DEFAULT_PAGE_SIZE
+            start = (fetch.page - 1) * size
+            more = len(values) > start + size
+            values = values[start : start + size]
+        body: dict[str, Any] = {"@odata.context": f"{request.base_url}/$metadata#{table.entity_set}"}
+        if fetch.count is not None or more:
+            body["@Microsoft.Dynamics.CRM.morerecords"] = more
+        body["value"] = values
+        return ApiResponse(200, {}, body)
 
     def _matching(self, table: Table, filter_text: str | None, caller: Caller) -> list[Record]:
         rows_by_id = self.store.rows[table.logical_name]
@@ -846,6 +948,57 @@ def _json_object(body: bytes, table: Table) -> dict[str, Any]:
             f"Error identified in Payload provided by the user for Entity :'{table.entity_set}'"
         )
     return payload
+
+
+def _check_options(query: dict[str, str], allowed: frozenset[str]) -> None:
+    for name in query:
+        if name not in allowed:
+            raise errors.unsupported_option(name)
+
+
+def _plain(value: Any) -> Any:
+    return value.id if isinstance(value, Ref) else value
+
+
+def _annotations(prefer: str) -> frozenset[str]:
+    """The annotation names of ``Prefer: odata.include-annotations="a,b"`` (``*`` = all)."""
+    match = re.search(r'odata\.include-annotations\s*=\s*"?([^";]*)"?', prefer, re.IGNORECASE)
+    if match is None:
+        return frozenset()
+    return frozenset(part.strip() for part in match.group(1).split(",") if part.strip())
+
+
+def _wants(wanted: frozenset[str], name: str) -> bool:
+    """Whether ``name`` is among the requested annotations (``*`` and ``Namespace.*`` patterns)."""
+    return any(
+        pattern == "*"
+        or pattern.lower() == name.lower()
+        or (pattern.endswith(".*") and name.lower().startswith(pattern[:-1].lower()))
+        for pattern in wanted
+    )
+
+
+def format_value(column: Column, value: Any) -> str | None:
+    """Formatted value of a non-lookup column ("Format values": en-US, the user's UTC time zone)."""
+    if column.type in {"Picklist", "State", "Status"}:
+        return column.labels.get(value) if isinstance(value, int) else None
+    if column.type == "Boolean":
+        return column.labels.get(int(value), "Yes" if value else "No")
+    if column.type == "Money" and isinstance(value, int | float):
+        return f"${value:,.2f}"
+    if column.type in {"Integer", "BigInt"} and isinstance(value, int):
+        return f"{value:,}"
+    if column.type in {"Double", "Decimal"} and isinstance(value, int | float):
+        return f"{value:,.2f}"
+    if column.type == "DateTime" and isinstance(value, str):
+        if len(value) == 10:
+            day = datetime.fromisoformat(value)
+            return f"{day.month}/{day.day}/{day.year}"
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        hour = moment.hour % 12 or 12
+        half = "AM" if moment.hour < 12 else "PM"
+        return f"{moment.month}/{moment.day}/{moment.year} {hour}:{moment.minute:02d} {half}"
+    return None
 
 
 def _int_option(query: dict[str, str], name: str) -> int:

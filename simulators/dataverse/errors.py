@@ -44,6 +44,12 @@ CHANGE_TRACKING_NOT_ENABLED = "0x80072491"
 LIMIT_REQUESTS = "0x80072322"
 LIMIT_EXECUTION_TIME = "0x80072321"
 LIMIT_CONCURRENCY = "0x80072326"
+# Web service error codes: InvalidXml ("Invalid XML."), QueryBuilderNoEntity (a FetchXml without an
+# entity name, or naming no table), InvalidArgument (a FetchXml element, attribute or operator the
+# query cannot use).
+INVALID_XML = "0x80040201"
+QUERY_BUILDER_NO_ENTITY = "0x80041102"
+INVALID_FETCH_XML = "0x80040203"
 # Fault injection of an unavailable service (the simulator's own code for a synthetic 5xx).
 SERVICE_UNAVAILABLE = "0x80040216"
 
@@ -78,3 +84,8 @@ def unknown_property(name: str, table: str) -> DataverseError:
         PROPERTY_NOT_FOUND,
         f"Could not find a property named '{name}' on type 'Microsoft.Dynamics.CRM.{table}'.",
     )
+
+
+def unsupported_option(name: str) -> DataverseError:
+    """A query option the service does not implement is refused, never ignored."""
+    return DataverseError(400, PROPERTY_NOT_FOUND, f"The query parameter {name} is not supported")

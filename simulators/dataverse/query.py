@@ -237,11 +237,11 @@ def parse_orderby(text: str | None, table: Table) -> list[tuple[str, bool]]:
 def sort_records(records: list[Record], order: list[tuple[str, bool]]) -> list[Record]:
     """Stable multi-key sort; nulls first ascending, as SQL Server orders them."""
     for column, descending in reversed(order):
-        records.sort(key=lambda r, c=column: _sort_key(r.get(c)), reverse=descending)  # type: ignore[misc]
+        records.sort(key=lambda r, c=column: sort_key(r.get(c)), reverse=descending)  # type: ignore[misc]
     return records
 
 
-def _sort_key(value: Any) -> tuple[int, Any]:
+def sort_key(value: Any) -> tuple[int, Any]:
     value = comparable(value)
     if value is None:
         return (0, 0)

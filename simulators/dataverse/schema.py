@@ -34,6 +34,7 @@ class Column:
     targets: tuple[str, ...]
     min_value: float | None
     max_value: float | None
+    labels: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def _column(name: str, raw: dict[str, Any]) -> Column:
         targets=tuple(raw.get("targets") or ()),
         min_value=raw.get("minValue"),
         max_value=raw.get("maxValue"),
+        labels={int(o["value"]): str(o["label"]) for o in options if "label" in o},
     )
 
 
