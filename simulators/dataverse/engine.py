@@ -404,7 +404,9 @@ class Engine:
             candidates = (
                 [rows[i] for i in sorted(found)]
                 if found is not None
-                else [r for r in rows.values() if index_key(_plain(r.get(link.from_column))) == index_key(value)]
+                else [
+                    r for r in rows.values() if index_key(_plain(r.get(link.from_column))) == index_key(value)
+                ]
             )
             return [r for r in candidates if self.security.may_read(caller, link.table, _owner(r))]
 

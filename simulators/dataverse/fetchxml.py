@@ -106,8 +106,11 @@ def invalid(message: str) -> errors.DataverseError:
 
 def parse(text: str, table: Table, user_id: str) -> Fetch:
     """Parse ``text`` for a query on ``table`` run as ``user_id`` (for eq-userid / ne-userid)."""
+    if "<!" in text.replace("<![CDATA[", ""):
+        # No DTDs or entity declarations: a fetch never needs one (and they are the XML attacks).
+        raise errors.bad_request("Invalid XML: declarations are not allowed.", errors.INVALID_XML)
     try:
-        root = ET.fromstring(text)
+        root = ET.fromstring(text)  # noqa: S314 - DTDs and entities refused above
     except ET.ParseError as error:
         raise errors.bad_request(f"Invalid XML: {error}", errors.INVALID_XML) from None
     if root.tag != "fetch":
@@ -272,8 +275,9 @@ class _Parser:
                 raise invalid(f"The operator '{operator}' needs a date column; '{name}' is not one.")
             day = _date(text)
             after = operator == "on-or-after"
-            return lambda record: isinstance(record.get(name), str) and (
-                record[name][:10] >= day if after else record[name][:10] <= day
+            return lambda record: (
+                isinstance(record.get(name), str)
+                and (record[name][:10] >= day if after else record[name][:10] <= day)
             )
         literal = _typed(column, text)
         return _compare(name, "ne" if operator == "neq" else operator, literal)
@@ -317,7 +321,9 @@ def _typed(column: Column, text: str) -> Any:
         if column.type == "DateTime":
             return normalize_datetime(text)
     except ValueError:
-        raise invalid(f"The value '{text}' is not valid for the column '{column.name}' ({column.type}).") from None
+        raise invalid(
+            f"The value '{text}' is not valid for the column '{column.name}' ({column.type})."
+        ) from None
     if column.type in LOOKUP_TYPES or column.type == "Uniqueidentifier":
         return text.strip("{}").lower()
     return text.lower()
@@ -358,7 +364,9 @@ def join(
         for row in rows:
             parent = row.get(link.parent)
             matches = (
-                [r for r in linked(link, parent) if link.test is None or link.test(r)] if parent is not None else []
+                [r for r in linked(link, parent) if link.test is None or link.test(r)]
+                if parent is not None
+                else []
             )
             if matches:
                 joined.extend({**row, link.alias: match} for match in matches)

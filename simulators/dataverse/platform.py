@@ -14,7 +14,16 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from simulators.dataverse import bulk, errors, plugins, roles, syncmappings, usersettings
+from simulators.dataverse import (
+    bulk,
+    errors,
+    metadata,
+    plugins,
+    roles,
+    savedqueries,
+    syncmappings,
+    usersettings,
+)
 from simulators.dataverse.engine import ApiRequest, ApiResponse, Engine
 from simulators.dataverse.schema import Table, tables_by_entity_set
 from simulators.dataverse.security import APP_ROLE, Caller, Security, app_role_spec
@@ -64,6 +73,9 @@ class PlatformEngine(Engine):
     # -- paths ---------------------------------------------------------------------------------
     def _dispatch(self, request: ApiRequest, caller: Caller) -> ApiResponse:
         path = request.path.strip("/")
+        if metadata.matches(path):
+            status, body = metadata.handle(request.method, path, request.query, request.base_url)
+            return ApiResponse(status, {}, body)
         nav = roles.NAV.match(path)
         if nav is not None:
             return self._user_roles(request, caller, nav.group("user").lower(), nav)
@@ -229,6 +241,7 @@ def setup(store: Store, security: Security) -> None:
     usersettings.install(store, identifier)
     plugins.sdk_rows(store, identifier)
     syncmappings.install(store, identifier)
+    savedqueries.install(store, identifier)
 
 
 __all__ = ["PlatformEngine", "PlatformStore", "setup"]

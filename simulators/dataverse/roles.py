@@ -67,6 +67,7 @@ READ_ONLY_FOR_USERS = (
     "syncattributemappingprofile",
     "role",
     "privilege",
+    "savedquery",
 )
 NAV = re.compile(
     r"^systemusers\((?P<user>[0-9a-fA-F-]{36})\)/(?:(?P<fn>Microsoft\.Dynamics\.CRM\.RetrieveUserPrivileges)(?:\(\))?"
@@ -88,7 +89,11 @@ def predefined_roles() -> dict[str, dict[str, Any]]:
     tables = load_tables()
     everything = {name: dict.fromkeys(TABLE_ACTIONS, "organization") for name in tables}
     read_settings = {name: {"read": "organization"} for name in READ_ONLY_FOR_USERS}
-    own_settings = {"usersettings": {"read": "user", "write": "user"}}
+    own_settings = {
+        "usersettings": {"read": "user", "write": "user"},
+        # Personal views and Outlook filters: a user's own userquery rows (savedqueries module).
+        "userquery": dict.fromkeys(TABLE_ACTIONS, "user"),
+    }
     basic = {**_own_records("user"), **read_settings, **own_settings}
     sales = {**_own_records("user"), **read_settings, **own_settings}
     for name in ("account", "contact"):

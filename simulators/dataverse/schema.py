@@ -35,6 +35,7 @@ class Column:
     min_value: float | None
     max_value: float | None
     labels: dict[int, str] = field(default_factory=dict)
+    schema_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Table:
     navigation: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
     parties_collection: str | None = None
     privilege_name: str | None = None
+    schema_name: str = ""
 
     @property
     def privilege_suffix(self) -> str:
@@ -77,6 +79,7 @@ def _column(name: str, raw: dict[str, Any]) -> Column:
         min_value=raw.get("minValue"),
         max_value=raw.get("maxValue"),
         labels={int(o["value"]): str(o["label"]) for o in options if "label" in o},
+        schema_name=str(raw.get("schemaName") or name),
     )
 
 
@@ -119,6 +122,7 @@ def _table(raw: dict[str, Any]) -> Table:
         navigation=nav,
         parties_collection=parties if raw["logicalName"] in ACTIVITY_TABLES else None,
         privilege_name=raw.get("privilegeSuffix"),
+        schema_name=str(raw.get("schemaName") or raw["logicalName"]),
     )
 
 
