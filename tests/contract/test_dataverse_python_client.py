@@ -1,0 +1,132 @@
+"""Microsoft's own Python client (PyPI PowerPlatform-Dataverse-Client) against the simulator.
+
+The client refuses ``http://`` (it would send the bearer token in clear), so the simulator is
+reached through a local TLS front: a thread that terminates TLS with a certificate from a
+throwaway CA (``trustme``) and pipes the bytes to the simulator's HTTP port; the client's
+``requests`` transport trusts that CA through ``REQUESTS_CA_BUNDLE``. Its credential is an azure-core
+``TokenCredential`` handing out a simulator bearer token (the simulator accepts any token).
+
+Before each record call the client reads the table's definition (``EntityDefinitions?$filter=
+LogicalName eq 'contact'``) and, for writes with text values, the table's picklists
+(``.../Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$expand=OptionSet``); creates
+read the new id from ``OData-EntityId``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import trustme
+from azure.core.credentials import AccessToken
+from PowerPlatform.Dataverse.client import DataverseClient
+
+from simulators.dataverse.launcher import DataverseSimulator
+
+
+class _Credential:
+    """An azure-core TokenCredential with a fixed simulator token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+
+class _TlsFront:
+    """TLS on 127.0.0.1:<port>, each connection piped to the simulator's plain HTTP port."""
+
+    def __init__(self, backend: str, context: ssl.SSLContext) -> None:
+        parts = urlsplit(backend)
+        self.backend = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.context = context
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.port = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(
+            asyncio.start_server(self._pipe, "127.0.0.1", 0, ssl=self.context)
+        )
+        self.port = server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+        server.close()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        back_reader, back_writer = await asyncio.open_connection(*self.backend)
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            with contextlib.suppress(Exception):
+                sink.close()
+
+        await asyncio.gather(copy(reader, back_writer), copy(back_reader, writer))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def client(
+    dataverse_sim: DataverseSimulator, dataverse_token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> Iterator[DataverseClient]:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("localhost", "127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    front = _TlsFront(dataverse_sim.root_url, context)
+    try:
+        with DataverseClient(f"https://localhost:{front.port}", _Credential(dataverse_token)) as running:
+            yield running
+    finally:
+        front.close()
+
+
+def test_create_get_update_query_delete_contacts(
+    client: DataverseClient, dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    tag = uuid.uuid4().hex
+    contact_id = client.records.create(
+        "contact", {"firstname": "Ada", "lastname": tag, "preferredcontactmethodcode": "Email"}
+    )
+    assert uuid.UUID(contact_id)
+    row = client.records.retrieve(
+        "contact", contact_id, select=["firstname", "lastname", "preferredcontactmethodcode"]
+    )
+    assert (row["firstname"], row["lastname"], row["preferredcontactmethodcode"]) == ("Ada", tag, 2)
+    client.records.update("contact", contact_id, {"firstname": "Grace"})
+    assert dataverse_sim.record("contact", contact_id)["firstname"] == "Grace"  # type: ignore[index]
+    found = client.records.list("contact", filter=f"lastname eq '{tag}'", select=["firstname"])
+    assert [r["firstname"] for r in found] == ["Grace"]
+    fetched = client.query.fetchxml(
+        f'<fetch><entity name="contact"><attribute name="firstname"/><filter>'
+        f'<condition attribute="lastname" operator="eq" value="{tag}"/></filter></entity></fetch>'
+    ).execute()
+    assert [r["firstname"] for r in fetched] == ["Grace"]
+    client.records.delete("contact", contact_id)
+    assert dataverse_sim.record("contact", contact_id) is None
+    paths = [entry["path"] for entry in dataverse_sim.requests(dataverse_token)]
+    assert "EntityDefinitions" in paths
+    assert any("PicklistAttributeMetadata" in path for path in paths)
