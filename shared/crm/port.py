@@ -205,6 +205,11 @@ class CrmQueryPort(CrmPort, Protocol):
         """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them."""
         ...
 
+    async def fetch(self, table: str, *, fetch_xml: str, caller: str | None) -> list[dict[str, Any]]:
+        """Rows of a FetchXML query over ``table``, as the caller may read them (``eq-userid`` is the
+        caller)."""
+        ...
+
     async def user_privileges(self, user_id: uuid.UUID, *, caller: str | None) -> frozenset[str]:
         """The privilege names ``user_id`` holds through its security roles."""
         ...

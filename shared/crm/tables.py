@@ -106,6 +106,8 @@ _TABLES: Mapping[str, TableInfo] = MappingProxyType(
             },
         ),
         "team": TableInfo("team", "teams", "teamid"),
+        # A user's saved views; querytype 256 are the Outlook synchronization filters (sync/crm_filter.py).
+        "userquery": TableInfo("userquery", "userqueries", "userqueryid"),
         "queue": TableInfo("queue", "queues", "queueid"),
     }
 )

@@ -21,6 +21,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.domain.fetchxml import InvalidFetchXml, parse_fetch
 from shared.domain.model import FieldDirection, ItemKind, TrackingRule
 
 #: A Dataverse logical name (table or column): lowercase, starts with a letter.
@@ -43,47 +44,6 @@ class CrmRecordRef(_Settings):
     id: uuid.UUID
 
 
-class FilterOperator(enum.StrEnum):
-    """The condition operators a synchronization filter may use (a small, translatable subset)."""
-
-    EQ = "eq"
-    NE = "ne"
-    GT = "gt"
-    GE = "ge"
-    LT = "lt"
-    LE = "le"
-    CONTAINS = "contains"
-    BEGINS_WITH = "begins_with"
-
-
-_TEXT_OPERATORS = frozenset({FilterOperator.CONTAINS, FilterOperator.BEGINS_WITH})
-_NULL_OPERATORS = frozenset({FilterOperator.EQ, FilterOperator.NE})
-
-
-class FilterCondition(_Settings):
-    """One ``column op value`` condition of a synchronization filter."""
-
-    column: LogicalName
-    op: FilterOperator
-    value: str | int | float | bool | None
-
-    @model_validator(mode="after")
-    def _value_fits_operator(self) -> FilterCondition:
-        if self.value is None and self.op not in _NULL_OPERATORS:
-            raise ValueError(f"condition on {self.column!r}: null can only be compared with eq/ne")
-        if self.op in _TEXT_OPERATORS and not isinstance(self.value, str):
-            raise ValueError(f"condition on {self.column!r}: {self.op.value} needs a text value")
-        return self
-
-
-class SyncFilter(_Settings):
-    """Which CRM records of one kind reach the mailbox (Dynamics' "My active contacts" and friends)."""
-
-    owner_is_me: bool = True
-    active_only: bool = True
-    conditions: tuple[FilterCondition, ...] = Field(default=(), max_length=20)
-
-
 class TieBreak(enum.StrEnum):
     """Which side wins when both changed the same two-way field since the last sync."""
 
@@ -103,7 +63,8 @@ class OutlookDeletePolicy(enum.StrEnum):
 
 
 _FILTERABLE_KINDS = frozenset({ItemKind.CONTACT, ItemKind.APPOINTMENT, ItemKind.TASK})
-_DEFAULT_FILTER = SyncFilter()
+#: A FetchXML query ("Query data using FetchXml"); userquery.fetchxml is as long.
+FetchXml = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 
 
 class MailboxSettings(_Settings):
@@ -116,7 +77,8 @@ class MailboxSettings(_Settings):
     tracked_folders: dict[Annotated[str, StringConstraints(min_length=1, max_length=512)], CrmRecordRef] = (
         Field(default_factory=dict, max_length=100)
     )
-    sync_filters: dict[ItemKind, SyncFilter] = Field(default_factory=dict)
+    #: FetchXML that replaces the user's Outlook filters (userquery) for a kind (shared/sync/crm_filter.py).
+    sync_filters: dict[ItemKind, FetchXml] = Field(default_factory=dict)
     field_directions: dict[ItemKind, dict[LogicalName, FieldDirection]] = Field(default_factory=dict)
     conflict_tie_break: TieBreak = TieBreak.CRM
     outlook_delete_policy: OutlookDeletePolicy = OutlookDeletePolicy.DELETE_IF_OWNER
@@ -150,6 +112,12 @@ class MailboxSettings(_Settings):
                 "sync_filters: only contact, appointment and task have synchronization filters "
                 f"(got {sorted(kind.value for kind in unfilterable)})"
             )
+        for kind, fetch_xml in self.sync_filters.items():
+            if kind in _FILTERABLE_KINDS:
+                try:
+                    parse_fetch(fetch_xml, kind.value)
+                except InvalidFetchXml as error:
+                    problems.append(f"sync_filters[{kind.value}]: {error}")
         if not problems and len(self.model_dump_json()) > MAX_JSON_CHARS:
             problems.append(
                 f"settings are larger than {MAX_JSON_CHARS} characters of JSON; track fewer folders"
@@ -158,9 +126,9 @@ class MailboxSettings(_Settings):
             raise ValueError("; ".join(problems))
         return self
 
-    def filter_for(self, kind: ItemKind) -> SyncFilter:
-        """The synchronization filter for ``kind`` (Dynamics' default filter when none is set)."""
-        return self.sync_filters.get(kind, _DEFAULT_FILTER)
+    def filter_for(self, kind: ItemKind) -> str | None:
+        """The FetchXML replacing the user's synchronization filters for ``kind``, if the mailbox sets one."""
+        return self.sync_filters.get(kind)
 
     def direction_override(self, kind: ItemKind, column: str) -> FieldDirection | None:
         """The user's direction for ``column`` of ``kind``, or ``None`` to use the field map's default."""

@@ -1,32 +1,70 @@
 """A user's synchronization filter, evaluated by Dataverse itself while impersonating the user.
 
-Dynamics' default Outlook synchronization filters ("Choose records to synchronize between Dynamics
-365 and Outlook or Exchange", learn.microsoft.com/dynamics365/outlook-app/choose-records-synchronize):
-"My Contacts" - contacts the user owns that are active; "My Appointments" - appointments where the
-user is the organizer or a required attendee; "My Tasks" - tasks the user owns.
+Which CRM records of a table reach a mailbox is the user's Outlook synchronization filter, as in
+Dynamics 365 for Outlook and Server-Side Synchronization:
 
-Each filter runs as one OData query with the changed ids added (``(id eq A or id eq B) and <filter>``),
-as the user (``CallerObjectId``), so the user's security roles decide too: a record the user may not
-read is outside the filter, exactly as for Dynamics (a user without any read privilege on the table
-gets Dataverse's access-denied error: then nothing is in the filter). Appointments are decided on
-their activity parties: organizer (participationtypemask 7) or required attendee (5) of the user.
+- The user's own filters are userquery rows with ``querytype`` 256 (UserQueryQueryType
+  ``OutlookFilters``, learn.microsoft.com/dotnet/api/microsoft.crm.sdk.userqueryquerytype) and
+  ``returnedtypecode`` = the table, read as the user. A record is in when any *enabled*
+  (``statecode`` 0) filter of the table returns it (the union); a table whose filters are all
+  disabled syncs nothing.
+- Without user filters, Dynamics' defaults ("Choose records to synchronize between Dynamics 365 and
+  Outlook or Exchange", learn.microsoft.com/dynamics365/outlook-app/choose-records-synchronize):
+  "My Contacts" - contacts the user owns that are active; "My Appointments" - appointments where
+  the user is the organizer or a required attendee; "My Tasks" - tasks the user owns.
+- A mailbox setting (``MailboxSettings.sync_filters``) may replace them with its own FetchXML.
 
-The filter's result also tells who organizes an appointment: a meeting with attendees is created
-in Outlook only in the organizer's mailbox (the others receive Graph's invitations).
+Every filter is FetchXML ("Query data using FetchXml", power-apps/developer/data-platform/fetchxml/
+overview), run with the changed ids added as an ``in`` condition on the primary id, as the user
+(``CallerObjectId``), so the user's security roles decide too: a record the user may not read is
+outside the filter (a user without any read privilege on the table gets Dataverse's access-denied
+error: then nothing is in the filter).
+
+The organizer of an appointment is read the same way (a FetchXML over its activity parties): a
+meeting with attendees is created in Outlook only in the organizer's mailbox.
 """
 
 from __future__ import annotations
 
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.crm.errors import PrivilegeDenied
 from shared.crm.port import CrmQueryPort
+from shared.domain.fetchxml import parse_fetch
 
 ORGANIZER, REQUIRED_ATTENDEE, OPTIONAL_ATTENDEE, OWNER = 7, 5, 6, 9
+OUTLOOK_FILTERS = 256  # UserQueryQueryType.OutlookFilters
 _IDS_PER_QUERY = 50  # keeps the URL well under Dataverse's limits
 _PRIMARY = {"contact": "contactid", "task": "activityid", "appointment": "activityid"}
+
+DEFAULT_FILTERS: dict[str, str] = {
+    "contact": (
+        '<fetch><entity name="contact"><filter type="and">'
+        '<condition attribute="ownerid" operator="eq-userid"/>'
+        '<condition attribute="statecode" operator="eq" value="0"/></filter></entity></fetch>'
+    ),
+    "appointment": (
+        '<fetch distinct="true"><entity name="appointment">'
+        '<link-entity name="activityparty" from="activityid" to="activityid" link-type="inner">'
+        '<filter type="and"><condition attribute="partyid" operator="eq-userid"/>'
+        f'<condition attribute="participationtypemask" operator="in"><value>{ORGANIZER}</value>'
+        f"<value>{REQUIRED_ATTENDEE}</value></condition></filter></link-entity></entity></fetch>"
+    ),
+    "task": (
+        '<fetch><entity name="task"><filter type="and">'
+        '<condition attribute="ownerid" operator="eq-userid"/></filter></entity></fetch>'
+    ),
+}
+_ORGANIZED = (
+    '<fetch distinct="true"><entity name="appointment">'
+    '<link-entity name="activityparty" from="activityid" to="activityid" link-type="inner">'
+    '<filter type="and"><condition attribute="partyid" operator="eq-userid"/>'
+    f'<condition attribute="participationtypemask" operator="eq" value="{ORGANIZER}"/>'
+    "</filter></link-entity></entity></fetch>"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,55 +75,84 @@ class FilterVerdict:
     organized: frozenset[uuid.UUID] = frozenset()
 
 
-def _any_id(column: str, ids: Sequence[uuid.UUID]) -> str:
-    return "(" + " or ".join(f"{column} eq {record_id}" for record_id in ids) + ")"
+def with_ids(fetch_xml: str, table: str, ids: Sequence[uuid.UUID]) -> str:
+    """``fetch_xml`` returning only the primary ids, restricted to ``ids`` (an ``in`` condition)."""
+    root = parse_fetch(fetch_xml, table)
+    for paging in ("top", "count", "page", "paging-cookie"):
+        root.attrib.pop(paging, None)
+    root.set("distinct", "true")
+    [entity] = root.findall("entity")  # parse_fetch checked there is exactly one
+    for child in list(entity):
+        if child.tag in {"attribute", "all-attributes", "order"}:
+            entity.remove(child)
+    ET.SubElement(entity, "attribute", name=_PRIMARY[table])
+    restriction = ET.SubElement(entity, "filter", type="and")
+    condition = ET.SubElement(restriction, "condition", attribute=_PRIMARY[table], operator="in")
+    for record_id in ids:
+        ET.SubElement(condition, "value").text = str(record_id)
+    return ET.tostring(root, encoding="unicode")
 
 
-def default_filter(table: str, user_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> tuple[str, str]:
-    """(table to query, OData $filter) of Dynamics' default filter for ``table``, with ``ids`` added."""
-    if table == "contact":
-        return "contact", f"{_any_id('contactid', ids)} and _ownerid_value eq {user_id} and statecode eq 0"
-    if table == "task":
-        return "task", f"{_any_id('activityid', ids)} and _ownerid_value eq {user_id}"
-    if table == "appointment":
-        roles = f"(participationtypemask eq {ORGANIZER} or participationtypemask eq {REQUIRED_ATTENDEE})"
-        return (
-            "activityparty",
-            f"{_any_id('_activityid_value', ids)} and _partyid_value eq {user_id} and {roles}",
+async def user_filters(crm: CrmQueryPort, table: str, *, user_id: uuid.UUID, caller: str) -> list[str] | None:
+    """The FetchXML of the user's enabled Outlook filters of ``table``; ``None`` when the user has
+    none at all (Dynamics' defaults apply), ``[]`` when every one is disabled. A user whose roles
+    grant no read of userquery has no personal filters either."""
+    try:
+        rows = await crm.query(
+            "userquery",
+            where=(
+                f"querytype eq {OUTLOOK_FILTERS} and returnedtypecode eq '{table}' "
+                f"and _ownerid_value eq {user_id}"
+            ),
+            select=["fetchxml", "statecode"],
+            caller=caller,
         )
-    raise ValueError(f"no synchronization filter for table {table!r}")
+    except PrivilegeDenied:
+        return None
+    if not rows:
+        return None
+    return [str(row["fetchxml"]) for row in rows if row.get("statecode") == 0 and row.get("fetchxml")]
 
 
 async def evaluate(
-    crm: CrmQueryPort, table: str, *, user_id: uuid.UUID, caller: str, ids: Sequence[uuid.UUID]
+    crm: CrmQueryPort,
+    table: str,
+    *,
+    user_id: uuid.UUID,
+    caller: str,
+    ids: Sequence[uuid.UUID],
+    replacement: str | None = None,
 ) -> FilterVerdict:
-    """The ids among ``ids`` in the user's filter for ``table`` (see the module docstring)."""
+    """The ids among ``ids`` in the user's filter for ``table`` (see the module docstring);
+    ``replacement`` is a mailbox setting's FetchXML used instead of the user's filters."""
+    if table not in _PRIMARY:
+        raise ValueError(f"no synchronization filter for table {table!r}")
+    unique = list(dict.fromkeys(ids))
+    if not unique:
+        return FilterVerdict(frozenset())
     try:
-        return await _evaluate(crm, table, user_id=user_id, caller=caller, ids=ids)
+        if replacement is not None:
+            filters: list[str] | None = [replacement]
+        else:
+            filters = await user_filters(crm, table, user_id=user_id, caller=caller)
+        chosen = [DEFAULT_FILTERS[table]] if filters is None else filters
+        members = await _members(crm, table, chosen, caller=caller, ids=unique)
+        organized: set[uuid.UUID] = set()
+        if table == "appointment" and members:
+            organized = await _members(crm, table, [_ORGANIZED], caller=caller, ids=sorted(members, key=str))
     except PrivilegeDenied:
         return FilterVerdict(frozenset())  # no read privilege on the table at all: nothing is in
+    return FilterVerdict(frozenset(members), frozenset(organized))
 
 
-async def _evaluate(
-    crm: CrmQueryPort, table: str, *, user_id: uuid.UUID, caller: str, ids: Sequence[uuid.UUID]
-) -> FilterVerdict:
+async def _members(
+    crm: CrmQueryPort, table: str, filters: Sequence[str], *, caller: str, ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    asked = set(ids)
     members: set[uuid.UUID] = set()
-    organized: set[uuid.UUID] = set()
-    unique = list(dict.fromkeys(ids))
-    for start in range(0, len(unique), _IDS_PER_QUERY):
-        chunk = unique[start : start + _IDS_PER_QUERY]
-        queried, where = default_filter(table, user_id, chunk)
-        if queried == "activityparty":
-            rows = await crm.query(
-                queried, where=where, select=["_activityid_value", "participationtypemask"], caller=caller
-            )
-            for row in rows:
-                activity = uuid.UUID(str(row["_activityid_value"]))
-                members.add(activity)
-                if row.get("participationtypemask") == ORGANIZER:
-                    organized.add(activity)
-        else:
-            rows = await crm.query(queried, where=where, select=[_PRIMARY[table]], caller=caller)
+    for fetch_xml in filters:
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start : start + _IDS_PER_QUERY]
+            rows = await crm.fetch(table, fetch_xml=with_ids(fetch_xml, table, chunk), caller=caller)
             members.update(uuid.UUID(str(row[_PRIMARY[table]])) for row in rows)
-    asked = set(unique)
-    return FilterVerdict(frozenset(members & asked), frozenset(organized & asked))
+    return members & asked

@@ -154,7 +154,12 @@ class CrmToOutlookRun:
         changed = [record_id for record_id in dict.fromkeys(work.changed) if record_id not in deleted]
         caller = mailbox.crm_caller_object_id
         verdict = await evaluate(
-            self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=caller, ids=changed
+            self._crm,
+            table,
+            user_id=uuid.UUID(mailbox.crm_user_id),
+            caller=caller,
+            ids=changed,
+            replacement=mailbox.settings.filter_for(kind),
         )
         states = await read_crm_states(self._crm, mailbox, kind, sorted(verdict.members, key=str))
         policy = sync_policy(mailbox.settings, kind)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from shared.domain.model import ItemKind, content_hash
 from shared.store.crm_jobs import CrmWork, CrmWorkSource
 from shared.store.jobs import InvalidJob
-from shared.sync.crm_filter import default_filter
+from shared.sync.crm_filter import DEFAULT_FILTERS, with_ids
 from shared.sync.crm_intake import WebhookRejected, key_matches, parse_context
 from shared.sync.merge import Side
 from shared.sync.plan import (
@@ -47,21 +48,28 @@ def test_a_record_of_unregistered_users_concerns_only_the_mailboxes_linking_it()
 # -- default filters -----------------------------------------------------------------------------
 
 
-def test_default_filters_are_dynamics_defaults_with_the_changed_ids_added() -> None:
-    user, a, b = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    assert default_filter("contact", user, [a, b]) == (
-        "contact",
-        f"(contactid eq {a} or contactid eq {b}) and _ownerid_value eq {user} and statecode eq 0",
+def test_the_changed_ids_are_added_to_a_filter_as_an_in_condition() -> None:
+    """Dynamics' default filters as FetchXML; the ids restrict the query, which returns only the ids."""
+    a, b = uuid.uuid4(), uuid.uuid4()
+    custom = (
+        '<fetch top="3"><entity name="contact"><all-attributes/><order attribute="fullname"/>'
+        '<filter><condition attribute="address1_city" operator="eq" value="Oslo"/></filter></entity></fetch>'
     )
-    assert default_filter("task", user, [a]) == ("task", f"(activityid eq {a}) and _ownerid_value eq {user}")
-    table, where = default_filter("appointment", user, [a])
-    assert table == "activityparty"
-    assert where == (
-        f"(_activityid_value eq {a}) and _partyid_value eq {user} and "
-        "(participationtypemask eq 7 or participationtypemask eq 5)"
-    )
-    with pytest.raises(ValueError, match="no synchronization filter"):
-        default_filter("email", user, [a])
+    root = ET.fromstring(with_ids(custom, "contact", [a, b]))  # noqa: S314 - our own output
+    assert root.get("distinct") == "true"
+    assert root.get("top") is None
+    entity = root.find("entity")
+    assert entity is not None
+    assert [child.tag for child in entity] == ["filter", "attribute", "filter"]
+    assert entity[1].get("name") == "contactid"
+    condition = entity[2].find("condition")
+    assert condition is not None
+    assert (condition.get("attribute"), condition.get("operator")) == ("contactid", "in")
+    assert [value.text for value in condition] == [str(a), str(b)]
+    for table, fetch in DEFAULT_FILTERS.items():
+        assert ET.fromstring(with_ids(fetch, table, [a])).find("entity") is not None  # noqa: S314
+    with pytest.raises(ValueError, match="not 'task'"):
+        with_ids(custom, "task", [a])
 
 
 # -- the webhook ---------------------------------------------------------------------------------

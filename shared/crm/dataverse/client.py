@@ -204,6 +204,10 @@ class DataverseClient:
         """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them."""
         return await queries.query_rows(self._transport, table, where=where, select=select, caller=caller)
 
+    async def fetch(self, table: str, *, fetch_xml: str, caller: str | None) -> list[dict[str, Any]]:
+        """Rows of a FetchXML query over ``table``, as the caller may read them."""
+        return await queries.fetch_rows(self._transport, table, fetch_xml=fetch_xml, caller=caller)
+
     async def user_privileges(self, user_id: uuid.UUID, *, caller: str | None) -> frozenset[str]:
         """The privilege names a user holds (``RetrieveUserPrivileges``)."""
         return await queries.user_privileges(self._transport, user_id, caller=caller)

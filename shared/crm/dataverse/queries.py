@@ -4,6 +4,9 @@
   query-data-web-api): ``$select``, ``$filter``; lookups as ``_<column>_value``; pages follow
   ``@odata.nextLink``. Run as the caller, a query returns only the rows the caller may read, so a
   synchronization filter evaluated this way is Dataverse's own verdict under the user's roles.
+- "Query data using FetchXml" (fetchxml/overview): ``GET <entityset>?fetchXml=<url-encoded>``; more
+  rows than a page are announced by ``@Microsoft.Dynamics.CRM.morerecords`` and read with the fetch
+  element's ``page`` attribute ("Page results using FetchXml").
 - "RetrieveUserPrivileges Function" (Web API function reference): the privileges a user holds
   through its roles, ``RolePrivileges`` of ``{Depth, PrivilegeId, BusinessUnitId, PrivilegeName}``.
 """
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +43,30 @@ async def query_rows(
             return rows
         response = await transport.send(request, caller=caller, url=_own_link(transport, next_link))
     raise ValueError("a filter query returned more pages than a page of changes can need")
+
+
+async def fetch_rows(
+    transport: Transport, table: str, *, fetch_xml: str, caller: str | None
+) -> list[dict[str, Any]]:
+    """Every row of a FetchXML query over ``table``, as the caller may read them."""
+    info = table_info(table)
+    request = Request("GET", info.entity_set, headers={"Prefer": LOOKUP_ANNOTATIONS})
+    rows: list[dict[str, Any]] = []
+    query = fetch_xml
+    for page in range(2, _MAX_PAGES + 2):
+        response = await transport.send(request, caller=caller, params={"fetchXml": query})
+        document = json_body(response.content) or {}
+        rows += document.get("value", [])
+        if not document.get("@Microsoft.Dynamics.CRM.morerecords"):
+            return rows
+        query = _paged(fetch_xml, page)
+    raise ValueError("a filter query returned more pages than a page of changes can need")
+
+
+def _paged(fetch_xml: str, page: int) -> str:
+    root = ET.fromstring(fetch_xml)  # noqa: S314 - crmsync's own query text (crm_filter.with_ids)
+    root.set("page", str(page))
+    return ET.tostring(root, encoding="unicode")
 
 
 async def user_privileges(transport: Transport, user_id: uuid.UUID, *, caller: str | None) -> frozenset[str]:
