@@ -107,3 +107,75 @@ async def test_retrieve_user_privileges_names_sync_to_outlook_only_for_roles_tha
     assert "prvSyncToOutlook" not in await crm.user_privileges(plain.systemuserid, caller=None)
     seller = dataverse_sim.add_user(roles=["Salesperson"])
     assert "prvSyncToOutlook" in await crm.user_privileges(uuid.UUID(seller["systemuserid"]), caller=None)
+
+
+def _outlook_filter(name: str, table: str, condition: str, *, enabled: bool = True) -> dict[str, object]:
+    return {
+        "name": name,
+        "returnedtypecode": table,
+        "querytype": 256,
+        "statecode": 0 if enabled else 1,
+        "fetchxml": f"<fetch><entity name='{table}'><filter>{condition}</filter></entity></fetch>",
+    }
+
+
+async def test_the_users_enabled_outlook_filters_decide_as_a_union(
+    crm: DataverseClient, make_user: UserFactory, dataverse_sim: DataverseSimulator
+) -> None:
+    """userquery querytype 256: the union of the enabled filters; a disabled one adds nothing; the
+    filters of another user do not count."""
+    user = make_user({"contact": EVERYTHING, "userquery": OWN_ONLY})
+    other = make_user({"contact": EVERYTHING, "userquery": OWN_ONLY})
+    oslo, bergen, tromso = [
+        (await crm.create("contact", {"lastname": town, "address1_city": town}, caller=None)).id
+        for town in ("Oslo", "Bergen", "Tromso")
+    ]
+    ids = [oslo, bergen, tromso]
+
+    def owned(spec: dict[str, object], owner: uuid.UUID) -> dict[str, object]:
+        return {**spec, "ownerid@odata.bind": f"/systemusers({owner})"}
+
+    city = '<condition attribute="address1_city" operator="eq" value="{}"/>'
+    dataverse_sim.seed(
+        "userquery",
+        [
+            owned(_outlook_filter("Oslo", "contact", city.format("Oslo")), user.systemuserid),
+            owned(_outlook_filter("Bergen", "contact", city.format("Bergen")), user.systemuserid),
+            owned(
+                _outlook_filter("Tromso", "contact", city.format("Tromso"), enabled=False), user.systemuserid
+            ),
+            owned(_outlook_filter("All", "contact", ""), other.systemuserid),
+        ],
+    )
+    verdict = await evaluate(crm, "contact", user_id=user.systemuserid, caller=user.object_id, ids=ids)
+    assert verdict.members == {oslo, bergen}  # contacts the user does not own: the filter, not the default
+    replaced = await evaluate(
+        crm,
+        "contact",
+        user_id=user.systemuserid,
+        caller=user.object_id,
+        ids=ids,
+        replacement=f"<fetch><entity name='contact'><filter>{city.format('Tromso')}</filter></entity></fetch>",
+    )
+    assert replaced.members == {tromso}
+
+
+async def test_a_table_whose_outlook_filters_are_all_disabled_syncs_nothing(
+    crm: DataverseClient, make_user: UserFactory, dataverse_sim: DataverseSimulator
+) -> None:
+    user = make_user({"task": EVERYTHING, "userquery": OWN_ONLY})
+    task = (
+        await crm.create(
+            "task", {"subject": "t", "ownerid": RecordRef("systemuser", user.systemuserid)}, caller=None
+        )
+    ).id
+    assert (
+        await evaluate(crm, "task", user_id=user.systemuserid, caller=user.object_id, ids=[task])
+    ).members == {task}  # no filters: Dynamics' default "My Tasks"
+    off = _outlook_filter(
+        "Mine", "task", '<condition attribute="ownerid" operator="eq-userid"/>', enabled=False
+    )
+    dataverse_sim.seed("userquery", [{**off, "ownerid@odata.bind": f"/systemusers({user.systemuserid})"}])
+    assert (
+        await evaluate(crm, "task", user_id=user.systemuserid, caller=user.object_id, ids=[task])
+    ).members == set()
