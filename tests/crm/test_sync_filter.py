@@ -155,7 +155,9 @@ async def test_the_users_enabled_outlook_filters_decide_as_a_union(
         user_id=user.systemuserid,
         caller=user.object_id,
         ids=ids,
-        replacement=f"<fetch><entity name='contact'><filter>{city.format('Tromso')}</filter></entity></fetch>",
+        replacement=(
+            f"<fetch><entity name='contact'><filter>{city.format('Tromso')}</filter></entity></fetch>"
+        ),
     )
     assert replaced.members == {tromso}
 
