@@ -1,7 +1,7 @@
 """CRM -> Outlook through the sandbox: records written in Dataverse (over its Web API, as a CRM user,
 so Dataverse's webhook steps fire) reach the user's Outlook through the CRM webhook, or through the
-change-tracking timer alone when the webhook call never came; the default synchronization filters
-decide membership; prvSyncToOutlook gates the direction."""
+change-tracking timer alone when the webhook call never came; the user's Outlook filters (userquery)
+or else the default synchronization filters decide membership; prvSyncToOutlook gates the direction."""
 
 from __future__ import annotations
 
@@ -244,6 +244,41 @@ def test_contact_entering_and_leaving_the_default_filter(connected: E2E) -> None
     as_user(e2e, user, "PATCH", f"contacts({contact['contactid']})", {"statecode": 1, "statuscode": 2})
     wait_for(lambda: not find(e2e, mailbox, "contacts", "surname", name) or None, "the contact leaving")
     assert e2e.crm("contacts", f"lastname eq '{name}'", "statecode")[0]["statecode"] == 1
+
+
+def test_a_custom_outlook_filter_in_userquery_decides_what_reaches_outlook(connected: E2E) -> None:
+    """The user's own Outlook filter (userquery, querytype 256) replaces Dynamics' default "My
+    Contacts": of the user's active contacts only those in one city reach Outlook."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    city = f"city-{uuid.uuid4().hex[:8]}"
+    as_user(
+        e2e,
+        user,
+        "POST",
+        "userqueries",
+        {
+            "name": f"Contacts in {city}",
+            "returnedtypecode": "contact",
+            "querytype": 256,
+            "fetchxml": (
+                "<fetch><entity name='contact'><attribute name='fullname'/><filter>"
+                "<condition attribute='ownerid' operator='eq-userid'/>"
+                f"<condition attribute='address1_city' operator='eq' value='{city}'/>"
+                "</filter></entity></fetch>"
+            ),
+        },
+    )
+    elsewhere = f"elsewhere-{uuid.uuid4().hex[:8]}"
+    as_user(e2e, user, "POST", "contacts", {"lastname": elsewhere, "address1_city": "Elsewhere"})
+    # The positive control: in the filter, so runs happen and reach Outlook.
+    local = f"local-{uuid.uuid4().hex[:8]}"
+    contact = as_user(e2e, user, "POST", "contacts", {"lastname": local, "address1_city": city})
+    wait_for(lambda: find(e2e, mailbox, "contacts", "surname", local), "the contact in the custom filter")
+    assert find(e2e, mailbox, "contacts", "surname", elsewhere) == []  # "My Contacts" would take it
+    # Moved to another city: it leaves the filter; crmsync created it and nobody changed it: removed.
+    as_user(e2e, user, "PATCH", f"contacts({contact['contactid']})", {"address1_city": "Elsewhere"})
+    wait_for(lambda: not find(e2e, mailbox, "contacts", "surname", local) or None, "the contact leaving")
 
 
 def test_lost_webhook_call_is_caught_by_the_change_tracking_timer(connected: E2E) -> None:
