@@ -20,7 +20,7 @@ Behaviour follows these learn.microsoft.com pages (power-apps/developer/data-pla
   other query option. Any query option the simulator does not implement (``?sql=``, ``$apply``,
   ``$skip``, ...) is refused with 400, never ignored: a client must not get every row and column
   back for a query it thinks was applied.
-- "Format values" / "Include formatted values" (webapi/query/format-results): under
+- "Format query results" (webapi/query/format-results), formatted values: under
   ``Prefer: odata.include-annotations="*"`` (or naming ``OData.Community.Display.V1.FormattedValue``)
   choices, booleans, lookups, numbers, money and dates carry
   ``<property>@OData.Community.Display.V1.FormattedValue``.

@@ -191,13 +191,12 @@ def _label(text: str) -> dict[str, Any]:
 
 
 def _is(column: Column, wanted: str | None) -> bool:
-    if column.type == "PartyList" and wanted != "AttributeMetadata":
-        return wanted is None
+    """Whether ``column`` is of the cast's type (no cast, or AttributeMetadata: every column)."""
     if wanted in {None, "AttributeMetadata"}:
         return True
     if wanted == "EnumAttributeMetadata":
         return column.type in OPTION_TYPES
-    return ATTRIBUTE_TYPES.get(column.type) == wanted
+    return column.type != "PartyList" and ATTRIBUTE_TYPES.get(column.type) == wanted
 
 
 def _key_name(key: str) -> str:

@@ -181,3 +181,17 @@ async def test_a_table_whose_outlook_filters_are_all_disabled_syncs_nothing(
     assert (
         await evaluate(crm, "task", user_id=user.systemuserid, caller=user.object_id, ids=[task])
     ).members == set()
+
+
+async def test_fetch_follows_pages_until_no_more_records(
+    crm: DataverseClient, dataverse_sim: DataverseSimulator
+) -> None:
+    """CrmQueryPort.fetch reads every page (the fetch's ``page`` attribute while morerecords)."""
+    tag = uuid.uuid4().hex
+    dataverse_sim.seed("contact", [{"lastname": tag, "firstname": f"F{i}"} for i in range(5)])
+    fetch_xml = (
+        f"<fetch count='2'><entity name='contact'><attribute name='firstname'/><order attribute='firstname'/>"
+        f"<filter><condition attribute='lastname' operator='eq' value='{tag}'/></filter></entity></fetch>"
+    )
+    rows = await crm.fetch("contact", fetch_xml=fetch_xml, caller=None)
+    assert [row["firstname"] for row in rows] == [f"F{i}" for i in range(5)]

@@ -311,3 +311,23 @@ def test_formatted_values_and_the_entity_id_header_casing(
     assert row["_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "systemuser"
     plain = api.get(f"contacts({contact_id})").json()
     assert not any(key.endswith(formatted) for key in plain)
+
+
+def test_fetchxml_pages_by_count_and_page(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """ "Page results using FetchXml": count rows per page, page N, morerecords while more follow."""
+    tag = uuid.uuid4().hex
+    dataverse_sim.seed("contact", [{"firstname": f"P{i}", "lastname": tag} for i in range(5)])
+
+    def page(number: int) -> tuple[list[str], bool]:
+        xml = (
+            f'<fetch count="2" page="{number}"><entity name="contact"><attribute name="firstname"/>'
+            f'<order attribute="firstname"/><filter><condition attribute="lastname" operator="eq" '
+            f'value="{tag}"/></filter></entity></fetch>'
+        )
+        body = _fetch(api, "contacts", xml).json()
+        return [row["firstname"] for row in body["value"]], body["@Microsoft.Dynamics.CRM.morerecords"]
+
+    assert page(1) == (["P0", "P1"], True)
+    assert page(3) == (["P4"], False)
+    both = '<fetch top="1" count="1"><entity name="contact"/></fetch>'
+    assert _fetch(api, "contacts", both).status_code == 400
