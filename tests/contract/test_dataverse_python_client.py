@@ -4,7 +4,8 @@ The client refuses ``http://`` (it would send the bearer token in clear), so the
 reached through a local TLS front: a thread that terminates TLS with a certificate from a
 throwaway CA (``trustme``) and pipes the bytes to the simulator's HTTP port; the client's
 ``requests`` transport trusts that CA through ``REQUESTS_CA_BUNDLE``. Its credential is an azure-core
-``TokenCredential`` handing out a simulator bearer token (the simulator accepts any token).
+``TokenCredential`` handing out a simulator bearer token (the simulator accepts any token). The
+async variant (aiohttp) is given a session trusting the same CA.
 
 Before each record call the client reads the table's definition (``EntityDefinitions?$filter=
 LogicalName eq 'contact'``) and, for writes with text values, the table's picklists
@@ -24,9 +25,11 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import pytest
 import trustme
 from azure.core.credentials import AccessToken
+from PowerPlatform.Dataverse.aio import AsyncDataverseClient
 from PowerPlatform.Dataverse.client import DataverseClient
 
 from simulators.dataverse.launcher import DataverseSimulator
@@ -40,6 +43,25 @@ class _Credential:
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         return AccessToken(self.token, int(time.time()) + 3600)
+
+
+class _AsyncCredential:
+    """An azure-core AsyncTokenCredential with a fixed simulator token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> _AsyncCredential:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
 
 
 class _TlsFront:
@@ -85,23 +107,31 @@ class _TlsFront:
 
 
 @pytest.fixture
-def client(
-    dataverse_sim: DataverseSimulator, dataverse_token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
-) -> Iterator[DataverseClient]:
-    authority = trustme.CA()
-    certificate = authority.issue_cert("localhost", "127.0.0.1")
+def authority() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def front(dataverse_sim: DataverseSimulator, authority: trustme.CA) -> Iterator[str]:
+    """The simulator behind TLS: its https base URL."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate.configure_cert(context)
+    authority.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    running = _TlsFront(dataverse_sim.root_url, context)
+    try:
+        yield f"https://localhost:{running.port}"
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def client(
+    front: str, authority: trustme.CA, dataverse_token: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> Iterator[DataverseClient]:
     bundle = tmp_path / "ca.pem"
     authority.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    front = _TlsFront(dataverse_sim.root_url, context)
-    try:
-        with DataverseClient(f"https://localhost:{front.port}", _Credential(dataverse_token)) as running:
-            yield running
-    finally:
-        front.close()
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))  # the client's requests transport
+    with DataverseClient(front, _Credential(dataverse_token)) as running:
+        yield running
 
 
 def test_create_get_update_query_delete_contacts(
@@ -130,3 +160,21 @@ def test_create_get_update_query_delete_contacts(
     paths = [entry["path"] for entry in dataverse_sim.requests(dataverse_token)]
     assert "EntityDefinitions" in paths
     assert any("PicklistAttributeMetadata" in path for path in paths)
+
+
+async def test_the_async_client_reads_the_new_id_from_odata_entityid(
+    front: str, authority: trustme.CA, dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    """The async variant copies response headers into a plain (case-sensitive) dict and looks up
+    ``OData-EntityId``: the simulator must send it in that casing."""
+    context = ssl.create_default_context()
+    authority.configure_trust(context)
+    client = AsyncDataverseClient(front, _AsyncCredential(dataverse_token))
+    # The client has no public way to pass an SSL context; it uses this session when one is set.
+    client._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+    async with client:
+        tag = uuid.uuid4().hex
+        contact_id = await client.records.create("contact", {"lastname": tag})
+        assert dataverse_sim.record("contact", contact_id)["lastname"] == tag  # type: ignore[index]
+        await client.records.delete("contact", contact_id)
+    assert dataverse_sim.record("contact", contact_id) is None
