@@ -233,7 +233,9 @@ class CrmPort(Protocol):
 
     async def whoami(self, *, caller: str | None) -> WhoAmI: ...
 
-    async def field_sync_mappings(self, tables: Sequence[str], *, caller: str | None) -> list[FieldSyncMapping]:
+    async def field_sync_mappings(
+        self, tables: Sequence[str], *, caller: str | None
+    ) -> list[FieldSyncMapping]:
         """The organization's field synchronization directions for ``tables`` (read as the application)."""
         ...
 

@@ -120,12 +120,18 @@ class Link:
 
 @dataclass(frozen=True, slots=True)
 class SyncPolicy:
-    """A mailbox's settings for one item kind: direction overrides, tie-break, delete policy."""
+    """A mailbox's settings for one item kind: direction overrides, tie-break, delete policy; the
+    organization's field directions; and column security: the secured columns the mailbox's CRM
+    user may not read (``unreadable``), update (``unwritable``) or set on create (``uncreatable``)."""
 
     directions: Mapping[str, FieldDirection] = field(default_factory=dict)
     tie_break: Side = Side.CRM
     delete_policy: DeletePolicy = DeletePolicy.DYNAMICS
     tracked_category: str | None = None  # email: the category that tracks a message by hand
+    organization: Mapping[str, FieldDirection] = field(default_factory=dict)
+    unreadable: frozenset[str] = frozenset()
+    unwritable: frozenset[str] = frozenset()
+    uncreatable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +316,21 @@ class Skip:
     reason: str
 
 
+SECURED_SKIPPED: Literal["secured-field-skipped"] = "secured-field-skipped"
+SECURED_UNREADABLE: Literal["secured-field-unreadable"] = "secured-field-unreadable"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecuredField:
+    """Audit note: a secured column was not written (``secured-field-skipped``: the user may not
+    update or create it) or not taken from the CRM (``secured-field-unreadable``: the user may not
+    read it, so the CRM's null is not a value and the Outlook value is kept). Never values."""
+
+    record_id: uuid.UUID
+    column: str
+    reason: Literal["secured-field-skipped", "secured-field-unreadable"]
+
+
 Action = (
     CreateSenderContact
     | CreateInCrm
@@ -326,4 +347,5 @@ Action = (
     | DropLink
     | Conflict
     | Skip
+    | SecuredField
 )

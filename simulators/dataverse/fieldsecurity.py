@@ -50,7 +50,7 @@ def materialize(store: Store, security: Security) -> None:
     profiles = {
         SYSTEM_ADMINISTRATOR_PROFILE: (
             "System Administrator",
-            {key: (True, True, True) for key in security.secured_columns},
+            dict.fromkeys(security.secured_columns, (True, True, True)),
         )
     }
     for name, grants in security.profiles.items():

@@ -126,7 +126,9 @@ class PlatformEngine(Engine):
 
     def _user_profiles(self, request: ApiRequest, caller: Caller, user_id: str) -> ApiResponse:
         if request.method != "GET":
-            raise errors.DataverseError(405, errors.BAD_PAYLOAD, "The simulator lists a user's profiles: GET.")
+            raise errors.DataverseError(
+                405, errors.BAD_PAYLOAD, "The simulator lists a user's profiles: GET."
+            )
         self._existing(tables_by_entity_set()["systemusers"], user_id, caller)
         fieldsecurity.materialize(self.store, self.security)
         profile_table = tables_by_entity_set()["fieldsecurityprofiles"]

@@ -13,7 +13,9 @@ from simulators.dataverse.launcher import DataverseSimulator
 ADMIN_PROFILE = "572329c1-a042-4e22-be47-367c6374ea45"
 
 
-def test_profiles_permissions_and_a_users_profiles(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+def test_profiles_permissions_and_a_users_profiles(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
     name = f"jobs {uuid.uuid4().hex[:8]}"
     dataverse_sim.add_field_security_profile(
         name, [{"table": "contact", "column": "governmentid", "read": True, "update": False, "create": False}]
@@ -24,12 +26,18 @@ def test_profiles_permissions_and_a_users_profiles(dataverse_sim: DataverseSimul
         "fieldpermissions?$select=entityname,attributelogicalname,canread,canupdate,cancreate,"
         "_fieldsecurityprofileid_value&$filter=entityname eq 'contact'"
     ).json()["value"]
-    admin_rows = {r["attributelogicalname"]: r for r in rows if r["_fieldsecurityprofileid_value"] == ADMIN_PROFILE}
+    admin_rows = {
+        r["attributelogicalname"]: r for r in rows if r["_fieldsecurityprofileid_value"] == ADMIN_PROFILE
+    }
     assert (admin_rows["governmentid"]["canread"], admin_rows["governmentid"]["canupdate"]) == (4, 4)
-    profiles = api.get(f"systemusers({reader['systemuserid']})/systemuserprofiles_association").json()["value"]
+    profiles = api.get(f"systemusers({reader['systemuserid']})/systemuserprofiles_association").json()[
+        "value"
+    ]
     assert [p["name"] for p in profiles] == [name]
     mine = [r for r in rows if r["_fieldsecurityprofileid_value"] == profiles[0]["fieldsecurityprofileid"]]
-    assert [(r["attributelogicalname"], r["canread"], r["canupdate"]) for r in mine] == [("governmentid", 4, 0)]
+    assert [(r["attributelogicalname"], r["canread"], r["canupdate"]) for r in mine] == [
+        ("governmentid", 4, 0)
+    ]
     admin_profiles = api.get(
         f"systemusers({admin['systemuserid']})/systemuserprofiles_association?$select=fieldsecurityprofileid"
     ).json()["value"]

@@ -210,7 +210,9 @@ class DataverseClient:
         """The privilege names a user holds (``RetrieveUserPrivileges``)."""
         return await queries.user_privileges(self._transport, user_id, caller=caller)
 
-    async def field_sync_mappings(self, tables: Sequence[str], *, caller: str | None) -> list[FieldSyncMapping]:
+    async def field_sync_mappings(
+        self, tables: Sequence[str], *, caller: str | None
+    ) -> list[FieldSyncMapping]:
         """The organization's field synchronization directions (``syncattributemappings``)."""
         if caller is not None:
             raise ValueError("field settings are read as the application")

@@ -64,7 +64,9 @@ async def field_sync_mappings(transport: Transport, tables: Sequence[str]) -> li
         if not isinstance(column, str) or not isinstance(direction, int):
             continue
         computed = row.get("computedproperties") if row.get("iscomputed") else None
-        members = tuple(c.strip() for c in computed.split(",") if c.strip()) if isinstance(computed, str) else ()
+        members = (
+            tuple(c.strip() for c in computed.split(",") if c.strip()) if isinstance(computed, str) else ()
+        )
         mappings.append(FieldSyncMapping(str(row.get("entityname")), column, direction, members or (column,)))
     return mappings
 
@@ -81,7 +83,9 @@ async def column_security(transport: Transport, user_id: uuid.UUID, tables: Sequ
     mine = {str(row.get("fieldsecurityprofileid", "")).lower() for row in profiles}
     admin = str(SYSTEM_ADMINISTRATOR_PROFILE)
     secured = {_key(row) for row in rows if _profile(row) == admin}
-    permissions = {key: ColumnPermission(True, True, True) if admin in mine else ColumnPermission() for key in secured}
+    permissions = {
+        key: ColumnPermission(True, True, True) if admin in mine else ColumnPermission() for key in secured
+    }
     for row in rows:
         key = _key(row)
         if key in secured and _profile(row) in mine:
