@@ -139,13 +139,15 @@ class FieldSyncMapping:
     ``direction``: 0 none, 1 to Exchange (Outlook), 2 to Dynamics, 3 both ("What fields can be
     synchronized with Outlook?", Dynamics 365 admin guide). ``columns``: the CRM columns the row
     governs - its own column, or for an aggregate (``iscomputed``: Appointment Time, Full Name,
-    the addresses) the columns listed in ``computedproperties``.
+    the addresses) the columns listed in ``computedproperties``. A row whose direction is still its
+    ``default_direction`` is no organization choice.
     """
 
     table: str
     column: str
     direction: int
     columns: tuple[str, ...] = ()
+    default_direction: int | None = None  # ``defaultsyncdirection``: Dynamics' own default
 
 
 @dataclass(frozen=True, slots=True)

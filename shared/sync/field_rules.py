@@ -76,13 +76,14 @@ def check_field_directions(settings: MailboxSettings) -> None:
 
 
 def organization_directions(rows: list[Any]) -> dict[ItemKind, dict[str, FieldDirection]]:
-    """syncattributemapping rows -> per kind, leading column -> direction (fixed fields left out)."""
+    """syncattributemapping rows the organization changed -> per kind, leading column -> direction
+    (fixed fields left out)."""
     result: dict[ItemKind, dict[str, FieldDirection]] = {}
     for row in rows:
         kind = SYNCED_TABLES.get(row.table)
         direction = SYNC_DIRECTIONS.get(row.direction)
-        if kind is None or direction is None:
-            continue
+        if kind is None or direction is None or row.direction == row.default_direction:
+            continue  # not ours, or Dynamics' own default: crmsync's documented defaults stand
         fmap = field_map(kind)
         leaders, fixed, defaults = fmap.units(), fmap.fixed_columns(), fmap.directions()
         for column in row.columns:
@@ -164,9 +165,10 @@ class FieldRules:
 _RULES: weakref.WeakKeyDictionary[CrmPort, FieldRules] = weakref.WeakKeyDictionary()
 
 
-def field_rules(crm: CrmPort) -> FieldRules:
-    """The process's :class:`FieldRules` for this CRM client (the runtime keeps one client per process)."""
+def field_rules(crm: CrmPort, *, ttl: float = DEFAULT_TTL_SECONDS) -> FieldRules:
+    """The process's :class:`FieldRules` for this CRM client (the runtime keeps one client per process
+    and creates them with ``CRMSYNC_FIELD_SETTINGS_TTL_SECONDS``); ``ttl`` applies when first asked."""
     rules = _RULES.get(crm)
     if rules is None:
-        rules = _RULES[crm] = FieldRules(crm)
+        rules = _RULES[crm] = FieldRules(crm, ttl=ttl)
     return rules

@@ -54,7 +54,7 @@ async def _rows(transport: Transport, path: str, params: dict[str, str] | None) 
 
 async def field_sync_mappings(transport: Transport, tables: Sequence[str]) -> list[FieldSyncMapping]:
     """The organization's field synchronization rows of ``tables``."""
-    select = "entityname,attributecrmname,syncdirection,iscomputed,computedproperties"
+    select = "entityname,attributecrmname,syncdirection,defaultsyncdirection,iscomputed,computedproperties"
     rows = await _rows(
         transport, "syncattributemappings", {"$select": select, "$filter": _tables_filter(tables)}
     )
@@ -67,7 +67,16 @@ async def field_sync_mappings(transport: Transport, tables: Sequence[str]) -> li
         members = (
             tuple(c.strip() for c in computed.split(",") if c.strip()) if isinstance(computed, str) else ()
         )
-        mappings.append(FieldSyncMapping(str(row.get("entityname")), column, direction, members or (column,)))
+        default = row.get("defaultsyncdirection")
+        mappings.append(
+            FieldSyncMapping(
+                str(row.get("entityname")),
+                column,
+                direction,
+                members or (column,),
+                default if isinstance(default, int) else None,
+            )
+        )
     return mappings
 
 
