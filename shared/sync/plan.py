@@ -19,7 +19,7 @@ from shared.crm.limits import Fitted
 from shared.domain.bases import FieldBase
 from shared.domain.mailbox_settings import CrmRecordRef
 from shared.domain.model import Appointment, Contact, Email, FieldDirection, ItemKind, OutlookItem, Task
-from shared.sync.fieldmaps.base import CrmValue
+from shared.sync.fieldmaps.base import ABSENT, Absent, CrmValue
 from shared.sync.merge import Side
 
 NeutralContent = Contact | Appointment | Task | Email
@@ -96,12 +96,15 @@ class CrmState:
     read party lists back) and is taken as unchanged since the last sync.
 
     ``owned_by_user``: the mailbox's CRM user owns the record (decides deletes; recorded in the link).
+    ``regarding``: a tracked email's regarding as the CRM holds it now (a Dynamics user may have set
+    it), so the planner never clears or replaces it unless the tie-break says so.
     """
 
     record_id: uuid.UUID
     values: Mapping[str, object] | None
     etag: str | None = None
     owned_by_user: bool = False
+    regarding: uuid.UUID | Absent | None = ABSENT  # an email's regarding as read; ABSENT: not read
 
 
 @dataclass(frozen=True, slots=True)

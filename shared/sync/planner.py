@@ -130,7 +130,14 @@ def plan_item(
     )
     planner = _ItemPlanner(fmap, kind, mailbox_id, policy, now, facts)
     if link is None:
-        return with_tracking(present, None, planner.unlinked(outlook, present, crm, crm_values), facts)
+        return with_tracking(
+            present,
+            None,
+            planner.unlinked(outlook, present, crm, crm_values),
+            facts,
+            crm=crm,
+            tie_break=policy.tie_break,
+        )
     if outlook is None or crm is None:
         raise ValueError("a linked item needs both sides' state to be planned")
     if outlook.gone is GoneReason.DELETED and facts.moved_away:
@@ -139,7 +146,14 @@ def plan_item(
     if outlook.gone is not None and facts.outside_window:
         # calendarView delta reports an event that left the window as removed; it was not deleted.
         return [Skip(reason="left the calendar window")]
-    return with_tracking(present, link, planner.linked(link, outlook, present, crm, crm_values), facts)
+    return with_tracking(
+        present,
+        link,
+        planner.linked(link, outlook, present, crm, crm_values),
+        facts,
+        crm=crm,
+        tie_break=policy.tie_break,
+    )
 
 
 def _canonical(
