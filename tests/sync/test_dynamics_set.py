@@ -118,3 +118,27 @@ def test_an_owner_changed_in_dynamics_is_never_written_back() -> None:
     assert not any("owner" in column for values in writes for column in values)
     assert world.records[record_id].owner == "someone-else"
     assert not mailbox.links[item_id].owned_by_user  # deletes now follow the new owner
+
+
+def test_a_second_mailbox_linking_a_tracked_email_keeps_what_dynamics_holds() -> None:
+    # One CRM email per message: the recipient's copy links to the record the sender's mailbox made.
+    # Nothing says a one-way column changed in Outlook there, so a Dynamics user's status stays.
+    world = World(ItemKind.EMAIL)
+    first, second = world.mailbox("mbx-a", "user-a"), world.mailbox("mbx-b", "user-b")
+    mail = Email(
+        subject="Proposal",
+        sender=EmailAddress(address="seller@contoso.com"),
+        internet_message_id="<proposal-10@contoso.com>",
+        body="Hi",
+    )
+    world.outlook_create(first, mail)
+    world.sync(first)
+    (record_id,) = world.records
+    world.crm_edit(record_id, statuscode=5, statecode=2, subject="Proposal (filed)")
+    world.outlook_create(second, mail)
+
+    actions = world.sync(second)
+
+    assert _crm_writes(actions) == []
+    assert world.records[record_id].values["statuscode"] == 5
+    assert world.records[record_id].values["subject"] == "Proposal (filed)"
