@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,3 +129,22 @@ def test_a_secured_column_is_neither_blanked_in_outlook_nor_written(connected: E
     reasons = {r["reason_code"] for r in json.loads(out) if r["action"] == "field_skipped"}
     assert reasons >= {"secured-field-skipped.department", "secured-field-unreadable.department"}
     assert "Research" not in out
+
+
+def test_a_mailbox_setting_for_a_fixed_field_is_refused_naming_it(e2e: E2E, tmp_path: Path) -> None:
+    mailbox = e2e.new_mailbox()
+    user = e2e.new_crm_user(mailbox)
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"field_directions": {"contact": {"firstname": "to_crm"}}}))
+    code, out = e2e.cli(
+        "mailbox", "add", mailbox.id, "--crm-user", user.systemuserid, "--settings", str(fixed)
+    )
+    assert code == 1
+    assert "contact.firstname has a fixed direction" in out
+    e2e.onboard(mailbox, user)
+    code, out = e2e.cli("mailbox", "settings", mailbox.id, str(fixed))
+    assert code == 1
+    assert "contact.firstname has a fixed direction" in out
+    settable = tmp_path / "settable.json"
+    settable.write_text(json.dumps({"field_directions": {"contact": {"jobtitle": "to_crm"}}}))
+    assert e2e.cli("mailbox", "settings", mailbox.id, str(settable))[0] == 0
