@@ -15,8 +15,10 @@ other arrow for it. Checked against the table's published columns (AttributeCRMN
 AttributeExchangeName, SyncDirection / DefaultSyncDirection 0 None, 1 ToExchange, 2 ToCRM, 3
 Bidirectional, AllowedSyncDirection, IsComputed, ComputedProperties, MappingName,
 ParentSyncAttributeMappingId, SyncAttributeMappingProfileId): ``entityname`` is not among them - the
-simulator's way of naming the table a row belongs to (Dataverse presumably does it through the parent
-mapping); a real organization may need the connector to read the table from there.
+simulator's way of naming the table a row belongs to, which Dataverse keeps as an object type code
+(``EntityTypeCode``: contact 2, appointment 4201, task 4212) that its Web API does not list; a real
+organization may need the connector to tell the table another way. Profiles other than the system
+one (assigned to users and teams) are not modelled.
 Fields the page marks "Computed" (aggregates such as Appointment Time)
 carry ``iscomputed`` and the columns they aggregate in ``computedproperties``.
 """
