@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shared.crm.errors import CrmError
 from shared.crm.port import ColumnSecurity, CrmPort
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.domain.model import FieldDirection, ItemKind
@@ -131,13 +132,22 @@ class FieldRules:
 
     async def organization(self) -> dict[ItemKind, dict[str, FieldDirection]]:
         async def read() -> dict[ItemKind, dict[str, FieldDirection]]:
-            rows = await self._crm.field_sync_mappings(sorted(SYNCED_TABLES), caller=None)
+            try:
+                rows = await self._crm.field_sync_mappings(sorted(SYNCED_TABLES), caller=None)
+            except CrmError as error:
+                if error.retryable:
+                    raise
+                # The application user may not read them: Dynamics' documented defaults apply.
+                logger.warning("organization field settings unreadable (%s): documented defaults", error.code)
+                return {}
             return organization_directions(rows)
 
         result: dict[ItemKind, dict[str, FieldDirection]] = await self._cached("organization", read)
         return result
 
     async def column_security(self, user_id: uuid.UUID) -> ColumnSecurity:
+        # No fallback here: without it a secured column's null would be taken for a value and blank
+        # Outlook, so a failed read fails the run (retried; status shows the error).
         async def read() -> ColumnSecurity:
             tables = sorted(fmap.table for fmap in FIELD_MAPS.values())
             return await self._crm.column_security(user_id, tables, caller=None)

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from shared.crm.errors import PrivilegeDenied
 from shared.crm.port import ColumnPermission, FieldSyncMapping
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.domain.model import Contact, FieldDirection, ItemKind, Task
@@ -236,3 +237,17 @@ def test_a_create_leaves_out_a_secured_column_the_user_may_not_set() -> None:
     assert [(a.column, a.reason) for a in actions if isinstance(a, SecuredField)] == [
         ("jobtitle", SECURED_SKIPPED)
     ]
+
+
+class _NoSettingsCrm(FakeCrm):
+    async def field_sync_mappings(self, tables: object, *, caller: str | None) -> list[FieldSyncMapping]:
+        raise PrivilegeDenied("missing prvReadSyncAttributeMapping", status=403, code="0x80040220")
+
+
+async def test_unreadable_organization_settings_fall_back_to_the_documented_defaults(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rules = FieldRules(_NoSettingsCrm())
+    with caplog.at_level(logging.WARNING):
+        assert await rules.organization() == {}
+    assert "0x80040220" in caplog.text
