@@ -88,6 +88,11 @@ param massDeleteRatio string = '0.5'
 @maxValue(100)
 param parkedMaxAttempts int = 10
 
+@description('Seconds a worker keeps the organization\'s field directions (syncattributemapping) and the users\' column security before reading them again.')
+@minValue(0)
+@maxValue(86400)
+param fieldSettingsTtlSeconds int = 300
+
 @description('Largest notification body accepted, in bytes.')
 param maxNotificationBytes int = 1000000
 
@@ -310,6 +315,7 @@ module functionApp 'modules/functionapp.bicep' = {
       CRMSYNC_LEASE_SECONDS: string(leaseSeconds)
       CRMSYNC_MASS_DELETE_RATIO: massDeleteRatio
       CRMSYNC_PARKED_MAX_ATTEMPTS: string(parkedMaxAttempts)
+      CRMSYNC_FIELD_SETTINGS_TTL_SECONDS: string(fieldSettingsTtlSeconds)
     }
   }
   dependsOn: [

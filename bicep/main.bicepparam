@@ -61,6 +61,7 @@ param parkedRetrySchedule = '0 5 * * * *'
 param leaseSeconds = 120
 param massDeleteRatio = '0.5'
 param parkedMaxAttempts = 10
+param fieldSettingsTtlSeconds = 300
 param maxNotificationBytes = 1000000
 
 // Scale and cost: most instances, memory per instance (512, 2048 or 4096 MB), log retention.

@@ -27,6 +27,7 @@ from shared.store.fingerprint import fingerprint
 from shared.store.jobs import JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Mailbox
+from shared.sync.field_rules import FixedFieldDirection, check_field_directions
 
 #: The Entra app role an administrator needs (bicep/ declares it; README "Admin API sign-in").
 ADMIN_ROLE = "crmsync.Admin"
@@ -216,6 +217,10 @@ async def change_mailbox_settings(
     which ``mailbox remove`` + ``mailbox add`` set up (links are kept, nothing is duplicated).
     The next run of each resource applies the new settings; one is enqueued now.
     """
+    try:
+        check_field_directions(settings)
+    except FixedFieldDirection as refused:
+        raise SettingsChangeRefused(str(refused)) from None
     mailbox = await store.registry.get_mailbox(mailbox_id)
     changed = [
         name for name in SUBSCRIPTION_SETTINGS if getattr(mailbox.settings, name) != getattr(settings, name)

@@ -227,6 +227,10 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, validation_alias="CRMSYNC_LEASE_SECONDS", ge=15, le=3600)
     mass_delete_ratio: float = Field(default=0.5, validation_alias="CRMSYNC_MASS_DELETE_RATIO", gt=0, le=1)
     parked_max_attempts: int = Field(default=10, validation_alias="CRMSYNC_PARKED_MAX_ATTEMPTS", ge=1, le=100)
+    #: How long a worker keeps the organization's field directions and column security (one read per period).
+    field_settings_ttl_seconds: int = Field(
+        default=300, validation_alias="CRMSYNC_FIELD_SETTINGS_TTL_SECONDS", ge=0, le=86400
+    )
 
     # --- telemetry ----------------------------------------------------------
     applicationinsights_connection_string: str | None = Field(

@@ -32,6 +32,7 @@ from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
 from shared.sync.crm_changes import ChangeFeed
 from shared.sync.crm_run import CrmToOutlookRun
+from shared.sync.field_rules import field_rules
 from shared.sync.intake import SubscriptionCache
 from shared.sync.job import JobOptions, MailboxSyncJob
 from shared.sync.lifecycle import lifecycle_queue_name
@@ -187,6 +188,7 @@ class Runtime:
             client = DataverseClient(
                 self.settings.dataverse_api_url, credential, scope=self.settings.dataverse_scope
             )
+            field_rules(client, ttl=self.settings.field_settings_ttl_seconds)
             self._closers.append(client.aclose)
             return client
 

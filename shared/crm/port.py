@@ -132,6 +132,47 @@ class WhoAmI:
     organization_id: uuid.UUID
 
 
+@dataclass(frozen=True, slots=True)
+class FieldSyncMapping:
+    """One row of the organization's field synchronization settings (``syncattributemapping``).
+
+    ``direction``: 0 none, 1 to Exchange (Outlook), 2 to Dynamics, 3 both ("What fields can be
+    synchronized with Outlook?", Dynamics 365 admin guide). ``columns``: the CRM columns the row
+    governs - its own column, or for an aggregate (``iscomputed``: Appointment Time, Full Name,
+    the addresses) the columns listed in ``computedproperties``. A row whose direction is still its
+    ``default_direction`` is no organization choice.
+    """
+
+    table: str
+    column: str
+    direction: int
+    columns: tuple[str, ...] = ()
+    default_direction: int | None = None  # ``defaultsyncdirection``: Dynamics' own default
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnPermission:
+    """What a user may do with one secured column (field security profiles; "Column-level security")."""
+
+    read: bool = False
+    update: bool = False
+    create: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnSecurity:
+    """The secured columns of some tables and what one user may do with each of them.
+
+    A secured column the user has no permission row for is ``ColumnPermission()`` (nothing): it reads
+    as null for the user and writing it is refused. Unsecured columns are not listed.
+    """
+
+    permissions: Mapping[tuple[str, str], ColumnPermission]
+
+    def of(self, table: str) -> dict[str, ColumnPermission]:
+        return {column: grant for (name, column), grant in self.permissions.items() if name == table}
+
+
 EMAIL_RESOLUTION_ORDER = ("systemuser", "contact", "account", "lead")
 """Dynamics' party resolution order: users first, then contacts, accounts, leads."""
 
@@ -194,6 +235,18 @@ class CrmPort(Protocol):
 
     async def whoami(self, *, caller: str | None) -> WhoAmI: ...
 
+    async def field_sync_mappings(
+        self, tables: Sequence[str], *, caller: str | None
+    ) -> list[FieldSyncMapping]:
+        """The organization's field synchronization directions for ``tables`` (read as the application)."""
+        ...
+
+    async def column_security(
+        self, user_id: uuid.UUID, tables: Sequence[str], *, caller: str | None
+    ) -> ColumnSecurity:
+        """The secured columns of ``tables`` and what ``user_id`` may do with each (as the application)."""
+        ...
+
 
 @runtime_checkable
 class CrmQueryPort(CrmPort, Protocol):
@@ -218,9 +271,12 @@ class CrmQueryPort(CrmPort, Protocol):
 __all__ = [
     "EMAIL_RESOLUTION_ORDER",
     "ChangePage",
+    "ColumnPermission",
+    "ColumnSecurity",
     "CrmPort",
     "CrmQueryPort",
     "Delete",
+    "FieldSyncMapping",
     "FieldValue",
     "KeyValue",
     "Operation",

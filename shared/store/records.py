@@ -230,6 +230,7 @@ class AuditAction(enum.StrEnum):
     ATTACHMENTS_COPIED = "attachments_copied"
     CONTACT_CREATED = "contact_created"
     CONFLICT = "conflict"
+    FIELD_SKIPPED = "field_skipped"
     LINKED = "linked"
     UNLINKED = "unlinked"
     PARKED = "parked"

@@ -60,6 +60,7 @@ from shared.sync.plan import (
     DropLink,
     Link,
     RemoveTrackedCategory,
+    SecuredField,
     SetRegarding,
     Skip,
     UnlinkOnly,
@@ -159,6 +160,10 @@ class Applier:
         await self._link_writes(written)
         for state in written:
             self._records += [self._audited(AuditAction.CONFLICT, c, None) for c in state.of(Conflict)]
+            self._records += [
+                self._audited(AuditAction.FIELD_SKIPPED, note, note.record_id)
+                for note in state.of(SecuredField)
+            ]
         if self._records:
             await self._audit.append_many(self._records)
         if outlook_failure is not None:
@@ -352,6 +357,8 @@ class Applier:
         if isinstance(action, Conflict):
             reason = f"{action.rule}.{action.winner.value}.{action.column}".lower()[:64]
             telemetry.record_conflict(self._kind.value, action.winner.value)
+        elif isinstance(action, SecuredField):
+            reason = f"{action.reason}.{action.column}"[:64]
         return AuditRecord.for_item(
             mailbox_id=self._mailbox.mailbox_id,
             actor=ACTOR,

@@ -15,17 +15,26 @@ from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
 from shared.store.records import Mailbox
 from shared.sync.fieldmaps import field_map
-from shared.sync.fieldmaps.base import parse_utc
+from shared.sync.fieldmaps.base import ABSENT, parse_utc
 from shared.sync.parties import PARTY_COLUMNS
 from shared.sync.plan import CrmState
 
 _OWNER_COLUMN = "_ownerid_value"
+_REGARDING_COLUMN = "_regardingobjectid_value"
 
 
 def _read_columns(table: str, mapped: Sequence[str]) -> list[str]:
     """The columns a CRM state reads: the mapped ones except party lists, then the owner (last)."""
     parties = PARTY_COLUMNS.get(table, frozenset())
     return [*(column for column in mapped if column not in parties), _OWNER_COLUMN]
+
+
+def _regarding(row: Mapping[str, object]) -> uuid.UUID | None:
+    value = row.get(_REGARDING_COLUMN)
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _crm_state(
@@ -37,7 +46,8 @@ def _crm_state(
     owned = isinstance(owner, str) and owner.lower() == mailbox.crm_user_id.lower()
     etag = row.get("@odata.etag")
     values = {column: row.get(column) for column in columns}
-    return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned)
+    regarding = _regarding(row) if _REGARDING_COLUMN in row else ABSENT
+    return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned, regarding)
 
 
 async def read_crm_states(
@@ -48,12 +58,13 @@ async def read_crm_states(
         return {}
     fmap = field_map(kind)
     columns = _read_columns(fmap.table, fmap.columns)
+    select = [*columns, _REGARDING_COLUMN] if kind is ItemKind.EMAIL else columns
     caller = mailbox.crm_caller_object_id
     if len(record_ids) == 1:
         (record_id,) = record_ids
-        rows = {record_id: await crm.get(fmap.table, record_id, select=columns, caller=caller)}
+        rows = {record_id: await crm.get(fmap.table, record_id, select=select, caller=caller)}
     else:
-        rows = await crm.get_many(fmap.table, list(dict.fromkeys(record_ids)), select=columns, caller=caller)
+        rows = await crm.get_many(fmap.table, list(dict.fromkeys(record_ids)), select=select, caller=caller)
     return {
         record_id: _crm_state(mailbox, record_id, rows.get(record_id), columns[:-1])
         for record_id in record_ids

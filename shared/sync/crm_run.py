@@ -42,13 +42,14 @@ from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
 from shared.sync.crm_reads import read_crm_states
+from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
 from shared.sync.links import from_stored_link
 from shared.sync.parties import PartyResolver
-from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState
+from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState, SyncPolicy
 from shared.sync.planner import plan_item
 from shared.sync.planner_filter import plan_left_filter
-from shared.sync.policies import kind_enabled, sync_policy
+from shared.sync.policies import kind_enabled
 from shared.sync.run import JobOptions
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ class CrmToOutlookRun:
             replacement=mailbox.settings.filter_for(kind),
         )
         states = await read_crm_states(self._crm, mailbox, kind, sorted(verdict.members, key=str))
-        policy = sync_policy(mailbox.settings, kind)
+        policy = await field_rules(self._crm).policy(mailbox, kind)
         fmap = field_map(kind)
         now = self._clock()
         plans: list[ItemPlan] = []
@@ -209,6 +210,7 @@ class CrmToOutlookRun:
                 states=states,
                 created_from_crm=created_from_crm,
                 now=now,
+                policy=policy,
             )
             projection = fmap.project(item.item).values if item.item is not None else {}
             plans.append(ItemPlan(actions, projection))
@@ -249,8 +251,8 @@ class CrmToOutlookRun:
         states: dict[uuid.UUID, CrmState],
         created_from_crm: bool,
         now: dt.datetime,
+        policy: SyncPolicy,
     ) -> list[Action]:
-        policy = sync_policy(mailbox.settings, kind)
         if record_id in deleted:
             crm = CrmState(record_id, None)
         elif record_id not in members or states[record_id].values is None:

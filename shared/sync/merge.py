@@ -92,6 +92,10 @@ def _winner(
         if first_sync and (outlook_empty or crm_empty):
             # Linking two existing copies: a value beats no value; nothing was really in conflict.
             return (Side.CRM if outlook_empty else Side.OUTLOOK), None
+        if first_sync and to_crm and not to_outlook:
+            # Linking an existing record (another mailbox's, the App for Outlook's): nothing says
+            # Outlook changed a one-way field, so what Dynamics holds - maybe a user's - stays.
+            return None, None
         if to_crm and to_outlook:
             return tie_break, "tie_break"
         if to_crm:

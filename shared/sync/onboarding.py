@@ -48,6 +48,7 @@ from shared.store.records import (
 )
 from shared.sync.applier import ACTOR
 from shared.sync.crm_run import NO_PRIVILEGE_REASON, SYNC_TO_OUTLOOK
+from shared.sync.field_rules import FixedFieldDirection, check_field_directions
 from shared.sync.fieldmaps import field_map
 from shared.sync.job import (
     MailboxSyncJob,
@@ -166,6 +167,10 @@ class Onboarding:
 
         ``actor`` is who asked (the audit's actor: an administrator's Entra id, ``cli:<user>``)."""
         settings = settings or MailboxSettings()
+        try:
+            check_field_directions(settings)
+        except FixedFieldDirection as refused:
+            raise OnboardingRefused(str(refused)) from None
         notify = progress or (lambda _: None)
         notify(OnboardingProgress("checking the mailbox"))
         try:

@@ -33,12 +33,13 @@ from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.brake import check_run, count_deletes
 from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_reads import left_window, read_crm_states
+from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, from_stored_link
-from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts
+from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts, SyncPolicy
 from shared.sync.planner import plan_item
-from shared.sync.policies import is_tracked, sync_policy
+from shared.sync.policies import is_tracked
 from shared.sync.ports import OutlookReader
 from shared.sync.resources import ResourceRef
 from shared.sync.run import RunOutcome, SyncRunReport
@@ -141,12 +142,13 @@ class PageSync:
         prepared = await self._prepare(run, items)
         states = await self._read_crm_states(run, prepared)
         prepared = await self._adopt(run, prepared, states)
+        policy = await field_rules(self._crm).policy(run.mailbox, run.ref.kind)
         planned: list[_Planned] = []
         for entry in prepared:
             if entry.record_id is not None and entry.record_id not in states:
                 continue  # its record could not be read: parked
             state = states[entry.record_id] if entry.record_id is not None else None
-            planned.append(self._plan(run, entry, state))
+            planned.append(self._plan(run, entry, state, policy))
         page_deletes = sum(count_deletes(plan.actions) for plan in planned)
         check_run(run.linked_at_start, run.deletes, page_deletes, self._ratio, run.allowed_deletes)
         run.deletes += page_deletes
@@ -327,7 +329,7 @@ class PageSync:
 
     # -- plan -------------------------------------------------------------------------------------
 
-    def _plan(self, run: RunState, entry: _Prepared, crm: CrmState | None) -> _Planned:
+    def _plan(self, run: RunState, entry: _Prepared, crm: CrmState | None, policy: SyncPolicy) -> _Planned:
         kind, outlook = run.ref.kind, entry.outlook
         facts = entry.facts
         if (
@@ -343,7 +345,7 @@ class PageSync:
             outlook=outlook,
             link=entry.link,
             crm=crm,
-            policy=sync_policy(run.mailbox.settings, kind),
+            policy=policy,
             now=self._clock(),
             facts=facts,
         )

@@ -19,7 +19,7 @@ from shared.crm.limits import Fitted
 from shared.domain.bases import FieldBase
 from shared.domain.mailbox_settings import CrmRecordRef
 from shared.domain.model import Appointment, Contact, Email, FieldDirection, ItemKind, OutlookItem, Task
-from shared.sync.fieldmaps.base import CrmValue
+from shared.sync.fieldmaps.base import ABSENT, Absent, CrmValue
 from shared.sync.merge import Side
 
 NeutralContent = Contact | Appointment | Task | Email
@@ -96,12 +96,15 @@ class CrmState:
     read party lists back) and is taken as unchanged since the last sync.
 
     ``owned_by_user``: the mailbox's CRM user owns the record (decides deletes; recorded in the link).
+    ``regarding``: a tracked email's regarding as the CRM holds it now (a Dynamics user may have set
+    it), so the planner never clears or replaces it unless the tie-break says so.
     """
 
     record_id: uuid.UUID
     values: Mapping[str, object] | None
     etag: str | None = None
     owned_by_user: bool = False
+    regarding: uuid.UUID | Absent | None = ABSENT  # an email's regarding as read; ABSENT: not read
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,12 +123,18 @@ class Link:
 
 @dataclass(frozen=True, slots=True)
 class SyncPolicy:
-    """A mailbox's settings for one item kind: direction overrides, tie-break, delete policy."""
+    """A mailbox's settings for one item kind: direction overrides, tie-break, delete policy; the
+    organization's field directions; and column security: the secured columns the mailbox's CRM
+    user may not read (``unreadable``), update (``unwritable``) or set on create (``uncreatable``)."""
 
     directions: Mapping[str, FieldDirection] = field(default_factory=dict)
     tie_break: Side = Side.CRM
     delete_policy: DeletePolicy = DeletePolicy.DYNAMICS
     tracked_category: str | None = None  # email: the category that tracks a message by hand
+    organization: Mapping[str, FieldDirection] = field(default_factory=dict)
+    unreadable: frozenset[str] = frozenset()
+    unwritable: frozenset[str] = frozenset()
+    uncreatable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +319,21 @@ class Skip:
     reason: str
 
 
+SECURED_SKIPPED: Literal["secured-field-skipped"] = "secured-field-skipped"
+SECURED_UNREADABLE: Literal["secured-field-unreadable"] = "secured-field-unreadable"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecuredField:
+    """Audit note: a secured column was not written (``secured-field-skipped``: the user may not
+    update or create it) or not taken from the CRM (``secured-field-unreadable``: the user may not
+    read it, so the CRM's null is not a value and the Outlook value is kept). Never values."""
+
+    record_id: uuid.UUID
+    column: str
+    reason: Literal["secured-field-skipped", "secured-field-unreadable"]
+
+
 Action = (
     CreateSenderContact
     | CreateInCrm
@@ -326,4 +350,5 @@ Action = (
     | DropLink
     | Conflict
     | Skip
+    | SecuredField
 )

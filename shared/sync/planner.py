@@ -50,15 +50,18 @@ from shared.domain.bases import FieldBase
 from shared.domain.model import (
     Appointment,
     Contact,
+    FieldDirection,
     ItemKind,
     Task,
     TaskStatus,
     content_hash,
 )
 from shared.sync.fieldmaps import FieldMap, crm_content_hash, crm_record_id, field_map, natural_key
-from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc
+from shared.sync.fieldmaps.base import FLOWS_TO_OUTLOOK, CrmValue, canonical_crm_value, parse_utc
 from shared.sync.merge import Side, merge_fields, unit_fingerprints
 from shared.sync.plan import (
+    SECURED_SKIPPED,
+    SECURED_UNREADABLE,
     Action,
     Conflict,
     CreateInCrm,
@@ -74,6 +77,7 @@ from shared.sync.plan import (
     OutlookState,
     PlanFacts,
     PresentItem,
+    SecuredField,
     Skip,
     SyncPolicy,
     UnlinkOnly,
@@ -119,10 +123,21 @@ def plan_item(
         )
         if why := fmap.skip_reason(present.item):
             return [Skip(reason=why)]
-    crm_values = _canonical(fmap, crm.values) if crm is not None and crm.values is not None else None
+    crm_values = (
+        _canonical(fmap, crm.values, policy.unreadable)
+        if crm is not None and crm.values is not None
+        else None
+    )
     planner = _ItemPlanner(fmap, kind, mailbox_id, policy, now, facts)
     if link is None:
-        return with_tracking(present, None, planner.unlinked(outlook, present, crm, crm_values), facts)
+        return with_tracking(
+            present,
+            None,
+            planner.unlinked(outlook, present, crm, crm_values),
+            facts,
+            crm=crm,
+            tie_break=policy.tie_break,
+        )
     if outlook is None or crm is None:
         raise ValueError("a linked item needs both sides' state to be planned")
     if outlook.gone is GoneReason.DELETED and facts.moved_away:
@@ -131,12 +146,26 @@ def plan_item(
     if outlook.gone is not None and facts.outside_window:
         # calendarView delta reports an event that left the window as removed; it was not deleted.
         return [Skip(reason="left the calendar window")]
-    return with_tracking(present, link, planner.linked(link, outlook, present, crm, crm_values), facts)
+    return with_tracking(
+        present,
+        link,
+        planner.linked(link, outlook, present, crm, crm_values),
+        facts,
+        crm=crm,
+        tie_break=policy.tie_break,
+    )
 
 
-def _canonical(fmap: FieldMap[Any], values: Mapping[str, object]) -> dict[str, CrmValue]:
-    """The mapped columns the CRM side reported; a column not read (a party list) stays absent."""
-    return {column: canonical_crm_value(values[column]) for column in fmap.columns if column in values}
+def _canonical(
+    fmap: FieldMap[Any], values: Mapping[str, object], unreadable: frozenset[str] = frozenset()
+) -> dict[str, CrmValue]:
+    """The mapped columns the CRM side reported; a column not read (a party list) stays absent, and
+    so does a secured column the user may not read: Dataverse answers null for it, which is no value."""
+    return {
+        column: canonical_crm_value(values[column])
+        for column in fmap.columns
+        if column in values and column not in unreadable
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +199,7 @@ class _ItemPlanner:
             # New in the CRM (routed here by the mailbox's filter), not in Outlook -> create it there.
             if why := self.fmap.crm_skip_reason(crm_values):
                 return [Skip(reason=why)]
-            item = self.fmap.item_from_crm(crm_values)
+            item = self.fmap.item_from_crm(self.flowing_to_outlook(crm_values))
             projection = self.fmap.project(item).values
             link = Link(
                 outlook_id="",
@@ -188,6 +217,20 @@ class _ItemPlanner:
             ]
         # Gone from Outlook and never linked, or absent everywhere: nothing to do.
         return []
+
+    def directions(self) -> dict[str, FieldDirection]:
+        return self.fmap.directions(self.policy.directions, self.policy.organization)
+
+    def flowing_to_outlook(self, crm_values: Mapping[str, CrmValue]) -> dict[str, CrmValue]:
+        """The CRM values a new Outlook item takes: those whose direction flows to Outlook (and the
+        columns an Outlook item cannot do without)."""
+        directions = self.directions()
+        leader = {column: lead for lead, members in self.fmap.units().items() for column in members}
+        return {
+            column: value
+            for column, value in crm_values.items()
+            if directions[leader[column]] in FLOWS_TO_OUTLOOK or column in self.fmap.required_from_crm
+        }
 
     # -- linked --------------------------------------------------------------------------------
 
@@ -310,7 +353,10 @@ class _ItemPlanner:
 
     def create_in_crm(self, present: PresentItem, record_id: uuid.UUID, reason: str) -> list[Action]:
         projection = self.fmap.project(present.item)
-        create, later = self.split_for_create(projection.values)
+        kept, notes = self.without_secured(
+            projection.values, self.policy.uncreatable, record_id, creating=True
+        )
+        create, later = self.split_for_create(kept)
         link = Link(
             outlook_id=present.item_id,
             crm_id=record_id,
@@ -320,7 +366,7 @@ class _ItemPlanner:
             crm_hash=crm_content_hash(self.fmap, projection.values),
             # the new record holds the projection, and null in every column not written
             field_bases=unit_fingerprints(
-                projection.values, {c: projection.values.get(c) for c in self.fmap.columns}, self.fmap.units()
+                projection.values, {c: kept.get(c) for c in self.fmap.columns}, self.fmap.units()
             ),
             owned_by_user=True,  # created by crmsync acting as the mailbox's CRM user
         )
@@ -334,7 +380,33 @@ class _ItemPlanner:
         )
         # No stamp on the Outlook item: the record id is deterministic, so a lost link is found
         # again from the item itself (no Graph write, and no echo notification for it).
-        return [create_action, WriteLink(link=link, crm_from_write=True, reason=reason)]
+        return [create_action, *notes, WriteLink(link=link, crm_from_write=True, reason=reason)]
+
+    def without_secured(
+        self,
+        values: Mapping[str, CrmValue],
+        refused: frozenset[str],
+        record_id: uuid.UUID,
+        *,
+        creating: bool = False,
+    ) -> tuple[dict[str, CrmValue], list[Action]]:
+        """``values`` without the units holding a secured column the user may not write (a unit is
+        written whole or not at all), and an audit note per such column that had something to write
+        (a create may leave a secured column null without the create permission)."""
+        kept = dict(values)
+        notes: list[Action] = []
+        for members in self.fmap.units().values():
+            secured = [
+                column
+                for column in members
+                if column in refused and column in values and not (creating and values[column] is None)
+            ]
+            if not secured:
+                continue
+            for column in members:
+                kept.pop(column, None)
+            notes += [SecuredField(record_id=record_id, column=c, reason=SECURED_SKIPPED) for c in secured]
+        return kept, notes
 
     def split_for_create(
         self, values: Mapping[str, CrmValue]
@@ -363,24 +435,27 @@ class _ItemPlanner:
             crm=crm_values,
             base=base,
             units=units,
-            directions=self.fmap.directions(self.policy.directions),
+            directions=self.directions(),
             tie_break=self.policy.tie_break,
         )
+        to_crm, skipped = self.without_secured(result.to_crm, self.policy.unwritable, crm.record_id)
         actions: list[Action] = [
             Conflict(column=c.column, winner=c.winner, rule=c.rule, reason=f"{why}: both changed {c.column}")
             for c in result.conflicts
         ]
+        actions += skipped
+        actions += self.kept_unreadable(projection.values, crm)
         new_item = self.fmap.apply(item, result.to_outlook)
         outlook_written = new_item != item
         new_projection = self.fmap.project(new_item).values if outlook_written else projection.values
-        new_crm = crm_values | result.to_crm
-        if result.to_crm:
-            fitted = tuple(note for note in projection.fitted if note.column in result.to_crm)
+        new_crm = crm_values | to_crm
+        if to_crm:
+            fitted = tuple(note for note in projection.fitted if note.column in to_crm)
             actions.append(
                 UpdateCrm(
                     table=self.fmap.table,
                     record_id=crm.record_id,
-                    values=result.to_crm,
+                    values=to_crm,
                     if_match=crm.etag,
                     fitted=fitted,
                     reason=f"{why} -> update CRM",
@@ -408,8 +483,16 @@ class _ItemPlanner:
         )
         from_outlook = outlook_written
         actions.append(
-            WriteLink(
-                link=link, outlook_from_write=from_outlook, crm_from_write=bool(result.to_crm), reason=why
-            )
+            WriteLink(link=link, outlook_from_write=from_outlook, crm_from_write=bool(to_crm), reason=why)
         )
         return actions
+
+    def kept_unreadable(self, outlook: Mapping[str, CrmValue], crm: CrmState) -> list[Action]:
+        """A note per secured column the user may not read whose Outlook value Dynamics would have
+        blanked (the CRM answered null): crmsync keeps it, and the audit says why."""
+        raw = crm.values or {}
+        return [
+            SecuredField(record_id=crm.record_id, column=column, reason=SECURED_UNREADABLE)
+            for column in sorted(self.policy.unreadable)
+            if column in raw and raw[column] is None and outlook.get(column) is not None
+        ]

@@ -13,11 +13,15 @@ from collections.abc import Sequence
 
 from shared.crm.tables import bind_annotation
 from shared.domain.model import Email
+from shared.sync.fieldmaps.base import ABSENT, Absent
+from shared.sync.merge import Side
 from shared.sync.plan import (
     Action,
+    Conflict,
     CopyAttachments,
     CreateInCrm,
     CreateSenderContact,
+    CrmState,
     DeleteInCrm,
     DropLink,
     Link,
@@ -54,10 +58,18 @@ def untrack_message(
 
 
 def with_tracking(
-    present: PresentItem | None, link: Link | None, actions: list[Action], facts: PlanFacts
+    present: PresentItem | None,
+    link: Link | None,
+    actions: list[Action],
+    facts: PlanFacts,
+    *,
+    crm: CrmState | None = None,
+    tie_break: Side = Side.CRM,
 ) -> list[Action]:
     """``actions`` with a tracked message's extra writes: the sender's contact first, the regarding
-    and the attachments right after the email's own CRM write (before Outlook writes and links)."""
+    and the attachments right after the email's own CRM write (before Outlook writes and links).
+    ``crm``: the CRM email as read (its current regarding); ``tie_break`` settles a regarding that
+    a Dynamics user changed while the tracking decision changed too."""
     tracking = facts.tracking
     if tracking is None or present is None or not isinstance(present.item, Email):
         return actions
@@ -79,18 +91,31 @@ def with_tracking(
                 reason="unknown sender",
             )
         )
-    after = _regarding(record_id, tracking) + _attachments(present.item_id, present.item, record_id, tracking)
+    current = crm.regarding if crm is not None and crm.values is not None else ABSENT
+    after = _regarding(record_id, tracking, current, tie_break)
+    after += _attachments(present.item_id, present.item, record_id, tracking)
     at = max((i + 1 for i, a in enumerate(actions) if isinstance(a, CreateInCrm | UpdateCrm)), default=0)
     return [*before, *actions[:at], *after, *actions[at:]]
 
 
-def _regarding(record_id: uuid.UUID, facts: TrackingFacts) -> list[Action]:
-    """Set the wanted regarding, or clear the one this mailbox set, when they differ."""
+def _regarding(
+    record_id: uuid.UUID, facts: TrackingFacts, current: uuid.UUID | Absent | None, tie_break: Side
+) -> list[Action]:
+    """Set the wanted regarding, or clear the one this mailbox set, when they differ - unless a
+    Dynamics user changed the regarding since (``current`` is not what this mailbox set): then what
+    they set stays, and only the tie-break ``outlook`` lets the tracking decision replace it."""
     previous = facts.earlier_regarding if facts.earlier_crm_id == record_id else None
     wanted = facts.regarding
     target = wanted if wanted is not None else previous
     if wanted == previous or target is None or not regarding_bindable(target.table):
         return []
+    set_before = previous.id if previous is not None else None
+    if not isinstance(current, Absent) and current != set_before:
+        if current == (wanted.id if wanted is not None else None):
+            return []  # a Dynamics user already set what tracking wants
+        if tie_break is Side.CRM:
+            reason = "regarding changed in Dynamics and by tracking: the Dynamics regarding is kept"
+            return [Conflict(column="regardingobjectid", winner=Side.CRM, rule="tie_break", reason=reason)]
     reason = "tracked with a regarding" if wanted is not None else "regarding no longer wanted"
     return [SetRegarding(record_id=record_id, regarding=wanted, previous=previous, reason=reason)]
 

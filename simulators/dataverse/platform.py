@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from simulators.dataverse import (
     bulk,
     errors,
+    fieldsecurity,
     metadata,
     plugins,
     roles,
@@ -25,11 +26,14 @@ from simulators.dataverse import (
     usersettings,
 )
 from simulators.dataverse.engine import ApiRequest, ApiResponse, Engine
+from simulators.dataverse.query import parse_select
 from simulators.dataverse.schema import Table, tables_by_entity_set
 from simulators.dataverse.security import APP_ROLE, Caller, Security, app_role_spec
 from simulators.dataverse.store import Record, Savepoint, Store
 
-READ_ONLY_TABLES = frozenset({"role", "privilege", "timezonedefinition", "sdkmessage", "sdkmessagefilter"})
+READ_ONLY_TABLES = frozenset(
+    {"role", "privilege", "timezonedefinition", "sdkmessage", "sdkmessagefilter"} | fieldsecurity.TABLES
+)
 ROLE_SETS = frozenset({"roles", "privileges"})
 
 
@@ -79,6 +83,9 @@ class PlatformEngine(Engine):
         nav = roles.NAV.match(path)
         if nav is not None:
             return self._user_roles(request, caller, nav.group("user").lower(), nav)
+        profiles = fieldsecurity.NAV.match(path)
+        if profiles is not None:
+            return self._user_profiles(request, caller, profiles.group("user").lower())
         answer = bulk.run(self, request, caller)
         if answer is not None:
             return answer
@@ -87,6 +94,8 @@ class PlatformEngine(Engine):
         if table is not None:
             if entity_set in ROLE_SETS and request.method == "GET":
                 roles.materialize(self.store, self.security)
+            if table.logical_name in fieldsecurity.TABLES and request.method == "GET":
+                fieldsecurity.materialize(self.store, self.security)
             if table.logical_name in READ_ONLY_TABLES and request.method != "GET":
                 raise errors.DataverseError(
                     405, errors.BAD_PAYLOAD, f"The simulator's {table.logical_name} rows are read-only."
@@ -127,6 +136,23 @@ class PlatformEngine(Engine):
         rows = [self.store.get("role", roles.identifier(f"role:{name}")) for name in names]
         value = [self.project(role_table, row, None, caller, request) for row in rows if row is not None]
         return ApiResponse(200, {}, {"@odata.context": f"{request.base_url}/$metadata#roles", "value": value})
+
+    def _user_profiles(self, request: ApiRequest, caller: Caller, user_id: str) -> ApiResponse:
+        if request.method != "GET":
+            raise errors.DataverseError(
+                405, errors.BAD_PAYLOAD, "The simulator lists a user's profiles: GET."
+            )
+        self._existing(tables_by_entity_set()["systemusers"], user_id, caller)
+        fieldsecurity.materialize(self.store, self.security)
+        profile_table = tables_by_entity_set()["fieldsecurityprofiles"]
+        rows = [
+            self.store.get("fieldsecurityprofile", profile)
+            for profile in fieldsecurity.user_profile_ids(self.security, user_id)
+        ]
+        select = parse_select(request.query.get("$select"), profile_table)
+        value = [self.project(profile_table, row, select, caller, request) for row in rows if row is not None]
+        context = f"{request.base_url}/$metadata#fieldsecurityprofiles"
+        return ApiResponse(200, {}, {"@odata.context": context, "value": value})
 
     # -- writes --------------------------------------------------------------------------------
     def write(

@@ -11,7 +11,15 @@ all four arrows is settable, a field with none there is fixed). Directions: 0 No
 ``allowedsyncdirection`` is the simulator's encoding of "Settable sync" (Microsoft documents the
 column as "allowed sync directions" without values): 3 any direction may be chosen, 0 the direction
 is fixed; changing a fixed field's ``syncdirection`` is refused (400), as the settings UI offers no
-other arrow for it. Fields the page marks "Computed" (aggregates such as Appointment Time)
+other arrow for it. Checked against the table's published columns (AttributeCRMName,
+AttributeExchangeName, SyncDirection / DefaultSyncDirection 0 None, 1 ToExchange, 2 ToCRM, 3
+Bidirectional, AllowedSyncDirection, IsComputed, ComputedProperties, MappingName,
+ParentSyncAttributeMappingId, SyncAttributeMappingProfileId): ``entityname`` is not among them - the
+simulator's way of naming the table a row belongs to, which Dataverse keeps as an object type code
+(``EntityTypeCode``: contact 2, appointment 4201, task 4212) that its Web API does not list; a real
+organization may need the connector to tell the table another way. Profiles other than the system
+one (assigned to users and teams) are not modelled.
+Fields the page marks "Computed" (aggregates such as Appointment Time)
 carry ``iscomputed`` and the columns they aggregate in ``computedproperties``.
 """
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -28,7 +28,16 @@ from shared.crm.errors import (
     RecordNotFound,
     ServiceProtectionLimit,
 )
-from shared.crm.port import CrmPort, Delete, FieldValue, Operation, Party, RecordRef, Upsert
+from shared.crm.port import (
+    ColumnPermission,
+    CrmPort,
+    Delete,
+    FieldValue,
+    Operation,
+    Party,
+    RecordRef,
+    Upsert,
+)
 from shared.domain.model import Participation
 from shared.sync.fieldmaps.base import parse_utc
 from simulators.dataverse.launcher import DataverseSimulator
@@ -48,6 +57,9 @@ class Caller:
     object_id: str
     systemuserid: str
     email: str
+
+
+Secure = Callable[[str, str, "Caller", ColumnPermission], None]
 
 
 class CrmPortContract:
@@ -306,11 +318,33 @@ class CrmPortContract:
     async def test_whoami_is_the_impersonated_user(self, crm: CrmPort, user: Caller) -> None:
         assert str((await crm.whoami(caller=user.object_id)).user_id).lower() == user.systemuserid.lower()
 
+    async def test_column_security_says_what_the_user_may_do(
+        self, crm: CrmPort, user: Caller, secure: Secure
+    ) -> None:
+        secure("contact", "governmentid", user, ColumnPermission(read=True))
+        security = await crm.column_security(uuid.UUID(user.systemuserid), ["contact", "task"], caller=None)
+        assert security.of("contact")["governmentid"] == ColumnPermission(read=True)
+        assert "jobtitle" not in security.of("contact")  # not secured
+        with pytest.raises(ValueError, match="as the application"):
+            await crm.column_security(uuid.UUID(user.systemuserid), ["contact"], caller=user.object_id)
+
+    async def test_field_sync_mappings_are_the_organizations_rows(self, crm: CrmPort) -> None:
+        rows = await crm.field_sync_mappings(["contact", "task"], caller=None)
+        assert all(row.table in {"contact", "task"} and 0 <= row.direction <= 3 for row in rows)
+        assert all(row.columns for row in rows)
+
 
 class TestFakeCrm(CrmPortContract):
     @pytest.fixture
     def fake(self) -> FakeCrm:
         return FakeCrm()
+
+    @pytest.fixture
+    def secure(self, fake: FakeCrm) -> Secure:
+        def secure(table: str, column: str, user: Caller, grant: ColumnPermission) -> None:
+            fake.secure(table, column, **{uuid.UUID(user.systemuserid).hex: grant})
+
+        return secure
 
     @pytest.fixture
     def crm(self, fake: FakeCrm) -> CrmPort:
@@ -356,6 +390,22 @@ class TestDataverseClient(CrmPortContract):
             yield client
 
     @pytest.fixture
+    def secure(self, dataverse_sim: DataverseSimulator) -> Secure:
+        def secure(table: str, column: str, user: Caller, grant: ColumnPermission) -> None:
+            name = f"profile-{uuid.uuid4().hex[:8]}"
+            permission = {"table": table, "column": column, "read": grant.read, "update": grant.update}
+            dataverse_sim.add_field_security_profile(name, [permission | {"create": grant.create}])
+            dataverse_sim.add_user(
+                systemuserid=user.systemuserid,
+                azureactivedirectoryobjectid=user.object_id,
+                internalemailaddress=user.email,
+                roles=self.roles[user.systemuserid],
+                fieldsecurityprofiles=[name],
+            )
+
+        return secure
+
+    @pytest.fixture
     def user(self, dataverse_sim: DataverseSimulator) -> Caller:
         role = f"role-{uuid.uuid4().hex[:8]}"
         grants = dict.fromkeys(("systemuser", "account", "lead"), _READ)
@@ -363,4 +413,5 @@ class TestDataverseClient(CrmPortContract):
         dataverse_sim.add_role(role, tables=grants)
         email = f"u-{uuid.uuid4().hex[:8]}@contoso.example"
         row = dataverse_sim.add_user(internalemailaddress=email, roles=[role])
+        self.roles = {row["systemuserid"]: [role]}
         return Caller(row["azureactivedirectoryobjectid"], row["systemuserid"], email)

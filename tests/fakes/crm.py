@@ -52,7 +52,10 @@ from shared.crm.limits import MAX_LENGTHS, utf16_length
 from shared.crm.port import (
     EMAIL_RESOLUTION_ORDER,
     ChangePage,
+    ColumnPermission,
+    ColumnSecurity,
     Delete,
+    FieldSyncMapping,
     FieldValue,
     KeyValue,
     Operation,
@@ -170,6 +173,10 @@ class FakeCrm:
         self.deletions: list[tuple[str, uuid.UUID]] = []
         #: Called with the method's name before every call (a test's tripwire: it may raise).
         self.before_call: Callable[[CallName], None] | None = None
+        #: The organization's field synchronization rows (syncattributemapping); none: defaults.
+        self.sync_mappings: list[FieldSyncMapping] = []
+        #: Secured columns -> systemuserid -> what that user may do (field security profiles).
+        self.secured: dict[tuple[str, str], dict[uuid.UUID, ColumnPermission]] = {}
 
     def new_id(self) -> uuid.UUID:
         """A fresh id, the same sequence in every run of a test."""
@@ -188,6 +195,10 @@ class FakeCrm:
             )
         )
         return user
+
+    def secure(self, table: str, column: str, **grants: ColumnPermission) -> None:
+        """Secure a column; ``grants``: systemuserid (hex) -> the user's permission."""
+        self.secured[(table, column)] = {uuid.UUID(user): grant for user, grant in grants.items()}
 
     def define_key(self, table: str, columns: Sequence[str]) -> None:
         self.keys[table] = tuple(columns)
@@ -525,6 +536,26 @@ class FakeCrm:
 
     async def whoami(self, *, caller: str | None) -> WhoAmI:
         return WhoAmI(self._user(caller), self.business_unit, self.organization)
+
+    async def field_sync_mappings(
+        self, tables: Sequence[str], *, caller: str | None
+    ) -> list[FieldSyncMapping]:
+        if caller is not None:
+            raise ValueError("field settings are read as the application")
+        return [row for row in self.sync_mappings if row.table in tables]
+
+    async def column_security(
+        self, user_id: uuid.UUID, tables: Sequence[str], *, caller: str | None
+    ) -> ColumnSecurity:
+        if caller is not None:
+            raise ValueError("field settings are read as the application")
+        return ColumnSecurity(
+            {
+                key: grants.get(user_id, ColumnPermission())
+                for key, grants in self.secured.items()
+                if key[0] in tables
+            }
+        )
 
 
 __all__ = ["FakeCrm", "FakeRecord", "FakeUser"]

@@ -15,11 +15,13 @@ from typing import Any
 import httpx
 
 from shared.config import Settings
-from shared.crm.dataverse import batching, changes, queries, records, registration
+from shared.crm.dataverse import batching, changes, fieldsettings, queries, records, registration
 from shared.crm.dataverse.transport import AsyncTokenSource, Transport
 from shared.crm.port import (
     EMAIL_RESOLUTION_ORDER,
     ChangePage,
+    ColumnSecurity,
+    FieldSyncMapping,
     FieldValue,
     Operation,
     OperationResult,
@@ -211,6 +213,22 @@ class DataverseClient:
     async def user_privileges(self, user_id: uuid.UUID, *, caller: str | None) -> frozenset[str]:
         """The privilege names a user holds (``RetrieveUserPrivileges``)."""
         return await queries.user_privileges(self._transport, user_id, caller=caller)
+
+    async def field_sync_mappings(
+        self, tables: Sequence[str], *, caller: str | None
+    ) -> list[FieldSyncMapping]:
+        """The organization's field synchronization directions (``syncattributemappings``)."""
+        if caller is not None:
+            raise ValueError("field settings are read as the application")
+        return await fieldsettings.field_sync_mappings(self._transport, tables)
+
+    async def column_security(
+        self, user_id: uuid.UUID, tables: Sequence[str], *, caller: str | None
+    ) -> ColumnSecurity:
+        """Secured columns of ``tables`` and the user's field permissions (field security profiles)."""
+        if caller is not None:
+            raise ValueError("field settings are read as the application")
+        return await fieldsettings.column_security(self._transport, user_id, tables)
 
     async def register_webhook(self, *, url: str, key: str) -> registration.WebhookRegistration:
         """Register (or update) crmsync's webhook endpoint and its steps, as the application."""

@@ -14,6 +14,10 @@ fixed): Outlook owns a meeting's attendee list, and changing it from the CRM wou
 updates on the organizer's behalf. Resource attendees (rooms) are not parties; the location
 carries the room.
 
+Which directions an organization or a mailbox may change follows "What fields can be synchronized
+with Outlook?" (Dynamics 365 admin guide): subject, location and body are settable; Appointment Time
+(start, end, all day), Importance, Show Time As and the parties are fixed.
+
 Recurring series (Graph ``type``): Dynamics' ``recurringappointmentmaster`` table is outside our
 contract, so a *series master* maps to one ordinary CRM appointment carrying the series' first
 occurrence (Graph gives the master the first occurrence's start and end) and the master's
@@ -105,16 +109,16 @@ APPOINTMENT_MAP: FieldMap[Appointment] = FieldMap(
     "appointment",
     (
         text_column(Appointment, "subject", "subject"),
-        utc_column(Appointment, "scheduledstart", "start"),
-        utc_column(Appointment, "scheduledend", "end"),
-        FieldMapping("isalldayevent", lambda event: event.is_all_day, _all_day_to_outlook),
+        utc_column(Appointment, "scheduledstart", "start", fixed=True),
+        utc_column(Appointment, "scheduledend", "end", fixed=True),
+        FieldMapping("isalldayevent", lambda event: event.is_all_day, _all_day_to_outlook, fixed=True),
         text_column(Appointment, "location", "location"),
         text_column(Appointment, "description", "body"),
         FieldMapping(
             "globalobjectid", lambda event: text(event.ical_uid), None, FieldDirection.TO_CRM, fixed=True
         ),
-        choice_column(Appointment, "prioritycode", "importance", PRIORITY_CODES),
-        FieldMapping("statuscode", _status, _show_as_from_status, on_create=False),
+        choice_column(Appointment, "prioritycode", "importance", PRIORITY_CODES, fixed=True),
+        FieldMapping("statuscode", _status, _show_as_from_status, fixed=True, on_create=False),
         FieldMapping(
             "statecode",
             lambda event: STATE_OF_STATUS[_status(event)],

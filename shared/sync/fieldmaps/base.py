@@ -141,17 +141,27 @@ class FieldMap(Generic[ItemT]):
             leader: tuple(sorted(members, key=lambda c: c != leader)) for leader, members in units.items()
         }
 
-    def directions(self, overrides: Mapping[str, FieldDirection] | None = None) -> dict[str, FieldDirection]:
-        """Effective direction per leading column: a mailbox override unless the field is fixed."""
-        overrides = overrides or {}
+    def directions(
+        self,
+        overrides: Mapping[str, FieldDirection] | None = None,
+        organization: Mapping[str, FieldDirection] | None = None,
+    ) -> dict[str, FieldDirection]:
+        """Effective direction per leading column: Dynamics' documented default, then the
+        organization's setting, then the mailbox's; a fixed field keeps its default."""
         result: dict[str, FieldDirection] = {}
         for leader in self.units():
             mapping = self._by_column[leader]
-            wanted = mapping.direction if mapping.fixed else overrides.get(leader, mapping.direction)
+            wanted = mapping.direction
+            if not mapping.fixed:
+                wanted = (overrides or {}).get(leader, (organization or {}).get(leader, wanted))
             if mapping.to_outlook is None and wanted in FLOWS_TO_OUTLOOK:
                 wanted = FieldDirection.TO_CRM if wanted is FieldDirection.TWO_WAY else FieldDirection.NONE
             result[leader] = wanted
         return result
+
+    def fixed_columns(self) -> frozenset[str]:
+        """The leading columns whose direction no setting may change."""
+        return frozenset(leader for leader in self.units() if self._by_column[leader].fixed)
 
     def project(self, item: ItemT) -> Projection:
         """The CRM columns this item stands for, fitted to the column limits."""
@@ -349,7 +359,9 @@ def choice_column(
     )
 
 
-def utc_column(model: type[ItemT], column: str, attribute: str) -> FieldMapping[ItemT]:
+def utc_column(
+    model: type[ItemT], column: str, attribute: str, *, fixed: bool = False
+) -> FieldMapping[ItemT]:
     """A two-way UTC date-time column; a null from the CRM clears an optional attribute only."""
     _check_attribute(model, attribute)
     required = model.model_fields[attribute].is_required()
@@ -363,7 +375,7 @@ def utc_column(model: type[ItemT], column: str, attribute: str) -> FieldMapping[
             return item
         return item.model_copy(update={attribute: parsed})
 
-    return FieldMapping(column, to_crm, to_outlook)
+    return FieldMapping(column, to_crm, to_outlook, fixed=fixed)
 
 
 def parties(participation: Participation, addresses: Iterable[str | None]) -> CrmValue:

@@ -4,7 +4,9 @@ Follows Dynamics' default Outlook contact mapping: names, up to three email addr
 (``emailaddress1..3``), business / home / mobile phone and business fax (``telephone1``,
 ``telephone2``, ``mobilephone``, ``fax``), job title, department, the business address as
 ``address1_*`` and the home address as ``address2_*``, notes as ``description`` and the birthday
-as the date-only ``birthdate``. Every column is two-way by default and may be overridden.
+as the date-only ``birthdate``. Every column is two-way by default; the name parts make up Outlook's
+Full Name, which "What fields can be synchronized with Outlook?" lists as fixed, so their direction
+never changes; every other column's may (organization setting, mailbox setting).
 
 Not mapped, on purpose:
 
@@ -100,7 +102,10 @@ def _birthday_to_outlook(contact: Contact, value: CrmValue) -> Contact:
 
 
 def _mappings() -> tuple[FieldMapping[Contact], ...]:
-    mappings = [text_column(Contact, column, attribute) for column, attribute in _NAME_FIELDS.items()]
+    mappings = [
+        text_column(Contact, column, attribute, fixed=column != "nickname")
+        for column, attribute in _NAME_FIELDS.items()
+    ]
     mappings += [_email(slot) for slot in range(3)]
     mappings += [text_column(Contact, column, attribute) for column, attribute in _TEXT_FIELDS.items()]
     mappings += [

@@ -13,6 +13,9 @@ Started, 3 In Progress, 4 Waiting on someone else, 5 Completed, 6 Canceled, 7 De
     deferred        -> Open / Deferred (7),                 % left as the CRM has it
     completed       -> Completed / Completed (5),           100 %
 
+Importance and Status are fixed ("What fields can be synchronized with Outlook?"): no organization
+or mailbox setting changes their direction; the other columns are settable.
+
 ``statecode`` and ``percentcomplete`` follow ``statuscode``: the three are merged and written as
 one unit, so Dataverse never sees a status reason that does not belong to the state. A CRM task
 that is Canceled (6) shows as completed in To Do, which has no cancelled state.
@@ -66,8 +69,8 @@ TASK_MAP: FieldMap[Task] = FieldMap(
         utc_column(Task, "scheduledstart", "start"),
         utc_column(Task, "scheduledend", "due"),
         utc_column(Task, "actualend", "completed"),
-        choice_column(Task, "prioritycode", "importance", PRIORITY_CODES),
-        FieldMapping("statuscode", lambda task: STATUS[task.status], _status_to_outlook),
+        choice_column(Task, "prioritycode", "importance", PRIORITY_CODES, fixed=True),
+        FieldMapping("statuscode", lambda task: STATUS[task.status], _status_to_outlook, fixed=True),
         FieldMapping(
             "statecode",
             lambda task: STATE_OF_STATUS[STATUS[task.status]],
