@@ -194,6 +194,10 @@ class CrmPort(Protocol):
 
     async def whoami(self, *, caller: str | None) -> WhoAmI: ...
 
+    async def user_time_zone(self, user_id: uuid.UUID, *, caller: str | None) -> str | None:
+        """The user's time zone (``usersettings.timezonecode``) as a Windows zone name, or None."""
+        ...
+
 
 @runtime_checkable
 class CrmQueryPort(CrmPort, Protocol):

@@ -41,11 +41,11 @@ from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
-from shared.sync.crm_reads import read_crm_states
+from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.fieldmaps import field_map
 from shared.sync.links import from_stored_link
 from shared.sync.parties import PartyResolver
-from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState
+from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState, PlanFacts
 from shared.sync.planner import plan_item
 from shared.sync.planner_filter import plan_left_filter
 from shared.sync.policies import kind_enabled, sync_policy
@@ -158,7 +158,8 @@ class CrmToOutlookRun:
         )
         states = await read_crm_states(self._crm, mailbox, kind, sorted(verdict.members, key=str))
         policy = sync_policy(mailbox.settings, kind)
-        fmap = field_map(kind)
+        facts = PlanFacts(crm_time_zone=await crm_time_zone(self._crm, mailbox, kind))
+        fmap = field_map(kind, facts.crm_time_zone)
         now = self._clock()
         plans: list[ItemPlan] = []
         for record_id in [*changed, *deleted]:
@@ -180,6 +181,7 @@ class CrmToOutlookRun:
                     crm=crm,
                     policy=policy,
                     now=now,
+                    facts=facts,
                 )
                 plans.append(ItemPlan(actions, new_link=True))
                 continue
@@ -204,6 +206,7 @@ class CrmToOutlookRun:
                 states=states,
                 created_from_crm=created_from_crm,
                 now=now,
+                facts=facts,
             )
             projection = fmap.project(item.item).values if item.item is not None else {}
             plans.append(ItemPlan(actions, projection))
@@ -244,6 +247,7 @@ class CrmToOutlookRun:
         states: dict[uuid.UUID, CrmState],
         created_from_crm: bool,
         now: dt.datetime,
+        facts: PlanFacts,
     ) -> list[Action]:
         policy = sync_policy(mailbox.settings, kind)
         if record_id in deleted:
@@ -255,5 +259,12 @@ class CrmToOutlookRun:
         else:
             crm = states[record_id]
         return plan_item(
-            kind, mailbox_id=mailbox.mailbox_id, outlook=outlook, link=link, crm=crm, policy=policy, now=now
+            kind,
+            mailbox_id=mailbox.mailbox_id,
+            outlook=outlook,
+            link=link,
+            crm=crm,
+            policy=policy,
+            now=now,
+            facts=facts,
         )

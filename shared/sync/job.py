@@ -57,6 +57,7 @@ from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
+from shared.sync.crm_reads import crm_time_zone
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
@@ -306,6 +307,7 @@ class MailboxSyncJob:
         # (a slow drain across runs trips it); a release's confirmed deletes are counted on their own.
         log = await self._store.sync_state.get_delete_log(mailbox_id, ref.kind)
         window = deletes_within(log, self._clock()) if allow is None else 0
+        time_zone = await crm_time_zone(self._crm, mailbox, ref.kind)
         return RunState(
             mailbox=mailbox,
             ref=ref,
@@ -320,6 +322,7 @@ class MailboxSyncJob:
             lease=lease,
             window=self._window(),
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
+            crm_time_zone=time_zone,
         )
 
     def _window(self) -> tuple[dt.datetime, dt.datetime]:

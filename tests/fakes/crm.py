@@ -158,6 +158,7 @@ class FakeCrm:
         self._versions = itertools.count(1000)
         self._ids = itertools.count(1)  # ids the server chooses: deterministic, so runs repeat
         self.records: dict[tuple[str, uuid.UUID], FakeRecord] = {}
+        self.time_zones: dict[uuid.UUID, str] = {}  # systemuserid -> Windows zone name
         self.keys: dict[str, tuple[str, ...]] = {}  # table -> alternate key columns
         self.users: dict[str, FakeUser] = {}  # by object id
         self.app_user = self.new_id()
@@ -525,6 +526,11 @@ class FakeCrm:
 
     async def whoami(self, *, caller: str | None) -> WhoAmI:
         return WhoAmI(self._user(caller), self.business_unit, self.organization)
+
+    async def user_time_zone(self, user_id: uuid.UUID, *, caller: str | None) -> str | None:
+        """The Windows zone name tests set in :attr:`time_zones` (None: the organization's UTC)."""
+        self._user(caller)
+        return self.time_zones.get(user_id)
 
 
 __all__ = ["FakeCrm", "FakeRecord", "FakeUser"]
