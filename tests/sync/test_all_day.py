@@ -80,7 +80,8 @@ def test_a_crm_all_day_appointment_becomes_the_same_dates_in_outlook_and_round_t
         dt.datetime(2027, 3, 29, tzinfo=dt.UTC),
     )
     graph = appointment_to_graph(item)
-    assert graph.start is not None and graph.end is not None
+    assert graph.start is not None
+    assert graph.end is not None
     assert (graph.start.date_time, graph.end.date_time) == ("2027-03-27T00:00:00", "2027-03-29T00:00:00")
     # What crmsync wrote reads back as the same CRM values: the echo changes nothing.
     projected = fmap.project(item).values
@@ -92,7 +93,8 @@ def test_an_event_in_another_zone_round_trips_through_the_crm_users_zone() -> No
     fmap = field_map(ItemKind.APPOINTMENT, NEW_YORK)
     values = fmap.project(event).values
     # Across New York's fall back (2027-11-07): EDT midnight, then EST midnight.
-    assert (values["scheduledstart"], values["scheduledend"]) == ("2027-11-06T04:00:00Z", "2027-11-08T05:00:00Z")
+    assert values["scheduledstart"] == "2027-11-06T04:00:00Z"
+    assert values["scheduledend"] == "2027-11-08T05:00:00Z"
     back = fmap.apply(event, values)
     assert (back.start, back.end, back.is_all_day) == (event.start, event.end, True)
 
