@@ -81,10 +81,11 @@ def _utc_value(values: Mapping[str, object], column: str) -> dt.datetime | None:
 async def crm_time_zone(crm: CrmPort, mailbox: Mailbox, kind: ItemKind) -> str | None:
     """The CRM user's time zone, read once per run of appointments (their all-day dates are the
     user's local midnights in the CRM); None for other kinds, or when the user's settings cannot be
-    read (then an all-day event's own zone is used)."""
+    read (then an all-day event's own zone is used). Read as the application, as the user's
+    privileges are: a personal option, not a record the user's roles guard."""
     if kind is not ItemKind.APPOINTMENT:
         return None
     try:
-        return await crm.user_time_zone(uuid.UUID(mailbox.crm_user_id), caller=mailbox.crm_caller_object_id)
+        return await crm.user_time_zone(uuid.UUID(mailbox.crm_user_id), caller=None)
     except (RecordNotFound, PrivilegeDenied):
         return None

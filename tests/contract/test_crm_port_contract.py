@@ -306,6 +306,11 @@ class CrmPortContract:
     async def test_whoami_is_the_impersonated_user(self, crm: CrmPort, user: Caller) -> None:
         assert str((await crm.whoami(caller=user.object_id)).user_id).lower() == user.systemuserid.lower()
 
+    async def test_a_new_users_time_zone_is_the_organizations(self, crm: CrmPort, user: Caller) -> None:
+        """usersettings.timezonecode as its timezonedefinition's Windows standard name (the sandbox
+        organization's zone is UTC, code 92), read as the application."""
+        assert await crm.user_time_zone(uuid.UUID(user.systemuserid), caller=None) == "UTC"
+
 
 class TestFakeCrm(CrmPortContract):
     @pytest.fixture

@@ -528,9 +528,9 @@ class FakeCrm:
         return WhoAmI(self._user(caller), self.business_unit, self.organization)
 
     async def user_time_zone(self, user_id: uuid.UUID, *, caller: str | None) -> str | None:
-        """The Windows zone name tests set in :attr:`time_zones` (None: the organization's UTC)."""
+        """The Windows zone name tests set in :attr:`time_zones`, else the organization's (UTC)."""
         self._user(caller)
-        return self.time_zones.get(user_id)
+        return self.time_zones.get(user_id, "UTC")
 
 
 __all__ = ["FakeCrm", "FakeRecord", "FakeUser"]
