@@ -252,9 +252,15 @@ class MailboxSyncJob:
         """One delta round from the stored link; an expired token turns it into a full resync."""
         mailbox_id = mailbox.mailbox_id
         state = await self._clear_dirty(mailbox_id, resource)
-        run = await self._start(mailbox, ref, resource, state.delta_link, lease, allow=allow)
+        link, window_start = state.delta_link, state.window_start
+        if link is not None and self._window_moves(ref, window_start):
+            # A new baseline in the window from today: next year's occurrences come in, events that
+            # left the window are skipped (left_window), unchanged ones are not rewritten (hashes).
+            await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "calendar_window_moved")
+            link = window_start = None
+        run = await self._start(mailbox, ref, resource, link, lease, allow=allow, window_start=window_start)
         try:
-            return await self._sync(run, state.delta_link, progress)
+            return await self._sync(run, link, progress)
         except DeltaTokenExpired:
             logger.warning("delta token expired for %s; full resync", ref.kind.value)
             await self._store.sync_state.reset(mailbox_id, resource)
@@ -279,6 +285,7 @@ class MailboxSyncJob:
         lease: LeaseKeeper,
         *,
         allow: int | None,
+        window_start: dt.datetime | None = None,
     ) -> RunState:
         mailbox_id = mailbox.mailbox_id
         reads = self._mailbox_reads or (self._tracking.outlook if self._tracking is not None else None)
@@ -320,20 +327,30 @@ class MailboxSyncJob:
             applier=applier,
             parked_ids=parked,
             lease=lease,
-            window=self._window(),
+            window=self._window(window_start if link is not None else None),
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
             crm_time_zone=time_zone,
         )
 
-    def _window(self) -> tuple[dt.datetime, dt.datetime]:
-        now = self._clock()
-        return now - self._options.calendar_past, now + self._options.calendar_future
+    def _window(self, start: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+        """The calendar window: the stored link's (from its start), else one from now."""
+        if start is None:
+            start = self._clock() - self._options.calendar_past
+        return start, start + self._options.calendar_past + self._options.calendar_future
+
+    def _window_moves(self, ref: ResourceRef, start: dt.datetime | None) -> bool:
+        """A calendar's window is renewed once it is ``calendar_slide`` old (or of unknown age)."""
+        if ref.kind is not ItemKind.APPOINTMENT:
+            return False
+        if start is None:
+            return True
+        return self._clock() - self._options.calendar_past - start >= self._options.calendar_slide
 
     async def _sync(
         self, run: RunState, link: str | None, progress: ProgressCallback | None
     ) -> SyncRunReport:
         mailbox_id = run.mailbox.mailbox_id
-        async for page in delta_pages(self._reader, run.mailbox, run.ref, link, self._window()):
+        async for page in delta_pages(self._reader, run.mailbox, run.ref, link, run.window):
             items = list(page.items)
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:
@@ -350,7 +367,8 @@ class MailboxSyncJob:
                 )
             next_link = page.next_link or page.delta_link
             if next_link:
-                await run.lease.save_delta_link(mailbox_id, run.resource, next_link)
+                start = run.window[0] if run.ref.kind is ItemKind.APPOINTMENT else None
+                await run.lease.save_delta_link(mailbox_id, run.resource, next_link, window_start=start)
             run.pages += 1
             run.items_seen += len(page.items)
             if progress is not None:
