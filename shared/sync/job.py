@@ -29,8 +29,10 @@ Calendar: the delta is a ``calendarView`` window (default 30 days back to 365 da
 the delta token when the round starts: "Get incremental changes to events in a calendar view",
 learn.microsoft.com/graph/delta-query-events). An event moved out of the window is reported
 ``@removed`` like a delete, so a removal of a linked appointment whose CRM record lies outside the
-window is ignored rather than deleting the CRM record. Sliding the window needs a new baseline
-(``reset``), which the link map makes cheap.
+window is ignored rather than deleting the CRM record. The window moves: its start is stored with
+the link, and once it is ``calendar_slide`` (7 days) old the next round - the sweep timer runs
+every resource every 15 minutes - reads a new baseline from today against the link map (events
+that entered the window arrive; those that left it are skipped; unchanged ones are not rewritten).
 """
 
 from __future__ import annotations
