@@ -245,6 +245,9 @@ class CrmPort(Protocol):
         self, user_id: uuid.UUID, tables: Sequence[str], *, caller: str | None
     ) -> ColumnSecurity:
         """The secured columns of ``tables`` and what ``user_id`` may do with each (as the application)."""
+
+    async def user_time_zone(self, user_id: uuid.UUID, *, caller: str | None) -> str | None:
+        """The user's time zone (``usersettings.timezonecode``) as a Windows zone name, or None."""
         ...
 
 

@@ -205,11 +205,19 @@ class SyncStateStore(Protocol):
         ...
 
     async def save_delta_link_fenced(
-        self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
+        self,
+        mailbox_id: str,
+        resource: str,
+        delta_link: str,
+        *,
+        lease: Lease,
+        seconds: int,
+        window_start: dt.datetime | None = None,
     ) -> Lease:
         """Store the link only while ``lease`` (the mailbox's, as last renewed) is still held, in one
         atomic write with its renewal for ``seconds``: the renewed lease. LeaseLost, and nothing
-        stored, if it was taken over or released (a run that lost its lease never moves the link)."""
+        stored, if it was taken over or released (a run that lost its lease never moves the link).
+        ``window_start``: a calendar link's window start, stored with it."""
         ...
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None: ...

@@ -86,6 +86,7 @@ class SyncState:
     mailbox_id: str
     resource: str
     delta_link: str | None = None
+    window_start: dt.datetime | None = None  # a calendar's calendarView window start, fixed in the link
     last_sync_at: dt.datetime | None = None
     last_error: str | None = None
     dirty: bool = False

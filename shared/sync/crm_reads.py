@@ -11,6 +11,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 
+from shared.crm.errors import PrivilegeDenied, RecordNotFound
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
 from shared.store.records import Mailbox
@@ -86,3 +87,16 @@ def left_window(window: tuple[dt.datetime, dt.datetime], kind: ItemKind, crm: Cr
 def _utc_value(values: Mapping[str, object], column: str) -> dt.datetime | None:
     value = values.get(column)
     return parse_utc(value) if isinstance(value, str) else None
+
+
+async def crm_time_zone(crm: CrmPort, mailbox: Mailbox, kind: ItemKind) -> str | None:
+    """The CRM user's time zone, read once per run of appointments (their all-day dates are the
+    user's local midnights in the CRM); None for other kinds, or when the user's settings cannot be
+    read (then an all-day event's own zone is used). Read as the application, as the user's
+    privileges are: a personal option, not a record the user's roles guard."""
+    if kind is not ItemKind.APPOINTMENT:
+        return None
+    try:
+        return await crm.user_time_zone(uuid.UUID(mailbox.crm_user_id), caller=None)
+    except (RecordNotFound, PrivilegeDenied):
+        return None

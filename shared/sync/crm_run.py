@@ -41,12 +41,12 @@ from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
-from shared.sync.crm_reads import read_crm_states
+from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
 from shared.sync.links import from_stored_link
 from shared.sync.parties import PartyResolver
-from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState, SyncPolicy
+from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState, PlanFacts, SyncPolicy
 from shared.sync.planner import plan_item
 from shared.sync.planner_filter import plan_left_filter
 from shared.sync.policies import kind_enabled
@@ -164,7 +164,8 @@ class CrmToOutlookRun:
         )
         states = await read_crm_states(self._crm, mailbox, kind, sorted(verdict.members, key=str))
         policy = await field_rules(self._crm).policy(mailbox, kind)
-        fmap = field_map(kind)
+        facts = PlanFacts(crm_time_zone=await crm_time_zone(self._crm, mailbox, kind))
+        fmap = field_map(kind, facts.crm_time_zone)
         now = self._clock()
         plans: list[ItemPlan] = []
         for record_id in [*changed, *deleted]:
@@ -186,6 +187,7 @@ class CrmToOutlookRun:
                     crm=crm,
                     policy=policy,
                     now=now,
+                    facts=facts,
                 )
                 plans.append(ItemPlan(actions, new_link=True))
                 continue
@@ -211,6 +213,7 @@ class CrmToOutlookRun:
                 created_from_crm=created_from_crm,
                 now=now,
                 policy=policy,
+                facts=facts,
             )
             projection = fmap.project(item.item).values if item.item is not None else {}
             plans.append(ItemPlan(actions, projection))
@@ -252,6 +255,7 @@ class CrmToOutlookRun:
         created_from_crm: bool,
         now: dt.datetime,
         policy: SyncPolicy,
+        facts: PlanFacts,
     ) -> list[Action]:
         if record_id in deleted:
             crm = CrmState(record_id, None)
@@ -262,5 +266,12 @@ class CrmToOutlookRun:
         else:
             crm = states[record_id]
         return plan_item(
-            kind, mailbox_id=mailbox.mailbox_id, outlook=outlook, link=link, crm=crm, policy=policy, now=now
+            kind,
+            mailbox_id=mailbox.mailbox_id,
+            outlook=outlook,
+            link=link,
+            crm=crm,
+            policy=policy,
+            now=now,
+            facts=facts,
         )

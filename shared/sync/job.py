@@ -29,8 +29,10 @@ Calendar: the delta is a ``calendarView`` window (default 30 days back to 365 da
 the delta token when the round starts: "Get incremental changes to events in a calendar view",
 learn.microsoft.com/graph/delta-query-events). An event moved out of the window is reported
 ``@removed`` like a delete, so a removal of a linked appointment whose CRM record lies outside the
-window is ignored rather than deleting the CRM record. Sliding the window needs a new baseline
-(``reset``), which the link map makes cheap.
+window is ignored rather than deleting the CRM record. The window moves: its start is stored with
+the link, and once it is ``calendar_slide`` (7 days) old the next round - the sweep timer runs
+every resource every 15 minutes - reads a new baseline from today against the link map (events
+that entered the window arrive; those that left it are skipped; unchanged ones are not rewritten).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
+from shared.sync.crm_reads import crm_time_zone
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
@@ -251,9 +254,15 @@ class MailboxSyncJob:
         """One delta round from the stored link; an expired token turns it into a full resync."""
         mailbox_id = mailbox.mailbox_id
         state = await self._clear_dirty(mailbox_id, resource)
-        run = await self._start(mailbox, ref, resource, state.delta_link, lease, allow=allow)
+        link, window_start = state.delta_link, state.window_start
+        if link is not None and self._window_moves(ref, window_start):
+            # A new baseline in the window from today: next year's occurrences come in, events that
+            # left the window are skipped (left_window), unchanged ones are not rewritten (hashes).
+            await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "calendar_window_moved")
+            link = window_start = None
+        run = await self._start(mailbox, ref, resource, link, lease, allow=allow, window_start=window_start)
         try:
-            return await self._sync(run, state.delta_link, progress)
+            return await self._sync(run, link, progress)
         except DeltaTokenExpired:
             logger.warning("delta token expired for %s; full resync", ref.kind.value)
             await self._store.sync_state.reset(mailbox_id, resource)
@@ -278,6 +287,7 @@ class MailboxSyncJob:
         lease: LeaseKeeper,
         *,
         allow: int | None,
+        window_start: dt.datetime | None = None,
     ) -> RunState:
         mailbox_id = mailbox.mailbox_id
         reads = self._mailbox_reads or (self._tracking.outlook if self._tracking is not None else None)
@@ -306,6 +316,7 @@ class MailboxSyncJob:
         # (a slow drain across runs trips it); a release's confirmed deletes are counted on their own.
         log = await self._store.sync_state.get_delete_log(mailbox_id, ref.kind)
         window = deletes_within(log, self._clock()) if allow is None else 0
+        time_zone = await crm_time_zone(self._crm, mailbox, ref.kind)
         return RunState(
             mailbox=mailbox,
             ref=ref,
@@ -318,19 +329,30 @@ class MailboxSyncJob:
             applier=applier,
             parked_ids=parked,
             lease=lease,
-            window=self._window(),
+            window=self._window(window_start if link is not None else None),
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
+            crm_time_zone=time_zone,
         )
 
-    def _window(self) -> tuple[dt.datetime, dt.datetime]:
-        now = self._clock()
-        return now - self._options.calendar_past, now + self._options.calendar_future
+    def _window(self, start: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+        """The calendar window: the stored link's (from its start), else one from now."""
+        if start is None:
+            start = self._clock() - self._options.calendar_past
+        return start, start + self._options.calendar_past + self._options.calendar_future
+
+    def _window_moves(self, ref: ResourceRef, start: dt.datetime | None) -> bool:
+        """A calendar's window is renewed once it is ``calendar_slide`` old (or of unknown age)."""
+        if ref.kind is not ItemKind.APPOINTMENT:
+            return False
+        if start is None:
+            return True
+        return self._clock() - self._options.calendar_past - start >= self._options.calendar_slide
 
     async def _sync(
         self, run: RunState, link: str | None, progress: ProgressCallback | None
     ) -> SyncRunReport:
         mailbox_id = run.mailbox.mailbox_id
-        async for page in delta_pages(self._reader, run.mailbox, run.ref, link, self._window()):
+        async for page in delta_pages(self._reader, run.mailbox, run.ref, link, run.window):
             items = list(page.items)
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:
@@ -347,7 +369,8 @@ class MailboxSyncJob:
                 )
             next_link = page.next_link or page.delta_link
             if next_link:
-                await run.lease.save_delta_link(mailbox_id, run.resource, next_link)
+                start = run.window[0] if run.ref.kind is ItemKind.APPOINTMENT else None
+                await run.lease.save_delta_link(mailbox_id, run.resource, next_link, window_start=start)
             run.pages += 1
             run.items_seen += len(page.items)
             if progress is not None:

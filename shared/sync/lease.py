@@ -73,7 +73,9 @@ class LeaseKeeper:
         if self._lease.expires_at - self._clock() < dt.timedelta(seconds=self._seconds / 2):
             await self._renew()
 
-    async def save_delta_link(self, mailbox_id: str, resource: str, link: str) -> None:
+    async def save_delta_link(
+        self, mailbox_id: str, resource: str, link: str, *, window_start: dt.datetime | None = None
+    ) -> None:
         """Store the link in one conditional write with the lease (renewing it); ``LeaseLost`` if
         the lease is no longer this run's, and nothing is stored."""
         self.check()
@@ -81,7 +83,12 @@ class LeaseKeeper:
             started = time.monotonic()
             try:
                 self._lease = await self._states.save_delta_link_fenced(
-                    mailbox_id, resource, link, lease=self._lease, seconds=self._seconds
+                    mailbox_id,
+                    resource,
+                    link,
+                    lease=self._lease,
+                    seconds=self._seconds,
+                    window_start=window_start,
                 )
             except LeaseLost as lost:
                 self._lost = lost

@@ -70,6 +70,7 @@ class RunState:
     links: LinkView
     window: tuple[dt.datetime, dt.datetime]
     tracker: Tracker | None = None
+    crm_time_zone: str | None = None  # the CRM user's zone (appointments' all-day dates), read once
     deletes: int = 0  # within the brake's window: applied before the run (see job.py) and by it
     allowed_deletes: int | None = None  # deletes an administrator confirmed (a brake release)
     seen: set[str] = field(default_factory=set)
@@ -339,6 +340,7 @@ class PageSync:
             and left_window(run.window, kind, crm)
         ):
             facts = PlanFacts(outside_window=True)
+        facts = dataclasses.replace(facts, crm_time_zone=run.crm_time_zone)
         actions = plan_item(
             kind,
             mailbox_id=run.mailbox.mailbox_id,
@@ -349,7 +351,8 @@ class PageSync:
             now=self._clock(),
             facts=facts,
         )
-        projection = field_map(kind).project(outlook.item).values if outlook.item is not None else {}
+        fmap = field_map(kind, run.crm_time_zone)
+        projection = fmap.project(outlook.item).values if outlook.item is not None else {}
         return _Planned(entry.item, actions, projection, new_link=entry.link is None)
 
     # -- after ------------------------------------------------------------------------------------

@@ -162,12 +162,15 @@ class PlanFacts:
     Deleted Items): the destination folder's run owns it. ``other_mailbox_holds``: another
     registered mailbox still links this CRM email, so untracking here must not delete it.
     ``outside_window``: a removed appointment whose record lies outside the calendar window left
-    the window; it was not deleted. ``tracking``: email tracking's facts (``None`` for other kinds)."""
+    the window; it was not deleted. ``tracking``: email tracking's facts (``None`` for other kinds).
+    ``crm_time_zone``: the CRM user's time zone (Windows name of ``usersettings.timezonecode``), whose
+    midnights bound all-day appointments in the CRM; ``None``: unknown (the event's zone is used)."""
 
     moved_away: bool = False
     other_mailbox_holds: bool = False
     outside_window: bool = False
     tracking: TrackingFacts | None = None
+    crm_time_zone: str | None = None
 
 
 # --- actions -----------------------------------------------------------------------------------

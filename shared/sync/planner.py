@@ -111,7 +111,7 @@ def plan_item(
     deterministic id). With a link, both sides' states are required (a missing item is a state
     with ``gone`` / ``values=None``). ``facts``: what was read for this item before planning.
     """
-    fmap = field_map(kind)
+    fmap = field_map(kind, facts.crm_time_zone)
     if link is not None and outlook is not None and outlook.item_id != link.outlook_id:
         # The record is linked to another item of this mailbox: a second copy of one message or
         # meeting (a message sent to oneself sits in Sent Items and in the Inbox) is tracked once.

@@ -19,6 +19,7 @@ class JobOptions:
     mass_delete_ratio: float = 0.5
     calendar_past: dt.timedelta = dt.timedelta(days=30)
     calendar_future: dt.timedelta = dt.timedelta(days=365)
+    calendar_slide: dt.timedelta = dt.timedelta(days=7)  # how old a calendar window gets before it moves
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: dt.timedelta) -> JobOptions:

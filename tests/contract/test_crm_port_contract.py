@@ -333,6 +333,11 @@ class CrmPortContract:
         assert all(row.table in {"contact", "task"} and 0 <= row.direction <= 3 for row in rows)
         assert all(row.columns for row in rows)
 
+    async def test_a_new_users_time_zone_is_the_organizations(self, crm: CrmPort, user: Caller) -> None:
+        """usersettings.timezonecode as its timezonedefinition's Windows standard name (the sandbox
+        organization's zone is UTC, code 92), read as the application."""
+        assert await crm.user_time_zone(uuid.UUID(user.systemuserid), caller=None) == "UTC"
+
 
 class TestFakeCrm(CrmPortContract):
     @pytest.fixture

@@ -161,6 +161,7 @@ class FakeCrm:
         self._versions = itertools.count(1000)
         self._ids = itertools.count(1)  # ids the server chooses: deterministic, so runs repeat
         self.records: dict[tuple[str, uuid.UUID], FakeRecord] = {}
+        self.time_zones: dict[uuid.UUID, str] = {}  # systemuserid -> Windows zone name
         self.keys: dict[str, tuple[str, ...]] = {}  # table -> alternate key columns
         self.users: dict[str, FakeUser] = {}  # by object id
         self.app_user = self.new_id()
@@ -556,6 +557,11 @@ class FakeCrm:
                 if key[0] in tables
             }
         )
+
+    async def user_time_zone(self, user_id: uuid.UUID, *, caller: str | None) -> str | None:
+        """The Windows zone name tests set in :attr:`time_zones`, else the organization's (UTC)."""
+        self._user(caller)
+        return self.time_zones.get(user_id, "UTC")
 
 
 __all__ = ["FakeCrm", "FakeRecord", "FakeUser"]

@@ -71,6 +71,16 @@ class TestSyncStateContract:
             mailbox_id=MAILBOX, resource=RESOURCE
         )
 
+    async def test_a_calendar_link_keeps_its_window_start(self, store: Store, clock: ManualClock) -> None:
+        lease = await store.sync_state.try_acquire(MAILBOX, "worker-a", 60)
+        start = clock.now - dt.timedelta(days=30)
+        lease = await store.sync_state.save_delta_link_fenced(
+            MAILBOX, RESOURCE, DELTA, lease=lease, seconds=60, window_start=start
+        )
+        assert (await store.sync_state.get_state(MAILBOX, RESOURCE)).window_start == start
+        await store.sync_state.save_delta_link_fenced(MAILBOX, RESOURCE, DELTA, lease=lease, seconds=60)
+        assert (await store.sync_state.get_state(MAILBOX, RESOURCE)).window_start is None
+
     async def test_delta_link_error_and_reset(self, store: Store, clock: ManualClock) -> None:
         lease = await store.sync_state.try_acquire(MAILBOX, "worker-a", 60)
         lease = await store.sync_state.save_delta_link_fenced(

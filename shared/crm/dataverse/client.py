@@ -230,6 +230,10 @@ class DataverseClient:
             raise ValueError("field settings are read as the application")
         return await fieldsettings.column_security(self._transport, user_id, tables)
 
+    async def user_time_zone(self, user_id: uuid.UUID, *, caller: str | None) -> str | None:
+        """The user's time zone as a Windows name (usersettings + timezonedefinition)."""
+        return await queries.user_time_zone(self._transport, user_id, caller=caller)
+
     async def register_webhook(self, *, url: str, key: str) -> registration.WebhookRegistration:
         """Register (or update) crmsync's webhook endpoint and its steps, as the application."""
         return await registration.register_webhook(self._transport, url=url, key=key)

@@ -9,6 +9,10 @@
   element's ``page`` attribute ("Page results using FetchXml").
 - "RetrieveUserPrivileges Function" (Web API function reference): the privileges a user holds
   through its roles, ``RolePrivileges`` of ``{Depth, PrivilegeId, BusinessUnitId, PrivilegeName}``.
+- "Specify time zone settings for a user" (power-apps/developer/data-platform/specify-time-zone-
+  settings-user): ``usersettings.timezonecode`` is the user's zone; "for a list of time zone code
+  values supported, use the TimeZoneDefinition.TimeZoneCode attribute; TimeZoneDefinition.StandardName
+  stores the standard names" - the Windows zone names, so the organization's own table maps codes.
 """
 
 from __future__ import annotations
@@ -77,3 +81,23 @@ async def user_privileges(transport: Transport, user_id: uuid.UUID, *, caller: s
     return frozenset(
         str(row["PrivilegeName"]) for row in body.get("RolePrivileges", []) if "PrivilegeName" in row
     )
+
+
+async def user_time_zone(transport: Transport, user_id: uuid.UUID, *, caller: str | None) -> str | None:
+    """The Windows standard name of a user's ``usersettings.timezonecode``, or None when unset."""
+    settings = await transport.send(
+        Request("GET", f"usersettingscollection({user_id})"),
+        caller=caller,
+        params={"$select": "timezonecode"},
+    )
+    code = (json_body(settings.content) or {}).get("timezonecode")
+    if not isinstance(code, int) or isinstance(code, bool):
+        return None
+    definitions = await transport.send(
+        Request("GET", "timezonedefinitions"),
+        caller=caller,
+        params={"$filter": f"timezonecode eq {code}", "$select": "standardname"},
+    )
+    rows = (json_body(definitions.content) or {}).get("value") or []
+    name = rows[0].get("standardname") if rows else None
+    return name if isinstance(name, str) and name else None

@@ -37,7 +37,7 @@ from shared.outlook.convert.common import (
     removed_item,
     text_body,
 )
-from shared.outlook.convert.times import floating, from_utc, to_utc, writable_zone
+from shared.outlook.convert.times import floating, floating_date, from_utc, to_utc, writable_zone
 
 
 def _recurrence_json(recurrence: PatternedRecurrence | None) -> str | None:
@@ -47,7 +47,8 @@ def _recurrence_json(recurrence: PatternedRecurrence | None) -> str | None:
 
 
 def appointment_from_graph(event: Event) -> Appointment:
-    start, end = to_utc(event.start), to_utc(event.end)
+    read = floating_date if event.is_all_day else to_utc
+    start, end = read(event.start), read(event.end)
     if start is None or end is None:
         raise ValueError("Graph event without start or end (select them)")
     attendees = []
@@ -92,9 +93,10 @@ def appointment_item(mailbox_id: str, event: Event) -> OutlookItem:
 def appointment_to_graph(appointment: Appointment) -> Event:
     """A Graph event body in the appointment's own time zone (UTC if it has none).
 
-    All-day events are floating in Graph (midnight to midnight in whatever zone they are viewed in;
-    read without ``Prefer: outlook.timezone`` they come back as midnight UTC), so the neutral model
-    holds their dates as midnight UTC and they are written as midnight in the event's zone.
+    All-day events are floating in Graph (midnight to midnight in whatever zone they are viewed in),
+    so the neutral model holds their dates as midnight UTC (:func:`floating_date`) and they are
+    written as midnight in the event's zone. Which UTC moments those dates are in the CRM is the
+    field map's business: the CRM user's local midnights.
     """
     time_zone = writable_zone(appointment.time_zone)
     if appointment.is_all_day:

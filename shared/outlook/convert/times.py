@@ -2,74 +2,33 @@
 
 Graph gives times as ``dateTimeTimeZone`` (a wall-clock ``dateTime`` plus a Windows or IANA zone
 name; learn.microsoft.com/graph/api/resources/datetimetimezone); the neutral model holds aware UTC.
-Windows zone names are mapped to IANA with the CLDR ``windowsZones`` table (the common ones below).
+Windows zone names are mapped to IANA by :mod:`shared.domain.zones`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from msgraph.generated.models.date_time_time_zone import DateTimeTimeZone
 
-# CLDR windowsZones.xml, territory "001" (the primary IANA zone of each Windows zone).
-WINDOWS_TO_IANA: dict[str, str] = {
-    "UTC": "UTC",
-    "Coordinated Universal Time": "UTC",
-    "tzone://Microsoft/Utc": "UTC",
-    "GMT Standard Time": "Europe/London",
-    "Greenwich Standard Time": "Atlantic/Reykjavik",
-    "W. Europe Standard Time": "Europe/Berlin",
-    "Central Europe Standard Time": "Europe/Budapest",
-    "Central European Standard Time": "Europe/Warsaw",
-    "Romance Standard Time": "Europe/Paris",
-    "E. Europe Standard Time": "Europe/Chisinau",
-    "FLE Standard Time": "Europe/Kiev",
-    "GTB Standard Time": "Europe/Bucharest",
-    "Russian Standard Time": "Europe/Moscow",
-    "Turkey Standard Time": "Europe/Istanbul",
-    "Israel Standard Time": "Asia/Jerusalem",
-    "South Africa Standard Time": "Africa/Johannesburg",
-    "Arabian Standard Time": "Asia/Dubai",
-    "India Standard Time": "Asia/Calcutta",
-    "China Standard Time": "Asia/Shanghai",
-    "Singapore Standard Time": "Asia/Singapore",
-    "Tokyo Standard Time": "Asia/Tokyo",
-    "Korea Standard Time": "Asia/Seoul",
-    "AUS Eastern Standard Time": "Australia/Sydney",
-    "New Zealand Standard Time": "Pacific/Auckland",
-    "Eastern Standard Time": "America/New_York",
-    "Central Standard Time": "America/Chicago",
-    "Mountain Standard Time": "America/Denver",
-    "US Mountain Standard Time": "America/Phoenix",
-    "Pacific Standard Time": "America/Los_Angeles",
-    "Alaskan Standard Time": "America/Anchorage",
-    "Hawaiian Standard Time": "Pacific/Honolulu",
-    "Atlantic Standard Time": "America/Halifax",
-    "Canada Central Standard Time": "America/Regina",
-    "E. South America Standard Time": "America/Sao_Paulo",
-    "Argentina Standard Time": "America/Buenos_Aires",
-    "Central Standard Time (Mexico)": "America/Mexico_City",
-}
+from shared.domain.zones import WINDOWS_TO_IANA, zone
+
+__all__ = ["WINDOWS_TO_IANA", "floating", "floating_date", "from_utc", "to_utc", "writable_zone", "zone"]
 
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
-def zone(name: str) -> ZoneInfo:
-    """The IANA zone for a Windows or IANA zone name as Graph reports it."""
-    try:
-        return ZoneInfo(WINDOWS_TO_IANA.get(name, name))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
+def _wall_clock(value: DateTimeTimeZone) -> dt.datetime:
+    # Graph sends 7 fractional digits ("2024-03-01T09:00:00.0000000"); Python takes at most 6.
+    return dt.datetime.fromisoformat(_FRACTION.sub(r"\1", (value.date_time or "").rstrip("Z")))
 
 
 def to_utc(value: DateTimeTimeZone | None) -> dt.datetime | None:
     """Graph's wall-clock ``dateTime`` in ``timeZone`` as an aware UTC datetime."""
     if value is None or not value.date_time:
         return None
-    # Graph sends 7 fractional digits ("2024-03-01T09:00:00.0000000"); Python takes at most 6.
-    naive = dt.datetime.fromisoformat(_FRACTION.sub(r"\1", value.date_time.rstrip("Z")))
+    naive = _wall_clock(value)
     if naive.tzinfo is not None:
         return naive.astimezone(dt.UTC)
     return naive.replace(tzinfo=zone(value.time_zone or "UTC")).astimezone(dt.UTC)
@@ -100,3 +59,15 @@ def writable_zone(name: str | None) -> str | None:
 def floating(value: dt.datetime, time_zone: str | None) -> DateTimeTimeZone:
     """An all-day boundary: the UTC date's midnight as wall clock in the event's zone, unconverted."""
     return DateTimeTimeZone(date_time=f"{value.date().isoformat()}T00:00:00", time_zone=time_zone or "UTC")
+
+
+def floating_date(value: DateTimeTimeZone | None) -> dt.datetime | None:
+    """An all-day boundary as the neutral model holds it: its wall-clock date at midnight UTC.
+
+    All-day events are floating (learn.microsoft.com/graph/api/resources/event, ``isAllDay``: start
+    and end at midnight in one zone): the date is what the user chose, whatever zone labels it, so
+    the label is not applied (midnight in "W. Europe Standard Time" is not the day before in UTC).
+    """
+    if value is None or not value.date_time:
+        return None
+    return dt.datetime.combine(_wall_clock(value).date(), dt.time(), dt.UTC)

@@ -91,6 +91,7 @@ class AzureSyncStateStore:
             mailbox_id=mailbox_id,
             resource=resource,
             delta_link=state.get("delta_link"),
+            window_start=as_utc(state.get("window_start")),
             last_sync_at=as_utc(state.get("last_sync_at")),
             last_error=state.get("last_error"),
             dirty=dirty is not None,
@@ -203,7 +204,14 @@ class AzureSyncStateStore:
         )
 
     async def save_delta_link_fenced(
-        self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
+        self,
+        mailbox_id: str,
+        resource: str,
+        delta_link: str,
+        *,
+        lease: Lease,
+        seconds: int,
+        window_start: dt.datetime | None = None,
     ) -> Lease:
         """One entity-group transaction in the mailbox's partition: the lease row replaced If-Match
         the lease's ETag (renewed) and the state row replaced (a successful sync also clears
@@ -221,6 +229,8 @@ class AzureSyncStateStore:
             "delta_link": delta_link,
             "last_sync_at": now,
         }
+        if window_start is not None:
+            state["window_start"] = window_start
         try:
             results = await self._table.submit_transaction(
                 [

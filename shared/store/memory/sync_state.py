@@ -85,12 +85,21 @@ class MemorySyncStateStore:
         )
 
     async def save_delta_link_fenced(
-        self, mailbox_id: str, resource: str, delta_link: str, *, lease: Lease, seconds: int
+        self,
+        mailbox_id: str,
+        resource: str,
+        delta_link: str,
+        *,
+        lease: Lease,
+        seconds: int,
+        window_start: dt.datetime | None = None,
     ) -> Lease:
         if lease.mailbox_id != mailbox_id:
             raise ValueError("the lease is another mailbox's")
         renewed = await self.renew(lease, seconds)  # LeaseLost: nothing stored
         await self.save_delta_link(mailbox_id, resource, delta_link)
+        key = (mailbox_id, resource)
+        self._states[key] = dataclasses.replace(self._states[key], window_start=window_start)
         return renewed
 
     async def record_error(self, mailbox_id: str, resource: str, reason_code: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.domain.model import ItemKind
-from shared.sync.fieldmaps.appointment import APPOINTMENT_MAP
+from shared.sync.fieldmaps.appointment import APPOINTMENT_MAP, appointment_map
 from shared.sync.fieldmaps.base import (
     ABSENT,
     Absent,
@@ -36,8 +36,11 @@ FIELD_MAPS: dict[ItemKind, FieldMap[Any]] = {
 }
 
 
-def field_map(kind: ItemKind) -> FieldMap[Any]:
-    """The field map of one item kind."""
+def field_map(kind: ItemKind, crm_time_zone: str | None = None) -> FieldMap[Any]:
+    """The field map of one item kind; appointments' all-day dates are the CRM user's local
+    midnights in ``crm_time_zone`` (``usersettings.timezonecode``'s Windows name), if known."""
+    if kind is ItemKind.APPOINTMENT and crm_time_zone is not None:
+        return appointment_map(crm_time_zone)
     return FIELD_MAPS[kind]
 
 

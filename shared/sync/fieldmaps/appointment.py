@@ -23,11 +23,21 @@ contract, so a *series master* maps to one ordinary CRM appointment carrying the
 occurrence (Graph gives the master the first occurrence's start and end) and the master's
 iCalUId; plain *occurrences* are not synchronised (the master stands for them); an *exception*
 (a moved or edited occurrence) has its own iCalUId and becomes its own CRM appointment.
+
+All-day events: ``scheduledstart`` / ``scheduledend`` are UserLocal columns (a UTC moment shown in
+the user's zone; "Behavior and format of the date and time column", power-apps/maker/data-platform/
+behavior-format-date-time-field), so an all-day event's dates are stored as the CRM user's local
+midnights (``usersettings.timezonecode``), falling back to the event's own zone, then UTC; read back,
+the moments' local dates in that zone are the event's dates. Outlook's all-day dates are floating
+(the neutral model holds them as midnight UTC, see :mod:`shared.outlook.convert.events`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from functools import cache
+from zoneinfo import ZoneInfo
 
 from shared.domain.model import (
     Appointment,
@@ -38,6 +48,7 @@ from shared.domain.model import (
     Participation,
     ShowAs,
 )
+from shared.domain.zones import known_zone, local_date, local_midnight
 from shared.sync.fieldmaps.base import (
     PRIORITY_CODES,
     CrmValue,
@@ -45,10 +56,11 @@ from shared.sync.fieldmaps.base import (
     FieldMapping,
     as_int,
     choice_column,
+    parse_utc,
     parties,
     text,
     text_column,
-    utc_column,
+    utc_text,
 )
 
 # statuscode (status reason) per show-as; Dataverse has no "working elsewhere" or "unknown".
@@ -77,8 +89,52 @@ def _show_as_from_status(event: Appointment, value: CrmValue) -> Appointment:
     return event.model_copy(update={"show_as": show_as}) if show_as else event
 
 
-def _all_day_to_outlook(event: Appointment, value: CrmValue) -> Appointment:
-    return event.model_copy(update={"is_all_day": bool(value)})
+def _zone(event: Appointment, crm_time_zone: str | None) -> ZoneInfo:
+    """The zone whose midnights bound an all-day event in the CRM: the CRM user's, else the event's."""
+    return known_zone(crm_time_zone) or known_zone(event.time_zone) or ZoneInfo("UTC")
+
+
+def _floating(moment: dt.datetime, where: ZoneInfo) -> dt.datetime:
+    return dt.datetime.combine(local_date(moment, where), dt.time(), dt.UTC)
+
+
+def _all_day_column(column: str, attribute: str, crm_time_zone: str | None) -> FieldMapping[Appointment]:
+    """``scheduledstart`` / ``scheduledend``: exact moments, or an all-day event's local midnights."""
+
+    def to_crm(event: Appointment) -> CrmValue:
+        value: dt.datetime = getattr(event, attribute)
+        if event.is_all_day:
+            value = local_midnight(value.date(), _zone(event, crm_time_zone))
+        return utc_text(value)
+
+    def to_outlook(event: Appointment, value: CrmValue) -> Appointment:
+        parsed = parse_utc(value)
+        if parsed is None:
+            return event  # an Outlook event needs both (required_from_crm)
+        if event.is_all_day:
+            parsed = _floating(parsed, _zone(event, crm_time_zone))
+        return event.model_copy(update={attribute: parsed})
+
+    return FieldMapping(column, to_crm, to_outlook, fixed=True)
+
+
+def _all_day_flag(crm_time_zone: str | None) -> FieldMapping[Appointment]:
+    """``isalldayevent``, applied before the times (map order); flipping it alone re-reads the
+    event's times: exact moments become their local dates, dates their local midnights."""
+
+    def to_outlook(event: Appointment, value: CrmValue) -> Appointment:
+        all_day = bool(value)
+        if all_day == event.is_all_day:
+            return event
+        where = _zone(event, crm_time_zone)
+        if all_day:
+            start, end = _floating(event.start, where), _floating(event.end, where)
+            end = max(end, start + dt.timedelta(days=1))
+        else:
+            start, end = local_midnight(event.start.date(), where), local_midnight(event.end.date(), where)
+        return event.model_copy(update={"is_all_day": all_day, "start": start, "end": end})
+
+    return FieldMapping("isalldayevent", lambda event: event.is_all_day, to_outlook, fixed=True)
 
 
 def _attendees(kind: AttendeeType, participation: Participation) -> FieldMapping[Appointment]:
@@ -109,9 +165,9 @@ APPOINTMENT_MAP: FieldMap[Appointment] = FieldMap(
     "appointment",
     (
         text_column(Appointment, "subject", "subject"),
-        utc_column(Appointment, "scheduledstart", "start", fixed=True),
-        utc_column(Appointment, "scheduledend", "end", fixed=True),
-        FieldMapping("isalldayevent", lambda event: event.is_all_day, _all_day_to_outlook, fixed=True),
+        _all_day_flag(None),
+        _all_day_column("scheduledstart", "start", None),
+        _all_day_column("scheduledend", "end", None),
         text_column(Appointment, "location", "location"),
         text_column(Appointment, "description", "body"),
         FieldMapping(
@@ -135,3 +191,19 @@ APPOINTMENT_MAP: FieldMap[Appointment] = FieldMap(
     required_from_crm=("scheduledstart", "scheduledend"),  # an Outlook event needs both
     unsyncable=_skip_reason,
 )
+"""Without a known CRM user zone, all-day dates are midnights in the event's own zone."""
+
+
+@cache
+def appointment_map(crm_time_zone: str) -> FieldMap[Appointment]:
+    """The appointment map for a CRM user in ``crm_time_zone`` (Windows or IANA name)."""
+    timed = {
+        mapping.column: mapping
+        for mapping in (
+            _all_day_flag(crm_time_zone),
+            _all_day_column("scheduledstart", "start", crm_time_zone),
+            _all_day_column("scheduledend", "end", crm_time_zone),
+        )
+    }
+    mappings = tuple(timed.get(mapping.column, mapping) for mapping in APPOINTMENT_MAP.mappings)
+    return dataclasses.replace(APPOINTMENT_MAP, mappings=mappings)

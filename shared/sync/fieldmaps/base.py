@@ -177,11 +177,12 @@ class FieldMap(Generic[ItemT]):
         return Projection(values, tuple(fitted))
 
     def apply(self, item: ItemT, values: Mapping[str, CrmValue]) -> ItemT:
-        """Write CRM values onto a neutral item (columns that cannot flow to Outlook are ignored)."""
-        for column, value in values.items():
-            mapping = self._by_column.get(column)
-            if mapping is not None and mapping.to_outlook is not None:
-                item = mapping.to_outlook(item, value)
+        """Write CRM values onto a neutral item (columns that cannot flow to Outlook are ignored), in
+        the map's column order, so a column read in the light of another (an appointment's times in
+        the light of its all-day flag) sees that one already applied."""
+        for mapping in self.mappings:
+            if mapping.column in values and mapping.to_outlook is not None:
+                item = mapping.to_outlook(item, values[mapping.column])
         return item
 
     def item_from_crm(self, values: Mapping[str, CrmValue]) -> ItemT:
