@@ -60,7 +60,9 @@ PATH = re.compile(
 KEY_PART = re.compile(r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>'(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 DEFAULT_PAGE_SIZE = 5000
 # Change tracking is enabled on these tables; activityparty rows travel with their activity.
-CHANGE_TRACKED = frozenset({"contact", "account", "lead", "email", "appointment", "task", "systemuser"})
+CHANGE_TRACKED = frozenset(
+    {"contact", "account", "lead", "email", "appointment", "recurringappointmentmaster", "task", "systemuser"}
+)
 FULL_NAME_TABLES = frozenset({"contact", "lead", "systemuser"})
 AUDIT_COLUMNS = (
     "createdon",
@@ -517,8 +519,12 @@ class Engine:
         existing: Record | None,
         caller: Caller,
         request: ApiRequest,
+        computed: dict[str, Any] | None = None,
     ) -> Record:
-        """Validate ``payload`` and store the created or updated row; returns the stored row."""
+        """Validate ``payload`` and store the created or updated row; returns the stored row.
+
+        ``computed`` sets columns the platform maintains (read-only to clients), such as a
+        recurring instance's ``seriesid``."""
         creating = existing is None
         if creating:
             self.security.require(caller, "Create", table)
@@ -559,6 +565,7 @@ class Engine:
                     table, name, value, record.get(name), caller=caller, creating=creating
                 )
                 record[name] = value
+        record.update(computed or {})
         self._finish(table, record, payload, creating=creating, caller=caller)
         self.store.put(table.logical_name, record, table.primary_id)
         if parties is not None:
