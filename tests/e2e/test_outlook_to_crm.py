@@ -328,3 +328,9 @@ def test_weekly_series_becomes_one_dynamics_series(e2e: E2E) -> None:
     assert {row["instancetypecode"] for row in left} == {2, 3}
     (after,) = e2e.crm("recurringappointmentmasters", f"subject eq '{subject}'", "deletedexceptionslist")
     assert f"{friday}T09:00:00Z" in after["deletedexceptionslist"]
+
+    # The exception stays linked to its instance (the CRM -> Outlook run that its update woke leaves
+    # a series instance to its series): cancelling it removes that instance too.
+    e2e.outlook("DELETE", mailbox, item_path("events", occurrences[1]["id"]))
+    wait_rows(e2e, "appointments", f"activityid eq {moved_id}", "activityid", none)
+    assert len(e2e.crm("appointments", f"subject eq '{subject}'", "activityid")) == 4
