@@ -399,6 +399,21 @@ async def test_a_series_is_one_dynamics_series_and_a_master_edit_reaches_its_ins
     assert {(row["subject"], row["instancetypecode"]) for row in renamed} == {(subject + " renamed", 2)}
     assert len(renamed) == 3
 
+    # An occurrence edited in Outlook (Graph makes it an exception) edits its own instance only,
+    # which Dynamics marks as its exception; its link stays.
+    edited, *_ = [link async for link in engine.store.links.list_links(mailbox.mailbox_id)]
+    engine.outlook.patch(
+        mailbox.mailbox_id, "events", edited.outlook_id, {"location": {"displayName": "Lab"}}
+    )
+    report = await engine.job().run(mailbox.mailbox_id, events)
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    after = engine.query(
+        f"appointments?$select=location,instancetypecode&$filter=seriesid eq {master['activityid']}"
+    )
+    by_id = {row["activityid"]: (row["location"], row["instancetypecode"]) for row in after}
+    assert by_id.pop(edited.crm_id) == ("Lab", 3)
+    assert set(by_id.values()) == {(None, 2)}
+
 
 async def test_a_pattern_dynamics_cannot_express_is_synced_as_occurrences_with_a_note(engine: Engine) -> None:
     """Every 1001 days: recurringappointmentmaster.interval stops at 1000, so the series is not bent into
