@@ -301,7 +301,7 @@ def test_an_instance_changed_in_dynamics_changes_only_its_occurrence(connected: 
     """A series made in Outlook is a Dynamics series; the user edits one instance in Dynamics (which
     makes it Dynamics' exception): that occurrence alone changes in Outlook (Graph: updating an
     occurrence makes it an exception), though the instance has no parties of its own to put it in the
-    user's filter - it belongs to its series."""
+    user's filter - it belongs to its series. Deleting another instance cancels its occurrence."""
     e2e = connected
     mailbox, user = onboarded(e2e)
     subject = f"series-{uuid.uuid4().hex[:8]}"
@@ -340,6 +340,18 @@ def test_an_instance_changed_in_dynamics_changes_only_its_occurrence(connected: 
     occurrences = wait_for(changed, "the occurrence changed in Outlook")
     assert [o["location"]["displayName"] for o in occurrences] == ["", "Room 9", ""]
     assert [o["type"] for o in occurrences] == ["occurrence", "exception", "occurrence"]
+
+    # Deleting an instance in Dynamics cancels that occurrence in Outlook (the delete rules of an
+    # appointment the user owns that is not over); the series and its other occurrences stay.
+    third = next(r for r in rows if r["originalstartdate"].startswith(str(first + dt.timedelta(days=2))))
+    as_user(e2e, user, "DELETE", f"appointments({third['activityid']})")
+
+    def cancelled() -> list[dict[str, Any]] | None:
+        left = e2e.outlook("GET", mailbox, path)["value"]
+        return left if len(left) == 2 else None
+
+    left = wait_for(cancelled, "the occurrence cancelled in Outlook")
+    assert [o["location"]["displayName"] for o in left] == ["", "Room 9"]
 
 
 def _linked(e2e: E2E, mailbox: Mailbox) -> int:
