@@ -398,9 +398,9 @@ class TestDataverseClient(CrmPortContract):
         rows = await crm.series_instances(
             master, select=["originalstartdate", "instancetypecode"], caller=user.object_id
         )
-        assert sorted(parse_utc(row["originalstartdate"]) for row in rows) == [
-            start,
-            start + dt.timedelta(days=1),
+        assert sorted(str(parse_utc(row["originalstartdate"])) for row in rows) == [
+            str(start),
+            str(start + dt.timedelta(days=1)),
         ]
         assert {row["instancetypecode"] for row in rows} == {2}
         assert all(uuid.UUID(row["activityid"]) for row in rows)
