@@ -173,17 +173,21 @@ class SeriesSync:
         )
         by_original = {_moment(row.get("originalstartdate")): row for row in rows}
         plans: list[InstancePlan] = []
+        unmatched = 0
         for member in members:
             content = member.item
             if not isinstance(content, Appointment):
                 continue
             row = by_original.get(utc_text(content.original_start or content.start))
             if row is None:
-                continue  # no instance (yet): outside Dynamics' expansion window
+                unmatched += 1  # no instance (yet): outside Dynamics' expansion window
+                continue
             state = _crm_state(mailbox, uuid.UUID(str(row["activityid"])), row, columns[:-1])
             plan = await self._instance_plan(links, member, content, state)
             if plan is not None:
                 plans.append(plan)
+        if unmatched:
+            logger.info("%d occurrence(s) of a series have no Dynamics instance: left unlinked", unmatched)
         return plans
 
     @staticmethod
