@@ -28,6 +28,7 @@ unlinked until it has one.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -45,7 +46,7 @@ from shared.sync.fieldmaps.ids import series_record_id
 from shared.sync.fieldmaps.series import SERIES_TABLE, series_columns
 from shared.sync.links import LinkView, from_stored_link
 from shared.sync.merge import unit_fingerprints
-from shared.sync.plan import Action, CreateInCrm, CrmState, Link, UpdateCrm, WriteLink
+from shared.sync.plan import Action, CreateInCrm, CrmState, DeleteInCrm, Link, UpdateCrm, WriteLink
 from shared.sync.ports import OutlookReader
 
 logger = logging.getLogger(__name__)
@@ -186,9 +187,52 @@ class SeriesSync:
             plan = await self._instance_plan(links, member, content, state)
             if plan is not None:
                 plans.append(plan)
+        plans = await self._replacing_one_offs(mailbox, links, plans)
         if unmatched:
             logger.info("%d occurrence(s) of a series have no Dynamics instance: left unlinked", unmatched)
         return plans
+
+    async def _replacing_one_offs(
+        self, mailbox: Mailbox, links: LinkView, plans: list[InstancePlan]
+    ) -> list[InstancePlan]:
+        """Upgrade: an occurrence crmsync synchronised before series were (one appointment per
+        occurrence) moves its link to its instance, and that one-off appointment - the user's, not a
+        series instance - is deleted in the same plan, so the series is not shown twice."""
+        moving: dict[uuid.UUID, uuid.UUID] = {}
+        for plan in plans:
+            stored = await links.by_outlook(plan.item.item_id)
+            new = next((a.link.crm_id for a in plan.actions if isinstance(a, WriteLink)), None)
+            if stored is not None and new is not None and uuid.UUID(stored.crm_id) != new:
+                moving[new] = uuid.UUID(stored.crm_id)
+        if not moving:
+            return plans
+        rows = await self._crm.get_many(
+            APPOINTMENT_MAP.table,
+            list(moving.values()),
+            select=["instancetypecode", "_ownerid_value"],
+            caller=mailbox.crm_caller_object_id,
+        )
+        result: list[InstancePlan] = []
+        for plan in plans:
+            new = next((a.link.crm_id for a in plan.actions if isinstance(a, WriteLink)), None)
+            old = moving.get(new) if new is not None else None
+            row = rows.get(old) if old is not None else None
+            owner = str((row or {}).get("_ownerid_value") or "").lower()
+            if old is None or row is None or row.get("instancetypecode") not in {None, 0}:
+                result.append(plan)  # no old record, or an instance of a regenerated series: Dynamics' own
+                continue
+            if owner != mailbox.crm_user_id.lower():
+                result.append(plan)  # another user's record is never deleted (it only loses this link)
+                continue
+            delete = DeleteInCrm(
+                table=APPOINTMENT_MAP.table,
+                record_id=old,
+                if_match=None,
+                reason="one appointment per occurrence, from before series: replaced by its series instance",
+                replaced_by=new,
+            )
+            result.append(dataclasses.replace(plan, actions=[delete, *plan.actions]))
+        return result
 
     @staticmethod
     async def _instance_plan(

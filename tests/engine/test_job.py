@@ -8,9 +8,11 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from shared.crm.port import FieldValue, Upsert
 from shared.domain.model import ItemKind
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld
@@ -413,6 +415,66 @@ async def test_a_series_is_one_dynamics_series_and_a_master_edit_reaches_its_ins
     by_id = {row["activityid"]: (row["location"], row["instancetypecode"]) for row in after}
     assert by_id.pop(edited.crm_id) == ("Lab", 3)
     assert set(by_id.values()) == {(None, 2)}
+
+
+async def test_upgrade_one_off_appointments_per_occurrence_give_way_to_the_series(engine: Engine) -> None:
+    """Before series were synchronised, crmsync wrote each occurrence as its own appointment and linked
+    it. The next full read links each occurrence to its series instance and deletes the user's one-off
+    copy in the same plan: no duplicates, links moved; the mass-delete brake does not count a record
+    replaced in the same plan (six of six linked records would trip it)."""
+    mailbox = await engine.register()
+    box = mailbox.mailbox_id
+    subject = "Upgrade " + uuid.uuid4().hex[:8]
+    first_day = _when(2, 9)["dateTime"][:10]
+    series = {
+        "subject": subject,
+        "start": _when(2, 9),
+        "end": _when(2, 10),
+        "recurrence": {
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": first_day, "numberOfOccurrences": 6},
+        },
+    }
+    (master_id,) = engine.graph_sim.seed(box, events=[series])["events"]
+    window = {"startDateTime": f"{first_day}T00:00:00Z", "endDateTime": _when(10, 0)["dateTime"] + "Z"}
+    response = engine.graph_sim.client.get(
+        f"{engine.graph_sim.base_url}/users/{box}/events/{quote(master_id, safe='')}/instances",
+        params=window,
+        headers={**engine.graph_sim.headers, "Prefer": 'IdType="ImmutableId"'},  # as crmsync reads
+    )
+    occurrences = response.json()["value"]
+    assert len(occurrences) == 6
+    old_ids: list[str] = []
+    for occurrence in occurrences:  # what the earlier version left behind: a linked one-off each
+        old = uuid.uuid4()
+        start = dt.datetime.fromisoformat(occurrence["start"]["dateTime"][:19]).replace(tzinfo=dt.UTC)
+        fields: dict[str, FieldValue] = {
+            "subject": subject,
+            "scheduledstart": start,
+            "scheduledend": start + dt.timedelta(hours=1),
+        }
+        await engine.crm.upsert(Upsert("appointment", fields, id=old), caller=mailbox.crm_caller_object_id)
+        await engine.store.links.create(
+            Link(
+                mailbox_id=box,
+                kind=ItemKind.APPOINTMENT,
+                outlook_id=occurrence["id"],
+                crm_table="appointment",
+                crm_id=str(old),
+                owned_by_user=True,
+            )
+        )
+        old_ids.append(str(old))
+
+    report = await engine.job().run(box, resource_path(ResourceKind.EVENTS, box))
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    rows = engine.query(f"appointments?$select=instancetypecode,seriesid&$filter=subject eq '{subject}'")
+    assert len(rows) == 6
+    assert {row["instancetypecode"] for row in rows} == {2}
+    linked = {link.outlook_id: link.crm_id async for link in engine.store.links.list_links(box)}
+    assert set(linked) == {o["id"] for o in occurrences}
+    assert set(linked.values()) == {row["activityid"] for row in rows}
+    assert not set(old_ids) & set(linked.values())
 
 
 async def test_a_pattern_dynamics_cannot_express_is_synced_as_occurrences_with_a_note(engine: Engine) -> None:
