@@ -177,6 +177,7 @@ class PageSync:
         """Occurrences and exceptions of series become Dynamics series (:mod:`shared.sync.series`);
         the rest goes the ordinary way."""
         tracked = [item for item in items if is_tracked(run.mailbox.settings, item)]
+        run.lease.check()  # a series' master is written here: only while the run holds the mailbox
         plans, rest = await self._series.plan(
             mailbox=run.mailbox,
             links=run.links,

@@ -137,8 +137,7 @@ class SeriesSync:
                 continue
             record_id = series_record_id(natural_key(mailbox.mailbox_id, master_id, content))
             try:
-                if not await self._write_master(mailbox, applier, record_id, columns.values):
-                    continue
+                await self._write_master(mailbox, applier, record_id, columns.values)
                 plans += await self._instances(mailbox, links, record_id, members)
             except CrmError as error:
                 for member in members:
@@ -147,12 +146,12 @@ class SeriesSync:
 
     async def _write_master(
         self, mailbox: Mailbox, applier: Applier, record_id: uuid.UUID, values: dict[str, CrmValue]
-    ) -> bool:
-        """Upsert the master when the CRM's columns differ; False when the write failed (parked)."""
+    ) -> None:
+        """Upsert the master when the CRM's columns differ (a failed write raises its error)."""
         caller = mailbox.crm_caller_object_id
         row = await self._crm.get(SERIES_TABLE, record_id, select=list(values), caller=caller)
         if row is not None and all(_same(column, value, row.get(column)) for column, value in values.items()):
-            return True
+            return
         write = CreateInCrm(
             table=SERIES_TABLE,
             record_id=record_id,
@@ -163,7 +162,6 @@ class SeriesSync:
         (result,) = await applier.apply([ItemPlan([write])])
         if isinstance(result, CrmError):
             raise result
-        return True
 
     async def _instances(
         self, mailbox: Mailbox, links: LinkView, record_id: uuid.UUID, members: list[OutlookItem]
