@@ -225,6 +225,14 @@ class CrmPort(Protocol):
         the caller may read them, in as few requests as the CRM allows."""
         ...
 
+    async def series_instances(
+        self, series_id: uuid.UUID, *, select: Sequence[str], caller: str | None
+    ) -> list[dict[str, Any]]:
+        """The ``appointment`` rows of a recurring series (``seriesid`` = the
+        ``recurringappointmentmaster`` id: "Create a recurring appointment series, instance, or
+        exception"), as the caller may read them, with their ``@odata.etag``."""
+        ...
+
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None
     ) -> list[OperationResult]: ...

@@ -2,7 +2,7 @@
 
 Transcribed from the contract ``dataverse-tables.json`` (powerapps-docs entity reference pages:
 contact.md, email.md, appointment.md, task.md, activityparty.md) and, for the tables it does not
-cover (account, lead, systemuser, activitymimeattachment), from the same reference
+cover (account, lead, systemuser, activitymimeattachment, recurringappointmentmaster), from the same reference
 pages on learn.microsoft.com/power-apps/developer/data-platform/reference/entities/. It lives in code
 because the contract file is not deployed with the function app; ``tests/crm/test_tables.py`` keeps
 the two in agreement.
@@ -71,6 +71,13 @@ _TABLES: Mapping[str, TableInfo] = MappingProxyType(
             "activityid",
             bindings={"regardingobjectid": _regarding("appointment", _REGARDING_TARGETS)},
             party_collection="appointment_activity_parties",
+        ),
+        "recurringappointmentmaster": TableInfo(
+            "recurringappointmentmaster",
+            "recurringappointmentmasters",
+            "activityid",
+            bindings={"regardingobjectid": _regarding("recurringappointmentmaster", _REGARDING_TARGETS)},
+            party_collection="recurringappointmentmaster_activity_parties",
         ),
         "task": TableInfo(
             "task",

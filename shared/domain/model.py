@@ -137,8 +137,11 @@ class Appointment(_Neutral):
     importance: Importance = Importance.NORMAL
     event_kind: EventKind = EventKind.SINGLE
     series_master_id: str | None = None
-    recurrence: str | None = None  # canonical JSON of Graph patternedRecurrence, opaque to the CRM
+    recurrence: str | None = None  # canonical JSON of Graph patternedRecurrence
     is_cancelled: bool = False
+    # An occurrence's or exception's place in its series (Graph originalStart): it names the CRM
+    # instance, it is not content (left out of dumps and so of the content hash).
+    original_start: UtcDatetime | None = Field(default=None, exclude=True)
 
 
 class Task(_Neutral):

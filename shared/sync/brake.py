@@ -116,8 +116,14 @@ async def held(states: SyncStateStore, mailbox_id: str) -> dict[ItemKind, int]:
 
 
 def count_deletes(actions: Iterable[Action]) -> int:
-    """Deletes of actual items (unlinking keeps both copies and does not count)."""
-    return sum(1 for action in actions if isinstance(action, DeleteInCrm | DeleteInOutlook))
+    """Deletes of actual items (unlinking keeps both copies, and a record replaced by another in the
+    same plan loses nothing: neither counts)."""
+    return sum(
+        1
+        for action in actions
+        if isinstance(action, DeleteInOutlook)
+        or (isinstance(action, DeleteInCrm) and action.replaced_by is None)
+    )
 
 
 def check_mass_delete(

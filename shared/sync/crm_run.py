@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.port import CrmQueryPort
-from shared.domain.model import ItemKind
+from shared.domain.model import Appointment, EventKind, ItemKind
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
@@ -201,6 +201,12 @@ class CrmToOutlookRun:
                     )
                 continue  # gone from Outlook: the Outlook -> CRM run's delta decides
             outlook = OutlookState.from_outlook_item(item)
+            members = verdict.members
+            if record_id not in deleted and record_id not in members and _series_instance(outlook):
+                # An instance of a series belongs to its series, not to the filter (a Dynamics instance
+                # has no parties of its own): its changes reach its occurrence, and only that one.
+                states |= await read_crm_states(self._crm, mailbox, kind, [record_id])
+                members = members | {record_id}
             actions = self._plan_linked(
                 kind=kind,
                 mailbox=mailbox,
@@ -208,7 +214,7 @@ class CrmToOutlookRun:
                 outlook=outlook,
                 record_id=record_id,
                 deleted=deleted,
-                members=verdict.members,
+                members=members,
                 states=states,
                 created_from_crm=created_from_crm,
                 now=now,
@@ -275,3 +281,8 @@ class CrmToOutlookRun:
             now=now,
             facts=facts,
         )
+
+
+def _series_instance(outlook: OutlookState) -> bool:
+    item = outlook.item
+    return isinstance(item, Appointment) and item.event_kind in {EventKind.OCCURRENCE, EventKind.EXCEPTION}

@@ -43,6 +43,7 @@ from shared.sync.policies import is_tracked
 from shared.sync.ports import OutlookReader
 from shared.sync.resources import ResourceRef
 from shared.sync.run import RunOutcome, SyncRunReport
+from shared.sync.series import SeriesSync
 from shared.sync.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -137,9 +138,13 @@ class PageSync:
         self._clock = clock
         self._ratio = mass_delete_ratio
         self._keep_lease = keep_lease
+        self._series = SeriesSync(crm, reader)
 
     async def process(self, run: RunState, items: list[OutlookItem]) -> None:
         """Plan every item of the page, apply the brake to the run's deletes, then apply."""
+        series: list[_Planned] = []
+        if run.ref.kind is ItemKind.APPOINTMENT:
+            series, items = await self._plan_series(run, items)
         prepared = await self._prepare(run, items)
         states = await self._read_crm_states(run, prepared)
         prepared = await self._adopt(run, prepared, states)
@@ -150,6 +155,7 @@ class PageSync:
                 continue  # its record could not be read: parked
             state = states[entry.record_id] if entry.record_id is not None else None
             planned.append(self._plan(run, entry, state, policy))
+        planned += series
         page_deletes = sum(count_deletes(plan.actions) for plan in planned)
         check_run(run.linked_at_start, run.deletes, page_deletes, self._ratio, run.allowed_deletes)
         run.deletes += page_deletes
@@ -167,6 +173,25 @@ class PageSync:
             for plan, result in zip(busy, results, strict=True)
         )
         await self._keep_lease(run)
+
+    async def _plan_series(
+        self, run: RunState, items: list[OutlookItem]
+    ) -> tuple[list[_Planned], list[OutlookItem]]:
+        """Occurrences and exceptions of series become Dynamics series (:mod:`shared.sync.series`);
+        the rest goes the ordinary way."""
+        tracked = [item for item in items if is_tracked(run.mailbox.settings, item)]
+        run.lease.check()  # a series' master is written here: only while the run holds the mailbox
+        plans, rest = await self._series.plan(
+            mailbox=run.mailbox,
+            links=run.links,
+            applier=run.applier,
+            items=tracked,
+            park=lambda item, error: self._park_or_raise(run, item, error),
+            audit=self._store.audit.append,
+        )
+        taken = {id(item) for item in tracked} - {id(item) for item in rest}
+        remaining = [item for item in items if id(item) not in taken]
+        return [_Planned(p.item, p.actions, p.projection, p.new_link) for p in plans], remaining
 
     async def _guard(self, run: RunState, item: OutlookItem, step: Awaitable[_T]) -> _T | None:
         """Await ``step``; a CRM error retrying cannot fix parks the item (``None``), others raise."""

@@ -201,10 +201,15 @@ class UpdateCrm:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeleteInCrm:
+    """Delete the record. ``replaced_by``: the record that takes its place in the same plan (a
+    one-off appointment of an occurrence giving way to its series instance): nothing is lost, so the
+    mass-delete brake does not count it."""
+
     table: str
     record_id: uuid.UUID
     if_match: str | None
     reason: str
+    replaced_by: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -75,7 +75,9 @@ ROW_OPTIONS = frozenset({"$select", "$expand"})
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
 # Change tracking is enabled on these tables; activityparty rows travel with their activity.
-CHANGE_TRACKED = frozenset({"contact", "account", "lead", "email", "appointment", "task", "systemuser"})
+CHANGE_TRACKED = frozenset(
+    {"contact", "account", "lead", "email", "appointment", "recurringappointmentmaster", "task", "systemuser"}
+)
 FULL_NAME_TABLES = frozenset({"contact", "lead", "systemuser"})
 AUDIT_COLUMNS = (
     "createdon",
@@ -621,8 +623,12 @@ class Engine:
         existing: Record | None,
         caller: Caller,
         request: ApiRequest,
+        computed: dict[str, Any] | None = None,
     ) -> Record:
-        """Validate ``payload`` and store the created or updated row; returns the stored row."""
+        """Validate ``payload`` and store the created or updated row; returns the stored row.
+
+        ``computed`` sets columns the platform maintains (read-only to clients), such as a
+        recurring instance's ``seriesid``."""
         creating = existing is None
         if creating:
             self.security.require(caller, "Create", table)
@@ -663,6 +669,7 @@ class Engine:
                     table, name, value, record.get(name), caller=caller, creating=creating
                 )
                 record[name] = value
+        record.update(computed or {})
         self._finish(table, record, payload, creating=creating, caller=caller)
         self.store.put(table.logical_name, record, table.primary_id)
         if parties is not None:

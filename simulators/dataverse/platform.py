@@ -20,6 +20,7 @@ from simulators.dataverse import (
     fieldsecurity,
     metadata,
     plugins,
+    recurrence,
     roles,
     savedqueries,
     syncmappings,
@@ -89,6 +90,8 @@ class PlatformEngine(Engine):
         answer = bulk.run(self, request, caller)
         if answer is not None:
             return answer
+        if path == "DeleteOpenInstances" and request.method == "POST":
+            return recurrence.delete_open_instances(self, request, caller)
         entity_set = path.split("(", 1)[0].split("/", 1)[0]
         table = tables_by_entity_set().get(entity_set)
         if table is not None:
@@ -164,6 +167,7 @@ class PlatformEngine(Engine):
         existing: Record | None,
         caller: Caller,
         request: ApiRequest,
+        computed: dict[str, Any] | None = None,
     ) -> Record:
         name = table.logical_name
         before = dict(existing) if existing is not None else None
@@ -173,7 +177,14 @@ class PlatformEngine(Engine):
             syncmappings.check(existing, payload)
         if name == "sdkmessageprocessingstep" and existing is None:
             payload = {"rank": 1, "supporteddeployment": 0, "asyncautodelete": False, **payload}
-        record = super().write(table, record_id, payload, existing=existing, caller=caller, request=request)
+        if name == "appointment":
+            computed = {**(recurrence.instance_computed(existing, payload, caller) or {}), **(computed or {})}
+        record = super().write(
+            table, record_id, payload, existing=existing, caller=caller, request=request, computed=computed
+        )
+        if name == recurrence.MASTER and (before is None or not caller.system):
+            recurrence.after_master_write(self, before, record, payload, request)
+            record = self.store.get(name, record_id) or record
         if name == "usersettings":
             usersettings.settle(record)
         elif name == "serviceendpoint":
@@ -199,6 +210,9 @@ class PlatformEngine(Engine):
         self, request: ApiRequest, table: Table, record_id: str | None, caller: Caller
     ) -> ApiResponse:
         before = self.store.get(table.logical_name, record_id) if record_id else None
+        if before is not None:
+            self._existing(table, str(record_id), caller, "Delete")
+            recurrence.before_delete(self, table.logical_name, before, request)
         response = super()._delete(request, table, record_id, caller)
         if before is not None and record_id is not None:
             event = plugins.Event(

@@ -17,7 +17,7 @@ from typing import Any
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 LOOKUP_TYPES = frozenset({"Lookup", "Customer", "Owner"})
-ACTIVITY_TABLES = frozenset({"email", "appointment", "task"})
+ACTIVITY_TABLES = frozenset({"email", "appointment", "task", "recurringappointmentmaster"})
 # Web API: party lists are written through <activity>_activity_parties, never as columns.
 NOT_A_PROPERTY_TYPES = frozenset({"PartyList"}) | LOOKUP_TYPES
 
@@ -148,5 +148,6 @@ def tables_by_entity_set() -> dict[str, Table]:
 PARTICIPATION_MASKS: dict[str, frozenset[int]] = {
     "email": frozenset({1, 2, 3, 4, 8, 9, 13}),
     "appointment": frozenset({5, 6, 7, 8, 9, 10}),
+    "recurringappointmentmaster": frozenset({5, 6, 7, 8, 9, 10}),
     "task": frozenset({8, 9}),
 }

@@ -311,6 +311,17 @@ class CrmPortContract:
         ]
         assert {str(row["_activityid_value"]).lower() for row in found} == {str(meeting)}
 
+    async def test_a_one_off_appointment_is_no_series_instance(self, crm: CrmPort, user: Caller) -> None:
+        appointment = uuid.uuid4()
+        start = dt.datetime(2026, 12, 3, 9, tzinfo=dt.UTC)
+        fields: dict[str, FieldValue] = {
+            "subject": "Once",
+            "scheduledstart": start,
+            "scheduledend": start + dt.timedelta(hours=1),
+        }
+        await crm.upsert(Upsert("appointment", fields, id=appointment), caller=user.object_id)
+        assert await crm.series_instances(appointment, select=["subject"], caller=user.object_id) == []
+
     async def test_an_unknown_caller_is_refused(self, crm: CrmPort) -> None:
         with pytest.raises(CallerNotFound):
             await crm.upsert(Upsert("task", {"subject": "who"}, id=uuid.uuid4()), caller=str(uuid.uuid4()))
@@ -420,3 +431,32 @@ class TestDataverseClient(CrmPortContract):
         row = dataverse_sim.add_user(internalemailaddress=email, roles=[role])
         self.roles = {row["systemuserid"]: [role]}
         return Caller(row["azureactivedirectoryobjectid"], row["systemuserid"], email)
+
+    async def test_series_instances_are_the_appointments_dynamics_expanded(
+        self, crm: CrmPort, user: Caller
+    ) -> None:
+        """ "Create a recurring appointment series, instance, or exception": the master's instances are
+        appointments with its id as seriesid; series_instances reads them with their original start."""
+        master = uuid.uuid4()
+        day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=10)
+        start = dt.datetime.combine(day, dt.time(9), dt.UTC)
+        fields: dict[str, FieldValue] = {
+            "subject": "Standup",
+            "recurrencepatterntype": 0,
+            "interval": 1,
+            "patternstartdate": start,
+            "patternendtype": 2,
+            "occurrences": 2,
+            "starttime": start,
+            "endtime": start + dt.timedelta(minutes=15),
+        }
+        await crm.upsert(Upsert("recurringappointmentmaster", fields, id=master), caller=user.object_id)
+        rows = await crm.series_instances(
+            master, select=["originalstartdate", "instancetypecode"], caller=user.object_id
+        )
+        assert sorted(str(parse_utc(row["originalstartdate"])) for row in rows) == [
+            str(start),
+            str(start + dt.timedelta(days=1)),
+        ]
+        assert {row["instancetypecode"] for row in rows} == {2}
+        assert all(uuid.UUID(row["activityid"]) for row in rows)

@@ -330,3 +330,67 @@ def _future_slot() -> tuple[str, str]:
 
     day = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)
     return f"{day.isoformat()}T10:00:00Z", f"{day.isoformat()}T11:00:00Z"
+
+
+def test_an_instance_changed_in_dynamics_changes_only_its_occurrence(connected: E2E) -> None:
+    """A series made in Outlook is a Dynamics series; the user edits one instance in Dynamics (which
+    makes it Dynamics' exception): that occurrence alone changes in Outlook (Graph: updating an
+    occurrence makes it an exception), though the instance has no parties of its own to put it in the
+    user's filter - it belongs to its series. Deleting another instance cancels its occurrence."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    subject = f"series-{uuid.uuid4().hex[:8]}"
+    first = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)
+    (master_id,) = e2e.seed(
+        mailbox,
+        events=[
+            {
+                "subject": subject,
+                "start": {"dateTime": f"{first}T08:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": f"{first}T08:30:00", "timeZone": "UTC"},
+                "recurrence": {
+                    "pattern": {"type": "daily", "interval": 1},
+                    "range": {"type": "numbered", "startDate": str(first), "numberOfOccurrences": 3},
+                },
+            }
+        ],
+    )["events"]
+
+    def instances() -> list[dict[str, Any]] | None:
+        rows = e2e.crm("appointments", f"subject eq '{subject}'", "activityid,originalstartdate")
+        return rows if len(rows) == 3 else None
+
+    rows = wait_for(instances, "the series' instances in the CRM")
+    second = next(r for r in rows if r["originalstartdate"].startswith(str(first + dt.timedelta(days=1))))
+    wait_for(lambda: _linked(e2e, mailbox) == 3 or None, "the occurrences linked")
+    as_user(e2e, user, "PATCH", f"appointments({second['activityid']})", {"location": "Room 9"})
+
+    window = f"startDateTime={first}T00:00:00Z&endDateTime={first + dt.timedelta(days=4)}T00:00:00Z"
+    path = f"{item_path('events', master_id)}/instances?{window}"
+
+    def changed() -> list[dict[str, Any]] | None:
+        occurrences = e2e.outlook("GET", mailbox, path)["value"]
+        return occurrences if any(o["location"]["displayName"] == "Room 9" for o in occurrences) else None
+
+    occurrences = wait_for(changed, "the occurrence changed in Outlook")
+    assert [o["location"]["displayName"] for o in occurrences] == ["", "Room 9", ""]
+    assert [o["type"] for o in occurrences] == ["occurrence", "exception", "occurrence"]
+
+    # Deleting an instance in Dynamics cancels that occurrence in Outlook (the delete rules of an
+    # appointment the user owns that is not over); the series and its other occurrences stay.
+    third = next(r for r in rows if r["originalstartdate"].startswith(str(first + dt.timedelta(days=2))))
+    as_user(e2e, user, "DELETE", f"appointments({third['activityid']})")
+
+    def cancelled() -> list[dict[str, Any]] | None:
+        left = e2e.outlook("GET", mailbox, path)["value"]
+        return left if len(left) == 2 else None
+
+    left = wait_for(cancelled, "the occurrence cancelled in Outlook")
+    assert [o["location"]["displayName"] for o in left] == ["", "Room 9"]
+
+
+def _linked(e2e: E2E, mailbox: Mailbox) -> int:
+    code, out = e2e.cli("status", mailbox.id, "--json")
+    assert code == 0, out
+    (status,) = json.loads(out)
+    return int(status["links"]["appointment"])

@@ -240,45 +240,97 @@ def test_all_day_and_time_zone_events(e2e: E2E) -> None:
     assert west["isalldayevent"] is False
 
 
-def test_recurring_series_with_an_exception(e2e: E2E) -> None:
-    """calendarView delta returns a series as its occurrences and exceptions in the window, each with
-    its own iCalUId ("event: delta", "event resource type"); each becomes one CRM appointment, and an
-    exception keeps its own changes."""
+def test_weekly_series_becomes_one_dynamics_series(e2e: E2E) -> None:
+    """A weekly series on several days with an end date is one recurringappointmentmaster, its pattern
+    mapped field by field; Dynamics' instances are linked, no one-off appointment is written; a moved
+    occurrence becomes the instance's exception and a cancelled one removes its instance ("Create a
+    recurring appointment series, instance, or exception"; Graph "event: delta", "patternedRecurrence")."""
     subject = marker()
     mailbox = e2e.new_mailbox()
     e2e.onboard(mailbox)
-    start, end = when(2, 9), when(2, 10)
-    first_day = start["dateTime"][:10]
+    today = dt.datetime.now(dt.UTC).date()
+    monday = today + dt.timedelta(days=(7 - today.weekday()) % 7 or 7)
+    last = monday + dt.timedelta(days=11)  # Mon, Wed, Fri of two weeks: six occurrences
     (master_id,) = e2e.seed(
         mailbox,
         events=[
             {
                 "subject": subject,
-                "start": start,
-                "end": end,
+                "start": {"dateTime": f"{monday}T09:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": f"{monday}T09:30:00", "timeZone": "UTC"},
                 "recurrence": {
-                    "pattern": {"type": "daily", "interval": 1},
-                    "range": {"type": "numbered", "startDate": first_day, "numberOfOccurrences": 3},
+                    "pattern": {
+                        "type": "weekly",
+                        "interval": 1,
+                        "daysOfWeek": ["monday", "wednesday", "friday"],
+                        "firstDayOfWeek": "monday",
+                    },
+                    "range": {"type": "endDate", "startDate": str(monday), "endDate": str(last)},
                 },
             }
         ],
     )["events"]
-    rows = wait_rows(e2e, "appointments", f"subject eq '{subject}'", "globalobjectid", lambda r: len(r) == 3)
-    assert len({row["globalobjectid"] for row in rows}) == 3
-
-    window = {"startDateTime": f"{first_day}T00:00:00Z", "endDateTime": when(6, 0)["dateTime"] + "Z"}
-    query = "&".join(f"{k}={v}" for k, v in window.items())
-    instances = e2e.outlook("GET", mailbox, f"{item_path('events', master_id)}/instances?{query}")["value"]
-    assert len(instances) == 3
-    e2e.outlook(
-        "PATCH", mailbox, item_path("events", instances[1]["id"]), {"location": {"displayName": "Lab"}}
+    pattern = (
+        "activityid,recurrencepatterntype,interval,daysofweekmask,firstdayofweek,patternendtype,"
+        "patternstartdate,patternenddate,starttime,endtime,duration,isalldayevent,instancetypecode"
     )
+    (series,) = wait_rows(e2e, "recurringappointmentmasters", f"subject eq '{subject}'", pattern, one)
+    assert (series["recurrencepatterntype"], series["interval"], series["daysofweekmask"]) == (1, 1, 0x2A)
+    assert (series["firstdayofweek"], series["patternendtype"], series["duration"]) == (1, 3, 30)
+    assert _utc(series["patternstartdate"]).date() == monday
+    assert _utc(series["patternenddate"]).date() == last
+    assert _utc(series["starttime"]) == dt.datetime.combine(monday, dt.time(9), dt.UTC)
+    assert (series["isalldayevent"], series["instancetypecode"]) == (False, 1)
 
-    moved = wait_rows(
+    select = "activityid,seriesid,instancetypecode,scheduledstart,originalstartdate"
+    instances = wait_rows(e2e, "appointments", f"subject eq '{subject}'", select, lambda r: len(r) == 6)
+    assert {row["seriesid"] for row in instances} == {series["activityid"]}
+    assert {row["instancetypecode"] for row in instances} == {2}  # no one-off appointment
+    days = sorted(_utc(row["scheduledstart"]).date() for row in instances)
+    assert days == [monday + dt.timedelta(days=d) for d in (0, 2, 4, 7, 9, 11)]
+    wait_links(e2e, mailbox, "appointment", 6)
+
+    window = {
+        "startDateTime": f"{monday}T00:00:00Z",
+        "endDateTime": f"{last + dt.timedelta(days=1)}T00:00:00Z",
+    }
+    query = "&".join(f"{k}={v}" for k, v in window.items())
+    occurrences = e2e.outlook("GET", mailbox, f"{item_path('events', master_id)}/instances?{query}")["value"]
+    assert len(occurrences) == 6
+    wednesday = monday + dt.timedelta(days=2)
+    e2e.outlook(
+        "PATCH",
+        mailbox,
+        item_path("events", occurrences[1]["id"]),
+        {
+            "start": {"dateTime": f"{wednesday}T14:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": f"{wednesday}T14:30:00", "timeZone": "UTC"},
+        },
+    )
+    by_original = {_utc(row["originalstartdate"]): row for row in instances}
+    moved_id = by_original[dt.datetime.combine(wednesday, dt.time(9), dt.UTC)]["activityid"]
+    (moved,) = wait_rows(
         e2e,
         "appointments",
-        f"subject eq '{subject}'",
-        "location",
-        lambda r: len(r) == 3 and sorted(str(row.get("location")) for row in r).count("Lab") == 1,
+        f"activityid eq {moved_id}",
+        select,
+        lambda r: len(r) == 1 and r[0]["instancetypecode"] == 3,
     )
-    assert len(moved) == 3
+    assert _utc(moved["scheduledstart"]) == dt.datetime.combine(wednesday, dt.time(14), dt.UTC)
+    assert moved["seriesid"] == series["activityid"]
+
+    friday = monday + dt.timedelta(days=4)
+    cancelled_id = by_original[dt.datetime.combine(friday, dt.time(9), dt.UTC)]["activityid"]
+    e2e.outlook("DELETE", mailbox, item_path("events", occurrences[2]["id"]))
+    wait_rows(e2e, "appointments", f"activityid eq {cancelled_id}", "activityid", none)
+    left = e2e.crm("appointments", f"subject eq '{subject}'", select)
+    assert len(left) == 5
+    assert {row["instancetypecode"] for row in left} == {2, 3}
+    (after,) = e2e.crm("recurringappointmentmasters", f"subject eq '{subject}'", "deletedexceptionslist")
+    assert f"{friday}T09:00:00Z" in after["deletedexceptionslist"]
+
+    # The exception stays linked to its instance (the CRM -> Outlook run that its update woke leaves
+    # a series instance to its series): cancelling it removes that instance too.
+    e2e.outlook("DELETE", mailbox, item_path("events", occurrences[1]["id"]))
+    wait_rows(e2e, "appointments", f"activityid eq {moved_id}", "activityid", none)
+    assert len(e2e.crm("appointments", f"subject eq '{subject}'", "activityid")) == 4

@@ -8,9 +8,11 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
+from shared.crm.port import FieldValue, Upsert
 from shared.domain.model import ItemKind
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.errors import LeaseHeld
@@ -354,8 +356,13 @@ async def test_an_email_deleted_in_the_crm_is_untracked_in_outlook_and_not_creat
     )
 
 
-async def test_a_recurring_series_becomes_one_appointment_per_instance_in_the_window(engine: Engine) -> None:
-    """calendarView delta returns a series as its instances, each with its own iCalUId."""
+async def test_a_series_is_one_dynamics_series_and_a_master_edit_reaches_its_instances(
+    engine: Engine,
+) -> None:
+    """calendarView delta returns a series as its occurrences; the master becomes one
+    recurringappointmentmaster, Dynamics expands the instances and crmsync only links them. A subject
+    change of the whole series updates the master, which Dynamics passes on to the instances
+    ("Update a recurring appointment": basic information reaches every instance): no exception."""
     mailbox = await engine.register()
     subject = "Daily " + uuid.uuid4().hex[:8]
     first_day = _when(2, 9)["dateTime"][:10]
@@ -368,13 +375,135 @@ async def test_a_recurring_series_becomes_one_appointment_per_instance_in_the_wi
             "range": {"type": "numbered", "startDate": first_day, "numberOfOccurrences": 3},
         },
     }
+    (master_id,) = engine.graph_sim.seed(mailbox.mailbox_id, events=[series])["events"]
+    events = resource_path(ResourceKind.EVENTS, mailbox.mailbox_id)
+    report = await engine.job().run(mailbox.mailbox_id, events)
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    (master,) = engine.query(
+        "recurringappointmentmasters?$select=recurrencepatterntype,patternendtype,occurrences"
+        f"&$filter=subject eq '{subject}'"
+    )
+    assert (master["recurrencepatterntype"], master["patternendtype"], master["occurrences"]) == (0, 2, 3)
+    rows = engine.query(
+        f"appointments?$select=seriesid,instancetypecode&$filter=seriesid eq {master['activityid']}"
+    )
+    assert [row["instancetypecode"] for row in rows] == [2, 2, 2]
+    assert len(engine.query(f"appointments?$select=activityid&$filter=subject eq '{subject}'")) == 3
+    linked = {link.crm_id async for link in engine.store.links.list_links(mailbox.mailbox_id)}
+    assert linked == {row["activityid"] for row in rows}
+
+    engine.outlook.patch(mailbox.mailbox_id, "events", master_id, {"subject": subject + " renamed"})
+    report = await engine.job().run(mailbox.mailbox_id, events)
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    renamed = engine.query(
+        f"appointments?$select=subject,instancetypecode&$filter=seriesid eq {master['activityid']}"
+    )
+    assert {(row["subject"], row["instancetypecode"]) for row in renamed} == {(subject + " renamed", 2)}
+    assert len(renamed) == 3
+
+    # An occurrence edited in Outlook (Graph makes it an exception) edits its own instance only,
+    # which Dynamics marks as its exception; its link stays.
+    edited, *_ = [link async for link in engine.store.links.list_links(mailbox.mailbox_id)]
+    engine.outlook.patch(
+        mailbox.mailbox_id, "events", edited.outlook_id, {"location": {"displayName": "Lab"}}
+    )
+    report = await engine.job().run(mailbox.mailbox_id, events)
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    after = engine.query(
+        f"appointments?$select=location,instancetypecode&$filter=seriesid eq {master['activityid']}"
+    )
+    by_id = {row["activityid"]: (row["location"], row["instancetypecode"]) for row in after}
+    assert by_id.pop(edited.crm_id) == ("Lab", 3)
+    assert set(by_id.values()) == {(None, 2)}
+
+
+async def test_upgrade_one_off_appointments_per_occurrence_give_way_to_the_series(engine: Engine) -> None:
+    """Before series were synchronised, crmsync wrote each occurrence as its own appointment and linked
+    it. The next full read links each occurrence to its series instance and deletes the user's one-off
+    copy in the same plan: no duplicates, links moved; the mass-delete brake does not count a record
+    replaced in the same plan (six of six linked records would trip it)."""
+    mailbox = await engine.register()
+    box = mailbox.mailbox_id
+    subject = "Upgrade " + uuid.uuid4().hex[:8]
+    first_day = _when(2, 9)["dateTime"][:10]
+    series = {
+        "subject": subject,
+        "start": _when(2, 9),
+        "end": _when(2, 10),
+        "recurrence": {
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": first_day, "numberOfOccurrences": 6},
+        },
+    }
+    (master_id,) = engine.graph_sim.seed(box, events=[series])["events"]
+    window = {"startDateTime": f"{first_day}T00:00:00Z", "endDateTime": _when(10, 0)["dateTime"] + "Z"}
+    response = engine.graph_sim.client.get(
+        f"{engine.graph_sim.base_url}/users/{box}/events/{quote(master_id, safe='')}/instances",
+        params=window,
+        headers={**engine.graph_sim.headers, "Prefer": 'IdType="ImmutableId"'},  # as crmsync reads
+    )
+    occurrences = response.json()["value"]
+    assert len(occurrences) == 6
+    old_ids: list[str] = []
+    for occurrence in occurrences:  # what the earlier version left behind: a linked one-off each
+        old = uuid.uuid4()
+        start = dt.datetime.fromisoformat(occurrence["start"]["dateTime"][:19]).replace(tzinfo=dt.UTC)
+        fields: dict[str, FieldValue] = {
+            "subject": subject,
+            "scheduledstart": start,
+            "scheduledend": start + dt.timedelta(hours=1),
+        }
+        await engine.crm.upsert(Upsert("appointment", fields, id=old), caller=mailbox.crm_caller_object_id)
+        await engine.store.links.create(
+            Link(
+                mailbox_id=box,
+                kind=ItemKind.APPOINTMENT,
+                outlook_id=occurrence["id"],
+                crm_table="appointment",
+                crm_id=str(old),
+                owned_by_user=True,
+            )
+        )
+        old_ids.append(str(old))
+
+    report = await engine.job().run(box, resource_path(ResourceKind.EVENTS, box))
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    rows = engine.query(f"appointments?$select=instancetypecode,seriesid&$filter=subject eq '{subject}'")
+    assert len(rows) == 6
+    assert {row["instancetypecode"] for row in rows} == {2}
+    linked = {link.outlook_id: link.crm_id async for link in engine.store.links.list_links(box)}
+    assert set(linked) == {o["id"] for o in occurrences}
+    assert set(linked.values()) == {row["activityid"] for row in rows}
+    assert not set(old_ids) & set(linked.values())
+
+
+async def test_a_pattern_dynamics_cannot_express_is_synced_as_occurrences_with_a_note(engine: Engine) -> None:
+    """Every 1001 days: recurringappointmentmaster.interval stops at 1000, so the series is not bent into
+    another pattern; its occurrences become appointments and the audit says why."""
+    mailbox = await engine.register()
+    subject = "Rare " + uuid.uuid4().hex[:8]
+    first_day = _when(2, 9)["dateTime"][:10]
+    series = {
+        "subject": subject,
+        "start": _when(2, 9),
+        "end": _when(2, 10),
+        "recurrence": {
+            "pattern": {"type": "daily", "interval": 1001},
+            "range": {"type": "noEnd", "startDate": first_day},
+        },
+    }
     engine.graph_sim.seed(mailbox.mailbox_id, events=[series])
     report = await engine.job().run(
         mailbox.mailbox_id, resource_path(ResourceKind.EVENTS, mailbox.mailbox_id)
     )
     assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
-    rows = engine.query(f"appointments?$select=globalobjectid&$filter=subject eq '{subject}'")
-    assert len({row["globalobjectid"] for row in rows}) == len(rows) == 3
+    assert (
+        engine.query(f"recurringappointmentmasters?$select=activityid&$filter=subject eq '{subject}'") == []
+    )
+    (row,) = engine.query(f"appointments?$select=instancetypecode&$filter=subject eq '{subject}'")
+    assert row["instancetypecode"] == 0
+    notes = await engine.store.audit.list_recent(mailbox.mailbox_id)
+    assert [n.reason_code for n in notes].count("series_pattern_not_expressible") == 1
 
 
 async def test_an_admin_run_waits_for_a_worker_holding_the_lease_and_a_queue_job_does_not(

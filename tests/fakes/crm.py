@@ -80,6 +80,7 @@ CallName = Literal[
     "delete",
     "find_by_email",
     "find_where",
+    "series_instances",
     "apply_batch",
     "read_changes",
 ]
@@ -487,6 +488,18 @@ class FakeCrm:
             if matches(row):
                 found.append(self._read(record, select))
         return found
+
+    async def series_instances(
+        self, series_id: uuid.UUID, *, select: Sequence[str], caller: str | None
+    ) -> list[dict[str, Any]]:
+        """Appointments whose ``seriesid`` is ``series_id`` (the fake does not expand series itself:
+        a test gives rows a ``seriesid`` with :meth:`edit`)."""
+        self._enter("series_instances", caller)
+        return [
+            self._read(record, [*select, "activityid"])
+            for record in self.rows("appointment").values()
+            if str(record.columns.get("seriesid") or "").lower() == str(series_id)
+        ]
 
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None

@@ -173,6 +173,14 @@ class DataverseClient:
         iCalUId or address), as the caller may read them: one ``$batch`` of GETs."""
         return await records.find_where(self._transport, table, columns, values, select=select, caller=caller)
 
+    async def series_instances(
+        self, series_id: uuid.UUID, *, select: Sequence[str], caller: str | None
+    ) -> list[dict[str, Any]]:
+        """The instances of a recurring series: ``appointments?$filter=seriesid eq <id>``."""
+        return await self.query(
+            "appointment", where=f"seriesid eq {series_id}", select=[*select, "activityid"], caller=caller
+        )
+
     # --- batches ----------------------------------------------------------------
 
     async def apply_batch(

@@ -80,6 +80,7 @@ def appointment_from_graph(event: Event) -> Appointment:
         series_master_id=event.series_master_id,
         recurrence=_recurrence_json(event.recurrence),
         is_cancelled=bool(event.is_cancelled),
+        original_start=event.original_start,
     )
 
 

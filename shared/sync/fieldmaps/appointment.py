@@ -18,11 +18,12 @@ Which directions an organization or a mailbox may change follows "What fields ca
 with Outlook?" (Dynamics 365 admin guide): subject, location and body are settable; Appointment Time
 (start, end, all day), Importance, Show Time As and the parties are fixed.
 
-Recurring series (Graph ``type``): Dynamics' ``recurringappointmentmaster`` table is outside our
-contract, so a *series master* maps to one ordinary CRM appointment carrying the series' first
-occurrence (Graph gives the master the first occurrence's start and end) and the master's
-iCalUId; plain *occurrences* are not synchronised (the master stands for them); an *exception*
-(a moved or edited occurrence) has its own iCalUId and becomes its own CRM appointment.
+Recurring series (Graph ``type``) are Dynamics series, handled before this map by
+:mod:`shared.sync.series`: the *series master* becomes one ``recurringappointmentmaster``
+(:mod:`shared.sync.fieldmaps.series`), and its *occurrences* and *exceptions* are linked to the
+``appointment`` instances Dynamics expands (an exception updates its instance). This map writes
+an occurrence only when its series has no Dynamics form (then each occurrence is one
+appointment, with an audit note); a master never reaches it.
 
 All-day events: ``scheduledstart`` / ``scheduledend`` are UserLocal columns (a UTC moment shown in
 the user's zone; "Behavior and format of the date and time column", power-apps/maker/data-platform/
@@ -149,14 +150,9 @@ def _organizer(event: Appointment) -> CrmValue:
 
 
 def _skip_reason(event: Appointment) -> str | None:
-    # crmsync reads the calendar through calendarView delta, which returns a series as its
-    # occurrences and exceptions in the window, never the master ("event: delta",
-    # learn.microsoft.com/graph/api/event-delta); each occurrence has its own iCalUId ("event
-    # resource type": different for each occurrence). So every instance in the window becomes its own
-    # CRM appointment, and a master that arrives some other way is skipped rather than doubling the
-    # first occurrence (recurringappointmentmaster is outside crmsync's Dataverse contract).
+    # A master is written as a recurringappointmentmaster by shared.sync.series, never as an appointment.
     if event.event_kind is EventKind.SERIES_MASTER:
-        return "series master: its occurrences in the calendar window stand for it"
+        return "series master: synchronised as a recurringappointmentmaster"
     return None
 
 

@@ -33,6 +33,12 @@ def crm_record_id(kind: ItemKind, natural_key: str) -> uuid.UUID:
     return uuid.uuid5(CRMSYNC_NAMESPACE, f"{kind.value}:{natural_key}")
 
 
+def series_record_id(natural_key: str) -> uuid.UUID:
+    """The ``recurringappointmentmaster`` id of an Outlook series (its master's natural key: the
+    series' iCalUId with its organizer), distinct from any appointment's id."""
+    return uuid.uuid5(CRMSYNC_NAMESPACE, f"series:{natural_key}")
+
+
 def normalize_message_id(message_id: str) -> str:
     """``<Local@Domain>`` and ``local@domain`` name the same message: drop the angle brackets and
     surrounding space and lower-case the domain (RFC 5322 msg-id; the local part stays as is)."""

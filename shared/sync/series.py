@@ -1,0 +1,304 @@
+"""Outlook series -> Dynamics series: one ``recurringappointmentmaster``, its instances linked.
+
+calendarView delta lists a series as its occurrences and exceptions, each carrying
+``seriesMasterId`` and ``originalStart`` ("event: delta", "event resource type",
+learn.microsoft.com/graph/api/...); the master and its recurrence are read once per series and
+page (one JSON batch of GETs for the page's series: the Graph cost is per series, not per
+occurrence). Then, per series:
+
+1. the master becomes one ``recurringappointmentmaster`` under a deterministic id
+   (:func:`~shared.sync.fieldmaps.ids.series_record_id`), its pattern mapped field by field
+   (:mod:`shared.sync.fieldmaps.series`); it is written only when its columns differ from the
+   CRM's. Dynamics expands the instances itself ("Create a recurring appointment series,
+   instance, or exception": ``appointment`` rows with ``seriesid`` and ``instancetypecode`` 2);
+   crmsync never writes an occurrence as a one-off appointment;
+2. the series' instances are read in one query and matched to the occurrences by
+   ``originalstartdate`` = Graph ``originalStart``; an occurrence is only linked to its instance;
+   an exception (moved or edited) updates its instance, which makes it Dynamics' exception
+   ("Update a recurring appointment": updating an instance marks it an exception);
+3. a cancelled occurrence leaves calendarView and comes back ``@removed``: its link names the
+   instance, so the planner's delete rules remove that instance like any appointment (Dynamics
+   lists it in the master's ``deletedexceptionslist``).
+
+A pattern Dynamics cannot express (see :mod:`shared.sync.fieldmaps.series`) is not bent into
+another one: the series' occurrences go the ordinary way, one appointment each, and an audit
+record says why. An occurrence without an instance (outside Dynamics' expansion window) is left
+unlinked until it has one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from shared.crm.errors import CrmError
+from shared.crm.port import CrmPort
+from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
+from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
+from shared.sync.applier import ACTOR, Applier, ItemPlan
+from shared.sync.crm_reads import _crm_state, _read_columns
+from shared.sync.fieldmaps import APPOINTMENT_MAP, crm_content_hash, natural_key
+from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc, utc_text
+from shared.sync.fieldmaps.ids import series_record_id
+from shared.sync.fieldmaps.series import SERIES_TABLE, series_columns
+from shared.sync.links import LinkView, from_stored_link
+from shared.sync.merge import unit_fingerprints
+from shared.sync.plan import Action, CreateInCrm, CrmState, DeleteInCrm, Link, UpdateCrm, WriteLink
+from shared.sync.ports import OutlookReader
+
+logger = logging.getLogger(__name__)
+
+_INSTANCE_KINDS = frozenset({EventKind.OCCURRENCE, EventKind.EXCEPTION})
+# What an exception may change on its own instance (the rest is the series').
+_EXCEPTION_COLUMNS = ("subject", "scheduledstart", "scheduledend", "isalldayevent", "location", "description")
+SERIES_NOT_EXPRESSIBLE = "series_pattern_not_expressible"
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePlan:
+    """One occurrence's plan, applied with the page's other plans."""
+
+    item: OutlookItem
+    actions: list[Action]
+    projection: dict[str, CrmValue]
+    new_link: bool
+
+
+Park = Callable[[OutlookItem, CrmError], Awaitable[None]]
+
+
+def _master_of(item: OutlookItem) -> str | None:
+    """The series master id of a present occurrence or exception, else None."""
+    content = item.item
+    if item.removed or not isinstance(content, Appointment) or content.event_kind not in _INSTANCE_KINDS:
+        return None
+    return content.series_master_id
+
+
+class SeriesSync:
+    """Plans a page's occurrences and exceptions as Dynamics series (see the module docstring)."""
+
+    def __init__(self, crm: CrmPort, reader: OutlookReader) -> None:
+        self._crm = crm
+        self._reader = reader
+
+    async def plan(
+        self,
+        *,
+        mailbox: Mailbox,
+        links: LinkView,
+        applier: Applier,
+        items: list[OutlookItem],
+        park: Park,
+        audit: Callable[[AuditRecord], Awaitable[None]],
+    ) -> tuple[list[InstancePlan], list[OutlookItem]]:
+        """(the plans of the page's series instances, the items that go the ordinary way)."""
+        by_series: dict[str, list[OutlookItem]] = {}
+        rest: list[OutlookItem] = []
+        for item in items:
+            master_id = _master_of(item)
+            if master_id is not None:
+                by_series.setdefault(master_id, []).append(item)
+            else:
+                rest.append(item)
+        if not by_series:
+            return [], items
+        masters = {
+            read.item_id: read
+            for read in await self._reader.read_items(
+                mailbox.mailbox_id, ItemKind.APPOINTMENT, list(by_series)
+            )
+        }
+        plans: list[InstancePlan] = []
+        for master_id, members in by_series.items():
+            master = masters.get(master_id)
+            content = master.item if master is not None else None
+            if not isinstance(content, Appointment):
+                continue  # the series is gone: its occurrences come back removed
+            columns = series_columns(content)
+            if columns.not_expressible is not None:
+                # No exact Dynamics form: the occurrences are synchronised one by one, said in the audit.
+                logger.info("series synchronised as occurrences: %s", columns.not_expressible)
+                await audit(
+                    AuditRecord.for_item(
+                        mailbox_id=mailbox.mailbox_id,
+                        actor=ACTOR,
+                        action=AuditAction.STATE_CHANGED,
+                        kind=ItemKind.APPOINTMENT,
+                        outlook_id=master_id,
+                        outcome=AuditOutcome.SKIPPED,
+                        reason_code=SERIES_NOT_EXPRESSIBLE,
+                    )
+                )
+                rest.extend(members)
+                continue
+            record_id = series_record_id(natural_key(mailbox.mailbox_id, master_id, content))
+            try:
+                await self._write_master(mailbox, applier, record_id, columns.values)
+                plans += await self._instances(mailbox, links, record_id, members)
+            except CrmError as error:
+                for member in members:
+                    await park(member, error)
+        return plans, rest
+
+    async def _write_master(
+        self, mailbox: Mailbox, applier: Applier, record_id: uuid.UUID, values: dict[str, CrmValue]
+    ) -> None:
+        """Upsert the master when the CRM's columns differ (a failed write raises its error)."""
+        caller = mailbox.crm_caller_object_id
+        row = await self._crm.get(SERIES_TABLE, record_id, select=list(values), caller=caller)
+        if row is not None and all(_same(column, value, row.get(column)) for column, value in values.items()):
+            return
+        write = CreateInCrm(
+            table=SERIES_TABLE,
+            record_id=record_id,
+            values=values,
+            then_update={},
+            reason="series in Outlook" if row is None else "series changed in Outlook",
+        )
+        (result,) = await applier.apply([ItemPlan([write])])
+        if isinstance(result, CrmError):
+            raise result
+
+    async def _instances(
+        self, mailbox: Mailbox, links: LinkView, record_id: uuid.UUID, members: list[OutlookItem]
+    ) -> list[InstancePlan]:
+        columns = _read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns)
+        rows = await self._crm.series_instances(
+            record_id, select=[*columns, "originalstartdate"], caller=mailbox.crm_caller_object_id
+        )
+        by_original = {_moment(row.get("originalstartdate")): row for row in rows}
+        plans: list[InstancePlan] = []
+        unmatched = 0
+        for member in members:
+            content = member.item
+            if not isinstance(content, Appointment):
+                continue
+            row = by_original.get(utc_text(content.original_start or content.start))
+            if row is None:
+                unmatched += 1  # no instance (yet): outside Dynamics' expansion window
+                continue
+            state = _crm_state(mailbox, uuid.UUID(str(row["activityid"])), row, columns[:-1])
+            plan = await self._instance_plan(links, member, content, state)
+            if plan is not None:
+                plans.append(plan)
+        plans = await self._replacing_one_offs(mailbox, links, plans)
+        if unmatched:
+            logger.info("%d occurrence(s) of a series have no Dynamics instance: left unlinked", unmatched)
+        return plans
+
+    async def _replacing_one_offs(
+        self, mailbox: Mailbox, links: LinkView, plans: list[InstancePlan]
+    ) -> list[InstancePlan]:
+        """Upgrade: an occurrence crmsync synchronised before series were (one appointment per
+        occurrence) moves its link to its instance, and that one-off appointment - the user's, not a
+        series instance - is deleted in the same plan, so the series is not shown twice."""
+        moving: dict[uuid.UUID, uuid.UUID] = {}
+        for plan in plans:
+            stored = await links.by_outlook(plan.item.item_id)
+            new = next((a.link.crm_id for a in plan.actions if isinstance(a, WriteLink)), None)
+            if stored is not None and new is not None and uuid.UUID(stored.crm_id) != new:
+                moving[new] = uuid.UUID(stored.crm_id)
+        if not moving:
+            return plans
+        rows = await self._crm.get_many(
+            APPOINTMENT_MAP.table,
+            list(moving.values()),
+            select=["instancetypecode", "_ownerid_value"],
+            caller=mailbox.crm_caller_object_id,
+        )
+        result: list[InstancePlan] = []
+        for plan in plans:
+            new = next((a.link.crm_id for a in plan.actions if isinstance(a, WriteLink)), None)
+            old = moving.get(new) if new is not None else None
+            row = rows.get(old) if old is not None else None
+            owner = str((row or {}).get("_ownerid_value") or "").lower()
+            if old is None or row is None or row.get("instancetypecode") not in {None, 0}:
+                result.append(plan)  # no old record, or an instance of a regenerated series: Dynamics' own
+                continue
+            if owner != mailbox.crm_user_id.lower():
+                result.append(plan)  # another user's record is never deleted (it only loses this link)
+                continue
+            delete = DeleteInCrm(
+                table=APPOINTMENT_MAP.table,
+                record_id=old,
+                if_match=None,
+                reason="one appointment per occurrence, from before series: replaced by its series instance",
+                replaced_by=new,
+            )
+            result.append(dataclasses.replace(plan, actions=[delete, *plan.actions]))
+        return result
+
+    @staticmethod
+    async def _instance_plan(
+        links: LinkView, member: OutlookItem, content: Appointment, crm: CrmState
+    ) -> InstancePlan | None:
+        stored = await links.by_outlook(member.item_id)
+        link = from_stored_link(stored) if stored is not None else None
+        projection = APPOINTMENT_MAP.project(content).values
+        crm_values = {c: canonical_crm_value(v) for c, v in (crm.values or {}).items()}
+        outlook_hash = content_hash(content)
+        actions: list[Action] = []
+        if content.event_kind is EventKind.EXCEPTION:
+            changes = {
+                column: projection.get(column)
+                for column in _EXCEPTION_COLUMNS
+                if not _same(column, projection.get(column), crm_values.get(column))
+            }
+            if changes:
+                actions.append(
+                    UpdateCrm(
+                        table=APPOINTMENT_MAP.table,
+                        record_id=crm.record_id,
+                        values=changes,
+                        if_match=crm.etag,
+                        reason="occurrence changed in Outlook: the instance becomes an exception",
+                    )
+                )
+                crm_values = {**crm_values, **changes}
+        crm_hash = crm_content_hash(APPOINTMENT_MAP, crm_values)
+        if (
+            not actions
+            and link is not None
+            and link.crm_id == crm.record_id
+            and link.outlook_hash == outlook_hash
+            and link.crm_hash == crm_hash
+        ):
+            return None  # linked and unchanged
+        new = Link(
+            outlook_id=member.item_id,
+            crm_id=crm.record_id,
+            outlook_change_key=member.change_key,
+            crm_etag=None if actions else crm.etag,
+            outlook_hash=outlook_hash,
+            crm_hash=crm_hash,
+            field_bases=unit_fingerprints(projection, crm_values, APPOINTMENT_MAP.units()),
+            owned_by_user=crm.owned_by_user,
+        )
+        actions.append(WriteLink(link=new, crm_from_write=bool(actions), reason="series instance"))
+        return InstancePlan(member, actions, dict(projection), new_link=stored is None)
+
+
+def _moment(value: object) -> str | None:
+    parsed = parse_utc(value) if isinstance(value, str) else None
+    return utc_text(parsed)
+
+
+def _same(column: str, ours: CrmValue, theirs: object) -> bool:
+    """Equal as the CRM stores them: date-times compared as moments, "" as null."""
+    if column in {
+        "scheduledstart",
+        "scheduledend",
+        "starttime",
+        "endtime",
+        "patternstartdate",
+        "patternenddate",
+    }:
+        return _moment(ours) == _moment(theirs)
+    return canonical_crm_value(ours) == canonical_crm_value(theirs)
+
+
+__all__ = ["SERIES_NOT_EXPRESSIBLE", "InstancePlan", "SeriesSync"]
