@@ -77,21 +77,30 @@ async def test_the_admin_resync_enqueues_for_an_already_dirty_resource(app_runti
 
 
 async def test_the_sweep_lists_the_subscriptions_once_whatever_the_number_of_mailboxes(
-    app_runtime: Runtime, caplog: pytest.LogCaptureFixture
+    app_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The subscriptions table is keyed by subscription id: a listing per mailbox scans all of it each
     time, so 10,000 mailboxes cost 10,000 scans per sweep. One listing serves every mailbox."""
     store, jobs = await app_runtime.store(), await app_runtime.jobs()
     for _ in range(3):
         await _lost_job(app_runtime)
-    table = f"{get_settings().table_prefix}subscriptions"
-    caplog.set_level(logging.INFO, logger="azure.core.pipeline.policies.http_logging_policy")
+    table = f"/{get_settings().table_prefix}subscriptions()"
+    sent: list[str] = []
 
-    await sweep(store, jobs)
+    class Requests(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("Request URL:") and table in record.getMessage():
+                sent.append(record.getMessage())
 
-    listings = [
-        r
-        for r in caplog.records
-        if r.getMessage().startswith("Request URL:") and f"/{table}()" in r.getMessage()
-    ]
-    assert len(listings) == 1
+    http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")  # the SDK's request log
+    monkeypatch.setattr(http_log, "disabled", False)
+    level, handler = http_log.level, Requests()
+    http_log.setLevel(logging.INFO)
+    http_log.addHandler(handler)
+    try:
+        await sweep(store, jobs)
+    finally:
+        http_log.removeHandler(handler)
+        http_log.setLevel(level)
+
+    assert len(sent) == 1
