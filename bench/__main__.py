@@ -7,6 +7,8 @@ BENCHMARKS = {
     "burst": "a burst of Outlook changes: change-to-CRM latency",
     "graph_simulator": "the Graph simulator's own overhead",
     "dataverse_simulator": "the Dataverse simulator's own overhead",
+    "scale": "10,000 mailboxes on simulated time: the timers' requests per mailbox and hour",
+    "cold_start": "a fresh process: import function_app and answer the first notification",
     "dataverse_bulk": "1,000 records: $batch versus CreateMultiple / UpsertMultiple (simulator)",
 }
 

@@ -3,7 +3,9 @@ simulators, onboarding through the ``crmsync`` CLI, request counts from the simu
 
 from __future__ import annotations
 
+import json
 import resource
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ class BenchTenant:
         self.http = httpx.Client(timeout=120, trust_env=False)
         self._call("PATCH", f"{self.endpoints['graph_control']}/config", {"tenant_id": SANDBOX_TENANT})
         tables: dict[str, Any] = {key: {"read": "organization"} for key in ("systemuser", "account", "lead")}
+        tables["account"]["appendto"] = "organization"  # a tracked folder's regarding
         tables |= dict.fromkeys(ENTITY_SETS, FULL_ACCESS)
         self._call(
             "POST", f"{self.endpoints['dataverse_control']}/roles", {"name": "bench", "tables": tables}
@@ -65,12 +68,33 @@ class BenchTenant:
         )
         return BenchUser(mailbox_id, crm["systemuserid"])
 
+    def mail_folder(self, user: BenchUser, well_known: str) -> str:
+        """The id of one of the mailbox's well-known mail folders."""
+        folders = self._call("GET", f"{self.endpoints['graph_control']}/users/{user.mailbox_id}")[
+            "mailFolders"
+        ]
+        return str(folders[well_known])
+
+    def account(self, name: str) -> str:
+        """A new account in the CRM (e.g. the regarding of a tracked folder)."""
+        seeded = self._call(
+            "POST",
+            f"{self.endpoints['dataverse_control']}/seed",
+            {"table": "account", "records": [{"name": name}]},
+        )
+        return str(seeded["ids"][0])
+
     def seed(self, user: BenchUser, items: dict[str, Any]) -> None:
         self._call("POST", f"{self.endpoints['graph_control']}/users/{user.mailbox_id}/seed", items)
 
-    def onboard(self, user: BenchUser) -> int:
-        """``crmsync mailbox add`` as a subprocess; returns its peak RSS in bytes."""
-        self.sandbox.onboard_with_cli(user.mailbox_id, user.crm_user_id, quiet=True)
+    def onboard(self, user: BenchUser, settings: dict[str, Any] | None = None) -> int:
+        """``crmsync mailbox add`` (with these mailbox settings) as a subprocess; returns its peak RSS
+        in bytes."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "settings.json" if settings else None
+            if path is not None:
+                path.write_text(json.dumps(settings))
+            self.sandbox.onboard_with_cli(user.mailbox_id, user.crm_user_id, quiet=True, settings=path)
         # Only the CLI has exited among this process's children, so this is its peak (KiB on Linux).
         return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 

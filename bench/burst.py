@@ -7,7 +7,7 @@ its control API takes them (each one a change notification to the runner's webho
 the Dataverse simulator until all are in the CRM: change-to-CRM latency per item (from the Graph
 write to the first poll that sees the record), Graph and Dataverse requests per item and the
 runner's peak RSS. The webhook handler's own latency is bench.webhook's (same handler, in-process
-on real Azurite). Targets: p95 change-to-CRM <= 2 s; <= 300 MB.
+on real Azurite). Targets: p95 change-to-CRM <= 2 s; <= 150 MB.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
             ("change-to-CRM p95", f"{percentile(latencies, 0.95):.2f} s", "<= 2 s"),
             ("Graph requests per item", f"{graph / max(len(seen), 1):.3f}", ""),
             ("Dataverse requests per item", f"{dataverse / max(len(seen), 1):.3f}", ""),
-            ("peak RSS (Functions runner)", f"{runner_rss / 2**20:.0f} MB", "<= 300 MB"),
+            ("peak RSS (Functions runner)", f"{runner_rss / 2**20:.0f} MB", "<= 150 MB"),
         ],
     )
 

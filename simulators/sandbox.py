@@ -168,7 +168,9 @@ class Sandbox:
         self.processes.clear()
         self.azurite.stop()
 
-    def onboard_with_cli(self, mailbox_id: str, crm_user_id: str, *, quiet: bool = False) -> None:
+    def onboard_with_cli(
+        self, mailbox_id: str, crm_user_id: str, *, quiet: bool = False, settings: Path | None = None
+    ) -> None:
         """``crmsync mailbox add`` against this sandbox, as an administrator would run it."""
         command = [
             sys.executable,
@@ -179,6 +181,7 @@ class Sandbox:
             mailbox_id,
             "--crm-user",
             crm_user_id,
+            *(["--settings", str(settings)] if settings else []),
         ]
         subprocess.run(  # noqa: S603 - our own CLI, no shell
             command,

@@ -6,8 +6,9 @@ delta-query-overview): a round follows ``@odata.nextLink`` verbatim until a page
 call only (they are encoded in the links). The engine commits after every page and only then
 stores the page's link (docs/ARCHITECTURE.md), so a crash re-reads one page, never skips one.
 
-Privacy: the message ``$select`` leaves out ``body`` and ``bodyPreview``; the tracking decision
-uses only sender, recipients, subject and ids. :meth:`DeltaReader.fetch_message_body` reads the
+Privacy: the message ``$select`` leaves out ``body`` and ``bodyPreview`` (but for a tracked
+folder's delta, where every message is tracked); the tracking decision uses only sender,
+recipients, subject and ids. :meth:`DeltaReader.fetch_message_body` reads the
 body of mail that will be tracked; :meth:`DeltaReader.fetch_message_bodies` reads many in JSON
 batches (``shared.outlook.batch``): one HTTP request per 20 tracked messages instead of one each.
 Delta pages hold 200 items by default, Graph's cap on ``odata.maxpagesize`` for delta
@@ -184,11 +185,15 @@ class DeltaReader:
         folder: str = "inbox",
         link: str | None = None,
         mailbox_address: str | None = None,
+        with_body: bool = False,
     ) -> AsyncIterator[DeltaPage]:
-        """Changes to the messages of one mail folder (Graph's message delta is per folder)."""
+        """Changes to the messages of one mail folder (Graph's message delta is per folder).
+
+        ``with_body``: only for a tracked folder, whose every message is tracked - the page then
+        carries the bodies, and none is read on its own (the inbox never: privacy)."""
         builder = self._client.users.by_user_id(mailbox).mail_folders.by_mail_folder_id(folder).messages.delta
         query = MessagesDelta.DeltaRequestBuilderGetQueryParameters(
-            select=list(MESSAGE_FIELDS), expand=[CRM_ID_EXPAND]
+            select=[*MESSAGE_FIELDS, *(("body",) if with_body else ())], expand=[CRM_ID_EXPAND]
         )
         return self._pages(
             builder, query, link, lambda model: email_item(mailbox, model, mailbox_address=mailbox_address)

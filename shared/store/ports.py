@@ -264,6 +264,10 @@ class SubscriptionStore(Protocol):
 
     def list_expiring(self, before: dt.datetime) -> AsyncIterator[SubscriptionRecord]: ...
 
+    def list_all(self) -> AsyncIterator[SubscriptionRecord]:
+        """Every subscription, in one listing (the sweep: one scan, not one per mailbox)."""
+        ...
+
 
 class ParkedStore(Protocol):
     """Items that failed in a way retrying cannot fix, with why and how often."""

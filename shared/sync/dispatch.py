@@ -129,10 +129,11 @@ async def sweep(
             enqueued += 1
     if enqueued:
         log.warning("sweep re-enqueued %d resource(s) dirty for over %s", enqueued, stale_after)
+    # One listing of every subscription: a query per mailbox would scan the table once per mailbox.
     targets = [
         (record.mailbox_id, record.resource)
-        for mailbox_id in mailboxes
-        async for record in store.subscriptions.list_for_mailbox(mailbox_id)
+        async for record in store.subscriptions.list_all()
+        if record.mailbox_id in mailboxes
     ]
     return enqueued + await request_resync(targets, store=store, jobs=jobs, reason=JobReason.SWEEP)
 

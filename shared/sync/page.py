@@ -232,8 +232,13 @@ class PageSync:
     async def _with_bodies(
         self, run: RunState, verdicts: list[tuple[OutlookItem, bool]]
     ) -> list[tuple[OutlookItem, bool]]:
-        """The bodies of tracked mail only (privacy: an untracked message's body is never read)."""
-        wanted = [item.item_id for item, tracked in verdicts if tracked and isinstance(item.item, Email)]
+        """The bodies of tracked mail only (privacy: an untracked message's body is never read); a
+        tracked folder's delta page brought them already."""
+        wanted = [
+            item.item_id
+            for item, tracked in verdicts
+            if tracked and isinstance(item.item, Email) and item.item.body is None
+        ]
         if not wanted:
             return verdicts
         bodies = await self._reader.fetch_message_bodies(run.mailbox.mailbox_id, wanted)

@@ -30,6 +30,7 @@ class OutlookReader(Protocol):
         folder: str = "inbox",
         link: str | None = None,
         mailbox_address: str | None = None,
+        with_body: bool = False,
     ) -> AsyncIterator[DeltaPage]: ...
 
     def contacts(self, mailbox: str, *, link: str | None = None) -> AsyncIterator[DeltaPage]: ...

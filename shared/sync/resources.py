@@ -63,7 +63,12 @@ def delta_pages(
     mailbox_id = mailbox.mailbox_id
     if ref.kind is ItemKind.EMAIL:
         folder = ref.mail_folder or "inbox"
-        return reader.messages(mailbox_id, folder=folder, link=link, mailbox_address=mailbox.upn)
+        # A tracked folder's every message is tracked: its delta carries the bodies (a subfolder's
+        # does not: tracking resolves its ancestry per message).
+        with_body = folder != "inbox" and folder in mailbox.settings.tracked_folders
+        return reader.messages(
+            mailbox_id, folder=folder, link=link, mailbox_address=mailbox.upn, with_body=with_body
+        )
     if ref.kind is ItemKind.CONTACT:
         return reader.contacts(mailbox_id, link=link)
     if ref.kind is ItemKind.TASK:

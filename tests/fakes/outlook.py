@@ -408,6 +408,7 @@ class FakeDeltaReader:
         folder: str = "inbox",
         link: str | None = None,
         mailbox_address: str | None = None,
+        with_body: bool = False,  # the fake's pages never carry bodies: they are read on their own
     ) -> AsyncIterator[DeltaPage]:
         return self._pages(mailbox, folder, ItemKind.EMAIL, link)
 

@@ -9,9 +9,13 @@ admin resync must enqueue for such a mark themselves, without flooding the queue
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 
+import pytest
+
 from shared.admin_api import enqueue_mailbox_resync
+from shared.config import get_settings
 from shared.runtime import Runtime
 from shared.store.jobs import JobQueue
 from shared.store.ports import Store
@@ -70,3 +74,33 @@ async def test_the_admin_resync_enqueues_for_an_already_dirty_resource(app_runti
 
     assert [(j["resource"], j["reason"]) for j in await queued_jobs(app_runtime)] == [(resource, "resync")]
     assert (await store.sync_state.get_state(mailbox, resource)).dirty
+
+
+async def test_the_sweep_lists_the_subscriptions_once_whatever_the_number_of_mailboxes(
+    app_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscriptions table is keyed by subscription id: a listing per mailbox scans all of it each
+    time, so 10,000 mailboxes cost 10,000 scans per sweep. One listing serves every mailbox."""
+    store, jobs = await app_runtime.store(), await app_runtime.jobs()
+    for _ in range(3):
+        await _lost_job(app_runtime)
+    table = f"/{get_settings().table_prefix}subscriptions()"
+    sent: list[str] = []
+
+    class Requests(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("Request URL:") and table in record.getMessage():
+                sent.append(record.getMessage())
+
+    http_log = logging.getLogger("azure.core.pipeline.policies.http_logging_policy")  # the SDK's request log
+    monkeypatch.setattr(http_log, "disabled", False)
+    level, handler = http_log.level, Requests()
+    http_log.setLevel(logging.INFO)
+    http_log.addHandler(handler)
+    try:
+        await sweep(store, jobs)
+    finally:
+        http_log.removeHandler(handler)
+        http_log.setLevel(level)
+
+    assert len(sent) == 1

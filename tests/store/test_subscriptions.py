@@ -45,7 +45,7 @@ class TestSubscriptionsContract:
         with pytest.raises(SubscriptionNotFound):
             await store.subscriptions.get("7f1e/sub+1=")
 
-    async def test_list_for_mailbox_and_expiring(self, store: Store) -> None:
+    async def test_list_for_mailbox_expiring_and_all(self, store: Store) -> None:
         await store.subscriptions.put(_subscription("s1", "mbx-a", hours=1))
         await store.subscriptions.put(_subscription("s2", "mbx-a", hours=30))
         await store.subscriptions.put(_subscription("s3", "mbx-b", hours=2))
@@ -54,6 +54,7 @@ class TestSubscriptionsContract:
         assert await _ids(store.subscriptions.list_for_mailbox("mbx-c")) == set()
         before = EXPIRY + dt.timedelta(hours=3)
         assert await _ids(store.subscriptions.list_expiring(before)) == {"s1", "s3"}
+        assert await _ids(store.subscriptions.list_all()) == {"s1", "s2", "s3"}
 
 
 def test_client_state_is_kept_hashed_and_compared_exactly() -> None:

@@ -120,3 +120,31 @@ async def test_the_tracking_index_lists_a_mailboxs_tracked_messages_in_one_scan(
         item_id: world.email_id(m) for item_id, m in zip(ids, sent, strict=True)
     }
     assert listed == {item_id: await world.index.get_message(mailbox.mailbox_id, item_id) for item_id in ids}
+
+
+async def test_a_tracked_folders_delta_brings_the_bodies_and_no_message_is_read_on_its_own(
+    world: World,
+) -> None:
+    """Every message of a tracked folder is tracked, so its delta selects the body: one request per
+    page instead of a body read per message. The inbox's never does (test_automatic: privacy)."""
+    account_id = uuid.UUID(world.dataverse.seed("account", [{"name": "Contoso Ltd"}])[0])
+    probe = await world.mailbox()
+    folder = world.create_folder(probe, "Contoso", parent="inbox")
+    mailbox = await world.store.registry.update_settings(
+        probe, MailboxSettings(tracked_folders={folder: CrmRecordRef(table="account", id=account_id)})
+    )
+    mails = [message("buyer@fabrikam.example", f"Deal {n}") for n in range(3)]
+    ids = world.graph_sim.seed(mailbox.mailbox_id, messages={folder: mails})["messages"][folder]
+    world.graph_sim.clear_requests(mailbox.mailbox_id)
+
+    await world.sync(mailbox, folder)
+
+    for mail in mails:
+        row = world.dataverse.record("email", str(world.email_id(mail)))
+        assert row is not None
+        assert row["description"] == f"body of {mail['subject']}"
+    requests = world.graph_sim.requests(mailbox.mailbox_id)
+    [delta] = [request for request in requests if request["path"].endswith("/messages/delta")]
+    assert "body" in delta["select"]
+    assert not [request for request in requests if any(message_id in request["path"] for message_id in ids)]
+    assert not [request for request in requests if request["path"].endswith("$batch")]

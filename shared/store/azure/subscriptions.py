@@ -64,6 +64,10 @@ class AzureSubscriptionStore:
         async for entity in query(self._table, "mailbox_id eq @mailbox", {"mailbox": mailbox_id}):
             yield _subscription_from(entity)
 
+    async def list_all(self) -> AsyncIterator[SubscriptionRecord]:
+        async for entity in self._table.list_entities():
+            yield _subscription_from(entity)
+
     async def list_expiring(self, before: dt.datetime) -> AsyncIterator[SubscriptionRecord]:
         async for entity in query(self._table, "expiration lt @before", {"before": before}):
             yield _subscription_from(entity)

@@ -32,6 +32,10 @@ class MemorySubscriptionStore:
             if record.mailbox_id == mailbox_id:
                 yield record
 
+    async def list_all(self) -> AsyncIterator[SubscriptionRecord]:
+        for record in list(self._records.values()):
+            yield record
+
     async def list_expiring(self, before: dt.datetime) -> AsyncIterator[SubscriptionRecord]:
         for record in list(self._records.values()):
             if record.expiration < before:
