@@ -75,6 +75,9 @@ class Link:
     crm_hash: str | None = None
     owned_by_user: bool = False  # the mailbox's CRM user owns the record (decides deletes)
     field_bases: Mapping[str, FieldBase] = field(default_factory=dict)  # per unit: last synced fingerprints
+    # A tombstone: the CRM record was deleted and the delete policy kept the Outlook item, which is no
+    # longer synced (a later read of it re-creates nothing); dropped when the item goes too.
+    crm_deleted: bool = False
     updated_at: dt.datetime | None = None
     etag: str | None = None
 

@@ -332,6 +332,12 @@ class Applier:
                 if isinstance(action, WriteLink):
                     (fresh if state.plan.new_link else careful).append(_with_versions(action, state))
                     state.linked = True
+                elif isinstance(action, UnlinkOnly) and action.tombstone is not None:
+                    await self._link_writer.write(action.tombstone)
+                    self._records.append(
+                        self._audited(AuditAction.UNLINKED, action, action.crm_id, action.outlook_id)
+                    )
+                    state.unlinked = True
                 elif isinstance(action, UnlinkOnly | DropLink):
                     dropped = await self._link_writer.drop(action.outlook_id)
                     if dropped is not None:

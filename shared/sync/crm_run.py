@@ -173,6 +173,8 @@ class CrmToOutlookRun:
             link = from_stored_link(stored) if stored is not None else None
             if link is None and (record_id in deleted or record_id not in verdict.members):
                 continue  # not held here and not (or no longer) wanted here: nothing to do
+            if link is not None and link.crm_deleted and record_id not in verdict.members:
+                continue  # a tombstone: the CRM's delete was applied and the kept item stays untracked
             if link is None:
                 crm = states[record_id]
                 if crm.values is None:

@@ -21,11 +21,10 @@ from shared.sync.plan import Action, DropLink, Link, UnlinkOnly, WriteLink
 def unseen_links(
     mailbox_id: str, kind: ItemKind, loaded: Sequence[StoredLink], seen: set[str]
 ) -> list[OutlookItem]:
-    """After a full read: linked items the read did not list are gone from Outlook. Mail is left
-    out (one kind spans several folders, and a deleted tracked email keeps its CRM record).
+    """After a full read: linked items the read did not list are gone from this resource. Mail
+    spans several folders: a message listed by another watched folder is told apart by the same
+    moved-away check a delta's removal gets (the tracker reads it by id), so its link stays.
     The run's preloaded link map is enough: every link written since belongs to a listed item."""
-    if kind is ItemKind.EMAIL:
-        return []
     return [
         OutlookItem(mailbox_id=mailbox_id, item_id=link.outlook_id, kind=kind, removed=True)
         for link in loaded
@@ -47,6 +46,7 @@ def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:
         crm_hash=link.crm_hash,
         owned_by_user=link.owned_by_user,
         field_bases=dict(link.field_bases),
+        crm_deleted=link.crm_deleted,
     )
 
 
@@ -61,6 +61,7 @@ def from_stored_link(row: StoredLink) -> Link:
         crm_hash=row.crm_hash or "",
         field_bases=dict(row.field_bases),
         owned_by_user=row.owned_by_user,
+        crm_deleted=row.crm_deleted,
     )
 
 

@@ -119,6 +119,7 @@ class Link:
     crm_hash: str
     field_bases: Mapping[str, FieldBase] = field(default_factory=dict)
     owned_by_user: bool = False
+    crm_deleted: bool = False  # a tombstone (see shared.store.records.Link)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,12 +296,14 @@ class WriteLink:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnlinkOnly:
-    """Remove the link but keep the item on side ``kept`` (nothing is deleted)."""
+    """Remove the link but keep the item on side ``kept`` (nothing is deleted). ``tombstone``: the
+    link row written in its place (the CRM's delete stands; see :class:`Link` ``crm_deleted``)."""
 
     outlook_id: str
     crm_id: uuid.UUID
     kept: Side
     reason: str
+    tombstone: Link | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,8 +28,14 @@ delete-records-that-have-been-tracked.md), which holds for server-side synchroni
   copy is kept (unlinked) when it changed after the Outlook delete, and an Outlook item changed
   after the CRM delete is created in the CRM again (vdirsyncer: "deleted on one side but modified
   on the other"), except email, which the CRM keeps as a record and never re-creates.
+- A CRM delete stands: an Outlook item the delete policy keeps becomes untracked, as Dynamics
+  untracks it ("the item is no longer tracked"). Its link row stays as a tombstone, so neither a
+  later full read nor a later edit of the item in Outlook creates the record again (Dynamics never
+  re-tracks an item on its own either); the tombstone goes when the item is deleted in Outlook.
+  A message is untracked by its category instead (the user may track it again).
 
-Policy ``unlink`` never deletes anything: gone on one side only removes the link.
+Policy ``unlink`` never deletes anything: gone on one side only removes the link (a CRM delete
+leaves a tombstone, as above).
 
 The planner is the only place where sync decisions are taken. What needs I/O to know - a message
 moved to another folder, another mailbox still tracking a CRM email, an appointment that left the
@@ -242,6 +248,8 @@ class _ItemPlanner:
         crm: CrmState,
         crm_values: dict[str, CrmValue] | None,
     ) -> list[Action]:
+        if link.crm_deleted:
+            return self.tombstoned(link, present, crm, crm_values)
         if crm_values is None:
             if present is None:
                 # Gone on both sides -> forget the link.
@@ -272,6 +280,19 @@ class _ItemPlanner:
             (True, True): "changed on both sides since last sync",
         }[(outlook_changed, crm_changed)]
         return self.merge(present, crm, crm_values, link.field_bases, why)
+
+    def tombstoned(
+        self, link: Link, present: PresentItem | None, crm: CrmState, crm_values: dict[str, CrmValue] | None
+    ) -> list[Action]:
+        """The CRM's delete was applied and the Outlook item kept, untracked (see the module docstring)."""
+        if present is None:
+            # The kept item is gone too -> forget the tombstone (the CRM record is not touched).
+            return [DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason="untracked item gone")]
+        if crm_values is None:
+            # Read again (a full read, an edit in Outlook): the CRM's delete stands.
+            return [Skip(reason="deleted in the CRM; the Outlook item is kept, no longer synced")]
+        # The record exists again (restored under its id): link the two copies afresh.
+        return self.merge(present, crm, crm_values, {}, "the CRM record deleted before exists again")
 
     def outlook_changed(self, link: Link, present: PresentItem) -> bool:
         if present.change_key is not None and present.change_key == link.outlook_change_key:
@@ -335,8 +356,23 @@ class _ItemPlanner:
                 DeleteInOutlook(item_id=link.outlook_id, reason=reason),
                 DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason=reason),
             ]
-        reason = "deleted in the CRM; the delete policy keeps the Outlook item"
-        return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.OUTLOOK, reason=reason)]
+        reason = "deleted in the CRM; the delete policy keeps the Outlook item, untracked"
+        tombstone = dataclasses.replace(
+            link,
+            outlook_change_key=present.change_key,
+            outlook_hash=content_hash(item),
+            crm_etag=None,
+            crm_deleted=True,
+        )
+        return [
+            UnlinkOnly(
+                outlook_id=link.outlook_id,
+                crm_id=link.crm_id,
+                kept=Side.OUTLOOK,
+                reason=reason,
+                tombstone=tombstone,
+            )
+        ]
 
     def deletes_outlook_item(self, link: Link, item: NeutralContent) -> bool:
         if self.policy.delete_policy is DeletePolicy.UNLINK:

@@ -51,6 +51,16 @@ class TestLinksContract:
         assert await store.links.get_by_crm(MAILBOX, "contact", CRM_ID) == created
         assert dataclasses.replace(created, etag=None, updated_at=None) == _link()
 
+    async def test_a_tombstone_round_trips_and_an_update_clears_it(self, store: Store) -> None:
+        created = await store.links.create(dataclasses.replace(_link(), crm_deleted=True))
+        by_crm = await store.links.get_by_crm(MAILBOX, "contact", CRM_ID)
+        assert by_crm is not None
+        assert by_crm.crm_deleted
+        await store.links.update(dataclasses.replace(created, crm_deleted=False))
+        found = await store.links.get_by_outlook(MAILBOX, ItemKind.CONTACT, OUTLOOK_ID)
+        assert found is not None
+        assert not found.crm_deleted
+
     async def test_missing_links_are_none(self, store: Store) -> None:
         await store.links.create(_link())
         assert await store.links.get_by_outlook(MAILBOX, ItemKind.TASK, OUTLOOK_ID) is None

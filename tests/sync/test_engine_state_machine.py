@@ -22,10 +22,9 @@ runs until one reports no work) the machine checks:
   untracked) the Outlook item it derives from, and an Outlook item only when a CRM user deleted its
   record.
 
-Two engine gaps this machine found are stepped around, each narrowly and counted as a Hypothesis
-event (to be closed in the engine; remove the exemption then): a record deleted in the CRM whose
-Outlook item the delete policy keeps is created again by the next full read, and a full read keeps
-the link of a message deleted or filed away before it.
+Two engine gaps this machine found are closed and asserted: a record deleted in the CRM whose
+Outlook item the delete policy keeps stays deleted (a tombstone link; no later read re-creates it),
+and a full read drops the link of a message deleted or filed away before it.
 
 CRM-side edits touch two-way columns only: an edit of a ``to_crm`` column stays in the CRM by design.
 Records created in the CRM are never linked (the CRM -> Outlook direction is its own issue) and
@@ -62,7 +61,7 @@ from shared.outlook.errors import GraphError
 from shared.store import open_memory_store
 from shared.store.errors import LeaseHeld, LeaseLost
 from shared.store.ports import Store
-from shared.store.records import AuditAction, AuditRecord, Lease
+from shared.store.records import AuditRecord, Lease
 from shared.store.records import Link as StoredLink
 from shared.sync.fieldmaps import canonical_crm_value, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.task import STATE_OF_STATUS
@@ -93,10 +92,6 @@ OUTLOOK_WRITES = frozenset(
         "set_message_categories",
     }
 )
-
-
-# What re-creating an unlinked record does: the create, and the stamp on the kept Outlook item.
-_RECREATION = frozenset({AuditAction.CREATED_IN_CRM, AuditAction.STAMPED_IN_OUTLOOK})
 
 
 class Crash(Exception):
@@ -346,8 +341,6 @@ class EngineMachine(RuleBasedStateMachine):
         self.other_lease: Lease | None = None
         self.released: set[uuid.UUID] = set()  # records whose Outlook item the user removed
         self.crm_deleted: set[uuid.UUID] = set()  # records the CRM's users deleted
-        self.recreated = 0  # counts of the engine gaps the checks step around (see below)
-        self.stale_mail_links = 0
 
     def run(self, step: Awaitable[T]) -> T:
         return self.loop.run_until_complete(step)
@@ -697,21 +690,8 @@ class EngineMachine(RuleBasedStateMachine):
         raise AssertionError(f"{kind.value}: delta runs kept finding work")
 
     def assert_full_resync_is_quiet(self, mailbox_id: str, kind: ItemKind) -> None:
-        """Another full read has nothing to do - except, today, re-creating in the CRM the records whose
-        deletion in the CRM unlinked an Outlook item that stays (ENGINE GAP: the
-        kept item is read again as new, so the CRM's deletion does not stand; mail is untracked
-        instead). The exception is exact: only creates (and stamps) of records this machine saw unlinked."""
-        mark = len(self.audit.records)
-        again = self.run(self._sync(mailbox_id, kind, full=True))
-        if not (again.items_synced or again.crm_writes):
-            return
-        unlinked = {r.crm_id_hash for r in self.audit.records[:mark] if r.action is AuditAction.UNLINKED}
-        done = self.audit.records[mark:]
-        assert all(r.action in _RECREATION and r.crm_id_hash in unlinked for r in done), (
-            f"{kind.value}: a full resync still had work"
-        )
-        self.recreated += sum(1 for r in done if r.action is AuditAction.CREATED_IN_CRM)
-        event("engine gap: a record deleted in the CRM was created again")
+        """Another full read has nothing to do: in particular it re-creates no record the CRM's users
+        deleted while the delete policy kept its Outlook item (the tombstone holds)."""
         again = self.run(self._sync(mailbox_id, kind, full=True))
         assert (again.items_synced, again.crm_writes) == (0, 0), f"{kind.value}: a full resync still had work"
 
@@ -754,24 +734,21 @@ class EngineMachine(RuleBasedStateMachine):
         table = field_map(kind).table
         links = self.run(self._links(mailbox_id, kind))
         items = self.in_scope(mailbox_id, kind)
-        everything = self.outlook.items(mailbox_id, kind)
         records = self.crm.rows(table)
         crm_ids = [uuid.UUID(link.crm_id) for link in links]
         assert len(set(crm_ids)) == len(crm_ids), f"{kind.value}: two items linked to one record"
         for link in links:
-            if kind is ItemKind.EMAIL and (
-                link.outlook_id not in everything or everything[link.outlook_id].container != INBOX
-            ):
-                # ENGINE GAP: a full read (an expired delta token, a resync)
-                # lists no removed mail and its sweep leaves mail out, so the link of a message deleted
-                # or filed away before it stays. The CRM keeps such an email either way.
-                self.stale_mail_links += 1
-                event("engine gap: a link of mail removed before a full read stays")
-                continue
             assert link.outlook_id in items, (
                 f"{kind.value}: a link to an Outlook item that is gone or out of scope"
             )
+            if link.crm_deleted:  # a tombstone: the CRM's users deleted the record, the item is kept
+                assert kind is not ItemKind.EMAIL, "a tombstone for mail (mail is untracked instead)"
+                assert uuid.UUID(link.crm_id) in self.crm_deleted, "a tombstone of a record nobody deleted"
+                assert uuid.UUID(link.crm_id) not in records, "a tombstone of a record that exists"
+                event("a CRM delete stands: tombstone")
+                continue
             assert uuid.UUID(link.crm_id) in records, f"{kind.value}: a link to a CRM record that is gone"
+        tombstones = {link.outlook_id for link in links if link.crm_deleted}
         linked = {link.outlook_id: uuid.UUID(link.crm_id) for link in links}
         for item_id, item in items.items():
             adoptable = self.adoptable(mailbox_id, item)
@@ -783,6 +760,8 @@ class EngineMachine(RuleBasedStateMachine):
             assert not (derived - {linked[item_id]}) & set(records), (
                 f"{kind.value}: two CRM records for one item"
             )
+            if item_id in tombstones:
+                continue
             self.assert_agree(mailbox_id, kind, item, records[linked[item_id]].columns)
         assert not (self.crm_made & set(crm_ids)), "a record made in the CRM got linked"
 

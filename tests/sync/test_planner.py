@@ -355,6 +355,25 @@ def test_crm_delete_of_a_changed_outlook_item_recreates_it() -> None:
     assert world.records[crm.record_id].values["subject"] == "Call twice"
 
 
+@pytest.mark.parametrize("policy", [DeletePolicy.DYNAMICS, DeletePolicy.UNLINK])
+def test_a_crm_delete_stands_when_the_outlook_item_is_kept(policy: DeletePolicy) -> None:
+    """A tombstone: neither a later read nor an edit in Outlook re-creates the record (Dynamics
+    untracks the kept item); deleting the item in Outlook too forgets the tombstone."""
+    world = World(ItemKind.CONTACT, SyncPolicy(delete_policy=policy))
+    mailbox, item_id, crm = _synced_contact(world)  # the user owns it: Dynamics keeps the contact
+    del world.records[crm.record_id]
+
+    assert _kinds(world.sync(mailbox)) == ["UnlinkOnly"]
+    assert mailbox.links[item_id].crm_deleted
+    assert _kinds(world.sync(mailbox)) == ["Skip"]
+    world.outlook_edit(mailbox, item_id, surname="Leigh")
+    assert _kinds(world.sync(mailbox)) == ["Skip"]
+    assert world.records == {}
+    del mailbox.items[item_id]
+    assert _kinds(world.sync(mailbox)) == ["DropLink"]
+    assert mailbox.links == {}
+
+
 def test_gone_on_both_sides_drops_the_link() -> None:
     world = World(ItemKind.TASK)
     mailbox, item_id, crm = _synced_task(world)

@@ -238,6 +238,8 @@ class World:
                     for key in stale:
                         del mailbox.links[key]
                     mailbox.links[new_link.outlook_id] = new_link
+                case UnlinkOnly(outlook_id=outlook_id, tombstone=tombstone) if tombstone is not None:
+                    mailbox.links[outlook_id] = tombstone  # the CRM's delete stands; the item is kept
                 case UnlinkOnly(outlook_id=outlook_id, kept=kept):
                     mailbox.links.pop(outlook_id, None)
                     kept_item = mailbox.items.get(outlook_id)

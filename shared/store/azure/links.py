@@ -58,6 +58,7 @@ def _link_rows(link: Link) -> tuple[Entity, Entity]:
             outlook_hash=link.outlook_hash,
             crm_hash=link.crm_hash,
             updated_at=link.updated_at,
+            crm_deleted=link.crm_deleted or None,
         ),
         **encode_link_bases(link.owned_by_user, link.field_bases),
     }
@@ -76,6 +77,7 @@ def _link_from(mailbox_id: str, entity: TableEntity) -> Link:
         outlook_hash=entity.get("outlook_hash"),
         crm_hash=entity.get("crm_hash"),
         **_bases(entity),
+        crm_deleted=bool(entity.get("crm_deleted", False)),
         updated_at=as_utc(entity.get("updated_at")),
         etag=entity_etag(entity),
     )
