@@ -248,6 +248,10 @@ def _print_status(report: MailboxStatus) -> None:
         f"backlog {report.backlog}; linked: {linked}",
         highlight=False,
     )
+    for direction, label in (("to_crm", "change to CRM"), ("to_outlook", "change to Outlook")):
+        summary = report.latency.get(direction)
+        if summary is not None:
+            console.print(f"last hour, {label}: {summary.describe()}", highlight=False)
     if report.refused_deletes:
         console.print(
             f"[red]the mass-delete brake holds {report.refused_deletes} refused deletes[/]; if intended: "

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from shared.admin_ui.assets import SCRIPT, STYLE
 from shared.admin_ui.data import MailboxView, StatusPageData
+from shared.sync.status import MailboxStatus
 
 #: Nothing but this page's own inline CSS and JS, and calls back to the same origin.
 CSP = (
@@ -109,6 +110,12 @@ def _actions(view: MailboxView, release_brake: bool) -> str:
     return f'<div class="actions" role="group" aria-label="Actions">{"".join(buttons)}</div>'
 
 
+def _latency(status: MailboxStatus, direction: str) -> str:
+    summary = status.latency.get(direction)
+    text = summary.describe() if summary is not None else "no change"
+    return f'<span data-field="latency-{direction}">{_e(text)}</span>'
+
+
 def _mailbox(view: MailboxView, index: int, release_brake: bool) -> str:
     s = view.status
     state_class = "state-" + view.display_state.replace(" ", "-")
@@ -120,6 +127,8 @@ def _mailbox(view: MailboxView, index: int, release_brake: bool) -> str:
         ("Last sync", _time(s.last_sync_at)),
         ("Linked", _e(linked)),
         ("Parked", f'<span data-field="parked">{len(s.parked)}</span>'),
+        ("Change to CRM, last hour", _latency(s, "to_crm")),
+        ("Change to Outlook, last hour", _latency(s, "to_outlook")),
     ]
     resources = _table(
         "Last sync per resource",

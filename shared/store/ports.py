@@ -25,6 +25,7 @@ from shared.store.records import (
     DeleteLog,
     DirtyMark,
     ItemRef,
+    LatencySlot,
     Lease,
     Link,
     Mailbox,
@@ -228,6 +229,15 @@ class SyncStateStore(Protocol):
 
     async def put_delete_log(self, log: DeleteLog) -> DeleteLog:
         """Write a log read earlier (``log.etag``; None: none was stored); StaleWrite if it changed."""
+        ...
+
+    async def add_latencies(self, slot: LatencySlot) -> None:
+        """Add the slot's counts to the stored slot of the same start (a slot stored for an older
+        start in the same ring position is replaced); concurrent adders are retried, never lost."""
+        ...
+
+    async def latency_slots(self, mailbox_id: str) -> list[LatencySlot]:
+        """The mailbox's stored latency slots, both directions (at most ``LATENCY_SLOTS`` each)."""
         ...
 
     async def reset(self, mailbox_id: str, resource: str) -> None:

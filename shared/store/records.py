@@ -120,6 +120,38 @@ class DeleteLog:
     etag: str | None = None  # pass the log back to ``put_delete_log``
 
 
+#: Upper bounds (seconds) of the latency histogram's buckets; one more bucket holds the rest.
+LATENCY_BOUNDS_S: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+#: Latencies are kept in slots of ten minutes; a mailbox keeps the last ``LATENCY_SLOTS`` per direction
+#: (rows reused in a ring, so the rows of a mailbox never grow), which covers the last hour.
+LATENCY_SLOT = dt.timedelta(minutes=10)
+LATENCY_SLOTS = 7
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LatencySlot:
+    """How many changes of one mailbox reached the other side within each latency bucket, for the
+    changes written in the ten minutes from ``start``; ``direction`` is ``to_crm`` or ``to_outlook``."""
+
+    mailbox_id: str
+    direction: str
+    start: dt.datetime
+    counts: tuple[int, ...]  # one per LATENCY_BOUNDS_S bucket, plus the one beyond the last bound
+
+
+def latency_ring_position(start: dt.datetime) -> int:
+    """Which of a direction's ``LATENCY_SLOTS`` rows holds the slot starting at ``start``."""
+    return int((start - _EPOCH) // LATENCY_SLOT) % LATENCY_SLOTS
+
+
+def latency_slot_start(at: dt.datetime) -> dt.datetime:
+    """The start of the ten-minute slot ``at`` falls in."""
+    return _EPOCH + ((at - _EPOCH) // LATENCY_SLOT) * LATENCY_SLOT
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Lease:
     """The one synchronizing instance's claim on a mailbox, until ``expires_at``."""

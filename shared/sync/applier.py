@@ -157,6 +157,7 @@ class Applier:
         telemetry.crm_written(self._kind.value, sum(state.crm_writes for state in written))
         await self._attachments(written)
         outlook_failure = await self._outlook_writes(written)
+        telemetry.outlook_written(self._kind.value, sum(state.outlook_writes for state in written))
         await self._link_writes(written)
         for state in written:
             self._records += [self._audited(AuditAction.CONFLICT, c, None) for c in state.of(Conflict)]

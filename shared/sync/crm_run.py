@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from msgraph.graph_service_client import GraphServiceClient
 
+from shared import telemetry
 from shared.crm.port import CrmQueryPort
 from shared.domain.model import Appointment, EventKind, ItemKind
 from shared.outlook.from_crm import CrmOriginWriter
@@ -38,6 +39,7 @@ from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox, utc_now
+from shared.sync import latency
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
@@ -140,7 +142,11 @@ class CrmToOutlookRun:
             resource = resource_of(work.table)
             if (await state.get_state(mailbox.mailbox_id, resource)).last_error == NO_PRIVILEGE_REASON:
                 await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
-            return await self._sync(mailbox, kind, work)
+            async with latency.measured(state, mailbox.mailbox_id, self._clock):
+                with telemetry.sync_run(
+                    mailbox=mailbox.mailbox_id, reason="crm_change", enqueued_at=work.enqueued_at
+                ):
+                    return await self._sync(mailbox, kind, work)
         finally:
             await state.release(lease)
 

@@ -57,6 +57,7 @@ from shared.store.errors import LeaseHeld, LeaseLost
 from shared.store.jobs import SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
+from shared.sync import latency
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
 from shared.sync.crm_reads import crm_time_zone
@@ -128,8 +129,11 @@ class MailboxSyncJob:
         )
 
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
-        with telemetry.sync_run(mailbox=job.mailbox_id, reason=job.reason.value, enqueued_at=job.enqueued_at):
-            return await self.run(job.mailbox_id, job.resource, progress=progress)
+        async with latency.measured(self._store.sync_state, job.mailbox_id, self._clock):
+            with telemetry.sync_run(
+                mailbox=job.mailbox_id, reason=job.reason.value, enqueued_at=job.enqueued_at
+            ):
+                return await self.run(job.mailbox_id, job.resource, progress=progress)
 
     async def run(
         self,

@@ -19,6 +19,8 @@ import os
 
 from shared.telemetry.logs import RedactingLogFilter
 from shared.telemetry.signals import (
+    Clock,
+    collect_latencies,
     crm_written,
     fingerprint,
     outlook_written,
@@ -35,6 +37,8 @@ from shared.telemetry.signals import (
 )
 
 __all__ = [
+    "Clock",
+    "collect_latencies",
     "configure",
     "crm_written",
     "fingerprint",

@@ -9,7 +9,8 @@ worker runs the job, so a notification and the CRM writes it caused form one tra
 Metrics (instrument names are what the alert queries and the status page read):
 
 - ``crmsync.change_to_crm.latency`` / ``crmsync.change_to_outlook.latency`` (s, histogram) per item
-  kind; change-to-CRM is measured from the notification that woke the run (its job's enqueue time);
+  kind; change-to-CRM is measured from the notification that woke the run (its job's enqueue time),
+  change-to-Outlook from the Dataverse webhook call or change-tracking read that found the change;
 - ``crmsync.items.synced``, ``crmsync.items.parked``, ``crmsync.conflicts`` (counters) per kind, with
   the direction, the park reason's class and the conflict's winner;
 - ``crmsync.throttled`` (counter) per service (``graph``, ``dataverse``), counted on every 429
@@ -27,7 +28,7 @@ import contextlib
 import contextvars
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import MeterProvider
@@ -76,8 +77,18 @@ def bind(tracer_provider: TracerProvider | None = None, meter_provider: MeterPro
     _signals = _Signals(tracer_provider, meter_provider)
 
 
-# When the change that woke the current run was notified (the job's enqueue time), for latencies.
-_CHANGE_SEEN: contextvars.ContextVar[dt.datetime | None] = contextvars.ContextVar("change", default=None)
+Clock = Callable[[], dt.datetime]
+
+# Which side changed and when crmsync learned of it (the job's enqueue time), for latencies: a run
+# woken by Graph's notification measures its CRM writes, a CRM change's run its Outlook writes.
+_CHANGE_SEEN: contextvars.ContextVar[tuple[str, dt.datetime] | None] = contextvars.ContextVar(
+    "change", default=None
+)
+_ORIGINS = {"notification": "outlook", "crm_change": "crm"}
+# Latencies recorded inside :func:`collect_latencies`, per direction (``to_crm``, ``to_outlook``).
+_COLLECTED: contextvars.ContextVar[dict[str, list[float]] | None] = contextvars.ContextVar(
+    "collected", default=None
+)
 
 
 def fingerprint(value: str) -> str:
@@ -131,7 +142,8 @@ def sync_run(
     within seconds of the change, and the delta items carry no change time for every kind."""
     now = dt.datetime.now(dt.UTC)
     record_queue_age((now - enqueued_at).total_seconds())
-    token = _CHANGE_SEEN.set(enqueued_at if reason == "notification" else None)
+    origin = _ORIGINS.get(reason)
+    token = _CHANGE_SEEN.set((origin, enqueued_at) if origin else None)
     try:
         with span("sync_run", mailbox=mailbox, parent=parent, reason=_word(reason)) as current:
             yield current
@@ -143,16 +155,39 @@ def crm_written(kind: str, count: int = 1) -> None:
     """``count`` CRM writes of ``kind`` items: counted, and inside a notified run each one's
     change-to-CRM latency."""
     record_synced(kind, "to_crm", count)
-    seen = _CHANGE_SEEN.get()
-    if seen is not None:
-        latency = (dt.datetime.now(dt.UTC) - seen).total_seconds()
+    latency = _since_change("outlook")
+    if latency is not None:
         for _ in range(count):
             record_change_to_crm(latency, kind)
 
 
-def outlook_written(kind: str) -> None:
-    """One item written to Outlook (change-to-Outlook latency comes with the CRM -> Outlook timers)."""
-    record_synced(kind, "to_outlook")
+def outlook_written(kind: str, count: int = 1) -> None:
+    """``count`` Outlook writes of ``kind`` items: counted, and inside the run of a CRM change
+    each one's change-to-Outlook latency."""
+    record_synced(kind, "to_outlook", count)
+    latency = _since_change("crm")
+    if latency is not None:
+        for _ in range(count):
+            record_change_to_outlook(latency, kind)
+
+
+def _since_change(origin: str) -> float | None:
+    seen = _CHANGE_SEEN.get()
+    if seen is None or seen[0] != origin:
+        return None
+    return (dt.datetime.now(dt.UTC) - seen[1]).total_seconds()
+
+
+@contextlib.contextmanager
+def collect_latencies() -> Iterator[dict[str, list[float]]]:
+    """Inside the block, every change-to-CRM and change-to-Outlook latency is also kept in the
+    yielded lists (``to_crm``, ``to_outlook``), for the mailbox's own figures."""
+    collected: dict[str, list[float]] = {"to_crm": [], "to_outlook": []}
+    token = _COLLECTED.set(collected)
+    try:
+        yield collected
+    finally:
+        _COLLECTED.reset(token)
 
 
 def traceparent() -> str | None:
@@ -166,11 +201,19 @@ def traceparent() -> str | None:
 def record_change_to_crm(latency_s: float, kind: str) -> None:
     """An Outlook change reached the CRM ``latency_s`` seconds after it was made."""
     _signals.change_to_crm.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+    _collect("to_crm", latency_s)
 
 
 def record_change_to_outlook(latency_s: float, kind: str) -> None:
     """A CRM change reached Outlook ``latency_s`` seconds after it was made."""
     _signals.change_to_outlook.record(max(latency_s, 0.0), {"crmsync.kind": _word(kind)})
+    _collect("to_outlook", latency_s)
+
+
+def _collect(direction: str, latency_s: float) -> None:
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected[direction].append(max(latency_s, 0.0))
 
 
 def record_synced(kind: str, direction: str, count: int = 1) -> None:

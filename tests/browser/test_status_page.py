@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, expect
 from shared.domain.model import ItemKind
 from shared.store.azure.service import open_store
 from shared.store.records import ItemRef, MailboxState
-from tests.e2e.conftest import E2E, wait_for
+from tests.e2e.conftest import E2E, item_path, wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 T = TypeVar("T")
@@ -45,6 +45,9 @@ def _prepare(e2e: E2E, tmp_path: Path) -> dict[str, dict[str, Any]]:
     troubled = e2e.new_mailbox()
     tracking = e2e.new_mailbox()
     reports = {"healthy": e2e.onboard(healthy), "troubled": e2e.onboard(troubled)}
+    # A live edit, for the page's change-to-CRM figure.
+    (contact,) = e2e.outlook("GET", healthy, "contacts")["value"]
+    e2e.outlook("PATCH", healthy, item_path("contacts", contact["id"]), {"givenName": "Paged"})
     settings_file = tmp_path / "tracking-only.json"
     settings_file.write_text(json.dumps({"item_kinds": ["email"], "tracking": "from_crm_records"}))
     user = e2e.new_crm_user(tracking)
@@ -113,6 +116,10 @@ def test_the_status_page_shows_every_mailbox_and_its_actions_work(
         ),
         "the onboarding echoes to drain",
     )
+    wait_for(
+        lambda: json.loads(cli(e2e, "status", healthy, "--json")[1])[0]["latency"]["to_crm"]["count"] or None,
+        "the live edit's latency",
+    )
     page, requested = _open(browser, e2e, viewport={"width": 1280, "height": 900})
 
     expect(page).to_have_title("crmsync status")
@@ -129,6 +136,10 @@ def test_the_status_page_shows_every_mailbox_and_its_actions_work(
     expect(troubled_section.get_by_role("cell", name="privilege_denied")).to_be_visible()
     expect(troubled_section.get_by_role("cell", name=REMEDY)).to_be_visible()
     expect(_section(page, healthy).locator('[data-field="backlog"]')).to_have_text("0")
+    expect(_section(page, healthy).locator('[data-field="latency-to_crm"]')).to_contain_text(
+        "1 change(s), p50 <="
+    )
+    expect(_section(page, tracking).locator('[data-field="latency-to_crm"]')).to_have_text("no change")
     expect(_section(page, healthy).get_by_text("contact 1", exact=False)).to_be_visible()
     healthy_section = _section(page, healthy)
     healthy_section.locator("summary").click()

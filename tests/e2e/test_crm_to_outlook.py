@@ -140,6 +140,38 @@ def test_contact_created_and_updated_in_crm_reaches_outlook_then_delete_keeps_ow
     assert len(find(e2e, mailbox, "contacts", "surname", name)) == 1
 
 
+def test_status_shows_the_last_hour_s_latency_both_ways(connected: E2E) -> None:
+    """A CRM create reaching Outlook and an Outlook edit reaching the CRM are counted in the
+    mailbox's last-hour figures that ``crmsync status`` (and the status page) show."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    name = f"lat-{uuid.uuid4().hex[:8]}"
+    as_user(e2e, user, "POST", "contacts", {"lastname": name, "firstname": "Ada"})
+    (created,) = wait_for(lambda: find(e2e, mailbox, "contacts", "surname", name), "the contact in Outlook")
+    e2e.outlook("PATCH", mailbox, item_path("contacts", created["id"]), {"givenName": "Grace"})
+    wait_for(
+        lambda: e2e.crm("contacts", f"lastname eq '{name}' and firstname eq 'Grace'", "contactid") or None,
+        "the Outlook edit in the CRM",
+    )
+
+    def figures() -> dict[str, Any] | None:
+        code, out = e2e.cli("status", mailbox.id, "--json")
+        assert code == 0, out
+        (status,) = _listed(json.loads(out))
+        latency = status["latency"]
+        return latency if latency["to_crm"]["count"] and latency["to_outlook"]["count"] else None
+
+    latency = wait_for(figures, "both latencies in the status")
+    for direction in ("to_crm", "to_outlook"):
+        assert latency[direction]["count"] >= 1
+        assert latency[direction]["p95_s"] is not None
+        assert latency[direction]["p95_s"] <= 60
+    code, out = e2e.cli("status", mailbox.id)
+    assert code == 0, out
+    assert "last hour, change to CRM: " in out
+    assert "last hour, change to Outlook: " in out
+
+
 def test_task_created_updated_and_deleted_in_crm(connected: E2E) -> None:
     e2e = connected
     mailbox, user = onboarded(e2e)

@@ -10,7 +10,14 @@ import pytest
 from shared.domain.model import ItemKind
 from shared.store import Store
 from shared.store.errors import LeaseHeld, LeaseLost, StaleWrite
-from shared.store.records import SyncState
+from shared.store.records import (
+    LATENCY_BOUNDS_S,
+    LATENCY_SLOT,
+    LATENCY_SLOTS,
+    LatencySlot,
+    SyncState,
+    latency_slot_start,
+)
 from tests.store.helpers import ManualClock, race
 
 MAILBOX = "5f0b1c1e-0000-4000-8000-00000000000a"
@@ -240,3 +247,43 @@ class TestDeleteLogContract:
             await store.sync_state.put_delete_log(dataclasses.replace(empty, refused=1))
         await store.sync_state.put_delete_log(dataclasses.replace(read, recent=(), refused=0))
         assert (await store.sync_state.get_delete_log(MAILBOX, ItemKind.TASK)).refused == 0
+
+
+class TestLatencySlotsContract:
+    """The last hour's latency figures: one row per ring position, added to, never lost."""
+
+    @staticmethod
+    def _slot(start: dt.datetime, counts: tuple[int, ...], direction: str = "to_crm") -> LatencySlot:
+        return LatencySlot(mailbox_id=MAILBOX, direction=direction, start=start, counts=counts)
+
+    async def test_runs_of_one_slot_add_up_and_directions_stay_apart(self, store: Store) -> None:
+        start = latency_slot_start(dt.datetime(2026, 11, 22, 9, 4, tzinfo=dt.UTC))
+        width = len(LATENCY_BOUNDS_S) + 1
+        one = tuple(1 if i == 2 else 0 for i in range(width))
+        await store.sync_state.add_latencies(self._slot(start, one))
+        await store.sync_state.add_latencies(self._slot(start, one))
+        await store.sync_state.add_latencies(self._slot(start, one, "to_outlook"))
+        slots = {slot.direction: slot for slot in await store.sync_state.latency_slots(MAILBOX)}
+        assert slots["to_crm"].counts[2] == 2
+        assert sum(slots["to_crm"].counts) == 2
+        assert slots["to_outlook"].counts[2] == 1
+        assert slots["to_crm"].start == start
+        assert await store.sync_state.latency_slots("another-mailbox") == []
+
+    async def test_a_ring_position_reused_by_a_later_slot_starts_over(self, store: Store) -> None:
+        width = len(LATENCY_BOUNDS_S) + 1
+        first = latency_slot_start(dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC))
+        later = first + LATENCY_SLOT * LATENCY_SLOTS  # the same ring position, seventy minutes on
+        await store.sync_state.add_latencies(self._slot(first, (5,) + (0,) * (width - 1)))
+        await store.sync_state.add_latencies(self._slot(later, (0,) * (width - 1) + (1,)))
+        [slot] = await store.sync_state.latency_slots(MAILBOX)
+        assert (slot.start, sum(slot.counts), slot.counts[-1]) == (later, 1, 1)
+
+    async def test_concurrent_adders_lose_nothing(self, store: Store) -> None:
+        width = len(LATENCY_BOUNDS_S) + 1
+        start = latency_slot_start(dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC))
+        one = (1,) + (0,) * (width - 1)
+        won, lost = await race(*(store.sync_state.add_latencies(self._slot(start, one)) for _ in range(4)))
+        assert (len(won), lost) == (4, [])
+        [slot] = await store.sync_state.latency_slots(MAILBOX)
+        assert slot.counts[0] == 4

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables import TableEntity, TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.domain.model import ItemKind
@@ -32,9 +32,11 @@ from shared.store.keys import SEPARATOR, decode_key, encode_key, key_range, row_
 from shared.store.records import (
     DeleteLog,
     DirtyMark,
+    LatencySlot,
     Lease,
     SyncState,
     check_reason_code,
+    latency_ring_position,
     lease_expiry,
 )
 
@@ -42,6 +44,8 @@ _LEASE_ROW = "lease"
 _STATE = "state"
 _DIRTY = "dirty"
 _DELETES = "deletes"
+_LATENCY = "latency"
+_LATENCY_TRIES = 5
 
 
 class AzureSyncStateStore:
@@ -283,6 +287,57 @@ class AzureSyncStateStore:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
             raise StaleWrite("delete log") from exc
         return dataclasses.replace(log, etag=result["etag"])
+
+    async def add_latencies(self, slot: LatencySlot) -> None:
+        """Row ``latency|<direction>|<ring position>``: read, add (or start over for a new slot),
+        write If-Match; a race with another adder is retried on the fresh row."""
+        key = (
+            encode_key(slot.mailbox_id),
+            row_key(_LATENCY, slot.direction, str(latency_ring_position(slot.start))),
+        )
+        for _ in range(_LATENCY_TRIES):
+            try:
+                current: TableEntity | None = await self._table.get_entity(*key)
+            except ResourceNotFoundError:
+                current = None
+            counts = slot.counts
+            if current is not None and required_utc(current["start"]) == slot.start:
+                stored = json.loads(current["counts"])
+                counts = tuple(a + b for a, b in zip(counts, stored, strict=True))
+            entity = {
+                "PartitionKey": key[0],
+                "RowKey": key[1],
+                "direction": slot.direction,
+                "start": slot.start,
+                "counts": json.dumps(list(counts)),
+            }
+            try:
+                if current is None:
+                    await self._table.create_entity(entity)
+                else:
+                    await self._table.update_entity(
+                        entity, mode=UpdateMode.REPLACE, **if_match(entity_etag(current))
+                    )
+                return
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                continue
+        raise StaleWrite("latency slot")
+
+    async def latency_slots(self, mailbox_id: str) -> list[LatencySlot]:
+        low, high = key_range(_LATENCY)
+        return [
+            LatencySlot(
+                mailbox_id=mailbox_id,
+                direction=entity["direction"],
+                start=required_utc(entity["start"]),
+                counts=tuple(json.loads(entity["counts"])),
+            )
+            async for entity in query(
+                self._table,
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                {"pk": encode_key(mailbox_id), "low": low, "high": high},
+            )
+        ]
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         await self._write_state(mailbox_id, resource, UpdateMode.REPLACE)

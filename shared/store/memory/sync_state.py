@@ -17,9 +17,11 @@ from shared.store.memory.common import Clock, new_etag
 from shared.store.records import (
     DeleteLog,
     DirtyMark,
+    LatencySlot,
     Lease,
     SyncState,
     check_reason_code,
+    latency_ring_position,
     lease_expiry,
 )
 
@@ -32,6 +34,7 @@ class MemorySyncStateStore:
         self._swept: dict[tuple[str, str], dt.datetime] = {}
         self._leases: dict[str, Lease] = {}
         self._deletes: dict[tuple[str, ItemKind], DeleteLog] = {}
+        self._latency: dict[tuple[str, str, int], LatencySlot] = {}
 
     async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
         state = self._states.get((mailbox_id, resource), SyncState(mailbox_id=mailbox_id, resource=resource))
@@ -117,6 +120,17 @@ class MemorySyncStateStore:
         stored = dataclasses.replace(log, etag=new_etag())
         self._deletes[(log.mailbox_id, log.kind)] = stored
         return stored
+
+    async def add_latencies(self, slot: LatencySlot) -> None:
+        key = (slot.mailbox_id, slot.direction, latency_ring_position(slot.start))
+        current = self._latency.get(key)
+        if current is not None and current.start == slot.start:
+            counts = tuple(a + b for a, b in zip(slot.counts, current.counts, strict=True))
+            slot = dataclasses.replace(slot, counts=counts)
+        self._latency[key] = slot
+
+    async def latency_slots(self, mailbox_id: str) -> list[LatencySlot]:
+        return [slot for (mailbox, _, _), slot in sorted(self._latency.items()) if mailbox == mailbox_id]
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         self._states[(mailbox_id, resource)] = SyncState(mailbox_id=mailbox_id, resource=resource)
