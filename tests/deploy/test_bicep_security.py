@@ -135,7 +135,10 @@ def test_app_service_authentication_guards_every_route_but_the_anonymous_ones(
     assert config["name"] == "authsettingsV2"
     validation = config["properties"]["globalValidation"]
     assert validation["requireAuthentication"] is True
-    assert validation["unauthenticatedClientAction"] == "Return401"
+    # A browser (the status page) is sent to Entra's sign-in; API clients present a bearer token.
+    assert validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    assert validation["redirectToProvider"] == "azureactivedirectory"
+    assert config["properties"]["login"]["tokenStore"]["enabled"] is False  # no token kept
     excluded = main_bicep["variables"]["anonymousPaths"]["value"]
     assert main_bicep["modules"]["functionApp"]["config"]["params"]["anonymousPaths"] == "anonymousPaths"
     assert validation["excludedPaths"] == "anonymousPaths"
