@@ -131,7 +131,10 @@ class MailboxSyncJob:
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
         async with latency.measured(self._store.sync_state, job.mailbox_id, self._clock):
             with telemetry.sync_run(
-                mailbox=job.mailbox_id, reason=job.reason.value, enqueued_at=job.enqueued_at
+                mailbox=job.mailbox_id,
+                reason=job.reason.value,
+                enqueued_at=job.enqueued_at,
+                parent=job.traceparent,
             ):
                 return await self.run(job.mailbox_id, job.resource, progress=progress)
 
