@@ -20,6 +20,7 @@ from shared.store.azure.common import (
     as_utc,
     entity_etag,
     if_match,
+    put_row,
     query,
     required_utc,
 )
@@ -277,16 +278,7 @@ class AzureSyncStateStore:
             "recent": json.dumps([[at.isoformat(), n] for at, n in log.recent]),
             "refused": log.refused,
         }
-        try:
-            if log.etag is None:
-                result = await self._table.create_entity(entity)
-            else:
-                result = await self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, **if_match(log.etag)
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise StaleWrite("delete log") from exc
-        return dataclasses.replace(log, etag=result["etag"])
+        return dataclasses.replace(log, etag=await put_row(self._table, entity, log.etag, "delete log"))
 
     async def add_latencies(self, slot: LatencySlot) -> None:
         """Row ``latency|<direction>|<ring position>``: read, add (or start over for a new slot),
@@ -311,16 +303,10 @@ class AzureSyncStateStore:
                 "start": slot.start,
                 "counts": json.dumps(list(counts)),
             }
-            try:
-                if current is None:
-                    await self._table.create_entity(entity)
-                else:
-                    await self._table.update_entity(
-                        entity, mode=UpdateMode.REPLACE, **if_match(entity_etag(current))
-                    )
+            with contextlib.suppress(StaleWrite):  # another run added first: add to its row
+                etag = None if current is None else entity_etag(current)
+                await put_row(self._table, entity, etag, "latency slot")
                 return
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                continue
         raise StaleWrite("latency slot")
 
     async def latency_slots(self, mailbox_id: str) -> list[LatencySlot]:
