@@ -46,6 +46,7 @@ _STATE = "state"
 _DIRTY = "dirty"
 _DELETES = "deletes"
 _LATENCY = "latency"
+_SAFETY_READ = "safetyread"
 _LATENCY_TRIES = 5
 
 
@@ -279,6 +280,18 @@ class AzureSyncStateStore:
             "refused": log.refused,
         }
         return dataclasses.replace(log, etag=await put_row(self._table, entity, log.etag, "delete log"))
+
+    async def last_safety_read(self, mailbox_id: str) -> dt.datetime | None:
+        try:
+            entity = await self._table.get_entity(encode_key(mailbox_id), _SAFETY_READ)
+        except ResourceNotFoundError:
+            return None
+        return required_utc(entity["at"])
+
+    async def note_safety_read(self, mailbox_id: str, at: dt.datetime) -> None:
+        """Row ``safetyread``, upserted (one sweep run writes it; a lost race only repeats a read)."""
+        entity = {"PartitionKey": encode_key(mailbox_id), "RowKey": _SAFETY_READ, "at": at}
+        await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     async def add_latencies(self, slot: LatencySlot) -> None:
         """Row ``latency|<direction>|<ring position>``: read, add (or start over for a new slot),
