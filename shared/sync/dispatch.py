@@ -21,17 +21,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared.domain.model import ItemKind
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import InvalidJob, JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
-from shared.store.records import DirtyMark, Mailbox, MailboxState, utc_now
+from shared.store.records import DirtyMark, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync.brake import held as brakes_held
 from shared.sync.concurrency import bounded_gather
 from shared.sync.intake import request_resync
 from shared.sync.job import InvalidResource, MailboxSyncJob, RunOutcome, SyncRunReport
 from shared.sync.policies import kind_enabled
 from shared.sync.resources import parse_resource
+from shared.sync.run import JobOptions
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +171,17 @@ async def sweep(
         if last is not None and last >= safety_tick(mailbox_id, now, safety_every):
             return []
         states = [await store.sync_state.get_state(mailbox_id, r) for r in resources[mailbox_id]]
-        unread = [s.resource for s in states if not s.dirty and s.delta_link is None]
-        links = {s.resource: s.delta_link for s in states if not s.dirty and s.delta_link is not None}
+        # No delta link yet, or a calendar window due to move (a run moves it): a run, not a probe.
+        unread = [
+            s.resource
+            for s in states
+            if not s.dirty and (s.delta_link is None or _window_due(mailbox_id, s, now))
+        ]
+        links = {
+            s.resource: s.delta_link
+            for s in states
+            if not s.dirty and s.delta_link is not None and s.resource not in unread
+        }
         changed = set(links) if probe is None else await probe.changed(links)
         await store.sync_state.note_safety_read(mailbox_id, now)
         return [(mailbox_id, resource) for resource in [*unread, *sorted(changed)]]
@@ -190,6 +201,15 @@ def safety_tick(mailbox_id: str, now: dt.datetime, every: dt.timedelta = SAFETY_
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _window_due(mailbox_id: str, state: SyncState, now: dt.datetime) -> bool:
+    """A calendar whose window is due to move (the run reading it moves it: MailboxSyncJob)."""
+    try:
+        kind = parse_resource(mailbox_id, state.resource).kind
+    except InvalidResource:
+        return False
+    return kind is ItemKind.APPOINTMENT and JobOptions().window_moves(state.window_start, now)
 
 
 def _wanted(mailbox: Mailbox, resource: str) -> bool:

@@ -349,11 +349,7 @@ class MailboxSyncJob:
 
     def _window_moves(self, ref: ResourceRef, start: dt.datetime | None) -> bool:
         """A calendar's window is renewed once it is ``calendar_slide`` old (or of unknown age)."""
-        if ref.kind is not ItemKind.APPOINTMENT:
-            return False
-        if start is None:
-            return True
-        return self._clock() - self._options.calendar_past - start >= self._options.calendar_slide
+        return ref.kind is ItemKind.APPOINTMENT and self._options.window_moves(start, self._clock())
 
     async def _sync(
         self, run: RunState, link: str | None, progress: ProgressCallback | None

@@ -82,3 +82,19 @@ async def test_an_expired_delta_token_or_a_failing_batch_gives_the_resources_a_r
 
     assert await sweep(engine.store, jobs, probe=probe) == len(report.subscriptions)
     assert len(await _drain(jobs, storage_connection_string)) == len(report.subscriptions)
+
+
+async def test_a_calendar_whose_window_is_due_to_move_gets_a_run_without_any_change(
+    engine: Engine, service: EngineServices, jobs: JobQueue, storage_connection_string: str
+) -> None:
+    """A quiet calendar still needs its window moved (next year's events enter it with time): the
+    safety read gives it a run once the window is a week old, changes or not."""
+    user = engine.make_crm_user()
+    box = engine.graph_sim.add_user(user.object_id)
+    await service.onboard(box, user.systemuserid)
+    probe = DeltaProbe(GraphBatch(engine.graph))
+    week_on = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
+
+    assert await sweep(engine.store, jobs, probe=probe, now=week_on) == 1
+    (job,) = await _drain(jobs, storage_connection_string)
+    assert job.resource.endswith("/events")
