@@ -87,14 +87,18 @@ class BenchTenant:
     def seed(self, user: BenchUser, items: dict[str, Any]) -> None:
         self._call("POST", f"{self.endpoints['graph_control']}/users/{user.mailbox_id}/seed", items)
 
-    def onboard(self, user: BenchUser, settings: dict[str, Any] | None = None) -> int:
-        """``crmsync mailbox add`` (with these mailbox settings) as a subprocess; returns its peak RSS
-        in bytes."""
+    def onboard(
+        self, user: BenchUser, settings: dict[str, Any] | None = None, *, profile: Path | None = None
+    ) -> int:
+        """``crmsync mailbox add`` (with these mailbox settings) as a subprocess, under cProfile when
+        ``profile`` names a file; returns its peak RSS in bytes."""
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "settings.json" if settings else None
             if path is not None:
                 path.write_text(json.dumps(settings))
-            self.sandbox.onboard_with_cli(user.mailbox_id, user.crm_user_id, quiet=True, settings=path)
+            self.sandbox.onboard_with_cli(
+                user.mailbox_id, user.crm_user_id, quiet=True, settings=path, profile=profile
+            )
         # Only the CLI has exited among this process's children, so this is its peak (KiB on Linux).
         return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 

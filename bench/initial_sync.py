@@ -1,22 +1,27 @@
 """Initial sync of a big mailbox through ``crmsync mailbox add`` (Graph delta -> Dataverse).
 
-    python -m bench.initial_sync [--items 10000] [--mail category|folder]
+    python -m bench.initial_sync [--items 10000] [--mail category|folder] [--profile FILE]
 
 Seeds a quarter of ``--items`` each as contacts, events, To Do tasks and tracked messages in the
 Graph simulator, onboards the mailbox with the CLI and prints items/s, Graph and Dataverse requests
 per synced item (from the simulators' request logs) and the CLI's peak RSS. Targets on a 2-core
-machine: >= 500 items/s; <= 0.05 Graph and <= 0.02 Dataverse requests per item; <= 150 MB.
+machine: >= 300 items/s; <= 0.01 Graph requests per item with the mail in a tracked folder (1.05
+with the category: each body is read) and <= 0.01 Dataverse requests per item; <= 150 MB.
+``--profile FILE`` runs the CLI under cProfile and prints where its CPU time went, by package.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
+import pstats
 import time
+from pathlib import Path
 from typing import Any
 
 from bench._common import ENTITY_SETS, TRACKED, BenchTenant, print_results
-from simulators.sandbox import Sandbox
+from simulators.sandbox import ROOT, Sandbox
 
 SEED_CHUNK = 500  # items per seed call, to keep each control request small
 
@@ -59,6 +64,7 @@ def main() -> None:
         help="mail tracked by the category in the inbox (its bodies read one by one, in JSON batches) "
         "or in a tracked folder (its delta brings the bodies)",
     )
+    parser.add_argument("--profile", type=Path, help="run the CLI under cProfile, writing this file")
     args = parser.parse_args()
     per_kind = args.items // len(ENTITY_SETS)
     with Sandbox() as sandbox:
@@ -73,7 +79,7 @@ def main() -> None:
                 tenant.seed(user, _items(kind, start, min(SEED_CHUNK, per_kind - start), folder))
         tenant.clear_request_logs()
         started = time.perf_counter()
-        peak_rss = tenant.onboard(user, settings)
+        peak_rss = tenant.onboard(user, settings, profile=args.profile)
         elapsed = time.perf_counter() - started
         graph, dataverse = tenant.graph_requests(user), tenant.dataverse_requests()
         synced = sum(len(tenant.crm_rows(kind, user, "createdon")) for kind in ENTITY_SETS)
@@ -81,12 +87,42 @@ def main() -> None:
         f"initial sync of {per_kind * len(ENTITY_SETS)} items, mail tracked by {args.mail} "
         f"({synced} in the CRM) in {elapsed:.1f} s",
         [
-            ("items/s", f"{synced / elapsed:.0f}", ">= 500"),
-            ("Graph requests per item", f"{graph / max(synced, 1):.3f}", "<= 0.05"),
-            ("Dataverse requests per item", f"{dataverse / max(synced, 1):.3f}", "<= 0.02"),
+            ("items/s", f"{synced / elapsed:.0f}", ">= 300"),
+            (
+                "Graph requests per item",
+                f"{graph / max(synced, 1):.3f}",
+                "<= 0.01" if args.mail == "folder" else "<= 1.05",
+            ),
+            ("Dataverse requests per item", f"{dataverse / max(synced, 1):.3f}", "<= 0.01"),
             ("peak RSS (crmsync CLI)", f"{peak_rss / 2**20:.0f} MB", "<= 150 MB"),
         ],
     )
+    if args.profile:
+        print_results(
+            "where the CLI's CPU time went (cProfile, own time by package)", _by_package(args.profile)
+        )
+
+
+def _by_package(path: Path) -> list[tuple[str, str, str]]:
+    """Own (not cumulative) CPU time per top-level package of the profiled process."""
+    totals: collections.Counter[str] = collections.Counter()
+    stats = pstats.Stats(str(path))
+    for (filename, _, _), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        totals[_package(filename)] += own
+    everything = sum(totals.values()) or 1.0
+    return [
+        (name, f"{seconds:.1f} s", f"{seconds / everything:.0%}") for name, seconds in totals.most_common(12)
+    ]
+
+
+def _package(filename: str) -> str:
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if filename.startswith(str(ROOT)):
+        return "/".join(Path(filename).relative_to(ROOT).parts[:2])
+    if filename.startswith("<") or filename == "~":
+        return "interpreter (builtins, C calls)"
+    return "standard library"
 
 
 if __name__ == "__main__":
