@@ -231,7 +231,10 @@ def status(
     reports = with_runtime(read)
     if as_json:
         print_json(
-            [{**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at} for r in reports]
+            [
+                {**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at, "remedy": r.remedy}
+                for r in reports
+            ]
         )
         return
     if not reports:
@@ -252,6 +255,8 @@ def _print_status(report: MailboxStatus) -> None:
         summary = report.latency.get(direction)
         if summary is not None:
             console.print(f"last hour, {label}: {summary.describe()}", highlight=False)
+    if report.remedy:
+        console.print(f"[red]degraded[/]: {report.remedy}", highlight=False)
     if report.refused_deletes:
         console.print(
             f"[red]the mass-delete brake holds {report.refused_deletes} refused deletes[/]; if intended: "
