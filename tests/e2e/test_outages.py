@@ -17,7 +17,6 @@ import pytest
 
 from simulators.sandbox import CONNECTOR_TOKEN
 from tests.e2e.conftest import E2E, Mailbox, wait_for
-from tests.e2e.test_outlook_to_crm import links
 
 # Graph's delta pages hold 200 items: 230 contacts make a job of two pages.
 TWO_PAGES = 230
