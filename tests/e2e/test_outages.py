@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from simulators.sandbox import CONNECTOR_TOKEN
-from tests.e2e.conftest import E2E, Mailbox, wait_for
+from tests.e2e.conftest import E2E, Mailbox, item_path, wait_for
 
 # Graph's delta pages hold 200 items: 230 contacts make a job of two pages.
 TWO_PAGES = 230
@@ -183,3 +183,60 @@ def test_a_poisoned_job_degrades_the_mailbox_and_the_sweep_recovers_it(fast: E2E
     e2e.run_timer("delta_sweep")
     wait_for(lambda: _all_once(e2e, mailbox, tag, 3), "the sweep to sync the contacts")
     wait_for(lambda: _status(e2e, mailbox)["state"] == "active", "the mailbox to be active again")
+
+
+def _crm_tasks(e2e: E2E, tag: str) -> list[str]:
+    return sorted(row["subject"] for row in e2e.crm("tasks", f"startswith(subject, '{tag}')", "subject"))
+
+
+def test_the_brake_holds_mass_deletes_until_the_queued_release_names_their_number(fast: E2E) -> None:
+    """Most To Do tasks deleted in Outlook at once: the brake refuses and degrades the mailbox; the
+    admin API's release with another number is refused at once, with the right one it is queued and
+    polled, applies exactly those deletes and the mailbox is active again."""
+    e2e = fast
+    mailbox = e2e.new_mailbox()
+    e2e.onboard(mailbox)
+    count, deleted = 8, 6
+    tag = f"b{uuid.uuid4().hex[:8]}"
+    titles = [f"{tag}-{i}" for i in range(count)]
+    seeded = e2e.seed(mailbox, todo={"defaultList": [{"title": title} for title in titles]})
+    wait_for(
+        lambda: _crm_tasks(e2e, tag) == titles and _status(e2e, mailbox)["links"]["task"] == count, "tasks"
+    )
+    # Graph holds the To Do delta back while the user deletes, so one run sees every delete.
+    e2e.graph_control(
+        "POST",
+        "faults",
+        {"kind": "status", "status": 503, "user": mailbox.id, "path_contains": "/delta", "count": None},
+    )
+    tasks = f"{item_path('todo/lists', mailbox.todo_list)}/tasks"
+    for task_id in seeded["todo"]["defaultList"][:deleted]:
+        e2e.outlook("DELETE", mailbox, item_path(tasks, task_id))
+    e2e.graph_control("DELETE", f"faults?user={mailbox.id}")
+    braked = wait_for(
+        lambda: (s := _status(e2e, mailbox))["brake_holds"] and s["state"] == "degraded" and s,
+        "the brake to refuse the deletes and degrade the mailbox",
+    )
+    assert sum(braked["brake_holds"].values()) == deleted
+    assert _crm_tasks(e2e, tag) == titles
+
+    release = f"admin/mailboxes/{mailbox.id}/release-brake"
+    wrong = e2e.admin_post(release, {"confirm_deletes": deleted - 1})
+    assert wrong.status_code == 409
+    assert f"refused {deleted} deletes" in wrong.json()["error"]
+    accepted = e2e.admin_post(release, {"confirm_deletes": deleted})
+    assert accepted.status_code == 202, accepted.text
+    location = accepted.headers["Location"]
+
+    def finished() -> dict[str, Any] | None:
+        body: dict[str, Any] = e2e.admin("GET", location.removeprefix("/api/")).json()
+        return body if body["status"] in ("succeeded", "failed") else None
+
+    operation = wait_for(finished, "the admin worker to release the brake")
+    assert operation["status"] == "succeeded", operation
+    assert operation["kind"] == "release_brake"
+    assert _crm_tasks(e2e, tag) == titles[deleted:]
+    status = _status(e2e, mailbox)
+    assert status["state"] == "active"
+    assert status["links"]["task"] == count - deleted
+    assert not status["brake_holds"]
