@@ -124,8 +124,8 @@ def test_dataverse_down_in_the_middle_of_a_batch_loses_and_duplicates_nothing(fa
 
 def test_storage_unresponsive_under_the_worker_loses_and_duplicates_nothing(fast: E2E) -> None:
     """Azurite frozen (SIGSTOP: every storage call hangs, as in an outage; its in-memory data survives)
-    while a job waits for Dataverse, then thawed: the job fails or its lease expires, and the
-    redelivered message finishes the work."""
+    for longer than the lease while a job waits for Dataverse, then thawed: the run's storage calls
+    wait and go on (a failing one would be retried by the queue); every contact once."""
     e2e = fast
     mailbox = e2e.new_mailbox()
     e2e.onboard(mailbox)
