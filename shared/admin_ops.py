@@ -81,6 +81,7 @@ class AdminJob(BaseModel):
     mailbox: Annotated[str, StringConstraints(min_length=1, max_length=320)]
     crm_user: uuid.UUID | None = None
     confirm_deletes: Annotated[int, Field(ge=0)] | None = None
+    take_over: bool = False
     settings: MailboxSettings | None = None
     actor: str
     enqueued_at: dt.datetime = Field(default_factory=utc_now)
@@ -109,7 +110,12 @@ class AdminOperations:
     async def submit_onboarding(self, request: OnboardRequest, *, actor: str) -> Operation:
         """Record a queued onboarding and enqueue it; the worker runs it."""
         return await self._submit(
-            "onboard", actor, mailbox=request.mailbox, crm_user=request.crm_user, settings=request.settings
+            "onboard",
+            actor,
+            mailbox=request.mailbox,
+            crm_user=request.crm_user,
+            settings=request.settings,
+            take_over=request.take_over,
         )
 
     async def submit_brake_release(self, mailbox_id: str, confirm_deletes: int, *, actor: str) -> Operation:
@@ -182,7 +188,11 @@ class AdminOperations:
             if job.kind == "release_brake":
                 return await self._release_brake(job, operation, maintenance, started_before=started_before)
             report = await onboarding.onboard(
-                job.mailbox, str(job.crm_user), settings=job.settings, actor=job.actor
+                job.mailbox,
+                str(job.crm_user),
+                settings=job.settings,
+                actor=job.actor,
+                take_over=job.take_over,
             )
         except OnboardingRefused as refused:
             return await self._update(operation, status=OperationStatus.FAILED, message=str(refused))

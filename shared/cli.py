@@ -113,6 +113,13 @@ def mailbox_add(
         Path | None,
         typer.Option("--settings", help="A JSON file of mailbox settings (README 'Onboard mailboxes')."),
     ] = None,
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            "--take-over",
+            help="Sync a mailbox another crmsync deployment synchronizes; that one stops writing to it.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Check, register and subscribe a mailbox, then run its initial sync into the CRM."""
@@ -135,7 +142,12 @@ def mailbox_add(
         async def add(runtime: Runtime) -> OnboardingReport:
             onboarding = await runtime.onboarding()
             return await onboarding.onboard(
-                mailbox, crm_user_id, settings=mailbox_settings, progress=bar, actor=cli_actor()
+                mailbox,
+                crm_user_id,
+                settings=mailbox_settings,
+                progress=bar,
+                actor=cli_actor(),
+                take_over=take_over,
             )
 
         report = with_runtime(add)

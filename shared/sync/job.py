@@ -49,11 +49,13 @@ from typing import Any
 from shared import telemetry
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
+from shared.outlook.claim import Claim, ClaimGuard
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
 from shared.store.errors import LeaseHeld, LeaseLost
+from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
@@ -72,6 +74,8 @@ from shared.sync.run import JobOptions, ProgressCallback, RunOutcome, SyncProgre
 from shared.sync.tracking import TrackingService
 
 logger = logging.getLogger(__name__)
+#: The sync state's last error on a mailbox another deployment took over (shared/outlook/claim.py).
+TAKEN_OVER_REASON = "synchronized_by_another_deployment"
 
 _CLEAR_DIRTY_ATTEMPTS = 5
 _LEASE_POLL_SECONDS = 0.25
@@ -94,8 +98,10 @@ class MailboxSyncJob:
         owner: str | None = None,
         tracking: TrackingService | None = None,
         mailbox_reads: AttachmentReader | None = None,
+        claims: ClaimGuard | None = None,
     ) -> None:
         self._store = store
+        self._claims = claims
         self._crm = crm
         self._reader = reader
         self._writer = writer
@@ -126,6 +132,7 @@ class MailboxSyncJob:
             owner=self._owner,
             tracking=self._tracking,
             mailbox_reads=self._mailbox_reads,
+            claims=self._claims,
         )
 
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
@@ -158,6 +165,8 @@ class MailboxSyncJob:
         mailbox = await self._store.registry.get_mailbox(mailbox_id)
         if not mailbox.enabled:
             return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED)
+        if self._claims is not None and (holder := await self._claims.held_elsewhere(mailbox_id)):
+            return await self._taken_over(mailbox_id, resource, holder)
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state
@@ -185,6 +194,19 @@ class MailboxSyncJob:
             return report
         finally:
             await lease.release()
+
+    async def _taken_over(self, mailbox_id: str, resource: str, holder: Claim) -> SyncRunReport:
+        """Another deployment took the mailbox over: stop writing to it, disabled until an
+        administrator removes it here (or takes it back)."""
+        logger.error(
+            "mailbox %s is synchronized by another deployment now: disabled here",
+            short_fingerprint(mailbox_id),
+        )
+        await self._store.registry.set_enabled(mailbox_id, False)
+        await self._store.registry.set_state(mailbox_id, MailboxState.DISABLED)
+        await self._store.sync_state.record_error(mailbox_id, resource, TAKEN_OVER_REASON)
+        message = f"taken over by {holder.describe()}"
+        return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED, message=message)
 
     async def _other_dirty_resources(self, mailbox: Mailbox, done: str, lease: LeaseKeeper) -> None:
         """The mailbox's other resources notified meanwhile, under the same lease: their own jobs
