@@ -138,6 +138,7 @@ class Runtime:
                 crm=await self.crm(),
                 graph=await self.graph(),
                 options=JobOptions.from_settings(self.settings),
+                claims=await self.claims(),
             )
 
         return await self._once("crm_run", build)

@@ -49,19 +49,19 @@ from typing import Any
 from shared import telemetry
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
-from shared.outlook.claim import Claim, ClaimGuard
+from shared.outlook.claim import ClaimGuard
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
 from shared.store.errors import LeaseHeld, LeaseLost
-from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync import latency
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
+from shared.sync.claims import stop_if_taken_over
 from shared.sync.crm_reads import crm_time_zone
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, unseen_links
@@ -74,8 +74,6 @@ from shared.sync.run import JobOptions, ProgressCallback, RunOutcome, SyncProgre
 from shared.sync.tracking import TrackingService
 
 logger = logging.getLogger(__name__)
-#: The sync state's last error on a mailbox another deployment took over (shared/outlook/claim.py).
-TAKEN_OVER_REASON = "synchronized_by_another_deployment"
 
 _CLEAR_DIRTY_ATTEMPTS = 5
 _LEASE_POLL_SECONDS = 0.25
@@ -165,8 +163,9 @@ class MailboxSyncJob:
         mailbox = await self._store.registry.get_mailbox(mailbox_id)
         if not mailbox.enabled:
             return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED)
-        if self._claims is not None and (holder := await self._claims.held_elsewhere(mailbox_id)):
-            return await self._taken_over(mailbox_id, resource, holder)
+        if holder := await stop_if_taken_over(self._store, self._claims, mailbox_id, resource):
+            message = f"taken over by {holder.describe()}"
+            return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED, message=message)
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state
@@ -194,19 +193,6 @@ class MailboxSyncJob:
             return report
         finally:
             await lease.release()
-
-    async def _taken_over(self, mailbox_id: str, resource: str, holder: Claim) -> SyncRunReport:
-        """Another deployment took the mailbox over: stop writing to it, disabled until an
-        administrator removes it here (or takes it back)."""
-        logger.error(
-            "mailbox %s is synchronized by another deployment now: disabled here",
-            short_fingerprint(mailbox_id),
-        )
-        await self._store.registry.set_enabled(mailbox_id, False)
-        await self._store.registry.set_state(mailbox_id, MailboxState.DISABLED)
-        await self._store.sync_state.record_error(mailbox_id, resource, TAKEN_OVER_REASON)
-        message = f"taken over by {holder.describe()}"
-        return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED, message=message)
 
     async def _other_dirty_resources(self, mailbox: Mailbox, done: str, lease: LeaseKeeper) -> None:
         """The mailbox's other resources notified meanwhile, under the same lease: their own jobs
