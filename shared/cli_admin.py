@@ -39,7 +39,9 @@ from shared.cli_common import (
 )
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import Runtime
-from shared.store.records import AuditRecord, Mailbox
+from shared.store.errors import MailboxNotFound
+from shared.store.records import AuditAction, AuditRecord, Mailbox
+from shared.sync.tracking.policy import rules_in_force
 
 MailboxArgument = Annotated[str, typer.Argument(help="The mailbox's UPN or id.")]
 
@@ -171,15 +173,29 @@ def audit(
     except ValueError:
         raise fail("--since must be an ISO 8601 date or date-time", EXIT_BAD_INPUT) from None
 
-    async def read(runtime: Runtime) -> list[AuditRecord]:
+    async def read(runtime: Runtime) -> tuple[list[AuditRecord], MailboxSettings | None]:
         store = await runtime.store()
         mailbox_id = await audited_mailbox_id(store, mailbox)
-        return await read_audit(store, mailbox_id, since=since_at, item=item)
+        records = await read_audit(store, mailbox_id, since=since_at, item=item)
+        try:
+            settings: MailboxSettings | None = (await store.registry.get_mailbox(mailbox_id)).settings
+        except MailboxNotFound:
+            settings = None  # a removed mailbox: its trail only
+        return records, settings
 
-    records = run_with_runtime(read)
+    records, settings = run_with_runtime(read)
     if as_json:
         print_json(records)
         return
+    tracking = {AuditAction.TRACKED, AuditAction.UNTRACKED}
+    if item is not None and settings is not None and not any(r.action in tracking for r in records):
+        console.print(
+            "no tracking decision is recorded for this item: crmsync audits a message when it becomes "
+            "tracked (with the rule that tracked it) or stops being tracked, so a message without such "
+            "an entry was never tracked. This mailbox tracks email by: "
+            + "; ".join(rules_in_force(settings)),
+            highlight=False,
+        )
     if not records:
         console.print("no audit entry matches")
         return

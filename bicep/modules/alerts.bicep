@@ -2,10 +2,9 @@
 // group that mails the operators, and one scheduled query rule (a log search alert) per condition.
 // The queries match what the code emits today (Python log records the Functions host and the
 // OpenTelemetry exporter send to Application Insights as `traces`, function executions as
-// `requests`, and the storage account's queue request log in Log Analytics). Where a condition has
-// no log record yet, the query also reads the OpenTelemetry metric crmsync is adding
-// (customMetrics: crmsync.mailbox_degraded, crmsync.items_parked, crmsync.change_to_crm_latency in
-// ms); the p95 alert fires only once that metric exists.
+// `requests`, and the storage account's queue request log in Log Analytics), and crmsync's
+// OpenTelemetry metrics under their instrument names (customMetrics: crmsync.items.parked, a counter,
+// and crmsync.change_to_crm.latency, a histogram in seconds; shared/telemetry/signals.py).
 // Docs: learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule,
 //       learn.microsoft.com/azure/azure-monitor/reference/tables/storagequeuelogs
 
@@ -56,9 +55,7 @@ resource operators 'Microsoft.Insights/actionGroups@2023-01-01' = {
 // worker.py logs "mailbox <fingerprint> degraded: its sync job failed <n> times" (error) when a job
 // goes to the poison queue and marks the mailbox degraded.
 var degradedQuery = '''
-union isfuzzy=true
-    (traces | where message has "degraded: its sync job failed" | project timestamp),
-    (customMetrics | where name == "crmsync.mailbox_degraded" and valueSum > 0 | project timestamp)
+traces | where message has "degraded: its sync job failed" | project timestamp
 '''
 
 // The queue service's request log: a job the host gave up on is a PutMessage on <queue>-poison;
@@ -79,20 +76,21 @@ union isfuzzy=true
 '''
 
 // The sync job logs "parked a <kind> item: <reason> (<code>)" (warning) per parked item; the metric
-// crmsync.items_parked counts the same events. The larger of the two counts, so neither doubles.
+// crmsync.items.parked counts the same events. The larger of the two counts, so neither doubles.
 var parkedQuery = '''
 let fromLogs = toscalar(traces | where message startswith "parked a " | count);
-let fromMetric = toscalar(customMetrics | where name == "crmsync.items_parked" | summarize sum(valueSum));
+let fromMetric = toscalar(customMetrics | where name == "crmsync.items.parked" | summarize sum(valueSum));
 print parked = max_of(todouble(fromLogs), coalesce(todouble(fromMetric), 0.0))
 '''
 
 // Application Insights stores an OpenTelemetry histogram as per-interval aggregates (sum, count,
 // min, max), not buckets: the query takes the count-weighted 95th percentile of the interval means,
-// which is at most the true p95 (a conservative trigger; lower the threshold to compensate).
+// which is at most the true p95 (a conservative trigger; lower the threshold to compensate). The
+// histogram is in seconds, the threshold in milliseconds.
 var latencyQuery = '''
 customMetrics
-| where name == "crmsync.change_to_crm_latency" and valueCount > 0
-| summarize p95 = percentilew(valueSum / valueCount, 95, valueCount)
+| where name == "crmsync.change_to_crm.latency" and valueCount > 0
+| summarize p95 = 1000 * percentilew(valueSum / valueCount, 95, valueCount)
 '''
 
 var rules = [

@@ -162,10 +162,14 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
 // for the admin API's app registration, which Entra issues only to principals assigned its app role
 // crmsync.Admin (the enterprise application has "assignment required"; README "Deploy", step 5).
 // Graph cannot present a token, so the two webhooks (clientState) and the health probe are left
-// anonymous; everything else, /api/admin/* included, answers 401 without a valid token. The function
-// keys of the admin routes stay required on top. Docs:
-// learn.microsoft.com/azure/app-service/configure-authentication-api-version#authsettingsv2,
-// learn.microsoft.com/entra/identity-platform/howto-add-app-roles-in-apps
+// anonymous. Everything else needs a sign-in: a browser without one (the status page) is redirected
+// to Entra's login page and comes back with App Service's session cookie; an API client presents
+// its bearer token as before. No client secret: the sign-in uses the ID token
+// (implicit grant) and the token store stays off, so App Service keeps no token. The function keys
+// of the admin routes stay required on top (they are also what a cross-site request cannot know).
+// Docs: learn.microsoft.com/azure/app-service/configure-authentication-api-version#authsettingsv2,
+// learn.microsoft.com/azure/app-service/overview-authentication-authorization (unauthenticated
+// requests), learn.microsoft.com/entra/identity-platform/howto-add-app-roles-in-apps
 resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_13: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
   // checkov:skip=CKV_AZURE_63: checkov applies its Microsoft.Web/sites checks to this authsettingsV2 child resource; the site's own settings are on `app` above
@@ -182,7 +186,8 @@ resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
     }
     globalValidation: {
       requireAuthentication: true
-      unauthenticatedClientAction: 'Return401'
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
       excludedPaths: anonymousPaths
     }
     httpSettings: {

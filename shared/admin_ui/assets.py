@@ -88,16 +88,21 @@ SCRIPT = """
   dialog.addEventListener("close", async () => {
     if (dialog.returnValue !== "ok" || !pending) { if (pending) pending.focus(); return; }
     const button = pending; pending = null;
-    const headers = { "Content-Type": "application/json" };
+    // X-Requested-With marks this as a script's call, not a page to navigate; with the sign-in
+    // expired, App Service answers 401 or a redirect to Entra (which fetch cannot follow
+    // across origins): either way the page says to reload, which signs in again.
+    const headers = { "Content-Type": "application/json", "X-Requested-With": "XMLHttpRequest" };
     if (key) headers["x-functions-key"] = key;
     const body = button.dataset.action === "release-brake"
       ? JSON.stringify({ confirm_deletes: Number(count.value) }) : "{}";
     notice.textContent = "Working...";
     try {
-      const response = await fetch(button.dataset.url, { method: "POST", headers, body });
+      const response = await fetch(button.dataset.url, { method: "POST", headers, body, redirect: "manual" });
       const answer = await response.json().catch(() => ({}));
       if (!response.ok) {
-        notice.textContent = button.dataset.label + " failed: " + (answer.error || response.status);
+        notice.textContent = response.status === 401 || response.type === "opaqueredirect"
+          ? button.dataset.label + " failed: the sign-in expired; reload the page to sign in again"
+          : button.dataset.label + " failed: " + (answer.error || response.status);
         button.focus();
         return;
       }

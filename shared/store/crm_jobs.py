@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.domain.model import UtcDatetime
-from shared.store.jobs import InvalidJob, JobQueue
+from shared.store.jobs import InvalidJob, JobQueue, Traceparent
 from shared.store.records import utc_now
 
 MAX_IDS = 200  # a message stays far below the queue's 64 KB
@@ -50,6 +50,8 @@ class CrmWork(BaseModel):
     mailbox_id: Annotated[str, StringConstraints(pattern=r"^[^@\s]{1,128}$")] | None = None
     source: CrmWorkSource
     enqueued_at: UtcDatetime = Field(default_factory=utc_now)
+    # The W3C traceparent of the Dataverse webhook call's span: routing and the run continue its trace.
+    traceparent: Traceparent | None = None
 
     def serialize(self) -> str:
         return self.model_dump_json(exclude_none=True)

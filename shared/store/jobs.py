@@ -34,6 +34,10 @@ class JobReason(enum.StrEnum):
     MANUAL = "manual"
 
 
+#: A W3C ``traceparent`` (version 00), the only trace context a queue message carries.
+Traceparent = Annotated[str, StringConstraints(pattern=r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")]
+
+
 class InvalidJob(ValueError):
     """A queue message that is not a SyncJob; the message names the problem, never the content."""
 
@@ -47,6 +51,8 @@ class SyncJob(BaseModel):
     resource: Annotated[str, StringConstraints(min_length=1, max_length=512)]
     reason: JobReason
     enqueued_at: UtcDatetime = Field(default_factory=utc_now)
+    # The W3C traceparent of the notification's span: the run continues its trace.
+    traceparent: Traceparent | None = None
 
     def serialize(self) -> str:
         """The message text (JSON); the queue client Base64-encodes it."""

@@ -231,6 +231,14 @@ class SyncStateStore(Protocol):
         """Write a log read earlier (``log.etag``; None: none was stored); StaleWrite if it changed."""
         ...
 
+    async def last_safety_read(self, mailbox_id: str) -> dt.datetime | None:
+        """When the sweep last checked the mailbox's resources for missed changes (None: never)."""
+        ...
+
+    async def note_safety_read(self, mailbox_id: str, at: dt.datetime) -> None:
+        """Record that the sweep checked the mailbox ``at``."""
+        ...
+
     async def add_latencies(self, slot: LatencySlot) -> None:
         """Add the slot's counts to the stored slot of the same start (a slot stored for an older
         start in the same ring position is replaced); concurrent adders are retried, never lost."""

@@ -265,6 +265,8 @@ class AuditAction(enum.StrEnum):
     REGARDING_SET = "regarding_set"
     ATTACHMENTS_COPIED = "attachments_copied"
     CONTACT_CREATED = "contact_created"
+    TRACKED = "tracked"  # a message became tracked; the reason code is the rule that tracked it
+    UNTRACKED = "untracked"  # a tracked message stopped being tracked; the reason code says why
     CONFLICT = "conflict"
     FIELD_SKIPPED = "field_skipped"
     LINKED = "linked"

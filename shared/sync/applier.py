@@ -48,6 +48,7 @@ from shared.sync.crm_writes import CrmOperations
 from shared.sync.fieldmaps import CrmValue
 from shared.sync.links import LinkWriter, to_stored_link
 from shared.sync.parties import PartyResolver
+from shared.sync.plan import ACTOR as ACTOR  # noqa: PLC0414 - re-exported: the engine's audit actor
 from shared.sync.plan import (
     Action,
     Conflict,
@@ -74,7 +75,6 @@ from shared.sync.tracking.attachments import copy_attachments
 logger = logging.getLogger(__name__)
 _A = TypeVar("_A")
 
-ACTOR = "sync.engine"
 _EMAIL_TABLE = "email"
 _CRM_AUDIT = {CreateInCrm: AuditAction.CREATED_IN_CRM, UpdateCrm: AuditAction.UPDATED_IN_CRM}
 

@@ -18,6 +18,9 @@ import json
 import uuid
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
+from shared import telemetry
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 
 MAX_BODY_BYTES = 256 * 1024  # Dataverse trims a larger context before it sends it
@@ -93,5 +96,7 @@ async def accept_webhook(
     if not key_matches(code, expected_key):
         raise WebhookRejected("missing or wrong webhook key", 403)
     work = parse_context(body)
-    await queue.enqueue(work)
+    with telemetry.span("crm_notification", kind=SpanKind.SERVER, table=work.table):
+        work = work.model_copy(update={"traceparent": telemetry.traceparent()})
+        await queue.enqueue(work)
     return work

@@ -150,7 +150,10 @@ class CrmToOutlookRun:
                 await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
             async with latency.measured(state, mailbox.mailbox_id, self._clock):
                 with telemetry.sync_run(
-                    mailbox=mailbox.mailbox_id, reason="crm_change", enqueued_at=work.enqueued_at
+                    mailbox=mailbox.mailbox_id,
+                    reason="crm_change",
+                    enqueued_at=work.enqueued_at,
+                    parent=work.traceparent,
                 ):
                     return await self._sync(mailbox, kind, work)
         finally:

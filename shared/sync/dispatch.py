@@ -15,19 +15,25 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
+from shared.domain.model import ItemKind
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import InvalidJob, JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
-from shared.store.records import DirtyMark, Mailbox, MailboxState, utc_now
+from shared.store.records import DirtyMark, Mailbox, MailboxState, SyncState, utc_now
 from shared.sync.brake import held as brakes_held
+from shared.sync.concurrency import bounded_gather
 from shared.sync.intake import request_resync
 from shared.sync.job import InvalidResource, MailboxSyncJob, RunOutcome, SyncRunReport
 from shared.sync.policies import kind_enabled
 from shared.sync.resources import parse_resource
+from shared.sync.run import JobOptions
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,9 @@ MAX_DEQUEUE_COUNT = 5
 STALE_AFTER = STALE_DIRTY_AFTER = dt.timedelta(minutes=10)
 #: The longest pause between two sweep jobs of a resource that stays dirty.
 MAX_SWEEP_GAP = dt.timedelta(hours=1)
+#: How often the sweep checks a mailbox for changes a lost notification hid (with a 15-minute
+#: timer: every 45 to 60 minutes).
+SAFETY_READ_EVERY = dt.timedelta(minutes=45)
 # The lease is per mailbox, so its other resources' jobs wait for the current run: retry soon.
 LEASE_RETRY_DELAY_SECONDS = 2
 
@@ -98,18 +107,40 @@ async def run_queued_job(
     return JobOutcome("synced", report=report)
 
 
-async def sweep(
-    store: Store, jobs: JobQueue, *, now: dt.datetime | None = None, stale_after: dt.timedelta = STALE_AFTER
-) -> int:
-    """The safety net: ask for a delta run of every resource of every enabled mailbox.
+class ChangeProbe(Protocol):
+    """Which of a mailbox's resources have changes waiting behind their delta links
+    (:class:`shared.outlook.probe.DeltaProbe`: one Graph ``$batch`` per mailbox)."""
 
-    Catches lost notifications and runs that failed after clearing their dirty flag (their delta
-    link was not advanced): a clean resource is marked dirty and gets a job. A resource dirty for
-    longer than ``stale_after`` may have lost its job (poisoned before the run cleared the flag, a
-    webhook whose un-mark failed, a run that lost every race to clear it, a job that found its
-    mailbox disabled), so it gets one again, whoever made it dirty: runs are idempotent. To keep a
-    backlog from growing, a stale mark gets another job only after a pause that doubles with its
-    age (``stale_after`` at first, at most :data:`MAX_SWEEP_GAP`), recorded on the mark itself.
+    async def changed(self, delta_links: Mapping[str, str]) -> set[str]: ...
+
+
+async def sweep(
+    store: Store,
+    jobs: JobQueue,
+    *,
+    probe: ChangeProbe | None = None,
+    now: dt.datetime | None = None,
+    stale_after: dt.timedelta = STALE_AFTER,
+    safety_every: dt.timedelta = SAFETY_READ_EVERY,
+) -> int:
+    """The safety net, run every 15 minutes: stale dirty marks get a job again, and each mailbox's
+    resources are checked for changes a lost notification hid once per ``safety_every``.
+
+    Stale marks: a resource dirty for longer than ``stale_after`` may have lost its job (poisoned
+    before the run cleared the flag, a webhook whose un-mark failed, a run that lost every race to
+    clear it, a job that found its mailbox disabled), so it gets one again, whoever made it dirty:
+    runs are idempotent. To keep a backlog from growing, a stale mark gets another job only after a
+    pause that doubles with its age (``stale_after`` at first, at most :data:`MAX_SWEEP_GAP`),
+    recorded on the mark itself.
+
+    Safety read: every ``safety_every`` (45 minutes) a mailbox's clean resources' delta links are
+    asked by ``probe`` whether anything changed, all in one Graph request; only those with changes
+    (or no delta link yet) are marked dirty and get a job. Each mailbox has its own phase
+    (:func:`safety_tick`), so a timer run checks about a third of the mailboxes, and a change whose
+    notification was lost is found within 45 minutes plus one timer period (60 minutes with the
+    15-minute timer). At rest that is 1.33 Graph requests per mailbox per hour, and no job. A new
+    mailbox is checked by the next run. Without a probe every clean resource gets a job, as a run
+    would find out the same.
     """
     now = now or utc_now()
     mailboxes = {m.mailbox_id: m async for m in store.registry.list_mailboxes(enabled_only=True)}
@@ -130,12 +161,55 @@ async def sweep(
     if enqueued:
         log.warning("sweep re-enqueued %d resource(s) dirty for over %s", enqueued, stale_after)
     # One listing of every subscription: a query per mailbox would scan the table once per mailbox.
-    targets = [
-        (record.mailbox_id, record.resource)
-        async for record in store.subscriptions.list_all()
-        if record.mailbox_id in mailboxes
-    ]
+    resources: dict[str, list[str]] = {}
+    async for record in store.subscriptions.list_all():
+        if record.mailbox_id in mailboxes:
+            resources.setdefault(record.mailbox_id, []).append(record.resource)
+
+    async def safety_read(mailbox_id: str) -> list[tuple[str, str]]:
+        last = await store.sync_state.last_safety_read(mailbox_id)
+        if last is not None and last >= safety_tick(mailbox_id, now, safety_every):
+            return []
+        states = [await store.sync_state.get_state(mailbox_id, r) for r in resources[mailbox_id]]
+        # No delta link yet, or a calendar window due to move (a run moves it): a run, not a probe.
+        unread = [
+            s.resource
+            for s in states
+            if not s.dirty and (s.delta_link is None or _window_due(mailbox_id, s, now))
+        ]
+        links = {
+            s.resource: s.delta_link
+            for s in states
+            if not s.dirty and s.delta_link is not None and s.resource not in unread
+        }
+        changed = set(links) if probe is None else await probe.changed(links)
+        await store.sync_state.note_safety_read(mailbox_id, now)
+        return [(mailbox_id, resource) for resource in [*unread, *sorted(changed)]]
+
+    due = await bounded_gather(safety_read(mailbox_id) for mailbox_id in sorted(resources))
+    targets = [target for found in due for target in found]
     return enqueued + await request_resync(targets, store=store, jobs=jobs, reason=JobReason.SWEEP)
+
+
+def safety_tick(mailbox_id: str, now: dt.datetime, every: dt.timedelta = SAFETY_READ_EVERY) -> dt.datetime:
+    """The latest moment at or before ``now`` when the mailbox's safety read fell due: every
+    ``every`` from an offset its id hashes to, so the mailboxes' reads spread over the period."""
+    period = int(every.total_seconds())
+    offset = int.from_bytes(hashlib.sha256(mailbox_id.encode()).digest()[:8], "big") % period
+    since = int((now - _EPOCH).total_seconds()) - offset
+    return _EPOCH + dt.timedelta(seconds=since - since % period + offset)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _window_due(mailbox_id: str, state: SyncState, now: dt.datetime) -> bool:
+    """A calendar whose window is due to move (the run reading it moves it: MailboxSyncJob)."""
+    try:
+        kind = parse_resource(mailbox_id, state.resource).kind
+    except InvalidResource:
+        return False
+    return kind is ItemKind.APPOINTMENT and JobOptions().window_moves(state.window_start, now)
 
 
 def _wanted(mailbox: Mailbox, resource: str) -> bool:

@@ -32,6 +32,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import SpanKind
+
+from shared import telemetry
 from shared.outlook.notifications import (
     ChangeNotification,
     LifecycleEvent,
@@ -199,7 +202,12 @@ async def _verified_records(
 
 
 async def _mark_and_enqueue(
-    targets: Iterable[tuple[str, str]], *, store: Store, jobs: JobQueue, reason: JobReason
+    targets: Iterable[tuple[str, str]],
+    *,
+    store: Store,
+    jobs: JobQueue,
+    reason: JobReason,
+    traceparent: str | None = None,
 ) -> int:
     async def one(mailbox_id: str, resource: str) -> int:
         newly_dirty: bool | None = None  # None: the mark's outcome is unknown
@@ -207,7 +215,8 @@ async def _mark_and_enqueue(
             newly_dirty = await store.sync_state.mark_dirty(mailbox_id, resource)
             if not newly_dirty:
                 return 0
-            await jobs.enqueue(SyncJob(mailbox_id=mailbox_id, resource=resource, reason=reason))
+            job = SyncJob(mailbox_id=mailbox_id, resource=resource, reason=reason, traceparent=traceparent)
+            await jobs.enqueue(job)
         except BaseException:
             if newly_dirty is not False:
                 await _unmark(store, mailbox_id, resource)
@@ -258,7 +267,14 @@ async def accept_notifications(
         cache=cache,
     )
     targets = sorted({(r.mailbox_id, r.resource) for r in found if r is not None})
-    enqueued = await _mark_and_enqueue(targets, store=store, jobs=jobs, reason=JobReason.NOTIFICATION)
+    with telemetry.span("notification", kind=SpanKind.SERVER, notifications=len(notifications)):
+        enqueued = await _mark_and_enqueue(
+            targets,
+            store=store,
+            jobs=jobs,
+            reason=JobReason.NOTIFICATION,
+            traceparent=telemetry.traceparent(),
+        )
     return IntakeResult(len(notifications), len(targets), enqueued, found.count(None))
 
 

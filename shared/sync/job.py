@@ -136,7 +136,10 @@ class MailboxSyncJob:
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
         async with latency.measured(self._store.sync_state, job.mailbox_id, self._clock):
             with telemetry.sync_run(
-                mailbox=job.mailbox_id, reason=job.reason.value, enqueued_at=job.enqueued_at
+                mailbox=job.mailbox_id,
+                reason=job.reason.value,
+                enqueued_at=job.enqueued_at,
+                parent=job.traceparent,
             ):
                 return await self.run(job.mailbox_id, job.resource, progress=progress)
 
@@ -354,11 +357,7 @@ class MailboxSyncJob:
 
     def _window_moves(self, ref: ResourceRef, start: dt.datetime | None) -> bool:
         """A calendar's window is renewed once it is ``calendar_slide`` old (or of unknown age)."""
-        if ref.kind is not ItemKind.APPOINTMENT:
-            return False
-        if start is None:
-            return True
-        return self._clock() - self._options.calendar_past - start >= self._options.calendar_slide
+        return ref.kind is ItemKind.APPOINTMENT and self._options.window_moves(start, self._clock())
 
     async def _sync(
         self, run: RunState, link: str | None, progress: ProgressCallback | None

@@ -172,6 +172,8 @@ class PageSync:
             else self._guard(run, plan.item, self._applied(run, plan, result))
             for plan, result in zip(busy, results, strict=True)
         )
+        if run.tracker is not None:
+            await run.tracker.flush_audit()  # the page's tracking decisions, in one transaction
         await self._keep_lease(run)
 
     async def _plan_series(

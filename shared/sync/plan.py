@@ -22,6 +22,9 @@ from shared.domain.model import Appointment, Contact, Email, FieldDirection, Ite
 from shared.sync.fieldmaps.base import ABSENT, Absent, CrmValue
 from shared.sync.merge import Side
 
+#: The audit trail's actor for what the sync engine itself writes or decides.
+ACTOR = "sync.engine"
+
 NeutralContent = Contact | Appointment | Task | Email
 
 

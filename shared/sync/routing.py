@@ -102,6 +102,7 @@ class Router:
                         mailbox_id=mailbox_id,
                         source=CrmWorkSource.ROUTED,
                         enqueued_at=work.enqueued_at,
+                        traceparent=work.traceparent,
                     )
                 )
                 runs += 1

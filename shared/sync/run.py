@@ -25,6 +25,11 @@ class JobOptions:
     def from_settings(cls, settings: Settings, **overrides: dt.timedelta) -> JobOptions:
         return cls(settings.lease_seconds, settings.mass_delete_ratio, **overrides)
 
+    def window_moves(self, start: dt.datetime | None, now: dt.datetime) -> bool:
+        """A calendar window starting at ``start`` is renewed once it is ``calendar_slide`` old (or
+        of unknown age)."""
+        return start is None or now - self.calendar_past - start >= self.calendar_slide
+
 
 class RunOutcome(enum.StrEnum):
     COMPLETED = "completed"

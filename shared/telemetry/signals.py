@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Iterator
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import Counter, Histogram, MeterProvider
 from opentelemetry.trace import Span, SpanKind, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
@@ -42,29 +42,45 @@ _TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _WORD = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
+# Instrument names (the alert rules in bicep/modules/alerts.bicep query them by name) and units.
+CHANGE_TO_CRM_LATENCY = "crmsync.change_to_crm.latency"
+CHANGE_TO_OUTLOOK_LATENCY = "crmsync.change_to_outlook.latency"
+ITEMS_SYNCED = "crmsync.items.synced"
+ITEMS_PARKED = "crmsync.items.parked"
+CONFLICTS = "crmsync.conflicts"
+THROTTLED = "crmsync.throttled"
+QUEUE_AGE = "crmsync.queue.age"
+UNITS = {
+    CHANGE_TO_CRM_LATENCY: "s",
+    CHANGE_TO_OUTLOOK_LATENCY: "s",
+    ITEMS_SYNCED: "{item}",
+    ITEMS_PARKED: "{item}",
+    CONFLICTS: "{item}",
+    THROTTLED: "{response}",
+    QUEUE_AGE: "s",
+}
+
+
 class _Signals:
     """crmsync's tracer and instruments, from one pair of providers."""
 
     def __init__(self, tracer_provider: TracerProvider | None, meter_provider: MeterProvider | None) -> None:
         self.tracer = trace.get_tracer(SCOPE, tracer_provider=tracer_provider)
         meter = metrics.get_meter(SCOPE, meter_provider=meter_provider)
-        self.change_to_crm = meter.create_histogram(
-            "crmsync.change_to_crm.latency", unit="s", description="Outlook change to its CRM write"
-        )
-        self.change_to_outlook = meter.create_histogram(
-            "crmsync.change_to_outlook.latency", unit="s", description="CRM change to its Outlook write"
-        )
-        self.synced = meter.create_counter("crmsync.items.synced", unit="{item}", description="Items written")
-        self.parked = meter.create_counter("crmsync.items.parked", unit="{item}", description="Items parked")
-        self.conflicts = meter.create_counter(
-            "crmsync.conflicts", unit="{item}", description="Fields changed on both sides"
-        )
-        self.throttled = meter.create_counter(
-            "crmsync.throttled", unit="{response}", description="429 answers"
-        )
-        self.queue_age = meter.create_histogram(
-            "crmsync.queue.age", unit="s", description="Time a job waited"
-        )
+
+        def histogram(name: str, description: str) -> Histogram:
+            return meter.create_histogram(name, unit=UNITS[name], description=description)
+
+        def counter(name: str, description: str) -> Counter:
+            return meter.create_counter(name, unit=UNITS[name], description=description)
+
+        self.change_to_crm = histogram(CHANGE_TO_CRM_LATENCY, "Outlook change to its CRM write")
+        self.change_to_outlook = histogram(CHANGE_TO_OUTLOOK_LATENCY, "CRM change to its Outlook write")
+        self.synced = counter(ITEMS_SYNCED, "Items written")
+        self.parked = counter(ITEMS_PARKED, "Items parked")
+        self.conflicts = counter(CONFLICTS, "Fields changed on both sides")
+        self.throttled = counter(THROTTLED, "429 answers")
+        self.queue_age = histogram(QUEUE_AGE, "Time a job waited")
 
 
 _signals = _Signals(None, None)  # the global providers (proxies until configure() sets them)

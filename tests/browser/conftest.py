@@ -1,9 +1,11 @@
 """The status page in a real browser: Playwright driving Debian's Chromium (headless) against the
 sandbox's local Functions runner. Playwright's own browser download cannot run here, so the test
-launches ``/usr/bin/chromium`` (``make setup`` installs it with apt-get)."""
+launches ``/usr/bin/chromium`` (``make setup`` installs it with apt-get), or the build
+``CRMSYNC_CHROMIUM`` names (``make test CHROMIUM=<path>`` sets it, as the GitHub workflow does)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from playwright.sync_api import Browser, sync_playwright
 
 from tests.e2e.conftest import e2e  # noqa: F401 - the session's sandbox, shared with tests/e2e
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CRMSYNC_CHROMIUM") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

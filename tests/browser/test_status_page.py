@@ -121,6 +121,8 @@ def test_the_status_page_shows_every_mailbox_and_its_actions_work(
         "the live edit's latency",
     )
     page, requested = _open(browser, e2e, viewport={"width": 1280, "height": 900})
+    posted: list[dict[str, str]] = []
+    page.on("request", lambda request: posted.append(request.headers) if request.method == "POST" else None)
 
     expect(page).to_have_title("crmsync status")
     page.screenshot(path=str(artifacts / "status-page.png"))  # the top of the page, for the README
@@ -180,6 +182,19 @@ def test_the_status_page_shows_every_mailbox_and_its_actions_work(
         expect(page.locator("#notice")).to_contain_text(f"{action} done")
     expect(_section(page, healthy).locator('[data-field="state"]')).to_have_text("active")
     assert _audit_actions(e2e, healthy)[:3] == ["resync", "enabled", "disabled"]
+    # Each action says it is a script's call, not a navigation (X-Requested-With), for App Service
+    # authentication in front of the app.
+    assert len(posted) == 3
+    assert all(headers.get("x-requested-with") == "XMLHttpRequest" for headers in posted)
+    # An expired sign-in (App Service answers 401 before the function runs): the page says to
+    # reload, and nothing was done.
+    page.route("**/api/admin/mailboxes/**", lambda route: route.fulfill(status=401, body=""))
+    _section(page, healthy).get_by_role("button", name="Disable").click()
+    page.locator("#confirm-ok").click()
+    expect(page.locator("#notice")).to_contain_text("sign-in expired; reload the page")
+    page.unroute("**/api/admin/mailboxes/**")
+    expect(_section(page, healthy).locator('[data-field="state"]')).to_have_text("active")
+    assert _audit_actions(e2e, healthy)[0] == "resync"
     origin = e2e.sandbox.functions_url
     assert requested
     assert all(url.startswith(origin + "/") for url in requested), [u for u in requested if origin not in u]

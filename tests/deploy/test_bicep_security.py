@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from pycep import BicepParser
 
+from shared.telemetry import signals
+from shared.telemetry.signals import CHANGE_TO_CRM_LATENCY, ITEMS_PARKED
 from tests.deploy.conftest import BICEP_DIR, REPO_ROOT
 from tests.deploy.test_app_contract import _bindings
 
@@ -135,7 +137,10 @@ def test_app_service_authentication_guards_every_route_but_the_anonymous_ones(
     assert config["name"] == "authsettingsV2"
     validation = config["properties"]["globalValidation"]
     assert validation["requireAuthentication"] is True
-    assert validation["unauthenticatedClientAction"] == "Return401"
+    # A browser (the status page) is sent to Entra's sign-in; API clients present a bearer token.
+    assert validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    assert validation["redirectToProvider"] == "azureactivedirectory"
+    assert config["properties"]["login"]["tokenStore"]["enabled"] is False  # no token kept
     excluded = main_bicep["variables"]["anonymousPaths"]["value"]
     assert main_bicep["modules"]["functionApp"]["config"]["params"]["anonymousPaths"] == "anonymousPaths"
     assert validation["excludedPaths"] == "anonymousPaths"
@@ -238,11 +243,18 @@ def test_alert_queries_match_what_the_code_logs(alerts_bicep: dict[str, Any]) ->
     assert alerts_bicep["variables"]["poisonQuery"]["value"]["function"]["parameters"]["arg_1"] == "jobQueue"
 
 
-def test_metric_alerts_use_the_documented_metric_names(alerts_bicep: dict[str, Any]) -> None:
+def test_metric_alerts_read_the_metrics_the_app_emits(alerts_bicep: dict[str, Any]) -> None:
+    """The names are the instruments' own (Azure Monitor stores an OpenTelemetry metric under its
+    instrument name), the latency histogram's seconds made milliseconds for the threshold."""
     rules = _rules(alerts_bicep)
-    assert 'name == "crmsync.change_to_crm_latency"' in _query(alerts_bicep, rules["change-to-crm-latency"])
-    assert 'name == "crmsync.items_parked"' in _query(alerts_bicep, rules["parked-items-growing"])
-    assert 'name == "crmsync.mailbox_degraded"' in _query(alerts_bicep, rules["mailbox-degraded"])
+    instruments = signals.UNITS
+    latency = _query(alerts_bicep, rules["change-to-crm-latency"])
+    assert f'name == "{CHANGE_TO_CRM_LATENCY}"' in latency
+    assert instruments[CHANGE_TO_CRM_LATENCY] == "s"
+    assert "p95 = 1000 * percentilew(" in latency
+    assert f'name == "{ITEMS_PARKED}"' in _query(alerts_bicep, rules["parked-items-growing"])
+    metric_names = set(re.findall(r'customMetrics \| where name == "([^"]+)"', json.dumps(alerts_bicep)))
+    assert metric_names <= set(instruments), metric_names - set(instruments)
     assert rules["change-to-crm-latency"]["threshold"] == "changeToCrmP95Ms"
     assert rules["parked-items-growing"]["threshold"] == "parkedItemsPerHour"
     for key in ("change-to-crm-latency", "parked-items-growing", "poison-queue-growing"):

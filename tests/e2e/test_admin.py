@@ -105,6 +105,11 @@ def test_cli_disable_enable_settings_resync_and_audit(e2e: E2E, tmp_path: Path) 
     code, out = e2e.cli("audit", upn)
     assert code == 0
     assert outlook_id not in out
+    # A message no rule tracked has no tracking entry; the answer says so and names the rules.
+    code, out = e2e.cli("audit", upn, "--item", "AAMkAGI2-never-tracked")
+    assert code == 0, out
+    assert "no tracking decision is recorded for this item" in " ".join(out.split())
+    assert "the category 'Tracked to Dynamics 365'" in " ".join(out.split())
 
 
 def test_http_onboarding_is_enqueued_and_polled_until_the_worker_finished(e2e: E2E) -> None:

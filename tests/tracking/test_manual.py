@@ -9,8 +9,21 @@ import pytest
 from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.domain.model import ItemKind
 from shared.outlook.writers import OutlookWriter
+from shared.store.fingerprint import fingerprint
+from shared.store.records import AuditAction
 from shared.sync.tracking import folders_to_watch
 from tests.tracking.conftest import TRACKED, World, message
+
+
+async def decisions(world: World, mailbox_id: str, message_id: str) -> list[tuple[str, str | None]]:
+    """The audited tracking decisions about one message, oldest first: (action, rule)."""
+    wanted = {AuditAction.TRACKED, AuditAction.UNTRACKED}
+    records = await world.store.audit.list_recent(mailbox_id, limit=1000)
+    return [
+        (r.action.value, r.reason_code)
+        for r in reversed(records)
+        if r.action in wanted and r.outlook_id_hash == fingerprint(message_id)
+    ]
 
 
 async def test_the_category_tracks_and_removing_it_untracks(world: World) -> None:
@@ -30,6 +43,9 @@ async def test_the_category_tracks_and_removing_it_untracks(world: World) -> Non
     assert not world.tracked(plain["internetMessageId"])
     assert report.items_synced == 1
     assert (await world.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, ids[0])) is not None
+    # The decision is audited with its rule; mail no rule tracked costs no audit row.
+    assert await decisions(world, mailbox.mailbox_id, ids[0]) == [("tracked", "category")]
+    assert await decisions(world, mailbox.mailbox_id, ids[1]) == []
     # no stamp written on the message: its CRM id is deterministic
     assert (
         await OutlookWriter(world.graph_client).read_crm_id(mailbox.mailbox_id, ItemKind.EMAIL, ids[0])
@@ -41,6 +57,10 @@ async def test_the_category_tracks_and_removing_it_untracks(world: World) -> Non
 
     assert world.dataverse.record("email", str(record_id)) is None  # the mailbox's user owned it
     assert await world.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.EMAIL, ids[0]) is None
+    assert await decisions(world, mailbox.mailbox_id, ids[0]) == [
+        ("tracked", "category"),
+        ("untracked", "category_removed"),
+    ]
 
 
 def regarding_of(world: World, record_id: uuid.UUID) -> str | None:
@@ -66,6 +86,7 @@ async def test_a_tracked_folder_sets_the_regarding_subfolders_inherit_and_leavin
 
     record_id = world.email_id(mail)
     assert regarding_of(world, record_id) == str(account_id)
+    assert await decisions(world, mailbox.mailbox_id, message_id) == [("tracked", "tracked_folder")]
 
     world.move(mailbox, message_id, "inbox")
     await world.sync(mailbox, deals)  # reported removed here: a move, left to the inbox's run

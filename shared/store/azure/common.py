@@ -17,14 +17,29 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.data.tables import TableEntity
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableEntity, UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.domain.model import ItemKind
+from shared.store.errors import StaleWrite
 from shared.store.keys import encode_key, row_key
 
 Clock = Callable[[], dt.datetime]
 Entity = dict[str, Any]
+
+
+async def put_row(table: TableClient, entity: Entity, etag: str | None, what: str) -> str:
+    """Insert the row (``etag`` None: none was read) or replace it If-Match ``etag``: its new ETag;
+    :class:`~shared.store.errors.StaleWrite` naming ``what`` if another writer came first."""
+    try:
+        if etag is None:
+            result = await table.create_entity(entity)
+        else:
+            result = await table.update_entity(entity, mode=UpdateMode.REPLACE, **if_match(etag))
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+        raise StaleWrite(what) from exc
+    return str(result["etag"])
 
 
 def if_match(etag: str) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableEntity, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableEntity
 from azure.data.tables.aio import TableClient
 
 from shared.domain.model import ItemKind
@@ -13,12 +13,11 @@ from shared.store.azure.common import (
     Clock,
     crm_row_key,
     entity_etag,
-    if_match,
     outlook_row_key,
+    put_row,
     query,
     required_utc,
 )
-from shared.store.errors import StaleWrite
 from shared.store.keys import encode_key
 from shared.store.records import (
     ItemRef,
@@ -82,15 +81,7 @@ class AzureParkedStore:
                 include={"reason_code", "message", "attempts", "first_failed_at", "last_failed_at"}
             ),
         }
-        try:
-            if current is None:
-                await self._table.create_entity(entity)
-            else:
-                await self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, **if_match(entity_etag(current))
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise StaleWrite("parked item") from exc
+        await put_row(self._table, entity, None if current is None else entity_etag(current), "parked item")
         return item
 
     async def list_parked(self, mailbox_id: str | None = None) -> AsyncIterator[ParkedItem]:

@@ -20,6 +20,7 @@ from shared.store.azure.common import (
     as_utc,
     entity_etag,
     if_match,
+    put_row,
     query,
     required_utc,
 )
@@ -45,6 +46,7 @@ _STATE = "state"
 _DIRTY = "dirty"
 _DELETES = "deletes"
 _LATENCY = "latency"
+_SAFETY_READ = "safetyread"
 _LATENCY_TRIES = 5
 
 
@@ -277,16 +279,19 @@ class AzureSyncStateStore:
             "recent": json.dumps([[at.isoformat(), n] for at, n in log.recent]),
             "refused": log.refused,
         }
+        return dataclasses.replace(log, etag=await put_row(self._table, entity, log.etag, "delete log"))
+
+    async def last_safety_read(self, mailbox_id: str) -> dt.datetime | None:
         try:
-            if log.etag is None:
-                result = await self._table.create_entity(entity)
-            else:
-                result = await self._table.update_entity(
-                    entity, mode=UpdateMode.REPLACE, **if_match(log.etag)
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise StaleWrite("delete log") from exc
-        return dataclasses.replace(log, etag=result["etag"])
+            entity = await self._table.get_entity(encode_key(mailbox_id), _SAFETY_READ)
+        except ResourceNotFoundError:
+            return None
+        return required_utc(entity["at"])
+
+    async def note_safety_read(self, mailbox_id: str, at: dt.datetime) -> None:
+        """Row ``safetyread``, upserted (one sweep run writes it; a lost race only repeats a read)."""
+        entity = {"PartitionKey": encode_key(mailbox_id), "RowKey": _SAFETY_READ, "at": at}
+        await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     async def add_latencies(self, slot: LatencySlot) -> None:
         """Row ``latency|<direction>|<ring position>``: read, add (or start over for a new slot),
@@ -311,16 +316,10 @@ class AzureSyncStateStore:
                 "start": slot.start,
                 "counts": json.dumps(list(counts)),
             }
-            try:
-                if current is None:
-                    await self._table.create_entity(entity)
-                else:
-                    await self._table.update_entity(
-                        entity, mode=UpdateMode.REPLACE, **if_match(entity_etag(current))
-                    )
+            with contextlib.suppress(StaleWrite):  # another run added first: add to its row
+                etag = None if current is None else entity_etag(current)
+                await put_row(self._table, entity, etag, "latency slot")
                 return
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-                continue
         raise StaleWrite("latency slot")
 
     async def latency_slots(self, mailbox_id: str) -> list[LatencySlot]:

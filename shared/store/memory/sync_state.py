@@ -35,6 +35,7 @@ class MemorySyncStateStore:
         self._leases: dict[str, Lease] = {}
         self._deletes: dict[tuple[str, ItemKind], DeleteLog] = {}
         self._latency: dict[tuple[str, str, int], LatencySlot] = {}
+        self._safety_reads: dict[str, dt.datetime] = {}
 
     async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
         state = self._states.get((mailbox_id, resource), SyncState(mailbox_id=mailbox_id, resource=resource))
@@ -120,6 +121,12 @@ class MemorySyncStateStore:
         stored = dataclasses.replace(log, etag=new_etag())
         self._deletes[(log.mailbox_id, log.kind)] = stored
         return stored
+
+    async def last_safety_read(self, mailbox_id: str) -> dt.datetime | None:
+        return self._safety_reads.get(mailbox_id)
+
+    async def note_safety_read(self, mailbox_id: str, at: dt.datetime) -> None:
+        self._safety_reads[mailbox_id] = at
 
     async def add_latencies(self, slot: LatencySlot) -> None:
         key = (slot.mailbox_id, slot.direction, latency_ring_position(slot.start))

@@ -187,3 +187,25 @@ class TrackingPolicy:
         if tables is not None and await self._lookup.any_in(envelope.counterparts(), tables[0]):
             return TrackingDecision(True, None, tables[1], TrackedVia.RULE, token)
         return TrackingDecision(False, None, Reason.NO_RULE)
+
+
+_AUTOMATIC = {
+    TrackingRule.ALL: "all email",
+    TrackingRule.RESPONSES_TO_CRM: "email in response to CRM email",
+    TrackingRule.FROM_CRM_RECORDS: "email from CRM leads, contacts and accounts",
+    TrackingRule.FROM_EMAIL_ENABLED: "email from records that are email enabled",
+}
+
+
+def rules_in_force(settings: MailboxSettings) -> list[str]:
+    """The mailbox's tracking rules in words, in the order the policy applies them (what explains
+    a message that no rule tracked)."""
+    rules = [f"the category '{settings.tracked_category}'"]
+    if settings.tracked_folders:
+        rules.append(f"{len(settings.tracked_folders)} tracked folder(s)")
+    if settings.track_correlated:
+        rules.append("replies and forwards of tracked email (correlation)")
+    if settings.tracking in _AUTOMATIC:
+        sent = "" if settings.track_sent_items else ", received mail only"
+        rules.append(f"automatic tracking of {_AUTOMATIC[settings.tracking]}{sent}")
+    return rules

@@ -35,8 +35,9 @@ from shared.domain.model import Email, ItemKind, OutlookItem
 from shared.outlook.errors import ItemNotFound
 from shared.outlook.mailbox import AttachmentReader, MailFolder
 from shared.store.ports import Store
-from shared.store.records import Mailbox
+from shared.store.records import AuditAction, AuditRecord, Mailbox
 from shared.sync.plan import (
+    ACTOR,
     Action,
     DeleteInCrm,
     DropLink,
@@ -118,6 +119,7 @@ class Tracker:
             lookup=self._lookup,
         )
         self._seen: dict[str, _Seen] = {}
+        self._decisions: list[AuditRecord] = []  # tracked / untracked, audited per page
         self._deleted_items: str | None = None
         self._known: dict[str, TrackedMessage] | None = None  # the index's message rows, if preloaded
 
@@ -221,6 +223,8 @@ class Tracker:
                 await self._index.forget_message(self.mailbox_id, earlier)
                 if self._known is not None:
                     self._known.pop(item.item_id, None)
+                why = seen.decision.reason.value if seen is not None else "removed"
+                self._audit(AuditAction.UNTRACKED, item.item_id, earlier.crm_id, why)
             return
         via = seen.decision.via if seen is not None and seen.decision.tracked else None
         if seen is None or via is None or not isinstance(item.item, Email):
@@ -245,11 +249,36 @@ class Tracker:
             conversation_id=item.item.conversation_id,
             token=seen.decision.token,
         )
+        if earlier is None or earlier.crm_id != crm_id:
+            self._audit(AuditAction.TRACKED, item.item_id, crm_id, seen.decision.reason.value)
         if tracked != earlier:
             await self._index.put_message(self.mailbox_id, tracked)
             if self._known is not None:
                 self._known[item.item_id] = tracked
             await self._remember_thread(tracked)
+
+    def _audit(self, action: AuditAction, item_id: str, crm_id: uuid.UUID, rule: str) -> None:
+        self._decisions.append(
+            AuditRecord.for_item(
+                mailbox_id=self.mailbox_id,
+                actor=ACTOR,
+                action=action,
+                kind=ItemKind.EMAIL,
+                outlook_id=item_id,
+                crm_id=str(crm_id),
+                reason_code=rule,
+            )
+        )
+
+    async def flush_audit(self) -> None:
+        """Write the tracking decisions recorded since the last flush (one transaction per 100).
+
+        Only changes are audited (a message became tracked, by which rule; stopped being tracked,
+        and why): a verdict of "not tracked" on ordinary mail would cost a row per message of every
+        inbox. ``crmsync audit --item`` explains a message with no entry from the settings."""
+        decisions, self._decisions = self._decisions, []
+        if decisions:
+            await self._store.audit.append_many(decisions)
 
     async def _crm_id(
         self, item_id: str, actions: Sequence[Action], earlier: TrackedMessage | None

@@ -90,3 +90,21 @@ async def test_a_notified_run_has_a_span_and_counts_its_crm_writes(
     (age,) = points["crmsync.queue.age"]
     assert age.count == 1
     assert age.sum >= 3.0
+
+
+async def test_a_run_continues_the_trace_its_job_carries(engine: Engine, captured: Captured) -> None:
+    spans, _ = captured
+    box = (await engine.register()).mailbox_id
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    job = SyncJob(
+        mailbox_id=box,
+        resource=resource_path(ResourceKind.CONTACTS, box),
+        reason=JobReason.NOTIFICATION,
+        traceparent=f"00-{trace_id}-{span_id}-01",
+    )
+
+    await engine.job().run_job(job)
+
+    (run,) = [span for span in spans.get_finished_spans() if span.name == "crmsync.sync_run"]
+    assert run.parent is not None
+    assert (f"{run.context.trace_id:032x}", f"{run.parent.span_id:016x}") == (trace_id, span_id)
