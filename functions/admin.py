@@ -7,8 +7,8 @@ rejects anonymous requests before they reach the app; the signed-in caller must 
 ``crmsync.Admin`` app role (403 otherwise) and is the audit's actor (shared.admin_api.http_actor).
 Routes taking ``{mailbox}`` accept the mailbox id or its UPN, as the CLI does.
 
-Thin: parse the request, call shared/, render JSON. Onboarding runs on the admin queue
-(shared.admin_ops): the front end's 230 s limit would cut a big mailbox's initial sync.
+Thin: parse the request, call shared/, render JSON. Onboarding and releasing the brake (a full
+resync) run on the admin queue (shared.admin_ops): the front end's 230 s limit would cut them.
 """
 
 from __future__ import annotations
@@ -162,20 +162,26 @@ async def resync(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="admin/mailboxes/{mailbox}/release-brake", methods=["POST"], auth_level=ADMIN)
 async def release_brake(req: func.HttpRequest) -> func.HttpResponse:
     """Confirm the deletes the mass-delete brake refused (``{"confirm_deletes": N}``, exactly their
-    number, else 409 naming it); a full resync then lets those deletes through."""
+    number, else 409 naming it); the full resync that lets those deletes through is enqueued: 202 with
+    the operation to poll (``Location``)."""
 
-    async def handle(req: func.HttpRequest, _: str) -> func.HttpResponse:
+    async def handle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
         try:
             request = ReleaseBrakeRequest.model_validate_json(req.get_body())
         except ValidationError as exc:
             return _error(400, f"invalid request: {_problems(exc, 'body')}")
         mailbox_id = await _mailbox_id(req)
-        maintenance = await get_runtime().maintenance()
+        runtime = get_runtime()
         try:
-            reports = await maintenance.release_brake(mailbox_id, confirm_deletes=request.confirm_deletes)
+            await (await runtime.maintenance()).check_brake_release(
+                mailbox_id, confirm_deletes=request.confirm_deletes
+            )
         except BrakeReleaseRefused as exc:
             return _error(409, str(exc))
-        return _json({"mailbox_id": mailbox_id, "runs": reports})
+        operations = await runtime.admin_operations()
+        operation = await operations.submit_brake_release(mailbox_id, request.confirm_deletes, actor=actor)
+        poll = f"/api/admin/operations/{operation.operation_id}"
+        return _json({**operation.model_dump(mode="json"), "status_url": poll}, 202, {"Location": poll})
 
     return await _guarded(req, handle)
 
@@ -283,13 +289,15 @@ async def status_page(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.queue_trigger(arg_name="msg", queue_name="%CRMSYNC_JOB_QUEUE%-admin", connection="AzureWebJobsStorage")
 async def admin_worker(msg: func.QueueMessage) -> None:
-    """Run an enqueued onboarding; a transient failure raises, so the host retries the message."""
+    """Run an enqueued onboarding or brake release; a transient failure raises, so the host retries
+    the message."""
     runtime = get_runtime()
     operations = await runtime.admin_operations()
     try:
         await operations.run(
             msg.get_body(),
             await runtime.onboarding(),
+            await runtime.maintenance(),
             last_attempt=(msg.dequeue_count or 1) >= MAX_DEQUEUE_COUNT,
         )
     except (ValidationError, OperationNotFound):

@@ -46,6 +46,7 @@ class OnboardRequest(BaseModel):
     mailbox: Annotated[str, StringConstraints(min_length=1, max_length=320, strip_whitespace=True)]
     crm_user: uuid.UUID = Field(alias="crmUser")
     settings: MailboxSettings | None = None
+    take_over: bool = Field(default=False, alias="takeOver")  # from another deployment (README)
 
 
 class AdminForbidden(PermissionError):

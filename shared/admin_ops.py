@@ -1,4 +1,5 @@
-"""Long admin operations over HTTP: enqueued, run by a queue-triggered function, polled by id.
+"""Long admin operations over HTTP (onboarding, releasing the mass-delete brake): enqueued, run by a
+queue-triggered function, polled by id.
 
 The front end of a function app answers 230 s at most, whatever the function's timeout (learn.
 microsoft.com, "Azure Functions HTTP trigger", section "Limits"), and a big mailbox's initial sync
@@ -6,7 +7,9 @@ takes longer. So ``POST /api/admin/mailboxes`` writes an operation record (``que
 :class:`AdminJob` on the admin queue (``<CRMSYNC_JOB_QUEUE>-admin``) and answers 202 with the
 operation's URL; the admin worker runs the onboarding and records ``running``, then ``succeeded``
 (the mailbox id and the baseline's counts) or ``failed`` (the refusal, which says what to do).
-A failure retrying may fix (an outage) re-raises, so the queue retries the job.
+A failure retrying may fix (an outage) re-raises, so the queue retries the job. Releasing the brake
+(``POST /api/admin/mailboxes/{mailbox}/release-brake``) is a full resync of the mailbox: it takes the
+same path, its operation ``succeeded`` with the items synced once the confirmed deletes are applied.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from shared.store.azure.common import as_utc
 from shared.store.azure.service import PIPELINE_OPTIONS, table_service
 from shared.store.factory import storage_account_url
 from shared.store.records import utc_now
+from shared.sync.brake import BrakeNotHeld, BrakeReleaseRefused
+from shared.sync.maintenance import Maintenance
 from shared.sync.onboarding import Onboarding, OnboardingRefused
 
 _PARTITION = "op"
@@ -47,11 +52,14 @@ class OperationStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+OperationKind = Literal["onboard", "release_brake"]
+
+
 class Operation(BaseModel):
     """What ``GET /api/admin/operations/{id}`` answers; no body, address or secret in it."""
 
     operation_id: str
-    kind: Literal["onboard"]
+    kind: OperationKind
     status: OperationStatus
     actor: str
     mailbox_id: str | None = None
@@ -63,14 +71,17 @@ class Operation(BaseModel):
 
 
 class AdminJob(BaseModel):
-    """One admin queue message: onboard ``mailbox`` as ``crm_user`` for ``actor``."""
+    """One admin queue message: onboard ``mailbox`` as ``crm_user``, or release the brake of ``mailbox``
+    (its id) confirming ``confirm_deletes``, for ``actor``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     operation_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
-    kind: Literal["onboard"] = "onboard"
+    kind: OperationKind = "onboard"
     mailbox: Annotated[str, StringConstraints(min_length=1, max_length=320)]
-    crm_user: uuid.UUID
+    crm_user: uuid.UUID | None = None
+    confirm_deletes: Annotated[int, Field(ge=0)] | None = None
+    take_over: bool = False
     settings: MailboxSettings | None = None
     actor: str
     enqueued_at: dt.datetime = Field(default_factory=utc_now)
@@ -98,24 +109,33 @@ class AdminOperations:
 
     async def submit_onboarding(self, request: OnboardRequest, *, actor: str) -> Operation:
         """Record a queued onboarding and enqueue it; the worker runs it."""
+        return await self._submit(
+            "onboard",
+            actor,
+            mailbox=request.mailbox,
+            crm_user=request.crm_user,
+            settings=request.settings,
+            take_over=request.take_over,
+        )
+
+    async def submit_brake_release(self, mailbox_id: str, confirm_deletes: int, *, actor: str) -> Operation:
+        """Record a queued brake release (the number was checked by the caller) and enqueue it."""
+        return await self._submit("release_brake", actor, mailbox=mailbox_id, confirm_deletes=confirm_deletes)
+
+    async def _submit(self, kind: OperationKind, actor: str, **job: Any) -> Operation:
         now = self._clock()
         operation = Operation(
             operation_id=uuid.uuid4().hex,
-            kind="onboard",
+            kind=kind,
             status=OperationStatus.QUEUED,
             actor=actor,
+            mailbox_id=job["mailbox"] if kind == "release_brake" else None,
             created_at=now,
             updated_at=now,
         )
         await self._put(operation, create=True)
-        job = AdminJob(
-            operation_id=operation.operation_id,
-            mailbox=request.mailbox,
-            crm_user=request.crm_user,
-            settings=request.settings,
-            actor=actor,
-        )
-        await self._queue.send_message(job.model_dump_json())
+        message = AdminJob(operation_id=operation.operation_id, kind=kind, actor=actor, **job)
+        await self._queue.send_message(message.model_dump_json())
         return operation
 
     async def get(self, operation_id: str) -> Operation:
@@ -147,7 +167,12 @@ class AdminOperations:
         return updated
 
     async def run(
-        self, body: str | bytes, onboarding: Onboarding, *, last_attempt: bool = False
+        self,
+        body: str | bytes,
+        onboarding: Onboarding,
+        maintenance: Maintenance,
+        *,
+        last_attempt: bool = False,
     ) -> Operation:
         """Run one admin job (the queue trigger calls this). ``ValueError`` for a message that is
         not an admin job (retrying cannot fix it); transient failures propagate, so the queue retries.
@@ -157,16 +182,24 @@ class AdminOperations:
         operation = await self.get(job.operation_id)
         if operation.status in (OperationStatus.SUCCEEDED, OperationStatus.FAILED):
             return operation  # a redelivered message: done already
+        started_before = operation.status is OperationStatus.RUNNING
         operation = await self._update(operation, status=OperationStatus.RUNNING)
         try:
+            if job.kind == "release_brake":
+                return await self._release_brake(job, operation, maintenance, started_before=started_before)
             report = await onboarding.onboard(
-                job.mailbox, str(job.crm_user), settings=job.settings, actor=job.actor
+                job.mailbox,
+                str(job.crm_user),
+                settings=job.settings,
+                actor=job.actor,
+                take_over=job.take_over,
             )
         except OnboardingRefused as refused:
             return await self._update(operation, status=OperationStatus.FAILED, message=str(refused))
         except Exception as exc:
             if last_attempt:
-                message = f"gave up after {type(exc).__name__}; add the mailbox again once the cause is fixed"
+                again = "add the mailbox again" if job.kind == "onboard" else "release the brake again"
+                message = f"gave up after {type(exc).__name__}; {again} once the cause is fixed"
                 await self._update(operation, status=OperationStatus.FAILED, message=message)
             else:
                 await self._update(operation, message=f"retrying after {type(exc).__name__}")
@@ -178,6 +211,28 @@ class AdminOperations:
             message=None,
             items_synced=report.items_synced,
             parked=report.parked,
+        )
+
+    async def _release_brake(
+        self, job: AdminJob, operation: Operation, maintenance: Maintenance, *, started_before: bool
+    ) -> Operation:
+        """The confirmed release's full resync. A refusal (the brake tripped again with another number,
+        or was released meanwhile) fails the operation with what to do; a brake no longer held on a
+        redelivered job means an earlier attempt released it."""
+        try:
+            reports = await maintenance.release_brake(job.mailbox, confirm_deletes=job.confirm_deletes or 0)
+        except BrakeNotHeld as refused:
+            if started_before:
+                return await self._update(operation, status=OperationStatus.SUCCEEDED, message=None)
+            return await self._update(operation, status=OperationStatus.FAILED, message=str(refused))
+        except BrakeReleaseRefused as refused:
+            return await self._update(operation, status=OperationStatus.FAILED, message=str(refused))
+        return await self._update(
+            operation,
+            status=OperationStatus.SUCCEEDED,
+            message=None,
+            items_synced=sum(r.items_synced for r in reports),
+            parked=sum(r.parked for r in reports),
         )
 
     async def close(self) -> None:

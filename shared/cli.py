@@ -113,6 +113,13 @@ def mailbox_add(
         Path | None,
         typer.Option("--settings", help="A JSON file of mailbox settings (README 'Onboard mailboxes')."),
     ] = None,
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            "--take-over",
+            help="Sync a mailbox another crmsync deployment synchronizes; that one stops writing to it.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Check, register and subscribe a mailbox, then run its initial sync into the CRM."""
@@ -135,7 +142,12 @@ def mailbox_add(
         async def add(runtime: Runtime) -> OnboardingReport:
             onboarding = await runtime.onboarding()
             return await onboarding.onboard(
-                mailbox, crm_user_id, settings=mailbox_settings, progress=bar, actor=cli_actor()
+                mailbox,
+                crm_user_id,
+                settings=mailbox_settings,
+                progress=bar,
+                actor=cli_actor(),
+                take_over=take_over,
             )
 
         report = with_runtime(add)
@@ -231,7 +243,10 @@ def status(
     reports = with_runtime(read)
     if as_json:
         print_json(
-            [{**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at} for r in reports]
+            [
+                {**to_jsonable(r), "backlog": r.backlog, "last_sync_at": r.last_sync_at, "remedy": r.remedy}
+                for r in reports
+            ]
         )
         return
     if not reports:
@@ -252,6 +267,8 @@ def _print_status(report: MailboxStatus) -> None:
         summary = report.latency.get(direction)
         if summary is not None:
             console.print(f"last hour, {label}: {summary.describe()}", highlight=False)
+    if report.remedy:
+        console.print(f"[red]degraded[/]: {report.remedy}", highlight=False)
     if report.refused_deletes:
         console.print(
             f"[red]the mass-delete brake holds {report.refused_deletes} refused deletes[/]; if intended: "

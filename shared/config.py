@@ -227,6 +227,10 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, validation_alias="CRMSYNC_LEASE_SECONDS", ge=15, le=3600)
     mass_delete_ratio: float = Field(default=0.5, validation_alias="CRMSYNC_MASS_DELETE_RATIO", gt=0, le=1)
     parked_max_attempts: int = Field(default=10, validation_alias="CRMSYNC_PARKED_MAX_ATTEMPTS", ge=1, le=100)
+    #: How long a worker trusts the mailbox's deployment claim it read (one Graph read per period).
+    claim_check_seconds: int = Field(
+        default=300, validation_alias="CRMSYNC_CLAIM_CHECK_SECONDS", ge=0, le=3600
+    )
     #: How long a worker keeps the organization's field directions and column security (one read per period).
     field_settings_ttl_seconds: int = Field(
         default=300, validation_alias="CRMSYNC_FIELD_SETTINGS_TTL_SECONDS", ge=0, le=86400
@@ -301,6 +305,18 @@ class Settings(BaseSettings):
     def dataverse_api_url(self) -> str:
         """Base of the Dataverse Web API, e.g. ``https://org.crm.dynamics.com/api/data/v9.2``."""
         return str(self.dataverse_url).rstrip("/") + "/" + self.dataverse_api_path.strip("/")
+
+    @property
+    def deployment(self) -> str:
+        """Names this deployment in a mailbox's claim (shared/outlook/claim.py): its storage account
+        (where its leases live) and table prefix. No secret: the account name only."""
+        account = self.storage_account_name
+        if account is None and self.storage_connection_string:
+            parts = dict(
+                part.split("=", 1) for part in self.storage_connection_string.split(";") if "=" in part
+            )
+            account = parts.get("AccountName")
+        return f"{account or 'storage'}/{self.table_prefix}"
 
     @property
     def dataverse_scope(self) -> str:

@@ -9,6 +9,7 @@ webhook only touches storage; Graph and Dataverse clients are built only when a 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +21,7 @@ from azure.identity.aio import ManagedIdentityCredential
 from shared.admin_ops import AdminOperations, open_admin_operations
 from shared.config import CredentialKind, Settings, get_settings
 from shared.crm.dataverse import DataverseClient
+from shared.outlook.claim import ClaimGuard, MailboxClaims
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential, credential_from_settings
 from shared.outlook.delta import DeltaReader
@@ -136,6 +138,7 @@ class Runtime:
                 crm=await self.crm(),
                 graph=await self.graph(),
                 options=JobOptions.from_settings(self.settings),
+                claims=await self.claims(),
             )
 
         return await self._once("crm_run", build)
@@ -229,6 +232,7 @@ class Runtime:
                 options=JobOptions.from_settings(self.settings),
                 tracking=TrackingService(crm=crm, store=store, index=index, outlook=mailbox_reads),
                 mailbox_reads=mailbox_reads,
+                claims=await self.claims(),
             )
 
         return await self._once("sync_job", build)
@@ -246,9 +250,25 @@ class Runtime:
                 writer=OutlookWriter(graph),
                 subscriptions=await self.subscriptions(),
                 job=await self.sync_job(),
+                claims=await self.claims(),
             )
 
         return await self._once("onboarding", build)
+
+    async def claims(self) -> ClaimGuard:
+        """Which deployment synchronizes a mailbox (the claim on the mailbox; one per worker)."""
+
+        async def build() -> ClaimGuard:
+            claims = MailboxClaims(await self.graph())
+            organization = str(self.settings.dataverse_url).rstrip("/")
+            return ClaimGuard(
+                claims,
+                deployment=self.settings.deployment,
+                organization=organization,
+                ttl=dt.timedelta(seconds=self.settings.claim_check_seconds),
+            )
+
+        return await self._once("claims", build)
 
     async def maintenance(self) -> Maintenance:
         """Subscription renewal, parked-item retries and full resyncs."""

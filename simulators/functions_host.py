@@ -182,7 +182,12 @@ class QueueSettings:
 
     @classmethod
     def from_host_json(cls, path: Path) -> QueueSettings:
+        """host.json's values, each overridable by an ``AzureFunctionsJobHost__extensions__queues__<name>``
+        app setting, as the host allows (learn.microsoft.com/azure/azure-functions/functions-host-json,
+        "Override host.json values")."""
         queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
+        prefix = "AzureFunctionsJobHost__extensions__queues__"
+        queues |= {k.removeprefix(prefix): v for k, v in os.environ.items() if k.startswith(prefix)}
         return cls(
             batch_size=int(queues.get("batchSize", 16)),
             max_dequeue_count=int(queues.get("maxDequeueCount", 5)),

@@ -33,6 +33,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
 from shared.domain.model import Appointment, EventKind, ItemKind
+from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
@@ -41,6 +42,7 @@ from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox, utc_now
 from shared.sync import latency
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
+from shared.sync.claims import stop_if_taken_over
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
@@ -94,8 +96,10 @@ class CrmToOutlookRun:
         options: JobOptions | None = None,
         clock: Callable[[], dt.datetime] = utc_now,
         owner: str | None = None,
+        claims: ClaimGuard | None = None,
     ) -> None:
         self._store = store
+        self._claims = claims
         self._crm = crm
         self._graph = graph
         self._writer = OutlookWriter(graph)
@@ -118,6 +122,8 @@ class CrmToOutlookRun:
             return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.MAILBOX_DISABLED)
         if not kind_enabled(mailbox.settings, kind):
             return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.KIND_DISABLED)
+        if await stop_if_taken_over(self._store, self._claims, mailbox.mailbox_id, resource_of(work.table)):
+            return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.MAILBOX_DISABLED)
         state = self._store.sync_state
         lease = await state.try_acquire(mailbox.mailbox_id, self._owner, self._options.lease_seconds)
         try:

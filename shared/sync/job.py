@@ -49,6 +49,7 @@ from typing import Any
 from shared import telemetry
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
+from shared.outlook.claim import ClaimGuard
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
@@ -60,6 +61,7 @@ from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, Mailb
 from shared.sync import latency
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
+from shared.sync.claims import stop_if_taken_over
 from shared.sync.crm_reads import crm_time_zone
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, unseen_links
@@ -94,8 +96,10 @@ class MailboxSyncJob:
         owner: str | None = None,
         tracking: TrackingService | None = None,
         mailbox_reads: AttachmentReader | None = None,
+        claims: ClaimGuard | None = None,
     ) -> None:
         self._store = store
+        self._claims = claims
         self._crm = crm
         self._reader = reader
         self._writer = writer
@@ -126,6 +130,7 @@ class MailboxSyncJob:
             owner=self._owner,
             tracking=self._tracking,
             mailbox_reads=self._mailbox_reads,
+            claims=self._claims,
         )
 
     async def run_job(self, job: SyncJob, *, progress: ProgressCallback | None = None) -> SyncRunReport:
@@ -161,6 +166,9 @@ class MailboxSyncJob:
         mailbox = await self._store.registry.get_mailbox(mailbox_id)
         if not mailbox.enabled:
             return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED)
+        if holder := await stop_if_taken_over(self._store, self._claims, mailbox_id, resource):
+            message = f"taken over by {holder.describe()}"
+            return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED, message=message)
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state

@@ -168,18 +168,24 @@ class Maintenance:
         (:class:`~shared.sync.brake.BrakeConfirmationMismatch` names it otherwise), then a full resync
         applies up to that many deletes per kind. More deletes than confirmed trip the brake again
         with the new number."""
-        await self._store.registry.get_mailbox(mailbox_id)  # MailboxNotFound if not registered
-        held = await brake.held(self._store.sync_state, mailbox_id)
-        if not held:
-            raise brake.BrakeNotHeld("no mass-delete brake holds deletes for this mailbox")
-        if confirm_deletes != sum(held.values()):
-            raise brake.BrakeConfirmationMismatch(sum(held.values()))
+        held = await self.check_brake_release(mailbox_id, confirm_deletes=confirm_deletes)
         logger.warning(
             "mass-delete brake released for mailbox %s: %d deletes confirmed",
             short_fingerprint(mailbox_id),
             confirm_deletes,
         )
         return await self.run_full_resync(mailbox_id, allowed_deletes=held, progress=progress)
+
+    async def check_brake_release(self, mailbox_id: str, *, confirm_deletes: int) -> dict[ItemKind, int]:
+        """The deletes held per kind, if ``confirm_deletes`` names their number (else the refusal that
+        says what to confirm); lets the admin API answer 409 before it queues the release."""
+        await self._store.registry.get_mailbox(mailbox_id)  # MailboxNotFound if not registered
+        held = await brake.held(self._store.sync_state, mailbox_id)
+        if not held:
+            raise brake.BrakeNotHeld("no mass-delete brake holds deletes for this mailbox")
+        if confirm_deletes != sum(held.values()):
+            raise brake.BrakeConfirmationMismatch(sum(held.values()))
+        return held
 
     async def refused_deletes(self, mailbox_id: str) -> int:
         """How many deletes the mass-delete brake holds back for this mailbox (0: not braked): the

@@ -32,7 +32,8 @@ from shared.crm.errors import CrmError, DuplicateRecord
 from shared.crm.port import CrmPort, CrmQueryPort, FieldValue, Upsert
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.domain.model import ItemKind
-from shared.outlook.errors import GraphThrottled, ItemNotFound
+from shared.outlook.claim import ClaimGuard
+from shared.outlook.errors import GraphError, GraphThrottled, ItemNotFound
 from shared.outlook.errors import MailboxNotFound as GraphMailboxNotFound
 from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.subscriptions import SubscriptionManager, resource_path
@@ -142,8 +143,10 @@ class Onboarding:
         subscriptions: SubscriptionManager,
         job: MailboxSyncJob,
         clock: Callable[[], dt.datetime] = utc_now,
+        claims: ClaimGuard | None = None,
     ) -> None:
         self._store = store
+        self._claims = claims
         self._crm = crm
         self._graph = graph  # mail folder reads for the folders tracking watches
         self._mailboxes = mailboxes
@@ -162,10 +165,13 @@ class Onboarding:
         settings: MailboxSettings | None = None,
         progress: OnboardingCallback | None = None,
         actor: str = ACTOR,
+        take_over: bool = False,
     ) -> OnboardingReport:
         """Check, register, subscribe and baseline one mailbox (see the module docstring).
 
-        ``actor`` is who asked (the audit's actor: an administrator's Entra id, ``cli:<user>``)."""
+        ``actor`` is who asked (the audit's actor: an administrator's Entra id, ``cli:<user>``).
+        ``take_over``: claim a mailbox another deployment synchronizes; that one stops writing to it
+        at its next run (shared/outlook/claim.py)."""
         settings = settings or MailboxSettings()
         try:
             check_field_directions(settings)
@@ -187,6 +193,7 @@ class Onboarding:
                 "owner's: a mailbox syncs only as its own user; pick the CRM user of that person"
             )
         await self._check_privileges(caller, settings)
+        await self._check_claim(user.id, take_over=take_over)
         try:
             mailbox = await self._store.registry.register(
                 mailbox_id=user.id,
@@ -203,6 +210,9 @@ class Onboarding:
             ) from None
         await self._audit(mailbox.mailbox_id, AuditAction.REGISTERED, actor)
         try:
+            if self._claims is not None:
+                await self._claims.claims.write(mailbox.mailbox_id, self._claims.ours(self._clock()))
+                self._claims.forget(mailbox.mailbox_id)
             subscriptions = await self._subscribe(mailbox, notify, actor)
         except BaseException:
             await self.offboard(mailbox.mailbox_id, actor=actor)
@@ -225,6 +235,34 @@ class Onboarding:
             tuple(baseline),
             await self._sync_to_outlook(mailbox),
         )
+
+    async def _check_claim(self, mailbox_id: str, *, take_over: bool) -> None:
+        """One synchronizing deployment per mailbox, like Server-Side Synchronization's one
+        organization per mailbox: refuse, naming the holder, unless the administrator takes it over."""
+        if self._claims is None:
+            return
+        self._claims.forget(mailbox_id)
+        holder = await self._claims.held_elsewhere(mailbox_id)
+        if holder is None:
+            return
+        if not take_over:
+            raise OnboardingRefused(
+                f"this mailbox is synchronized by another {holder.describe()}; one deployment per "
+                "mailbox: remove it there (`crmsync mailbox remove`), or take it over here with "
+                "`crmsync mailbox add ... --take-over` (the other deployment then stops writing to it)"
+            )
+        logger.warning("taking the mailbox over from another crmsync deployment")
+
+    async def _release_claim(self, mailbox_id: str) -> None:
+        """Release the claim if this deployment holds it (a take-over elsewhere keeps theirs)."""
+        if self._claims is None:
+            return
+        self._claims.forget(mailbox_id)
+        # Best effort: a claim left behind names this deployment, and `--take-over` gets past it.
+        with contextlib.suppress(GraphError):
+            holder = await self._claims.claims.read(mailbox_id)
+            if holder is not None and holder.deployment == self._claims.deployment:
+                await self._claims.claims.write(mailbox_id, None)
 
     async def _sync_to_outlook(self, mailbox: Mailbox) -> bool | None:
         """Whether the CRM user holds "Sync to Outlook" (RetrieveUserPrivileges). Without it the
@@ -334,6 +372,7 @@ class Onboarding:
             await self._store.subscriptions.delete(record.subscription_id)
             await self._store.sync_state.reset(mailbox_id, record.resource)
             await self._audit(mailbox_id, AuditAction.UNSUBSCRIBED, actor)
+        await self._release_claim(mailbox_id)
         await self._store.registry.unregister(mailbox_id)
         await self._audit(mailbox_id, AuditAction.UNREGISTERED, actor)
         return OffboardingReport(mailbox_id, len(records), await self._store.links.count(mailbox_id))

@@ -43,6 +43,11 @@ class ResourceStatus:
 PARKED_MAX_ATTEMPTS = 10
 _FIRST_RETRY = dt.timedelta(minutes=30)
 _LONGEST_WAIT = dt.timedelta(hours=24)
+DEGRADED_REMEDY = (
+    "a sync job failed on every attempt (the host's log has the cause; Graph or Dataverse down, a "
+    "missing permission); nothing was lost: its delta link was not advanced. Once the cause is fixed "
+    "the delta sweep syncs it again and the mailbox is active, or at once: `crmsync mailbox resync <mailbox>`"
+)
 GAVE_UP_REMEDY = (
     "no longer retried: fix the cause above, then `crmsync mailbox resync <mailbox>` (or "
     "POST admin/mailboxes/{mailbox}/resync) syncs it again"
@@ -93,6 +98,13 @@ class MailboxStatus:
     def refused_deletes(self) -> int:
         """What ``crmsync mailbox release-brake --confirm-deletes`` must name (0: no brake holds)."""
         return sum(self.brake_holds.values())
+
+    @property
+    def remedy(self) -> str | None:
+        """What an administrator does about a degraded mailbox (the brake names its own release)."""
+        if self.state is not MailboxState.DEGRADED or self.refused_deletes:
+            return None
+        return DEGRADED_REMEDY
 
     @property
     def backlog(self) -> int:

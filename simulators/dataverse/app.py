@@ -395,6 +395,7 @@ def _add_fault(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
         table=table,
         body_contains=spec.get("body_contains"),
         seconds=float(spec.get("seconds", 30)),
+        after=int(spec.get("after", 0)),
     )
     sim.governor.add_fault(fault)
     return 201, {"id": fault.id}

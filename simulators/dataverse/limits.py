@@ -78,6 +78,7 @@ class Fault:
     table: str | None = None
     body_contains: str | None = None
     seconds: float = 30.0
+    after: int = 0  # matching requests (or $batch parts) let through before it acts: an outage mid-batch
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     fired: int = 0
     holding: int = 0
@@ -90,11 +91,16 @@ class Fault:
         return errors.DataverseError(self.status, self.code, self.message)
 
     def applies(self, client: str, path: str) -> bool:
-        return (
+        """Whether it acts on this request; each matching request before ``after`` ran out passes."""
+        matches = (
             (self.remaining is None or self.remaining > 0)
             and self.client in {ANY_CLIENT, client}
             and (self.path_contains is None or self.path_contains in path)
         )
+        if matches and self.after > 0:
+            self.after -= 1
+            return False
+        return matches
 
     def catches(self, client: str, write: CommittedWrite) -> bool:
         """A hang_after_commit fault catches a committed write of its table (and body text)."""

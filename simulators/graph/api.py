@@ -300,15 +300,33 @@ class GraphApi:
         return json_response(ctx, body, 201)
 
     async def get_mail_folder(self, ctx: Ctx) -> Response:
+        """mailfolder-get, with $expand=singleValueExtendedProperties($filter=id eq '...')
+        (singlevaluelegacyextendedproperty-get: "Get a resource instance expanded with a specific
+        extended property" lists mailFolder among the supported resources)."""
         box = ctx.mailbox
-        body = self._folder_json(box, box.mail_folder(ctx.params["folder"]))
+        folder = box.mail_folder(ctx.params["folder"])
+        body = self._folder_json(box, folder)
+        wanted = ctx.expand_extended()
+        found = [
+            dict(p) for k, p in folder.extended.items() if wanted is not None and (not wanted or k in wanted)
+        ]
+        if found:
+            body[resources.EXTENDED] = found
         return json_response(
             ctx, {"@odata.context": ctx.context(f"users('{box.id}')/mailFolders/$entity"), **body}
         )
 
     async def update_mail_folder(self, ctx: Ctx) -> Response:
+        """mailfolder-update; singleValueExtendedProperties are created or updated by the same PATCH
+        (singlevaluelegacyextendedproperty-post-singlevalueextendedproperties)."""
         box = ctx.mailbox
-        folder = rename(box.mail_folder(ctx.params["folder"]), ctx.json())
+        body = ctx.json()
+        folder = box.mail_folder(ctx.params["folder"])
+        extended = resources.read_extended(body)
+        if extended:
+            folder.extended.update(extended)
+            folder.change_key = change_key()
+        folder = rename(folder, body)
         return json_response(ctx, self._folder_json(box, folder))
 
     async def delete_mail_folder(self, ctx: Ctx) -> Response:

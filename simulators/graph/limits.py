@@ -109,6 +109,7 @@ class Fault:
     retry_after: int | None = None
     path_contains: str | None = None
     method: str | None = None
+    after: int = 0  # matching requests let through before the fault starts (an outage mid-run)
     held: list[Any] = field(default_factory=list)
 
     def as_json(self) -> Json:
@@ -147,6 +148,7 @@ class Faults:
             retry_after=spec.get("retry_after"),
             path_contains=spec.get("path_contains"),
             method=(spec.get("method") or None),
+            after=int(spec.get("after", 0)),
         )
         if kind == "throttle" and fault.retry_after is None:
             fault.retry_after = 1
@@ -168,6 +170,9 @@ class Faults:
             if fault.method and fault.method.upper() != method:
                 continue
             if fault.path_contains and fault.path_contains.lower() not in path.lower():
+                continue
+            if fault.after > 0:
+                fault.after -= 1
                 continue
             if fault.remaining is not None:
                 fault.remaining -= 1

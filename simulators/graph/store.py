@@ -45,6 +45,7 @@ class Folder:
     parent_id: str | None
     well_known: str | None = None
     change_key: str = field(default_factory=change_key)
+    extended: dict[str, Json] = field(default_factory=dict)  # lower-cased property id -> {"id", "value"}
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Mailbox:
     default_contacts: str = ""
     default_tasks: str = ""
     msg_root: str = ""
+    root_folder: Folder | None = None
 
     def as_user(self) -> Json:
         """learn.microsoft.com/graph/api/resources/user: the default property set of GET /users/{id}."""
@@ -122,8 +124,11 @@ class Mailbox:
         for folder in self.mail_folders.values():
             if folder.id == key or folder.well_known == lowered:
                 return folder
-        if lowered == "msgfolderroot":
-            return Folder(self.msg_root, "Top of Information Store", None, "msgfolderroot")
+        if lowered == "msgfolderroot" or key == self.msg_root:
+            # Not listed as a child of anything, but a folder with its own extended properties.
+            if self.root_folder is None:
+                self.root_folder = Folder(self.msg_root, "Top of Information Store", None, "msgfolderroot")
+            return self.root_folder
         raise not_found("folder")
 
     def contact_folder(self, key: str) -> Folder:

@@ -123,6 +123,14 @@ class E2E:
             headers={"x-functions-key": self.sandbox.function_key},
         )
 
+    def admin_post(self, path: str, body: Any) -> httpx.Response:
+        """POST a JSON body to the runner's admin API with the function key."""
+        return self.http.post(
+            f"{self.sandbox.functions_url}/api/{path}",
+            json=body,
+            headers={"x-functions-key": self.sandbox.function_key},
+        )
+
     def run_timer(self, name: str) -> None:
         """Run a timer function now (the host's ``POST /admin/functions/<name>`` with the master key)."""
         response = self.http.post(

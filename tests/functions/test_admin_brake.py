@@ -9,10 +9,13 @@ import uuid
 from typing import Any
 
 import azure.functions as func
+import pytest
+from azure.functions.queue import QueueMessage
 
 from shared.domain.model import ItemKind
 from shared.runtime import Runtime
 from tests.fixtures.app import registered_function
+from tests.functions.test_admin import queued, register
 
 
 def _release(mailbox: str, body: Any) -> func.HttpRequest:
@@ -63,3 +66,33 @@ async def test_release_brake_answers_bad_input_and_unknown_mailboxes_with_4xx(ap
     answer = await release(_release(unbraked, {"confirm_deletes": 0}))
     assert answer.status_code == 409
     assert "no mass-delete brake" in json.loads(answer.get_body())["error"]
+
+
+async def test_the_release_is_queued_and_a_redelivery_after_it_was_applied_succeeds(
+    app_runtime: Runtime,
+) -> None:
+    """202 and an operation; Graph is unreachable here, so the worker's first attempt raises (the host
+    retries). A redelivery that finds the brake released (an attempt applied it, then died before
+    recording so) records the operation succeeded instead of failing it."""
+    mailbox = (await register(app_runtime)).mailbox_id  # subscribed to its contacts
+    store = await app_runtime.store()
+    log = await store.sync_state.get_delete_log(mailbox, ItemKind.CONTACT)
+    await store.sync_state.put_delete_log(dataclasses.replace(log, refused=7))  # the brake tripped
+    accepted = await registered_function("release_brake")(_release(mailbox, {"confirm_deletes": 7}))
+    assert accepted.status_code == 202
+    operation_id = json.loads(accepted.get_body())["operation_id"]
+    (job,) = await queued(app_runtime, f"{app_runtime.settings.job_queue}-admin")
+    assert job["kind"] == "release_brake"
+    assert job["confirm_deletes"] == 7
+    worker = registered_function("admin_worker")
+    body = json.dumps(job).encode()
+    operations = await app_runtime.admin_operations()
+
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the transport raises
+        await worker(QueueMessage(id="1", body=body, dequeue_count=1))  # type: ignore[no-untyped-call]
+    assert (await operations.get(operation_id)).status == "running"
+    log = await store.sync_state.get_delete_log(mailbox, ItemKind.CONTACT)
+    await store.sync_state.put_delete_log(dataclasses.replace(log, refused=0))  # released meanwhile
+    await worker(QueueMessage(id="1", body=body, dequeue_count=2))  # type: ignore[no-untyped-call]
+
+    assert (await operations.get(operation_id)).status == "succeeded"

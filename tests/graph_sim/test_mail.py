@@ -240,3 +240,19 @@ def test_deleting_a_folder_deletes_its_subfolders_and_messages(
     assert graph.get(f"users/{graph_user}/mailFolders/{seg(child['id'])}").status_code == 404
     assert graph.get(f"users/{graph_user}/messages/{seg(message_id)}").status_code == 404
     assert graph.delete(f"users/{graph_user}/mailFolders/inbox").status_code == 403
+
+
+def test_a_mail_folder_keeps_single_value_extended_properties(graph: httpx.Client, graph_user: str) -> None:
+    """singlevaluelegacyextendedproperty-post-singlevalueextendedproperties (PATCH of a mailFolder) and
+    -get ($expand with a filter on the id): also on msgfolderroot, by its name or its id."""
+    prop = "String {5c7d3a0e-2b8f-4e61-9a4d-c3f1e2b7a915} Name crmsync.deployment"
+    expand = {"$expand": f"singleValueExtendedProperties($filter=id eq '{prop}')"}
+    root = f"users/{graph_user}/mailFolders/msgfolderroot"
+    assert "singleValueExtendedProperties" not in graph.get(root, params=expand).json()
+    patched = graph.patch(root, json={"singleValueExtendedProperties": [{"id": prop, "value": "a"}]})
+    assert patched.status_code == 200
+    by_id = f"users/{graph_user}/mailFolders/{seg(patched.json()['id'])}"
+    assert graph.get(by_id, params=expand).json()["singleValueExtendedProperties"] == [
+        {"id": prop, "value": "a"}
+    ]
+    assert "singleValueExtendedProperties" not in graph.get(root).json()  # only when expanded

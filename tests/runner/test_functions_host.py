@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import azure.functions as func
 import httpx
@@ -150,3 +151,20 @@ def test_ncrontab_six_fields() -> None:
         NCrontab.parse("*/5 * * * *")
     with pytest.raises(ValueError, match="out of range"):
         NCrontab.parse("0 61 * * * *")
+
+
+def test_queue_settings_take_the_hosts_app_setting_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """learn.microsoft.com/azure/azure-functions/functions-host-json, "Override host.json values":
+    an app setting AzureFunctionsJobHost__path__to__setting wins over host.json."""
+    host_json = tmp_path / "host.json"
+    host_json.write_text(
+        '{"extensions": {"queues": {"visibilityTimeout": "00:00:30", "maxDequeueCount": 5}}}'
+    )
+    monkeypatch.setenv("AzureFunctionsJobHost__extensions__queues__visibilityTimeout", "00:00:01")
+
+    settings = QueueSettings.from_host_json(host_json)
+
+    assert settings.visibility_timeout == 1
+    assert settings.max_dequeue_count == 5
