@@ -93,6 +93,11 @@ param parkedMaxAttempts int = 10
 @maxValue(86400)
 param fieldSettingsTtlSeconds int = 300
 
+@description('Seconds a worker trusts its read of a mailbox\'s deployment claim before reading it again (how long an old deployment may go on after another took the mailbox over).')
+@minValue(0)
+@maxValue(3600)
+param claimCheckSeconds int = 300
+
 @description('Largest notification body accepted, in bytes.')
 param maxNotificationBytes int = 1000000
 
@@ -316,6 +321,7 @@ module functionApp 'modules/functionapp.bicep' = {
       CRMSYNC_MASS_DELETE_RATIO: massDeleteRatio
       CRMSYNC_PARKED_MAX_ATTEMPTS: string(parkedMaxAttempts)
       CRMSYNC_FIELD_SETTINGS_TTL_SECONDS: string(fieldSettingsTtlSeconds)
+      CRMSYNC_CLAIM_CHECK_SECONDS: string(claimCheckSeconds)
     }
   }
   dependsOn: [

@@ -62,6 +62,7 @@ param leaseSeconds = 120
 param massDeleteRatio = '0.5'
 param parkedMaxAttempts = 10
 param fieldSettingsTtlSeconds = 300
+param claimCheckSeconds = 300
 param maxNotificationBytes = 1000000
 
 // Scale and cost: most instances, memory per instance (512, 2048 or 4096 MB), log retention.

@@ -106,7 +106,10 @@ SCRIPT = """
         button.focus();
         return;
       }
-      const done = button.dataset.label + " done for " + button.dataset.upn + ".";
+      // 202: the work is queued (resync, releasing the brake), not done yet.
+      const done = button.dataset.label + (response.status === 202
+        ? " queued for " + button.dataset.upn + ": a worker runs it; reload to follow it."
+        : " done for " + button.dataset.upn + ".");
       sessionStorage.setItem("crmsync-notice", done);
       location.reload();
     } catch (error) {
