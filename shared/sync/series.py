@@ -43,7 +43,14 @@ from shared.sync.crm_reads import _crm_state, _read_columns
 from shared.sync.fieldmaps import APPOINTMENT_MAP, crm_content_hash, natural_key
 from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import series_record_id
-from shared.sync.fieldmaps.series import SERIES_TABLE, series_columns
+from shared.sync.fieldmaps.series import (
+    PATTERN_COLUMNS,
+    SERIES_READ_COLUMNS,
+    SERIES_TABLE,
+    same_pattern,
+    series_columns,
+    series_zone,
+)
 from shared.sync.links import LinkView, from_stored_link
 from shared.sync.merge import unit_fingerprints
 from shared.sync.plan import Action, CreateInCrm, CrmState, DeleteInCrm, Link, UpdateCrm, WriteLink
@@ -135,9 +142,16 @@ class SeriesSync:
                 )
                 rest.extend(members)
                 continue
-            record_id = series_record_id(natural_key(mailbox.mailbox_id, master_id, content))
+            # A series made in Dynamics carries its master's id (stamped when crmsync created it).
+            from_crm = master is not None and master.crm_id is not None
+            record_id = (
+                uuid.UUID(master.crm_id)
+                if master is not None and master.crm_id is not None
+                else series_record_id(natural_key(mailbox.mailbox_id, master_id, content))
+            )
             try:
-                await self._write_master(mailbox, applier, record_id, columns.values)
+                zone = series_zone(content) if from_crm else None
+                await self._write_master(mailbox, applier, record_id, columns.values, zone=zone)
                 plans += await self._instances(mailbox, links, record_id, members)
             except CrmError as error:
                 for member in members:
@@ -145,11 +159,24 @@ class SeriesSync:
         return plans, rest
 
     async def _write_master(
-        self, mailbox: Mailbox, applier: Applier, record_id: uuid.UUID, values: dict[str, CrmValue]
+        self,
+        mailbox: Mailbox,
+        applier: Applier,
+        record_id: uuid.UUID,
+        values: dict[str, CrmValue],
+        *,
+        zone: str | None = None,
     ) -> None:
-        """Upsert the master when the CRM's columns differ (a failed write raises its error)."""
+        """Upsert the master when the CRM's columns differ (a failed write raises its error). A
+        series made in Dynamics (``zone``: its Outlook series' zone) keeps its own pattern columns
+        while Outlook's is the same series (mapped, it may be another exact form, e.g. "every
+        weekday" as weekly Monday-Friday):
+        rewriting them would make Dynamics regenerate the instances and drop their exceptions."""
         caller = mailbox.crm_caller_object_id
-        row = await self._crm.get(SERIES_TABLE, record_id, select=list(values), caller=caller)
+        select = list(dict.fromkeys([*values, *SERIES_READ_COLUMNS])) if zone else list(values)
+        row = await self._crm.get(SERIES_TABLE, record_id, select=select, caller=caller)
+        if row is not None and zone is not None and same_pattern(row, values, zone):
+            values = {c: v for c, v in values.items() if c not in PATTERN_COLUMNS}
         if row is not None and all(_same(column, value, row.get(column)) for column, value in values.items()):
             return
         write = CreateInCrm(

@@ -1,0 +1,103 @@
+"""A series made in Dynamics reaches Outlook as one series, through the sandbox: the user creates a
+recurringappointmentmaster (Web API, as the user: Dynamics expands its instances, which change
+tracking and the webhook report); the CRM -> Outlook run creates one Outlook event with the mapped
+recurrence - never one event per instance - its exceptions become Outlook exceptions, and deleting
+the series in Dynamics removes the Outlook series ("Create a recurring appointment series, instance,
+or exception", "Delete or end a recurring appointment series or instance"; Graph "event: instances")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from tests.e2e.conftest import E2E, Mailbox, item_path, wait_for
+from tests.e2e.test_crm_to_outlook import as_user, connected, onboarded
+
+__all__ = ["connected"]  # the module fixture: the webhook registered and the baseline taken
+
+
+def _series_events(e2e: E2E, mailbox: Mailbox, subject: str) -> list[dict[str, Any]]:
+    events = e2e.outlook("GET", mailbox, "events")["value"]
+    return [e for e in events if e.get("subject") == subject]
+
+
+def _occurrences(e2e: E2E, mailbox: Mailbox, master_id: str, first: dt.date, last: dt.date) -> list[Any]:
+    window = f"startDateTime={first}T00:00:00Z&endDateTime={last + dt.timedelta(days=1)}T00:00:00Z"
+    return list(e2e.outlook("GET", mailbox, f"{item_path('events', master_id)}/instances?{window}")["value"])
+
+
+def test_a_dynamics_series_is_one_outlook_series_with_its_exceptions_then_deleted(connected: E2E) -> None:
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    subject = f"crm-series-{uuid.uuid4().hex[:8]}"
+    today = dt.datetime.now(dt.UTC).date()
+    monday = today + dt.timedelta(days=(7 - today.weekday()) % 7 or 7)
+    last = monday + dt.timedelta(days=11)  # Mon, Wed, Fri of two weeks: six occurrences
+    master = as_user(
+        e2e,
+        user,
+        "POST",
+        "recurringappointmentmasters",
+        {
+            "subject": subject,
+            "location": "Room 1",
+            "recurrencepatterntype": 1,
+            "interval": 1,
+            "daysofweekmask": 0x02 | 0x08 | 0x20,
+            "firstdayofweek": 1,
+            "patternstartdate": f"{monday}T00:00:00Z",
+            "patternendtype": 3,
+            "patternenddate": f"{last}T00:00:00Z",
+            "starttime": f"{monday}T09:00:00Z",
+            "endtime": f"{monday}T09:30:00Z",
+            "recurringappointmentmaster_activity_parties": [
+                {
+                    "partyid_systemuser@odata.bind": f"/systemusers({user.systemuserid})",
+                    "participationtypemask": 7,
+                }
+            ],
+        },
+    )
+    series_id = master["activityid"]
+
+    (event,) = wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
+    assert event["type"] == "seriesMaster"
+    recurrence = event["recurrence"]
+    assert recurrence["pattern"]["type"] == "weekly"
+    assert sorted(recurrence["pattern"]["daysOfWeek"]) == ["friday", "monday", "wednesday"]
+    assert recurrence["pattern"]["firstDayOfWeek"] == "monday"
+    rng = recurrence["range"]
+    assert (rng["type"], rng["startDate"], rng["endDate"]) == ("endDate", str(monday), str(last))
+    occurrences = _occurrences(e2e, mailbox, event["id"], monday, last)
+    days = [dt.date.fromisoformat(o["start"]["dateTime"][:10]) for o in occurrences]
+    assert days == [monday + dt.timedelta(days=d) for d in (0, 2, 4, 7, 9, 11)]
+    assert {o["start"]["dateTime"][11:16] for o in occurrences} == {"09:00"}
+
+    # The user moves one instance and deletes another in Dynamics: that occurrence alone changes
+    # (an Outlook exception), the other is cancelled; the series stays one series.
+    rows = e2e.crm("appointments", f"seriesid eq {series_id}", "activityid,originalstartdate")
+    by_day = {dt.date.fromisoformat(r["originalstartdate"][:10]): r["activityid"] for r in rows}
+    wednesday, friday = monday + dt.timedelta(days=2), monday + dt.timedelta(days=4)
+    as_user(
+        e2e,
+        user,
+        "PATCH",
+        f"appointments({by_day[wednesday]})",
+        {"scheduledstart": f"{wednesday}T13:00:00Z", "scheduledend": f"{wednesday}T13:30:00Z"},
+    )
+    as_user(e2e, user, "DELETE", f"appointments({by_day[friday]})")
+
+    def changed() -> list[Any] | None:
+        now = _occurrences(e2e, mailbox, event["id"], monday, last)
+        moved = [o for o in now if o["start"]["dateTime"].startswith(f"{wednesday}T13:00")]
+        return now if moved and len(now) == 5 else None
+
+    now = wait_for(changed, "the exception and the cancellation in Outlook")
+    assert [o["type"] for o in now].count("exception") == 1
+    assert len(_series_events(e2e, mailbox, subject)) == 1  # no one-off event per instance
+
+    # Deleting the series in Dynamics deletes it in Outlook: no empty series is left behind.
+    as_user(e2e, user, "DELETE", f"recurringappointmentmasters({series_id})")
+    wait_for(lambda: not _series_events(e2e, mailbox, subject) or None, "the series removed from Outlook")
+    assert not e2e.crm("appointments", f"seriesid eq {series_id}", "activityid")
