@@ -38,6 +38,7 @@ from shared.crm.errors import CrmError
 from shared.crm.port import CrmPort
 from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
+from shared.store.records import Link as StoredLink
 from shared.sync.applier import ACTOR, Applier, ItemPlan
 from shared.sync.crm_reads import _crm_state, _read_columns
 from shared.sync.fieldmaps import APPOINTMENT_MAP, crm_content_hash, natural_key
@@ -53,7 +54,17 @@ from shared.sync.fieldmaps.series import (
 )
 from shared.sync.links import LinkView, from_stored_link
 from shared.sync.merge import unit_fingerprints
-from shared.sync.plan import Action, CreateInCrm, CrmState, DeleteInCrm, Link, UpdateCrm, WriteLink
+from shared.sync.plan import (
+    Action,
+    CreateInCrm,
+    CrmState,
+    DeleteInCrm,
+    DeleteInOutlook,
+    DropLink,
+    Link,
+    UpdateCrm,
+    WriteLink,
+)
 from shared.sync.ports import OutlookReader
 
 logger = logging.getLogger(__name__)
@@ -142,14 +153,17 @@ class SeriesSync:
                 )
                 rest.extend(members)
                 continue
-            # A series made in Dynamics carries its master's id (stamped when crmsync created it).
-            from_crm = master is not None and master.crm_id is not None
+            # A series made in Dynamics is linked to its master (crmsync created the Outlook series).
+            stored = await links.by_outlook(master_id)
+            from_crm = stored is not None and stored.crm_table == SERIES_TABLE
             record_id = (
-                uuid.UUID(master.crm_id)
-                if master is not None and master.crm_id is not None
+                uuid.UUID(stored.crm_id)
+                if stored is not None and from_crm
                 else series_record_id(natural_key(mailbox.mailbox_id, master_id, content))
             )
             try:
+                if from_crm and stored is not None and await self._gone(mailbox, applier, stored, record_id):
+                    continue  # deleted in Dynamics: its Outlook series went with it, nothing re-created
                 zone = series_zone(content) if from_crm else None
                 await self._write_master(mailbox, applier, record_id, columns.values, zone=zone)
                 plans += await self._instances(mailbox, links, record_id, members)
@@ -157,6 +171,23 @@ class SeriesSync:
                 for member in members:
                     await park(member, error)
         return plans, rest
+
+    async def _gone(
+        self, mailbox: Mailbox, applier: Applier, stored: StoredLink, record_id: uuid.UUID
+    ) -> bool:
+        """Whether a series made in Dynamics was deleted there; then its Outlook series is deleted
+        too (the delete rules: the user's own series; another's only loses its link), never the
+        master re-created from Outlook."""
+        caller = mailbox.crm_caller_object_id
+        if await self._crm.get(SERIES_TABLE, record_id, select=["activityid"], caller=caller) is not None:
+            return False
+        reason = "series deleted in the CRM"
+        drop = DropLink(outlook_id=stored.outlook_id, crm_id=record_id, reason=reason)
+        delete = [DeleteInOutlook(item_id=stored.outlook_id, reason=reason)] if stored.owned_by_user else []
+        (result,) = await applier.apply([ItemPlan([*delete, drop])])
+        if isinstance(result, CrmError):
+            raise result
+        return True
 
     async def _write_master(
         self,
