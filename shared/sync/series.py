@@ -31,10 +31,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from shared.crm.errors import CrmError
+from shared.crm.errors import CrmError, RecordNotFound
 from shared.crm.port import CrmPort
 from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
@@ -171,6 +171,37 @@ class SeriesSync:
                 for member in members:
                     await park(member, error)
         return plans, rest
+
+    async def series_of_deletes(self, mailbox: Mailbox, actions: Sequence[Action]) -> set[uuid.UUID]:
+        """The series of the instances these actions delete (read before the deletes)."""
+        table = APPOINTMENT_MAP.table
+        ids = [a.record_id for a in actions if isinstance(a, DeleteInCrm) and a.table == table]
+        if not ids:
+            return set()
+        rows = await self._crm.get_many(
+            APPOINTMENT_MAP.table, ids, select=["seriesid"], caller=mailbox.crm_caller_object_id
+        )
+        return {uuid.UUID(str(row["seriesid"])) for row in rows.values() if row and row.get("seriesid")}
+
+    async def remove_emptied(self, mailbox: Mailbox, applier: Applier, series: set[uuid.UUID]) -> None:
+        """A series whose every instance was deleted from Outlook (the Outlook series deleted) is
+        deleted too, when it is the user's (the delete rules): no empty master is left behind."""
+        caller = mailbox.crm_caller_object_id
+        for series_id in sorted(series, key=str):
+            if await self._crm.series_instances(series_id, select=["activityid"], caller=caller):
+                continue  # some occurrences remain: only those were cancelled
+            row = await self._crm.get(SERIES_TABLE, series_id, select=["_ownerid_value"], caller=caller)
+            if row is None or str(row.get("_ownerid_value") or "").lower() != mailbox.crm_user_id.lower():
+                continue
+            delete = DeleteInCrm(
+                table=SERIES_TABLE,
+                record_id=series_id,
+                if_match=None,
+                reason="series deleted in Outlook: no instance left",
+            )
+            (result,) = await applier.apply([ItemPlan([delete])])
+            if isinstance(result, CrmError) and not isinstance(result, RecordNotFound):
+                raise result
 
     async def _gone(
         self, mailbox: Mailbox, applier: Applier, stored: StoredLink, record_id: uuid.UUID

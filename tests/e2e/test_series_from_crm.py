@@ -105,3 +105,37 @@ def test_a_dynamics_series_is_one_outlook_series_with_its_exceptions_then_delete
     e2e.run_timer("crm_changes")  # the instances go with their master: change tracking lists them
     wait_for(lambda: not _series_events(e2e, mailbox, subject) or None, "the series removed from Outlook")
     assert not e2e.crm("appointments", f"seriesid eq {series_id}", "activityid")
+
+
+def test_a_series_deleted_in_outlook_leaves_no_master_in_dynamics(e2e: E2E) -> None:
+    """The user deletes a whole Outlook series: its occurrences come back removed, the delete rules
+    remove their instances, and the master they leave empty goes too."""
+    mailbox = e2e.new_mailbox()
+    e2e.onboard(mailbox)
+    subject = f"ol-series-{uuid.uuid4().hex[:8]}"
+    first = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)
+    (master_id,) = e2e.seed(
+        mailbox,
+        events=[
+            {
+                "subject": subject,
+                "start": {"dateTime": f"{first}T08:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": f"{first}T08:30:00", "timeZone": "UTC"},
+                "recurrence": {
+                    "pattern": {"type": "daily", "interval": 1},
+                    "range": {"type": "numbered", "startDate": str(first), "numberOfOccurrences": 3},
+                },
+            }
+        ],
+    )["events"]
+    wait_for(
+        lambda: len(e2e.crm("appointments", f"subject eq '{subject}'", "activityid")) == 3 or None,
+        "the series' instances in Dynamics",
+    )
+    (series,) = e2e.crm("recurringappointmentmasters", f"subject eq '{subject}'", "activityid")
+    e2e.outlook("DELETE", mailbox, item_path("events", master_id))
+    wait_for(
+        lambda: not e2e.crm("recurringappointmentmasters", f"subject eq '{subject}'", "activityid") or None,
+        "the master deleted",
+    )
+    assert not e2e.crm("appointments", f"seriesid eq {series['activityid']}", "activityid")
