@@ -46,6 +46,7 @@ from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc,
 from shared.sync.fieldmaps.ids import series_record_id
 from shared.sync.fieldmaps.series import (
     PATTERN_COLUMNS,
+    SERIES_PARTIES,
     SERIES_READ_COLUMNS,
     SERIES_TABLE,
     same_pattern,
@@ -235,11 +236,13 @@ class SeriesSync:
         weekday" as weekly Monday-Friday):
         rewriting them would make Dynamics regenerate the instances and drop their exceptions."""
         caller = mailbox.crm_caller_object_id
-        select = list(dict.fromkeys([*values, *SERIES_READ_COLUMNS])) if zone else list(values)
+        columns = [c for c in values if c not in SERIES_PARTIES]  # party lists are not columns to read
+        select = list(dict.fromkeys([*columns, *SERIES_READ_COLUMNS])) if zone else columns
         row = await self._crm.get(SERIES_TABLE, record_id, select=select, caller=caller)
         if row is not None and zone is not None and same_pattern(row, values, zone):
             values = {c: v for c, v in values.items() if c not in PATTERN_COLUMNS}
-        if row is not None and all(_same(column, value, row.get(column)) for column, value in values.items()):
+        columns = [c for c in values if c not in SERIES_PARTIES]
+        if row is not None and all(_same(column, values[column], row.get(column)) for column in columns):
             return
         write = CreateInCrm(
             table=SERIES_TABLE,

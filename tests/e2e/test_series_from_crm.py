@@ -8,6 +8,7 @@ or exception", "Delete or end a recurring appointment series or instance"; Graph
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from typing import Any
 
@@ -139,3 +140,71 @@ def test_a_series_deleted_in_outlook_leaves_no_master_in_dynamics(e2e: E2E) -> N
         "the master deleted",
     )
     assert not e2e.crm("appointments", f"seriesid eq {series['activityid']}", "activityid")
+
+
+def test_a_series_organized_by_one_synced_user_and_attended_by_another_is_one_series(
+    connected: E2E,
+) -> None:
+    """The organizer and attendees of an Outlook series are its master's activity parties - one set for
+    the series, not per instance - and the attendee's own copy (Graph delivers the invitation to the
+    second synced mailbox) is the same Dynamics series, not a second one."""
+    e2e = connected
+    organizer, organizer_user = onboarded(e2e)
+    attendee, attendee_user = onboarded(e2e)
+    subject = f"shared-series-{uuid.uuid4().hex[:8]}"
+    first = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)
+    e2e.seed(
+        organizer,
+        events=[
+            {
+                "subject": subject,
+                "start": {"dateTime": f"{first}T08:00:00", "timeZone": "UTC"},
+                "end": {"dateTime": f"{first}T08:30:00", "timeZone": "UTC"},
+                "attendees": [
+                    {
+                        "emailAddress": {"address": f"e2e-{attendee.id[:8]}@contoso.example"},
+                        "type": "required",
+                    }
+                ],
+                "recurrence": {
+                    "pattern": {"type": "daily", "interval": 1},
+                    "range": {"type": "numbered", "startDate": str(first), "numberOfOccurrences": 3},
+                },
+            }
+        ],
+    )
+    (series,) = wait_for(
+        lambda: e2e.crm("recurringappointmentmasters", f"subject eq '{subject}'", "activityid") or None,
+        "the series in Dynamics",
+    )
+
+    def parties() -> set[tuple[str, int]] | None:
+        rows = e2e.crm(
+            f"recurringappointmentmasters({series['activityid']})/recurringappointmentmaster_activity_parties",
+            "participationtypemask ne 0",
+            "_partyid_value,participationtypemask",
+        )
+        found = {(r["_partyid_value"], r["participationtypemask"]) for r in rows}
+        wanted = {(organizer_user.systemuserid, 7), (attendee_user.systemuserid, 5)}
+        return found if wanted <= found else None
+
+    wait_for(parties, "the organizer and the attendee as the master's parties")
+    wait_for(
+        lambda: (
+            [e for e in e2e.outlook("GET", attendee, "events")["value"] if e.get("subject") == subject]
+            or None
+        ),
+        "the invitation in the attendee's calendar",
+    )
+    # The attendee's mailbox syncs its copy: its occurrences link to the same three instances.
+    wait_for(lambda: _appointment_links(e2e, attendee) == 3 or None, "the attendee's occurrences linked")
+    assert len(e2e.crm("recurringappointmentmasters", f"subject eq '{subject}'", "activityid")) == 1
+    instances = e2e.crm("appointments", f"subject eq '{subject}'", "seriesid")
+    assert [row["seriesid"] for row in instances] == [series["activityid"]] * 3
+
+
+def _appointment_links(e2e: E2E, mailbox: Mailbox) -> int:
+    code, out = e2e.cli("status", mailbox.id, "--json")
+    assert code == 0, out
+    (status,) = json.loads(out)
+    return int(status["links"]["appointment"])

@@ -15,7 +15,8 @@ Field by field:
   numberOfOccurrences -> ``patternstartdate``, ``patternenddate``, ``occurrences`` (1-999);
 - the master's start and end -> ``starttime``, ``endtime``, ``duration`` (minutes); isAllDay,
   subject, location, body, importance, iCalUId -> ``isalldayevent``, ``subject``, ``location``,
-  ``description``, ``prioritycode``, ``globalobjectid`` (as the appointment field map projects them).
+  ``description``, ``prioritycode``, ``globalobjectid`` (as the appointment field map projects them);
+  the organizer and attendees -> the master's activity parties (organizer, required, optional).
 
 The range dates are dates in the series' time zone (``range.recurrenceTimeZone``, else the
 event's): they are written as that zone's local midnight (the columns are UserLocal date-only, a
@@ -61,6 +62,8 @@ _PATTERN_TYPE = {
 _END_TYPE = {"noEnd": 1, "numbered": 2, "endDate": 3}
 # The series' basic columns, as the appointment field map projects them.
 _BASIC_COLUMNS = ("subject", "location", "description", "isalldayevent", "prioritycode", "globalobjectid")
+# The series' organizer and attendees: the master's activity parties, one set for the whole series.
+SERIES_PARTIES = ("organizer", "requiredattendees", "optionalattendees")
 MAX_INTERVAL = 1000  # recurringappointmentmaster.interval MaxValue
 MAX_OCCURRENCES = 999  # recurringappointmentmaster.occurrences MaxValue
 
@@ -103,6 +106,7 @@ def series_columns(master: Appointment) -> SeriesColumns:
     basic = APPOINTMENT_MAP.project(master).values  # fitted to the column limits
     values: dict[str, CrmValue] = {
         **{column: basic.get(column) for column in _BASIC_COLUMNS},
+        **{column: basic[column] for column in SERIES_PARTIES if column in basic},
         "recurrencepatterntype": pattern_type,
         "interval": interval,
         "daysofweekmask": mask or None,
@@ -254,6 +258,7 @@ def same_pattern(row: dict[str, Any], outlook: dict[str, CrmValue], time_zone: s
 
 __all__ = [
     "PATTERN_COLUMNS",
+    "SERIES_PARTIES",
     "SERIES_READ_COLUMNS",
     "SERIES_TABLE",
     "SeriesColumns",
