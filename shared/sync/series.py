@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from shared.crm.errors import CrmError, RecordNotFound
 from shared.crm.port import CrmPort
 from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
+from shared.domain.zones import windows_name
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
 from shared.store.records import Link as StoredLink
 from shared.sync.applier import ACTOR, Applier, ItemPlan
@@ -103,6 +104,7 @@ class SeriesSync:
     def __init__(self, crm: CrmPort, reader: OutlookReader) -> None:
         self._crm = crm
         self._reader = reader
+        self._zone_codes: dict[str, int | None] = {}
 
     async def plan(
         self,
@@ -166,12 +168,29 @@ class SeriesSync:
                 if from_crm and stored is not None and await self._gone(mailbox, applier, stored, record_id):
                     continue  # deleted in Dynamics: its Outlook series went with it, nothing re-created
                 zone = series_zone(content) if from_crm else None
-                await self._write_master(mailbox, applier, record_id, columns.values, zone=zone)
+                values = columns.values | await self._zone_code(series_zone(content))
+                await self._write_master(mailbox, applier, record_id, values, zone=zone)
                 plans += await self._instances(mailbox, links, record_id, members)
             except CrmError as error:
                 for member in members:
                     await park(member, error)
         return plans, rest
+
+    async def _zone_code(self, time_zone: str) -> dict[str, CrmValue]:
+        """The master's ``utcconversiontimezonecode`` for the series' zone (its
+        ``timezonedefinition`` row, by Windows name), so Dynamics expands the series on that wall
+        clock across daylight-saving changes; nothing when Dataverse has no such zone."""
+        name = windows_name(time_zone)
+        if name is None:
+            return {}
+        if name not in self._zone_codes:
+            rows = await self._crm.find_where(
+                "timezonedefinition", ["standardname"], [name], select=["timezonecode"], caller=None
+            )
+            code = rows[0].get("timezonecode") if rows else None
+            self._zone_codes[name] = code if isinstance(code, int) else None
+        code = self._zone_codes[name]
+        return {} if code is None else {"utcconversiontimezonecode": code}
 
     async def series_of_deletes(self, mailbox: Mailbox, actions: Sequence[Action]) -> set[uuid.UUID]:
         """The series of the instances these actions delete (read before the deletes)."""

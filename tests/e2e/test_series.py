@@ -1,9 +1,12 @@
-"""A series made in Dynamics reaches Outlook as one series, through the sandbox: the user creates a
+"""Recurring series both ways through the sandbox. A series made in Dynamics reaches Outlook as one
+series: the user creates a
 recurringappointmentmaster (Web API, as the user: Dynamics expands its instances, which change
 tracking and the webhook report); the CRM -> Outlook run creates one Outlook event with the mapped
 recurrence - never one event per instance - its exceptions become Outlook exceptions, and deleting
 the series in Dynamics removes the Outlook series ("Create a recurring appointment series, instance,
-or exception", "Delete or end a recurring appointment series or instance"; Graph "event: instances")."""
+or exception", "Delete or end a recurring appointment series or instance"; Graph "event: instances").
+A series deleted in Outlook leaves no master; a series' parties are its master's; a series in another
+zone than the CRM user's keeps its local time across daylight saving."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import datetime as dt
 import json
 import uuid
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tests.e2e.conftest import E2E, Mailbox, item_path, wait_for
 from tests.e2e.test_crm_to_outlook import as_user, connected, onboarded
@@ -208,3 +212,59 @@ def _appointment_links(e2e: E2E, mailbox: Mailbox) -> int:
     assert code == 0, out
     (status,) = json.loads(out)
     return int(status["links"]["appointment"])
+
+
+def _last_sunday_of_march() -> dt.date:
+    """The next change to summer time in Europe (the last Sunday of March) at least a week away."""
+    today = dt.date.today()
+    for year in (today.year, today.year + 1):
+        change = dt.date(year, 3, 31) - dt.timedelta(days=(dt.date(year, 3, 31).weekday() + 1) % 7)
+        if change > today + dt.timedelta(days=7):
+            return change
+    raise AssertionError("unreachable")
+
+
+def test_a_berlin_series_keeps_nine_o_clock_across_the_change_to_summer_time(e2e: E2E) -> None:
+    """A weekly 09:00 W. Europe series synced by a CRM user whose zone is UTC: the master carries the
+    series' zone (utcconversiontimezonecode, W. Europe's timezonedefinition), so Dynamics' instances
+    stay at 09:00 Berlin - 08:00Z before the change, 07:00Z after - as Outlook's occurrences do."""
+    mailbox = e2e.new_mailbox()
+    e2e.onboard(mailbox)
+    subject = f"berlin-series-{uuid.uuid4().hex[:8]}"
+    today = dt.date.today()
+    monday = today + dt.timedelta(days=7 - today.weekday())
+    change = _last_sunday_of_march()
+    weeks = (change - monday).days // 7 + 2  # the last two Mondays after the change
+    e2e.seed(
+        mailbox,
+        events=[
+            {
+                "subject": subject,
+                "start": {"dateTime": f"{monday}T09:00:00", "timeZone": "W. Europe Standard Time"},
+                "end": {"dateTime": f"{monday}T09:30:00", "timeZone": "W. Europe Standard Time"},
+                "recurrence": {
+                    "pattern": {"type": "weekly", "interval": 1, "daysOfWeek": ["monday"]},
+                    "range": {"type": "numbered", "startDate": str(monday), "numberOfOccurrences": weeks},
+                },
+            }
+        ],
+    )
+    (series,) = wait_for(
+        lambda: (
+            e2e.crm(
+                "recurringappointmentmasters",
+                f"subject eq '{subject}'",
+                "activityid,utcconversiontimezonecode",
+            )
+            or None
+        ),
+        "the series in Dynamics",
+    )
+    assert series["utcconversiontimezonecode"] == 110  # W. Europe Standard Time
+    rows = e2e.crm("appointments", f"seriesid eq {series['activityid']}", "scheduledstart")
+    starts = sorted(dt.datetime.fromisoformat(r["scheduledstart"].replace("Z", "+00:00")) for r in rows)
+    assert len(starts) == weeks
+    berlin = ZoneInfo("Europe/Berlin")
+    assert {s.astimezone(berlin).strftime("%a %H:%M") for s in starts} == {"Mon 09:00"}
+    assert starts[0].hour == 8
+    assert starts[-1].hour == 7
