@@ -38,6 +38,7 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.port import CrmQueryPort
 from shared.domain.model import Appointment, EventKind, ItemKind
+from shared.domain.zones import known_zone
 from shared.outlook.convert.events import appointment_item
 from shared.outlook.errors import graph_errors
 from shared.outlook.from_crm import CrmOriginWriter
@@ -79,6 +80,7 @@ MASTER_COLUMNS = (
     "starttime",
     "endtime",
     "deletedexceptionslist",
+    "utcconversiontimezonecode",
 )
 _INSTANCE_COLUMNS = (
     "activityid",
@@ -153,13 +155,14 @@ class SeriesToOutlook:
         link = await links.get_by_crm(mailbox.mailbox_id, SERIES_TABLE, str(series_id))
         if link is None and master.get("globalobjectid"):
             return 0  # written from an Outlook series: the Outlook -> CRM run links its instances
-        recurrence = series_recurrence(master, self._zone)
+        zone = await self._master_zone(master)
+        recurrence = series_recurrence(master, zone)
         if recurrence.not_expressible is not None:
             await self._audit_not_expressible(series_id, recurrence.not_expressible)
             return None
         writes = 0
         if link is None:
-            item = self._master_item(master, recurrence.recurrence)
+            item = self._master_item(master, recurrence.recurrence, zone)
             created = await self._origin.create(item, series_id)
             await links.create(
                 Link(
@@ -208,7 +211,19 @@ class SeriesToOutlook:
             writes += 1
         return writes
 
-    def _master_item(self, master: dict[str, Any], recurrence: dict[str, Any]) -> Appointment:
+    async def _master_zone(self, master: dict[str, Any]) -> str:
+        """The series' zone: its master's ``utcconversiontimezonecode`` (Windows name from its
+        ``timezonedefinition`` row), else the CRM user's."""
+        code = master.get("utcconversiontimezonecode")
+        if not isinstance(code, int) or isinstance(code, bool):
+            return self._zone
+        rows = await self._crm.query(
+            "timezonedefinition", where=f"timezonecode eq {code}", select=["standardname"], caller=None
+        )
+        name = rows[0].get("standardname") if rows else None
+        return name if isinstance(name, str) and known_zone(name) is not None else self._zone
+
+    def _master_item(self, master: dict[str, Any], recurrence: dict[str, Any], zone: str) -> Appointment:
         values = {
             column: master.get(column)
             for column in ("subject", "location", "description", "isalldayevent", "prioritycode")
@@ -219,7 +234,7 @@ class SeriesToOutlook:
             update={
                 "recurrence": json.dumps(recurrence, sort_keys=True, separators=(",", ":")),
                 "event_kind": EventKind.SERIES_MASTER,
-                "time_zone": self._zone,
+                "time_zone": zone,
             }
         )
 

@@ -28,7 +28,7 @@ def _series_events(e2e: E2E, mailbox: Mailbox, subject: str) -> list[dict[str, A
 
 
 def _occurrences(e2e: E2E, mailbox: Mailbox, master_id: str, first: dt.date, last: dt.date) -> list[Any]:
-    window = f"startDateTime={first}T00:00:00Z&endDateTime={last + dt.timedelta(days=1)}T00:00:00Z"
+    window = f"startDateTime={first}T00:00:00Z&endDateTime={last + dt.timedelta(days=1)}T00:00:00Z&$top=100"
     return list(e2e.outlook("GET", mailbox, f"{item_path('events', master_id)}/instances?{window}")["value"])
 
 
@@ -268,3 +268,52 @@ def test_a_berlin_series_keeps_nine_o_clock_across_the_change_to_summer_time(e2e
     assert {s.astimezone(berlin).strftime("%a %H:%M") for s in starts} == {"Mon 09:00"}
     assert starts[0].hour == 8
     assert starts[-1].hour == 7
+
+
+def test_a_dynamics_series_in_berlin_reaches_outlook_in_its_zone(connected: E2E) -> None:
+    """A Dynamics series whose master carries W. Europe (utcconversiontimezonecode 110) is an Outlook
+    series in that zone: its occurrences stay at 09:00 Berlin across the change to summer time."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    subject = f"crm-berlin-{uuid.uuid4().hex[:8]}"
+    today = dt.date.today()
+    monday = today + dt.timedelta(days=7 - today.weekday())
+    change = _last_sunday_of_march()
+    weeks = (change - monday).days // 7 + 2
+    berlin = ZoneInfo("Europe/Berlin")
+    start = dt.datetime.combine(monday, dt.time(9), berlin).astimezone(dt.UTC)
+    as_user(
+        e2e,
+        user,
+        "POST",
+        "recurringappointmentmasters",
+        {
+            "subject": subject,
+            "utcconversiontimezonecode": 110,
+            "recurrencepatterntype": 1,
+            "interval": 1,
+            "daysofweekmask": 0x02,
+            "patternstartdate": dt.datetime.combine(monday, dt.time(), berlin).astimezone(dt.UTC).isoformat(),
+            "patternendtype": 2,
+            "occurrences": weeks,
+            "starttime": start.isoformat(),
+            "endtime": (start + dt.timedelta(minutes=30)).isoformat(),
+            "recurringappointmentmaster_activity_parties": [
+                {
+                    "partyid_systemuser@odata.bind": f"/systemusers({user.systemuserid})",
+                    "participationtypemask": 7,
+                }
+            ],
+        },
+    )
+    e2e.run_timer("crm_changes")
+    (event,) = wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
+    assert event["recurrence"]["range"]["recurrenceTimeZone"] == "W. Europe Standard Time"
+    assert event["recurrence"]["range"]["numberOfOccurrences"] == weeks
+    occurrences = _occurrences(e2e, mailbox, event["id"], monday, change + dt.timedelta(days=8))
+    moments = [
+        dt.datetime.fromisoformat(o["start"]["dateTime"][:19]).replace(tzinfo=dt.UTC) for o in occurrences
+    ]
+    assert len(moments) == weeks
+    assert {m.astimezone(berlin).strftime("%a %H:%M") for m in moments} == {"Mon 09:00"}
+    assert (moments[0].hour, moments[-1].hour) == (8, 7)
