@@ -48,7 +48,13 @@ from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Link, M
 from shared.sync.applier import ACTOR
 from shared.sync.fieldmaps.base import FieldMap, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import natural_key, series_record_id
-from shared.sync.fieldmaps.series import SERIES_TABLE, series_recurrence
+from shared.sync.fieldmaps.series import (
+    SERIES_TABLE,
+    same_pattern,
+    series_columns,
+    series_recurrence,
+    series_zone,
+)
 from shared.sync.plan import Action, DeleteInOutlook
 
 logger = logging.getLogger(__name__)
@@ -179,7 +185,25 @@ class SeriesToOutlook:
             outlook_id, writes = created.item_id, 1
         else:
             outlook_id = link.outlook_id
+            writes = await self._repattern(master, outlook_id, recurrence.recurrence, zone)
         return writes + await self._exceptions(master, outlook_id)
+
+    async def _repattern(
+        self, master: dict[str, Any], outlook_id: str, recurrence: dict[str, Any], zone: str
+    ) -> int:
+        """A pattern changed in Dynamics (its instances regenerated) changes the Outlook series'
+        recurrence, so the Outlook -> CRM run does not take the old one for a change to write back."""
+        read, _ = await self._origin.read(ItemKind.APPOINTMENT, outlook_id)
+        content = read.item if read is not None else None
+        if not isinstance(content, Appointment):
+            return 0
+        theirs = series_columns(content)
+        if theirs.not_expressible is None and same_pattern(master, theirs.values, series_zone(content)):
+            return 0
+        item = self._master_item(master, recurrence, zone)
+        await self._writer.update_event(self._mailbox.mailbox_id, outlook_id, item)
+        await self._audit(uuid.UUID(str(master["activityid"])), outlook_id, AuditAction.UPDATED_IN_OUTLOOK)
+        return 1
 
     async def ended(self, outlook_series: set[str]) -> int:
         """Delete the Outlook series whose Dynamics series is gone, once the delete rules removed

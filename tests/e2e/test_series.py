@@ -282,7 +282,7 @@ def test_a_dynamics_series_in_berlin_reaches_outlook_in_its_zone(connected: E2E)
     weeks = (change - monday).days // 7 + 2
     berlin = ZoneInfo("Europe/Berlin")
     start = dt.datetime.combine(monday, dt.time(9), berlin).astimezone(dt.UTC)
-    as_user(
+    series_id = as_user(
         e2e,
         user,
         "POST",
@@ -305,7 +305,7 @@ def test_a_dynamics_series_in_berlin_reaches_outlook_in_its_zone(connected: E2E)
                 }
             ],
         },
-    )
+    )["activityid"]
     e2e.run_timer("crm_changes")
     (event,) = wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
     assert event["recurrence"]["range"]["recurrenceTimeZone"] == "W. Europe Standard Time"
@@ -317,3 +317,15 @@ def test_a_dynamics_series_in_berlin_reaches_outlook_in_its_zone(connected: E2E)
     assert len(moments) == weeks
     assert {m.astimezone(berlin).strftime("%a %H:%M") for m in moments} == {"Mon 09:00"}
     assert (moments[0].hour, moments[-1].hour) == (8, 7)
+
+    # The user changes the pattern in Dynamics (every second week): Dynamics regenerates the
+    # instances, the Outlook series takes the new pattern, and Outlook's old one is not written back.
+    as_user(e2e, user, "PATCH", f"recurringappointmentmasters({series_id})", {"interval": 2})
+    e2e.run_timer("crm_changes")
+    wait_for(
+        lambda: _series_events(e2e, mailbox, subject)[0]["recurrence"]["pattern"]["interval"] == 2 or None,
+        "the new pattern in Outlook",
+    )
+    e2e.run_timer("crm_changes")
+    (master,) = e2e.crm("recurringappointmentmasters", f"activityid eq {series_id}", "interval")
+    assert master["interval"] == 2
