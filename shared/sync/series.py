@@ -170,7 +170,7 @@ class SeriesSync:
                 zone = series_zone(content) if from_crm else None
                 values = columns.values | await self._zone_code(series_zone(content))
                 await self._write_master(mailbox, applier, record_id, values, zone=zone)
-                plans += await self._instances(mailbox, links, record_id, members)
+                plans += await self._instances(mailbox, links, record_id, members, from_crm=from_crm)
             except CrmError as error:
                 for member in members:
                     await park(member, error)
@@ -275,7 +275,13 @@ class SeriesSync:
             raise result
 
     async def _instances(
-        self, mailbox: Mailbox, links: LinkView, record_id: uuid.UUID, members: list[OutlookItem]
+        self,
+        mailbox: Mailbox,
+        links: LinkView,
+        record_id: uuid.UUID,
+        members: list[OutlookItem],
+        *,
+        from_crm: bool = False,
     ) -> list[InstancePlan]:
         columns = _read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns)
         rows = await self._crm.series_instances(
@@ -297,8 +303,36 @@ class SeriesSync:
             if plan is not None:
                 plans.append(plan)
         plans = await self._replacing_one_offs(mailbox, links, plans)
+        if from_crm and unmatched:
+            plans += await self._deleted_in_crm(mailbox, record_id, members, by_original)
         if unmatched:
             logger.info("%d occurrence(s) of a series have no Dynamics instance: left unlinked", unmatched)
+        return plans
+
+    async def _deleted_in_crm(
+        self,
+        mailbox: Mailbox,
+        record_id: uuid.UUID,
+        members: list[OutlookItem],
+        by_original: dict[str | None, dict[str, object]],
+    ) -> list[InstancePlan]:
+        """Occurrences of a Dynamics-made series whose instance was deleted in Dynamics before the
+        occurrence was linked (listed in the master's ``deletedexceptionslist``) are cancelled in
+        Outlook, as a linked one would be."""
+        row = await self._crm.get(
+            SERIES_TABLE, record_id, select=["deletedexceptionslist"], caller=mailbox.crm_caller_object_id
+        )
+        listed = str((row or {}).get("deletedexceptionslist") or "").split(",")
+        deleted = {_moment(part) for part in listed if part}
+        plans: list[InstancePlan] = []
+        for member in members:
+            content = member.item
+            if not isinstance(content, Appointment):
+                continue
+            original = utc_text(content.original_start or content.start)
+            if original not in by_original and original in deleted:
+                cancel = DeleteInOutlook(item_id=member.item_id, reason="instance deleted in the CRM")
+                plans.append(InstancePlan(member, [cancel], {}, new_link=False))
         return plans
 
     async def _replacing_one_offs(

@@ -329,3 +329,61 @@ def test_a_dynamics_series_in_berlin_reaches_outlook_in_its_zone(connected: E2E)
     e2e.run_timer("crm_changes")
     (master,) = e2e.crm("recurringappointmentmasters", f"activityid eq {series_id}", "interval")
     assert master["interval"] == 2
+
+
+def test_instances_changed_in_dynamics_before_the_series_reaches_outlook(connected: E2E) -> None:
+    """Instances moved and deleted in Dynamics before crmsync first sees the series: the Outlook
+    series is created with that exception and without that occurrence, whichever run sees it first."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    subject = f"crm-early-{uuid.uuid4().hex[:8]}"
+    first = dt.date.today() + dt.timedelta(days=3)
+    last = first + dt.timedelta(days=2)
+    master = as_user(
+        e2e,
+        user,
+        "POST",
+        "recurringappointmentmasters",
+        {
+            "subject": subject,
+            "recurrencepatterntype": 0,
+            "interval": 1,
+            "patternstartdate": f"{first}T00:00:00Z",
+            "patternendtype": 2,
+            "occurrences": 3,
+            "starttime": f"{first}T09:00:00Z",
+            "endtime": f"{first}T09:30:00Z",
+            "recurringappointmentmaster_activity_parties": [
+                {
+                    "partyid_systemuser@odata.bind": f"/systemusers({user.systemuserid})",
+                    "participationtypemask": 7,
+                }
+            ],
+        },
+    )
+    rows = e2e.crm("appointments", f"seriesid eq {master['activityid']}", "activityid,originalstartdate")
+    by_day = {dt.date.fromisoformat(r["originalstartdate"][:10]): r["activityid"] for r in rows}
+    second = first + dt.timedelta(days=1)
+    as_user(
+        e2e,
+        user,
+        "PATCH",
+        f"appointments({by_day[second]})",
+        {"scheduledstart": f"{second}T13:00:00Z", "scheduledend": f"{second}T13:30:00Z"},
+    )
+    as_user(e2e, user, "DELETE", f"appointments({by_day[last]})")
+    e2e.run_timer("crm_changes")
+
+    def settled() -> list[Any] | None:
+        events = _series_events(e2e, mailbox, subject)
+        if len(events) != 1:
+            return None
+        now = _occurrences(e2e, mailbox, events[0]["id"], first, last)
+        starts = [o["start"]["dateTime"][:16] for o in now]
+        return now if starts == [f"{first}T09:00", f"{second}T13:00"] else None
+
+    now = wait_for(settled, "the series in Outlook with the exception and without the deleted occurrence")
+    assert [o["type"] for o in now] == ["occurrence", "exception"]
+    # The series' link and its two occurrences', once the Outlook -> CRM run has linked them.
+    wait_for(lambda: _appointment_links(e2e, mailbox) == 3 or None, "the occurrences linked")
+    assert len(_occurrences(e2e, mailbox, now[0]["seriesMasterId"], first, last)) == 2
