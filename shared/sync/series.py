@@ -50,6 +50,7 @@ from shared.sync.fieldmaps.series import (
     SERIES_PARTIES,
     SERIES_READ_COLUMNS,
     SERIES_TABLE,
+    pattern_fingerprint,
     same_pattern,
     series_columns,
     series_zone,
@@ -167,8 +168,12 @@ class SeriesSync:
             try:
                 if from_crm and stored is not None and await self._gone(mailbox, applier, stored, record_id):
                     continue  # deleted in Dynamics: its Outlook series went with it, nothing re-created
+                # A Dynamics-made series whose Outlook pattern is as crmsync wrote it: Dynamics' stands.
+                unchanged = stored is not None and stored.outlook_hash == pattern_fingerprint(columns.values)
                 zone = series_zone(content) if from_crm else None
                 values = columns.values | await self._zone_code(series_zone(content))
+                if from_crm and unchanged:
+                    values = {c: v for c, v in values.items() if c not in PATTERN_COLUMNS}
                 await self._write_master(mailbox, applier, record_id, values, zone=zone)
                 plans += await self._instances(mailbox, links, record_id, members, from_crm=from_crm)
             except CrmError as error:

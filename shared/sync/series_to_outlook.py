@@ -23,6 +23,7 @@ Graph: "event: instances", "patternedRecurrence", "Update event" (learn.microsof
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -50,6 +51,7 @@ from shared.sync.fieldmaps.base import FieldMap, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import natural_key, series_record_id
 from shared.sync.fieldmaps.series import (
     SERIES_TABLE,
+    pattern_fingerprint,
     same_pattern,
     series_columns,
     series_recurrence,
@@ -178,6 +180,7 @@ class SeriesToOutlook:
                     crm_table=SERIES_TABLE,
                     crm_id=str(series_id),
                     outlook_change_key=created.change_key,
+                    outlook_hash=_fingerprint(created.item),
                     owned_by_user=True,
                 )
             )
@@ -201,7 +204,11 @@ class SeriesToOutlook:
         if theirs.not_expressible is None and same_pattern(master, theirs.values, series_zone(content)):
             return 0
         item = self._master_item(master, recurrence, zone)
-        await self._writer.update_event(self._mailbox.mailbox_id, outlook_id, item)
+        updated = await self._writer.update_event(self._mailbox.mailbox_id, outlook_id, item)
+        links = self._store.links
+        link = await links.get_by_outlook(self._mailbox.mailbox_id, ItemKind.APPOINTMENT, outlook_id)
+        if link is not None:
+            await links.update(dataclasses.replace(link, outlook_hash=_fingerprint(updated.item)))
         await self._audit(uuid.UUID(str(master["activityid"])), outlook_id, AuditAction.UPDATED_IN_OUTLOOK)
         return 1
 
@@ -352,6 +359,14 @@ def series_deleting(item: object, actions: Sequence[Action]) -> str | None:
     if not isinstance(item, Appointment) or item.event_kind not in instance:
         return None
     return item.series_master_id if any(isinstance(a, DeleteInOutlook) for a in actions) else None
+
+
+def _fingerprint(item: object) -> str | None:
+    """The Outlook series' pattern as crmsync wrote it (the base SeriesSync compares with)."""
+    if not isinstance(item, Appointment):
+        return None
+    columns = series_columns(item)
+    return pattern_fingerprint(columns.values) if columns.not_expressible is None else None
 
 
 def _moment(value: object) -> str | None:

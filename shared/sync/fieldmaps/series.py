@@ -37,7 +37,7 @@ from typing import Any
 from shared.domain.model import Appointment
 from shared.outlook.convert.times import zone
 from shared.sync.fieldmaps.appointment import APPOINTMENT_MAP
-from shared.sync.fieldmaps.base import CrmValue, parse_utc, utc_text
+from shared.sync.fieldmaps.base import CrmValue, fingerprint, parse_utc, utc_text
 
 SERIES_TABLE = "recurringappointmentmaster"
 _DAY_BITS = {
@@ -230,6 +230,12 @@ PATTERN_COLUMNS = frozenset(
 SERIES_READ_COLUMNS = (*sorted(PATTERN_COLUMNS), "utcconversiontimezonecode")
 
 
+def pattern_fingerprint(columns: dict[str, CrmValue]) -> str:
+    """A fingerprint of a series' pattern columns: what the Outlook series' pattern was when crmsync
+    last wrote it (kept on the master's link, the base that tells which side changed)."""
+    return fingerprint({column: columns.get(column) for column in sorted(PATTERN_COLUMNS)})
+
+
 def series_zone(master: Appointment) -> str:
     """The zone an Outlook series' pattern is anchored in: its range's, else the event's, else UTC."""
     recurrence: dict[str, Any] = json.loads(master.recurrence or "{}")
@@ -263,6 +269,7 @@ __all__ = [
     "SERIES_TABLE",
     "SeriesColumns",
     "SeriesRecurrence",
+    "pattern_fingerprint",
     "same_pattern",
     "series_columns",
     "series_recurrence",
