@@ -86,6 +86,9 @@ _TABLES: Mapping[str, TableInfo] = MappingProxyType(
             bindings={"regardingobjectid": _regarding("task", _REGARDING_TARGETS)},
             party_collection="task_activity_parties",
         ),
+        # Dataverse's time zone codes and their Windows names ("Time zone tables"): a series'
+        # zone is its master's utcconversiontimezonecode.
+        "timezonedefinition": TableInfo("timezonedefinition", "timezonedefinitions", "timezonedefinitionid"),
         "activityparty": TableInfo(
             "activityparty", "activityparties", "activitypartyid", bindings={"partyid": _PARTY_TARGETS}
         ),

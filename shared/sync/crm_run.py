@@ -50,11 +50,20 @@ from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
 from shared.sync.links import from_stored_link
 from shared.sync.parties import PartyResolver
-from shared.sync.plan import Action, CrmState, DropLink, Link, OutlookState, PlanFacts, SyncPolicy
+from shared.sync.plan import (
+    Action,
+    CrmState,
+    DropLink,
+    Link,
+    OutlookState,
+    PlanFacts,
+    SyncPolicy,
+)
 from shared.sync.planner import plan_item
 from shared.sync.planner_filter import plan_left_filter
 from shared.sync.policies import kind_enabled
 from shared.sync.run import JobOptions
+from shared.sync.series_to_outlook import SeriesToOutlook, series_deleting
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +192,8 @@ class CrmToOutlookRun:
         fmap = field_map(kind, facts.crm_time_zone)
         now = self._clock()
         plans: list[ItemPlan] = []
+        new_ids: list[uuid.UUID] = []
+        ended: set[str] = set()  # Outlook series whose instances the CRM deleted
         for record_id in [*changed, *deleted]:
             stored = await self._store.links.get_by_crm(mailbox.mailbox_id, table, str(record_id))
             link = from_stored_link(stored) if stored is not None else None
@@ -196,17 +207,7 @@ class CrmToOutlookRun:
                     continue  # deleted since routing: the delete reaches no copy
                 if kind is ItemKind.APPOINTMENT and record_id not in verdict.organized:
                     continue  # an attendee's copy arrives by invitation from the organizer's mailbox
-                actions = plan_item(
-                    kind,
-                    mailbox_id=mailbox.mailbox_id,
-                    outlook=None,
-                    link=None,
-                    crm=crm,
-                    policy=policy,
-                    now=now,
-                    facts=facts,
-                )
-                plans.append(ItemPlan(actions, new_link=True))
+                new_ids.append(record_id)
                 continue
             want_origin = record_id not in deleted and record_id not in verdict.members
             item, created_from_crm = await origin.read(kind, link.outlook_id, origin=want_origin)
@@ -238,11 +239,44 @@ class CrmToOutlookRun:
                 policy=policy,
                 facts=facts,
             )
+            if record_id in deleted and (master := series_deleting(outlook.item, actions)):
+                ended.add(master)  # the series may be gone: see SeriesToOutlook.ended
             projection = fmap.project(item.item).values if item.item is not None else {}
             plans.append(ItemPlan(actions, projection))
+        series_writes = 0
+        series = SeriesToOutlook(
+            crm=self._crm,
+            graph=self._graph,
+            store=self._store,
+            mailbox=mailbox,
+            fmap=fmap,
+            time_zone=facts.crm_time_zone,
+        )
+        if kind is ItemKind.APPOINTMENT and new_ids:
+            # A series instance is never a one-off event: its series reaches Outlook as one.
+            series_of = await series.instances_of(new_ids)
+            series_writes, one_off = await series.sync(set(series_of.values()))
+            new_ids = [r for r in new_ids if r not in series_of or series_of[r] in one_off]
+        for record_id in new_ids:
+            actions = plan_item(
+                kind,
+                mailbox_id=mailbox.mailbox_id,
+                outlook=None,
+                link=None,
+                crm=states[record_id],
+                policy=policy,
+                now=now,
+                facts=facts,
+            )
+            plans.append(ItemPlan(actions, new_link=True))
         if not plans:
+            series_writes += await series.ended(ended)
             return CrmRunReport(
-                mailbox.mailbox_id, table, CrmRunOutcome.COMPLETED, len(changed) + len(deleted)
+                mailbox.mailbox_id,
+                table,
+                CrmRunOutcome.COMPLETED,
+                len(changed) + len(deleted),
+                series_writes,
             )
         applier = Applier(
             crm=self._crm,
@@ -254,13 +288,14 @@ class CrmToOutlookRun:
             outlook=side,
         )
         results = await applier.apply(plans)
+        series_writes += await series.ended(ended)
         applied = [r for r in results if isinstance(r, AppliedItem)]
         return CrmRunReport(
             mailbox.mailbox_id,
             table,
             CrmRunOutcome.COMPLETED,
             len(changed) + len(deleted),
-            sum(r.outlook_writes for r in applied),
+            series_writes + sum(r.outlook_writes for r in applied),
             sum(1 for r in applied if r.unlinked),
         )
 

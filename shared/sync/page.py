@@ -163,9 +163,11 @@ class PageSync:
         if not busy:
             return
         run.lease.check()  # a run that lost its mailbox writes nothing more
+        ending = await self._series.series_of_deletes(run.mailbox, [a for p in busy for a in p.actions])
         results = await run.applier.apply(
             [ItemPlan(plan.actions, plan.projection, plan.new_link) for plan in busy]
         )
+        await self._series.remove_emptied(run.mailbox, run.applier, ending)
         await bounded_gather(
             self._park_or_raise(run, plan.item, result)
             if isinstance(result, CrmError)

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 PARTY_COLUMNS: Mapping[str, frozenset[str]] = {
     "email": frozenset({"from", "to", "cc", "bcc"}),
     "appointment": frozenset({"organizer", "requiredattendees", "optionalattendees"}),
+    # A series' organizer and attendees are its master's parties (Dynamics copies them to the instances).
+    "recurringappointmentmaster": frozenset({"organizer", "requiredattendees", "optionalattendees"}),
 }
 
 

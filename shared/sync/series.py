@@ -31,22 +31,43 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from shared.crm.errors import CrmError
+from shared.crm.errors import CrmError, RecordNotFound
 from shared.crm.port import CrmPort
 from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
+from shared.domain.zones import windows_name
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
+from shared.store.records import Link as StoredLink
 from shared.sync.applier import ACTOR, Applier, ItemPlan
 from shared.sync.crm_reads import _crm_state, _read_columns
 from shared.sync.fieldmaps import APPOINTMENT_MAP, crm_content_hash, natural_key
 from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import series_record_id
-from shared.sync.fieldmaps.series import SERIES_TABLE, series_columns
+from shared.sync.fieldmaps.series import (
+    PATTERN_COLUMNS,
+    SERIES_PARTIES,
+    SERIES_READ_COLUMNS,
+    SERIES_TABLE,
+    pattern_fingerprint,
+    same_pattern,
+    series_columns,
+    series_zone,
+)
 from shared.sync.links import LinkView, from_stored_link
 from shared.sync.merge import unit_fingerprints
-from shared.sync.plan import Action, CreateInCrm, CrmState, DeleteInCrm, Link, UpdateCrm, WriteLink
+from shared.sync.plan import (
+    Action,
+    CreateInCrm,
+    CrmState,
+    DeleteInCrm,
+    DeleteInOutlook,
+    DropLink,
+    Link,
+    UpdateCrm,
+    WriteLink,
+)
 from shared.sync.ports import OutlookReader
 
 logger = logging.getLogger(__name__)
@@ -84,6 +105,7 @@ class SeriesSync:
     def __init__(self, crm: CrmPort, reader: OutlookReader) -> None:
         self._crm = crm
         self._reader = reader
+        self._zone_codes: dict[str, int | None] = {}
 
     async def plan(
         self,
@@ -135,22 +157,116 @@ class SeriesSync:
                 )
                 rest.extend(members)
                 continue
-            record_id = series_record_id(natural_key(mailbox.mailbox_id, master_id, content))
+            # A series made in Dynamics is linked to its master (crmsync created the Outlook series).
+            stored = await links.by_outlook(master_id)
+            from_crm = stored is not None and stored.crm_table == SERIES_TABLE
+            record_id = (
+                uuid.UUID(stored.crm_id)
+                if stored is not None and from_crm
+                else series_record_id(natural_key(mailbox.mailbox_id, master_id, content))
+            )
             try:
-                await self._write_master(mailbox, applier, record_id, columns.values)
-                plans += await self._instances(mailbox, links, record_id, members)
+                if from_crm and stored is not None and await self._gone(mailbox, applier, stored, record_id):
+                    continue  # deleted in Dynamics: its Outlook series went with it, nothing re-created
+                # A Dynamics-made series whose Outlook pattern is as crmsync wrote it: Dynamics' stands.
+                unchanged = stored is not None and stored.outlook_hash == pattern_fingerprint(columns.values)
+                zone = series_zone(content) if from_crm else None
+                values = columns.values | await self._zone_code(series_zone(content))
+                if from_crm and unchanged:
+                    values = {c: v for c, v in values.items() if c not in PATTERN_COLUMNS}
+                await self._write_master(mailbox, applier, record_id, values, zone=zone)
+                plans += await self._instances(mailbox, links, record_id, members, from_crm=from_crm)
             except CrmError as error:
                 for member in members:
                     await park(member, error)
         return plans, rest
 
-    async def _write_master(
-        self, mailbox: Mailbox, applier: Applier, record_id: uuid.UUID, values: dict[str, CrmValue]
-    ) -> None:
-        """Upsert the master when the CRM's columns differ (a failed write raises its error)."""
+    async def _zone_code(self, time_zone: str) -> dict[str, CrmValue]:
+        """The master's ``utcconversiontimezonecode`` for the series' zone (its
+        ``timezonedefinition`` row, by Windows name), so Dynamics expands the series on that wall
+        clock across daylight-saving changes; nothing when Dataverse has no such zone."""
+        name = windows_name(time_zone)
+        if name is None:
+            return {}
+        if name not in self._zone_codes:
+            rows = await self._crm.find_where(
+                "timezonedefinition", ["standardname"], [name], select=["timezonecode"], caller=None
+            )
+            code = rows[0].get("timezonecode") if rows else None
+            self._zone_codes[name] = code if isinstance(code, int) else None
+        code = self._zone_codes[name]
+        return {} if code is None else {"utcconversiontimezonecode": code}
+
+    async def series_of_deletes(self, mailbox: Mailbox, actions: Sequence[Action]) -> set[uuid.UUID]:
+        """The series of the instances these actions delete (read before the deletes)."""
+        table = APPOINTMENT_MAP.table
+        ids = [a.record_id for a in actions if isinstance(a, DeleteInCrm) and a.table == table]
+        if not ids:
+            return set()
+        rows = await self._crm.get_many(
+            APPOINTMENT_MAP.table, ids, select=["seriesid"], caller=mailbox.crm_caller_object_id
+        )
+        return {uuid.UUID(str(row["seriesid"])) for row in rows.values() if row and row.get("seriesid")}
+
+    async def remove_emptied(self, mailbox: Mailbox, applier: Applier, series: set[uuid.UUID]) -> None:
+        """A series whose every instance was deleted from Outlook (the Outlook series deleted) is
+        deleted too, when it is the user's (the delete rules): no empty master is left behind."""
         caller = mailbox.crm_caller_object_id
-        row = await self._crm.get(SERIES_TABLE, record_id, select=list(values), caller=caller)
-        if row is not None and all(_same(column, value, row.get(column)) for column, value in values.items()):
+        for series_id in sorted(series, key=str):
+            if await self._crm.series_instances(series_id, select=["activityid"], caller=caller):
+                continue  # some occurrences remain: only those were cancelled
+            row = await self._crm.get(SERIES_TABLE, series_id, select=["_ownerid_value"], caller=caller)
+            if row is None or str(row.get("_ownerid_value") or "").lower() != mailbox.crm_user_id.lower():
+                continue
+            delete = DeleteInCrm(
+                table=SERIES_TABLE,
+                record_id=series_id,
+                if_match=None,
+                reason="series deleted in Outlook: no instance left",
+            )
+            (result,) = await applier.apply([ItemPlan([delete])])
+            if isinstance(result, CrmError) and not isinstance(result, RecordNotFound):
+                raise result
+
+    async def _gone(
+        self, mailbox: Mailbox, applier: Applier, stored: StoredLink, record_id: uuid.UUID
+    ) -> bool:
+        """Whether a series made in Dynamics was deleted there; then its Outlook series is deleted
+        too (the delete rules: the user's own series; another's only loses its link), never the
+        master re-created from Outlook."""
+        caller = mailbox.crm_caller_object_id
+        if await self._crm.get(SERIES_TABLE, record_id, select=["activityid"], caller=caller) is not None:
+            return False
+        reason = "series deleted in the CRM"
+        drop = DropLink(outlook_id=stored.outlook_id, crm_id=record_id, reason=reason)
+        delete = [DeleteInOutlook(item_id=stored.outlook_id, reason=reason)] if stored.owned_by_user else []
+        (result,) = await applier.apply([ItemPlan([*delete, drop])])
+        if isinstance(result, CrmError):
+            raise result
+        return True
+
+    async def _write_master(
+        self,
+        mailbox: Mailbox,
+        applier: Applier,
+        record_id: uuid.UUID,
+        values: dict[str, CrmValue],
+        *,
+        zone: str | None = None,
+    ) -> None:
+        """Upsert the master when the CRM's columns differ (a failed write raises its error). A
+        series made in Dynamics (``zone``: its Outlook series' zone) keeps its own pattern columns
+        while Outlook's is the same series (mapped, it may be another exact form, e.g. "every
+        weekday" as weekly Monday-Friday):
+        rewriting them would make Dynamics regenerate the instances and drop their exceptions."""
+        caller = mailbox.crm_caller_object_id
+        columns = [c for c in values if c not in SERIES_PARTIES]  # party lists are not columns to read
+        select = list(dict.fromkeys([*columns, *SERIES_READ_COLUMNS])) if zone else columns
+        row = await self._crm.get(SERIES_TABLE, record_id, select=select, caller=caller)
+        if row is not None and zone is not None and same_pattern(row, values, zone):
+            values = {c: v for c, v in values.items() if c not in PATTERN_COLUMNS}
+        columns = [c for c in values if c not in SERIES_PARTIES]
+        if row is not None and all(_same(column, values[column], row.get(column)) for column in columns):
             return
         write = CreateInCrm(
             table=SERIES_TABLE,
@@ -164,7 +280,13 @@ class SeriesSync:
             raise result
 
     async def _instances(
-        self, mailbox: Mailbox, links: LinkView, record_id: uuid.UUID, members: list[OutlookItem]
+        self,
+        mailbox: Mailbox,
+        links: LinkView,
+        record_id: uuid.UUID,
+        members: list[OutlookItem],
+        *,
+        from_crm: bool = False,
     ) -> list[InstancePlan]:
         columns = _read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns)
         rows = await self._crm.series_instances(
@@ -186,8 +308,36 @@ class SeriesSync:
             if plan is not None:
                 plans.append(plan)
         plans = await self._replacing_one_offs(mailbox, links, plans)
+        if from_crm and unmatched:
+            plans += await self._deleted_in_crm(mailbox, record_id, members, by_original)
         if unmatched:
             logger.info("%d occurrence(s) of a series have no Dynamics instance: left unlinked", unmatched)
+        return plans
+
+    async def _deleted_in_crm(
+        self,
+        mailbox: Mailbox,
+        record_id: uuid.UUID,
+        members: list[OutlookItem],
+        by_original: dict[str | None, dict[str, object]],
+    ) -> list[InstancePlan]:
+        """Occurrences of a Dynamics-made series whose instance was deleted in Dynamics before the
+        occurrence was linked (listed in the master's ``deletedexceptionslist``) are cancelled in
+        Outlook, as a linked one would be."""
+        row = await self._crm.get(
+            SERIES_TABLE, record_id, select=["deletedexceptionslist"], caller=mailbox.crm_caller_object_id
+        )
+        listed = str((row or {}).get("deletedexceptionslist") or "").split(",")
+        deleted = {_moment(part) for part in listed if part}
+        plans: list[InstancePlan] = []
+        for member in members:
+            content = member.item
+            if not isinstance(content, Appointment):
+                continue
+            original = utc_text(content.original_start or content.start)
+            if original not in by_original and original in deleted:
+                cancel = DeleteInOutlook(item_id=member.item_id, reason="instance deleted in the CRM")
+                plans.append(InstancePlan(member, [cancel], {}, new_link=False))
         return plans
 
     async def _replacing_one_offs(

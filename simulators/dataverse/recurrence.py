@@ -30,8 +30,9 @@ Pattern columns (recurringappointmentmaster table reference): ``recurrencepatter
 ``isweekdaypattern`` (daily every weekday); ``isnthmonthly`` / ``isnthyearly`` (the Nth weekday
 of the month, the simulator's reading of "Nth Monthly"); ``patternendtype`` 1 no end date,
 2 ``occurrences``, 3 ``patternenddate``; the time of day and length from ``starttime`` /
-``endtime`` (or ``duration`` minutes). Dates are the owner's local dates (``usersettings``
-time zone bias: the columns are UserLocal).
+``endtime`` (or ``duration`` minutes). Dates and times are wall clock in the series' zone
+(``utcconversiontimezonecode``, else the owner's ``usersettings.timezonecode``: the columns are
+UserLocal), daylight saving included.
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from simulators.dataverse import errors
 from simulators.dataverse.engine import ApiRequest, ApiResponse, Engine
 from simulators.dataverse.schema import load_tables
 from simulators.dataverse.security import SYSTEM, Caller
 from simulators.dataverse.store import Record, Ref
+from simulators.dataverse.usersettings import IANA
 
 MASTER = "recurringappointmentmaster"
 NOT_RECURRING, RECURRING_MASTER, RECURRING_INSTANCE, RECURRING_EXCEPTION = 0, 1, 2, 3
@@ -177,10 +180,16 @@ def _dates(master: Record, first: dt.date) -> Iterator[dt.date]:
         raise errors.bad_request(f"Unsupported recurrencepatterntype {kind}.", errors.VALUE_OUT_OF_RANGE)
 
 
-def _bias(engine: Engine, owner: Any) -> dt.timedelta:
-    """UTC = local + bias: the owner's usersettings time zone (UserLocal columns)."""
-    settings = engine.store.get("usersettings", owner.id) if isinstance(owner, Ref) else None
-    return dt.timedelta(minutes=int((settings or {}).get("timezonebias") or 0))
+def _zone(engine: Engine, master: Record) -> ZoneInfo:
+    """The series' wall clock: the master's ``utcconversiontimezonecode`` ("time zone code that was
+    in use when the record was created"), else its owner's usersettings ``timezonecode``. Expanding
+    in the zone - not at a fixed bias - keeps a 09:00 series at 09:00 across daylight-saving changes."""
+    code = master.get("utcconversiontimezonecode")
+    if not isinstance(code, int) or code not in IANA:
+        owner = master.get("ownerid")
+        settings = engine.store.get("usersettings", owner.id) if isinstance(owner, Ref) else None
+        code = (settings or {}).get("timezonecode")
+    return ZoneInfo(IANA.get(code, "UTC") if isinstance(code, int) else "UTC")
 
 
 def occurrences(engine: Engine, master: Record, now: dt.datetime) -> tuple[list[dt.datetime], bool]:
@@ -188,13 +197,13 @@ def occurrences(engine: Engine, master: Record, now: dt.datetime) -> tuple[list[
     start = _parse(master.get("starttime"))
     if start is None:
         return [], True
-    bias = _bias(engine, master.get("ownerid"))
-    local_start = start - bias
+    where = _zone(engine, master)
+    local_start = start.astimezone(where)
     pattern_start = _parse(master.get("patternstartdate"))
-    first = (pattern_start - bias).date() if pattern_start else local_start.date()
+    first = pattern_start.astimezone(where).date() if pattern_start else local_start.date()
     end_type = int(master.get("patternendtype") or 1)
     end_date = _parse(master.get("patternenddate"))
-    last_day = (end_date - bias).date() if end_type == 3 and end_date else None
+    last_day = end_date.astimezone(where).date() if end_type == 3 and end_date else None
     count = int(master.get("occurrences") or 0) if end_type == 2 else _MAX_OCCURRENCES
     horizon = _add_months(now.date(), FUTURE_EXPANSION_WINDOW_MONTHS)
     floor = _add_months(now.date(), -PAST_EXPANSION_WINDOW_MONTHS)
@@ -207,7 +216,8 @@ def occurrences(engine: Engine, master: Record, now: dt.datetime) -> tuple[list[
             complete = False
             break
         if day >= floor:
-            found.append(dt.datetime.combine(day, local_start.time(), dt.UTC) + bias)
+            wall = dt.datetime.combine(day, local_start.time().replace(tzinfo=None), where)
+            found.append(wall.astimezone(dt.UTC))
     return found, complete
 
 

@@ -41,6 +41,21 @@ TIME_ZONES: tuple[tuple[int, str, str, int], ...] = (
     (255, "AUS Eastern Standard Time", "(GMT+10:00) Canberra, Melbourne, Sydney", -600),
 )
 CODES = frozenset(code for code, *_ in TIME_ZONES)
+# The tz database zone of each code (CLDR windowsZones.xml, territory "001"): wall clocks with their
+# daylight-saving changes, for what the platform computes in a user's local time (series expansion).
+IANA = {
+    4: "America/Los_Angeles",
+    10: "America/Denver",
+    20: "America/Chicago",
+    35: "America/New_York",
+    85: "Europe/London",
+    92: "UTC",
+    95: "Europe/Budapest",
+    105: "Europe/Paris",
+    110: "Europe/Berlin",
+    235: "Asia/Tokyo",
+    255: "Australia/Sydney",
+}
 BIAS = {code: bias for code, _, _, bias in TIME_ZONES}
 _DAYLIGHT = {"UTC": "UTC"}
 

@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 import httpx
+import pytest
 
 NEXT_MONDAY = dt.date.today() + dt.timedelta(days=7 - dt.date.today().weekday() + 7)
 MON, WED, FRI, TUE = 0x02, 0x08, 0x20, 0x04
@@ -211,3 +212,48 @@ def test_a_one_off_appointment_is_not_recurring(api: httpx.Client) -> None:
     row = api.get(f"appointments({appointment_id})?$select=instancetypecode,seriesid").json()
     assert row["instancetypecode"] == 0
     assert row["seriesid"] is None
+
+
+def _next_change(month: int, week: int) -> dt.date:
+    """The next ``week``-th (-1 last) Sunday of ``month`` - a daylight-saving change - a week away."""
+    for year in (dt.date.today().year, dt.date.today().year + 1):
+        sundays = [
+            day
+            for day in (dt.date(year, month, 1) + dt.timedelta(days=n) for n in range(31))
+            if day.month == month and day.weekday() == 6
+        ]
+        change = sundays[week]
+        if change > dt.date.today() + dt.timedelta(days=7):
+            return change
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (110, 3, -1, 8, 7),  # W. Europe: 09:00 CET is 08:00Z, 09:00 CEST 07:00Z
+        (110, 10, -1, 7, 8),
+        (35, 3, 1, 14, 13),  # Eastern, second Sunday of March: 09:00 EST is 14:00Z, EDT 13:00Z
+        (35, 11, 0, 13, 14),  # first Sunday of November
+    ],
+)
+def test_a_series_keeps_its_local_time_across_daylight_saving(
+    api: httpx.Client, case: tuple[int, int, int, int, int]
+) -> None:
+    """Expansion runs on the series' wall clock (``utcconversiontimezonecode``): a weekly 09:00
+    series stays at 09:00 local on both sides of the change, so its UTC hour moves."""
+    code, month, week, before, after = case
+    monday = _next_change(month, week) - dt.timedelta(days=6)
+    master_id = _weekly(
+        api,
+        utcconversiontimezonecode=code,
+        daysofweekmask=MON,
+        patternendtype=2,
+        occurrences=2,
+        patternenddate=None,
+        patternstartdate=_at(monday, 0),
+        starttime=_at(monday, before),
+        endtime=_at(monday, before + 1),
+    )
+    starts = [i["scheduledstart"] for i in _instances(api, master_id)]
+    assert starts == [_at(monday, before), _at(monday + dt.timedelta(days=7), after)]
