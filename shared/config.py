@@ -227,6 +227,15 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, validation_alias="CRMSYNC_LEASE_SECONDS", ge=15, le=3600)
     mass_delete_ratio: float = Field(default=0.5, validation_alias="CRMSYNC_MASS_DELETE_RATIO", gt=0, le=1)
     parked_max_attempts: int = Field(default=10, validation_alias="CRMSYNC_PARKED_MAX_ATTEMPTS", ge=1, le=100)
+    #: Outlook's request budget per mailbox (learn.microsoft.com/graph/throttling-limits): crmsync
+    #: paces each mailbox's Graph requests at CRMSYNC_GRAPH_BUDGET_SHARE of it.
+    graph_mailbox_budget: int = Field(
+        default=10_000, validation_alias="CRMSYNC_GRAPH_MAILBOX_BUDGET", ge=2, le=1_000_000
+    )
+    graph_budget_window_seconds: float = Field(
+        default=600.0, validation_alias="CRMSYNC_GRAPH_BUDGET_WINDOW_SECONDS", gt=0, le=86400
+    )
+    graph_budget_share: float = Field(default=0.95, validation_alias="CRMSYNC_GRAPH_BUDGET_SHARE", gt=0, lt=1)
     #: How long a worker keeps the organization's field directions and column security (one read per period).
     field_settings_ttl_seconds: int = Field(
         default=300, validation_alias="CRMSYNC_FIELD_SETTINGS_TTL_SECONDS", ge=0, le=86400

@@ -25,14 +25,14 @@ import datetime as dt
 import enum
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
-from shared.domain.model import Appointment, EventKind, ItemKind
+from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
@@ -103,13 +103,22 @@ class CrmToOutlookRun:
         self._clock = clock
         self._owner = owner or f"crm-worker:{uuid.uuid4().hex}"
 
+    @property
+    def crm(self) -> CrmQueryPort:
+        return self._crm
+
     async def may_sync_to_outlook(self, mailbox: Mailbox) -> bool:
         """Whether the mailbox's CRM user holds "Sync to Outlook" (read as the application)."""
         privileges = await self._crm.user_privileges(uuid.UUID(mailbox.crm_user_id), caller=None)
         return SYNC_TO_OUTLOOK in privileges
 
-    async def run(self, work: CrmWork) -> CrmRunReport:
-        """Sync the work's records into its mailbox; ``LeaseHeld`` when another run holds it."""
+    async def run(
+        self, work: CrmWork, *, existing: Mapping[uuid.UUID, OutlookItem] | None = None
+    ) -> CrmRunReport:
+        """Sync the work's records into its mailbox; ``LeaseHeld`` when another run holds it.
+        ``existing``: Outlook items crmsync created earlier, by CRM id (a fill's
+        :meth:`~shared.outlook.from_crm.CrmOriginWriter.created_items`): an unlinked record found
+        there is linked to that item, not created again (its link write was lost)."""
         if work.mailbox_id is None:
             raise ValueError("a CRM -> Outlook run needs a mailbox (route the work first)")
         kind = TABLES[work.table]
@@ -146,11 +155,13 @@ class CrmToOutlookRun:
                 with telemetry.sync_run(
                     mailbox=mailbox.mailbox_id, reason="crm_change", enqueued_at=work.enqueued_at
                 ):
-                    return await self._sync(mailbox, kind, work)
+                    return await self._sync(mailbox, kind, work, existing or {})
         finally:
             await state.release(lease)
 
-    async def _sync(self, mailbox: Mailbox, kind: ItemKind, work: CrmWork) -> CrmRunReport:
+    async def _sync(
+        self, mailbox: Mailbox, kind: ItemKind, work: CrmWork, existing: Mapping[uuid.UUID, OutlookItem]
+    ) -> CrmRunReport:
         table = work.table
         task_list = (
             await self._writer.default_task_list(mailbox.mailbox_id) if kind is ItemKind.TASK else None
@@ -187,10 +198,11 @@ class CrmToOutlookRun:
                     continue  # deleted since routing: the delete reaches no copy
                 if kind is ItemKind.APPOINTMENT and record_id not in verdict.organized:
                     continue  # an attendee's copy arrives by invitation from the organizer's mailbox
+                found = existing.get(record_id)
                 actions = plan_item(
                     kind,
                     mailbox_id=mailbox.mailbox_id,
-                    outlook=None,
+                    outlook=OutlookState.from_outlook_item(found) if found is not None else None,
                     link=None,
                     crm=crm,
                     policy=policy,
