@@ -59,10 +59,11 @@ class MailboxPacer:
                 now = self._clock()
                 bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.at) * self.rate)
                 bucket.at = now
-                if bucket.tokens >= min(requests, self.capacity):
+                need = min(requests, self.capacity)
+                if bucket.tokens >= need - 1e-9:  # rounding must not keep a caller waiting forever
                     bucket.tokens -= requests
                     return
-                await asyncio.sleep((min(requests, self.capacity) - bucket.tokens) / self.rate)
+                await asyncio.sleep((need - bucket.tokens) / self.rate)
 
 
 def mailboxes_of(request: httpx.Request) -> dict[str, int]:
