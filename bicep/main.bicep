@@ -98,6 +98,17 @@ param fieldSettingsTtlSeconds int = 300
 @maxValue(3600)
 param claimCheckSeconds int = 300
 
+@description('Outlook\'s request budget per mailbox and its window (Graph throttling limits: 10,000 requests in 10 minutes); crmsync paces each mailbox\'s Graph requests at graphBudgetShare of it.')
+@minValue(2)
+param graphMailboxBudget int = 10000
+
+@minValue(1)
+@maxValue(86400)
+param graphBudgetWindowSeconds int = 600
+
+@description('Share of the per-mailbox Graph budget crmsync uses (text, between 0 and 1).')
+param graphBudgetShare string = '0.95'
+
 @description('Largest notification body accepted, in bytes.')
 param maxNotificationBytes int = 1000000
 
@@ -322,6 +333,9 @@ module functionApp 'modules/functionapp.bicep' = {
       CRMSYNC_PARKED_MAX_ATTEMPTS: string(parkedMaxAttempts)
       CRMSYNC_FIELD_SETTINGS_TTL_SECONDS: string(fieldSettingsTtlSeconds)
       CRMSYNC_CLAIM_CHECK_SECONDS: string(claimCheckSeconds)
+      CRMSYNC_GRAPH_MAILBOX_BUDGET: string(graphMailboxBudget)
+      CRMSYNC_GRAPH_BUDGET_WINDOW_SECONDS: string(graphBudgetWindowSeconds)
+      CRMSYNC_GRAPH_BUDGET_SHARE: graphBudgetShare
     }
   }
   dependsOn: [

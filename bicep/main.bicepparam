@@ -63,6 +63,9 @@ param massDeleteRatio = '0.5'
 param parkedMaxAttempts = 10
 param fieldSettingsTtlSeconds = 300
 param claimCheckSeconds = 300
+param graphMailboxBudget = 10000
+param graphBudgetWindowSeconds = 600
+param graphBudgetShare = '0.95'
 param maxNotificationBytes = 1000000
 
 // Scale and cost: most instances, memory per instance (512, 2048 or 4096 MB), log retention.

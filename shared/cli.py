@@ -163,6 +163,11 @@ def mailbox_add(
             run.resource, run.outcome.value, str(run.items_seen), str(run.items_synced), str(run.parked)
         )
     console.print(table)
+    for fill in report.fill:
+        console.print(
+            f"CRM -> Outlook fill of {fill.table}: {fill.in_filter} in the filter, "
+            f"{fill.outlook_writes} written to Outlook ({fill.outcome.value})"
+        )
     for subscription in report.subscriptions:
         console.print(f"subscription {subscription.subscription_id} expires {when(subscription.expiration)}")
     if report.parked:

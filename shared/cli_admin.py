@@ -25,6 +25,7 @@ from shared.admin_api import (
     read_audit,
     resolve_mailbox,
     set_mailbox_enabled,
+    to_jsonable,
 )
 from shared.cli_common import (
     EXIT_BAD_INPUT,
@@ -41,6 +42,7 @@ from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import Runtime
 from shared.store.errors import MailboxNotFound
 from shared.store.records import AuditAction, AuditRecord, Mailbox
+from shared.sync.crm_fill import CrmFill, FillReport
 from shared.sync.tracking.policy import rules_in_force
 
 MailboxArgument = Annotated[str, typer.Argument(help="The mailbox's UPN or id.")]
@@ -61,23 +63,32 @@ def read_mailbox_settings(path: Path) -> MailboxSettings:
 
 
 def mailbox_resync(mailbox: MailboxArgument, as_json: JsonOption = False) -> None:
-    """Forget the delta links and enqueue a full resync of every resource (the worker runs it)."""
+    """Forget the delta links and enqueue a full resync of every resource (the worker runs it), then
+    fill Outlook from the CRM: every record in the user's filter the mailbox does not hold."""
 
-    async def resync(runtime: Runtime) -> tuple[str, int]:
+    async def resync(runtime: Runtime) -> tuple[str, int, list[FillReport]]:
         found = await resolve_mailbox(await runtime.store(), mailbox)
         enqueued = await enqueue_mailbox_resync(
             await runtime.store(), await runtime.jobs(), found.mailbox_id, actor=cli_actor()
         )
-        return found.mailbox_id, enqueued
+        fill = CrmFill(
+            store=await runtime.store(), graph=await runtime.graph(), runner=await runtime.crm_run()
+        )
+        return found.mailbox_id, enqueued, await fill.fill(found.mailbox_id)
 
-    mailbox_id, enqueued = run_with_runtime(resync)
+    mailbox_id, enqueued, fills = run_with_runtime(resync)
     if as_json:
-        print_json({"mailbox_id": mailbox_id, "enqueued": enqueued})
+        print_json({"mailbox_id": mailbox_id, "enqueued": enqueued, "fill": to_jsonable(fills)})
         return
     console.print(
         f"resync of {mailbox_id} enqueued ({enqueued} resource(s)); `crmsync status {mailbox_id}` "
         "shows the backlog drain"
     )
+    for report in fills:
+        console.print(
+            f"CRM -> Outlook fill of {report.table}: {report.in_filter} in the filter, "
+            f"{report.outlook_writes} written to Outlook, {report.relinked} relinked ({report.outcome.value})"
+        )
 
 
 def mailbox_release_brake(

@@ -231,6 +231,15 @@ class Settings(BaseSettings):
     claim_check_seconds: int = Field(
         default=300, validation_alias="CRMSYNC_CLAIM_CHECK_SECONDS", ge=0, le=3600
     )
+    #: Outlook's request budget per mailbox (learn.microsoft.com/graph/throttling-limits): crmsync
+    #: paces each mailbox's Graph requests at CRMSYNC_GRAPH_BUDGET_SHARE of it.
+    graph_mailbox_budget: int = Field(
+        default=10_000, validation_alias="CRMSYNC_GRAPH_MAILBOX_BUDGET", ge=2, le=1_000_000
+    )
+    graph_budget_window_seconds: float = Field(
+        default=600.0, validation_alias="CRMSYNC_GRAPH_BUDGET_WINDOW_SECONDS", gt=0, le=86400
+    )
+    graph_budget_share: float = Field(default=0.95, validation_alias="CRMSYNC_GRAPH_BUDGET_SHARE", gt=0, lt=1)
     #: How long a worker keeps the organization's field directions and column security (one read per period).
     field_settings_ttl_seconds: int = Field(
         default=300, validation_alias="CRMSYNC_FIELD_SETTINGS_TTL_SECONDS", ge=0, le=86400

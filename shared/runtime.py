@@ -26,6 +26,7 @@ from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential, credential_from_settings
 from shared.outlook.delta import DeltaReader
 from shared.outlook.mailbox import OutlookMailbox
+from shared.outlook.pacing import MailboxPacer
 from shared.outlook.subscriptions import SubscriptionManager
 from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWorkQueue, crm_queue_name
@@ -176,7 +177,14 @@ class Runtime:
             http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), http2=True)
             self._closers.append(http.aclose)
             credential = await self._app_credential()
-            return build_graph_client(credential, base_url=str(self.settings.graph_url), http_client=http)
+            pacer = MailboxPacer(
+                budget=self.settings.graph_mailbox_budget,
+                window_seconds=self.settings.graph_budget_window_seconds,
+                share=self.settings.graph_budget_share,
+            )
+            return build_graph_client(
+                credential, base_url=str(self.settings.graph_url), http_client=http, pacer=pacer
+            )
 
         return await self._once("graph", build)
 

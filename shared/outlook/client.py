@@ -32,6 +32,8 @@ from msgraph_core import APIVersion, GraphClientFactory
 from msgraph_core.middleware import GraphTelemetryHandler
 from msgraph_core.middleware.options import GraphTelemetryHandlerOption
 
+from shared.outlook.pacing import MailboxPacer, PacingHandler
+
 GRAPH_DEFAULT_SCOPES = ("https://graph.microsoft.com/.default",)
 _SDK_ENTITY_DESERIALIZERS = Entity.get_field_deserializers
 
@@ -68,13 +70,17 @@ class ImmutableIdHandler(BaseMiddleware):
         return await super().send(request, transport)
 
 
-def _pipeline(*, max_retries: int, retry_delay: float) -> list[BaseMiddleware]:
+def _pipeline(
+    *, max_retries: int, retry_delay: float, pacer: MailboxPacer | None = None
+) -> list[BaseMiddleware]:
     options: dict[str, RequestOption] = {
         RetryHandlerOption.get_key(): RetryHandlerOption(delay=retry_delay, max_retries=max_retries),
     }
     middleware = KiotaClientFactory.get_default_middleware(options)
     middleware.append(ImmutableIdHandler())
     middleware.append(GraphTelemetryHandler(options=GraphTelemetryHandlerOption(api_version=APIVersion.v1)))
+    if pacer is not None:  # last, after the retry handler: its retries are paced too
+        middleware.append(PacingHandler(pacer))
     return middleware
 
 
@@ -87,6 +93,7 @@ def build_graph_client(
     retry_delay: float = 0.0,
     timeout_seconds: float = 60.0,
     http_client: httpx.AsyncClient | None = None,
+    pacer: MailboxPacer | None = None,
 ) -> GraphServiceClient:
     """A ``GraphServiceClient`` talking to ``base_url`` (e.g. ``https://graph.microsoft.com/v1.0``).
 
@@ -94,6 +101,7 @@ def build_graph_client(
     base delay it adds to its exponential backoff when Graph sends no ``Retry-After`` (Graph's own
     ``Retry-After`` always wins). Tokens are only sent to ``base_url``'s host. Pass ``http_client``
     to own (and close) the connection pool yourself; its transport is wrapped in the middleware.
+    ``pacer`` holds each mailbox's requests under Outlook's request budget (``shared.outlook.pacing``).
     """
     base = base_url.rstrip("/")
     host = urlsplit(base).hostname
@@ -101,7 +109,7 @@ def build_graph_client(
         raise ValueError("base_url must be an absolute URL")
     auth = AzureIdentityAuthenticationProvider(credential, scopes=list(scopes), allowed_hosts=[host])
     http_client = GraphClientFactory.create_with_custom_middleware(
-        _pipeline(max_retries=max_retries, retry_delay=retry_delay),
+        _pipeline(max_retries=max_retries, retry_delay=retry_delay, pacer=pacer),
         client=http_client
         or httpx.AsyncClient(timeout=httpx.Timeout(timeout_seconds, connect=10.0), http2=True),
     )

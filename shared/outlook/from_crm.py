@@ -22,7 +22,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 from kiota_abstractions.base_request_configuration import RequestConfiguration
+from kiota_http.middleware.options import RetryHandlerOption
 from msgraph.generated.models.linked_resource import LinkedResource
 from msgraph.generated.models.single_value_legacy_extended_property import (
     SingleValueLegacyExtendedProperty,
@@ -44,11 +46,19 @@ from shared.outlook.convert.contacts import contact_item, contact_to_graph
 from shared.outlook.convert.events import appointment_item, appointment_to_graph
 from shared.outlook.convert.tasks import task_item, task_to_graph
 from shared.outlook.errors import GraphError, graph_errors
+from shared.outlook.paging import all_pages
 
 _TRANSACTION_NAMESPACE = uuid.UUID("8f6d2b61-3c1e-4b7a-9d0e-6a2f5c4b3e19")
 _EXPAND = (
     f"singleValueExtendedProperties($filter=id eq '{CRM_ID_PROPERTY_ID}' or id eq '{ORIGIN_PROPERTY_ID}')"
 )
+
+_CONTACT_ATTEMPTS = 3
+
+
+def _no_retry() -> RequestConfiguration[Any]:
+    """A contact's create is not retried by the retry handler (see CrmOriginWriter._create_contact)."""
+    return RequestConfiguration(options=[RetryHandlerOption(max_retries=0)])
 
 
 def transaction_id(crm_id: uuid.UUID) -> str:
@@ -88,7 +98,7 @@ class CrmOriginWriter:
             if isinstance(item, Contact):
                 contact = contact_to_graph(item)
                 contact.single_value_extended_properties = _stamps(crm_id)
-                created = contact_item(self._mailbox, _returned(await self._user.contacts.post(contact)))
+                created = await self._create_contact(contact, crm_id)
             elif isinstance(item, Appointment):
                 event = appointment_to_graph(item)
                 event.single_value_extended_properties = _stamps(crm_id)
@@ -107,6 +117,78 @@ class CrmOriginWriter:
                 created = task_item(self._mailbox, answer, list_id=self._list or "")
         return created.model_copy(update={"crm_id": str(crm_id)})
 
+    async def _create_contact(self, contact: Any, crm_id: uuid.UUID) -> OutlookItem:
+        """A contact has no transactionId, so a POST whose outcome is unknown (a 5xx or a dropped
+        connection after Graph may have committed it) is not retried blindly: the contact is looked
+        up by its CRM id stamp first, and posted again only when it is not there."""
+        for _ in range(_CONTACT_ATTEMPTS - 1):
+            try:
+                with graph_errors():
+                    answer = await self._user.contacts.post(contact, request_configuration=_no_retry())
+                return contact_item(self._mailbox, _returned(answer))
+            except (GraphError, httpx.TransportError) as error:
+                status = error.status if isinstance(error, GraphError) else None
+                if status == 429:
+                    break  # refused, so not created: the retry handler waits out Retry-After
+                if status is not None and status < 500:
+                    raise  # Graph refused it: nothing was created
+                found = await self.find(ItemKind.CONTACT, crm_id)
+                if found is not None:
+                    return found
+        with graph_errors():
+            answer = await self._user.contacts.post(contact)
+        return contact_item(self._mailbox, _returned(answer))
+
+    async def find(self, kind: ItemKind, crm_id: uuid.UUID) -> OutlookItem | None:
+        """The contact or event stamped with ``crm_id`` (one GET filtered on the extended property,
+        "Get singleValueExtendedProperty", learn.microsoft.com/graph/api/singlevaluelegacyextended
+        property-get: ``$filter=singleValueExtendedProperties/Any(ep: ep/id eq '...' and ep/value eq
+        '...')``), ``None`` when there is none."""
+        found = await self._stamped(kind, CRM_ID_PROPERTY_ID, str(crm_id), top=1, pages=False)
+        return found.get(crm_id)
+
+    async def created_items(self, kind: ItemKind) -> dict[uuid.UUID, OutlookItem]:
+        """Every contact or event crmsync created from a CRM record in this mailbox (its origin
+        marker), by CRM id: a fill links one whose link write was lost instead of creating it twice.
+        One request per 1,000 items; To Do tasks have no extended properties (none are listed)."""
+        if kind is ItemKind.TASK:
+            return {}
+        return await self._stamped(kind, ORIGIN_PROPERTY_ID, FROM_CRM, top=1000, pages=True)
+
+    async def _stamped(
+        self, kind: ItemKind, property_id: str, value: str, *, top: int, pages: bool
+    ) -> dict[uuid.UUID, OutlookItem]:
+        condition = (
+            f"singleValueExtendedProperties/any(ep: ep/id eq '{property_id}' and ep/value eq '{value}')"
+        )
+        if kind is ItemKind.CONTACT:
+            builder: Any = self._user.contacts
+            query: Any = builder.ContactsRequestBuilderGetQueryParameters(
+                filter=condition, expand=[_EXPAND], top=top
+            )
+            convert: Any = contact_item
+        elif kind is ItemKind.APPOINTMENT:
+            builder = self._user.events
+            query = builder.EventsRequestBuilderGetQueryParameters(
+                filter=condition, expand=[_EXPAND], top=top
+            )
+            convert = appointment_item
+        else:
+            return {}
+        config = RequestConfiguration(query_parameters=query)
+        if pages:
+            models = await all_pages(builder, config)
+        else:
+            with graph_errors():
+                page = await builder.get(request_configuration=config)
+            models = list(page.value or ()) if page is not None else []
+        items: dict[uuid.UUID, OutlookItem] = {}
+        for model in models:
+            stamp = crm_id_of(model.single_value_extended_properties)
+            if stamp:
+                items[uuid.UUID(stamp)] = convert(self._mailbox, model).model_copy(update={"crm_id": stamp})
+        return items
+
     async def read(
         self, kind: ItemKind, item_id: str, *, origin: bool = False
     ) -> tuple[OutlookItem | None, bool]:
@@ -121,7 +203,7 @@ class CrmOriginWriter:
                     found: Any = await self._user.contacts.by_contact_id(item_id).get(
                         request_configuration=RequestConfiguration(query_parameters=query)
                     )
-                    return self._stamped(contact_item(self._mailbox, _returned(found)), found)
+                    return self._with_stamp(contact_item(self._mailbox, _returned(found)), found)
                 if kind is ItemKind.APPOINTMENT:
                     query = EventItemRequestBuilder.EventItemRequestBuilderGetQueryParameters(
                         expand=[_EXPAND]
@@ -129,7 +211,7 @@ class CrmOriginWriter:
                     found = await self._user.events.by_event_id(item_id).get(
                         request_configuration=RequestConfiguration(query_parameters=query)
                     )
-                    return self._stamped(appointment_item(self._mailbox, _returned(found)), found)
+                    return self._with_stamp(appointment_item(self._mailbox, _returned(found)), found)
                 task = self._tasks().by_todo_task_id(item_id)
                 read = task_item(self._mailbox, _returned(await task.get()), list_id=self._list or "")
                 if not origin:
@@ -148,6 +230,6 @@ class CrmOriginWriter:
             raise
 
     @staticmethod
-    def _stamped(item: OutlookItem, model: Any) -> tuple[OutlookItem, bool]:
+    def _with_stamp(item: OutlookItem, model: Any) -> tuple[OutlookItem, bool]:
         properties = model.single_value_extended_properties
         return item.model_copy(update={"crm_id": crm_id_of(properties)}), created_from_crm(properties)

@@ -35,6 +35,7 @@ class CrmWorkSource(enum.StrEnum):
     WEBHOOK = "webhook"
     CHANGE_TRACKING = "change_tracking"
     RECONCILIATION = "reconciliation"
+    FILL = "fill"
     ROUTED = "routed"
 
 

@@ -75,8 +75,9 @@ class FilterVerdict:
     organized: frozenset[uuid.UUID] = frozenset()
 
 
-def with_ids(fetch_xml: str, table: str, ids: Sequence[uuid.UUID]) -> str:
-    """``fetch_xml`` returning only the primary ids, restricted to ``ids`` (an ``in`` condition)."""
+def with_ids(fetch_xml: str, table: str, ids: Sequence[uuid.UUID] | None) -> str:
+    """``fetch_xml`` returning only the primary ids, restricted to ``ids`` (an ``in`` condition;
+    ``None``: every record of the filter)."""
     root = parse_fetch(fetch_xml, table)
     for paging in ("top", "count", "page", "paging-cookie"):
         root.attrib.pop(paging, None)
@@ -86,6 +87,8 @@ def with_ids(fetch_xml: str, table: str, ids: Sequence[uuid.UUID]) -> str:
         if child.tag in {"attribute", "all-attributes", "order"}:
             entity.remove(child)
     ET.SubElement(entity, "attribute", name=_PRIMARY[table])
+    if ids is None:
+        return ET.tostring(root, encoding="unicode")
     restriction = ET.SubElement(entity, "filter", type="and")
     condition = ET.SubElement(restriction, "condition", attribute=_PRIMARY[table], operator="in")
     for record_id in ids:
@@ -112,6 +115,27 @@ async def user_filters(crm: CrmQueryPort, table: str, *, user_id: uuid.UUID, cal
     if not rows:
         return None
     return [str(row["fetchxml"]) for row in rows if row.get("statecode") == 0 and row.get("fetchxml")]
+
+
+async def all_members(
+    crm: CrmQueryPort, table: str, *, user_id: uuid.UUID, caller: str, replacement: str | None = None
+) -> list[uuid.UUID]:
+    """Every record id in the user's filter for ``table`` (an initial fill's work list), read as the
+    user in pages; ``[]`` when the user may not read the table at all."""
+    if table not in _PRIMARY:
+        raise ValueError(f"no synchronization filter for table {table!r}")
+    try:
+        if replacement is not None:
+            filters: list[str] | None = [replacement]
+        else:
+            filters = await user_filters(crm, table, user_id=user_id, caller=caller)
+        members: dict[uuid.UUID, None] = {}
+        for fetch_xml in [DEFAULT_FILTERS[table]] if filters is None else filters:
+            rows = await crm.fetch(table, fetch_xml=with_ids(fetch_xml, table, None), caller=caller)
+            members.update(dict.fromkeys(uuid.UUID(str(row[_PRIMARY[table]])) for row in rows))
+    except PrivilegeDenied:
+        return []
+    return list(members)
 
 
 async def evaluate(

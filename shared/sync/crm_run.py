@@ -25,14 +25,14 @@ import datetime as dt
 import enum
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
-from shared.domain.model import Appointment, EventKind, ItemKind
+from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
@@ -116,13 +116,22 @@ class CrmToOutlookRun:
         self._clock = clock
         self._owner = owner or f"crm-worker:{uuid.uuid4().hex}"
 
+    @property
+    def crm(self) -> CrmQueryPort:
+        return self._crm
+
     async def may_sync_to_outlook(self, mailbox: Mailbox) -> bool:
         """Whether the mailbox's CRM user holds "Sync to Outlook" (read as the application)."""
         privileges = await self._crm.user_privileges(uuid.UUID(mailbox.crm_user_id), caller=None)
         return SYNC_TO_OUTLOOK in privileges
 
-    async def run(self, work: CrmWork) -> CrmRunReport:
-        """Sync the work's records into its mailbox; ``LeaseHeld`` when another run holds it."""
+    async def run(
+        self, work: CrmWork, *, existing: Mapping[uuid.UUID, OutlookItem] | None = None
+    ) -> CrmRunReport:
+        """Sync the work's records into its mailbox; ``LeaseHeld`` when another run holds it.
+        ``existing``: Outlook items crmsync created earlier, by CRM id (a fill's
+        :meth:`~shared.outlook.from_crm.CrmOriginWriter.created_items`): an unlinked record found
+        there is linked to that item, not created again (its link write was lost)."""
         if work.mailbox_id is None:
             raise ValueError("a CRM -> Outlook run needs a mailbox (route the work first)")
         kind = TABLES[work.table]
@@ -164,11 +173,13 @@ class CrmToOutlookRun:
                     enqueued_at=work.enqueued_at,
                     parent=work.traceparent,
                 ):
-                    return await self._sync(mailbox, kind, work)
+                    return await self._sync(mailbox, kind, work, existing or {})
         finally:
             await state.release(lease)
 
-    async def _sync(self, mailbox: Mailbox, kind: ItemKind, work: CrmWork) -> CrmRunReport:
+    async def _sync(
+        self, mailbox: Mailbox, kind: ItemKind, work: CrmWork, existing: Mapping[uuid.UUID, OutlookItem]
+    ) -> CrmRunReport:
         table = work.table
         task_list = (
             await self._writer.default_task_list(mailbox.mailbox_id) if kind is ItemKind.TASK else None
@@ -258,10 +269,11 @@ class CrmToOutlookRun:
             series_writes, one_off = await series.sync(set(series_of.values()))
             new_ids = [r for r in new_ids if r not in series_of or series_of[r] in one_off]
         for record_id in new_ids:
+            found = existing.get(record_id)  # an item crmsync created whose link write was lost
             actions = plan_item(
                 kind,
                 mailbox_id=mailbox.mailbox_id,
-                outlook=None,
+                outlook=OutlookState.from_outlook_item(found) if found is not None else None,
                 link=None,
                 crm=states[record_id],
                 policy=policy,

@@ -13,7 +13,8 @@ Then it registers the mailbox (the store makes mailbox <-> CRM user one to one a
 tracked category to the mailbox's master list, creates one subscription per synchronised resource
 (immutable ids - the Graph client sends ``Prefer: IdType="ImmutableId"`` on every request - a
 lifecycle URL and a fresh clientState, of which only the SHA-256 is stored), and runs the initial
-delta baseline with progress reports. A failure after registration undoes what was done.
+delta baseline with progress reports. A failure after registration undoes what was done. A user
+holding "Sync to Outlook" then gets the initial fill from the CRM (:mod:`shared.sync.crm_fill`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ from shared.store.records import (
     utc_now,
 )
 from shared.sync.applier import ACTOR
-from shared.sync.crm_run import NO_PRIVILEGE_REASON, SYNC_TO_OUTLOOK
+from shared.sync.crm_fill import CrmFill, FillReport
+from shared.sync.crm_run import NO_PRIVILEGE_REASON, SYNC_TO_OUTLOOK, CrmToOutlookRun
 from shared.sync.field_rules import FixedFieldDirection, check_field_directions
 from shared.sync.fieldmaps import field_map
 from shared.sync.job import (
@@ -108,6 +110,7 @@ class OnboardingReport:
     subscriptions: tuple[SubscriptionStatus, ...]
     baseline: tuple[SyncRunReport, ...]
     sync_to_outlook: bool | None = None  # prvSyncToOutlook held (None: the CRM port cannot tell)
+    fill: tuple[FillReport, ...] = ()  # the initial fill from the CRM, per table
 
     @property
     def items_seen(self) -> int:
@@ -226,6 +229,12 @@ class Onboarding:
             logger.warning("initial sync failed: the mailbox's registration was rolled back")
             await self.offboard(mailbox.mailbox_id, actor=actor)
             raise
+        sync_to_outlook = await self._sync_to_outlook(mailbox)
+        fill: list[FillReport] = []
+        if sync_to_outlook and isinstance(self._crm, CrmQueryPort):
+            notify(OnboardingProgress("filling Outlook from the CRM"))
+            runner = CrmToOutlookRun(store=self._store, crm=self._crm, graph=self._graph)
+            fill = await CrmFill(store=self._store, graph=self._graph, runner=runner).fill(mailbox.mailbox_id)
         now = self._clock()
         return OnboardingReport(
             mailbox.mailbox_id,
@@ -233,7 +242,8 @@ class Onboarding:
             mailbox.crm_user_id,
             tuple(subscription_status(record, now) for record in subscriptions),
             tuple(baseline),
-            await self._sync_to_outlook(mailbox),
+            sync_to_outlook,
+            tuple(fill),
         )
 
     async def _check_claim(self, mailbox_id: str, *, take_over: bool) -> None:

@@ -150,7 +150,9 @@ class Simulator:
         self.throttle.enter(ctx.box.id)
         try:
             await self.faults.apply(ctx.box.id, call.method, entry["path"])
-            return await handler(ctx)
+            response = await handler(ctx)
+            self.faults.lose_answer(ctx.box.id, call.method, entry["path"])
+            return response
         finally:
             self.throttle.leave(ctx.box.id)
 

@@ -94,7 +94,7 @@ class Throttle:
         self.limits(user_id).in_flight -= 1
 
 
-REQUEST_FAULTS = ("latency", "status", "throttle")
+REQUEST_FAULTS = ("latency", "status", "throttle", "lost_answer")
 NOTIFICATION_FAULTS = ("drop_notifications", "duplicate_notifications", "reorder_notifications")
 
 
@@ -195,6 +195,15 @@ class Faults:
             )
         code = STATUS_CODES.get(failure.status, "InternalServerError")
         raise GraphError(failure.status, code, "Injected failure.", retry_after=failure.retry_after)
+
+    def lose_answer(self, user: str | None, method: str, path: str) -> None:
+        """A ``lost_answer`` fault: the request was carried out (committed), then its answer is
+        replaced by an error (503 by default), as when a gateway times out after the mailbox
+        server committed - the client cannot tell whether its write happened."""
+        lost = self.take(("lost_answer",), user, method, path)
+        if lost is not None:
+            status = lost.status if lost.status in STATUS_CODES else 503
+            raise GraphError(status, STATUS_CODES[status], "The answer was lost (injected).")
 
 
 class RequestLog:
