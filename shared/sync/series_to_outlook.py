@@ -50,6 +50,7 @@ from shared.sync.applier import ACTOR
 from shared.sync.fieldmaps.base import FieldMap, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import natural_key, series_record_id
 from shared.sync.fieldmaps.series import (
+    SERIES_READ_COLUMNS,
     SERIES_TABLE,
     pattern_fingerprint,
     same_pattern,
@@ -63,32 +64,16 @@ logger = logging.getLogger(__name__)
 
 SERIES_NOT_EXPRESSIBLE = "series_pattern_not_expressible"
 RECURRING_EXCEPTION = 3
+# The series' own fields, its pattern and zone (the pattern columns' one list: fieldmaps/series.py).
 MASTER_COLUMNS = (
     "activityid",
     "subject",
     "location",
     "description",
-    "isalldayevent",
     "prioritycode",
     "globalobjectid",
-    "recurrencepatterntype",
-    "interval",
-    "daysofweekmask",
-    "dayofmonth",
-    "instance",
-    "monthofyear",
-    "firstdayofweek",
-    "isnthmonthly",
-    "isnthyearly",
-    "isweekdaypattern",
-    "patternstartdate",
-    "patternendtype",
-    "patternenddate",
-    "occurrences",
-    "starttime",
-    "endtime",
     "deletedexceptionslist",
-    "utcconversiontimezonecode",
+    *SERIES_READ_COLUMNS,
 )
 _INSTANCE_COLUMNS = (
     "activityid",
