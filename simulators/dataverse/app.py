@@ -144,7 +144,7 @@ class Simulator:
 
     def run_part(self, request: ApiRequest, client: str) -> ApiResponse:
         """A $batch part: a fault aimed at its path (``path_contains``) answers instead of it."""
-        fault = self.governor.part_fault(client, request.path)
+        fault = self.governor.part_fault(client, request.path, request.body)
         if fault is not None:
             error = fault.error()
             return ApiResponse(error.status, error.headers, error.body())
@@ -270,7 +270,8 @@ async def _serve(
     admitted = False
     try:
         latency = 0.0
-        for fault in sim.governor.matching_faults(client, path):
+        body = await request.body()
+        for fault in sim.governor.matching_faults(client, path, body):
             if fault.kind != "latency":
                 raise fault.error()
             latency += fault.latency_ms
@@ -278,7 +279,6 @@ async def _serve(
         admitted = True
         if latency:
             await asyncio.sleep(latency / 1000.0)
-        body = await request.body()
         base_url = f"{request.url.scheme}://{request.url.netloc}{API_PREFIX}"
         watch = CommitWatch(sim, client)
         if path == "$batch":

@@ -90,12 +90,15 @@ class Fault:
             return errors.DataverseError(429, self.code, self.message, {"Retry-After": str(self.retry_after)})
         return errors.DataverseError(self.status, self.code, self.message)
 
-    def applies(self, client: str, path: str) -> bool:
-        """Whether it acts on this request; each matching request before ``after`` ran out passes."""
+    def applies(self, client: str, path: str, body: bytes) -> bool:
+        """Whether it acts on this request; each matching request before ``after`` ran out passes.
+        ``body_contains`` narrows any fault to requests (or $batch parts) whose body holds the text,
+        so a test's fault cannot be used up by other mailboxes' background traffic."""
         matches = (
             (self.remaining is None or self.remaining > 0)
             and self.client in {ANY_CLIENT, client}
             and (self.path_contains is None or self.path_contains in path)
+            and (self.body_contains is None or self.body_contains.encode() in body)
         )
         if matches and self.after > 0:
             self.after -= 1
@@ -106,9 +109,8 @@ class Fault:
         """A hang_after_commit fault catches a committed write of its table (and body text)."""
         return (
             self.kind == HANG_AFTER_COMMIT
-            and self.applies(client, write.path)
+            and self.applies(client, write.path, write.body)
             and self.table in {None, write.table}
-            and (self.body_contains is None or self.body_contains.encode() in write.body)
         )
 
     async def hold(self) -> None:
@@ -179,26 +181,27 @@ class Governor:
                 self.faults.remove(fault)
         return fault
 
-    def matching_faults(self, client: str, path: str) -> list[Fault]:
+    def matching_faults(self, client: str, path: str, body: bytes) -> list[Fault]:
         """The latency faults for this request plus the first answering fault (in the order added);
         each one returned uses up one of its ``count``."""
         hits: list[Fault] = []
         answered = False
         for fault in list(self.faults):
             answering = fault.kind in ANSWERING_KINDS
-            if fault.kind == HANG_AFTER_COMMIT or not fault.applies(client, path) or (answered and answering):
+            skipped = fault.kind == HANG_AFTER_COMMIT or (answered and answering)
+            if skipped or not fault.applies(client, path, body):
                 continue
             answered = answered or answering
             hits.append(self._use(fault))
         return hits
 
-    def part_fault(self, client: str, path: str) -> Fault | None:
+    def part_fault(self, client: str, path: str, body: bytes) -> Fault | None:
         """The first answering fault with a ``path_contains`` that names this $batch part, used once."""
         for fault in self.faults:
             if (
                 fault.kind in ANSWERING_KINDS
                 and fault.path_contains is not None
-                and fault.applies(client, path)
+                and fault.applies(client, path, body)
             ):
                 return self._use(fault)
         return None
