@@ -146,12 +146,12 @@ def test_storage_unresponsive_under_the_worker_loses_and_duplicates_nothing(fast
     count = 20
     azurite = e2e.sandbox.azurite.process
     assert azurite is not None
-    e2e.dataverse_control(
-        "POST", "faults", {"kind": "latency", "latency_ms": 3000, "token": CONNECTOR_TOKEN, "count": 1}
-    )
+    tag = _new_tag()
+    slow = {"kind": "latency", "latency_ms": 3000, "token": CONNECTOR_TOKEN, "body_contains": tag, "count": 1}
+    e2e.dataverse_control("POST", "faults", slow)  # this job's write, not a background one
     frozen = False
     try:
-        tag = _seed_contacts(e2e, mailbox, count)
+        _seed_contacts(e2e, mailbox, count, tag)
         wait_for(
             lambda: any(
                 r["path"].endswith("/contacts/delta")
