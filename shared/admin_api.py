@@ -28,6 +28,7 @@ from shared.store.jobs import JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Mailbox
 from shared.sync.field_rules import FixedFieldDirection, check_field_directions
+from shared.sync.notes import clear_notes
 
 #: The Entra app role an administrator needs (bicep/ declares it; README "Admin API sign-in").
 ADMIN_ROLE = "crmsync.Admin"
@@ -188,6 +189,7 @@ async def enqueue_mailbox_resync(
     await store.registry.get_mailbox(mailbox_id)  # MailboxNotFound for an unknown mailbox
     async for record in store.subscriptions.list_for_mailbox(mailbox_id):
         await store.sync_state.reset(mailbox_id, record.resource)
+    await clear_notes(store.sync_state, mailbox_id)
     enqueued = await _enqueue_all(store, jobs, mailbox_id, JobReason.RESYNC)
     await _audit(store, mailbox_id, AuditAction.RESYNC, actor)
     return enqueued

@@ -292,6 +292,8 @@ def _print_status(report: MailboxStatus) -> None:
     console.print(resources)
     for table, reason in report.crm_to_outlook_stopped.items():
         console.print(f"CRM -> Outlook stopped for {table}: {reason}", highlight=False)
+    for meaning in report.notes.values():
+        console.print(f"note: {meaning}", highlight=False)
     if report.parked:
         parked = Table("parked kind", "reason", "what to do", "attempts", "last failed", "state")
         for item in report.parked:

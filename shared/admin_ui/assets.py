@@ -33,6 +33,8 @@ dl.facts { display: grid; grid-template-columns: repeat(auto-fit, minmax(11rem, 
   margin: .75rem 0; }
 dl.facts div { min-width: 0; } dt { font-size: .8rem; color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
+ul.notes { margin: .5rem 0; padding: .5rem .75rem .5rem 1.75rem; border-left: 4px solid var(--accent);
+  background: var(--bg); }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; }
 table { border-collapse: collapse; width: 100%; font-size: .9rem; }
 th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }

@@ -183,12 +183,24 @@ def _mailbox(view: MailboxView, index: int, release_brake: bool) -> str:
         ),
         "No audit entry yet.",
     )
+    notes = [
+        (reason, f"CRM -> Outlook stopped for {table}: {reason}")
+        for table, reason in s.crm_to_outlook_stopped.items()
+    ] + list(s.notes.items())
+    notes_html = (
+        '<ul class="notes">'
+        + "".join(f'<li data-note="{_e(code)}">{_e(text)}</li>' for code, text in notes)
+        + "</ul>"
+        if notes
+        else ""
+    )
     heading = f"mailbox-{index}"
     return f"""
 <section class="mailbox" aria-labelledby="{heading}" data-mailbox="{_e(s.mailbox_id)}">
   <div class="head"><h2 id="{heading}">{_e(s.upn)}</h2>
     <span class="badge {state_class}" data-field="state">{_e(view.display_state)}</span></div>
   <dl class="facts">{"".join(f"<div><dt>{k}</dt><dd>{v}</dd></div>" for k, v in facts)}</dl>
+  {notes_html}
   <h3>Resources</h3>{resources}
   <h3>Parked items</h3>{parked}
   <h3>Subscriptions</h3>{subscriptions}

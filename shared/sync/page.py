@@ -138,7 +138,7 @@ class PageSync:
         self._clock = clock
         self._ratio = mass_delete_ratio
         self._keep_lease = keep_lease
-        self._series = SeriesSync(crm, reader)
+        self._series = SeriesSync(crm, reader, store.sync_state)
 
     async def process(self, run: RunState, items: list[OutlookItem]) -> None:
         """Plan every item of the page, apply the brake to the run's deletes, then apply."""

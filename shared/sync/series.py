@@ -38,6 +38,7 @@ from shared.crm.errors import CrmError, RecordNotFound
 from shared.crm.port import CrmPort
 from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
 from shared.domain.zones import windows_name
+from shared.store.ports import SyncStateStore
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox
 from shared.store.records import Link as StoredLink
 from shared.sync.applier import ACTOR, Applier, ItemPlan
@@ -57,6 +58,7 @@ from shared.sync.fieldmaps.series import (
 )
 from shared.sync.links import LinkView, from_stored_link
 from shared.sync.merge import unit_fingerprints
+from shared.sync.notes import SERIES_NOT_EXPRESSIBLE, leave_note
 from shared.sync.plan import (
     Action,
     CreateInCrm,
@@ -75,7 +77,6 @@ logger = logging.getLogger(__name__)
 _INSTANCE_KINDS = frozenset({EventKind.OCCURRENCE, EventKind.EXCEPTION})
 # What an exception may change on its own instance (the rest is the series').
 _EXCEPTION_COLUMNS = ("subject", "scheduledstart", "scheduledend", "isalldayevent", "location", "description")
-SERIES_NOT_EXPRESSIBLE = "series_pattern_not_expressible"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +103,10 @@ def _master_of(item: OutlookItem) -> str | None:
 class SeriesSync:
     """Plans a page's occurrences and exceptions as Dynamics series (see the module docstring)."""
 
-    def __init__(self, crm: CrmPort, reader: OutlookReader) -> None:
+    def __init__(self, crm: CrmPort, reader: OutlookReader, state: SyncStateStore) -> None:
         self._crm = crm
         self._reader = reader
+        self._state = state
         self._zone_codes: dict[str, int | None] = {}
 
     async def plan(
@@ -155,6 +157,7 @@ class SeriesSync:
                         reason_code=SERIES_NOT_EXPRESSIBLE,
                     )
                 )
+                await leave_note(self._state, mailbox.mailbox_id, SERIES_NOT_EXPRESSIBLE)
                 rest.extend(members)
                 continue
             # A series made in Dynamics is linked to its master (crmsync created the Outlook series).
@@ -451,4 +454,4 @@ def _same(column: str, ours: CrmValue, theirs: object) -> bool:
     return canonical_crm_value(ours) == canonical_crm_value(theirs)
 
 
-__all__ = ["SERIES_NOT_EXPRESSIBLE", "InstancePlan", "SeriesSync"]
+__all__ = ["InstancePlan", "SeriesSync"]

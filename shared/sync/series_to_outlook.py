@@ -58,11 +58,11 @@ from shared.sync.fieldmaps.series import (
     series_recurrence,
     series_zone,
 )
+from shared.sync.notes import SERIES_NOT_EXPRESSIBLE, leave_note
 from shared.sync.plan import Action, DeleteInOutlook
 
 logger = logging.getLogger(__name__)
 
-SERIES_NOT_EXPRESSIBLE = "series_pattern_not_expressible"
 RECURRING_EXCEPTION = 3
 # The series' own fields, its pattern and zone (the pattern columns' one list: fieldmaps/series.py).
 MASTER_COLUMNS = (
@@ -336,6 +336,7 @@ class SeriesToOutlook:
                 reason_code=SERIES_NOT_EXPRESSIBLE,
             )
         )
+        await leave_note(self._store.sync_state, self._mailbox.mailbox_id, SERIES_NOT_EXPRESSIBLE)
 
 
 def series_deleting(item: object, actions: Sequence[Action]) -> str | None:
@@ -368,4 +369,4 @@ def _same_occurrence(have: Appointment, wanted: Appointment) -> bool:
     )
 
 
-__all__ = ["SERIES_NOT_EXPRESSIBLE", "SeriesToOutlook", "series_deleting"]
+__all__ = ["SeriesToOutlook", "series_deleting"]

@@ -3,7 +3,7 @@
 State and the admin switch, each subscription and its expiry, per resource the last sync, the
 dirty backlog and the last error (e.g. ``mass_delete_refused``), parked items with the reason
 and what to do, how many items are linked per kind, and the last hour's change-to-CRM and
-change-to-Outlook latency. Typed, so the CLI and the admin API
+change-to-Outlook latency, and standing notes (shared/sync/notes.py). Typed, so the CLI and the admin API
 render the same data; nothing in it is a body or an address.
 """
 
@@ -17,6 +17,7 @@ from shared.store.ports import Store
 from shared.store.records import Mailbox, MailboxState, ParkedItem, SubscriptionRecord, utc_now
 from shared.sync.brake import held as held_brakes
 from shared.sync.latency import LatencySummary, last_hour
+from shared.sync.notes import read_notes
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,8 @@ class MailboxStatus:
     brake_holds: dict[ItemKind, int] = field(default_factory=dict)  # deletes a tripped brake refused
     # The last hour's change-to-CRM (``to_crm``) and change-to-Outlook (``to_outlook``) latency.
     latency: dict[str, LatencySummary] = field(default_factory=dict)
+    # Standing notes (reason code -> what it means), e.g. a series synced as occurrences.
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def refused_deletes(self) -> int:
@@ -182,6 +185,7 @@ async def mailbox_status(
         crm_to_outlook_stopped=stopped,
         brake_holds=await held_brakes(store.sync_state, mailbox_id),
         latency=last_hour(await store.sync_state.latency_slots(mailbox_id), now),
+        notes=await read_notes(store.sync_state, mailbox_id),
     )
 
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from shared.admin_api import enqueue_mailbox_resync
 from shared.crm.port import FieldValue, Upsert
 from shared.domain.model import ItemKind
 from shared.outlook.subscriptions import ResourceKind, resource_path
@@ -477,7 +478,9 @@ async def test_upgrade_one_off_appointments_per_occurrence_give_way_to_the_serie
     assert not set(old_ids) & set(linked.values())
 
 
-async def test_a_pattern_dynamics_cannot_express_is_synced_as_occurrences_with_a_note(engine: Engine) -> None:
+async def test_a_pattern_dynamics_cannot_express_is_synced_as_occurrences_with_a_note(
+    engine: Engine, storage_connection_string: str
+) -> None:
     """Every 1001 days: recurringappointmentmaster.interval stops at 1000, so the series is not bent into
     another pattern; its occurrences become appointments and the audit says why."""
     mailbox = await engine.register()
@@ -504,6 +507,19 @@ async def test_a_pattern_dynamics_cannot_express_is_synced_as_occurrences_with_a
     assert row["instancetypecode"] == 0
     notes = await engine.store.audit.list_recent(mailbox.mailbox_id)
     assert [n.reason_code for n in notes].count("series_pattern_not_expressible") == 1
+    # ...and the status (page and `crmsync status`) says so until a resync reads everything again.
+    (status,) = await mailbox_statuses(engine.store, mailbox.mailbox_id)
+    assert list(status.notes) == ["series_pattern_not_expressible"]
+    assert "single occurrences" in status.notes["series_pattern_not_expressible"]
+    jobs = await open_job_queue(
+        queue_name="notes-" + uuid.uuid4().hex[:8], connection_string=storage_connection_string
+    )
+    try:
+        await enqueue_mailbox_resync(engine.store, jobs, mailbox.mailbox_id)
+    finally:
+        await jobs.close()
+    (status,) = await mailbox_statuses(engine.store, mailbox.mailbox_id)
+    assert status.notes == {}
 
 
 async def test_an_admin_run_waits_for_a_worker_holding_the_lease_and_a_queue_job_does_not(

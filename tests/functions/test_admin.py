@@ -25,6 +25,7 @@ from shared.admin_ui.data import BRAKE_REASON
 from shared.domain.model import ItemKind
 from shared.runtime import Runtime
 from shared.store.records import AuditAction, AuditRecord, Mailbox, SubscriptionRecord
+from shared.sync.notes import SERIES_NOT_EXPRESSIBLE, leave_note
 from simulators.azurite import Azurite
 from tests.fixtures.app import registered_function, sandbox_settings, use_settings
 from tests.fixtures.graph_sim import GraphSim
@@ -418,3 +419,21 @@ async def test_the_release_brake_button_shows_only_for_a_braked_mailbox_when_the
     assert f'data-url="/api/admin/mailboxes/{braked.mailbox_id}/release-brake"' in with_route
     assert 'data-action="release-brake"' not in without_route
     assert "mass_delete_refused" in without_route  # the brake shows as the resource's last error
+
+
+async def test_the_status_page_shows_standing_notes_and_why_crm_to_outlook_stopped(
+    app_runtime: Runtime,
+) -> None:
+    noted = await register(app_runtime, upn="noted@contoso.example")
+    await register(app_runtime, upn="plain@contoso.example")
+    store = await app_runtime.store()
+    await leave_note(store.sync_state, noted.mailbox_id, SERIES_NOT_EXPRESSIBLE)
+    await store.sync_state.record_error(noted.mailbox_id, "crm:task", "crm_no_sync_to_outlook_privilege")
+
+    page, _ = render_status_page(await status_page_data(store), actor="function-key")
+
+    assert page.count("<li data-note=") == 2
+    assert page.count('<ul class="notes">') == 1  # the other mailbox has none
+    assert 'data-note="series_pattern_not_expressible"' in page
+    assert "single occurrences" in page
+    assert "CRM -&gt; Outlook stopped for task: crm_no_sync_to_outlook_privilege" in page
