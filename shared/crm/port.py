@@ -233,6 +233,13 @@ class CrmPort(Protocol):
         exception"), as the caller may read them, with their ``@odata.etag``."""
         ...
 
+    async def party_addresses(
+        self, activity_id: uuid.UUID, *, caller: str | None
+    ) -> frozenset[tuple[int, str]]:
+        """An activity's parties as (``participationtypemask``, lower-cased ``addressused``): the
+        party list is rows of ``activityparty``, not a column a record read returns."""
+        ...
+
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None
     ) -> list[OperationResult]: ...

@@ -44,7 +44,7 @@ from shared.store.records import Link as StoredLink
 from shared.sync.applier import ACTOR, Applier, ItemPlan
 from shared.sync.crm_reads import _crm_state, _read_columns
 from shared.sync.fieldmaps import APPOINTMENT_MAP, crm_content_hash, natural_key
-from shared.sync.fieldmaps.base import CrmValue, canonical_crm_value, parse_utc, utc_text
+from shared.sync.fieldmaps.base import CrmValue, PartySpec, canonical_crm_value, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import series_record_id
 from shared.sync.fieldmaps.series import (
     PATTERN_COLUMNS,
@@ -98,6 +98,19 @@ def _master_of(item: OutlookItem) -> str | None:
     if item.removed or not isinstance(content, Appointment) or content.event_kind not in _INSTANCE_KINDS:
         return None
     return content.series_master_id
+
+
+def _party_addresses(values: dict[str, CrmValue]) -> frozenset[tuple[int, str]]:
+    """The parties the master's party columns name, as the CRM port reads them back."""
+    return frozenset(
+        (int(spec.participation), spec.address)
+        for column in SERIES_PARTIES
+        for spec in _specs(values.get(column))
+    )
+
+
+def _specs(value: CrmValue | None) -> tuple[PartySpec, ...]:
+    return tuple(spec for spec in value if isinstance(spec, PartySpec)) if isinstance(value, tuple) else ()
 
 
 class SeriesSync:
@@ -269,7 +282,11 @@ class SeriesSync:
         if row is not None and zone is not None and same_pattern(row, values, zone):
             values = {c: v for c, v in values.items() if c not in PATTERN_COLUMNS}
         columns = [c for c in values if c not in SERIES_PARTIES]
-        if row is not None and all(_same(column, values[column], row.get(column)) for column in columns):
+        if (
+            row is not None
+            and all(_same(column, values[column], row.get(column)) for column in columns)
+            and _party_addresses(values) == await self._crm.party_addresses(record_id, caller=caller)
+        ):
             return
         write = CreateInCrm(
             table=SERIES_TABLE,

@@ -418,6 +418,58 @@ async def test_a_series_is_one_dynamics_series_and_a_master_edit_reaches_its_ins
     assert set(by_id.values()) == {(None, 2)}
 
 
+def _series_parties(engine: Engine, series_id: str) -> set[tuple[int, str]]:
+    rows = engine.query(
+        f"activityparties?$select=participationtypemask,addressused&$filter=_activityid_value eq {series_id}"
+    )
+    return {(row["participationtypemask"], str(row["addressused"]).lower()) for row in rows}
+
+
+async def test_an_attendee_change_alone_rewrites_the_series_parties(engine: Engine) -> None:
+    """The series' attendees are the master's activity parties: adding and removing an attendee of
+    the whole series (nothing else changed) reaches them; a run with no change writes nothing."""
+    mailbox = await engine.register()
+    subject = "Standup " + uuid.uuid4().hex[:8]
+    first_day = _when(2, 9)["dateTime"][:10]
+    attendee = {"emailAddress": {"address": "ada@contoso.example"}, "type": "required"}
+    series = {
+        "subject": subject,
+        "start": _when(2, 9),
+        "end": _when(2, 10),
+        "attendees": [attendee],
+        "recurrence": {
+            "pattern": {"type": "daily", "interval": 1},
+            "range": {"type": "numbered", "startDate": first_day, "numberOfOccurrences": 3},
+        },
+    }
+    (master_id,) = engine.graph_sim.seed(mailbox.mailbox_id, events=[series])["events"]
+    events = resource_path(ResourceKind.EVENTS, mailbox.mailbox_id)
+    assert (await engine.job().run(mailbox.mailbox_id, events)).outcome is RunOutcome.COMPLETED
+    (master,) = engine.query(f"recurringappointmentmasters?$select=activityid&$filter=subject eq '{subject}'")
+    assert (5, "ada@contoso.example") in _series_parties(engine, master["activityid"])
+
+    grace = {"emailAddress": {"address": "Grace@contoso.example"}, "type": "optional"}
+    engine.outlook.patch(mailbox.mailbox_id, "events", master_id, {"attendees": [grace]})
+    assert (await engine.job().run(mailbox.mailbox_id, events)).outcome is RunOutcome.COMPLETED
+    parties = _series_parties(engine, master["activityid"])
+    assert (6, "grace@contoso.example") in parties
+    assert (5, "ada@contoso.example") not in parties
+
+    def version() -> int:
+        (row,) = engine.query(
+            f"recurringappointmentmasters?$select=versionnumber&$filter=activityid eq {master['activityid']}"
+        )
+        return int(row["versionnumber"])
+
+    before = version()
+    occurrence, *_ = [link async for link in engine.store.links.list_links(mailbox.mailbox_id)]
+    engine.outlook.patch(
+        mailbox.mailbox_id, "events", occurrence.outlook_id, {"location": {"displayName": "Lab"}}
+    )
+    assert (await engine.job().run(mailbox.mailbox_id, events)).outcome is RunOutcome.COMPLETED
+    assert version() == before  # the master was compared, parties included, and not rewritten
+
+
 async def test_upgrade_one_off_appointments_per_occurrence_give_way_to_the_series(engine: Engine) -> None:
     """Before series were synchronised, crmsync wrote each occurrence as its own appointment and linked
     it. The next full read links each occurrence to its series instance and deletes the user's one-off

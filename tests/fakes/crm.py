@@ -81,6 +81,7 @@ CallName = Literal[
     "find_by_email",
     "find_where",
     "series_instances",
+    "party_addresses",
     "apply_batch",
     "read_changes",
 ]
@@ -500,6 +501,16 @@ class FakeCrm:
             for record in self.rows("appointment").values()
             if str(record.columns.get("seriesid") or "").lower() == str(series_id)
         ]
+
+    async def party_addresses(
+        self, activity_id: uuid.UUID, *, caller: str | None
+    ) -> frozenset[tuple[int, str]]:
+        self._enter("party_addresses", caller)
+        return frozenset(
+            (int(row["participationtypemask"]), str(row["addressused"] or "").lower())
+            for row in self._party_rows()
+            if row["_activityid_value"] == str(activity_id)
+        )
 
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None

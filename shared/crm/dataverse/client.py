@@ -181,6 +181,21 @@ class DataverseClient:
             "appointment", where=f"seriesid eq {series_id}", select=[*select, "activityid"], caller=caller
         )
 
+    async def party_addresses(
+        self, activity_id: uuid.UUID, *, caller: str | None
+    ) -> frozenset[tuple[int, str]]:
+        """``activityparties?$filter=_activityid_value eq <id>`` (activityparty: "ActivityId",
+        "AddressUsed", "ParticipationTypeMask"), one request."""
+        rows = await self.query(
+            "activityparty",
+            where=f"_activityid_value eq {activity_id}",
+            select=["participationtypemask", "addressused"],
+            caller=caller,
+        )
+        return frozenset(
+            (int(row["participationtypemask"]), str(row.get("addressused") or "").lower()) for row in rows
+        )
+
     # --- batches ----------------------------------------------------------------
 
     async def apply_batch(
