@@ -48,6 +48,7 @@ from shared.sync.fieldmaps.base import CrmValue, PartySpec, canonical_crm_value,
 from shared.sync.fieldmaps.ids import series_record_id
 from shared.sync.fieldmaps.series import (
     PATTERN_COLUMNS,
+    RECURRING_EXCEPTION,
     SERIES_PARTIES,
     SERIES_READ_COLUMNS,
     SERIES_TABLE,
@@ -310,7 +311,9 @@ class SeriesSync:
     ) -> list[InstancePlan]:
         columns = _read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns)
         rows = await self._crm.series_instances(
-            record_id, select=[*columns, "originalstartdate"], caller=mailbox.crm_caller_object_id
+            record_id,
+            select=[*columns, "originalstartdate", "instancetypecode"],
+            caller=mailbox.crm_caller_object_id,
         )
         by_original = {_moment(row.get("originalstartdate")): row for row in rows}
         plans: list[InstancePlan] = []
@@ -322,6 +325,16 @@ class SeriesSync:
             row = by_original.get(utc_text(content.original_start or content.start))
             if row is None:
                 unmatched += 1  # no instance (yet): outside Dynamics' expansion window
+                continue
+            if (
+                from_crm
+                and row.get("instancetypecode") == RECURRING_EXCEPTION
+                and content.event_kind is not EventKind.EXCEPTION
+                and await links.by_outlook(member.item_id) is None
+            ):
+                # Changed in Dynamics before its occurrence was linked: the CRM -> Outlook run
+                # carries the exception over first (linked now, the link would take the CRM's state
+                # as agreed and that run would see nothing to do); the next run links it.
                 continue
             state = _crm_state(mailbox, uuid.UUID(str(row["activityid"])), row, columns[:-1])
             plan = await self._instance_plan(links, member, content, state)
@@ -435,9 +448,10 @@ class SeriesSync:
             and link is not None
             and link.crm_id == crm.record_id
             and link.outlook_hash == outlook_hash
-            and link.crm_hash == crm_hash
         ):
-            return None  # linked and unchanged
+            # Unchanged in Outlook. A change of the instance in the CRM is the CRM -> Outlook run's to
+            # apply: taking the CRM's hash into the link here would make that run see no change.
+            return None
         new = Link(
             outlook_id=member.item_id,
             crm_id=crm.record_id,

@@ -50,6 +50,7 @@ from shared.sync.applier import ACTOR
 from shared.sync.fieldmaps.base import FieldMap, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import natural_key, series_record_id
 from shared.sync.fieldmaps.series import (
+    RECURRING_EXCEPTION,
     SERIES_READ_COLUMNS,
     SERIES_TABLE,
     pattern_fingerprint,
@@ -63,7 +64,6 @@ from shared.sync.plan import Action, DeleteInOutlook
 
 logger = logging.getLogger(__name__)
 
-RECURRING_EXCEPTION = 3
 # The series' own fields, its pattern and zone (the pattern columns' one list: fieldmaps/series.py).
 MASTER_COLUMNS = (
     "activityid",

@@ -64,6 +64,7 @@ _END_TYPE = {"noEnd": 1, "numbered": 2, "endDate": 3}
 _BASIC_COLUMNS = ("subject", "location", "description", "isalldayevent", "prioritycode", "globalobjectid")
 # The series' organizer and attendees: the master's activity parties, one set for the whole series.
 SERIES_PARTIES = ("organizer", "requiredattendees", "optionalattendees")
+RECURRING_EXCEPTION = 3  # appointment.instancetypecode: an instance changed on its own
 MAX_INTERVAL = 1000  # recurringappointmentmaster.interval MaxValue
 MAX_OCCURRENCES = 999  # recurringappointmentmaster.occurrences MaxValue
 
@@ -264,6 +265,7 @@ def same_pattern(row: dict[str, Any], outlook: dict[str, CrmValue], time_zone: s
 
 __all__ = [
     "PATTERN_COLUMNS",
+    "RECURRING_EXCEPTION",
     "SERIES_PARTIES",
     "SERIES_READ_COLUMNS",
     "SERIES_TABLE",
