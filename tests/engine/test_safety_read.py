@@ -14,7 +14,7 @@ from azure.storage.queue.aio import QueueClient
 from shared.outlook.batch import GraphBatch
 from shared.outlook.probe import DeltaProbe
 from shared.store.jobs import JobQueue, SyncJob, open_job_queue
-from shared.sync.dispatch import SAFETY_READ_EVERY, sweep
+from shared.sync.dispatch import SAFETY_READ_EVERY, safety_tick, sweep
 from tests.engine.conftest import Engine, EngineServices
 
 
@@ -46,7 +46,9 @@ async def test_a_mailbox_at_rest_costs_one_batch_and_a_missed_change_gets_its_jo
     resources = {s.resource for s in report.subscriptions}
     probe = DeltaProbe(GraphBatch(engine.graph))
     engine.graph_sim.clear_requests(box)
-    start = dt.datetime.now(dt.UTC)
+    # Just after the mailbox's own safety tick (its phase hashes from its id): the next falls due a
+    # whole period later, so the sweeps 15 minutes on do not read it.
+    start = safety_tick(box, dt.datetime.now(dt.UTC)) + dt.timedelta(seconds=1)
 
     assert await sweep(engine.store, jobs, probe=probe, now=start) == 0  # at rest: no job
     sent = engine.graph_sim.requests(box)
