@@ -470,6 +470,80 @@ async def test_an_attendee_change_alone_rewrites_the_series_parties(engine: Engi
     assert version() == before  # the master was compared, parties included, and not rewritten
 
 
+async def test_an_instance_moved_in_dynamics_before_its_occurrence_is_linked_stays_the_crm_s_change(
+    engine: Engine,
+) -> None:
+    """A series made in Dynamics is in Outlook (its master linked), and the user moves one instance
+    in Dynamics before the Outlook -> CRM run first links the occurrences. That run links the
+    others but leaves the moved one to the CRM -> Outlook run: linked with the CRM's state as agreed,
+    the move would never reach Outlook (a race tests/e2e/test_series.py met in 3 runs of 8)."""
+    user = engine.make_crm_user()
+    mailbox = await engine.register(user)
+    subject = "Dynamics series " + uuid.uuid4().hex[:8]
+    today = dt.datetime.now(dt.UTC).date()
+    monday = today + dt.timedelta(days=(7 - today.weekday()) % 7 or 7)
+    last = monday + dt.timedelta(days=4)  # Monday, Wednesday, Friday
+    master = await engine.crm.create(
+        "recurringappointmentmaster",
+        {
+            "subject": subject,
+            "recurrencepatterntype": 1,
+            "interval": 1,
+            "daysofweekmask": 0x02 | 0x08 | 0x20,
+            "firstdayofweek": 1,
+            "patternstartdate": f"{monday}T00:00:00Z",
+            "patternendtype": 3,
+            "patternenddate": f"{last}T00:00:00Z",
+            "starttime": f"{monday}T09:00:00Z",
+            "endtime": f"{monday}T09:30:00Z",
+        },
+        caller=user.object_id,
+    )
+    # The Outlook series as the CRM -> Outlook run wrote it, and the master's link.
+    series = {
+        "subject": subject,
+        "start": {"dateTime": f"{monday}T09:00:00", "timeZone": "UTC"},
+        "end": {"dateTime": f"{monday}T09:30:00", "timeZone": "UTC"},
+        "recurrence": {
+            "pattern": {
+                "type": "weekly",
+                "interval": 1,
+                "daysOfWeek": ["monday", "wednesday", "friday"],
+                "firstDayOfWeek": "monday",
+            },
+            "range": {"type": "endDate", "startDate": str(monday), "endDate": str(last)},
+        },
+    }
+    (master_id,) = engine.graph_sim.seed(mailbox.mailbox_id, events=[series])["events"]
+    await engine.store.links.create(
+        Link(
+            mailbox_id=mailbox.mailbox_id,
+            kind=ItemKind.APPOINTMENT,
+            outlook_id=master_id,
+            crm_table="recurringappointmentmaster",
+            crm_id=str(master.id),
+            owned_by_user=True,
+        )
+    )
+    rows = engine.query(f"appointments?$select=activityid,originalstartdate&$filter=seriesid eq {master.id}")
+    by_day = {r["originalstartdate"][:10]: r["activityid"] for r in rows}
+    moved = by_day[str(monday + dt.timedelta(days=2))]
+    wednesday = monday + dt.timedelta(days=2)
+    times: dict[str, FieldValue] = {
+        "scheduledstart": f"{wednesday}T13:00:00Z",
+        "scheduledend": f"{wednesday}T13:30:00Z",
+    }
+    await engine.crm.upsert(Upsert("appointment", times, id=uuid.UUID(moved)), caller=user.object_id)
+
+    events = resource_path(ResourceKind.EVENTS, mailbox.mailbox_id)
+    report = await engine.job().run(mailbox.mailbox_id, events)
+    assert (report.outcome, report.parked) == (RunOutcome.COMPLETED, 0), report
+    linked = {link.crm_id async for link in engine.store.links.list_links(mailbox.mailbox_id)}
+    assert linked & set(by_day.values()) == set(by_day.values()) - {moved}
+    (row,) = engine.query(f"appointments?$select=scheduledstart&$filter=activityid eq {moved}")
+    assert row["scheduledstart"].startswith(f"{wednesday}T13:00")  # not written back
+
+
 async def test_upgrade_one_off_appointments_per_occurrence_give_way_to_the_series(engine: Engine) -> None:
     """Before series were synchronised, crmsync wrote each occurrence as its own appointment and linked
     it. The next full read links each occurrence to its series instance and deletes the user's one-off
