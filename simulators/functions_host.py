@@ -223,7 +223,7 @@ class PollDelay:
             self._empty = 0
             return min(0.1, self.maximum)
         self._empty += 1
-        return min(0.2 * 2 ** (self._empty - 1), self.maximum)
+        return min(0.2 * 2.0 ** (self._empty - 1), self.maximum)
 
 
 def _timespan_seconds(text: str) -> float:
