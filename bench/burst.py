@@ -3,24 +3,52 @@
     python -m bench.burst [--changes 1000]
 
 Onboards an empty mailbox, then creates ``--changes`` contacts in the Graph simulator as fast as
-its control API takes them (each one a change notification to the runner's webhook), and watches
-the Dataverse simulator until all are in the CRM: change-to-CRM latency per item (from the Graph
-write to the first poll that sees the record), Graph and Dataverse requests per item and the
-runner's peak RSS. The webhook handler's own latency is bench.webhook's (same handler, in-process
-on real Azurite). Targets: p95 change-to-CRM <= 2 s; <= 150 MB.
+its control API takes them (each one a change notification to the runner's webhook), while a
+watcher thread polls the Dataverse simulator until all are in the CRM: change-to-CRM latency per
+item (from the start of the Graph write that created it to the first poll that sees the record, so
+at most one poll late), how long after the last write the last one arrived, Graph and Dataverse
+requests per item and the runner's peak RSS. The webhook handler's own latency is bench.webhook's
+(same handler, in-process on real Azurite). Targets (issue 14): p95 change-to-CRM <= 2 s, all in
+the CRM within 10 s of the last write, <= 150 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
+import threading
 import time
+from pathlib import Path
 
-from bench._common import BenchTenant, percentile, print_results, process_peak_rss
+import httpx
+
+from bench._common import BenchTenant, BenchUser, percentile, print_results, process_peak_rss
 from simulators.sandbox import Sandbox
 
 BATCH = 10  # contacts per seed call: a burst, not one huge change
 POLL_SECONDS = 0.1
 DEADLINE_SECONDS = 300.0
+
+
+def _watch(tenant: BenchTenant, user: BenchUser, seen: dict[str, float], expected: int) -> None:
+    """Note when each record first shows in the CRM (its own HTTP client: it runs on a thread
+    while the main thread writes)."""
+    observer = copy.copy(tenant)
+    observer.http = httpx.Client(timeout=120, trust_env=False)
+    deadline = time.perf_counter() + DEADLINE_SECONDS
+    with observer.http:
+        while len(seen) < expected and time.perf_counter() < deadline:
+            now = time.perf_counter()
+            for row in observer.crm_rows("contact", user, "lastname"):
+                seen.setdefault(row["lastname"], now)
+            time.sleep(POLL_SECONDS)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -33,31 +61,50 @@ def main() -> None:
         tenant.onboard(user)
         tenant.clear_request_logs()
         written: dict[str, float] = {}
+        seen: dict[str, float] = {}
+        watcher = threading.Thread(target=_watch, args=(tenant, user, seen, args.changes))
+        pids = {
+            "Azurite": sandbox.azurite.process.pid if sandbox.azurite.process else os.getpid(),
+            "Graph simulator": sandbox.processes[0].pid,
+            "Dataverse simulator": sandbox.processes[1].pid,
+            "Functions runner": sandbox.processes[-1].pid,
+        }
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()} | {"bench": time.process_time()}
         started = time.perf_counter()
+        watcher.start()
         for first in range(0, args.changes, BATCH):
             names = [f"Burst {n}" for n in range(first, min(first + BATCH, args.changes))]
+            at = time.perf_counter()
             tenant.seed(user, {"contacts": [{"givenName": "Bench", "surname": name} for name in names]})
-            written |= dict.fromkeys(names, time.perf_counter())
-        seen: dict[str, float] = {}
-        while len(seen) < len(written) and time.perf_counter() - started < DEADLINE_SECONDS:
-            now = time.perf_counter()
-            for row in tenant.crm_rows("contact", user, "lastname"):
-                seen.setdefault(row["lastname"], now)
-            time.sleep(POLL_SECONDS)
-        elapsed = time.perf_counter() - started
+            written |= dict.fromkeys(names, at)
+        last_write = time.perf_counter()
+        watcher.join()
+        finished = time.perf_counter()
+        cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu["bench"] = time.process_time() - cpu_before["bench"]
         graph, dataverse = tenant.graph_requests(user), tenant.dataverse_requests()
         runner_rss = process_peak_rss(sandbox.processes[-1].pid)
     latencies = [seen[name] - at for name, at in written.items() if name in seen]
+    drained = max(seen.values(), default=float("nan")) - last_write
     print_results(
-        f"burst of {args.changes} changes: {len(seen)} in the CRM after {elapsed:.1f} s",
+        f"burst of {args.changes} changes written in {last_write - started:.1f} s: "
+        f"{len(seen)} in the CRM after {max(seen.values(), default=started) - started:.1f} s",
         [
             ("change-to-CRM p50", f"{percentile(latencies, 0.5):.2f} s", ""),
             ("change-to-CRM p95", f"{percentile(latencies, 0.95):.2f} s", "<= 2 s"),
+            ("change-to-CRM max", f"{max(latencies, default=float('nan')):.2f} s", ""),
+            ("all in the CRM after the last write", f"{drained:.2f} s", "<= 10 s"),
             ("Graph requests per item", f"{graph / max(len(seen), 1):.3f}", ""),
             ("Dataverse requests per item", f"{dataverse / max(len(seen), 1):.3f}", ""),
             ("peak RSS (Functions runner)", f"{runner_rss / 2**20:.0f} MB", "<= 150 MB"),
         ],
     )
+    # What bounds the latency: the services and the runner share this machine's cores.
+    wall, cores = finished - started, os.cpu_count() or 1
+    rows = [(name, f"{seconds:.1f} s", f"{seconds / wall:.0%} of one core") for name, seconds in cpu.items()]
+    total = sum(cpu.values())
+    rows.append(("all of them", f"{total:.1f} s", f"{total / (wall * cores):.0%} of the {cores} cores"))
+    print_results(f"CPU time used during the burst ({wall:.1f} s)", rows)
 
 
 if __name__ == "__main__":

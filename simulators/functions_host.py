@@ -10,10 +10,15 @@ the host documents them, so the very same handler code runs here as in Azure:
   needs the master key ("Azure Functions HTTP trigger", section "Authorization
   level" and "Obtaining keys").
 - Queue triggers polled from Azure Queue Storage (Azurite) with the host.json
-  ``queues`` settings: base64 messages, ``batchSize``, ``visibilityTimeout``,
-  ``maxDequeueCount`` and a ``<queue>-poison`` queue for messages that failed
-  that often ("Azure Queue storage trigger for Azure Functions", sections
-  "Poison messages" and "host.json settings").
+  ``queues`` settings: base64 messages, ``batchSize``, ``newBatchThreshold``,
+  ``visibilityTimeout``, ``maxDequeueCount`` and a ``<queue>-poison`` queue for
+  messages that failed that often, polled as the host polls: 100 ms after a poll
+  that found messages, about 200 ms after an empty one, doubling up to
+  ``maxPollingInterval``; a new batch is fetched once the messages in flight are
+  down to ``newBatchThreshold``, so a long job never holds the others back
+  ("Azure Queue storage trigger for Azure Functions", sections "Poison
+  messages", "Polling algorithm", "Concurrency" and "host.json settings",
+  learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue-trigger).
 - Timer triggers on six-field NCRONTAB schedules ("Timer trigger for Azure
   Functions", section "NCRONTAB expressions"), ``runOnStartup``, and the host's
   admin API to run a non-HTTP function on demand: ``POST /admin/functions/<name>``
@@ -179,6 +184,7 @@ class QueueSettings:
     max_dequeue_count: int = 5
     visibility_timeout: float = 0.0
     max_polling_interval: float = 2.0
+    new_batch_threshold: int | None = None  # None: batchSize / 2, the host's default on one instance
 
     @classmethod
     def from_host_json(cls, path: Path) -> QueueSettings:
@@ -188,12 +194,36 @@ class QueueSettings:
         queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
         prefix = "AzureFunctionsJobHost__extensions__queues__"
         queues |= {k.removeprefix(prefix): v for k, v in os.environ.items() if k.startswith(prefix)}
+        threshold = queues.get("newBatchThreshold")
         return cls(
             batch_size=int(queues.get("batchSize", 16)),
+            new_batch_threshold=None if threshold is None else int(threshold),
             max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
             visibility_timeout=_timespan_seconds(queues.get("visibilityTimeout", "00:00:00")),
             max_polling_interval=_timespan_seconds(queues.get("maxPollingInterval", "00:00:02")),
         )
+
+    @property
+    def refill_at(self) -> int:
+        """Fetch the next batch once no more than this many messages are in flight."""
+        return self.batch_size // 2 if self.new_batch_threshold is None else self.new_batch_threshold
+
+
+@dataclass
+class PollDelay:
+    """The queue trigger's pause before its next poll ("Polling algorithm"): 100 ms after a poll
+    that found messages, about 200 ms after the first empty one, then doubling up to
+    ``maxPollingInterval``."""
+
+    maximum: float
+    _empty: int = 0
+
+    def next(self, *, found: bool) -> float:
+        if found:
+            self._empty = 0
+            return min(0.1, self.maximum)
+        self._empty += 1
+        return min(0.2 * 2.0 ** (self._empty - 1), self.maximum)
 
 
 def _timespan_seconds(text: str) -> float:
@@ -385,28 +415,35 @@ class FunctionsHost:
             for client in (queue, poison):
                 with contextlib.suppress(ResourceExistsError):
                     await client.create_queue()
-            idle = 0.05
-            while True:
-                try:
-                    received = [
-                        message
-                        async for message in queue.receive_messages(
-                            messages_per_page=settings.batch_size,
-                            max_messages=settings.batch_size,
-                            visibility_timeout=max(1, int(settings.visibility_timeout) or 30),
-                        )
-                    ]
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.warning("queue %s: receive failed; retrying", function.queue_name, exc_info=True)
-                    received = []
-                if not received:
-                    await asyncio.sleep(idle)
-                    idle = min(idle * 2, settings.max_polling_interval)
-                    continue
-                idle = 0.05
-                await asyncio.gather(*(self._handle(function, queue, poison, m) for m in received))
+            delay = PollDelay(settings.max_polling_interval)
+            in_flight: set[asyncio.Task[None]] = set()
+            try:
+                while True:
+                    while len(in_flight) > settings.refill_at:
+                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    try:
+                        received = [
+                            message
+                            async for message in queue.receive_messages(
+                                messages_per_page=settings.batch_size,
+                                max_messages=settings.batch_size,
+                                visibility_timeout=max(1, int(settings.visibility_timeout) or 30),
+                            )
+                        ]
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.warning("queue %s: receive failed; retrying", function.queue_name, exc_info=True)
+                        received = []
+                    for message in received:
+                        task = asyncio.create_task(self._handle(function, queue, poison, message))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                    await asyncio.sleep(delay.next(found=bool(received)))
+            finally:
+                for task in list(in_flight):
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _handle(
         self, function: QueueFunction, queue: QueueClient, poison: QueueClient, message: Any

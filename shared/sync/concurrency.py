@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -23,6 +24,39 @@ async def bounded_gather(steps: Iterable[Awaitable[T]], limit: int = DEFAULT_LIM
             return await step
 
     return list(await asyncio.gather(*(one(step) for step in steps)))
+
+
+_END = object()
+
+
+async def read_ahead(pages: AsyncIterator[T], *, ahead: bool = True) -> AsyncGenerator[T, None]:
+    """``pages`` in order, the next one already being read while the caller works on this one (so
+    a delta read overlaps the page's writes); an error reading it is raised when the caller asks for
+    it, as without read-ahead. Closing stops the read in flight and closes ``pages``. With
+    ``ahead=False``, just ``pages``."""
+
+    async def following() -> object:
+        try:
+            return await anext(pages)
+        except StopAsyncIteration:
+            return _END
+
+    pending: asyncio.Future[object] | None = None
+    try:
+        while True:
+            page = await (pending if pending is not None else following())
+            if page is _END:
+                return
+            pending = asyncio.ensure_future(following()) if ahead else None
+            yield page  # type: ignore[misc]
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):  # the caller stopped: its outcome is moot
+                await pending
+        closing = getattr(pages, "aclose", None)
+        if closing is not None:
+            await closing()
 
 
 K = TypeVar("K")

@@ -16,7 +16,8 @@ The steps (a page's own work is :class:`shared.sync.page.PageSync`'s):
    against the link map (:func:`~shared.sync.planner.plan_item`), checks the mass-delete brake for
    the page, applies (:class:`~shared.sync.applier.Applier`: CRM, then Outlook, then link rows), and
    only then stores the page's next link (the final delta link at the end), so a crash re-runs at
-   most one page and deterministic ids make the re-run harmless;
+   most one page and deterministic ids make the re-run harmless; contacts' and tasks' next page is
+   read while this one is applied (:func:`~shared.sync.concurrency.read_ahead`);
 4. parks an item whose CRM write failed in a way retrying cannot fix (privilege denied, invalid
    data) and goes on; transient failures (throttling, outages, a record changed under us) raise, so
    the queue retries the job with the delta link not advanced;
@@ -38,18 +39,20 @@ that entered the window arrive; those that left it are skipped; unchanged ones a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from shared import telemetry
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
 from shared.outlook.claim import ClaimGuard
+from shared.outlook.delta import DeltaPage
 from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
@@ -62,6 +65,7 @@ from shared.sync import latency
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
 from shared.sync.claims import stop_if_taken_over
+from shared.sync.concurrency import read_ahead
 from shared.sync.crm_reads import crm_time_zone
 from shared.sync.lease import LeaseKeeper
 from shared.sync.links import LinkView, unseen_links
@@ -78,6 +82,11 @@ logger = logging.getLogger(__name__)
 _CLEAR_DIRTY_ATTEMPTS = 5
 _LEASE_POLL_SECONDS = 0.25
 _MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
+#: Kinds whose next delta page is read while this one is applied: their pages send Graph at most
+#: one request at a time (Outlook writes), so with the read ahead the run stays well inside
+#: Outlook's four concurrent requests per mailbox. Mail (body reads) and calendars (series
+#: masters) send batches that use all four.
+_READ_AHEAD = frozenset({ItemKind.CONTACT, ItemKind.TASK})
 
 
 class MailboxSyncJob:
@@ -362,8 +371,15 @@ class MailboxSyncJob:
     async def _sync(
         self, run: RunState, link: str | None, progress: ProgressCallback | None
     ) -> SyncRunReport:
+        pages = delta_pages(self._reader, run.mailbox, run.ref, link, run.window)
+        async with contextlib.aclosing(read_ahead(pages, ahead=run.ref.kind in _READ_AHEAD)) as ahead:
+            return await self._apply_pages(run, ahead, progress)
+
+    async def _apply_pages(
+        self, run: RunState, pages: AsyncIterator[DeltaPage], progress: ProgressCallback | None
+    ) -> SyncRunReport:
         mailbox_id = run.mailbox.mailbox_id
-        async for page in delta_pages(self._reader, run.mailbox, run.ref, link, run.window):
+        async for page in pages:
             items = list(page.items)
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:

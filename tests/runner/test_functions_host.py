@@ -20,7 +20,7 @@ import uvicorn
 from azure.storage.queue.aio import QueueClient
 
 from simulators.azurite import Azurite
-from simulators.functions_host import FunctionsHost, NCrontab, QueueSettings
+from simulators.functions_host import FunctionsHost, NCrontab, PollDelay, QueueSettings
 from simulators.ports import free_port
 
 
@@ -44,6 +44,12 @@ def _make_app(queue_name: str, seen: list[str], fired: list[str]) -> func.Functi
         body = msg.get_body().decode()
         if body == "always-fails":
             raise RuntimeError("simulated handler failure")
+        if body == "slow":  # runs until three fast messages were handled (5 s at most)
+            seen.append("slow started")
+            for _ in range(100):
+                if sum(entry.startswith("fast") for entry in seen) == 3:
+                    break
+                await asyncio.sleep(0.05)
         seen.append(body)
 
     @app.timer_trigger(arg_name="timer", schedule="0 0 3 * * *")
@@ -125,6 +131,33 @@ async def test_queue_messages_are_base64_delivered_and_poisoned_after_max_dequeu
         while not await drain():
             assert asyncio.get_running_loop().time() < deadline, "poison message never arrived"
             await asyncio.sleep(0.2)
+
+
+async def test_a_long_job_does_not_hold_back_the_next_batch(
+    running: tuple[FunctionsHost, str, list[str], list[str], str], azurite: Azurite
+) -> None:
+    """ "Concurrency": once the messages in flight are down to newBatchThreshold (batchSize / 2 by
+    default), the host fetches the next batch; it does not wait for the whole batch to finish."""
+    _, _, seen, _, queue_name = running
+    async with QueueClient.from_connection_string(azurite.connection_string, queue_name) as queue:
+        await queue.send_message(base64.b64encode(b"slow").decode())
+        await _eventually(lambda: seen == ["slow started"])
+        for n in range(3):
+            await queue.send_message(base64.b64encode(f"fast-{n}".encode()).decode())
+        await _eventually(lambda: "slow" in seen)
+    assert seen[-1] == "slow"
+    assert sorted(seen[1:-1]) == ["fast-0", "fast-1", "fast-2"]
+
+
+def test_polls_back_off_as_the_host_does() -> None:
+    """ "Polling algorithm": 100 ms after a poll that found messages, about 200 ms after an empty
+    one, doubling up to maxPollingInterval; no faster than the host."""
+    delay = PollDelay(maximum=2.0)
+    assert [delay.next(found=False) for _ in range(6)] == [0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert delay.next(found=True) == 0.1
+    assert delay.next(found=False) == 0.2
+    assert QueueSettings(batch_size=8).refill_at == 4
+    assert QueueSettings(batch_size=8, new_batch_threshold=1).refill_at == 1
 
 
 async def test_timer_runs_on_demand_through_the_admin_api(
