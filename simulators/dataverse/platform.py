@@ -87,6 +87,13 @@ class PlatformEngine(Engine):
         profiles = fieldsecurity.NAV.match(path)
         if profiles is not None:
             return self._user_profiles(request, caller, profiles.group("user").lower())
+        teams = fieldsecurity.TEAMS_NAV.match(path)
+        if teams is not None:
+            return self._user_teams(request, caller, teams.group("user").lower())
+        team_profiles = fieldsecurity.TEAM_PROFILES_NAV.match(path)
+        if team_profiles is not None:
+            ids = fieldsecurity.team_profile_ids(self.security, team_profiles.group("team"))
+            return self._profiles(request, caller, ids)
         answer = bulk.run(self, request, caller)
         if answer is not None:
             return answer
@@ -146,12 +153,22 @@ class PlatformEngine(Engine):
                 405, errors.BAD_PAYLOAD, "The simulator lists a user's profiles: GET."
             )
         self._existing(tables_by_entity_set()["systemusers"], user_id, caller)
+        return self._profiles(request, caller, fieldsecurity.user_profile_ids(self.security, user_id))
+
+    def _user_teams(self, request: ApiRequest, caller: Caller, user_id: str) -> ApiResponse:
+        """A user's teams (teamid and name: the simulator keeps no other team column)."""
+        if request.method != "GET":
+            raise errors.DataverseError(405, errors.BAD_PAYLOAD, "The simulator lists a user's teams: GET.")
+        self._existing(tables_by_entity_set()["systemusers"], user_id, caller)
+        value = [{"teamid": t.team_id, "name": t.name} for t in self.security.teams_of(user_id)]
+        return ApiResponse(200, {}, {"@odata.context": f"{request.base_url}/$metadata#teams", "value": value})
+
+    def _profiles(self, request: ApiRequest, caller: Caller, ids: list[str]) -> ApiResponse:
+        if request.method != "GET":
+            raise errors.DataverseError(405, errors.BAD_PAYLOAD, "The simulator lists profiles: GET.")
         fieldsecurity.materialize(self.store, self.security)
         profile_table = tables_by_entity_set()["fieldsecurityprofiles"]
-        rows = [
-            self.store.get("fieldsecurityprofile", profile)
-            for profile in fieldsecurity.user_profile_ids(self.security, user_id)
-        ]
+        rows = [self.store.get("fieldsecurityprofile", profile) for profile in ids]
         select = parse_select(request.query.get("$select"), profile_table)
         value = [self.project(profile_table, row, select, caller, request) for row in rows if row is not None]
         context = f"{request.base_url}/$metadata#fieldsecurityprofiles"

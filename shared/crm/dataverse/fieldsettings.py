@@ -9,8 +9,10 @@
   Administrator field security profile (``572329c1-a042-4e22-be47-367c6374ea45``) list every
   secured column; a user's access is the union of the ``fieldpermission`` rows (``canread``,
   ``canupdate``, ``cancreate``: 4 Allowed, 0 Not Allowed) of the profiles associated with the user
-  (``systemuserprofiles_association``). Profiles given through teams are not read: such a user is
-  treated as having no access, which only ever makes crmsync write and overwrite less.
+  (``systemuserprofiles_association``) and with the teams the user is a member of
+  (``teammembership_association``, then each team's ``teamprofiles_association``: "Field security
+  tables", learn.microsoft.com/power-apps/developer/data-platform/field-security-entities - profiles
+  restrict access "to specified users and teams").
 
 Both are read as the application (``caller=None``): they are organization settings, and the
 engine caches them (:mod:`shared.sync.field_rules`).
@@ -89,6 +91,15 @@ async def column_security(transport: Transport, user_id: uuid.UUID, tables: Sequ
         f"systemusers({user_id})/systemuserprofiles_association",
         {"$select": "fieldsecurityprofileid"},
     )
+    teams = await _rows(
+        transport, f"systemusers({user_id})/teammembership_association", {"$select": "teamid"}
+    )
+    for team in teams:
+        profiles += await _rows(
+            transport,
+            f"teams({team.get('teamid')})/teamprofiles_association",
+            {"$select": "fieldsecurityprofileid"},
+        )
     mine = {str(row.get("fieldsecurityprofileid", "")).lower() for row in profiles}
     admin = str(SYSTEM_ADMINISTRATOR_PROFILE)
     secured = {_key(row) for row in rows if _profile(row) == admin}
