@@ -11,6 +11,7 @@ or a failed bulk operation raises nothing; ``setup`` writes what a new organizat
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,6 +70,12 @@ class PlatformStore(Store):
         return items
 
 
+SYNC_MAPPINGS_FN = re.compile(
+    r"^(?P<set>systemusers|teams)\((?P<id>[0-9a-fA-F-]{36})\)/"
+    r"Microsoft\.Dynamics\.CRM\.RetrievePrincipalSyncAttributeMappings(?:\(\))?$"
+)
+
+
 class PlatformEngine(Engine):
     store: PlatformStore
 
@@ -87,6 +94,9 @@ class PlatformEngine(Engine):
         profiles = fieldsecurity.NAV.match(path)
         if profiles is not None:
             return self._user_profiles(request, caller, profiles.group("user").lower())
+        principal = SYNC_MAPPINGS_FN.match(path)
+        if principal is not None:
+            return self._sync_mappings(request, caller, principal)
         teams = fieldsecurity.TEAMS_NAV.match(path)
         if teams is not None:
             return self._user_teams(request, caller, teams.group("user").lower())
@@ -154,6 +164,20 @@ class PlatformEngine(Engine):
             )
         self._existing(tables_by_entity_set()["systemusers"], user_id, caller)
         return self._profiles(request, caller, fieldsecurity.user_profile_ids(self.security, user_id))
+
+    def _sync_mappings(self, request: ApiRequest, caller: Caller, principal: re.Match[str]) -> ApiResponse:
+        if request.method != "GET":
+            raise errors.DataverseError(
+                405, errors.BAD_PAYLOAD, "RetrievePrincipalSyncAttributeMappings is a function: GET."
+            )
+        if principal.group("set") == "systemusers":
+            self._existing(tables_by_entity_set()["systemusers"], principal.group("id"), caller)
+        elif principal.group("id").lower() not in self.security.teams:
+            raise errors.not_found("team", principal.group("id"))
+        response_type = "Microsoft.Dynamics.CRM.RetrievePrincipalSyncAttributeMappingsResponse"
+        context = f"{request.base_url}/$metadata#{response_type}"
+        mappings = syncmappings.principal_mappings(self.store)
+        return ApiResponse(200, {}, {"@odata.context": context, "AttributeMappings": mappings})
 
     def _user_teams(self, request: ApiRequest, caller: Caller, user_id: str) -> ApiResponse:
         """A user's teams (teamid and name: the simulator keeps no other team column)."""
