@@ -18,10 +18,12 @@ run reads as the user.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from shared.crm.errors import CrmError
 from shared.crm.port import CrmQueryPort
 from shared.store.crm_jobs import MAX_IDS, CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.ports import Store
@@ -40,6 +42,7 @@ from shared.sync.policies import kind_enabled
 _PRIMARY = {"contact": "contactid", "task": "activityid", "appointment": "activityid"}
 _ROUTED_PARTIES = (ORGANIZER, REQUIRED_ATTENDEE, OPTIONAL_ATTENDEE)
 _IDS_PER_QUERY = 50
+logger = logging.getLogger(__name__)
 _FILTER_READS_AT_ONCE = 8  # mailboxes whose filters are read and evaluated concurrently
 
 
@@ -148,23 +151,15 @@ class Router:
             if not missing or not kind_enabled(mailbox.settings, kind):
                 return set()
             async with gate:
-                replacement = mailbox.settings.filter_for(kind)
-                filters = (
-                    [replacement]
-                    if replacement is not None
-                    else await user_filters(
-                        self._crm,
-                        table,
-                        user_id=uuid.UUID(mailbox.crm_user_id),
-                        caller=mailbox.crm_caller_object_id,
-                    )
-                )
-                wide = [f for f in filters or () if reaches_beyond_the_user(f, table)]
-                if not wide:
+                try:
+                    return await self._selected_by_filter(mailbox, table, missing)
+                except CrmError as error:
+                    if error.retryable:
+                        raise  # throttled or unavailable: the routing work is retried
+                    # One user's state (disabled, removed, a filter Dataverse refuses) never stops
+                    # the routing of everyone else; that mailbox's own runs report it.
+                    logger.warning("routing by filter skipped a mailbox: %s", type(error).__name__)
                     return set()
-                return await members_of(
-                    self._crm, table, wide, caller=mailbox.crm_caller_object_id, ids=missing
-                )
 
         chosen = list(mailboxes)
         found = await asyncio.gather(*(selected(mailbox) for mailbox in chosen))
@@ -172,6 +167,20 @@ class Router:
             for record_id in ids:
                 if record_id in members:
                     routes.add([mailbox.mailbox_id], record_id, deleted=False)
+
+    async def _selected_by_filter(self, mailbox: Mailbox, table: str, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        replacement = mailbox.settings.filter_for(TABLES[table])
+        filters = (
+            [replacement]
+            if replacement is not None
+            else await user_filters(
+                self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=mailbox.crm_caller_object_id
+            )
+        )
+        wide = [f for f in filters or () if reaches_beyond_the_user(f, table)]
+        if not wide:
+            return set()
+        return await members_of(self._crm, table, wide, caller=mailbox.crm_caller_object_id, ids=ids)
 
     async def people(self, table: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, RecordPeople]:
         """Owner and user parties of each record, read as the application (a gone record: absent)."""
