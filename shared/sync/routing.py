@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from shared.crm.errors import CrmError
@@ -82,10 +83,21 @@ def _any(column: str, ids: list[uuid.UUID]) -> str:
 class Router:
     """Turns routing work into per-mailbox runs on the CRM -> Outlook queue."""
 
-    def __init__(self, *, store: Store, crm: CrmQueryPort, queue: CrmWorkQueue) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        crm: CrmQueryPort,
+        queue: CrmWorkQueue,
+        filter_ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._crm = crm
         self._queue = queue
+        self._filter_ttl = filter_ttl_seconds
+        self._clock = clock
+        self._filters: dict[tuple[str, str], tuple[float, list[str] | None]] = {}
 
     async def route(self, work: CrmWork) -> int:
         """Enqueue one run per concerned mailbox; the number of runs enqueued."""
@@ -134,14 +146,16 @@ class Router:
         """Add to ``routes`` the mailboxes whose own filter selects changed records they were not
         routed for (neither owner, party nor link).
 
-        Cost per routed batch (up to ``MAX_IDS`` ids): one userquery read per enabled mailbox of the
-        kind that is still missing some ids (filters are read as the user: Dataverse shows a user's
-        personal filters to that user alone, so no single query lists everyone's), and, only for the
-        mailboxes with a filter that can reach beyond ownership and attendance
-        (:func:`~shared.sync.crm_filter.reaches_beyond_the_user`; Dynamics' defaults cannot), one
-        impersonated FetchXML per such filter and 50 ids. The cost grows with the mailboxes, not with
-        the records of a batch; at most ``_FILTER_READS_AT_ONCE`` mailboxes are asked at a time. The
-        run evaluates the filter again: routing only decides who is asked."""
+        Cost: the users' filters are read as each user (Dataverse shows a user's personal filters to
+        that user alone, so no single query lists everyone's), once per mailbox and table per
+        ``filter_ttl_seconds`` (the worker's cache; a filter edited in Dynamics routes within that
+        time, while the run itself always reads the current one): at 10,000 mailboxes about 10,000
+        reads per TTL and table, however many changes there are. Per routed batch (up to ``MAX_IDS``
+        ids), only the mailboxes with a filter that can reach beyond ownership and attendance
+        (:func:`~shared.sync.crm_filter.reaches_beyond_the_user`; Dynamics' defaults cannot) cost
+        one impersonated FetchXML per such filter and 50 ids: that grows with those mailboxes, not
+        with the records of a batch. At most ``_FILTER_READS_AT_ONCE`` mailboxes are asked at a time.
+        The run evaluates the filter again: routing only decides who is asked."""
         kind = TABLES[table]
         gate = asyncio.Semaphore(_FILTER_READS_AT_ONCE)
 
@@ -170,17 +184,23 @@ class Router:
 
     async def _selected_by_filter(self, mailbox: Mailbox, table: str, ids: list[uuid.UUID]) -> set[uuid.UUID]:
         replacement = mailbox.settings.filter_for(TABLES[table])
-        filters = (
-            [replacement]
-            if replacement is not None
-            else await user_filters(
-                self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=mailbox.crm_caller_object_id
-            )
-        )
+        filters = [replacement] if replacement is not None else await self._user_filters(mailbox, table)
         wide = [f for f in filters or () if reaches_beyond_the_user(f, table)]
         if not wide:
             return set()
         return await members_of(self._crm, table, wide, caller=mailbox.crm_caller_object_id, ids=ids)
+
+    async def _user_filters(self, mailbox: Mailbox, table: str) -> list[str] | None:
+        """The user's Outlook filters of ``table``, read as the user at most once per TTL."""
+        key = (mailbox.mailbox_id, table)
+        cached = self._filters.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        filters = await user_filters(
+            self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=mailbox.crm_caller_object_id
+        )
+        self._filters[key] = (self._clock() + self._filter_ttl, filters)
+        return filters
 
     async def people(self, table: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, RecordPeople]:
         """Owner and user parties of each record, read as the application (a gone record: absent)."""

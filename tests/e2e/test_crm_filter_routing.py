@@ -38,6 +38,7 @@ def test_a_filter_taking_records_of_other_owners_routes_them_to_the_mailbox(conn
     mailbox, user = onboarded(e2e)
     city = f"city-{uuid.uuid4().hex[:8]}"
     city_filter(e2e, user, city)
+    e2e.restart_runner()  # routing caches users' filters per worker and TTL: a fresh worker reads it
     colleague = e2e.new_crm_user()  # owns both contacts; the mailbox's user is no party to them
     elsewhere = f"elsewhere-{uuid.uuid4().hex[:8]}"
     as_user(e2e, colleague, "POST", "contacts", {"lastname": elsewhere, "address1_city": "Elsewhere"})
@@ -61,6 +62,7 @@ def test_a_filter_dataverse_refuses_does_not_stop_routing_for_other_mailboxes(co
     city = f"city-{uuid.uuid4().hex[:8]}"
     city_filter(e2e, broken, city, column="new_removedcolumn")
     city_filter(e2e, user, city)
+    e2e.restart_runner()
     colleague = e2e.new_crm_user()
     local = f"local-{uuid.uuid4().hex[:8]}"
     as_user(e2e, colleague, "POST", "contacts", {"lastname": local, "address1_city": city})
