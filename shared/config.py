@@ -240,7 +240,8 @@ class Settings(BaseSettings):
         default=600.0, validation_alias="CRMSYNC_GRAPH_BUDGET_WINDOW_SECONDS", gt=0, le=86400
     )
     graph_budget_share: float = Field(default=0.95, validation_alias="CRMSYNC_GRAPH_BUDGET_SHARE", gt=0, lt=1)
-    #: How long a worker keeps the organization's field directions and column security (one read per period).
+    #: How long a worker keeps the organization's field directions and column security, and the users'
+    #: Outlook filters routing reads (one read per period).
     field_settings_ttl_seconds: int = Field(
         default=300, validation_alias="CRMSYNC_FIELD_SETTINGS_TTL_SECONDS", ge=0, le=86400
     )

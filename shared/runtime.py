@@ -122,7 +122,12 @@ class Runtime:
 
     async def router(self) -> Router:
         async def build() -> Router:
-            return Router(store=await self.store(), crm=await self.crm(), queue=await self.crm_work())
+            return Router(
+                store=await self.store(),
+                crm=await self.crm(),
+                queue=await self.crm_work(),
+                filter_ttl_seconds=self.settings.field_settings_ttl_seconds,
+            )
 
         return await self._once("router", build)
 

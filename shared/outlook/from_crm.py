@@ -20,6 +20,7 @@ synchronization filter.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -53,11 +54,11 @@ _EXPAND = (
     f"singleValueExtendedProperties($filter=id eq '{CRM_ID_PROPERTY_ID}' or id eq '{ORIGIN_PROPERTY_ID}')"
 )
 
-_CONTACT_ATTEMPTS = 3
+_CREATE_ATTEMPTS = 3
 
 
 def _no_retry() -> RequestConfiguration[Any]:
-    """A contact's create is not retried by the retry handler (see CrmOriginWriter._create_contact)."""
+    """A create without a transactionId: not retried by the retry handler (CrmOriginWriter._create_once)."""
     return RequestConfiguration(options=[RetryHandlerOption(max_retries=0)])
 
 
@@ -113,31 +114,67 @@ class CrmOriginWriter:
                         display_name="Dynamics 365",
                     )
                 ]
-                answer = _returned(await self._tasks().post(task))
-                created = task_item(self._mailbox, answer, list_id=self._list or "")
+                created = await self._create_task(task, crm_id)
         return created.model_copy(update={"crm_id": str(crm_id)})
 
     async def _create_contact(self, contact: Any, crm_id: uuid.UUID) -> OutlookItem:
-        """A contact has no transactionId, so a POST whose outcome is unknown (a 5xx or a dropped
-        connection after Graph may have committed it) is not retried blindly: the contact is looked
-        up by its CRM id stamp first, and posted again only when it is not there."""
-        for _ in range(_CONTACT_ATTEMPTS - 1):
+        """A contact has no transactionId: see :meth:`_create_once`."""
+        return await self._create_once(
+            lambda config: self._user.contacts.post(contact, request_configuration=config),
+            lambda answer: contact_item(self._mailbox, answer),
+            lambda: self.find(ItemKind.CONTACT, crm_id),
+        )
+
+    async def _create_task(self, task: Any, crm_id: uuid.UUID) -> OutlookItem:
+        """A To Do task has no transactionId either: see :meth:`_create_once` and :meth:`find_task`."""
+        return await self._create_once(
+            lambda config: self._tasks().post(task, request_configuration=config),
+            lambda answer: task_item(self._mailbox, answer, list_id=self._list or ""),
+            lambda: self.find_task(str(task.title or ""), crm_id),
+        )
+
+    async def _create_once(
+        self,
+        post: Callable[[RequestConfiguration[Any] | None], Awaitable[Any]],
+        convert: Callable[[Any], OutlookItem],
+        find: Callable[[], Awaitable[OutlookItem | None]],
+    ) -> OutlookItem:
+        """A POST whose outcome is unknown (a 5xx or a dropped connection after Graph may have
+        committed it) is not retried blindly: the item is looked up by its CRM id first, and posted
+        again only when it is not there."""
+        for _ in range(_CREATE_ATTEMPTS - 1):
             try:
                 with graph_errors():
-                    answer = await self._user.contacts.post(contact, request_configuration=_no_retry())
-                return contact_item(self._mailbox, _returned(answer))
+                    answer = await post(_no_retry())
+                return convert(_returned(answer))
             except (GraphError, httpx.TransportError) as error:
                 status = error.status if isinstance(error, GraphError) else None
                 if status == 429:
                     break  # refused, so not created: the retry handler waits out Retry-After
                 if status is not None and status < 500:
                     raise  # Graph refused it: nothing was created
-                found = await self.find(ItemKind.CONTACT, crm_id)
+                found = await find()
                 if found is not None:
                     return found
         with graph_errors():
-            answer = await self._user.contacts.post(contact)
-        return contact_item(self._mailbox, _returned(answer))
+            answer = await post(None)
+        return convert(_returned(answer))
+
+    async def find_task(self, title: str, crm_id: uuid.UUID) -> OutlookItem | None:
+        """The To Do task of the list whose crmsync linkedResource has ``externalId`` = ``crm_id``.
+        A list cannot be filtered on linkedResources ("List tasks" documents only some query
+        options), so the list is read (a request per page) and each task with the posted title is
+        asked for its linkedResources ("List linkedResources", learn.microsoft.com/graph/api/
+        todotask-list-linkedresources): a request per same-titled task, after an unknown outcome only."""
+        for model in await all_pages(self._tasks()):
+            if model.title != title or not model.id:
+                continue
+            linked = await self._tasks().by_todo_task_id(model.id).linked_resources.get()
+            for resource in linked.value if linked and linked.value else []:
+                if resource.application_name == TODO_APPLICATION and resource.external_id == str(crm_id):
+                    item = task_item(self._mailbox, model, list_id=self._list or "")
+                    return item.model_copy(update={"crm_id": str(crm_id)})
+        return None
 
     async def find(self, kind: ItemKind, crm_id: uuid.UUID) -> OutlookItem | None:
         """The contact or event stamped with ``crm_id`` (one GET filtered on the extended property,

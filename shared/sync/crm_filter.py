@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from shared.crm.errors import PrivilegeDenied
 from shared.crm.port import CrmQueryPort
-from shared.domain.fetchxml import parse_fetch
+from shared.domain.fetchxml import InvalidFetchXml, parse_fetch
 
 ORGANIZER, REQUIRED_ATTENDEE, OPTIONAL_ATTENDEE, OWNER = 7, 5, 6, 9
 OUTLOOK_FILTERS = 256  # UserQueryQueryType.OutlookFilters
@@ -167,6 +167,60 @@ async def evaluate(
     except PrivilegeDenied:
         return FilterVerdict(frozenset())  # no read privilege on the table at all: nothing is in
     return FilterVerdict(frozenset(members), frozenset(organized))
+
+
+_USER_COLUMNS = {"ownerid", "owninguser"}
+_ROUTED_MASKS = {str(mask) for mask in (ORGANIZER, REQUIRED_ATTENDEE, OPTIONAL_ATTENDEE, OWNER)}
+
+
+def reaches_beyond_the_user(fetch_xml: str, table: str) -> bool:
+    """Whether a filter may select records the user neither owns nor attends (so routing by owner,
+    parties and links misses them). ``False`` only when the entity's top-level ``and`` filter
+    requires ``ownerid``/``owninguser`` ``eq-userid``, or an inner link to activityparty requires
+    ``partyid`` ``eq-userid`` in an owner, organizer or attendee role - Dynamics' defaults and
+    filters narrowed from them. Anything else (an ``or``, a team, no user condition) may reach
+    beyond; a filter that is not FetchXML of the table selects nothing."""
+    try:
+        [entity] = parse_fetch(fetch_xml, table).findall("entity")
+    except InvalidFetchXml:
+        return False
+
+    def conditions(element: ET.Element) -> list[ET.Element]:
+        return [
+            condition
+            for found in element.findall("filter")
+            if found.get("type", "and") == "and"
+            for condition in found.findall("condition")
+        ]
+
+    if any(
+        c.get("attribute") in _USER_COLUMNS and c.get("operator") == "eq-userid" for c in conditions(entity)
+    ):
+        return False
+    for link in entity.findall("link-entity"):
+        if link.get("name") != "activityparty" or link.get("link-type", "inner") != "inner":
+            continue
+        held = conditions(link)
+        party = any(c.get("attribute") == "partyid" and c.get("operator") == "eq-userid" for c in held)
+        masks = [
+            {c.get("value")} if c.get("operator") == "eq" else {v.text for v in c.findall("value")}
+            for c in held
+            if c.get("attribute") == "participationtypemask" and c.get("operator") in {"eq", "in"}
+        ]
+        if party and any(values <= _ROUTED_MASKS for values in masks):
+            return False
+    return True
+
+
+async def members_of(
+    crm: CrmQueryPort, table: str, filters: Sequence[str], *, caller: str, ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """The ids among ``ids`` that any of ``filters`` selects, by Dataverse as the user (one FetchXML
+    per filter and 50 ids); none when the user may not read the table."""
+    try:
+        return await _members(crm, table, filters, caller=caller, ids=list(dict.fromkeys(ids)))
+    except PrivilegeDenied:
+        return set()
 
 
 async def _members(

@@ -4,8 +4,12 @@ A changed record concerns the mailbox of its owner, the mailboxes of its activit
 registered users (organizer, required and optional attendees), and every mailbox that already links
 it (its reverse link rows): that last one is how a record that left a user's filter, changed hands or
 was deleted reaches the mailbox holding its copy. A deleted record concerns only the mailboxes that
-link it. Whether a record then belongs in a mailbox is not decided here but by the run, with the
-user's synchronization filter (:mod:`shared.sync.crm_filter`).
+link it. Whether a record then belongs in a mailbox is decided by the run, with the user's
+synchronization filter (:mod:`shared.sync.crm_filter`).
+
+A user's own Outlook filter may also take records the user neither owns nor attends ("contacts in
+my city"): those mailboxes are found by their filters (:meth:`Router.by_filter`), evaluated by
+Dataverse as the user on the changed ids.
 
 The owner and the parties are read as the application (the routing step sees every record); the
 run reads as the user.
@@ -13,18 +17,34 @@ run reads as the user.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from shared.crm.errors import CrmError
 from shared.crm.port import CrmQueryPort
 from shared.store.crm_jobs import MAX_IDS, CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.ports import Store
-from shared.sync.crm_filter import OPTIONAL_ATTENDEE, ORGANIZER, REQUIRED_ATTENDEE
+from shared.store.records import Mailbox
+from shared.sync.crm_changes import TABLES
+from shared.sync.crm_filter import (
+    OPTIONAL_ATTENDEE,
+    ORGANIZER,
+    REQUIRED_ATTENDEE,
+    members_of,
+    reaches_beyond_the_user,
+    user_filters,
+)
+from shared.sync.policies import kind_enabled
 
 _PRIMARY = {"contact": "contactid", "task": "activityid", "appointment": "activityid"}
 _ROUTED_PARTIES = (ORGANIZER, REQUIRED_ATTENDEE, OPTIONAL_ATTENDEE)
 _IDS_PER_QUERY = 50
+logger = logging.getLogger(__name__)
+_FILTER_READS_AT_ONCE = 8  # mailboxes whose filters are read and evaluated concurrently
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +83,21 @@ def _any(column: str, ids: list[uuid.UUID]) -> str:
 class Router:
     """Turns routing work into per-mailbox runs on the CRM -> Outlook queue."""
 
-    def __init__(self, *, store: Store, crm: CrmQueryPort, queue: CrmWorkQueue) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        crm: CrmQueryPort,
+        queue: CrmWorkQueue,
+        filter_ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._crm = crm
         self._queue = queue
+        self._filter_ttl = filter_ttl_seconds
+        self._clock = clock
+        self._filters: dict[tuple[str, str], tuple[float, list[str] | None]] = {}
 
     async def route(self, work: CrmWork) -> int:
         """Enqueue one run per concerned mailbox; the number of runs enqueued."""
@@ -90,6 +121,7 @@ class Router:
                     linked if deleted else mailboxes_for(people.get(record_id, RecordPeople()), users, linked)
                 )
                 routes.add(concerned, record_id, deleted=deleted)
+        await self.by_filter(work.table, mailboxes, list(work.changed), routes)
         runs = 0
         for mailbox_id in sorted(set(routes.changed) | set(routes.deleted)):
             changed, gone = routes.changed.get(mailbox_id, []), routes.deleted.get(mailbox_id, [])
@@ -107,6 +139,68 @@ class Router:
                 )
                 runs += 1
         return runs
+
+    async def by_filter(
+        self, table: str, mailboxes: Iterable[Mailbox], ids: list[uuid.UUID], routes: Routes
+    ) -> None:
+        """Add to ``routes`` the mailboxes whose own filter selects changed records they were not
+        routed for (neither owner, party nor link).
+
+        Cost: the users' filters are read as each user (Dataverse shows a user's personal filters to
+        that user alone, so no single query lists everyone's), once per mailbox and table per
+        ``filter_ttl_seconds`` (the worker's cache; a filter edited in Dynamics routes within that
+        time, while the run itself always reads the current one): at 10,000 mailboxes about 10,000
+        reads per TTL and table, however many changes there are. Per routed batch (up to ``MAX_IDS``
+        ids), only the mailboxes with a filter that can reach beyond ownership and attendance
+        (:func:`~shared.sync.crm_filter.reaches_beyond_the_user`; Dynamics' defaults cannot) cost
+        one impersonated FetchXML per such filter and 50 ids: that grows with those mailboxes, not
+        with the records of a batch. At most ``_FILTER_READS_AT_ONCE`` mailboxes are asked at a time.
+        The run evaluates the filter again: routing only decides who is asked."""
+        kind = TABLES[table]
+        gate = asyncio.Semaphore(_FILTER_READS_AT_ONCE)
+
+        async def selected(mailbox: Mailbox) -> set[uuid.UUID]:
+            routed = set(routes.changed.get(mailbox.mailbox_id, ()))
+            missing = [record_id for record_id in ids if record_id not in routed]
+            if not missing or not kind_enabled(mailbox.settings, kind):
+                return set()
+            async with gate:
+                try:
+                    return await self._selected_by_filter(mailbox, table, missing)
+                except CrmError as error:
+                    if error.retryable:
+                        raise  # throttled or unavailable: the routing work is retried
+                    # One user's state (disabled, removed, a filter Dataverse refuses) never stops
+                    # the routing of everyone else; that mailbox's own runs report it.
+                    logger.warning("routing by filter skipped a mailbox: %s", type(error).__name__)
+                    return set()
+
+        chosen = list(mailboxes)
+        found = await asyncio.gather(*(selected(mailbox) for mailbox in chosen))
+        for mailbox, members in zip(chosen, found, strict=True):
+            for record_id in ids:
+                if record_id in members:
+                    routes.add([mailbox.mailbox_id], record_id, deleted=False)
+
+    async def _selected_by_filter(self, mailbox: Mailbox, table: str, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        replacement = mailbox.settings.filter_for(TABLES[table])
+        filters = [replacement] if replacement is not None else await self._user_filters(mailbox, table)
+        wide = [f for f in filters or () if reaches_beyond_the_user(f, table)]
+        if not wide:
+            return set()
+        return await members_of(self._crm, table, wide, caller=mailbox.crm_caller_object_id, ids=ids)
+
+    async def _user_filters(self, mailbox: Mailbox, table: str) -> list[str] | None:
+        """The user's Outlook filters of ``table``, read as the user at most once per TTL."""
+        key = (mailbox.mailbox_id, table)
+        cached = self._filters.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        filters = await user_filters(
+            self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=mailbox.crm_caller_object_id
+        )
+        self._filters[key] = (self._clock() + self._filter_ttl, filters)
+        return filters
 
     async def people(self, table: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, RecordPeople]:
         """Owner and user parties of each record, read as the application (a gone record: absent)."""

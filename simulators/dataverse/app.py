@@ -32,6 +32,7 @@ from simulators.dataverse.security import (
     SYSTEM,
     Caller,
     Security,
+    TeamSecurity,
     UserSecurity,
 )
 
@@ -359,6 +360,17 @@ def _add_profile(sim: Simulator, _: Request, spec: Any) -> None:
     sim.security.add_profile(str(spec["name"]), list(spec.get("permissions") or []))
 
 
+def _add_team(sim: Simulator, _: Request, spec: Any) -> tuple[int, dict[str, str]]:
+    team = TeamSecurity(
+        team_id=str(spec.get("teamid") or uuid.uuid4()),
+        name=str(spec["name"]),
+        members=[str(m) for m in spec.get("members") or []],
+        profiles=[str(p) for p in spec.get("fieldsecurityprofiles") or []],
+    )
+    sim.security.add_team(team)
+    return 201, {"teamid": team.team_id}
+
+
 def _add_key(sim: Simulator, _: Request, spec: Any) -> None:
     table = str(spec["table"])
     columns = tuple(str(c) for c in spec["columns"])
@@ -483,6 +495,7 @@ def create_app() -> Starlette:
             Route("/_sim/users", _control(_add_user), methods=["POST"]),
             Route("/_sim/roles", _control(_add_role), methods=["POST"]),
             Route("/_sim/fieldsecurityprofiles", _control(_add_profile), methods=["POST"]),
+            Route("/_sim/teams", _control(_add_team), methods=["POST"]),
             Route("/_sim/tokens", _control(_bind_token), methods=["POST"]),
             Route("/_sim/keys", _control(_add_key), methods=["POST"]),
             Route("/_sim/seed", _control(_seed), methods=["POST"]),

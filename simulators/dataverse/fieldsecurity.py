@@ -12,6 +12,12 @@ secured columns are the columns named there) and are read-only through the Web A
 Administrator profile lists every secured column with every permission; its members are the users
 holding a role marked system administrator. ``GET systemusers(<id>)/systemuserprofiles_association``
 lists a user's profiles ("Associate and disassociate table rows using the Web API").
+
+Profiles given to teams ("Field security tables", learn.microsoft.com/power-apps/developer/
+data-platform/field-security-entities: "restricts field access to specified users and teams"; the
+team - profile relationship ``teamprofiles_association``) apply to the team's members: ``GET
+systemusers(<id>)/teammembership_association`` lists a user's teams and ``GET
+teams(<id>)/teamprofiles_association`` a team's profiles. Teams are defined with ``POST /_sim/teams``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ SYSTEM_ADMINISTRATOR_PROFILE = "572329c1-a042-4e22-be47-367c6374ea45"
 ALLOWED, NOT_ALLOWED = 4, 0
 TABLES = frozenset({"fieldsecurityprofile", "fieldpermission"})
 NAV = re.compile(r"^systemusers\((?P<user>[0-9a-fA-F-]{36})\)/systemuserprofiles_association$")
+TEAMS_NAV = re.compile(r"^systemusers\((?P<user>[0-9a-fA-F-]{36})\)/teammembership_association$")
+TEAM_PROFILES_NAV = re.compile(r"^teams\((?P<team>[0-9a-fA-F-]{36})\)/teamprofiles_association$")
 _NAMESPACE = uuid.UUID("5b0e1c3a-0a11-4c0e-9a11-0000000f5001")
 
 
@@ -90,3 +98,11 @@ def user_profile_ids(security: Security, user_id: str) -> list[str]:
     if any(security.roles[role].system_administrator for role in user.roles):
         ids.insert(0, SYSTEM_ADMINISTRATOR_PROFILE)
     return ids
+
+
+def team_profile_ids(security: Security, team_id: str) -> list[str]:
+    """The profiles associated with a team (teamprofiles)."""
+    team = security.teams.get(team_id.lower())
+    if team is None:
+        raise errors.not_found("team", team_id)
+    return [profile_id(name) for name in team.profiles]

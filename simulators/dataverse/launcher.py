@@ -135,6 +135,11 @@ class DataverseSimulator:
         """permissions: [{"table", "column", "read", "update", "create"}]; listed columns become secured."""
         self._call("POST", "/fieldsecurityprofiles", {"name": name, "permissions": permissions})
 
+    def add_team(self, name: str, *, members: list[str], fieldsecurityprofiles: list[str]) -> str:
+        """A team of ``members`` (systemuserids) holding the named field security profiles; its teamid."""
+        body = {"name": name, "members": members, "fieldsecurityprofiles": fieldsecurityprofiles}
+        return str(self._call("POST", "/teams", body)["teamid"])
+
     def bind_token(self, token: str, systemuserid: str) -> None:
         """Requests with this bearer token call as ``systemuserid`` (another application user)."""
         self._call("POST", "/tokens", {"token": token, "systemuserid": systemuserid})

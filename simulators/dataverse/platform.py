@@ -11,6 +11,7 @@ or a failed bulk operation raises nothing; ``setup`` writes what a new organizat
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -69,6 +70,12 @@ class PlatformStore(Store):
         return items
 
 
+SYNC_MAPPINGS_FN = re.compile(
+    r"^(?P<set>systemusers|teams)\((?P<id>[0-9a-fA-F-]{36})\)/"
+    r"Microsoft\.Dynamics\.CRM\.RetrievePrincipalSyncAttributeMappings(?:\(\))?$"
+)
+
+
 class PlatformEngine(Engine):
     store: PlatformStore
 
@@ -87,6 +94,16 @@ class PlatformEngine(Engine):
         profiles = fieldsecurity.NAV.match(path)
         if profiles is not None:
             return self._user_profiles(request, caller, profiles.group("user").lower())
+        principal = SYNC_MAPPINGS_FN.match(path)
+        if principal is not None:
+            return self._sync_mappings(request, caller, principal)
+        teams = fieldsecurity.TEAMS_NAV.match(path)
+        if teams is not None:
+            return self._user_teams(request, caller, teams.group("user").lower())
+        team_profiles = fieldsecurity.TEAM_PROFILES_NAV.match(path)
+        if team_profiles is not None:
+            ids = fieldsecurity.team_profile_ids(self.security, team_profiles.group("team"))
+            return self._profiles(request, caller, ids)
         answer = bulk.run(self, request, caller)
         if answer is not None:
             return answer
@@ -146,12 +163,36 @@ class PlatformEngine(Engine):
                 405, errors.BAD_PAYLOAD, "The simulator lists a user's profiles: GET."
             )
         self._existing(tables_by_entity_set()["systemusers"], user_id, caller)
+        return self._profiles(request, caller, fieldsecurity.user_profile_ids(self.security, user_id))
+
+    def _sync_mappings(self, request: ApiRequest, caller: Caller, principal: re.Match[str]) -> ApiResponse:
+        if request.method != "GET":
+            raise errors.DataverseError(
+                405, errors.BAD_PAYLOAD, "RetrievePrincipalSyncAttributeMappings is a function: GET."
+            )
+        if principal.group("set") == "systemusers":
+            self._existing(tables_by_entity_set()["systemusers"], principal.group("id"), caller)
+        elif principal.group("id").lower() not in self.security.teams:
+            raise errors.not_found("team", principal.group("id"))
+        response_type = "Microsoft.Dynamics.CRM.RetrievePrincipalSyncAttributeMappingsResponse"
+        context = f"{request.base_url}/$metadata#{response_type}"
+        mappings = syncmappings.principal_mappings(self.store)
+        return ApiResponse(200, {}, {"@odata.context": context, "AttributeMappings": mappings})
+
+    def _user_teams(self, request: ApiRequest, caller: Caller, user_id: str) -> ApiResponse:
+        """A user's teams (teamid and name: the simulator keeps no other team column)."""
+        if request.method != "GET":
+            raise errors.DataverseError(405, errors.BAD_PAYLOAD, "The simulator lists a user's teams: GET.")
+        self._existing(tables_by_entity_set()["systemusers"], user_id, caller)
+        value = [{"teamid": t.team_id, "name": t.name} for t in self.security.teams_of(user_id)]
+        return ApiResponse(200, {}, {"@odata.context": f"{request.base_url}/$metadata#teams", "value": value})
+
+    def _profiles(self, request: ApiRequest, caller: Caller, ids: list[str]) -> ApiResponse:
+        if request.method != "GET":
+            raise errors.DataverseError(405, errors.BAD_PAYLOAD, "The simulator lists profiles: GET.")
         fieldsecurity.materialize(self.store, self.security)
         profile_table = tables_by_entity_set()["fieldsecurityprofiles"]
-        rows = [
-            self.store.get("fieldsecurityprofile", profile)
-            for profile in fieldsecurity.user_profile_ids(self.security, user_id)
-        ]
+        rows = [self.store.get("fieldsecurityprofile", profile) for profile in ids]
         select = parse_select(request.query.get("$select"), profile_table)
         value = [self.project(profile_table, row, select, caller, request) for row in rows if row is not None]
         context = f"{request.base_url}/$metadata#fieldsecurityprofiles"

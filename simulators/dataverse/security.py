@@ -89,6 +89,16 @@ class UserSecurity:
 
 
 @dataclass
+class TeamSecurity:
+    """A team: its members and the field security profiles associated with it (teamprofiles)."""
+
+    team_id: str
+    name: str
+    members: list[str]
+    profiles: list[str]
+
+
+@dataclass
 class Caller:
     """Who a request runs as, with the privileges and column permissions it may use."""
 
@@ -117,6 +127,7 @@ class Security:
     roles: dict[str, Role] = field(default_factory=dict)
     profiles: dict[str, dict[tuple[str, str], FieldPermission]] = field(default_factory=dict)
     users: dict[str, UserSecurity] = field(default_factory=dict)
+    teams: dict[str, TeamSecurity] = field(default_factory=dict)
     by_object_id: dict[str, str] = field(default_factory=dict)
     secured_columns: frozenset[tuple[str, str]] = frozenset()
     _callers: dict[str, Caller] = field(default_factory=dict)
@@ -162,6 +173,23 @@ class Security:
             self.by_object_id[user.object_id.lower()] = user.user_id.lower()
         self._changed()
 
+    def add_team(self, team: TeamSecurity) -> None:
+        """A team's profiles apply to its members ("Field security tables": profiles are given to
+        users and teams; RetrievePrincipalAttributePrivileges counts "direct or indirect (through
+        team membership) associations")."""
+        for profile in team.profiles:
+            if profile not in self.profiles:
+                raise errors.bad_request(f"unknown field security profile {profile!r}")
+        for member in team.members:
+            if member.lower() not in self.users:
+                raise errors.bad_request(f"unknown systemuser {member!r}")
+        self.teams[team.team_id.lower()] = team
+        self._changed()
+
+    def teams_of(self, user_id: str) -> list[TeamSecurity]:
+        """The teams the user is a member of (teammembership)."""
+        return [t for t in self.teams.values() if user_id.lower() in {m.lower() for m in t.members}]
+
     # -- callers -------------------------------------------------------------------------------
     def caller_for(self, user_id: str) -> Caller:
         """The user's own privileges (the union over its roles) and column permissions; cached."""
@@ -180,7 +208,8 @@ class Security:
             for privilege, depth in role.privileges.items():
                 privileges[privilege] = max(depth, privileges.get(privilege, 0))
         fields: dict[tuple[str, str], FieldPermission] = {}
-        for profile_name in user.profiles:
+        held = [*user.profiles, *(name for team in self.teams_of(user_id) for name in team.profiles)]
+        for profile_name in held:
             for key, permission in self.profiles[profile_name].items():
                 fields[key] = fields.get(key, FieldPermission()) | permission
         return Caller(user.user_id, privileges, fields, all_fields=admin, role_count=len(user.roles))

@@ -14,11 +14,16 @@ is fixed; changing a fixed field's ``syncdirection`` is refused (400), as the se
 other arrow for it. Checked against the table's published columns (AttributeCRMName,
 AttributeExchangeName, SyncDirection / DefaultSyncDirection 0 None, 1 ToExchange, 2 ToCRM, 3
 Bidirectional, AllowedSyncDirection, IsComputed, ComputedProperties, MappingName,
-ParentSyncAttributeMappingId, SyncAttributeMappingProfileId): ``entityname`` is not among them - the
-simulator's way of naming the table a row belongs to, which Dataverse keeps as an object type code
-(``EntityTypeCode``: contact 2, appointment 4201, task 4212) that its Web API does not list; a real
-organization may need the connector to tell the table another way. Profiles other than the system
-one (assigned to users and teams) are not modelled.
+ParentSyncAttributeMappingId, SyncAttributeMappingProfileId): none names the table, which Dataverse
+keeps as an object type code (``EntityTypeCode``: contact 2, appointment 4201, task 4212) that the
+table's Web API rows do not carry. The table of each row is read, as Dynamics' own clients read it,
+with ``RetrievePrincipalSyncAttributeMappings`` (a function bound to a systemuser or team;
+"RetrievePrincipalSyncAttributeMappings Function" and "AttributeMapping ComplexType",
+learn.microsoft.com/previous-versions/dynamicscrm-2016/developers-guide/mt593098 and mt607733):
+``AttributeMappings``, each with ``EntityTypeCode``, ``AttributeCrmName``, ``SyncDirection``,
+``DefaultSyncDirection``, ``AllowedSyncDirection``, ``IsComputed`` and ``ComputedProperties`` (a
+collection). Profiles other than the system one (assigned to users and teams) are not modelled:
+every principal gets the system profile's mappings.
 Fields the page marks "Computed" (aggregates such as Appointment Time)
 carry ``iscomputed`` and the columns they aggregate in ``computedproperties``.
 """
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from simulators.dataverse import errors
 from simulators.dataverse.store import Ref, Store
 
+ENTITY_TYPE_CODES = {"contact": 2, "appointment": 4201, "task": 4212}
 PROFILE_ID = "5b0e1c3a-0a11-4c0e-9a11-0000000d0001"
 BOTH, TO_EXCHANGE, TO_CRM, NONE = 3, 1, 2, 0
 SETTABLE, FIXED = True, False
@@ -125,6 +131,9 @@ MAPPINGS: tuple[tuple[str, str, str, int, bool, str | None], ...] = (
 )
 
 
+_TABLES: dict[str, str] = {}  # mapping id -> its table (Dataverse's EntityTypeCode, not a Web API column)
+
+
 def install(store: Store, mapping_id: Callable[[str], str]) -> None:
     """The system profile and its default mappings (ids from ``mapping_id(name)``)."""
     store.put(
@@ -140,12 +149,13 @@ def install(store: Store, mapping_id: Callable[[str], str]) -> None:
     )
     for table, outlook, column, direction, settable, computed in MAPPINGS:
         name = f"{table}.{column}"
+        identifier = mapping_id(f"syncattributemapping:{name}")
+        _TABLES[identifier] = table
         store.put(
             "syncattributemapping",
             {
-                "syncattributemappingid": mapping_id(f"syncattributemapping:{name}"),
+                "syncattributemappingid": identifier,
                 "mappingname": name,
-                "entityname": table,
                 "attributeexchangename": outlook,
                 "attributecrmname": column,
                 "syncdirection": direction,
@@ -172,3 +182,28 @@ def check(existing: dict[str, object] | None, payload: dict[str, object]) -> Non
             f"The synchronization direction of {existing.get('mappingname')} is fixed.",
             errors.VALUE_OUT_OF_RANGE,
         )
+
+
+def principal_mappings(store: Store) -> list[dict[str, object]]:
+    """``RetrievePrincipalSyncAttributeMappings``' ``AttributeMappings`` (AttributeMapping ComplexType)."""
+    mappings: list[dict[str, object]] = []
+    for row in store.rows["syncattributemapping"].values():
+        identifier = str(row["syncattributemappingid"])
+        computed = row.get("computedproperties")
+        mappings.append(
+            {
+                "AttributeMappingId": identifier,
+                "MappingName": row.get("mappingname"),
+                "AttributeCrmName": row.get("attributecrmname"),
+                "AttributeExchangeName": row.get("attributeexchangename"),
+                "EntityTypeCode": ENTITY_TYPE_CODES[_TABLES[identifier]],
+                "SyncDirection": row.get("syncdirection"),
+                "DefaultSyncDirection": row.get("defaultsyncdirection"),
+                "AllowedSyncDirection": row.get("allowedsyncdirection"),
+                "IsComputed": bool(row.get("iscomputed")),
+                "ComputedProperties": [c.strip() for c in str(computed).split(",") if c.strip()]
+                if computed
+                else [],
+            }
+        )
+    return mappings

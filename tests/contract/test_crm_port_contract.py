@@ -432,6 +432,32 @@ class TestDataverseClient(CrmPortContract):
         self.roles = {row["systemuserid"]: [role]}
         return Caller(row["azureactivedirectoryobjectid"], row["systemuserid"], email)
 
+    async def test_a_field_security_profile_given_to_a_team_applies_to_its_members(
+        self, crm: CrmPort, user: Caller, dataverse_sim: DataverseSimulator
+    ) -> None:
+        """Profiles are given to users and teams ("Field security tables"): a member of a team whose
+        profile may read, create and update a secured column may, and Dataverse lets them."""
+        team_profile, other = f"team-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+        dataverse_sim.add_field_security_profile(
+            team_profile,
+            [{"table": "contact", "column": "governmentid", "read": True, "update": True, "create": True}],
+        )
+        dataverse_sim.add_field_security_profile(
+            other, [{"table": "contact", "column": "governmentid", "read": False}]
+        )
+        dataverse_sim.add_team(
+            "Compliance", members=[user.systemuserid], fieldsecurityprofiles=[team_profile]
+        )
+        dataverse_sim.add_team("Elsewhere", members=[], fieldsecurityprofiles=[other])
+        security = await crm.column_security(uuid.UUID(user.systemuserid), ["contact"], caller=None)
+        assert security.of("contact")["governmentid"] == ColumnPermission(read=True, update=True, create=True)
+        contact = uuid.uuid4()
+        fields: dict[str, FieldValue] = {"lastname": "Secured", "governmentid": "123"}
+        await crm.upsert(Upsert("contact", fields, id=contact), caller=user.object_id)
+        row = await crm.get("contact", contact, select=["governmentid"], caller=user.object_id)
+        assert row is not None
+        assert row["governmentid"] == "123"
+
     async def test_series_instances_are_the_appointments_dynamics_expanded(
         self, crm: CrmPort, user: Caller
     ) -> None:

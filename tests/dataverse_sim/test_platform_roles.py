@@ -152,25 +152,26 @@ def test_sync_attribute_mappings_default_and_writable(private_api: httpx.Client)
     administrator can change a settable one."""
     query = (
         "syncattributemappings?$select=attributecrmname,attributeexchangename,syncdirection,"
-        "defaultsyncdirection,allowedsyncdirection&$filter=entityname eq 'contact'"
+        "defaultsyncdirection,allowedsyncdirection"
     )
     rows = {row["attributecrmname"]: row for row in private_api.get(query).json()["value"]}
     assert rows["jobtitle"]["attributeexchangename"] == "Job Title"
     assert rows["jobtitle"]["syncdirection"] == 3
     assert rows["jobtitle"]["allowedsyncdirection"] == 3
     assert rows["parentcustomerid"]["allowedsyncdirection"] == 0
-    appointment = private_api.get(
-        "syncattributemappings?$select=attributecrmname,syncdirection&$filter=entityname eq 'appointment'"
-    ).json()["value"]
-    assert {row["attributecrmname"] for row in appointment} >= {"subject", "location", "description"}
-    task = private_api.get(
-        "syncattributemappings?$select=attributecrmname&$filter=entityname eq 'task'"
-    ).json()
-    assert {row["attributecrmname"] for row in task["value"]} >= {
-        "percentcomplete",
-        "scheduledend",
-        "subject",
-    }
+    # As in Dataverse, a row names no table; the bound function gives its object type code.
+    assert private_api.get("syncattributemappings?$select=entityname").status_code == 400
+    who = private_api.get("WhoAmI").json()["UserId"]
+    function = f"systemusers({who})/Microsoft.Dynamics.CRM.RetrievePrincipalSyncAttributeMappings()"
+    mappings = private_api.get(function).json()["AttributeMappings"]
+    by_code: dict[int, set[str]] = {}
+    for mapping in mappings:
+        by_code.setdefault(mapping["EntityTypeCode"], set()).add(mapping["AttributeCrmName"])
+    assert "jobtitle" in by_code[2]  # contact
+    assert by_code[4201] >= {"subject", "location", "description"}  # appointment
+    assert by_code[4212] >= {"percentcomplete", "scheduledend", "subject"}  # task
+    (time,) = [m for m in mappings if m["EntityTypeCode"] == 4201 and m["IsComputed"]][:1]
+    assert isinstance(time["ComputedProperties"], list)
     mapping_id = rows["jobtitle"]["syncattributemappingid"]
     assert (
         private_api.patch(f"syncattributemappings({mapping_id})", json={"syncdirection": 2}).status_code

@@ -54,7 +54,7 @@ def job_title_to_dynamics(connected: E2E) -> Iterator[E2E]:
         connected,
         "GET",
         "syncattributemappings?$select=syncattributemappingid"
-        "&$filter=entityname eq 'contact' and attributecrmname eq 'jobtitle'",
+        "&$filter=attributecrmname eq 'jobtitle'",  # only contacts have it
     )["value"]
     path = f"syncattributemappings({row['syncattributemappingid']})"
     _app(connected, "PATCH", path, {"syncdirection": 2})

@@ -12,7 +12,7 @@ import pytest
 from shared.domain.model import ItemKind, content_hash
 from shared.store.crm_jobs import CrmWork, CrmWorkSource
 from shared.store.jobs import InvalidJob
-from shared.sync.crm_filter import DEFAULT_FILTERS, with_ids
+from shared.sync.crm_filter import DEFAULT_FILTERS, reaches_beyond_the_user, with_ids
 from shared.sync.crm_intake import WebhookRejected, key_matches, parse_context
 from shared.sync.merge import Side
 from shared.sync.plan import (
@@ -205,3 +205,37 @@ def test_the_unlink_policy_never_deletes() -> None:
         policy=SyncPolicy(delete_policy=DeletePolicy.UNLINK),
     )
     assert [type(a) for a in actions] == [UnlinkOnly]
+
+
+@pytest.mark.parametrize("table", ["contact", "appointment", "task"])
+def test_the_default_filters_never_reach_beyond_the_user(table: str) -> None:
+    assert not reaches_beyond_the_user(DEFAULT_FILTERS[table], table)
+
+
+@pytest.mark.parametrize(
+    ("conditions", "beyond"),
+    [
+        (
+            "<condition attribute='ownerid' operator='eq-userid'/><condition attribute='address1_city' "
+            "operator='eq' value='Oslo'/>",
+            False,
+        ),
+        ("<condition attribute='address1_city' operator='eq' value='Oslo'/>", True),
+        ("<condition attribute='ownerid' operator='eq-useroruserteams'/>", True),
+    ],
+)
+def test_a_filter_reaches_beyond_the_user_unless_it_requires_ownership(conditions: str, beyond: bool) -> None:
+    fetch = f"<fetch><entity name='contact'><filter>{conditions}</filter></entity></fetch>"
+    assert reaches_beyond_the_user(fetch, "contact") is beyond
+    either = f"<fetch><entity name='contact'><filter type='or'>{conditions}</filter></entity></fetch>"
+    assert reaches_beyond_the_user(either, "contact")
+
+
+def test_an_appointment_filter_on_any_party_role_reaches_beyond() -> None:
+    """A user as sender or customer (not organizer or attendee) is not routed as a party."""
+    fetch = (
+        "<fetch><entity name='appointment'><link-entity name='activityparty' from='activityid' "
+        "to='activityid'><filter><condition attribute='partyid' operator='eq-userid'/>"
+        "</filter></link-entity></entity></fetch>"
+    )
+    assert reaches_beyond_the_user(fetch, "appointment")

@@ -1,16 +1,18 @@
 """The organization's field settings: synchronization directions and column-level security.
 
-- ``syncattributemappings`` ("What fields can be synchronized with Outlook?" and "Control field
+- field synchronization mappings ("What fields can be synchronized with Outlook?" and "Control field
   synchronization between Dynamics 365 and Outlook or Exchange", Dynamics 365 admin guide): one
-  row per Outlook field, ``attributecrmname``, ``syncdirection`` (0 none, 1 to Exchange, 2 to
-  Dynamics, 3 both), ``iscomputed`` / ``computedproperties`` for aggregates.
+  per Outlook field, its CRM column, its direction (0 none, 1 to Exchange, 2 to Dynamics, 3 both)
+  and for aggregates the columns it computes from, read with RetrievePrincipalSyncAttributeMappings.
 - Column-level security ("Column-level security with code", learn.microsoft.com/power-apps/
   developer/data-platform/column-level-security): the field permissions of the System
   Administrator field security profile (``572329c1-a042-4e22-be47-367c6374ea45``) list every
   secured column; a user's access is the union of the ``fieldpermission`` rows (``canread``,
   ``canupdate``, ``cancreate``: 4 Allowed, 0 Not Allowed) of the profiles associated with the user
-  (``systemuserprofiles_association``). Profiles given through teams are not read: such a user is
-  treated as having no access, which only ever makes crmsync write and overwrite less.
+  (``systemuserprofiles_association``) and with the teams the user is a member of
+  (``teammembership_association``, then each team's ``teamprofiles_association``: "Field security
+  tables", learn.microsoft.com/power-apps/developer/data-platform/field-security-entities - profiles
+  restrict access "to specified users and teams").
 
 Both are read as the application (``caller=None``): they are organization settings, and the
 engine caches them (:mod:`shared.sync.field_rules`).
@@ -22,6 +24,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from shared.crm.dataverse import changes
 from shared.crm.dataverse.changes import _own_link
 from shared.crm.dataverse.transport import Transport
 from shared.crm.dataverse.wire import Request, json_body
@@ -29,6 +32,8 @@ from shared.crm.port import ColumnPermission, ColumnSecurity, FieldSyncMapping
 
 SYSTEM_ADMINISTRATOR_PROFILE = uuid.UUID("572329c1-a042-4e22-be47-367c6374ea45")
 ALLOWED = 4
+#: Object type codes of the synchronized tables (each table's ObjectTypeCode in its entity reference).
+ENTITY_TYPE_CODES = {"contact": 2, "appointment": 4201, "task": 4212}
 _MAX_PAGES = 20
 
 
@@ -53,28 +58,30 @@ async def _rows(transport: Transport, path: str, params: dict[str, str] | None) 
 
 
 async def field_sync_mappings(transport: Transport, tables: Sequence[str]) -> list[FieldSyncMapping]:
-    """The organization's field synchronization rows of ``tables``."""
-    select = "entityname,attributecrmname,syncdirection,defaultsyncdirection,iscomputed,computedproperties"
-    rows = await _rows(
-        transport, "syncattributemappings", {"$select": select, "$filter": _tables_filter(tables)}
-    )
+    """The field synchronization rows of ``tables`` that apply to the application user.
+
+    A syncattributemapping row names no table in the Web API (Dataverse keeps an object type code,
+    ``EntityTypeCode``, that its rows do not carry), so the rows are read with the function Dynamics'
+    own clients use, ``RetrievePrincipalSyncAttributeMappings`` bound to a systemuser: its
+    AttributeMapping values carry ``EntityTypeCode`` ("AttributeMapping ComplexType"). Two requests
+    (WhoAmI, the function); the engine caches the answer."""
+    _tables_filter(tables)  # logical names only
+    who = await changes.whoami(transport, caller=None)
+    path = f"systemusers({who.user_id})/Microsoft.Dynamics.CRM.RetrievePrincipalSyncAttributeMappings()"
+    response = await transport.send(Request("GET", path), caller=None)
+    wanted = {ENTITY_TYPE_CODES[t]: t for t in tables if t in ENTITY_TYPE_CODES}
     mappings: list[FieldSyncMapping] = []
-    for row in rows:
-        column, direction = row.get("attributecrmname"), row.get("syncdirection")
-        if not isinstance(column, str) or not isinstance(direction, int):
+    for row in (json_body(response.content) or {}).get("AttributeMappings", []):
+        table = wanted.get(row.get("EntityTypeCode"))
+        column, direction = row.get("AttributeCrmName"), row.get("SyncDirection")
+        if table is None or not isinstance(column, str) or not isinstance(direction, int):
             continue
-        computed = row.get("computedproperties") if row.get("iscomputed") else None
-        members = (
-            tuple(c.strip() for c in computed.split(",") if c.strip()) if isinstance(computed, str) else ()
-        )
-        default = row.get("defaultsyncdirection")
+        computed = row.get("ComputedProperties") if row.get("IsComputed") else None
+        members = tuple(str(c).strip() for c in computed or () if str(c).strip())
+        default = row.get("DefaultSyncDirection")
         mappings.append(
             FieldSyncMapping(
-                str(row.get("entityname")),
-                column,
-                direction,
-                members or (column,),
-                default if isinstance(default, int) else None,
+                table, column, direction, members or (column,), default if isinstance(default, int) else None
             )
         )
     return mappings
@@ -89,6 +96,15 @@ async def column_security(transport: Transport, user_id: uuid.UUID, tables: Sequ
         f"systemusers({user_id})/systemuserprofiles_association",
         {"$select": "fieldsecurityprofileid"},
     )
+    teams = await _rows(
+        transport, f"systemusers({user_id})/teammembership_association", {"$select": "teamid"}
+    )
+    for team in teams:
+        profiles += await _rows(
+            transport,
+            f"teams({team.get('teamid')})/teamprofiles_association",
+            {"$select": "fieldsecurityprofileid"},
+        )
     mine = {str(row.get("fieldsecurityprofileid", "")).lower() for row in profiles}
     admin = str(SYSTEM_ADMINISTRATOR_PROFILE)
     secured = {_key(row) for row in rows if _profile(row) == admin}
