@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.domain.model import ItemKind, OutlookItem
+from shared.domain.model import ItemKind
 from shared.outlook.delta import DeltaPage
 from shared.store.records import Mailbox
 
@@ -52,40 +52,6 @@ def parse_resource(mailbox_id: str, resource: str) -> ResourceRef:
     return ResourceRef(ItemKind.CONTACT if match["plain"] == "contacts" else ItemKind.APPOINTMENT)
 
 
-# Delta pages are read 200 items at a time (Graph's cap) but processed up to this many at once: one
-# CRM state read and one ``$batch`` per 1,000 items (Dataverse's limit per batch) instead of per 200.
-MERGED_PAGE_ITEMS = 1000
-
-
-async def merged_pages(
-    pages: AsyncIterator[DeltaPage], limit: int = MERGED_PAGE_ITEMS
-) -> AsyncIterator[DeltaPage]:
-    """Consecutive delta pages as one page of up to about ``limit`` items, carrying the last page's
-    link: storing it after the merged page commits still never skips an item (a crash re-reads at most
-    the merged pages). An item listed twice in a round keeps its last state. When reading the next page
-    fails, the pages read so far are handed out first, so they are committed before the error."""
-    items: dict[str, OutlookItem] = {}
-    links: tuple[str | None, str | None] = (None, None)
-    while True:
-        try:
-            page = await anext(pages)
-        except StopAsyncIteration:
-            return
-        except Exception:
-            if items:
-                yield DeltaPage(list(items.values()), *links)
-            raise
-        links = (page.next_link, page.delta_link)
-        for item in page.items:
-            items.pop(item.item_id, None)
-            items[item.item_id] = item
-        if page.next_link is None or len(items) + len(page.items) > limit:
-            yield DeltaPage(list(items.values()), page.next_link, page.delta_link)
-            items = {}
-            if page.next_link is None:
-                return
-
-
 def delta_pages(
     reader: OutlookReader,
     mailbox: Mailbox,
@@ -93,18 +59,7 @@ def delta_pages(
     link: str | None,
     window: tuple[dt.datetime, dt.datetime],
 ) -> AsyncIterator[DeltaPage]:
-    """The resource's delta pages from ``link`` (a full read without one; events in ``window``),
-    merged (:func:`merged_pages`)."""
-    return merged_pages(_graph_pages(reader, mailbox, ref, link, window))
-
-
-def _graph_pages(
-    reader: OutlookReader,
-    mailbox: Mailbox,
-    ref: ResourceRef,
-    link: str | None,
-    window: tuple[dt.datetime, dt.datetime],
-) -> AsyncIterator[DeltaPage]:
+    """The resource's delta pages from ``link`` (a full read without one; events in ``window``)."""
     mailbox_id = mailbox.mailbox_id
     if ref.kind is ItemKind.EMAIL:
         folder = ref.mail_folder or "inbox"

@@ -1,4 +1,4 @@
-"""Delta pages merged for the CRM (``shared.sync.resources.merged_pages``): fewer, larger CRM round
+"""Delta pages merged for the CRM (``shared.outlook.delta.merged_pages``): fewer, larger CRM round
 trips without ever storing a link past an uncommitted item."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.domain.model import ItemKind, OutlookItem
-from shared.outlook.delta import DeltaPage
-from shared.sync.resources import merged_pages
+from shared.outlook.delta import DeltaPage, merged_pages
 
 
 def _item(item_id: str, change_key: str = "1") -> OutlookItem:
@@ -42,7 +41,7 @@ async def test_pages_merge_up_to_the_limit_and_carry_the_last_link() -> None:
 
 async def test_an_item_listed_twice_keeps_its_last_state() -> None:
     pages = [DeltaPage([_item("a"), _item("b")], "next", None), DeltaPage([_item("a", "2")], None, "delta")]
-    merged = [page async for page in merged_pages(_graph(pages))]
+    merged = [page async for page in merged_pages(_graph(pages), 1000)]
     assert [(item.item_id, item.change_key) for item in merged[0].items] == [("b", "1"), ("a", "2")]
 
 
@@ -50,7 +49,7 @@ async def test_pages_read_before_a_failure_are_handed_out_before_it() -> None:
     merged: list[DeltaPage] = []
 
     async def read() -> None:
-        async for page in merged_pages(_graph(_pages(3, 200), fail_after=2)):
+        async for page in merged_pages(_graph(_pages(3, 200), fail_after=2), 1000):
             merged.append(page)
 
     with pytest.raises(ConnectionError):
