@@ -2,8 +2,8 @@
 
 - Storage: entity-group transactions of 100 upserts (Table Storage's limit per transaction, "Performing
   entity group transactions", learn.microsoft.com/rest/api/storageservices/performing-entity-group-
-  transactions) into a table of their own on the sandbox's Azurite, through azure-data-tables as crmsync
-  writes.
+  transactions) into a table of their own on the sandbox's Azurite, sent as crmsync sends them
+  (``shared.store.azure.transactions``).
 - Dataverse: ``$batch`` change sets of 1,000 contact POSTs (the limit per batch, "Execute batch operations
   using the Web API", learn.microsoft.com/power-apps/developer/data-platform/webapi/execute-batch-
   operations-using-web-api), as the mailbox's user, with the bench's observer token (its requests are
@@ -23,6 +23,7 @@ from azure.data.tables.aio import TableServiceClient
 
 from bench._common import OBSERVER_TOKEN, BenchTenant, BenchUser
 from bench.dataverse_bulk import _batch
+from shared.store.azure.transactions import submit_transaction
 
 TRANSACTION = 100
 DATAVERSE_BATCH = 1000
@@ -46,8 +47,8 @@ async def _storage_rate(connection_string: str, entities: int) -> float:
             started = time.perf_counter()
             for start in range(0, entities, TRANSACTION):
                 chunk = rows[start : start + TRANSACTION]
-                await table.submit_transaction(
-                    [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in chunk]
+                await submit_transaction(
+                    table, [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in chunk]
                 )
             return entities / (time.perf_counter() - started)
         finally:
