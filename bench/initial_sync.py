@@ -4,7 +4,9 @@
 
 Seeds a quarter of ``--items`` each as contacts, events, To Do tasks and tracked messages in the
 Graph simulator, onboards the mailbox with the CLI and prints items/s, Graph and Dataverse requests
-per synced item (from the simulators' request logs) and the CLI's peak RSS. Targets on a 2-core
+per synced item (from the simulators' request logs) and the CLI's peak RSS; then, in the same sandbox,
+the raw write rates of its storage and of the Dataverse simulator (``bench.raw_writes``) and the sync's
+rate as a share of the slower of the two (the goal beyond >= 300 items/s: 75 %). Targets on a 2-core
 machine: >= 300 items/s; <= 0.01 Graph requests per item with the mail in a tracked folder (1.05
 with the category: each body is read) and <= 0.01 Dataverse requests per item; <= 150 MB.
 ``--profile FILE`` runs the CLI under cProfile and prints where its CPU time went, by package.
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import ENTITY_SETS, TRACKED, BenchTenant, print_results
+from bench.raw_writes import dataverse_rate, storage_rate
 from simulators.sandbox import ROOT, Sandbox
 
 SEED_CHUNK = 500  # items per seed call, to keep each control request small
@@ -83,11 +86,21 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         graph, dataverse = tenant.graph_requests(user), tenant.dataverse_requests()
         synced = sum(len(tenant.crm_rows(kind, user, "createdon")) for kind in ENTITY_SETS)
+        # After the counts: the raw writes add contacts of the same user.
+        storage, dataverse_raw = storage_rate(tenant), dataverse_rate(tenant, user)
+    rate = synced / elapsed
     print_results(
         f"initial sync of {per_kind * len(ENTITY_SETS)} items, mail tracked by {args.mail} "
         f"({synced} in the CRM) in {elapsed:.1f} s",
         [
-            ("items/s", f"{synced / elapsed:.0f}", ">= 300"),
+            ("items/s", f"{rate:.0f}", ">= 300"),
+            ("raw storage writes/s (entity-group transactions of 100)", f"{storage:.0f}", "the limit"),
+            ("raw Dataverse writes/s ($batch of 1,000)", f"{dataverse_raw:.0f}", "the limit"),
+            (
+                "items/s as a share of the slower limit",
+                f"{rate / min(storage, dataverse_raw):.0%}",
+                ">= 75 %",
+            ),
             (
                 "Graph requests per item",
                 f"{graph / max(synced, 1):.3f}",

@@ -36,7 +36,7 @@ class BatchRequest:
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    body: Mapping[str, Any] | None = None
+    body: Mapping[str, Any] | bytes | None = None  # bytes: already encoded (its Content-Type in headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,9 @@ def _encode_request(request: BatchRequest, content_id: int | None) -> bytes:
     lines = [*part_headers, "", f"{request.method} {request.url} HTTP/1.1"]
     payload = b""
     headers = dict(request.headers)
-    if request.body is not None:
+    if isinstance(request.body, bytes):
+        payload = request.body
+    elif request.body is not None:
         headers.setdefault("Content-Type", "application/json; type=entry")
         payload = json.dumps(request.body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     lines += [f"{name}: {value}" for name, value in headers.items()]

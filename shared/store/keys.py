@@ -21,6 +21,7 @@ from shared.store.errors import InvalidKey
 MAX_KEY_CHARS = 512
 SEPARATOR = "|"
 _PASS_THROUGH = frozenset(string.ascii_letters + string.digits + "-_.")
+_PLAIN = re.compile(r"[A-Za-z0-9_.\-]+")
 _ENCODED = re.compile(r"(?:[A-Za-z0-9_.\-]|~[0-9A-F]{2})+")
 
 
@@ -28,6 +29,9 @@ def encode_key(value: str) -> str:
     """Encode one identifier; :class:`InvalidKey` if it is empty or too long once encoded."""
     if not value:
         raise InvalidKey("an empty identifier cannot be a table key")
+    if _PLAIN.fullmatch(value):  # most ids (GUIDs, Graph ids but their '=' padding) need no escape
+        _check_length(value)
+        return value
     try:
         encoded = "".join(
             char if char in _PASS_THROUGH else "".join(f"~{byte:02X}" for byte in char.encode("utf-8"))

@@ -175,7 +175,7 @@ class PageSync:
             for plan, result in zip(busy, results, strict=True)
         )
         if run.tracker is not None:
-            await run.tracker.flush_audit()  # the page's tracking decisions, in one transaction
+            await run.tracker.flush_audit()  # the page's tracking rows and decisions, in transactions
         await self._keep_lease(run)
 
     async def _plan_series(

@@ -8,11 +8,13 @@ and written by :mod:`shared.outlook.writers`.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 from kiota_abstractions.serialization import Parsable, ParsableFactory
+from kiota_serialization_json.json_parse_node import JsonParseNode
 from kiota_serialization_json.json_parse_node_factory import JsonParseNodeFactory
 from kiota_serialization_json.json_serialization_writer_factory import JsonSerializationWriterFactory
 from msgraph.generated.models.body_type import BodyType
@@ -57,19 +59,80 @@ def parse_graph_json(payload: bytes | str | dict[str, Any], model: ParsableFacto
     return parsed
 
 
+# The Graph properties read as datetimes (Edm.DateTimeOffset) that the converters use; the rest stay
+# as Graph sends them (DateTimeTimeZone.dateTime is a string in msgraph-sdk too).
+_DATETIMES = frozenset(
+    (
+        "sentDateTime",
+        "receivedDateTime",
+        "birthday",
+        "originalStart",
+        "createdDateTime",
+        "lastModifiedDateTime",
+    )
+)
+_KEYS = {"from_": "from", "i_cal_u_id": "iCalUId"}
+
+
+@functools.cache
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return _KEYS.get(name) or head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+class GraphJson:
+    """A Graph JSON object read the way the converters read its msgraph-sdk model (``contact.given_name``,
+    ``message.from_``, ``additional_data``): the hot delta path converts a page's JSON straight into the
+    neutral model without building an object graph per item. Enums stay strings (:func:`enum_value` reads
+    both); datetimes are parsed by kiota's own JSON parse node, so both paths agree
+    (``tests/outlook/test_json_fast_path.py``)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def has(self, key: str) -> bool:
+        return self._data.get(key) is not None
+
+    @property
+    def additional_data(self) -> dict[str, Any]:
+        return {key: value for key, value in self._data.items() if key.startswith("@")}
+
+    def __getattr__(self, name: str) -> Any:
+        key = _camel(name)
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if key in _DATETIMES:
+            return JsonParseNode(value).get_datetime_value()
+        return _view(value)
+
+
+def _view(value: Any) -> Any:
+    if isinstance(value, dict):
+        return GraphJson(value)
+    if isinstance(value, list):
+        return [_view(element) for element in value]
+    return value
+
+
 def enum_value(value: Any) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
-def email_address_of(recipient: Recipient | GraphEmailAddress | None) -> EmailAddress | None:
-    email = recipient.email_address if isinstance(recipient, Recipient) else recipient
+def email_address_of(recipient: Recipient | GraphEmailAddress | GraphJson | None) -> EmailAddress | None:
+    is_recipient = isinstance(recipient, Recipient) or (
+        isinstance(recipient, GraphJson) and recipient.has("emailAddress")
+    )
+    email: Any = getattr(recipient, "email_address", None) if is_recipient else recipient
     if email is None or not email.address:
         return None
     return EmailAddress(address=email.address, name=email.name or None)
 
 
 def email_addresses_of(
-    recipients: Iterable[Recipient | GraphEmailAddress] | None,
+    recipients: Iterable[Recipient | GraphEmailAddress | GraphJson] | None,
 ) -> tuple[EmailAddress, ...]:
     found = (email_address_of(recipient) for recipient in recipients or ())
     return tuple(address for address in found if address is not None)

@@ -10,6 +10,7 @@ from typing import Any
 from azure.data.tables.aio import TableClient
 
 from shared.store.azure.common import as_utc
+from shared.store.azure.transactions import submit_transaction
 from shared.store.keys import encode_key
 from shared.store.records import AuditRecord
 
@@ -52,7 +53,7 @@ class AzureAuditTrail:
             raise ValueError("append_many takes the records of one mailbox")
         for start in range(0, len(records), _AUDIT_PER_TRANSACTION):
             chunk = records[start : start + _AUDIT_PER_TRANSACTION]
-            await self._table.submit_transaction([("create", _audit_entity(record)) for record in chunk])
+            await submit_transaction(self._table, [("create", _audit_entity(record)) for record in chunk])
 
     async def list_recent(self, mailbox_id: str, limit: int = 100) -> list[AuditRecord]:
         records: list[AuditRecord] = []

@@ -26,6 +26,7 @@ from shared.store.azure.common import (
     range_filter,
     without_nulls,
 )
+from shared.store.azure.transactions import submit_transaction
 from shared.store.errors import (
     LinkAlreadyExists,
     LinkConflict,
@@ -124,7 +125,7 @@ class AzureLinkStore:
         stamped = _stamp(link, self._clock())
         outlook_row, crm_row = _link_rows(stamped)
         try:
-            results = await self._table.submit_transaction([("create", outlook_row), ("create", crm_row)])
+            results = await submit_transaction(self._table, [("create", outlook_row), ("create", crm_row)])
         except TableTransactionError as exc:
             if exc.status_code == 409:
                 raise LinkAlreadyExists("outlook" if exc.index == 0 else "crm") from exc
@@ -162,7 +163,7 @@ class AzureLinkStore:
         if len({row["RowKey"] for row in rows}) < len(rows):
             return None
         try:
-            results = await self._table.submit_transaction([("create", row) for row in rows])
+            results = await submit_transaction(self._table, [("create", row) for row in rows])
         except TableTransactionError as exc:
             if exc.status_code == 409:
                 return None
@@ -191,7 +192,7 @@ class AzureLinkStore:
                 ("update", crm_row, {"mode": UpdateMode.REPLACE}),
             ]
         try:
-            results = await self._table.submit_transaction(operations)
+            results = await submit_transaction(self._table, operations)
         except TableTransactionError as exc:
             _link_conflict(exc)
         return _stored_links(chunk, results)
@@ -200,8 +201,8 @@ class AzureLinkStore:
         etag = _require_etag(link)
         outlook_row, crm_row = _link_rows(link)
         try:
-            await self._table.submit_transaction(
-                [("delete", outlook_row, if_match(etag)), ("delete", crm_row)]
+            await submit_transaction(
+                self._table, [("delete", outlook_row, if_match(etag)), ("delete", crm_row)]
             )
         except TableTransactionError as exc:
             if exc.status_code != 404:
@@ -228,12 +229,13 @@ class AzureLinkStore:
         moved = _stamp(replace(link, outlook_id=new_outlook_id), self._clock())
         new_outlook_row, crm_row = _link_rows(moved)
         try:
-            results = await self._table.submit_transaction(
+            results = await submit_transaction(
+                self._table,
                 [
                     ("delete", old_outlook_row, if_match(etag)),
                     ("create", new_outlook_row),
                     ("update", crm_row, {"mode": UpdateMode.REPLACE}),
-                ]
+                ],
             )
         except TableTransactionError as exc:
             if exc.status_code == 409:

@@ -19,6 +19,7 @@ from shared.store.azure.common import (
     range_filter,
     required_utc,
 )
+from shared.store.azure.transactions import submit_transaction
 from shared.store.errors import (
     CrmUserAlreadyRegistered,
     MailboxAlreadyRegistered,
@@ -108,8 +109,8 @@ class AzureRegistry:
             "mailbox_id": mailbox.mailbox_id,
         }
         try:
-            results = await self._table.submit_transaction(
-                [("create", mailbox_entity), ("create", crm_user_entity)]
+            results = await submit_transaction(
+                self._table, [("create", mailbox_entity), ("create", crm_user_entity)]
             )
         except TableTransactionError as exc:
             if exc.status_code == 409:
@@ -183,8 +184,8 @@ class AzureRegistry:
             return
         crm_user_row = {"PartitionKey": _REGISTRY_PARTITION, "RowKey": _crm_user_row(entity["crm_user_id"])}
         try:
-            await self._table.submit_transaction(
-                [("delete", entity, if_match(entity_etag(entity))), ("delete", crm_user_row)]
+            await submit_transaction(
+                self._table, [("delete", entity, if_match(entity_etag(entity))), ("delete", crm_user_row)]
             )
         except TableTransactionError as exc:
             if exc.status_code in (404, 412):

@@ -24,6 +24,7 @@ from shared.store.azure.common import (
     query,
     required_utc,
 )
+from shared.store.azure.transactions import submit_transaction
 from shared.store.errors import (
     LeaseHeld,
     LeaseLost,
@@ -238,11 +239,12 @@ class AzureSyncStateStore:
         if window_start is not None:
             state["window_start"] = window_start
         try:
-            results = await self._table.submit_transaction(
+            results = await submit_transaction(
+                self._table,
                 [
                     ("update", renewed, {"mode": UpdateMode.REPLACE, **if_match(lease.etag)}),
                     ("upsert", state, {"mode": UpdateMode.REPLACE}),
-                ]
+                ],
             )
         except TableTransactionError as exc:
             if exc.status_code in (404, 412):

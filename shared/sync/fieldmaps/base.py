@@ -247,17 +247,16 @@ def to_jsonable(value: CrmValue) -> object:
     return value
 
 
+# One encoder for every fingerprint: ``json.dumps`` with these options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def fingerprint(values: Mapping[str, CrmValue]) -> str:
     """A short, stable digest of some column values: what link rows keep instead of the values.
 
     Link rows never hold bodies or addresses; equality is all a three-way merge needs of the base.
     """
-    canonical = json.dumps(
-        {column: to_jsonable(value) for column, value in values.items()},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    canonical = _CANONICAL.encode({column: to_jsonable(value) for column, value in values.items()})
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 

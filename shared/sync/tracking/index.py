@@ -25,6 +25,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.domain.mailbox_settings import CrmRecordRef
 from shared.store.azure.service import table_service
+from shared.store.azure.transactions import submit_transaction
 from shared.store.keys import SEPARATOR, decode_key, encode_key, key_range, row_key
 
 TABLE_SUFFIX = "tracking"
@@ -98,6 +99,9 @@ def _message_of(item_id: str, entity: dict[str, Any]) -> TrackedMessage:
     )
 
 
+_TRANSACTION = 100
+
+
 def _message_row(item_id: str) -> str:
     return row_key("m", encode_key(item_id))
 
@@ -111,8 +115,25 @@ class TrackingIndex:
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
+        # Rows put since the last :meth:`flush`, by partition: a page's rows go in transactions of 100
+        # instead of a request each. Reads see them; a delete drops them.
+        self._pending: dict[str, dict[str, dict[str, Any]]] = {}
+
+    async def flush(self, mailbox_id: str) -> None:
+        """Write the mailbox's rows put since the last flush (entity-group transactions of 100, the
+        limit: learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).
+        Called once a page is applied, before its delta link is stored."""
+        rows = list(self._pending.pop(encode_key(mailbox_id), {}).values())
+        for start in range(0, len(rows), _TRANSACTION):
+            chunk = rows[start : start + _TRANSACTION]
+            await submit_transaction(
+                self._table, [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in chunk]
+            )
 
     async def _get(self, mailbox_id: str, row: str) -> dict[str, Any] | None:
+        pending = self._pending.get(encode_key(mailbox_id), {}).get(row)
+        if pending is not None:
+            return dict(pending)
         try:
             return dict(await self._table.get_entity(encode_key(mailbox_id), row))
         except ResourceNotFoundError:
@@ -121,9 +142,10 @@ class TrackingIndex:
     async def _put(self, mailbox_id: str, row: str, properties: dict[str, Any]) -> None:
         entity = {"PartitionKey": encode_key(mailbox_id), "RowKey": row}
         entity |= {name: value for name, value in properties.items() if value is not None}
-        await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self._pending.setdefault(entity["PartitionKey"], {})[row] = entity
 
     async def _delete(self, mailbox_id: str, row: str) -> None:
+        self._pending.get(encode_key(mailbox_id), {}).pop(row, None)
         await self._table.delete_entity(encode_key(mailbox_id), row)  # no error if already gone
 
     async def get_message(self, mailbox_id: str, item_id: str) -> TrackedMessage | None:
@@ -140,9 +162,14 @@ class TrackingIndex:
             results_per_page=1000,
         )
         found: dict[str, TrackedMessage] = {}
+        pending = self._pending.get(encode_key(mailbox_id), {})
         async for entity in rows:
             item_id = decode_key(entity["RowKey"].split(SEPARATOR, 1)[1])
             found[item_id] = _message_of(item_id, dict(entity))
+        for row, pending_row in pending.items():
+            if low <= row < high:
+                item_id = decode_key(row.split(SEPARATOR, 1)[1])
+                found[item_id] = _message_of(item_id, dict(pending_row))
         return found
 
     async def put_message(self, mailbox_id: str, message: TrackedMessage) -> None:

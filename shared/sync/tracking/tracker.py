@@ -271,11 +271,12 @@ class Tracker:
         )
 
     async def flush_audit(self) -> None:
-        """Write the tracking decisions recorded since the last flush (one transaction per 100).
+        """Write the tracking rows and decisions recorded since the last flush (one transaction per 100).
 
         Only changes are audited (a message became tracked, by which rule; stopped being tracked,
         and why): a verdict of "not tracked" on ordinary mail would cost a row per message of every
         inbox. ``crmsync audit --item`` explains a message with no entry from the settings."""
+        await self._index.flush(self.mailbox_id)  # the page's tracking rows, likewise
         decisions, self._decisions = self._decisions, []
         if decisions:
             await self._store.audit.append_many(decisions)
