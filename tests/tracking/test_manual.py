@@ -8,10 +8,12 @@ import pytest
 
 from shared.domain.mailbox_settings import CrmRecordRef, MailboxSettings
 from shared.domain.model import ItemKind
+from shared.outlook.mailbox import OutlookMailbox
 from shared.outlook.writers import OutlookWriter
 from shared.store.fingerprint import fingerprint
 from shared.store.records import AuditAction
-from shared.sync.tracking import folders_to_watch
+from shared.sync.tracking import TrackingService, folders_to_watch
+from shared.sync.tracking.index import TrackedMessage, TrackedVia
 from tests.tracking.conftest import TRACKED, World, message
 
 
@@ -169,3 +171,18 @@ async def test_a_tracked_folders_delta_brings_the_bodies_and_no_message_is_read_
     assert "body" in delta["select"]
     assert not [request for request in requests if any(message_id in request["path"] for message_id in ids)]
     assert not [request for request in requests if request["path"].endswith("$batch")]
+
+
+async def test_a_failed_run_s_unflushed_tracking_rows_are_not_written_by_the_next_run(world: World) -> None:
+    """Tracking rows are buffered per page in the long-lived index; a run that failed before its
+    flush must not have them written by the next run of the mailbox in this worker."""
+    mailbox = await world.mailbox()
+    stale = TrackedMessage(item_id="left-by-a-failed-run", crm_id=uuid.uuid4(), via=TrackedVia.CATEGORY)
+    await world.index.put_message(mailbox.mailbox_id, stale)  # its page failed: no flush
+
+    service = TrackingService(
+        crm=world.crm, store=world.store, index=world.index, outlook=OutlookMailbox(world.graph)
+    )
+    await service.start(mailbox).flush_audit()  # the next run's first page
+
+    assert await world.index.get_message(mailbox.mailbox_id, stale.item_id) is None

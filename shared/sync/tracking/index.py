@@ -119,6 +119,12 @@ class TrackingIndex:
         # instead of a request each. Reads see them; a delete drops them.
         self._pending: dict[str, dict[str, dict[str, Any]]] = {}
 
+    def discard(self, mailbox_id: str) -> None:
+        """Forget the mailbox's unflushed rows: a run that failed before its flush left them, and the
+        next run (it holds the lease, perhaps in another worker) decides again; written later, they
+        would overwrite what that run wrote."""
+        self._pending.pop(encode_key(mailbox_id), None)
+
     async def flush(self, mailbox_id: str) -> None:
         """Write the mailbox's rows put since the last flush (entity-group transactions of 100, the
         limit: learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions).

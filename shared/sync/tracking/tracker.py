@@ -87,6 +87,7 @@ class TrackingService:
 
     def start(self, mailbox: Mailbox) -> Tracker:
         """A tracker for one run of one mailbox (its caches live as long as the run)."""
+        self._index.discard(mailbox.mailbox_id)
         return Tracker(
             mailbox=mailbox, crm=self._crm, store=self._store, index=self._index, outlook=self._outlook
         )
