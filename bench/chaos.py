@@ -57,7 +57,20 @@ APP_SETTINGS = {
     # Random deletes would trip the mass-delete brake, which waits for an administrator by design
     # (tested on its own in tests/e2e/test_failures.py); chaos measures what is lost, not the brake.
     "CRMSYNC_MASS_DELETE_RATIO": "1",
+    # The timers run when the driver says (as their schedules would: the CRM read every
+    # CRM_READ_EVERY operations, the sweep in the quiet), so a run's outcome does not depend on
+    # whether a quarter hour struck during it; the first sweep is then each mailbox's safety read.
+    **dict.fromkeys(
+        (
+            "CRMSYNC_RENEW_SCHEDULE",
+            "CRMSYNC_SWEEP_SCHEDULE",
+            "CRMSYNC_PARKED_RETRY_SCHEDULE",
+            "CRMSYNC_CRM_CHANGES_SCHEDULE",
+        ),
+        "0 0 0 1 1 *",
+    ),
 }
+CRM_READ_EVERY = 50
 NOTIFICATION_TIMINGS = {
     "notification_timeout_seconds": 5.0,
     "retry_initial_seconds": 0.3,
@@ -123,6 +136,7 @@ class Report:
     lost: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
+    waiting: int = 0  # jobs waiting plus mailboxes not active at the end (-1: not asked, sides differ)
     items: int = 0  # items made (each compared on both sides, tracked mail on the CRM side)
     ops_seconds: float = 0.0
     quiet_seconds: float = 0.0
@@ -596,11 +610,13 @@ class Chaos:
             time.sleep(3)
             lost, duplicated, diverged = self.compare()
             clean = not (lost or duplicated or diverged)
-            settled = settled + 1 if clean and self.waiting() == 0 else 0
+            waiting = self.waiting() if clean else -1
+            settled = settled + 1 if waiting == 0 else 0
             if settled >= 2 or time.monotonic() - started > timeout:
                 break
         self.report.lost, self.report.duplicated, self.report.diverged = lost, duplicated, diverged
         self.report.items = len(self.items)
+        self.report.waiting = waiting
         self.report.quiet_seconds = time.monotonic() - started
 
 
@@ -610,7 +626,9 @@ def run(seed: int, ops: int, *, fault_every: int = 8, quiet_seconds: float = 300
         chaos = Chaos(sandbox, seed)
         chaos.set_up()
         started = time.monotonic()
-        for _ in range(ops):
+        for n in range(ops):
+            if n % CRM_READ_EVERY == CRM_READ_EVERY - 1:
+                chaos.run_timer("crm_changes")
             if chaos.rng.randrange(fault_every) == 0:
                 chaos.inject(chaos.pick_fault())
             chaos.operation()
@@ -643,6 +661,7 @@ def main() -> None:
             ("duplicated", str(len(report.duplicated)), "0"),
             ("diverged", str(len(report.diverged)), "0"),
             ("operations phase", f"{report.ops_seconds:.0f} s", ""),
+            ("jobs waiting / mailboxes not active at the end", str(report.waiting), "0"),
             ("quiet until converged", f"{report.quiet_seconds:.0f} s", ""),
             ("elapsed", f"{report.ops_seconds + report.quiet_seconds:.0f} s", "<= 30 min"),
         ],
