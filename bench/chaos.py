@@ -630,6 +630,8 @@ def run(seed: int, ops: int, *, fault_every: int = 8, quiet_seconds: float = 300
             if chaos.rng.randrange(fault_every) == 0:
                 chaos.inject(chaos.pick_fault())
             chaos.operation()
+            if (n + 1) % 500 == 0:
+                print(f"{n + 1} operations, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
         chaos.report.ops_seconds = time.monotonic() - started
         chaos.quiet(quiet_seconds)
         chaos.http.close()
