@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -584,7 +585,7 @@ class Chaos:
                     elif texts and texts[0] != item.text():
                         diverged.append(f"{where}: {texts[0]!r}, expected {item.text()!r}")
             duplicated += [
-                f"unknown {side} item {texts}"
+                f"unknown item in {side}: {texts}"
                 for (side, key), texts in by_key.items()
                 if (side, key) not in known
             ]
@@ -671,6 +672,10 @@ def main() -> None:
         ("duplicated", report.duplicated),
         ("diverged", report.diverged),
     ):
+        # "contact K00001 (crm-made) in outlook: ..." -> counted by kind, maker and side.
+        shapes = Counter(re.sub(r" K\d+", "", p.split(":")[0]) for p in problems)
+        for shape, count in sorted(shapes.items()):
+            print(f"{title}: {count} x {shape}")
         for problem in problems[:20]:
             print(f"{title}: {problem}")
     raise SystemExit(0 if report.clean else 1)
