@@ -138,6 +138,7 @@ class Report:
     duplicated: list[str] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
     waiting: int = 0  # jobs waiting plus mailboxes not active at the end (-1: not asked, sides differ)
+    notes: list[str] = field(default_factory=list)  # crmsync status of each mailbox, when not clean
     items: int = 0  # items made (each compared on both sides, tracked mail on the CRM side)
     ops_seconds: float = 0.0
     quiet_seconds: float = 0.0
@@ -616,6 +617,10 @@ class Chaos:
         self.report.lost, self.report.duplicated, self.report.diverged = lost, duplicated, diverged
         self.report.items = len(self.items)
         self.report.waiting = waiting
+        if not self.report.clean:  # what the status says about the mailboxes that did not converge
+            for status in json.loads(self.cli("status", "--json")):
+                keys = ("state", "backlog", "parked", "crm_to_outlook_stopped", "brake_holds", "notes")
+                self.report.notes.append(json.dumps({key: status.get(key) for key in keys}))
         self.report.quiet_seconds = time.monotonic() - started
 
 
@@ -678,6 +683,8 @@ def main() -> None:
             print(f"{title}: {count} x {shape}")
         for problem in problems[:20]:
             print(f"{title}: {problem}")
+    for note in report.notes:
+        print(f"status: {note}")
     raise SystemExit(0 if report.clean else 1)
 
 
