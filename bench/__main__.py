@@ -9,6 +9,7 @@ BENCHMARKS = {
     "dataverse_simulator": "the Dataverse simulator's own overhead",
     "scale": "10,000 mailboxes on simulated time: the timers' requests per mailbox and hour",
     "cold_start": "a fresh process: import function_app and answer the first notification",
+    "chaos": "random changes on both sides of three mailboxes under injected faults, then compared",
     "dataverse_bulk": "1,000 records: $batch versus CreateMultiple / UpsertMultiple (simulator)",
 }
 
