@@ -46,7 +46,7 @@ import httpx
 
 from bench._common import ENTITY_SETS, FULL_ACCESS, OBSERVER_TOKEN, TRACKED, print_results
 from simulators.azurite import ROOT
-from simulators.sandbox import CONNECTOR_TOKEN, SANDBOX_TENANT, Sandbox, _spawn
+from simulators.sandbox import CONNECTOR_TOKEN, SANDBOX_TENANT, Sandbox
 
 MAILBOXES = 3
 LEASE_SECONDS = 15  # the shortest the settings allow: a killed run's mailbox is free again soon
@@ -500,16 +500,7 @@ class Chaos:
 
     def restart_runner(self) -> None:
         """SIGKILL the Functions runner (no clean-up, whatever it was doing) and start a new one."""
-        runner = self.sandbox.processes[-1]
-        runner.send_signal(signal.SIGKILL)
-        runner.wait(timeout=10)
-        env = {
-            **os.environ,
-            **self.sandbox.app_settings(),
-            "CRMSYNC_LOCAL_MASTER_KEY": self.sandbox.master_key,
-            "CRMSYNC_LOCAL_FUNCTION_KEY": self.sandbox.function_key,
-        }
-        self.sandbox.processes[-1] = _spawn("simulators.functions_host", self.sandbox.functions_port, env=env)
+        self.sandbox.restart_runner()
 
     def clear_faults(self) -> None:
         self.control("DELETE", f"{self.graph_control}/faults")

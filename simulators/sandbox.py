@@ -144,17 +144,29 @@ class Sandbox:
             ).raise_for_status()
             grant_connector_roles(f"http://{HOST}:{self.graph_port}")
             self.processes.append(_spawn("simulators.dataverse", self.dataverse_port))
-            env = {
-                **os.environ,
-                **self.app_settings(),
-                "CRMSYNC_LOCAL_MASTER_KEY": self.master_key,
-                "CRMSYNC_LOCAL_FUNCTION_KEY": self.function_key,
-            }
-            self.processes.append(_spawn("simulators.functions_host", self.functions_port, env=env))
+            self.processes.append(self._spawn_runner({}))
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _spawn_runner(self, setting_overrides: dict[str, str]) -> subprocess.Popen[bytes]:
+        env = {
+            **os.environ,
+            **self.app_settings(),
+            **setting_overrides,
+            "CRMSYNC_LOCAL_MASTER_KEY": self.master_key,
+            "CRMSYNC_LOCAL_FUNCTION_KEY": self.function_key,
+        }
+        return _spawn("simulators.functions_host", self.functions_port, env=env)
+
+    def restart_runner(self, **setting_overrides: str) -> None:
+        """Kill the Functions runner (SIGKILL: no clean-up, like a crashed worker) and start a new one
+        on the same port, optionally with different app settings. The runner is the last process."""
+        runner = self.processes[-1]
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=10)
+        self.processes[-1] = self._spawn_runner(setting_overrides)
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -56,7 +56,7 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared.domain.model import ItemKind, OutlookItem
 from shared.outlook.batch import GraphBatch
-from shared.outlook.convert.common import CRM_ID_PROPERTY_ID, GraphJson, parse_graph_json
+from shared.outlook.convert.common import CRM_ID_PROPERTY_ID, GraphJson
 from shared.outlook.convert.contacts import contact_item
 from shared.outlook.convert.events import appointment_item
 from shared.outlook.convert.messages import email_item
@@ -140,6 +140,7 @@ async def merged_pages(pages: AsyncIterator[DeltaPage], limit: int) -> AsyncIter
         for item in page.items:
             items.pop(item.item_id, None)
             items[item.item_id] = item
+        # Hand out before the next page (as large as this one, at most) could go past ``limit``.
         if page.next_link is None or len(items) + len(page.items) > limit:
             yield DeltaPage(list(items.values()), *links)
             items = {}
@@ -170,7 +171,7 @@ def _body_only() -> RequestConfiguration[Any]:
 def _event(model: GraphJson) -> Any:
     """A series master's recurrence is kept as the SDK serialises it: such an event goes through the SDK."""
     if model.has("recurrence"):
-        return parse_graph_json(model._data, Event)
+        return model.to_model(Event)
     return model
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
@@ -91,3 +92,31 @@ class Memo(Generic[K, T]):
         if pending is None or not pending.done() or pending.cancelled() or pending.exception() is not None:
             return None
         return pending.result()
+
+
+class _Entry(Generic[T]):
+    __slots__ = ("expires", "lock", "value")
+
+    def __init__(self) -> None:
+        self.value: T | None = None
+        self.expires = float("-inf")
+        self.lock = asyncio.Lock()
+
+
+class TtlCache(Generic[K, T]):
+    """A worker's cache of settings read from a service, each kept for ``ttl`` seconds: concurrent
+    callers of an expired key wait for one read; a failed read keeps nothing."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[K, _Entry[T]] = {}
+
+    async def get(self, key: K, read: Callable[[], Awaitable[T]]) -> T:
+        entry = self._entries.setdefault(key, _Entry())
+        if entry.expires <= self._clock():
+            async with entry.lock:
+                if entry.expires <= self._clock():
+                    entry.value = await read()
+                    entry.expires = self._clock() + self._ttl
+        return entry.value  # type: ignore[return-value]  # set by the read above

@@ -23,12 +23,11 @@ Both are organization settings, read as the application and cached per worker pr
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from shared.crm.errors import CrmError
@@ -36,6 +35,7 @@ from shared.crm.port import ColumnSecurity, CrmPort
 from shared.domain.mailbox_settings import MailboxSettings
 from shared.domain.model import FieldDirection, ItemKind
 from shared.store.records import Mailbox
+from shared.sync.concurrency import TtlCache
 from shared.sync.fieldmaps import FIELD_MAPS, field_map
 from shared.sync.plan import SyncPolicy
 from shared.sync.policies import sync_policy
@@ -100,15 +100,6 @@ def organization_directions(rows: list[Any]) -> dict[ItemKind, dict[str, FieldDi
     return result
 
 
-class _Cached:
-    __slots__ = ("expires", "lock", "value")
-
-    def __init__(self) -> None:
-        self.value: Any = None
-        self.expires = float("-inf")
-        self.lock = asyncio.Lock()
-
-
 class FieldRules:
     """The organization's field directions and each user's column access, cached for ``ttl`` seconds."""
 
@@ -116,19 +107,10 @@ class FieldRules:
         self, crm: CrmPort, *, ttl: float = DEFAULT_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._crm = crm
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[str, _Cached] = {}
+        self._cache: TtlCache[str, Any] = TtlCache(ttl, clock)  # concurrent jobs wait for one read
 
-    async def _cached(self, key: str, read: Callable[[], Any]) -> Any:
-        entry = self._entries.setdefault(key, _Cached())
-        if entry.expires > self._clock():
-            return entry.value
-        async with entry.lock:  # concurrent jobs of one process wait for one read
-            if entry.expires <= self._clock():
-                entry.value = await read()
-                entry.expires = self._clock() + self._ttl
-        return entry.value
+    async def _cached(self, key: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        return await self._cache.get(key, read)
 
     async def organization(self) -> dict[ItemKind, dict[str, FieldDirection]]:
         async def read() -> dict[ItemKind, dict[str, FieldDirection]]:

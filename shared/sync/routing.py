@@ -17,7 +17,6 @@ run reads as the user.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -29,6 +28,7 @@ from shared.crm.port import CrmQueryPort
 from shared.store.crm_jobs import MAX_IDS, CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.ports import Store
 from shared.store.records import Mailbox
+from shared.sync.concurrency import TtlCache, bounded_gather
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import (
     OPTIONAL_ATTENDEE,
@@ -95,9 +95,7 @@ class Router:
         self._store = store
         self._crm = crm
         self._queue = queue
-        self._filter_ttl = filter_ttl_seconds
-        self._clock = clock
-        self._filters: dict[tuple[str, str], tuple[float, list[str] | None]] = {}
+        self._filters: TtlCache[tuple[str, str], list[str] | None] = TtlCache(filter_ttl_seconds, clock)
 
     async def route(self, work: CrmWork) -> int:
         """Enqueue one run per concerned mailbox; the number of runs enqueued."""
@@ -157,26 +155,24 @@ class Router:
         with the records of a batch. At most ``_FILTER_READS_AT_ONCE`` mailboxes are asked at a time.
         The run evaluates the filter again: routing only decides who is asked."""
         kind = TABLES[table]
-        gate = asyncio.Semaphore(_FILTER_READS_AT_ONCE)
 
         async def selected(mailbox: Mailbox) -> set[uuid.UUID]:
             routed = set(routes.changed.get(mailbox.mailbox_id, ()))
             missing = [record_id for record_id in ids if record_id not in routed]
             if not missing or not kind_enabled(mailbox.settings, kind):
                 return set()
-            async with gate:
-                try:
-                    return await self._selected_by_filter(mailbox, table, missing)
-                except CrmError as error:
-                    if error.retryable:
-                        raise  # throttled or unavailable: the routing work is retried
-                    # One user's state (disabled, removed, a filter Dataverse refuses) never stops
-                    # the routing of everyone else; that mailbox's own runs report it.
-                    logger.warning("routing by filter skipped a mailbox: %s", type(error).__name__)
-                    return set()
+            try:
+                return await self._selected_by_filter(mailbox, table, missing)
+            except CrmError as error:
+                if error.retryable:
+                    raise  # throttled or unavailable: the routing work is retried
+                # One user's state (disabled, removed, a filter Dataverse refuses) never stops
+                # the routing of everyone else; that mailbox's own runs report it.
+                logger.warning("routing by filter skipped a mailbox: %s", type(error).__name__)
+                return set()
 
         chosen = list(mailboxes)
-        found = await asyncio.gather(*(selected(mailbox) for mailbox in chosen))
+        found = await bounded_gather((selected(mailbox) for mailbox in chosen), _FILTER_READS_AT_ONCE)
         for mailbox, members in zip(chosen, found, strict=True):
             for record_id in ids:
                 if record_id in members:
@@ -192,15 +188,12 @@ class Router:
 
     async def _user_filters(self, mailbox: Mailbox, table: str) -> list[str] | None:
         """The user's Outlook filters of ``table``, read as the user at most once per TTL."""
-        key = (mailbox.mailbox_id, table)
-        cached = self._filters.get(key)
-        if cached is not None and cached[0] > self._clock():
-            return cached[1]
-        filters = await user_filters(
-            self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=mailbox.crm_caller_object_id
+        return await self._filters.get(
+            (mailbox.mailbox_id, table),
+            lambda: user_filters(
+                self._crm, table, user_id=uuid.UUID(mailbox.crm_user_id), caller=mailbox.crm_caller_object_id
+            ),
         )
-        self._filters[key] = (self._clock() + self._filter_ttl, filters)
-        return filters
 
     async def people(self, table: str, ids: list[uuid.UUID]) -> dict[uuid.UUID, RecordPeople]:
         """Owner and user parties of each record, read as the application (a gone record: absent)."""

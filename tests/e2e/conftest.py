@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shared.cli import app as crmsync
-from simulators.sandbox import SANDBOX_TENANT, Sandbox, _spawn
+from simulators.sandbox import SANDBOX_TENANT, Sandbox
 
 T = TypeVar("T")
 TRACKED = "Tracked to Dynamics 365"
@@ -213,17 +211,7 @@ class E2E:
     def restart_runner(self, **setting_overrides: str) -> None:
         """Kill the Functions runner (SIGKILL: no clean-up, like a crashed worker) and start a new one
         on the same port, optionally with different app settings."""
-        runner = self.sandbox.processes[-1]
-        runner.send_signal(signal.SIGKILL)
-        runner.wait(timeout=10)
-        env = {
-            **os.environ,
-            **self.sandbox.app_settings(),
-            **setting_overrides,
-            "CRMSYNC_LOCAL_MASTER_KEY": self.sandbox.master_key,
-            "CRMSYNC_LOCAL_FUNCTION_KEY": self.sandbox.function_key,
-        }
-        self.sandbox.processes[-1] = _spawn("simulators.functions_host", self.sandbox.functions_port, env=env)
+        self.sandbox.restart_runner(**setting_overrides)
 
 
 @pytest.fixture(scope="session")

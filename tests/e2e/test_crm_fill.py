@@ -37,6 +37,12 @@ def graph_log(e2e: E2E, mailbox: Mailbox) -> list[dict[str, Any]]:
     return list(e2e.graph_control("GET", f"requests?user={mailbox.id}"))
 
 
+def lose_create_answer(e2e: E2E, mailbox: Mailbox, path: str) -> None:
+    """Graph commits the next POST to ``path`` and answers 504: its outcome unknown to the client."""
+    fault = {"kind": "lost_answer", "status": 504, "method": "POST", "path_contains": path}
+    e2e.graph_control("POST", "faults", {**fault, "user": mailbox.id})
+
+
 def onboard(e2e: E2E, mailbox: Mailbox, systemuserid: str) -> tuple[int, str]:
     return e2e.cli("mailbox", "add", mailbox.id, "--crm-user", systemuserid, "--json", **PACED)
 
@@ -107,17 +113,7 @@ def test_a_contact_create_whose_answer_is_lost_is_found_by_its_stamp_not_posted_
     user = synced_user(e2e, mailbox)
     name = f"lost-{uuid.uuid4().hex[:6]}"
     seed_contacts(e2e, user.systemuserid, [name])
-    e2e.graph_control(
-        "POST",
-        "faults",
-        {
-            "kind": "lost_answer",
-            "status": 504,
-            "user": mailbox.id,
-            "method": "POST",
-            "path_contains": "/contacts",
-        },
-    )
+    lose_create_answer(e2e, mailbox, "/contacts")
     code, out = onboard(e2e, mailbox, user.systemuserid)
     assert code == 0, out
     assert [n for n in surnames(e2e, mailbox) if n == name] == [name]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from tests.e2e.conftest import E2E, item_path
-from tests.e2e.test_crm_fill import graph_log, onboard
+from tests.e2e.test_crm_fill import graph_log, lose_create_answer, onboard
 from tests.e2e.test_crm_to_outlook import connected, synced_user
 
 __all__ = ["connected"]
@@ -25,17 +25,7 @@ def test_a_task_create_whose_answer_is_lost_is_found_by_its_linked_resource(conn
             "records": [{"subject": subject, "ownerid@odata.bind": f"/systemusers({user.systemuserid})"}],
         },
     )
-    e2e.graph_control(
-        "POST",
-        "faults",
-        {
-            "kind": "lost_answer",
-            "status": 504,
-            "user": mailbox.id,
-            "method": "POST",
-            "path_contains": "/tasks",
-        },
-    )
+    lose_create_answer(e2e, mailbox, "/tasks")
     code, out = onboard(e2e, mailbox, user.systemuserid)
     assert code == 0, out
     tasks = e2e.outlook("GET", mailbox, item_path("todo/lists", mailbox.todo_list) + "/tasks")["value"]

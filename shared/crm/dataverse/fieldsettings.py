@@ -37,9 +37,13 @@ ENTITY_TYPE_CODES = {"contact": 2, "appointment": 4201, "task": 4212}
 _MAX_PAGES = 20
 
 
-def _tables_filter(tables: Sequence[str]) -> str:
+def _check_tables(tables: Sequence[str]) -> None:
     if not tables or any(not name.isidentifier() for name in tables):
         raise ValueError("tables must be logical names")
+
+
+def _tables_filter(tables: Sequence[str]) -> str:
+    _check_tables(tables)
     return " or ".join(f"entityname eq '{name}'" for name in tables)
 
 
@@ -65,7 +69,7 @@ async def field_sync_mappings(transport: Transport, tables: Sequence[str]) -> li
     own clients use, ``RetrievePrincipalSyncAttributeMappings`` bound to a systemuser: its
     AttributeMapping values carry ``EntityTypeCode`` ("AttributeMapping ComplexType"). Two requests
     (WhoAmI, the function); the engine caches the answer."""
-    _tables_filter(tables)  # logical names only
+    _check_tables(tables)
     who = await changes.whoami(transport, caller=None)
     path = f"systemusers({who.user_id})/Microsoft.Dynamics.CRM.RetrievePrincipalSyncAttributeMappings()"
     response = await transport.send(Request("GET", path), caller=None)

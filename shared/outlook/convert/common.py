@@ -95,6 +95,10 @@ class GraphJson:
     def has(self, key: str) -> bool:
         return self._data.get(key) is not None
 
+    def to_model(self, model: ParsableFactory[_P]) -> _P:
+        """The msgraph-sdk model of this object, for what needs the SDK's own form."""
+        return parse_graph_json(self._data, model)
+
     @property
     def additional_data(self) -> dict[str, Any]:
         return {key: value for key, value in self._data.items() if key.startswith("@")}
