@@ -144,6 +144,9 @@ async def sweep(
     """
     now = now or utc_now()
     mailboxes = {m.mailbox_id: m async for m in store.registry.list_mailboxes(enabled_only=True)}
+    for mailbox_id in mailboxes:  # links written before routing's index: indexed once
+        if not await store.links.indexed(mailbox_id):
+            log.info("indexed %d link(s) of a mailbox for routing", await store.links.reindex(mailbox_id))
     stale = [
         mark
         async for mark in store.sync_state.list_dirty()
