@@ -108,6 +108,8 @@ _GONE_POLL_SECONDS = 0.1
 
 class ClientGone(Exception):
     """The client closed the connection while its request was held: there is no one to answer."""
+
+
 NOTIFICATION_FAULTS = ("drop_notifications", "duplicate_notifications", "reorder_notifications")
 
 

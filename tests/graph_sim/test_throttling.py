@@ -82,9 +82,12 @@ async def test_a_hang_answers_nobody_until_the_client_gives_up_or_the_fault_is_c
     impatient = httpx.AsyncClient(
         base_url=graph_sim.base_url, headers=graph_sim.headers, timeout=0.5, trust_env=False
     )
-    async with impatient, httpx.AsyncClient(
-        base_url=graph_sim.base_url, headers=graph_sim.headers, timeout=10, trust_env=False
-    ) as patient:
+    async with (
+        impatient,
+        httpx.AsyncClient(
+            base_url=graph_sim.base_url, headers=graph_sim.headers, timeout=10, trust_env=False
+        ) as patient,
+    ):
         started = time.monotonic()
         try:
             await impatient.get(f"/users/{graph_user}/contacts")
