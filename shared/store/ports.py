@@ -252,6 +252,19 @@ class SyncStateStore(Protocol):
         """Forget the delta link, so the next run is a full resync."""
         ...
 
+    async def note_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
+        """Record that Outlook items are about to be created for these CRM records (the intent
+        written before the Graph create, cleared once their links are written)."""
+        ...
+
+    async def pending_creates(self, mailbox_id: str, table: str) -> frozenset[str]:
+        """The CRM ids of the table whose create intent is still recorded (one read)."""
+        ...
+
+    async def clear_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
+        """Forget these intents (no-op for those not recorded)."""
+        ...
+
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
         """Take the mailbox lease; LeaseHeld while any unexpired lease exists, even one taken
         with the same ``owner`` (two runs of one worker must not overlap either; extend a held
