@@ -13,7 +13,7 @@ iterators. Conditional writes raise the typed errors of :mod:`shared.store.error
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -252,13 +252,14 @@ class SyncStateStore(Protocol):
         """Forget the delta link, so the next run is a full resync."""
         ...
 
-    async def note_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
-        """Record that Outlook items are about to be created for these CRM records (the intent
-        written before the Graph create, cleared once their links are written)."""
+    async def note_creates(self, mailbox_id: str, table: str, creates: Mapping[str, str]) -> None:
+        """Record that Outlook items are about to be created for these CRM records (CRM id -> the
+        title a To Do task is posted with, else empty): the intent written before the Graph create,
+        cleared once their links are written."""
         ...
 
-    async def pending_creates(self, mailbox_id: str, table: str) -> frozenset[str]:
-        """The CRM ids of the table whose create intent is still recorded (one read)."""
+    async def pending_creates(self, mailbox_id: str, table: str) -> dict[str, str]:
+        """The table's create intents still recorded, as noted (one read)."""
         ...
 
     async def clear_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:

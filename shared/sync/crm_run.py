@@ -33,7 +33,7 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
-from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, Participation
+from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, Participation, Task
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
@@ -60,6 +60,7 @@ from shared.sync.plan import (
     CrmState,
     DropLink,
     Link,
+    NeutralContent,
     OutlookState,
     PlanFacts,
     SyncPolicy,
@@ -282,9 +283,7 @@ class CrmToOutlookRun:
             series_of = await series.instances_of(new_ids)
             series_writes, one_off = await series.sync(set(series_of.values()))
             new_ids = [r for r in new_ids if r not in series_of or series_of[r] in one_off]
-        lost = await self._created_before(
-            mailbox, kind, origin, new_ids=new_ids, states=states, known=existing
-        )
+        lost = await self._created_before(mailbox, kind, origin, new_ids=new_ids, known=existing)
         existing = {**existing, **lost}
         for record_id in new_ids:
             found = existing.get(record_id)  # an item crmsync created whose link write was lost
@@ -317,7 +316,8 @@ class CrmToOutlookRun:
             resolver=PartyResolver(self._crm, caller),
             outlook=side,
         )
-        creating = [str(a.crm_id) for plan in plans for a in plan.actions if isinstance(a, CreateInOutlook)]
+        creates = [a for plan in plans for a in plan.actions if isinstance(a, CreateInOutlook)]
+        creating = {str(a.crm_id): _title(a.item) for a in creates}
         if creating:
             # The intent, before the Graph create: a crash before the link write leaves it, and the
             # next run for the record looks the item up by its CRM id instead of creating it again.
@@ -362,7 +362,6 @@ class CrmToOutlookRun:
         origin: CrmOriginWriter,
         *,
         new_ids: list[uuid.UUID],
-        states: Mapping[uuid.UUID, CrmState],
         known: Mapping[uuid.UUID, OutlookItem],
     ) -> dict[uuid.UUID, OutlookItem]:
         """Items an earlier run created for these unlinked records before it crashed (its create
@@ -375,9 +374,8 @@ class CrmToOutlookRun:
         for record_id in new_ids:
             if str(record_id) not in pending or record_id in known:
                 continue
-            if kind is ItemKind.TASK:
-                title = (states[record_id].values or {}).get("subject")
-                item = await origin.find_task(str(title or ""), record_id)
+            if kind is ItemKind.TASK:  # looked up by the title it was posted with (find_task)
+                item = await origin.find_task(pending[str(record_id)], record_id)
             else:
                 item = await origin.find(kind, record_id)
             if item is not None:
@@ -487,6 +485,11 @@ async def _party_values(
 
     values = await bounded_gather(read(record_id) for record_id in record_ids)
     return dict(zip(record_ids, values, strict=True))
+
+
+def _title(item: NeutralContent) -> str:
+    """What a To Do task is posted with (a crashed create is looked up by it); empty for others."""
+    return (item.subject or "") if isinstance(item, Task) else ""
 
 
 def _with_values(state: CrmState, values: Mapping[str, CrmValue]) -> CrmState:

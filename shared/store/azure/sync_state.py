@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -345,36 +345,36 @@ class AzureSyncStateStore:
     async def reset(self, mailbox_id: str, resource: str) -> None:
         await self._write_state(mailbox_id, resource, UpdateMode.REPLACE)
 
-    async def note_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
-        """Rows ``create|<table>|<crm id>``, upserted in entity-group transactions (one request per
-        100: the mailbox's partition)."""
-        await self._each_create(mailbox_id, table, crm_ids, "upsert")
+    async def note_creates(self, mailbox_id: str, table: str, creates: Mapping[str, str]) -> None:
+        """Rows ``create|<table>|<crm id>`` (the title in ``title``), upserted in entity-group
+        transactions: one request per 100, all in the mailbox's partition."""
+        rows = [{**self._create_key(mailbox_id, table, i), "title": t} for i, t in creates.items()]
+        await self._transactions("upsert", rows)
 
-    async def pending_creates(self, mailbox_id: str, table: str) -> frozenset[str]:
+    async def pending_creates(self, mailbox_id: str, table: str) -> dict[str, str]:
         low, high = key_range(_CREATE, table)
-        return frozenset(
-            [
-                decode_key(str(entity["RowKey"])[len(low) :])
-                async for entity in query(
-                    self._table,
-                    "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
-                    {"pk": encode_key(mailbox_id), "low": low, "high": high},
-                )
-            ]
-        )
+        return {
+            decode_key(str(entity["RowKey"])[len(low) :]): str(entity.get("title") or "")
+            async for entity in query(
+                self._table,
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                {"pk": encode_key(mailbox_id), "low": low, "high": high},
+            )
+        }
 
     async def clear_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
         pending = await self.pending_creates(mailbox_id, table)  # a delete of a gone row fails the batch
-        await self._each_create(mailbox_id, table, [i for i in crm_ids if i in pending], "delete")
+        keys = [self._create_key(mailbox_id, table, i) for i in dict.fromkeys(crm_ids) if i in pending]
+        await self._transactions("delete", keys)
 
-    async def _each_create(self, mailbox_id: str, table: str, crm_ids: Sequence[str], verb: str) -> None:
-        keys = [
-            {"PartitionKey": encode_key(mailbox_id), "RowKey": row_key(_CREATE, table, encode_key(crm_id))}
-            for crm_id in dict.fromkeys(crm_ids)
-        ]
-        for start in range(0, len(keys), _TRANSACTION_ROWS):
-            chunk = keys[start : start + _TRANSACTION_ROWS]
-            await submit_transaction(self._table, [(verb, key) for key in chunk])
+    @staticmethod
+    def _create_key(mailbox_id: str, table: str, crm_id: str) -> Entity:
+        return {"PartitionKey": encode_key(mailbox_id), "RowKey": row_key(_CREATE, table, encode_key(crm_id))}
+
+    async def _transactions(self, verb: str, rows: Sequence[Entity]) -> None:
+        for start in range(0, len(rows), _TRANSACTION_ROWS):
+            chunk = rows[start : start + _TRANSACTION_ROWS]
+            await submit_transaction(self._table, [(verb, row) for row in chunk])
 
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
         """Two round trips: read the lease row, then insert it (none yet) or overwrite it If-Match
