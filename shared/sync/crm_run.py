@@ -11,12 +11,17 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    (:mod:`shared.sync.crm_filter`), and reads the members as the user;
 4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
    (created, carrying its CRM id; a meeting only in its organizer's mailbox - the attendees get
-   Graph's invitations); a linked member -> the linked Outlook item read from Graph; a linked record
+   Exchange's invitations, see :meth:`CrmToOutlookRun._invite`); a linked member -> the linked
+   Outlook item read from Graph (a meeting the user organizes with its party rows, so attendees
+   changed in Dynamics reach the event; an attendee's copy is only followed); a linked record
    that left the filter -> :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the
    planner's delete rules;
-5. applies every plan with the one :class:`~shared.sync.applier.Applier` (Outlook writes, then link
-   rows, then audit). The link row records the content hashes, so the Outlook -> CRM job seeing the
-   item crmsync just wrote recognises its own echo and writes nothing.
+5. records its intent to create (:meth:`~shared.store.ports.SyncStateStore.note_creates`), then
+   applies every plan with the one :class:`~shared.sync.applier.Applier` (Outlook writes, then link
+   rows, then audit) and clears the intents whose links were written: a run that died in between
+   leaves the intent, and the next run for the record links the item it finds by its CRM id
+   instead of creating it again. The link row records the content hashes, so the Outlook -> CRM job
+   seeing the item crmsync just wrote recognises its own echo and writes nothing.
 """
 
 from __future__ import annotations
