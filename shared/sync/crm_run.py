@@ -334,8 +334,9 @@ class CrmToOutlookRun:
             if plan.new_link and isinstance(result, AppliedItem) and result.linked
             for record_id in _created_or_found(plan)
         }
-        if linked:
-            await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, sorted(linked))
+        done = sorted(i for i in linked if i in creating or uuid.UUID(i) in lost)  # intents recorded
+        if done:
+            await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, done)
         series_writes += await series.ended(ended)
         applied = [r for r in results if isinstance(r, AppliedItem)]
         inviting = [r for r in new_ids if str(r) in linked and _attendees_of(party_values.get(r, {}))]
