@@ -120,6 +120,21 @@ class LinkStore(Protocol):
 
     def list_links(self, mailbox_id: str, kind: ItemKind | None = None) -> AsyncIterator[Link]: ...
 
+    async def mailboxes_linking(self, crm_table: str, crm_id: str) -> set[str]:
+        """The mailboxes holding a link to the record, in one read whatever their number (routing a
+        CRM change). Complete for every mailbox :meth:`indexed` says; may still name a mailbox whose
+        link is gone (the run there finds none)."""
+        ...
+
+    async def indexed(self, mailbox_id: str) -> bool:
+        """Whether :meth:`mailboxes_linking` covers every link of the mailbox."""
+        ...
+
+    async def reindex(self, mailbox_id: str) -> int:
+        """Index every link of the mailbox for :meth:`mailboxes_linking` and mark it :meth:`indexed`
+        (onboarding; the sweep, once, for links written before the index); the links indexed."""
+        ...
+
     async def count(self, mailbox_id: str, kind: ItemKind | None = None) -> int: ...
 
 

@@ -387,3 +387,42 @@ def test_instances_changed_in_dynamics_before_the_series_reaches_outlook(connect
     # The series' link and its two occurrences', once the Outlook -> CRM run has linked them.
     wait_for(lambda: _appointment_links(e2e, mailbox) == 3 or None, "the occurrences linked")
     assert len(_occurrences(e2e, mailbox, now[0]["seriesMasterId"], first, last)) == 2
+
+
+def test_a_dynamics_series_deleted_before_outlook_reported_it_still_leaves_outlook(connected: E2E) -> None:
+    """The CRM -> Outlook run links the occurrences of a series it creates: deleting the series in
+    Dynamics reaches the mailbox through those links even when the Outlook -> CRM run has not seen
+    the new series yet (here: Graph's notifications for the mailbox are lost)."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    e2e.graph_control("POST", "faults", {"kind": "drop_notifications", "user": mailbox.id, "count": None})
+    subject = f"crm-unseen-{uuid.uuid4().hex[:8]}"
+    first = dt.date.today() + dt.timedelta(days=3)
+    master = as_user(
+        e2e,
+        user,
+        "POST",
+        "recurringappointmentmasters",
+        {
+            "subject": subject,
+            "recurrencepatterntype": 0,
+            "interval": 1,
+            "patternstartdate": f"{first}T00:00:00Z",
+            "patternendtype": 2,
+            "occurrences": 3,
+            "starttime": f"{first}T10:00:00Z",
+            "endtime": f"{first}T10:30:00Z",
+            "recurringappointmentmaster_activity_parties": [
+                {
+                    "partyid_systemuser@odata.bind": f"/systemusers({user.systemuserid})",
+                    "participationtypemask": 7,
+                }
+            ],
+        },
+    )
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
+    as_user(e2e, user, "DELETE", f"recurringappointmentmasters({master['activityid']})")
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: not _series_events(e2e, mailbox, subject) or None, "the series removed from Outlook")
+    e2e.graph_control("DELETE", f"faults?user={mailbox.id}")
