@@ -13,7 +13,7 @@ iterators. Conditional writes raise the typed errors of :mod:`shared.store.error
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -265,6 +265,20 @@ class SyncStateStore(Protocol):
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         """Forget the delta link, so the next run is a full resync."""
+        ...
+
+    async def note_creates(self, mailbox_id: str, table: str, creates: Mapping[str, str]) -> None:
+        """Record that Outlook items are about to be created for these CRM records (CRM id -> the
+        title a To Do task is posted with, else empty): the intent written before the Graph create,
+        cleared once their links are written."""
+        ...
+
+    async def pending_creates(self, mailbox_id: str, table: str) -> dict[str, str]:
+        """The table's create intents still recorded, as noted (one read)."""
+        ...
+
+    async def clear_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
+        """Forget these intents (no-op for those not recorded)."""
         ...
 
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
