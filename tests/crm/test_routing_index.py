@@ -12,30 +12,13 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.crm.dataverse import DataverseClient
 from shared.domain.model import ItemKind
-from shared.store import Store, open_store
+from shared.store import Store
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.records import Link
 from shared.sync.dispatch import sweep
 from shared.sync.routing import Router
-from tests.crm.test_change_feed import _queued
-
-
-@pytest.fixture
-async def store(storage_connection_string: str, table_prefix: str) -> AsyncIterator[Store]:
-    opened = await open_store(connection_string=storage_connection_string, prefix=table_prefix)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def queue(storage_connection_string: str, table_prefix: str) -> AsyncIterator[CrmWorkQueue]:
-    jobs = await open_job_queue(
-        queue_name=f"route-{table_prefix}".lower(), connection_string=storage_connection_string
-    )
-    yield CrmWorkQueue(jobs)
-    await jobs.client.delete_queue()
-    await jobs.close()
+from tests.crm.conftest import queued
 
 
 @pytest.fixture
@@ -100,7 +83,7 @@ async def test_a_crm_delete_reaches_every_mailbox_linking_it_indexed_or_from_bef
         await router.route(CrmWork(table="contact", deleted=(record,), source=CrmWorkSource.CHANGE_TRACKING))
         == 2
     )
-    routed = await _queued(queue)
+    routed = await queued(queue)
     assert sorted((w.mailbox_id, w.deleted) for w in routed) == sorted(
         [(indexed, (record,)), (older, (record,))]
     )
