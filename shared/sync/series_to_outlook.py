@@ -177,6 +177,13 @@ class SeriesToOutlook:
         writes += await self._exceptions(master, outlook_id)
         if link is None or writes:
             await self._link_occurrences(series_id, outlook_id)
+        if (
+            link is None
+            and await self._crm.get(SERIES_TABLE, series_id, select=["activityid"], caller=caller) is None
+        ):
+            # Deleted in Dynamics while this run made it: its instances' deletes may have been routed
+            # before the links above existed. Deleted later, they reach the mailbox by those links.
+            writes += await self.ended({outlook_id})
         return writes
 
     async def _link_occurrences(self, series_id: uuid.UUID, outlook_id: str) -> None:

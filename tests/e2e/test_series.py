@@ -406,6 +406,26 @@ def test_a_dynamics_series_deleted_before_outlook_reported_it_still_leaves_outlo
     master = _three_daily(e2e, user, subject, first, hour=10)
     e2e.run_timer("crm_changes")
     wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
+    wait_for(lambda: _appointment_links(e2e, mailbox) == 4 or None, "the series and its 3 occurrences linked")
+    as_user(e2e, user, "DELETE", f"recurringappointmentmasters({master['activityid']})")
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: not _series_events(e2e, mailbox, subject) or None, "the series removed from Outlook")
+    e2e.graph_control("DELETE", f"faults?user={mailbox.id}")
+
+
+def test_a_dynamics_series_deleted_while_it_is_made_in_outlook_leaves_outlook(connected: E2E) -> None:
+    """Deleted in Dynamics after the run created the Outlook series but before it linked the
+    occurrences (Graph's answer listing them held back 6 s): the instances' deletes are routed while
+    no mailbox links them, so the run that made the series finds its master gone and removes it."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    e2e.graph_control("POST", "faults", {"kind": "drop_notifications", "user": mailbox.id, "count": None})
+    slow = {"kind": "latency", "seconds": 6, "user": mailbox.id, "path_contains": "/instances", "count": 1}
+    e2e.graph_control("POST", "faults", slow)
+    subject = f"crm-racing-{uuid.uuid4().hex[:8]}"
+    master = _three_daily(e2e, user, subject, dt.date.today() + dt.timedelta(days=3), hour=11)
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
     as_user(e2e, user, "DELETE", f"recurringappointmentmasters({master['activityid']})")
     e2e.run_timer("crm_changes")
     wait_for(lambda: not _series_events(e2e, mailbox, subject) or None, "the series removed from Outlook")
