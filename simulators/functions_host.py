@@ -11,7 +11,8 @@ the host documents them, so the very same handler code runs here as in Azure:
   level" and "Obtaining keys").
 - Queue triggers polled from Azure Queue Storage (Azurite) with the host.json
   ``queues`` settings: base64 messages, ``batchSize``, ``newBatchThreshold``,
-  ``visibilityTimeout``, ``maxDequeueCount`` and a ``<queue>-poison`` queue for
+  ``visibilityTimeout`` (after a failure; a running message stays hidden and is renewed, as the
+  host keeps it), ``maxDequeueCount`` and a ``<queue>-poison`` queue for
   messages that failed that often, polled as the host polls: 100 ms after a poll
   that found messages, about 200 ms after an empty one, doubling up to
   ``maxPollingInterval``; a new batch is fetched once the messages in flight are
@@ -185,6 +186,10 @@ class QueueSettings:
     visibility_timeout: float = 0.0
     max_polling_interval: float = 2.0
     new_batch_threshold: int | None = None  # None: batchSize / 2, the host's default on one instance
+    # How long a received message stays hidden while its function runs, renewed at half of it. The
+    # host's is fixed at 10 minutes (azure-webjobs-sdk QueueListener); the sandbox shortens it with
+    # CRMSYNC_RUNNER_MESSAGE_LEASE_SECONDS, so a killed runner's messages come back within seconds.
+    message_lease: float = 600.0
 
     @classmethod
     def from_host_json(cls, path: Path) -> QueueSettings:
@@ -201,6 +206,7 @@ class QueueSettings:
             max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
             visibility_timeout=_timespan_seconds(queues.get("visibilityTimeout", "00:00:00")),
             max_polling_interval=_timespan_seconds(queues.get("maxPollingInterval", "00:00:02")),
+            message_lease=float(os.environ.get("CRMSYNC_RUNNER_MESSAGE_LEASE_SECONDS", "600")),
         )
 
     @property
@@ -427,7 +433,7 @@ class FunctionsHost:
                             async for message in queue.receive_messages(
                                 messages_per_page=settings.batch_size,
                                 max_messages=settings.batch_size,
-                                visibility_timeout=max(1, int(settings.visibility_timeout) or 30),
+                                visibility_timeout=max(1, int(settings.message_lease)),
                             )
                         ]
                     except asyncio.CancelledError:
@@ -462,6 +468,8 @@ class FunctionsHost:
             expiration_time=message.expires_on,
             pop_receipt=message.pop_receipt,
         )
+        receipt: list[str | None] = [message.pop_receipt]  # each renewal gives the message a new pop receipt
+        hidden = asyncio.create_task(self._keep_hidden(queue, message.id, receipt))
         try:
             await _call(function.handler, **{function.arg_name: trigger})
         except Exception:
@@ -473,12 +481,28 @@ class FunctionsHost:
                 message.dequeue_count,
                 exc_info=True,
             )
+            await _stop(hidden)
             with contextlib.suppress(Exception):
                 await queue.update_message(
-                    message, visibility_timeout=int(self.queue_settings.visibility_timeout)
+                    message.id,
+                    pop_receipt=receipt[0],
+                    visibility_timeout=int(self.queue_settings.visibility_timeout),
                 )
             return
-        await queue.delete_message(message)
+        await _stop(hidden)
+        await queue.delete_message(message.id, pop_receipt=receipt[0])
+
+    async def _keep_hidden(self, queue: QueueClient, message_id: str, receipt: list[str | None]) -> None:
+        """Renew the running message's invisibility at half its lease, as the host does
+        (``UpdateQueueMessageVisibilityCommand``), so a long run is never delivered twice."""
+        lease = max(1, int(self.queue_settings.message_lease))
+        while True:
+            await asyncio.sleep(lease / 2)
+            with contextlib.suppress(Exception):  # the next renewal tries again; the lease may lapse
+                updated = await queue.update_message(
+                    message_id, pop_receipt=receipt[0], visibility_timeout=lease
+                )
+                receipt[0] = updated.pop_receipt
 
     async def _run_timer(self, function: TimerFunction) -> None:
         if function.run_on_startup:
@@ -494,6 +518,12 @@ class FunctionsHost:
             await _call(function.handler, **{function.arg_name: TimerRequest(past_due=False)})
         except Exception:
             log.exception("timer %s failed", function.name)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def load_settings_file(path: Path) -> None:

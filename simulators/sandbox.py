@@ -118,6 +118,9 @@ class Sandbox:
             "CRMSYNC_PARKED_RETRY_SCHEDULE": "0 5 * * * *",
             "CRMSYNC_CRM_CHANGES_SCHEDULE": "0 */5 * * * *",
             "CRMSYNC_CRM_WEBHOOK_KEY": self.crm_webhook_key,
+            # The local runner's hold on a running message (the host's: 10 minutes, renewed), short
+            # here so a runner killed by a test gives its messages back within seconds.
+            "CRMSYNC_RUNNER_MESSAGE_LEASE_SECONDS": "10",
             **self.extra_settings,
         }
 

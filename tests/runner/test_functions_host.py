@@ -50,6 +50,9 @@ def _make_app(queue_name: str, seen: list[str], fired: list[str]) -> func.Functi
                 if sum(entry.startswith("fast") for entry in seen) == 3:
                     break
                 await asyncio.sleep(0.05)
+        if body == "sleepy":  # longer than the fixture's 2 s message lease
+            seen.append("sleepy started")
+            await asyncio.sleep(3.5)
         seen.append(body)
 
     @app.timer_trigger(arg_name="timer", schedule="0 0 3 * * *")
@@ -68,7 +71,7 @@ async def running(azurite: Azurite) -> AsyncIterator[tuple[FunctionsHost, str, l
         app=_make_app(queue_name, seen, fired),
         storage_connection_string=azurite.connection_string,
         queue_settings=QueueSettings(
-            batch_size=4, max_dequeue_count=2, visibility_timeout=0, max_polling_interval=0.2
+            batch_size=4, max_dequeue_count=2, visibility_timeout=1, max_polling_interval=0.2, message_lease=2
         ),
     )
     port = free_port()
@@ -131,6 +134,20 @@ async def test_queue_messages_are_base64_delivered_and_poisoned_after_max_dequeu
         while not await drain():
             assert asyncio.get_running_loop().time() < deadline, "poison message never arrived"
             await asyncio.sleep(0.2)
+
+
+async def test_a_message_stays_hidden_while_its_function_runs_past_the_lease(
+    running: tuple[FunctionsHost, str, list[str], list[str], str], azurite: Azurite
+) -> None:
+    """The host renews a running message's invisibility at half its lease (azure-webjobs-sdk
+    ``QueueListener``: 10 minutes, here 2 s), so a run longer than the lease is not delivered twice."""
+    _, _, seen, _, queue_name = running
+    async with QueueClient.from_connection_string(azurite.connection_string, queue_name) as queue:
+        await queue.send_message(base64.b64encode(b"sleepy").decode())
+        await _eventually(lambda: "sleepy" in seen)
+        await asyncio.sleep(1.5)  # a second delivery would have started by now
+        assert seen.count("sleepy started") == 1
+        assert await queue.peek_messages() == []  # and the message was deleted
 
 
 async def test_a_long_job_does_not_hold_back_the_next_batch(
