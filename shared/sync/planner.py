@@ -195,8 +195,12 @@ class _ItemPlanner:
         if present is not None and crm is not None and crm_values is not None:
             # Both copies exist but were never linked: another mailbox already synced this message
             # or meeting (deterministic id), or a crash came between the create and the link
-            # write. Link them and merge with an empty base (a value beats no value).
-            return self.merge(present, crm, crm_values, {}, "linked existing copies")
+            # write. Link them and merge with an empty base (a value beats no value) - unless
+            # crmsync wrote the record last, for this mailbox: then it holds what this item was
+            # when a run whose link write was lost synced it, the base that link would have kept,
+            # and the item's changes since flow to the CRM instead of losing to the tie-break.
+            base = unit_fingerprints(crm_values, crm_values, self.fmap.units()) if crm.synced_last else {}
+            return self.merge(present, crm, crm_values, base, "linked existing copies")
         if present is not None:
             # New in Outlook, not in the CRM -> create it under its deterministic id.
             key = natural_key(self.mailbox_id, present.item_id, present.item)

@@ -254,6 +254,41 @@ async def test_syncing_to_the_crm_writes_nothing_to_outlook_and_a_lost_link_is_f
     assert [r for r in engine.graph_sim.requests(box) if r["method"] in ("PATCH", "POST")] == []
 
 
+async def test_an_outlook_edit_after_a_lost_link_write_is_not_reverted_by_the_rerun(engine: Engine) -> None:
+    """A run wrote the CRM record and died before the link write; the user edited the item before the
+    rerun. The record holds crmsync's copy of the item as it was, so the edit reaches the CRM (the
+    tie-break, which favours the CRM, used to put the old value back on both sides). A record a
+    person edited in Dynamics meanwhile still goes to the tie-break."""
+    box = (await engine.register()).mailbox_id
+    surname = f"Hopper-{uuid.uuid4().hex[:8]}"
+    seeded = engine.graph_sim.seed(
+        box,
+        contacts=[
+            {"givenName": "Grace", "surname": surname},
+            {"givenName": "Ada", "surname": surname},
+        ],
+    )
+    edited_in_outlook, edited_in_dynamics = seeded["contacts"]
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    crashing = engine.job(dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)))
+    with pytest.raises(ConnectionError):
+        await crashing.run(box, contacts)
+    rows = engine.query(f"contacts?$select=contactid,firstname&$filter=lastname eq '{surname}'")
+    by_name = {row["firstname"]: row["contactid"] for row in rows}
+    assert set(by_name) == {"Grace", "Ada"}  # written, not linked
+    engine.outlook.patch(box, "contacts", edited_in_outlook, {"givenName": "Grace B."})
+    ada = Upsert("contact", {"firstname": "Ada L."}, id=uuid.UUID(by_name["Ada"]))
+    await engine.crm.upsert(ada, caller=None)  # someone else's edit in Dynamics
+
+    rerun = await engine.job().run(box, contacts)
+
+    assert rerun.outcome is RunOutcome.COMPLETED
+    assert engine.dataverse.record("contact", by_name["Grace"])["firstname"] == "Grace B."  # type: ignore[index]
+    assert engine.outlook.get(box, "contacts", edited_in_outlook)["givenName"] == "Grace B."
+    assert engine.outlook.get(box, "contacts", edited_in_dynamics)["givenName"] == "Ada L."
+    assert await engine.store.links.count(box, ItemKind.CONTACT) == 2
+
+
 async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine: Engine) -> None:
     sender, recipient = await engine.register(), await engine.register()
     message_id = f"<{uuid.uuid4().hex}@contoso.example>"
