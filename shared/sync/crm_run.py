@@ -21,6 +21,7 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -32,6 +33,7 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
+from shared.crm.tables import table_info
 from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
@@ -302,7 +304,7 @@ class CrmToOutlookRun:
         results = await applier.apply(plans)
         series_writes += await series.ended(ended)
         applied = [r for r in results if isinstance(r, AppliedItem)]
-        return CrmRunReport(
+        report = CrmRunReport(
             mailbox.mailbox_id,
             table,
             CrmRunOutcome.COMPLETED,
@@ -310,6 +312,32 @@ class CrmToOutlookRun:
             series_writes + sum(r.outlook_writes for r in applied),
             sum(1 for r in applied if r.unlinked),
         )
+        created = [
+            record_id
+            for record_id, result in zip(new_ids, results[len(results) - len(new_ids) :], strict=True)
+            if isinstance(result, AppliedItem) and result.linked
+        ]
+        gone = await self._deleted_meanwhile(table, created)
+        if not gone:
+            return report
+        # Deleted while this run created them: the delete's routing found no link yet, so it was
+        # routed to no mailbox. Linked now, they take the delete path here.
+        logger.info("CRM -> Outlook: %d records deleted while their copies were made", len(gone))
+        deletes = work.model_copy(update={"changed": (), "deleted": tuple(gone)})
+        again = await self._sync(mailbox, kind, deletes, {})
+        return dataclasses.replace(
+            report,
+            outlook_writes=report.outlook_writes + again.outlook_writes,
+            unlinked=report.unlinked + again.unlinked,
+        )
+
+    async def _deleted_meanwhile(self, table: str, created: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Which of the records this run just created in Outlook and linked no longer exist (read as
+        the application after the link write: a delete before it was routed when no link existed)."""
+        if not created:
+            return []
+        found = await self._crm.get_many(table, created, select=[table_info(table).primary_id], caller=None)
+        return [record_id for record_id in created if found.get(record_id) is None]
 
     def _plan_linked(
         self,
