@@ -34,7 +34,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
 from shared.crm.tables import table_info
-from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem
+from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
@@ -207,10 +207,13 @@ class CrmToOutlookRun:
         plans: list[ItemPlan] = []
         new_ids: list[uuid.UUID] = []
         ended: set[str] = set()  # Outlook series whose instances the CRM deleted
+        unheld: list[uuid.UUID] = []  # changed, not linked here and not wanted here (or gone)
         for record_id in [*changed, *deleted]:
             stored = await self._store.links.get_by_crm(mailbox.mailbox_id, table, str(record_id))
             link = from_stored_link(stored) if stored is not None else None
             if link is None and (record_id in deleted or record_id not in verdict.members):
+                if record_id not in deleted:
+                    unheld.append(record_id)
                 continue  # not held here and not (or no longer) wanted here: nothing to do
             if link is not None and link.crm_deleted and record_id not in verdict.members:
                 continue  # a tombstone: the CRM's delete was applied and the kept item stays untracked
@@ -256,6 +259,32 @@ class CrmToOutlookRun:
                 ended.add(master)  # the series may be gone: see SeriesToOutlook.ended
             projection = fmap.project(item.item).values if item.item is not None else {}
             plans.append(ItemPlan(actions, projection))
+        for item in await self._orphans(origin, kind, table, unheld):
+            # Made in Outlook by an earlier attempt of this run whose link write was lost, and
+            # deleted in the CRM since: that delete was routed here by no link. It takes the delete
+            # rules as if the link had been written.
+            crm_id = uuid.UUID(str(item.crm_id))
+            link = Link(
+                outlook_id=item.item_id,
+                crm_id=crm_id,
+                outlook_change_key=item.change_key,
+                crm_etag=None,
+                outlook_hash=content_hash(item.item) if item.item is not None else "",
+                crm_hash="",
+                owned_by_user=True,  # made here for this user's filter: the usual owner's copy
+            )
+            outlook = OutlookState.from_outlook_item(item)
+            actions = plan_item(
+                kind,
+                mailbox_id=mailbox.mailbox_id,
+                outlook=outlook,
+                link=link,
+                crm=CrmState(crm_id, None),
+                policy=policy,
+                now=now,
+                facts=facts,
+            )
+            plans.append(ItemPlan(actions))
         series_writes = 0
         series = SeriesToOutlook(
             crm=self._crm,
@@ -330,6 +359,17 @@ class CrmToOutlookRun:
             outlook_writes=report.outlook_writes + again.outlook_writes,
             unlinked=report.unlinked + again.unlinked,
         )
+
+    async def _orphans(
+        self, origin: CrmOriginWriter, kind: ItemKind, table: str, unheld: list[uuid.UUID]
+    ) -> list[OutlookItem]:
+        """Outlook items crmsync made from records of ``unheld`` that no longer exist (found by the
+        CRM id they carry; To Do tasks cannot be looked up so: none)."""
+        if not unheld or kind is ItemKind.TASK:
+            return []
+        gone = await self._deleted_meanwhile(table, unheld)
+        found = [await origin.find(kind, record_id) for record_id in gone]
+        return [item for item in found if item is not None]
 
     async def _deleted_meanwhile(self, table: str, created: list[uuid.UUID]) -> list[uuid.UUID]:
         """Which of the records this run just created in Outlook and linked no longer exist (read as

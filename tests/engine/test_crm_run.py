@@ -4,16 +4,19 @@ in Dynamics while the run makes their Outlook copies."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from shared.crm.port import RecordRef
-from shared.domain.model import ItemKind
+import pytest
+
+from shared.crm.port import Party, RecordRef, Upsert
+from shared.domain.model import ItemKind, Participation
 from shared.store.crm_jobs import CrmWork, CrmWorkSource
 from shared.store.ports import LinkStore
-from shared.store.records import Link
+from shared.store.records import Link, Mailbox
 from shared.sync.crm_run import CrmRunOutcome, CrmToOutlookRun
 from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
 
@@ -36,9 +39,22 @@ class DeleteBeforeLinks:
         return await self.inner.create_many(links)
 
 
-async def test_a_record_deleted_before_its_copy_is_linked_is_removed_from_outlook(engine: Engine) -> None:
-    """The delete's routing ran while no link held the record, so it reached no mailbox: the run that
-    made the copy checks, after its link write, that the records it copied still exist."""
+class CrashBeforeLinks:
+    """A link store that dies on the first batch of new links, as a worker killed after its Outlook
+    create would."""
+
+    def __init__(self, inner: LinkStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create_many(self, links: Sequence[Link]) -> list[Link]:
+        raise ConnectionError("worker died before the link write")
+
+
+async def _synced_user(engine: Engine) -> tuple[Mailbox, RecordRef]:
+    """A mailbox whose CRM user may sync to Outlook (Salesperson), and that user as an owner."""
     role = f"role-{uuid.uuid4().hex[:8]}"
     grant_role(engine.dataverse, role, SYNCED_TABLES)
     row = engine.dataverse.add_user(
@@ -50,7 +66,13 @@ async def test_a_record_deleted_before_its_copy_is_linked_is_removed_from_outloo
         crm_user_id=row["systemuserid"],
         crm_caller_object_id=row["azureactivedirectoryobjectid"],
     )
-    owner = RecordRef("systemuser", uuid.UUID(row["systemuserid"]))
+    return mailbox, RecordRef("systemuser", uuid.UUID(row["systemuserid"]))
+
+
+async def test_a_record_deleted_before_its_copy_is_linked_is_removed_from_outlook(engine: Engine) -> None:
+    """The delete's routing ran while no link held the record, so it reached no mailbox: the run that
+    made the copy checks, after its link write, that the records it copied still exist."""
+    mailbox, owner = await _synced_user(engine)
     kept = await engine.crm.create("task", {"subject": "Call back", "ownerid": owner}, caller=None)
     doomed = await engine.crm.create("task", {"subject": "Send offer", "ownerid": owner}, caller=None)
     links = DeleteBeforeLinks(engine.store.links, lambda: engine.delete_record("tasks", str(doomed.id)))
@@ -71,3 +93,38 @@ async def test_a_record_deleted_before_its_copy_is_linked_is_removed_from_outloo
     assert [task["title"] for task in tasks] == ["Call back"]
     linked = [link.crm_id async for link in engine.store.links.list_links(mailbox.mailbox_id, ItemKind.TASK)]
     assert linked == [str(kept.id)]
+
+
+async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_deleted(engine: Engine) -> None:
+    """The run made the event and died before the link write; the appointment was deleted before the
+    run was delivered again (its delete, routed by links, reached no mailbox). The rerun finds the
+    event by the CRM id it carries and applies the delete rules to it."""
+    mailbox, owner = await _synced_user(engine)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
+    fields: dict[str, Any] = {
+        "subject": "Review",
+        "ownerid": owner,
+        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    record = uuid.uuid4()
+    organizer = Party(Participation.ORGANIZER, owner)
+    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
+    work = CrmWork(
+        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    crashing = CrmToOutlookRun(
+        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
+        crm=engine.crm,
+        graph=engine.graph,
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.run(work)
+    assert [event["subject"] for event in engine.outlook.list(mailbox.mailbox_id, "events")] == ["Review"]
+    engine.delete_record("appointments", str(record))
+
+    report = await CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph).run(work)
+
+    assert report.outcome is CrmRunOutcome.COMPLETED
+    assert engine.outlook.list(mailbox.mailbox_id, "events") == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
