@@ -608,7 +608,7 @@ class Chaos:
         self.report.lost, self.report.duplicated, self.report.diverged = lost, duplicated, diverged
         self.report.items = len(self.items)
         self.report.waiting = waiting
-        if not self.report.clean:  # what the status says about the mailboxes that did not converge
+        if not self.report.clean or waiting:  # what the status says about mailboxes not converged
             for status in json.loads(self.cli("status", "--json")):
                 keys = ("state", "backlog", "parked", "crm_to_outlook_stopped", "brake_holds", "notes")
                 self.report.notes.append(json.dumps({key: status.get(key) for key in keys}))
