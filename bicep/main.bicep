@@ -109,6 +109,16 @@ param graphBudgetWindowSeconds int = 600
 @description('Share of the per-mailbox Graph budget crmsync uses (text, between 0 and 1).')
 param graphBudgetShare string = '0.95'
 
+@description('Seconds a worker waits for one Graph answer before it gives up on the request (the run fails and the queue retries it).')
+@minValue(1)
+@maxValue(600)
+param graphTimeoutSeconds int = 60
+
+@description('Seconds a worker waits for one Dataverse answer before it gives up on the request (replay-safe requests are sent again).')
+@minValue(1)
+@maxValue(600)
+param dataverseTimeoutSeconds int = 120
+
 @description('Largest notification body accepted, in bytes.')
 param maxNotificationBytes int = 1000000
 
@@ -336,6 +346,8 @@ module functionApp 'modules/functionapp.bicep' = {
       CRMSYNC_GRAPH_MAILBOX_BUDGET: string(graphMailboxBudget)
       CRMSYNC_GRAPH_BUDGET_WINDOW_SECONDS: string(graphBudgetWindowSeconds)
       CRMSYNC_GRAPH_BUDGET_SHARE: graphBudgetShare
+      CRMSYNC_GRAPH_TIMEOUT_SECONDS: string(graphTimeoutSeconds)
+      CRMSYNC_DATAVERSE_TIMEOUT_SECONDS: string(dataverseTimeoutSeconds)
     }
   }
   dependsOn: [

@@ -66,6 +66,8 @@ param claimCheckSeconds = 300
 param graphMailboxBudget = 10000
 param graphBudgetWindowSeconds = 600
 param graphBudgetShare = '0.95'
+param graphTimeoutSeconds = 60
+param dataverseTimeoutSeconds = 120
 param maxNotificationBytes = 1000000
 
 // Scale and cost: most instances, memory per instance (512, 2048 or 4096 MB), log retention.

@@ -240,6 +240,15 @@ class Settings(BaseSettings):
         default=600.0, validation_alias="CRMSYNC_GRAPH_BUDGET_WINDOW_SECONDS", gt=0, le=86400
     )
     graph_budget_share: float = Field(default=0.95, validation_alias="CRMSYNC_GRAPH_BUDGET_SHARE", gt=0, lt=1)
+    #: How long a worker waits for one answer before giving up on it (the request fails, the job with it,
+    #: and the queue retries the job): a Graph or Dataverse that accepts the connection and never
+    #: answers must not hold the mailbox's lease for good.
+    graph_timeout_seconds: float = Field(
+        default=60.0, validation_alias="CRMSYNC_GRAPH_TIMEOUT_SECONDS", gt=0, le=600
+    )
+    dataverse_timeout_seconds: float = Field(
+        default=120.0, validation_alias="CRMSYNC_DATAVERSE_TIMEOUT_SECONDS", gt=0, le=600
+    )
     #: How long a worker keeps the organization's field directions and column security, and the users'
     #: Outlook filters routing reads (one read per period).
     field_settings_ttl_seconds: int = Field(

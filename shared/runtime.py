@@ -179,7 +179,9 @@ class Runtime:
 
     async def graph(self) -> GraphServiceClient:
         async def build() -> GraphServiceClient:
-            http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), http2=True)
+            http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.settings.graph_timeout_seconds, connect=10.0), http2=True
+            )
             self._closers.append(http.aclose)
             credential = await self._app_credential()
             pacer = MailboxPacer(
@@ -201,9 +203,7 @@ class Runtime:
                 )
             else:
                 credential = await self._app_credential()
-            client = DataverseClient(
-                self.settings.dataverse_api_url, credential, scope=self.settings.dataverse_scope
-            )
+            client = DataverseClient.from_settings(self.settings, credential)
             field_rules(client, ttl=self.settings.field_settings_ttl_seconds)
             self._closers.append(client.aclose)
             return client

@@ -24,13 +24,16 @@ AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
 
 @dataclass
 class Azurite:
-    """A running in-memory Azurite; ``stop()`` (or the context manager) ends it."""
+    """A running Azurite; ``stop()`` (or the context manager) ends it. In memory, unless
+    ``location`` names a folder: then its data outlives a stop, and ``start()`` again (same ports)
+    is storage coming back after an outage."""
 
     host: str = "127.0.0.1"
     blob_port: int = field(default_factory=free_port)
     queue_port: int = field(default_factory=free_port)
     table_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    location: Path | None = None
 
     @property
     def connection_string(self) -> str:
@@ -48,7 +51,7 @@ class Azurite:
         self.process = subprocess.Popen(  # noqa: S603 - fixed local binary, no shell
             [
                 str(AZURITE_BIN),
-                "--inMemoryPersistence",
+                *(["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]),
                 "--silent",
                 "--skipApiVersionCheck",
                 "--disableProductStyleUrl",

@@ -142,6 +142,8 @@ class Appointment(_Neutral):
     # An occurrence's or exception's place in its series (Graph originalStart): it names the CRM
     # instance, it is not content (left out of dumps and so of the content hash).
     original_start: UtcDatetime | None = Field(default=None, exclude=True)
+    # Graph isOrganizer: False on an invitee's copy of somebody else's meeting. Not content either.
+    is_organizer: bool = Field(default=True, exclude=True)
 
 
 class Task(_Neutral):

@@ -13,7 +13,7 @@ iterators. Conditional writes raise the typed errors of :mod:`shared.store.error
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -119,6 +119,21 @@ class LinkStore(Protocol):
         ...
 
     def list_links(self, mailbox_id: str, kind: ItemKind | None = None) -> AsyncIterator[Link]: ...
+
+    async def mailboxes_linking(self, crm_table: str, crm_id: str) -> set[str]:
+        """The mailboxes holding a link to the record, in one read whatever their number (routing a
+        CRM change). Complete for every mailbox :meth:`indexed` says; may still name a mailbox whose
+        link is gone (the run there finds none)."""
+        ...
+
+    async def indexed(self, mailbox_id: str) -> bool:
+        """Whether :meth:`mailboxes_linking` covers every link of the mailbox."""
+        ...
+
+    async def reindex(self, mailbox_id: str) -> int:
+        """Index every link of the mailbox for :meth:`mailboxes_linking` and mark it :meth:`indexed`
+        (onboarding; the sweep, once, for links written before the index); the links indexed."""
+        ...
 
     async def count(self, mailbox_id: str, kind: ItemKind | None = None) -> int: ...
 
@@ -250,6 +265,20 @@ class SyncStateStore(Protocol):
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         """Forget the delta link, so the next run is a full resync."""
+        ...
+
+    async def note_creates(self, mailbox_id: str, table: str, creates: Mapping[str, str]) -> None:
+        """Record that Outlook items are about to be created for these CRM records (CRM id -> the
+        title a To Do task is posted with, else empty): the intent written before the Graph create,
+        cleared once their links are written."""
+        ...
+
+    async def pending_creates(self, mailbox_id: str, table: str) -> dict[str, str]:
+        """The table's create intents still recorded, as noted (one read)."""
+        ...
+
+    async def clear_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
+        """Forget these intents (no-op for those not recorded)."""
         ...
 
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:

@@ -15,6 +15,12 @@ looked up by its natural key first:
 A key is chosen by whoever sent the message or the invitation, so the origin check is what keeps
 an outsider reusing a known id from being linked to (and writing into) somebody else's record.
 Lookups run a page at a time, as the mailbox's CRM user: what the user may not read is not adopted.
+
+A meeting made in Dynamics reaches its attendees the same way: crmsync creates it in the organizer's
+calendar, writes the event's iCalUId to the record's ``globalobjectid`` before the invitations go
+out, and an invited synced user's copy (same iCalUId, same organizer) is adopted in every run, not
+only in full reads, so it links to that one record. Such a copy is an *attendee copy*
+(:func:`attendee_copy`): the organizer owns the meeting, and the planner only follows it.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import uuid
 from collections.abc import Mapping, Sequence
 
 from shared.crm.port import CrmPort
-from shared.domain.model import Appointment, Contact, Email, ItemKind
+from shared.domain.model import Appointment, Contact, Email, ItemKind, OutlookItem
 from shared.store.records import Mailbox
+from shared.sync.fieldmaps import crm_record_id, natural_key
 from shared.sync.plan import NeutralContent
 
 _ORGANIZER = 7  # activityparty.participationtypemask: Organizer
@@ -32,6 +39,20 @@ _KEY_COLUMN = {ItemKind.EMAIL: "messageid", ItemKind.APPOINTMENT: "globalobjecti
 _TABLE = {ItemKind.EMAIL: "email", ItemKind.APPOINTMENT: "appointment", ItemKind.CONTACT: "contact"}
 _CONTACT_EMAILS = ("emailaddress1", "emailaddress2", "emailaddress3")
 ADOPTABLE_KINDS = frozenset(_TABLE)
+
+
+def invitation(item: NeutralContent | None) -> bool:
+    """An invitee's copy of somebody else's meeting (Graph ``isOrganizer`` false)."""
+    return isinstance(item, Appointment) and not item.is_organizer
+
+
+def attendee_copy(mailbox_id: str, item: OutlookItem, record_id: uuid.UUID | None) -> bool:
+    """An invitation linked (or to be linked) to a record that is not its own deterministic one: a
+    meeting made in Dynamics or adopted, whose organizer's copy is the one that writes."""
+    content = item.item
+    if record_id is None or not isinstance(content, Appointment) or not invitation(content):
+        return False
+    return record_id != crm_record_id(ItemKind.APPOINTMENT, natural_key(mailbox_id, item.item_id, content))
 
 
 def _address(value: object) -> str:

@@ -11,12 +11,17 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    (:mod:`shared.sync.crm_filter`), and reads the members as the user;
 4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
    (created, carrying its CRM id; a meeting only in its organizer's mailbox - the attendees get
-   Graph's invitations); a linked member -> the linked Outlook item read from Graph; a linked record
+   Exchange's invitations, see :meth:`CrmToOutlookRun._invite`); a linked member -> the linked
+   Outlook item read from Graph (a meeting the user organizes with its party rows, so attendees
+   changed in Dynamics reach the event; an attendee's copy is only followed); a linked record
    that left the filter -> :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the
    planner's delete rules;
-5. applies every plan with the one :class:`~shared.sync.applier.Applier` (Outlook writes, then link
-   rows, then audit). The link row records the content hashes, so the Outlook -> CRM job seeing the
-   item crmsync just wrote recognises its own echo and writes nothing.
+5. records its intent to create (:meth:`~shared.store.ports.SyncStateStore.note_creates`), then
+   applies every plan with the one :class:`~shared.sync.applier.Applier` (Outlook writes, then link
+   rows, then audit) and clears the intents whose links were written: a run that died in between
+   leaves the intent, and the next run for the record links the item it finds by its CRM id
+   instead of creating it again. The link row records the content hashes, so the Outlook -> CRM job
+   seeing the item crmsync just wrote recognises its own echo and writes nothing.
 """
 
 from __future__ import annotations
@@ -34,7 +39,15 @@ from msgraph.graph_service_client import GraphServiceClient
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
 from shared.crm.tables import table_info
-from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, content_hash
+from shared.domain.model import (
+    Appointment,
+    EventKind,
+    ItemKind,
+    OutlookItem,
+    Participation,
+    Task,
+    content_hash,
+)
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
@@ -43,23 +56,29 @@ from shared.store.crm_jobs import CrmWork
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox, utc_now
 from shared.sync import latency
+from shared.sync.adoption import attendee_copy
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.claims import stop_if_taken_over
+from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
+from shared.sync.fieldmaps.base import CrmValue, parties
 from shared.sync.links import from_stored_link
 from shared.sync.parties import PartyResolver
 from shared.sync.plan import (
     Action,
+    CreateInOutlook,
     CrmState,
     DropLink,
     Link,
+    NeutralContent,
     OutlookState,
     PlanFacts,
     SyncPolicy,
+    WriteLink,
 )
 from shared.sync.planner import plan_item
 from shared.sync.planner_filter import plan_left_filter
@@ -204,6 +223,8 @@ class CrmToOutlookRun:
         facts = PlanFacts(crm_time_zone=await crm_time_zone(self._crm, mailbox, kind))
         fmap = field_map(kind, facts.crm_time_zone)
         now = self._clock()
+        organized = [r for r in changed if r in verdict.organized and states[r].values is not None]
+        party_values = await _party_values(self._crm, caller, organized)
         plans: list[ItemPlan] = []
         new_ids: list[uuid.UUID] = []
         ended: set[str] = set()  # Outlook series whose instances the CRM deleted
@@ -235,6 +256,9 @@ class CrmToOutlookRun:
                     )
                 continue  # gone from Outlook: the Outlook -> CRM run's delta decides
             outlook = OutlookState.from_outlook_item(item)
+            parties_read = party_values.get(record_id, {})
+            if parties_read:  # the organizer's event: the CRM's attendees are compared, and may flow
+                states[record_id] = _with_values(states[record_id], parties_read)
             members = verdict.members
             if record_id not in deleted and record_id not in members and _series_instance(outlook):
                 # An instance of a series belongs to its series, not to the filter (a Dynamics instance
@@ -253,13 +277,17 @@ class CrmToOutlookRun:
                 created_from_crm=created_from_crm,
                 now=now,
                 policy=policy,
-                facts=facts,
+                facts=dataclasses.replace(
+                    facts, attendee_copy=attendee_copy(mailbox.mailbox_id, item, record_id)
+                ),
             )
             if record_id in deleted and (master := series_deleting(outlook.item, actions)):
                 ended.add(master)  # the series may be gone: see SeriesToOutlook.ended
             projection = fmap.project(item.item).values if item.item is not None else {}
-            plans.append(ItemPlan(actions, projection))
-        for item in await self._orphans(origin, kind, table, unheld):
+            # A party list is written whole: the CRM's own attendees, not the copy's, go with it.
+            plans.append(ItemPlan(actions, projection | parties_read))
+        orphans = await self._orphans(mailbox, origin, kind, table, unheld)
+        for item in orphans:
             # Made in Outlook by an earlier attempt of this run whose link write was lost, and
             # deleted in the CRM since: that delete was routed here by no link. It takes the delete
             # rules as if the link had been written.
@@ -299,6 +327,8 @@ class CrmToOutlookRun:
             series_of = await series.instances_of(new_ids)
             series_writes, one_off = await series.sync(set(series_of.values()))
             new_ids = [r for r in new_ids if r not in series_of or series_of[r] in one_off]
+        lost = await self._created_before(mailbox, kind, origin, new_ids=new_ids, known=existing)
+        existing = {**existing, **lost}
         for record_id in new_ids:
             found = existing.get(record_id)  # an item crmsync created whose link write was lost
             actions = plan_item(
@@ -330,9 +360,38 @@ class CrmToOutlookRun:
             resolver=PartyResolver(self._crm, caller),
             outlook=side,
         )
+        creates = [a for plan in plans for a in plan.actions if isinstance(a, CreateInOutlook)]
+        creating = {str(a.crm_id): _title(a.item) for a in creates}
+        if creating:
+            # The intent, before the Graph create: a crash before the link write leaves it, and the
+            # next run for the record looks the item up by its CRM id instead of creating it again.
+            await self._store.sync_state.note_creates(mailbox.mailbox_id, table, creating)
         results = await applier.apply(plans)
+        linked = {
+            str(record_id)
+            for plan, result in zip(plans, results, strict=True)
+            if plan.new_link and isinstance(result, AppliedItem) and result.linked
+            for record_id in _created_or_found(plan)
+        }
+        done = sorted(i for i in linked if i in creating or uuid.UUID(i) in lost)  # intents recorded
+        done += [str(item.crm_id) for item in orphans]  # removed by the delete rules (or kept, untracked)
+        if done:
+            await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, done)
         series_writes += await series.ended(ended)
         applied = [r for r in results if isinstance(r, AppliedItem)]
+        inviting = [r for r in new_ids if str(r) in linked and _attendees_of(party_values.get(r, {}))]
+        if inviting:
+            series_writes += await self._invite(
+                mailbox,
+                kind,
+                origin,
+                applier=applier,
+                record_ids=inviting,
+                states=states,
+                party_values=party_values,
+                policy=policy,
+                facts=facts,
+            )
         report = CrmRunReport(
             mailbox.mailbox_id,
             table,
@@ -341,12 +400,7 @@ class CrmToOutlookRun:
             series_writes + sum(r.outlook_writes for r in applied),
             sum(1 for r in applied if r.unlinked),
         )
-        created = [
-            record_id
-            for record_id, result in zip(new_ids, results[len(results) - len(new_ids) :], strict=True)
-            if isinstance(result, AppliedItem) and result.linked
-        ]
-        gone = await self._deleted_meanwhile(table, created)
+        gone = await self._deleted_meanwhile(table, [r for r in new_ids if str(r) in linked])
         if not gone:
             return report
         # Deleted while this run created them: the delete's routing found no link yet, so it was
@@ -361,23 +415,105 @@ class CrmToOutlookRun:
         )
 
     async def _orphans(
-        self, origin: CrmOriginWriter, kind: ItemKind, table: str, unheld: list[uuid.UUID]
+        self, mailbox: Mailbox, origin: CrmOriginWriter, kind: ItemKind, table: str, unheld: list[uuid.UUID]
     ) -> list[OutlookItem]:
-        """Outlook items crmsync made from records of ``unheld`` that no longer exist (found by the
-        CRM id they carry; To Do tasks cannot be looked up so: none)."""
-        if not unheld or kind is ItemKind.TASK:
+        """Outlook items an earlier run made for records of ``unheld`` before it crashed (their
+        create intent is still recorded) whose records no longer exist, found by the CRM id they
+        carry; their intents are cleared. One storage read per run with such records; the CRM and
+        Graph are asked only after a crash."""
+        if not unheld:
             return []
-        gone = await self._deleted_meanwhile(table, unheld)
-        found = [await origin.find(kind, record_id) for record_id in gone]
-        return [item for item in found if item is not None]
+        pending = await self._store.sync_state.pending_creates(mailbox.mailbox_id, table)
+        gone = await self._deleted_meanwhile(table, [r for r in unheld if str(r) in pending])
+        found: list[OutlookItem] = []
+        for record_id in gone:
+            if kind is ItemKind.TASK:  # looked up by the title it was posted with (find_task)
+                item = await origin.find_task(pending[str(record_id)], record_id)
+            else:
+                item = await origin.find(kind, record_id)
+            if item is not None:
+                found.append(item)
+        nothing = [str(r) for r in gone if all(item.crm_id != str(r) for item in found)]
+        if nothing:  # the create never reached Outlook: nothing to remove
+            await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, nothing)
+        return found
 
     async def _deleted_meanwhile(self, table: str, created: list[uuid.UUID]) -> list[uuid.UUID]:
-        """Which of the records this run just created in Outlook and linked no longer exist (read as
-        the application after the link write: a delete before it was routed when no link existed)."""
+        """Which of these records no longer exist (read as the application: after the link write, a
+        delete before it was routed when no link existed)."""
         if not created:
             return []
         found = await self._crm.get_many(table, created, select=[table_info(table).primary_id], caller=None)
         return [record_id for record_id in created if found.get(record_id) is None]
+
+    async def _created_before(
+        self,
+        mailbox: Mailbox,
+        kind: ItemKind,
+        origin: CrmOriginWriter,
+        *,
+        new_ids: list[uuid.UUID],
+        known: Mapping[uuid.UUID, OutlookItem],
+    ) -> dict[uuid.UUID, OutlookItem]:
+        """Items an earlier run created for these unlinked records before it crashed (its create
+        intent is still recorded): looked up by the CRM id they carry, so they are linked, not
+        created twice. One storage read per run with new records; Graph is asked only after a crash."""
+        if not new_ids:
+            return {}
+        pending = await self._store.sync_state.pending_creates(mailbox.mailbox_id, TABLE_OF[kind])
+        found: dict[uuid.UUID, OutlookItem] = {}
+        for record_id in new_ids:
+            if str(record_id) not in pending or record_id in known:
+                continue
+            if kind is ItemKind.TASK:  # looked up by the title it was posted with (find_task)
+                item = await origin.find_task(pending[str(record_id)], record_id)
+            else:
+                item = await origin.find(kind, record_id)
+            if item is not None:
+                found[record_id] = item
+        return found
+
+    async def _invite(
+        self,
+        mailbox: Mailbox,
+        kind: ItemKind,
+        origin: CrmOriginWriter,
+        *,
+        applier: Applier,
+        record_ids: list[uuid.UUID],
+        states: Mapping[uuid.UUID, CrmState],
+        party_values: Mapping[uuid.UUID, dict[str, CrmValue]],
+        policy: SyncPolicy,
+        facts: PlanFacts,
+    ) -> int:
+        """Meetings just created in the organizer's calendar get their attendees, as a second write:
+        the plan first writes the event's iCalUId to the record (``globalobjectid``), then the
+        attendees to the event (the applier's order: CRM, then Outlook), so when Exchange delivers
+        the invitations an attendee's copy finds this record (:mod:`shared.sync.adoption`). A Graph
+        read and write per such meeting."""
+        fmap = field_map(kind, facts.crm_time_zone)
+        plans: list[ItemPlan] = []
+        for record_id in record_ids:
+            stored = await self._store.links.get_by_crm(mailbox.mailbox_id, TABLE_OF[kind], str(record_id))
+            item = (await origin.read(kind, stored.outlook_id))[0] if stored is not None else None
+            if stored is None or item is None or item.item is None:
+                continue
+            # The link holds the create's CRM side, without the party rows (unread then): the
+            # record's etag is unchanged, so compare its content, which now has them.
+            link = dataclasses.replace(from_stored_link(stored), crm_etag=None)
+            actions = plan_item(
+                kind,
+                mailbox_id=mailbox.mailbox_id,
+                outlook=OutlookState.from_outlook_item(item),
+                link=link,
+                crm=_with_values(states[record_id], party_values[record_id]),
+                policy=policy,
+                now=self._clock(),
+                facts=facts,
+            )
+            plans.append(ItemPlan(actions, fmap.project(item.item).values | party_values[record_id]))
+        results = await applier.apply(plans) if plans else []
+        return sum(r.outlook_writes for r in results if isinstance(r, AppliedItem))
 
     def _plan_linked(
         self,
@@ -413,6 +549,52 @@ class CrmToOutlookRun:
             now=now,
             facts=facts,
         )
+
+
+TABLE_OF = {kind: table for table, kind in TABLES.items()}
+
+_PARTY_COLUMNS = {
+    Participation.ORGANIZER: "organizer",
+    Participation.REQUIRED: "requiredattendees",
+    Participation.OPTIONAL: "optionalattendees",
+}
+
+
+async def _party_values(
+    crm: CrmQueryPort, caller: str, record_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, CrmValue]]:
+    """The organizer and attendees of the meetings the user organizes, as the appointment map's
+    party columns (:meth:`~shared.crm.port.CrmPort.party_addresses`: a request per meeting; the
+    series code compares a master's parties the same way)."""
+
+    async def read(record_id: uuid.UUID) -> dict[str, CrmValue]:
+        found = await crm.party_addresses(record_id, caller=caller)
+        return {
+            column: parties(role, (address for mask, address in found if mask == role))
+            for role, column in _PARTY_COLUMNS.items()
+        }
+
+    values = await bounded_gather(read(record_id) for record_id in record_ids)
+    return dict(zip(record_ids, values, strict=True))
+
+
+def _title(item: NeutralContent) -> str:
+    """What a To Do task is posted with (a crashed create is looked up by it); empty for others."""
+    return (item.subject or "") if isinstance(item, Task) else ""
+
+
+def _with_values(state: CrmState, values: Mapping[str, CrmValue]) -> CrmState:
+    return dataclasses.replace(state, values={**(state.values or {}), **values})
+
+
+def _attendees_of(values: Mapping[str, CrmValue]) -> bool:
+    return bool(values.get("requiredattendees") or values.get("optionalattendees"))
+
+
+def _created_or_found(plan: ItemPlan) -> list[uuid.UUID]:
+    """The records a plan created in Outlook or linked to an item found there (the fill's and a
+    crashed run's creates): their intents are done once the link is written."""
+    return [a.link.crm_id for a in plan.actions if isinstance(a, WriteLink)]
 
 
 def _series_instance(outlook: OutlookState) -> bool:

@@ -114,6 +114,12 @@ class ChangeProbe(Protocol):
     async def changed(self, delta_links: Mapping[str, str]) -> set[str]: ...
 
 
+async def _index_links(store: Store, mailbox_id: str) -> None:
+    """Links written before routing's index are indexed once (``indexed`` is cached once true)."""
+    if not await store.links.indexed(mailbox_id):
+        log.info("indexed %d link(s) of a mailbox for routing", await store.links.reindex(mailbox_id))
+
+
 async def sweep(
     store: Store,
     jobs: JobQueue,
@@ -144,6 +150,7 @@ async def sweep(
     """
     now = now or utc_now()
     mailboxes = {m.mailbox_id: m async for m in store.registry.list_mailboxes(enabled_only=True)}
+    await bounded_gather(_index_links(store, mailbox_id) for mailbox_id in mailboxes)
     stale = [
         mark
         async for mark in store.sync_state.list_dirty()

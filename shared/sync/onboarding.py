@@ -213,6 +213,7 @@ class Onboarding:
             ) from None
         await self._audit(mailbox.mailbox_id, AuditAction.REGISTERED, actor)
         try:
+            await self._store.links.reindex(mailbox.mailbox_id)  # links of an earlier registration, if any
             if self._claims is not None:
                 await self._claims.claims.write(mailbox.mailbox_id, self._claims.ours(self._clock()))
                 self._claims.forget(mailbox.mailbox_id)

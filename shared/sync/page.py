@@ -28,7 +28,7 @@ from shared.crm.port import CrmPort
 from shared.domain.model import Email, ItemKind, OutlookItem
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, ItemRef, Mailbox
-from shared.sync.adoption import find_adoptable
+from shared.sync.adoption import attendee_copy, find_adoptable, invitation
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.brake import check_run, count_deletes
 from shared.sync.concurrency import bounded_gather
@@ -267,6 +267,8 @@ class PageSync:
         if stored is not None:
             link = from_stored_link(stored)
             facts = await self._facts(run, item, link, own_link=True, tracked=tracked)
+            if attendee_copy(run.mailbox.mailbox_id, item, link.crm_id):
+                facts = dataclasses.replace(facts, attendee_copy=True)
             return _Prepared(item, outlook, link, link.crm_id, own_link=True, facts=facts)
         if outlook.item is None or outlook.gone is not None:
             return None  # gone (or untracked) and never linked: nothing to do
@@ -301,13 +303,13 @@ class PageSync:
         """Unlinked items whose deterministic record does not exist may be in the CRM already
         (tracked before crmsync): link them to that record instead of creating a duplicate. Looked
         up in full reads (onboarding, resync), where a mailbox meets what was tracked before it;
-        an incremental run's new items are new (a burst pays no lookup)."""
-        if not run.full:
-            return prepared
+        an incremental run's new items are new (a burst pays no lookup), except invitations: a
+        meeting made in Dynamics arrives in an attendee's mailbox as one (see adoption.py)."""
         fresh = {
             entry.item.item_id: entry.outlook.item
             for entry in prepared
-            if entry.link is None
+            if (run.full or invitation(entry.outlook.item))
+            and entry.link is None
             and entry.outlook.item is not None
             and entry.outlook.gone is None
             and entry.record_id in states
@@ -341,7 +343,10 @@ class PageSync:
                 continue
             taken.add(record_id)
             link = from_stored_link(holder) if holder is not None else None
-            result.append(dataclasses.replace(entry, record_id=record_id, link=link))
+            facts = entry.facts
+            if attendee_copy(run.mailbox.mailbox_id, entry.item, record_id):
+                facts = dataclasses.replace(facts, attendee_copy=True)
+            result.append(dataclasses.replace(entry, record_id=record_id, link=link, facts=facts))
         return result
 
     async def _read_crm_states(self, run: RunState, prepared: list[_Prepared]) -> dict[uuid.UUID, CrmState]:

@@ -173,13 +173,16 @@ class PlanFacts:
     ``outside_window``: a removed appointment whose record lies outside the calendar window left
     the window; it was not deleted. ``tracking``: email tracking's facts (``None`` for other kinds).
     ``crm_time_zone``: the CRM user's time zone (Windows name of ``usersettings.timezonecode``), whose
-    midnights bound all-day appointments in the CRM; ``None``: unknown (the event's zone is used)."""
+    midnights bound all-day appointments in the CRM; ``None``: unknown (the event's zone is used).
+    ``attendee_copy``: an invitee's copy of a meeting whose CRM record is not this copy's own
+    (deterministic) record - a meeting made in Dynamics, or adopted: the organizer owns it."""
 
     moved_away: bool = False
     other_mailbox_holds: bool = False
     outside_window: bool = False
     tracking: TrackingFacts | None = None
     crm_time_zone: str | None = None
+    attendee_copy: bool = False
 
 
 # --- actions -----------------------------------------------------------------------------------

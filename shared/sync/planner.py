@@ -140,6 +140,17 @@ def plan_item(
         else None
     )
     planner = _ItemPlanner(fmap, kind, mailbox_id, policy, now, facts)
+    if (
+        facts.attendee_copy
+        and present is not None
+        and crm is not None
+        and crm_values is not None
+        and (link is None or not link.crm_deleted)
+    ):
+        # An invitee's copy of a meeting the organizer's record holds: the organizer owns the
+        # meeting (Exchange keeps this copy up to date), so the copy is linked and followed, and
+        # neither side is written from the other.
+        return planner.follow(link, present, crm, crm_values)
     if link is None:
         return with_tracking(
             present,
@@ -294,6 +305,30 @@ class _ItemPlanner:
             (True, True): "changed on both sides since last sync",
         }[(outlook_changed, crm_changed)]
         return self.merge(present, crm, crm_values, link.field_bases, why)
+
+    def follow(
+        self, link: Link | None, present: PresentItem, crm: CrmState, crm_values: dict[str, CrmValue]
+    ) -> list[Action]:
+        """Link the copy to the record as both stand (see :func:`plan_item`)."""
+        if (
+            link is not None
+            and not self.outlook_changed(link, present)
+            and not self.crm_changed(link, crm, crm_values)
+        ):
+            return []
+        projection = self.fmap.project(present.item).values
+        followed = Link(
+            outlook_id=present.item_id,
+            crm_id=crm.record_id,
+            outlook_change_key=present.change_key,
+            crm_etag=crm.etag,
+            outlook_hash=content_hash(present.item),
+            crm_hash=crm_content_hash(self.fmap, crm_values),
+            field_bases=unit_fingerprints(projection, crm_values, self.fmap.units()),
+            owned_by_user=crm.owned_by_user,
+        )
+        reason = "an attendee's copy of the organizer's meeting"
+        return [WriteLink(link=followed, reason=reason)]
 
     def tombstoned(
         self, link: Link, present: PresentItem | None, crm: CrmState, crm_values: dict[str, CrmValue] | None

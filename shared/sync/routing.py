@@ -107,14 +107,13 @@ class Router:
                 known = people.get(record_id, RecordPeople())
                 people[record_id] = RecordPeople(known.owner or work.owner, known.parties)
         routes = Routes()
+        enabled = {m.mailbox_id for m in mailboxes}
+        unindexed = [m.mailbox_id for m in mailboxes if not await self._store.links.indexed(m.mailbox_id)]
         for deleted, ids in ((False, work.changed), (True, work.deleted)):
-            for record_id in ids:
-                linked = [
-                    m.mailbox_id
-                    for m in mailboxes
-                    if await self._store.links.get_by_crm(m.mailbox_id, work.table, str(record_id))
-                    is not None
-                ]
+            holders = await bounded_gather(
+                self._linking(work.table, record_id, enabled, unindexed) for record_id in ids
+            )
+            for record_id, linked in zip(ids, holders, strict=True):
                 concerned = (
                     linked if deleted else mailboxes_for(people.get(record_id, RecordPeople()), users, linked)
                 )
@@ -137,6 +136,18 @@ class Router:
                 )
                 runs += 1
         return runs
+
+    async def _linking(
+        self, table: str, record_id: uuid.UUID, enabled: set[str], unindexed: list[str]
+    ) -> list[str]:
+        """The enabled mailboxes linking the record: one index read, plus a point read in each
+        mailbox whose links are not indexed yet (written before the index; the sweep indexes them)."""
+        links = self._store.links
+        found = await links.mailboxes_linking(table, str(record_id)) & enabled
+        for mailbox_id in unindexed:
+            if await links.get_by_crm(mailbox_id, table, str(record_id)) is not None:
+                found.add(mailbox_id)
+        return sorted(found)
 
     async def by_filter(
         self, table: str, mailboxes: Iterable[Mailbox], ids: list[uuid.UUID], routes: Routes

@@ -423,8 +423,8 @@ class SeriesSync:
         link = from_stored_link(stored) if stored is not None else None
         projection = APPOINTMENT_MAP.project(content).values
         crm_values = {c: canonical_crm_value(v) for c, v in (crm.values or {}).items()}
-        outlook_hash = content_hash(content)
         actions: list[Action] = []
+        changes: dict[str, CrmValue] = {}
         if content.event_kind is EventKind.EXCEPTION:
             changes = {
                 column: projection.get(column)
@@ -441,29 +441,37 @@ class SeriesSync:
                         reason="occurrence changed in Outlook: the instance becomes an exception",
                     )
                 )
-                crm_values = {**crm_values, **changes}
-        crm_hash = crm_content_hash(APPOINTMENT_MAP, crm_values)
         if (
             not actions
             and link is not None
             and link.crm_id == crm.record_id
-            and link.outlook_hash == outlook_hash
+            and link.outlook_hash == content_hash(content)
         ):
             # Unchanged in Outlook. A change of the instance in the CRM is the CRM -> Outlook run's to
             # apply: taking the CRM's hash into the link here would make that run see no change.
             return None
-        new = Link(
-            outlook_id=member.item_id,
-            crm_id=crm.record_id,
-            outlook_change_key=member.change_key,
-            crm_etag=None if actions else crm.etag,
-            outlook_hash=outlook_hash,
-            crm_hash=crm_hash,
-            field_bases=unit_fingerprints(projection, crm_values, APPOINTMENT_MAP.units()),
-            owned_by_user=crm.owned_by_user,
-        )
+        new = instance_link(member, content, crm, changes)
         actions.append(WriteLink(link=new, crm_from_write=bool(actions), reason="series instance"))
         return InstancePlan(member, actions, dict(projection), new_link=stored is None)
+
+
+def instance_link(
+    member: OutlookItem, content: Appointment, crm: CrmState, changes: dict[str, CrmValue] | None = None
+) -> Link:
+    """The link of an occurrence and its instance, both sides as they are once ``changes`` (written
+    to the instance) land: the one place an occurrence's link is made, from either direction."""
+    projection = APPOINTMENT_MAP.project(content).values
+    crm_values = {c: canonical_crm_value(v) for c, v in (crm.values or {}).items()} | (changes or {})
+    return Link(
+        outlook_id=member.item_id,
+        crm_id=crm.record_id,
+        outlook_change_key=member.change_key,
+        crm_etag=None if changes else crm.etag,
+        outlook_hash=content_hash(content),
+        crm_hash=crm_content_hash(APPOINTMENT_MAP, crm_values),
+        field_bases=unit_fingerprints(projection, crm_values, APPOINTMENT_MAP.units()),
+        owned_by_user=crm.owned_by_user,
+    )
 
 
 def _moment(value: object) -> str | None:
@@ -485,4 +493,4 @@ def _same(column: str, ours: CrmValue, theirs: object) -> bool:
     return canonical_crm_value(ours) == canonical_crm_value(theirs)
 
 
-__all__ = ["InstancePlan", "SeriesSync"]
+__all__ = ["InstancePlan", "SeriesSync", "instance_link"]

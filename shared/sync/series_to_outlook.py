@@ -9,7 +9,10 @@ An instance is never written to Outlook as a one-off event. Instead, per series:
    one event whose ``recurrence`` is the master's pattern mapped field by field
    (:func:`~shared.sync.fieldmaps.series.series_recurrence`), stamped with the master's id (the
    Outlook -> CRM run then links the occurrences to the instances under that master, and never
-   writes a second master); a link row (``crm_table`` ``recurringappointmentmaster``) records it;
+   writes a second master); a link row (``crm_table`` ``recurringappointmentmaster``) records it,
+   and each occurrence that shows its instance is linked to it at once (a delete of the series in
+   Dynamics, which deletes its instances, reaches the mailbox through those links even before the
+   Outlook -> CRM run has seen the new series);
 2. Dynamics' exceptions (``instancetypecode`` 3: an instance changed on its own) change their
    occurrence alone (Graph: updating an occurrence makes it an exception), and a deleted instance
    (listed in the master's ``deletedexceptionslist``) cancels its occurrence;
@@ -23,6 +26,7 @@ Graph: "event: instances", "patternedRecurrence", "Update event" (learn.microsof
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -38,15 +42,18 @@ from msgraph.generated.users.item.events.item.instances.instances_request_builde
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.port import CrmQueryPort
-from shared.domain.model import Appointment, EventKind, ItemKind
+from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem
 from shared.domain.zones import known_zone
 from shared.outlook.convert.events import appointment_item
-from shared.outlook.errors import graph_errors
 from shared.outlook.from_crm import CrmOriginWriter
+from shared.outlook.paging import all_pages
 from shared.outlook.writers import OutlookWriter
+from shared.store.errors import LinkAlreadyExists
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Link, Mailbox
 from shared.sync.applier import ACTOR
+from shared.sync.crm_reads import _crm_state, _read_columns
+from shared.sync.fieldmaps import APPOINTMENT_MAP
 from shared.sync.fieldmaps.base import FieldMap, parse_utc, utc_text
 from shared.sync.fieldmaps.ids import natural_key, series_record_id
 from shared.sync.fieldmaps.series import (
@@ -59,8 +66,10 @@ from shared.sync.fieldmaps.series import (
     series_recurrence,
     series_zone,
 )
+from shared.sync.links import to_stored_link
 from shared.sync.notes import SERIES_NOT_EXPRESSIBLE, leave_note
 from shared.sync.plan import Action, DeleteInOutlook
+from shared.sync.series import instance_link
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +84,9 @@ MASTER_COLUMNS = (
     "deletedexceptionslist",
     *SERIES_READ_COLUMNS,
 )
-_INSTANCE_COLUMNS = (
-    "activityid",
-    "seriesid",
-    "instancetypecode",
-    "originalstartdate",
-    "subject",
-    "location",
-    "description",
-    "scheduledstart",
-    "scheduledend",
-    "isalldayevent",
-)
+# What an occurrence shows of its instance (an exception's own fields).
+_SHOWN = ("subject", "location", "description", "scheduledstart", "scheduledend", "isalldayevent")
+_INSTANCE_COLUMNS = ("activityid", "seriesid", "instancetypecode", "originalstartdate", *_SHOWN)
 
 Audit = Callable[[AuditRecord], Awaitable[None]]
 
@@ -174,7 +174,55 @@ class SeriesToOutlook:
         else:
             outlook_id = link.outlook_id
             writes = await self._repattern(master, outlook_id, recurrence.recurrence, zone)
-        return writes + await self._exceptions(master, outlook_id)
+        writes += await self._exceptions(master, outlook_id)
+        if link is None or writes:
+            await self._link_occurrences(series_id, outlook_id)
+        if (
+            link is None
+            and await self._crm.get(SERIES_TABLE, series_id, select=["activityid"], caller=caller) is None
+        ):
+            # Deleted in Dynamics while this run made it: its instances' deletes may have been routed
+            # before the links above existed. Deleted later, they reach the mailbox by those links.
+            writes += await self.ended({outlook_id})
+        return writes
+
+    async def _link_occurrences(self, series_id: uuid.UUID, outlook_id: str) -> None:
+        """Link each occurrence that shows its instance as Dynamics has it: a later change or delete
+        of an instance (deleting the series deletes them all) reaches this mailbox through its link,
+        without waiting for the Outlook -> CRM run to link the new series."""
+        mailbox = self._mailbox
+        columns = _read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns)
+        rows = await self._crm.series_instances(
+            series_id,
+            select=[*columns, "originalstartdate", "instancetypecode"],
+            caller=mailbox.crm_caller_object_id,
+        )
+        starts = [m for m in (_moment(r.get("originalstartdate")) for r in rows) if m]
+        if not starts:
+            return
+        occurrences = await self._occurrences(outlook_id, min(starts), max(starts))
+        links = self._store.links
+        new: list[Link] = []
+        for row in rows:
+            occurrence = occurrences.get(_moment(row.get("originalstartdate")) or "")
+            content = occurrence.item if occurrence is not None else None
+            record_id = uuid.UUID(str(row["activityid"]))
+            if occurrence is None or not isinstance(content, Appointment):
+                continue
+            if not _same_occurrence(content, self._fmap.item_from_crm({c: row.get(c) for c in _SHOWN})):
+                continue  # not (yet) as Dynamics has it: the runs that carry the change link it
+            mailbox_id = mailbox.mailbox_id
+            if await links.get_by_outlook(mailbox_id, ItemKind.APPOINTMENT, occurrence.item_id) or (
+                await links.get_by_crm(mailbox_id, APPOINTMENT_MAP.table, str(record_id))
+            ):
+                continue
+            state = _crm_state(mailbox, record_id, row, columns[:-1])
+            new.append(
+                to_stored_link(mailbox_id, ItemKind.APPOINTMENT, instance_link(occurrence, content, state))
+            )
+        # LinkAlreadyExists: the Outlook -> CRM run linked one meanwhile; the others are written.
+        with contextlib.suppress(LinkAlreadyExists):
+            await links.create_many(new)
 
     async def _repattern(
         self, master: dict[str, Any], outlook_id: str, recurrence: dict[str, Any], zone: str
@@ -274,22 +322,23 @@ class SeriesToOutlook:
             occurrence = occurrences.get(_moment(row.get("originalstartdate")) or "")
             if occurrence is None:
                 continue
-            wanted = self._fmap.item_from_crm({c: row.get(c) for c in _INSTANCE_COLUMNS[4:]})
-            have = occurrence.get("item")
+            wanted = self._fmap.item_from_crm({c: row.get(c) for c in _SHOWN})
+            have = occurrence.item
             if isinstance(have, Appointment) and _same_occurrence(have, wanted):
                 continue
             wanted = wanted.model_copy(update={"time_zone": self._zone})
-            await self._writer.update_event(self._mailbox.mailbox_id, str(occurrence["id"]), wanted)
+            await self._writer.update_event(self._mailbox.mailbox_id, occurrence.item_id, wanted)
             writes += 1
         for start in deleted:
             occurrence = occurrences.get(start or "")
             if occurrence is not None:
-                await self._writer.delete_event(self._mailbox.mailbox_id, str(occurrence["id"]))
+                await self._writer.delete_event(self._mailbox.mailbox_id, occurrence.item_id)
                 writes += 1
         return writes
 
-    async def _occurrences(self, outlook_id: str, first: str, last: str) -> dict[str, dict[str, Any]]:
-        """The Outlook series' occurrences between two original starts, by original start (UTC)."""
+    async def _occurrences(self, outlook_id: str, first: str, last: str) -> dict[str, OutlookItem]:
+        """The Outlook series' occurrences between two original starts (every page), by original
+        start (UTC)."""
         begin = parse_utc(first) or dt.datetime.now(dt.UTC)
         end = (parse_utc(last) or begin) + dt.timedelta(days=1)
         query = InstancesRequestBuilder.InstancesRequestBuilderGetQueryParameters(
@@ -298,16 +347,14 @@ class SeriesToOutlook:
         events = (
             self._graph.users.by_user_id(self._mailbox.mailbox_id).events.by_event_id(outlook_id).instances
         )
-        found: dict[str, dict[str, Any]] = {}
-        with graph_errors():
-            page = await events.get(RequestConfiguration(query_parameters=query))
-        for event in page.value if page and page.value else []:
+        found: dict[str, OutlookItem] = {}
+        for event in await all_pages(events, RequestConfiguration(query_parameters=query)):
             item = appointment_item(self._mailbox.mailbox_id, event)
             content = item.item
             if isinstance(content, Appointment):
                 original = utc_text(content.original_start or content.start)
                 if original:
-                    found[original] = {"id": item.item_id, "item": content}
+                    found[original] = item
         return found
 
     async def _audit(self, series_id: uuid.UUID, outlook_id: str, action: AuditAction) -> None:

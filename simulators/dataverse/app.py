@@ -22,7 +22,17 @@ from starlette.routing import Route
 
 from simulators.dataverse import batch, bulk, errors, plugins
 from simulators.dataverse.engine import PATH, ApiRequest, ApiResponse
-from simulators.dataverse.limits import ANY_CLIENT, CommittedWrite, Fault, Governor, RequestLog, client_id
+from simulators.dataverse.limits import (
+    ANY_CLIENT,
+    HANG,
+    HANG_SECONDS,
+    LATENCY,
+    CommittedWrite,
+    Fault,
+    Governor,
+    RequestLog,
+    client_id,
+)
 from simulators.dataverse.platform import PlatformEngine, PlatformStore, setup
 from simulators.dataverse.schema import load_tables, tables_by_entity_set
 from simulators.dataverse.security import (
@@ -40,6 +50,8 @@ API_PREFIX = "/api/data/v9.2"
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 LOGGED_HEADERS = ("callerobjectid", "mscrmcallerid", "prefer", "if-match", "if-none-match", "content-type")
 JSON_HEADERS = {"OData-Version": "4.0"}
+#: Logged for a request whose client closed the connection before it was answered (a ``hang``).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class Simulator:
@@ -271,13 +283,20 @@ async def _serve(
     admitted = False
     try:
         latency = 0.0
+        hangs: list[Fault] = []
         body = await request.body()
         for fault in sim.governor.matching_faults(client, path, body):
-            if fault.kind != "latency":
+            if fault.kind == HANG:
+                hangs.append(fault)
+            elif fault.kind != LATENCY:
                 raise fault.error()
             latency += fault.latency_ms
         rate_headers = sim.governor.admit(client)
         admitted = True
+        for hang in hangs:
+            if not await hang.hold(gone=request.is_disconnected):
+                # Nobody reads this answer; the log says the client closed the request (nginx's 499).
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
         if latency:
             await asyncio.sleep(latency / 1000.0)
         base_url = f"{request.url.scheme}://{request.url.netloc}{API_PREFIX}"
@@ -406,7 +425,7 @@ def _add_fault(sim: Simulator, _: Request, spec: Any) -> tuple[int, Any]:
         path_contains=spec.get("path_contains"),
         table=table,
         body_contains=spec.get("body_contains"),
-        seconds=float(spec.get("seconds", 30)),
+        seconds=float(spec.get("seconds", HANG_SECONDS if spec["kind"] == HANG else 30)),
         after=int(spec.get("after", 0)),
     )
     sim.governor.add_fault(fault)

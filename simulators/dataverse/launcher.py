@@ -154,8 +154,8 @@ class DataverseSimulator:
 
     def fault(self, kind: str, *, token: str | None = None, count: int | None = None, **options: Any) -> str:
         """kind: latency (latency_ms), status (status, code, message), throttle (retry_after), outage,
-        hang_after_commit (table, seconds); any kind: token, path_contains, body_contains, after,
-        count. Returns the fault's id."""
+        hang_after_commit (table, seconds), hang (seconds); any kind: token, path_contains,
+        body_contains, after, count. Returns the fault's id."""
         result: dict[str, str] = self._call(
             "POST", "/faults", {"kind": kind, "token": token, "count": count, **options}
         )

@@ -9,16 +9,20 @@ so tests sharing one simulator can set limits and faults for their own token.
 The ``hang_after_commit`` fault is the simulator's own: it lets a test kill a client at the one
 moment a crash-safe sync must survive, after Dataverse committed a write and before the client
 heard of it (docs/ARCHITECTURE.md, data flow step 3: "a crash at any point re-runs the page").
+So is ``hang``: a Dataverse that accepts the request and does not answer, so a test can show that
+the client's timeout, not Dataverse, decides how long a run waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +32,13 @@ ANY_CLIENT = "*"
 LOG_CAPACITY = 20_000
 LATENCY = "latency"
 HANG_AFTER_COMMIT = "hang_after_commit"
+HANG = "hang"
 ANSWERING_KINDS = frozenset({"status", "throttle", "outage"})
-FAULT_KINDS = ANSWERING_KINDS | {LATENCY, HANG_AFTER_COMMIT}
+FAULT_KINDS = ANSWERING_KINDS | {LATENCY, HANG_AFTER_COMMIT, HANG}
+#: How long a ``hang`` holds a request when the fault names no ``seconds``: longer than any client waits.
+HANG_SECONDS = 3600.0
+#: How often a held request looks whether its client closed the connection.
+_GONE_POLL_SECONDS = 0.1
 
 
 def client_id(token: str) -> str:
@@ -63,8 +72,9 @@ class CommittedWrite:
 
 @dataclass
 class Fault:
-    """``kind``: latency (ms), status (status/code/message), throttle (429 + retry_after), outage, or
-    hang_after_commit (hold the answer to a committed write of ``table`` for ``seconds``)."""
+    """``kind``: latency (ms), status (status/code/message), throttle (429 + retry_after), outage,
+    hang_after_commit (hold the answer to a committed write of ``table`` for ``seconds``), or hang
+    (hold the request itself, before anything is done, for ``seconds``)."""
 
     kind: str
     client: str = ANY_CLIENT
@@ -113,13 +123,19 @@ class Fault:
             and self.table in {None, write.table}
         )
 
-    async def hold(self) -> None:
-        """Keep the answer back for ``seconds``, or until the faults are cleared."""
+    async def hold(self, gone: Callable[[], Awaitable[bool]] | None = None) -> bool:
+        """Keep the answer (a hang: the request) back for ``seconds``, or until the faults are cleared;
+        False as soon as ``gone`` says the client closed the connection (nobody waits any more)."""
         self.holding += 1
+        deadline = time.monotonic() + self.seconds
         try:
-            await asyncio.wait_for(self.released.wait(), self.seconds)
-        except TimeoutError:
-            pass
+            while not self.released.is_set() and (left := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    wait = left if gone is None else min(left, _GONE_POLL_SECONDS)
+                    await asyncio.wait_for(self.released.wait(), wait)
+                if gone is not None and await gone():
+                    return False
+            return True
         finally:
             self.holding -= 1
 
@@ -182,8 +198,8 @@ class Governor:
         return fault
 
     def matching_faults(self, client: str, path: str, body: bytes) -> list[Fault]:
-        """The latency faults for this request plus the first answering fault (in the order added);
-        each one returned uses up one of its ``count``."""
+        """The latency and hang faults for this request plus the first answering fault (in the order
+        added); each one returned uses up one of its ``count``."""
         hits: list[Fault] = []
         answered = False
         for fault in list(self.faults):

@@ -19,13 +19,15 @@ from simulators.graph.batch import JsonBatch
 from simulators.graph.core import GraphError, Json, bad_request, error_body
 from simulators.graph.delta import DeltaTokens
 from simulators.graph.http import Call, Ctx, Router, error_response, json_response, parse_prefer, split_path
-from simulators.graph.limits import Config, Faults, RequestLog, Throttle
+from simulators.graph.limits import ClientGone, Config, Faults, RequestLog, Throttle
 from simulators.graph.notify import Notifier, Subscription, parse_resource
 from simulators.graph.store import Kind, Mailbox, Store
 
 LOG = logging.getLogger("simulators.graph")
 API_PREFIX = "/v1.0"
 METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+#: Logged for a request whose client closed the connection before it was answered (a ``hang``).
+CLIENT_CLOSED_REQUEST = 499
 
 
 class Simulator:
@@ -98,6 +100,9 @@ class Simulator:
             )
         except GraphError as error:
             response = error_response(error, error_body(error.code, error.message, request_id))
+        except ClientGone:
+            # Nobody reads this answer; the log says the client closed the request (nginx's 499).
+            response = Response(status_code=CLIENT_CLOSED_REQUEST)
         except (AttributeError, KeyError, TypeError, ValueError) as error:
             # A body of the wrong shape (e.g. a string where Graph wants an object) is the client's
             # error in Graph: 400. The traceback goes to stderr in case it is the simulator's.
@@ -143,13 +148,13 @@ class Simulator:
             claims=claims,
         )
         if "user" not in params:
-            await self.faults.apply(None, call.method, entry["path"])
+            await self.faults.apply(None, call.method, entry["path"], request.is_disconnected)
             return await handler(ctx)
         ctx.box = self.store.user(params["user"])
         entry["user"] = ctx.box.id
         self.throttle.enter(ctx.box.id)
         try:
-            await self.faults.apply(ctx.box.id, call.method, entry["path"])
+            await self.faults.apply(ctx.box.id, call.method, entry["path"], request.is_disconnected)
             response = await handler(ctx)
             self.faults.lose_answer(ctx.box.id, call.method, entry["path"])
             return response

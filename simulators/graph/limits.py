@@ -3,15 +3,20 @@
 learn.microsoft.com/graph/throttling-limits, "Outlook service limits": per app and mailbox,
 10,000 API requests in a 10 minute period and 4 concurrent requests; over a limit the answer
 is 429 with a Retry-After header in seconds.
+
+The ``hang`` fault is the simulator's own: a Graph that accepts the connection and does not answer,
+so a test can show that the client's timeout, not Graph, decides how long a run waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,7 +99,17 @@ class Throttle:
         self.limits(user_id).in_flight -= 1
 
 
-REQUEST_FAULTS = ("latency", "status", "throttle", "lost_answer")
+REQUEST_FAULTS = ("latency", "status", "throttle", "lost_answer", "hang")
+#: How long a ``hang`` holds a request when the fault names no ``seconds``: longer than any client waits.
+HANG_SECONDS = 3600.0
+#: How often a held request looks whether its client closed the connection.
+_GONE_POLL_SECONDS = 0.1
+
+
+class ClientGone(Exception):
+    """The client closed the connection while its request was held: there is no one to answer."""
+
+
 NOTIFICATION_FAULTS = ("drop_notifications", "duplicate_notifications", "reorder_notifications")
 
 
@@ -111,9 +126,20 @@ class Fault:
     method: str | None = None
     after: int = 0  # matching requests let through before the fault starts (an outage mid-run)
     held: list[Any] = field(default_factory=list)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def as_json(self) -> Json:
-        return {k: v for k, v in self.__dict__.items() if k != "held"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("held", "released")}
+
+    async def hang(self, gone: Callable[[], Awaitable[bool]]) -> None:
+        """Hold a request unanswered for ``seconds`` or until the fault is cleared, then let it go on
+        (an answer that comes late); raise :class:`ClientGone` once its client stops waiting."""
+        deadline = time.monotonic() + self.seconds
+        while not self.released.is_set() and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), min(left, _GONE_POLL_SECONDS))
+            if await gone():
+                raise ClientGone
 
 
 STATUS_CODES = {
@@ -129,6 +155,7 @@ class Faults:
 
     def __init__(self) -> None:
         self.rules: list[Fault] = []
+        self.hangs: list[Fault] = []  # every hang fault until cleared, used up or not: it may hold requests
         self.ids = itertools.count(1)
 
     def add(self, spec: Json) -> Fault:
@@ -143,7 +170,7 @@ class Faults:
             kind=str(kind),
             user=spec.get("user"),
             remaining=None if count is None else int(count),
-            seconds=float(spec.get("seconds", 0.0)),
+            seconds=float(spec.get("seconds", HANG_SECONDS if kind == "hang" else 0.0)),
             status=int(spec.get("status", 503)),
             retry_after=spec.get("retry_after"),
             path_contains=spec.get("path_contains"),
@@ -152,12 +179,23 @@ class Faults:
         )
         if kind == "throttle" and fault.retry_after is None:
             fault.retry_after = 1
+        if kind == "hang":
+            self.hangs.append(fault)
         self.rules.append(fault)
         return fault
 
     def clear(self, user: str | None) -> int:
+        """Forget the faults (of one mailbox, or all); requests a hang holds go on."""
+
+        def kept(fault: Fault) -> bool:
+            return user is not None and fault.user != user
+
+        for fault in self.hangs:
+            if not kept(fault):
+                fault.released.set()
+        self.hangs = [f for f in self.hangs if kept(f)]
         before = len(self.rules)
-        self.rules = [f for f in self.rules if user is not None and f.user != user]
+        self.rules = [f for f in self.rules if kept(f)]
         return before - len(self.rules)
 
     def take(
@@ -181,8 +219,14 @@ class Faults:
             return fault
         return None
 
-    async def apply(self, user: str | None, method: str, path: str) -> None:
-        """Request faults: latency first (inside the concurrency slot), then an error answer."""
+    async def apply(
+        self, user: str | None, method: str, path: str, gone: Callable[[], Awaitable[bool]]
+    ) -> None:
+        """Request faults: a hang, then latency (both inside the concurrency slot), then an error
+        answer. ``gone`` tells whether the client closed the connection (it stops a hang)."""
+        hang = self.take(("hang",), user, method, path)
+        if hang is not None:
+            await hang.hang(gone)
         latency = self.take(("latency",), user, method, path)
         if latency is not None:
             await asyncio.sleep(latency.seconds)

@@ -13,6 +13,9 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from shared.crm.dataverse import DataverseClient
+from shared.store import Store, open_store
+from shared.store.crm_jobs import CrmWork, CrmWorkQueue
+from shared.store.jobs import open_job_queue
 from simulators.dataverse.launcher import DataverseSimulator
 
 
@@ -90,3 +93,32 @@ def read_as_system(dataverse_sim: DataverseSimulator, dataverse_token: str) -> R
         return body
 
     return read
+
+
+@pytest.fixture
+async def store(storage_connection_string: str, table_prefix: str) -> AsyncIterator[Store]:
+    """The connector's store on Azurite (change feed and routing read and write it)."""
+    opened = await open_store(connection_string=storage_connection_string, prefix=table_prefix)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def queue(storage_connection_string: str, table_prefix: str) -> AsyncIterator[CrmWorkQueue]:
+    """The CRM -> Outlook work queue on Azurite."""
+    jobs = await open_job_queue(
+        queue_name=f"crm-{table_prefix}".lower(), connection_string=storage_connection_string
+    )
+    yield CrmWorkQueue(jobs)
+    await jobs.client.delete_queue()
+    await jobs.close()
+
+
+async def queued(queue: CrmWorkQueue) -> list[CrmWork]:
+    """Take every message off the queue (up to 32), parsed."""
+    client = queue._queue.client
+    found = []
+    async for message in client.receive_messages(max_messages=32):
+        found.append(CrmWork.parse(message.content))
+        await client.delete_message(message)
+    return found

@@ -5,45 +5,16 @@ the changed and deleted ids; an expired token (0x80044352) reconciles against th
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from shared.crm.dataverse import DataverseClient
 from shared.crm.port import RecordRef, Upsert
 from shared.domain.model import ItemKind
-from shared.store import Store, open_store
-from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
-from shared.store.jobs import open_job_queue
+from shared.store import Store
+from shared.store.crm_jobs import CrmWorkQueue, CrmWorkSource
 from shared.store.records import Link
 from shared.sync.crm_changes import ChangeFeed
 from simulators.dataverse.launcher import DataverseSimulator
-
-
-@pytest.fixture
-async def store(storage_connection_string: str, table_prefix: str) -> AsyncIterator[Store]:
-    opened = await open_store(connection_string=storage_connection_string, prefix=table_prefix)
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def queue(storage_connection_string: str, table_prefix: str) -> AsyncIterator[CrmWorkQueue]:
-    jobs = await open_job_queue(
-        queue_name=f"crm-{table_prefix}".lower(), connection_string=storage_connection_string
-    )
-    yield CrmWorkQueue(jobs)
-    await jobs.client.delete_queue()
-    await jobs.close()
-
-
-async def _queued(queue: CrmWorkQueue) -> list[CrmWork]:
-    client = queue._queue.client
-    found = []
-    async for message in client.receive_messages(max_messages=32):
-        found.append(CrmWork.parse(message.content))
-        await client.delete_message(message)
-    return found
+from tests.crm.conftest import queued
 
 
 async def test_baseline_then_changes_and_deletes_then_reconciliation(
@@ -59,14 +30,14 @@ async def test_baseline_then_changes_and_deletes_then_reconciliation(
 
     baseline = await feed.poll_table("task")
     assert baseline.baseline
-    assert await _queued(queue) == []  # what exists is not a change
+    assert await queued(queue) == []  # what exists is not a change
 
     changed = (
         await crm.create("task", {"subject": "after", "ownerid": RecordRef("systemuser", owner)}, caller=None)
     ).id
     await crm.delete("task", existing, caller=None)
     result = await feed.poll_table("task")
-    work = await _queued(queue)
+    work = await queued(queue)
     assert changed in {i for w in work for i in w.changed}
     assert existing in {i for w in work for i in w.deleted}
     assert all(w.mailbox_id is None and w.source is CrmWorkSource.CHANGE_TRACKING for w in work)
@@ -94,7 +65,7 @@ async def test_baseline_then_changes_and_deletes_then_reconciliation(
     dataverse_sim.expire_change_tokens("task")
     reconciled = await feed.poll_table("task")
     assert reconciled.reconciled
-    work = await _queued(queue)
+    work = await queued(queue)
     assert {w.source for w in work} == {CrmWorkSource.RECONCILIATION}
     assert gone in {i for w in work for i in w.deleted}
     assert changed in {i for w in work for i in w.changed}
@@ -137,12 +108,12 @@ async def test_reconciliation_routes_only_rows_the_links_have_not_synced(
             )
         )
     await crm.upsert(Upsert("task", {"subject": "e2"}, id=edited.id), caller=None)
-    await _queued(queue)  # what the edit's own read would take
+    await queued(queue)  # what the edit's own read would take
     dataverse_sim.expire_change_tokens("task")
 
     reconciled = await feed.poll_table("task")
 
-    routed = {i for w in await _queued(queue) for i in w.changed}
+    routed = {i for w in await queued(queue) for i in w.changed}
     assert reconciled.reconciled
     assert edited.id in routed
     assert unlinked.id in routed

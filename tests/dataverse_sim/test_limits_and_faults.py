@@ -126,3 +126,44 @@ def test_fault_aimed_at_a_path_hits_the_batch_part(
         },
     )
     assert re.findall(r"^HTTP/1\.1 (\d{3})", response.text, flags=re.MULTILINE) == ["204", "500", "204"]
+
+
+async def test_a_hang_answers_nobody_until_the_client_gives_up_or_the_faults_are_cleared(
+    dataverse_sim: DataverseSimulator, dataverse_token: str
+) -> None:
+    """README, faults: ``hang`` holds the request before anything is done. A client that stops waiting
+    gets no write (logged 499); clearing the faults lets a held request go on and be answered."""
+    tag = f"hang{uuid.uuid4().hex[:8]}"
+    fault = dataverse_sim.fault("hang", token=dataverse_token, body_contains=tag)
+
+    async def held_count(expected: int) -> None:
+        for _ in range(100):
+            if dataverse_sim.fault_state(fault)["holding"] == expected:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never {expected} held")
+
+    def client(timeout: float) -> httpx.AsyncClient:
+        headers = dataverse_sim.headers(dataverse_token)
+        return httpx.AsyncClient(base_url=dataverse_sim.api_url + "/", headers=headers, timeout=timeout)
+
+    async def named(client: httpx.AsyncClient) -> int:
+        found = await client.get("contacts", params={"$filter": f"lastname eq '{tag}'"})
+        return len(found.json()["value"])
+
+    async with client(0.5) as impatient, client(10) as patient:
+        try:
+            await impatient.post("contacts", json={"lastname": tag})
+            raise AssertionError("a hung request was answered")
+        except httpx.ReadTimeout:
+            pass
+        await held_count(0)  # the hold saw the connection close
+        assert dataverse_sim.requests(token=dataverse_token)[-1]["status"] == 499
+        assert await named(patient) == 0
+        assert (await patient.get("WhoAmI")).status_code == 200  # only requests whose body holds the tag hang
+
+        held = asyncio.create_task(patient.post("contacts", json={"lastname": tag}))
+        await held_count(1)
+        dataverse_sim.clear_faults()
+        assert (await held).status_code == 204
+        assert await named(patient) == 1

@@ -4,6 +4,7 @@ admin surface). Each test makes its own mailbox and CRM user, so tests stay inde
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import time
@@ -214,18 +215,29 @@ class E2E:
         self.sandbox.restart_runner(**setting_overrides)
 
 
-@pytest.fixture(scope="session")
-def e2e() -> Iterator[E2E]:
-    # The shortest lease the settings allow, so a run killed mid-page is retried within seconds.
-    with Sandbox(extra_settings={"CRMSYNC_LEASE_SECONDS": "15"}) as sandbox:
-        driver = E2E(sandbox)
+#: The shortest lease the settings allow, so a run killed mid-page is retried within seconds.
+E2E_SETTINGS = {"CRMSYNC_LEASE_SECONDS": "15"}
+
+
+@contextlib.contextmanager
+def driving(sandbox: Sandbox) -> Iterator[E2E]:
+    """Drive a started sandbox: test timings, a CRM role, one change carried through (warm)."""
+    driver = E2E(sandbox)
+    try:
         driver.graph_control("PATCH", "config", {"tenant_id": SANDBOX_TENANT, **NOTIFICATION_TIMINGS})
         tables = {table: {"read": "organization"} for table in ("systemuser", "account", "lead")}
         tables |= dict.fromkeys(CRM_TABLES, FULL_ACCESS)
         driver.dataverse_control("POST", "roles", {"name": driver.role, "tables": tables})
         driver.warm_up()
         yield driver
+    finally:
         driver.http.close()
+
+
+@pytest.fixture(scope="session")
+def e2e() -> Iterator[E2E]:
+    with Sandbox(extra_settings=E2E_SETTINGS) as sandbox, driving(sandbox) as driver:
+        yield driver
 
 
 def item_path(collection: str, item_id: str) -> str:

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tests.e2e.conftest import E2E, Mailbox, item_path, wait_for
+from tests.e2e.conftest import E2E, CrmUser, Mailbox, item_path, wait_for
 from tests.e2e.test_crm_to_outlook import as_user, connected, onboarded
 
 __all__ = ["connected"]  # the module fixture: the webhook registered and the baseline taken
@@ -30,6 +30,32 @@ def _series_events(e2e: E2E, mailbox: Mailbox, subject: str) -> list[dict[str, A
 def _occurrences(e2e: E2E, mailbox: Mailbox, master_id: str, first: dt.date, last: dt.date) -> list[Any]:
     window = f"startDateTime={first}T00:00:00Z&endDateTime={last + dt.timedelta(days=1)}T00:00:00Z&$top=100"
     return list(e2e.outlook("GET", mailbox, f"{item_path('events', master_id)}/instances?{window}")["value"])
+
+
+def _three_daily(e2e: E2E, user: CrmUser, subject: str, first: dt.date, *, hour: int) -> dict[str, Any]:
+    """A Dynamics series the user organizes: three daily half-hour instances from ``first``."""
+    return as_user(
+        e2e,
+        user,
+        "POST",
+        "recurringappointmentmasters",
+        {
+            "subject": subject,
+            "recurrencepatterntype": 0,
+            "interval": 1,
+            "patternstartdate": f"{first}T00:00:00Z",
+            "patternendtype": 2,
+            "occurrences": 3,
+            "starttime": f"{first}T{hour:02d}:00:00Z",
+            "endtime": f"{first}T{hour:02d}:30:00Z",
+            "recurringappointmentmaster_activity_parties": [
+                {
+                    "partyid_systemuser@odata.bind": f"/systemusers({user.systemuserid})",
+                    "participationtypemask": 7,
+                }
+            ],
+        },
+    )
 
 
 def test_a_dynamics_series_is_one_outlook_series_with_its_exceptions_then_deleted(connected: E2E) -> None:
@@ -339,28 +365,7 @@ def test_instances_changed_in_dynamics_before_the_series_reaches_outlook(connect
     subject = f"crm-early-{uuid.uuid4().hex[:8]}"
     first = dt.date.today() + dt.timedelta(days=3)
     last = first + dt.timedelta(days=2)
-    master = as_user(
-        e2e,
-        user,
-        "POST",
-        "recurringappointmentmasters",
-        {
-            "subject": subject,
-            "recurrencepatterntype": 0,
-            "interval": 1,
-            "patternstartdate": f"{first}T00:00:00Z",
-            "patternendtype": 2,
-            "occurrences": 3,
-            "starttime": f"{first}T09:00:00Z",
-            "endtime": f"{first}T09:30:00Z",
-            "recurringappointmentmaster_activity_parties": [
-                {
-                    "partyid_systemuser@odata.bind": f"/systemusers({user.systemuserid})",
-                    "participationtypemask": 7,
-                }
-            ],
-        },
-    )
+    master = _three_daily(e2e, user, subject, first, hour=9)
     rows = e2e.crm("appointments", f"seriesid eq {master['activityid']}", "activityid,originalstartdate")
     by_day = {dt.date.fromisoformat(r["originalstartdate"][:10]): r["activityid"] for r in rows}
     second = first + dt.timedelta(days=1)
@@ -387,3 +392,41 @@ def test_instances_changed_in_dynamics_before_the_series_reaches_outlook(connect
     # The series' link and its two occurrences', once the Outlook -> CRM run has linked them.
     wait_for(lambda: _appointment_links(e2e, mailbox) == 3 or None, "the occurrences linked")
     assert len(_occurrences(e2e, mailbox, now[0]["seriesMasterId"], first, last)) == 2
+
+
+def test_a_dynamics_series_deleted_before_outlook_reported_it_still_leaves_outlook(connected: E2E) -> None:
+    """The CRM -> Outlook run links the occurrences of a series it creates: deleting the series in
+    Dynamics reaches the mailbox through those links even when the Outlook -> CRM run has not seen
+    the new series yet (here: Graph's notifications for the mailbox are lost)."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    e2e.graph_control("POST", "faults", {"kind": "drop_notifications", "user": mailbox.id, "count": None})
+    subject = f"crm-unseen-{uuid.uuid4().hex[:8]}"
+    first = dt.date.today() + dt.timedelta(days=3)
+    master = _three_daily(e2e, user, subject, first, hour=10)
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
+    wait_for(lambda: _appointment_links(e2e, mailbox) == 4 or None, "the series and its 3 occurrences linked")
+    as_user(e2e, user, "DELETE", f"recurringappointmentmasters({master['activityid']})")
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: not _series_events(e2e, mailbox, subject) or None, "the series removed from Outlook")
+    e2e.graph_control("DELETE", f"faults?user={mailbox.id}")
+
+
+def test_a_dynamics_series_deleted_while_it_is_made_in_outlook_leaves_outlook(connected: E2E) -> None:
+    """Deleted in Dynamics after the run created the Outlook series but before it linked the
+    occurrences (Graph's answer listing them held back 6 s): the instances' deletes are routed while
+    no mailbox links them, so the run that made the series finds its master gone and removes it."""
+    e2e = connected
+    mailbox, user = onboarded(e2e)
+    e2e.graph_control("POST", "faults", {"kind": "drop_notifications", "user": mailbox.id, "count": None})
+    slow = {"kind": "latency", "seconds": 6, "user": mailbox.id, "path_contains": "/instances", "count": 1}
+    e2e.graph_control("POST", "faults", slow)
+    subject = f"crm-racing-{uuid.uuid4().hex[:8]}"
+    master = _three_daily(e2e, user, subject, dt.date.today() + dt.timedelta(days=3), hour=11)
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: _series_events(e2e, mailbox, subject), "the series in Outlook")
+    as_user(e2e, user, "DELETE", f"recurringappointmentmasters({master['activityid']})")
+    e2e.run_timer("crm_changes")
+    wait_for(lambda: not _series_events(e2e, mailbox, subject) or None, "the series removed from Outlook")
+    e2e.graph_control("DELETE", f"faults?user={mailbox.id}")

@@ -70,3 +70,42 @@ def test_faults_stay_with_their_mailbox(graph: httpx.Client, graph_sim: GraphSim
     assert graph.get(f"users/{graph_user}/contacts").status_code == 500
     graph_sim.clear_faults(user=graph_user)
     assert graph.get(f"users/{graph_user}/contacts").status_code == 200
+
+
+async def test_a_hang_answers_nobody_until_the_client_gives_up_or_the_fault_is_cleared(
+    graph_sim: GraphSim, graph_user: str
+) -> None:
+    """README, fault kinds: ``hang`` accepts the request and does not answer. A client that stops
+    waiting frees the mailbox's concurrency slot (logged 499, nothing carried out); clearing the fault
+    lets a held request go on and be answered."""
+    graph_sim.fault("hang", user=graph_user, path_contains="/contacts", count=None)
+    impatient = httpx.AsyncClient(
+        base_url=graph_sim.base_url, headers=graph_sim.headers, timeout=0.5, trust_env=False
+    )
+    async with (
+        impatient,
+        httpx.AsyncClient(
+            base_url=graph_sim.base_url, headers=graph_sim.headers, timeout=10, trust_env=False
+        ) as patient,
+    ):
+        started = time.monotonic()
+        try:
+            await impatient.get(f"/users/{graph_user}/contacts")
+            raise AssertionError("a hung request was answered")
+        except httpx.ReadTimeout:
+            assert time.monotonic() - started < 2
+        deadline = time.monotonic() + 5
+        while graph_sim.user_info(graph_user)["inFlightRequests"]:  # the slot frees once it sees the close
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert [e["status"] for e in graph_sim.requests(user=graph_user)] == [499]
+        assert (await patient.get(f"/users/{graph_user}/events")).status_code == 200  # only /contacts hangs
+
+        held = asyncio.create_task(patient.get(f"/users/{graph_user}/contacts"))
+        while not graph_sim.user_info(graph_user)["inFlightRequests"]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert not held.done()
+        graph_sim.clear_faults(user=graph_user)
+        assert (await held).status_code == 200

@@ -178,3 +178,40 @@ class TestLinksContract:
         assert read is not None
         assert read.field_bases == bases
         assert read.owned_by_user is False
+
+
+class TestRoutingIndex:
+    """Which mailboxes link a CRM record, in one read: routing a CRM change to them."""
+
+    async def test_the_index_names_every_mailbox_linking_a_record(self, store: Store) -> None:
+        others = [f"5f0b1c1e-0000-4000-8000-00000000010{n}" for n in range(3)]
+        first = await store.links.create(_link())
+        await store.links.create(dataclasses.replace(_link(), mailbox_id=others[0]))
+        await store.links.create_many(
+            [
+                dataclasses.replace(_link(), mailbox_id=others[1]),
+                dataclasses.replace(
+                    _link(outlook_id=OTHER_OUTLOOK_ID, crm_id=OTHER_CRM_ID), mailbox_id=others[1]
+                ),
+            ]
+        )
+        assert await store.links.mailboxes_linking("contact", CRM_ID) == {MAILBOX, others[0], others[1]}
+        assert await store.links.mailboxes_linking("contact", CRM_ID.upper()) == {MAILBOX, *others[:2]}
+        assert await store.links.mailboxes_linking("contact", OTHER_CRM_ID) == {others[1]}
+        assert await store.links.mailboxes_linking("task", CRM_ID) == set()
+
+        await store.links.delete(first)
+        assert await store.links.mailboxes_linking("contact", CRM_ID) == {others[0], others[1]}
+
+    async def test_a_stale_delete_keeps_the_record_indexed_for_its_new_link(self, store: Store) -> None:
+        old = await store.links.create(_link())
+        await store.links.delete(old)
+        await store.links.create(_link(outlook_id=OTHER_OUTLOOK_ID))
+        await store.links.delete(old)
+        assert await store.links.mailboxes_linking("contact", CRM_ID) == {MAILBOX}
+
+    async def test_reindex_counts_the_links_and_marks_the_mailbox(self, store: Store) -> None:
+        await store.links.create_many([_link(), _link(outlook_id=OTHER_OUTLOOK_ID, crm_id=OTHER_CRM_ID)])
+        assert await store.links.reindex(MAILBOX) == 2
+        assert await store.links.indexed(MAILBOX)
+        assert await store.links.mailboxes_linking("contact", OTHER_CRM_ID) == {MAILBOX}

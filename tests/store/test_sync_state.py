@@ -287,3 +287,20 @@ class TestLatencySlotsContract:
         assert (len(won), lost) == (4, [])
         [slot] = await store.sync_state.latency_slots(MAILBOX)
         assert slot.counts[0] == 4
+
+
+class TestCreateIntents:
+    """The intent a CRM -> Outlook run records before its Graph creates (crm_run), per table."""
+
+    async def test_intents_are_listed_per_mailbox_and_table_until_cleared(self, store: Store) -> None:
+        ids = [f"00000000-0000-4000-8000-{i:012d}" for i in range(120)]  # over one transaction's 100
+        await store.sync_state.note_creates(
+            MAILBOX, "task", {ids[0]: "Call back", **dict.fromkeys(ids[1:], "")}
+        )
+        await store.sync_state.note_creates(MAILBOX, "contact", {ids[0]: ""})
+        pending = await store.sync_state.pending_creates(MAILBOX, "task")
+        assert (len(pending), pending[ids[0]]) == (120, "Call back")
+        assert await store.sync_state.pending_creates("another-mailbox", "task") == {}
+        await store.sync_state.clear_creates(MAILBOX, "task", [*ids[:110], "not-recorded"])
+        assert sorted(await store.sync_state.pending_creates(MAILBOX, "task")) == ids[110:]
+        assert list(await store.sync_state.pending_creates(MAILBOX, "contact")) == [ids[0]]

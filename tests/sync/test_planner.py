@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 
 import pytest
 
 from shared.domain.model import (
     Appointment,
     Attendee,
+    AttendeeType,
     Contact,
     Email,
     EmailAddress,
     EventKind,
     FieldDirection,
     ItemKind,
+    Participation,
+    ShowAs,
     Task,
     TaskStatus,
 )
 from shared.sync.brake import MassDeleteRefusedError, check_mass_delete, count_deletes
 from shared.sync.fieldmaps import crm_record_id, field_map, natural_key
+from shared.sync.fieldmaps.base import PartySpec
 from shared.sync.merge import Side
 from shared.sync.plan import (
     Action,
@@ -30,6 +35,8 @@ from shared.sync.plan import (
     DeleteInOutlook,
     DeletePolicy,
     GoneReason,
+    OutlookState,
+    PlanFacts,
     Skip,
     SyncPolicy,
     UnlinkOnly,
@@ -690,3 +697,91 @@ def test_world_applier_refuses_stale_if_match() -> None:
     )
     with pytest.raises(PreconditionFailedError):
         world.apply(mailbox, actions)
+
+
+# --- meetings made in Dynamics ------------------------------------------------------------------
+
+
+def test_an_attendee_copy_of_the_organizer_s_record_is_followed_never_written_either_way() -> None:
+    """An invitee's copy linked to a record that is not its own (a meeting made in Dynamics): the
+    organizer owns the meeting, so neither the copy's "tentative" nor a CRM edit is written across."""
+    fmap = field_map(ItemKind.APPOINTMENT)
+    start = NOW + dt.timedelta(days=2)
+    invitation = Appointment(
+        subject="Kick-off",
+        start=start,
+        end=start + dt.timedelta(hours=1),
+        ical_uid="040000008200E00074C5B7101A82E00800000001",
+        organizer=EmailAddress(address="org@contoso.com"),
+        show_as=ShowAs.TENTATIVE,
+        is_organizer=False,
+    )
+    record = uuid.UUID("6f1c2a3b-0000-4000-8000-000000000001")
+    values = fmap.project(invitation.model_copy(update={"show_as": ShowAs.BUSY, "body": "Agenda"})).values
+    crm = CrmState(record, dict(values), etag='W/"1"')
+    outlook = OutlookState("event-1", "ck-1", invitation)
+    policy = SyncPolicy(tie_break=Side.OUTLOOK)
+    facts = PlanFacts(attendee_copy=True)
+
+    first = plan_item(
+        ItemKind.APPOINTMENT,
+        mailbox_id="mbx-b",
+        outlook=outlook,
+        link=None,
+        crm=crm,
+        policy=policy,
+        now=NOW,
+        facts=facts,
+    )
+    assert _kinds(first) == ["WriteLink"]
+    (write,) = first
+    assert isinstance(write, WriteLink)
+    assert write.link.crm_id == record
+
+    edited = CrmState(record, {**values, "subject": "Kick-off (moved)"}, etag='W/"2"')
+    again = plan_item(
+        ItemKind.APPOINTMENT,
+        mailbox_id="mbx-b",
+        outlook=outlook,
+        link=write.link,
+        crm=edited,
+        policy=policy,
+        now=NOW,
+        facts=facts,
+    )
+    assert _kinds(again) == ["WriteLink"]  # followed; Exchange, not crmsync, updates the copy
+    unchanged = plan_item(
+        ItemKind.APPOINTMENT,
+        mailbox_id="mbx-b",
+        outlook=outlook,
+        link=write.link,
+        crm=crm,
+        policy=policy,
+        now=NOW,
+        facts=facts,
+    )
+    assert unchanged == []
+
+
+def test_attendees_changed_in_dynamics_reach_the_organizer_s_event() -> None:
+    world = World(ItemKind.APPOINTMENT)
+    mailbox = world.mailbox()
+    start = NOW + dt.timedelta(days=1)
+    ann = Attendee(email=EmailAddress(address="ann@contoso.com"))
+    item_id = world.outlook_create(
+        mailbox, Appointment(subject="Plan", start=start, end=start, ical_uid="Q", attendees=(ann,))
+    )
+    world.sync(mailbox)
+    record_id = mailbox.links[item_id].crm_id
+    world.crm_edit(
+        record_id,
+        optionalattendees=(PartySpec(Participation.OPTIONAL, "guest@fabrikam.example"),),
+    )
+
+    update = world.sync(mailbox)[0]
+    assert isinstance(update, UpdateOutlook)
+    assert isinstance(update.item, Appointment)
+    assert {(a.email.address, a.type) for a in update.item.attendees} == {
+        ("ann@contoso.com", AttendeeType.REQUIRED),
+        ("guest@fabrikam.example", AttendeeType.OPTIONAL),
+    }

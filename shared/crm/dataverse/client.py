@@ -44,6 +44,8 @@ class DataverseClient:
     ``application_writes``: allow writes with ``caller=None`` (as the application user itself), for
     tests and seeding tools; the connector never writes but as the mailbox's user, so without it a
     write without a caller is refused before anything is sent.
+    ``timeout_seconds``: how long one answer may take before the request fails (a dropped connection:
+    retried only when replay-safe), unless you passed your own ``http_client``.
     Close it with :meth:`aclose` (or ``async with``) unless you passed your own ``http_client``.
     """
 
@@ -59,6 +61,7 @@ class DataverseClient:
         change_page_size: int | None = None,
         email_columns: Mapping[str, Sequence[str]] | None = None,
         http_client: httpx.AsyncClient | None = None,
+        timeout_seconds: float = 120.0,
         application_writes: bool = False,
     ) -> None:
         self._application_writes = application_writes
@@ -70,6 +73,7 @@ class DataverseClient:
             max_attempts=max_attempts,
             max_retry_wait=max_retry_wait,
             http_client=http_client,
+            timeout_seconds=timeout_seconds,
         )
         self._change_page_size = change_page_size
         self._email_columns = dict(email_columns or {})
@@ -78,7 +82,9 @@ class DataverseClient:
     def from_settings(
         cls, settings: Settings, credential: AsyncTokenSource, **options: Any
     ) -> DataverseClient:
-        """The client for the configured organization: Web API URL and ``<org url>/.default`` scope."""
+        """The client for the configured organization: Web API URL, ``<org url>/.default`` scope and
+        the configured answer timeout (CRMSYNC_DATAVERSE_TIMEOUT_SECONDS)."""
+        options.setdefault("timeout_seconds", settings.dataverse_timeout_seconds)
         return cls(settings.dataverse_api_url, credential, scope=settings.dataverse_scope, **options)
 
     def _check_writer(self, caller: str | None) -> None:

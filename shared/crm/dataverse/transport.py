@@ -69,6 +69,7 @@ class Transport:
         max_attempts: int,
         max_retry_wait: float,
         http_client: httpx.AsyncClient | None,
+        timeout_seconds: float,
     ) -> None:
         if max_concurrency_per_user < 1 or max_attempts < 1:
             raise ValueError("max_concurrency_per_user and max_attempts must be at least 1")
@@ -81,7 +82,7 @@ class Transport:
         self._backoff = wait_exponential_jitter(multiplier=0.5, max=max_retry_wait, jitter=0.5)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
-            timeout=httpx.Timeout(120.0, connect=10.0),
+            timeout=httpx.Timeout(timeout_seconds, connect=10.0),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
         )
         self._token: AccessToken | None = None

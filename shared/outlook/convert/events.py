@@ -81,6 +81,7 @@ def appointment_from_graph(event: Event) -> Appointment:
         recurrence=_recurrence_json(event.recurrence),
         is_cancelled=bool(event.is_cancelled),
         original_start=event.original_start,
+        is_organizer=event.is_organizer is not False,
     )
 
 

@@ -1,7 +1,18 @@
-"""The link map on Table Storage: two rows per link (the Outlook side holds it, the CRM side points to it)."""
+"""The link map on Table Storage: two rows per link (the Outlook side holds it, the CRM side points to it),
+and an index of the mailboxes linking each CRM record (routing a CRM change reads it once, whatever
+the number of mailboxes).
+
+The index: partition ``r|<table>|<first character of the record id>`` (16 per table for GUIDs, so a
+page's links are indexed in a few transactions), row ``<record id>|<mailbox>``. It is written before
+a link's rows and removed after them, so it never misses a link; a row a crash leaves names a mailbox
+that no longer links the record, whose run then finds no link. A mailbox partition's row
+``meta|indexed`` says that every link of the mailbox is indexed (links written before the index
+existed are indexed once by :meth:`AzureLinkStore.reindex`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -31,7 +42,7 @@ from shared.store.errors import (
     LinkAlreadyExists,
     LinkConflict,
 )
-from shared.store.keys import encode_key, key_range
+from shared.store.keys import encode_key, key_range, row_key
 from shared.store.ports import check_link_batch, create_each, transaction_chunks
 from shared.store.records import Link
 from shared.store.synced_fields import decode_link_bases, encode_link_bases
@@ -64,6 +75,24 @@ def _link_rows(link: Link) -> tuple[Entity, Entity]:
         **encode_link_bases(link.owned_by_user, link.field_bases),
     }
     return outlook_row, {**identity, "RowKey": crm_row_key(link.crm_table, link.crm_id)}
+
+
+_BY_CRM = "r"
+_INDEXED_ROW = "meta|indexed"
+_INDEX_WRITES_AT_ONCE = 16
+
+
+def _index_partition(crm_table: str, encoded_crm_id: str) -> str:
+    return row_key(_BY_CRM, encode_key(crm_table), encoded_crm_id[:1])
+
+
+def _index_row(link: Link) -> Entity:
+    crm_id = encode_key(link.crm_id.lower())
+    return {
+        "PartitionKey": _index_partition(link.crm_table, crm_id),
+        "RowKey": row_key(crm_id, encode_key(link.mailbox_id)),
+        "mailbox_id": link.mailbox_id,
+    }
 
 
 def _link_from(mailbox_id: str, entity: TableEntity) -> Link:
@@ -102,6 +131,7 @@ class AzureLinkStore:
     def __init__(self, table: TableClient, clock: Clock) -> None:
         self._table = table
         self._clock = clock
+        self._indexed: set[str] = set()  # a mailbox once indexed stays indexed
 
     async def _get_outlook_row(self, mailbox_id: str, kind: ItemKind, outlook_id: str) -> Link | None:
         try:
@@ -124,6 +154,7 @@ class AzureLinkStore:
     async def create(self, link: Link) -> Link:
         stamped = _stamp(link, self._clock())
         outlook_row, crm_row = _link_rows(stamped)
+        await self._index([link])
         try:
             results = await submit_transaction(self._table, [("create", outlook_row), ("create", crm_row)])
         except TableTransactionError as exc:
@@ -138,6 +169,7 @@ class AzureLinkStore:
         initial sync writes a delta page's links in a few round trips. A transaction that hits an
         existing row writes nothing; its links are then created one by one with :meth:`create`."""
         check_link_batch(links, read_earlier=False)
+        await self._index(links)
         created: list[Link] = []
         refused: LinkAlreadyExists | None = None
         for chunk in self._transactions(links):
@@ -207,19 +239,25 @@ class AzureLinkStore:
         except TableTransactionError as exc:
             if exc.status_code != 404:
                 _link_conflict(exc)
-            await self._delete_leftover(outlook_row, crm_row, etag)
+            if not await self._delete_leftover(outlook_row, crm_row, etag):
+                return  # the record is linked to another item of the mailbox: still indexed
+        index_row = _index_row(link)
+        await self._table.delete_entity(index_row["PartitionKey"], index_row["RowKey"])
 
-    async def _delete_leftover(self, outlook_row: Entity, crm_row: Entity, etag: str) -> None:
+    async def _delete_leftover(self, outlook_row: Entity, crm_row: Entity, etag: str) -> bool:
         """A row of the pair is already gone: delete what is left of *this* link, one row at a
-        time (the SDK ignores a missing row); a CRM row now pointing at another item stays."""
+        time (the SDK ignores a missing row); a CRM row now pointing at another item stays (then
+        ``False``: the record is still linked in the mailbox)."""
         partition = outlook_row["PartitionKey"]
         await self._table.delete_entity(partition, outlook_row["RowKey"], **if_match(etag))
         try:
             pointer = await self._table.get_entity(partition, crm_row["RowKey"])
         except ResourceNotFoundError:
-            return
-        if (pointer["kind"], pointer["outlook_id"]) == (outlook_row["kind"], outlook_row["outlook_id"]):
-            await self._table.delete_entity(partition, crm_row["RowKey"], **if_match(entity_etag(pointer)))
+            return True
+        if (pointer["kind"], pointer["outlook_id"]) != (outlook_row["kind"], outlook_row["outlook_id"]):
+            return False
+        await self._table.delete_entity(partition, crm_row["RowKey"], **if_match(entity_etag(pointer)))
+        return True
 
     async def move_outlook_id(self, link: Link, new_outlook_id: str) -> Link:
         etag = _require_etag(link)
@@ -256,9 +294,55 @@ class AzureLinkStore:
         query_filter, parameters = self._range(mailbox_id, kind)
         return sum([1 async for _ in query(self._table, query_filter, parameters, select=["RowKey"])])
 
+    async def mailboxes_linking(self, crm_table: str, crm_id: str) -> set[str]:
+        encoded = encode_key(crm_id.lower())
+        low, high = key_range(encoded)
+        parameters = {"pk": _index_partition(crm_table, encoded), "low": low, "high": high}
+        rows = query(self._table, range_filter(), parameters, select=["mailbox_id"])
+        return {str(row["mailbox_id"]) async for row in rows}
+
+    async def indexed(self, mailbox_id: str) -> bool:
+        if mailbox_id not in self._indexed:
+            try:
+                await self._table.get_entity(encode_key(mailbox_id), _INDEXED_ROW)
+            except ResourceNotFoundError:
+                return False
+            self._indexed.add(mailbox_id)
+        return True
+
+    async def reindex(self, mailbox_id: str) -> int:
+        links = [link async for link in self.list_links(mailbox_id)]
+        await self._index(links)
+        await self._table.upsert_entity({"PartitionKey": encode_key(mailbox_id), "RowKey": _INDEXED_ROW})
+        self._indexed.add(mailbox_id)
+        return len(links)
+
+    async def _index(self, links: Sequence[Link]) -> None:
+        """Index rows for ``links``, one upsert transaction per index partition (100 rows at most),
+        a few at once."""
+        partitions: dict[str, dict[str, Entity]] = {}
+        for link in links:
+            row = _index_row(link)
+            partitions.setdefault(row["PartitionKey"], {})[row["RowKey"]] = row
+        batches = [
+            rows[start : start + _ENTITIES_PER_TRANSACTION]
+            for rows in (list(partition.values()) for partition in partitions.values())
+            for start in range(0, len(rows), _ENTITIES_PER_TRANSACTION)
+        ]
+        for first in range(0, len(batches), _INDEX_WRITES_AT_ONCE):
+            await asyncio.gather(
+                *(
+                    submit_transaction(
+                        self._table, [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in batch]
+                    )
+                    for batch in batches[first : first + _INDEX_WRITES_AT_ONCE]
+                )
+            )
+
 
 # Of an entity-group transaction's 4 MiB, leave room for the multipart framing of 100 operations.
 _TRANSACTION_PAYLOAD_BYTES = 3 * 1024 * 1024
+_ENTITIES_PER_TRANSACTION = 100
 _OPERATION_FRAMING_BYTES = 1024
 
 

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -48,6 +48,8 @@ _DIRTY = "dirty"
 _DELETES = "deletes"
 _LATENCY = "latency"
 _SAFETY_READ = "safetyread"
+_CREATE = "create"
+_TRANSACTION_ROWS = 100  # entity-group transactions hold at most 100 entities
 _LATENCY_TRIES = 5
 
 
@@ -342,6 +344,37 @@ class AzureSyncStateStore:
 
     async def reset(self, mailbox_id: str, resource: str) -> None:
         await self._write_state(mailbox_id, resource, UpdateMode.REPLACE)
+
+    async def note_creates(self, mailbox_id: str, table: str, creates: Mapping[str, str]) -> None:
+        """Rows ``create|<table>|<crm id>`` (the title in ``title``), upserted in entity-group
+        transactions: one request per 100, all in the mailbox's partition."""
+        rows = [{**self._create_key(mailbox_id, table, i), "title": t} for i, t in creates.items()]
+        await self._transactions("upsert", rows)
+
+    async def pending_creates(self, mailbox_id: str, table: str) -> dict[str, str]:
+        low, high = key_range(_CREATE, table)
+        return {
+            decode_key(str(entity["RowKey"])[len(low) :]): str(entity.get("title") or "")
+            async for entity in query(
+                self._table,
+                "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+                {"pk": encode_key(mailbox_id), "low": low, "high": high},
+            )
+        }
+
+    async def clear_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
+        pending = await self.pending_creates(mailbox_id, table)  # a delete of a gone row fails the batch
+        keys = [self._create_key(mailbox_id, table, i) for i in dict.fromkeys(crm_ids) if i in pending]
+        await self._transactions("delete", keys)
+
+    @staticmethod
+    def _create_key(mailbox_id: str, table: str, crm_id: str) -> Entity:
+        return {"PartitionKey": encode_key(mailbox_id), "RowKey": row_key(_CREATE, table, encode_key(crm_id))}
+
+    async def _transactions(self, verb: str, rows: Sequence[Entity]) -> None:
+        for start in range(0, len(rows), _TRANSACTION_ROWS):
+            chunk = rows[start : start + _TRANSACTION_ROWS]
+            await submit_transaction(self._table, [(verb, row) for row in chunk])
 
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
         """Two round trips: read the lease row, then insert it (none yet) or overwrite it If-Match

@@ -131,3 +131,16 @@ class MemoryLinkStore:
 
     async def count(self, mailbox_id: str, kind: ItemKind | None = None) -> int:
         return sum([1 async for _ in self.list_links(mailbox_id, kind)])
+
+    async def mailboxes_linking(self, crm_table: str, crm_id: str) -> set[str]:
+        return {
+            mailbox
+            for (mailbox, table, linked_id) in self._by_crm
+            if table == crm_table and linked_id.lower() == crm_id.lower()
+        }
+
+    async def indexed(self, mailbox_id: str) -> bool:
+        return True  # the in-memory map answers from the links themselves
+
+    async def reindex(self, mailbox_id: str) -> int:
+        return await self.count(mailbox_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from shared.domain.model import ItemKind
 from shared.store.errors import (
@@ -36,6 +36,17 @@ class MemorySyncStateStore:
         self._deletes: dict[tuple[str, ItemKind], DeleteLog] = {}
         self._latency: dict[tuple[str, str, int], LatencySlot] = {}
         self._safety_reads: dict[str, dt.datetime] = {}
+        self._creates: dict[tuple[str, str, str], str] = {}
+
+    async def note_creates(self, mailbox_id: str, table: str, creates: Mapping[str, str]) -> None:
+        self._creates |= {(mailbox_id, table, crm_id): title for crm_id, title in creates.items()}
+
+    async def pending_creates(self, mailbox_id: str, table: str) -> dict[str, str]:
+        return {i: title for (m, t, i), title in self._creates.items() if (m, t) == (mailbox_id, table)}
+
+    async def clear_creates(self, mailbox_id: str, table: str, crm_ids: Sequence[str]) -> None:
+        for crm_id in crm_ids:
+            self._creates.pop((mailbox_id, table, crm_id), None)
 
     async def get_state(self, mailbox_id: str, resource: str) -> SyncState:
         state = self._states.get((mailbox_id, resource), SyncState(mailbox_id=mailbox_id, resource=resource))

@@ -9,10 +9,11 @@ contract). Show-as is the status reason, as in Dynamics: Free and Tentative are 
 Out of Office are *Scheduled*; a cancelled event is *Canceled*. ``statecode`` follows
 ``statuscode`` so the pair is always written together, and because the contract marks
 ``appointment.statecode`` not valid for create, the pair is set by an update right after the
-create. The organizer and the required / optional attendees are activity parties (to the CRM only,
-fixed): Outlook owns a meeting's attendee list, and changing it from the CRM would send meeting
-updates on the organizer's behalf. Resource attendees (rooms) are not parties; the location
-carries the room.
+create. The organizer (to the CRM only, fixed) and the required / optional attendees (both ways, fixed) are
+activity parties. Attendees changed in Dynamics reach only the organizer's own event, as with
+Server-Side Synchronization: Exchange then sends the invitations and updates, and an attendee's copy
+is never written from the CRM. Resource attendees (rooms) are not parties; the location carries the
+room.
 
 Which directions an organization or a mailbox may change follows "What fields can be synchronized
 with Outlook?" (Dynamics 365 admin guide): subject, location and body are settable; Appointment Time
@@ -42,7 +43,9 @@ from zoneinfo import ZoneInfo
 
 from shared.domain.model import (
     Appointment,
+    Attendee,
     AttendeeType,
+    EmailAddress,
     EventKind,
     FieldDirection,
     ItemKind,
@@ -55,6 +58,7 @@ from shared.sync.fieldmaps.base import (
     CrmValue,
     FieldMap,
     FieldMapping,
+    PartySpec,
     as_int,
     choice_column,
     parse_utc,
@@ -139,10 +143,22 @@ def _all_day_flag(crm_time_zone: str | None) -> FieldMapping[Appointment]:
 
 
 def _attendees(kind: AttendeeType, participation: Participation) -> FieldMapping[Appointment]:
+    """The required or optional attendees: both ways, fixed. From the CRM they reach only the
+    organizer's event (Exchange then sends the invitations and updates); the CRM -> Outlook run reads
+    the party rows for the meetings the user organizes, other runs leave the column unread."""
+
     def to_crm(event: Appointment) -> CrmValue:
         return parties(participation, (a.email.address for a in event.attendees if a.type is kind))
 
-    return FieldMapping(f"{kind.value}attendees", to_crm, None, FieldDirection.TO_CRM, fixed=True)
+    def to_outlook(event: Appointment, value: CrmValue) -> Appointment:
+        specs = value if isinstance(value, tuple) else ()
+        wanted = sorted(spec.address for spec in specs if isinstance(spec, PartySpec))
+        kept = {a.email.address.lower(): a for a in event.attendees if a.type is kind}
+        others = tuple(a for a in event.attendees if a.type is not kind)
+        mine = tuple(kept.get(a) or Attendee(email=EmailAddress(address=a), type=kind) for a in wanted)
+        return event.model_copy(update={"attendees": others + mine})
+
+    return FieldMapping(f"{kind.value}attendees", to_crm, to_outlook, fixed=True)
 
 
 def _organizer(event: Appointment) -> CrmValue:
