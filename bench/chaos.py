@@ -128,6 +128,7 @@ class Box:
     mailbox_id: str
     systemuserid: str
     todo_list: str
+    crm_token: str = ""  # the CRM user's own token: a person's edits in Dynamics, not an application's
 
 
 @dataclass
@@ -202,16 +203,13 @@ class Chaos:
         return self.http.request(method, url, json=body, headers={"Authorization": "Bearer chaos"})
 
     def dynamics(self, method: str, box: Box, path: str, body: Any = None) -> httpx.Response:
-        """A change the CRM user makes in Dynamics (impersonated, so the webhook steps fire)."""
+        """A change the CRM user makes in Dynamics, with the user's own token: no application acts
+        on the user's behalf (``modifiedonbehalfby`` stays empty, as for an edit in the browser)."""
         return self.http.request(
             method,
             f"{self.sandbox.dataverse_api_url}/{path}",
             json=body,
-            headers={
-                "Authorization": f"Bearer {OBSERVER_TOKEN}",
-                "CallerObjectId": box.mailbox_id,
-                "Prefer": "return=representation",
-            },
+            headers={"Authorization": f"Bearer {box.crm_token}", "Prefer": "return=representation"},
         )
 
     # -- set-up --------------------------------------------------------------------------------
@@ -243,7 +241,9 @@ class Chaos:
                     "roles": [ROLE, PARTY_ROLE, "Salesperson"],
                 },
             )
-            box = Box(mailbox_id, crm["systemuserid"], info["defaultTodoList"])
+            box = Box(mailbox_id, crm["systemuserid"], info["defaultTodoList"], f"chaos-user-{n}")
+            token = {"token": box.crm_token, "systemuserid": box.systemuserid}
+            self.control("POST", f"{self.dataverse_control}/tokens", token)
             self.cli("mailbox", "add", mailbox_id, "--crm-user", box.systemuserid, "--json")
             self.boxes.append(box)
 
@@ -608,7 +608,7 @@ class Chaos:
         self.report.lost, self.report.duplicated, self.report.diverged = lost, duplicated, diverged
         self.report.items = len(self.items)
         self.report.waiting = waiting
-        if not self.report.clean:  # what the status says about the mailboxes that did not converge
+        if not self.report.clean or waiting:  # what the status says about mailboxes not converged
             for status in json.loads(self.cli("status", "--json")):
                 keys = ("state", "backlog", "parked", "crm_to_outlook_stopped", "brake_holds", "notes")
                 self.report.notes.append(json.dumps({key: status.get(key) for key in keys}))

@@ -13,9 +13,10 @@ The very first read of a table only takes the baseline (the records that exist a
 
 An expired token (0x80044352, :class:`~shared.crm.errors.ChangeTokenExpired`) starts a
 reconciliation against the link map instead of a duplicate fill: the table is read afresh; every
-row is routed as changed (runs compare with the link map, so records already in Outlook and
-unchanged cost no write and nothing is created twice), and every linked record the fresh read no
-longer lists is routed as deleted.
+row some link has not synced at its version (``@odata.etag``), or no link holds, is routed as
+changed (runs compare with the link map, so nothing is created twice), and every linked record the
+fresh read no longer lists is routed as deleted. Rows every link holds at their version are not
+routed: their runs would read every linked Outlook item and write nothing.
 """
 
 from __future__ import annotations
@@ -104,28 +105,37 @@ class ChangeFeed:
                 return changed, deleted
 
     async def _reconcile(self, table: str) -> TableChanges:
-        present: list[uuid.UUID] = []
+        """Route what the lost stream would have said: every row whose version some link of it has
+        not synced (or no link holds: it may be new to someone's filter), and every linked record
+        the table no longer lists. A row every link holds at its version (``@odata.etag``, which
+        the links keep) changed nowhere since: its run would read each copy and write nothing."""
+        present: dict[uuid.UUID, str | None] = {}
         link: str | None = None
         while True:
             page = await self._crm.read_changes(table, select=["_ownerid_value"], link=link, caller=None)
-            present += [
-                uuid.UUID(str(row[_PRIMARY[table]])) for row in page.changed if row.get(_PRIMARY[table])
-            ]
+            for row in page.changed:
+                if row.get(_PRIMARY[table]):
+                    etag = row.get("@odata.etag")
+                    present[uuid.UUID(str(row[_PRIMARY[table]]))] = str(etag) if etag else None
             if page.next_link is None:
                 delta = page.delta_link
                 break
             link = page.next_link
-        listed = set(present)
-        linked: set[uuid.UUID] = set()
+        synced: dict[uuid.UUID, set[str | None]] = {}
         async for mailbox in self._store.registry.list_mailboxes():
-            async for row in self._store.links.list_links(mailbox.mailbox_id, TABLES[table]):
-                if row.crm_table == table:
-                    linked.add(uuid.UUID(row.crm_id))
-        gone = sorted(linked - listed)
-        await self._enqueue(table, present, gone, CrmWorkSource.RECONCILIATION)
+            async for held in self._store.links.list_links(mailbox.mailbox_id, TABLES[table]):
+                if held.crm_table == table:
+                    synced.setdefault(uuid.UUID(held.crm_id), set()).add(held.crm_etag)
+        gone = sorted(set(synced) - set(present))
+        behind = [
+            record_id
+            for record_id, version in present.items()
+            if version is None or synced.get(record_id, {None}) != {version}
+        ]
+        await self._enqueue(table, behind, gone, CrmWorkSource.RECONCILIATION)
         if delta is not None:
             await self._store.sync_state.save_delta_link(CHANGES_PARTITION, _resource(table), delta)
-        return TableChanges(table, len(present), len(gone), reconciled=True)
+        return TableChanges(table, len(behind), len(gone), reconciled=True)
 
     async def _enqueue(
         self, table: str, changed: list[uuid.UUID], deleted: list[uuid.UUID], source: CrmWorkSource

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 
 from shared.crm.errors import PrivilegeDenied, RecordNotFound
@@ -22,6 +23,8 @@ from shared.sync.plan import CrmState
 
 _OWNER_COLUMN = "_ownerid_value"
 _REGARDING_COLUMN = "_regardingobjectid_value"
+# Who wrote the record last, and for whom (CrmState.synced_last).
+_WRITER_COLUMNS = ("_modifiedby_value", "_modifiedonbehalfby_value")
 
 
 def _read_columns(table: str, mapped: Sequence[str]) -> list[str]:
@@ -38,17 +41,46 @@ def _regarding(row: Mapping[str, object]) -> uuid.UUID | None:
         return None
 
 
+def _same(value: object, user_id: str | None) -> bool:
+    return isinstance(value, str) and user_id is not None and value.lower() == user_id.lower()
+
+
+def _written_for(mailbox: Mailbox, row: Mapping[str, object] | None) -> bool:
+    """Whether an application acting as the mailbox's CRM user wrote the record last."""
+    return (
+        row is not None
+        and _same(row.get(_WRITER_COLUMNS[0]), mailbox.crm_user_id)
+        and bool(row.get(_WRITER_COLUMNS[1]))
+    )
+
+
+_APPLICATION_USERS: weakref.WeakKeyDictionary[CrmPort, str] = weakref.WeakKeyDictionary()
+
+
+async def _application_user(crm: CrmPort) -> str:
+    """crmsync's own Dataverse user (``WhoAmI`` as the application), asked once per client."""
+    found = _APPLICATION_USERS.get(crm)
+    if found is None:
+        found = _APPLICATION_USERS[crm] = str((await crm.whoami(caller=None)).user_id)
+    return found
+
+
 def _crm_state(
-    mailbox: Mailbox, record_id: uuid.UUID, row: Mapping[str, object] | None, columns: Sequence[str]
+    mailbox: Mailbox,
+    record_id: uuid.UUID,
+    row: Mapping[str, object] | None,
+    columns: Sequence[str],
+    application: str | None = None,
 ) -> CrmState:
     if row is None:
         return CrmState(record_id, None)
     owner = row.get(_OWNER_COLUMN)
     owned = isinstance(owner, str) and owner.lower() == mailbox.crm_user_id.lower()
+    synced = _written_for(mailbox, row) and _same(row.get(_WRITER_COLUMNS[1]), application)
     etag = row.get("@odata.etag")
     values = {column: row.get(column) for column in columns}
     regarding = _regarding(row) if _REGARDING_COLUMN in row else ABSENT
-    return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned, regarding)
+    return CrmState(record_id, values, etag if isinstance(etag, str) else None, owned, regarding, synced)
 
 
 async def read_crm_states(
@@ -59,15 +91,17 @@ async def read_crm_states(
         return {}
     fmap = field_map(kind)
     columns = _read_columns(fmap.table, fmap.columns)
-    select = [*columns, _REGARDING_COLUMN] if kind is ItemKind.EMAIL else columns
+    select = [*columns, *_WRITER_COLUMNS, *([_REGARDING_COLUMN] if kind is ItemKind.EMAIL else [])]
     caller = mailbox.crm_caller_object_id
     if len(record_ids) == 1:
         (record_id,) = record_ids
         rows = {record_id: await crm.get(fmap.table, record_id, select=select, caller=caller)}
     else:
         rows = await crm.get_many(fmap.table, list(dict.fromkeys(record_ids)), select=select, caller=caller)
+    written = any(_written_for(mailbox, row) for row in rows.values())
+    application = await _application_user(crm) if written else None
     return {
-        record_id: _crm_state(mailbox, record_id, rows.get(record_id), columns[:-1])
+        record_id: _crm_state(mailbox, record_id, rows.get(record_id), columns[:-1], application)
         for record_id in record_ids
     }
 

@@ -38,7 +38,16 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
-from shared.domain.model import Appointment, EventKind, ItemKind, OutlookItem, Participation, Task
+from shared.crm.tables import table_info
+from shared.domain.model import (
+    Appointment,
+    EventKind,
+    ItemKind,
+    OutlookItem,
+    Participation,
+    Task,
+    content_hash,
+)
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
@@ -219,10 +228,13 @@ class CrmToOutlookRun:
         plans: list[ItemPlan] = []
         new_ids: list[uuid.UUID] = []
         ended: set[str] = set()  # Outlook series whose instances the CRM deleted
+        unheld: list[uuid.UUID] = []  # changed, not linked here and not wanted here (or gone)
         for record_id in [*changed, *deleted]:
             stored = await self._store.links.get_by_crm(mailbox.mailbox_id, table, str(record_id))
             link = from_stored_link(stored) if stored is not None else None
             if link is None and (record_id in deleted or record_id not in verdict.members):
+                if record_id not in deleted:
+                    unheld.append(record_id)
                 continue  # not held here and not (or no longer) wanted here: nothing to do
             if link is not None and link.crm_deleted and record_id not in verdict.members:
                 continue  # a tombstone: the CRM's delete was applied and the kept item stays untracked
@@ -274,6 +286,33 @@ class CrmToOutlookRun:
             projection = fmap.project(item.item).values if item.item is not None else {}
             # A party list is written whole: the CRM's own attendees, not the copy's, go with it.
             plans.append(ItemPlan(actions, projection | parties_read))
+        orphans = await self._orphans(mailbox, origin, kind, table, unheld)
+        for item in orphans:
+            # Made in Outlook by an earlier attempt of this run whose link write was lost, and
+            # deleted in the CRM since: that delete was routed here by no link. It takes the delete
+            # rules as if the link had been written.
+            crm_id = uuid.UUID(str(item.crm_id))
+            link = Link(
+                outlook_id=item.item_id,
+                crm_id=crm_id,
+                outlook_change_key=item.change_key,
+                crm_etag=None,
+                outlook_hash=content_hash(item.item) if item.item is not None else "",
+                crm_hash="",
+                owned_by_user=True,  # made here for this user's filter: the usual owner's copy
+            )
+            outlook = OutlookState.from_outlook_item(item)
+            actions = plan_item(
+                kind,
+                mailbox_id=mailbox.mailbox_id,
+                outlook=outlook,
+                link=link,
+                crm=CrmState(crm_id, None),
+                policy=policy,
+                now=now,
+                facts=facts,
+            )
+            plans.append(ItemPlan(actions))
         series_writes = 0
         series = SeriesToOutlook(
             crm=self._crm,
@@ -335,6 +374,7 @@ class CrmToOutlookRun:
             for record_id in _created_or_found(plan)
         }
         done = sorted(i for i in linked if i in creating or uuid.UUID(i) in lost)  # intents recorded
+        done += [str(item.crm_id) for item in orphans]  # removed by the delete rules (or kept, untracked)
         if done:
             await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, done)
         series_writes += await series.ended(ended)
@@ -352,7 +392,7 @@ class CrmToOutlookRun:
                 policy=policy,
                 facts=facts,
             )
-        return CrmRunReport(
+        report = CrmRunReport(
             mailbox.mailbox_id,
             table,
             CrmRunOutcome.COMPLETED,
@@ -360,6 +400,51 @@ class CrmToOutlookRun:
             series_writes + sum(r.outlook_writes for r in applied),
             sum(1 for r in applied if r.unlinked),
         )
+        gone = await self._deleted_meanwhile(table, [r for r in new_ids if str(r) in linked])
+        if not gone:
+            return report
+        # Deleted while this run created them: the delete's routing found no link yet, so it was
+        # routed to no mailbox. Linked now, they take the delete path here.
+        logger.info("CRM -> Outlook: %d records deleted while their copies were made", len(gone))
+        deletes = work.model_copy(update={"changed": (), "deleted": tuple(gone)})
+        again = await self._sync(mailbox, kind, deletes, {})
+        return dataclasses.replace(
+            report,
+            outlook_writes=report.outlook_writes + again.outlook_writes,
+            unlinked=report.unlinked + again.unlinked,
+        )
+
+    async def _orphans(
+        self, mailbox: Mailbox, origin: CrmOriginWriter, kind: ItemKind, table: str, unheld: list[uuid.UUID]
+    ) -> list[OutlookItem]:
+        """Outlook items an earlier run made for records of ``unheld`` before it crashed (their
+        create intent is still recorded) whose records no longer exist, found by the CRM id they
+        carry; their intents are cleared. One storage read per run with such records; the CRM and
+        Graph are asked only after a crash."""
+        if not unheld:
+            return []
+        pending = await self._store.sync_state.pending_creates(mailbox.mailbox_id, table)
+        gone = await self._deleted_meanwhile(table, [r for r in unheld if str(r) in pending])
+        found: list[OutlookItem] = []
+        for record_id in gone:
+            if kind is ItemKind.TASK:  # looked up by the title it was posted with (find_task)
+                item = await origin.find_task(pending[str(record_id)], record_id)
+            else:
+                item = await origin.find(kind, record_id)
+            if item is not None:
+                found.append(item)
+        nothing = [str(r) for r in gone if all(item.crm_id != str(r) for item in found)]
+        if nothing:  # the create never reached Outlook: nothing to remove
+            await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, nothing)
+        return found
+
+    async def _deleted_meanwhile(self, table: str, created: list[uuid.UUID]) -> list[uuid.UUID]:
+        """Which of these records no longer exist (read as the application: after the link write, a
+        delete before it was routed when no link existed)."""
+        if not created:
+            return []
+        found = await self._crm.get_many(table, created, select=[table_info(table).primary_id], caller=None)
+        return [record_id for record_id in created if found.get(record_id) is None]
 
     async def _created_before(
         self,

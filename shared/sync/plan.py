@@ -101,6 +101,10 @@ class CrmState:
     ``owned_by_user``: the mailbox's CRM user owns the record (decides deletes; recorded in the link).
     ``regarding``: a tracked email's regarding as the CRM holds it now (a Dynamics user may have set
     it), so the planner never clears or replaces it unless the tie-break says so.
+    ``synced_last``: crmsync wrote the record last, for this mailbox: ``modifiedby`` is the user it
+    impersonates and ``modifiedonbehalfby`` crmsync's own application user ("Impersonate another
+    user using the Web API", learn.microsoft.com/power-apps/developer/data-platform/webapi/
+    impersonate-another-user-web-api), not a person's edit in Dynamics or another integration's.
     """
 
     record_id: uuid.UUID
@@ -108,6 +112,7 @@ class CrmState:
     etag: str | None = None
     owned_by_user: bool = False
     regarding: uuid.UUID | Absent | None = ABSENT  # an email's regarding as read; ABSENT: not read
+    synced_last: bool = False
 
 
 @dataclass(frozen=True, slots=True)

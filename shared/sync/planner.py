@@ -34,6 +34,11 @@ delete-records-that-have-been-tracked.md), which holds for server-side synchroni
   re-tracks an item on its own either); the tombstone goes when the item is deleted in Outlook.
   A message is untracked by its category instead (the user may track it again).
 
+A link write lost after crmsync's CRM write (a crash, a failed storage call) leaves the record
+changed since the link; crmsync's own last write for the mailbox (``CrmState.synced_last``) is no
+CRM change, though: the record holds the item as crmsync last copied it, that is the base, and the
+item's edits since win (the tie-break would put the older value back on both sides).
+
 Policy ``unlink`` never deletes anything: gone on one side only removes the link (a CRM delete
 leaves a tombstone, as above).
 
@@ -206,8 +211,12 @@ class _ItemPlanner:
         if present is not None and crm is not None and crm_values is not None:
             # Both copies exist but were never linked: another mailbox already synced this message
             # or meeting (deterministic id), or a crash came between the create and the link
-            # write. Link them and merge with an empty base (a value beats no value).
-            return self.merge(present, crm, crm_values, {}, "linked existing copies")
+            # write. Link them and merge with an empty base (a value beats no value) - unless
+            # crmsync wrote the record last, for this mailbox: then it holds what this item was
+            # when a run whose link write was lost synced it, the base that link would have kept,
+            # and the item's changes since flow to the CRM instead of losing to the tie-break.
+            base = self.synced_base(crm_values) if crm.synced_last else {}
+            return self.merge(present, crm, crm_values, base, "linked existing copies")
         if present is not None:
             # New in Outlook, not in the CRM -> create it under its deterministic id.
             key = natural_key(self.mailbox_id, present.item_id, present.item)
@@ -268,6 +277,11 @@ class _ItemPlanner:
             return self.crm_gone(link, present)
         if present is None:
             return self.outlook_gone(link, outlook, crm, crm_values)
+        if crm.synced_last and self.crm_changed(link, crm, crm_values):
+            # crmsync wrote the record after this link, and that run's link write was lost: the
+            # record holds this item as it was then, which is the base; the item's changes since win.
+            why = "written by crmsync after the last link"
+            return self.merge(present, crm, crm_values, self.synced_base(crm_values), why)
         outlook_changed = self.outlook_changed(link, present)
         crm_changed = self.crm_changed(link, crm, crm_values)
         if not outlook_changed and not crm_changed:
@@ -334,6 +348,11 @@ class _ItemPlanner:
             return False
         return content_hash(present.item) != link.outlook_hash
 
+    def synced_base(self, crm_values: Mapping[str, CrmValue]) -> dict[str, FieldBase]:
+        """The base when crmsync wrote the record last for this mailbox (``CrmState.synced_last``)
+        and no link row says so: the record holds the item as crmsync last copied it."""
+        return unit_fingerprints(crm_values, crm_values, self.fmap.units())
+
     def crm_changed(self, link: Link, crm: CrmState, crm_values: Mapping[str, CrmValue]) -> bool:
         if crm.etag is not None and crm.etag == link.crm_etag:
             return False
@@ -344,8 +363,9 @@ class _ItemPlanner:
     ) -> list[Action]:
         untracked = outlook.gone is GoneReason.UNTRACKED
         verb = "untracked" if untracked else "deleted"
-        if self.crm_changed(link, crm, crm_values):
-            # Gone from Outlook, but the CRM record changed since the last sync -> keep it, unlink.
+        if self.crm_changed(link, crm, crm_values) and not crm.synced_last:
+            # Gone from Outlook, but the CRM record changed since the last sync (not by crmsync's
+            # own write of this item) -> keep it, unlink.
             reason = f"{verb} in Outlook but changed in the CRM since last sync: CRM record kept"
             return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=reason)]
         if self.kind is ItemKind.EMAIL and self.facts.other_mailbox_holds:

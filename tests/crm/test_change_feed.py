@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 from shared.crm.dataverse import DataverseClient
-from shared.crm.port import RecordRef
+from shared.crm.port import RecordRef, Upsert
 from shared.domain.model import ItemKind
 from shared.store import Store
 from shared.store.crm_jobs import CrmWorkQueue, CrmWorkSource
@@ -73,3 +73,48 @@ async def test_baseline_then_changes_and_deletes_then_reconciliation(
     again = await feed.poll_table("task")
     assert not again.reconciled
     assert not again.baseline
+
+
+async def test_reconciliation_routes_only_rows_the_links_have_not_synced(
+    crm: DataverseClient, store: Store, queue: CrmWorkQueue, dataverse_sim: DataverseSimulator
+) -> None:
+    """After an expired token, a row every link holds at its version (``@odata.etag``) changed
+    nowhere: routing it would only make each mailbox read its copy. A row changed since its link,
+    and a row no link holds, are routed."""
+    feed = ChangeFeed(store=store, crm=crm, queue=queue)
+    owner = uuid.UUID(dataverse_sim.add_user()["systemuserid"])
+    mailbox = await store.registry.register(
+        mailbox_id=str(uuid.uuid4()),
+        upn="s@contoso.example",
+        crm_user_id=str(owner),
+        crm_caller_object_id=str(uuid.uuid4()),
+    )
+    fields = {"ownerid": RecordRef("systemuser", owner)}
+    synced, edited, unlinked = [
+        await crm.create("task", {"subject": name, **fields}, caller=None) for name in ("s", "e", "u")
+    ]
+    await feed.poll_table("task")  # the baseline
+    for record in (synced, edited):
+        row = await crm.get("task", record.id, select=["activityid"], caller=None)
+        assert row is not None
+        await store.links.create(
+            Link(
+                mailbox_id=mailbox.mailbox_id,
+                kind=ItemKind.TASK,
+                outlook_id=f"AAMk-{record.id}",
+                crm_table="task",
+                crm_id=str(record.id),
+                crm_etag=row["@odata.etag"],
+            )
+        )
+    await crm.upsert(Upsert("task", {"subject": "e2"}, id=edited.id), caller=None)
+    await queued(queue)  # what the edit's own read would take
+    dataverse_sim.expire_change_tokens("task")
+
+    reconciled = await feed.poll_table("task")
+
+    routed = {i for w in await queued(queue) for i in w.changed}
+    assert reconciled.reconciled
+    assert edited.id in routed
+    assert unlinked.id in routed
+    assert synced.id not in routed

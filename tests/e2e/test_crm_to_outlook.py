@@ -58,16 +58,15 @@ def synced_user(e2e: E2E, mailbox: Mailbox, *, sync_to_outlook: bool = True) -> 
 
 
 def as_user(e2e: E2E, user: CrmUser, method: str, path: str, body: Any = None) -> Any:
-    """A change the CRM user makes in Dynamics (Web API, impersonated: webhook steps fire)."""
+    """A change the CRM user makes in Dynamics (Web API with the user's own token: webhook steps
+    fire, and no application acts on the user's behalf, as in the browser)."""
+    token = f"person-{user.systemuserid}"
+    e2e.dataverse_control("POST", "tokens", {"token": token, "systemuserid": user.systemuserid})
     response = e2e.http.request(
         method,
         f"{e2e.sandbox.dataverse_api_url}/{path}",
         json=body,
-        headers={
-            "Authorization": f"Bearer {e2e.crm_token}",
-            "CallerObjectId": user.object_id,
-            "Prefer": "return=representation",
-        },
+        headers={"Authorization": f"Bearer {token}", "Prefer": "return=representation"},
     )
     assert response.status_code < 300, (method, path, response.status_code, response.text[:300])
     return response.json() if response.content else None

@@ -183,6 +183,11 @@ class GraphEdits:
     def patch(self, user: str, collection: str, item_id: str, body: dict[str, Any]) -> Any:
         return self._send("PATCH", f"users/{user}/{collection}/{quote(item_id, safe='')}", body)
 
+    def list(self, user: str, collection: str) -> list[dict[str, Any]]:
+        """The collection's items (one page: tests hold few)."""
+        items: list[dict[str, Any]] = self._send("GET", f"users/{user}/{collection}")["value"]
+        return items
+
     def get(self, user: str, collection: str, item_id: str) -> Any:
         return self._send("GET", f"users/{user}/{collection}/{quote(item_id, safe='')}")
 

@@ -84,6 +84,9 @@ class CrashBeforeLinks:
     async def create_many(self, links: Sequence[Link]) -> list[Link]:
         raise ConnectionError("worker died before the link write")
 
+    async def update(self, link: Link) -> Link:
+        raise ConnectionError("worker died before the link write")
+
 
 async def test_a_rerun_after_a_crash_between_crm_and_link_write_creates_no_duplicate(engine: Engine) -> None:
     box = (await engine.register()).mailbox_id
@@ -252,6 +255,77 @@ async def test_syncing_to_the_crm_writes_nothing_to_outlook_and_a_lost_link_is_f
     assert [row["contactid"] for row in rows] == [link.crm_id]
     assert again.items_seen == 0  # no echo of a write of ours
     assert [r for r in engine.graph_sim.requests(box) if r["method"] in ("PATCH", "POST")] == []
+
+
+async def test_an_outlook_edit_after_a_lost_link_write_is_not_reverted_by_the_rerun(engine: Engine) -> None:
+    """A run wrote the CRM record and died before the link write; the user edited the item before the
+    rerun. The record holds crmsync's copy of the item as it was, so the edit reaches the CRM (the
+    tie-break, which favours the CRM, used to put the old value back on both sides). A record a
+    person edited in Dynamics meanwhile still goes to the tie-break."""
+    box = (await engine.register()).mailbox_id
+    surname = f"Hopper-{uuid.uuid4().hex[:8]}"
+    seeded = engine.graph_sim.seed(
+        box,
+        contacts=[
+            {"givenName": "Grace", "surname": surname},
+            {"givenName": "Ada", "surname": surname},
+        ],
+    )
+    edited_in_outlook, edited_in_dynamics = seeded["contacts"]
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    crashing = engine.job(dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)))
+    with pytest.raises(ConnectionError):
+        await crashing.run(box, contacts)
+    rows = engine.query(f"contacts?$select=contactid,firstname&$filter=lastname eq '{surname}'")
+    by_name = {row["firstname"]: row["contactid"] for row in rows}
+    assert set(by_name) == {"Grace", "Ada"}  # written, not linked
+    engine.outlook.patch(box, "contacts", edited_in_outlook, {"givenName": "Grace B."})
+    ada = Upsert("contact", {"firstname": "Ada L."}, id=uuid.UUID(by_name["Ada"]))
+    await engine.crm.upsert(ada, caller=None)  # someone else's edit in Dynamics
+
+    rerun = await engine.job().run(box, contacts)
+
+    assert rerun.outcome is RunOutcome.COMPLETED
+    assert engine.dataverse.record("contact", by_name["Grace"])["firstname"] == "Grace B."  # type: ignore[index]
+    assert engine.outlook.get(box, "contacts", edited_in_outlook)["givenName"] == "Grace B."
+    assert engine.outlook.get(box, "contacts", edited_in_dynamics)["givenName"] == "Ada L."
+    assert await engine.store.links.count(box, ItemKind.CONTACT) == 2
+
+
+async def test_edits_and_deletes_after_a_lost_link_update_beat_crmsync_s_own_write(engine: Engine) -> None:
+    """A run updated the CRM from an Outlook edit and died before its link update. The record changed
+    since the link, but by crmsync for this item: the next edit is not a conflict the tie-break gives
+    to the CRM's older value, and a delete in Outlook deletes the task it owns."""
+    box = (await engine.register()).mailbox_id
+    surname = f"Hopper-{uuid.uuid4().hex[:8]}"
+    seeded = engine.graph_sim.seed(
+        box, contacts=[{"givenName": "v1", "surname": surname}], todo={"defaultList": [{"title": "v1"}]}
+    )
+    (contact,), (task,) = seeded["contacts"], seeded["todo"]["defaultList"]
+    list_id = engine.task_list(box)
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    tasks = resource_path(ResourceKind.TASKS, box, task_list_id=list_id)
+    await engine.job().run(box, contacts)
+    await engine.job().run(box, tasks)
+    contact_id = await engine.crm_id(box, ItemKind.CONTACT, contact)
+    task_id = await engine.crm_id(box, ItemKind.TASK, task)
+    engine.outlook.patch(box, "contacts", contact, {"givenName": "v2"})
+    engine.outlook.patch(box, f"todo/lists/{quote(list_id, safe='')}/tasks", task, {"title": "v2"})
+    crashing = engine.job(dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)))
+    for resource in (contacts, tasks):
+        with pytest.raises(ConnectionError):
+            await crashing.run(box, resource)
+    assert engine.dataverse.record("contact", contact_id)["firstname"] == "v2"  # type: ignore[index]
+    assert engine.dataverse.record("task", task_id)["subject"] == "v2"  # type: ignore[index]
+
+    engine.outlook.patch(box, "contacts", contact, {"givenName": "v3"})
+    engine.outlook.delete_task(box, list_id, task)
+    await engine.job().run(box, contacts)
+    await engine.job().run(box, tasks)
+
+    assert engine.dataverse.record("contact", contact_id)["firstname"] == "v3"  # type: ignore[index]
+    assert engine.outlook.get(box, "contacts", contact)["givenName"] == "v3"
+    assert engine.dataverse.record("task", task_id) is None
 
 
 async def test_the_same_message_tracked_in_two_mailboxes_is_one_crm_email(engine: Engine) -> None:

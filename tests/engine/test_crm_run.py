@@ -1,0 +1,130 @@
+"""The CRM -> Outlook run over real HTTP (the Graph and Dataverse simulators, Azurite): records deleted
+in Dynamics while the run makes their Outlook copies."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from shared.crm.port import Party, RecordRef, Upsert
+from shared.domain.model import ItemKind, Participation
+from shared.store.crm_jobs import CrmWork, CrmWorkSource
+from shared.store.ports import LinkStore
+from shared.store.records import Link, Mailbox
+from shared.sync.crm_run import CrmRunOutcome, CrmToOutlookRun
+from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
+
+
+class DeleteBeforeLinks:
+    """A link store that runs ``before`` ahead of the first batch of new links: what happens in
+    Dynamics between the run's Outlook create and its link write."""
+
+    def __init__(self, inner: LinkStore, before: Callable[[], None]) -> None:
+        self.inner = inner
+        self.before: Callable[[], None] | None = before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create_many(self, links: Sequence[Link]) -> list[Link]:
+        if self.before is not None:
+            self.before, before = None, self.before
+            before()
+        return await self.inner.create_many(links)
+
+
+class CrashBeforeLinks:
+    """A link store that dies on the first batch of new links, as a worker killed after its Outlook
+    create would."""
+
+    def __init__(self, inner: LinkStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def create_many(self, links: Sequence[Link]) -> list[Link]:
+        raise ConnectionError("worker died before the link write")
+
+
+async def _synced_user(engine: Engine) -> tuple[Mailbox, RecordRef]:
+    """A mailbox whose CRM user may sync to Outlook (Salesperson), and that user as an owner."""
+    role = f"role-{uuid.uuid4().hex[:8]}"
+    grant_role(engine.dataverse, role, SYNCED_TABLES)
+    row = engine.dataverse.add_user(
+        internalemailaddress=f"u-{uuid.uuid4().hex[:8]}@contoso.example", roles=[role, "Salesperson"]
+    )
+    mailbox = await engine.store.registry.register(
+        mailbox_id=engine.graph_sim.add_user(row["azureactivedirectoryobjectid"]),
+        upn=f"user-{uuid.uuid4().hex[:8]}@sim.crmsync.test",
+        crm_user_id=row["systemuserid"],
+        crm_caller_object_id=row["azureactivedirectoryobjectid"],
+    )
+    return mailbox, RecordRef("systemuser", uuid.UUID(row["systemuserid"]))
+
+
+async def test_a_record_deleted_before_its_copy_is_linked_is_removed_from_outlook(engine: Engine) -> None:
+    """The delete's routing ran while no link held the record, so it reached no mailbox: the run that
+    made the copy checks, after its link write, that the records it copied still exist."""
+    mailbox, owner = await _synced_user(engine)
+    kept = await engine.crm.create("task", {"subject": "Call back", "ownerid": owner}, caller=None)
+    doomed = await engine.crm.create("task", {"subject": "Send offer", "ownerid": owner}, caller=None)
+    links = DeleteBeforeLinks(engine.store.links, lambda: engine.delete_record("tasks", str(doomed.id)))
+    store = dataclasses.replace(engine.store, links=links)
+    run = CrmToOutlookRun(store=store, crm=engine.crm, graph=engine.graph)
+    work = CrmWork(
+        table="task",
+        changed=(kept.id, doomed.id),
+        mailbox_id=mailbox.mailbox_id,
+        source=CrmWorkSource.ROUTED,
+    )
+
+    report = await run.run(work)
+
+    assert report.outcome is CrmRunOutcome.COMPLETED
+    list_id = quote(engine.task_list(mailbox.mailbox_id), safe="")
+    tasks = engine.outlook.list(mailbox.mailbox_id, f"todo/lists/{list_id}/tasks")
+    assert [task["title"] for task in tasks] == ["Call back"]
+    linked = [link.crm_id async for link in engine.store.links.list_links(mailbox.mailbox_id, ItemKind.TASK)]
+    assert linked == [str(kept.id)]
+
+
+async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_deleted(engine: Engine) -> None:
+    """The run made the event and died before the link write; the appointment was deleted before the
+    run was delivered again (its delete, routed by links, reached no mailbox). The rerun finds the
+    event by the CRM id it carries and applies the delete rules to it."""
+    mailbox, owner = await _synced_user(engine)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
+    fields: dict[str, Any] = {
+        "subject": "Review",
+        "ownerid": owner,
+        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    record = uuid.uuid4()
+    organizer = Party(Participation.ORGANIZER, owner)
+    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
+    work = CrmWork(
+        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    crashing = CrmToOutlookRun(
+        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
+        crm=engine.crm,
+        graph=engine.graph,
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.run(work)
+    assert [event["subject"] for event in engine.outlook.list(mailbox.mailbox_id, "events")] == ["Review"]
+    engine.delete_record("appointments", str(record))
+
+    report = await CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph).run(work)
+
+    assert report.outcome is CrmRunOutcome.COMPLETED
+    assert engine.outlook.list(mailbox.mailbox_id, "events") == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
