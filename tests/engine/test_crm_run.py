@@ -14,10 +14,13 @@ import pytest
 
 from shared.crm.port import Party, RecordRef, Upsert
 from shared.domain.model import ItemKind, Participation
-from shared.store.crm_jobs import CrmWork, CrmWorkSource
+from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
+from shared.store.jobs import open_job_queue
 from shared.store.ports import LinkStore
 from shared.store.records import Link, Mailbox
+from shared.sync.crm_dispatch import run_crm_work
 from shared.sync.crm_run import CrmRunOutcome, CrmToOutlookRun
+from shared.sync.routing import Router
 from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
 
 
@@ -128,3 +131,34 @@ async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_de
     assert report.outcome is CrmRunOutcome.COMPLETED
     assert engine.outlook.list(mailbox.mailbox_id, "events") == []
     assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
+
+
+async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_poisoned(
+    engine: Engine, storage_connection_string: str, table_prefix: str
+) -> None:
+    """Service protection limits (429) are not the message's fault: the work goes back on the queue
+    after the Retry-After Dataverse names, instead of failing towards the poison queue (a poisoned
+    delete would never come back: change tracking reported it once)."""
+    mailbox, owner = await _synced_user(engine)
+    task = await engine.crm.create("task", {"subject": "Plan", "ownerid": owner}, caller=None)
+    jobs = await open_job_queue(
+        queue_name=f"crm-{table_prefix}".lower(), connection_string=storage_connection_string
+    )
+    queue = CrmWorkQueue(jobs)
+    work = CrmWork(
+        table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    runner = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    router = Router(store=engine.store, crm=engine.crm, queue=queue)
+    engine.dataverse.fault("throttle", retry_after=120, count=1)  # longer than the client waits
+    try:
+        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
+        assert outcome.status == "requeued"
+        assert await jobs.client.peek_messages() == []  # hidden for Dataverse's wait
+        properties = await jobs.client.get_queue_properties()
+        assert properties.approximate_message_count == 1
+        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
+        assert outcome.status == "synced"  # the limit lifted: the same work completes
+    finally:
+        await jobs.client.delete_queue()
+        await jobs.close()
