@@ -86,7 +86,19 @@ MASTER_COLUMNS = (
 )
 # What an occurrence shows of its instance (an exception's own fields).
 _SHOWN = ("subject", "location", "description", "scheduledstart", "scheduledend", "isalldayevent")
-_INSTANCE_COLUMNS = ("activityid", "seriesid", "instancetypecode", "originalstartdate", *_SHOWN)
+# An instance's CRM state as the link records it (the owner, read last, is not content).
+_STATE_COLUMNS = _read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns)[:-1]
+_INSTANCE_READ = list(
+    dict.fromkeys(
+        [
+            "activityid",
+            "instancetypecode",
+            "originalstartdate",
+            *_SHOWN,
+            *_read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns),
+        ]
+    )
+)
 
 Audit = Callable[[AuditRecord], Awaitable[None]]
 
@@ -174,9 +186,10 @@ class SeriesToOutlook:
         else:
             outlook_id = link.outlook_id
             writes = await self._repattern(master, outlook_id, recurrence.recurrence, zone)
-        writes += await self._exceptions(master, outlook_id)
+        instances = await self._crm.series_instances(series_id, select=_INSTANCE_READ, caller=caller)
+        writes += await self._exceptions(master, outlook_id, instances)
         if link is None or writes:
-            await self._link_occurrences(series_id, outlook_id)
+            await self._link_occurrences(outlook_id, instances)
         if (
             link is None
             and await self._crm.get(SERIES_TABLE, series_id, select=["activityid"], caller=caller) is None
@@ -186,43 +199,30 @@ class SeriesToOutlook:
             writes += await self.ended({outlook_id})
         return writes
 
-    async def _link_occurrences(self, series_id: uuid.UUID, outlook_id: str) -> None:
+    async def _link_occurrences(self, outlook_id: str, rows: list[dict[str, Any]]) -> None:
         """Link each occurrence that shows its instance as Dynamics has it: a later change or delete
         of an instance (deleting the series deletes them all) reaches this mailbox through its link,
         without waiting for the Outlook -> CRM run to link the new series."""
-        mailbox = self._mailbox
-        columns = _read_columns(APPOINTMENT_MAP.table, APPOINTMENT_MAP.columns)
-        rows = await self._crm.series_instances(
-            series_id,
-            select=[*columns, "originalstartdate", "instancetypecode"],
-            caller=mailbox.crm_caller_object_id,
-        )
         starts = [m for m in (_moment(r.get("originalstartdate")) for r in rows) if m]
         if not starts:
             return
         occurrences = await self._occurrences(outlook_id, min(starts), max(starts))
-        links = self._store.links
+        mailbox = self._mailbox
         new: list[Link] = []
         for row in rows:
             occurrence = occurrences.get(_moment(row.get("originalstartdate")) or "")
             content = occurrence.item if occurrence is not None else None
-            record_id = uuid.UUID(str(row["activityid"]))
             if occurrence is None or not isinstance(content, Appointment):
                 continue
             if not _same_occurrence(content, self._fmap.item_from_crm({c: row.get(c) for c in _SHOWN})):
                 continue  # not (yet) as Dynamics has it: the runs that carry the change link it
-            mailbox_id = mailbox.mailbox_id
-            if await links.get_by_outlook(mailbox_id, ItemKind.APPOINTMENT, occurrence.item_id) or (
-                await links.get_by_crm(mailbox_id, APPOINTMENT_MAP.table, str(record_id))
-            ):
-                continue
-            state = _crm_state(mailbox, record_id, row, columns[:-1])
-            new.append(
-                to_stored_link(mailbox_id, ItemKind.APPOINTMENT, instance_link(occurrence, content, state))
-            )
-        # LinkAlreadyExists: the Outlook -> CRM run linked one meanwhile; the others are written.
+            state = _crm_state(mailbox, uuid.UUID(str(row["activityid"])), row, _STATE_COLUMNS)
+            link = instance_link(occurrence, content, state)
+            new.append(to_stored_link(mailbox.mailbox_id, ItemKind.APPOINTMENT, link))
+        # An occurrence or instance linked already (by the Outlook -> CRM run, or before a new
+        # pattern) keeps its link: create_many writes the others, then names the first refusal.
         with contextlib.suppress(LinkAlreadyExists):
-            await links.create_many(new)
+            await self._store.links.create_many(new)
 
     async def _repattern(
         self, master: dict[str, Any], outlook_id: str, recurrence: dict[str, Any], zone: str
@@ -302,12 +302,9 @@ class SeriesToOutlook:
             }
         )
 
-    async def _exceptions(self, master: dict[str, Any], outlook_id: str) -> int:
-        """Dynamics' exceptions and deleted instances onto their Outlook occurrences."""
-        caller = self._mailbox.crm_caller_object_id
-        rows = await self._crm.series_instances(
-            uuid.UUID(str(master["activityid"])), select=list(_INSTANCE_COLUMNS), caller=caller
-        )
+    async def _exceptions(self, master: dict[str, Any], outlook_id: str, rows: list[dict[str, Any]]) -> int:
+        """Dynamics' exceptions (among the series' instance ``rows``) and deleted instances onto
+        their Outlook occurrences."""
         changed = [r for r in rows if r.get("instancetypecode") == RECURRING_EXCEPTION]
         deleted = {_moment(d) for d in str(master.get("deletedexceptionslist") or "").split(",") if d}
         deleted.discard(None)
