@@ -84,6 +84,10 @@ class OutlookWriter:
     def __init__(self, client: GraphServiceClient) -> None:
         self._client = client
 
+    @property
+    def client(self) -> GraphServiceClient:
+        return self._client
+
     def _user(self, mailbox: str) -> Any:
         return self._client.users.by_user_id(mailbox)
 

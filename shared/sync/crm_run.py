@@ -46,7 +46,6 @@ from shared.domain.model import (
     OutlookItem,
     Participation,
     Task,
-    content_hash,
 )
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
@@ -66,7 +65,7 @@ from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
 from shared.sync.fieldmaps.base import CrmValue, parties
-from shared.sync.links import from_stored_link
+from shared.sync.links import from_stored_link, lost_link
 from shared.sync.parties import PartyResolver
 from shared.sync.plan import (
     Action,
@@ -292,15 +291,7 @@ class CrmToOutlookRun:
             # deleted in the CRM since: that delete was routed here by no link. It takes the delete
             # rules as if the link had been written.
             crm_id = uuid.UUID(str(item.crm_id))
-            link = Link(
-                outlook_id=item.item_id,
-                crm_id=crm_id,
-                outlook_change_key=item.change_key,
-                crm_etag=None,
-                outlook_hash=content_hash(item.item) if item.item is not None else "",
-                crm_hash="",
-                owned_by_user=True,  # made here for this user's filter: the usual owner's copy
-            )
+            link = lost_link(item, crm_id)
             outlook = OutlookState.from_outlook_item(item)
             actions = plan_item(
                 kind,

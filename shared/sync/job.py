@@ -54,6 +54,7 @@ from shared.domain.model import ItemKind
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.delta import DeltaPage
 from shared.outlook.errors import DeltaTokenExpired
+from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
@@ -356,6 +357,7 @@ class MailboxSyncJob:
             window=self._window(window_start if link is not None else None),
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
             crm_time_zone=time_zone,
+            origin=CrmOriginWriter(self._writer.client, mailbox_id, task_list_id=ref.task_list_id),
         )
 
     def _window(self, start: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:

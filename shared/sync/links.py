@@ -11,7 +11,7 @@ import dataclasses
 import uuid
 from collections.abc import Sequence
 
-from shared.domain.model import ItemKind, OutlookItem
+from shared.domain.model import ItemKind, OutlookItem, content_hash
 from shared.store.ports import LinkStore
 from shared.store.records import Link as StoredLink
 from shared.sync.fieldmaps import field_map
@@ -30,6 +30,21 @@ def unseen_links(
         for link in loaded
         if link.outlook_id not in seen
     ]
+
+
+def lost_link(item: OutlookItem, crm_id: uuid.UUID) -> Link:
+    """The link a CRM -> Outlook create would have written for ``item`` had its link write not been
+    lost (a crash between the Graph create and the link write): the item as created is the base, so
+    the planner's delete rules treat it as an unchanged copy crmsync made for this user's filter."""
+    return Link(
+        outlook_id=item.item_id,
+        crm_id=crm_id,
+        outlook_change_key=item.change_key,
+        crm_etag=None,
+        outlook_hash=content_hash(item.item) if item.item is not None else "",
+        crm_hash="",
+        owned_by_user=True,  # made here for this user's filter: the usual owner's copy
+    )
 
 
 def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:

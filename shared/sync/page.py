@@ -26,6 +26,7 @@ from shared import telemetry
 from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
 from shared.crm.port import CrmPort
 from shared.domain.model import Email, ItemKind, OutlookItem
+from shared.outlook.from_crm import CrmOriginWriter
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, ItemRef, Mailbox
 from shared.sync.adoption import attendee_copy, find_adoptable, invitation
@@ -36,7 +37,7 @@ from shared.sync.crm_reads import left_window, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.lease import LeaseKeeper
-from shared.sync.links import LinkView, from_stored_link
+from shared.sync.links import LinkView, from_stored_link, lost_link
 from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts, SyncPolicy
 from shared.sync.planner import plan_item
 from shared.sync.policies import is_tracked
@@ -72,6 +73,7 @@ class RunState:
     window: tuple[dt.datetime, dt.datetime]
     tracker: Tracker | None = None
     crm_time_zone: str | None = None  # the CRM user's zone (appointments' all-day dates), read once
+    origin: CrmOriginWriter | None = None  # finds the copies CRM -> Outlook runs made, by CRM id
     deletes: int = 0  # within the brake's window: applied before the run (see job.py) and by it
     allowed_deletes: int | None = None  # deletes an administrator confirmed (a brake release)
     seen: set[str] = field(default_factory=set)
@@ -109,6 +111,7 @@ class _Prepared:
     record_id: uuid.UUID | None
     own_link: bool
     facts: PlanFacts = field(default_factory=PlanFacts)
+    from_crm: bool = False  # a copy a CRM -> Outlook run made whose link write was lost
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +148,10 @@ class PageSync:
         series: list[_Planned] = []
         if run.ref.kind is ItemKind.APPOINTMENT:
             series, items = await self._plan_series(run, items)
-        prepared = await self._prepare(run, items)
+        prepared = await self._lost_links(run, await self._prepare(run, items))
         states = await self._read_crm_states(run, prepared)
         prepared = await self._adopt(run, prepared, states)
+        prepared = [_orphaned(entry, states) for entry in prepared]
         policy = await field_rules(self._crm).policy(run.mailbox, run.ref.kind)
         planned: list[_Planned] = []
         for entry in prepared:
@@ -168,6 +172,14 @@ class PageSync:
             [ItemPlan(plan.actions, plan.projection, plan.new_link) for plan in busy]
         )
         await self._series.remove_emptied(run.mailbox, run.applier, ending)
+        applied = {
+            plan.item.item_id for plan, r in zip(busy, results, strict=True) if isinstance(r, AppliedItem)
+        }
+        relinked = [str(e.record_id) for e in prepared if e.from_crm and e.item.item_id in applied]
+        if relinked:  # their intents are done: linked, or taken through the delete rules
+            await self._store.sync_state.clear_creates(
+                run.mailbox.mailbox_id, field_map(run.ref.kind).table, relinked
+            )
         await bounded_gather(
             self._park_or_raise(run, plan.item, result)
             if isinstance(result, CrmError)
@@ -284,6 +296,38 @@ class PageSync:
         facts = await self._facts(run, item, copy, own_link=False, tracked=tracked)
         return _Prepared(item, outlook, copy, record_id, own_link=False, facts=facts)
 
+    async def _lost_links(self, run: RunState, prepared: list[_Prepared]) -> list[_Prepared]:
+        """Unlinked items that are copies a CRM -> Outlook run made before it died between the Graph
+        create and the link write (its create intent is still recorded): they map to the record
+        they were made from, never to a new one. Such a copy is linked to its record (the planner
+        merges the two), or, when the record was deleted meanwhile (its delete was routed by no
+        link), takes the delete rules. A storage read per page with new items; Graph is asked (a
+        lookup by CRM id per intent) only after such a crash."""
+        fresh = {
+            entry.item.item_id: entry
+            for entry in prepared
+            if entry.link is None and entry.outlook.item is not None and entry.outlook.gone is None
+        }
+        table = field_map(run.ref.kind).table
+        if not fresh or run.origin is None or run.ref.kind not in _CRM_MADE:
+            return prepared
+        pending = await self._store.sync_state.pending_creates(run.mailbox.mailbox_id, table)
+        found: dict[str, uuid.UUID] = {}
+        for crm_id, title in pending.items():
+            record_id = uuid.UUID(crm_id)
+            if run.ref.kind is ItemKind.TASK:  # looked up by the title it was posted with
+                item = await run.origin.find_task(title, record_id)
+            else:
+                item = await run.origin.find(run.ref.kind, record_id)
+            if item is not None and item.item_id in fresh:
+                found[item.item_id] = record_id
+        return [
+            dataclasses.replace(entry, record_id=found[entry.item.item_id], from_crm=True)
+            if entry.item.item_id in found
+            else entry
+            for entry in prepared
+        ]
+
     @staticmethod
     async def _facts(
         run: RunState, item: OutlookItem, link: Link | None, *, own_link: bool, tracked: bool
@@ -310,6 +354,7 @@ class PageSync:
             for entry in prepared
             if (run.full or invitation(entry.outlook.item))
             and entry.link is None
+            and not entry.from_crm
             and entry.outlook.item is not None
             and entry.outlook.gone is None
             and entry.record_id in states
@@ -435,3 +480,16 @@ class PageSync:
         run.parked_ids.add(item.item_id)
         telemetry.record_parked(run.ref.kind.value, reason)
         logger.warning("parked a %s item: %s (%s)", run.ref.kind.value, reason, error.code)
+
+
+_CRM_MADE = frozenset({ItemKind.CONTACT, ItemKind.APPOINTMENT, ItemKind.TASK})  # CRM -> Outlook kinds
+
+
+def _orphaned(entry: _Prepared, states: dict[uuid.UUID, CrmState]) -> _Prepared:
+    """A lost-link copy whose record is gone gets the link its create would have written, so the
+    planner's delete rules apply to it (as to any copy whose record was deleted in the CRM)."""
+    if not entry.from_crm or entry.record_id is None or entry.record_id not in states:
+        return entry
+    if states[entry.record_id].values is not None:
+        return entry  # the record lives: linked as existing copies
+    return dataclasses.replace(entry, link=lost_link(entry.item, entry.record_id), own_link=True)

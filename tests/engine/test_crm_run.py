@@ -14,6 +14,7 @@ import pytest
 
 from shared.crm.port import Party, RecordRef, Upsert
 from shared.domain.model import ItemKind, Participation
+from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.jobs import open_job_queue
 from shared.store.ports import LinkStore
@@ -131,6 +132,77 @@ async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_de
     assert report.outcome is CrmRunOutcome.COMPLETED
     assert engine.outlook.list(mailbox.mailbox_id, "events") == []
     assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
+
+
+async def test_the_outlook_run_links_a_copy_whose_link_write_was_lost_instead_of_creating_a_record(
+    engine: Engine,
+) -> None:
+    """The run made the To Do task and died before the link write; the Outlook -> CRM run the
+    task's notification starts comes first. The task is the record's copy (its create intent is
+    recorded): it is linked to that record, not created in the CRM as a second one (seed 3 of
+    bench.chaos)."""
+    mailbox, owner = await _synced_user(engine)
+    task = await engine.crm.create("task", {"subject": "Quote K1", "ownerid": owner}, caller=None)
+    work = CrmWork(
+        table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    crashing = CrmToOutlookRun(
+        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
+        crm=engine.crm,
+        graph=engine.graph,
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.run(work)
+    list_id = engine.task_list(mailbox.mailbox_id)
+
+    await engine.job().run(
+        mailbox.mailbox_id, resource_path(ResourceKind.TASKS, mailbox.mailbox_id, task_list_id=list_id)
+    )
+
+    assert [row["activityid"] for row in engine.query("tasks?$filter=subject eq 'Quote K1'")] == [
+        str(task.id)
+    ]
+    [copy] = engine.outlook.list(mailbox.mailbox_id, f"todo/lists/{quote(list_id, safe='')}/tasks")
+    assert await engine.crm_id(mailbox.mailbox_id, ItemKind.TASK, copy["id"]) == str(task.id)
+    assert await engine.store.sync_state.pending_creates(mailbox.mailbox_id, "task") == {}
+
+
+async def test_the_outlook_run_removes_a_lost_link_copy_whose_record_was_deleted_instead_of_recreating_it(
+    engine: Engine,
+) -> None:
+    """The run made the event and died before the link write; the appointment was deleted (its
+    delete, routed by links, reached no mailbox) before an Outlook -> CRM run met the event. The
+    event is the deleted record's copy: it takes the delete rules, and nothing comes back in the
+    CRM (seed 3 of bench.chaos: an appointment made and deleted in Dynamics was back on both sides)."""
+    mailbox, owner = await _synced_user(engine)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
+    fields: dict[str, Any] = {
+        "subject": "Review K2",
+        "ownerid": owner,
+        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    record = uuid.uuid4()
+    organizer = Party(Participation.ORGANIZER, owner)
+    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
+    work = CrmWork(
+        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    crashing = CrmToOutlookRun(
+        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
+        crm=engine.crm,
+        graph=engine.graph,
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.run(work)
+    engine.delete_record("appointments", str(record))
+
+    await engine.job().run(mailbox.mailbox_id, resource_path(ResourceKind.EVENTS, mailbox.mailbox_id))
+
+    assert engine.query("appointments?$filter=subject eq 'Review K2'") == []
+    assert engine.outlook.list(mailbox.mailbox_id, "events") == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
+    assert await engine.store.sync_state.pending_creates(mailbox.mailbox_id, "appointment") == {}
 
 
 async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_poisoned(
