@@ -3,8 +3,10 @@
 A changed record concerns the mailbox of its owner, the mailboxes of its activity parties that are
 registered users (organizer, required and optional attendees), and every mailbox that already links
 it (its reverse link rows): that last one is how a record that left a user's filter, changed hands or
-was deleted reaches the mailbox holding its copy. A deleted record concerns only the mailboxes that
-link it. Whether a record then belongs in a mailbox is decided by the run, with the user's
+was deleted reaches the mailbox holding its copy. A mailbox whose link already holds the changed
+record at its current version (``@odata.etag``) is not concerned: the change is crmsync's own echo,
+or was reported twice (webhook and change tracking) and already synced. A deleted record concerns
+only the mailboxes that link it. Whether a record then belongs in a mailbox is decided by the run, with the user's
 synchronization filter (:mod:`shared.sync.crm_filter`).
 
 A user's own Outlook filter may also take records the user neither owns nor attends ("contacts in
