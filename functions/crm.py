@@ -56,7 +56,7 @@ async def crm_worker(msg: func.QueueMessage) -> None:
     outcome = await run_crm_work(
         msg.get_body(),
         router=await runtime.router(),
-        runner=await runtime.crm_run(),
+        runner=await runtime.crm_runs(),
         queue=await runtime.crm_work(),
     )
     log.info("CRM work %s (%d runs)", outcome.status, outcome.runs)

@@ -34,6 +34,7 @@ from shared.store.factory import open_job_queue_from_settings, open_store_from_s
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
 from shared.sync.crm_changes import ChangeFeed
+from shared.sync.crm_dispatch import SharedRuns
 from shared.sync.crm_run import CrmToOutlookRun
 from shared.sync.field_rules import field_rules
 from shared.sync.intake import SubscriptionCache
@@ -148,6 +149,14 @@ class Runtime:
             )
 
         return await self._once("crm_run", build)
+
+    async def crm_runs(self) -> SharedRuns:
+        """The worker's CRM -> Outlook runs, those of one mailbox and table handed in at once shared."""
+
+        async def build() -> SharedRuns:
+            return SharedRuns(await self.crm_run())
+
+        return await self._once("crm_runs", build)
 
     async def lifecycle_jobs(self) -> JobQueue:
         """The lifecycle-notification queue, named after the job queue (created if missing)."""

@@ -6,8 +6,8 @@ it (its reverse link rows): that last one is how a record that left a user's fil
 was deleted reaches the mailbox holding its copy. A mailbox whose link already holds the changed
 record at its current version (``@odata.etag``) is not concerned: the change is crmsync's own echo,
 or was reported twice (webhook and change tracking) and already synced. A deleted record concerns
-only the mailboxes that link it. Whether a record then belongs in a mailbox is decided by the run, with the user's
-synchronization filter (:mod:`shared.sync.crm_filter`).
+only the mailboxes that link it. Whether a record then belongs in a mailbox is decided by the run,
+with the user's synchronization filter (:mod:`shared.sync.crm_filter`).
 
 A user's own Outlook filter may also take records the user neither owns nor attends ("contacts in
 my city"): those mailboxes are found by their filters (:meth:`Router.by_filter`), evaluated by
