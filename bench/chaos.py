@@ -43,6 +43,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import QueueClient
 
 from bench._common import ENTITY_SETS, FULL_ACCESS, OBSERVER_TOKEN, TRACKED, print_results
 from simulators.azurite import ROOT
@@ -140,6 +142,7 @@ class Report:
     diverged: list[str] = field(default_factory=list)
     waiting: int = 0  # jobs waiting plus mailboxes not active at the end (-1: not asked, sides differ)
     notes: list[str] = field(default_factory=list)  # crmsync status of each mailbox, when not clean
+    queued: dict[str, int] = field(default_factory=dict)  # messages left on each queue at the end
     items: int = 0  # items made (each compared on both sides, tracked mail on the CRM side)
     ops_seconds: float = 0.0
     quiet_seconds: float = 0.0
@@ -583,10 +586,25 @@ class Chaos:
             ]
         return lost, duplicated, diverged
 
+    def queued(self) -> dict[str, int]:
+        """Messages on the CRM -> Outlook queue and the poison queues (waiting or hidden for a retry):
+        the status backlog counts the mailboxes' dirty resources, not these."""
+        job_queue = self.sandbox.app_settings()["CRMSYNC_JOB_QUEUE"]
+        counts: dict[str, int] = {}
+        for name in (f"{job_queue}-crm", f"{job_queue}-crm-poison", f"{job_queue}-poison"):
+            with QueueClient.from_connection_string(self.sandbox.azurite.connection_string, name) as queue:
+                try:
+                    counts[name] = queue.get_queue_properties().approximate_message_count or 0
+                except ResourceNotFoundError:
+                    counts[name] = 0
+        return counts
+
     def waiting(self) -> int:
-        """Jobs waiting across the mailboxes, plus the mailboxes not ``active``."""
+        """Jobs waiting across the mailboxes and CRM -> Outlook work queued (poisoned messages wait
+        for nothing), plus the mailboxes not ``active``."""
         statuses: list[dict[str, Any]] = json.loads(self.cli("status", "--json"))
-        backlog = sum(int(s.get("backlog") or 0) for s in statuses)
+        crm_work = self.queued()[f"{self.sandbox.app_settings()['CRMSYNC_JOB_QUEUE']}-crm"]
+        backlog = sum(int(s.get("backlog") or 0) for s in statuses) + crm_work
         return backlog + sum(1 for s in statuses if s.get("state") != "active")
 
     def quiet(self, timeout: float) -> None:
@@ -608,6 +626,7 @@ class Chaos:
         self.report.lost, self.report.duplicated, self.report.diverged = lost, duplicated, diverged
         self.report.items = len(self.items)
         self.report.waiting = waiting
+        self.report.queued = self.queued()
         if not self.report.clean or waiting:  # what the status says about mailboxes not converged
             for status in json.loads(self.cli("status", "--json")):
                 keys = ("state", "backlog", "parked", "crm_to_outlook_stopped", "brake_holds", "notes")
@@ -659,6 +678,7 @@ def main() -> None:
             ("diverged", str(len(report.diverged)), "0"),
             ("operations phase", f"{report.ops_seconds:.0f} s", ""),
             ("jobs waiting / mailboxes not active at the end", str(report.waiting), "0"),
+            ("messages queued at the end", ", ".join(f"{q} {n}" for q, n in report.queued.items()), "0"),
             ("quiet until converged", f"{report.quiet_seconds:.0f} s", ""),
             ("elapsed", f"{report.ops_seconds + report.quiet_seconds:.0f} s", "<= 30 min"),
         ],

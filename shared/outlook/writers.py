@@ -15,6 +15,7 @@ stamp. Master categories: learn.microsoft.com/graph/api/outlookuser-post-masterc
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ from shared.outlook.convert.events import appointment_item, appointment_to_graph
 from shared.outlook.convert.tasks import task_item, task_to_graph
 from shared.outlook.delta import CRM_ID_EXPAND
 from shared.outlook.errors import GraphError, gone_is_done, graph_errors
+from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.paging import all_pages
 
 STAMPABLE_KINDS = frozenset({ItemKind.EMAIL, ItemKind.CONTACT, ItemKind.APPOINTMENT})
@@ -83,10 +85,6 @@ class OutlookWriter:
 
     def __init__(self, client: GraphServiceClient) -> None:
         self._client = client
-
-    @property
-    def client(self) -> GraphServiceClient:
-        return self._client
 
     def _user(self, mailbox: str) -> Any:
         return self._client.users.by_user_id(mailbox)
@@ -236,6 +234,16 @@ class OutlookWriter:
                 raise
 
     # --- the CRM id stamp (set by the creating request; read to find a pair again) -------------
+
+    async def find_created(
+        self, mailbox: str, kind: ItemKind, crm_id: uuid.UUID, *, title: str, task_list_id: str | None
+    ) -> OutlookItem | None:
+        """The item a CRM -> Outlook run created for ``crm_id`` (found by the CRM id it carries; a
+        To Do task by the title it was posted with, see :meth:`CrmOriginWriter.find_task`)."""
+        origin = CrmOriginWriter(self._client, mailbox, task_list_id=task_list_id)
+        if kind is ItemKind.TASK:
+            return await origin.find_task(title, crm_id)
+        return await origin.find(kind, crm_id)
 
     async def read_crm_id(self, mailbox: str, kind: ItemKind, item_id: str) -> str | None:
         """The CRM id stamped on an item, or ``None`` if it has none."""

@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 import uuid
@@ -54,7 +55,6 @@ from shared.domain.model import ItemKind
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.delta import DeltaPage
 from shared.outlook.errors import DeltaTokenExpired
-from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
@@ -357,7 +357,9 @@ class MailboxSyncJob:
             window=self._window(window_start if link is not None else None),
             tracker=self._tracking.start(mailbox) if self._tracking and ref.kind is ItemKind.EMAIL else None,
             crm_time_zone=time_zone,
-            origin=CrmOriginWriter(self._writer.client, mailbox_id, task_list_id=ref.task_list_id),
+            find_created=functools.partial(
+                self._writer.find_created, mailbox_id, ref.kind, task_list_id=ref.task_list_id
+            ),
         )
 
     def _window(self, start: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:

@@ -26,7 +26,6 @@ from shared import telemetry
 from shared.crm.errors import AuthenticationFailed, CallerNotFound, ConcurrencyMismatch, CrmError
 from shared.crm.port import CrmPort
 from shared.domain.model import Email, ItemKind, OutlookItem
-from shared.outlook.from_crm import CrmOriginWriter
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, ItemRef, Mailbox
 from shared.sync.adoption import attendee_copy, find_adoptable, invitation
@@ -73,7 +72,8 @@ class RunState:
     window: tuple[dt.datetime, dt.datetime]
     tracker: Tracker | None = None
     crm_time_zone: str | None = None  # the CRM user's zone (appointments' all-day dates), read once
-    origin: CrmOriginWriter | None = None  # finds the copies CRM -> Outlook runs made, by CRM id
+    # the item a CRM -> Outlook run created for a record (CRM id, a task's title), by the id it carries
+    find_created: Callable[..., Awaitable[OutlookItem | None]] | None = None
     deletes: int = 0  # within the brake's window: applied before the run (see job.py) and by it
     allowed_deletes: int | None = None  # deletes an administrator confirmed (a brake release)
     seen: set[str] = field(default_factory=set)
@@ -309,16 +309,13 @@ class PageSync:
             if entry.link is None and entry.outlook.item is not None and entry.outlook.gone is None
         }
         table = field_map(run.ref.kind).table
-        if not fresh or run.origin is None or run.ref.kind not in _CRM_MADE:
+        if not fresh or run.find_created is None or run.ref.kind not in _CRM_MADE:
             return prepared
         pending = await self._store.sync_state.pending_creates(run.mailbox.mailbox_id, table)
         found: dict[str, uuid.UUID] = {}
         for crm_id, title in pending.items():
             record_id = uuid.UUID(crm_id)
-            if run.ref.kind is ItemKind.TASK:  # looked up by the title it was posted with
-                item = await run.origin.find_task(title, record_id)
-            else:
-                item = await run.origin.find(run.ref.kind, record_id)
+            item = await run.find_created(record_id, title=title)
             if item is not None and item.item_id in fresh:
                 found[item.item_id] = record_id
         return [

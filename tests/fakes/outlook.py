@@ -639,6 +639,16 @@ class FakeOutlookWriter:
                 "The specified object was not found in the store.", status=404, code="ErrorItemNotFound"
             )
 
+    async def find_created(
+        self, mailbox: str, kind: ItemKind, crm_id: uuid.UUID, *, title: str, task_list_id: str | None
+    ) -> OutlookItem | None:
+        self._outlook._enter("find_created")
+        box = self._box(mailbox)
+        for item in box.items.values():
+            if item.kind is kind and item.crm_id == str(crm_id):
+                return self._outlook.outlook_item(box, item)
+        return None
+
     async def read_crm_id(self, mailbox: str, kind: ItemKind, item_id: str) -> str | None:
         self._outlook._enter("read_crm_id")
         if kind not in STAMPABLE_KINDS:
