@@ -46,27 +46,28 @@ class _Waiting:
 
 
 class SharedRuns:
-    """The runs one worker is handed at once for the same mailbox and table become one run.
+    """The runs one worker is handed at once for the same mailbox take its lease one after the
+    other, and those of the same table become one run.
 
     Routing queues a run per change and mailbox (the webhook and change tracking each report it),
     and a run takes the mailbox lease: handled one by one, all but one of them met the lease held
     by their neighbour, went back on the queue and came round again - most of the worker's time
-    (chaos seed 3: 3,701 requeues for 366 runs). Here the first message of a mailbox and table
-    runs the ids of every message waiting for them in this worker (up to a message's
-    ``MAX_IDS``); the others wait for that run and share its outcome: a report, or the error each
-    of them then handles as its own (the lease held elsewhere: each is requeued). A message is
+    (chaos seed 3: 3,701 requeues for 366 runs). Here a mailbox's messages wait in the worker for
+    each other; the one whose turn it is runs the ids of every message of its table waiting
+    (up to a message's ``MAX_IDS``), and those share its outcome: a report, or the error each of
+    them then handles as its own (the lease held elsewhere: each is requeued). A message is
     completed only by its own handler, so a worker dying mid-run loses none of them."""
 
     def __init__(self, runner: CrmToOutlookRun) -> None:
         self.runner = runner
         self._waiting: dict[tuple[str, str], list[_Waiting]] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     async def run(self, work: CrmWork) -> CrmRunReport:
         key = (work.mailbox_id or "", work.table)
         mine = _Waiting(work)
         self._waiting.setdefault(key, []).append(mine)
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        async with self._locks.setdefault(key[0], asyncio.Lock()):  # one lease per mailbox
             if not mine.done.done():
                 await self._lead(key, mine)
         return mine.done.result()

@@ -285,20 +285,28 @@ async def test_runs_a_worker_is_handed_at_once_for_one_mailbox_share_the_lease_i
     queue = CrmWorkQueue(jobs)
     runs = SharedRuns(CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph))
     router = Router(store=engine.store, crm=engine.crm, queue=queue)
+    contact = await engine.crm.create("contact", {"lastname": "Lovelace", "ownerid": owner}, caller=None)
     works = [
         CrmWork(table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED)
         for task in tasks
     ]
+    works.insert(
+        1,
+        CrmWork(
+            table="contact", changed=(contact.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+        ),
+    )
     try:
         outcomes = await asyncio.gather(
             *(run_crm_work(work.serialize(), router=router, runner=runs, queue=queue) for work in works)
         )
 
-        assert [outcome.status for outcome in outcomes] == ["synced"] * 3
+        assert [outcome.status for outcome in outcomes] == ["synced"] * 4  # none met the lease held
         assert (await jobs.client.get_queue_properties()).approximate_message_count == 0
         records = [outcome.report.records if outcome.report else None for outcome in outcomes]
-        assert records == [1, 2, 2]
-        assert outcomes[1].report is outcomes[2].report  # the two that waited: one run
+        assert records == [1, 1, 2, 2]
+        assert outcomes[2].report is outcomes[3].report  # the two tasks that waited: one run
+        assert [c["surname"] for c in engine.outlook.list(mailbox.mailbox_id, "contacts")] == ["Lovelace"]
         list_id = quote(engine.task_list(mailbox.mailbox_id), safe="")
         titles = [t["title"] for t in engine.outlook.list(mailbox.mailbox_id, f"todo/lists/{list_id}/tasks")]
         assert sorted(titles) == ["Step 0", "Step 1", "Step 2"]
