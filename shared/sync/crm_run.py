@@ -65,7 +65,7 @@ from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
 from shared.sync.fieldmaps.base import CrmValue, parties
-from shared.sync.links import from_stored_link, lost_link
+from shared.sync.links import as_written, clear_updates, from_stored_link, lost_link, note_updates
 from shared.sync.parties import PartyResolver
 from shared.sync.plan import (
     Action,
@@ -228,6 +228,8 @@ class CrmToOutlookRun:
         new_ids: list[uuid.UUID] = []
         ended: set[str] = set()  # Outlook series whose instances the CRM deleted
         unheld: list[uuid.UUID] = []  # changed, not linked here and not wanted here (or gone)
+        rewritten: list[str] = []  # deleted records whose copy holds an update of ours (see as_written)
+        state_store = self._store.sync_state
         for record_id in [*changed, *deleted]:
             stored = await self._store.links.get_by_crm(mailbox.mailbox_id, table, str(record_id))
             link = from_stored_link(stored) if stored is not None else None
@@ -255,6 +257,13 @@ class CrmToOutlookRun:
                     )
                 continue  # gone from Outlook: the Outlook -> CRM run's delta decides
             outlook = OutlookState.from_outlook_item(item)
+            if record_id in deleted and item.item is not None:
+                written = await as_written(
+                    state_store, mailbox.mailbox_id, table, {record_id: (link, item.item)}
+                )
+                if record_id in written:  # an update of ours whose link write was lost, not an edit
+                    link = written[record_id]
+                    rewritten.append(str(record_id))
             parties_read = party_values.get(record_id, {})
             if parties_read:  # the organizer's event: the CRM's attendees are compared, and may flow
                 states[record_id] = _with_values(states[record_id], parties_read)
@@ -357,6 +366,9 @@ class CrmToOutlookRun:
             # The intent, before the Graph create: a crash before the link write leaves it, and the
             # next run for the record looks the item up by its CRM id instead of creating it again.
             await self._store.sync_state.note_creates(mailbox.mailbox_id, table, creating)
+        updating = await note_updates(
+            state_store, mailbox.mailbox_id, table, [plan.actions for plan in plans]
+        )
         results = await applier.apply(plans)
         linked = {
             str(record_id)
@@ -364,6 +376,14 @@ class CrmToOutlookRun:
             if plan.new_link and isinstance(result, AppliedItem) and result.linked
             for record_id in _created_or_found(plan)
         }
+        relinked = {
+            str(record_id)
+            for plan, result in zip(plans, results, strict=True)
+            if isinstance(result, AppliedItem)
+            for record_id in _created_or_found(plan)
+        }
+        done_updates = [i for i in updating if i in relinked] + [i for i in rewritten if i not in updating]
+        await clear_updates(state_store, mailbox.mailbox_id, table, done_updates)
         done = sorted(i for i in linked if i in creating or uuid.UUID(i) in lost)  # intents recorded
         done += [str(item.crm_id) for item in orphans]  # removed by the delete rules (or kept, untracked)
         if done:

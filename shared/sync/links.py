@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Sequence
 
 from shared.domain.model import ItemKind, OutlookItem, content_hash
-from shared.store.ports import LinkStore
+from shared.store.ports import LinkStore, SyncStateStore
 from shared.store.records import Link as StoredLink
 from shared.sync.fieldmaps import field_map
-from shared.sync.plan import Action, DropLink, Link, UnlinkOnly, WriteLink
+from shared.sync.plan import Action, DropLink, Link, NeutralContent, UnlinkOnly, UpdateOutlook, WriteLink
 
 
 def unseen_links(
@@ -45,6 +45,57 @@ def lost_link(item: OutlookItem, crm_id: uuid.UUID) -> Link:
         crm_hash="",
         owned_by_user=True,  # made here for this user's filter: the usual owner's copy
     )
+
+
+def _update_intents(table: str) -> str:
+    """Update intents share the create intents' rows (``create|<table>:updates|<crm id>``, the
+    content hash in the title), outside the table's own create range."""
+    return f"{table}:updates"
+
+
+async def note_updates(
+    sync_state: SyncStateStore, mailbox_id: str, table: str, plans: Sequence[Sequence[Action]]
+) -> list[str]:
+    """Before a CRM -> Outlook run overwrites Outlook items: per record, the content hash it writes
+    (the hash its link write records). A run dying between the Graph update and the link write leaves
+    the intent. The CRM ids noted, to clear once their links are written."""
+    writes: dict[str, str] = {}
+    for actions in plans:
+        updates = [a for a in actions if isinstance(a, UpdateOutlook)]
+        linked = [a.link.crm_id for a in actions if isinstance(a, WriteLink)]
+        if updates and linked:
+            writes[str(linked[0])] = content_hash(updates[-1].item)
+    if writes:
+        await sync_state.note_creates(mailbox_id, _update_intents(table), writes)
+    return list(writes)
+
+
+async def clear_updates(
+    sync_state: SyncStateStore, mailbox_id: str, table: str, crm_ids: Sequence[str]
+) -> None:
+    if crm_ids:
+        await sync_state.clear_creates(mailbox_id, _update_intents(table), crm_ids)
+
+
+async def as_written(
+    sync_state: SyncStateStore,
+    mailbox_id: str,
+    table: str,
+    copies: dict[uuid.UUID, tuple[Link, NeutralContent]],
+) -> dict[uuid.UUID, Link]:
+    """For copies of records deleted in the CRM: the link a CRM -> Outlook update would have left
+    had its link write not been lost, when the copy holds exactly what that update wrote (its
+    intent still recorded). The copy is then unchanged since crmsync's own write, and the delete
+    rules remove it instead of taking crmsync's write for the user's edit and creating the record
+    again. One storage read per call with copies."""
+    if not copies:
+        return {}
+    pending = await sync_state.pending_creates(mailbox_id, _update_intents(table))
+    return {
+        record_id: dataclasses.replace(link, outlook_hash=pending[str(record_id)])
+        for record_id, (link, item) in copies.items()
+        if str(record_id) in pending and content_hash(item) == pending[str(record_id)]
+    }
 
 
 def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:

@@ -36,7 +36,7 @@ from shared.sync.crm_reads import left_window, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.lease import LeaseKeeper
-from shared.sync.links import LinkView, from_stored_link, lost_link
+from shared.sync.links import LinkView, as_written, clear_updates, from_stored_link, lost_link
 from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts, SyncPolicy
 from shared.sync.planner import plan_item
 from shared.sync.policies import is_tracked
@@ -112,6 +112,7 @@ class _Prepared:
     own_link: bool
     facts: PlanFacts = field(default_factory=PlanFacts)
     from_crm: bool = False  # a copy a CRM -> Outlook run made whose link write was lost
+    rewritten: bool = False  # its link is the one a CRM -> Outlook update's lost link write left
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,7 @@ class PageSync:
         prepared = await self._lost_links(run, await self._prepare(run, items))
         states = await self._read_crm_states(run, prepared)
         prepared = await self._adopt(run, prepared, states)
-        prepared = [_orphaned(entry, states) for entry in prepared]
+        prepared = await self._as_written(run, [_orphaned(entry, states) for entry in prepared], states)
         policy = await field_rules(self._crm).policy(run.mailbox, run.ref.kind)
         planned: list[_Planned] = []
         for entry in prepared:
@@ -176,10 +177,11 @@ class PageSync:
             plan.item.item_id for plan, r in zip(busy, results, strict=True) if isinstance(r, AppliedItem)
         }
         relinked = [str(e.record_id) for e in prepared if e.from_crm and e.item.item_id in applied]
+        table = field_map(run.ref.kind).table
         if relinked:  # their intents are done: linked, or taken through the delete rules
-            await self._store.sync_state.clear_creates(
-                run.mailbox.mailbox_id, field_map(run.ref.kind).table, relinked
-            )
+            await self._store.sync_state.clear_creates(run.mailbox.mailbox_id, table, relinked)
+        rewritten = [str(e.record_id) for e in prepared if e.rewritten and e.item.item_id in applied]
+        await clear_updates(self._store.sync_state, run.mailbox.mailbox_id, table, rewritten)
         await bounded_gather(
             self._park_or_raise(run, plan.item, result)
             if isinstance(result, CrmError)
@@ -321,6 +323,32 @@ class PageSync:
         return [
             dataclasses.replace(entry, record_id=found[entry.item.item_id], from_crm=True)
             if entry.item.item_id in found
+            else entry
+            for entry in prepared
+        ]
+
+    async def _as_written(
+        self, run: RunState, prepared: list[_Prepared], states: dict[uuid.UUID, CrmState]
+    ) -> list[_Prepared]:
+        """Copies of records deleted in the CRM holding what a CRM -> Outlook update wrote before
+        its link write was lost get the link that write would have left (:func:`as_written`): not
+        changed by the user, they take the delete rules instead of bringing the record back."""
+        copies = {
+            entry.record_id: (entry.link, entry.outlook.item)
+            for entry in prepared
+            if entry.own_link
+            and entry.link is not None
+            and entry.record_id is not None
+            and entry.outlook.item is not None
+            and entry.outlook.gone is None
+            and entry.record_id in states
+            and states[entry.record_id].values is None
+        }
+        table = field_map(run.ref.kind).table
+        found = await as_written(self._store.sync_state, run.mailbox.mailbox_id, table, copies)
+        return [
+            dataclasses.replace(entry, link=found[entry.record_id], rewritten=True)
+            if entry.record_id in found and entry.own_link
             else entry
             for entry in prepared
         ]

@@ -206,6 +206,61 @@ async def test_the_outlook_run_removes_a_lost_link_copy_whose_record_was_deleted
     assert await engine.store.sync_state.pending_creates(mailbox.mailbox_id, "appointment") == {}
 
 
+class CrashBeforeLinkUpdate:
+    """A link store that dies when a link is rewritten, as a worker killed after its Outlook update."""
+
+    def __init__(self, inner: LinkStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def update(self, link: Link) -> Link:
+        raise ConnectionError("worker died before the link write")
+
+
+@pytest.mark.parametrize("first", ["outlook_run", "crm_delete_run"])
+async def test_an_update_whose_link_write_was_lost_is_no_outlook_edit_when_the_record_is_deleted(
+    engine: Engine, first: str
+) -> None:
+    """The run wrote a task's new title to Outlook and died before the link write; then the task was
+    deleted in Dynamics. The copy differs from its link only by crmsync's own write (its update
+    intent records what it wrote): whichever run meets it first - the Outlook -> CRM run or the
+    CRM -> Outlook run of the delete - it takes the delete rules, instead of counting as changed in
+    Outlook since and creating the record again (chaos seed 3: an appointment made, changed and
+    deleted in Dynamics was back on both sides)."""
+    mailbox, owner = await _synced_user(engine)
+    task = await engine.crm.create("task", {"subject": "Plan v1", "ownerid": owner}, caller=None)
+    work = CrmWork(
+        table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    await CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph).run(work)
+    await engine.crm.upsert(Upsert("task", {"subject": "Plan v2"}, id=task.id, if_match="*"), caller=None)
+    crashing = CrmToOutlookRun(
+        store=dataclasses.replace(engine.store, links=CrashBeforeLinkUpdate(engine.store.links)),
+        crm=engine.crm,
+        graph=engine.graph,
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.run(work)
+    list_id = engine.task_list(mailbox.mailbox_id)
+    tasks = f"todo/lists/{quote(list_id, safe='')}/tasks"
+    assert [t["title"] for t in engine.outlook.list(mailbox.mailbox_id, tasks)] == ["Plan v2"]
+    engine.delete_record("tasks", str(task.id))
+
+    if first == "outlook_run":
+        await engine.job().run(
+            mailbox.mailbox_id, resource_path(ResourceKind.TASKS, mailbox.mailbox_id, task_list_id=list_id)
+        )
+    else:
+        deleted = work.model_copy(update={"changed": (), "deleted": (task.id,)})
+        await CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph).run(deleted)
+
+    assert engine.query(f"tasks?$filter=activityid eq {task.id}") == []
+    assert engine.outlook.list(mailbox.mailbox_id, tasks) == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.TASK) == 0
+
+
 async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_poisoned(
     engine: Engine, storage_connection_string: str, table_prefix: str
 ) -> None:
