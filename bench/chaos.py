@@ -16,8 +16,9 @@ differs between runs).
 
 After the last operation the faults are cleared and the driver waits for quiet: it runs the timers
 (the CRM change-tracking read and the delta sweep, as their schedules would) until both sides match
-the driver's model and no mailbox has a backlog, or ``--quiet-seconds`` pass. Then it prints the
-operations, the faults per kind, and the items lost (missing on a side), duplicated (more than once
+the driver's model and no mailbox has a backlog nor CRM -> Outlook work queued, or
+``--quiet-seconds`` pass. Then it prints the operations, the faults per kind, the messages left on
+the CRM work and poison queues, and the items lost (missing on a side), duplicated (more than once
 on a side, or unknown) and diverged (a side holds another value, or an item deleted on its side is
 still there). Contacts are changed, not deleted (by Dynamics' rules a delete leaves the other side's
 copy untracked: nothing to compare); appointments and tasks are deleted on both sides.
