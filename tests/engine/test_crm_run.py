@@ -133,6 +133,59 @@ async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_de
     assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
 
 
+async def test_a_change_delivered_after_its_record_was_deleted_takes_the_delete_rules(engine: Engine) -> None:
+    """A change to a linked meeting whose record is deleted before the run reads it: the filter no
+    longer returns the record, which is a delete on its way, not the meeting leaving the filter (that
+    would keep the event unlinked, and its next Outlook sync would make it again in the CRM)."""
+    mailbox, owner = await _synced_user(engine)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
+    record = uuid.uuid4()
+    fields: dict[str, Any] = {
+        "subject": "Review",
+        "ownerid": owner,
+        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    organizer = Party(Participation.ORGANIZER, owner)
+    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
+    work = CrmWork(
+        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    run = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    assert (await run.run(work)).outcome is CrmRunOutcome.COMPLETED
+    assert [event["subject"] for event in engine.outlook.list(mailbox.mailbox_id, "events")] == ["Review"]
+    engine.delete_record("appointments", str(record))
+
+    report = await run.run(work)  # the change, delivered after the delete (which is still queued)
+
+    assert report.outcome is CrmRunOutcome.COMPLETED
+    assert engine.outlook.list(mailbox.mailbox_id, "events") == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
+
+
+async def test_a_linked_record_the_user_may_no_longer_read_left_the_filter(engine: Engine) -> None:
+    """The same check, for a record that exists: handed to another user (outside "My Contacts"), the
+    contact left the filter; the copy crmsync made and nobody changed is removed, not treated as a
+    delete (which keeps an owned contact's Outlook copy)."""
+    mailbox, owner = await _synced_user(engine)
+    other, _ = await _synced_user(engine)
+    contact = await engine.crm.create("contact", {"lastname": "Moved", "ownerid": owner}, caller=None)
+    work = CrmWork(
+        table="contact", changed=(contact.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    run = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    assert (await run.run(work)).outcome is CrmRunOutcome.COMPLETED
+    assert len(engine.outlook.list(mailbox.mailbox_id, "contacts")) == 1
+    new_owner = RecordRef("systemuser", uuid.UUID(other.crm_user_id))
+    await engine.crm.upsert(Upsert("contact", {"ownerid": new_owner}, id=contact.id), caller=None)
+
+    report = await run.run(work)
+
+    assert report.outcome is CrmRunOutcome.COMPLETED
+    assert engine.outlook.list(mailbox.mailbox_id, "contacts") == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.CONTACT) == 0
+
+
 async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_poisoned(
     engine: Engine, storage_connection_string: str, table_prefix: str
 ) -> None:
