@@ -39,6 +39,7 @@ async def crm_webhook(req: func.HttpRequest) -> func.HttpResponse:
             code=req.params.get("code"),
             expected_key=key.get_secret_value() if key is not None else None,
             queue=await runtime.crm_work(),
+            declared_length=req.headers.get("content-length"),
         )
     except WebhookRejected as rejected:
         log.info("CRM webhook refused a call (%d)", rejected.status)
