@@ -756,8 +756,8 @@ def _rows(fuzzer: Fuzzer) -> list[tuple[str, str, str]]:
 async def hung_storage(
     handlers: dict[str, Handler], requests: int
 ) -> tuple[collections.Counter[int], list[float]]:
-    """Valid notifications of unknown subscriptions while storage accepts connections and never
-    answers: each must be a 503 within 3 s (Graph retries)."""
+    """Valid notifications of unknown subscriptions (and valid Dataverse contexts) while storage
+    accepts connections and never answers: each must be a 503 within 3 s (the sender retries)."""
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
@@ -780,12 +780,19 @@ async def hung_storage(
     statuses: collections.Counter[int] = collections.Counter()
     latencies: list[float] = []
     try:
+        key = runtime.settings.crm_webhook_key
         for index in range(requests):
-            webhook = ("notifications", "lifecycle")[index % 2]
-            body = _body([_item(str(uuid.uuid4()), "s", lifecycle=webhook == "lifecycle")])
+            webhook = WEBHOOKS[index % len(WEBHOOKS)]
+            if webhook == "crm_webhook":
+                context = _crm_context("Update", "contact", str(uuid.uuid4()), owner=None, columns={})
+                body = json.dumps(context).encode()
+                params = {"code": key.get_secret_value()} if key is not None else {}
+            else:
+                body = _body([_item(str(uuid.uuid4()), "s", lifecycle=webhook == "lifecycle")])
+                params = {}
             started = time.perf_counter()
             response = await handlers[webhook](
-                func.HttpRequest(method="POST", url=f"/api/{webhook}", body=body)
+                func.HttpRequest(method="POST", url=f"/api/{webhook}", body=body, params=params)
             )
             latencies.append((time.perf_counter() - started) * 1000)
             statuses[response.status_code] += 1
