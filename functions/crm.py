@@ -6,7 +6,7 @@ The webhook is anonymous to the host: Dataverse's WebhookKey authentication send
 ``shared.sync.crm_intake`` (a wrong or missing key: 403; a body that is not a RemoteExecutionContext
 of a table and message crmsync registers: 400 / 413; nothing queued). It answers 202 once the routing
 work is queued; storage failing, or not answering within ``DEADLINE_SECONDS``: 503, so
-Dataverse's system job fails and shows it (and is retried).
+Dataverse's system job fails and shows it (the change-tracking timer still carries the change).
 """
 
 from __future__ import annotations
