@@ -3,6 +3,7 @@ the same typed errors as ``TableClient.submit_transaction``."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import math
@@ -18,7 +19,13 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.domain.model import ItemKind
 from shared.store.azure.common import if_match
-from shared.store.azure.transactions import Operation, _request, operation_requests, submit_transaction
+from shared.store.azure.transactions import (
+    Operation,
+    _request,
+    at_most,
+    operation_requests,
+    submit_transaction,
+)
 
 
 @pytest.fixture
@@ -189,3 +196,30 @@ async def test_both_paths_store_the_same_entities(
     here, sdk = entities
     assert len(here) == 49
     assert repr(here) == repr(sdk)  # NaN != NaN: compared as text, with each property's type
+
+
+async def test_at_most_keeps_the_order_the_limit_and_the_first_error() -> None:
+    running, most = 0, 0
+    cancelled: list[int] = []
+
+    async def step(n: int, *, fail: bool = False) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.01 * (n % 3))
+            if fail:
+                raise LookupError(n)
+            return n
+        except asyncio.CancelledError:
+            cancelled.append(n)
+            raise
+        finally:
+            running -= 1
+
+    assert await at_most(3, (step(n) for n in range(10))) == list(range(10))
+    assert most == 3
+    with pytest.raises(LookupError, match=r"^1$"):  # itself, not in an exception group
+        await at_most(2, [step(0), step(1, fail=True), step(2), step(5)])
+    assert set(cancelled) <= {2, 5}  # steps still running are cancelled (a never-started one is closed)
+    assert 2 in cancelled

@@ -18,15 +18,16 @@ the failing operation's index) for the callers to handle as before.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import math
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Iterable, Mapping, Sequence
 from email.utils import formatdate
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from azure.core import MatchConditions
@@ -38,6 +39,34 @@ from azure.data.tables.aio import TableClient
 from shared.crm.batch import BatchFormatError, BatchRequest, decode_batch, encode_batch
 
 Operation = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], Mapping[str, Any]]
+T = TypeVar("T")
+
+#: Independent transactions of one write (a page's links, its audit records) in flight at once: the
+#: next is encoded while the service commits the last, and the target of one partition (2,000
+#: entities per second) is still far away.
+TRANSACTIONS_AT_ONCE = 4
+
+
+async def at_most(limit: int, steps: Iterable[Awaitable[T]]) -> list[T]:
+    """Await ``steps``, ``limit`` at a time, results in order. The first failure cancels the rest
+    and is raised as itself (not as an exception group); a cancelled transaction may or may not have
+    committed, as with a crash, and its writer's next run finds out."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(step: Awaitable[T]) -> T:
+        try:
+            async with gate:
+                return await step
+        finally:
+            if isinstance(step, Coroutine):
+                step.close()  # one cancelled before it started is not left "never awaited"
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(step)) for step in steps]
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
 
 
 def _body(request: HttpRequest) -> bytes | None:
