@@ -4,6 +4,7 @@ simulators, onboarding through the ``crmsync`` CLI, request counts from the simu
 from __future__ import annotations
 
 import json
+import os
 import resource
 import tempfile
 import uuid
@@ -137,6 +138,31 @@ class BenchTenant:
             rows.extend(page["value"])
             url, params = page.get("@odata.nextLink"), None
         return rows
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def service_pids(sandbox: Sandbox) -> dict[str, int]:
+    """The sandbox's long-running processes, by name: they share the machine's cores with crmsync."""
+    return {
+        "Azurite": sandbox.azurite.process.pid if sandbox.azurite.process else os.getpid(),
+        "Graph simulator": sandbox.processes[0].pid,
+        "Dataverse simulator": sandbox.processes[1].pid,
+        "Functions runner": sandbox.processes[-1].pid,
+    }
+
+
+def cpu_rows(cpu: dict[str, float], wall: float) -> list[tuple[str, str, str]]:
+    """Each process's CPU time as a share of one core over ``wall`` seconds, and all of them together."""
+    cores = os.cpu_count() or 1
+    rows = [(name, f"{seconds:.1f} s", f"{seconds / wall:.0%} of one core") for name, seconds in cpu.items()]
+    total = sum(cpu.values())
+    rows.append(("all of them", f"{total:.1f} s", f"{total / (wall * cores):.0%} of the {cores} cores"))
+    return rows
 
 
 def process_peak_rss(pid: int) -> int:

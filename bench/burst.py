@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
-from bench._common import BenchTenant, BenchUser, percentile, print_results, process_peak_rss
+from bench._common import (
+    BenchTenant,
+    BenchUser,
+    cpu_rows,
+    cpu_seconds,
+    percentile,
+    print_results,
+    process_peak_rss,
+    service_pids,
+)
 from simulators.sandbox import Sandbox
 
 BATCH = 10  # contacts per seed call: a burst, not one huge change
@@ -45,12 +52,6 @@ def _watch(tenant: BenchTenant, user: BenchUser, seen: dict[str, float], expecte
             time.sleep(POLL_SECONDS)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (/proc/<pid>/stat, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--changes", type=int, default=1000)
@@ -63,13 +64,8 @@ def main() -> None:
         written: dict[str, float] = {}
         seen: dict[str, float] = {}
         watcher = threading.Thread(target=_watch, args=(tenant, user, seen, args.changes))
-        pids = {
-            "Azurite": sandbox.azurite.process.pid if sandbox.azurite.process else os.getpid(),
-            "Graph simulator": sandbox.processes[0].pid,
-            "Dataverse simulator": sandbox.processes[1].pid,
-            "Functions runner": sandbox.processes[-1].pid,
-        }
-        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()} | {"bench": time.process_time()}
+        pids = service_pids(sandbox)
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()} | {"bench": time.process_time()}
         started = time.perf_counter()
         watcher.start()
         for first in range(0, args.changes, BATCH):
@@ -80,7 +76,7 @@ def main() -> None:
         last_write = time.perf_counter()
         watcher.join()
         finished = time.perf_counter()
-        cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
         cpu["bench"] = time.process_time() - cpu_before["bench"]
         graph, dataverse = tenant.graph_requests(user), tenant.dataverse_requests()
         runner_rss = process_peak_rss(sandbox.processes[-1].pid)
@@ -100,11 +96,8 @@ def main() -> None:
         ],
     )
     # What bounds the latency: the services and the runner share this machine's cores.
-    wall, cores = finished - started, os.cpu_count() or 1
-    rows = [(name, f"{seconds:.1f} s", f"{seconds / wall:.0%} of one core") for name, seconds in cpu.items()]
-    total = sum(cpu.values())
-    rows.append(("all of them", f"{total:.1f} s", f"{total / (wall * cores):.0%} of the {cores} cores"))
-    print_results(f"CPU time used during the burst ({wall:.1f} s)", rows)
+    wall = finished - started
+    print_results(f"CPU time used during the burst ({wall:.1f} s)", cpu_rows(cpu, wall))
 
 
 if __name__ == "__main__":

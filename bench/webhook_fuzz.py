@@ -1,8 +1,9 @@
-"""Fuzz Graph's two webhooks in-process, on real Azurite, as the Functions host calls them.
+"""Fuzz crmsync's three webhooks in-process, on real Azurite, as the Functions host calls them.
 
     python -m bench.webhook_fuzz [--payloads 10000] [--seed 0]
 
-Sends ``--payloads`` generated requests to each webhook (``notifications`` and ``lifecycle``),
+Sends ``--payloads`` generated requests to each webhook (Graph's ``notifications`` and
+``lifecycle``, and the Dataverse webhook ``crm_webhook``, below),
 drawn by Hypothesis from the documented shapes ("Receive change notifications through webhooks",
 the ``changeNotification`` resource: subscriptionId and tenantId Guid, clientState at most 255
 characters, changeType created/updated/deleted, lifecycleEvent reauthorizationRequired/
@@ -22,10 +23,19 @@ subscriptionRemoved/missed) and from raw garbage:
   characters, else 400 and not reflected;
 - ``replay``: a request sent earlier, sent again (the same answer as the first time).
 
+The Dataverse webhook gets RemoteExecutionContexts as "Use WebHooks to create external handlers for
+server events" shows them (MessageName, PrimaryEntityName, PrimaryEntityId, InputParameters with
+the Target entity or reference, an Assign's Assignee, column values carrying the canary) with
+WebhookKey authentication (``?code=``): ``genuine`` (202), ``forged`` (a missing, wrong, truncated
+or extended key, naming a victim record: 403), ``malformed`` (the right key, one member broken or
+missing, a Target, attribute or owner reference of the wrong shape: 400), ``garbage`` and
+``oversize`` as above (with the right key), and ``replay``.
+
 Checked for every request: never a 5xx (storage is up), the answer within 3 s, the expected
 status, and nothing of the request in the answer but an echoed validation token (generated strings
 carry a canary that must never come back). Checked at the end: no job, no dirty mark and no
-lifecycle work for any victim subscription (only forged or malformed requests name them). It prints
+lifecycle work for any victim subscription, and no CRM work for any victim record (only forged or
+malformed requests name them). It prints
 counts per kind and status, latency percentiles and every violation (benchmarks print, they do not
 fail; the Hypothesis test in tests/functions/test_webhook_fuzz.py runs a short derandomized variant
 that asserts).
@@ -41,6 +51,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -60,7 +71,9 @@ from bench._common import percentile, print_results
 from function_app import app
 from shared.config import get_settings
 from shared.runtime import Runtime, get_runtime
+from shared.store.crm_jobs import CrmWork, crm_queue_name
 from shared.store.records import SubscriptionRecord, hash_client_state
+from shared.sync import crm_intake
 from shared.sync.lifecycle import lifecycle_queue_name
 from simulators.azurite import Azurite
 
@@ -88,6 +101,8 @@ class Target:
     genuine: tuple[Sub, ...]
     victims: tuple[Sub, ...]
     max_bytes: int
+    crm_key: str | None = None  # the Dataverse webhook's key (CRMSYNC_CRM_WEBHOOK_KEY)
+    crm_victims: tuple[str, ...] = ()  # record ids only forged or malformed contexts name
 
 
 @dataclass(frozen=True)
@@ -119,10 +134,14 @@ async def make_target(runtime: Runtime, *, genuine: int = 4, victims: int = 4) -
         )
         return sub
 
+    await runtime.crm_work()
+    key = runtime.settings.crm_webhook_key
     return Target(
         tuple([await one("genuine", i) for i in range(genuine)]),
         tuple([await one("victim", i) for i in range(victims)]),
         runtime.settings.max_notification_bytes,
+        key.get_secret_value() if key is not None else None,
+        tuple(str(uuid.uuid4()) for _ in range(victims)),
     )
 
 
@@ -364,6 +383,211 @@ def cases(target: Target, *, lifecycle: bool) -> st.SearchStrategy[Case]:
     )
 
 
+# --- the Dataverse webhook ---------------------------------------------------------------------
+
+_XRM = "http://schemas.microsoft.com/xrm/2011/Contracts"
+
+
+def _reference(record_id: Any, table: str) -> dict[str, Any]:
+    return {"__type": f"EntityReference:{_XRM}", "Id": record_id, "LogicalName": table, "Name": None}
+
+
+def _crm_context(
+    message: str, table: str, record_id: Any, *, owner: str | None, columns: dict[str, Any]
+) -> dict[str, Any]:
+    """A RemoteExecutionContext as Dataverse posts it for an asynchronous step on ``message``."""
+    if message in {"Create", "Update"}:
+        attributes = [{"key": k, "value": v} for k, v in columns.items()]
+        if owner is not None:
+            attributes.append({"key": "ownerid", "value": _reference(owner, "systemuser")})
+        entity = {"__type": f"Entity:{_XRM}", "Attributes": attributes, "FormattedValues": []}
+        parameters = [{"key": "Target", "value": entity | {"Id": record_id, "LogicalName": table}}]
+    elif message == "Assign":
+        parameters = [
+            {"key": "Target", "value": _reference(record_id, table)},
+            {"key": "Assignee", "value": _reference(owner or str(uuid.uuid4()), "systemuser")},
+        ]
+    elif message == "Delete":
+        parameters = [{"key": "Target", "value": _reference(record_id, table)}]
+    else:  # SetState, SetStateDynamicEntity
+        parameters = [
+            {"key": "EntityMoniker", "value": _reference(record_id, table)},
+            {"key": "State", "value": {"__type": f"OptionSetValue:{_XRM}", "Value": 1}},
+        ]
+    return {
+        "BusinessUnitId": str(uuid.uuid4()),
+        "CorrelationId": str(uuid.uuid4()),
+        "Depth": 1,
+        "InitiatingUserId": str(uuid.uuid4()),
+        "InputParameters": parameters,
+        "IsExecutingOffline": False,
+        "IsInTransaction": False,
+        "MessageName": message,
+        "Mode": 1,
+        "OperationCreatedOn": "/Date(1796000000000)/",
+        "OrganizationName": "contoso",
+        "OutputParameters": [],
+        "PostEntityImages": [],
+        "PreEntityImages": [],
+        "PrimaryEntityId": record_id,
+        "PrimaryEntityName": table,
+        "SecondaryEntityName": "none",
+        "Stage": 40,
+        "UserId": str(uuid.uuid4()),
+    }
+
+
+def crm_cases(target: Target) -> st.SearchStrategy[Case]:
+    """Every kind of request (see the module docstring) for the Dataverse webhook."""
+    assert target.crm_key is not None, "set CRMSYNC_CRM_WEBHOOK_KEY for the Dataverse webhook"
+    key = target.crm_key
+    messages = st.sampled_from(sorted(crm_intake.MESSAGES))
+    tables = st.sampled_from(sorted(crm_intake.TABLES))
+    victim = st.sampled_from(target.crm_victims)
+    owners = st.none() | st.uuids().map(str)
+    columns = st.dictionaries(
+        st.sampled_from(["lastname", "emailaddress1", "subject", "description"]), _canary_text, max_size=3
+    )
+
+    def context(message: str, table: str, record_id: Any, owner: str | None, cols: dict[str, Any]) -> bytes:
+        return json.dumps(_crm_context(message, table, record_id, owner=owner, columns=cols)).encode()
+
+    def keyed(kind: str, body: bytes, expected: set[int], headers: dict[str, str] | None = None) -> Case:
+        return Case(kind, body, frozenset(expected), params={"code": key}, headers=headers or {})
+
+    genuine = st.builds(
+        lambda m, t, o, c: keyed("genuine", context(m, t, str(uuid.uuid4()), o, c), {202}),
+        messages,
+        tables,
+        owners,
+        columns,
+    )
+    wrong_keys = st.one_of(
+        st.none(),
+        st.just(""),
+        st.just(key[:-1]),
+        st.just(key + "x"),
+        st.just(key[:-1] + ("y" if key[-1] != "y" else "z")),
+        _canary_text,
+        st.text(min_size=1, max_size=80).filter(lambda t: t != key),
+    )
+    forged = st.builds(
+        lambda code, m, t, r, o, c, junk: Case(
+            "forged",
+            junk if junk is not None else context(m, t, r, o, c),
+            frozenset({403}),
+            params={} if code is None else {"code": code},
+        ),
+        wrong_keys,
+        messages,
+        tables,
+        victim,
+        owners,
+        columns,
+        st.none() | st.binary(max_size=200),
+    )
+
+    def broken(message: str, table: str, record_id: str, how: str, value: Any) -> bytes:
+        ctx = _crm_context(message, table, record_id, owner=str(uuid.uuid4()), columns={})
+        if value is _DROP:
+            del ctx[how]
+        elif how in {"MessageName", "PrimaryEntityName", "PrimaryEntityId", "InputParameters"}:
+            ctx[how] = value
+        elif how == "Target":
+            ctx["InputParameters"][0]["value"] = value
+        elif how == "Attributes":
+            ctx["InputParameters"][0]["value"]["Attributes"] = value
+        elif how == "owner":
+            attributes = ctx["InputParameters"][0]["value"]["Attributes"]
+            attributes[-1]["value"] = value
+        elif how == "Assignee":
+            ctx["InputParameters"][1]["value"] = value
+        return json.dumps(ctx).encode()
+
+    not_a_reference = _not_a_string.filter(lambda v: not isinstance(v, dict)) | st.builds(
+        lambda g: {"Id": g, "LogicalName": "systemuser"}, _not_a_guid
+    )
+    member = st.sampled_from(["MessageName", "PrimaryEntityName", "PrimaryEntityId", "InputParameters"])
+    broken_members: dict[str, st.SearchStrategy[Any]] = {
+        "MessageName": _garbage.filter(lambda v: not isinstance(v, str) or v not in crm_intake.MESSAGES)
+        | st.just(_DROP),
+        "PrimaryEntityName": _garbage.filter(lambda v: not isinstance(v, str) or v not in crm_intake.TABLES)
+        | st.just(_DROP),
+        "PrimaryEntityId": _not_a_guid | st.just(_DROP),
+        # not a list, or parameters that are not objects (left out, it is an empty list: valid)
+        "InputParameters": _leaf
+        | st.dictionaries(st.text(max_size=4), _leaf, max_size=2)
+        | st.lists(_leaf, min_size=1, max_size=3),
+    }
+    malformed_member = member.flatmap(
+        lambda how: st.builds(broken, messages, tables, victim, st.just(how), broken_members[how])
+    )
+    malformed_target = st.one_of(
+        st.builds(
+            broken,
+            st.sampled_from(["Create", "Update"]),
+            tables,
+            victim,
+            st.just("Target"),
+            _not_a_string.filter(lambda v: not isinstance(v, dict)),
+        ),
+        st.builds(
+            broken,
+            st.sampled_from(["Create", "Update"]),
+            tables,
+            victim,
+            st.just("Attributes"),
+            _leaf.filter(lambda v: v is not None)
+            | st.lists(_leaf.filter(lambda v: v is not None), min_size=1),
+        ),
+        st.builds(
+            broken, st.sampled_from(["Create", "Update"]), tables, victim, st.just("owner"), not_a_reference
+        ),
+        st.builds(broken, st.just("Assign"), tables, victim, st.just("Assignee"), not_a_reference),
+    )
+    garbage = st.one_of(
+        st.binary(max_size=3000),
+        st.binary(max_size=200).map(lambda b: b"\xff\xfe" + b),
+        st.integers(1, 200_000).map(lambda n: b"[" * n + b"]" * n),
+        st.integers(1, 200_000).map(lambda n: b'{"InputParameters": ' + b"[" * n + b"]" * n + b"}"),
+        st.integers(1, 30_000).map(lambda n: b'{"InputParameters": [' + b"1," * n + b"1]}"),
+        st.builds(lambda v: json.dumps(v).encode(), _garbage),
+        st.text(max_size=300).map(lambda t: (CANARY + t).encode("utf-8", "surrogatepass")),
+    )
+    limit = crm_intake.MAX_BODY_BYTES
+    return st.one_of(
+        *[genuine] * 2,
+        *[forged] * 2,
+        *[st.builds(lambda b: keyed("malformed", b, {400}), malformed_member)] * 2,
+        *[st.builds(lambda b: keyed("malformed", b, {400}), malformed_target)] * 2,
+        st.builds(lambda b: keyed("garbage", b, {400, 413}), garbage),
+        st.builds(lambda n: keyed("oversize", b"[" + b" " * (limit + n) + b"]", {413}), st.integers(1, 1000)),
+        st.builds(
+            lambda n, r: keyed(
+                "oversize",
+                context("Update", "contact", r, None, {}),
+                {413},
+                {"Content-Length": str(limit + n)},
+            ),
+            st.integers(1, 10**12),
+            victim,
+        ),
+        st.builds(
+            lambda v, r: keyed(
+                "garbage", context("Update", "contact", r, None, {}), {400}, {"Content-Length": v}
+            ),
+            st.text(min_size=1, max_size=8).filter(
+                lambda t: not t.strip().isdigit() or not t.strip().isascii()
+            ),
+            victim,
+        ),
+        st.just(Case("replay", b"", frozenset())),
+    )
+
+
+_DROP = object()  # a member left out of the context
+
+
 # --- sending and checking --------------------------------------------------------------------
 
 
@@ -448,6 +672,7 @@ class Audit:
     problems: list[str]
     jobs: int  # sync jobs queued (all for genuine subscriptions: the positive control)
     lifecycle_work: int
+    crm_work: int  # CRM routing work queued (all for genuine contexts)
 
 
 async def audit(runtime: Runtime, target: Target) -> Audit:
@@ -469,12 +694,29 @@ async def audit(runtime: Runtime, target: Target) -> Audit:
         for m in lifecycle
         if m["subscription_id"] in victim_ids
     ]
-    return Audit(problems, len(jobs), len(lifecycle))
+    crm_queue = crm_queue_name(runtime.settings.job_queue)
+    crm_work = [CrmWork.model_validate(m) for m in await _messages(runtime, crm_queue)]
+    crm_victims = {uuid.UUID(v) for v in target.crm_victims}
+    problems += [
+        f"CRM work for victim record {record}"
+        for work in crm_work
+        for record in (*work.changed, *work.deleted)
+        if record in crm_victims
+    ]
+    return Audit(problems, len(jobs), len(lifecycle), len(crm_work))
 
 
-def fuzz_sync(
-    loop: asyncio.AbstractEventLoop, fuzzer: Fuzzer, *, lifecycle: bool, payloads: int, random_seed: int
-) -> None:
+WEBHOOKS = ("notifications", "lifecycle", "crm_webhook")  # the functions' names in function_app
+
+
+def strategy_for(webhook: str, target: Target) -> st.SearchStrategy[Case]:
+    """The generated requests for one of :data:`WEBHOOKS`."""
+    if webhook == "crm_webhook":
+        return crm_cases(target)
+    return cases(target, lifecycle=webhook == "lifecycle")
+
+
+def fuzz_sync(loop: asyncio.AbstractEventLoop, fuzzer: Fuzzer, *, payloads: int, random_seed: int) -> None:
     """Drive ``payloads`` Hypothesis examples through ``fuzzer`` on ``loop`` (violations collected)."""
 
     @seed(random_seed)
@@ -485,7 +727,7 @@ def fuzz_sync(
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
-    @given(case=cases(fuzzer.target, lifecycle=lifecycle), replay=st.integers(0, 10**6))
+    @given(case=strategy_for(fuzzer.webhook, fuzzer.target), replay=st.integers(0, 10**6))
     def run(case: Case, replay: int) -> None:
         loop.run_until_complete(fuzzer.send(case, replay))
 
@@ -514,8 +756,8 @@ def _rows(fuzzer: Fuzzer) -> list[tuple[str, str, str]]:
 async def hung_storage(
     handlers: dict[str, Handler], requests: int
 ) -> tuple[collections.Counter[int], list[float]]:
-    """Valid notifications of unknown subscriptions while storage accepts connections and never
-    answers: each must be a 503 within 3 s (Graph retries)."""
+    """Valid notifications of unknown subscriptions (and valid Dataverse contexts) while storage
+    accepts connections and never answers: each must be a 503 within 3 s (the sender retries)."""
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
@@ -538,12 +780,19 @@ async def hung_storage(
     statuses: collections.Counter[int] = collections.Counter()
     latencies: list[float] = []
     try:
+        key = runtime.settings.crm_webhook_key
         for index in range(requests):
-            webhook = ("notifications", "lifecycle")[index % 2]
-            body = _body([_item(str(uuid.uuid4()), "s", lifecycle=webhook == "lifecycle")])
+            webhook = WEBHOOKS[index % len(WEBHOOKS)]
+            if webhook == "crm_webhook":
+                context = _crm_context("Update", "contact", str(uuid.uuid4()), owner=None, columns={})
+                body = json.dumps(context).encode()
+                params = {"code": key.get_secret_value()} if key is not None else {}
+            else:
+                body = _body([_item(str(uuid.uuid4()), "s", lifecycle=webhook == "lifecycle")])
+                params = {}
             started = time.perf_counter()
             response = await handlers[webhook](
-                func.HttpRequest(method="POST", url=f"/api/{webhook}", body=body)
+                func.HttpRequest(method="POST", url=f"/api/{webhook}", body=body, params=params)
             )
             latencies.append((time.perf_counter() - started) * 1000)
             statuses[response.status_code] += 1
@@ -579,6 +828,7 @@ def main() -> None:
                 "CRMSYNC_DATAVERSE_URL": url,
                 "CRMSYNC_NOTIFICATION_URL": url + "/api/notifications",
                 "CRMSYNC_LIFECYCLE_URL": url + "/api/lifecycle",
+                "CRMSYNC_CRM_WEBHOOK_KEY": secrets.token_urlsafe(32),
             }
         )
         runtime = get_runtime()
@@ -586,15 +836,9 @@ def main() -> None:
             target = loop.run_until_complete(make_target(runtime))
             fuzzers = []
             started = time.perf_counter()
-            for webhook in ("notifications", "lifecycle"):
+            for webhook in WEBHOOKS:
                 fuzzer = Fuzzer(webhook, handlers[webhook], target)
-                fuzz_sync(
-                    loop,
-                    fuzzer,
-                    lifecycle=webhook == "lifecycle",
-                    payloads=args.payloads,
-                    random_seed=args.seed,
-                )
+                fuzz_sync(loop, fuzzer, payloads=args.payloads, random_seed=args.seed)
                 fuzzers.append(fuzzer)
             wall = time.perf_counter() - started
             checked = loop.run_until_complete(audit(runtime, target))
@@ -604,10 +848,10 @@ def main() -> None:
         loop.close()
     rows = [row for fuzzer in fuzzers for row in _rows(fuzzer)]
     rows += [
-        ("audit: jobs, dirty marks or lifecycle work for victims", str(len(checked.problems)), "0"),
+        ("audit: jobs, dirty marks, lifecycle or CRM work for victims", str(len(checked.problems)), "0"),
         (
-            "audit: sync jobs / lifecycle work queued for genuine subscriptions",
-            f"{checked.jobs} / {checked.lifecycle_work}",
+            "audit: sync jobs / lifecycle work / CRM work queued for genuine requests",
+            f"{checked.jobs} / {checked.lifecycle_work} / {checked.crm_work}",
             "> 0",
         ),
         (

@@ -5,16 +5,19 @@ The webhook is anonymous to the host: Dataverse's WebhookKey authentication send
 ``?code=``, checked in constant time against ``CRMSYNC_CRM_WEBHOOK_KEY`` by
 ``shared.sync.crm_intake`` (a wrong or missing key: 403; a body that is not a RemoteExecutionContext
 of a table and message crmsync registers: 400 / 413; nothing queued). It answers 202 once the routing
-work is queued; storage failing: 503, so Dataverse's system job fails and shows it.
+work is queued; storage failing, or not answering within ``DEADLINE_SECONDS``: 503, so
+Dataverse's system job fails and shows it (the change-tracking timer still carries the change).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import azure.functions as func
 from azure.core.exceptions import AzureError
 
+from functions.webhooks import DEADLINE_SECONDS
 from shared.runtime import get_runtime
 from shared.sync.crm_dispatch import run_crm_work
 from shared.sync.crm_intake import WebhookRejected, accept_webhook
@@ -34,16 +37,18 @@ async def crm_webhook(req: func.HttpRequest) -> func.HttpResponse:
     runtime = get_runtime()
     key = runtime.settings.crm_webhook_key
     try:
-        await accept_webhook(
-            req.get_body(),
-            code=req.params.get("code"),
-            expected_key=key.get_secret_value() if key is not None else None,
-            queue=await runtime.crm_work(),
-        )
+        async with asyncio.timeout(DEADLINE_SECONDS):
+            await accept_webhook(
+                req.get_body(),
+                code=req.params.get("code"),
+                expected_key=key.get_secret_value() if key is not None else None,
+                queue=await runtime.crm_work(),
+                declared_length=req.headers.get("content-length"),
+            )
     except WebhookRejected as rejected:
         log.info("CRM webhook refused a call (%d)", rejected.status)
         return _answer(rejected.status)
-    except AzureError:
+    except (AzureError, TimeoutError):
         log.warning("CRM webhook: storage unavailable")
         return _answer(503)
     return _answer(202)

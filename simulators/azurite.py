@@ -20,6 +20,8 @@ DEV_ACCOUNT = "devstoreaccount1"
 DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BIN = ROOT / "node_modules" / ".bin" / "azurite"
+#: Preloaded into Azurite: point lookups by (PartitionKey, RowKey) at any partition size, as in Azure.
+POINT_LOOKUPS = Path(__file__).resolve().parent / "azurite_point_lookups.js"
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Azurite:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env={**os.environ, "AZURITE_ACCOUNTS": ""},
+            env={**os.environ, "AZURITE_ACCOUNTS": "", "NODE_OPTIONS": node_options()},
         )
         for port in (self.blob_port, self.queue_port, self.table_port):
             wait_for_port(self.host, port)
@@ -95,3 +97,10 @@ class Azurite:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def node_options() -> str:
+    """The inherited NODE_OPTIONS plus the point-lookup preload (quoted: Node splits them at spaces)."""
+    preload = f'--require "{POINT_LOOKUPS}"'
+    inherited = os.environ.get("NODE_OPTIONS", "")
+    return f"{inherited} {preload}".strip()

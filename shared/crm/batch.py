@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,20 +135,54 @@ def _parse_headers(lines: Sequence[bytes]) -> dict[str, str]:
 
 
 def _split_multipart(body: bytes, boundary: str) -> list[bytes]:
-    """Body parts between delimiter lines; a delimiter is ``--boundary`` at the start of a line."""
-    escaped = re.escape(boundary.encode("ascii"))
-    delimiter = re.compile(rb"(?:^|\r?\n)--" + escaped + rb"(--)?[ \t]*(?:\r?\n|$)")
-    matches = list(delimiter.finditer(body))
-    if not matches:
+    """Body parts between delimiter lines; a delimiter is ``--boundary`` at the start of a line, then
+    ``--`` if it closes, blanks and the line end. Found with ``bytes.find``: a regular expression
+    starting with the line break tried every byte of a response of a thousand records."""
+    dash = b"--" + boundary.encode("ascii")
+    delimiters: list[tuple[int, int, bool]] = []  # (start with its line break, end, closing)
+    floor, at = 0, body.find(dash)
+    while at >= 0:
+        found = _delimiter(body, at, len(dash), floor)
+        if found is None:
+            at = body.find(dash, at + 1)
+            continue
+        delimiters.append(found)
+        floor = found[1]
+        at = body.find(dash, floor)
+    if not delimiters:
         raise BatchFormatError("batch response lacks its boundary")
     parts = []
-    for current, following in itertools.pairwise(matches):
-        if current.group(1):  # close delimiter: the epilogue follows
+    for (_, end, closing), (start, _, _) in itertools.pairwise(delimiters):
+        if closing:  # close delimiter: the epilogue follows
             break
-        parts.append(body[current.end() : following.start()])
-    if not matches[-1].group(1):
+        parts.append(body[end:start])
+    if not delimiters[-1][2]:
         raise BatchFormatError("batch response is truncated (no closing boundary)")
     return parts
+
+
+def _delimiter(body: bytes, at: int, length: int, floor: int) -> tuple[int, int, bool] | None:
+    """The delimiter line whose ``--boundary`` is at ``at``, if it is one: at the start of the body
+    or after a line break not already part of the previous delimiter."""
+    if at == 0:
+        start = 0
+    elif at - 1 >= floor and body[at - 1] == _LF:
+        start = at - 2 if at - 2 >= floor and body[at - 2] == _CR else at - 1
+    else:
+        return None
+    end = at + length
+    closing = body.startswith(b"--", end)
+    end += 2 if closing else 0
+    while end < len(body) and body[end] in _BLANKS:
+        end += 1
+    if body.startswith(b"\r\n", end):
+        return start, end + 2, closing
+    if end == len(body) or body.startswith(b"\n", end):
+        return start, min(end + 1, len(body)), closing
+    return None
+
+
+_CR, _LF, _BLANKS = ord("\r"), ord("\n"), b" \t"
 
 
 def _decode_http(part_headers: Mapping[str, str], message: bytes) -> BatchResponse:

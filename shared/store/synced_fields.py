@@ -47,8 +47,12 @@ SyncedValue: TypeAlias = JsonValue | HashedValue
 SyncedFields: TypeAlias = dict[str, SyncedValue]
 
 
+# One encoder: ``json.dumps`` with options builds a new one per call, and every link write calls it.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _ENCODER.encode(value)
 
 
 def hash_value(value: JsonValue) -> HashedValue:
@@ -89,18 +93,18 @@ def _try_encode(fields: Mapping[str, SyncedValue]) -> dict[str, str | int] | Non
 def encode_synced_fields(fields: Mapping[str, SyncedValue]) -> dict[str, str | int]:
     """Entity properties holding ``fields``, hashing the largest values if they cannot fit otherwise."""
     working: SyncedFields = dict(fields)
+    encoded = _try_encode(working)
+    if encoded is not None:
+        return encoded  # the usual case: measuring each value first would be wasted
     by_size = sorted(working, key=lambda name: len(_canonical(_to_json(working[name]))), reverse=True)
     for name in by_size:
-        encoded = _try_encode(working)
-        if encoded is not None:
-            return encoded
         value = working[name]
         if not isinstance(value, HashedValue):
             working[name] = hash_value(value)
-    encoded = _try_encode(working)
-    if encoded is None:
-        raise ValueError("too many synced fields to store even as hashes")
-    return encoded
+        encoded = _try_encode(working)
+        if encoded is not None:
+            return encoded
+    raise ValueError("too many synced fields to store even as hashes")
 
 
 def decode_synced_fields(properties: Mapping[str, Any]) -> SyncedFields:

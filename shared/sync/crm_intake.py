@@ -14,11 +14,11 @@ about the record is read later, as the application (routing) and as the user (th
 from __future__ import annotations
 
 import hmac
-import json
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared import telemetry
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
@@ -26,6 +26,7 @@ from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 MAX_BODY_BYTES = 256 * 1024  # Dataverse trims a larger context before it sends it
 MESSAGES = frozenset({"Create", "Update", "Delete", "Assign", "SetState", "SetStateDynamicEntity"})
 TABLES = frozenset({"contact", "appointment", "task"})
+_T = TypeVar("_T")
 
 
 class WebhookRejected(ValueError):
@@ -43,28 +44,59 @@ def key_matches(given: str | None, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _guid(value: Any, what: str) -> uuid.UUID:
+class _Shaped(BaseModel):
+    # Dataverse's contexts carry many more members (Depth, OrganizationId, images...): ignored.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _EntityReference(_Shaped):
+    id: uuid.UUID = Field(alias="Id")
+
+
+class _KeyValue(_Shaped):
+    key: str
+    value: Any = None
+
+
+class _Entity(_Shaped):
+    attributes: list[_KeyValue] = Field(default_factory=list, alias="Attributes")
+
+
+class _Context(_Shaped):
+    message: str = Field(alias="MessageName")
+    table: str = Field(alias="PrimaryEntityName")
+    record_id: uuid.UUID = Field(alias="PrimaryEntityId")
+    parameters: list[_KeyValue] = Field(default_factory=list, alias="InputParameters")
+
+
+_CONTEXT = TypeAdapter(_Context)
+_REFERENCE = TypeAdapter(_EntityReference)
+_ENTITY = TypeAdapter(_Entity)
+
+
+def _validated(adapter: TypeAdapter[_T], value: Any, where: str) -> _T:
     try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise WebhookRejected(f"{what} is not a Guid") from None
+        return adapter.validate_python(value)
+    except ValidationError as error:
+        raise WebhookRejected(_describe(error, where)) from None
 
 
-def _owner(context: dict[str, Any]) -> uuid.UUID | None:
-    parameters = context.get("InputParameters")
-    if not isinstance(parameters, list):
-        return None
-    for parameter in parameters:
-        if not isinstance(parameter, dict):
-            continue
-        value = parameter.get("value")
-        if parameter.get("key") == "Assignee" and isinstance(value, dict) and value.get("Id"):
-            return _guid(value["Id"], "Assignee")
-        if parameter.get("key") == "Target" and isinstance(value, dict):
-            for attribute in value.get("Attributes") or []:
-                ref = attribute.get("value") if isinstance(attribute, dict) else None
-                if attribute.get("key") == "ownerid" and isinstance(ref, dict) and ref.get("Id"):
-                    return _guid(ref["Id"], "ownerid")
+def _describe(error: ValidationError, where: str) -> str:
+    """The failing fields, never their values (a context carries column values)."""
+    fields = [".".join(str(part) for part in item["loc"]) for item in error.errors(include_input=False)[:3]]
+    return f"{where}: {', '.join(f or 'body' for f in fields)} not as Dataverse sends it"
+
+
+def _owner(context: _Context) -> uuid.UUID | None:
+    """The new owner: an Assign's ``Assignee``, or the ``ownerid`` a Create or Update sets."""
+    for parameter in context.parameters:
+        if parameter.key == "Assignee":
+            return _validated(_REFERENCE, parameter.value, "Assignee").id
+        if parameter.key == "Target" and context.message in {"Create", "Update"}:
+            target = _validated(_ENTITY, parameter.value, "Target")
+            for attribute in target.attributes:
+                if attribute.key == "ownerid":
+                    return _validated(_REFERENCE, attribute.value, "ownerid").id
     return None
 
 
@@ -73,28 +105,42 @@ def parse_context(body: bytes) -> CrmWork:
     if len(body) > MAX_BODY_BYTES:
         raise WebhookRejected("body too large", 413)
     try:
-        context = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookRejected("body is not JSON") from None
-    if not isinstance(context, dict):
-        raise WebhookRejected("body is not a RemoteExecutionContext")
-    message, table = context.get("MessageName"), context.get("PrimaryEntityName")
-    if message not in MESSAGES:
+        context = _CONTEXT.validate_json(body.removeprefix(b"\xef\xbb\xbf"))  # a BOM, as json.loads allows
+    except ValidationError as error:
+        if any(item["type"] == "json_invalid" for item in error.errors()):
+            raise WebhookRejected("body is not JSON") from None
+        raise WebhookRejected(_describe(error, "RemoteExecutionContext")) from None
+    if context.message not in MESSAGES:
         raise WebhookRejected("MessageName is not a message crmsync registers")
-    if table not in TABLES:
+    if context.table not in TABLES:
         raise WebhookRejected("PrimaryEntityName is not a table crmsync synchronizes")
-    record_id = _guid(context.get("PrimaryEntityId"), "PrimaryEntityId")
-    owner = _owner(context) if message != "Delete" else None
-    ids: dict[str, Any] = {"deleted": [record_id]} if message == "Delete" else {"changed": [record_id]}
-    return CrmWork.model_validate({"table": table, **ids, "owner": owner, "source": CrmWorkSource.WEBHOOK})
+    owner = _owner(context) if context.message != "Delete" else None
+    ids = (
+        {"deleted": [context.record_id]} if context.message == "Delete" else {"changed": [context.record_id]}
+    )
+    return CrmWork.model_validate(
+        {"table": context.table, **ids, "owner": owner, "source": CrmWorkSource.WEBHOOK}
+    )
 
 
 async def accept_webhook(
-    body: bytes, *, code: str | None, expected_key: str | None, queue: CrmWorkQueue
+    body: bytes,
+    *,
+    code: str | None,
+    expected_key: str | None,
+    queue: CrmWorkQueue,
+    declared_length: str | None = None,
 ) -> CrmWork:
-    """Check the key (403), parse (4xx), queue routing work; the work queued."""
+    """Check the key (403), the declared length (413, before the body is read), parse (4xx), queue
+    routing work; the work queued."""
     if not key_matches(code, expected_key):
         raise WebhookRejected("missing or wrong webhook key", 403)
+    if declared_length is not None:
+        text = declared_length.strip()
+        if not text.isascii() or not text.isdigit():
+            raise WebhookRejected("Content-Length is not a number")
+        if int(text) > MAX_BODY_BYTES:
+            raise WebhookRejected("body too large", 413)
     work = parse_context(body)
     with telemetry.span("crm_notification", kind=SpanKind.SERVER, table=work.table):
         work = work.model_copy(update={"traceparent": telemetry.traceparent()})

@@ -230,9 +230,15 @@ class CrmToOutlookRun:
         unheld: list[uuid.UUID] = []  # changed, not linked here and not wanted here (or gone)
         rewritten: list[str] = []  # deleted records whose copy holds an update of ours (see as_written)
         state_store = self._store.sync_state
+        held: dict[uuid.UUID, Link | None] = {}
         for record_id in [*changed, *deleted]:
             stored = await self._store.links.get_by_crm(mailbox.mailbox_id, table, str(record_id))
-            link = from_stored_link(stored) if stored is not None else None
+            held[record_id] = from_stored_link(stored) if stored is not None else None
+        for record_id in await self._deleted_since(table, changed, held, verdict.members, states):
+            changed.remove(record_id)
+            deleted.append(record_id)
+        for record_id in [*changed, *deleted]:
+            link = held[record_id]
             if link is None and (record_id in deleted or record_id not in verdict.members):
                 if record_id not in deleted:
                     unheld.append(record_id)
@@ -525,6 +531,24 @@ class CrmToOutlookRun:
             plans.append(ItemPlan(actions, fmap.project(item.item).values | party_values[record_id]))
         results = await applier.apply(plans) if plans else []
         return sum(r.outlook_writes for r in results if isinstance(r, AppliedItem))
+
+    async def _deleted_since(
+        self,
+        table: str,
+        changed: list[uuid.UUID],
+        held: Mapping[uuid.UUID, Link | None],
+        members: frozenset[uuid.UUID],
+        states: Mapping[uuid.UUID, CrmState],
+    ) -> list[uuid.UUID]:
+        """Linked records routed here as changed that the filter no longer returns because they were
+        deleted since (their delete is still on its way): they take the CRM delete's rules, not those
+        of leaving the filter, which keep a meeting unlinked and let its next Outlook sync create it
+        in the CRM again. Read as the application, so a record the user may no longer read still
+        counts as having left the filter."""
+        outside = [
+            r for r in changed if held[r] is not None and (r not in members or states[r].values is None)
+        ]
+        return await self._deleted_meanwhile(table, outside)
 
     def _plan_linked(
         self,

@@ -63,13 +63,18 @@ def unit_fingerprints(
     ``crm`` the record's values (a column the adapter does not read back, such as a party list, is
     absent; a null column is present with ``None``).
     """
-    return {
-        leader: FieldBase(
-            fingerprint(_side_values(outlook, members)),
-            fingerprint(_side_values(crm, members)),
-        )
-        for leader, members in units.items()
-    }
+    bases = {}
+    for leader, members in units.items():
+        outlook_values, crm_values = _side_values(outlook, members), _side_values(crm, members)
+        outlook_print = fingerprint(outlook_values)
+        same = _same(outlook_values, crm_values)  # after a create or an update: the usual case
+        bases[leader] = FieldBase(outlook_print, outlook_print if same else fingerprint(crm_values))
+    return bases
+
+
+def _same(one: Mapping[str, CrmValue], other: Mapping[str, CrmValue]) -> bool:
+    """Equal values of equal types (``True == 1``, but their fingerprints differ)."""
+    return one == other and all(type(value) is type(other[column]) for column, value in one.items())
 
 
 def _is_empty(values: Mapping[str, CrmValue]) -> bool:

@@ -799,12 +799,36 @@ class Engine:
                             "'Microsoft.Dynamics.CRM.activityparty'."
                         )
                     party[name] = _validate(party_table, column, raw)
+            self._fill_address(party)
             party["ownerid"] = record.get("ownerid")
             party["versionnumber"] = self.store.next_version()
             self.store.put("activityparty", party, "activitypartyid")
 
+    def _fill_address(self, party: Record) -> None:
+        """A party bound to a record and given no address gets the record's primary email address,
+        as Dataverse fills ``addressused`` (and the read-only ``addressusedemailcolumnnumber``, "email
+        address column number from associated party") from the party record:
+        https://learn.microsoft.com/power-apps/developer/data-platform/reference/entities/activityparty"""
+        target = party.get("partyid")
+        if not isinstance(target, Ref) or party.get("addressused"):
+            return
+        column = PRIMARY_EMAIL.get(target.table)
+        row = self.store.get(target.table, target.id) if column is not None else None
+        if column is not None and row and row.get(column):
+            party["addressused"] = row[column]
+            party["addressusedemailcolumnnumber"] = 1
+
 
 # -- helpers -------------------------------------------------------------------------------------
+# The email column a party's address comes from (column number 1 of each table).
+PRIMARY_EMAIL = {
+    "systemuser": "internalemailaddress",
+    "contact": "emailaddress1",
+    "account": "emailaddress1",
+    "lead": "emailaddress1",
+}
+
+
 def _resolve_content_id(path: str, request: ApiRequest) -> str:
     """``$1/...`` -> the row created by the change set request with Content-ID 1."""
     head, _, rest = path.partition("/")

@@ -214,3 +214,47 @@ def test_a_lead_can_be_an_email_party_and_is_found_by_any_email_column(
     )
     parties = api.get(f"emails({email_id})/email_activity_parties").json()["value"]
     assert [(p["_partyid_value"], p["participationtypemask"]) for p in parties] == [(lead_id, 2)]
+
+
+def test_a_party_bound_to_a_record_gets_its_primary_email_as_address(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """activityparty.md: ``addressused`` is the address "associated with the target entity", and the
+    read-only ``addressusedemailcolumnnumber`` the party record's email column it came from. A given
+    address is kept."""
+    user = dataverse_sim.add_user(internalemailaddress="Organizer@Contoso.example")
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "Guest", "emailaddress1": "guest@example.com"}]
+    )
+    appointment_id = _entity_id(
+        api.post(
+            "appointments",
+            json={
+                "subject": "Review",
+                "appointment_activity_parties": [
+                    {
+                        "partyid_systemuser@odata.bind": f"/systemusers({user['systemuserid']})",
+                        "participationtypemask": 7,
+                    },
+                    {"partyid_contact@odata.bind": f"/contacts({contact_id})", "participationtypemask": 5},
+                    {
+                        "partyid_contact@odata.bind": f"/contacts({contact_id})",
+                        "participationtypemask": 6,
+                        "addressused": "other@example.com",
+                    },
+                ],
+            },
+        )
+    )
+    listed = api.get(
+        f"appointments({appointment_id})/appointment_activity_parties"
+        "?$select=participationtypemask,addressused,addressusedemailcolumnnumber"
+    ).json()["value"]
+    parties = sorted(
+        (p["participationtypemask"], p["addressused"], p["addressusedemailcolumnnumber"]) for p in listed
+    )
+    assert parties == [
+        (5, "guest@example.com", 1),
+        (6, "other@example.com", None),
+        (7, "Organizer@Contoso.example", 1),
+    ]

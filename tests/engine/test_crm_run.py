@@ -135,6 +135,59 @@ async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_de
     assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
 
 
+async def test_a_change_delivered_after_its_record_was_deleted_takes_the_delete_rules(engine: Engine) -> None:
+    """A change to a linked meeting whose record is deleted before the run reads it: the filter no
+    longer returns the record, which is a delete on its way, not the meeting leaving the filter (that
+    would keep the event unlinked, and its next Outlook sync would make it again in the CRM)."""
+    mailbox, owner = await _synced_user(engine)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
+    record = uuid.uuid4()
+    fields: dict[str, Any] = {
+        "subject": "Review",
+        "ownerid": owner,
+        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    organizer = Party(Participation.ORGANIZER, owner)
+    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
+    work = CrmWork(
+        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    run = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    assert (await run.run(work)).outcome is CrmRunOutcome.COMPLETED
+    assert [event["subject"] for event in engine.outlook.list(mailbox.mailbox_id, "events")] == ["Review"]
+    engine.delete_record("appointments", str(record))
+
+    report = await run.run(work)  # the change, delivered after the delete (which is still queued)
+
+    assert report.outcome is CrmRunOutcome.COMPLETED
+    assert engine.outlook.list(mailbox.mailbox_id, "events") == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.APPOINTMENT) == 0
+
+
+async def test_a_linked_record_the_user_may_no_longer_read_left_the_filter(engine: Engine) -> None:
+    """The same check, for a record that exists: handed to another user (outside "My Contacts"), the
+    contact left the filter; the copy crmsync made and nobody changed is removed, not treated as a
+    delete (which keeps an owned contact's Outlook copy)."""
+    mailbox, owner = await _synced_user(engine)
+    other, _ = await _synced_user(engine)
+    contact = await engine.crm.create("contact", {"lastname": "Moved", "ownerid": owner}, caller=None)
+    work = CrmWork(
+        table="contact", changed=(contact.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    run = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    assert (await run.run(work)).outcome is CrmRunOutcome.COMPLETED
+    assert len(engine.outlook.list(mailbox.mailbox_id, "contacts")) == 1
+    new_owner = RecordRef("systemuser", uuid.UUID(other.crm_user_id))
+    await engine.crm.upsert(Upsert("contact", {"ownerid": new_owner}, id=contact.id), caller=None)
+
+    report = await run.run(work)
+
+    assert report.outcome is CrmRunOutcome.COMPLETED
+    assert engine.outlook.list(mailbox.mailbox_id, "contacts") == []
+    assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.CONTACT) == 0
+
+
 async def test_the_outlook_run_links_a_copy_whose_link_write_was_lost_instead_of_creating_a_record(
     engine: Engine,
 ) -> None:
@@ -261,37 +314,6 @@ async def test_an_update_whose_link_write_was_lost_is_no_outlook_edit_when_the_r
     assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.TASK) == 0
 
 
-async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_poisoned(
-    engine: Engine, storage_connection_string: str, table_prefix: str
-) -> None:
-    """Service protection limits (429) are not the message's fault: the work goes back on the queue
-    after the Retry-After Dataverse names, instead of failing towards the poison queue (a poisoned
-    delete would never come back: change tracking reported it once)."""
-    mailbox, owner = await _synced_user(engine)
-    task = await engine.crm.create("task", {"subject": "Plan", "ownerid": owner}, caller=None)
-    jobs = await open_job_queue(
-        queue_name=f"crm-{table_prefix}".lower(), connection_string=storage_connection_string
-    )
-    queue = CrmWorkQueue(jobs)
-    work = CrmWork(
-        table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
-    )
-    runner = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
-    router = Router(store=engine.store, crm=engine.crm, queue=queue)
-    engine.dataverse.fault("throttle", retry_after=120, count=1)  # longer than the client waits
-    try:
-        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
-        assert outcome.status == "requeued"
-        assert await jobs.client.peek_messages() == []  # hidden for Dataverse's wait
-        properties = await jobs.client.get_queue_properties()
-        assert properties.approximate_message_count == 1
-        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
-        assert outcome.status == "synced"  # the limit lifted: the same work completes
-    finally:
-        await jobs.client.delete_queue()
-        await jobs.close()
-
-
 async def test_a_change_every_linking_mailbox_holds_at_its_version_is_routed_to_no_run(
     engine: Engine, storage_connection_string: str, table_prefix: str
 ) -> None:
@@ -365,6 +387,37 @@ async def test_runs_a_worker_is_handed_at_once_for_one_mailbox_share_the_lease_i
         list_id = quote(engine.task_list(mailbox.mailbox_id), safe="")
         titles = [t["title"] for t in engine.outlook.list(mailbox.mailbox_id, f"todo/lists/{list_id}/tasks")]
         assert sorted(titles) == ["Step 0", "Step 1", "Step 2"]
+    finally:
+        await jobs.client.delete_queue()
+        await jobs.close()
+
+
+async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_poisoned(
+    engine: Engine, storage_connection_string: str, table_prefix: str
+) -> None:
+    """Service protection limits (429) are not the message's fault: the work goes back on the queue
+    after the Retry-After Dataverse names, instead of failing towards the poison queue (a poisoned
+    delete would never come back: change tracking reported it once)."""
+    mailbox, owner = await _synced_user(engine)
+    task = await engine.crm.create("task", {"subject": "Plan", "ownerid": owner}, caller=None)
+    jobs = await open_job_queue(
+        queue_name=f"crm-{table_prefix}".lower(), connection_string=storage_connection_string
+    )
+    queue = CrmWorkQueue(jobs)
+    work = CrmWork(
+        table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    runner = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    router = Router(store=engine.store, crm=engine.crm, queue=queue)
+    engine.dataverse.fault("throttle", retry_after=120, count=1)  # longer than the client waits
+    try:
+        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
+        assert outcome.status == "requeued"
+        assert await jobs.client.peek_messages() == []  # hidden for Dataverse's wait
+        properties = await jobs.client.get_queue_properties()
+        assert properties.approximate_message_count == 1
+        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
+        assert outcome.status == "synced"  # the limit lifted: the same work completes
     finally:
         await jobs.client.delete_queue()
         await jobs.close()

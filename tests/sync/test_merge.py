@@ -180,3 +180,13 @@ def test_after_a_two_way_merge_both_sides_agree(
     if changed or outlook == crm:
         assert outlook_after == crm_after
     assert not (result.to_crm and result.to_outlook)
+
+
+def test_equal_values_of_different_types_keep_different_fingerprints() -> None:
+    """A side's fingerprint is reused for the other only when the values are the same, type and all:
+    ``True == 1`` in Python, not in a record."""
+    units = {"flag": ("flag",)}
+    [base] = unit_fingerprints({"flag": True}, {"flag": 1}, units).values()
+    [same] = unit_fingerprints({"flag": True}, {"flag": True}, units).values()
+    assert base.outlook != base.crm
+    assert same.outlook == same.crm == base.outlook

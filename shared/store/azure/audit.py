@@ -10,7 +10,7 @@ from typing import Any
 from azure.data.tables.aio import TableClient
 
 from shared.store.azure.common import as_utc
-from shared.store.azure.transactions import submit_transaction
+from shared.store.azure.transactions import TRANSACTIONS_AT_ONCE, at_most, submit_transaction
 from shared.store.keys import encode_key
 from shared.store.records import AuditRecord
 
@@ -48,12 +48,19 @@ class AzureAuditTrail:
 
     async def append_many(self, records: Sequence[AuditRecord]) -> None:
         """Entity-group transactions of up to 100 inserts (one partition per mailbox): a page's audit
-        trail in one round trip per 100 records, not one each."""
+        trail in one round trip per 100 records, not one each, a few at once."""
         if len({record.mailbox_id for record in records}) > 1:
             raise ValueError("append_many takes the records of one mailbox")
-        for start in range(0, len(records), _AUDIT_PER_TRANSACTION):
-            chunk = records[start : start + _AUDIT_PER_TRANSACTION]
-            await submit_transaction(self._table, [("create", _audit_entity(record)) for record in chunk])
+        await at_most(
+            TRANSACTIONS_AT_ONCE,
+            (
+                submit_transaction(self._table, [("create", _audit_entity(record)) for record in chunk])
+                for chunk in (
+                    records[start : start + _AUDIT_PER_TRANSACTION]
+                    for start in range(0, len(records), _AUDIT_PER_TRANSACTION)
+                )
+            ),
+        )
 
     async def list_recent(self, mailbox_id: str, limit: int = 100) -> list[AuditRecord]:
         records: list[AuditRecord] = []

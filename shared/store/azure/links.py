@@ -12,7 +12,6 @@ existed are indexed once by :meth:`AzureLinkStore.reindex`).
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -37,7 +36,7 @@ from shared.store.azure.common import (
     range_filter,
     without_nulls,
 )
-from shared.store.azure.transactions import submit_transaction
+from shared.store.azure.transactions import TRANSACTIONS_AT_ONCE, at_most, submit_transaction
 from shared.store.errors import (
     LinkAlreadyExists,
     LinkConflict,
@@ -165,22 +164,23 @@ class AzureLinkStore:
 
     async def create_many(self, links: Sequence[Link]) -> list[Link]:
         """Both rows of up to 50 links per insert-only transaction (at most 100 entities and 4 MiB:
-        learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions), so an
-        initial sync writes a delta page's links in a few round trips. A transaction that hits an
-        existing row writes nothing; its links are then created one by one with :meth:`create`."""
+        learn.microsoft.com/rest/api/storageservices/performing-entity-group-transactions), a few
+        transactions at once, so an initial sync writes a delta page's links in a few round trips. A
+        transaction that hits an existing row writes nothing; its links are then created one by one
+        with :meth:`create`."""
         check_link_batch(links, read_earlier=False)
         await self._index(links)
-        created: list[Link] = []
-        refused: LinkAlreadyExists | None = None
-        for chunk in self._transactions(links):
-            inserted = await self._insert(chunk)
-            if inserted is None:
-                inserted, refused_here = await create_each(self.create, [link for link, _ in chunk])
-                refused = refused or refused_here
-            created += inserted
+        outcomes = await at_most(TRANSACTIONS_AT_ONCE, map(self._create_chunk, self._transactions(links)))
+        refused = next((refusal for _, refusal in outcomes if refusal is not None), None)
         if refused is not None:
             raise refused
-        return created
+        return [link for created, _ in outcomes for link in created]
+
+    async def _create_chunk(self, chunk: Sequence[_LinkRows]) -> tuple[list[Link], LinkAlreadyExists | None]:
+        inserted = await self._insert(chunk)
+        if inserted is None:
+            return await create_each(self.create, [link for link, _ in chunk])
+        return inserted, None
 
     def _transactions(self, links: Sequence[Link]) -> Iterator[list[_LinkRows]]:
         """The links stamped now with their rows, grouped into transactions of <= 100 entities, < 4 MiB."""
@@ -329,15 +329,15 @@ class AzureLinkStore:
             for rows in (list(partition.values()) for partition in partitions.values())
             for start in range(0, len(rows), _ENTITIES_PER_TRANSACTION)
         ]
-        for first in range(0, len(batches), _INDEX_WRITES_AT_ONCE):
-            await asyncio.gather(
-                *(
-                    submit_transaction(
-                        self._table, [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in batch]
-                    )
-                    for batch in batches[first : first + _INDEX_WRITES_AT_ONCE]
+        await at_most(
+            _INDEX_WRITES_AT_ONCE,
+            (
+                submit_transaction(
+                    self._table, [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in batch]
                 )
-            )
+                for batch in batches
+            ),
+        )
 
 
 # Of an entity-group transaction's 4 MiB, leave room for the multipart framing of 100 operations.

@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from shared.crm.limits import Fitted, fit_value
@@ -111,6 +112,7 @@ class FieldMap(Generic[ItemT]):
     unsyncable: Callable[[ItemT], str | None] | None = None  # why an item is not synced, if it isn't
     required_from_crm: tuple[str, ...] = ()  # columns a CRM record needs to become an Outlook item
     _by_column: dict[str, FieldMapping[ItemT]] = field(init=False, repr=False, compare=False)
+    _units: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_column = {mapping.column: mapping for mapping in self.mappings}
@@ -120,6 +122,13 @@ class FieldMap(Generic[ItemT]):
             if mapping.follows is not None and by_column.get(mapping.follows, mapping).follows is not None:
                 raise ValueError(f"{self.table}.{mapping.column}: follows must name a leading column")
         object.__setattr__(self, "_by_column", by_column)
+        units: dict[str, list[str]] = {}
+        for mapping in self.mappings:
+            units.setdefault(mapping.follows or mapping.column, []).append(mapping.column)
+        leaders = {
+            leader: tuple(sorted(members, key=lambda c: c != leader)) for leader, members in units.items()
+        }
+        object.__setattr__(self, "_units", MappingProxyType(leaders))  # planned with, item after item
 
     def skip_reason(self, item: ItemT) -> str | None:
         """Why this item is not synchronised at all (a draft, an occurrence of a series), or None."""
@@ -132,14 +141,9 @@ class FieldMap(Generic[ItemT]):
     def mapping(self, column: str) -> FieldMapping[ItemT]:
         return self._by_column[column]
 
-    def units(self) -> dict[str, tuple[str, ...]]:
+    def units(self) -> Mapping[str, tuple[str, ...]]:
         """Leading column -> the columns merged with it as one unit (itself first)."""
-        units: dict[str, list[str]] = {}
-        for mapping in self.mappings:
-            units.setdefault(mapping.follows or mapping.column, []).append(mapping.column)
-        return {
-            leader: tuple(sorted(members, key=lambda c: c != leader)) for leader, members in units.items()
-        }
+        return self._units
 
     def directions(
         self,
