@@ -3,11 +3,9 @@
 A changed record concerns the mailbox of its owner, the mailboxes of its activity parties that are
 registered users (organizer, required and optional attendees), and every mailbox that already links
 it (its reverse link rows): that last one is how a record that left a user's filter, changed hands or
-was deleted reaches the mailbox holding its copy. A mailbox whose link already holds the changed
-record at its current version (``@odata.etag``) is not concerned: the change is crmsync's own echo,
-or was reported twice (webhook and change tracking) and already synced. A deleted record concerns
-only the mailboxes that link it. Whether a record then belongs in a mailbox is decided by the run,
-with the user's synchronization filter (:mod:`shared.sync.crm_filter`).
+was deleted reaches the mailbox holding its copy. A deleted record concerns only the mailboxes that
+link it. Whether a record then belongs in a mailbox is decided by the run, with the user's
+synchronization filter (:mod:`shared.sync.crm_filter`).
 
 A user's own Outlook filter may also take records the user neither owns nor attends ("contacts in
 my city"): those mailboxes are found by their filters (:meth:`Router.by_filter`), evaluated by
@@ -55,7 +53,6 @@ class RecordPeople:
 
     owner: uuid.UUID | None = None
     parties: frozenset[uuid.UUID] = frozenset()
-    version: str | None = None  # the record's ``@odata.etag`` when read
 
 
 @dataclass
@@ -108,7 +105,7 @@ class Router:
         if work.owner is not None:
             for record_id in work.changed:
                 known = people.get(record_id, RecordPeople())
-                people[record_id] = RecordPeople(known.owner or work.owner, known.parties, known.version)
+                people[record_id] = RecordPeople(known.owner or work.owner, known.parties)
         routes = Routes()
         enabled = {m.mailbox_id for m in mailboxes}
         unindexed = [m.mailbox_id for m in mailboxes if not await self._store.links.indexed(m.mailbox_id)]
@@ -117,12 +114,10 @@ class Router:
                 self._linking(work.table, record_id, enabled, unindexed) for record_id in ids
             )
             for record_id, linked in zip(ids, holders, strict=True):
-                if deleted:
-                    routes.add(linked, record_id, deleted=True)
-                    continue
-                known = people.get(record_id, RecordPeople())
-                synced = await self._synced(work.table, record_id, known.version, linked)
-                routes.add(mailboxes_for(known, users, linked) - synced, record_id, deleted=False)
+                concerned = (
+                    linked if deleted else mailboxes_for(people.get(record_id, RecordPeople()), users, linked)
+                )
+                routes.add(concerned, record_id, deleted=deleted)
         await self.by_filter(work.table, mailboxes, list(work.changed), routes)
         runs = 0
         for mailbox_id in sorted(set(routes.changed) | set(routes.deleted)):
@@ -153,18 +148,6 @@ class Router:
             if await links.get_by_crm(mailbox_id, table, str(record_id)) is not None:
                 found.add(mailbox_id)
         return sorted(found)
-
-    async def _synced(
-        self, table: str, record_id: uuid.UUID, version: str | None, linked: list[str]
-    ) -> set[str]:
-        """The mailboxes whose link holds the record at this very version: a CRM -> Outlook run
-        wrote that version to their copy, or an Outlook -> CRM run wrote it from the copy (the
-        change is crmsync's own echo, and the webhook and change tracking both report it), so
-        their run would read the copy and write nothing. A point read per linking mailbox."""
-        if version is None or not linked:
-            return set()
-        rows = await bounded_gather(self._store.links.get_by_crm(m, table, str(record_id)) for m in linked)
-        return {m for m, row in zip(linked, rows, strict=True) if row is not None and row.crm_etag == version}
 
     async def by_filter(
         self, table: str, mailboxes: Iterable[Mailbox], ids: list[uuid.UUID], routes: Routes
@@ -232,9 +215,9 @@ class Router:
                 table, where=_any(_PRIMARY[table], chunk), select=["_ownerid_value"], caller=None
             )
             for row in rows:
-                owner, version = row.get("_ownerid_value"), row.get("@odata.etag")
+                owner = row.get("_ownerid_value")
                 found[uuid.UUID(str(row[_PRIMARY[table]]))] = RecordPeople(
-                    uuid.UUID(owner) if owner else None, version=str(version) if version else None
+                    uuid.UUID(owner) if owner else None
                 )
             if table != "appointment":
                 continue
@@ -248,7 +231,5 @@ class Router:
                 if activity and party:
                     key = uuid.UUID(str(activity))
                     known = found.get(key, RecordPeople())
-                    found[key] = RecordPeople(
-                        known.owner, known.parties | {uuid.UUID(str(party))}, known.version
-                    )
+                    found[key] = RecordPeople(known.owner, known.parties | {uuid.UUID(str(party))})
         return found
