@@ -234,10 +234,11 @@ class CrmPort(Protocol):
         ...
 
     async def party_addresses(
-        self, activity_id: uuid.UUID, *, caller: str | None
-    ) -> frozenset[tuple[int, str]]:
-        """An activity's parties as (``participationtypemask``, lower-cased ``addressused``): the
-        party list is rows of ``activityparty``, not a column a record read returns."""
+        self, activity_ids: Sequence[uuid.UUID], *, caller: str | None
+    ) -> dict[uuid.UUID, frozenset[tuple[int, str]]]:
+        """Each activity's parties as (``participationtypemask``, lower-cased ``addressused``), every
+        asked id a key (no rows: empty): the party list is rows of ``activityparty``, not a column a
+        record read returns. As few requests as the CRM allows, not one per activity."""
         ...
 
     async def apply_batch(

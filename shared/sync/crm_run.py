@@ -58,7 +58,6 @@ from shared.sync import latency
 from shared.sync.adoption import attendee_copy
 from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.claims import stop_if_taken_over
-from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
@@ -599,18 +598,18 @@ async def _party_values(
     crm: CrmQueryPort, caller: str, record_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, dict[str, CrmValue]]:
     """The organizer and attendees of the meetings the user organizes, as the appointment map's
-    party columns (:meth:`~shared.crm.port.CrmPort.party_addresses`: a request per meeting; the
-    series code compares a master's parties the same way)."""
-
-    async def read(record_id: uuid.UUID) -> dict[str, CrmValue]:
-        found = await crm.party_addresses(record_id, caller=caller)
-        return {
-            column: parties(role, (address for mask, address in found if mask == role))
+    party columns (:meth:`~shared.crm.port.CrmPort.party_addresses`: one request per 50 meetings;
+    the series code compares a master's parties the same way)."""
+    if not record_ids:
+        return {}
+    found = await crm.party_addresses(record_ids, caller=caller)
+    return {
+        record_id: {
+            column: parties(role, (address for mask, address in found[record_id] if mask == role))
             for role, column in _PARTY_COLUMNS.items()
         }
-
-    values = await bounded_gather(read(record_id) for record_id in record_ids)
-    return dict(zip(record_ids, values, strict=True))
+        for record_id in record_ids
+    }
 
 
 def _title(item: NeutralContent) -> str:

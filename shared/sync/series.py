@@ -286,7 +286,8 @@ class SeriesSync:
         if (
             row is not None
             and all(_same(column, values[column], row.get(column)) for column in columns)
-            and _party_addresses(values) == await self._crm.party_addresses(record_id, caller=caller)
+            and _party_addresses(values)
+            == (await self._crm.party_addresses([record_id], caller=caller))[record_id]
         ):
             return
         write = CreateInCrm(

@@ -62,12 +62,11 @@ async def _synced_user(engine: Engine) -> tuple[Mailbox, RecordRef]:
     """A mailbox whose CRM user may sync to Outlook (Salesperson), and that user as an owner."""
     role = f"role-{uuid.uuid4().hex[:8]}"
     grant_role(engine.dataverse, role, SYNCED_TABLES)
-    row = engine.dataverse.add_user(
-        internalemailaddress=f"u-{uuid.uuid4().hex[:8]}@contoso.example", roles=[role, "Salesperson"]
-    )
+    address = f"u-{uuid.uuid4().hex[:8]}@contoso.example"  # the mailbox's, as Exchange and Dynamics know it
+    row = engine.dataverse.add_user(internalemailaddress=address, roles=[role, "Salesperson"])
     mailbox = await engine.store.registry.register(
-        mailbox_id=engine.graph_sim.add_user(row["azureactivedirectoryobjectid"]),
-        upn=f"user-{uuid.uuid4().hex[:8]}@sim.crmsync.test",
+        mailbox_id=engine.graph_sim.add_user(row["azureactivedirectoryobjectid"], upn=address),
+        upn=address,
         crm_user_id=row["systemuserid"],
         crm_caller_object_id=row["azureactivedirectoryobjectid"],
     )
@@ -391,3 +390,45 @@ async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_po
     finally:
         await jobs.client.delete_queue()
         await jobs.close()
+
+
+async def test_a_run_reads_the_parties_of_all_its_meetings_in_one_request(engine: Engine) -> None:
+    """The organizer's meetings carry their CRM attendees to Outlook; their party rows are read in one
+    Dataverse request per run, not one per meeting (every request counts against the service
+    protection limit that crmsync's application user shares across all mailboxes)."""
+    mailbox, owner = await _synced_user(engine)
+    address = f"a-{uuid.uuid4().hex[:8]}@contoso.example"
+    attendee = engine.dataverse.add_user(internalemailaddress=address)
+    guest = RecordRef("systemuser", uuid.UUID(attendee["systemuserid"]))
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
+    meetings: list[uuid.UUID] = []
+    for n in range(4):
+        fields: dict[str, Any] = {
+            "subject": f"Meeting {n}",
+            "ownerid": owner,
+            "scheduledstart": (start + dt.timedelta(hours=n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "scheduledend": (start + dt.timedelta(hours=n + 1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        parties = (Party(Participation.ORGANIZER, owner), Party(Participation.REQUIRED, guest, address))
+        meetings.append(uuid.uuid4())
+        await engine.crm.upsert(Upsert("appointment", fields, id=meetings[-1], parties=parties), caller=None)
+    run = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    work = CrmWork(
+        table="appointment",
+        changed=tuple(meetings),
+        mailbox_id=mailbox.mailbox_id,
+        source=CrmWorkSource.ROUTED,
+    )
+
+    for _ in range(2):  # the creates, then a run over the linked meetings
+        engine.dataverse.clear_requests()
+        report = await run.run(work)
+        assert report.outcome is CrmRunOutcome.COMPLETED
+        reads = [r for r in engine.dataverse.requests(engine.token) if r["path"] == "activityparties"]
+        assert len(reads) == 1
+
+    events = engine.outlook.list(mailbox.mailbox_id, "events")
+    assert sorted(e["subject"] for e in events) == [f"Meeting {n}" for n in range(4)]
+    for event in events:
+        addresses = [a["emailAddress"]["address"].lower() for a in event["attendees"]]
+        assert addresses == [address]

@@ -503,14 +503,18 @@ class FakeCrm:
         ]
 
     async def party_addresses(
-        self, activity_id: uuid.UUID, *, caller: str | None
-    ) -> frozenset[tuple[int, str]]:
+        self, activity_ids: Sequence[uuid.UUID], *, caller: str | None
+    ) -> dict[uuid.UUID, frozenset[tuple[int, str]]]:
         self._enter("party_addresses", caller)
-        return frozenset(
-            (int(row["participationtypemask"]), str(row["addressused"] or "").lower())
-            for row in self._party_rows()
-            if row["_activityid_value"] == str(activity_id)
-        )
+        rows = self._party_rows()
+        return {
+            activity_id: frozenset(
+                (int(row["participationtypemask"]), str(row["addressused"] or "").lower())
+                for row in rows
+                if row["_activityid_value"] == str(activity_id)
+            )
+            for activity_id in activity_ids
+        }
 
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None

@@ -32,6 +32,8 @@ from shared.crm.port import (
     WhoAmI,
 )
 
+_PARTY_IDS_PER_QUERY = 50  # keeps the URL well under Dataverse's limits, as routing's reads
+
 
 class DataverseClient:
     """Async Dataverse Web API client; every call for a user carries ``CallerObjectId``.
@@ -188,19 +190,27 @@ class DataverseClient:
         )
 
     async def party_addresses(
-        self, activity_id: uuid.UUID, *, caller: str | None
-    ) -> frozenset[tuple[int, str]]:
-        """``activityparties?$filter=_activityid_value eq <id>`` (activityparty: "ActivityId",
-        "AddressUsed", "ParticipationTypeMask"), one request."""
-        rows = await self.query(
-            "activityparty",
-            where=f"_activityid_value eq {activity_id}",
-            select=["participationtypemask", "addressused"],
-            caller=caller,
-        )
-        return frozenset(
-            (int(row["participationtypemask"]), str(row.get("addressused") or "").lower()) for row in rows
-        )
+        self, activity_ids: Sequence[uuid.UUID], *, caller: str | None
+    ) -> dict[uuid.UUID, frozenset[tuple[int, str]]]:
+        """``activityparties?$filter=(_activityid_value eq <id> or ...)`` (activityparty: "ActivityId",
+        "AddressUsed", "ParticipationTypeMask"): one request per 50 activities, not one each (a run
+        over a page of meetings reads its parties at once, against the service protection limits)."""
+        ids = list(dict.fromkeys(activity_ids))
+        found: dict[uuid.UUID, set[tuple[int, str]]] = {activity: set() for activity in ids}
+        for start in range(0, len(ids), _PARTY_IDS_PER_QUERY):
+            chunk = ids[start : start + _PARTY_IDS_PER_QUERY]
+            rows = await self.query(
+                "activityparty",
+                where="(" + " or ".join(f"_activityid_value eq {i}" for i in chunk) + ")",
+                select=["_activityid_value", "participationtypemask", "addressused"],
+                caller=caller,
+            )
+            for row in rows:
+                activity = uuid.UUID(str(row["_activityid_value"]))
+                if activity in found:
+                    address = str(row.get("addressused") or "").lower()
+                    found[activity].add((int(row["participationtypemask"]), address))
+        return {activity: frozenset(rows) for activity, rows in found.items()}
 
     # --- batches ----------------------------------------------------------------
 
