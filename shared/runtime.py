@@ -44,6 +44,7 @@ from shared.sync.maintenance import Maintenance
 from shared.sync.onboarding import Onboarding
 from shared.sync.routing import Router
 from shared.sync.tracking import TrackingService, open_tracking_index
+from shared.sync.user_reads import user_reads
 
 if TYPE_CHECKING:
     from msgraph.graph_service_client import GraphServiceClient
@@ -214,6 +215,7 @@ class Runtime:
                 credential = await self._app_credential()
             client = DataverseClient.from_settings(self.settings, credential)
             field_rules(client, ttl=self.settings.field_settings_ttl_seconds)
+            user_reads(client, ttl=self.settings.field_settings_ttl_seconds)
             self._closers.append(client.aclose)
             return client
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from shared.crm.errors import PrivilegeDenied
@@ -146,9 +146,11 @@ async def evaluate(
     caller: str,
     ids: Sequence[uuid.UUID],
     replacement: str | None = None,
+    read_filters: Callable[[], Awaitable[list[str] | None]] | None = None,
 ) -> FilterVerdict:
     """The ids among ``ids`` in the user's filter for ``table`` (see the module docstring);
-    ``replacement`` is a mailbox setting's FetchXML used instead of the user's filters."""
+    ``replacement`` is a mailbox setting's FetchXML used instead of the user's filters;
+    ``read_filters`` reads the user's filters as :func:`user_filters` does (a worker's cache)."""
     if table not in _PRIMARY:
         raise ValueError(f"no synchronization filter for table {table!r}")
     unique = list(dict.fromkeys(ids))
@@ -157,6 +159,8 @@ async def evaluate(
     try:
         if replacement is not None:
             filters: list[str] | None = [replacement]
+        elif read_filters is not None:
+            filters = await read_filters()
         else:
             filters = await user_filters(crm, table, user_id=user_id, caller=caller)
         chosen = [DEFAULT_FILTERS[table]] if filters is None else filters

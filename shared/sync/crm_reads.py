@@ -12,7 +12,6 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 
-from shared.crm.errors import PrivilegeDenied, RecordNotFound
 from shared.crm.port import CrmPort
 from shared.domain.model import ItemKind
 from shared.store.records import Mailbox
@@ -20,6 +19,7 @@ from shared.sync.fieldmaps import field_map
 from shared.sync.fieldmaps.base import ABSENT, parse_utc
 from shared.sync.parties import PARTY_COLUMNS
 from shared.sync.plan import CrmState
+from shared.sync.user_reads import user_reads
 
 _OWNER_COLUMN = "_ownerid_value"
 _REGARDING_COLUMN = "_regardingobjectid_value"
@@ -130,7 +130,4 @@ async def crm_time_zone(crm: CrmPort, mailbox: Mailbox, kind: ItemKind) -> str |
     privileges are: a personal option, not a record the user's roles guard."""
     if kind is not ItemKind.APPOINTMENT:
         return None
-    try:
-        return await crm.user_time_zone(uuid.UUID(mailbox.crm_user_id), caller=None)
-    except (RecordNotFound, PrivilegeDenied):
-        return None
+    return await user_reads(crm).time_zone(uuid.UUID(mailbox.crm_user_id))

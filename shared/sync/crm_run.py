@@ -83,6 +83,7 @@ from shared.sync.planner_filter import plan_left_filter
 from shared.sync.policies import kind_enabled
 from shared.sync.run import JobOptions
 from shared.sync.series_to_outlook import SeriesToOutlook, series_deleting
+from shared.sync.user_reads import user_reads
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class CrmToOutlookRun:
 
     async def may_sync_to_outlook(self, mailbox: Mailbox) -> bool:
         """Whether the mailbox's CRM user holds "Sync to Outlook" (read as the application)."""
-        privileges = await self._crm.user_privileges(uuid.UUID(mailbox.crm_user_id), caller=None)
+        privileges = await user_reads(self._crm).privileges(uuid.UUID(mailbox.crm_user_id))
         return SYNC_TO_OUTLOOK in privileges
 
     async def run(
@@ -208,13 +209,15 @@ class CrmToOutlookRun:
         deleted = list(dict.fromkeys(work.deleted))
         changed = [record_id for record_id in dict.fromkeys(work.changed) if record_id not in deleted]
         caller = mailbox.crm_caller_object_id
+        user_id = uuid.UUID(mailbox.crm_user_id)
         verdict = await evaluate(
             self._crm,
             table,
-            user_id=uuid.UUID(mailbox.crm_user_id),
+            user_id=user_id,
             caller=caller,
             ids=changed,
             replacement=mailbox.settings.filter_for(kind),
+            read_filters=lambda: user_reads(self._crm).outlook_filters(table, user_id=user_id, caller=caller),
         )
         states = await read_crm_states(self._crm, mailbox, kind, sorted(verdict.members, key=str))
         policy = await field_rules(self._crm).policy(mailbox, kind)

@@ -432,3 +432,41 @@ async def test_a_run_reads_the_parties_of_all_its_meetings_in_one_request(engine
     for event in events:
         addresses = [a["emailAddress"]["address"].lower() for a in event["attendees"]]
         assert addresses == [address]
+
+
+async def test_a_worker_reads_a_users_privileges_filters_and_time_zone_once_not_per_run(
+    engine: Engine,
+) -> None:
+    """The user's "Sync to Outlook" privilege, Outlook filters and time zone are settings: a worker
+    keeps them for the field settings' TTL, so a run's requests are its records' (four requests less
+    per run of appointments against the limits every mailbox shares)."""
+    mailbox, owner = await _synced_user(engine)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
+    runner = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    about_the_user = (
+        "RetrieveUserPrivileges",
+        "userqueries",
+        "usersettingscollection",
+        "timezonedefinitions",
+    )
+    for n in range(2):
+        fields: dict[str, Any] = {
+            "subject": f"Visit {n}",
+            "ownerid": owner,
+            "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        record = uuid.uuid4()
+        organizer = Party(Participation.ORGANIZER, owner)
+        await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
+        engine.dataverse.clear_requests()
+        work = CrmWork(
+            table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+        )
+        assert (await runner.run(work)).outcome is CrmRunOutcome.COMPLETED
+        asked = [r["path"] for r in engine.dataverse.requests(engine.token)]
+        assert sum(1 for path in asked if any(name in path for name in about_the_user)) == (
+            4 if n == 0 else 0
+        )
+    subjects = sorted(e["subject"] for e in engine.outlook.list(mailbox.mailbox_id, "events"))
+    assert subjects == ["Visit 0", "Visit 1"]
