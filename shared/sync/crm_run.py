@@ -11,7 +11,7 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    (:mod:`shared.sync.crm_filter`), and reads the members as the user;
 4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
    (created, carrying its CRM id; a meeting only in its organizer's mailbox - the attendees get
-   Exchange's invitations, see :meth:`CrmToOutlookRun._invite`); a linked member -> the linked
+   Exchange's invitations, see :func:`~shared.sync.crm_invites.invite`); a linked member -> the linked
    Outlook item read from Graph (a meeting the user organizes with its party rows, so attendees
    changed in Dynamics reach the event; an attendee's copy is only followed); a linked record
    that left the filter -> :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the
@@ -44,7 +44,6 @@ from shared.domain.model import (
     EventKind,
     ItemKind,
     OutlookItem,
-    Participation,
     Task,
 )
 from shared.outlook.claim import ClaimGuard
@@ -60,10 +59,10 @@ from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
 from shared.sync.claims import stop_if_taken_over
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import evaluate
+from shared.sync.crm_invites import created_before, has_attendees, invite, party_values_of, with_values
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
-from shared.sync.fieldmaps.base import CrmValue, parties
 from shared.sync.links import as_written, clear_updates, from_stored_link, lost_link, note_updates
 from shared.sync.parties import PartyResolver
 from shared.sync.plan import (
@@ -225,7 +224,7 @@ class CrmToOutlookRun:
         fmap = field_map(kind, facts.crm_time_zone)
         now = self._clock()
         organized = [r for r in changed if r in verdict.organized and states[r].values is not None]
-        party_values = await _party_values(self._crm, caller, organized)
+        party_values = await party_values_of(self._crm, caller, organized)
         plans: list[ItemPlan] = []
         new_ids: list[uuid.UUID] = []
         ended: set[str] = set()  # Outlook series whose instances the CRM deleted
@@ -274,7 +273,7 @@ class CrmToOutlookRun:
                     rewritten.append(str(record_id))
             parties_read = party_values.get(record_id, {})
             if parties_read:  # the organizer's event: the CRM's attendees are compared, and may flow
-                states[record_id] = _with_values(states[record_id], parties_read)
+                states[record_id] = with_values(states[record_id], parties_read)
             members = verdict.members
             if record_id not in deleted and record_id not in members and _series_instance(outlook):
                 # An instance of a series belongs to its series, not to the filter (a Dynamics instance
@@ -335,7 +334,7 @@ class CrmToOutlookRun:
             series_of = await series.instances_of(new_ids)
             series_writes, one_off = await series.sync(set(series_of.values()))
             new_ids = [r for r in new_ids if r not in series_of or series_of[r] in one_off]
-        lost = await self._created_before(mailbox, kind, origin, new_ids=new_ids, known=existing)
+        lost = await created_before(self._store, mailbox, kind, origin, new_ids=new_ids, known=existing)
         existing = {**existing, **lost}
         for record_id in new_ids:
             found = existing.get(record_id)  # an item crmsync created whose link write was lost
@@ -398,9 +397,10 @@ class CrmToOutlookRun:
             await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, done)
         series_writes += await series.ended(ended)
         applied = [r for r in results if isinstance(r, AppliedItem)]
-        inviting = [r for r in new_ids if str(r) in linked and _attendees_of(party_values.get(r, {}))]
+        inviting = [r for r in new_ids if str(r) in linked and has_attendees(party_values.get(r, {}))]
         if inviting:
-            series_writes += await self._invite(
+            series_writes += await invite(
+                self._store,
                 mailbox,
                 kind,
                 origin,
@@ -410,6 +410,7 @@ class CrmToOutlookRun:
                 party_values=party_values,
                 policy=policy,
                 facts=facts,
+                now=self._clock(),
             )
         report = CrmRunReport(
             mailbox.mailbox_id,
@@ -465,75 +466,6 @@ class CrmToOutlookRun:
         found = await self._crm.get_many(table, created, select=[table_info(table).primary_id], caller=None)
         return [record_id for record_id in created if found.get(record_id) is None]
 
-    async def _created_before(
-        self,
-        mailbox: Mailbox,
-        kind: ItemKind,
-        origin: CrmOriginWriter,
-        *,
-        new_ids: list[uuid.UUID],
-        known: Mapping[uuid.UUID, OutlookItem],
-    ) -> dict[uuid.UUID, OutlookItem]:
-        """Items an earlier run created for these unlinked records before it crashed (its create
-        intent is still recorded): looked up by the CRM id they carry, so they are linked, not
-        created twice. One storage read per run with new records; Graph is asked only after a crash."""
-        if not new_ids:
-            return {}
-        pending = await self._store.sync_state.pending_creates(mailbox.mailbox_id, TABLE_OF[kind])
-        found: dict[uuid.UUID, OutlookItem] = {}
-        for record_id in new_ids:
-            if str(record_id) not in pending or record_id in known:
-                continue
-            if kind is ItemKind.TASK:  # looked up by the title it was posted with (find_task)
-                item = await origin.find_task(pending[str(record_id)], record_id)
-            else:
-                item = await origin.find(kind, record_id)
-            if item is not None:
-                found[record_id] = item
-        return found
-
-    async def _invite(
-        self,
-        mailbox: Mailbox,
-        kind: ItemKind,
-        origin: CrmOriginWriter,
-        *,
-        applier: Applier,
-        record_ids: list[uuid.UUID],
-        states: Mapping[uuid.UUID, CrmState],
-        party_values: Mapping[uuid.UUID, dict[str, CrmValue]],
-        policy: SyncPolicy,
-        facts: PlanFacts,
-    ) -> int:
-        """Meetings just created in the organizer's calendar get their attendees, as a second write:
-        the plan first writes the event's iCalUId to the record (``globalobjectid``), then the
-        attendees to the event (the applier's order: CRM, then Outlook), so when Exchange delivers
-        the invitations an attendee's copy finds this record (:mod:`shared.sync.adoption`). A Graph
-        read and write per such meeting."""
-        fmap = field_map(kind, facts.crm_time_zone)
-        plans: list[ItemPlan] = []
-        for record_id in record_ids:
-            stored = await self._store.links.get_by_crm(mailbox.mailbox_id, TABLE_OF[kind], str(record_id))
-            item = (await origin.read(kind, stored.outlook_id))[0] if stored is not None else None
-            if stored is None or item is None or item.item is None:
-                continue
-            # The link holds the create's CRM side, without the party rows (unread then): the
-            # record's etag is unchanged, so compare its content, which now has them.
-            link = dataclasses.replace(from_stored_link(stored), crm_etag=None)
-            actions = plan_item(
-                kind,
-                mailbox_id=mailbox.mailbox_id,
-                outlook=OutlookState.from_outlook_item(item),
-                link=link,
-                crm=_with_values(states[record_id], party_values[record_id]),
-                policy=policy,
-                now=self._clock(),
-                facts=facts,
-            )
-            plans.append(ItemPlan(actions, fmap.project(item.item).values | party_values[record_id]))
-        results = await applier.apply(plans) if plans else []
-        return sum(r.outlook_writes for r in results if isinstance(r, AppliedItem))
-
     async def _deleted_since(
         self,
         table: str,
@@ -588,44 +520,9 @@ class CrmToOutlookRun:
         )
 
 
-TABLE_OF = {kind: table for table, kind in TABLES.items()}
-
-_PARTY_COLUMNS = {
-    Participation.ORGANIZER: "organizer",
-    Participation.REQUIRED: "requiredattendees",
-    Participation.OPTIONAL: "optionalattendees",
-}
-
-
-async def _party_values(
-    crm: CrmQueryPort, caller: str, record_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, dict[str, CrmValue]]:
-    """The organizer and attendees of the meetings the user organizes, as the appointment map's
-    party columns (:meth:`~shared.crm.port.CrmPort.party_addresses`: one request per 50 meetings;
-    the series code compares a master's parties the same way)."""
-    if not record_ids:
-        return {}
-    found = await crm.party_addresses(record_ids, caller=caller)
-    return {
-        record_id: {
-            column: parties(role, (address for mask, address in found[record_id] if mask == role))
-            for role, column in _PARTY_COLUMNS.items()
-        }
-        for record_id in record_ids
-    }
-
-
 def _title(item: NeutralContent) -> str:
     """What a To Do task is posted with (a crashed create is looked up by it); empty for others."""
     return (item.subject or "") if isinstance(item, Task) else ""
-
-
-def _with_values(state: CrmState, values: Mapping[str, CrmValue]) -> CrmState:
-    return dataclasses.replace(state, values={**(state.values or {}), **values})
-
-
-def _attendees_of(values: Mapping[str, CrmValue]) -> bool:
-    return bool(values.get("requiredattendees") or values.get("optionalattendees"))
 
 
 def _created_or_found(plan: ItemPlan) -> list[uuid.UUID]:

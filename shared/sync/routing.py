@@ -158,7 +158,7 @@ class Router:
         Cost: the users' filters are read as each user (Dataverse shows a user's personal filters to
         that user alone, so no single query lists everyone's), once per mailbox and table per
         ``filter_ttl_seconds`` (the worker's cache; a filter edited in Dynamics routes within that
-        time, while the run itself always reads the current one): at 10,000 mailboxes about 10,000
+        time, as the run's own cache, :mod:`shared.sync.user_reads`): at 10,000 mailboxes about 10,000
         reads per TTL and table, however many changes there are. Per routed batch (up to ``MAX_IDS``
         ids), only the mailboxes with a filter that can reach beyond ownership and attendance
         (:func:`~shared.sync.crm_filter.reaches_beyond_the_user`; Dynamics' defaults cannot) cost
