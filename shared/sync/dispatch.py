@@ -4,6 +4,10 @@ Failure semantics (docs/ARCHITECTURE.md, data flow step 4):
 
 - a job for a mailbox whose lease another instance holds is re-enqueued with a short delay (the
   dirty flag stays set; nothing is lost and the queue's retry budget is not spent);
+- a job Dataverse throttled (service protection limits, 429; crmsync's one application user shares
+  them across every mailbox) is re-enqueued after the wait Dataverse names, as CRM -> Outlook work
+  is: the limit is not the job's fault, and spending its attempts on it degraded a mailbox under
+  load (chaos seed 4);
 - a job for an unknown / offboarded mailbox, or a malformed message, is dropped with a log line:
   retrying cannot fix it;
 - any other failure propagates, so the queue retries; on the last attempt before the message
@@ -17,10 +21,12 @@ import contextlib
 import datetime as dt
 import hashlib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from shared.crm.errors import ServiceProtectionLimit
 from shared.domain.model import ItemKind
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.fingerprint import short_fingerprint
@@ -48,6 +54,7 @@ MAX_SWEEP_GAP = dt.timedelta(hours=1)
 SAFETY_READ_EVERY = dt.timedelta(minutes=45)
 # The lease is per mailbox, so its other resources' jobs wait for the current run: retry soon.
 LEASE_RETRY_DELAY_SECONDS = 2
+THROTTLED_RETRY_SECONDS = 30  # when Dataverse names no wait
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,11 @@ async def run_queued_job(
     except LeaseHeld:
         await jobs.enqueue(job, delay_seconds=LEASE_RETRY_DELAY_SECONDS)
         return JobOutcome("requeued", reason="lease_held")
+    except ServiceProtectionLimit as error:
+        delay = max(LEASE_RETRY_DELAY_SECONDS, math.ceil(error.retry_after or THROTTLED_RETRY_SECONDS))
+        log.warning("sync job requeued for %d s: Dataverse service protection limits", delay)
+        await jobs.enqueue(job, delay_seconds=delay)
+        return JobOutcome("requeued", reason="throttled")
     except (MailboxNotFound, InvalidResource) as exc:
         log.warning("dropped a job for mailbox %s: %s", short_fingerprint(job.mailbox_id), type(exc).__name__)
         return JobOutcome("dropped", reason=type(exc).__name__)

@@ -743,3 +743,36 @@ async def test_an_admin_run_waits_for_a_worker_holding_the_lease_and_a_queue_job
     await releasing
 
     assert (report.outcome, report.crm_writes) == (RunOutcome.COMPLETED, 1)
+
+
+async def test_a_job_dataverse_throttles_is_requeued_after_its_wait_and_never_degrades_the_mailbox(
+    engine: Engine, storage_connection_string: str
+) -> None:
+    """Service protection limits (429) are shared by every mailbox's work through crmsync's one
+    application user: not the job's fault. Even on its last attempt the job goes back on the queue
+    for the wait Dataverse names instead of failing towards the poison queue and degrading the
+    mailbox (chaos seed 4 ended with a mailbox degraded so)."""
+    box = (await engine.register()).mailbox_id
+    engine.graph_sim.seed(box, contacts=[{"givenName": "Ada", "surname": f"Lovelace-{uuid.uuid4().hex[:6]}"}])
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    jobs = await open_job_queue(
+        queue_name="throttled-" + uuid.uuid4().hex[:8], connection_string=storage_connection_string
+    )
+    message = SyncJob(mailbox_id=box, resource=contacts, reason=JobReason.NOTIFICATION).serialize()
+    engine.dataverse.fault("throttle", retry_after=120, count=1)  # longer than the client waits
+    try:
+        outcome = await run_queued_job(
+            message.encode(), dequeue_count=5, store=engine.store, jobs=jobs, job_runner=engine.job()
+        )
+        assert (outcome.status, outcome.reason) == ("requeued", "throttled")
+        assert await jobs.client.peek_messages() == []  # hidden for Dataverse's wait
+        assert (await jobs.client.get_queue_properties()).approximate_message_count == 1
+        assert (await engine.store.registry.get_mailbox(box)).state is MailboxState.ACTIVE
+        outcome = await run_queued_job(
+            message.encode(), dequeue_count=1, store=engine.store, jobs=jobs, job_runner=engine.job()
+        )
+        assert outcome.status == "synced"  # the limit lifted: the same job completes
+    finally:
+        await jobs.client.delete_queue()
+        await jobs.close()
+    assert await engine.store.links.count(box, ItemKind.CONTACT) == 1
