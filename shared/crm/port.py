@@ -272,9 +272,10 @@ class CrmQueryPort(CrmPort, Protocol):
     """What the CRM -> Outlook direction needs on top: filter queries and privilege reads."""
 
     async def query(
-        self, table: str, *, where: str, select: Sequence[str], caller: str | None
+        self, table: str, *, where: str, select: Sequence[str], caller: str | None, expand: str | None = None
     ) -> list[dict[str, Any]]:
-        """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them."""
+        """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them;
+        ``expand``: an OData ``$expand`` (related rows in the same request)."""
         ...
 
     async def fetch(self, table: str, *, fetch_xml: str, caller: str | None) -> list[dict[str, Any]]:

@@ -470,3 +470,38 @@ async def test_a_worker_reads_a_users_privileges_filters_and_time_zone_once_not_
         )
     subjects = sorted(e["subject"] for e in engine.outlook.list(mailbox.mailbox_id, "events"))
     assert subjects == ["Visit 0", "Visit 1"]
+
+
+async def test_routing_a_meeting_reads_its_owner_and_parties_in_one_request(
+    engine: Engine, storage_connection_string: str, table_prefix: str
+) -> None:
+    """Routing reads who a changed meeting names - its owner and the users among its parties - in
+    one Dataverse request (the parties expanded), not a record query and a party query."""
+    _organizer, owner = await _synced_user(engine)
+    _attendee, guest = await _synced_user(engine)
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=5)).replace(microsecond=0)
+    fields: dict[str, Any] = {
+        "subject": "Kick-off",
+        "ownerid": owner,
+        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    record = uuid.uuid4()
+    parties = (Party(Participation.ORGANIZER, owner), Party(Participation.REQUIRED, guest))
+    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=parties), caller=None)
+    jobs = await open_job_queue(
+        queue_name=f"crmr-{table_prefix}".lower(), connection_string=storage_connection_string
+    )
+    router = Router(store=engine.store, crm=engine.crm, queue=CrmWorkQueue(jobs))
+    engine.dataverse.clear_requests()
+    try:
+        runs = await router.route(
+            CrmWork(table="appointment", changed=(record,), source=CrmWorkSource.WEBHOOK)
+        )
+    finally:
+        await jobs.client.delete_queue()
+        await jobs.close()
+
+    assert runs == 2  # the organizer's mailbox (the owner) and the attendee's (a party)
+    reads = [r["path"] for r in engine.dataverse.requests(engine.token)]
+    assert [p for p in reads if p in ("appointments", "activityparties")] == ["appointments"]

@@ -240,10 +240,13 @@ class DataverseClient:
         )
 
     async def query(
-        self, table: str, *, where: str, select: Sequence[str], caller: str | None
+        self, table: str, *, where: str, select: Sequence[str], caller: str | None, expand: str | None = None
     ) -> list[dict[str, Any]]:
-        """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them."""
-        return await queries.query_rows(self._transport, table, where=where, select=select, caller=caller)
+        """Rows of ``table`` matching an OData ``$filter`` (``where``), as the caller may read them;
+        ``expand``: an OData ``$expand`` (related rows in the same request)."""
+        return await queries.query_rows(
+            self._transport, table, where=where, select=select, caller=caller, expand=expand
+        )
 
     async def fetch(self, table: str, *, fetch_xml: str, caller: str | None) -> list[dict[str, Any]]:
         """Rows of a FetchXML query over ``table``, as the caller may read them."""

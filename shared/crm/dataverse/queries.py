@@ -31,12 +31,24 @@ _MAX_PAGES = 50  # a synchronization filter over a page of changed ids never nee
 
 
 async def query_rows(
-    transport: Transport, table: str, *, where: str, select: Sequence[str], caller: str | None
+    transport: Transport,
+    table: str,
+    *,
+    where: str,
+    select: Sequence[str],
+    caller: str | None,
+    expand: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every row of ``table`` matching the OData ``where``, as the caller may read them."""
+    """Every row of ``table`` matching the OData ``where``, as the caller may read them. With an
+    ``expand``, ``If-None-Match: null``: "queries which expand collection-valued navigation
+    properties may return cached data for those properties" unless told not to ("Join tables using
+    OData", learn.microsoft.com/power-apps/developer/data-platform/webapi/query/join-tables)."""
     info = table_info(table)
-    request = Request("GET", info.entity_set, headers={"Prefer": LOOKUP_ANNOTATIONS})
+    headers = {"Prefer": LOOKUP_ANNOTATIONS} | ({"If-None-Match": "null"} if expand else {})
+    request = Request("GET", info.entity_set, headers=headers)
     params = {"$filter": where, "$select": ",".join(dict.fromkeys([info.primary_id, *select]))}
+    if expand:
+        params["$expand"] = expand
     response = await transport.send(request, caller=caller, params=params)
     rows: list[dict[str, Any]] = []
     for _ in range(_MAX_PAGES):
