@@ -20,8 +20,10 @@ the driver's model and no mailbox has a backlog nor CRM -> Outlook work queued, 
 ``--quiet-seconds`` pass. Then it prints the operations, the faults per kind, the messages left on
 the CRM work and poison queues, and the items lost (missing on a side), duplicated (more than once
 on a side, or unknown) and diverged (a side holds another value, or an item deleted on its side is
-still there). Contacts are changed, not deleted (by Dynamics' rules a delete leaves the other side's
-copy untracked: nothing to compare); appointments and tasks are deleted on both sides.
+still there), and crmsync's Dataverse requests (its token's entries in the simulator's log, counted
+every 100 operations), which meet the service protection limit. Contacts are changed, not deleted
+(by Dynamics' rules a delete leaves the other side's copy untracked: nothing to compare);
+appointments and tasks are deleted on both sides.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ APP_SETTINGS = {
     ),
 }
 CRM_READ_EVERY = 50
+REQUESTS_EVERY = 100
 NOTIFICATION_TIMINGS = {
     "notification_timeout_seconds": 5.0,
     "retry_initial_seconds": 0.3,
@@ -147,6 +150,8 @@ class Report:
     items: int = 0  # items made (each compared on both sides, tracked mail on the CRM side)
     ops_seconds: float = 0.0
     quiet_seconds: float = 0.0
+    dataverse_requests: int = 0  # crmsync's from set-up to the end, a $batch once, as the limits count
+    dataverse_throttled: int = 0  # of those, answered 429 (injected faults included)
 
     @property
     def clean(self) -> bool:
@@ -506,6 +511,14 @@ class Chaos:
         """SIGKILL the Functions runner (no clean-up, whatever it was doing) and start a new one."""
         self.sandbox.restart_runner()
 
+    def count_requests(self) -> None:
+        """Add crmsync's Dataverse requests logged since the last count, then clear the log (it keeps
+        the last 20,000 requests; the driver counts every ``REQUESTS_EVERY`` operations)."""
+        logged = self.control("GET", f"{self.dataverse_control}/requests?token={CONNECTOR_TOKEN}")["value"]
+        self.control("DELETE", f"{self.dataverse_control}/requests")
+        self.report.dataverse_requests += len(logged)
+        self.report.dataverse_throttled += sum(1 for entry in logged if entry["status"] == 429)
+
     def clear_faults(self) -> None:
         self.control("DELETE", f"{self.graph_control}/faults")
         self.control("DELETE", f"{self.dataverse_control}/faults")
@@ -633,6 +646,7 @@ class Chaos:
                 keys = ("state", "backlog", "parked", "crm_to_outlook_stopped", "brake_holds", "notes")
                 self.report.notes.append(json.dumps({key: status.get(key) for key in keys}))
         self.report.quiet_seconds = time.monotonic() - started
+        self.count_requests()
 
 
 def run(seed: int, ops: int, *, fault_every: int = 8, quiet_seconds: float = 300.0) -> Report:
@@ -647,6 +661,8 @@ def run(seed: int, ops: int, *, fault_every: int = 8, quiet_seconds: float = 300
             if chaos.rng.randrange(fault_every) == 0:
                 chaos.inject(chaos.pick_fault())
             chaos.operation()
+            if (n + 1) % REQUESTS_EVERY == 0:
+                chaos.count_requests()
             if (n + 1) % 500 == 0:
                 print(f"{n + 1} operations, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
         chaos.report.ops_seconds = time.monotonic() - started
@@ -682,6 +698,11 @@ def main() -> None:
             ("messages queued at the end", ", ".join(f"{q} {n}" for q, n in report.queued.items()), "0"),
             ("quiet until converged", f"{report.quiet_seconds:.0f} s", ""),
             ("elapsed", f"{report.ops_seconds + report.quiet_seconds:.0f} s", "<= 30 min"),
+            (
+                "crmsync's Dataverse requests (answered 429)",
+                f"{report.dataverse_requests:,} ({report.dataverse_throttled:,})",
+                "6,000 per 5 min",
+            ),
         ],
     )
     for title, problems in (
