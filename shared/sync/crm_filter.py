@@ -67,6 +67,15 @@ _ORGANIZED = (
 )
 
 
+# Dynamics' default "My Appointments" with the user's party role in each row: one query tells the
+# members and which of them the user organizes (the default filter selects the organizer's rows).
+_DEFAULT_WITH_ROLE = DEFAULT_FILTERS["appointment"].replace(
+    '<link-entity name="activityparty" from="activityid" to="activityid" link-type="inner">',
+    '<link-entity name="activityparty" from="activityid" to="activityid" link-type="inner" alias="party">'
+    '<attribute name="participationtypemask"/>',
+)
+
+
 @dataclass(frozen=True, slots=True)
 class FilterVerdict:
     """Which of the asked ids are in the user's filter, and which appointments the user organizes."""
@@ -163,6 +172,8 @@ async def evaluate(
             filters = await read_filters()
         else:
             filters = await user_filters(crm, table, user_id=user_id, caller=caller)
+        if table == "appointment" and filters is None:
+            return await _default_appointments(crm, caller=caller, ids=unique)
         chosen = [DEFAULT_FILTERS[table]] if filters is None else filters
         members = await _members(crm, table, chosen, caller=caller, ids=unique)
         organized: set[uuid.UUID] = set()
@@ -225,6 +236,23 @@ async def members_of(
         return await _members(crm, table, filters, caller=caller, ids=list(dict.fromkeys(ids)))
     except PrivilegeDenied:
         return set()
+
+
+async def _default_appointments(crm: CrmQueryPort, *, caller: str, ids: Sequence[uuid.UUID]) -> FilterVerdict:
+    """Dynamics' default appointment filter over ``ids`` and the ones the user organizes, in one
+    FetchXML per 50 ids (each row carries the user's party role)."""
+    members: set[uuid.UUID] = set()
+    organized: set[uuid.UUID] = set()
+    for start in range(0, len(ids), _IDS_PER_QUERY):
+        chunk = ids[start : start + _IDS_PER_QUERY]
+        fetch_xml = with_ids(_DEFAULT_WITH_ROLE, "appointment", chunk)
+        for row in await crm.fetch("appointment", fetch_xml=fetch_xml, caller=caller):
+            record_id = uuid.UUID(str(row["activityid"]))
+            members.add(record_id)
+            if row.get("party.participationtypemask") == ORGANIZER:
+                organized.add(record_id)
+    asked = set(ids)
+    return FilterVerdict(frozenset(members & asked), frozenset(organized & asked))
 
 
 async def _members(

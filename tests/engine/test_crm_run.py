@@ -394,8 +394,9 @@ async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_po
 
 async def test_a_run_reads_the_parties_of_all_its_meetings_in_one_request(engine: Engine) -> None:
     """The organizer's meetings carry their CRM attendees to Outlook; their party rows are read in one
-    Dataverse request per run, not one per meeting (every request counts against the service
-    protection limit that crmsync's application user shares across all mailboxes)."""
+    Dataverse request per run, not one per meeting, and the filter tells which the user organizes in
+    the same query (every request counts against the service protection limit that crmsync's
+    application user shares across all mailboxes)."""
     mailbox, owner = await _synced_user(engine)
     address = f"a-{uuid.uuid4().hex[:8]}@contoso.example"
     attendee = engine.dataverse.add_user(internalemailaddress=address)
@@ -424,8 +425,10 @@ async def test_a_run_reads_the_parties_of_all_its_meetings_in_one_request(engine
         engine.dataverse.clear_requests()
         report = await run.run(work)
         assert report.outcome is CrmRunOutcome.COMPLETED
-        reads = [r for r in engine.dataverse.requests(engine.token) if r["path"] == "activityparties"]
-        assert len(reads) == 1
+        sent = engine.dataverse.requests(engine.token)
+        assert len([r for r in sent if r["path"] == "activityparties"]) == 1
+        # Dynamics' default filter and the meetings the user organizes: one FetchXML, not two.
+        assert len([r for r in sent if r["path"] == "appointments" and "fetchXml" in r["query"]]) == 1
 
     events = engine.outlook.list(mailbox.mailbox_id, "events")
     assert sorted(e["subject"] for e in events) == [f"Meeting {n}" for n in range(4)]
