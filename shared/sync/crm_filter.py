@@ -20,7 +20,8 @@ overview), run with the changed ids added as an ``in`` condition on the primary 
 outside the filter (a user without any read privilege on the table gets Dataverse's access-denied
 error: then nothing is in the filter).
 
-The organizer of an appointment is read the same way (a FetchXML over its activity parties): a
+The organizer of an appointment is read the same way (a FetchXML over its activity parties; with
+Dynamics' default filter the filter's own query tells it, each row carrying the user's party role): a
 meeting with attendees is created in Outlook only in the organizer's mailbox.
 """
 
