@@ -249,8 +249,8 @@ class Settings(BaseSettings):
     dataverse_timeout_seconds: float = Field(
         default=120.0, validation_alias="CRMSYNC_DATAVERSE_TIMEOUT_SECONDS", gt=0, le=600
     )
-    #: How long a worker keeps the organization's field directions and column security, and the users'
-    #: Outlook filters routing reads (one read per period).
+    #: How long a worker keeps the organization's field directions and column security, and each CRM
+    #: user's Outlook filters, Sync to Outlook privilege and time zone (one read per period).
     field_settings_ttl_seconds: int = Field(
         default=300, validation_alias="CRMSYNC_FIELD_SETTINGS_TTL_SECONDS", ge=0, le=86400
     )
