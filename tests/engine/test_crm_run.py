@@ -73,6 +73,38 @@ async def _synced_user(engine: Engine) -> tuple[Mailbox, RecordRef]:
     return mailbox, RecordRef("systemuser", uuid.UUID(row["systemuserid"]))
 
 
+async def _meeting(
+    engine: Engine, owner: RecordRef, subject: str, *, days: int = 3, parties: tuple[Party, ...] = ()
+) -> uuid.UUID:
+    """A one-hour appointment made in Dynamics, ``owner`` its organizer (plus ``parties``)."""
+    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).replace(microsecond=0)
+    fields: dict[str, Any] = {
+        "subject": subject,
+        "ownerid": owner,
+        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    record = uuid.uuid4()
+    organizer = Party(Participation.ORGANIZER, owner)
+    await engine.crm.upsert(
+        Upsert("appointment", fields, id=record, parties=(organizer, *parties)), caller=None
+    )
+    return record
+
+
+async def _crashed_before_links(engine: Engine, mailbox: Mailbox, table: str, record: uuid.UUID) -> CrmWork:
+    """A run of ``record`` that made its Outlook copy and died before its link write; its work."""
+    work = CrmWork(table=table, changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED)
+    crashing = CrmToOutlookRun(
+        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
+        crm=engine.crm,
+        graph=engine.graph,
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.run(work)
+    return work
+
+
 async def test_a_record_deleted_before_its_copy_is_linked_is_removed_from_outlook(engine: Engine) -> None:
     """The delete's routing ran while no link held the record, so it reached no mailbox: the run that
     made the copy checks, after its link write, that the records it copied still exist."""
@@ -104,26 +136,8 @@ async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_de
     run was delivered again (its delete, routed by links, reached no mailbox). The rerun finds the
     event by the CRM id it carries and applies the delete rules to it."""
     mailbox, owner = await _synced_user(engine)
-    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
-    fields: dict[str, Any] = {
-        "subject": "Review",
-        "ownerid": owner,
-        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    record = uuid.uuid4()
-    organizer = Party(Participation.ORGANIZER, owner)
-    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
-    work = CrmWork(
-        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
-    )
-    crashing = CrmToOutlookRun(
-        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
-        crm=engine.crm,
-        graph=engine.graph,
-    )
-    with pytest.raises(ConnectionError):
-        await crashing.run(work)
+    record = await _meeting(engine, owner, "Review")
+    work = await _crashed_before_links(engine, mailbox, "appointment", record)
     assert [event["subject"] for event in engine.outlook.list(mailbox.mailbox_id, "events")] == ["Review"]
     engine.delete_record("appointments", str(record))
 
@@ -196,16 +210,7 @@ async def test_the_outlook_run_links_a_copy_whose_link_write_was_lost_instead_of
     bench.chaos)."""
     mailbox, owner = await _synced_user(engine)
     task = await engine.crm.create("task", {"subject": "Quote K1", "ownerid": owner}, caller=None)
-    work = CrmWork(
-        table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
-    )
-    crashing = CrmToOutlookRun(
-        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
-        crm=engine.crm,
-        graph=engine.graph,
-    )
-    with pytest.raises(ConnectionError):
-        await crashing.run(work)
+    await _crashed_before_links(engine, mailbox, "task", task.id)
     list_id = engine.task_list(mailbox.mailbox_id)
 
     await engine.job().run(
@@ -228,26 +233,8 @@ async def test_the_outlook_run_removes_a_lost_link_copy_whose_record_was_deleted
     event is the deleted record's copy: it takes the delete rules, and nothing comes back in the
     CRM (seed 3 of bench.chaos: an appointment made and deleted in Dynamics was back on both sides)."""
     mailbox, owner = await _synced_user(engine)
-    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
-    fields: dict[str, Any] = {
-        "subject": "Review K2",
-        "ownerid": owner,
-        "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    record = uuid.uuid4()
-    organizer = Party(Participation.ORGANIZER, owner)
-    await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
-    work = CrmWork(
-        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
-    )
-    crashing = CrmToOutlookRun(
-        store=dataclasses.replace(engine.store, links=CrashBeforeLinks(engine.store.links)),
-        crm=engine.crm,
-        graph=engine.graph,
-    )
-    with pytest.raises(ConnectionError):
-        await crashing.run(work)
+    record = await _meeting(engine, owner, "Review K2")
+    await _crashed_before_links(engine, mailbox, "appointment", record)
     engine.delete_record("appointments", str(record))
 
     await engine.job().run(mailbox.mailbox_id, resource_path(ResourceKind.EVENTS, mailbox.mailbox_id))
@@ -444,7 +431,6 @@ async def test_a_worker_reads_a_users_privileges_filters_and_time_zone_once_not_
     keeps them for the field settings' TTL, so a run's requests are its records' (four requests less
     per run of appointments against the limits every mailbox shares)."""
     mailbox, owner = await _synced_user(engine)
-    start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).replace(microsecond=0)
     runner = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
     about_the_user = (
         "RetrieveUserPrivileges",
@@ -453,15 +439,7 @@ async def test_a_worker_reads_a_users_privileges_filters_and_time_zone_once_not_
         "timezonedefinitions",
     )
     for n in range(2):
-        fields: dict[str, Any] = {
-            "subject": f"Visit {n}",
-            "ownerid": owner,
-            "scheduledstart": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "scheduledend": (start + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        record = uuid.uuid4()
-        organizer = Party(Participation.ORGANIZER, owner)
-        await engine.crm.upsert(Upsert("appointment", fields, id=record, parties=(organizer,)), caller=None)
+        record = await _meeting(engine, owner, f"Visit {n}", days=2)
         engine.dataverse.clear_requests()
         work = CrmWork(
             table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
