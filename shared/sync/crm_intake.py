@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from shared import telemetry
+from shared.outlook.notifications import NotificationRejected, PayloadTooLarge, check_declared_length
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 
 MAX_BODY_BYTES = 256 * 1024  # Dataverse trims a larger context before it sends it
@@ -135,12 +136,12 @@ async def accept_webhook(
     routing work; the work queued."""
     if not key_matches(code, expected_key):
         raise WebhookRejected("missing or wrong webhook key", 403)
-    if declared_length is not None:
-        text = declared_length.strip()
-        if not text.isascii() or not text.isdigit():
-            raise WebhookRejected("Content-Length is not a number")
-        if int(text) > MAX_BODY_BYTES:
-            raise WebhookRejected("body too large", 413)
+    try:
+        check_declared_length(declared_length, max_bytes=MAX_BODY_BYTES)
+    except PayloadTooLarge:
+        raise WebhookRejected("body too large", 413) from None
+    except NotificationRejected as error:
+        raise WebhookRejected(error.reason) from None
     work = parse_context(body)
     with telemetry.span("crm_notification", kind=SpanKind.SERVER, table=work.table):
         work = work.model_copy(update={"traceparent": telemetry.traceparent()})
