@@ -16,11 +16,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from simulators.dataverse import batch, bulk, errors, plugins
+from simulators.dataverse import batch, bulk, bulkdelete, errors, plugins
 from simulators.dataverse.engine import PATH, ApiRequest, ApiResponse
 from simulators.dataverse.limits import (
     ANY_CLIENT,
@@ -162,6 +163,12 @@ class Simulator:
             error = fault.error()
             return ApiResponse(error.status, error.headers, error.body())
         return self.run_one(request, client)
+
+    def run_system_jobs(self) -> None:
+        """Run the submitted bulk delete jobs (after their answer was sent), then their webhooks."""
+        while self.engine.system_jobs:
+            bulkdelete.run(self.engine, self.engine.system_jobs.pop(0))
+            self.webhooks.send(self.store.take_committed())
 
     def transaction(self, work: Callable[[], Any]) -> Any:
         point = self.store.savepoint()
@@ -329,6 +336,8 @@ async def _serve(
         hang = sim.governor.hang_after_commit(client, watch.writes)
         if hang is not None:
             await hang.hold()
+        if sim.engine.system_jobs:
+            answer.background = BackgroundTask(sim.run_system_jobs)
         return answer
     except errors.DataverseError as error:
         return _error_response(error)

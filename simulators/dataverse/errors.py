@@ -7,7 +7,9 @@ Codes and messages come from learn.microsoft.com pages named per constant
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 # Troubleshoot Dataverse client errors: "Contact With Ids = <guid> Do Not Exist" -2147220969.
 OBJECT_DOES_NOT_EXIST = "0x80040217"
@@ -89,3 +91,14 @@ def unknown_property(name: str, table: str) -> DataverseError:
 def unsupported_option(name: str) -> DataverseError:
     """A query option the service does not implement is refused, never ignored."""
     return DataverseError(400, PROPERTY_NOT_FOUND, f"The query parameter {name} is not supported")
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be a JSON object (an action's parameters), or the 400 saying so."""
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        raise bad_request("The request body is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return value

@@ -10,13 +10,13 @@ or a failed bulk operation raises nothing; ``setup`` writes what a new organizat
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from simulators.dataverse import (
     bulk,
+    bulkdelete,
     errors,
     fieldsecurity,
     metadata,
@@ -34,7 +34,9 @@ from simulators.dataverse.security import APP_ROLE, Caller, Security, app_role_s
 from simulators.dataverse.store import Record, Savepoint, Store
 
 READ_ONLY_TABLES = frozenset(
-    {"role", "privilege", "timezonedefinition", "sdkmessage", "sdkmessagefilter"} | fieldsecurity.TABLES
+    {"role", "privilege", "timezonedefinition", "sdkmessage", "sdkmessagefilter"}
+    | {"asyncoperation", "bulkdeleteoperation"}
+    | fieldsecurity.TABLES
 )
 ROLE_SETS = frozenset({"roles", "privileges"})
 
@@ -81,6 +83,8 @@ class PlatformEngine(Engine):
 
     def __init__(self, store: PlatformStore, security: Security) -> None:
         super().__init__(store, security)
+        #: Bulk delete jobs submitted and not run yet (the app runs them after the answer).
+        self.system_jobs: list[bulkdelete.Job] = []
 
     # -- paths ---------------------------------------------------------------------------------
     def _dispatch(self, request: ApiRequest, caller: Caller) -> ApiResponse:
@@ -106,6 +110,10 @@ class PlatformEngine(Engine):
             return self._profiles(request, caller, ids)
         answer = bulk.run(self, request, caller)
         if answer is not None:
+            return answer
+        if path == bulkdelete.PATH:
+            answer, job = bulkdelete.submit(self, request, caller)
+            self.system_jobs.append(job)
             return answer
         if path == "DeleteOpenInstances" and request.method == "POST":
             return recurrence.delete_open_instances(self, request, caller)
@@ -143,7 +151,7 @@ class PlatformEngine(Engine):
         if nav.group("ref"):
             if request.method != "POST":
                 raise errors.DataverseError(405, errors.BAD_PAYLOAD, "Associate with POST .../$ref.")
-            target = _json(request.body).get("@odata.id")
+            target = errors.json_object(request.body).get("@odata.id")
             role_id = str(target or "").rstrip(")").rsplit("(", 1)[-1]
             if "roles(" not in str(target or ""):
                 raise errors.bad_request("The @odata.id must address a role: .../roles(<roleid>).")
@@ -297,16 +305,6 @@ class PlatformEngine(Engine):
 
 def _organization(request: ApiRequest) -> str:
     return urlsplit(request.base_url).hostname or "localhost"
-
-
-def _json(body: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(body or b"{}")
-    except ValueError:
-        raise errors.bad_request("The request body is not valid JSON.") from None
-    if not isinstance(value, dict):
-        raise errors.bad_request("The request body must be a JSON object.")
-    return value
 
 
 def identifier(name: str) -> str:

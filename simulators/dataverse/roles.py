@@ -54,6 +54,7 @@ NAMED_PRIVILEGES = (
     "prvGoOffline",
     "prvUseOfficeApps",
     "prvExportToExcel",
+    "prvBulkDelete",
 )
 DEPTH_NAMES = {1: "Basic", 2: "Local", 3: "Deep", 4: "Global"}
 _NAMESPACE = uuid.UUID("5b0e1c3a-0a11-4c0e-9a11-0000000f0001")
@@ -93,6 +94,9 @@ def predefined_roles() -> dict[str, dict[str, Any]]:
         "usersettings": {"read": "user", "write": "user"},
         # Personal views and Outlook filters: a user's own userquery rows (savedqueries module).
         "userquery": dict.fromkeys(TABLE_ACTIONS, "user"),
+        # Their own system jobs (bulk deletes they submitted).
+        "asyncoperation": {"read": "user"},
+        "bulkdeleteoperation": {"read": "user"},
     }
     basic = {**_own_records("user"), **read_settings, **own_settings}
     sales = {**_own_records("user"), **read_settings, **own_settings}

@@ -304,9 +304,11 @@ def _privilege_suffix(table_name: str) -> str:
 
 
 def app_role_spec() -> dict[str, Any]:
-    """Organization-wide privileges on every simulated table plus prvActOnBehalfOfAnotherUser."""
+    """Organization-wide privileges on every simulated table plus prvActOnBehalfOfAnotherUser and,
+    as a System Administrator has it, prvBulkDelete (for clients such as Microsoft's Python client,
+    whose list delete is a bulk delete job)."""
     return {
         "tables": {name: dict.fromkeys(TABLE_ACTIONS, "organization") for name in load_tables()},
-        "privileges": {ACT_ON_BEHALF: "organization"},
+        "privileges": {ACT_ON_BEHALF: "organization", "prvBulkDelete": "organization"},
         "system_administrator": True,
     }

@@ -178,3 +178,24 @@ async def test_the_async_client_reads_the_new_id_from_odata_entityid(
         assert dataverse_sim.record("contact", contact_id)["lastname"] == tag  # type: ignore[index]
         await client.records.delete("contact", contact_id)
     assert dataverse_sim.record("contact", contact_id) is None
+
+
+def test_a_list_delete_is_a_bulk_delete_job_the_client_can_follow(
+    client: DataverseClient, dataverse_sim: DataverseSimulator
+) -> None:
+    """The client's list create is CreateMultiple and its list delete a BulkDelete job (it returns
+    the JobId, the system job's asyncoperationid); the job deletes exactly the listed rows."""
+    tag = uuid.uuid4().hex
+    ids = client.records.create("contact", [{"lastname": f"{tag}-{i}"} for i in range(3)])
+    [kept] = client.records.create("contact", [{"lastname": f"{tag}-kept"}])
+    job_id = client.records.delete("contact", ids)
+    assert job_id is not None
+    assert uuid.UUID(job_id)
+    deadline = time.monotonic() + 10
+    while (job := client.records.retrieve("asyncoperation", job_id, select=["statecode", "statuscode"]))[
+        "statecode"
+    ] != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (job["statecode"], job["statuscode"]) == (3, 30)
+    assert [dataverse_sim.record("contact", i) for i in ids] == [None, None, None]
+    assert dataverse_sim.record("contact", kept) is not None
