@@ -1,11 +1,14 @@
 """`make demo`: the connector end to end on a seeded demo tenant, then a summary of what reached the CRM.
 
 Starts the sandbox (Azurite, both simulators, the local Functions runner), creates two users in
-both simulators, seeds a few hundred items of every type (contacts; events with a recurring series
-and an all-day event; To Do tasks; tracked and untracked mail), onboards both mailboxes with
-``crmsync mailbox add`` (the progress bar), then makes live edits in Outlook while the runner syncs
-them and measures change-to-CRM latency: from the Graph write to the record being visible in the
-Dataverse Web API. Exits 0 only if every item that should sync is in the CRM.
+both simulators (Salespeople: they hold "Sync to Outlook"), seeds a few hundred items of every type
+(contacts; events with a recurring series and an all-day event; To Do tasks; tracked and untracked
+mail), onboards both mailboxes with ``crmsync mailbox add`` (the progress bar), then makes live edits
+in Outlook while the runner syncs them and measures change-to-CRM latency: from the Graph write to
+the record being visible in the Dataverse Web API. Then it registers the Dataverse webhook
+(``crmsync crm connect``) and makes live edits in Dynamics as each user (a new contact, a meeting
+and a task renamed), timed from the Web API write to the item being visible in Outlook. Exits 0
+only if every item that should sync is in the CRM and every Dynamics edit reached Outlook.
 
 Everything goes over HTTP (simulators/ never imports shared/); onboarding runs the ``crmsync`` CLI
 as a subprocess, as an administrator would.
@@ -50,7 +53,13 @@ class DemoUser:
     crm_user_id: str
     todo_list: str
     expected: dict[str, int] = field(default_factory=dict)  # items that should be in the CRM, per type
-    latencies: dict[str, list[float]] = field(default_factory=dict)
+    latencies: dict[str, list[float]] = field(default_factory=dict)  # Outlook -> CRM, per type
+    crm_latencies: dict[str, list[float]] = field(default_factory=dict)  # CRM -> Outlook, per type
+
+    @property
+    def crm_token(self) -> str:
+        """The user's own Dataverse token (bound to the user in the simulator, as in the browser)."""
+        return f"demo-{self.crm_user_id}"
 
 
 class Demo:
@@ -112,11 +121,17 @@ class Demo:
                 "azureactivedirectoryobjectid": mailbox_id,  # the mailbox owner's Entra object id
                 "internalemailaddress": upn,
                 "fullname": name,
-                "roles": ["demo sales"],
+                "roles": ["demo sales", "Salesperson"],  # Salesperson: "Sync to Outlook"
             },
         )
         info = self.graph_control("GET", f"users/{mailbox_id}")
-        return DemoUser(name, mailbox_id, crm["systemuserid"], info["defaultTodoList"])
+        user = DemoUser(name, mailbox_id, crm["systemuserid"], info["defaultTodoList"])
+        self._call(
+            "POST",
+            f"{self.endpoints['dataverse_control']}/tokens",
+            {"token": user.crm_token, "systemuserid": user.crm_user_id},
+        )
+        return user
 
     def seed(self, user: DemoUser) -> None:
         """A few hundred items of every type; the CRM should get all but the untracked mail and the
@@ -261,6 +276,72 @@ class Demo:
         )
         user.expected["email"] += 1
 
+    # -- live edits in Dynamics ---------------------------------------------------------------------
+
+    def connect_crm(self) -> None:
+        """``crmsync crm connect``: the Dataverse webhook that brings Dynamics' changes at once."""
+        self.sandbox.run_cli("crm", "connect")
+
+    def dynamics(self, method: str, user: DemoUser, path: str, body: Any = None) -> Any:
+        """The Dataverse Web API as the user (the user's own token, as in the browser)."""
+        url = f"{self.sandbox.dataverse_api_url}/{path}"
+        return self._call(method, url, body, {"Authorization": f"Bearer {user.crm_token}"})
+
+    def in_outlook(self, user: DemoUser, path: str) -> int:
+        return len(self.outlook("GET", user, path)["value"])
+
+    def timed_in_outlook(
+        self, user: DemoUser, kind: str, change: Callable[[], None], visible: Callable[[], bool]
+    ) -> None:
+        """Make ``change`` in Dynamics and record how long until ``visible`` holds in Outlook."""
+        started = time.monotonic()
+        change()
+        while not visible():
+            if time.monotonic() > started + 20:
+                console.print(
+                    f"[red]{user.name}: a {kind} change in Dynamics did not reach Outlook in 20 s[/]"
+                )
+                return
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        user.crm_latencies.setdefault(kind, []).append(elapsed)
+        console.print(f"{user.name}: {kind} change in Outlook after {elapsed:.2f} s")
+
+    def dynamics_edits(self, user: DemoUser) -> None:
+        for n in range(LIVE_EDITS):
+            self._dynamics_edit(user, LIVE_EDITS + n)
+
+    def _dynamics_edit(self, user: DemoUser, n: int) -> None:
+        """One change of each type made in Dynamics: a new contact, a meeting and a task renamed."""
+        tag = uuid.uuid4().hex[:8]
+        self.timed_in_outlook(
+            user,
+            "contact",
+            lambda: self.dynamics("POST", user, "contacts", {"firstname": tag, "lastname": "Dynamics"}),
+            lambda: self.in_outlook(user, f"contacts?$filter=givenName eq '{tag}'") == 1,
+        )
+        user.expected["contact"] += 1
+        for kind, table, outlook_path, field_name in (
+            ("appointment", "appointments", "events", "subject"),
+            ("task", "tasks", f"todo/lists/{quote(user.todo_list, safe='')}/tasks", "title"),
+        ):
+            old = "Meeting" if kind == "appointment" else "Follow up"
+            query = (
+                f"$select=activityid&$filter=subject eq '{old} {n}' and _ownerid_value eq {user.crm_user_id}"
+            )
+            [row] = self.dynamics("GET", user, f"{table}?{query}")["value"]
+            renamed = f"{old} {tag}"
+            self.timed_in_outlook(
+                user,
+                kind,
+                lambda table=table, row=row, renamed=renamed: self.dynamics(
+                    "PATCH", user, f"{table}({row['activityid']})", {"subject": renamed}
+                ),
+                lambda path=outlook_path, name=field_name, renamed=renamed: (
+                    self.in_outlook(user, f"{path}?$filter={name} eq '{renamed}'") == 1
+                ),
+            )
+
     # -- the summary -------------------------------------------------------------------------------
 
     def summary(self, users: list[DemoUser]) -> list[str]:
@@ -284,6 +365,26 @@ class Demo:
                 if len(latencies) != LIVE_EDITS:
                     missing.append(
                         f"{user.name} {kind}: {LIVE_EDITS - len(latencies)} live edit(s) never arrived"
+                    )
+        console.print(table)
+        return missing + self._dynamics_summary(users)
+
+    def _dynamics_summary(self, users: list[DemoUser]) -> list[str]:
+        table = Table(title="crmsync demo: Dataverse -> Outlook (live edits made in Dynamics)")
+        for column in ("user", "type", "edits", "in Outlook", "latency p50", "latency p95"):
+            table.add_column(column, justify="right" if column not in ("user", "type") else "left")
+        missing = []
+        for user in users:
+            for kind in ("contact", "appointment", "task"):
+                latencies = sorted(user.crm_latencies.get(kind, []))
+                p50 = f"{statistics.median(latencies) * 1000:.0f} ms" if latencies else "-"
+                p95 = f"{_percentile(latencies, 0.95) * 1000:.0f} ms" if latencies else "-"
+                style = "" if len(latencies) == LIVE_EDITS else "[red]"
+                table.add_row(user.name, kind, str(LIVE_EDITS), f"{style}{len(latencies)}", p50, p95)
+                if len(latencies) != LIVE_EDITS:
+                    lost = LIVE_EDITS - len(latencies)
+                    missing.append(
+                        f"{user.name} {kind}: {lost} edit(s) made in Dynamics never reached Outlook"
                     )
         console.print(table)
         return missing
@@ -312,6 +413,12 @@ def main() -> int:
         console.print(f"live edits: {LIVE_EDITS} per mailbox and type, timed from the Graph write to the CRM")
         for user in users:
             demo.live_edits(user)
+        console.print(
+            f"live edits in Dynamics: {LIVE_EDITS} per user and type, timed from the Web API write to Outlook"
+        )
+        demo.connect_crm()
+        for user in users:
+            demo.dynamics_edits(user)
         missing = demo.summary(users)
     console.print(f"demo took {time.monotonic() - started:.0f} s")
     if missing:

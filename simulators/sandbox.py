@@ -194,17 +194,25 @@ class Sandbox:
     ) -> None:
         """``crmsync mailbox add`` against this sandbox, as an administrator would run it (under
         cProfile, writing ``profile``, when asked)."""
-        # CPU time, not wall time: bench/_profiled.py (only with the repository's bench package).
-        command = [
-            sys.executable,
-            *(["-m", "bench._profiled", str(profile)] if profile else ["-m"]),
-            "shared.cli",
+        self.run_cli(
             "mailbox",
             "add",
             mailbox_id,
             "--crm-user",
             crm_user_id,
             *(["--settings", str(settings)] if settings else []),
+            quiet=quiet,
+            profile=profile,
+        )
+
+    def run_cli(self, *args: str, quiet: bool = False, profile: Path | None = None) -> None:
+        """``crmsync <args>`` against this sandbox, as a subprocess with its app settings."""
+        # CPU time, not wall time: bench/_profiled.py (only with the repository's bench package).
+        command = [
+            sys.executable,
+            *(["-m", "bench._profiled", str(profile)] if profile else ["-m"]),
+            "shared.cli",
+            *args,
         ]
         subprocess.run(  # noqa: S603 - our own CLI, no shell
             command,
