@@ -187,33 +187,51 @@ class SharedMarks:
     see this change. So a call joins the target's next mark if that has not started yet, else it
     queues one that starts when the running one ends; every call waiting on a mark gets its outcome
     (an error too: each answers 5xx and Graph retries each). A caller that stops waiting (the
-    webhook's deadline) leaves the mark running for the others. In a burst, with Graph posting
+    webhook's deadline) leaves the mark to the others; the last one cancels it and waits for its
+    clean-up (the mark taken back), as a call of its own would. In a burst, with Graph posting
     dozens of notifications at once, this is a write per mark in flight instead of one each.
     """
 
-    _waiting: dict[Target, asyncio.Future[int]] = field(default_factory=dict)
-    _running: dict[Target, asyncio.Future[int]] = field(default_factory=dict)
+    _waiting: dict[Target, asyncio.Task[int]] = field(default_factory=dict)
+    _running: dict[Target, asyncio.Task[int]] = field(default_factory=dict)
+    _callers: dict[asyncio.Task[int], int] = field(default_factory=dict)
 
     async def share(self, target: Target, mark: Callable[[], Awaitable[int]]) -> int:
         """``mark()``'s outcome, run by this call or shared with others of ``target`` that arrived
         before it started; the jobs it enqueued count for the call that started it, 0 for the rest."""
-        waiting = self._waiting.get(target)
-        if waiting is not None:
-            await asyncio.shield(waiting)
-            return 0
-        waiting = self._waiting[target] = asyncio.ensure_future(
-            self._after(target, self._running.get(target), mark)
-        )
-        return await asyncio.shield(waiting)
+        shared = self._waiting.get(target)
+        founder = shared is None
+        if shared is None:
+            shared = self._waiting[target] = asyncio.ensure_future(
+                self._after(target, self._running.get(target), mark)
+            )
+        self._callers[shared] = self._callers.get(shared, 0) + 1
+        try:
+            jobs = await asyncio.shield(shared)
+        except asyncio.CancelledError:
+            if self._callers[shared] == 1 and not shared.done():
+                shared.cancel()
+                with contextlib.suppress(BaseException):
+                    await shared
+            raise
+        finally:
+            self._callers[shared] -= 1
+            if not self._callers[shared]:
+                del self._callers[shared]
+        return jobs if founder else 0
 
     async def _after(
-        self, target: Target, running: asyncio.Future[int] | None, mark: Callable[[], Awaitable[int]]
+        self, target: Target, running: asyncio.Task[int] | None, mark: Callable[[], Awaitable[int]]
     ) -> int:
-        if running is not None:
-            with contextlib.suppress(Exception):  # its outcome is its own callers'
-                await asyncio.shield(running)
-        this = self._waiting.pop(target)  # started: later calls wait for the next one
-        self._running[target] = this
+        this = asyncio.current_task()
+        try:
+            if running is not None:
+                with contextlib.suppress(Exception):  # its outcome is its own callers'
+                    await asyncio.shield(running)
+        finally:
+            if self._waiting.get(target) is this:
+                del self._waiting[target]  # started (or given up): later calls wait for the next one
+        self._running[target] = this  # type: ignore[assignment]
         try:
             return await mark()
         finally:

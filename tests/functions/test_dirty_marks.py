@@ -228,3 +228,30 @@ async def test_a_caller_that_stops_waiting_leaves_the_shared_mark_to_the_others(
     assert await patient == 0
     assert done == [True]
     assert impatient.cancelled()
+
+
+async def test_the_last_caller_that_stops_waiting_cancels_the_mark_and_waits_for_its_clean_up() -> None:
+    """Storage hangs: the webhook's deadline ends the only call, whose mark is taken back before it
+    answers 503, and the next notification (Graph's retry) starts a mark of its own at once."""
+    marks, cleaned = SharedMarks(), []
+
+    async def hanging() -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # the un-mark's round trip
+            cleaned.append(True)
+            raise
+        return 1
+
+    call = asyncio.ensure_future(marks.share(TARGET, hanging))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert cleaned == [True]
+
+    async def answering() -> int:
+        return 1
+
+    assert await asyncio.wait_for(marks.share(TARGET, answering), timeout=1) == 1
