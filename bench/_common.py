@@ -110,6 +110,13 @@ class BenchTenant:
         entries = self._call("GET", f"{self.endpoints['graph_control']}/requests?user={user.mailbox_id}")
         return len({entry["batch"] or entry["id"] for entry in entries})
 
+    def notification_posts(self, user: BenchUser) -> tuple[int, int]:
+        """Change-notification POSTs Graph has sent for the mailbox so far, and the notifications in
+        them (Graph sends several in one POST's ``value`` when they wait together)."""
+        log = self._call("GET", f"{self.endpoints['graph_control']}/deliveries?user={user.mailbox_id}")
+        posts = [entry for entry in log if entry["kind"] == "notification"]
+        return len(posts), sum(len(entry["payload"].get("value") or ()) for entry in posts)
+
     def dataverse_requests(self) -> int:
         """The connector's Web API requests in the Dataverse log (a $batch counts once, as service
         protection counts it); the bench's own polls, made with the observer token, are left out."""

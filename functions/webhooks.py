@@ -103,6 +103,7 @@ async def notifications(req: func.HttpRequest) -> func.HttpResponse:
             jobs=await runtime.jobs(),
             tenant_id=runtime.settings.tenant_id,
             cache=runtime.subscription_cache,
+            marks=runtime.dirty_marks,
         )
         return (
             f"accepted {result.notifications} notifications: {result.targets} targets, "

@@ -37,7 +37,7 @@ from shared.sync.crm_changes import ChangeFeed
 from shared.sync.crm_dispatch import SharedRuns
 from shared.sync.crm_run import CrmToOutlookRun
 from shared.sync.field_rules import field_rules
-from shared.sync.intake import SubscriptionCache
+from shared.sync.intake import SharedMarks, SubscriptionCache
 from shared.sync.job import JobOptions, MailboxSyncJob
 from shared.sync.lifecycle import lifecycle_queue_name
 from shared.sync.maintenance import Maintenance
@@ -58,6 +58,7 @@ class Runtime:
 
     settings: Settings
     subscription_cache: SubscriptionCache = field(default_factory=SubscriptionCache)
+    dirty_marks: SharedMarks = field(default_factory=SharedMarks)
     _opened: dict[str, Any] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)

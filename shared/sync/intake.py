@@ -11,8 +11,9 @@ payload is genuine:
    notification) and compare ``clientState`` in constant time, and ``tenantId`` - any mismatch
    rejects the payload (:class:`ForgedNotification` -> 403, nothing marked);
 3. mark each (mailbox, resource) dirty, all targets concurrently; only the call that turned it
-   dirty enqueues a job, so a burst of notifications becomes one delta run. In a burst that is one
-   storage round trip per notification (the store's ``mark_dirty`` touches a row it left dirty).
+   dirty enqueues a job, so a burst of notifications becomes one delta run. Calls of one process
+   for the same target share their mark (:class:`SharedMarks`): a burst costs a storage round trip
+   per mark in flight, not per notification (the store's ``mark_dirty`` touches a row it left dirty).
 
 Unknown subscription ids (e.g. deleted a moment ago, notifications still in flight) are counted
 and ignored, and remembered briefly as misses (see :class:`SubscriptionCache`). Storage errors
@@ -29,7 +30,7 @@ import hmac
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from opentelemetry.trace import SpanKind
@@ -173,6 +174,71 @@ class SubscriptionCache:
         self._scan = None
 
 
+Target = tuple[str, str]
+"""A (mailbox id, resource) pair."""
+
+
+@dataclass
+class SharedMarks:
+    """Concurrent marks of one target in this process share one storage write (a group commit).
+
+    A notification may be answered only by a mark that started after it arrived: a write already in
+    flight may land before a worker's clear and the delta read that follows it, which then need not
+    see this change. So a call joins the target's next mark if that has not started yet, else it
+    queues one that starts when the running one ends; every call waiting on a mark gets its outcome
+    (an error too: each answers 5xx and Graph retries each). A caller that stops waiting (the
+    webhook's deadline) leaves the mark to the others; the last one cancels it and waits for its
+    clean-up (the mark taken back), as a call of its own would. In a burst, with Graph posting
+    dozens of notifications at once, this is a write per mark in flight instead of one each.
+    """
+
+    _waiting: dict[Target, asyncio.Task[int]] = field(default_factory=dict)
+    _running: dict[Target, asyncio.Task[int]] = field(default_factory=dict)
+    _callers: dict[asyncio.Task[int], int] = field(default_factory=dict)
+
+    async def share(self, target: Target, mark: Callable[[], Awaitable[int]]) -> int:
+        """``mark()``'s outcome, run by this call or shared with others of ``target`` that arrived
+        before it started; the jobs it enqueued count for the call that started it, 0 for the rest."""
+        shared = self._waiting.get(target)
+        founder = shared is None
+        if shared is None:
+            shared = self._waiting[target] = asyncio.ensure_future(
+                self._after(target, self._running.get(target), mark)
+            )
+        self._callers[shared] = self._callers.get(shared, 0) + 1
+        try:
+            jobs = await asyncio.shield(shared)
+        except asyncio.CancelledError:
+            if self._callers[shared] == 1 and not shared.done():
+                shared.cancel()
+                with contextlib.suppress(BaseException):
+                    await shared
+            raise
+        finally:
+            self._callers[shared] -= 1
+            if not self._callers[shared]:
+                del self._callers[shared]
+        return jobs if founder else 0
+
+    async def _after(
+        self, target: Target, running: asyncio.Task[int] | None, mark: Callable[[], Awaitable[int]]
+    ) -> int:
+        this = asyncio.current_task()
+        try:
+            if running is not None:
+                with contextlib.suppress(Exception):  # its outcome is its own callers'
+                    await asyncio.shield(running)
+        finally:
+            if self._waiting.get(target) is this:
+                del self._waiting[target]  # started (or given up): later calls wait for the next one
+        self._running[target] = this  # type: ignore[assignment]
+        try:
+            return await mark()
+        finally:
+            if self._running.get(target) is this:
+                del self._running[target]
+
+
 async def _verified_records(
     notifications: Iterable[tuple[str, str | None, str]],
     *,
@@ -202,14 +268,15 @@ async def _verified_records(
 
 
 async def _mark_and_enqueue(
-    targets: Iterable[tuple[str, str]],
+    targets: Iterable[Target],
     *,
     store: Store,
     jobs: JobQueue,
     reason: JobReason,
     traceparent: str | None = None,
+    marks: SharedMarks | None = None,
 ) -> int:
-    async def one(mailbox_id: str, resource: str) -> int:
+    async def mark(mailbox_id: str, resource: str) -> int:
         newly_dirty: bool | None = None  # None: the mark's outcome is unknown
         try:
             newly_dirty = await store.sync_state.mark_dirty(mailbox_id, resource)
@@ -222,6 +289,11 @@ async def _mark_and_enqueue(
                 await _unmark(store, mailbox_id, resource)
             raise
         return 1
+
+    async def one(mailbox_id: str, resource: str) -> int:
+        if marks is None:
+            return await mark(mailbox_id, resource)
+        return await marks.share((mailbox_id, resource), lambda: mark(mailbox_id, resource))
 
     return sum(await asyncio.gather(*(one(m, r) for m, r in targets)))
 
@@ -244,10 +316,13 @@ async def accept_change_notifications(
     tenant_id: str,
     max_bytes: int,
     cache: SubscriptionCache,
+    marks: SharedMarks | None = None,
 ) -> IntakeResult:
     """Verify a change-notification payload and turn it into at most one job per (mailbox, resource)."""
     notifications = parse_notifications(body, max_bytes=max_bytes)
-    return await accept_notifications(notifications, store=store, jobs=jobs, tenant_id=tenant_id, cache=cache)
+    return await accept_notifications(
+        notifications, store=store, jobs=jobs, tenant_id=tenant_id, cache=cache, marks=marks
+    )
 
 
 async def accept_notifications(
@@ -257,9 +332,11 @@ async def accept_notifications(
     jobs: JobQueue,
     tenant_id: str,
     cache: SubscriptionCache,
+    marks: SharedMarks | None = None,
 ) -> IntakeResult:
     """:func:`accept_change_notifications` for a payload already parsed (the webhook parses before it
-    opens storage, so bad input gets its 400 whatever the storage does)."""
+    opens storage, so bad input gets its 400 whatever the storage does). ``marks``: the process's
+    :class:`SharedMarks` (without: a storage write per target and call)."""
     found = await _verified_records(
         ((n.subscription_id, n.client_state, n.tenant_id) for n in notifications),
         store=store,
@@ -274,6 +351,7 @@ async def accept_notifications(
             jobs=jobs,
             reason=JobReason.NOTIFICATION,
             traceparent=telemetry.traceparent(),
+            marks=marks,
         )
     return IntakeResult(len(notifications), len(targets), enqueued, found.count(None))
 

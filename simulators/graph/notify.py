@@ -6,6 +6,10 @@
   must answer 200 text/plain with the token within 10 seconds, else the subscription is refused
   with 400. Notifications are POSTed as ``{"value": [...]}``; an answer that is not 2xx or takes
   longer than 3 seconds is retried with exponential backoff (at-least-once, unordered).
+- learn.microsoft.com/graph/api/resources/changenotificationcollection: ``value`` is "the set of
+  notifications being sent to the notification URL", several in one POST. The simulator sends a
+  subscription's notifications that are waiting for a free connection together (up to
+  ``MAX_PER_POST``), and a lone one on its own.
 - learn.microsoft.com/graph/api/resources/subscription, "Subscription lifetime": at most 10,080
   minutes for Outlook messages, events and contacts, 4,230 minutes for To Do tasks.
 - learn.microsoft.com/graph/change-notifications-lifecycle-events: reauthorizationRequired,
@@ -125,6 +129,7 @@ def parse_resource(store: Store, resource: str) -> tuple[Mailbox, Kind, str | No
 
 
 MAX_IN_FLIGHT = 32  # below httpx's default pool of 100 connections
+MAX_PER_POST = 100  # notifications waiting together in one POST (Graph names no limit)
 
 
 class Notifier:
@@ -142,6 +147,8 @@ class Notifier:
         # httpx's pool, whose bookkeeping scans every waiting request on each step (the simulator
         # spent 80 % of a core on it in bench.burst) and counted the wait against the timeout.
         self.in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+        # Change notifications waiting for a connection, by subscription: the next POST takes them all.
+        self.waiting: dict[str, list[Json]] = {}
         store.listeners.append(self.on_change)
 
     def http(self) -> httpx.AsyncClient:
@@ -159,6 +166,7 @@ class Notifier:
     def reset(self) -> None:
         for task in list(self.tasks):
             task.cancel()
+        self.waiting.clear()
         self.subscriptions.clear()
         self.deliveries.clear()
 
@@ -340,6 +348,10 @@ class Notifier:
         copies = (
             2 if not lifecycle and self.faults.take(("duplicate_notifications",), user) is not None else 1
         )
+        if not lifecycle and reorder is None and copies == 1:  # faults aside: sent with those waiting
+            self.waiting.setdefault(sub.id, []).extend(values)
+            self.spawn(self.deliver(sub, None, lifecycle=False))
+            return
         for target, batch in batches:
             for _ in range(copies):
                 self.spawn(self.deliver(target, {"value": batch}, lifecycle=lifecycle))
@@ -349,10 +361,11 @@ class Notifier:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def deliver(self, sub: Subscription, payload: Json, *, lifecycle: bool) -> None:
+    async def deliver(self, sub: Subscription, payload: Json | None, *, lifecycle: bool) -> None:
         """POST until a 2xx arrives in time, backing off exponentially between attempts. When Graph
         gives up on change notifications it says so with a ``missed`` lifecycle notification
-        (change-notifications-lifecycle-events, "Missed notifications")."""
+        (change-notifications-lifecycle-events, "Missed notifications"). ``None``: the subscription's
+        notifications waiting when a connection is free (none left: an earlier POST took them)."""
         url = sub.lifecycle_url if lifecycle else sub.notification_url
         if url is None:
             return
@@ -361,6 +374,10 @@ class Notifier:
         for attempt in range(1, self.config.retry_max_attempts + 1):
             try:
                 async with self.in_flight:
+                    if payload is None:
+                        payload = self.take_waiting(sub.id)
+                        if payload is None:
+                            return
                     answer = await self.http().post(
                         url, json=payload, timeout=self.config.notification_timeout_seconds
                     )
@@ -370,7 +387,7 @@ class Notifier:
                 outcome, delivered = "timeout", False
             except httpx.HTTPError as exc:
                 outcome, delivered = type(exc).__name__, False
-            self.deliveries.append(Delivery(sub.id, sub.user_id, url_kind, attempt, outcome, payload))
+            self.deliveries.append(Delivery(sub.id, sub.user_id, url_kind, attempt, outcome, payload or {}))
             if delivered:
                 return
             if attempt < self.config.retry_max_attempts:
@@ -379,6 +396,16 @@ class Notifier:
         LOG.warning("gave up delivering to subscription %s", sub.id)
         if not lifecycle:
             self.send_lifecycle(sub, "missed")
+
+    def take_waiting(self, subscription_id: str) -> Json | None:
+        """Up to ``MAX_PER_POST`` of the subscription's waiting notifications, oldest first."""
+        waiting = self.waiting.get(subscription_id)
+        if not waiting:
+            return None
+        taken, self.waiting[subscription_id] = waiting[:MAX_PER_POST], waiting[MAX_PER_POST:]
+        if not self.waiting[subscription_id]:
+            del self.waiting[subscription_id]
+        return {"value": taken}
 
     def delivery_log(self, user: str | None) -> list[Json]:
         return [

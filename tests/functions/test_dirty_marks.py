@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,7 @@ from shared.runtime import Runtime
 from shared.store.azure.service import open_store
 from shared.store.ports import Store
 from shared.sync.dispatch import STALE_DIRTY_AFTER, sweep
-from shared.sync.intake import SubscriptionCache, accept_change_notifications
+from shared.sync.intake import SharedMarks, SubscriptionCache, accept_change_notifications
 from simulators.azurite import Azurite
 from tests.fixtures.app import sandbox_settings, use_settings
 from tests.functions.test_webhooks import handler, payload, post, queued_jobs, subscribe
@@ -150,3 +151,107 @@ async def test_the_sweep_gives_a_resource_dirty_for_too_long_a_job_again(app_run
     assert await sweep(store, jobs, now=now + STALE_DIRTY_AFTER + dt.timedelta(seconds=1)) == 1
     [job] = await queued_jobs(app_runtime)
     assert (job["mailbox_id"], job["resource"], job["reason"]) == (MAILBOX, RESOURCE, "sweep")
+
+
+async def test_concurrent_notifications_of_a_resource_share_their_storage_writes(
+    app_runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Graph posts a burst's notifications dozens at a time: each waits for a mark that started
+    after it arrived, and those waiting together share one write instead of one write each."""
+    subscription_id, secret = await subscribe(app_runtime, MAILBOX, RESOURCE)
+    notify = handler("notifications")
+    assert (await notify(post(payload(subscription_id, secret)))).status_code == 202  # cached, dirty
+    with caplog.at_level(logging.INFO, logger=HTTP_LOG):
+        answers = await asyncio.gather(*(notify(post(payload(subscription_id, secret))) for _ in range(40)))
+        assert [answer.status_code for answer in answers] == [202] * 40
+        assert 1 <= len(response_statuses(caplog)) <= 2  # touches of the dirty row; 40 without sharing
+    assert len(await queued_jobs(app_runtime)) == 1
+
+
+TARGET = (MAILBOX, RESOURCE)
+
+
+async def test_a_mark_in_flight_answers_only_the_notifications_that_arrived_before_it_started() -> None:
+    """A write already under way may land before a worker's clear and delta read that miss a later
+    change: a notification arriving meanwhile waits for the next mark, which all such share."""
+    marks, gate, started = SharedMarks(), asyncio.Event(), []
+
+    async def mark(n: int) -> int:
+        started.append(n)
+        await gate.wait()
+        return 1
+
+    first = asyncio.ensure_future(marks.share(TARGET, lambda: mark(1)))
+    await asyncio.sleep(0.01)
+    later = [asyncio.ensure_future(marks.share(TARGET, functools.partial(mark, n))) for n in (2, 3, 4)]
+    await asyncio.sleep(0.01)
+    assert started == [1]
+    gate.set()
+
+    assert await asyncio.gather(first, *later) == [1, 1, 0, 0]  # the job counts for its mark's caller
+    assert started == [1, 2]
+
+
+async def test_a_failed_shared_mark_fails_every_call_waiting_for_it() -> None:
+    marks, gate = SharedMarks(), asyncio.Event()
+
+    async def failing() -> int:
+        await gate.wait()
+        raise ConnectionError("storage went away")
+
+    calls = [asyncio.ensure_future(marks.share(TARGET, failing)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [ConnectionError] * 3
+
+    async def succeeding() -> int:
+        return 1
+
+    assert await marks.share(TARGET, succeeding) == 1  # the next mark starts afresh
+
+
+async def test_a_caller_that_stops_waiting_leaves_the_shared_mark_to_the_others() -> None:
+    marks, gate, done = SharedMarks(), asyncio.Event(), []
+
+    async def mark() -> int:
+        await gate.wait()
+        done.append(True)
+        return 1
+
+    impatient = asyncio.ensure_future(marks.share(TARGET, mark))
+    patient = asyncio.ensure_future(marks.share(TARGET, mark))
+    await asyncio.sleep(0.01)
+    impatient.cancel()  # the webhook's deadline
+    gate.set()
+
+    assert await patient == 0
+    assert done == [True]
+    assert impatient.cancelled()
+
+
+async def test_the_last_caller_that_stops_waiting_cancels_the_mark_and_waits_for_its_clean_up() -> None:
+    """Storage hangs: the webhook's deadline ends the only call, whose mark is taken back before it
+    answers 503, and the next notification (Graph's retry) starts a mark of its own at once."""
+    marks, cleaned = SharedMarks(), []
+
+    async def hanging() -> int:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # the un-mark's round trip
+            cleaned.append(True)
+            raise
+        return 1
+
+    call = asyncio.ensure_future(marks.share(TARGET, hanging))
+    await asyncio.sleep(0.01)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert cleaned == [True]
+
+    async def answering() -> int:
+        return 1
+
+    assert await asyncio.wait_for(marks.share(TARGET, answering), timeout=1) == 1

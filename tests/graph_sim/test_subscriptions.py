@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from simulators.graph.notify import MAX_PER_POST
 from simulators.graph.sink import NotificationSink
 from tests.fixtures.graph_sim import GraphSim
 from tests.graph_sim.conftest import minutes_from_now, seg, subscribe
@@ -113,6 +114,22 @@ def test_notification_payload(
     assert notification["subscriptionExpirationDateTime"] == subscription["expirationDateTime"]
     graph.delete(f"users/{graph_user}/messages/{seg(message_id)}")
     assert graph_sink.wait_for(2)[1]["changeType"] == "deleted"
+
+
+def test_notifications_waiting_for_a_connection_share_a_post(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/api/resources/changenotificationcollection: ``value`` is the set of
+    notifications sent in one POST. A burst's notifications go out together, each exactly once."""
+    subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
+    contacts = [{"givenName": "Burst", "surname": str(n)} for n in range(250)]
+    ids = graph_sim.seed(graph_user, contacts=contacts)["contacts"]
+
+    notified = graph_sink.wait_for(250)
+    assert sorted(n["resourceData"]["id"] for n in notified) == sorted(ids)
+    posts = [d for d in graph_sim.deliveries(user=graph_user) if d["kind"] == "notification"]
+    assert len(posts) <= 10  # 250 one by one before
+    assert max(len(post["payload"]["value"]) for post in posts) <= MAX_PER_POST
 
 
 def test_failed_or_slow_deliveries_are_retried(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import uuid
 
 import pytest
@@ -307,3 +309,24 @@ def test_record_ids_differ_by_kind_and_are_stable() -> None:
     assert crm_record_id(ItemKind.TASK, "k") == uuid.uuid5(
         uuid.UUID("6f0c6a52-3c1e-5b8e-9a57-1d2f63c0b7a4"), "task:k"
     )
+
+
+def _reference_fingerprint(values: dict[str, object]) -> str:
+    """The stored format, computed the plain way: canonical JSON, SHA-256, 32 hex digits."""
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+@pytest.mark.parametrize("fmap", [CONTACT_MAP, APPOINTMENT_MAP, TASK_MAP, EMAIL_MAP])
+def test_fingerprints_of_empty_units_match_the_stored_format(fmap: FieldMap[object]) -> None:
+    """Empty units' fingerprints are remembered per set of columns; link rows store them, so the
+    remembered ones must be the computed ones, every time and for every unit."""
+    for members in [*fmap.units().values(), tuple(fmap.columns)]:
+        empty = dict.fromkeys(members)
+        assert fingerprint(empty) == fingerprint(dict(empty)) == _reference_fingerprint(empty)
+        for column in members:  # a unit with a value is computed as before
+            for value in ("x", 0, 1, True, 1.5, ""):
+                filled = {**empty, column: value}
+                assert fingerprint(filled) == _reference_fingerprint(filled)
+    assert fingerprint({"a": None, "b": None}) != fingerprint({"b": None, "c": None})
+    assert fingerprint({"a": True}) != fingerprint({"a": 1})
