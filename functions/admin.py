@@ -9,6 +9,8 @@ Routes taking ``{mailbox}`` accept the mailbox id or its UPN, as the CLI does.
 
 Thin: parse the request, call shared/, render JSON. Onboarding and releasing the brake (a full
 resync) run on the admin queue (shared.admin_ops): the front end's 230 s limit would cut them.
+Each handler imports what it calls when it is called: a cold start's first Graph notification
+does not wait for the admin API, the status page or the sync engine (shared.runtime).
 """
 
 from __future__ import annotations
@@ -21,30 +23,8 @@ from typing import Any
 import azure.functions as func
 from pydantic import ValidationError
 
-from shared.admin_api import (
-    AdminForbidden,
-    OnboardRequest,
-    ReleaseBrakeRequest,
-    SettingsChangeRefused,
-    audited_mailbox_id,
-    change_mailbox_settings,
-    enqueue_mailbox_resync,
-    http_actor,
-    mailbox_summary,
-    parse_since,
-    read_audit,
-    resolve_mailbox,
-    set_mailbox_enabled,
-    to_jsonable,
-)
-from shared.admin_ops import OperationNotFound
-from shared.admin_ui import CSP, render_status_page, status_page_data
-from shared.domain.mailbox_settings import MailboxSettings
 from shared.runtime import get_runtime
 from shared.store.errors import MailboxNotFound
-from shared.sync.brake import BrakeReleaseRefused
-from shared.sync.dispatch import MAX_DEQUEUE_COUNT
-from shared.sync.status import mailbox_statuses
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -53,6 +33,8 @@ ADMIN = func.AuthLevel.FUNCTION
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    from shared.admin_api import to_jsonable
+
     return func.HttpResponse(
         json.dumps(to_jsonable(body)), status_code=status, mimetype="application/json", headers=headers
     )
@@ -71,6 +53,8 @@ def _problems(exc: ValidationError, what: str) -> str:
 
 async def _guarded(req: func.HttpRequest, handler: Handler) -> func.HttpResponse:
     """The caller's actor (403 without the admin role), then the handler; an unknown mailbox is 404."""
+    from shared.admin_api import AdminForbidden, http_actor
+
     try:
         actor = http_actor(
             req.headers.get("x-ms-client-principal"),
@@ -86,6 +70,8 @@ async def _guarded(req: func.HttpRequest, handler: Handler) -> func.HttpResponse
 
 
 async def _mailbox_id(req: func.HttpRequest) -> str:
+    from shared.admin_api import resolve_mailbox
+
     store = await get_runtime().store()
     return (await resolve_mailbox(store, req.route_params["mailbox"])).mailbox_id
 
@@ -96,6 +82,8 @@ async def _mailbox_id(req: func.HttpRequest) -> str:
 @bp.route(route="admin/mailboxes", methods=["GET"], auth_level=ADMIN)
 async def list_mailboxes(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(_: func.HttpRequest, __: str) -> func.HttpResponse:
+        from shared.admin_api import mailbox_summary
+
         store = await get_runtime().store()
         return _json([mailbox_summary(m) async for m in store.registry.list_mailboxes()])
 
@@ -107,6 +95,8 @@ async def add_mailbox(req: func.HttpRequest) -> func.HttpResponse:
     """Enqueue the onboarding; 202 with the operation to poll (``Location``)."""
 
     async def handle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+        from shared.admin_api import OnboardRequest
+
         try:
             request = OnboardRequest.model_validate_json(req.get_body())
         except ValidationError as exc:
@@ -122,6 +112,8 @@ async def add_mailbox(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="admin/operations/{operation}", methods=["GET"], auth_level=ADMIN)
 async def get_operation(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest, _: str) -> func.HttpResponse:
+        from shared.admin_ops import OperationNotFound
+
         operations = await get_runtime().admin_operations()
         try:
             return _json(await operations.get(req.route_params["operation"]))
@@ -146,6 +138,8 @@ async def resync(req: func.HttpRequest) -> func.HttpResponse:
     """Enqueue a full resync of every resource; 202 with the status URL to poll."""
 
     async def handle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+        from shared.admin_api import enqueue_mailbox_resync
+
         runtime = get_runtime()
         mailbox_id = await _mailbox_id(req)
         enqueued = await enqueue_mailbox_resync(
@@ -166,6 +160,9 @@ async def release_brake(req: func.HttpRequest) -> func.HttpResponse:
     the operation to poll (``Location``)."""
 
     async def handle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+        from shared.admin_api import ReleaseBrakeRequest
+        from shared.sync.brake import BrakeReleaseRefused
+
         try:
             request = ReleaseBrakeRequest.model_validate_json(req.get_body())
         except ValidationError as exc:
@@ -189,6 +186,8 @@ async def release_brake(req: func.HttpRequest) -> func.HttpResponse:
 def _switch(enabled: bool) -> Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]:
     async def switch(req: func.HttpRequest) -> func.HttpResponse:
         async def handle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+            from shared.admin_api import mailbox_summary, set_mailbox_enabled
+
             runtime = get_runtime()
             mailbox = await set_mailbox_enabled(
                 await runtime.store(), await runtime.jobs(), await _mailbox_id(req), enabled, actor=actor
@@ -213,6 +212,9 @@ async def mailbox_settings(req: func.HttpRequest) -> func.HttpResponse:
     """Replace the mailbox's settings (the JSON ``mailbox add --settings`` takes)."""
 
     async def handle(req: func.HttpRequest, actor: str) -> func.HttpResponse:
+        from shared.admin_api import SettingsChangeRefused, change_mailbox_settings, mailbox_summary
+        from shared.domain.mailbox_settings import MailboxSettings
+
         try:
             settings = MailboxSettings.model_validate_json(req.get_body())
         except ValidationError as exc:
@@ -234,6 +236,8 @@ async def audit(req: func.HttpRequest) -> func.HttpResponse:
     """The audit trail, newest first; ``?since=ISO`` and ``?item=<Outlook or CRM id>`` narrow it."""
 
     async def handle(req: func.HttpRequest, _: str) -> func.HttpResponse:
+        from shared.admin_api import audited_mailbox_id, parse_since, read_audit
+
         try:
             since = parse_since(req.params["since"]) if req.params.get("since") else None
         except ValueError:
@@ -249,6 +253,9 @@ async def audit(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="admin/status", methods=["GET"], auth_level=ADMIN)
 async def status(req: func.HttpRequest) -> func.HttpResponse:
     async def handle(req: func.HttpRequest, _: str) -> func.HttpResponse:
+        from shared.admin_api import resolve_mailbox, to_jsonable
+        from shared.sync.status import mailbox_statuses
+
         runtime = get_runtime()
         store = await runtime.store()
         wanted = req.params.get("mailbox")
@@ -266,6 +273,8 @@ async def status_page(req: func.HttpRequest) -> func.HttpResponse:
     """The status page: server-rendered HTML, inline CSS and JS under a nonce CSP, no remote asset."""
 
     async def handle(_: func.HttpRequest, actor: str) -> func.HttpResponse:
+        from shared.admin_ui import CSP, render_status_page, status_page_data
+
         data = await status_page_data(await get_runtime().store())
         page, nonce = render_status_page(data, actor=actor, release_brake=True)
         return func.HttpResponse(
@@ -291,6 +300,9 @@ async def status_page(req: func.HttpRequest) -> func.HttpResponse:
 async def admin_worker(msg: func.QueueMessage) -> None:
     """Run an enqueued onboarding or brake release; a transient failure raises, so the host retries
     the message."""
+    from shared.admin_ops import OperationNotFound
+    from shared.sync.dispatch import MAX_DEQUEUE_COUNT
+
     runtime = get_runtime()
     operations = await runtime.admin_operations()
     try:

@@ -19,7 +19,6 @@ from azure.core.exceptions import AzureError
 
 from functions.webhooks import DEADLINE_SECONDS
 from shared.runtime import get_runtime
-from shared.sync.crm_dispatch import run_crm_work
 from shared.sync.crm_intake import WebhookRejected, accept_webhook
 
 bp = func.Blueprint()
@@ -56,7 +55,10 @@ async def crm_webhook(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.queue_trigger(arg_name="msg", queue_name="%CRMSYNC_JOB_QUEUE%-crm", connection="AzureWebJobsStorage")
 async def crm_worker(msg: func.QueueMessage) -> None:
-    """Route CRM changes to mailboxes, or run one mailbox's CRM -> Outlook sync."""
+    """Route CRM changes to mailboxes, or run one mailbox's CRM -> Outlook sync (the engine is
+    imported by the first message, not when the app is indexed)."""
+    from shared.sync.crm_dispatch import run_crm_work
+
     runtime = get_runtime()
     outcome = await run_crm_work(
         msg.get_body(),

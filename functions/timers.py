@@ -1,5 +1,6 @@
 """Timers: subscription renewal, the periodic delta sweep, parked-item retries and CRM change tracking.
-Schedules come from app settings."""
+Schedules come from app settings. The engine is imported by the first run, not when the app is
+indexed (shared.runtime)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,7 @@ import logging
 
 import azure.functions as func
 
-from shared.outlook.batch import GraphBatch
-from shared.outlook.probe import DeltaProbe
 from shared.runtime import get_runtime
-from shared.sync.dispatch import renewal_horizon, sweep
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -20,6 +18,8 @@ log = logging.getLogger(__name__)
 @bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_RENEW_SCHEDULE%", run_on_startup=False)
 async def renew_subscriptions(timer: func.TimerRequest) -> None:
     """Renew subscriptions well before they expire; recreate the ones Graph lost."""
+    from shared.sync.dispatch import renewal_horizon
+
     maintenance = await get_runtime().maintenance()
     report = await maintenance.renew_subscriptions(before=renewal_horizon(dt.datetime.now(dt.UTC)))
     log.info("renewed %d subscriptions, recreated %d", len(report.renewed), len(report.recreated))
@@ -30,6 +30,10 @@ async def renew_subscriptions(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%CRMSYNC_SWEEP_SCHEDULE%", run_on_startup=False)
 async def delta_sweep(timer: func.TimerRequest) -> None:
     """Safety net: stale dirty marks get a job again; each mailbox is checked hourly for missed changes."""
+    from shared.outlook.batch import GraphBatch
+    from shared.outlook.probe import DeltaProbe
+    from shared.sync.dispatch import sweep
+
     runtime = get_runtime()
     probe = DeltaProbe(GraphBatch(await runtime.graph()))
     enqueued = await sweep(await runtime.store(), await runtime.jobs(), probe=probe)

@@ -45,7 +45,6 @@ from shared.outlook.notifications import (
 )
 from shared.runtime import Runtime, get_runtime
 from shared.sync.intake import ForgedNotification, accept_notifications, verify_lifecycle
-from shared.sync.lifecycle import enqueue_lifecycle_work
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -118,6 +117,8 @@ async def lifecycle(req: func.HttpRequest) -> func.HttpResponse:
     """Verify and queue lifecycle work for the lifecycle worker (it does the Graph calls); 202 fast."""
 
     async def accept(runtime: Runtime, body: bytes) -> str:
+        from shared.sync.lifecycle import enqueue_lifecycle_work  # the engine, not needed for notifications
+
         parsed = parse_lifecycle_notifications(body, max_bytes=runtime.settings.max_notification_bytes)
         work, unknown = await verify_lifecycle(
             parsed,

@@ -1,5 +1,8 @@
 """Queue-triggered workers: sync jobs (one message = one (mailbox, resource) delta run) and
-lifecycle work (one message = one verified Graph lifecycle notification)."""
+lifecycle work (one message = one verified Graph lifecycle notification).
+
+The sync engine is imported by the first message, not when the app is indexed: a cold instance
+answers Graph's webhook first (shared.runtime)."""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import logging
 import azure.functions as func
 
 from shared.runtime import get_runtime
-from shared.sync.dispatch import run_queued_job
-from shared.sync.lifecycle import run_lifecycle_job
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -18,6 +19,8 @@ log = logging.getLogger(__name__)
 @bp.queue_trigger(arg_name="msg", queue_name="%CRMSYNC_JOB_QUEUE%", connection="AzureWebJobsStorage")
 async def sync_worker(msg: func.QueueMessage) -> None:
     """Run the job; exceptions propagate so the host retries and finally poisons the message."""
+    from shared.sync.dispatch import run_queued_job
+
     runtime = get_runtime()
     await run_queued_job(
         msg.get_body(),
@@ -34,6 +37,8 @@ async def sync_worker(msg: func.QueueMessage) -> None:
 async def lifecycle_worker(msg: func.QueueMessage) -> None:
     """Reauthorize, recreate or resync as the queued lifecycle notification asks (idempotent per
     subscription and event); exceptions propagate so the host retries the message."""
+    from shared.sync.lifecycle import run_lifecycle_job
+
     runtime = get_runtime()
     outcome = await run_lifecycle_job(
         msg.get_body(),

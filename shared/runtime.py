@@ -4,6 +4,11 @@ Azure Functions runs a Python worker's async functions on one event loop, so con
 (Table/Queue clients, the Graph and Dataverse HTTP clients) are created on first use and kept:
 a webhook must not pay for TLS handshakes and token requests on Graph's 3-second clock. The
 webhook only touches storage; Graph and Dataverse clients are built only when a trigger needs them.
+
+Imports follow the same rule: this module imports what the webhook needs (settings, storage, the
+intake's caches) and each builder imports its own adapter (msgraph-sdk, the Dataverse client, the
+sync engine, azure-identity) when it first runs, so a cold instance answers Graph's first
+notification without loading them (tests/test_cold_imports.py keeps it so).
 """
 
 from __future__ import annotations
@@ -14,40 +19,28 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.identity.aio import ManagedIdentityCredential
-
-from shared.admin_ops import AdminOperations, open_admin_operations
 from shared.config import CredentialKind, Settings, get_settings
-from shared.crm.dataverse import DataverseClient
-from shared.outlook.claim import ClaimGuard, MailboxClaims
-from shared.outlook.client import build_graph_client
-from shared.outlook.credentials import StaticTokenCredential, credential_from_settings
-from shared.outlook.delta import DeltaReader
-from shared.outlook.mailbox import OutlookMailbox
-from shared.outlook.pacing import MailboxPacer
-from shared.outlook.subscriptions import SubscriptionManager
-from shared.outlook.writers import OutlookWriter
-from shared.store.crm_jobs import CrmWorkQueue, crm_queue_name
 from shared.store.factory import open_job_queue_from_settings, open_store_from_settings, storage_account_url
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
-from shared.sync.crm_changes import ChangeFeed
-from shared.sync.crm_dispatch import SharedRuns
-from shared.sync.crm_run import CrmToOutlookRun
-from shared.sync.field_rules import field_rules
 from shared.sync.intake import SharedMarks, SubscriptionCache
-from shared.sync.job import JobOptions, MailboxSyncJob
-from shared.sync.lifecycle import lifecycle_queue_name
-from shared.sync.maintenance import Maintenance
-from shared.sync.onboarding import Onboarding
-from shared.sync.routing import Router
-from shared.sync.tracking import TrackingService, open_tracking_index
-from shared.sync.user_reads import user_reads
 
 if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
     from msgraph.graph_service_client import GraphServiceClient
+
+    from shared.admin_ops import AdminOperations
+    from shared.crm.dataverse import DataverseClient
+    from shared.outlook.claim import ClaimGuard
+    from shared.outlook.subscriptions import SubscriptionManager
+    from shared.store.crm_jobs import CrmWorkQueue
+    from shared.sync.crm_changes import ChangeFeed
+    from shared.sync.crm_dispatch import SharedRuns
+    from shared.sync.crm_run import CrmToOutlookRun
+    from shared.sync.job import MailboxSyncJob
+    from shared.sync.maintenance import Maintenance
+    from shared.sync.onboarding import Onboarding
+    from shared.sync.routing import Router
 
 T = TypeVar("T")
 
@@ -77,6 +70,8 @@ class Runtime:
             return None
 
         async def build() -> AsyncTokenCredential:
+            from azure.identity.aio import ManagedIdentityCredential
+
             credential = ManagedIdentityCredential(client_id=self.settings.storage_client_id)
             self._closers.append(credential.close)
             return credential
@@ -119,12 +114,16 @@ class Runtime:
         """The CRM -> Outlook queue (routing work and per-mailbox runs), named after the job queue."""
 
         async def build() -> CrmWorkQueue:
+            from shared.store.crm_jobs import CrmWorkQueue, crm_queue_name
+
             return CrmWorkQueue(await self._sibling_queue(crm_queue_name(self.settings.job_queue)))
 
         return await self._once("crm_work", build)
 
     async def router(self) -> Router:
         async def build() -> Router:
+            from shared.sync.routing import Router
+
             return Router(
                 store=await self.store(),
                 crm=await self.crm(),
@@ -136,12 +135,17 @@ class Runtime:
 
     async def change_feed(self) -> ChangeFeed:
         async def build() -> ChangeFeed:
+            from shared.sync.crm_changes import ChangeFeed
+
             return ChangeFeed(store=await self.store(), crm=await self.crm(), queue=await self.crm_work())
 
         return await self._once("change_feed", build)
 
     async def crm_run(self) -> CrmToOutlookRun:
         async def build() -> CrmToOutlookRun:
+            from shared.sync.crm_run import CrmToOutlookRun
+            from shared.sync.job import JobOptions
+
             return CrmToOutlookRun(
                 store=await self.store(),
                 crm=await self.crm(),
@@ -156,6 +160,8 @@ class Runtime:
         """The worker's CRM -> Outlook runs, those of one mailbox and table handed in at once shared."""
 
         async def build() -> SharedRuns:
+            from shared.sync.crm_dispatch import SharedRuns
+
             return SharedRuns(await self.crm_run())
 
         return await self._once("crm_runs", build)
@@ -164,6 +170,8 @@ class Runtime:
         """The lifecycle-notification queue, named after the job queue (created if missing)."""
 
         async def build() -> JobQueue:
+            from shared.sync.lifecycle import lifecycle_queue_name
+
             name = lifecycle_queue_name(self.settings.job_queue)
             if self.settings.storage_connection_string:
                 queue = await open_job_queue(
@@ -182,6 +190,8 @@ class Runtime:
 
     async def _app_credential(self) -> AsyncTokenCredential:
         async def build() -> AsyncTokenCredential:
+            from shared.outlook.credentials import credential_from_settings
+
             credential = credential_from_settings(self.settings)
             self._closers.append(credential.close)
             return credential
@@ -190,6 +200,11 @@ class Runtime:
 
     async def graph(self) -> GraphServiceClient:
         async def build() -> GraphServiceClient:
+            import httpx
+
+            from shared.outlook.client import build_graph_client
+            from shared.outlook.pacing import MailboxPacer
+
             http = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.settings.graph_timeout_seconds, connect=10.0), http2=True
             )
@@ -208,6 +223,11 @@ class Runtime:
 
     async def crm(self) -> DataverseClient:
         async def build() -> DataverseClient:
+            from shared.crm.dataverse import DataverseClient
+            from shared.outlook.credentials import StaticTokenCredential
+            from shared.sync.field_rules import field_rules
+            from shared.sync.user_reads import user_reads
+
             if self.settings.credential_kind is CredentialKind.SANDBOX:
                 credential: AsyncTokenCredential = StaticTokenCredential(
                     base_url=str(self.settings.dataverse_url)
@@ -226,6 +246,8 @@ class Runtime:
         """Graph subscriptions with this deployment's webhook URLs."""
 
         async def build() -> SubscriptionManager:
+            from shared.outlook.subscriptions import SubscriptionManager
+
             return SubscriptionManager(
                 await self.graph(),
                 notification_url=str(self.settings.notification_url),
@@ -238,6 +260,12 @@ class Runtime:
         """The sync job on this process's clients (queue worker, onboarding, timers)."""
 
         async def build() -> MailboxSyncJob:
+            from shared.outlook.delta import DeltaReader
+            from shared.outlook.mailbox import OutlookMailbox
+            from shared.outlook.writers import OutlookWriter
+            from shared.sync.job import JobOptions, MailboxSyncJob
+            from shared.sync.tracking import TrackingService, open_tracking_index
+
             store, crm, graph = await self.store(), await self.crm(), await self.graph()
             index, service = await open_tracking_index(
                 connection_string=self.settings.storage_connection_string,
@@ -266,6 +294,10 @@ class Runtime:
         """Adding and removing mailboxes."""
 
         async def build() -> Onboarding:
+            from shared.outlook.mailbox import OutlookMailbox
+            from shared.outlook.writers import OutlookWriter
+            from shared.sync.onboarding import Onboarding
+
             graph = await self.graph()
             return Onboarding(
                 store=await self.store(),
@@ -284,6 +316,8 @@ class Runtime:
         """Which deployment synchronizes a mailbox (the claim on the mailbox; one per worker)."""
 
         async def build() -> ClaimGuard:
+            from shared.outlook.claim import ClaimGuard, MailboxClaims
+
             claims = MailboxClaims(await self.graph())
             organization = str(self.settings.dataverse_url).rstrip("/")
             return ClaimGuard(
@@ -299,6 +333,8 @@ class Runtime:
         """Subscription renewal, parked-item retries and full resyncs."""
 
         async def build() -> Maintenance:
+            from shared.sync.maintenance import Maintenance
+
             return Maintenance(
                 store=await self.store(),
                 subscriptions=await self.subscriptions(),
@@ -312,6 +348,8 @@ class Runtime:
         """The admin queue and the operations table (onboarding over HTTP runs from there)."""
 
         async def build() -> AdminOperations:
+            from shared.admin_ops import open_admin_operations
+
             operations = await open_admin_operations(
                 self.settings, credential=await self._storage_credential()
             )

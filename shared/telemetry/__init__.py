@@ -76,7 +76,10 @@ def configure() -> None:
         from azure.identity import ManagedIdentityCredential  # noqa: PLC0415
         from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415
 
-        from shared.telemetry.setup import azure_monitor_options, instrument_http  # noqa: PLC0415
+        from shared.telemetry.setup import (  # noqa: PLC0415
+            azure_monitor_options,
+            instrument_http_when_imported,
+        )
 
         identity = os.environ.get("AzureWebJobsStorage__clientId")  # the app's user-assigned identity
         configure_azure_monitor(
@@ -84,7 +87,7 @@ def configure() -> None:
             credential=ManagedIdentityCredential(client_id=identity) if identity else None,
             **azure_monitor_options(),
         )
-        instrument_http()
+        instrument_http_when_imported()
 
 
 def scrub_root_handlers() -> None:

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo, ResponseInfo
+import wrapt
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import Span
 
 from shared.telemetry.processors import RedactingLogRecordProcessor, RedactingSpanProcessor
 from shared.telemetry.signals import record_throttled, service_of
+
+if TYPE_CHECKING:
+    from opentelemetry.instrumentation.httpx import RequestInfo, ResponseInfo
+    from opentelemetry.trace import Span
 
 LOGGER_NAME = "shared"
 SERVICE_NAME = "crmsync"
@@ -58,9 +61,21 @@ def instrument_http() -> None:
 
     Only clients created afterwards are instrumented: call it before the runtime builds its clients.
     """
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor  # noqa: PLC0415 - imports httpx
+
     instrumentor = HTTPXClientInstrumentor()
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(response_hook=_response_hook, async_response_hook=_async_response_hook)
+
+
+def instrument_http_when_imported() -> None:
+    """:func:`instrument_http` as soon as httpx is imported (at once if it already is).
+
+    Only Graph and Dataverse clients use httpx and the runtime builds them on first use, so a cold
+    start's webhook answers without importing httpx and its instrumentation; every client is still
+    created after httpx is instrumented, since none can be created before httpx is imported.
+    """
+    wrapt.register_post_import_hook(lambda _httpx: instrument_http(), "httpx")
 
 
 def resource() -> Resource:
