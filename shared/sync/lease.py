@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from shared.store.errors import LeaseLost
+from shared.store.errors import LeaseHeld, LeaseLost
 from shared.store.fingerprint import short_fingerprint
 from shared.store.ports import SyncStateStore
 from shared.store.records import Lease
@@ -29,6 +29,32 @@ logger = logging.getLogger(__name__)
 
 # After a failed renewal (storage briefly away) try again this soon, while the lease still runs.
 _RETRY_SECONDS = 1.0
+#: How long a queued run waits for a mailbox's lease before it goes back on the queue. The holder is
+#: most often the other direction's run for the same change (a CRM -> Outlook run's write comes back
+#: as an Outlook notification whose job reads the echo), done within a second or two; requeuing at
+#: once cost the waiting change the queue's 2 s delay and a round trip.
+QUEUED_RUN_LEASE_WAIT_SECONDS = 2.0
+LEASE_POLL_SECONDS = 0.25
+
+
+async def acquire_within(
+    states: SyncStateStore,
+    mailbox_id: str,
+    owner: str,
+    lease_seconds: int,
+    *,
+    wait_seconds: float,
+) -> Lease:
+    """Take the mailbox lease, polling up to ``wait_seconds`` while another run holds it; then
+    ``LeaseHeld`` as :meth:`SyncStateStore.try_acquire` raises it."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return await states.try_acquire(mailbox_id, owner, lease_seconds)
+        except LeaseHeld:
+            if time.monotonic() + LEASE_POLL_SECONDS > deadline:
+                raise
+            await asyncio.sleep(LEASE_POLL_SECONDS)
 
 
 class LeaseKeeper:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.config import Settings
+from shared.sync.lease import QUEUED_RUN_LEASE_WAIT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +21,12 @@ class JobOptions:
     calendar_past: dt.timedelta = dt.timedelta(days=30)
     calendar_future: dt.timedelta = dt.timedelta(days=365)
     calendar_slide: dt.timedelta = dt.timedelta(days=7)  # how old a calendar window gets before it moves
+    #: A queued run's wait for a held mailbox lease before the queue retries it (lease.py says why).
+    queued_lease_wait_seconds: float = QUEUED_RUN_LEASE_WAIT_SECONDS
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: dt.timedelta) -> JobOptions:
-        return cls(settings.lease_seconds, settings.mass_delete_ratio, **overrides)
+    def from_settings(cls, settings: Settings) -> JobOptions:
+        return cls(settings.lease_seconds, settings.mass_delete_ratio)
 
     def window_moves(self, start: dt.datetime | None, now: dt.datetime) -> bool:
         """A calendar window starting at ``start`` is renewed once it is ``calendar_slide`` old (or
