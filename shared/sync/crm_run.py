@@ -63,6 +63,7 @@ from shared.sync.crm_invites import created_before, has_attendees, invite, party
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
+from shared.sync.lease import acquire_within
 from shared.sync.links import as_written, clear_updates, from_stored_link, lost_link, note_updates
 from shared.sync.parties import PartyResolver
 from shared.sync.plan import (
@@ -162,7 +163,13 @@ class CrmToOutlookRun:
         if await stop_if_taken_over(self._store, self._claims, mailbox.mailbox_id, resource_of(work.table)):
             return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.MAILBOX_DISABLED)
         state = self._store.sync_state
-        lease = await state.try_acquire(mailbox.mailbox_id, self._owner, self._options.lease_seconds)
+        lease = await acquire_within(
+            state,
+            mailbox.mailbox_id,
+            self._owner,
+            self._options.lease_seconds,
+            wait_seconds=self._options.queued_lease_wait_seconds,
+        )
         try:
             if not await self.may_sync_to_outlook(mailbox):
                 await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
