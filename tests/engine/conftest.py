@@ -17,6 +17,7 @@ from azure.core.credentials import AccessToken
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared.crm.dataverse import DataverseClient
+from shared.crm.port import RecordRef
 from shared.domain.model import ItemKind
 from shared.outlook.client import build_graph_client
 from shared.outlook.credentials import StaticTokenCredential
@@ -101,6 +102,21 @@ def grant_role(dataverse_sim: DataverseSimulator, role: str, tables: tuple[str, 
     grants = dict.fromkeys(("systemuser", "contact", "account", "lead"), READ_ONLY)
     grants |= dict.fromkeys(tables, FULL_ACCESS)
     dataverse_sim.add_role(role, tables=grants)
+
+
+async def synced_user(engine: Engine) -> tuple[Mailbox, RecordRef]:
+    """A registered mailbox whose CRM user may sync to Outlook (Salesperson), and that user as an owner."""
+    role = f"role-{uuid.uuid4().hex[:8]}"
+    grant_role(engine.dataverse, role, SYNCED_TABLES)
+    address = f"u-{uuid.uuid4().hex[:8]}@contoso.example"  # the mailbox's, as Exchange and Dynamics know it
+    row = engine.dataverse.add_user(internalemailaddress=address, roles=[role, "Salesperson"])
+    mailbox = await engine.store.registry.register(
+        mailbox_id=engine.graph_sim.add_user(row["azureactivedirectoryobjectid"], upn=address),
+        upn=address,
+        crm_user_id=row["systemuserid"],
+        crm_caller_object_id=row["azureactivedirectoryobjectid"],
+    )
+    return mailbox, RecordRef("systemuser", uuid.UUID(row["systemuserid"]))
 
 
 @pytest.fixture

@@ -3,35 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 
-from shared.crm.port import RecordRef
 from shared.store.crm_jobs import CrmWork, CrmWorkSource
 from shared.store.errors import LeaseHeld
 from shared.sync.crm_run import CrmRunOutcome, CrmToOutlookRun
 from shared.sync.run import JobOptions
-from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
+from tests.engine.conftest import Engine, synced_user
 
 
 async def _work(engine: Engine) -> CrmWork:
     """A contact made in Dynamics by a user who may sync to Outlook, routed to the user's mailbox."""
-    role = f"role-{uuid.uuid4().hex[:8]}"
-    grant_role(engine.dataverse, role, SYNCED_TABLES)
-    address = f"u-{uuid.uuid4().hex[:8]}@contoso.example"
-    row = engine.dataverse.add_user(internalemailaddress=address, roles=[role, "Salesperson"])
-    mailbox = await engine.store.registry.register(
-        mailbox_id=engine.graph_sim.add_user(row["azureactivedirectoryobjectid"], upn=address),
-        upn=address,
-        crm_user_id=row["systemuserid"],
-        crm_caller_object_id=row["azureactivedirectoryobjectid"],
-    )
-    owner = RecordRef("systemuser", uuid.UUID(row["systemuserid"]))
+    mailbox, owner = await synced_user(engine)
     contact = await engine.crm.create("contact", {"lastname": "Lovelace", "ownerid": owner}, caller=None)
-    return CrmWork(
-        table="contact", changed=(contact.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
-    )
+    routed = CrmWorkSource.ROUTED
+    return CrmWork(table="contact", changed=(contact.id,), mailbox_id=mailbox.mailbox_id, source=routed)
 
 
 async def test_a_run_takes_a_lease_its_holder_releases_within_a_second_instead_of_requeuing(
