@@ -7,7 +7,8 @@ is dropped with a log line. Dataverse throttling (service protection limits, 429
 re-enqueues the work after the wait Dataverse asks for: it is not the message's fault, and a
 poisoned delete would never come back (change tracking has already reported it). Any other failure
 propagates so the queue retries (and finally poisons it - the change-tracking timer and the next
-change of the record bring a change back).
+change of the record bring a change back: the failed run's records are forgotten by routing's
+memory of queued runs, :mod:`shared.sync.crm_routed`).
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ async def run_crm_work(
         return CrmWorkOutcome("requeued")
     except CrmError as error:
         if not error.retryable:
+            _forget(router, work)
             raise
         delay = max(LEASE_RETRY_DELAY_SECONDS, math.ceil(error.retry_after or THROTTLED_RETRY_SECONDS))
         log.warning("CRM work requeued for %d s: %s", delay, type(error).__name__)
@@ -130,4 +132,16 @@ async def run_crm_work(
     except MailboxNotFound:
         log.warning("dropped CRM work for unknown mailbox %s", short_fingerprint(work.mailbox_id or "-"))
         return CrmWorkOutcome("dropped")
+    except Exception:
+        _forget(router, work)
+        raise
+    if report.failed:
+        _forget(router, work)
     return CrmWorkOutcome("synced", report=report)
+
+
+def _forget(router: Router, work: CrmWork) -> None:
+    """A run that failed (the queue may finally poison it) or left records unsynced: the next
+    report of its records (change tracking's) queues a run again."""
+    if work.mailbox_id is not None:
+        router.routed.forget(work.mailbox_id, work.table, work.changed)

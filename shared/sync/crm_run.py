@@ -105,6 +105,7 @@ class CrmRunReport:
     records: int = 0
     outlook_writes: int = 0
     unlinked: int = 0
+    failed: int = 0  # plans a CRM error stopped (not synced: the record's next report runs again)
 
 
 def resource_of(table: str) -> str:
@@ -398,8 +399,9 @@ class CrmToOutlookRun:
         series_writes += await series.ended(ended)
         applied = [r for r in results if isinstance(r, AppliedItem)]
         inviting = [r for r in new_ids if str(r) in linked and has_attendees(party_values.get(r, {}))]
+        failed = len(results) - len(applied)
         if inviting:
-            series_writes += await invite(
+            invited, not_invited = await invite(
                 self._store,
                 mailbox,
                 kind,
@@ -412,6 +414,8 @@ class CrmToOutlookRun:
                 facts=facts,
                 now=self._clock(),
             )
+            series_writes += invited
+            failed += not_invited
         report = CrmRunReport(
             mailbox.mailbox_id,
             table,
@@ -419,6 +423,7 @@ class CrmToOutlookRun:
             len(changed) + len(deleted),
             series_writes + sum(r.outlook_writes for r in applied),
             sum(1 for r in applied if r.unlinked),
+            failed,
         )
         gone = await self._deleted_meanwhile(table, [r for r in new_ids if str(r) in linked])
         if not gone:
@@ -432,6 +437,7 @@ class CrmToOutlookRun:
             report,
             outlook_writes=report.outlook_writes + again.outlook_writes,
             unlinked=report.unlinked + again.unlinked,
+            failed=report.failed + again.failed,
         )
 
     async def _orphans(
