@@ -63,7 +63,14 @@ from shared.sync.crm_invites import created_before, has_attendees, invite, party
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
-from shared.sync.links import as_written, clear_updates, from_stored_link, lost_link, note_updates
+from shared.sync.links import (
+    as_written,
+    clear_updates,
+    created_from_outlook,
+    from_stored_link,
+    lost_link,
+    note_updates,
+)
 from shared.sync.parties import PartyResolver
 from shared.sync.plan import (
     Action,
@@ -335,6 +342,9 @@ class CrmToOutlookRun:
             series_of = await series.instances_of(new_ids)
             series_writes, one_off = await series.sync(set(series_of.values()))
             new_ids = [r for r in new_ids if r not in series_of or series_of[r] in one_off]
+        # Made from an Outlook item whose link write was lost: the Outlook -> CRM run links it.
+        from_outlook = await created_from_outlook(state_store, mailbox.mailbox_id, table, new_ids)
+        new_ids = [r for r in new_ids if r not in from_outlook]
         lost = await created_before(self._store, mailbox, kind, origin, new_ids=new_ids, known=existing)
         existing = {**existing, **lost}
         for record_id in new_ids:

@@ -388,6 +388,8 @@ class MailboxSyncJob:
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:
                 items += unseen_links(run.mailbox.mailbox_id, run.ref.kind, run.links.loaded(), run.seen)
+            if page.delta_link is not None:
+                items += await self._pages_sync.unlisted_creates(run)
             before = run.deletes
             try:
                 await self._pages_sync.process(run, items)
