@@ -34,7 +34,7 @@ from shared.store.factory import open_job_queue_from_settings, open_store_from_s
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
 from shared.sync.crm_changes import ChangeFeed
-from shared.sync.crm_dispatch import SharedRuns
+from shared.sync.crm_dispatch import SharedRoutes, SharedRuns
 from shared.sync.crm_run import CrmToOutlookRun
 from shared.sync.field_rules import field_rules
 from shared.sync.intake import SubscriptionCache
@@ -132,6 +132,14 @@ class Runtime:
             )
 
         return await self._once("router", build)
+
+    async def crm_routes(self) -> SharedRoutes:
+        """The worker's routing, the routing work of one table handed in at once routed as one."""
+
+        async def build() -> SharedRoutes:
+            return SharedRoutes(await self.router())
+
+        return await self._once("crm_routes", build)
 
     async def change_feed(self) -> ChangeFeed:
         async def build() -> ChangeFeed:

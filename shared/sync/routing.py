@@ -104,17 +104,18 @@ class Router:
         self.routed = routed or RoutedVersions()
         self._filters: TtlCache[tuple[str, str], list[str] | None] = TtlCache(filter_ttl_seconds, clock)
 
-    async def route(self, work: CrmWork) -> int:
+    async def route(self, work: CrmWork, *, owners: Mapping[uuid.UUID, uuid.UUID] | None = None) -> int:
         """Enqueue one run per concerned mailbox; the number of runs enqueued. A mailbox whose run
         for a record at the version read here is queued already (:mod:`shared.sync.crm_routed`: the
-        webhook's and change tracking's reports of one change) gets no second one for it."""
+        webhook's and change tracking's reports of one change) gets no second one for it. ``owners``:
+        owner hints per record (the webhook's, of work routed together), like ``work.owner``."""
         mailboxes = [m async for m in self._store.registry.list_mailboxes(enabled_only=True)]
         users = {uuid.UUID(m.crm_user_id): m.mailbox_id for m in mailboxes}
         people = await self.people(work.table, list(work.changed))
-        if work.owner is not None:
-            for record_id in work.changed:
-                known = people.get(record_id, RecordPeople())
-                people[record_id] = RecordPeople(known.owner or work.owner, known.parties, known.version)
+        hints = dict.fromkeys(work.changed, work.owner) if work.owner is not None else {}
+        for record_id, owner in (hints | dict(owners or {})).items():
+            known = people.get(record_id, RecordPeople())
+            people[record_id] = RecordPeople(known.owner or owner, known.parties, known.version)
         routes = Routes()
         enabled = {m.mailbox_id for m in mailboxes}
         unindexed = [m.mailbox_id for m in mailboxes if not await self._store.links.indexed(m.mailbox_id)]

@@ -3,6 +3,7 @@ both report every change (real HTTP: the Dataverse simulator, Azurite's queue)."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,8 +11,8 @@ import pytest
 from shared.crm.port import Upsert
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.jobs import JobQueue, open_job_queue
-from shared.sync.crm_dispatch import run_crm_work
-from shared.sync.crm_run import CrmRunReport
+from shared.sync.crm_dispatch import SharedRoutes, run_crm_work
+from shared.sync.crm_run import CrmRunReport, CrmToOutlookRun
 from shared.sync.routing import Router
 from tests.engine.conftest import Engine
 from tests.engine.test_crm_run import _synced_user
@@ -75,3 +76,35 @@ async def test_a_failed_run_is_routed_again_at_the_next_report_of_its_change(
         await run_crm_work(run.serialize(), router=router, runner=FailingRun(), queue=queue)  # type: ignore[arg-type]
 
     assert await router.route(report) == 1
+
+
+async def test_routing_work_a_worker_is_handed_at_once_for_one_table_reads_the_records_once(
+    engine: Engine, jobs: JobQueue
+) -> None:
+    """Each change reaches routing alone (a webhook call per record), and each routing read its
+    records' owners and parties: a Dataverse request per change (chaos seed 4 at 3,000 operations:
+    2,805 of crmsync's 7,550). Routing work of one table that waits in the worker is routed as one."""
+    mailbox, owner = await _synced_user(engine)
+    tasks = [
+        await engine.crm.create("task", {"subject": f"Follow up {n}", "ownerid": owner}, caller=None)
+        for n in range(3)
+    ]
+    queue = CrmWorkQueue(jobs)
+    routes = SharedRoutes(Router(store=engine.store, crm=engine.crm, queue=queue))
+    runner = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
+    reports = [
+        CrmWork(table="task", changed=(task.id,), owner=owner.id, source=CrmWorkSource.WEBHOOK).serialize()
+        for task in tasks
+    ]
+    engine.dataverse.clear_requests()
+
+    outcomes = await asyncio.gather(
+        *(run_crm_work(report, router=routes, runner=runner, queue=queue) for report in reports)
+    )
+
+    assert [outcome.status for outcome in outcomes] == ["routed"] * 3
+    reads = [r for r in engine.dataverse.requests(engine.token) if r["path"] == "tasks"]
+    assert len(reads) == 2  # the first alone, the two that waited for it together
+    queued = [CrmWork.parse(m.content) for m in await jobs.client.peek_messages(max_messages=32)]
+    assert {w.mailbox_id for w in queued} == {mailbox.mailbox_id}
+    assert sorted(r for w in queued for r in w.changed) == sorted(task.id for task in tasks)
