@@ -25,7 +25,7 @@ from shared.store.crm_jobs import MAX_IDS, CrmWork, CrmWorkQueue
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import InvalidJob
-from shared.sync.crm_run import CrmRunReport, CrmToOutlookRun
+from shared.sync.crm_run import CrmRunOutcome, CrmRunReport, CrmToOutlookRun
 from shared.sync.routing import Router
 
 log = logging.getLogger(__name__)
@@ -195,13 +195,14 @@ async def run_crm_work(
     except Exception:
         _forget(router, work)
         raise
-    if report.failed:
+    if report.failed or report.outcome is not CrmRunOutcome.COMPLETED:
         _forget(router, work)
     return CrmWorkOutcome("synced", report=report)
 
 
 def _forget(router: Router | SharedRoutes, work: CrmWork) -> None:
-    """A run that failed (the queue may finally poison it) or left records unsynced: the next
-    report of its records (change tracking's) queues a run again."""
+    """A run that failed (the queue may finally poison it), left records unsynced or did not sync
+    at all (a disabled mailbox or kind, no privilege): the next report of its records (change
+    tracking's) queues a run again."""
     if work.mailbox_id is not None:
         router.routed.forget(work.mailbox_id, work.table, work.changed)

@@ -241,7 +241,7 @@ async def note_crm_creates(
         str(action.record_id): outlook_id
         for outlook_id, actions in plans
         for action in actions
-        if isinstance(action, CreateInCrm)
+        if isinstance(action, CreateInCrm) and action.table == table
     }
     if creates:
         await sync_state.note_creates(mailbox_id, _outlook_creates(table), creates)

@@ -181,7 +181,8 @@ class PageSync:
         run.lease.check()  # a run that lost its mailbox writes nothing more
         ending = await self._series.series_of_deletes(run.mailbox, [a for p in busy for a in p.actions])
         table = field_map(run.ref.kind).table
-        creating = [(plan.item.item_id, plan.actions) for plan in busy if plan.new_link]
+        of_series = {id(plan) for plan in series}  # linked by SeriesSync as it writes them
+        creating = [(p.item.item_id, p.actions) for p in busy if p.new_link and id(p) not in of_series]
         if run.ref.kind in _CRM_MADE:  # the intents, before the CRM writes (see _lost_creates)
             await note_crm_creates(self._store.sync_state, run.mailbox.mailbox_id, table, creating)
         results = await run.applier.apply(
