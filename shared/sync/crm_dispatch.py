@@ -17,6 +17,7 @@ import asyncio
 import logging
 import math
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -75,17 +76,7 @@ class SharedRuns:
         return mine.done.result()
 
     async def _lead(self, key: tuple[str, str], mine: _Waiting[CrmRunReport]) -> None:
-        waiting = self._waiting.get(key, [])
-        batch = [mine]
-        changed, deleted = dict.fromkeys(mine.work.changed), dict.fromkeys(mine.work.deleted)
-        for other in [w for w in waiting if w is not mine]:
-            more_changed = changed | dict.fromkeys(other.work.changed)
-            more_deleted = deleted | dict.fromkeys(other.work.deleted)
-            if len(more_changed) > MAX_IDS or len(more_deleted) > MAX_IDS:
-                break
-            changed, deleted = more_changed, more_deleted
-            batch.append(other)
-        self._waiting[key] = [w for w in waiting if all(w is not b for b in batch)]
+        batch, changed, deleted = _take(self._waiting, key, mine)
         merged = mine.work.model_copy(
             update={
                 "changed": tuple(r for r in changed if r not in deleted),
@@ -93,14 +84,7 @@ class SharedRuns:
                 "enqueued_at": min(b.work.enqueued_at for b in batch),  # latency from the oldest
             }
         )
-        try:
-            report = await self.runner.run(merged)
-        except Exception as error:
-            for entry in batch:
-                entry.done.set_exception(error)
-            return
-        for entry in batch:
-            entry.done.set_result(report)
+        await _settle(batch, self.runner.run(merged))
 
 
 class SharedRoutes:
@@ -129,17 +113,7 @@ class SharedRoutes:
         return mine.done.result()
 
     async def _lead(self, table: str, mine: _Waiting[int]) -> None:
-        waiting = self._waiting.get(table, [])
-        batch = [mine]
-        changed, deleted = dict.fromkeys(mine.work.changed), dict.fromkeys(mine.work.deleted)
-        for other in [w for w in waiting if w is not mine]:
-            more_changed = changed | dict.fromkeys(other.work.changed)
-            more_deleted = deleted | dict.fromkeys(other.work.deleted)
-            if len(more_changed) > MAX_IDS or len(more_deleted) > MAX_IDS:
-                break
-            changed, deleted = more_changed, more_deleted
-            batch.append(other)
-        self._waiting[table] = [w for w in waiting if all(w is not b for b in batch)]
+        batch, changed, deleted = _take(self._waiting, table, mine)
         owners: dict[uuid.UUID, uuid.UUID] = {}
         for entry in batch:  # each webhook call's owner hint, for its own record
             owner = entry.work.owner
@@ -152,14 +126,40 @@ class SharedRoutes:
                 "enqueued_at": min(b.work.enqueued_at for b in batch),
             }
         )
-        try:
-            runs = await self.router.route(merged, owners=owners)
-        except Exception as error:
-            for entry in batch:
-                entry.done.set_exception(error)
-            return
+        await _settle(batch, self.router.route(merged, owners=owners))
+
+
+_K = TypeVar("_K")
+
+
+def _take(
+    waiting: dict[_K, list[_Waiting[_R]]], key: _K, mine: _Waiting[_R]
+) -> tuple[list[_Waiting[_R]], dict[uuid.UUID, None], dict[uuid.UUID, None]]:
+    """``mine`` and the messages waiting under ``key`` whose ids fit one message with it (taken off
+    the waiting list), and their changed and deleted ids."""
+    batch = [mine]
+    changed, deleted = dict.fromkeys(mine.work.changed), dict.fromkeys(mine.work.deleted)
+    for other in [w for w in waiting.get(key, []) if w is not mine]:
+        more_changed = changed | dict.fromkeys(other.work.changed)
+        more_deleted = deleted | dict.fromkeys(other.work.deleted)
+        if len(more_changed) > MAX_IDS or len(more_deleted) > MAX_IDS:
+            break
+        changed, deleted = more_changed, more_deleted
+        batch.append(other)
+    waiting[key] = [w for w in waiting.get(key, []) if all(w is not b for b in batch)]
+    return batch, changed, deleted
+
+
+async def _settle(batch: list[_Waiting[_R]], outcome: Awaitable[_R]) -> None:
+    """Every message of the batch shares the outcome: the result, or the error each handles."""
+    try:
+        result = await outcome
+    except Exception as error:
         for entry in batch:
-            entry.done.set_result(runs)
+            entry.done.set_exception(error)
+        return
+    for entry in batch:
+        entry.done.set_result(result)
 
 
 async def run_crm_work(

@@ -74,16 +74,24 @@ async def note_updates(
         linked = [a.link.crm_id for a in actions if isinstance(a, WriteLink)]
         if updates and linked:
             writes[str(linked[0])] = content_hash(updates[-1].item)
-    if writes:
-        await sync_state.note_creates(mailbox_id, _update_intents(table), writes)
-    return list(writes)
+    return await _note(sync_state, mailbox_id, _update_intents(table), writes)
+
+
+async def _note(sync_state: SyncStateStore, mailbox_id: str, rows: str, intents: dict[str, str]) -> list[str]:
+    if intents:
+        await sync_state.note_creates(mailbox_id, rows, intents)
+    return list(intents)
+
+
+async def _clear(sync_state: SyncStateStore, mailbox_id: str, rows: str, crm_ids: Sequence[str]) -> None:
+    if crm_ids:
+        await sync_state.clear_creates(mailbox_id, rows, crm_ids)
 
 
 async def clear_updates(
     sync_state: SyncStateStore, mailbox_id: str, table: str, crm_ids: Sequence[str]
 ) -> None:
-    if crm_ids:
-        await sync_state.clear_creates(mailbox_id, _update_intents(table), crm_ids)
+    await _clear(sync_state, mailbox_id, _update_intents(table), crm_ids)
 
 
 async def as_written(
@@ -243,16 +251,13 @@ async def note_crm_creates(
         for action in actions
         if isinstance(action, CreateInCrm) and action.table == table
     }
-    if creates:
-        await sync_state.note_creates(mailbox_id, _outlook_creates(table), creates)
-    return list(creates)
+    return await _note(sync_state, mailbox_id, _outlook_creates(table), creates)
 
 
 async def clear_crm_creates(
     sync_state: SyncStateStore, mailbox_id: str, table: str, crm_ids: Sequence[str]
 ) -> None:
-    if crm_ids:
-        await sync_state.clear_creates(mailbox_id, _outlook_creates(table), crm_ids)
+    await _clear(sync_state, mailbox_id, _outlook_creates(table), crm_ids)
 
 
 async def crm_lost_links(sync_state: SyncStateStore, mailbox_id: str, table: str) -> dict[str, uuid.UUID]:
