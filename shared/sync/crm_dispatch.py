@@ -1,11 +1,12 @@
 """What the CRM -> Outlook queue worker and timer do, host-independent (functions/ only parses and calls).
 
 A message without a mailbox is routing work (:class:`~shared.sync.routing.Router`); one with a
-mailbox is a run (:class:`~shared.sync.crm_run.CrmToOutlookRun`). As for the Outlook -> CRM jobs: a
-held mailbox lease re-enqueues the run with a short delay; an unknown mailbox or a malformed message
-is dropped with a log line. Dataverse throttling (service protection limits, 429) or unavailability
-re-enqueues the work after the wait Dataverse asks for: it is not the message's fault, and a
-poisoned delete would never come back (change tracking has already reported it). Any other failure
+mailbox is a run (:class:`~shared.sync.crm_run.CrmToOutlookRun`). A mailbox lease still held after
+the run waited a lease period for it re-enqueues the run with a short delay; an unknown mailbox or
+a malformed message is dropped with a log line. Dataverse throttling (service protection limits,
+429) or unavailability re-enqueues the work after the wait Dataverse asks for: it is not the
+message's fault, and a poisoned delete would never come back (change tracking has already reported
+it). Any other failure
 propagates so the queue retries (and finally poisons it - the change-tracking timer and the next
 change of the record bring a change back: the failed run's records are forgotten by routing's
 memory of queued runs, :mod:`shared.sync.crm_routed`).

@@ -3,7 +3,8 @@
 For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and record ids:
 
 1. takes the mailbox lease (the same one the Outlook -> CRM job takes: one synchronizing instance
-   per mailbox);
+   per mailbox), waiting up to a lease period while another run holds it: a run that went back on
+   the queue at once came round behind all the CRM work queued, and with Outlook busy it starved;
 2. checks the CRM user's "Sync to Outlook" privilege (``prvSyncToOutlook``, RetrieveUserPrivileges):
    without it the mailbox only tracks mail, nothing is written to Outlook, the links are kept, and
    the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``);
@@ -63,6 +64,7 @@ from shared.sync.crm_invites import created_before, has_attendees, invite, party
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
+from shared.sync.lease import LEASE_POLL_SECONDS, acquire
 from shared.sync.links import (
     as_written,
     clear_updates,
@@ -170,7 +172,9 @@ class CrmToOutlookRun:
         if await stop_if_taken_over(self._store, self._claims, mailbox.mailbox_id, resource_of(work.table)):
             return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.MAILBOX_DISABLED)
         state = self._store.sync_state
-        lease = await state.try_acquire(mailbox.mailbox_id, self._owner, self._options.lease_seconds)
+        seconds = self._options.lease_seconds
+        waiting = seconds + LEASE_POLL_SECONDS  # as the Outlook -> CRM job waits for it
+        lease = await acquire(state, mailbox.mailbox_id, self._owner, seconds, wait=waiting)
         try:
             if not await self.may_sync_to_outlook(mailbox):
                 await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)

@@ -38,13 +38,11 @@ that entered the window arrive; those that left it are skipped; unchanged ones a
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -58,7 +56,7 @@ from shared.outlook.errors import DeltaTokenExpired
 from shared.outlook.mailbox import AttachmentReader
 from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
-from shared.store.errors import LeaseHeld, LeaseLost
+from shared.store.errors import LeaseLost
 from shared.store.jobs import SyncJob
 from shared.store.ports import Store
 from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
@@ -68,7 +66,7 @@ from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_with
 from shared.sync.claims import stop_if_taken_over
 from shared.sync.concurrency import read_ahead
 from shared.sync.crm_reads import crm_time_zone
-from shared.sync.lease import LeaseKeeper
+from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, acquire
 from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
 from shared.sync.parties import PartyResolver
@@ -81,7 +79,6 @@ from shared.sync.tracking import TrackingService
 logger = logging.getLogger(__name__)
 
 _CLEAR_DIRTY_ATTEMPTS = 5
-_LEASE_POLL_SECONDS = 0.25
 _MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
 #: Kinds whose next delta page is read while this one is applied: their pages send Graph at most
 #: one request at a time (Outlook writes), so with the read ahead the run stays well inside
@@ -255,16 +252,9 @@ class MailboxSyncJob:
         return keeper
 
     async def _acquire(self, mailbox_id: str, *, wait: bool) -> Lease:
-        deadline = time.monotonic() + (self._options.lease_seconds + _LEASE_POLL_SECONDS if wait else 0)
-        while True:
-            try:
-                return await self._store.sync_state.try_acquire(
-                    mailbox_id, self._owner, self._options.lease_seconds
-                )
-            except LeaseHeld:
-                if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(_LEASE_POLL_SECONDS)
+        seconds = self._options.lease_seconds
+        waiting = seconds + LEASE_POLL_SECONDS if wait else 0
+        return await acquire(self._store.sync_state, mailbox_id, self._owner, seconds, wait=waiting)
 
     async def _round(
         self,

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from shared.store.errors import LeaseLost
+from shared.store.errors import LeaseHeld, LeaseLost
 from shared.store.fingerprint import short_fingerprint
 from shared.store.ports import SyncStateStore
 from shared.store.records import Lease
@@ -29,6 +29,21 @@ logger = logging.getLogger(__name__)
 
 # After a failed renewal (storage briefly away) try again this soon, while the lease still runs.
 _RETRY_SECONDS = 1.0
+LEASE_POLL_SECONDS = 0.25
+
+
+async def acquire(states: SyncStateStore, mailbox_id: str, owner: str, seconds: int, *, wait: float) -> Lease:
+    """The mailbox lease, asked again every ``LEASE_POLL_SECONDS`` for up to ``wait`` seconds while
+    another run holds it (then ``LeaseHeld``). Both directions wait alike: a run that gave up at once
+    while the other direction's runs waited lost the lease to them every time it came free."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return await states.try_acquire(mailbox_id, owner, seconds)
+        except LeaseHeld:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(LEASE_POLL_SECONDS)
 
 
 class LeaseKeeper:
