@@ -2,7 +2,7 @@
 
 A message without a mailbox is routing work (:class:`~shared.sync.routing.Router`); one with a
 mailbox is a run (:class:`~shared.sync.crm_run.CrmToOutlookRun`). A mailbox lease still held after
-the run waited a lease period for it re-enqueues the run with a short delay; an unknown mailbox or
+the run waited a few seconds for it re-enqueues the run with a short delay; an unknown mailbox or
 a malformed message is dropped with a log line. Dataverse throttling (service protection limits,
 429) or unavailability re-enqueues the work after the wait Dataverse asks for: it is not the
 message's fault, and a poisoned delete would never come back (change tracking has already reported

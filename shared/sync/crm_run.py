@@ -3,8 +3,8 @@
 For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and record ids:
 
 1. takes the mailbox lease (the same one the Outlook -> CRM job takes: one synchronizing instance
-   per mailbox), waiting up to a lease period while another run holds it: a run that went back on
-   the queue at once came round behind all the CRM work queued, and with Outlook busy it starved;
+   per mailbox), waiting a few seconds while another run holds it: a run that went back on the
+   queue at once came round behind all the CRM work queued, and with Outlook busy it starved;
 2. checks the CRM user's "Sync to Outlook" privilege (``prvSyncToOutlook``, RetrieveUserPrivileges):
    without it the mailbox only tracks mail, nothing is written to Outlook, the links are kept, and
    the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``);
@@ -97,6 +97,10 @@ from shared.sync.user_reads import user_reads
 logger = logging.getLogger(__name__)
 
 SYNC_TO_OUTLOOK = "prvSyncToOutlook"
+# How long a run waits for a held mailbox lease before it goes back on the queue: long enough to
+# take the lease in a gap between Outlook -> CRM jobs, short enough not to hold the worker's
+# message slots (routing waits for them) through a long Outlook -> CRM run.
+LEASE_WAIT_SECONDS = 3.0
 NO_PRIVILEGE_REASON = "crm_no_sync_to_outlook_privilege"
 
 
@@ -174,7 +178,7 @@ class CrmToOutlookRun:
             return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.MAILBOX_DISABLED)
         state = self._store.sync_state
         seconds = self._options.lease_seconds
-        waiting = seconds + LEASE_POLL_SECONDS  # as the Outlook -> CRM job waits for it
+        waiting = min(seconds + LEASE_POLL_SECONDS, LEASE_WAIT_SECONDS)
         lease = LeaseKeeper(
             state,
             await acquire(state, mailbox.mailbox_id, self._owner, seconds, wait=waiting),
