@@ -39,6 +39,7 @@ from shared.sync.crm_run import CrmToOutlookRun
 from shared.sync.field_rules import field_rules
 from shared.sync.intake import SubscriptionCache
 from shared.sync.job import JobOptions, MailboxSyncJob
+from shared.sync.lease import LeaseWaiters
 from shared.sync.lifecycle import lifecycle_queue_name
 from shared.sync.maintenance import Maintenance
 from shared.sync.onboarding import Onboarding
@@ -58,6 +59,8 @@ class Runtime:
 
     settings: Settings
     subscription_cache: SubscriptionCache = field(default_factory=SubscriptionCache)
+    # CRM -> Outlook runs waiting for a mailbox lease, which the Outlook -> CRM jobs yield to
+    lease_waiters: LeaseWaiters = field(default_factory=LeaseWaiters)
     _opened: dict[str, Any] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -155,6 +158,7 @@ class Runtime:
                 graph=await self.graph(),
                 options=JobOptions.from_settings(self.settings),
                 claims=await self.claims(),
+                waiters=self.lease_waiters,
             )
 
         return await self._once("crm_run", build)
@@ -265,6 +269,7 @@ class Runtime:
                 tracking=TrackingService(crm=crm, store=store, index=index, outlook=mailbox_reads),
                 mailbox_reads=mailbox_reads,
                 claims=await self.claims(),
+                waiters=self.lease_waiters,
             )
 
         return await self._once("sync_job", build)

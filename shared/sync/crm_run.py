@@ -65,7 +65,7 @@ from shared.sync.crm_invites import created_before, has_attendees, invite, party
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
-from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, acquire
+from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, LeaseWaiters, acquire
 from shared.sync.links import (
     as_written,
     clear_updates,
@@ -140,7 +140,9 @@ class CrmToOutlookRun:
         clock: Callable[[], dt.datetime] = utc_now,
         owner: str | None = None,
         claims: ClaimGuard | None = None,
+        waiters: LeaseWaiters | None = None,
     ) -> None:
+        self._waiters = waiters or LeaseWaiters()
         self._store = store
         self._claims = claims
         self._crm = crm
@@ -179,12 +181,9 @@ class CrmToOutlookRun:
         state = self._store.sync_state
         seconds = self._options.lease_seconds
         waiting = min(seconds + LEASE_POLL_SECONDS, LEASE_WAIT_SECONDS)
-        lease = LeaseKeeper(
-            state,
-            await acquire(state, mailbox.mailbox_id, self._owner, seconds, wait=waiting),
-            seconds,
-            clock=self._clock,
-        )
+        with self._waiters.wait(mailbox.mailbox_id):  # an Outlook -> CRM job holding it yields
+            acquired = await acquire(state, mailbox.mailbox_id, self._owner, seconds, wait=waiting)
+        lease = LeaseKeeper(state, acquired, seconds, clock=self._clock)
         lease.start()  # renewed while the run works; checked before its writes
         try:
             if not await self.may_sync_to_outlook(mailbox):

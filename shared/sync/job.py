@@ -66,7 +66,7 @@ from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_with
 from shared.sync.claims import stop_if_taken_over
 from shared.sync.concurrency import read_ahead
 from shared.sync.crm_reads import crm_time_zone
-from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, acquire
+from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, LeaseWaiters, acquire
 from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
 from shared.sync.parties import PartyResolver
@@ -104,9 +104,11 @@ class MailboxSyncJob:
         tracking: TrackingService | None = None,
         mailbox_reads: AttachmentReader | None = None,
         claims: ClaimGuard | None = None,
+        waiters: LeaseWaiters | None = None,
     ) -> None:
         self._store = store
         self._claims = claims
+        self._waiters = waiters or LeaseWaiters()
         self._crm = crm
         self._reader = reader
         self._writer = writer
@@ -191,14 +193,15 @@ class MailboxSyncJob:
             report = await self._round(mailbox, ref, resource, lease, progress, allow=allow_deletes)
             # Changes notified during the run left the resource dirty: take them now, under the
             # lease we hold, instead of leaving them to a job that waits for the lease to come free.
+            # A CRM -> Outlook run waiting for the lease gets it now: those changes' jobs are queued.
             for _ in range(_MAX_ROUNDS - 1):
-                if report.outcome is not RunOutcome.COMPLETED:
+                if report.outcome is not RunOutcome.COMPLETED or self._waiters.waiting(mailbox_id):
                     break
                 if not (await state_store.get_state(mailbox_id, resource)).dirty:
                     break
                 again = await self._round(mailbox, ref, resource, lease, None, allow=allow_deletes)
                 report = combined(report, again)
-            if report.outcome is RunOutcome.COMPLETED:
+            if report.outcome is RunOutcome.COMPLETED and not self._waiters.waiting(mailbox_id):
                 await self._other_dirty_resources(mailbox, resource, lease)
             return report
         finally:

