@@ -42,6 +42,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -49,6 +50,7 @@ import httpx
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
+from bench import chaos_dump
 from bench._common import ENTITY_SETS, FULL_ACCESS, OBSERVER_TOKEN, TRACKED, print_results
 from simulators.azurite import ROOT
 from simulators.sandbox import CONNECTOR_TOKEN, SANDBOX_TENANT, Sandbox
@@ -176,6 +178,7 @@ class Chaos:
         self.items: list[Item] = []
         self.report = Report()
         self.next_key = 0
+        self.dump: Path | None = None  # --dump: the post-mortem files' folder
 
     # -- raw HTTP ------------------------------------------------------------------------------
 
@@ -515,6 +518,13 @@ class Chaos:
         """Add crmsync's Dataverse requests logged since the last count, then clear the log (it keeps
         the last 20,000 requests; the driver counts every ``REQUESTS_EVERY`` operations)."""
         logged = self.control("GET", f"{self.dataverse_control}/requests?token={CONNECTOR_TOKEN}")["value"]
+        if self.dump:
+            dataverse_log = self.control("GET", f"{self.dataverse_control}/requests")["value"]
+            chaos_dump.append_requests(self.dump, "dataverse", dataverse_log)
+            chaos_dump.append_requests(
+                self.dump, "graph", self.control("GET", f"{self.graph_control}/requests")
+            )
+            self.control("DELETE", f"{self.graph_control}/requests")
         self.control("DELETE", f"{self.dataverse_control}/requests")
         self.report.dataverse_requests += len(logged)
         self.report.dataverse_throttled += sum(1 for entry in logged if entry["status"] == 429)
@@ -538,10 +548,9 @@ class Chaos:
 
     def crm_rows(self, box: Box, table: str, select: str) -> list[dict[str, Any]]:
         url: str | None = f"{self.sandbox.dataverse_api_url}/{ENTITY_SETS[table]}"
-        params: dict[str, str] | None = {
-            "$filter": f"_ownerid_value eq {box.systemuserid}",
-            "$select": select,
-        }
+        params: dict[str, str] | None = {"$filter": f"_ownerid_value eq {box.systemuserid}"} | (
+            {"$select": select} if select else {}
+        )
         rows: list[dict[str, Any]] = []
         while url:
             response = self.http.get(
@@ -647,12 +656,47 @@ class Chaos:
                 self.report.notes.append(json.dumps({key: status.get(key) for key in keys}))
         self.report.quiet_seconds = time.monotonic() - started
         self.count_requests()
+        if self.dump:
+            self.write_dump()
+
+    def write_dump(self) -> None:
+        """The end state for a post-mortem: tables, both sides' items with their ids, the driver's items."""
+        assert self.dump is not None
+        chaos_dump.write_tables(self.dump, self.sandbox.azurite.connection_string)
+        for index, box in enumerate(self.boxes):
+            sides = {
+                collection: self.outlook_items(box, path)
+                for collection, path in (
+                    ("contacts", "contacts"),
+                    ("events", "events"),
+                    ("tasks", self._tasks(box)),
+                )
+            }
+            sides |= {
+                table: self.crm_rows(box, table, "") for table in ("contact", "appointment", "task", "email")
+            }
+            chaos_dump.write_json(self.dump, f"mailbox-{index}.json", {"box": box.__dict__, **sides})
+        chaos_dump.write_json(self.dump, "items.json", [item.__dict__ for item in self.items])
+        chaos_dump.write_json(
+            self.dump, "graph-deliveries.json", self.control("GET", f"{self.graph_control}/deliveries")
+        )
+        report = self.report
+        chaos_dump.write_json(
+            self.dump,
+            "report.json",
+            {"lost": report.lost, "duplicated": report.duplicated, "diverged": report.diverged},
+        )
 
 
-def run(seed: int, ops: int, *, fault_every: int = 8, quiet_seconds: float = 300.0) -> Report:
+def run(
+    seed: int, ops: int, *, fault_every: int = 8, quiet_seconds: float = 300.0, dump: Path | None = None
+) -> Report:
     """Start a sandbox, run ``ops`` operations with a fault about every ``fault_every``, quiet, compare."""
     with Sandbox(extra_settings=APP_SETTINGS) as sandbox:
         chaos = Chaos(sandbox, seed)
+        chaos.dump = dump
+        if dump:
+            dump.mkdir(parents=True, exist_ok=True)
         chaos.set_up()
         started = time.monotonic()
         for n in range(ops):
@@ -681,8 +725,13 @@ def main() -> None:
         "--fault-every", type=int, default=8, help="one fault per this many operations, on average"
     )
     parser.add_argument("--quiet-seconds", type=float, default=300.0)
+    parser.add_argument(
+        "--dump", type=Path, default=None, help="a folder for the post-mortem files (bench/chaos_dump.py)"
+    )
     args = parser.parse_args()
-    report = run(args.seed, args.ops, fault_every=args.fault_every, quiet_seconds=args.quiet_seconds)
+    report = run(
+        args.seed, args.ops, fault_every=args.fault_every, quiet_seconds=args.quiet_seconds, dump=args.dump
+    )
     faults = ", ".join(f"{kind} {n}" for kind, n in sorted(report.faults.items()))
     print_results(
         f"chaos: seed {args.seed}, {report.operations} operations on {MAILBOXES} mailboxes",

@@ -62,7 +62,7 @@ async def crm_worker(msg: func.QueueMessage) -> None:
     runtime = get_runtime()
     outcome = await run_crm_work(
         msg.get_body(),
-        router=await runtime.router(),
+        router=await runtime.crm_routes(),
         runner=await runtime.crm_runs(),
         queue=await runtime.crm_work(),
     )

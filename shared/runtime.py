@@ -24,6 +24,7 @@ from shared.store.factory import open_job_queue_from_settings, open_store_from_s
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.store.ports import Store
 from shared.sync.intake import SharedMarks, SubscriptionCache
+from shared.sync.lease import LeaseWaiters
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from shared.outlook.subscriptions import SubscriptionManager
     from shared.store.crm_jobs import CrmWorkQueue
     from shared.sync.crm_changes import ChangeFeed
-    from shared.sync.crm_dispatch import SharedRuns
+    from shared.sync.crm_dispatch import SharedRoutes, SharedRuns
     from shared.sync.crm_run import CrmToOutlookRun
     from shared.sync.job import MailboxSyncJob
     from shared.sync.maintenance import Maintenance
@@ -52,6 +53,8 @@ class Runtime:
     settings: Settings
     subscription_cache: SubscriptionCache = field(default_factory=SubscriptionCache)
     dirty_marks: SharedMarks = field(default_factory=SharedMarks)
+    # CRM -> Outlook runs waiting for a mailbox lease, which the Outlook -> CRM jobs yield to
+    lease_waiters: LeaseWaiters = field(default_factory=LeaseWaiters)
     _opened: dict[str, Any] = field(default_factory=dict)
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -133,6 +136,16 @@ class Runtime:
 
         return await self._once("router", build)
 
+    async def crm_routes(self) -> SharedRoutes:
+        """The worker's routing, the routing work of one table handed in at once routed as one."""
+
+        async def build() -> SharedRoutes:
+            from shared.sync.crm_dispatch import SharedRoutes
+
+            return SharedRoutes(await self.router())
+
+        return await self._once("crm_routes", build)
+
     async def change_feed(self) -> ChangeFeed:
         async def build() -> ChangeFeed:
             from shared.sync.crm_changes import ChangeFeed
@@ -152,6 +165,7 @@ class Runtime:
                 graph=await self.graph(),
                 options=JobOptions.from_settings(self.settings),
                 claims=await self.claims(),
+                waiters=self.lease_waiters,
             )
 
         return await self._once("crm_run", build)
@@ -286,6 +300,7 @@ class Runtime:
                 tracking=TrackingService(crm=crm, store=store, index=index, outlook=mailbox_reads),
                 mailbox_reads=mailbox_reads,
                 claims=await self.claims(),
+                waiters=self.lease_waiters,
             )
 
         return await self._once("sync_job", build)

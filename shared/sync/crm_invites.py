@@ -103,12 +103,12 @@ async def invite(
     policy: SyncPolicy,
     facts: PlanFacts,
     now: dt.datetime,
-) -> int:
+) -> tuple[int, int]:
     """Meetings just created in the organizer's calendar get their attendees, as a second write:
     the plan first writes the event's iCalUId to the record (``globalobjectid``), then the
     attendees to the event (the applier's order: CRM, then Outlook), so when Exchange delivers
     the invitations an attendee's copy finds this record (:mod:`shared.sync.adoption`). A Graph
-    read and write per such meeting."""
+    read and write per such meeting. The Outlook writes, and the plans a CRM error stopped."""
     fmap = field_map(kind, facts.crm_time_zone)
     plans: list[ItemPlan] = []
     for record_id in record_ids:
@@ -131,4 +131,5 @@ async def invite(
         )
         plans.append(ItemPlan(actions, fmap.project(item.item).values | party_values[record_id]))
     results = await applier.apply(plans) if plans else []
-    return sum(r.outlook_writes for r in results if isinstance(r, AppliedItem))
+    applied = [r for r in results if isinstance(r, AppliedItem)]
+    return sum(r.outlook_writes for r in applied), len(results) - len(applied)

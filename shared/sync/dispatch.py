@@ -2,9 +2,8 @@
 
 Failure semantics (docs/ARCHITECTURE.md, data flow step 4):
 
-- a job for a mailbox whose lease another run holds waits for it a moment (the holder is most often
-  the other direction's run, done within a second or two), then is re-enqueued with a short delay
-  (the dirty flag stays set; nothing is lost and the queue's retry budget is not spent);
+- a job for a mailbox whose lease another instance holds is re-enqueued with a short delay (the
+  dirty flag stays set; nothing is lost and the queue's retry budget is not spent);
 - a job Dataverse throttled (service protection limits, 429; crmsync's one application user shares
   them across every mailbox) is re-enqueued after the wait Dataverse names, as CRM -> Outlook work
   is: the limit is not the job's fault, and spending its attempts on it degraded a mailbox under

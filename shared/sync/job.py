@@ -66,11 +66,7 @@ from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_with
 from shared.sync.claims import stop_if_taken_over
 from shared.sync.concurrency import read_ahead
 from shared.sync.crm_reads import crm_time_zone
-from shared.sync.lease import (
-    LEASE_POLL_SECONDS,
-    LeaseKeeper,
-    acquire_within,
-)
+from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, LeaseWaiters, acquire
 from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
 from shared.sync.parties import PartyResolver
@@ -108,9 +104,11 @@ class MailboxSyncJob:
         tracking: TrackingService | None = None,
         mailbox_reads: AttachmentReader | None = None,
         claims: ClaimGuard | None = None,
+        waiters: LeaseWaiters | None = None,
     ) -> None:
         self._store = store
         self._claims = claims
+        self._waiters = waiters or LeaseWaiters()
         self._crm = crm
         self._reader = reader
         self._writer = writer
@@ -169,8 +167,8 @@ class MailboxSyncJob:
         ``full_resync``: forget the delta link first (under the lease, so no concurrent run stores a
         newer one meanwhile) and re-read everything against the link map.
         ``wait_for_lease``: when a worker holds the mailbox (the echo of onboarding's own stamps, say),
-        wait up to one lease period for it (onboarding and admin commands); a queued job waits only
-        ``QUEUED_RUN_LEASE_WAIT_SECONDS``, then raises ``LeaseHeld`` and the queue retries it.
+        wait up to one lease period for it instead of raising ``LeaseHeld`` at once (for onboarding
+        and admin commands; queue jobs are requeued instead).
         ``allow_deletes``: an administrator confirmed that many deletes (the brake's release); without
         it, a resource whose brake holds refused deletes is not read (they wait for the release)."""
         ref = parse_resource(mailbox_id, resource)
@@ -195,14 +193,15 @@ class MailboxSyncJob:
             report = await self._round(mailbox, ref, resource, lease, progress, allow=allow_deletes)
             # Changes notified during the run left the resource dirty: take them now, under the
             # lease we hold, instead of leaving them to a job that waits for the lease to come free.
+            # A CRM -> Outlook run waiting for the lease gets it now: those changes' jobs are queued.
             for _ in range(_MAX_ROUNDS - 1):
-                if report.outcome is not RunOutcome.COMPLETED:
+                if report.outcome is not RunOutcome.COMPLETED or self._waiters.waiting(mailbox_id):
                     break
                 if not (await state_store.get_state(mailbox_id, resource)).dirty:
                     break
                 again = await self._round(mailbox, ref, resource, lease, None, allow=allow_deletes)
                 report = combined(report, again)
-            if report.outcome is RunOutcome.COMPLETED:
+            if report.outcome is RunOutcome.COMPLETED and not self._waiters.waiting(mailbox_id):
                 await self._other_dirty_resources(mailbox, resource, lease)
             return report
         finally:
@@ -256,16 +255,9 @@ class MailboxSyncJob:
         return keeper
 
     async def _acquire(self, mailbox_id: str, *, wait: bool) -> Lease:
-        """Onboarding and admin commands wait up to a lease period; a queued job briefly, then the
-        queue retries it."""
         seconds = self._options.lease_seconds
-        return await acquire_within(
-            self._store.sync_state,
-            mailbox_id,
-            self._owner,
-            seconds,
-            wait_seconds=seconds + LEASE_POLL_SECONDS if wait else self._options.queued_lease_wait_seconds,
-        )
+        waiting = seconds + LEASE_POLL_SECONDS if wait else 0
+        return await acquire(self._store.sync_state, mailbox_id, self._owner, seconds, wait=waiting)
 
     async def _round(
         self,
@@ -389,6 +381,8 @@ class MailboxSyncJob:
             run.seen.update(item.item_id for item in items)
             if page.delta_link is not None and run.full:
                 items += unseen_links(run.mailbox.mailbox_id, run.ref.kind, run.links.loaded(), run.seen)
+            if page.delta_link is not None:
+                items += await self._pages_sync.unlisted_creates(run)
             before = run.deletes
             try:
                 await self._pages_sync.process(run, items)

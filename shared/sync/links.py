@@ -15,7 +15,16 @@ from shared.domain.model import ItemKind, OutlookItem, content_hash
 from shared.store.ports import LinkStore, SyncStateStore
 from shared.store.records import Link as StoredLink
 from shared.sync.fieldmaps import field_map
-from shared.sync.plan import Action, DropLink, Link, NeutralContent, UnlinkOnly, UpdateOutlook, WriteLink
+from shared.sync.plan import (
+    Action,
+    CreateInCrm,
+    DropLink,
+    Link,
+    NeutralContent,
+    UnlinkOnly,
+    UpdateOutlook,
+    WriteLink,
+)
 
 
 def unseen_links(
@@ -65,16 +74,24 @@ async def note_updates(
         linked = [a.link.crm_id for a in actions if isinstance(a, WriteLink)]
         if updates and linked:
             writes[str(linked[0])] = content_hash(updates[-1].item)
-    if writes:
-        await sync_state.note_creates(mailbox_id, _update_intents(table), writes)
-    return list(writes)
+    return await _note(sync_state, mailbox_id, _update_intents(table), writes)
+
+
+async def _note(sync_state: SyncStateStore, mailbox_id: str, rows: str, intents: dict[str, str]) -> list[str]:
+    if intents:
+        await sync_state.note_creates(mailbox_id, rows, intents)
+    return list(intents)
+
+
+async def _clear(sync_state: SyncStateStore, mailbox_id: str, rows: str, crm_ids: Sequence[str]) -> None:
+    if crm_ids:
+        await sync_state.clear_creates(mailbox_id, rows, crm_ids)
 
 
 async def clear_updates(
     sync_state: SyncStateStore, mailbox_id: str, table: str, crm_ids: Sequence[str]
 ) -> None:
-    if crm_ids:
-        await sync_state.clear_creates(mailbox_id, _update_intents(table), crm_ids)
+    await _clear(sync_state, mailbox_id, _update_intents(table), crm_ids)
 
 
 async def as_written(
@@ -212,3 +229,65 @@ class LinkWriter:
             return None
         await self._links.delete(current)
         return current.crm_id
+
+
+def _outlook_creates(table: str) -> str:
+    """Outlook -> CRM create intents share the create intents' rows (``create|<table>:outlook|<crm
+    id>``, the Outlook item's id in the title), outside the table's own create range."""
+    return f"{table}:outlook"
+
+
+async def note_crm_creates(
+    sync_state: SyncStateStore, mailbox_id: str, table: str, plans: Sequence[tuple[str, Sequence[Action]]]
+) -> list[str]:
+    """Before an Outlook -> CRM run creates records for new Outlook items: per record, the item's
+    id. A run dying between the CRM write and the link write leaves the intent, so the item's delete
+    (all its next delta may say of it) still finds the record (:func:`crm_lost_links`), and a CRM ->
+    Outlook run does not take the unlinked record for one made in Dynamics and copy it
+    (:func:`created_from_outlook`). The CRM ids noted, to clear once their links are written."""
+    creates = {
+        str(action.record_id): outlook_id
+        for outlook_id, actions in plans
+        for action in actions
+        if isinstance(action, CreateInCrm) and action.table == table
+    }
+    return await _note(sync_state, mailbox_id, _outlook_creates(table), creates)
+
+
+async def clear_crm_creates(
+    sync_state: SyncStateStore, mailbox_id: str, table: str, crm_ids: Sequence[str]
+) -> None:
+    await _clear(sync_state, mailbox_id, _outlook_creates(table), crm_ids)
+
+
+async def crm_lost_links(sync_state: SyncStateStore, mailbox_id: str, table: str) -> dict[str, uuid.UUID]:
+    """Outlook item id -> the record an Outlook -> CRM create made for it whose link write may
+    have been lost (its intent still recorded). One storage read."""
+    pending = await sync_state.pending_creates(mailbox_id, _outlook_creates(table))
+    return {outlook_id: uuid.UUID(crm_id) for crm_id, outlook_id in pending.items() if outlook_id}
+
+
+async def created_from_outlook(
+    sync_state: SyncStateStore, mailbox_id: str, table: str, crm_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these unlinked records an Outlook -> CRM create made whose link write is still
+    missing: their item is in Outlook (or its delete is on its way), never to be copied again."""
+    if not crm_ids:
+        return set()
+    pending = await sync_state.pending_creates(mailbox_id, _outlook_creates(table))
+    return {record_id for record_id in crm_ids if str(record_id) in pending}
+
+
+def crm_lost_link(outlook_id: str, crm_id: uuid.UUID) -> Link:
+    """The link an Outlook -> CRM create would have written for a since deleted item: no content
+    to compare, so the record counts as changed since, unless crmsync wrote it last for this
+    mailbox (``CrmState.synced_last``: then the delete rules apply, as to any deleted item)."""
+    return Link(
+        outlook_id=outlook_id,
+        crm_id=crm_id,
+        outlook_change_key=None,
+        crm_etag=None,
+        outlook_hash="",
+        crm_hash="",
+        owned_by_user=True,
+    )

@@ -36,8 +36,18 @@ from shared.sync.crm_reads import left_window, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.lease import LeaseKeeper
-from shared.sync.links import LinkView, as_written, clear_updates, from_stored_link, lost_link
-from shared.sync.plan import Action, CrmState, Link, OutlookState, PlanFacts, SyncPolicy
+from shared.sync.links import (
+    LinkView,
+    as_written,
+    clear_crm_creates,
+    clear_updates,
+    crm_lost_link,
+    crm_lost_links,
+    from_stored_link,
+    lost_link,
+    note_crm_creates,
+)
+from shared.sync.plan import Action, CreateInCrm, CrmState, Link, OutlookState, PlanFacts, SyncPolicy
 from shared.sync.planner import plan_item
 from shared.sync.policies import is_tracked
 from shared.sync.ports import OutlookReader
@@ -112,6 +122,7 @@ class _Prepared:
     own_link: bool
     facts: PlanFacts = field(default_factory=PlanFacts)
     from_crm: bool = False  # a copy a CRM -> Outlook run made whose link write was lost
+    lost_create: bool = False  # deleted, its record made by an Outlook -> CRM create whose link was lost
     rewritten: bool = False  # its link is the one a CRM -> Outlook update's lost link write left
 
 
@@ -149,7 +160,7 @@ class PageSync:
         series: list[_Planned] = []
         if run.ref.kind is ItemKind.APPOINTMENT:
             series, items = await self._plan_series(run, items)
-        prepared = await self._lost_links(run, await self._prepare(run, items))
+        prepared = await self._lost_creates(run, await self._lost_links(run, await self._prepare(run, items)))
         states = await self._read_crm_states(run, prepared)
         prepared = await self._adopt(run, prepared, states)
         prepared = await self._as_written(run, [_orphaned(entry, states) for entry in prepared], states)
@@ -169,6 +180,11 @@ class PageSync:
             return
         run.lease.check()  # a run that lost its mailbox writes nothing more
         ending = await self._series.series_of_deletes(run.mailbox, [a for p in busy for a in p.actions])
+        table = field_map(run.ref.kind).table
+        of_series = {id(plan) for plan in series}  # linked by SeriesSync as it writes them
+        creating = [(p.item.item_id, p.actions) for p in busy if p.new_link and id(p) not in of_series]
+        if run.ref.kind in _CRM_MADE:  # the intents, before the CRM writes (see _lost_creates)
+            await note_crm_creates(self._store.sync_state, run.mailbox.mailbox_id, table, creating)
         results = await run.applier.apply(
             [ItemPlan(plan.actions, plan.projection, plan.new_link) for plan in busy]
         )
@@ -177,7 +193,16 @@ class PageSync:
             plan.item.item_id for plan, r in zip(busy, results, strict=True) if isinstance(r, AppliedItem)
         }
         relinked = [str(e.record_id) for e in prepared if e.from_crm and e.item.item_id in applied]
-        table = field_map(run.ref.kind).table
+        created = [
+            str(action.record_id)
+            for plan, result in zip(busy, results, strict=True)
+            if plan.new_link and isinstance(result, AppliedItem) and result.linked
+            for action in plan.actions
+            if isinstance(action, CreateInCrm)
+        ]
+        created += [str(e.record_id) for e in prepared if e.lost_create and e.item.item_id in applied]
+        if run.ref.kind in _CRM_MADE:
+            await clear_crm_creates(self._store.sync_state, run.mailbox.mailbox_id, table, created)
         if relinked:  # their intents are done: linked, or taken through the delete rules
             await self._store.sync_state.clear_creates(run.mailbox.mailbox_id, table, relinked)
         rewritten = [str(e.record_id) for e in prepared if e.rewritten and e.item.item_id in applied]
@@ -285,6 +310,8 @@ class PageSync:
                 facts = dataclasses.replace(facts, attendee_copy=True)
             return _Prepared(item, outlook, link, link.crm_id, own_link=True, facts=facts)
         if outlook.item is None or outlook.gone is not None:
+            if kind in _CRM_MADE:  # unless a create of it lost its link write: see _lost_creates
+                return _Prepared(item, outlook, None, None, own_link=False)
             return None  # gone (or untracked) and never linked: nothing to do
         record_id = outlook.crm_id or crm_record_id(
             kind, natural_key(run.mailbox.mailbox_id, item.item_id, outlook.item)
@@ -326,6 +353,51 @@ class PageSync:
             else entry
             for entry in prepared
         ]
+
+    async def unlisted_creates(self, run: RunState) -> list[OutlookItem]:
+        """At a round's end: the items an earlier run created records for before it died ahead of
+        the link write, which this round did not list - deleted since (a delta reports no delete of
+        an item it never listed), read by id, so their records take the delete rules
+        (:meth:`_lost_creates`). One storage read per round, Graph only after such a crash."""
+        if run.ref.kind not in _CRM_MADE:
+            return []
+        table = field_map(run.ref.kind).table
+        lost = await crm_lost_links(self._store.sync_state, run.mailbox.mailbox_id, table)
+        unlisted = [i for i in lost if i not in run.seen and i not in run.parked_ids]
+        if not unlisted:
+            return []
+        return await self._reader.read_items(
+            run.mailbox.mailbox_id,
+            run.ref.kind,
+            unlisted,
+            task_list_id=run.ref.task_list_id,
+            mailbox_address=run.mailbox.upn,
+        )
+
+    async def _lost_creates(self, run: RunState, prepared: list[_Prepared]) -> list[_Prepared]:
+        """Items gone from Outlook that no link holds: nothing to do, unless an earlier run created
+        their record and died before the link write (its intent still recorded, see
+        :func:`~shared.sync.links.note_crm_creates`). Such an item's next delta may only say it was
+        deleted, which tells no record: the intent does, and the item takes the delete rules as if
+        the link had been written, instead of leaving its record behind (for a CRM -> Outlook run
+        to copy it back). One storage read per page with such items."""
+        if all(entry.record_id is not None for entry in prepared):
+            return prepared
+        table = field_map(run.ref.kind).table
+        lost = await crm_lost_links(self._store.sync_state, run.mailbox.mailbox_id, table)
+        found: list[_Prepared] = []
+        for entry in prepared:
+            record_id = entry.record_id or lost.get(entry.item.item_id)
+            if record_id is None:
+                continue  # gone and never linked: nothing to do
+            if entry.record_id is not None:
+                found.append(entry)
+                continue
+            link = crm_lost_link(entry.item.item_id, record_id)
+            found.append(
+                dataclasses.replace(entry, link=link, record_id=record_id, own_link=True, lost_create=True)
+            )
+        return found
 
     async def _as_written(
         self, run: RunState, prepared: list[_Prepared], states: dict[uuid.UUID, CrmState]

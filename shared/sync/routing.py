@@ -38,6 +38,7 @@ from shared.sync.crm_filter import (
     reaches_beyond_the_user,
     user_filters,
 )
+from shared.sync.crm_routed import RoutedVersions
 from shared.sync.policies import kind_enabled
 
 _PRIMARY = {"contact": "contactid", "task": "activityid", "appointment": "activityid"}
@@ -51,10 +52,12 @@ _FILTER_READS_AT_ONCE = 8  # mailboxes whose filters are read and evaluated conc
 
 @dataclass(frozen=True, slots=True)
 class RecordPeople:
-    """Who a changed record names: its owner and the users among its activity parties."""
+    """Who a changed record names: its owner and the users among its activity parties; and the
+    record's version (``@odata.etag``) when they were read."""
 
     owner: uuid.UUID | None = None
     parties: frozenset[uuid.UUID] = frozenset()
+    version: str | None = None
 
 
 @dataclass
@@ -93,21 +96,26 @@ class Router:
         queue: CrmWorkQueue,
         filter_ttl_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        routed: RoutedVersions | None = None,
     ) -> None:
         self._store = store
         self._crm = crm
         self._queue = queue
+        self.routed = routed or RoutedVersions()
         self._filters: TtlCache[tuple[str, str], list[str] | None] = TtlCache(filter_ttl_seconds, clock)
 
-    async def route(self, work: CrmWork) -> int:
-        """Enqueue one run per concerned mailbox; the number of runs enqueued."""
+    async def route(self, work: CrmWork, *, owners: Mapping[uuid.UUID, uuid.UUID] | None = None) -> int:
+        """Enqueue one run per concerned mailbox; the number of runs enqueued. A mailbox whose run
+        for a record at the version read here is queued already (:mod:`shared.sync.crm_routed`: the
+        webhook's and change tracking's reports of one change) gets no second one for it. ``owners``:
+        owner hints per record (the webhook's, of work routed together), like ``work.owner``."""
         mailboxes = [m async for m in self._store.registry.list_mailboxes(enabled_only=True)]
         users = {uuid.UUID(m.crm_user_id): m.mailbox_id for m in mailboxes}
         people = await self.people(work.table, list(work.changed))
-        if work.owner is not None:
-            for record_id in work.changed:
-                known = people.get(record_id, RecordPeople())
-                people[record_id] = RecordPeople(known.owner or work.owner, known.parties)
+        hints = dict.fromkeys(work.changed, work.owner) if work.owner is not None else {}
+        for record_id, owner in (hints | dict(owners or {})).items():
+            known = people.get(record_id, RecordPeople())
+            people[record_id] = RecordPeople(known.owner or owner, known.parties, known.version)
         routes = Routes()
         enabled = {m.mailbox_id for m in mailboxes}
         unindexed = [m.mailbox_id for m in mailboxes if not await self._store.links.indexed(m.mailbox_id)]
@@ -122,8 +130,14 @@ class Router:
                 routes.add(concerned, record_id, deleted=deleted)
         await self.by_filter(work.table, mailboxes, list(work.changed), routes)
         runs = 0
+        versions = {record_id: found.version for record_id, found in people.items()}
         for mailbox_id in sorted(set(routes.changed) | set(routes.deleted)):
-            changed, gone = routes.changed.get(mailbox_id, []), routes.deleted.get(mailbox_id, [])
+            changed = [
+                record_id
+                for record_id in routes.changed.get(mailbox_id, [])
+                if not self.routed.queued(mailbox_id, work.table, record_id, versions.get(record_id))
+            ]
+            gone = routes.deleted.get(mailbox_id, [])
             for start in range(0, max(len(changed), len(gone)), MAX_IDS):
                 await self._queue.enqueue(
                     CrmWork(
@@ -137,6 +151,8 @@ class Router:
                     )
                 )
                 runs += 1
+                queued = [(r, versions.get(r)) for r in changed[start : start + MAX_IDS]]
+                self.routed.note(mailbox_id, work.table, [*queued, *((r, None) for r in gone)])
         return runs
 
     async def _linking(
@@ -225,7 +241,8 @@ class Router:
                     for party in row.get(_PARTIES, ())
                     if party.get("_partyid_value") and party.get("participationtypemask") in _ROUTED_PARTIES
                 )
+                etag = row.get("@odata.etag")
                 found[uuid.UUID(str(row[_PRIMARY[table]]))] = RecordPeople(
-                    uuid.UUID(owner) if owner else None, parties
+                    uuid.UUID(owner) if owner else None, parties, str(etag) if etag else None
                 )
         return found

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.config import Settings
-from shared.sync.lease import QUEUED_RUN_LEASE_WAIT_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,8 +20,6 @@ class JobOptions:
     calendar_past: dt.timedelta = dt.timedelta(days=30)
     calendar_future: dt.timedelta = dt.timedelta(days=365)
     calendar_slide: dt.timedelta = dt.timedelta(days=7)  # how old a calendar window gets before it moves
-    #: A queued run's wait for a held mailbox lease before the queue retries it (lease.py says why).
-    queued_lease_wait_seconds: float = QUEUED_RUN_LEASE_WAIT_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobOptions:

@@ -196,6 +196,9 @@ class GraphEdits:
         response.raise_for_status()
         return response.json() if response.content else None
 
+    def post(self, user: str, collection: str, body: dict[str, Any]) -> Any:
+        return self._send("POST", f"users/{user}/{collection}", body)
+
     def patch(self, user: str, collection: str, item_id: str, body: dict[str, Any]) -> Any:
         return self._send("PATCH", f"users/{user}/{collection}/{quote(item_id, safe='')}", body)
 

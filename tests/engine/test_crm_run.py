@@ -23,7 +23,7 @@ from shared.store.records import Link, Mailbox
 from shared.sync.crm_dispatch import SharedRuns, run_crm_work
 from shared.sync.crm_run import CrmRunOutcome, CrmToOutlookRun
 from shared.sync.routing import Router
-from tests.engine.conftest import SYNCED_TABLES, Engine, grant_role
+from tests.engine.conftest import Engine, synced_user
 
 
 class DeleteBeforeLinks:
@@ -56,21 +56,6 @@ class CrashBeforeLinks:
 
     async def create_many(self, links: Sequence[Link]) -> list[Link]:
         raise ConnectionError("worker died before the link write")
-
-
-async def _synced_user(engine: Engine) -> tuple[Mailbox, RecordRef]:
-    """A mailbox whose CRM user may sync to Outlook (Salesperson), and that user as an owner."""
-    role = f"role-{uuid.uuid4().hex[:8]}"
-    grant_role(engine.dataverse, role, SYNCED_TABLES)
-    address = f"u-{uuid.uuid4().hex[:8]}@contoso.example"  # the mailbox's, as Exchange and Dynamics know it
-    row = engine.dataverse.add_user(internalemailaddress=address, roles=[role, "Salesperson"])
-    mailbox = await engine.store.registry.register(
-        mailbox_id=engine.graph_sim.add_user(row["azureactivedirectoryobjectid"], upn=address),
-        upn=address,
-        crm_user_id=row["systemuserid"],
-        crm_caller_object_id=row["azureactivedirectoryobjectid"],
-    )
-    return mailbox, RecordRef("systemuser", uuid.UUID(row["systemuserid"]))
 
 
 async def _meeting(
@@ -108,7 +93,7 @@ async def _crashed_before_links(engine: Engine, mailbox: Mailbox, table: str, re
 async def test_a_record_deleted_before_its_copy_is_linked_is_removed_from_outlook(engine: Engine) -> None:
     """The delete's routing ran while no link held the record, so it reached no mailbox: the run that
     made the copy checks, after its link write, that the records it copied still exist."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     kept = await engine.crm.create("task", {"subject": "Call back", "ownerid": owner}, caller=None)
     doomed = await engine.crm.create("task", {"subject": "Send offer", "ownerid": owner}, caller=None)
     links = DeleteBeforeLinks(engine.store.links, lambda: engine.delete_record("tasks", str(doomed.id)))
@@ -135,7 +120,7 @@ async def test_a_copy_whose_link_write_was_lost_is_removed_when_its_record_is_de
     """The run made the event and died before the link write; the appointment was deleted before the
     run was delivered again (its delete, routed by links, reached no mailbox). The rerun finds the
     event by the CRM id it carries and applies the delete rules to it."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     record = await _meeting(engine, owner, "Review")
     work = await _crashed_before_links(engine, mailbox, "appointment", record)
     assert [event["subject"] for event in engine.outlook.list(mailbox.mailbox_id, "events")] == ["Review"]
@@ -152,7 +137,7 @@ async def test_a_change_delivered_after_its_record_was_deleted_takes_the_delete_
     """A change to a linked meeting whose record is deleted before the run reads it: the filter no
     longer returns the record, which is a delete on its way, not the meeting leaving the filter (that
     would keep the event unlinked, and its next Outlook sync would make it again in the CRM)."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).replace(microsecond=0)
     record = uuid.uuid4()
     fields: dict[str, Any] = {
@@ -182,8 +167,8 @@ async def test_a_linked_record_the_user_may_no_longer_read_left_the_filter(engin
     """The same check, for a record that exists: handed to another user (outside "My Contacts"), the
     contact left the filter; the copy crmsync made and nobody changed is removed, not treated as a
     delete (which keeps an owned contact's Outlook copy)."""
-    mailbox, owner = await _synced_user(engine)
-    other, _ = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
+    other, _ = await synced_user(engine)
     contact = await engine.crm.create("contact", {"lastname": "Moved", "ownerid": owner}, caller=None)
     work = CrmWork(
         table="contact", changed=(contact.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
@@ -208,7 +193,7 @@ async def test_the_outlook_run_links_a_copy_whose_link_write_was_lost_instead_of
     task's notification starts comes first. The task is the record's copy (its create intent is
     recorded): it is linked to that record, not created in the CRM as a second one (seed 3 of
     bench.chaos)."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     task = await engine.crm.create("task", {"subject": "Quote K1", "ownerid": owner}, caller=None)
     await _crashed_before_links(engine, mailbox, "task", task.id)
     list_id = engine.task_list(mailbox.mailbox_id)
@@ -232,7 +217,7 @@ async def test_the_outlook_run_removes_a_lost_link_copy_whose_record_was_deleted
     delete, routed by links, reached no mailbox) before an Outlook -> CRM run met the event. The
     event is the deleted record's copy: it takes the delete rules, and nothing comes back in the
     CRM (seed 3 of bench.chaos: an appointment made and deleted in Dynamics was back on both sides)."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     record = await _meeting(engine, owner, "Review K2")
     await _crashed_before_links(engine, mailbox, "appointment", record)
     engine.delete_record("appointments", str(record))
@@ -268,7 +253,7 @@ async def test_an_update_whose_link_write_was_lost_is_no_outlook_edit_when_the_r
     CRM -> Outlook run of the delete - it takes the delete rules, instead of counting as changed in
     Outlook since and creating the record again (chaos seed 3: an appointment made, changed and
     deleted in Dynamics was back on both sides)."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     task = await engine.crm.create("task", {"subject": "Plan v1", "ownerid": owner}, caller=None)
     work = CrmWork(
         table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
@@ -307,7 +292,7 @@ async def test_runs_a_worker_is_handed_at_once_for_one_mailbox_share_the_lease_i
     used to meet the lease its neighbour held and go back on the queue (chaos seed 3: 3,701 requeues
     for 366 runs). Now they wait for each other in the worker, and those that arrive during a run
     are run together, once."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     tasks = [
         await engine.crm.create("task", {"subject": f"Step {n}", "ownerid": owner}, caller=None)
         for n in range(3)
@@ -354,7 +339,7 @@ async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_po
     """Service protection limits (429) are not the message's fault: the work goes back on the queue
     after the Retry-After Dataverse names, instead of failing towards the poison queue (a poisoned
     delete would never come back: change tracking reported it once)."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     task = await engine.crm.create("task", {"subject": "Plan", "ownerid": owner}, caller=None)
     jobs = await open_job_queue(
         queue_name=f"crm-{table_prefix}".lower(), connection_string=storage_connection_string
@@ -384,7 +369,7 @@ async def test_a_run_reads_the_parties_of_all_its_meetings_in_one_request(engine
     Dataverse request per run, not one per meeting, and the filter tells which the user organizes in
     the same query (every request counts against the service protection limit that crmsync's
     application user shares across all mailboxes)."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     address = f"a-{uuid.uuid4().hex[:8]}@contoso.example"
     attendee = engine.dataverse.add_user(internalemailaddress=address)
     guest = RecordRef("systemuser", uuid.UUID(attendee["systemuserid"]))
@@ -430,7 +415,7 @@ async def test_a_worker_reads_a_users_privileges_filters_and_time_zone_once_not_
     """The user's "Sync to Outlook" privilege, Outlook filters and time zone are settings: a worker
     keeps them for the field settings' TTL, so a run's requests are its records' (four requests less
     per run of appointments against the limits every mailbox shares)."""
-    mailbox, owner = await _synced_user(engine)
+    mailbox, owner = await synced_user(engine)
     runner = CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph)
     about_the_user = (
         "RetrieveUserPrivileges",
@@ -458,8 +443,8 @@ async def test_routing_a_meeting_reads_its_owner_and_parties_in_one_request(
 ) -> None:
     """Routing reads who a changed meeting names - its owner and the users among its parties - in
     one Dataverse request (the parties expanded), not a record query and a party query."""
-    _organizer, owner = await _synced_user(engine)
-    _attendee, guest = await _synced_user(engine)
+    _organizer, owner = await synced_user(engine)
+    _attendee, guest = await synced_user(engine)
     start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=5)).replace(microsecond=0)
     fields: dict[str, Any] = {
         "subject": "Kick-off",

@@ -722,7 +722,7 @@ async def test_a_pattern_dynamics_cannot_express_is_synced_as_occurrences_with_a
     assert status.notes == {}
 
 
-async def test_an_admin_run_waits_a_lease_period_for_a_worker_and_a_queue_job_only_a_moment(
+async def test_an_admin_run_waits_for_a_worker_holding_the_lease_and_a_queue_job_does_not(
     engine: Engine,
 ) -> None:
     box = (await engine.register()).mailbox_id
@@ -732,35 +732,14 @@ async def test_an_admin_run_waits_a_lease_period_for_a_worker_and_a_queue_job_on
     job = engine.job()
 
     with pytest.raises(LeaseHeld):
-        await job.run(box, contacts)  # a queue job: waits a moment, then the worker requeues it
-
-    async def finish_in(seconds: float) -> None:
-        await asyncio.sleep(seconds)
-        await engine.store.sync_state.release(worker)
-
-    releasing = asyncio.create_task(finish_in(3.0))
-    report = await job.run(box, contacts, wait_for_lease=True)  # onboarding, resync: waits
-    await releasing
-
-    assert (report.outcome, report.crm_writes) == (RunOutcome.COMPLETED, 1)
-
-
-async def test_a_queue_job_takes_a_lease_its_holder_releases_within_a_second_instead_of_requeuing(
-    engine: Engine,
-) -> None:
-    """The holder is most often the other direction's run for the same change (a CRM -> Outlook
-    write's echo, say): requeuing at once cost the job the queue's 2 s delay and a round trip."""
-    box = (await engine.register()).mailbox_id
-    engine.graph_sim.seed(box, contacts=[{"surname": "Soon"}])
-    contacts = resource_path(ResourceKind.CONTACTS, box)
-    other_run = await engine.store.sync_state.try_acquire(box, "crm:other-run", 60)
+        await job.run(box, contacts)  # a queue job: requeued by the worker, never waits
 
     async def finish_soon() -> None:
         await asyncio.sleep(0.5)
-        await engine.store.sync_state.release(other_run)
+        await engine.store.sync_state.release(worker)
 
     releasing = asyncio.create_task(finish_soon())
-    report = await engine.job().run(box, contacts)
+    report = await job.run(box, contacts, wait_for_lease=True)  # onboarding, resync: waits
     await releasing
 
     assert (report.outcome, report.crm_writes) == (RunOutcome.COMPLETED, 1)

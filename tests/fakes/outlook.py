@@ -433,6 +433,29 @@ class FakeDeltaReader:
     def tasks(self, mailbox: str, list_id: str, *, link: str | None = None) -> AsyncIterator[DeltaPage]:
         return self._pages(mailbox, list_id, ItemKind.TASK, link)
 
+    async def read_items(
+        self,
+        mailbox: str,
+        kind: ItemKind,
+        item_ids: Sequence[str],
+        *,
+        task_list_id: str | None = None,
+        mailbox_address: str | None = None,
+    ) -> list[OutlookItem]:
+        """Items by id as their delta pages would list them; one gone (or of another kind) comes
+        back ``removed``, as the real reader reports a 404."""
+        outlook = self._outlook
+        outlook._enter("read_items")
+        box = outlook.mailboxes[mailbox]
+        read: list[OutlookItem] = []
+        for item_id in dict.fromkeys(item_ids):
+            item = box.items.get(item_id)
+            if item is None or item.kind is not kind:
+                read.append(OutlookItem(mailbox_id=mailbox, item_id=item_id, kind=kind, removed=True))
+            else:
+                read.append(outlook.outlook_item(box, item, stamp=kind is not ItemKind.APPOINTMENT))
+        return read
+
     async def fetch_message_body(self, mailbox: str, message_id: str) -> MessageBody:
         self._outlook._enter("fetch_message_body")
         item = self._outlook.item(mailbox, message_id)

@@ -332,7 +332,7 @@ class EngineMachine(RuleBasedStateMachine):
             crm=self.crm,
             reader=self.outlook.reader(),  # satisfies shared.sync.ports.OutlookReader
             writer=self.outlook.writer(),  # type: ignore[arg-type]  # the job still takes the concrete writer
-            options=JobOptions(lease_seconds=8, mass_delete_ratio=1.0, queued_lease_wait_seconds=0),
+            options=JobOptions(lease_seconds=8, mass_delete_ratio=1.0),
             clock=self.clock,
             owner="worker:machine",
         )
