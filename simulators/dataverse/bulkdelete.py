@@ -35,7 +35,7 @@ from simulators.dataverse import errors
 from simulators.dataverse.engine import ApiRequest, ApiResponse, now
 from simulators.dataverse.schema import Table, load_tables
 from simulators.dataverse.security import SYSTEM, Caller
-from simulators.dataverse.store import Record, Ref
+from simulators.dataverse.store import Record, Ref, index_key
 
 if TYPE_CHECKING:
     from simulators.dataverse.engine import Engine
@@ -207,10 +207,10 @@ def _condition(raw: Any, table: Table, where: str) -> Predicate:
     if column not in table.columns:
         raise errors.bad_request(f"{where}: {table.logical_name} has no column '{column}'.")
     operator = raw.get("Operator")
-    values = {_comparable(v.get("Value") if isinstance(v, dict) else v) for v in raw.get("Values") or []}
+    values = {index_key(v.get("Value") if isinstance(v, dict) else v) for v in raw.get("Values") or []}
 
     def value(record: Record) -> Any:
-        return _comparable(record.get(column))
+        return index_key(record.get(column))
 
     tests: dict[Any, Predicate] = {
         "Equal": lambda r: value(r) in values,
@@ -225,12 +225,3 @@ def _condition(raw: Any, table: Table, where: str) -> Predicate:
     if operator in {"Equal", "NotEqual"} and len(values) != 1:
         raise errors.bad_request(f"{where}: {operator} takes exactly one value.")
     return tests[operator]
-
-
-def _comparable(value: Any) -> Any:
-    """Ids and text compare case-insensitively, as Dataverse's collation does; lookups by id."""
-    if isinstance(value, Ref):
-        return value.id.lower()
-    if isinstance(value, str):
-        return value.casefold()
-    return value

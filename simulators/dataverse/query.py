@@ -15,7 +15,7 @@ from typing import Any
 
 from simulators.dataverse import errors
 from simulators.dataverse.schema import LOOKUP_TYPES, NOT_A_PROPERTY_TYPES, Table
-from simulators.dataverse.store import Record, Ref
+from simulators.dataverse.store import Record, index_key
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$")
@@ -53,12 +53,8 @@ def property_name(table: Table, column: str) -> str:
     return f"_{column}_value" if table.columns[column].type in LOOKUP_TYPES else column
 
 
-def comparable(value: Any) -> Any:
-    if isinstance(value, Ref):
-        return value.id.lower()
-    if isinstance(value, str):
-        return value.lower()
-    return value
+#: A value as filters compare it (text case-insensitively, lookups by id): the store's index key.
+comparable = index_key
 
 
 Predicate = Callable[[Record], bool]
