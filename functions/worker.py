@@ -22,13 +22,14 @@ async def sync_worker(msg: func.QueueMessage) -> None:
     from shared.sync.dispatch import run_queued_job
 
     runtime = get_runtime()
-    await run_queued_job(
+    outcome = await run_queued_job(
         msg.get_body(),
         dequeue_count=msg.dequeue_count or 1,
         store=await runtime.store(),
         jobs=await runtime.jobs(),
         job_runner=await runtime.sync_job(),
     )
+    log.info("sync job %s%s", outcome.status, f" ({outcome.reason})" if outcome.reason else "")
 
 
 @bp.queue_trigger(

@@ -31,6 +31,7 @@ import dataclasses
 import datetime as dt
 import enum
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -181,42 +182,57 @@ class CrmToOutlookRun:
         state = self._store.sync_state
         seconds = self._options.lease_seconds
         waiting = min(seconds + LEASE_POLL_SECONDS, LEASE_WAIT_SECONDS)
-        with self._waiters.wait(mailbox.mailbox_id):  # an Outlook -> CRM job holding it yields
-            acquired = await acquire(state, mailbox.mailbox_id, self._owner, seconds, wait=waiting)
-        lease = LeaseKeeper(state, acquired, seconds, clock=self._clock)
-        lease.start()  # renewed while the run works; checked before its writes
-        try:
-            if not await self.may_sync_to_outlook(mailbox):
-                await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
-                await self._store.audit.append_many(
-                    [
-                        AuditRecord.for_item(
-                            mailbox_id=mailbox.mailbox_id,
-                            actor=ACTOR,
-                            action=AuditAction.STATE_CHANGED,
-                            kind=kind,
-                            crm_id=str(record_id),
-                            outcome=AuditOutcome.FAILED,
-                            reason_code=NO_PRIVILEGE_REASON,
-                        )
-                        for record_id in dict.fromkeys([*work.changed, *work.deleted])
-                    ]
-                )
-                logger.info("CRM -> Outlook skipped: the CRM user lacks Sync to Outlook")
-                return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.NO_PRIVILEGE)
-            resource = resource_of(work.table)
-            if (await state.get_state(mailbox.mailbox_id, resource)).last_error == NO_PRIVILEGE_REASON:
-                await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
-            async with latency.measured(state, mailbox.mailbox_id, self._clock):
-                with telemetry.sync_run(
-                    mailbox=mailbox.mailbox_id,
-                    reason="crm_change",
-                    enqueued_at=work.enqueued_at,
-                    parent=work.traceparent,
-                ):
-                    return await self._sync(mailbox, kind, work, existing or {}, lease)
-        finally:
-            await lease.release()
+        deadline = time.monotonic() + waiting
+        # This worker's runs of the mailbox take turns first; an Outlook -> CRM job holding it yields.
+        async with self._waiters.turn(mailbox.mailbox_id, wait=waiting, to_outlook=True):
+            left = max(0.0, deadline - time.monotonic())  # another worker's run may hold it still
+            acquired = await acquire(state, mailbox.mailbox_id, self._owner, seconds, wait=left)
+            lease = LeaseKeeper(state, acquired, seconds, clock=self._clock)
+            lease.start()  # renewed while the run works; checked before its writes
+            try:
+                return await self._leased(mailbox, kind, work, existing or {}, lease)
+            finally:
+                await lease.release()
+
+    async def _leased(
+        self,
+        mailbox: Mailbox,
+        kind: ItemKind,
+        work: CrmWork,
+        existing: Mapping[uuid.UUID, OutlookItem],
+        lease: LeaseKeeper,
+    ) -> CrmRunReport:
+        """The run once it holds the lease: the user's privilege, then the sync, timed."""
+        state = self._store.sync_state
+        if not await self.may_sync_to_outlook(mailbox):
+            await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
+            await self._store.audit.append_many(
+                [
+                    AuditRecord.for_item(
+                        mailbox_id=mailbox.mailbox_id,
+                        actor=ACTOR,
+                        action=AuditAction.STATE_CHANGED,
+                        kind=kind,
+                        crm_id=str(record_id),
+                        outcome=AuditOutcome.FAILED,
+                        reason_code=NO_PRIVILEGE_REASON,
+                    )
+                    for record_id in dict.fromkeys([*work.changed, *work.deleted])
+                ]
+            )
+            logger.info("CRM -> Outlook skipped: the CRM user lacks Sync to Outlook")
+            return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.NO_PRIVILEGE)
+        resource = resource_of(work.table)
+        if (await state.get_state(mailbox.mailbox_id, resource)).last_error == NO_PRIVILEGE_REASON:
+            await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
+        async with latency.measured(state, mailbox.mailbox_id, self._clock):
+            with telemetry.sync_run(
+                mailbox=mailbox.mailbox_id,
+                reason="crm_change",
+                enqueued_at=work.enqueued_at,
+                parent=work.traceparent,
+            ):
+                return await self._sync(mailbox, kind, work, existing, lease)
 
     async def _sync(
         self,

@@ -80,6 +80,8 @@ logger = logging.getLogger(__name__)
 
 _CLEAR_DIRTY_ATTEMPTS = 5
 _MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
+#: How long a queue job waits for this worker's other runs of its mailbox before it is requeued.
+TURN_WAIT_SECONDS = 10.0
 #: Kinds whose next delta page is read while this one is applied: their pages send Graph at most
 #: one request at a time (Outlook writes), so with the read ahead the run stays well inside
 #: Outlook's four concurrent requests per mailbox. Mail (body reads) and calendars (series
@@ -150,7 +152,7 @@ class MailboxSyncJob:
                 enqueued_at=job.enqueued_at,
                 parent=job.traceparent,
             ):
-                return await self.run(job.mailbox_id, job.resource, progress=progress)
+                return await self.run(job.mailbox_id, job.resource, progress=progress, skip_if_done=True)
 
     async def run(
         self,
@@ -161,6 +163,7 @@ class MailboxSyncJob:
         full_resync: bool = False,
         wait_for_lease: bool = False,
         allow_deletes: int | None = None,
+        skip_if_done: bool = False,
     ) -> SyncRunReport:
         """Sync one resource of one mailbox from its stored delta link (a full read if none).
 
@@ -168,7 +171,10 @@ class MailboxSyncJob:
         newer one meanwhile) and re-read everything against the link map.
         ``wait_for_lease``: when a worker holds the mailbox (the echo of onboarding's own stamps, say),
         wait up to one lease period for it instead of raising ``LeaseHeld`` at once (for onboarding
-        and admin commands; queue jobs are requeued instead).
+        and admin commands); a queue job waits up to ``TURN_WAIT_SECONDS`` for this worker's other
+        runs of the mailbox (:class:`~shared.sync.lease.LeaseWaiters`), then is requeued.
+        ``skip_if_done``: a queue job that waited for another run of this worker and finds its
+        resource no longer dirty ends there (``ALREADY_DONE``): that run read the change.
         ``allow_deletes``: an administrator confirmed that many deletes (the brake's release); without
         it, a resource whose brake holds refused deletes is not read (they wait for the release)."""
         ref = parse_resource(mailbox_id, resource)
@@ -181,35 +187,63 @@ class MailboxSyncJob:
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
         state_store = self._store.sync_state
-        lease = await self._lease(mailbox_id, wait=wait_for_lease)
-        try:
-            refused = (await state_store.get_delete_log(mailbox_id, ref.kind)).refused
-            if refused and allow_deletes is None:
-                await self._clear_dirty(mailbox_id, resource)  # the release resyncs it in full
-                message = f"the mass-delete brake holds {refused} refused deletes until released"
-                return SyncRunReport(mailbox_id, resource, RunOutcome.MASS_DELETE_REFUSED, message=message)
-            if full_resync:
-                await state_store.reset(mailbox_id, resource)
-            report = await self._round(mailbox, ref, resource, lease, progress, allow=allow_deletes)
-            # Changes notified during the run left the resource dirty: take them now, under the
-            # lease we hold, instead of leaving them to a job that waits for the lease to come free.
-            # A CRM -> Outlook run waiting for the lease gets it now: those changes' jobs are queued.
-            for _ in range(_MAX_ROUNDS - 1):
-                if report.outcome is not RunOutcome.COMPLETED or self._waiters.waiting(mailbox_id):
-                    break
-                if not (await state_store.get_state(mailbox_id, resource)).dirty:
-                    break
-                again = await self._round(mailbox, ref, resource, lease, None, allow=allow_deletes)
-                report = combined(report, again)
-            if report.outcome is RunOutcome.COMPLETED and not self._waiters.waiting(mailbox_id):
-                await self._other_dirty_resources(mailbox, resource, lease)
-            return report
-        finally:
-            await lease.release()
+        async with self._waiters.turn(mailbox_id, wait=self._turn_wait(wait_for_lease)) as waited:
+            if waited and skip_if_done and not (await state_store.get_state(mailbox_id, resource)).dirty:
+                # The run this one waited for took the change (runs clear the mark before reading).
+                return SyncRunReport(mailbox_id, resource, RunOutcome.ALREADY_DONE)
+            lease = await self._lease(mailbox_id, wait=wait_for_lease)
+            try:
+                return await self._leased(
+                    mailbox,
+                    ref,
+                    resource,
+                    lease,
+                    progress=progress,
+                    full_resync=full_resync,
+                    allow_deletes=allow_deletes,
+                )
+            finally:
+                await lease.release()
+
+    async def _leased(
+        self,
+        mailbox: Mailbox,
+        ref: ResourceRef,
+        resource: str,
+        lease: LeaseKeeper,
+        *,
+        progress: ProgressCallback | None,
+        full_resync: bool,
+        allow_deletes: int | None,
+    ) -> SyncRunReport:
+        """The run once it holds the lease: its rounds, then the mailbox's other dirty resources."""
+        mailbox_id = mailbox.mailbox_id
+        state_store = self._store.sync_state
+        refused = (await state_store.get_delete_log(mailbox_id, ref.kind)).refused
+        if refused and allow_deletes is None:
+            await self._clear_dirty(mailbox_id, resource)  # the release resyncs it in full
+            message = f"the mass-delete brake holds {refused} refused deletes until released"
+            return SyncRunReport(mailbox_id, resource, RunOutcome.MASS_DELETE_REFUSED, message=message)
+        if full_resync:
+            await state_store.reset(mailbox_id, resource)
+        report = await self._round(mailbox, ref, resource, lease, progress, allow=allow_deletes)
+        # Changes notified during the run left the resource dirty: take them now, under the
+        # lease we hold, instead of leaving them to a job that waits for the lease to come free.
+        # A CRM -> Outlook run waiting for the lease gets it now: those changes' jobs are queued.
+        for _ in range(_MAX_ROUNDS - 1):
+            if report.outcome is not RunOutcome.COMPLETED or self._waiters.waiting(mailbox_id):
+                break
+            if not (await state_store.get_state(mailbox_id, resource)).dirty:
+                break
+            again = await self._round(mailbox, ref, resource, lease, None, allow=allow_deletes)
+            report = combined(report, again)
+        if report.outcome is RunOutcome.COMPLETED and not self._waiters.waiting(mailbox_id):
+            await self._other_dirty_resources(mailbox, resource, lease)
+        return report
 
     async def _other_dirty_resources(self, mailbox: Mailbox, done: str, lease: LeaseKeeper) -> None:
-        """The mailbox's other resources notified meanwhile, under the same lease: their own jobs
-        would otherwise wait for it (a requeue and a poll, seconds) and find the work done."""
+        """The mailbox's other resources notified meanwhile, under the same lease: their own jobs,
+        waiting for their turn, then end at once (``skip_if_done``); one round for all of them."""
         mailbox_id = mailbox.mailbox_id
         for resource in await self._store.sync_state.dirty_resources(mailbox_id):
             if resource == done:
@@ -236,17 +270,21 @@ class MailboxSyncJob:
         page pipeline under the lease, as a delta page would bring them; the delta link stays."""
         ref = parse_resource(mailbox_id, resource)
         mailbox = await self._store.registry.get_mailbox(mailbox_id)
-        lease = await self._lease(mailbox_id, wait=True)
-        try:
-            run = await self._start(mailbox, ref, resource, "", lease, allow=None)  # "": not a full read
-            items = await self._reader.read_items(
-                mailbox_id, ref.kind, item_ids, task_list_id=ref.task_list_id, mailbox_address=mailbox.upn
-            )
-            run.items_seen = len(items)
-            await self._pages_sync.process(run, items)
-            return run.report(RunOutcome.COMPLETED)
-        finally:
-            await lease.release()
+        async with self._waiters.turn(mailbox_id, wait=self._turn_wait(True)):
+            lease = await self._lease(mailbox_id, wait=True)
+            try:
+                run = await self._start(mailbox, ref, resource, "", lease, allow=None)  # "": not a full read
+                items = await self._reader.read_items(
+                    mailbox_id, ref.kind, item_ids, task_list_id=ref.task_list_id, mailbox_address=mailbox.upn
+                )
+                run.items_seen = len(items)
+                await self._pages_sync.process(run, items)
+                return run.report(RunOutcome.COMPLETED)
+            finally:
+                await lease.release()
+
+    def _turn_wait(self, wait_for_lease: bool) -> float:
+        return self._options.lease_seconds + LEASE_POLL_SECONDS if wait_for_lease else TURN_WAIT_SECONDS
 
     async def _lease(self, mailbox_id: str, *, wait: bool) -> LeaseKeeper:
         lease = await self._acquire(mailbox_id, wait=wait)

@@ -36,6 +36,7 @@ class RunOutcome(enum.StrEnum):
     MAILBOX_DISABLED = "mailbox_disabled"
     KIND_DISABLED = "kind_disabled"
     MASS_DELETE_REFUSED = "mass_delete_refused"
+    ALREADY_DONE = "already_done"  # a queue job whose change a run it waited for took
 
 
 @dataclass(frozen=True, slots=True)
