@@ -24,9 +24,9 @@ from shared.sync.intake import SharedMarks, SubscriptionCache, accept_change_not
 from simulators.azurite import Azurite
 from tests.fixtures.app import sandbox_settings, use_settings
 from tests.functions.test_webhooks import handler, payload, post, queued_jobs, subscribe
+from tests.store.helpers import HTTP_LOG, response_statuses
 
 MAILBOX, RESOURCE = "mbx-dirty", "users/mbx-dirty/contacts"
-HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"
 
 
 @pytest.fixture
@@ -44,15 +44,6 @@ async def other_instance(app_runtime: Runtime) -> AsyncIterator[Store]:
 async def clear_as_worker(store: Store) -> None:
     """What the worker does before its delta query: read the state, clear the flag."""
     assert await store.sync_state.clear_dirty(await store.sync_state.get_state(MAILBOX, RESOURCE))
-
-
-def response_statuses(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The status of every storage response the SDK logged (one per round trip)."""
-    return sorted(
-        record.getMessage().split()[2]
-        for record in caplog.records
-        if record.name == HTTP_LOG and record.getMessage().startswith("Response status:")
-    )
 
 
 async def test_a_notification_for_a_dirty_resource_costs_one_round_trip(

@@ -30,18 +30,9 @@ from simulators.azurite import Azurite
 from simulators.ports import free_port
 from tests.fixtures.app import registered_function, sandbox_settings, use_settings
 from tests.functions.test_webhooks import TENANT, handler, payload, post, queued_jobs, subscribe
+from tests.store.helpers import HTTP_LOG, response_statuses
 
-HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"
 WEBHOOKS = ("notifications", "lifecycle")
-
-
-def storage_round_trips(caplog: pytest.LogCaptureFixture) -> int:
-    """Storage responses the SDK logged since the last ``caplog.clear()`` (one per round trip)."""
-    return sum(
-        1
-        for record in caplog.records
-        if record.name == HTTP_LOG and record.getMessage().startswith("Response status:")
-    )
 
 
 def notification(
@@ -90,10 +81,10 @@ async def test_unknown_ids_cost_one_scan_or_their_reads_and_a_replay_costs_nothi
     notify = handler("notifications")
     with caplog.at_level(logging.INFO, logger=HTTP_LOG):
         assert (await notify(request("notifications", body))).status_code == 202
-        first = storage_round_trips(caplog)
+        first = len(response_statuses(caplog))
         caplog.clear()
         assert (await notify(request("notifications", body))).status_code == 202
-        replayed = storage_round_trips(caplog)
+        replayed = len(response_statuses(caplog))
     assert (first, replayed) == (reads, 0)
     assert await queued_jobs(app_runtime) == []
 
@@ -181,7 +172,7 @@ async def test_a_field_that_cannot_be_a_storage_key_is_rejected_next_to_a_valid_
     genuine = notification(subscription_id, secret, lifecycle=webhook == "lifecycle")
     with caplog.at_level(logging.INFO, logger=HTTP_LOG):
         response = await handler(webhook)(request(webhook, [genuine, bad]))
-        assert storage_round_trips(caplog) == 0  # rejected before any storage key is built
+        assert len(response_statuses(caplog)) == 0  # rejected before any storage key is built
     assert response.status_code == 400
     assert "value.1" in response.get_body().decode()
     assert await queued_jobs(app_runtime) == []

@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import Awaitable
 from typing import TypeVar
 
+import pytest
+
 T = TypeVar("T")
 
 
@@ -29,3 +31,17 @@ async def race(*attempts: Awaitable[T]) -> tuple[list[T], list[BaseException]]:
     won = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
     lost = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     return won, lost
+
+
+#: azure-core's HTTP logging policy: one "Response status: N" record per storage round trip.
+HTTP_LOG = "azure.core.pipeline.policies.http_logging_policy"
+
+
+def response_statuses(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The status of every storage response the SDK logged since the last ``caplog.clear()``
+    (one per round trip), sorted."""
+    return sorted(
+        record.getMessage().split()[2]
+        for record in caplog.records
+        if record.name == HTTP_LOG and record.getMessage().startswith("Response status:")
+    )

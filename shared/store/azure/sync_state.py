@@ -377,18 +377,21 @@ class AzureSyncStateStore:
             await submit_transaction(self._table, [(verb, row) for row in chunk])
 
     async def try_acquire(self, mailbox_id: str, owner: str, seconds: int) -> Lease:
-        """Two round trips: read the lease row, then insert it (none yet) or overwrite it If-Match
-        (expired). Of two racers exactly one write succeeds; the other gets LeaseHeld."""
+        """One round trip when the mailbox is free (a released lease's row is gone): insert the
+        lease row; if it is there, read it and overwrite it If-Match when expired. Of two racers
+        exactly one write succeeds; the other gets LeaseHeld."""
         now = self._clock()
         entity = _lease_entity(mailbox_id, owner, lease_expiry(now, seconds))
         try:
-            current = await self._table.get_entity(entity["PartitionKey"], _LEASE_ROW)
-        except ResourceNotFoundError:
-            try:
-                result = await self._table.create_entity(entity)
-            except ResourceExistsError as exc:
-                raise LeaseHeld(None, None) from exc
+            result = await self._table.create_entity(entity)
+        except ResourceExistsError:
+            pass
+        else:
             return _lease_from(mailbox_id, entity, result["etag"])
+        try:
+            current = await self._table.get_entity(entity["PartitionKey"], _LEASE_ROW)
+        except ResourceNotFoundError as exc:  # released in between: the next try may have it
+            raise LeaseHeld(None, None) from exc
         holder, until = current["owner"], required_utc(current["expires_at"])
         if until > now:
             raise LeaseHeld(holder, until)
