@@ -469,7 +469,8 @@ class FunctionsHost:
             pop_receipt=message.pop_receipt,
         )
         receipt: list[str | None] = [message.pop_receipt]  # each renewal gives the message a new pop receipt
-        hidden = asyncio.create_task(self._keep_hidden(queue, message.id, receipt))
+        done = asyncio.Event()
+        hidden = asyncio.create_task(self._keep_hidden(queue, message.id, receipt, done))
         try:
             await _call(function.handler, **{function.arg_name: trigger})
         except Exception:
@@ -481,7 +482,8 @@ class FunctionsHost:
                 message.dequeue_count,
                 exc_info=True,
             )
-            await _stop(hidden)
+            done.set()
+            await hidden
             with contextlib.suppress(Exception):
                 await queue.update_message(
                     message.id,
@@ -489,15 +491,24 @@ class FunctionsHost:
                     visibility_timeout=int(self.queue_settings.visibility_timeout),
                 )
             return
-        await _stop(hidden)
+        done.set()
+        await hidden
         await queue.delete_message(message.id, pop_receipt=receipt[0])
 
-    async def _keep_hidden(self, queue: QueueClient, message_id: str, receipt: list[str | None]) -> None:
+    async def _keep_hidden(
+        self, queue: QueueClient, message_id: str, receipt: list[str | None], done: asyncio.Event
+    ) -> None:
         """Renew the running message's invisibility at half its lease, as the host does
-        (``UpdateQueueMessageVisibilityCommand``), so a long run is never delivered twice."""
+        (``UpdateQueueMessageVisibilityCommand``), so a long run is never delivered twice. Stopped by
+        ``done``, never in the middle of a renewal: a renewal cancelled after storage applied it
+        left the old pop receipt, and the message's delete failed (PopReceiptMismatch) and it ran
+        twice."""
         lease = max(1, int(self.queue_settings.message_lease))
         while True:
-            await asyncio.sleep(lease / 2)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(lease / 2):
+                    await done.wait()
+                return
             with contextlib.suppress(Exception):  # the next renewal tries again; the lease may lapse
                 updated = await queue.update_message(
                     message_id, pop_receipt=receipt[0], visibility_timeout=lease
@@ -518,12 +529,6 @@ class FunctionsHost:
             await _call(function.handler, **{function.arg_name: TimerRequest(past_due=False)})
         except Exception:
             log.exception("timer %s failed", function.name)
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def load_settings_file(path: Path) -> None:
