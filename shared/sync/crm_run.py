@@ -7,7 +7,8 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    queue at once came round behind all the CRM work queued, and with Outlook busy it starved;
 2. checks the CRM user's "Sync to Outlook" privilege (``prvSyncToOutlook``, RetrieveUserPrivileges):
    without it the mailbox only tracks mail, nothing is written to Outlook, the links are kept, and
-   the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``);
+   the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``;
+   :mod:`shared.sync.crm_privilege`);
 3. evaluates the user's synchronization filter on the changed ids, by Dataverse, as the user
    (:mod:`shared.sync.crm_filter`), and reads the members as the user;
 4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
@@ -52,16 +53,17 @@ from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork
 from shared.store.ports import Store
-from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox, utc_now
+from shared.store.records import Mailbox, utc_now
 from shared.sync import latency
 from shared.sync.adoption import attendee_copy
-from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
+from shared.sync.applier import AppliedItem, Applier, ItemPlan
 from shared.sync.claims import stop_if_taken_over
 from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_deleted_meanwhile import deleted_meanwhile, deleted_since, find_orphans, plan_orphans
 from shared.sync.crm_filter import evaluate
 from shared.sync.crm_invites import created_before, has_attendees, invite, party_values_of, with_values
+from shared.sync.crm_privilege import clear_refusal, may_sync_to_outlook, record_refusal
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
@@ -95,12 +97,10 @@ from shared.sync.user_reads import user_reads
 
 logger = logging.getLogger(__name__)
 
-SYNC_TO_OUTLOOK = "prvSyncToOutlook"
 # How long a run waits for a held mailbox lease before it goes back on the queue: long enough to
 # take the lease in a gap between Outlook -> CRM jobs, short enough not to hold the worker's
 # message slots (routing waits for them) through a long Outlook -> CRM run.
 LEASE_WAIT_SECONDS = 3.0
-NO_PRIVILEGE_REASON = "crm_no_sync_to_outlook_privilege"
 
 
 class CrmRunOutcome(enum.StrEnum):
@@ -155,11 +155,6 @@ class CrmToOutlookRun:
     def crm(self) -> CrmQueryPort:
         return self._crm
 
-    async def may_sync_to_outlook(self, mailbox: Mailbox) -> bool:
-        """Whether the mailbox's CRM user holds "Sync to Outlook" (read as the application)."""
-        privileges = await user_reads(self._crm).privileges(uuid.UUID(mailbox.crm_user_id))
-        return SYNC_TO_OUTLOOK in privileges
-
     async def run(
         self, work: CrmWork, *, existing: Mapping[uuid.UUID, OutlookItem] | None = None
     ) -> CrmRunReport:
@@ -185,27 +180,12 @@ class CrmToOutlookRun:
         lease = LeaseKeeper(state, acquired, seconds, clock=self._clock)
         lease.start()  # renewed while the run works; checked before its writes
         try:
-            if not await self.may_sync_to_outlook(mailbox):
-                await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
-                await self._store.audit.append_many(
-                    [
-                        AuditRecord.for_item(
-                            mailbox_id=mailbox.mailbox_id,
-                            actor=ACTOR,
-                            action=AuditAction.STATE_CHANGED,
-                            kind=kind,
-                            crm_id=str(record_id),
-                            outcome=AuditOutcome.FAILED,
-                            reason_code=NO_PRIVILEGE_REASON,
-                        )
-                        for record_id in dict.fromkeys([*work.changed, *work.deleted])
-                    ]
-                )
+            resource = resource_of(work.table)
+            if not await may_sync_to_outlook(self._crm, mailbox):
+                await record_refusal(self._store, mailbox, kind, resource, [*work.changed, *work.deleted])
                 logger.info("CRM -> Outlook skipped: the CRM user lacks Sync to Outlook")
                 return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.NO_PRIVILEGE)
-            resource = resource_of(work.table)
-            if (await state.get_state(mailbox.mailbox_id, resource)).last_error == NO_PRIVILEGE_REASON:
-                await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
+            await clear_refusal(state, mailbox.mailbox_id, resource)
             async with latency.measured(state, mailbox.mailbox_id, self._clock):
                 with telemetry.sync_run(
                     mailbox=mailbox.mailbox_id,
