@@ -33,6 +33,7 @@ from shared.store.errors import LeaseHeld
 from shared.store.ports import Store
 from shared.sync.crm_changes import TABLES
 from shared.sync.crm_filter import all_members
+from shared.sync.crm_privilege import may_sync_to_outlook
 from shared.sync.crm_run import CrmRunOutcome, CrmRunReport, CrmToOutlookRun
 from shared.sync.policies import kind_enabled
 
@@ -74,7 +75,7 @@ class CrmFill:
             return FillReport(table, outcome=CrmRunOutcome.MAILBOX_DISABLED)
         if not kind_enabled(mailbox.settings, kind):
             return FillReport(table, outcome=CrmRunOutcome.KIND_DISABLED)
-        if not await self._runner.may_sync_to_outlook(mailbox):
+        if not await may_sync_to_outlook(self._runner.crm, mailbox):
             return FillReport(table, outcome=CrmRunOutcome.NO_PRIVILEGE)
         members = await all_members(
             self._runner.crm,

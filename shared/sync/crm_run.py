@@ -7,7 +7,8 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    queue at once came round behind all the CRM work queued, and with Outlook busy it starved;
 2. checks the CRM user's "Sync to Outlook" privilege (``prvSyncToOutlook``, RetrieveUserPrivileges):
    without it the mailbox only tracks mail, nothing is written to Outlook, the links are kept, and
-   the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``);
+   the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``;
+   :mod:`shared.sync.crm_privilege`);
 3. evaluates the user's synchronization filter on the changed ids, by Dataverse, as the user
    (:mod:`shared.sync.crm_filter`), and reads the members as the user;
 4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
@@ -40,7 +41,6 @@ from msgraph.graph_service_client import GraphServiceClient
 
 from shared import telemetry
 from shared.crm.port import CrmQueryPort
-from shared.crm.tables import table_info
 from shared.domain.model import (
     Appointment,
     EventKind,
@@ -54,15 +54,17 @@ from shared.outlook.side import GraphOutlookSide
 from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork
 from shared.store.ports import Store
-from shared.store.records import AuditAction, AuditOutcome, AuditRecord, Mailbox, utc_now
+from shared.store.records import Mailbox, utc_now
 from shared.sync import latency
 from shared.sync.adoption import attendee_copy
-from shared.sync.applier import ACTOR, AppliedItem, Applier, ItemPlan
+from shared.sync.applier import AppliedItem, Applier, ItemPlan
 from shared.sync.claims import stop_if_taken_over
 from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_changes import TABLES
+from shared.sync.crm_deleted_meanwhile import deleted_meanwhile, deleted_since, find_orphans, plan_orphans
 from shared.sync.crm_filter import evaluate
 from shared.sync.crm_invites import created_before, has_attendees, invite, party_values_of, with_values
+from shared.sync.crm_privilege import clear_refusal, may_sync_to_outlook, record_refusal
 from shared.sync.crm_reads import crm_time_zone, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import field_map
@@ -72,7 +74,6 @@ from shared.sync.links import (
     clear_updates,
     created_from_outlook,
     from_stored_link,
-    lost_link,
     note_updates,
 )
 from shared.sync.parties import PartyResolver
@@ -97,12 +98,10 @@ from shared.sync.user_reads import user_reads
 
 logger = logging.getLogger(__name__)
 
-SYNC_TO_OUTLOOK = "prvSyncToOutlook"
 # How long a run waits for a held mailbox lease before it goes back on the queue: long enough to
 # take the lease in a gap between Outlook -> CRM jobs, short enough not to hold the worker's
 # message slots (routing waits for them) through a long Outlook -> CRM run.
 LEASE_WAIT_SECONDS = 3.0
-NO_PRIVILEGE_REASON = "crm_no_sync_to_outlook_privilege"
 
 
 class CrmRunOutcome(enum.StrEnum):
@@ -157,11 +156,6 @@ class CrmToOutlookRun:
     def crm(self) -> CrmQueryPort:
         return self._crm
 
-    async def may_sync_to_outlook(self, mailbox: Mailbox) -> bool:
-        """Whether the mailbox's CRM user holds "Sync to Outlook" (read as the application)."""
-        privileges = await user_reads(self._crm).privileges(uuid.UUID(mailbox.crm_user_id))
-        return SYNC_TO_OUTLOOK in privileges
-
     async def run(
         self, work: CrmWork, *, existing: Mapping[uuid.UUID, OutlookItem] | None = None
     ) -> CrmRunReport:
@@ -204,27 +198,12 @@ class CrmToOutlookRun:
     ) -> CrmRunReport:
         """The run once it holds the lease: the user's privilege, then the sync, timed."""
         state = self._store.sync_state
-        if not await self.may_sync_to_outlook(mailbox):
-            await state.record_error(mailbox.mailbox_id, resource_of(work.table), NO_PRIVILEGE_REASON)
-            await self._store.audit.append_many(
-                [
-                    AuditRecord.for_item(
-                        mailbox_id=mailbox.mailbox_id,
-                        actor=ACTOR,
-                        action=AuditAction.STATE_CHANGED,
-                        kind=kind,
-                        crm_id=str(record_id),
-                        outcome=AuditOutcome.FAILED,
-                        reason_code=NO_PRIVILEGE_REASON,
-                    )
-                    for record_id in dict.fromkeys([*work.changed, *work.deleted])
-                ]
-            )
+        resource = resource_of(work.table)
+        if not await may_sync_to_outlook(self._crm, mailbox):
+            await record_refusal(self._store, mailbox, kind, resource, [*work.changed, *work.deleted])
             logger.info("CRM -> Outlook skipped: the CRM user lacks Sync to Outlook")
             return CrmRunReport(mailbox.mailbox_id, work.table, CrmRunOutcome.NO_PRIVILEGE)
-        resource = resource_of(work.table)
-        if (await state.get_state(mailbox.mailbox_id, resource)).last_error == NO_PRIVILEGE_REASON:
-            await state.reset(mailbox.mailbox_id, resource)  # granted since: status stops saying so
+        await clear_refusal(state, mailbox.mailbox_id, resource)
         async with latency.measured(state, mailbox.mailbox_id, self._clock):
             with telemetry.sync_run(
                 mailbox=mailbox.mailbox_id,
@@ -284,7 +263,9 @@ class CrmToOutlookRun:
             record_id: from_stored_link(row) if row is not None else None
             for record_id, row in zip([*changed, *deleted], rows, strict=True)
         }
-        for record_id in await self._deleted_since(table, changed, held, verdict.members, states):
+        for record_id in await deleted_since(
+            self._crm, table, changed, held=held, members=verdict.members, states=states
+        ):
             changed.remove(record_id)
             deleted.append(record_id)
         reading = [
@@ -361,25 +342,16 @@ class CrmToOutlookRun:
             projection = fmap.project(item.item).values if item.item is not None else {}
             # A party list is written whole: the CRM's own attendees, not the copy's, go with it.
             plans.append(ItemPlan(actions, projection | parties_read))
-        orphans = await self._orphans(mailbox, origin, kind, table, unheld)
-        for item in orphans:
-            # Made in Outlook by an earlier attempt of this run whose link write was lost, and
-            # deleted in the CRM since: that delete was routed here by no link. It takes the delete
-            # rules as if the link had been written.
-            crm_id = uuid.UUID(str(item.crm_id))
-            link = lost_link(item, crm_id)
-            outlook = OutlookState.from_outlook_item(item)
-            actions = plan_item(
-                kind,
-                mailbox_id=mailbox.mailbox_id,
-                outlook=outlook,
-                link=link,
-                crm=CrmState(crm_id, None),
-                policy=policy,
-                now=now,
-                facts=facts,
-            )
-            plans.append(ItemPlan(actions))
+        orphans = await find_orphans(
+            self._crm,
+            state_store,
+            origin,
+            mailbox_id=mailbox.mailbox_id,
+            kind=kind,
+            table=table,
+            unheld=unheld,
+        )
+        plans += plan_orphans(kind, mailbox.mailbox_id, orphans, policy=policy, now=now, facts=facts)
         series_writes = 0
         series = SeriesToOutlook(
             crm=self._crm,
@@ -488,7 +460,7 @@ class CrmToOutlookRun:
             sum(1 for r in applied if r.unlinked),
             failed,
         )
-        gone = await self._deleted_meanwhile(table, [r for r in new_ids if str(r) in linked])
+        gone = await deleted_meanwhile(self._crm, table, [r for r in new_ids if str(r) in linked])
         if not gone:
             return report
         # Deleted while this run created them: the delete's routing found no link yet, so it was
@@ -502,56 +474,6 @@ class CrmToOutlookRun:
             unlinked=report.unlinked + again.unlinked,
             failed=report.failed + again.failed,
         )
-
-    async def _orphans(
-        self, mailbox: Mailbox, origin: CrmOriginWriter, kind: ItemKind, table: str, unheld: list[uuid.UUID]
-    ) -> list[OutlookItem]:
-        """Outlook items an earlier run made for records of ``unheld`` before it crashed (their
-        create intent is still recorded) whose records no longer exist, found by the CRM id they
-        carry; their intents are cleared. One storage read per run with such records; the CRM and
-        Graph are asked only after a crash."""
-        if not unheld:
-            return []
-        pending = await self._store.sync_state.pending_creates(mailbox.mailbox_id, table)
-        gone = await self._deleted_meanwhile(table, [r for r in unheld if str(r) in pending])
-        found: list[OutlookItem] = []
-        for record_id in gone:
-            if kind is ItemKind.TASK:  # looked up by the title it was posted with (find_task)
-                item = await origin.find_task(pending[str(record_id)], record_id)
-            else:
-                item = await origin.find(kind, record_id)
-            if item is not None:
-                found.append(item)
-        nothing = [str(r) for r in gone if all(item.crm_id != str(r) for item in found)]
-        if nothing:  # the create never reached Outlook: nothing to remove
-            await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, nothing)
-        return found
-
-    async def _deleted_meanwhile(self, table: str, created: list[uuid.UUID]) -> list[uuid.UUID]:
-        """Which of these records no longer exist (read as the application: after the link write, a
-        delete before it was routed when no link existed)."""
-        if not created:
-            return []
-        found = await self._crm.get_many(table, created, select=[table_info(table).primary_id], caller=None)
-        return [record_id for record_id in created if found.get(record_id) is None]
-
-    async def _deleted_since(
-        self,
-        table: str,
-        changed: list[uuid.UUID],
-        held: Mapping[uuid.UUID, Link | None],
-        members: frozenset[uuid.UUID],
-        states: Mapping[uuid.UUID, CrmState],
-    ) -> list[uuid.UUID]:
-        """Linked records routed here as changed that the filter no longer returns because they were
-        deleted since (their delete is still on its way): they take the CRM delete's rules, not those
-        of leaving the filter, which keep a meeting unlinked and let its next Outlook sync create it
-        in the CRM again. Read as the application, so a record the user may no longer read still
-        counts as having left the filter."""
-        outside = [
-            r for r in changed if held[r] is not None and (r not in members or states[r].values is None)
-        ]
-        return await self._deleted_meanwhile(table, outside)
 
     def _plan_linked(
         self,

@@ -67,6 +67,7 @@ from shared.sync.claims import stop_if_taken_over
 from shared.sync.concurrency import read_ahead
 from shared.sync.crm_reads import crm_time_zone
 from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, LeaseWaiters, acquire
+from shared.sync.link_recovery import unlisted_creates
 from shared.sync.links import LinkView, unseen_links
 from shared.sync.page import PageSync, RunState
 from shared.sync.parties import PartyResolver
@@ -420,7 +421,7 @@ class MailboxSyncJob:
             if page.delta_link is not None and run.full:
                 items += unseen_links(run.mailbox.mailbox_id, run.ref.kind, run.links.loaded(), run.seen)
             if page.delta_link is not None:
-                items += await self._pages_sync.unlisted_creates(run)
+                items += await unlisted_creates(self._store.sync_state, self._reader, run)
             before = run.deletes
             try:
                 await self._pages_sync.process(run, items)

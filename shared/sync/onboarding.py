@@ -50,7 +50,8 @@ from shared.store.records import (
 )
 from shared.sync.applier import ACTOR
 from shared.sync.crm_fill import CrmFill, FillReport
-from shared.sync.crm_run import NO_PRIVILEGE_REASON, SYNC_TO_OUTLOOK, CrmToOutlookRun
+from shared.sync.crm_privilege import NO_PRIVILEGE_REASON, SYNC_TO_OUTLOOK
+from shared.sync.crm_run import CrmToOutlookRun
 from shared.sync.field_rules import FixedFieldDirection, check_field_directions
 from shared.sync.fieldmaps import field_map
 from shared.sync.job import (

@@ -2,7 +2,8 @@
 
 1. prepares everything planning needs, a page at a time: tracking verdicts (mail), the bodies of
    tracked mail only (batched), link rows (the kind's whole link map in one scan when the page is
-   big against it), the CRM record each item maps to, and the facts only I/O can tell
+   big against it), the CRM record each item maps to (also where a crash lost a link write:
+   :mod:`shared.sync.link_recovery`), and the facts only I/O can tell
    (:class:`~shared.sync.plan.PlanFacts`: a moved message, another mailbox's link, the calendar
    window, tracking's regarding and attachments);
 2. reads the page's CRM records in one request, as the mailbox's CRM user; 3. plans each item
@@ -36,17 +37,8 @@ from shared.sync.crm_reads import left_window, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.lease import LeaseKeeper
-from shared.sync.links import (
-    LinkView,
-    as_written,
-    clear_crm_creates,
-    clear_updates,
-    crm_lost_link,
-    crm_lost_links,
-    from_stored_link,
-    lost_link,
-    note_crm_creates,
-)
+from shared.sync.link_recovery import CRM_MADE, as_written_copies, lost_creates, lost_links, orphaned
+from shared.sync.links import LinkView, clear_crm_creates, clear_updates, from_stored_link, note_crm_creates
 from shared.sync.plan import Action, CreateInCrm, CrmState, Link, OutlookState, PlanFacts, SyncPolicy
 from shared.sync.planner import plan_item
 from shared.sync.policies import is_tracked
@@ -111,7 +103,7 @@ class RunState:
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
+class Prepared:
     """An item ready to plan: its Outlook state, the link that holds it (its own row, or for an
     unlinked email or meeting another copy's), the CRM record it maps to, and its facts."""
 
@@ -160,10 +152,12 @@ class PageSync:
         series: list[_Planned] = []
         if run.ref.kind is ItemKind.APPOINTMENT:
             series, items = await self._plan_series(run, items)
-        prepared = await self._lost_creates(run, await self._lost_links(run, await self._prepare(run, items)))
+        sync_state = self._store.sync_state
+        prepared = await lost_links(sync_state, run, await self._prepare(run, items))
+        prepared = await lost_creates(sync_state, run, prepared)
         states = await self._read_crm_states(run, prepared)
         prepared = await self._adopt(run, prepared, states)
-        prepared = await self._as_written(run, [_orphaned(entry, states) for entry in prepared], states)
+        prepared = await as_written_copies(sync_state, run, [orphaned(e, states) for e in prepared], states)
         policy = await field_rules(self._crm).policy(run.mailbox, run.ref.kind)
         planned: list[_Planned] = []
         for entry in prepared:
@@ -183,7 +177,7 @@ class PageSync:
         table = field_map(run.ref.kind).table
         of_series = {id(plan) for plan in series}  # linked by SeriesSync as it writes them
         creating = [(p.item.item_id, p.actions) for p in busy if p.new_link and id(p) not in of_series]
-        if run.ref.kind in _CRM_MADE:  # the intents, before the CRM writes (see _lost_creates)
+        if run.ref.kind in CRM_MADE:  # the intents, before the CRM writes (see link_recovery.py)
             await note_crm_creates(self._store.sync_state, run.mailbox.mailbox_id, table, creating)
         results = await run.applier.apply(
             [ItemPlan(plan.actions, plan.projection, plan.new_link) for plan in busy]
@@ -201,7 +195,7 @@ class PageSync:
             if isinstance(action, CreateInCrm)
         ]
         created += [str(e.record_id) for e in prepared if e.lost_create and e.item.item_id in applied]
-        if run.ref.kind in _CRM_MADE:
+        if run.ref.kind in CRM_MADE:
             await clear_crm_creates(self._store.sync_state, run.mailbox.mailbox_id, table, created)
         if relinked:  # their intents are done: linked, or taken through the delete rules
             await self._store.sync_state.clear_creates(run.mailbox.mailbox_id, table, relinked)
@@ -251,7 +245,7 @@ class PageSync:
 
     # -- prepare ----------------------------------------------------------------------------------
 
-    async def _prepare(self, run: RunState, items: list[OutlookItem]) -> list[_Prepared]:
+    async def _prepare(self, run: RunState, items: list[OutlookItem]) -> list[Prepared]:
         """Tracking verdicts, tracked mail bodies (batched), link rows, the CRM record each item maps
         to and its facts: everything planning needs, read a page at a time."""
         fmap = field_map(run.ref.kind)
@@ -297,7 +291,7 @@ class PageSync:
             ready.append((listed.model_copy(update={"item": content}), tracked))
         return ready
 
-    async def _linked(self, run: RunState, item: OutlookItem, tracked: bool) -> _Prepared | None:
+    async def _linked(self, run: RunState, item: OutlookItem, tracked: bool) -> Prepared | None:
         """The item with the link that holds it, the record it maps to and its facts; ``None``:
         nothing to do."""
         kind = run.ref.kind
@@ -308,10 +302,10 @@ class PageSync:
             facts = await self._facts(run, item, link, own_link=True, tracked=tracked)
             if attendee_copy(run.mailbox.mailbox_id, item, link.crm_id):
                 facts = dataclasses.replace(facts, attendee_copy=True)
-            return _Prepared(item, outlook, link, link.crm_id, own_link=True, facts=facts)
+            return Prepared(item, outlook, link, link.crm_id, own_link=True, facts=facts)
         if outlook.item is None or outlook.gone is not None:
-            if kind in _CRM_MADE:  # unless a create of it lost its link write: see _lost_creates
-                return _Prepared(item, outlook, None, None, own_link=False)
+            if kind in CRM_MADE:  # unless a create of it lost its link write: see link_recovery.py
+                return Prepared(item, outlook, None, None, own_link=False)
             return None  # gone (or untracked) and never linked: nothing to do
         record_id = outlook.crm_id or crm_record_id(
             kind, natural_key(run.mailbox.mailbox_id, item.item_id, outlook.item)
@@ -323,107 +317,7 @@ class PageSync:
             same = await run.links.by_crm(field_map(kind).table, str(record_id))
         copy = from_stored_link(same) if same is not None else None
         facts = await self._facts(run, item, copy, own_link=False, tracked=tracked)
-        return _Prepared(item, outlook, copy, record_id, own_link=False, facts=facts)
-
-    async def _lost_links(self, run: RunState, prepared: list[_Prepared]) -> list[_Prepared]:
-        """Unlinked items that are copies a CRM -> Outlook run made before it died between the Graph
-        create and the link write (its create intent is still recorded): they map to the record
-        they were made from, never to a new one. Such a copy is linked to its record (the planner
-        merges the two), or, when the record was deleted meanwhile (its delete was routed by no
-        link), takes the delete rules. A storage read per page with new items; Graph is asked (a
-        lookup by CRM id per intent) only after such a crash."""
-        fresh = {
-            entry.item.item_id: entry
-            for entry in prepared
-            if entry.link is None and entry.outlook.item is not None and entry.outlook.gone is None
-        }
-        table = field_map(run.ref.kind).table
-        if not fresh or run.find_created is None or run.ref.kind not in _CRM_MADE:
-            return prepared
-        pending = await self._store.sync_state.pending_creates(run.mailbox.mailbox_id, table)
-        found: dict[str, uuid.UUID] = {}
-        for crm_id, title in pending.items():
-            record_id = uuid.UUID(crm_id)
-            item = await run.find_created(record_id, title=title)
-            if item is not None and item.item_id in fresh:
-                found[item.item_id] = record_id
-        return [
-            dataclasses.replace(entry, record_id=found[entry.item.item_id], from_crm=True)
-            if entry.item.item_id in found
-            else entry
-            for entry in prepared
-        ]
-
-    async def unlisted_creates(self, run: RunState) -> list[OutlookItem]:
-        """At a round's end: the items an earlier run created records for before it died ahead of
-        the link write, which this round did not list - deleted since (a delta reports no delete of
-        an item it never listed), read by id, so their records take the delete rules
-        (:meth:`_lost_creates`). One storage read per round, Graph only after such a crash."""
-        if run.ref.kind not in _CRM_MADE:
-            return []
-        table = field_map(run.ref.kind).table
-        lost = await crm_lost_links(self._store.sync_state, run.mailbox.mailbox_id, table)
-        unlisted = [i for i in lost if i not in run.seen and i not in run.parked_ids]
-        if not unlisted:
-            return []
-        return await self._reader.read_items(
-            run.mailbox.mailbox_id,
-            run.ref.kind,
-            unlisted,
-            task_list_id=run.ref.task_list_id,
-            mailbox_address=run.mailbox.upn,
-        )
-
-    async def _lost_creates(self, run: RunState, prepared: list[_Prepared]) -> list[_Prepared]:
-        """Items gone from Outlook that no link holds: nothing to do, unless an earlier run created
-        their record and died before the link write (its intent still recorded, see
-        :func:`~shared.sync.links.note_crm_creates`). Such an item's next delta may only say it was
-        deleted, which tells no record: the intent does, and the item takes the delete rules as if
-        the link had been written, instead of leaving its record behind (for a CRM -> Outlook run
-        to copy it back). One storage read per page with such items."""
-        if all(entry.record_id is not None for entry in prepared):
-            return prepared
-        table = field_map(run.ref.kind).table
-        lost = await crm_lost_links(self._store.sync_state, run.mailbox.mailbox_id, table)
-        found: list[_Prepared] = []
-        for entry in prepared:
-            record_id = entry.record_id or lost.get(entry.item.item_id)
-            if record_id is None:
-                continue  # gone and never linked: nothing to do
-            if entry.record_id is not None:
-                found.append(entry)
-                continue
-            link = crm_lost_link(entry.item.item_id, record_id)
-            found.append(
-                dataclasses.replace(entry, link=link, record_id=record_id, own_link=True, lost_create=True)
-            )
-        return found
-
-    async def _as_written(
-        self, run: RunState, prepared: list[_Prepared], states: dict[uuid.UUID, CrmState]
-    ) -> list[_Prepared]:
-        """Copies of records deleted in the CRM holding what a CRM -> Outlook update wrote before
-        its link write was lost get the link that write would have left (:func:`as_written`): not
-        changed by the user, they take the delete rules instead of bringing the record back."""
-        copies = {
-            entry.record_id: (entry.link, entry.outlook.item)
-            for entry in prepared
-            if entry.own_link
-            and entry.link is not None
-            and entry.record_id is not None
-            and entry.outlook.item is not None
-            and entry.outlook.gone is None
-            and entry.record_id in states
-            and states[entry.record_id].values is None
-        }
-        table = field_map(run.ref.kind).table
-        found = await as_written(self._store.sync_state, run.mailbox.mailbox_id, table, copies)
-        return [
-            dataclasses.replace(entry, link=found[entry.record_id], rewritten=True)
-            if entry.record_id in found and entry.own_link
-            else entry
-            for entry in prepared
-        ]
+        return Prepared(item, outlook, copy, record_id, own_link=False, facts=facts)
 
     @staticmethod
     async def _facts(
@@ -439,8 +333,8 @@ class PageSync:
         return decision.tracked if decision is not None else is_tracked(run.mailbox.settings, item)
 
     async def _adopt(
-        self, run: RunState, prepared: list[_Prepared], states: dict[uuid.UUID, CrmState]
-    ) -> list[_Prepared]:
+        self, run: RunState, prepared: list[Prepared], states: dict[uuid.UUID, CrmState]
+    ) -> list[Prepared]:
         """Unlinked items whose deterministic record does not exist may be in the CRM already
         (tracked before crmsync): link them to that record instead of creating a duplicate. Looked
         up in full reads (onboarding, resync), where a mailbox meets what was tracked before it;
@@ -470,7 +364,7 @@ class PageSync:
             logger.info("existing CRM records not looked up (%s): creating new ones", error.code)
             return prepared
         table = field_map(run.ref.kind).table
-        result: list[_Prepared] = []
+        result: list[Prepared] = []
         taken: set[uuid.UUID] = set()
         for entry in prepared:
             record_id = adopted.get(entry.item.item_id)
@@ -491,7 +385,7 @@ class PageSync:
             result.append(dataclasses.replace(entry, record_id=record_id, link=link, facts=facts))
         return result
 
-    async def _read_crm_states(self, run: RunState, prepared: list[_Prepared]) -> dict[uuid.UUID, CrmState]:
+    async def _read_crm_states(self, run: RunState, prepared: list[Prepared]) -> dict[uuid.UUID, CrmState]:
         """The page's CRM records in one request; if the user may not read them all, item by item
         (so only the items concerned are parked)."""
         ids = list(dict.fromkeys(entry.record_id for entry in prepared if entry.record_id is not None))
@@ -511,7 +405,7 @@ class PageSync:
 
     # -- plan -------------------------------------------------------------------------------------
 
-    def _plan(self, run: RunState, entry: _Prepared, crm: CrmState | None, policy: SyncPolicy) -> _Planned:
+    def _plan(self, run: RunState, entry: Prepared, crm: CrmState | None, policy: SyncPolicy) -> _Planned:
         kind, outlook = run.ref.kind, entry.outlook
         facts = entry.facts
         if (
@@ -577,16 +471,3 @@ class PageSync:
         run.parked_ids.add(item.item_id)
         telemetry.record_parked(run.ref.kind.value, reason)
         logger.warning("parked a %s item: %s (%s)", run.ref.kind.value, reason, error.code)
-
-
-_CRM_MADE = frozenset({ItemKind.CONTACT, ItemKind.APPOINTMENT, ItemKind.TASK})  # CRM -> Outlook kinds
-
-
-def _orphaned(entry: _Prepared, states: dict[uuid.UUID, CrmState]) -> _Prepared:
-    """A lost-link copy whose record is gone gets the link its create would have written, so the
-    planner's delete rules apply to it (as to any copy whose record was deleted in the CRM)."""
-    if not entry.from_crm or entry.record_id is None or entry.record_id not in states:
-        return entry
-    if states[entry.record_id].values is not None:
-        return entry  # the record lives: linked as existing copies
-    return dataclasses.replace(entry, link=lost_link(entry.item, entry.record_id), own_link=True)

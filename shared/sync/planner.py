@@ -12,35 +12,13 @@ Change detection, as vdirsyncer does it: the version first (change key, ETag), t
 hash, so a version bump without a content change - typically the echo of our own write - is not a
 change. Field values are then merged three ways (:mod:`shared.sync.merge`).
 
-Delete policy ``dynamics`` follows "Deleting records that have been tracked with Dynamics 365 for
-Outlook" (MicrosoftDocs/dynamics-365-customer-engagement, ce/outlook-addin/user-guide/
-delete-records-that-have-been-tracked.md), which holds for server-side synchronization too:
-
-- Outlook delete: a tracked email or contact stays in the CRM; an appointment or task is deleted
-  in the CRM - here only if the mailbox user owns the record (the connector acts as the user and
-  never deletes what another user owns; shared meetings and messages are kept).
-- Untracking: the CRM copy is deleted only if the user owns it, and an appointment only if it is
-  not over yet.
-- CRM delete: an email stays in Outlook; a contact is removed from Outlook unless the user owns
-  the record; an appointment is removed if the user owned it and it is not over; a task is removed
-  if it is not completed.
-- A side that changed since the last sync is never deleted because the other side was: the CRM
-  copy is kept (unlinked) when it changed after the Outlook delete, and an Outlook item changed
-  after the CRM delete is created in the CRM again (vdirsyncer: "deleted on one side but modified
-  on the other"), except email, which the CRM keeps as a record and never re-creates.
-- A CRM delete stands: an Outlook item the delete policy keeps becomes untracked, as Dynamics
-  untracks it ("the item is no longer tracked"). Its link row stays as a tombstone, so neither a
-  later full read nor a later edit of the item in Outlook creates the record again (Dynamics never
-  re-tracks an item on its own either); the tombstone goes when the item is deleted in Outlook.
-  A message is untracked by its category instead (the user may track it again).
+The delete rules - what a delete, or an untracking, on one side does to the other - are
+:mod:`shared.sync.planner_deletes`'s.
 
 A link write lost after crmsync's CRM write (a crash, a failed storage call) leaves the record
 changed since the link; crmsync's own last write for the mailbox (``CrmState.synced_last``) is no
 CRM change, though: the record holds the item as crmsync last copied it, that is the base, and the
 item's edits since win (the tie-break would put the older value back on both sides).
-
-Policy ``unlink`` never deletes anything: gone on one side only removes the link (a CRM delete
-leaves a tombstone, as above).
 
 The planner is the only place where sync decisions are taken. What needs I/O to know - a message
 moved to another folder, another mailbox still tracking a CRM email, an appointment that left the
@@ -58,18 +36,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.domain.bases import FieldBase
-from shared.domain.model import (
-    Appointment,
-    Contact,
-    FieldDirection,
-    ItemKind,
-    Task,
-    TaskStatus,
-    content_hash,
-)
+from shared.domain.model import FieldDirection, ItemKind, content_hash
 from shared.sync.fieldmaps import FieldMap, crm_content_hash, crm_record_id, field_map, natural_key
-from shared.sync.fieldmaps.base import FLOWS_TO_OUTLOOK, CrmValue, canonical_crm_value, parse_utc
-from shared.sync.merge import Side, merge_fields, unit_fingerprints
+from shared.sync.fieldmaps.base import FLOWS_TO_OUTLOOK, CrmValue, canonical_crm_value
+from shared.sync.merge import merge_fields, unit_fingerprints
 from shared.sync.plan import (
     SECURED_SKIPPED,
     SECURED_UNREADABLE,
@@ -78,25 +48,21 @@ from shared.sync.plan import (
     CreateInCrm,
     CreateInOutlook,
     CrmState,
-    DeleteInCrm,
-    DeleteInOutlook,
-    DeletePolicy,
     DropLink,
     GoneReason,
     Link,
-    NeutralContent,
     OutlookState,
     PlanFacts,
     PresentItem,
     SecuredField,
     Skip,
     SyncPolicy,
-    UnlinkOnly,
     UpdateCrm,
     UpdateOutlook,
     WriteLink,
 )
-from shared.sync.planner_email import untrack_message, with_tracking
+from shared.sync.planner_deletes import crm_gone, outlook_gone, tombstoned
+from shared.sync.planner_email import with_tracking
 
 NO_FACTS = PlanFacts()
 
@@ -139,7 +105,7 @@ def plan_item(
         if crm is not None and crm.values is not None
         else None
     )
-    planner = _ItemPlanner(fmap, kind, mailbox_id, policy, now, facts)
+    planner = ItemPlanner(fmap, kind, mailbox_id, policy, now, facts)
     if (
         facts.attendee_copy
         and present is not None
@@ -191,7 +157,10 @@ def _canonical(
 
 
 @dataclass(frozen=True, slots=True)
-class _ItemPlanner:
+class ItemPlanner:
+    """One item's planning: the cases of :func:`plan_item` (the delete rules in
+    :mod:`shared.sync.planner_deletes`) and the actions they write."""
+
     fmap: FieldMap[Any]
     kind: ItemKind
     mailbox_id: str
@@ -269,14 +238,14 @@ class _ItemPlanner:
         crm_values: dict[str, CrmValue] | None,
     ) -> list[Action]:
         if link.crm_deleted:
-            return self.tombstoned(link, present, crm, crm_values)
+            return tombstoned(self, link, present, crm, crm_values)
         if crm_values is None:
             if present is None:
                 # Gone on both sides -> forget the link.
                 return [DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason="gone on both sides")]
-            return self.crm_gone(link, present)
+            return crm_gone(self, link, present)
         if present is None:
-            return self.outlook_gone(link, outlook, crm, crm_values)
+            return outlook_gone(self, link, outlook, crm, crm_values)
         if crm.synced_last and self.crm_changed(link, crm, crm_values):
             # crmsync wrote the record after this link, and that run's link write was lost: the
             # record holds this item as it was then, which is the base; the item's changes since win.
@@ -330,19 +299,6 @@ class _ItemPlanner:
         reason = "an attendee's copy of the organizer's meeting"
         return [WriteLink(link=followed, reason=reason)]
 
-    def tombstoned(
-        self, link: Link, present: PresentItem | None, crm: CrmState, crm_values: dict[str, CrmValue] | None
-    ) -> list[Action]:
-        """The CRM's delete was applied and the Outlook item kept, untracked (see the module docstring)."""
-        if present is None:
-            # The kept item is gone too -> forget the tombstone (the CRM record is not touched).
-            return [DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason="untracked item gone")]
-        if crm_values is None:
-            # Read again (a full read, an edit in Outlook): the CRM's delete stands.
-            return [Skip(reason="deleted in the CRM; the Outlook item is kept, no longer synced")]
-        # The record exists again (restored under its id): link the two copies afresh.
-        return self.merge(present, crm, crm_values, {}, "the CRM record deleted before exists again")
-
     def outlook_changed(self, link: Link, present: PresentItem) -> bool:
         if present.change_key is not None and present.change_key == link.outlook_change_key:
             return False
@@ -357,88 +313,6 @@ class _ItemPlanner:
         if crm.etag is not None and crm.etag == link.crm_etag:
             return False
         return crm_content_hash(self.fmap, crm_values) != link.crm_hash
-
-    def outlook_gone(
-        self, link: Link, outlook: OutlookState, crm: CrmState, crm_values: Mapping[str, CrmValue]
-    ) -> list[Action]:
-        untracked = outlook.gone is GoneReason.UNTRACKED
-        verb = "untracked" if untracked else "deleted"
-        if self.crm_changed(link, crm, crm_values) and not crm.synced_last:
-            # Gone from Outlook, but the CRM record changed since the last sync (not by crmsync's
-            # own write of this item) -> keep it, unlink.
-            reason = f"{verb} in Outlook but changed in the CRM since last sync: CRM record kept"
-            return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=reason)]
-        if self.kind is ItemKind.EMAIL and self.facts.other_mailbox_holds:
-            # One CRM email per message across mailboxes: another mailbox still tracks it -> kept.
-            reason = f"{verb} in Outlook; another mailbox still tracks this CRM email: kept"
-            return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=reason)]
-        if self.deletes_crm_record(untracked, crm.owned_by_user, crm_values):
-            # Gone from Outlook, CRM unchanged, and the delete policy says the CRM copy goes too.
-            reason = f"{verb} in Outlook; the user owns the CRM record"
-            return [
-                DeleteInCrm(table=self.fmap.table, record_id=link.crm_id, if_match=crm.etag, reason=reason),
-                DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason=reason),
-            ]
-        reason = f"{verb} in Outlook; the delete policy keeps the CRM record"
-        return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=reason)]
-
-    def deletes_crm_record(self, untracked: bool, owned: bool, crm_values: Mapping[str, CrmValue]) -> bool:
-        if self.policy.delete_policy is DeletePolicy.UNLINK or not owned:
-            return False
-        if untracked:
-            return self.kind is not ItemKind.APPOINTMENT or not self.is_over(crm_values.get("scheduledend"))
-        return self.kind in (ItemKind.APPOINTMENT, ItemKind.TASK)
-
-    def is_over(self, end: CrmValue) -> bool:
-        ended = parse_utc(end) if isinstance(end, str) else None
-        return ended is not None and ended < self.now
-
-    def crm_gone(self, link: Link, present: PresentItem) -> list[Action]:
-        item = present.item
-        if self.kind is ItemKind.EMAIL:
-            # Deleting a CRM email never touches the mailbox, and the CRM's deletion stands.
-            reason = "deleted in the CRM; the message stays in Outlook"
-            return [
-                *untrack_message(present.item_id, present.categories, self.policy, reason),
-                UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.OUTLOOK, reason=reason),
-            ]
-        if self.outlook_changed(link, present):
-            # Deleted in the CRM but changed in Outlook since the last sync -> create it again.
-            return self.create_in_crm(present, link.crm_id, "deleted in the CRM but changed in Outlook since")
-        if self.deletes_outlook_item(link, item):
-            reason = "deleted in the CRM; the delete policy removes the Outlook copy"
-            return [
-                DeleteInOutlook(item_id=link.outlook_id, reason=reason),
-                DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason=reason),
-            ]
-        reason = "deleted in the CRM; the delete policy keeps the Outlook item, untracked"
-        tombstone = dataclasses.replace(
-            link,
-            outlook_change_key=present.change_key,
-            outlook_hash=content_hash(item),
-            crm_etag=None,
-            crm_deleted=True,
-        )
-        return [
-            UnlinkOnly(
-                outlook_id=link.outlook_id,
-                crm_id=link.crm_id,
-                kept=Side.OUTLOOK,
-                reason=reason,
-                tombstone=tombstone,
-            )
-        ]
-
-    def deletes_outlook_item(self, link: Link, item: NeutralContent) -> bool:
-        if self.policy.delete_policy is DeletePolicy.UNLINK:
-            return False
-        if isinstance(item, Contact):
-            return not link.owned_by_user
-        if isinstance(item, Appointment):
-            return link.owned_by_user and item.end >= self.now
-        if isinstance(item, Task):
-            return item.status is not TaskStatus.COMPLETED
-        return False
 
     # -- writes --------------------------------------------------------------------------------
 

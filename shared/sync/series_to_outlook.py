@@ -69,7 +69,7 @@ from shared.sync.fieldmaps.series import (
 from shared.sync.links import to_stored_link
 from shared.sync.notes import SERIES_NOT_EXPRESSIBLE, leave_note
 from shared.sync.plan import Action, DeleteInOutlook
-from shared.sync.series import instance_link
+from shared.sync.series_instances import instance_link
 
 logger = logging.getLogger(__name__)
 
