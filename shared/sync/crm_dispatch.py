@@ -18,7 +18,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _R = TypeVar("_R")
 LEASE_RETRY_DELAY_SECONDS = 2
 THROTTLED_RETRY_SECONDS = 30  # when Dataverse names no wait (unavailable, timed out)
+JOIN_SECONDS = 0.01  # how long a message waits for those handed in with it (see _join)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +71,8 @@ class SharedRuns:
     async def run(self, work: CrmWork) -> CrmRunReport:
         key = (work.mailbox_id or "", work.table)
         mine: _Waiting[CrmRunReport] = _Waiting(work)
-        self._waiting.setdefault(key, []).append(mine)
-        async with self._locks.setdefault(key[0], asyncio.Lock()):  # one lease per mailbox
-            if not mine.done.done():
-                await self._lead(key, mine)
-        return mine.done.result()
+        lock = self._locks.setdefault(key[0], asyncio.Lock())  # one lease per mailbox
+        return await _join(self._waiting, key, mine, lock, lambda: self._lead(key, mine))
 
     async def _lead(self, key: tuple[str, str], mine: _Waiting[CrmRunReport]) -> None:
         batch, changed, deleted = _take(self._waiting, key, mine)
@@ -107,11 +105,8 @@ class SharedRoutes:
 
     async def route(self, work: CrmWork) -> int:
         mine: _Waiting[int] = _Waiting(work)
-        self._waiting.setdefault(work.table, []).append(mine)
-        async with self._locks.setdefault(work.table, asyncio.Lock()):
-            if not mine.done.done():
-                await self._lead(work.table, mine)
-        return mine.done.result()
+        lock = self._locks.setdefault(work.table, asyncio.Lock())
+        return await _join(self._waiting, work.table, mine, lock, lambda: self._lead(work.table, mine))
 
     async def _lead(self, table: str, mine: _Waiting[int]) -> None:
         batch, changed, deleted = _take(self._waiting, table, mine)
@@ -131,6 +126,25 @@ class SharedRoutes:
 
 
 _K = TypeVar("_K")
+
+
+async def _join(
+    waiting: dict[_K, list[_Waiting[_R]]],
+    key: _K,
+    mine: _Waiting[_R],
+    lock: asyncio.Lock,
+    lead: Callable[[], Awaitable[None]],
+) -> _R:
+    """Wait under ``key`` for the lock; then lead (take the waiting messages and run them as one)
+    unless the leader before took this message. A short pause first lets the messages the host
+    handed in with this one join it: without it the first of a batch always went alone (chaos:
+    2,217 routings for the CRM -> Outlook queue's backlog in the quiet of 3,000 operations)."""
+    waiting.setdefault(key, []).append(mine)
+    await asyncio.sleep(JOIN_SECONDS)
+    async with lock:
+        if not mine.done.done():
+            await lead()
+    return mine.done.result()
 
 
 def _take(
