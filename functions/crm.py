@@ -4,9 +4,10 @@ is in functions/timers.py).
 The webhook is anonymous to the host: Dataverse's WebhookKey authentication sends the key as
 ``?code=``, checked in constant time against ``CRMSYNC_CRM_WEBHOOK_KEY`` by
 ``shared.sync.crm_intake`` (a wrong or missing key: 403; a body that is not a RemoteExecutionContext
-of a table and message crmsync registers: 400 / 413; nothing queued). It answers 202 once the routing
-work is queued; storage failing, or not answering within ``DEADLINE_SECONDS``: 503, so
-Dataverse's system job fails and shows it (the change-tracking timer still carries the change).
+of a table and message crmsync registers: 400 / 413; nothing queued). It answers 202 once the
+table's change read is marked due (and queued, if the mark is new); storage failing, or not
+answering within ``DEADLINE_SECONDS``: 503, so Dataverse's system job fails and shows it (the
+change-tracking timer still carries the change).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ async def crm_webhook(req: func.HttpRequest) -> func.HttpResponse:
                 req.get_body(),
                 code=req.params.get("code"),
                 expected_key=key.get_secret_value() if key is not None else None,
+                store=await runtime.store(),
                 queue=await runtime.crm_work(),
                 declared_length=req.headers.get("content-length"),
             )
@@ -65,5 +67,6 @@ async def crm_worker(msg: func.QueueMessage) -> None:
         router=await runtime.crm_routes(),
         runner=await runtime.crm_runs(),
         queue=await runtime.crm_work(),
+        feed=await runtime.change_feed(),
     )
     log.info("CRM work %s (%d runs)", outcome.status, outcome.runs)

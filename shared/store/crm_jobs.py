@@ -1,10 +1,13 @@
 """CRM -> Outlook work queue messages: routing work and per-mailbox runs.
 
-One queue (``<job queue>-crm``), two shapes of :class:`CrmWork`:
+One queue (``<job queue>-crm``), three shapes of :class:`CrmWork`:
 
+- source ``changes_due``: the Dataverse webhook reported changes of a table; the worker reads the
+  table's change tracking and routes what it lists (one message per burst of changes, not per
+  change: :mod:`shared.sync.crm_intake`);
 - ``mailbox_id`` unset: *routing* work - records of one table changed or were deleted in the CRM
-  (from the Dataverse webhook or the change-tracking timer); the worker finds the mailboxes they
-  concern and enqueues one run per mailbox;
+  (from the change-tracking timer); the worker finds the mailboxes they concern and enqueues one
+  run per mailbox;
 - ``mailbox_id`` set: a *run* - sync these records of this table into this mailbox's Outlook.
 
 Messages hold ids only (never content); Base64 text like the sync job queue.
@@ -32,6 +35,7 @@ def crm_queue_name(job_queue: str) -> str:
 
 
 class CrmWorkSource(enum.StrEnum):
+    CHANGES_DUE = "changes_due"
     WEBHOOK = "webhook"
     CHANGE_TRACKING = "change_tracking"
     RECONCILIATION = "reconciliation"

@@ -1,15 +1,16 @@
 """What the CRM -> Outlook queue worker and timer do, host-independent (functions/ only parses and calls).
 
-A message without a mailbox is routing work (:class:`~shared.sync.routing.Router`); one with a
-mailbox is a run (:class:`~shared.sync.crm_run.CrmToOutlookRun`). A mailbox lease still held after
-the run waited a few seconds for it re-enqueues the run with a short delay; an unknown mailbox or
-a malformed message is dropped with a log line. Dataverse throttling (service protection limits,
-429) or unavailability re-enqueues the work after the wait Dataverse asks for: it is not the
-message's fault, and a poisoned delete would never come back (change tracking has already reported
-it). Any other failure
-propagates so the queue retries (and finally poisons it - the change-tracking timer and the next
-change of the record bring a change back: the failed run's records are forgotten by routing's
-memory of queued runs, :mod:`shared.sync.crm_routed`).
+A ``changes_due`` message reads its table's change tracking and routes what it lists in the
+worker (:meth:`~shared.sync.crm_changes.ChangeFeed.read_due`). Any other message without a mailbox
+is routing work (:class:`~shared.sync.routing.Router`); one with a mailbox is a run
+(:class:`~shared.sync.crm_run.CrmToOutlookRun`). A mailbox lease still held after the run waited a
+few seconds for it re-enqueues the run with a short delay; an unknown mailbox or a malformed
+message is dropped with a log line. Dataverse throttling (service protection limits, 429) or
+unavailability re-enqueues the work after the wait Dataverse asks for: it is not the message's
+fault, and a poisoned delete would never come back (change tracking has already reported it). Any
+other failure propagates so the queue retries (and finally poisons it - the change-tracking timer
+and the next change of the record bring a change back: the failed run's records are forgotten by
+routing's memory of queued runs, :mod:`shared.sync.crm_routed`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from shared.crm.errors import CrmError
-from shared.store.crm_jobs import MAX_IDS, CrmWork, CrmWorkQueue
+from shared.store.crm_jobs import MAX_IDS, CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.errors import LeaseHeld, MailboxNotFound
 from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import InvalidJob
+from shared.sync.crm_changes import ChangeFeed
 from shared.sync.crm_run import CrmRunOutcome, CrmRunReport, CrmToOutlookRun
 from shared.sync.routing import Router
 
@@ -39,7 +41,7 @@ JOIN_SECONDS = 0.01  # how long a message waits for those handed in with it (see
 
 @dataclass(frozen=True, slots=True)
 class CrmWorkOutcome:
-    status: str  # routed | synced | requeued | dropped
+    status: str  # read | routed | synced | requeued | dropped
     runs: int = 0
     report: CrmRunReport | None = None
 
@@ -183,6 +185,7 @@ async def run_crm_work(
     router: Router | SharedRoutes,
     runner: CrmToOutlookRun | SharedRuns,
     queue: CrmWorkQueue,
+    feed: ChangeFeed,
 ) -> CrmWorkOutcome:
     try:
         work = CrmWork.parse(body)
@@ -190,6 +193,9 @@ async def run_crm_work(
         log.error("dropped a CRM work message: %s", exc)
         return CrmWorkOutcome("dropped")
     try:
+        if work.source is CrmWorkSource.CHANGES_DUE:
+            read = await feed.read_due(work.table, _routing(router, work))
+            return CrmWorkOutcome("read", runs=read.runs if read is not None else 0)
         if work.mailbox_id is None:
             return CrmWorkOutcome("routed", runs=await router.route(work))
         report = await runner.run(work)
@@ -213,6 +219,16 @@ async def run_crm_work(
     if report.failed or report.outcome is not CrmRunOutcome.COMPLETED:
         _forget(router, work)
     return CrmWorkOutcome("synced", report=report)
+
+
+def _routing(router: Router | SharedRoutes, due: CrmWork) -> Callable[[CrmWork], Awaitable[int]]:
+    """Route a change read's work in this worker, continuing the webhook call's trace and latency."""
+
+    async def route(work: CrmWork) -> int:
+        traced = work.model_copy(update={"traceparent": due.traceparent, "enqueued_at": due.enqueued_at})
+        return await router.route(traced)
+
+    return route
 
 
 def _forget(router: Router | SharedRoutes, work: CrmWork) -> None:

@@ -6,6 +6,11 @@ asynchronous step; with authentication WebhookKey the key arrives as the query p
 ("Register a WebHook"). A response outside 2xx fails the system job, so the answer must be quick;
 the heavy work happens in the queue worker.
 
+A call says "this table changed": it marks the table's change read due and only the call that set
+the mark queues a ``changes_due`` message; the worker reads the table's change tracking and routes
+every change it lists (:meth:`shared.sync.crm_changes.ChangeFeed.read_due`). A burst of changes is
+one queued message, not one per change.
+
 Only ``MessageName``, ``PrimaryEntityName``, ``PrimaryEntityId`` and the owner (a Create's Target
 ``ownerid`` attribute, or an Assign's ``Assignee``) are read - never column values. Anything else
 about the record is read later, as the application (routing) and as the user (the run).
@@ -23,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from shared import telemetry
 from shared.outlook.notifications import NotificationRejected, PayloadTooLarge, check_declared_length
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
+from shared.store.ports import Store
+from shared.sync.crm_changes import CHANGES_PARTITION, changes_resource
+from shared.sync.intake import mark_then_enqueue
 
 MAX_BODY_BYTES = 256 * 1024  # Dataverse trims a larger context before it sends it
 MESSAGES = frozenset({"Create", "Update", "Delete", "Assign", "SetState", "SetStateDynamicEntity"})
@@ -129,11 +137,12 @@ async def accept_webhook(
     *,
     code: str | None,
     expected_key: str | None,
+    store: Store,
     queue: CrmWorkQueue,
     declared_length: str | None = None,
 ) -> CrmWork:
-    """Check the key (403), the declared length (413, before the body is read), parse (4xx), queue
-    routing work; the work queued."""
+    """Check the key (403), the declared length (413, before the body is read), parse (4xx), mark
+    the table's change read due (queueing ``changes_due`` work if the mark is new); the parsed call."""
     if not key_matches(code, expected_key):
         raise WebhookRejected("missing or wrong webhook key", 403)
     try:
@@ -144,6 +153,8 @@ async def accept_webhook(
         raise WebhookRejected(error.reason) from None
     work = parse_context(body)
     with telemetry.span("crm_notification", kind=SpanKind.SERVER, table=work.table):
-        work = work.model_copy(update={"traceparent": telemetry.traceparent()})
-        await queue.enqueue(work)
+        due = CrmWork(table=work.table, source=CrmWorkSource.CHANGES_DUE, traceparent=telemetry.traceparent())
+        await mark_then_enqueue(
+            store, CHANGES_PARTITION, changes_resource(work.table), lambda: queue.enqueue(due)
+        )
     return work

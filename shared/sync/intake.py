@@ -47,7 +47,7 @@ from shared.store.errors import InvalidKey, SubscriptionNotFound
 from shared.store.fingerprint import short_fingerprint
 from shared.store.jobs import JobQueue, JobReason, SyncJob
 from shared.store.ports import Store
-from shared.store.records import SubscriptionRecord, verify_client_state
+from shared.store.records import SubscriptionRecord, SyncState, verify_client_state
 
 log = logging.getLogger(__name__)
 
@@ -277,18 +277,8 @@ async def _mark_and_enqueue(
     marks: SharedMarks | None = None,
 ) -> int:
     async def mark(mailbox_id: str, resource: str) -> int:
-        newly_dirty: bool | None = None  # None: the mark's outcome is unknown
-        try:
-            newly_dirty = await store.sync_state.mark_dirty(mailbox_id, resource)
-            if not newly_dirty:
-                return 0
-            job = SyncJob(mailbox_id=mailbox_id, resource=resource, reason=reason, traceparent=traceparent)
-            await jobs.enqueue(job)
-        except BaseException:
-            if newly_dirty is not False:
-                await _unmark(store, mailbox_id, resource)
-            raise
-        return 1
+        job = SyncJob(mailbox_id=mailbox_id, resource=resource, reason=reason, traceparent=traceparent)
+        return await mark_then_enqueue(store, mailbox_id, resource, lambda: jobs.enqueue(job))
 
     async def one(mailbox_id: str, resource: str) -> int:
         if marks is None:
@@ -296,6 +286,36 @@ async def _mark_and_enqueue(
         return await marks.share((mailbox_id, resource), lambda: mark(mailbox_id, resource))
 
     return sum(await asyncio.gather(*(one(m, r) for m, r in targets)))
+
+
+async def mark_then_enqueue(
+    store: Store, mailbox_id: str, resource: str, enqueue: Callable[[], Awaitable[None]]
+) -> int:
+    """Mark (mailbox, resource) dirty; only the call that turned it dirty enqueues its work (1 then,
+    else 0). If that fails, the mark is taken back, so a retry of the notification marks and
+    enqueues again."""
+    newly_dirty: bool | None = None  # None: the mark's outcome is unknown
+    try:
+        newly_dirty = await store.sync_state.mark_dirty(mailbox_id, resource)
+        if not newly_dirty:
+            return 0
+        await enqueue()
+    except BaseException:
+        if newly_dirty is not False:
+            await _unmark(store, mailbox_id, resource)
+        raise
+    return 1
+
+
+async def take_mark(store: Store, mailbox_id: str, resource: str, *, attempts: int = 5) -> SyncState:
+    """Clear the dirty flag before reading; a notification in between wins the race (the flag's
+    ETag changed): read it again. After ``attempts`` lost races the flag stays (the sweep or the
+    next read takes it). The state as read last."""
+    for _ in range(attempts):
+        state = await store.sync_state.get_state(mailbox_id, resource)
+        if not state.dirty or await store.sync_state.clear_dirty(state):
+            return state
+    return await store.sync_state.get_state(mailbox_id, resource)
 
 
 async def _unmark(store: Store, mailbox_id: str, resource: str) -> None:

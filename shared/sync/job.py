@@ -66,6 +66,7 @@ from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_with
 from shared.sync.claims import stop_if_taken_over
 from shared.sync.concurrency import read_ahead
 from shared.sync.crm_reads import crm_time_zone
+from shared.sync.intake import take_mark
 from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, LeaseWaiters, acquire
 from shared.sync.link_recovery import unlisted_creates
 from shared.sync.links import LinkView, unseen_links
@@ -329,11 +330,7 @@ class MailboxSyncJob:
 
     async def _clear_dirty(self, mailbox_id: str, resource: str) -> SyncState:
         """Clear the dirty flag before reading; a notification in between wins the race: re-read."""
-        for _ in range(_CLEAR_DIRTY_ATTEMPTS):
-            state = await self._store.sync_state.get_state(mailbox_id, resource)
-            if not state.dirty or await self._store.sync_state.clear_dirty(state):
-                return state
-        return await self._store.sync_state.get_state(mailbox_id, resource)
+        return await take_mark(self._store, mailbox_id, resource, attempts=_CLEAR_DIRTY_ATTEMPTS)
 
     async def _start(
         self,

@@ -4,15 +4,17 @@ the changed and deleted ids; an expired token (0x80044352) reconciles against th
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import uuid
 
 from shared.crm.dataverse import DataverseClient
 from shared.crm.port import RecordRef, Upsert
 from shared.domain.model import ItemKind
 from shared.store import Store
-from shared.store.crm_jobs import CrmWorkQueue, CrmWorkSource
+from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.records import Link
-from shared.sync.crm_changes import ChangeFeed
+from shared.sync.crm_changes import CHANGES_PARTITION, RECENT, ChangeFeed, changes_resource
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.crm.conftest import queued
 
@@ -118,3 +120,61 @@ async def test_reconciliation_routes_only_rows_the_links_have_not_synced(
     assert edited.id in routed
     assert unlinked.id in routed
     assert synced.id not in routed
+
+
+class Routed:
+    """Routing in the worker, recorded (what ``run_crm_work`` hands ``read_due``)."""
+
+    def __init__(self) -> None:
+        self.work: list[CrmWork] = []
+
+    async def __call__(self, work: CrmWork) -> int:
+        self.work.append(work)
+        return 1
+
+
+async def _flag(store: Store, table: str) -> None:
+    """What the Dataverse webhook does for a call (shared.sync.crm_intake)."""
+    await store.sync_state.mark_dirty(CHANGES_PARTITION, changes_resource(table))
+
+
+async def test_a_change_read_the_webhook_asked_for_routes_the_burst_in_the_worker_once(
+    crm: DataverseClient, store: Store, queue: CrmWorkQueue, dataverse_sim: DataverseSimulator
+) -> None:
+    """The webhook flags the table; the first read it asks for, with no token yet, takes the
+    baseline and routes the rows just modified (the change it was told of), not every row; later
+    reads route what the token lists. Reads of one table wait for each other, and one that finds
+    the flag taken by the read before it ends without a Dataverse request."""
+    owner = RecordRef("systemuser", uuid.UUID(dataverse_sim.add_user()["systemuserid"]))
+    old = (await crm.create("task", {"subject": "old", "ownerid": owner}, caller=None)).id
+    await asyncio.sleep(1.1)  # modifiedon has whole seconds
+    fresh = (await crm.create("task", {"subject": "fresh", "ownerid": owner}, caller=None)).id
+    record = dataverse_sim.record("task", str(fresh))
+    assert record is not None
+    modified = dt.datetime.fromisoformat(str(record["modifiedon"]).replace("Z", "+00:00"))
+    feed = ChangeFeed(store=store, crm=crm, queue=queue, clock=lambda: modified + RECENT)  # "old": older
+    await _flag(store, "task")
+    routed = Routed()
+
+    first = await feed.read_due("task", routed)
+
+    assert first is not None
+    assert first.baseline
+    assert [w.changed for w in routed.work] == [(fresh,)]
+    assert await queued(queue) == []  # routed in the worker, nothing queued
+    assert not (await store.sync_state.get_state(CHANGES_PARTITION, changes_resource("task"))).dirty
+
+    burst = [
+        (await crm.create("task", {"subject": f"n{n}", "ownerid": owner}, caller=None)).id for n in range(3)
+    ]
+    await crm.delete("task", old, caller=None)
+    for _ in burst:
+        await _flag(store, "task")
+    routed.work.clear()
+    dataverse_sim.clear_requests()
+    reads = await asyncio.gather(feed.read_due("task", routed), feed.read_due("task", routed))
+
+    assert reads[1] is None  # waited for the first read, which took the flag and the burst
+    assert sorted(i for w in routed.work for i in w.changed) == sorted(burst)
+    assert [i for w in routed.work for i in w.deleted] == [old]
+    assert len([r for r in dataverse_sim.requests() if r["path"] == "tasks"]) == 1

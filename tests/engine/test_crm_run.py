@@ -20,6 +20,7 @@ from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.jobs import open_job_queue
 from shared.store.ports import LinkStore
 from shared.store.records import Link, Mailbox
+from shared.sync.crm_changes import ChangeFeed
 from shared.sync.crm_dispatch import SharedRuns, run_crm_work
 from shared.sync.crm_run import CrmRunOutcome, CrmToOutlookRun
 from shared.sync.routing import Router
@@ -290,8 +291,8 @@ async def test_runs_a_worker_is_handed_at_once_for_one_mailbox_share_the_lease_i
 ) -> None:
     """The host hands a worker several messages at once; runs of one mailbox need its lease. Each
     used to meet the lease its neighbour held and go back on the queue (chaos seed 3: 3,701 requeues
-    for 366 runs). Now they wait for each other in the worker, and those that arrive during a run
-    are run together, once."""
+    for 366 runs). Now they wait for each other in the worker, and those of one table handed in
+    together are run together, once."""
     mailbox, owner = await synced_user(engine)
     tasks = [
         await engine.crm.create("task", {"subject": f"Step {n}", "ownerid": owner}, caller=None)
@@ -316,14 +317,19 @@ async def test_runs_a_worker_is_handed_at_once_for_one_mailbox_share_the_lease_i
     )
     try:
         outcomes = await asyncio.gather(
-            *(run_crm_work(work.serialize(), router=router, runner=runs, queue=queue) for work in works)
+            *(
+                run_crm_work(
+                    work.serialize(), router=router, runner=runs, queue=queue, feed=_feed(engine, queue)
+                )
+                for work in works
+            )
         )
 
         assert [outcome.status for outcome in outcomes] == ["synced"] * 4  # none met the lease held
         assert (await jobs.client.get_queue_properties()).approximate_message_count == 0
         records = [outcome.report.records if outcome.report else None for outcome in outcomes]
-        assert records == [1, 1, 2, 2]
-        assert outcomes[2].report is outcomes[3].report  # the two tasks that waited: one run
+        assert records == [3, 1, 3, 3]
+        assert outcomes[0].report is outcomes[2].report is outcomes[3].report  # the three tasks: one run
         assert [c["surname"] for c in engine.outlook.list(mailbox.mailbox_id, "contacts")] == ["Lovelace"]
         list_id = quote(engine.task_list(mailbox.mailbox_id), safe="")
         titles = [t["title"] for t in engine.outlook.list(mailbox.mailbox_id, f"todo/lists/{list_id}/tasks")]
@@ -352,12 +358,16 @@ async def test_crm_work_throttled_by_dataverse_is_requeued_after_its_wait_not_po
     router = Router(store=engine.store, crm=engine.crm, queue=queue)
     engine.dataverse.fault("throttle", retry_after=120, count=1)  # longer than the client waits
     try:
-        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
+        outcome = await run_crm_work(
+            work.serialize(), router=router, runner=runner, queue=queue, feed=_feed(engine, queue)
+        )
         assert outcome.status == "requeued"
         assert await jobs.client.peek_messages() == []  # hidden for Dataverse's wait
         properties = await jobs.client.get_queue_properties()
         assert properties.approximate_message_count == 1
-        outcome = await run_crm_work(work.serialize(), router=router, runner=runner, queue=queue)
+        outcome = await run_crm_work(
+            work.serialize(), router=router, runner=runner, queue=queue, feed=_feed(engine, queue)
+        )
         assert outcome.status == "synced"  # the limit lifted: the same work completes
     finally:
         await jobs.client.delete_queue()
@@ -471,3 +481,7 @@ async def test_routing_a_meeting_reads_its_owner_and_parties_in_one_request(
     assert runs == 2  # the organizer's mailbox (the owner) and the attendee's (a party)
     reads = [r["path"] for r in engine.dataverse.requests(engine.token)]
     assert [p for p in reads if p in ("appointments", "activityparties")] == ["appointments"]
+
+
+def _feed(engine: Engine, queue: CrmWorkQueue) -> ChangeFeed:
+    return ChangeFeed(store=engine.store, crm=engine.crm, queue=queue)

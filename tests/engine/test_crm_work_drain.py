@@ -17,6 +17,7 @@ from shared.outlook.delta import DeltaReader
 from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.jobs import JobQueue, open_job_queue
+from shared.sync.crm_changes import ChangeFeed
 from shared.sync.crm_dispatch import SharedRoutes, run_crm_work
 from shared.sync.crm_run import CrmRunReport, CrmToOutlookRun
 from shared.sync.job import MailboxSyncJob
@@ -81,7 +82,13 @@ async def test_a_failed_run_is_routed_again_at_the_next_report_of_its_change(
     )
 
     with pytest.raises(RuntimeError):
-        await run_crm_work(run.serialize(), router=router, runner=FailingRun(), queue=queue)  # type: ignore[arg-type]
+        await run_crm_work(
+            run.serialize(),
+            router=router,
+            runner=FailingRun(),  # type: ignore[arg-type]
+            queue=queue,
+            feed=_feed(engine, queue),
+        )
 
     assert await router.route(report) == 1
 
@@ -107,7 +114,16 @@ async def test_routing_work_a_worker_is_handed_at_once_for_one_table_reads_the_r
     engine.dataverse.clear_requests()
 
     outcomes = await asyncio.gather(
-        *(run_crm_work(report, router=routes, runner=runner, queue=queue) for report in reports)
+        *(
+            run_crm_work(
+                report,
+                router=routes,
+                runner=runner,
+                queue=queue,
+                feed=_feed(engine, queue),
+            )
+            for report in reports
+        )
     )
 
     assert [outcome.status for outcome in outcomes] == ["routed"] * 3
@@ -140,7 +156,8 @@ async def test_a_run_waits_for_the_lease_an_outlook_run_holds_instead_of_going_b
         table="task", changed=(task.id,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
     )
     outcome, _ = await asyncio.gather(
-        run_crm_work(run.serialize(), router=router, runner=runner, queue=queue), outlook_run_ends()
+        run_crm_work(run.serialize(), router=router, runner=runner, queue=queue, feed=_feed(engine, queue)),
+        outlook_run_ends(),
     )
 
     assert outcome.status == "synced"
@@ -179,3 +196,7 @@ async def test_an_outlook_run_leaves_the_mailboxs_other_dirty_resources_to_their
     assert await engine.store.links.count(mailbox, ItemKind.CONTACT) == 1
     assert await engine.store.links.count(mailbox, ItemKind.TASK) == 0  # left to its own job
     assert (await engine.store.sync_state.get_state(mailbox, resources[ItemKind.TASK])).dirty
+
+
+def _feed(engine: Engine, queue: CrmWorkQueue) -> ChangeFeed:
+    return ChangeFeed(store=engine.store, crm=engine.crm, queue=queue)

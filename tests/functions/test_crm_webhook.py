@@ -1,6 +1,7 @@
 """The Dataverse webhook handler, in-process on Azurite: a right key and a RemoteExecutionContext
-queue routing work and answer 202; a missing or wrong key (403) or a body that is not such a context
-(400, 413) queue nothing; without a configured key every call is refused."""
+mark the table's change read due, queue it once per burst and answer 202; a missing or wrong key
+(403) or a body that is not such a context (400, 413) mark and queue nothing; without a configured
+key every call is refused."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import azure.functions as func
 import pytest
 
 from shared.runtime import Runtime
-from shared.store.crm_jobs import CrmWork
+from shared.store.crm_jobs import CrmWork, CrmWorkSource
+from shared.sync.crm_changes import CHANGES_PARTITION, changes_resource
 from simulators.azurite import Azurite
 from tests.fixtures.app import registered_function, sandbox_settings, use_settings
 
@@ -50,13 +52,20 @@ async def runtime(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> Runtime:
     return await use_settings(monkeypatch, {**settings, "CRMSYNC_CRM_WEBHOOK_KEY": KEY})
 
 
-async def test_a_keyed_context_is_queued_for_routing(runtime: Runtime) -> None:
-    body = _context()
-    answer = await registered_function("crm_webhook")(_request(body, KEY))
-    assert answer.status_code == 202
-    (work,) = await _queued(runtime)
-    assert work.changed == (uuid.UUID(json.loads(body)["PrimaryEntityId"]),)
-    assert work.mailbox_id is None
+async def test_a_burst_of_keyed_contexts_queues_one_change_read_per_table(runtime: Runtime) -> None:
+    """Each call used to queue the routing of its own record: a burst of Dynamics changes became a
+    queued message per change (chaos at 10,000 operations: 6,400 waiting, nearly all one record)."""
+    webhook = registered_function("crm_webhook")
+    answers = [await webhook(_request(_context(table=table), KEY)) for table in ("task",) * 5 + ("contact",)]
+    assert [a.status_code for a in answers] == [202] * 6
+    queued = await _queued(runtime)
+    assert sorted((w.table, w.source, w.changed, w.mailbox_id) for w in queued) == [
+        ("contact", CrmWorkSource.CHANGES_DUE, (), None),
+        ("task", CrmWorkSource.CHANGES_DUE, (), None),
+    ]
+    store = await runtime.store()
+    for table in ("task", "contact"):
+        assert (await store.sync_state.get_state(CHANGES_PARTITION, changes_resource(table))).dirty
     await runtime.close()
 
 
@@ -76,6 +85,8 @@ async def test_forged_or_bad_input_is_refused_and_queues_nothing(
     answer = await registered_function("crm_webhook")(_request(body, code))
     assert answer.status_code == status
     assert await _queued(runtime) == []
+    store = await runtime.store()
+    assert not (await store.sync_state.get_state(CHANGES_PARTITION, changes_resource("task"))).dirty
     await runtime.close()
 
 
