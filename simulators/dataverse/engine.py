@@ -11,7 +11,8 @@ Behaviour follows these learn.microsoft.com pages (power-apps/developer/data-pla
   representation); alternate-key addressing ``table(key='value')``.
 - "Perform conditional operations using the Web API": ``If-Match: *`` on a missing row -> 404,
   ``If-None-Match: *`` on an existing row -> 412, an etag mismatch -> 412 0x80060882, a GET with a
-  matching ``If-None-Match`` etag -> 304; ``@odata.etag`` is ``W/"<versionnumber>"``.
+  matching ``If-None-Match`` etag -> 304 (never with ``$expand`` or annotations);
+  ``@odata.etag`` is ``W/"<versionnumber>"``.
 - "Query data using the Web API": $select, $filter, $orderby, $top, $expand, $count, paging by
   ``Prefer: odata.maxpagesize`` and ``@odata.nextLink``.
 - "Use change tracking to synchronize data with external systems": ``Prefer: odata.track-changes``
@@ -242,7 +243,7 @@ class Engine:
             raise _no_row_for_key(table)
         _check_options(request.query, ROW_OPTIONS)
         record = self._existing(table, record_id, caller)
-        if request.headers.get("if-none-match", "") == etag(record):
+        if request.headers.get("if-none-match", "") == etag(record) and _may_be_not_modified(request):
             return ApiResponse(304)
         select = parse_select(request.query.get("$select"), table)
         body = {
@@ -991,6 +992,14 @@ def _check_options(query: dict[str, str], allowed: frozenset[str]) -> None:
 
 def _plain(value: Any) -> Any:
     return value.id if isinstance(value, Ref) else value
+
+
+def _may_be_not_modified(request: ApiRequest) -> bool:
+    """Conditional retrievals: a query with ``$expand`` or ``Prefer: odata.include-annotations``
+    "will never return 304 Not Modified", as related rows may have changed unseen
+    (learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
+    """
+    return "$expand" not in request.query and not _annotations(request.headers.get("prefer", ""))
 
 
 def _annotations(prefer: str) -> frozenset[str]:
