@@ -14,7 +14,8 @@ Behaviour follows these learn.microsoft.com pages (power-apps/developer/data-pla
   matching ``If-None-Match`` etag -> 304 (never with ``$expand`` or annotations);
   ``@odata.etag`` is ``W/"<versionnumber>"``.
 - "Query data using the Web API": $select, $filter, $orderby, $top, $expand, $count, paging by
-  ``Prefer: odata.maxpagesize`` and ``@odata.nextLink``.
+  ``Prefer: odata.maxpagesize`` and ``@odata.nextLink`` ("Page results": ``$top`` is ignored
+  when ``odata.maxpagesize`` is given).
 - "Use change tracking to synchronize data with external systems": ``Prefer: odata.track-changes``
   -> ``@odata.deltaLink``; the delta answers changed rows and ``$deletedEntity`` rows.
 - "Query data using FetchXml" (fetchxml/overview): ``?fetchXml=`` (module fetchxml); it takes no
@@ -359,10 +360,12 @@ class Engine:
         start_version = int(cursor.get("v", self.store.version))
         rows = self._matching(table, query.get("$filter"), caller)
         sort_records(rows, parse_orderby(query.get("$orderby"), table))
-        if "$top" in query:
+        requested_size = _page_size(request.prefer)
+        if "$top" in query and requested_size is None:
+            # "Don't use $top with Prefer: odata.maxpagesize. If you include both, $top is ignored."
+            # (learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results)
             rows = rows[: _int_option(query, "$top")]
         offset = int(cursor.get("o", 0))
-        requested_size = _page_size(request.prefer)
         page_size = requested_size or DEFAULT_PAGE_SIZE
         page = rows[offset : offset + page_size]
         selected = ",".join(property_name(table, c) for c in select) if select else ""

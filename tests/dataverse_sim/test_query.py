@@ -112,6 +112,19 @@ def test_paging_with_maxpagesize_and_next_link(dataverse_sim: DataverseSimulator
     assert sorted(seen) == [f"P{i:02d}" for i in range(7)]
 
 
+def test_top_is_ignored_with_maxpagesize(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Page results, "Don't use the $top query option while paging records": with both, $top is ignored."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 5)
+    seen: list[str] = []
+    url: str | None = f"contacts?$select=firstname&$filter=lastname eq '{tag}'&$top=3"
+    while url:
+        body = api.get(url, headers={"Prefer": "odata.maxpagesize=2"}).json()
+        seen += [row["firstname"] for row in body["value"]]
+        url = body.get("@odata.nextLink")
+    assert sorted(seen) == [f"P{i:02d}" for i in range(5)]
+
+
 def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
     name = f"Acme {uuid.uuid4()}"
