@@ -222,6 +222,8 @@ def _error_response(error: errors.DataverseError) -> Response:
 
 def _to_http(response: ApiResponse) -> Response:
     headers = {**JSON_HEADERS, **response.headers}
+    if response.text is not None:
+        return _cased(Response(response.text, response.status, headers=headers), headers)
     if response.body is None:
         return _cased(Response(status_code=response.status, headers=headers), headers)
     answer = Response(

@@ -217,7 +217,7 @@ def _render(boundary: str, part: Part, response: ApiResponse) -> str:
     lines.append("")
     lines.append(f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}")
     headers = {"OData-Version": "4.0", **response.headers}
-    body = ""
+    body = response.text or ""
     if response.body is not None:
         headers["Content-Type"] = "application/json; odata.metadata=minimal"
         body = json.dumps(response.body)

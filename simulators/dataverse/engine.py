@@ -70,12 +70,15 @@ PATH = re.compile(
 )
 KEY_PART = re.compile(r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>'(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
 DEFAULT_PAGE_SIZE = 5000
+#: "Count rows using OData": counts go up to 5,000.
+MAX_COUNT = 5000
 COLLECTION_OPTIONS = frozenset(
     {"$select", "$filter", "$orderby", "$top", "$expand", "$count", "$skiptoken", "$deltatoken", "fetchXml"}
 )
 ROW_OPTIONS = frozenset({"$select", "$expand"})
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
+TOTAL_RECORD_COUNT = "Microsoft.Dynamics.CRM.totalrecordcount"
 # Change tracking is enabled on these tables; activityparty rows travel with their activity.
 CHANGE_TRACKED = frozenset(
     {"contact", "account", "lead", "email", "appointment", "recurringappointmentmaster", "task", "systemuser"}
@@ -114,6 +117,8 @@ class ApiResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     entity_path: str | None = None
+    #: A text/plain body instead of JSON (``<entityset>/$count``).
+    text: str | None = None
 
 
 def now() -> str:
@@ -165,6 +170,8 @@ class Engine:
                 },
             )
         path = _resolve_content_id(path, request)
+        if path.endswith("/$count") and request.method == "GET":
+            return self._count(request, path.removesuffix("/$count"), caller)
         match = PATH.match(path)
         table = tables_by_entity_set().get(match.group("set")) if match else None
         if match is None or table is None:
@@ -372,8 +379,13 @@ class Engine:
         body: dict[str, Any] = {
             "@odata.context": f"{request.base_url}/$metadata#{table.entity_set}({selected})",
         }
-        if query.get("$count", "").lower() == "true":
-            body["@odata.count"] = len(rows)
+        counted = query.get("$count", "").lower() == "true"
+        if counted:
+            body["@odata.count"] = min(len(rows), MAX_COUNT)
+        if _wants(_annotations(request.prefer), TOTAL_RECORD_COUNT):
+            # "Count rows using OData": -1 without $count=true; the limit flag says whether rows passed 5,000.
+            body[f"@{TOTAL_RECORD_COUNT}"] = min(len(rows), MAX_COUNT) if counted else -1
+            body[f"@{TOTAL_RECORD_COUNT}limitexceeded"] = len(rows) > MAX_COUNT
         body["value"] = [self.project(table, r, select, caller, request) for r in page]
         applied = []
         if requested_size:
@@ -387,6 +399,21 @@ class Engine:
             applied.append("odata.track-changes")
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
         return ApiResponse(200, headers, body)
+
+    def _count(self, request: ApiRequest, entity_set: str, caller: Caller) -> ApiResponse:
+        """``GET <entityset>/$count``: "just a number", text/plain, of the rows the caller may read
+        ("Count rows using OData",
+        learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows); capped at
+        5,000 like ``$count=true`` (the simulator's reading: the page names no other limit)."""
+        table = tables_by_entity_set().get(entity_set)
+        if table is None:
+            raise errors.DataverseError(
+                404, errors.OBJECT_DOES_NOT_EXIST, f"Resource not found for the segment '{entity_set}'."
+            )
+        self.security.require(caller, "Read", table)
+        _check_options(request.query, frozenset({"$filter"}))
+        count = min(len(self._matching(table, request.query.get("$filter"), caller)), MAX_COUNT)
+        return ApiResponse(200, {"Content-Type": "text/plain"}, text=str(count))
 
     def _fetch(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
         """A FetchXml query (module fetchxml), answered in the shape of an OData query."""

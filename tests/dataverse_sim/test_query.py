@@ -125,6 +125,33 @@ def test_top_is_ignored_with_maxpagesize(dataverse_sim: DataverseSimulator, api:
     assert sorted(seen) == [f"P{i:02d}" for i in range(5)]
 
 
+def test_count_segment_is_a_plain_number(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Count rows using OData: ``<entityset>/$count`` answers just the number as text/plain."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 3)
+    response = api.get("contacts/$count", params={"$filter": f"lastname eq '{tag}'"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == "3"
+
+
+def test_counts_stop_at_5000_and_say_so_in_annotations(
+    private_sim: DataverseSimulator, private_api: httpx.Client
+) -> None:
+    """Count rows using OData: @odata.count goes up to 5,000; totalrecordcount(limitexceeded) tell more."""
+    tag = uuid.uuid4().hex
+    private_sim.seed("lead", [{"lastname": tag} for _ in range(5001)])
+    prefer = {"Prefer": 'odata.maxpagesize=1,odata.include-annotations="Microsoft.Dynamics.CRM.*"'}
+    query = {"$select": "lastname", "$filter": f"lastname eq '{tag}'"}
+    counted = private_api.get("leads", params={**query, "$count": "true"}, headers=prefer).json()
+    assert counted["@odata.count"] == 5000
+    assert counted["@Microsoft.Dynamics.CRM.totalrecordcount"] == 5000
+    assert counted["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] is True
+    uncounted = private_api.get("leads", params=query, headers=prefer).json()
+    assert uncounted["@Microsoft.Dynamics.CRM.totalrecordcount"] == -1
+    assert private_api.get("leads/$count", params={"$filter": f"lastname eq '{tag}'"}).text == "5000"
+
+
 def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
     name = f"Acme {uuid.uuid4()}"
