@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 
 from simulators.graph import events, meetings, query, resources
-from simulators.graph.core import GraphError, Json, bad_request, change_key, etag, iso_z, not_found, opaque_id
+from simulators.graph.core import (
+    GraphError,
+    Json,
+    bad_request,
+    change_key,
+    check_if_match,
+    etag,
+    iso_z,
+    not_found,
+    opaque_id,
+)
 from simulators.graph.delta import Entry
 from simulators.graph.http import Ctx, Router, json_response, parse_expand, parse_select
 from simulators.graph.resources import ODATA_TYPES
@@ -190,12 +200,18 @@ class GraphApi:
         body = resources.render(ctx.mailbox, item, ctx.view())
         return json_response(ctx, {"@odata.context": ctx.context(f"{context}/$entity"), **body}, status)
 
+    @staticmethod
+    def _checked(ctx: Ctx, item: Item) -> Item:
+        check_if_match(ctx.if_match, item.change_key)
+        return item
+
     def _create(self, ctx: Ctx, kind: Kind, container: str, *, draft: bool) -> Item:
         return create_item(self.store, ctx.mailbox, kind, container, ctx.json(), draft=draft)
 
     def _update(self, ctx: Ctx, item: Item) -> None:
         """PATCH: validate everything first, so a bad body is a 400 that changes nothing. The organizer's
         change to what attendees see goes out to them (meetings.py, event-update)."""
+        self._checked(ctx, item)
         body = ctx.json()
         extended = resources.read_extended(body)
         resources.check_writable(item.kind, body)
@@ -376,7 +392,7 @@ class GraphApi:
     async def delete_message(self, ctx: Ctx) -> Response:
         """message-delete: the message leaves the mailbox's folders (Graph keeps it in the hidden
         Recoverable Items Deletions folder, which no simulated API reads)."""
-        self.store.delete_item(ctx.mailbox, self._message(ctx))
+        self.store.delete_item(ctx.mailbox, self._checked(ctx, self._message(ctx)))
         return json_response(ctx, None, 204)
 
     async def move_message(self, ctx: Ctx) -> Response:
@@ -466,7 +482,9 @@ class GraphApi:
         return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/contacts")
 
     async def delete_contact(self, ctx: Ctx) -> Response:
-        self.store.delete_item(ctx.mailbox, ctx.mailbox.item(ctx.params["item"], Kind.CONTACT))
+        self.store.delete_item(
+            ctx.mailbox, self._checked(ctx, ctx.mailbox.item(ctx.params["item"], Kind.CONTACT))
+        )
         return json_response(ctx, None, 204)
 
     async def delta_contacts(self, ctx: Ctx) -> Response:
@@ -563,7 +581,7 @@ class GraphApi:
         box = ctx.mailbox
         master, original = events.find(box, ctx.params["item"])
         if original is None:
-            self.store.delete_item(box, master)
+            self.store.delete_item(box, self._checked(ctx, master))
             meetings.cancel(self.store, box, master)
         else:
             master.exceptions[original] = None
@@ -714,7 +732,7 @@ class GraphApi:
         return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/todo/lists('{item.container}')/tasks")
 
     async def delete_task(self, ctx: Ctx) -> Response:
-        self.store.delete_item(ctx.mailbox, self._task(ctx))
+        self.store.delete_item(ctx.mailbox, self._checked(ctx, self._task(ctx)))
         return json_response(ctx, None, 204)
 
     async def delta_tasks(self, ctx: Ctx) -> Response:

@@ -146,6 +146,7 @@ class Simulator:
             request_id=request_id,
             raw_body=call.body,
             claims=claims,
+            if_match=call.headers.get("if-match"),
         )
         if "user" not in params:
             await self.faults.apply(None, call.method, entry["path"], request.is_disconnected)

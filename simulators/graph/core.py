@@ -44,6 +44,24 @@ def not_found(what: str) -> GraphError:
     return GraphError(404, "ErrorItemNotFound", f"The specified {what} could not be found in the store.")
 
 
+def check_if_match(if_match: str | None, key: str) -> None:
+    """``If-Match`` on a write of an Outlook item: ``*`` or the item's current ``@odata.etag`` (its
+    changeKey) lets it through, another value is 412 ``ErrorIrresolvableConflict`` and changes nothing
+    (learn.microsoft.com/graph/errors: 412 "A precondition provided in the request (such as an
+    if-match header) doesn't match the resource's current state"; Exchange's code and message as
+    learn.microsoft.com/answers/questions/271870 quotes them)."""
+    if if_match is None:
+        return
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
+    if "*" not in wanted and key not in wanted:
+        raise GraphError(
+            412,
+            "ErrorIrresolvableConflict",
+            "The send or update operation could not be performed because the change key passed in "
+            "the request does not match the current change key for the item.",
+        )
+
+
 def bad_request(message: str, code: str = "ErrorInvalidRequest") -> GraphError:
     return GraphError(400, code, message)
 

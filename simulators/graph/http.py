@@ -101,6 +101,7 @@ class Ctx:
     applied: list[str] = field(default_factory=list)
     raw_body: bytes = b""
     claims: Claims | None = None  # an issued app-only token's claims; None: not limited by roles
+    if_match: str | None = None  # the request's If-Match header (core.check_if_match)
 
     def json(self) -> Json:
         if not self.raw_body:

@@ -62,6 +62,24 @@ def test_contact_crud_with_awkward_ids(graph: httpx.Client, graph_user: str) -> 
     assert gone.json()["error"]["code"] == "ErrorItemNotFound"
 
 
+def test_a_write_with_a_stale_if_match_is_412(graph: httpx.Client, graph_user: str) -> None:
+    """learn.microsoft.com/graph/errors, 412: an If-Match that is not the item's current etag fails
+    with Exchange's ErrorIrresolvableConflict; the current etag or ``*`` lets the write through."""
+    contact = graph.post(f"users/{graph_user}/contacts", json={"givenName": "Old"}).json()
+    path = f"users/{graph_user}/contacts/{seg(contact['id'])}"
+    first = {"If-Match": contact["@odata.etag"]}
+    current = graph.patch(path, json={"givenName": "New"}, headers=first).json()
+    stale = graph.patch(path, json={"givenName": "Lost"}, headers=first)
+    assert stale.status_code == 412
+    assert stale.json()["error"]["code"] == "ErrorIrresolvableConflict"
+    assert graph.delete(path, headers=first).status_code == 412
+    assert graph.get(path).json()["givenName"] == "New"
+    assert graph.patch(path, json={"givenName": "Any"}, headers={"If-Match": "*"}).status_code == 200
+    assert graph.delete(path, headers={"If-Match": current["@odata.etag"]}).status_code == 412
+    latest = graph.get(path).json()["@odata.etag"]
+    assert graph.delete(path, headers={"If-Match": latest}).status_code == 204
+
+
 def test_unknown_property_is_rejected(graph: httpx.Client, graph_user: str) -> None:
     """learn.microsoft.com/graph/errors: a body with a property the type lacks is a 400."""
     answer = graph.post(f"users/{graph_user}/contacts", json={"givenName": "A", "favouriteColour": "red"})
