@@ -11,7 +11,9 @@
   subscription's notifications that are waiting for a free connection together (up to
   ``MAX_PER_POST``), and a lone one on its own.
 - learn.microsoft.com/graph/api/resources/subscription, "Subscription lifetime": at most 10,080
-  minutes for Outlook messages, events and contacts, 4,230 minutes for To Do tasks.
+  minutes for Outlook messages, events and contacts, 4,230 minutes for To Do tasks; expirationDateTime:
+  "Any value under 45 minutes after the time of the request is automatically set to 45 minutes after
+  the request time" (a time already past is still refused).
 - learn.microsoft.com/graph/change-notifications-lifecycle-events: reauthorizationRequired,
   subscriptionRemoved and missed, POSTed to lifecycleNotificationUrl.
 """
@@ -39,6 +41,7 @@ LOG = logging.getLogger("simulators.graph.notify")
 APPLICATION_ID = "24f3b0aa-1f8d-4a40-9c3b-3c5b5f0b5e1a"
 MAX_LIFETIME_MINUTES = {Kind.MESSAGE: 10080, Kind.EVENT: 10080, Kind.CONTACT: 10080, Kind.TASK: 4230}
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
+MIN_LIFETIME = dt.timedelta(minutes=45)
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 RESOURCE_NAMES = {Kind.MESSAGE: "Messages", Kind.EVENT: "Events", Kind.CONTACT: "Contacts"}
 
@@ -197,7 +200,7 @@ class Notifier:
             raise bad_request(
                 f"Subscription expiration can only be {limit} minutes in the future.", "InvalidRequest"
             )
-        return expiration
+        return max(expiration, now + MIN_LIFETIME)
 
     async def create(self, body: Json, immutable_ids: bool) -> Subscription:
         resource = body.get("resource")
