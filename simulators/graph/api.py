@@ -245,13 +245,13 @@ class GraphApi:
 
     def _list(self, ctx: Ctx, kind: Kind, container: str | None, context: str) -> Response:
         keep = query.parse_filter(ctx.query.get("$filter"))
+        items = [i for i in ctx.mailbox.items_in(kind, container) if keep(i.props, i.extended)]
+        everything = ctx.view(select=False)
+        items = query.ordered(
+            items, ctx.query.get("$orderby"), lambda i: resources.render(ctx.mailbox, i, everything)
+        )
         view = ctx.view()
-        rows = [
-            resources.render(ctx.mailbox, i, view)
-            for i in ctx.mailbox.items_in(kind, container)
-            if keep(i.props, i.extended)
-        ]
-        return collection(ctx, query.ordered(rows, ctx.query.get("$orderby")), context)
+        return collection(ctx, [resources.render(ctx.mailbox, i, view) for i in items], context)
 
     def _delta(self, ctx: Ctx, kind: Kind, container: str, context: str) -> Response:
         """Delta over one folder or list (learn.microsoft.com/graph/api/message-delta, contact-delta,

@@ -7,13 +7,15 @@ Exchange compares strings case-insensitively, so these filters do too.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import operator
 import re
 from collections.abc import Callable
+from typing import TypeVar, cast
 
 from simulators.graph.core import GraphError, Json, bad_request, parse_iso
 from simulators.graph.resources import extended_key
+
+T = TypeVar("T")
 
 # (properties, extended properties keyed by lower-cased id) -> matches?
 Predicate = Callable[[Json, dict[str, Json]], bool]
@@ -140,8 +142,13 @@ def sort_key(path: str, props: Json) -> tuple[bool, str]:
     return value is not None, "" if value is None else str(value)
 
 
-def ordered(rows: list[Json], raw: str | None) -> list[Json]:
-    """Rows (rendered JSON) sorted by ``$orderby``; stable, so earlier clauses win."""
+def ordered(rows: list[T], raw: str | None, full: Callable[[T], Json] | None = None) -> list[T]:
+    """Rows sorted by ``$orderby``; stable, so earlier clauses win. ``full`` gives a row's every
+    property when the rows are items rendered later: $orderby may name a property $select leaves out."""
     for path, descending in reversed(parse_orderby(raw)):
-        rows = sorted(rows, key=functools.partial(sort_key, path), reverse=descending)
+        rows = sorted(
+            rows,
+            key=lambda row: sort_key(path, full(row) if full is not None else cast(Json, row)),
+            reverse=descending,
+        )
     return rows

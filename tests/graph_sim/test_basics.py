@@ -106,6 +106,21 @@ def test_collections_page_with_absolute_next_links(
     assert sorted(names) == sorted(f"C{i}" for i in range(23))
 
 
+def test_orderby_a_property_select_leaves_out(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """learn.microsoft.com/graph/query-parameters: $orderby sorts by a property whether or not $select
+    returns it (e.g. messages by receivedDateTime with only their subjects)."""
+    dated = [{"subject": f"m{day}", "receivedDateTime": f"2026-01-0{day}T08:00:00Z"} for day in (2, 1, 3)]
+    graph_sim.seed(graph_user, messages={"inbox": dated})
+    page = graph.get(
+        f"users/{graph_user}/messages",
+        params={"$select": "subject", "$orderby": "receivedDateTime desc", "$filter": "isRead eq false"},
+    ).json()
+    assert [row["subject"] for row in page["value"]] == ["m3", "m2", "m1"]
+    assert "receivedDateTime" not in page["value"][0]
+
+
 def test_request_log_records_method_path_query_select_and_user(
     graph: httpx.Client, graph_sim: GraphSim, graph_user: str
 ) -> None:
