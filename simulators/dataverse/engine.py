@@ -175,8 +175,9 @@ class Engine:
         match = PATH.match(path)
         table = tables_by_entity_set().get(match.group("set")) if match else None
         if match is None or table is None:
+            segment = match.group("set") if match else path.split("/")[0]
             raise errors.DataverseError(
-                404, errors.OBJECT_DOES_NOT_EXIST, f"Resource not found for the segment '{path}'."
+                404, errors.RESOURCE_NOT_FOUND, f"Resource not found for the segment '{segment}'."
             )
         key, nav = match.group("key"), match.group("nav")
         method = request.method
@@ -408,7 +409,7 @@ class Engine:
         table = tables_by_entity_set().get(entity_set)
         if table is None:
             raise errors.DataverseError(
-                404, errors.OBJECT_DOES_NOT_EXIST, f"Resource not found for the segment '{entity_set}'."
+                404, errors.RESOURCE_NOT_FOUND, f"Resource not found for the segment '{entity_set}'."
             )
         self.security.require(caller, "Read", table)
         _check_options(request.query, frozenset({"$filter"}))

@@ -108,3 +108,15 @@ def test_owner_is_bound_to_a_systemuser(dataverse_sim: DataverseSimulator, api: 
         headers={"Prefer": "return=representation"},
     ).json()
     assert default_owner["_ownerid_value"] == dataverse_sim.app_user_id
+
+
+def test_a_path_naming_no_entity_set_is_404_resource_not_found(api: httpx.Client) -> None:
+    """A segment that names no entity set is 404 0x80060888 "Resource not found for the segment",
+    not a missing row (0x80040217): a client must not read it as "no such record"."""
+    for path in ("contactz", "contactz(00000000-0000-0000-0000-000000000001)", "contactz/$count"):
+        answer = api.get(path)
+        assert answer.status_code == 404
+        assert answer.json()["error"] == {
+            "code": "0x80060888",
+            "message": f"Resource not found for the segment '{path.split('/')[0].split('(')[0]}'.",
+        }
