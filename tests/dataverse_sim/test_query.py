@@ -152,6 +152,24 @@ def test_counts_stop_at_5000_and_say_so_in_annotations(
     assert private_api.get("leads/$count", params={"$filter": f"lastname eq '{tag}'"}).text == "5000"
 
 
+def test_links_keep_the_scheme_a_tls_front_forwards(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Dataverse is reached over https and clients follow @odata.nextLink verbatim: behind a TLS
+    terminator on the loopback (``X-Forwarded-Proto: https``, uvicorn's proxy headers) the links the
+    simulator writes are https."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 2)
+    headers = {"Prefer": "odata.maxpagesize=1", "X-Forwarded-Proto": "https"}
+    body = api.get(f"contacts?$select=firstname&$filter=lastname eq '{tag}'", headers=headers).json()
+    assert body["@odata.nextLink"].startswith("https://")
+    assert body["@odata.context"].startswith("https://")
+    plain = api.get(
+        f"contacts?$select=firstname&$filter=lastname eq '{tag}'", headers={"Prefer": "odata.maxpagesize=1"}
+    )
+    assert plain.json()["@odata.nextLink"].startswith("http://")
+
+
 def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
     name = f"Acme {uuid.uuid4()}"
