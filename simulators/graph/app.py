@@ -151,7 +151,7 @@ class Simulator:
         if "user" not in params:
             await self.faults.apply(None, call.method, entry["path"], request.is_disconnected)
             return await handler(ctx)
-        ctx.box = self.store.user(params["user"])
+        ctx.box = self.store.user(params["user"], mailbox=pattern != "users/{user}")
         entry["user"] = ctx.box.id
         self.throttle.enter(ctx.box.id)
         try:

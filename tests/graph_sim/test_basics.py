@@ -35,6 +35,19 @@ def test_errors_have_graph_shape(graph: httpx.Client) -> None:
     assert {"date", "request-id", "client-request-id"} <= set(error["innerError"])
 
 
+def test_an_unknown_users_mailbox_is_404_error_invalid_user(graph: httpx.Client) -> None:
+    """The directory answers an unknown user Request_ResourceNotFound; a path into an unknown user's
+    mailbox is Exchange's 404 ErrorInvalidUser "The requested user '<id>' is invalid."."""
+    for path in (
+        "users/nobody@contoso.test/messages",
+        "users/nobody@contoso.test/mailFolders/inbox/messages/delta",
+    ):
+        answer = graph.get(path)
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "ErrorInvalidUser"
+        assert answer.json()["error"]["message"] == "The requested user 'nobody@contoso.test' is invalid."
+
+
 def test_contact_crud_with_awkward_ids(graph: httpx.Client, graph_user: str) -> None:
     """learn.microsoft.com/graph/api/user-post-contacts, contact-get, contact-update, contact-delete."""
     created = graph.post(
