@@ -362,8 +362,12 @@ class Engine:
                     f"Entity {table.logical_name} isn't enabled for change tracking.",
                     errors.CHANGE_TRACKING_NOT_ENABLED,
                 )
-            if "$filter" in query:
-                raise errors.bad_request("The $filter query option is not supported with change tracking.")
+            for option in ("$filter", "$orderby", "$expand", "$top"):
+                if option in query:
+                    # "Query options not supported in Change Tracking Web API request" (its message).
+                    raise errors.bad_request(
+                        f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.'
+                    )
         cursor = _decode_skiptoken(query.get("$skiptoken"))
         start_version = int(cursor.get("v", self.store.version))
         rows = self._matching(table, query.get("$filter"), caller)
@@ -412,7 +416,11 @@ class Engine:
                 404, errors.RESOURCE_NOT_FOUND, f"Resource not found for the segment '{entity_set}'."
             )
         self.security.require(caller, "Read", table)
-        _check_options(request.query, frozenset({"$filter"}))
+        _check_options(request.query, frozenset({"$filter", "$deltatoken"}))
+        if "$deltatoken" in request.query:
+            # Change tracking, "Retrieve count of the changes made in tables": $count on a delta link.
+            changes = self._changed_since(table, request.query["$deltatoken"], self.store.version)
+            return ApiResponse(200, {"Content-Type": "text/plain"}, text=str(min(len(changes), MAX_COUNT)))
         count = min(len(self._matching(table, request.query.get("$filter"), caller)), MAX_COUNT)
         return ApiResponse(200, {"Content-Type": "text/plain"}, text=str(count))
 
@@ -512,25 +520,10 @@ class Engine:
     def _delta(
         self, request: ApiRequest, table: Table, select: list[str] | None, caller: Caller
     ) -> ApiResponse:
-        token = request.query["$deltatoken"]
-        try:
-            since = int(token.split("!", 1)[0])
-        except ValueError:
-            raise errors.bad_request(f"Invalid delta token '{token}'.") from None
-        if since < self.store.token_floor[table.logical_name]:
-            raise errors.bad_request(
-                "Version stamp associated with the client has expired. Please perform a full sync.",
-                errors.EXPIRED_VERSION_STAMP,
-            )
         cursor = _decode_skiptoken(request.query.get("$skiptoken"))
         upper = int(cursor.get("u", self.store.version))
         offset = int(cursor.get("o", 0))
-        log = self.store.changes[table.logical_name]
-        changed: dict[str, None] = {}
-        first, last = (bisect.bisect_right(log, v, key=lambda entry: entry[0]) for v in (since, upper))
-        for _, record_id in log[first:last]:
-            changed.pop(record_id, None)
-            changed[record_id] = None
+        changed = self._changed_since(table, request.query["$deltatoken"], upper)
         requested_size = _page_size(request.prefer)
         page_size = requested_size or DEFAULT_PAGE_SIZE
         values: list[dict[str, Any]] = []
@@ -563,6 +556,26 @@ class Engine:
             "odata.track-changes"
         ]
         return ApiResponse(200, {"Preference-Applied": ",".join(applied)}, body)
+
+    def _changed_since(self, table: Table, token: str, upper: int) -> dict[str, None]:
+        """Ids of the rows changed or deleted after a delta token's version up to ``upper``, in the
+        order of their last change."""
+        try:
+            since = int(token.split("!", 1)[0])
+        except ValueError:
+            raise errors.bad_request(f"Invalid delta token '{token}'.") from None
+        if since < self.store.token_floor[table.logical_name]:
+            raise errors.bad_request(
+                "Version stamp associated with the client has expired. Please perform a full sync.",
+                errors.EXPIRED_VERSION_STAMP,
+            )
+        log = self.store.changes[table.logical_name]
+        changed: dict[str, None] = {}
+        first, last = (bisect.bisect_right(log, v, key=lambda entry: entry[0]) for v in (since, upper))
+        for _, record_id in log[first:last]:
+            changed.pop(record_id, None)
+            changed[record_id] = None
+        return changed
 
     # -- writes --------------------------------------------------------------------------------
     def _create(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
