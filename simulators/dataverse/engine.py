@@ -79,6 +79,7 @@ ROW_OPTIONS = frozenset({"$select", "$expand"})
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
 TOTAL_RECORD_COUNT = "Microsoft.Dynamics.CRM.totalrecordcount"
+ASSOCIATED_NAVIGATION = "Microsoft.Dynamics.CRM.associatednavigationproperty"
 # Change tracking is enabled on these tables; activityparty rows travel with their activity.
 CHANGE_TRACKED = frozenset(
     {"contact", "account", "lead", "email", "appointment", "recurringappointmentmaster", "task", "systemuser"}
@@ -132,6 +133,17 @@ def etag(record: Record) -> str:
 def _page_size(prefer: str) -> int | None:
     match = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", prefer)
     return int(match.group(1)) if match else None
+
+
+@cache
+def _navigation_for(table_name: str, column: str, target: str) -> str:
+    """The single-valued navigation property of a lookup's value ("Lookup property data": the
+    ``associatednavigationproperty`` annotation names what ``$expand`` takes, e.g. ``ownerid`` or
+    ``parentcustomerid_account``); a lookup without a writable navigation is named by its column."""
+    for name, (lookup, targets) in load_tables()[table_name].navigation.items():
+        if lookup == column and target in targets:
+            return name
+    return column
 
 
 @cache
@@ -259,7 +271,10 @@ class Engine:
             "@odata.context": f"{request.base_url}/$metadata#{table.entity_set}/$entity",
             **self.project(table, record, select, caller, request),
         }
-        return ApiResponse(200, {"ETag": etag(record)}, body)
+        applied = _annotations_applied(request)
+        return ApiResponse(
+            200, {"ETag": etag(record), **({"Preference-Applied": applied[0]} if applied else {})}, body
+        )
 
     def project(
         self, table: Table, record: Record, select: list[str] | None, caller: Caller, request: ApiRequest
@@ -267,6 +282,7 @@ class Engine:
         """A row as the Web API returns it; secured columns the caller may not read are null."""
         wanted = _annotations(request.headers.get("prefer", ""))
         lookup_names = _wants(wanted, LOOKUP_LOGICAL_NAME)
+        navigations = _wants(wanted, ASSOCIATED_NAVIGATION)
         formatted = _wants(wanted, FORMATTED)
         secured = self.security.secured_columns
         out: dict[str, Any] = {"@odata.etag": etag(record)}
@@ -277,6 +293,10 @@ class Engine:
             name = property_name(table, column)
             if isinstance(value, Ref):
                 out[name] = value.id
+                if navigations:
+                    out[f"{name}@{ASSOCIATED_NAVIGATION}"] = _navigation_for(
+                        table.logical_name, column, value.table
+                    )
                 if lookup_names:
                     out[f"{name}@{LOOKUP_LOGICAL_NAME}"] = value.table
             else:
@@ -402,6 +422,7 @@ class Engine:
             body["@odata.deltaLink"] = self._delta_link(request, table, start_version)
         if tracking:
             applied.append("odata.track-changes")
+        applied += _annotations_applied(request)
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
         return ApiResponse(200, headers, body)
 
@@ -1044,6 +1065,15 @@ def _may_be_not_modified(request: ApiRequest) -> bool:
     (learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
     """
     return "$expand" not in request.query and not _annotations(request.headers.get("prefer", ""))
+
+
+def _annotations_applied(request: ApiRequest) -> list[str]:
+    """``Preference-Applied`` echoes the annotations preference it honoured ("Select columns",
+    formatted values and lookup property data)."""
+    match = re.search(
+        r'odata\.include-annotations\s*=\s*("[^"]*"|[^,;\s]*)', request.headers.get("prefer", ""), re.I
+    )
+    return [f"odata.include-annotations={match.group(1)}"] if match else []
 
 
 def _annotations(prefer: str) -> frozenset[str]:

@@ -170,6 +170,33 @@ def test_links_keep_the_scheme_a_tls_front_forwards(
     assert plain.json()["@odata.nextLink"].startswith("http://")
 
 
+def test_lookup_annotations_name_the_navigation_property_and_table(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Select columns, "Lookup property data": with Prefer: odata.include-annotations naming them,
+    ``_x_value@Microsoft.Dynamics.CRM.associatednavigationproperty`` (what $expand takes) and
+    ``...lookuplogicalname``; Preference-Applied echoes the preference."""
+    [account_id] = dataverse_sim.seed("account", [{"name": f"Acme {uuid.uuid4()}"}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "L", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    prefer = (
+        'odata.include-annotations="Microsoft.Dynamics.CRM.associatednavigationproperty,'
+        'Microsoft.Dynamics.CRM.lookuplogicalname"'
+    )
+    response = api.get(
+        f"contacts?$select=_parentcustomerid_value,_ownerid_value&$filter=contactid eq {contact_id}",
+        headers={"Prefer": prefer},
+    )
+    assert response.headers["Preference-Applied"] == prefer
+    [row] = response.json()["value"]
+    navigation = "@Microsoft.Dynamics.CRM.associatednavigationproperty"
+    assert row[f"_parentcustomerid_value{navigation}"] == "parentcustomerid_account"
+    assert row["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "account"
+    assert row[f"_ownerid_value{navigation}"] == "ownerid"
+    assert "_ownerid_value@OData.Community.Display.V1.FormattedValue" not in row
+
+
 def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
     name = f"Acme {uuid.uuid4()}"
