@@ -196,6 +196,21 @@ def test_the_client_pages_through_next_links_over_tls(client: DataverseClient) -
     assert sorted(row["firstname"] for page in pages for row in page) == [f"F{i}" for i in range(5)]
 
 
+def test_a_failed_change_set_comes_back_as_the_clients_failed_response(
+    client: DataverseClient, dataverse_sim: DataverseSimulator
+) -> None:
+    """The client reads a batch stopped by a failed change set (400 with a multipart body) as that
+    change set's failed response; nothing of the change set is written."""
+    tag = uuid.uuid4().hex
+    batch = client.batch.new()
+    with batch.changeset() as change_set:
+        change_set.records.create("contact", {"lastname": tag})
+        change_set.records.create("contact", {"lastname": tag, "firstname": "x" * 51})
+    result = batch.execute()
+    assert [response.status_code for response in result.responses] == [400]
+    assert len(client.records.list("contact", filter=f"lastname eq '{tag}'", select=["lastname"])) == 0
+
+
 async def test_the_async_client_reads_the_new_id_from_odata_entityid(
     front: str, authority: trustme.CA, dataverse_sim: DataverseSimulator, dataverse_token: str
 ) -> None:
