@@ -335,9 +335,14 @@ class Engine:
     ) -> Any:
         if name == table.parties_collection:
             return self._parties(record, table, request, options.get("$select"), caller)
-        if name not in table.navigation:
+        if name in table.navigation:
+            column, targets = table.navigation[name]
+        elif name in table.columns and table.columns[name].type in LOOKUP_TYPES:
+            # A read-only lookup (createdby, createdonbehalfby, owninguser, ...) is a single-valued
+            # navigation property too ("Impersonate another user using the Web API" expands them).
+            column, targets = name, table.columns[name].targets
+        else:
             raise errors.unknown_property(name, table.logical_name)
-        column, targets = table.navigation[name]
         value = record.get(column)
         if not isinstance(value, Ref) or (len(targets) == 1 and value.table != targets[0]):
             return None
@@ -819,6 +824,10 @@ class Engine:
         for column in ("modifiedon", "modifiedby", "modifiedonbehalfby"):
             if column in columns:
                 record[column] = stamp if column == "modifiedon" else _by(column, caller)
+        owner = record.get("ownerid")
+        for column, kind in (("owninguser", "systemuser"), ("owningteam", "team")):
+            if column in columns and isinstance(owner, Ref):  # the owner, split by kind (read-only)
+                record[column] = owner if owner.table == kind else None
         if table.logical_name in FULL_NAME_TABLES:
             parts = [record.get("firstname"), record.get("lastname")]
             record["fullname"] = " ".join(p for p in parts if p) or None
