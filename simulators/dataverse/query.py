@@ -3,10 +3,15 @@
 $filter: eq, ne, gt, ge, lt, le, and, or, not, parentheses, contains(), startswith(),
 endswith(); lookups are filtered through their ``_<column>_value`` property ("Lookup
 properties"); string comparison is case-insensitive, as in Dataverse. $select, $orderby.
+The Dataverse query functions ``Microsoft.Dynamics.CRM.In``, ``NotIn``, ``Between`` and
+``NotBetween`` with inline ``PropertyName='x',PropertyValues=["a","b"]`` ("Filter rows", Dataverse
+query functions; Microsoft's Python client writes ``In``/``NotIn`` for ``col(x).in_(...)``);
+parameter aliases (``@p1``) and the other query functions are refused with 400.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +29,10 @@ TOKEN = re.compile(
 )
 COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
 FUNCTIONS = {"contains", "startswith", "endswith"}
+QUERY_FUNCTION_PREFIX = "microsoft.dynamics.crm."
+QUERY_FUNCTION_ARGUMENTS = re.compile(
+    r"\s*PropertyName\s*=\s*'(?P<name>\w+)'\s*,\s*PropertyValues\s*=\s*(?P<values>\[.*\])\s*", re.S
+)
 
 
 def normalize_datetime(value: str) -> str:
@@ -71,8 +80,9 @@ class Filter:
 
 
 def parse_filter(text: str, table: Table) -> Filter:
-    tokens = [m.group(0).strip() for m in TOKEN.finditer(text) if m.group(0).strip()]
-    parser = _Parser(tokens, table)
+    found = [m for m in TOKEN.finditer(text) if m.group(0).strip()]
+    tokens = [m.group(0).strip() for m in found]
+    parser = _Parser(tokens, table, text, [m.end() for m in found])
     predicate, hint = parser.expression()
     if parser.position != len(tokens):
         raise errors.bad_request(f"Syntax error at position {parser.position} in '{text}'.")
@@ -80,9 +90,13 @@ def parse_filter(text: str, table: Table) -> Filter:
 
 
 class _Parser:
-    def __init__(self, tokens: list[str], table: Table) -> None:
+    def __init__(
+        self, tokens: list[str], table: Table, text: str = "", ends: list[int] | None = None
+    ) -> None:
         self.tokens = tokens
         self.table = table
+        self.text = text
+        self.ends = ends or []
         self.position = 0
 
     def peek(self) -> str | None:
@@ -127,7 +141,45 @@ class _Parser:
             return inner, hint
         if token in FUNCTIONS:
             return self.function(), None
+        if token.startswith(QUERY_FUNCTION_PREFIX):
+            return self.query_function(), None
         return self.comparison()
+
+    def query_function(self) -> Predicate:
+        """``Microsoft.Dynamics.CRM.In|NotIn|Between|NotBetween(PropertyName='x',PropertyValues=[...])``."""
+        name = self.take()[len(QUERY_FUNCTION_PREFIX) :].lower()
+        self.take("(")
+        start, depth = self.ends[self.position - 1], 1
+        while depth:
+            token = self.take()
+            depth += (token == "(") - (token == ")")
+        arguments = QUERY_FUNCTION_ARGUMENTS.fullmatch(self.text[start : self.ends[self.position - 1] - 1])
+        if name not in {"in", "notin", "between", "notbetween"} or arguments is None:
+            raise errors.bad_request(
+                f"The query function Microsoft.Dynamics.CRM.{name} is not supported here."
+            )
+        try:
+            values = json.loads(arguments.group("values"))
+        except ValueError:
+            raise errors.bad_request("Invalid JSON in PropertyValues.") from None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or not values:
+            raise errors.bad_request("PropertyValues must be a non-empty array of strings.")
+        if name.endswith("between") and len(values) != 2:
+            raise errors.bad_request("Between takes two PropertyValues.")
+        column = column_of(self.table, arguments.group("name"))
+
+        def matches(record: Record) -> bool:
+            value = comparable(record.get(column))
+            if value is None:
+                return False
+            given = [_coerce(v, value) for v in values]
+            try:
+                inside = given[0] <= value <= given[1] if name.endswith("between") else value in given
+            except TypeError:  # a value that is not of the column's type matches nothing
+                inside = False
+            return bool(inside) != name.startswith("not")
+
+        return matches
 
     def function(self) -> Predicate:
         name = self.take().lower()
@@ -200,6 +252,22 @@ def _compare(column: str, operator: str, literal: Any) -> Predicate:
             return False
 
     return test
+
+
+def _coerce(text: str, like: Any) -> Any:
+    """A query function's string value as the column's type (PropertyValues are Edm.String)."""
+    try:
+        if isinstance(like, bool):
+            return text.lower() == "true"
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+    except ValueError:
+        return None
+    if isinstance(like, str) and DATETIME.match(text) and "-" in text and DATETIME.match(like):
+        return normalize_datetime(text)
+    return comparable(text)
 
 
 def _and(left: Predicate, right: Predicate) -> Predicate:

@@ -31,6 +31,7 @@ import trustme
 from azure.core.credentials import AccessToken
 from PowerPlatform.Dataverse.aio import AsyncDataverseClient
 from PowerPlatform.Dataverse.client import DataverseClient
+from PowerPlatform.Dataverse.models.filters import col
 
 from simulators.dataverse.launcher import DataverseSimulator
 
@@ -194,6 +195,16 @@ def test_the_client_pages_through_next_links_over_tls(client: DataverseClient) -
     )
     assert [len(page) for page in pages] == [2, 2, 1]
     assert sorted(row["firstname"] for page in pages for row in page) == [f"F{i}" for i in range(5)]
+
+
+def test_the_clients_in_filter_is_the_in_query_function(client: DataverseClient) -> None:
+    """``col(x).in_(...)`` is sent as ``Microsoft.Dynamics.CRM.In(PropertyName=..,PropertyValues=[..])``."""
+    tag = uuid.uuid4().hex
+    client.records.create("contact", [{"lastname": tag, "firstname": name} for name in ("Ada", "Bo", "Cy")])
+    found = client.records.list(
+        "contact", filter=(col("lastname") == tag) & col("firstname").in_(["Ada", "Cy"]), select=["firstname"]
+    )
+    assert sorted(row["firstname"] for row in found) == ["Ada", "Cy"]
 
 
 def test_a_failed_change_set_comes_back_as_the_clients_failed_response(

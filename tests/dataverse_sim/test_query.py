@@ -197,6 +197,47 @@ def test_lookup_annotations_name_the_navigation_property_and_table(
     assert "_ownerid_value@OData.Community.Display.V1.FormattedValue" not in row
 
 
+def test_in_and_between_query_functions(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Filter rows, Dataverse query functions: Microsoft.Dynamics.CRM.In / NotIn / Between / NotBetween
+    with PropertyName and PropertyValues (strings, read as the column's type)."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 5)
+
+    def names(function: str) -> list[str]:
+        query = f"contacts?$select=firstname&$filter=lastname eq '{tag}' and {function}&$orderby=firstname"
+        response = api.get(query)
+        assert response.status_code == 200, response.text
+        return [row["firstname"] for row in response.json()["value"]]
+
+    assert names("""Microsoft.Dynamics.CRM.In(PropertyName='firstname',PropertyValues=["p01","P03"])""") == [
+        "P01",
+        "P03",
+    ]
+    assert names(
+        """Microsoft.Dynamics.CRM.Between(PropertyName='numberofchildren',PropertyValues=["1","3"])"""
+    ) == [
+        "P01",
+        "P02",
+        "P03",
+    ]
+    assert names(
+        """Microsoft.Dynamics.CRM.NotIn(PropertyName='numberofchildren',PropertyValues=["0","4"])"""
+    ) == [
+        "P01",
+        "P02",
+        "P03",
+    ]
+    assert names(
+        """not Microsoft.Dynamics.CRM.NotBetween(PropertyName='numberofchildren',PropertyValues=["3","9"])"""
+    ) == [
+        "P03",
+        "P04",
+    ]
+    assert (
+        api.get("contacts?$filter=Microsoft.Dynamics.CRM.Today(PropertyName='createdon')").status_code == 400
+    )
+
+
 def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
     name = f"Acme {uuid.uuid4()}"
