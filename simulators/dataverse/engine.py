@@ -373,7 +373,7 @@ class Engine:
 
     def _query(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
         self.security.require(caller, "Read", table)
-        query = request.query
+        query = _with_aliases(request.query)
         _check_options(query, COLLECTION_OPTIONS)
         if "fetchXml" in query:
             return self._fetch(request, table, caller)
@@ -1056,6 +1056,28 @@ def _json_object(body: bytes, table: Table) -> dict[str, Any]:
             f"Error identified in Payload provided by the user for Entity :'{table.entity_set}'"
         )
     return payload
+
+
+ALIAS_OR_STRING = re.compile(r"'(?:[^']|'')*'|@[A-Za-z_]\w*")
+
+
+def _with_aliases(query: dict[str, str]) -> dict[str, str]:
+    """Query options with parameter aliases resolved: "You can use parameter aliases for $filter and
+    $orderby ... If the alias isn't assigned a value, it's assumed to be null" (webapi/query/overview,
+    "Use parameter aliases with query options"). The ``@name`` options themselves are then dropped."""
+    aliases = {name: value for name, value in query.items() if name.startswith("@")}
+    if not aliases:
+        return query
+
+    def resolve(match: re.Match[str]) -> str:
+        text = match.group(0)
+        return text if text.startswith("'") else aliases.get(text, "null")
+
+    resolved = {name: value for name, value in query.items() if name not in aliases}
+    for option in ("$filter", "$orderby"):
+        if option in resolved:
+            resolved[option] = ALIAS_OR_STRING.sub(resolve, resolved[option])
+    return resolved
 
 
 def _check_options(query: dict[str, str], allowed: frozenset[str]) -> None:

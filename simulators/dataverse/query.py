@@ -6,7 +6,7 @@ properties"); string comparison is case-insensitive, as in Dataverse. $select, $
 The Dataverse query functions ``Microsoft.Dynamics.CRM.In``, ``NotIn``, ``Between`` and
 ``NotBetween`` with inline ``PropertyName='x',PropertyValues=["a","b"]`` ("Filter rows", Dataverse
 query functions; Microsoft's Python client writes ``In``/``NotIn`` for ``col(x).in_(...)``);
-parameter aliases (``@p1``) and the other query functions are refused with 400.
+the other query functions are refused with 400.
 """
 
 from __future__ import annotations

@@ -238,6 +238,38 @@ def test_in_and_between_query_functions(dataverse_sim: DataverseSimulator, api: 
     )
 
 
+def test_parameter_aliases_in_filter_and_orderby(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Query data, "Use parameter aliases with query options" ($filter and $orderby), also as a query
+    function's arguments ("Filter rows", Manage single quotes); an alias in a string stays text."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 4)
+    rows = api.get(
+        "contacts",
+        params={
+            "$select": "firstname",
+            "$filter": "lastname eq @tag and Microsoft.Dynamics.CRM.In(PropertyName=@p1,PropertyValues=@p2)",
+            "$orderby": "@p3 desc",
+            "@tag": f"'{tag}'",
+            "@p1": "'firstname'",
+            "@p2": '["P00","P02","P03"]',
+            "@p3": "numberofchildren",
+        },
+    )
+    assert rows.status_code == 200, rows.text
+    assert [row["firstname"] for row in rows.json()["value"]] == ["P03", "P02", "P00"]
+    literal = api.get(
+        "contacts",
+        params={
+            "$select": "firstname",
+            "$filter": f"emailaddress1 eq 'p1.{tag}@example.com'",
+            "@example": "1",
+        },
+    )
+    assert [row["firstname"] for row in literal.json()["value"]] == ["P01"]
+
+
 def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
     name = f"Acme {uuid.uuid4()}"
