@@ -131,8 +131,9 @@ def etag(record: Record) -> str:
 
 
 def _page_size(prefer: str) -> int | None:
+    """``odata.maxpagesize``; "Max page size requests larger than 5,000 are ignored" (Page results)."""
     match = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", prefer)
-    return int(match.group(1)) if match else None
+    return int(match.group(1)) if match and 0 < int(match.group(1)) <= DEFAULT_PAGE_SIZE else None
 
 
 @cache

@@ -135,14 +135,15 @@ def test_count_segment_is_a_plain_number(dataverse_sim: DataverseSimulator, api:
     assert response.text == "3"
 
 
-def test_counts_stop_at_5000_and_say_so_in_annotations(
-    private_sim: DataverseSimulator, private_api: httpx.Client
-) -> None:
+def test_counts_and_pages_stop_at_5000(private_sim: DataverseSimulator, private_api: httpx.Client) -> None:
     """Count rows using OData: @odata.count goes up to 5,000; totalrecordcount(limitexceeded) tell more."""
     tag = uuid.uuid4().hex
     private_sim.seed("lead", [{"lastname": tag} for _ in range(5001)])
     prefer = {"Prefer": 'odata.maxpagesize=1,odata.include-annotations="Microsoft.Dynamics.CRM.*"'}
     query = {"$select": "lastname", "$filter": f"lastname eq '{tag}'"}
+    too_large = private_api.get("leads", params=query, headers={"Prefer": "odata.maxpagesize=6000"})
+    assert len(too_large.json()["value"]) == 5000, "Page results: a max page size over 5,000 is ignored"
+    assert "Preference-Applied" not in too_large.headers
     counted = private_api.get("leads", params={**query, "$count": "true"}, headers=prefer).json()
     assert counted["@odata.count"] == 5000
     assert counted["@Microsoft.Dynamics.CRM.totalrecordcount"] == 5000
