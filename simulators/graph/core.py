@@ -17,12 +17,21 @@ class GraphError(Exception):
     "innerError": {"date", "request-id", "client-request-id"}}}``.
     """
 
-    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        location: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.location = location
 
 
 def error_body(code: str, message: str, request_id: str) -> Json:

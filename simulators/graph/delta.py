@@ -61,8 +61,16 @@ def _removed(odata_type: str, item_id: str) -> Json:
     return {"@odata.type": odata_type, "id": item_id, "@removed": {"reason": "deleted"}}
 
 
-def sync_state_not_found() -> GraphError:
-    return GraphError(410, "syncStateNotFound", "The sync state generation is invalid or has expired.")
+def sync_state_not_found(ctx: Ctx) -> GraphError:
+    """delta-query-overview, "Synchronization reset": 410 with a Location header holding the request
+    URL without its state token (the initial query), so the client starts a full synchronization."""
+    initial = {k: v for k, v in ctx.query.items() if k not in ("$deltatoken", "$skiptoken")}
+    return GraphError(
+        410,
+        "syncStateNotFound",
+        "The sync state generation is invalid or has expired.",
+        location=ctx.link(ctx.segments, initial),
+    )
 
 
 # Delta pages hold at most 200 items whatever odata.maxpagesize asks for ("contact: delta API what
@@ -111,13 +119,13 @@ class DeltaTokens:
         if skip is not None:
             found = self.pages.get(skip)
             if found is None or found[0].user != user:
-                raise sync_state_not_found()
+                raise sync_state_not_found(ctx)
             return self._page(ctx, found[0], found[1], context)
         token = ctx.query.get("$deltatoken")
         if token is not None:
             state = self.states.get(token)
             if state is None or state.user != user or state.scope != scope:
-                raise sync_state_not_found()
+                raise sync_state_not_found(ctx)
             options, previous = state.options, state.snapshot
         else:
             options = {k: ctx.query[k] for k in tracked_options if k in ctx.query}

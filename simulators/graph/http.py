@@ -201,6 +201,8 @@ def json_response(
 
 def error_response(error: GraphError, body: Json) -> Response:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+    if error.location is not None:
+        headers["Location"] = error.location
     return Response(
         json.dumps(body).encode("utf-8"),
         status_code=error.status,

@@ -79,7 +79,8 @@ def test_delta_link_replay_is_tolerated(graph: httpx.Client, graph_sim: GraphSim
 def test_unknown_or_expired_token_is_410_sync_state_not_found(
     graph: httpx.Client, graph_sim: GraphSim, graph_user: str
 ) -> None:
-    """learn.microsoft.com/graph/delta-query-overview: an invalid token means 410 Gone, start over."""
+    """learn.microsoft.com/graph/delta-query-overview: an invalid token means 410 Gone with a Location
+    header (the initial query), start over."""
     unknown = graph.get(f"users/{graph_user}/contacts/delta", params={"$deltatoken": "made-up"})
     assert unknown.status_code == 410
     assert unknown.json()["error"]["code"] == "syncStateNotFound"
@@ -87,8 +88,13 @@ def test_unknown_or_expired_token_is_410_sync_state_not_found(
     page = graph.get(f"users/{graph_user}/contacts/delta", headers={"Prefer": "odata.maxpagesize=1"}).json()
     _, delta_link, _ = run_round(graph, page["@odata.nextLink"])
     assert graph_sim.expire_delta_tokens(graph_user) >= 1
-    assert graph.get(delta_link).status_code == 410
+    expired = graph.get(delta_link)
+    assert expired.status_code == 410
     assert graph.get(page["@odata.nextLink"]).status_code == 410
+    # "Synchronization reset": a Location header holds the initial query to start over with.
+    assert expired.headers["Location"] == f"{graph_sim.base_url}/users/{graph_user}/contacts/delta"
+    again, _, _ = run_round(graph, expired.headers["Location"])
+    assert len(again) == 3
 
 
 def test_contact_delta_per_folder(graph: httpx.Client, graph_sim: GraphSim, graph_user: str) -> None:
