@@ -27,7 +27,7 @@ _EXTENDED = re.compile(
 )
 _ANY_OBJECT = re.compile(rf"(\w+)/any\(\s*(\w+)\s*:\s*\2/(\w+(?:/\w+)*)\s+eq\s+{_STRING}\s*\)", re.IGNORECASE)
 _ANY_STRING = re.compile(rf"(\w+)/any\(\s*(\w+)\s*:\s*\2\s+eq\s+{_STRING}\s*\)", re.IGNORECASE)
-_EQUALS = re.compile(rf"(\w+(?:/\w+)*)\s+eq\s+(?:{_STRING}|(true|false))", re.IGNORECASE)
+_EQUALS = re.compile(rf"(\w+(?:/\w+)*)\s+(eq|ne)\s+(?:{_STRING}|(true|false))", re.IGNORECASE)
 _INSTANT = r"(\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)"
 _COMPARE = re.compile(rf"(\w+(?:/\w+)*)\s+(eq|ne|gt|ge|lt|le)\s+{_INSTANT}(?![\w:.+-])", re.IGNORECASE)
 _OPERATORS: dict[str, Callable[[dt.datetime, dt.datetime], bool]] = {
@@ -59,7 +59,7 @@ def parse_filter(raw: str | None) -> Predicate:
       (learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get);
     - ``collection/any(x: x/path eq '..')`` and ``collection/any(x: x eq '..')``, e.g.
       ``emailAddresses/any(a: a/address eq '..')`` or ``categories/any(c: c eq '..')``;
-    - ``path eq '..' | true | false``, e.g. ``from/emailAddress/address eq '..'``;
+    - ``path eq|ne '..' | true | false``, e.g. ``from/emailAddress/address eq '..'``, ``isRead ne true``;
     - ``path eq|ne|gt|ge|lt|le <date or date-time>`` (unquoted, as Graph writes DateTimeOffset
       literals), e.g. ``receivedDateTime ge 2016-01-01T00:00:00Z``, the filter message-delta documents.
     """
@@ -98,9 +98,9 @@ def _any_string_test(match: re.Match[str]) -> Predicate:
 
 
 def _equals_test(match: re.Match[str]) -> Predicate:
-    path, text, flag = match.group(1), match.group(2), match.group(3)
+    path, negated, text, flag = match.group(1), match.group(2).lower() == "ne", match.group(3), match.group(4)
     expected: object = _text(text) if text is not None else flag.lower() == "true"
-    return lambda props, extended: _same(lookup(props, path), expected)
+    return lambda props, extended: _same(lookup(props, path), expected) != negated
 
 
 def _instant(text: str) -> dt.datetime | None:

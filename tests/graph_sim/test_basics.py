@@ -134,6 +134,15 @@ def test_orderby_a_property_select_leaves_out(
     assert "receivedDateTime" not in page["value"][0]
 
 
+def test_filter_with_ne(graph: httpx.Client, graph_sim: GraphSim, graph_user: str) -> None:
+    """learn.microsoft.com/graph/filter-query-parameter: ``ne`` (not equals) next to ``eq``."""
+    graph_sim.seed(graph_user, contacts=[{"givenName": n, "surname": "S"} for n in ("Bea", "Cid", "Al")])
+    others = graph.get(
+        f"users/{graph_user}/contacts", params={"$filter": "givenName ne 'bea' and surname eq 'S'"}
+    )
+    assert sorted(c["givenName"] for c in others.json()["value"]) == ["Al", "Cid"]
+
+
 def test_request_log_records_method_path_query_select_and_user(
     graph: httpx.Client, graph_sim: GraphSim, graph_user: str
 ) -> None:
