@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from simulators.dataverse import errors, fetchxml
+from simulators.dataverse import options as opts
 from simulators.dataverse.query import (
     GUID,
     column_of,
@@ -69,9 +70,6 @@ PATH = re.compile(
     r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<key>.*)\))?(?:/(?P<nav>[A-Za-z_][A-Za-z0-9_]*))?$"
 )
 KEY_PART = re.compile(r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>'(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
-DEFAULT_PAGE_SIZE = 5000
-#: "Count rows using OData": counts go up to 5,000.
-MAX_COUNT = 5000
 COLLECTION_OPTIONS = frozenset(
     {"$select", "$filter", "$orderby", "$top", "$expand", "$count", "$skiptoken", "$deltatoken", "fetchXml"}
 )
@@ -128,12 +126,6 @@ def now() -> str:
 
 def etag(record: Record) -> str:
     return f'W/"{record["versionnumber"]}"'
-
-
-def _page_size(prefer: str) -> int | None:
-    """``odata.maxpagesize``; "Max page size requests larger than 5,000 are ignored" (Page results)."""
-    match = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", prefer)
-    return int(match.group(1)) if match and 0 < int(match.group(1)) <= DEFAULT_PAGE_SIZE else None
 
 
 @cache
@@ -263,16 +255,18 @@ class Engine:
     ) -> ApiResponse:
         if record_id is None:
             raise _no_row_for_key(table)
-        _check_options(request.query, ROW_OPTIONS)
+        opts.check(request.query, ROW_OPTIONS)
         record = self._existing(table, record_id, caller)
-        if request.headers.get("if-none-match", "") == etag(record) and _may_be_not_modified(request):
+        if request.headers.get("if-none-match", "") == etag(record) and opts.may_be_not_modified(
+            request.query, request.headers.get("prefer", "")
+        ):
             return ApiResponse(304)
         select = parse_select(request.query.get("$select"), table)
         body = {
             "@odata.context": f"{request.base_url}/$metadata#{table.entity_set}/$entity",
             **self.project(table, record, select, caller, request),
         }
-        applied = _annotations_applied(request)
+        applied = opts.annotations_applied(request.headers.get("prefer", ""))
         return ApiResponse(
             200, {"ETag": etag(record), **({"Preference-Applied": applied[0]} if applied else {})}, body
         )
@@ -281,10 +275,10 @@ class Engine:
         self, table: Table, record: Record, select: list[str] | None, caller: Caller, request: ApiRequest
     ) -> dict[str, Any]:
         """A row as the Web API returns it; secured columns the caller may not read are null."""
-        wanted = _annotations(request.headers.get("prefer", ""))
-        lookup_names = _wants(wanted, LOOKUP_LOGICAL_NAME)
-        navigations = _wants(wanted, ASSOCIATED_NAVIGATION)
-        formatted = _wants(wanted, FORMATTED)
+        wanted = opts.annotations(request.headers.get("prefer", ""))
+        lookup_names = opts.wants(wanted, LOOKUP_LOGICAL_NAME)
+        navigations = opts.wants(wanted, ASSOCIATED_NAVIGATION)
+        formatted = opts.wants(wanted, FORMATTED)
         secured = self.security.secured_columns
         out: dict[str, Any] = {"@odata.etag": etag(record)}
         for column in select if select is not None else _readable_columns(table.logical_name):
@@ -374,8 +368,8 @@ class Engine:
 
     def _query(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
         self.security.require(caller, "Read", table)
-        query = _with_aliases(request.query)
-        _check_options(query, COLLECTION_OPTIONS)
+        query = opts.with_aliases(request.query)
+        opts.check(query, COLLECTION_OPTIONS)
         if "fetchXml" in query:
             return self._fetch(request, table, caller)
         select = parse_select(query.get("$select"), table)
@@ -398,13 +392,13 @@ class Engine:
         start_version = int(cursor.get("v", self.store.version))
         rows = self._matching(table, query.get("$filter"), caller)
         sort_records(rows, parse_orderby(query.get("$orderby"), table))
-        requested_size = _page_size(request.prefer)
+        requested_size = opts.page_size(request.prefer)
         if "$top" in query and requested_size is None:
             # "Don't use $top with Prefer: odata.maxpagesize. If you include both, $top is ignored."
             # (learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results)
             rows = rows[: _int_option(query, "$top")]
         offset = int(cursor.get("o", 0))
-        page_size = requested_size or DEFAULT_PAGE_SIZE
+        page_size = requested_size or opts.DEFAULT_PAGE_SIZE
         page = rows[offset : offset + page_size]
         selected = ",".join(property_name(table, c) for c in select) if select else ""
         body: dict[str, Any] = {
@@ -412,11 +406,11 @@ class Engine:
         }
         counted = query.get("$count", "").lower() == "true"
         if counted:
-            body["@odata.count"] = min(len(rows), MAX_COUNT)
-        if _wants(_annotations(request.prefer), TOTAL_RECORD_COUNT):
+            body["@odata.count"] = min(len(rows), opts.MAX_COUNT)
+        if opts.wants(opts.annotations(request.prefer), TOTAL_RECORD_COUNT):
             # "Count rows using OData": -1 without $count=true; the limit flag says whether rows passed 5,000.
-            body[f"@{TOTAL_RECORD_COUNT}"] = min(len(rows), MAX_COUNT) if counted else -1
-            body[f"@{TOTAL_RECORD_COUNT}limitexceeded"] = len(rows) > MAX_COUNT
+            body[f"@{TOTAL_RECORD_COUNT}"] = min(len(rows), opts.MAX_COUNT) if counted else -1
+            body[f"@{TOTAL_RECORD_COUNT}limitexceeded"] = len(rows) > opts.MAX_COUNT
         body["value"] = [self.project(table, r, select, caller, request) for r in page]
         applied = []
         if requested_size:
@@ -428,7 +422,7 @@ class Engine:
             body["@odata.deltaLink"] = self._delta_link(request, table, start_version)
         if tracking:
             applied.append("odata.track-changes")
-        applied += _annotations_applied(request)
+        applied += opts.annotations_applied(request.headers.get("prefer", ""))
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
         return ApiResponse(200, headers, body)
 
@@ -443,12 +437,14 @@ class Engine:
                 404, errors.RESOURCE_NOT_FOUND, f"Resource not found for the segment '{entity_set}'."
             )
         self.security.require(caller, "Read", table)
-        _check_options(request.query, frozenset({"$filter", "$deltatoken"}))
+        opts.check(request.query, frozenset({"$filter", "$deltatoken"}))
         if "$deltatoken" in request.query:
             # Change tracking, "Retrieve count of the changes made in tables": $count on a delta link.
             changes = self._changed_since(table, request.query["$deltatoken"], self.store.version)
-            return ApiResponse(200, {"Content-Type": "text/plain"}, text=str(min(len(changes), MAX_COUNT)))
-        count = min(len(self._matching(table, request.query.get("$filter"), caller)), MAX_COUNT)
+            return ApiResponse(
+                200, {"Content-Type": "text/plain"}, text=str(min(len(changes), opts.MAX_COUNT))
+            )
+        count = min(len(self._matching(table, request.query.get("$filter"), caller)), opts.MAX_COUNT)
         return ApiResponse(200, {"Content-Type": "text/plain"}, text=str(count))
 
     def _fetch(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
@@ -509,7 +505,7 @@ class Engine:
         if fetch.top is not None:
             values = values[: fetch.top]
         else:
-            size = fetch.count or DEFAULT_PAGE_SIZE
+            size = fetch.count or opts.DEFAULT_PAGE_SIZE
             start = (fetch.page - 1) * size
             more = len(values) > start + size
             values = values[start : start + size]
@@ -551,8 +547,8 @@ class Engine:
         upper = int(cursor.get("u", self.store.version))
         offset = int(cursor.get("o", 0))
         changed = self._changed_since(table, request.query["$deltatoken"], upper)
-        requested_size = _page_size(request.prefer)
-        page_size = requested_size or DEFAULT_PAGE_SIZE
+        requested_size = opts.page_size(request.prefer)
+        page_size = requested_size or opts.DEFAULT_PAGE_SIZE
         values: list[dict[str, Any]] = []
         for record_id in list(changed)[offset : offset + page_size]:
             record = self.store.get(table.logical_name, record_id)
@@ -1059,71 +1055,8 @@ def _json_object(body: bytes, table: Table) -> dict[str, Any]:
     return payload
 
 
-ALIAS_OR_STRING = re.compile(r"'(?:[^']|'')*'|@[A-Za-z_]\w*")
-
-
-def _with_aliases(query: dict[str, str]) -> dict[str, str]:
-    """Query options with parameter aliases resolved: "You can use parameter aliases for $filter and
-    $orderby ... If the alias isn't assigned a value, it's assumed to be null" (webapi/query/overview,
-    "Use parameter aliases with query options"). The ``@name`` options themselves are then dropped."""
-    aliases = {name: value for name, value in query.items() if name.startswith("@")}
-    if not aliases:
-        return query
-
-    def resolve(match: re.Match[str]) -> str:
-        text = match.group(0)
-        return text if text.startswith("'") else aliases.get(text, "null")
-
-    resolved = {name: value for name, value in query.items() if name not in aliases}
-    for option in ("$filter", "$orderby"):
-        if option in resolved:
-            resolved[option] = ALIAS_OR_STRING.sub(resolve, resolved[option])
-    return resolved
-
-
-def _check_options(query: dict[str, str], allowed: frozenset[str]) -> None:
-    for name in query:
-        if name not in allowed:
-            raise errors.unsupported_option(name)
-
-
 def _plain(value: Any) -> Any:
     return value.id if isinstance(value, Ref) else value
-
-
-def _may_be_not_modified(request: ApiRequest) -> bool:
-    """Conditional retrievals: a query with ``$expand`` or ``Prefer: odata.include-annotations``
-    "will never return 304 Not Modified", as related rows may have changed unseen
-    (learn.microsoft.com/power-apps/developer/data-platform/webapi/perform-conditional-operations-using-web-api).
-    """
-    return "$expand" not in request.query and not _annotations(request.headers.get("prefer", ""))
-
-
-def _annotations_applied(request: ApiRequest) -> list[str]:
-    """``Preference-Applied`` echoes the annotations preference it honoured ("Select columns",
-    formatted values and lookup property data)."""
-    match = re.search(
-        r'odata\.include-annotations\s*=\s*("[^"]*"|[^,;\s]*)', request.headers.get("prefer", ""), re.I
-    )
-    return [f"odata.include-annotations={match.group(1)}"] if match else []
-
-
-def _annotations(prefer: str) -> frozenset[str]:
-    """The annotation names of ``Prefer: odata.include-annotations="a,b"`` (``*`` = all)."""
-    match = re.search(r'odata\.include-annotations\s*=\s*"?([^";]*)"?', prefer, re.IGNORECASE)
-    if match is None:
-        return frozenset()
-    return frozenset(part.strip() for part in match.group(1).split(",") if part.strip())
-
-
-def _wants(wanted: frozenset[str], name: str) -> bool:
-    """Whether ``name`` is among the requested annotations (``*`` and ``Namespace.*`` patterns)."""
-    return any(
-        pattern == "*"
-        or pattern.lower() == name.lower()
-        or (pattern.endswith(".*") and name.lower().startswith(pattern[:-1].lower()))
-        for pattern in wanted
-    )
 
 
 def format_value(column: Column, value: Any) -> str | None:
