@@ -125,6 +125,15 @@ class _TlsFront:
         await asyncio.gather(forward(reader, back_writer), copy(back_reader, writer))
 
     def close(self) -> None:
+        """Cancel the open pipes before the loop stops (else asyncio reports them destroyed pending)."""
+
+        async def cancel_pipes() -> None:
+            pipes = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pipes:
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_pipes(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
