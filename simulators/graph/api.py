@@ -62,16 +62,6 @@ def collection(ctx: Ctx, values: list[Json], context: str) -> Response:
     return json_response(ctx, body)
 
 
-def _delta_order(kind: Kind, items: list[Item], orderby: str | None) -> list[Item]:
-    """message-delta: "The only supported $orderby expression is $orderby=receivedDateTime+desc";
-    without it the order is not guaranteed (the store's). Other delta functions take no $orderby."""
-    if orderby is None:
-        return items
-    if kind is not Kind.MESSAGE or query.parse_orderby(orderby) != [("receivedDateTime", True)]:
-        raise bad_request(f"The $orderby '{orderby}' is not supported with delta.", "BadRequest")
-    return sorted(items, key=lambda i: query.sort_key("receivedDateTime", i.props), reverse=True)
-
-
 def _check_transaction_unchanged(item: Item, body: Json) -> None:
     """resources/event: "After you set transactionId when creating an event, you cannot change
     transactionId in a subsequent update." Sending the same value again changes nothing and is accepted."""
@@ -273,7 +263,7 @@ class GraphApi:
                     i.visible_id(view.immutable_ids),
                     functools.partial(resources.render, box, i, view, with_type=True),
                 )
-                for i in _delta_order(kind, items, options.get("$orderby"))
+                for i in query.delta_order(kind, items, options.get("$orderby"))
             ]
 
         return self.sim.delta.respond(

@@ -14,6 +14,7 @@ from typing import TypeVar, cast
 
 from simulators.graph.core import GraphError, Json, bad_request, parse_iso
 from simulators.graph.resources import extended_key
+from simulators.graph.store import Item, Kind
 
 T = TypeVar("T")
 
@@ -152,3 +153,13 @@ def ordered(rows: list[T], raw: str | None, full: Callable[[T], Json] | None = N
             reverse=descending,
         )
     return rows
+
+
+def delta_order(kind: Kind, items: list[Item], orderby: str | None) -> list[Item]:
+    """message-delta: "The only supported $orderby expression is $orderby=receivedDateTime+desc";
+    without it the order is not guaranteed (the store's). Other delta functions take no $orderby."""
+    if orderby is None:
+        return items
+    if kind is not Kind.MESSAGE or parse_orderby(orderby) != [("receivedDateTime", True)]:
+        raise bad_request(f"The $orderby '{orderby}' is not supported with delta.", "BadRequest")
+    return sorted(items, key=lambda i: sort_key("receivedDateTime", i.props), reverse=True)
