@@ -198,10 +198,12 @@ class Engine:
             )
         record_id, key_values = self._resolve_key(table, key)
         if nav is not None:
-            if method != "GET" or nav != table.parties_collection or record_id is None:
+            if method != "GET" or record_id is None:
                 raise errors.bad_request(f"Unsupported path '{path}'.")
             record = self._existing(table, record_id, caller)
-            return ApiResponse(200, body={"value": self._parties(record, table, request, None, caller)})
+            if nav == table.parties_collection:
+                return ApiResponse(200, body={"value": self._parties(record, table, request, None, caller)})
+            return self._property(request, table, record, nav, caller)
         if method == "GET":
             return self._retrieve(request, table, record_id, caller)
         if method == "PATCH":
@@ -352,6 +354,32 @@ class Engine:
             caller,
             _without_expand(request),
         )
+
+    def _property(
+        self, request: ApiRequest, table: Table, record: Record, name: str, caller: Caller
+    ) -> ApiResponse:
+        """Retrieve a table row, "Retrieve a single property value" (``{"value"}``) and "Retrieve
+        navigation property values" (the related row; ``$select`` allowed); a null one is 204."""
+        lookup = table.navigation.get(name, (name, ()))[0]
+        if (
+            lookup in table.columns
+            and table.columns[lookup].type in LOOKUP_TYPES
+            and not name.startswith("_")
+        ):
+            opts.check(request.query, frozenset({"$select"}))
+            related = self._expand(table, record, name, dict(request.query), caller=caller, request=request)
+            target = record.get(lookup)
+            if related is None or not isinstance(target, Ref):
+                return ApiResponse(204)
+            context = f"{request.base_url}/$metadata#{load_tables()[target.table].entity_set}/$entity"
+            return ApiResponse(200, body={"@odata.context": context, **related})
+        opts.check(request.query, frozenset())
+        column = column_of(table, name)
+        value = self.project(table, record, [column], caller, request)[property_name(table, column)]
+        if value is None:
+            return ApiResponse(204)
+        context = f"{request.base_url}/$metadata#{table.entity_set}({record[table.primary_id]})/{name}"
+        return ApiResponse(200, body={"@odata.context": context, "value": value})
 
     def _parties(
         self, record: Record, table: Table, request: ApiRequest, select_text: str | None, caller: Caller

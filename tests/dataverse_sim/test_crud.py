@@ -120,3 +120,25 @@ def test_a_path_naming_no_entity_set_is_404_resource_not_found(api: httpx.Client
             "code": "0x80060888",
             "message": f"Resource not found for the segment '{path.split('/')[0].split('(')[0]}'.",
         }
+
+
+def test_a_single_property_or_navigation_property_value(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Retrieve a table row using the Web API: "Retrieve a single property value" answers
+    ``{"@odata.context", "value"}`` (a null one 204), "Retrieve navigation property values" the
+    related row with its own $select."""
+    [account_id] = dataverse_sim.seed("account", [{"name": "Adventure Works"}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "Valdes", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    value = api.get(f"contacts({contact_id})/lastname").json()
+    assert value == {
+        "@odata.context": f"{dataverse_sim.api_url}/$metadata#contacts({contact_id})/lastname",
+        "value": "Valdes",
+    }
+    assert api.get(f"contacts({contact_id})/firstname").status_code == 204
+    account = api.get(f"contacts({contact_id})/parentcustomerid_account?$select=name").json()
+    assert (account["name"], account["accountid"]) == ("Adventure Works", account_id)
+    assert account["@odata.context"].endswith("$metadata#accounts/$entity")
+    assert api.get(f"contacts({contact_id})/nosuchcolumn").status_code == 400
