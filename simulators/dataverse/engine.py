@@ -331,7 +331,10 @@ class Engine:
         request: ApiRequest,
     ) -> Any:
         if name == table.parties_collection:
+            opts.check(options, frozenset({"$select"}))  # $filter/$orderby/$top there: not simulated
             return self._parties(record, table, request, options.get("$select"), caller)
+        # "Nested $expand options can only be applied to single-valued navigation properties."
+        opts.check(options, frozenset({"$select", "$expand"}))
         if name in table.navigation:
             column, targets = table.navigation[name]
         elif name in table.columns and table.columns[name].type in LOOKUP_TYPES:
@@ -347,12 +350,13 @@ class Engine:
         target = self.store.get(value.table, value.id)
         if target is None or not self.security.may_read(caller, target_table, _owner(target)):
             return None
+        nested = {"$expand": options["$expand"]} if "$expand" in options else {}
         return self.project(
             target_table,
             target,
             parse_select(options.get("$select"), target_table),
             caller,
-            _without_expand(request),
+            ApiRequest(request.method, request.path, nested, request.headers, b"", request.base_url),
         )
 
     def _property(
@@ -1156,11 +1160,23 @@ def _split_expand(text: str) -> list[tuple[str, dict[str, str]]]:
                 continue
             name, _, rest = part.partition("(")
             options: dict[str, str] = {}
-            for option in rest.rstrip(")").split(";") if rest else []:
+            for option in _split_top_level(rest[:-1] if rest.endswith(")") else rest, ";"):
                 key, _, value = option.partition("=")
                 options[key.strip()] = value.strip()
             items.append((name.strip(), options))
     return items
+
+
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """``text`` split at the separators outside parentheses (nested $expand options keep theirs)."""
+    parts, depth, start = [], 0, 0
+    for position, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        if char == separator and depth == 0:
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return [part for part in parts if part.strip()]
 
 
 def _without_expand(request: ApiRequest) -> ApiRequest:

@@ -282,6 +282,24 @@ def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: htt
         f"contacts({contact_id})?$select=lastname&$expand=parentcustomerid_account($select=name)"
     ).json()
     assert row["parentcustomerid_account"]["name"] == name
+
+
+def test_nested_expand_of_single_valued_navigation_properties(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Retrieve a table row, options to apply to expanded tables: a nested $expand on a single-valued
+    navigation property (``;`` between options); an option the simulator does not apply there is a 400."""
+    [account_id] = dataverse_sim.seed("account", [{"name": f"Acme {uuid.uuid4()}"}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "E", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    row = api.get(
+        f"contacts({contact_id})?$select=lastname"
+        "&$expand=parentcustomerid_account($select=name;$expand=ownerid($select=fullname))"
+    ).json()
+    assert row["parentcustomerid_account"]["ownerid"]["fullname"] == "crmsync application"
+    refused = api.get(f"contacts({contact_id})?$expand=parentcustomerid_account($select=name;$top=1)")
+    assert refused.status_code == 400
     assert row["parentcustomerid_account"]["accountid"] == account_id
 
 
