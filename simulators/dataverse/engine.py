@@ -394,6 +394,9 @@ class Engine:
         rows = sorted((self.store.rows["activityparty"][i] for i in ids), key=lambda r: r["versionnumber"])
         return [self.project(party_table, row, select, caller, _without_expand(request)) for row in rows]
 
+    def _related(self, reference: Any) -> Record | None:
+        return self.store.get(reference.table, reference.id) if isinstance(reference, Ref) else None
+
     def _party_ids(self, activity: Ref) -> list[str]:
         """Ids of the activityparty rows of one activity (from the activityid index)."""
         return sorted(self.store.find("activityparty", "activityid", activity) or ())
@@ -549,7 +552,7 @@ class Engine:
 
     def _matching(self, table: Table, filter_text: str | None, caller: Caller) -> list[Record]:
         rows_by_id = self.store.rows[table.logical_name]
-        condition = parse_filter(filter_text, table) if filter_text else None
+        condition = parse_filter(filter_text, table, self._related) if filter_text else None
         candidates: Any = rows_by_id.values()
         if condition is not None and condition.index_hint is not None:
             ids: set[str] = set()

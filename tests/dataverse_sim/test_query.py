@@ -284,6 +284,23 @@ def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: htt
     assert row["parentcustomerid_account"]["name"] == name
 
 
+def test_filter_on_a_lookups_related_row(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Filter rows, "Filter using lookup column property values": ``<navigation property>/<property>``."""
+    name = f"Acme {uuid.uuid4()}"
+    [account_id] = dataverse_sim.seed("account", [{"name": name}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "E", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    dataverse_sim.seed("contact", [{"lastname": "E"}])
+    rows = api.get(
+        "contacts", params={"$select": "lastname", "$filter": f"parentcustomerid_account/name eq '{name}'"}
+    )
+    assert rows.status_code == 200, rows.text
+    assert [row["contactid"] for row in rows.json()["value"]] == [contact_id]
+    unknown = api.get("contacts", params={"$filter": "parentcustomerid_account/nosuch eq 'x'"})
+    assert unknown.status_code == 400
+
+
 def test_nested_expand_of_single_valued_navigation_properties(
     dataverse_sim: DataverseSimulator, api: httpx.Client
 ) -> None:
