@@ -305,7 +305,7 @@ class Engine:
         out[table.primary_id] = record[table.primary_id]
         expand = request.query.get("$expand")
         if expand:
-            for name, options in _split_expand(expand):
+            for name, options in opts.split_expand(expand):
                 out[name] = self._expand(table, record, name, options, caller=caller, request=request)
         return out
 
@@ -1145,41 +1145,6 @@ def _decode_skiptoken(token: str | None) -> dict[str, int]:
 
 def _link(request: ApiRequest, table: Table, query: dict[str, str]) -> str:
     return f"{request.base_url}/{table.entity_set}?{urlencode(query, quote_via=quote, safe='$,')}"
-
-
-def _split_expand(text: str) -> list[tuple[str, dict[str, str]]]:
-    """``a($select=x,y),b`` -> [("a", {"$select": "x,y"}), ("b", {})]."""
-    items: list[tuple[str, dict[str, str]]] = []
-    depth, start = 0, 0
-    for position, char in enumerate(text + ","):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            part = text[start:position].strip()
-            start = position + 1
-            if not part:
-                continue
-            name, _, rest = part.partition("(")
-            options: dict[str, str] = {}
-            for option in _split_top_level(rest[:-1] if rest.endswith(")") else rest, ";"):
-                key, _, value = option.partition("=")
-                options[key.strip()] = value.strip()
-            items.append((name.strip(), options))
-    return items
-
-
-def _split_top_level(text: str, separator: str) -> list[str]:
-    """``text`` split at the separators outside parentheses (nested $expand options keep theirs)."""
-    parts, depth, start = [], 0, 0
-    for position, char in enumerate(text):
-        depth += (char == "(") - (char == ")")
-        if char == separator and depth == 0:
-            parts.append(text[start:position])
-            start = position + 1
-    parts.append(text[start:])
-    return [part for part in parts if part.strip()]
 
 
 def _without_expand(request: ApiRequest) -> ApiRequest:

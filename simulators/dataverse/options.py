@@ -81,3 +81,38 @@ def wants(wanted: frozenset[str], name: str) -> bool:
         or (pattern.endswith(".*") and name.lower().startswith(pattern[:-1].lower()))
         for pattern in wanted
     )
+
+
+def split_expand(text: str) -> list[tuple[str, dict[str, str]]]:
+    """``a($select=x,y),b`` -> [("a", {"$select": "x,y"}), ("b", {})]."""
+    items: list[tuple[str, dict[str, str]]] = []
+    depth, start = 0, 0
+    for position, char in enumerate(text + ","):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            part = text[start:position].strip()
+            start = position + 1
+            if not part:
+                continue
+            name, _, rest = part.partition("(")
+            options: dict[str, str] = {}
+            for option in split_top_level(rest[:-1] if rest.endswith(")") else rest, ";"):
+                key, _, value = option.partition("=")
+                options[key.strip()] = value.strip()
+            items.append((name.strip(), options))
+    return items
+
+
+def split_top_level(text: str, separator: str) -> list[str]:
+    """``text`` split at the separators outside parentheses (nested $expand options keep theirs)."""
+    parts, depth, start = [], 0, 0
+    for position, char in enumerate(text):
+        depth += (char == "(") - (char == ")")
+        if char == separator and depth == 0:
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return [part for part in parts if part.strip()]
