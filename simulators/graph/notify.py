@@ -214,6 +214,12 @@ class Notifier:
         client_state = body.get("clientState")
         if client_state is not None and (not isinstance(client_state, str) or len(client_state) > 128):
             raise bad_request("clientState must be a string of at most 128 characters.", "InvalidRequest")
+        if body.get("includeResourceData") is True:
+            # resources/subscription: encryptionCertificate is "required when includeResourceData is
+            # true"; with one, rich notifications are still not simulated: refused, never ignored.
+            if not body.get("encryptionCertificate"):
+                raise bad_request("encryptionCertificate is required when includeResourceData is true.")
+            raise bad_request("This simulator does not send change notifications with resource data.")
         lifecycle = body.get("lifecycleNotificationUrl")
         box, kind, container = parse_resource(self.store, resource)
         expiration = self._expiration(kind, body.get("expirationDateTime"))
@@ -259,11 +265,16 @@ class Notifier:
             raise bad_request(failure, "ValidationError")
 
     def renew(self, subscription_id: str, body: Json) -> Subscription:
-        """PATCH: only expirationDateTime (and notificationUrl) change (subscription-update)."""
+        """PATCH: expirationDateTime and/or notificationUrl change (subscription-update: "Renew a
+        subscription by extending its expiry time, or update its notificationUrl"), either alone."""
         subscription = self.live(subscription_id)
-        subscription.expiration = self._expiration(subscription.kind, body.get("expirationDateTime"))
-        if isinstance(body.get("notificationUrl"), str):
-            subscription.notification_url = body["notificationUrl"]
+        url = body.get("notificationUrl")
+        if "expirationDateTime" not in body and not isinstance(url, str):
+            raise bad_request("expirationDateTime or notificationUrl is required.", "InvalidRequest")
+        if "expirationDateTime" in body:
+            subscription.expiration = self._expiration(subscription.kind, body["expirationDateTime"])
+        if isinstance(url, str):
+            subscription.notification_url = url
         return subscription
 
     def delete(self, subscription_id: str) -> None:
