@@ -34,7 +34,9 @@ class GraphError(Exception):
         self.location = location
 
 
-def error_body(code: str, message: str, request_id: str) -> Json:
+def error_body(code: str, message: str, request_id: str, client_request_id: str | None = None) -> Json:
+    """``innerError.client-request-id`` is the id the client sent in its ``client-request-id``
+    header (msgraph-sdk sends one with every request), else the request's own id."""
     return {
         "error": {
             "code": code,
@@ -42,7 +44,7 @@ def error_body(code: str, message: str, request_id: str) -> Json:
             "innerError": {
                 "date": iso_z(utcnow()),
                 "request-id": request_id,
-                "client-request-id": request_id,
+                "client-request-id": client_request_id or request_id,
             },
         }
     }

@@ -33,6 +33,11 @@ def test_errors_have_graph_shape(graph: httpx.Client) -> None:
     assert error["code"] == "Request_ResourceNotFound"
     assert error["message"]
     assert {"date", "request-id", "client-request-id"} <= set(error["innerError"])
+    sent = graph.get(
+        "users/nobody-here", headers={"client-request-id": "7b0c1d2e-0000-4000-8000-000000000001"}
+    )
+    assert sent.json()["error"]["innerError"]["client-request-id"] == "7b0c1d2e-0000-4000-8000-000000000001"
+    assert sent.headers["client-request-id"] == "7b0c1d2e-0000-4000-8000-000000000001"
 
 
 def test_an_unknown_users_mailbox_is_404_error_invalid_user(graph: httpx.Client) -> None:
