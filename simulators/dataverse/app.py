@@ -222,6 +222,8 @@ def _error_response(error: errors.DataverseError) -> Response:
 
 def _to_http(response: ApiResponse) -> Response:
     headers = {**JSON_HEADERS, **response.headers}
+    if response.text is not None:
+        return _cased(Response(response.text, response.status, headers=headers), headers)
     if response.body is None:
         return _cased(Response(status_code=response.status, headers=headers), headers)
     answer = Response(
@@ -313,10 +315,10 @@ async def _serve(
                 raise errors.DataverseError(405, errors.BAD_PAYLOAD, "$batch takes POST.")
             items = batch.parse(body, headers.get("content-type", ""))
             entry["batch_operations"] = batch.operation_count(items)
-            boundary, text = batch.run(items, headers, base_url, watch.run_part, watch.transaction)
+            boundary, text, stopped = batch.run(items, headers, base_url, watch.run_part, watch.transaction)
             answer = Response(
                 text,
-                200,
+                400 if stopped else 200,
                 headers={**JSON_HEADERS, **rate_headers},
                 media_type=f"multipart/mixed; boundary={boundary}",
             )

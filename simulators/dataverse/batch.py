@@ -4,8 +4,11 @@
 - A change set is atomic: if one of its requests fails, none of its writes take effect and the
   response holds only that failure for the change set. ``Content-ID`` values name rows created
   earlier in the same change set (``$1`` in a URL or an ``@odata.bind``).
-- Without ``Prefer: odata.continue-on-error`` the batch stops at the first failure; with it, the
-  remaining requests run and every one gets its response.
+- Without ``Prefer: odata.continue-on-error`` the batch stops at the first failure and the batch
+  itself is answered ``400 Bad Request`` (its multipart body holds the responses so far, the failure
+  last: "Handling errors", "the batch error represents the error of the first failing request"; a
+  failed change set counts the same); with it, the remaining requests run, every one gets its
+  response, and the batch is ``200 OK``.
 - The batch request's impersonation headers (CallerObjectId, MSCRMCallerID) apply to each request
   that does not set its own.
 """
@@ -149,12 +152,14 @@ def run(
     base_url: str,
     execute: Execute,
     transaction: Transaction,
-) -> tuple[str, str]:
-    """Execute the parts in order; returns (boundary, multipart/mixed response body)."""
+) -> tuple[str, str, bool]:
+    """Execute the parts in order; returns (boundary, multipart/mixed response body, whether the
+    batch stopped at a failure)."""
     continue_on_error = "odata.continue-on-error" in batch_headers.get("prefer", "").lower()
     inherited = {h: batch_headers[h] for h in INHERITED_HEADERS if h in batch_headers}
     boundary = f"batchresponse_{uuid.uuid4()}"
     out: list[str] = []
+    stopped = False
     for item in items:
         if isinstance(item, ChangeSet):
             content_ids: dict[str, str] = {}
@@ -177,6 +182,7 @@ def run(
             except _PartFailed as failure:
                 out.append(_render(boundary, failure.part, failure.response))
                 if not continue_on_error:
+                    stopped = True
                     break
                 continue
             inner = f"changesetresponse_{uuid.uuid4()}"
@@ -187,8 +193,9 @@ def run(
             response = execute(_request(item, inherited, base_url, {}))
             out.append(_render(boundary, item, response))
             if response.status >= 400 and not continue_on_error:
+                stopped = True
                 break
-    return boundary, "".join(out) + f"--{boundary}--\r\n"
+    return boundary, "".join(out) + f"--{boundary}--\r\n", stopped
 
 
 class _PartFailed(Exception):
@@ -217,7 +224,7 @@ def _render(boundary: str, part: Part, response: ApiResponse) -> str:
     lines.append("")
     lines.append(f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}")
     headers = {"OData-Version": "4.0", **response.headers}
-    body = ""
+    body = response.text or ""
     if response.body is not None:
         headers["Content-Type"] = "application/json; odata.metadata=minimal"
         body = json.dumps(response.body)

@@ -11,9 +11,11 @@ Behaviour follows these learn.microsoft.com pages (power-apps/developer/data-pla
   representation); alternate-key addressing ``table(key='value')``.
 - "Perform conditional operations using the Web API": ``If-Match: *`` on a missing row -> 404,
   ``If-None-Match: *`` on an existing row -> 412, an etag mismatch -> 412 0x80060882, a GET with a
-  matching ``If-None-Match`` etag -> 304; ``@odata.etag`` is ``W/"<versionnumber>"``.
+  matching ``If-None-Match`` etag -> 304 (never with ``$expand`` or annotations);
+  ``@odata.etag`` is ``W/"<versionnumber>"``.
 - "Query data using the Web API": $select, $filter, $orderby, $top, $expand, $count, paging by
-  ``Prefer: odata.maxpagesize`` and ``@odata.nextLink``.
+  ``Prefer: odata.maxpagesize`` and ``@odata.nextLink`` ("Page results": ``$top`` is ignored
+  when ``odata.maxpagesize`` is given).
 - "Use change tracking to synchronize data with external systems": ``Prefer: odata.track-changes``
   -> ``@odata.deltaLink``; the delta answers changed rows and ``$deletedEntity`` rows.
 - "Query data using FetchXml" (fetchxml/overview): ``?fetchXml=`` (module fetchxml); it takes no
@@ -40,6 +42,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from simulators.dataverse import errors, fetchxml
+from simulators.dataverse import options as opts
 from simulators.dataverse.query import (
     GUID,
     column_of,
@@ -67,13 +70,14 @@ PATH = re.compile(
     r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)(?:\((?P<key>.*)\))?(?:/(?P<nav>[A-Za-z_][A-Za-z0-9_]*))?$"
 )
 KEY_PART = re.compile(r"\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>'(?:[^']|'')*'|[^,]+)\s*(?:,|$)")
-DEFAULT_PAGE_SIZE = 5000
 COLLECTION_OPTIONS = frozenset(
     {"$select", "$filter", "$orderby", "$top", "$expand", "$count", "$skiptoken", "$deltatoken", "fetchXml"}
 )
 ROW_OPTIONS = frozenset({"$select", "$expand"})
 FORMATTED = "OData.Community.Display.V1.FormattedValue"
 LOOKUP_LOGICAL_NAME = "Microsoft.Dynamics.CRM.lookuplogicalname"
+TOTAL_RECORD_COUNT = "Microsoft.Dynamics.CRM.totalrecordcount"
+ASSOCIATED_NAVIGATION = "Microsoft.Dynamics.CRM.associatednavigationproperty"
 # Change tracking is enabled on these tables; activityparty rows travel with their activity.
 CHANGE_TRACKED = frozenset(
     {"contact", "account", "lead", "email", "appointment", "recurringappointmentmaster", "task", "systemuser"}
@@ -112,6 +116,8 @@ class ApiResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
     entity_path: str | None = None
+    #: A text/plain body instead of JSON (``<entityset>/$count``).
+    text: str | None = None
 
 
 def now() -> str:
@@ -122,9 +128,15 @@ def etag(record: Record) -> str:
     return f'W/"{record["versionnumber"]}"'
 
 
-def _page_size(prefer: str) -> int | None:
-    match = re.search(r"odata\.maxpagesize\s*=\s*(\d+)", prefer)
-    return int(match.group(1)) if match else None
+@cache
+def _navigation_for(table_name: str, column: str, target: str) -> str:
+    """The single-valued navigation property of a lookup's value ("Lookup property data": the
+    ``associatednavigationproperty`` annotation names what ``$expand`` takes, e.g. ``ownerid`` or
+    ``parentcustomerid_account``); a lookup without a writable navigation is named by its column."""
+    for name, (lookup, targets) in load_tables()[table_name].navigation.items():
+        if lookup == column and target in targets:
+            return name
+    return column
 
 
 @cache
@@ -163,11 +175,14 @@ class Engine:
                 },
             )
         path = _resolve_content_id(path, request)
+        if path.endswith("/$count") and request.method == "GET":
+            return self._count(request, path.removesuffix("/$count"), caller)
         match = PATH.match(path)
         table = tables_by_entity_set().get(match.group("set")) if match else None
         if match is None or table is None:
+            segment = match.group("set") if match else path.split("/")[0]
             raise errors.DataverseError(
-                404, errors.OBJECT_DOES_NOT_EXIST, f"Resource not found for the segment '{path}'."
+                404, errors.RESOURCE_NOT_FOUND, f"Resource not found for the segment '{segment}'."
             )
         key, nav = match.group("key"), match.group("nav")
         method = request.method
@@ -183,10 +198,12 @@ class Engine:
             )
         record_id, key_values = self._resolve_key(table, key)
         if nav is not None:
-            if method != "GET" or nav != table.parties_collection or record_id is None:
+            if method != "GET" or record_id is None:
                 raise errors.bad_request(f"Unsupported path '{path}'.")
             record = self._existing(table, record_id, caller)
-            return ApiResponse(200, body={"value": self._parties(record, table, request, None, caller)})
+            if nav == table.parties_collection:
+                return ApiResponse(200, body={"value": self._parties(record, table, request, None, caller)})
+            return self._property(request, table, record, nav, caller)
         if method == "GET":
             return self._retrieve(request, table, record_id, caller)
         if method == "PATCH":
@@ -240,24 +257,30 @@ class Engine:
     ) -> ApiResponse:
         if record_id is None:
             raise _no_row_for_key(table)
-        _check_options(request.query, ROW_OPTIONS)
+        opts.check(request.query, ROW_OPTIONS)
         record = self._existing(table, record_id, caller)
-        if request.headers.get("if-none-match", "") == etag(record):
+        if request.headers.get("if-none-match", "") == etag(record) and opts.may_be_not_modified(
+            request.query, request.headers.get("prefer", "")
+        ):
             return ApiResponse(304)
         select = parse_select(request.query.get("$select"), table)
         body = {
             "@odata.context": f"{request.base_url}/$metadata#{table.entity_set}/$entity",
             **self.project(table, record, select, caller, request),
         }
-        return ApiResponse(200, {"ETag": etag(record)}, body)
+        applied = opts.annotations_applied(request.headers.get("prefer", ""))
+        return ApiResponse(
+            200, {"ETag": etag(record), **({"Preference-Applied": applied[0]} if applied else {})}, body
+        )
 
     def project(
         self, table: Table, record: Record, select: list[str] | None, caller: Caller, request: ApiRequest
     ) -> dict[str, Any]:
         """A row as the Web API returns it; secured columns the caller may not read are null."""
-        wanted = _annotations(request.headers.get("prefer", ""))
-        lookup_names = _wants(wanted, LOOKUP_LOGICAL_NAME)
-        formatted = _wants(wanted, FORMATTED)
+        wanted = opts.annotations(request.headers.get("prefer", ""))
+        lookup_names = opts.wants(wanted, LOOKUP_LOGICAL_NAME)
+        navigations = opts.wants(wanted, ASSOCIATED_NAVIGATION)
+        formatted = opts.wants(wanted, FORMATTED)
         secured = self.security.secured_columns
         out: dict[str, Any] = {"@odata.etag": etag(record)}
         for column in select if select is not None else _readable_columns(table.logical_name):
@@ -267,6 +290,10 @@ class Engine:
             name = property_name(table, column)
             if isinstance(value, Ref):
                 out[name] = value.id
+                if navigations:
+                    out[f"{name}@{ASSOCIATED_NAVIGATION}"] = _navigation_for(
+                        table.logical_name, column, value.table
+                    )
                 if lookup_names:
                     out[f"{name}@{LOOKUP_LOGICAL_NAME}"] = value.table
             else:
@@ -278,7 +305,7 @@ class Engine:
         out[table.primary_id] = record[table.primary_id]
         expand = request.query.get("$expand")
         if expand:
-            for name, options in _split_expand(expand):
+            for name, options in opts.split_expand(expand):
                 out[name] = self._expand(table, record, name, options, caller=caller, request=request)
         return out
 
@@ -304,10 +331,18 @@ class Engine:
         request: ApiRequest,
     ) -> Any:
         if name == table.parties_collection:
+            opts.check(options, frozenset({"$select"}))  # $filter/$orderby/$top there: not simulated
             return self._parties(record, table, request, options.get("$select"), caller)
-        if name not in table.navigation:
+        # "Nested $expand options can only be applied to single-valued navigation properties."
+        opts.check(options, frozenset({"$select", "$expand"}))
+        if name in table.navigation:
+            column, targets = table.navigation[name]
+        elif name in table.columns and table.columns[name].type in LOOKUP_TYPES:
+            # A read-only lookup (createdby, createdonbehalfby, owninguser, ...) is a single-valued
+            # navigation property too ("Impersonate another user using the Web API" expands them).
+            column, targets = name, table.columns[name].targets
+        else:
             raise errors.unknown_property(name, table.logical_name)
-        column, targets = table.navigation[name]
         value = record.get(column)
         if not isinstance(value, Ref) or (len(targets) == 1 and value.table != targets[0]):
             return None
@@ -315,13 +350,40 @@ class Engine:
         target = self.store.get(value.table, value.id)
         if target is None or not self.security.may_read(caller, target_table, _owner(target)):
             return None
+        nested = {"$expand": options["$expand"]} if "$expand" in options else {}
         return self.project(
             target_table,
             target,
             parse_select(options.get("$select"), target_table),
             caller,
-            _without_expand(request),
+            ApiRequest(request.method, request.path, nested, request.headers, b"", request.base_url),
         )
+
+    def _property(
+        self, request: ApiRequest, table: Table, record: Record, name: str, caller: Caller
+    ) -> ApiResponse:
+        """Retrieve a table row, "Retrieve a single property value" (``{"value"}``) and "Retrieve
+        navigation property values" (the related row; ``$select`` allowed); a null one is 204."""
+        lookup = table.navigation.get(name, (name, ()))[0]
+        if (
+            lookup in table.columns
+            and table.columns[lookup].type in LOOKUP_TYPES
+            and not name.startswith("_")
+        ):
+            opts.check(request.query, frozenset({"$select"}))
+            related = self._expand(table, record, name, dict(request.query), caller=caller, request=request)
+            target = record.get(lookup)
+            if related is None or not isinstance(target, Ref):
+                return ApiResponse(204)
+            context = f"{request.base_url}/$metadata#{load_tables()[target.table].entity_set}/$entity"
+            return ApiResponse(200, body={"@odata.context": context, **related})
+        opts.check(request.query, frozenset())
+        column = column_of(table, name)
+        value = self.project(table, record, [column], caller, request)[property_name(table, column)]
+        if value is None:
+            return ApiResponse(204)
+        context = f"{request.base_url}/$metadata#{table.entity_set}({record[table.primary_id]})/{name}"
+        return ApiResponse(200, body={"@odata.context": context, "value": value})
 
     def _parties(
         self, record: Record, table: Table, request: ApiRequest, select_text: str | None, caller: Caller
@@ -332,14 +394,17 @@ class Engine:
         rows = sorted((self.store.rows["activityparty"][i] for i in ids), key=lambda r: r["versionnumber"])
         return [self.project(party_table, row, select, caller, _without_expand(request)) for row in rows]
 
+    def _related(self, reference: Any) -> Record | None:
+        return self.store.get(reference.table, reference.id) if isinstance(reference, Ref) else None
+
     def _party_ids(self, activity: Ref) -> list[str]:
         """Ids of the activityparty rows of one activity (from the activityid index)."""
         return sorted(self.store.find("activityparty", "activityid", activity) or ())
 
     def _query(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
         self.security.require(caller, "Read", table)
-        query = request.query
-        _check_options(query, COLLECTION_OPTIONS)
+        query = opts.with_aliases(request.query)
+        opts.check(query, COLLECTION_OPTIONS)
         if "fetchXml" in query:
             return self._fetch(request, table, caller)
         select = parse_select(query.get("$select"), table)
@@ -352,24 +417,35 @@ class Engine:
                     f"Entity {table.logical_name} isn't enabled for change tracking.",
                     errors.CHANGE_TRACKING_NOT_ENABLED,
                 )
-            if "$filter" in query:
-                raise errors.bad_request("The $filter query option is not supported with change tracking.")
+            for option in ("$filter", "$orderby", "$expand", "$top"):
+                if option in query:
+                    # "Query options not supported in Change Tracking Web API request" (its message).
+                    raise errors.bad_request(
+                        f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.'
+                    )
         cursor = _decode_skiptoken(query.get("$skiptoken"))
         start_version = int(cursor.get("v", self.store.version))
         rows = self._matching(table, query.get("$filter"), caller)
         sort_records(rows, parse_orderby(query.get("$orderby"), table))
-        if "$top" in query:
+        requested_size = opts.page_size(request.prefer)
+        if "$top" in query and requested_size is None:
+            # "Don't use $top with Prefer: odata.maxpagesize. If you include both, $top is ignored."
+            # (learn.microsoft.com/power-apps/developer/data-platform/webapi/query/page-results)
             rows = rows[: _int_option(query, "$top")]
         offset = int(cursor.get("o", 0))
-        requested_size = _page_size(request.prefer)
-        page_size = requested_size or DEFAULT_PAGE_SIZE
+        page_size = requested_size or opts.DEFAULT_PAGE_SIZE
         page = rows[offset : offset + page_size]
         selected = ",".join(property_name(table, c) for c in select) if select else ""
         body: dict[str, Any] = {
             "@odata.context": f"{request.base_url}/$metadata#{table.entity_set}({selected})",
         }
-        if query.get("$count", "").lower() == "true":
-            body["@odata.count"] = len(rows)
+        counted = query.get("$count", "").lower() == "true"
+        if counted:
+            body["@odata.count"] = min(len(rows), opts.MAX_COUNT)
+        if opts.wants(opts.annotations(request.prefer), TOTAL_RECORD_COUNT):
+            # "Count rows using OData": -1 without $count=true; the limit flag says whether rows passed 5,000.
+            body[f"@{TOTAL_RECORD_COUNT}"] = min(len(rows), opts.MAX_COUNT) if counted else -1
+            body[f"@{TOTAL_RECORD_COUNT}limitexceeded"] = len(rows) > opts.MAX_COUNT
         body["value"] = [self.project(table, r, select, caller, request) for r in page]
         applied = []
         if requested_size:
@@ -381,8 +457,30 @@ class Engine:
             body["@odata.deltaLink"] = self._delta_link(request, table, start_version)
         if tracking:
             applied.append("odata.track-changes")
+        applied += opts.annotations_applied(request.headers.get("prefer", ""))
         headers = {"Preference-Applied": ",".join(applied)} if applied else {}
         return ApiResponse(200, headers, body)
+
+    def _count(self, request: ApiRequest, entity_set: str, caller: Caller) -> ApiResponse:
+        """``GET <entityset>/$count``: "just a number", text/plain, of the rows the caller may read
+        ("Count rows using OData",
+        learn.microsoft.com/power-apps/developer/data-platform/webapi/query/count-rows); capped at
+        5,000 like ``$count=true`` (the simulator's reading: the page names no other limit)."""
+        table = tables_by_entity_set().get(entity_set)
+        if table is None:
+            raise errors.DataverseError(
+                404, errors.RESOURCE_NOT_FOUND, f"Resource not found for the segment '{entity_set}'."
+            )
+        self.security.require(caller, "Read", table)
+        opts.check(request.query, frozenset({"$filter", "$deltatoken"}))
+        if "$deltatoken" in request.query:
+            # Change tracking, "Retrieve count of the changes made in tables": $count on a delta link.
+            changes = self._changed_since(table, request.query["$deltatoken"], self.store.version)
+            return ApiResponse(
+                200, {"Content-Type": "text/plain"}, text=str(min(len(changes), opts.MAX_COUNT))
+            )
+        count = min(len(self._matching(table, request.query.get("$filter"), caller)), opts.MAX_COUNT)
+        return ApiResponse(200, {"Content-Type": "text/plain"}, text=str(count))
 
     def _fetch(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
         """A FetchXml query (module fetchxml), answered in the shape of an OData query."""
@@ -442,7 +540,7 @@ class Engine:
         if fetch.top is not None:
             values = values[: fetch.top]
         else:
-            size = fetch.count or DEFAULT_PAGE_SIZE
+            size = fetch.count or opts.DEFAULT_PAGE_SIZE
             start = (fetch.page - 1) * size
             more = len(values) > start + size
             values = values[start : start + size]
@@ -454,7 +552,7 @@ class Engine:
 
     def _matching(self, table: Table, filter_text: str | None, caller: Caller) -> list[Record]:
         rows_by_id = self.store.rows[table.logical_name]
-        condition = parse_filter(filter_text, table) if filter_text else None
+        condition = parse_filter(filter_text, table, self._related) if filter_text else None
         candidates: Any = rows_by_id.values()
         if condition is not None and condition.index_hint is not None:
             ids: set[str] = set()
@@ -480,27 +578,12 @@ class Engine:
     def _delta(
         self, request: ApiRequest, table: Table, select: list[str] | None, caller: Caller
     ) -> ApiResponse:
-        token = request.query["$deltatoken"]
-        try:
-            since = int(token.split("!", 1)[0])
-        except ValueError:
-            raise errors.bad_request(f"Invalid delta token '{token}'.") from None
-        if since < self.store.token_floor[table.logical_name]:
-            raise errors.bad_request(
-                "Version stamp associated with the client has expired. Please perform a full sync.",
-                errors.EXPIRED_VERSION_STAMP,
-            )
         cursor = _decode_skiptoken(request.query.get("$skiptoken"))
         upper = int(cursor.get("u", self.store.version))
         offset = int(cursor.get("o", 0))
-        log = self.store.changes[table.logical_name]
-        changed: dict[str, None] = {}
-        first, last = (bisect.bisect_right(log, v, key=lambda entry: entry[0]) for v in (since, upper))
-        for _, record_id in log[first:last]:
-            changed.pop(record_id, None)
-            changed[record_id] = None
-        requested_size = _page_size(request.prefer)
-        page_size = requested_size or DEFAULT_PAGE_SIZE
+        changed = self._changed_since(table, request.query["$deltatoken"], upper)
+        requested_size = opts.page_size(request.prefer)
+        page_size = requested_size or opts.DEFAULT_PAGE_SIZE
         values: list[dict[str, Any]] = []
         for record_id in list(changed)[offset : offset + page_size]:
             record = self.store.get(table.logical_name, record_id)
@@ -531,6 +614,26 @@ class Engine:
             "odata.track-changes"
         ]
         return ApiResponse(200, {"Preference-Applied": ",".join(applied)}, body)
+
+    def _changed_since(self, table: Table, token: str, upper: int) -> dict[str, None]:
+        """Ids of the rows changed or deleted after a delta token's version up to ``upper``, in the
+        order of their last change."""
+        try:
+            since = int(token.split("!", 1)[0])
+        except ValueError:
+            raise errors.bad_request(f"Invalid delta token '{token}'.") from None
+        if since < self.store.token_floor[table.logical_name]:
+            raise errors.bad_request(
+                "Version stamp associated with the client has expired. Please perform a full sync.",
+                errors.EXPIRED_VERSION_STAMP,
+            )
+        log = self.store.changes[table.logical_name]
+        changed: dict[str, None] = {}
+        first, last = (bisect.bisect_right(log, v, key=lambda entry: entry[0]) for v in (since, upper))
+        for _, record_id in log[first:last]:
+            changed.pop(record_id, None)
+            changed[record_id] = None
+        return changed
 
     # -- writes --------------------------------------------------------------------------------
     def _create(self, request: ApiRequest, table: Table, caller: Caller) -> ApiResponse:
@@ -753,6 +856,10 @@ class Engine:
         for column in ("modifiedon", "modifiedby", "modifiedonbehalfby"):
             if column in columns:
                 record[column] = stamp if column == "modifiedon" else _by(column, caller)
+        owner = record.get("ownerid")
+        for column, kind in (("owninguser", "systemuser"), ("owningteam", "team")):
+            if column in columns and isinstance(owner, Ref):  # the owner, split by kind (read-only)
+                record[column] = owner if owner.table == kind else None
         if table.logical_name in FULL_NAME_TABLES:
             parts = [record.get("firstname"), record.get("lastname")]
             record["fullname"] = " ".join(p for p in parts if p) or None
@@ -983,32 +1090,8 @@ def _json_object(body: bytes, table: Table) -> dict[str, Any]:
     return payload
 
 
-def _check_options(query: dict[str, str], allowed: frozenset[str]) -> None:
-    for name in query:
-        if name not in allowed:
-            raise errors.unsupported_option(name)
-
-
 def _plain(value: Any) -> Any:
     return value.id if isinstance(value, Ref) else value
-
-
-def _annotations(prefer: str) -> frozenset[str]:
-    """The annotation names of ``Prefer: odata.include-annotations="a,b"`` (``*`` = all)."""
-    match = re.search(r'odata\.include-annotations\s*=\s*"?([^";]*)"?', prefer, re.IGNORECASE)
-    if match is None:
-        return frozenset()
-    return frozenset(part.strip() for part in match.group(1).split(",") if part.strip())
-
-
-def _wants(wanted: frozenset[str], name: str) -> bool:
-    """Whether ``name`` is among the requested annotations (``*`` and ``Namespace.*`` patterns)."""
-    return any(
-        pattern == "*"
-        or pattern.lower() == name.lower()
-        or (pattern.endswith(".*") and name.lower().startswith(pattern[:-1].lower()))
-        for pattern in wanted
-    )
 
 
 def format_value(column: Column, value: Any) -> str | None:
@@ -1062,29 +1145,6 @@ def _decode_skiptoken(token: str | None) -> dict[str, int]:
 
 def _link(request: ApiRequest, table: Table, query: dict[str, str]) -> str:
     return f"{request.base_url}/{table.entity_set}?{urlencode(query, quote_via=quote, safe='$,')}"
-
-
-def _split_expand(text: str) -> list[tuple[str, dict[str, str]]]:
-    """``a($select=x,y),b`` -> [("a", {"$select": "x,y"}), ("b", {})]."""
-    items: list[tuple[str, dict[str, str]]] = []
-    depth, start = 0, 0
-    for position, char in enumerate(text + ","):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            part = text[start:position].strip()
-            start = position + 1
-            if not part:
-                continue
-            name, _, rest = part.partition("(")
-            options: dict[str, str] = {}
-            for option in rest.rstrip(")").split(";") if rest else []:
-                key, _, value = option.partition("=")
-                options[key.strip()] = value.strip()
-            items.append((name.strip(), options))
-    return items
 
 
 def _without_expand(request: ApiRequest) -> ApiRequest:

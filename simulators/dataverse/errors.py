@@ -35,8 +35,11 @@ STRING_TOO_LONG = "0x80044331"
 VALUE_OUT_OF_RANGE = "0x8004431a"
 # Generic "Error identified in Payload provided by the user" (payload / request shape errors).
 BAD_PAYLOAD = "0x80048d19"
-# "Could not find a property named '{0}' on type 'Microsoft.Dynamics.CRM.{1}'" (query options).
+# "Could not find a property named '{0}' on type 'Microsoft.Dynamics.CRM.{1}'" (query options); also
+# a path naming no entity set, function or action: 404 "Resource not found for the segment '{0}'."
+# (as Dataverse answers it, github.com/microsoft/Dataverse-MCP/issues/6).
 PROPERTY_NOT_FOUND = "0x80060888"
+RESOURCE_NOT_FOUND = PROPERTY_NOT_FOUND
 # Use change tracking to synchronize data with external systems; ExpiredVersionStamp "Version stamp
 # associated with the client has expired. Please perform a full sync."
 EXPIRED_VERSION_STAMP = "0x80044352"

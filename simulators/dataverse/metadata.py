@@ -76,7 +76,7 @@ def handle(method: str, path: str, query: dict[str, str], base_url: str) -> tupl
     attributes = "/Attributes" in path
     if match is None:
         raise errors.DataverseError(
-            404, errors.OBJECT_DOES_NOT_EXIST, f"Resource not found for the segment '{path}'."
+            404, errors.RESOURCE_NOT_FOUND, f"Resource not found for the segment '{path}'."
         )
     key = match.group("key")
     select = _select(query.get("$select"))

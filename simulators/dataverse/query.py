@@ -2,11 +2,17 @@
 
 $filter: eq, ne, gt, ge, lt, le, and, or, not, parentheses, contains(), startswith(),
 endswith(); lookups are filtered through their ``_<column>_value`` property ("Lookup
-properties"); string comparison is case-insensitive, as in Dataverse. $select, $orderby.
+properties") and a related row's column as ``<navigation property>/<column>``; string comparison
+is case-insensitive, as in Dataverse. $select, $orderby.
+The Dataverse query functions ``Microsoft.Dynamics.CRM.In``, ``NotIn``, ``Between`` and
+``NotBetween`` with inline ``PropertyName='x',PropertyValues=["a","b"]`` ("Filter rows", Dataverse
+query functions; Microsoft's Python client writes ``In``/``NotIn`` for ``col(x).in_(...)``);
+the other query functions are refused with 400.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from simulators.dataverse import errors
-from simulators.dataverse.schema import LOOKUP_TYPES, NOT_A_PROPERTY_TYPES, Table
+from simulators.dataverse.schema import LOOKUP_TYPES, NOT_A_PROPERTY_TYPES, Table, load_tables
 from simulators.dataverse.store import Record, index_key
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -24,6 +30,10 @@ TOKEN = re.compile(
 )
 COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
 FUNCTIONS = {"contains", "startswith", "endswith"}
+QUERY_FUNCTION_PREFIX = "microsoft.dynamics.crm."
+QUERY_FUNCTION_ARGUMENTS = re.compile(
+    r"\s*PropertyName\s*=\s*'(?P<name>\w+)'\s*,\s*PropertyValues\s*=\s*(?P<values>\[.*\])\s*", re.S
+)
 
 
 def normalize_datetime(value: str) -> str:
@@ -58,6 +68,8 @@ comparable = index_key
 
 
 Predicate = Callable[[Record], bool]
+#: The row a lookup value points at (None if gone).
+Related = Callable[[Any], Record | None]
 # Rows matching the filter are among those with column == value for one of these pairs.
 Hint = tuple[tuple[str, Any], ...] | None
 
@@ -70,9 +82,11 @@ class Filter:
     index_hint: Hint
 
 
-def parse_filter(text: str, table: Table) -> Filter:
-    tokens = [m.group(0).strip() for m in TOKEN.finditer(text) if m.group(0).strip()]
-    parser = _Parser(tokens, table)
+def parse_filter(text: str, table: Table, related: Related | None = None) -> Filter:
+    """``related`` reads the row a lookup points at, for ``<navigation property>/<property>`` terms."""
+    found = [m for m in TOKEN.finditer(text) if m.group(0).strip()]
+    tokens = [m.group(0).strip() for m in found]
+    parser = _Parser(tokens, table, text, [m.end() for m in found], related)
     predicate, hint = parser.expression()
     if parser.position != len(tokens):
         raise errors.bad_request(f"Syntax error at position {parser.position} in '{text}'.")
@@ -80,9 +94,19 @@ def parse_filter(text: str, table: Table) -> Filter:
 
 
 class _Parser:
-    def __init__(self, tokens: list[str], table: Table) -> None:
+    def __init__(
+        self,
+        tokens: list[str],
+        table: Table,
+        text: str = "",
+        ends: list[int] | None = None,
+        related: Related | None = None,
+    ) -> None:
         self.tokens = tokens
         self.table = table
+        self.text = text
+        self.ends = ends or []
+        self.related = related
         self.position = 0
 
     def peek(self) -> str | None:
@@ -127,7 +151,45 @@ class _Parser:
             return inner, hint
         if token in FUNCTIONS:
             return self.function(), None
+        if token.startswith(QUERY_FUNCTION_PREFIX):
+            return self.query_function(), None
         return self.comparison()
+
+    def query_function(self) -> Predicate:
+        """``Microsoft.Dynamics.CRM.In|NotIn|Between|NotBetween(PropertyName='x',PropertyValues=[...])``."""
+        name = self.take()[len(QUERY_FUNCTION_PREFIX) :].lower()
+        self.take("(")
+        start, depth = self.ends[self.position - 1], 1
+        while depth:
+            token = self.take()
+            depth += (token == "(") - (token == ")")
+        arguments = QUERY_FUNCTION_ARGUMENTS.fullmatch(self.text[start : self.ends[self.position - 1] - 1])
+        if name not in {"in", "notin", "between", "notbetween"} or arguments is None:
+            raise errors.bad_request(
+                f"The query function Microsoft.Dynamics.CRM.{name} is not supported here."
+            )
+        try:
+            values = json.loads(arguments.group("values"))
+        except ValueError:
+            raise errors.bad_request("Invalid JSON in PropertyValues.") from None
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or not values:
+            raise errors.bad_request("PropertyValues must be a non-empty array of strings.")
+        if name.endswith("between") and len(values) != 2:
+            raise errors.bad_request("Between takes two PropertyValues.")
+        column = column_of(self.table, arguments.group("name"))
+
+        def matches(record: Record) -> bool:
+            value = comparable(record.get(column))
+            if value is None:
+                return False
+            given = [_coerce(v, value) for v in values]
+            try:
+                inside = given[0] <= value <= given[1] if name.endswith("between") else value in given
+            except TypeError:  # a value that is not of the column's type matches nothing
+                inside = False
+            return bool(inside) != name.startswith("not")
+
+        return matches
 
     def function(self) -> Predicate:
         name = self.take().lower()
@@ -152,13 +214,40 @@ class _Parser:
         return matches
 
     def comparison(self) -> tuple[Predicate, Hint]:
-        column = column_of(self.table, self.take())
+        name = self.take()
+        if "/" in name:
+            return self.related_comparison(name), None
+        column = column_of(self.table, name)
         operator = self.take().lower()
         if operator not in COMPARISONS:
             raise errors.bad_request(f"Syntax error in $filter: unknown operator {operator!r}.")
         literal = comparable(self.literal())
         hint = ((column, literal),) if operator == "eq" and literal is not None else None
         return _compare(column, operator, literal), hint
+
+    def related_comparison(self, name: str) -> Predicate:
+        """Filter rows, "Filter using lookup column property values": ``<single-valued navigation
+        property>/<property> <operator> <literal>`` (one level) compares the related row's column."""
+        navigation, _, inner = name.partition("/")
+        lookup, targets = self.table.navigation.get(navigation, (navigation, ()))
+        if self.related is None or lookup not in self.table.columns or "/" in inner:
+            raise errors.unknown_property(name, self.table.logical_name)
+        tables = load_tables()
+        chosen = targets or self.table.columns[lookup].targets
+        target_columns = {t: column_of(tables[t], inner) for t in chosen if t in tables}
+        operator = self.take().lower()
+        if operator not in COMPARISONS:
+            raise errors.bad_request(f"Syntax error in $filter: unknown operator {operator!r}.")
+        compare = _compare("value", operator, comparable(self.literal()))
+        related = self.related
+
+        def matches(record: Record) -> bool:
+            reference = record.get(lookup)
+            kind = getattr(reference, "table", None)
+            target = related(reference) if kind in target_columns else None
+            return compare({"value": target.get(target_columns[kind]) if target is not None else None})
+
+        return matches
 
     def literal(self) -> Any:
         token = self.take()
@@ -200,6 +289,22 @@ def _compare(column: str, operator: str, literal: Any) -> Predicate:
             return False
 
     return test
+
+
+def _coerce(text: str, like: Any) -> Any:
+    """A query function's string value as the column's type (PropertyValues are Edm.String)."""
+    try:
+        if isinstance(like, bool):
+            return text.lower() == "true"
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+    except ValueError:
+        return None
+    if isinstance(like, str) and DATETIME.match(text) and "-" in text and DATETIME.match(like):
+        return normalize_datetime(text)
+    return comparable(text)
 
 
 def _and(left: Predicate, right: Predicate) -> Predicate:

@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING
 from starlette.responses import Response
 
 from simulators.graph import events, meetings, query, resources
-from simulators.graph.core import GraphError, Json, bad_request, change_key, etag, iso_z, not_found, opaque_id
+from simulators.graph.core import (
+    GraphError,
+    Json,
+    bad_request,
+    change_key,
+    check_if_match,
+    etag,
+    iso_z,
+    not_found,
+    opaque_id,
+)
 from simulators.graph.delta import Entry
 from simulators.graph.http import Ctx, Router, json_response, parse_expand, parse_select
 from simulators.graph.resources import ODATA_TYPES
@@ -190,12 +200,18 @@ class GraphApi:
         body = resources.render(ctx.mailbox, item, ctx.view())
         return json_response(ctx, {"@odata.context": ctx.context(f"{context}/$entity"), **body}, status)
 
+    @staticmethod
+    def _checked(ctx: Ctx, item: Item) -> Item:
+        check_if_match(ctx.if_match, item.change_key)
+        return item
+
     def _create(self, ctx: Ctx, kind: Kind, container: str, *, draft: bool) -> Item:
         return create_item(self.store, ctx.mailbox, kind, container, ctx.json(), draft=draft)
 
     def _update(self, ctx: Ctx, item: Item) -> None:
         """PATCH: validate everything first, so a bad body is a 400 that changes nothing. The organizer's
         change to what attendees see goes out to them (meetings.py, event-update)."""
+        self._checked(ctx, item)
         body = ctx.json()
         extended = resources.read_extended(body)
         resources.check_writable(item.kind, body)
@@ -219,13 +235,13 @@ class GraphApi:
 
     def _list(self, ctx: Ctx, kind: Kind, container: str | None, context: str) -> Response:
         keep = query.parse_filter(ctx.query.get("$filter"))
+        items = [i for i in ctx.mailbox.items_in(kind, container) if keep(i.props, i.extended)]
+        everything = ctx.view(select=False)
+        items = query.ordered(
+            items, ctx.query.get("$orderby"), lambda i: resources.render(ctx.mailbox, i, everything)
+        )
         view = ctx.view()
-        rows = [
-            resources.render(ctx.mailbox, i, view)
-            for i in ctx.mailbox.items_in(kind, container)
-            if keep(i.props, i.extended)
-        ]
-        return collection(ctx, query.ordered(rows, ctx.query.get("$orderby")), context)
+        return collection(ctx, [resources.render(ctx.mailbox, i, view) for i in items], context)
 
     def _delta(self, ctx: Ctx, kind: Kind, container: str, context: str) -> Response:
         """Delta over one folder or list (learn.microsoft.com/graph/api/message-delta, contact-delta,
@@ -239,6 +255,7 @@ class GraphApi:
                 select=parse_select(options.get("$select")),
                 expand_extended=parse_expand(options.get("$expand")),
             )
+            items = [i for i in box.items_in(kind, container) if keep(i.props, i.extended)]
             return [
                 Entry(
                     i.immutable_id,
@@ -246,8 +263,7 @@ class GraphApi:
                     i.visible_id(view.immutable_ids),
                     functools.partial(resources.render, box, i, view, with_type=True),
                 )
-                for i in box.items_in(kind, container)
-                if keep(i.props, i.extended)
+                for i in query.delta_order(kind, items, options.get("$orderby"))
             ]
 
         return self.sim.delta.respond(
@@ -257,7 +273,8 @@ class GraphApi:
             collect=collect,
             default_page=DEFAULT_PAGE,
             context=f"Collection({kind.value})",
-            tracked_options=("$select", "$expand", "$filter"),
+            tracked_options=("$select", "$expand", "$filter", "$orderby")
+            + (("changeType",) if kind is Kind.MESSAGE else ()),
         )
 
     # -- mail folders: learn.microsoft.com/graph/api/user-list-mailfolders, mailfolder-post-childfolders
@@ -376,7 +393,7 @@ class GraphApi:
     async def delete_message(self, ctx: Ctx) -> Response:
         """message-delete: the message leaves the mailbox's folders (Graph keeps it in the hidden
         Recoverable Items Deletions folder, which no simulated API reads)."""
-        self.store.delete_item(ctx.mailbox, self._message(ctx))
+        self.store.delete_item(ctx.mailbox, self._checked(ctx, self._message(ctx)))
         return json_response(ctx, None, 204)
 
     async def move_message(self, ctx: Ctx) -> Response:
@@ -466,7 +483,9 @@ class GraphApi:
         return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/contacts")
 
     async def delete_contact(self, ctx: Ctx) -> Response:
-        self.store.delete_item(ctx.mailbox, ctx.mailbox.item(ctx.params["item"], Kind.CONTACT))
+        self.store.delete_item(
+            ctx.mailbox, self._checked(ctx, ctx.mailbox.item(ctx.params["item"], Kind.CONTACT))
+        )
         return json_response(ctx, None, 204)
 
     async def delta_contacts(self, ctx: Ctx) -> Response:
@@ -563,7 +582,7 @@ class GraphApi:
         box = ctx.mailbox
         master, original = events.find(box, ctx.params["item"])
         if original is None:
-            self.store.delete_item(box, master)
+            self.store.delete_item(box, self._checked(ctx, master))
             meetings.cancel(self.store, box, master)
         else:
             master.exceptions[original] = None
@@ -714,7 +733,7 @@ class GraphApi:
         return self._entity(ctx, item, f"users('{ctx.mailbox.id}')/todo/lists('{item.container}')/tasks")
 
     async def delete_task(self, ctx: Ctx) -> Response:
-        self.store.delete_item(ctx.mailbox, self._task(ctx))
+        self.store.delete_item(ctx.mailbox, self._checked(ctx, self._task(ctx)))
         return json_response(ctx, None, 204)
 
     async def delta_tasks(self, ctx: Ctx) -> Response:

@@ -99,7 +99,8 @@ class Simulator:
                 request, call, entry, request_id=request_id, segments=segments, query=query
             )
         except GraphError as error:
-            response = error_response(error, error_body(error.code, error.message, request_id))
+            client_id = call.headers.get("client-request-id")
+            response = error_response(error, error_body(error.code, error.message, request_id, client_id))
         except ClientGone:
             # Nobody reads this answer; the log says the client closed the request (nginx's 499).
             response = Response(status_code=CLIENT_CLOSED_REQUEST)
@@ -107,7 +108,12 @@ class Simulator:
             # A body of the wrong shape (e.g. a string where Graph wants an object) is the client's
             # error in Graph: 400. The traceback goes to stderr in case it is the simulator's.
             LOG.warning("answering 400 to %s %s", call.method, entry["path"], exc_info=True)
-            body = error_body("BadRequest", f"Invalid request: {type(error).__name__}", request_id)
+            body = error_body(
+                "BadRequest",
+                f"Invalid request: {type(error).__name__}",
+                request_id,
+                call.headers.get("client-request-id"),
+            )
             response = error_response(GraphError(400, "BadRequest", "invalid"), body)
         entry["status"] = response.status_code
         self.log.add(entry)
@@ -146,11 +152,12 @@ class Simulator:
             request_id=request_id,
             raw_body=call.body,
             claims=claims,
+            if_match=call.headers.get("if-match"),
         )
         if "user" not in params:
             await self.faults.apply(None, call.method, entry["path"], request.is_disconnected)
             return await handler(ctx)
-        ctx.box = self.store.user(params["user"])
+        ctx.box = self.store.user(params["user"], mailbox=pattern != "users/{user}")
         entry["user"] = ctx.box.id
         self.throttle.enter(ctx.box.id)
         try:

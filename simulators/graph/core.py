@@ -17,15 +17,26 @@ class GraphError(Exception):
     "innerError": {"date", "request-id", "client-request-id"}}}``.
     """
 
-    def __init__(self, status: int, code: str, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        location: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.location = location
 
 
-def error_body(code: str, message: str, request_id: str) -> Json:
+def error_body(code: str, message: str, request_id: str, client_request_id: str | None = None) -> Json:
+    """``innerError.client-request-id`` is the id the client sent in its ``client-request-id``
+    header (msgraph-sdk sends one with every request), else the request's own id."""
     return {
         "error": {
             "code": code,
@@ -33,7 +44,7 @@ def error_body(code: str, message: str, request_id: str) -> Json:
             "innerError": {
                 "date": iso_z(utcnow()),
                 "request-id": request_id,
-                "client-request-id": request_id,
+                "client-request-id": client_request_id or request_id,
             },
         }
     }
@@ -42,6 +53,24 @@ def error_body(code: str, message: str, request_id: str) -> Json:
 def not_found(what: str) -> GraphError:
     """Outlook answers a missing item with ErrorItemNotFound (learn.microsoft.com/graph/errors)."""
     return GraphError(404, "ErrorItemNotFound", f"The specified {what} could not be found in the store.")
+
+
+def check_if_match(if_match: str | None, key: str) -> None:
+    """``If-Match`` on a write of an Outlook item: ``*`` or the item's current ``@odata.etag`` (its
+    changeKey) lets it through, another value is 412 ``ErrorIrresolvableConflict`` and changes nothing
+    (learn.microsoft.com/graph/errors: 412 "A precondition provided in the request (such as an
+    if-match header) doesn't match the resource's current state"; Exchange's code and message as
+    learn.microsoft.com/answers/questions/271870 quotes them)."""
+    if if_match is None:
+        return
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
+    if "*" not in wanted and key not in wanted:
+        raise GraphError(
+            412,
+            "ErrorIrresolvableConflict",
+            "The send or update operation could not be performed because the change key passed in "
+            "the request does not match the current change key for the item.",
+        )
 
 
 def bad_request(message: str, code: str = "ErrorInvalidRequest") -> GraphError:

@@ -10,6 +10,10 @@ Each delta token keeps a snapshot of what the client has been told (id -> change
 next round reports exactly the items that changed, appeared or left the scope since, which is
 also what makes calendarView items that leave the window come back as @removed. Old tokens
 stay valid, so replaying a delta link is harmless (it re-reports changes).
+
+learn.microsoft.com/graph/api/message-delta: the custom query option ``changeType`` (created,
+updated or deleted), given on the initial request, limits the later rounds to that kind of change;
+the initial round is the full synchronization the page describes and lists every item.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from simulators.graph.core import GraphError, Json, url_token
+from simulators.graph.core import GraphError, Json, bad_request, url_token
 from simulators.graph.http import Ctx, json_response
 
 
@@ -57,8 +61,16 @@ def _removed(odata_type: str, item_id: str) -> Json:
     return {"@odata.type": odata_type, "id": item_id, "@removed": {"reason": "deleted"}}
 
 
-def sync_state_not_found() -> GraphError:
-    return GraphError(410, "syncStateNotFound", "The sync state generation is invalid or has expired.")
+def sync_state_not_found(ctx: Ctx) -> GraphError:
+    """delta-query-overview, "Synchronization reset": 410 with a Location header holding the request
+    URL without its state token (the initial query), so the client starts a full synchronization."""
+    initial = {k: v for k, v in ctx.query.items() if k not in ("$deltatoken", "$skiptoken")}
+    return GraphError(
+        410,
+        "syncStateNotFound",
+        "The sync state generation is invalid or has expired.",
+        location=ctx.link(ctx.segments, initial),
+    )
 
 
 # Delta pages hold at most 200 items whatever odata.maxpagesize asks for ("contact: delta API what
@@ -107,26 +119,34 @@ class DeltaTokens:
         if skip is not None:
             found = self.pages.get(skip)
             if found is None or found[0].user != user:
-                raise sync_state_not_found()
+                raise sync_state_not_found(ctx)
             return self._page(ctx, found[0], found[1], context)
         token = ctx.query.get("$deltatoken")
         if token is not None:
             state = self.states.get(token)
             if state is None or state.user != user or state.scope != scope:
-                raise sync_state_not_found()
+                raise sync_state_not_found(ctx)
             options, previous = state.options, state.snapshot
         else:
             options = {k: ctx.query[k] for k in tracked_options if k in ctx.query}
             previous = None
+        wanted = options.get("changeType")
+        if wanted not in (None, "created", "updated", "deleted"):
+            raise bad_request(f"Invalid changeType '{wanted}'.", "BadRequest")
         entries = collect(options)
         changes: list[Callable[[], Json]] = []
         snapshot: dict[str, tuple[str, str]] = {}
         for entry in entries:
             snapshot[entry.key] = (entry.change_key, entry.visible_id)
-            if previous is None or previous.get(entry.key, ("", ""))[0] != entry.change_key:
+            if previous is None:
+                changes.append(entry.render)
+                continue
+            before = previous.get(entry.key)
+            change = "created" if before is None else "updated" if before[0] != entry.change_key else None
+            if change is not None and wanted in (None, change):
                 changes.append(entry.render)
         for key, (_, seen_id) in (previous or {}).items():
-            if key not in snapshot:
+            if key not in snapshot and wanted in (None, "deleted"):
                 changes.append(functools.partial(_removed, odata_type, seen_id))
         size = ctx.page_size(default_page, cap=MAX_DELTA_PAGE)
         pages = [changes[i : i + size] for i in range(0, len(changes), size)] or [[]]

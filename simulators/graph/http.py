@@ -101,6 +101,7 @@ class Ctx:
     applied: list[str] = field(default_factory=list)
     raw_body: bytes = b""
     claims: Claims | None = None  # an issued app-only token's claims; None: not limited by roles
+    if_match: str | None = None  # the request's If-Match header (core.check_if_match)
 
     def json(self) -> Json:
         if not self.raw_body:
@@ -200,6 +201,8 @@ def json_response(
 
 def error_response(error: GraphError, body: Json) -> Response:
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
+    if error.location is not None:
+        headers["Location"] = error.location
     return Response(
         json.dumps(body).encode("utf-8"),
         status_code=error.status,

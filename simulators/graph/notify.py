@@ -11,7 +11,9 @@
   subscription's notifications that are waiting for a free connection together (up to
   ``MAX_PER_POST``), and a lone one on its own.
 - learn.microsoft.com/graph/api/resources/subscription, "Subscription lifetime": at most 10,080
-  minutes for Outlook messages, events and contacts, 4,230 minutes for To Do tasks.
+  minutes for Outlook messages, events and contacts, 4,230 minutes for To Do tasks; expirationDateTime:
+  "Any value under 45 minutes after the time of the request is automatically set to 45 minutes after
+  the request time" (a time already past is still refused).
 - learn.microsoft.com/graph/change-notifications-lifecycle-events: reauthorizationRequired,
   subscriptionRemoved and missed, POSTed to lifecycleNotificationUrl.
 """
@@ -39,6 +41,7 @@ LOG = logging.getLogger("simulators.graph.notify")
 APPLICATION_ID = "24f3b0aa-1f8d-4a40-9c3b-3c5b5f0b5e1a"
 MAX_LIFETIME_MINUTES = {Kind.MESSAGE: 10080, Kind.EVENT: 10080, Kind.CONTACT: 10080, Kind.TASK: 4230}
 CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
+MIN_LIFETIME = dt.timedelta(minutes=45)
 LIFECYCLE_EVENTS = frozenset({"reauthorizationRequired", "subscriptionRemoved", "missed"})
 RESOURCE_NAMES = {Kind.MESSAGE: "Messages", Kind.EVENT: "Events", Kind.CONTACT: "Contacts"}
 
@@ -197,7 +200,7 @@ class Notifier:
             raise bad_request(
                 f"Subscription expiration can only be {limit} minutes in the future.", "InvalidRequest"
             )
-        return expiration
+        return max(expiration, now + MIN_LIFETIME)
 
     async def create(self, body: Json, immutable_ids: bool) -> Subscription:
         resource = body.get("resource")
@@ -211,6 +214,12 @@ class Notifier:
         client_state = body.get("clientState")
         if client_state is not None and (not isinstance(client_state, str) or len(client_state) > 128):
             raise bad_request("clientState must be a string of at most 128 characters.", "InvalidRequest")
+        if body.get("includeResourceData") is True:
+            # resources/subscription: encryptionCertificate is "required when includeResourceData is
+            # true"; with one, rich notifications are still not simulated: refused, never ignored.
+            if not body.get("encryptionCertificate"):
+                raise bad_request("encryptionCertificate is required when includeResourceData is true.")
+            raise bad_request("This simulator does not send change notifications with resource data.")
         lifecycle = body.get("lifecycleNotificationUrl")
         box, kind, container = parse_resource(self.store, resource)
         expiration = self._expiration(kind, body.get("expirationDateTime"))
@@ -256,11 +265,16 @@ class Notifier:
             raise bad_request(failure, "ValidationError")
 
     def renew(self, subscription_id: str, body: Json) -> Subscription:
-        """PATCH: only expirationDateTime (and notificationUrl) change (subscription-update)."""
+        """PATCH: expirationDateTime and/or notificationUrl change (subscription-update: "Renew a
+        subscription by extending its expiry time, or update its notificationUrl"), either alone."""
         subscription = self.live(subscription_id)
-        subscription.expiration = self._expiration(subscription.kind, body.get("expirationDateTime"))
-        if isinstance(body.get("notificationUrl"), str):
-            subscription.notification_url = body["notificationUrl"]
+        url = body.get("notificationUrl")
+        if "expirationDateTime" not in body and not isinstance(url, str):
+            raise bad_request("expirationDateTime or notificationUrl is required.", "InvalidRequest")
+        if "expirationDateTime" in body:
+            subscription.expiration = self._expiration(subscription.kind, body["expirationDateTime"])
+        if isinstance(url, str):
+            subscription.notification_url = url
         return subscription
 
     def delete(self, subscription_id: str) -> None:

@@ -6,12 +6,17 @@ Exchange compares strings case-insensitively, so these filters do too.
 
 from __future__ import annotations
 
-import functools
+import datetime as dt
+import operator
 import re
 from collections.abc import Callable
+from typing import TypeVar, cast
 
-from simulators.graph.core import Json, bad_request
+from simulators.graph.core import GraphError, Json, bad_request, parse_iso
 from simulators.graph.resources import extended_key
+from simulators.graph.store import Item, Kind
+
+T = TypeVar("T")
 
 # (properties, extended properties keyed by lower-cased id) -> matches?
 Predicate = Callable[[Json, dict[str, Json]], bool]
@@ -23,7 +28,13 @@ _EXTENDED = re.compile(
 )
 _ANY_OBJECT = re.compile(rf"(\w+)/any\(\s*(\w+)\s*:\s*\2/(\w+(?:/\w+)*)\s+eq\s+{_STRING}\s*\)", re.IGNORECASE)
 _ANY_STRING = re.compile(rf"(\w+)/any\(\s*(\w+)\s*:\s*\2\s+eq\s+{_STRING}\s*\)", re.IGNORECASE)
-_EQUALS = re.compile(rf"(\w+(?:/\w+)*)\s+eq\s+(?:{_STRING}|(true|false))", re.IGNORECASE)
+_EQUALS = re.compile(rf"(\w+(?:/\w+)*)\s+(eq|ne)\s+(?:{_STRING}|(true|false))", re.IGNORECASE)
+_INSTANT = r"(\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?)"
+_COMPARE = re.compile(rf"(\w+(?:/\w+)*)\s+(eq|ne|gt|ge|lt|le)\s+{_INSTANT}(?![\w:.+-])", re.IGNORECASE)
+_OPERATORS: dict[str, Callable[[dt.datetime, dt.datetime], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
+    "ge": operator.ge, "lt": operator.lt, "le": operator.le,
+}  # fmt: skip
 
 
 def lookup(value: object, path: str) -> object:
@@ -49,7 +60,9 @@ def parse_filter(raw: str | None) -> Predicate:
       (learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get);
     - ``collection/any(x: x/path eq '..')`` and ``collection/any(x: x eq '..')``, e.g.
       ``emailAddresses/any(a: a/address eq '..')`` or ``categories/any(c: c eq '..')``;
-    - ``path eq '..' | true | false``, e.g. ``from/emailAddress/address eq '..'``.
+    - ``path eq|ne '..' | true | false``, e.g. ``from/emailAddress/address eq '..'``, ``isRead ne true``;
+    - ``path eq|ne|gt|ge|lt|le <date or date-time>`` (unquoted, as Graph writes DateTimeOffset
+      literals), e.g. ``receivedDateTime ge 2016-01-01T00:00:00Z``, the filter message-delta documents.
     """
     if not raw:
         return lambda props, extended: True
@@ -60,6 +73,7 @@ def parse_filter(raw: str | None) -> Predicate:
         (_ANY_OBJECT, _any_object_test),
         (_ANY_STRING, _any_string_test),
         (_EQUALS, _equals_test),
+        (_COMPARE, _compare_test),
     ):
         for match in pattern.finditer(rest):
             tests.append(build(match))
@@ -85,9 +99,29 @@ def _any_string_test(match: re.Match[str]) -> Predicate:
 
 
 def _equals_test(match: re.Match[str]) -> Predicate:
-    path, text, flag = match.group(1), match.group(2), match.group(3)
+    path, negated, text, flag = match.group(1), match.group(2).lower() == "ne", match.group(3), match.group(4)
     expected: object = _text(text) if text is not None else flag.lower() == "true"
-    return lambda props, extended: _same(lookup(props, path), expected)
+    return lambda props, extended: _same(lookup(props, path), expected) != negated
+
+
+def _instant(text: str) -> dt.datetime | None:
+    try:
+        return parse_iso(text)
+    except GraphError:
+        return None
+
+
+def _compare_test(match: re.Match[str]) -> Predicate:
+    path, compare, bound = match.group(1), _OPERATORS[match.group(2).lower()], _instant(match.group(3))
+    if bound is None:
+        raise bad_request(f"Invalid date-time literal '{match.group(3)}'.", "BadRequest")
+
+    def test(props: Json, extended: dict[str, Json]) -> bool:
+        value = lookup(props, path)
+        actual = _instant(value) if isinstance(value, str) else None
+        return actual is not None and compare(actual, bound)
+
+    return test
 
 
 def parse_orderby(raw: str | None) -> list[tuple[str, bool]]:
@@ -109,8 +143,23 @@ def sort_key(path: str, props: Json) -> tuple[bool, str]:
     return value is not None, "" if value is None else str(value)
 
 
-def ordered(rows: list[Json], raw: str | None) -> list[Json]:
-    """Rows (rendered JSON) sorted by ``$orderby``; stable, so earlier clauses win."""
+def ordered(rows: list[T], raw: str | None, full: Callable[[T], Json] | None = None) -> list[T]:
+    """Rows sorted by ``$orderby``; stable, so earlier clauses win. ``full`` gives a row's every
+    property when the rows are items rendered later: $orderby may name a property $select leaves out."""
     for path, descending in reversed(parse_orderby(raw)):
-        rows = sorted(rows, key=functools.partial(sort_key, path), reverse=descending)
+        rows = sorted(
+            rows,
+            key=lambda row: sort_key(path, full(row) if full is not None else cast(Json, row)),
+            reverse=descending,
+        )
     return rows
+
+
+def delta_order(kind: Kind, items: list[Item], orderby: str | None) -> list[Item]:
+    """message-delta: "The only supported $orderby expression is $orderby=receivedDateTime+desc";
+    without it the order is not guaranteed (the store's). Other delta functions take no $orderby."""
+    if orderby is None:
+        return items
+    if kind is not Kind.MESSAGE or parse_orderby(orderby) != [("receivedDateTime", True)]:
+        raise bad_request(f"The $orderby '{orderby}' is not supported with delta.", "BadRequest")
+    return sorted(items, key=lambda i: sort_key("receivedDateTime", i.props), reverse=True)

@@ -200,13 +200,18 @@ class Store:
         self.users[new_id] = box
         return box
 
-    def user(self, key: str) -> Mailbox:
+    def user(self, key: str, *, mailbox: bool = False) -> Mailbox:
         """By object id or userPrincipalName, as /users/{id | userPrincipalName} accepts both
-        (learn.microsoft.com/graph/api/user-get)."""
+        (learn.microsoft.com/graph/api/user-get). An unknown user is the directory's 404
+        Request_ResourceNotFound, or with ``mailbox`` (a path into the user's mailbox: mail, contacts,
+        calendar, To Do) Exchange's 404 ErrorInvalidUser "The requested user '<id>' is invalid."
+        (as github.com/microsoftgraph/microsoft-graph-docs/issues/4097 and /7909 quote it)."""
         box = self.users.get(key)
         if box is None:
             lowered = key.lower()
             box = next((m for m in self.users.values() if m.user_principal_name.lower() == lowered), None)
+        if box is None and mailbox:
+            raise GraphError(404, "ErrorInvalidUser", f"The requested user '{key}' is invalid.")
         if box is None:
             raise GraphError(
                 404,

@@ -31,6 +31,7 @@ import trustme
 from azure.core.credentials import AccessToken
 from PowerPlatform.Dataverse.aio import AsyncDataverseClient
 from PowerPlatform.Dataverse.client import DataverseClient
+from PowerPlatform.Dataverse.models.filters import col
 
 from simulators.dataverse.launcher import DataverseSimulator
 
@@ -65,7 +66,8 @@ class _AsyncCredential:
 
 
 class _TlsFront:
-    """TLS on 127.0.0.1:<port>, each connection piped to the simulator's plain HTTP port."""
+    """TLS on 127.0.0.1:<port>, each connection piped to the simulator's plain HTTP port (requests
+    marked ``X-Forwarded-Proto: https``)."""
 
     def __init__(self, backend: str, context: ssl.SSLContext) -> None:
         parts = urlsplit(backend)
@@ -99,9 +101,39 @@ class _TlsFront:
             with contextlib.suppress(Exception):
                 sink.close()
 
-        await asyncio.gather(copy(reader, back_writer), copy(back_reader, writer))
+        async def forward(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            """Requests go on with ``X-Forwarded-Proto: https`` (what a TLS terminator says), so the
+            simulator's absolute links (``@odata.nextLink``) send the client back over TLS."""
+            with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
+                while True:
+                    head = await source.readuntil(b"\r\n\r\n")
+                    line, _, rest = head.partition(b"\r\n")
+                    sink.write(line + b"\r\nX-Forwarded-Proto: https\r\n" + rest)
+                    fields = {
+                        name.strip().lower(): value.strip()
+                        for name, _, value in (f.partition(b":") for f in rest.split(b"\r\n") if f)
+                    }
+                    if fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+                        await sink.drain()
+                        await copy(source, sink)  # the rest of the connection as it comes
+                        return
+                    sink.write(await source.readexactly(int(fields.get(b"content-length", b"0"))))
+                    await sink.drain()
+            with contextlib.suppress(Exception):
+                sink.close()
+
+        await asyncio.gather(forward(reader, back_writer), copy(back_reader, writer))
 
     def close(self) -> None:
+        """Cancel the open pipes before the loop stops (else asyncio reports them destroyed pending)."""
+
+        async def cancel_pipes() -> None:
+            pipes = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pipes:
+                task.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_pipes(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
@@ -160,6 +192,43 @@ def test_create_get_update_query_delete_contacts(
     paths = [entry["path"] for entry in dataverse_sim.requests(dataverse_token)]
     assert "EntityDefinitions" in paths
     assert any("PicklistAttributeMetadata" in path for path in paths)
+
+
+def test_the_client_pages_through_next_links_over_tls(client: DataverseClient) -> None:
+    """The client follows ``@odata.nextLink`` verbatim ("Page results using OData"): behind TLS the
+    links must be https, or the second page goes to the TLS port in clear and the connection drops."""
+    tag = uuid.uuid4().hex
+    client.records.create("contact", [{"lastname": tag, "firstname": f"F{i}"} for i in range(5)])
+    pages = list(
+        client.records.list_pages("contact", filter=f"lastname eq '{tag}'", select=["firstname"], page_size=2)
+    )
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert sorted(row["firstname"] for page in pages for row in page) == [f"F{i}" for i in range(5)]
+
+
+def test_the_clients_in_filter_is_the_in_query_function(client: DataverseClient) -> None:
+    """``col(x).in_(...)`` is sent as ``Microsoft.Dynamics.CRM.In(PropertyName=..,PropertyValues=[..])``."""
+    tag = uuid.uuid4().hex
+    client.records.create("contact", [{"lastname": tag, "firstname": name} for name in ("Ada", "Bo", "Cy")])
+    found = client.records.list(
+        "contact", filter=(col("lastname") == tag) & col("firstname").in_(["Ada", "Cy"]), select=["firstname"]
+    )
+    assert sorted(row["firstname"] for row in found) == ["Ada", "Cy"]
+
+
+def test_a_failed_change_set_comes_back_as_the_clients_failed_response(
+    client: DataverseClient, dataverse_sim: DataverseSimulator
+) -> None:
+    """The client reads a batch stopped by a failed change set (400 with a multipart body) as that
+    change set's failed response; nothing of the change set is written."""
+    tag = uuid.uuid4().hex
+    batch = client.batch.new()
+    with batch.changeset() as change_set:
+        change_set.records.create("contact", {"lastname": tag})
+        change_set.records.create("contact", {"lastname": tag, "firstname": "x" * 51})
+    result = batch.execute()
+    assert [response.status_code for response in result.responses] == [400]
+    assert len(client.records.list("contact", filter=f"lastname eq '{tag}'", select=["lastname"])) == 0
 
 
 async def test_the_async_client_reads_the_new_id_from_odata_entityid(

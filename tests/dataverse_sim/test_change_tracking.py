@@ -84,6 +84,9 @@ def test_filter_is_not_allowed_with_change_tracking(api: httpx.Client) -> None:
     """$filter can't be combined with change tracking; activityparty isn't change-tracked."""
     refused = api.get(f"contacts?$select=lastname&$filter=lastname eq '{uuid.uuid4()}'", headers=TRACK)
     assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == (
+        'The "$filter" query parameter isn\'t supported when Change Tracking is enabled.'
+    )
     untracked = api.get("activityparties?$select=addressused", headers=TRACK)
     assert untracked.status_code == 400
     assert untracked.json()["error"]["code"] == "0x80072491"
@@ -109,3 +112,31 @@ def test_delta_pages_by_maxpagesize_then_ends_with_a_delta_link(
             assert "$deltatoken=" in body["@odata.deltaLink"]
     assert pages == 3
     assert seen == names
+
+
+def test_orderby_expand_and_top_are_not_allowed_with_change_tracking(api: httpx.Client) -> None:
+    """ "Query options not supported in Change Tracking Web API request": $filter, $orderby, $expand
+    and $top, each answered "The "<option>" query parameter isn't supported when Change Tracking is
+    enabled."."""
+    for option, value in (("$orderby", "lastname"), ("$expand", "ownerid($select=fullname)"), ("$top", "1")):
+        refused = api.get("contacts", params={"$select": "lastname", option: value}, headers=TRACK)
+        assert refused.status_code == 400, option
+        assert refused.json()["error"]["message"] == (
+            f'The "{option}" query parameter isn\'t supported when Change Tracking is enabled.'
+        )
+
+
+def test_count_of_the_changes_since_a_delta_token(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """ "Retrieve count of the changes made in tables": ``<entityset>/$count?$deltatoken=<token>``
+    answers the number of rows changed or deleted since the token."""
+    [first, second] = dataverse_sim.seed("contact", [{"lastname": "One"}, {"lastname": "Two"}])
+    token = _initial_delta_link(api).split("$deltatoken=", 1)[1]
+    assert api.get(f"contacts/$count?$deltatoken={token}").text == "0"
+    api.patch(f"contacts({first})", json={"lastname": "One again"}).raise_for_status()
+    api.patch(f"contacts({first})", json={"lastname": "One more"}).raise_for_status()
+    api.delete(f"contacts({second})").raise_for_status()
+    counted = api.get(f"contacts/$count?$deltatoken={token}")
+    assert counted.status_code == 200
+    assert counted.text == "2"

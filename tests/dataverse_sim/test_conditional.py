@@ -121,3 +121,20 @@ def test_duplicate_alternate_key_on_create_is_0x80060892(
     duplicate = private_api.post("emails", json={"subject": "b", "messageid": message_id})
     assert duplicate.status_code == 412
     assert duplicate.json()["error"]["code"] == "0x80060892"
+
+
+def test_conditional_retrieval_with_expand_or_annotations_is_never_304(api: httpx.Client) -> None:
+    """Perform conditional operations, "Query must not include $expand / annotations": never 304."""
+    contact_id = str(uuid.uuid4())
+    api.patch(f"contacts({contact_id})", json={"lastname": "Same"})
+    current = api.get(f"contacts({contact_id})?$select=lastname").json()["@odata.etag"]
+    annotated = api.get(
+        f"contacts({contact_id})?$select=lastname",
+        headers={"If-None-Match": current, "Prefer": 'odata.include-annotations="*"'},
+    )
+    expanded = api.get(
+        f"contacts({contact_id})?$select=lastname&$expand=ownerid($select=fullname)",
+        headers={"If-None-Match": current},
+    )
+    assert (annotated.status_code, expanded.status_code) == (200, 200)
+    assert expanded.json()["ownerid"]["fullname"]

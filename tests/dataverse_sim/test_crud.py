@@ -108,3 +108,37 @@ def test_owner_is_bound_to_a_systemuser(dataverse_sim: DataverseSimulator, api: 
         headers={"Prefer": "return=representation"},
     ).json()
     assert default_owner["_ownerid_value"] == dataverse_sim.app_user_id
+
+
+def test_a_path_naming_no_entity_set_is_404_resource_not_found(api: httpx.Client) -> None:
+    """A segment that names no entity set is 404 0x80060888 "Resource not found for the segment",
+    not a missing row (0x80040217): a client must not read it as "no such record"."""
+    for path in ("contactz", "contactz(00000000-0000-0000-0000-000000000001)", "contactz/$count"):
+        answer = api.get(path)
+        assert answer.status_code == 404
+        assert answer.json()["error"] == {
+            "code": "0x80060888",
+            "message": f"Resource not found for the segment '{path.split('/')[0].split('(')[0]}'.",
+        }
+
+
+def test_a_single_property_or_navigation_property_value(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Retrieve a table row using the Web API: "Retrieve a single property value" answers
+    ``{"@odata.context", "value"}`` (a null one 204), "Retrieve navigation property values" the
+    related row with its own $select."""
+    [account_id] = dataverse_sim.seed("account", [{"name": "Adventure Works"}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "Valdes", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    value = api.get(f"contacts({contact_id})/lastname").json()
+    assert value == {
+        "@odata.context": f"{dataverse_sim.api_url}/$metadata#contacts({contact_id})/lastname",
+        "value": "Valdes",
+    }
+    assert api.get(f"contacts({contact_id})/firstname").status_code == 204
+    account = api.get(f"contacts({contact_id})/parentcustomerid_account?$select=name").json()
+    assert (account["name"], account["accountid"]) == ("Adventure Works", account_id)
+    assert account["@odata.context"].endswith("$metadata#accounts/$entity")
+    assert api.get(f"contacts({contact_id})/nosuchcolumn").status_code == 400

@@ -112,6 +112,165 @@ def test_paging_with_maxpagesize_and_next_link(dataverse_sim: DataverseSimulator
     assert sorted(seen) == [f"P{i:02d}" for i in range(7)]
 
 
+def test_top_is_ignored_with_maxpagesize(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Page results, "Don't use the $top query option while paging records": with both, $top is ignored."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 5)
+    seen: list[str] = []
+    url: str | None = f"contacts?$select=firstname&$filter=lastname eq '{tag}'&$top=3"
+    while url:
+        body = api.get(url, headers={"Prefer": "odata.maxpagesize=2"}).json()
+        seen += [row["firstname"] for row in body["value"]]
+        url = body.get("@odata.nextLink")
+    assert sorted(seen) == [f"P{i:02d}" for i in range(5)]
+
+
+def test_count_segment_is_a_plain_number(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Count rows using OData: ``<entityset>/$count`` answers just the number as text/plain."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 3)
+    response = api.get("contacts/$count", params={"$filter": f"lastname eq '{tag}'"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == "3"
+
+
+def test_counts_and_pages_stop_at_5000(private_sim: DataverseSimulator, private_api: httpx.Client) -> None:
+    """Count rows using OData: @odata.count goes up to 5,000; totalrecordcount(limitexceeded) tell more."""
+    tag = uuid.uuid4().hex
+    private_sim.seed("lead", [{"lastname": tag} for _ in range(5001)])
+    prefer = {"Prefer": 'odata.maxpagesize=1,odata.include-annotations="Microsoft.Dynamics.CRM.*"'}
+    query = {"$select": "lastname", "$filter": f"lastname eq '{tag}'"}
+    too_large = private_api.get("leads", params=query, headers={"Prefer": "odata.maxpagesize=6000"})
+    assert len(too_large.json()["value"]) == 5000, "Page results: a max page size over 5,000 is ignored"
+    assert "Preference-Applied" not in too_large.headers
+    counted = private_api.get("leads", params={**query, "$count": "true"}, headers=prefer).json()
+    assert counted["@odata.count"] == 5000
+    assert counted["@Microsoft.Dynamics.CRM.totalrecordcount"] == 5000
+    assert counted["@Microsoft.Dynamics.CRM.totalrecordcountlimitexceeded"] is True
+    uncounted = private_api.get("leads", params=query, headers=prefer).json()
+    assert uncounted["@Microsoft.Dynamics.CRM.totalrecordcount"] == -1
+    assert private_api.get("leads/$count", params={"$filter": f"lastname eq '{tag}'"}).text == "5000"
+
+
+def test_links_keep_the_scheme_a_tls_front_forwards(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Dataverse is reached over https and clients follow @odata.nextLink verbatim: behind a TLS
+    terminator on the loopback (``X-Forwarded-Proto: https``, uvicorn's proxy headers) the links the
+    simulator writes are https."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 2)
+    headers = {"Prefer": "odata.maxpagesize=1", "X-Forwarded-Proto": "https"}
+    body = api.get(f"contacts?$select=firstname&$filter=lastname eq '{tag}'", headers=headers).json()
+    assert body["@odata.nextLink"].startswith("https://")
+    assert body["@odata.context"].startswith("https://")
+    plain = api.get(
+        f"contacts?$select=firstname&$filter=lastname eq '{tag}'", headers={"Prefer": "odata.maxpagesize=1"}
+    )
+    assert plain.json()["@odata.nextLink"].startswith("http://")
+
+
+def test_lookup_annotations_name_the_navigation_property_and_table(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Select columns, "Lookup property data": with Prefer: odata.include-annotations naming them,
+    ``_x_value@Microsoft.Dynamics.CRM.associatednavigationproperty`` (what $expand takes) and
+    ``...lookuplogicalname``; Preference-Applied echoes the preference."""
+    [account_id] = dataverse_sim.seed("account", [{"name": f"Acme {uuid.uuid4()}"}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "L", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    prefer = (
+        'odata.include-annotations="Microsoft.Dynamics.CRM.associatednavigationproperty,'
+        'Microsoft.Dynamics.CRM.lookuplogicalname"'
+    )
+    response = api.get(
+        f"contacts?$select=_parentcustomerid_value,_ownerid_value&$filter=contactid eq {contact_id}",
+        headers={"Prefer": prefer},
+    )
+    assert response.headers["Preference-Applied"] == prefer
+    [row] = response.json()["value"]
+    navigation = "@Microsoft.Dynamics.CRM.associatednavigationproperty"
+    assert row[f"_parentcustomerid_value{navigation}"] == "parentcustomerid_account"
+    assert row["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "account"
+    assert row[f"_ownerid_value{navigation}"] == "ownerid"
+    assert "_ownerid_value@OData.Community.Display.V1.FormattedValue" not in row
+
+
+def test_in_and_between_query_functions(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Filter rows, Dataverse query functions: Microsoft.Dynamics.CRM.In / NotIn / Between / NotBetween
+    with PropertyName and PropertyValues (strings, read as the column's type)."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 5)
+
+    def names(function: str) -> list[str]:
+        query = f"contacts?$select=firstname&$filter=lastname eq '{tag}' and {function}&$orderby=firstname"
+        response = api.get(query)
+        assert response.status_code == 200, response.text
+        return [row["firstname"] for row in response.json()["value"]]
+
+    assert names("""Microsoft.Dynamics.CRM.In(PropertyName='firstname',PropertyValues=["p01","P03"])""") == [
+        "P01",
+        "P03",
+    ]
+    assert names(
+        """Microsoft.Dynamics.CRM.Between(PropertyName='numberofchildren',PropertyValues=["1","3"])"""
+    ) == [
+        "P01",
+        "P02",
+        "P03",
+    ]
+    assert names(
+        """Microsoft.Dynamics.CRM.NotIn(PropertyName='numberofchildren',PropertyValues=["0","4"])"""
+    ) == [
+        "P01",
+        "P02",
+        "P03",
+    ]
+    assert names(
+        """not Microsoft.Dynamics.CRM.NotBetween(PropertyName='numberofchildren',PropertyValues=["3","9"])"""
+    ) == [
+        "P03",
+        "P04",
+    ]
+    assert (
+        api.get("contacts?$filter=Microsoft.Dynamics.CRM.Today(PropertyName='createdon')").status_code == 400
+    )
+
+
+def test_parameter_aliases_in_filter_and_orderby(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Query data, "Use parameter aliases with query options" ($filter and $orderby), also as a query
+    function's arguments ("Filter rows", Manage single quotes); an alias in a string stays text."""
+    tag = uuid.uuid4().hex
+    _seed_family(dataverse_sim, tag, 4)
+    rows = api.get(
+        "contacts",
+        params={
+            "$select": "firstname",
+            "$filter": "lastname eq @tag and Microsoft.Dynamics.CRM.In(PropertyName=@p1,PropertyValues=@p2)",
+            "$orderby": "@p3 desc",
+            "@tag": f"'{tag}'",
+            "@p1": "'firstname'",
+            "@p2": '["P00","P02","P03"]',
+            "@p3": "numberofchildren",
+        },
+    )
+    assert rows.status_code == 200, rows.text
+    assert [row["firstname"] for row in rows.json()["value"]] == ["P03", "P02", "P00"]
+    literal = api.get(
+        "contacts",
+        params={
+            "$select": "firstname",
+            "$filter": f"emailaddress1 eq 'p1.{tag}@example.com'",
+            "@example": "1",
+        },
+    )
+    assert [row["firstname"] for row in literal.json()["value"]] == ["P01"]
+
+
 def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
     """Query data, "Join tables": $expand a single-valued navigation property with its own $select."""
     name = f"Acme {uuid.uuid4()}"
@@ -123,6 +282,41 @@ def test_expand_single_valued_lookup(dataverse_sim: DataverseSimulator, api: htt
         f"contacts({contact_id})?$select=lastname&$expand=parentcustomerid_account($select=name)"
     ).json()
     assert row["parentcustomerid_account"]["name"] == name
+
+
+def test_filter_on_a_lookups_related_row(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:
+    """Filter rows, "Filter using lookup column property values": ``<navigation property>/<property>``."""
+    name = f"Acme {uuid.uuid4()}"
+    [account_id] = dataverse_sim.seed("account", [{"name": name}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "E", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    dataverse_sim.seed("contact", [{"lastname": "E"}])
+    rows = api.get(
+        "contacts", params={"$select": "lastname", "$filter": f"parentcustomerid_account/name eq '{name}'"}
+    )
+    assert rows.status_code == 200, rows.text
+    assert [row["contactid"] for row in rows.json()["value"]] == [contact_id]
+    unknown = api.get("contacts", params={"$filter": "parentcustomerid_account/nosuch eq 'x'"})
+    assert unknown.status_code == 400
+
+
+def test_nested_expand_of_single_valued_navigation_properties(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Retrieve a table row, options to apply to expanded tables: a nested $expand on a single-valued
+    navigation property (``;`` between options); an option the simulator does not apply there is a 400."""
+    [account_id] = dataverse_sim.seed("account", [{"name": f"Acme {uuid.uuid4()}"}])
+    [contact_id] = dataverse_sim.seed(
+        "contact", [{"lastname": "E", "parentcustomerid_account@odata.bind": f"/accounts({account_id})"}]
+    )
+    row = api.get(
+        f"contacts({contact_id})?$select=lastname"
+        "&$expand=parentcustomerid_account($select=name;$expand=ownerid($select=fullname))"
+    ).json()
+    assert row["parentcustomerid_account"]["ownerid"]["fullname"] == "crmsync application"
+    refused = api.get(f"contacts({contact_id})?$expand=parentcustomerid_account($select=name;$top=1)")
+    assert refused.status_code == 400
     assert row["parentcustomerid_account"]["accountid"] == account_id
 
 

@@ -54,6 +54,29 @@ def test_created_rows_are_owned_and_stamped_on_behalf(
     assert created["_createdonbehalfby_value"] == dataverse_sim.app_user_id
 
 
+def test_the_actual_user_is_found_by_expanding_the_audit_lookups(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """Impersonate another user using the Web API, "Determine the actual user": $expand createdby,
+    createdonbehalfby and owninguser (read-only single-valued navigation properties)."""
+    writer = _user(
+        dataverse_sim, {"contact": {"create": "user", "read": "user"}}, fullname="Impersonated User"
+    )
+    contact_id = (
+        api.post("contacts", json={"lastname": "Mine"}, headers=_as(writer))
+        .headers["OData-EntityId"]
+        .rsplit("(", 1)[1][:-1]
+    )
+    row = api.get(
+        f"contacts({contact_id})?$select=lastname,_owninguser_value&$expand=createdby($select=fullname),"
+        "createdonbehalfby($select=fullname),owninguser($select=fullname)"
+    ).json()
+    assert row["createdby"]["systemuserid"] == writer["systemuserid"]
+    assert row["createdonbehalfby"]["systemuserid"] == dataverse_sim.app_user_id
+    assert row["owninguser"]["fullname"] == "Impersonated User"
+    assert row["_owninguser_value"] == writer["systemuserid"]
+
+
 def test_user_depth_sees_and_writes_only_own_rows(
     dataverse_sim: DataverseSimulator, api: httpx.Client
 ) -> None:

@@ -33,6 +33,24 @@ def test_errors_have_graph_shape(graph: httpx.Client) -> None:
     assert error["code"] == "Request_ResourceNotFound"
     assert error["message"]
     assert {"date", "request-id", "client-request-id"} <= set(error["innerError"])
+    sent = graph.get(
+        "users/nobody-here", headers={"client-request-id": "7b0c1d2e-0000-4000-8000-000000000001"}
+    )
+    assert sent.json()["error"]["innerError"]["client-request-id"] == "7b0c1d2e-0000-4000-8000-000000000001"
+    assert sent.headers["client-request-id"] == "7b0c1d2e-0000-4000-8000-000000000001"
+
+
+def test_an_unknown_users_mailbox_is_404_error_invalid_user(graph: httpx.Client) -> None:
+    """The directory answers an unknown user Request_ResourceNotFound; a path into an unknown user's
+    mailbox is Exchange's 404 ErrorInvalidUser "The requested user '<id>' is invalid."."""
+    for path in (
+        "users/nobody@contoso.test/messages",
+        "users/nobody@contoso.test/mailFolders/inbox/messages/delta",
+    ):
+        answer = graph.get(path)
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "ErrorInvalidUser"
+        assert answer.json()["error"]["message"] == "The requested user 'nobody@contoso.test' is invalid."
 
 
 def test_contact_crud_with_awkward_ids(graph: httpx.Client, graph_user: str) -> None:
@@ -62,6 +80,24 @@ def test_contact_crud_with_awkward_ids(graph: httpx.Client, graph_user: str) -> 
     assert gone.json()["error"]["code"] == "ErrorItemNotFound"
 
 
+def test_a_write_with_a_stale_if_match_is_412(graph: httpx.Client, graph_user: str) -> None:
+    """learn.microsoft.com/graph/errors, 412: an If-Match that is not the item's current etag fails
+    with Exchange's ErrorIrresolvableConflict; the current etag or ``*`` lets the write through."""
+    contact = graph.post(f"users/{graph_user}/contacts", json={"givenName": "Old"}).json()
+    path = f"users/{graph_user}/contacts/{seg(contact['id'])}"
+    first = {"If-Match": contact["@odata.etag"]}
+    current = graph.patch(path, json={"givenName": "New"}, headers=first).json()
+    stale = graph.patch(path, json={"givenName": "Lost"}, headers=first)
+    assert stale.status_code == 412
+    assert stale.json()["error"]["code"] == "ErrorIrresolvableConflict"
+    assert graph.delete(path, headers=first).status_code == 412
+    assert graph.get(path).json()["givenName"] == "New"
+    assert graph.patch(path, json={"givenName": "Any"}, headers={"If-Match": "*"}).status_code == 200
+    assert graph.delete(path, headers={"If-Match": current["@odata.etag"]}).status_code == 412
+    latest = graph.get(path).json()["@odata.etag"]
+    assert graph.delete(path, headers={"If-Match": latest}).status_code == 204
+
+
 def test_unknown_property_is_rejected(graph: httpx.Client, graph_user: str) -> None:
     """learn.microsoft.com/graph/errors: a body with a property the type lacks is a 400."""
     answer = graph.post(f"users/{graph_user}/contacts", json={"givenName": "A", "favouriteColour": "red"})
@@ -86,6 +122,30 @@ def test_collections_page_with_absolute_next_links(
         pages += 1
     assert pages == 3
     assert sorted(names) == sorted(f"C{i}" for i in range(23))
+
+
+def test_orderby_a_property_select_leaves_out(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """learn.microsoft.com/graph/query-parameters: $orderby sorts by a property whether or not $select
+    returns it (e.g. messages by receivedDateTime with only their subjects)."""
+    dated = [{"subject": f"m{day}", "receivedDateTime": f"2026-01-0{day}T08:00:00Z"} for day in (2, 1, 3)]
+    graph_sim.seed(graph_user, messages={"inbox": dated})
+    page = graph.get(
+        f"users/{graph_user}/messages",
+        params={"$select": "subject", "$orderby": "receivedDateTime desc", "$filter": "isRead eq false"},
+    ).json()
+    assert [row["subject"] for row in page["value"]] == ["m3", "m2", "m1"]
+    assert "receivedDateTime" not in page["value"][0]
+
+
+def test_filter_with_ne(graph: httpx.Client, graph_sim: GraphSim, graph_user: str) -> None:
+    """learn.microsoft.com/graph/filter-query-parameter: ``ne`` (not equals) next to ``eq``."""
+    graph_sim.seed(graph_user, contacts=[{"givenName": n, "surname": "S"} for n in ("Bea", "Cid", "Al")])
+    others = graph.get(
+        f"users/{graph_user}/contacts", params={"$filter": "givenName ne 'bea' and surname eq 'S'"}
+    )
+    assert sorted(c["givenName"] for c in others.json()["value"]) == ["Al", "Cid"]
 
 
 def test_request_log_records_method_path_query_select_and_user(

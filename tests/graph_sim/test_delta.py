@@ -79,7 +79,8 @@ def test_delta_link_replay_is_tolerated(graph: httpx.Client, graph_sim: GraphSim
 def test_unknown_or_expired_token_is_410_sync_state_not_found(
     graph: httpx.Client, graph_sim: GraphSim, graph_user: str
 ) -> None:
-    """learn.microsoft.com/graph/delta-query-overview: an invalid token means 410 Gone, start over."""
+    """learn.microsoft.com/graph/delta-query-overview: an invalid token means 410 Gone with a Location
+    header (the initial query), start over."""
     unknown = graph.get(f"users/{graph_user}/contacts/delta", params={"$deltatoken": "made-up"})
     assert unknown.status_code == 410
     assert unknown.json()["error"]["code"] == "syncStateNotFound"
@@ -87,8 +88,13 @@ def test_unknown_or_expired_token_is_410_sync_state_not_found(
     page = graph.get(f"users/{graph_user}/contacts/delta", headers={"Prefer": "odata.maxpagesize=1"}).json()
     _, delta_link, _ = run_round(graph, page["@odata.nextLink"])
     assert graph_sim.expire_delta_tokens(graph_user) >= 1
-    assert graph.get(delta_link).status_code == 410
+    expired = graph.get(delta_link)
+    assert expired.status_code == 410
     assert graph.get(page["@odata.nextLink"]).status_code == 410
+    # "Synchronization reset": a Location header holds the initial query to start over with.
+    assert expired.headers["Location"] == f"{graph_sim.base_url}/users/{graph_user}/contacts/delta"
+    again, _, _ = run_round(graph, expired.headers["Location"])
+    assert len(again) == 3
 
 
 def test_contact_delta_per_folder(graph: httpx.Client, graph_sim: GraphSim, graph_user: str) -> None:
@@ -159,3 +165,45 @@ def test_expand_of_extended_properties_travels_in_the_token(
         {"id": prop, "value": "crm-7"}]}])  # fmt: skip
     [contact], _, _ = run_round(graph, delta_link)
     assert contact["singleValueExtendedProperties"] == [{"id": prop, "value": "crm-7"}]
+
+
+def _seed_received(graph_sim: GraphSim, graph_user: str) -> list[str]:
+    dated = [{"subject": f"m{day}", "receivedDateTime": f"2026-01-0{day}T08:00:00Z"} for day in (2, 1, 3)]
+    ids: list[str] = graph_sim.seed(graph_user, messages={"inbox": dated})["messages"]["inbox"]
+    return ids
+
+
+def test_message_delta_change_type_limits_the_later_rounds(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """learn.microsoft.com/graph/api/message-delta, custom query option changeType (created, updated or
+    deleted), given on the initial request: the later rounds report only that kind of change."""
+    ids = _seed_received(graph_sim, graph_user)
+    folder = f"users/{graph_user}/mailFolders/inbox/messages/delta"
+    first, created_link, _ = run_round(graph, f"{folder}?changeType=created", IMMUTABLE)
+    _, deleted_link, _ = run_round(graph, f"{folder}?changeType=deleted", IMMUTABLE)
+    assert len(first) == 3, "the initial round is the full synchronization"
+    graph.patch(f"users/{graph_user}/messages/{seg(ids[0])}", json={"isRead": True})
+    graph.delete(f"users/{graph_user}/messages/{seg(ids[1])}")
+    [new_id] = graph_sim.seed(graph_user, messages={"inbox": [{"subject": "new"}]})["messages"]["inbox"]
+    created, _, _ = run_round(graph, created_link, IMMUTABLE)
+    deleted, _, _ = run_round(graph, deleted_link, IMMUTABLE)
+    assert [item["id"] for item in created] == [new_id]
+    assert [(item["id"], item["@removed"]) for item in deleted] == [(ids[1], {"reason": "deleted"})]
+    assert graph.get(f"{folder}?changeType=moved").status_code == 400
+
+
+def test_message_delta_filters_and_orders_by_received_date(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str
+) -> None:
+    """learn.microsoft.com/graph/api/message-delta: "$filter=receivedDateTime+ge+{value} or
+    $filter=receivedDateTime+gt+{value}" and "$orderby=receivedDateTime+desc" are supported."""
+    _seed_received(graph_sim, graph_user)
+    folder = f"users/{graph_user}/mailFolders/inbox/messages/delta"
+    since, _, _ = run_round(graph, f"{folder}?$filter=receivedDateTime ge 2026-01-02T08:00:00Z")
+    after, _, _ = run_round(graph, f"{folder}?$filter=receivedDateTime gt 2026-01-02T08:00:00Z")
+    newest, _, _ = run_round(graph, f"{folder}?$select=subject&$orderby=receivedDateTime desc")
+    assert sorted(item["subject"] for item in since) == ["m2", "m3"]
+    assert [item["subject"] for item in after] == ["m3"]
+    assert [item["subject"] for item in newest] == ["m3", "m2", "m1"]
+    assert graph.get(f"{folder}?$orderby=subject").status_code == 400

@@ -219,9 +219,7 @@ def test_filter_on_a_nested_property_with_count(
     ).json()
     assert page["@odata.count"] == 1
     assert [m["from"]["emailAddress"]["address"] for m in page["value"]] == ["buyer@fabrikam.test"]
-    unsupported = graph.get(
-        f"users/{graph_user}/messages", params={"$filter": "receivedDateTime ge 2020-01-01"}
-    )
+    unsupported = graph.get(f"users/{graph_user}/messages", params={"$filter": "startswith(subject, 'x')"})
     assert unsupported.status_code == 400
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -83,14 +84,61 @@ def test_duplicate_is_409_and_renew_reauthorize_delete(
     assert graph.get(f"subscriptions/{created['id']}").status_code == 404
 
 
-def test_expired_subscription_is_gone(
+def test_patch_may_change_the_notification_url_alone(
     graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
 ) -> None:
-    """learn.microsoft.com/graph/api/resources/subscription: a subscription ends at expirationDateTime."""
+    """subscription-update: renew by extending the expiry, or update the notificationUrl, either alone."""
+    created = subscribe(graph, graph_sink, f"users/{graph_user}/contacts").json()
+    moved = graph.patch(
+        f"subscriptions/{created['id']}", json={"notificationUrl": graph_sink.url + "?moved=1"}
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["notificationUrl"].endswith("?moved=1")
+    assert moved.json()["expirationDateTime"] == created["expirationDateTime"]
+    assert graph.patch(f"subscriptions/{created['id']}", json={}).status_code == 400
+
+
+def test_resource_data_needs_an_encryption_certificate_and_is_not_simulated(
+    graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """resources/subscription: encryptionCertificate is "required when includeResourceData is true";
+    the simulator sends no resource data, so it refuses such a subscription instead of ignoring it."""
+    resource = f"users/{graph_user}/messages"
+    assert subscribe(graph, graph_sink, resource, includeResourceData=True).status_code == 400
+    with_certificate = {
+        "includeResourceData": True,
+        "encryptionCertificate": "MIIB",
+        "encryptionCertificateId": "c",
+    }
+    assert subscribe(graph, graph_sink, resource, **with_certificate).status_code == 400
+    assert all(s["resource"] != resource for s in graph.get("subscriptions").json()["value"])
+
+
+def test_an_expiration_under_45_minutes_is_set_to_45_minutes(
+    graph: httpx.Client, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/api/resources/subscription, expirationDateTime: "Any value under 45
+    minutes after the time of the request is automatically set to 45 minutes after the request time"."""
+    before = dt.datetime.now(dt.UTC)
     answer = subscribe(graph, graph_sink, f"users/{graph_user}/contacts", minutes=0.04)
     assert answer.status_code == 201, answer.text
+    expires = dt.datetime.fromisoformat(answer.json()["expirationDateTime"].replace("Z", "+00:00"))
+    assert before + dt.timedelta(minutes=45) <= expires < before + dt.timedelta(minutes=46)
+    renewed = graph.patch(
+        f"subscriptions/{answer.json()['id']}", json={"expirationDateTime": minutes_from_now(1)}
+    ).json()
+    assert renewed["expirationDateTime"] >= answer.json()["expirationDateTime"]
+
+
+def test_expired_subscription_is_gone(
+    graph: httpx.Client, graph_sim: GraphSim, graph_user: str, graph_sink: NotificationSink
+) -> None:
+    """learn.microsoft.com/graph/api/resources/subscription: a subscription ends at expirationDateTime."""
+    answer = subscribe(graph, graph_sink, f"users/{graph_user}/contacts")
+    assert answer.status_code == 201, answer.text
     assert graph.get(f"subscriptions/{answer.json()['id']}").status_code == 200
-    _wait(lambda: graph.get(f"subscriptions/{answer.json()['id']}").status_code == 404, timeout=10)
+    graph_sim.expire_subscription(answer.json()["id"])
+    assert graph.get(f"subscriptions/{answer.json()['id']}").status_code == 404
 
 
 def test_notification_payload(

@@ -204,7 +204,18 @@ class Transport:
             raise CrmUnavailable(f"Dataverse connection failed ({type(exc).__name__})") from exc
         if response.status_code == 401:
             self._token = None
-        if response.status_code >= 400:
+        if response.status_code >= 400 and not _answered_batch(request, response):
             error = error_from_response(response.status_code, response.content, response.headers)
             raise caller_not_found(error, caller)
         return response
+
+
+def _answered_batch(request: Request, response: httpx.Response) -> bool:
+    """A ``$batch`` that stopped at a failed request (no continue-on-error, or a failed change set) is
+    answered 400 with the responses in its multipart body (execute-batch-operations-using-web-api,
+    "Handling errors"): those are the operations' answers, not an error of the batch."""
+    return (
+        request.path == "$batch"
+        and response.status_code == 400
+        and response.headers.get("content-type", "").startswith("multipart/mixed")
+    )
