@@ -286,6 +286,46 @@ async def test_an_update_whose_link_write_was_lost_is_no_outlook_edit_when_the_r
     assert await engine.store.links.count(mailbox.mailbox_id, ItemKind.TASK) == 0
 
 
+@pytest.mark.parametrize("table", ["task", "appointment"])
+async def test_an_update_whose_link_write_was_lost_is_no_outlook_edit_when_dynamics_changes_it_again(
+    engine: Engine, table: str
+) -> None:
+    """The run wrote a new title to Outlook and died before the link write; then the record was
+    changed again in Dynamics. The echo of crmsync's write reaches the Outlook -> CRM run first: the
+    copy differs from its link only by that write (its update intent), so it is no Outlook edit to
+    merge against Dynamics' newer one (chaos at 10,000 operations: a meeting's fifth version made in
+    Dynamics was overwritten by its fourth from Outlook, on both sides)."""
+    mailbox, owner = await synced_user(engine)
+    if table == "task":
+        record = (await engine.crm.create("task", {"subject": "Plan v1", "ownerid": owner}, caller=None)).id
+        list_id = engine.task_list(mailbox.mailbox_id)
+        resource = resource_path(ResourceKind.TASKS, mailbox.mailbox_id, task_list_id=list_id)
+        path, title = f"todo/lists/{quote(list_id, safe='')}/tasks", "title"
+    else:
+        record = await _meeting(engine, owner, "Plan v1")
+        resource = resource_path(ResourceKind.EVENTS, mailbox.mailbox_id)
+        path, title = "events", "subject"
+    work = CrmWork(table=table, changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED)
+    await CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph).run(work)
+    await engine.job().run(mailbox.mailbox_id, resource)  # the copy's echo: nothing to do
+    await engine.crm.upsert(Upsert(table, {"subject": "Plan v2"}, id=record, if_match="*"), caller=None)
+    crashing = CrmToOutlookRun(
+        store=dataclasses.replace(engine.store, links=CrashBeforeLinkUpdate(engine.store.links)),
+        crm=engine.crm,
+        graph=engine.graph,
+    )
+    with pytest.raises(ConnectionError):
+        await crashing.run(work)
+    await engine.crm.upsert(Upsert(table, {"subject": "Plan v3"}, id=record, if_match="*"), caller=None)
+
+    await engine.job().run(mailbox.mailbox_id, resource)  # the echo of "Plan v2"
+    await CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph).run(work)
+
+    [row] = engine.query(f"{table}s?$filter=activityid eq {record}&$select=subject")
+    assert row["subject"] == "Plan v3"
+    assert [item[title] for item in engine.outlook.list(mailbox.mailbox_id, path)] == ["Plan v3"]
+
+
 async def test_runs_a_worker_is_handed_at_once_for_one_mailbox_share_the_lease_instead_of_requeuing(
     engine: Engine, storage_connection_string: str, table_prefix: str
 ) -> None:
