@@ -43,6 +43,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -175,8 +176,10 @@ class MailboxSyncJob:
         wait up to one lease period for it instead of raising ``LeaseHeld`` at once (for onboarding
         and admin commands); a queue job waits up to ``TURN_WAIT_SECONDS`` for this worker's other
         runs of the mailbox (:class:`~shared.sync.lease.LeaseWaiters`), then is requeued.
-        ``skip_if_done``: a queue job that waited for another run of this worker and finds its
-        resource no longer dirty ends there (``ALREADY_DONE``): that run read the change.
+        ``skip_if_done``: a queue job ends there (``ALREADY_DONE``) when, while it waited for its
+        turn, a round of this worker read its resource from start to end: that round began after the
+        job's change was notified, so it read it. (A clean dirty flag says less: the run that
+        cleared it may have died, and its retry may be this very job.)
         ``allow_deletes``: an administrator confirmed that many deletes (the brake's release); without
         it, a resource whose brake holds refused deletes is not read (they wait for the release)."""
         ref = parse_resource(mailbox_id, resource)
@@ -188,10 +191,10 @@ class MailboxSyncJob:
             return SyncRunReport(mailbox_id, resource, RunOutcome.MAILBOX_DISABLED, message=message)
         if not kind_enabled(mailbox.settings, ref.kind):
             return SyncRunReport(mailbox_id, resource, RunOutcome.KIND_DISABLED)
-        state_store = self._store.sync_state
-        async with self._waiters.turn(mailbox_id, wait=self._turn_wait(wait_for_lease)) as waited:
-            if waited and skip_if_done and not (await state_store.get_state(mailbox_id, resource)).dirty:
-                # The run this one waited for took the change (runs clear the mark before reading).
+        asked = time.monotonic()
+        async with self._waiters.turn(mailbox_id, wait=self._turn_wait(wait_for_lease)):
+            if skip_if_done and self._waiters.read_since(mailbox_id, resource, asked):
+                # A round of this worker started after this job's change and completed: it read it.
                 return SyncRunReport(mailbox_id, resource, RunOutcome.ALREADY_DONE)
             lease = await self._lease(mailbox_id, wait=wait_for_lease)
             try:
@@ -300,6 +303,24 @@ class MailboxSyncJob:
         return await acquire(self._store.sync_state, mailbox_id, self._owner, seconds, wait=waiting)
 
     async def _round(
+        self,
+        mailbox: Mailbox,
+        ref: ResourceRef,
+        resource: str,
+        lease: LeaseKeeper,
+        progress: ProgressCallback | None,
+        *,
+        allow: int | None,
+    ) -> SyncRunReport:
+        """A delta round (:meth:`_delta_round`); a completed one is told to the worker's turns, so a
+        job that waited meanwhile knows its change was read (``skip_if_done``)."""
+        started = time.monotonic()
+        report = await self._delta_round(mailbox, ref, resource, lease, progress, allow=allow)
+        if report.outcome is RunOutcome.COMPLETED:
+            self._waiters.note_read(mailbox.mailbox_id, resource, started)
+        return report
+
+    async def _delta_round(
         self,
         mailbox: Mailbox,
         ref: ResourceRef,

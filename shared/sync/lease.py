@@ -66,6 +66,17 @@ class LeaseWaiters:
     def __init__(self) -> None:
         self._waiting: dict[str, int] = {}
         self._turns: dict[str, _Turn] = {}
+        self._read: dict[tuple[str, str], float] = {}  # the latest start of a completed round
+
+    def note_read(self, mailbox_id: str, resource: str, started: float) -> None:
+        """An Outlook -> CRM round of this worker that began at ``started`` (``time.monotonic()``)
+        read the resource's delta to its end and applied it."""
+        key = (mailbox_id, resource)
+        self._read[key] = max(started, self._read.get(key, started))
+
+    def read_since(self, mailbox_id: str, resource: str, since: float) -> bool:
+        """Whether a round of this worker that began at or after ``since`` completed for the resource."""
+        return self._read.get((mailbox_id, resource), -1.0) >= since
 
     def waiting(self, mailbox_id: str) -> bool:
         return self._waiting.get(mailbox_id, 0) > 0

@@ -15,13 +15,16 @@ import pytest
 from shared.admin_api import enqueue_mailbox_resync
 from shared.crm.port import FieldValue, Upsert
 from shared.domain.model import ItemKind
+from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
+from shared.outlook.writers import OutlookWriter
 from shared.store.errors import LeaseHeld
 from shared.store.jobs import JobReason, SyncJob, open_job_queue
 from shared.store.ports import LinkStore
 from shared.store.records import Link, MailboxState
 from shared.sync.dispatch import run_queued_job
-from shared.sync.job import RunOutcome
+from shared.sync.job import MailboxSyncJob, RunOutcome
+from shared.sync.lease import LeaseWaiters
 from shared.sync.status import mailbox_statuses
 from tests.engine.conftest import Engine
 
@@ -785,6 +788,42 @@ async def test_queue_jobs_of_one_mailbox_in_one_worker_take_turns_instead_of_goi
     assert [o.report.outcome for o in outcomes if o.report] == [RunOutcome.COMPLETED, RunOutcome.ALREADY_DONE]
     assert await engine.store.links.count(box, ItemKind.CONTACT) == 1
     assert await engine.store.links.count(box, ItemKind.TASK) == 1
+
+
+async def test_a_redelivered_job_that_waited_for_a_crm_run_still_reads_the_change_its_first_attempt_lost(
+    engine: Engine,
+) -> None:
+    """Its first attempt cleared the dirty flag and died before reading (the worker killed); the
+    redelivered job waited for its turn behind a CRM -> Outlook run of the worker, found the flag
+    clean and ended as already done, so the contact was never synced (e2e: a worker killed between
+    the CRM write and the link write, in the full suite). Only a round that read the resource while
+    the job waited makes it done."""
+    box = (await engine.register()).mailbox_id
+    engine.graph_sim.seed(box, contacts=[{"surname": "Redelivered"}])
+    contacts = resource_path(ResourceKind.CONTACTS, box)
+    await engine.store.sync_state.mark_dirty(box, contacts)
+    state = await engine.store.sync_state.get_state(box, contacts)
+    assert await engine.store.sync_state.clear_dirty(state)  # the first attempt, then it died
+    waiters = LeaseWaiters()
+    job = MailboxSyncJob(
+        store=engine.store,
+        crm=engine.crm,
+        reader=DeltaReader(engine.graph),
+        writer=OutlookWriter(engine.graph),
+        waiters=waiters,
+    )
+
+    async def crm_run_holds_the_turn() -> None:
+        async with waiters.turn(box, wait=1, to_outlook=True):
+            await asyncio.sleep(0.3)
+
+    holding = asyncio.create_task(crm_run_holds_the_turn())
+    await asyncio.sleep(0.05)
+    report = await job.run_job(SyncJob(mailbox_id=box, resource=contacts, reason=JobReason.NOTIFICATION))
+    await holding
+
+    assert report.outcome is RunOutcome.COMPLETED
+    assert await engine.store.links.count(box, ItemKind.CONTACT) == 1
 
 
 async def test_a_job_dataverse_throttles_is_requeued_after_its_wait_and_never_degrades_the_mailbox(
