@@ -312,26 +312,11 @@ class MailboxSyncJob:
         *,
         allow: int | None,
     ) -> SyncRunReport:
-        """A delta round (:meth:`_delta_round`); a completed one is told to the worker's turns, so a
-        job that waited meanwhile knows its change was read (``skip_if_done``)."""
-        started = time.monotonic()
-        report = await self._delta_round(mailbox, ref, resource, lease, progress, allow=allow)
-        if report.outcome is RunOutcome.COMPLETED:
-            self._waiters.note_read(mailbox.mailbox_id, resource, started)
-        return report
-
-    async def _delta_round(
-        self,
-        mailbox: Mailbox,
-        ref: ResourceRef,
-        resource: str,
-        lease: LeaseKeeper,
-        progress: ProgressCallback | None,
-        *,
-        allow: int | None,
-    ) -> SyncRunReport:
-        """One delta round from the stored link; an expired token turns it into a full resync."""
+        """One delta round from the stored link; an expired token turns it into a full resync. A
+        completed round is told to the worker's turns, so a job that waited meanwhile knows its
+        change was read (``skip_if_done``)."""
         mailbox_id = mailbox.mailbox_id
+        started = time.monotonic()
         state = await self._clear_dirty(mailbox_id, resource)
         link, window_start = state.delta_link, state.window_start
         if link is not None and self._window_moves(ref, window_start):
@@ -341,13 +326,16 @@ class MailboxSyncJob:
             link = window_start = None
         run = await self._start(mailbox, ref, resource, link, lease, allow=allow, window_start=window_start)
         try:
-            return await self._sync(run, link, progress)
+            report = await self._sync(run, link, progress)
         except DeltaTokenExpired:
             logger.warning("delta token expired for %s; full resync", ref.kind.value)
             await self._store.sync_state.reset(mailbox_id, resource)
             await self._audit(mailbox_id, AuditAction.RESYNC, ref.kind, "delta_token_expired")
             run = await self._start(mailbox, ref, resource, None, lease, allow=allow)
-            return await self._sync(run, None, progress)
+            report = await self._sync(run, None, progress)
+        if report.outcome is RunOutcome.COMPLETED:
+            self._waiters.note_read(mailbox_id, resource, started)
+        return report
 
     async def _clear_dirty(self, mailbox_id: str, resource: str) -> SyncState:
         """Clear the dirty flag before reading; a notification in between wins the race: re-read."""
