@@ -264,6 +264,7 @@ async def web_api(request: Request) -> Response:
         "client": client,
         "status": None,
         "batch_operations": None,
+        "batch_parts": None,  # "METHOD path" of each operation of a $batch (post-mortems: who wrote what)
     }
     sim.log.add(entry)
     response = await _serve(sim, request, path, headers, token=token, client=client, entry=entry)
@@ -315,6 +316,7 @@ async def _serve(
                 raise errors.DataverseError(405, errors.BAD_PAYLOAD, "$batch takes POST.")
             items = batch.parse(body, headers.get("content-type", ""))
             entry["batch_operations"] = batch.operation_count(items)
+            entry["batch_parts"] = batch.operation_names(items)
             boundary, text, stopped = batch.run(items, headers, base_url, watch.run_part, watch.transaction)
             answer = Response(
                 text,

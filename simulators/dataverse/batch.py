@@ -86,6 +86,12 @@ def operation_count(items: list[Item]) -> int:
     return sum(len(i.parts) if isinstance(i, ChangeSet) else 1 for i in items)
 
 
+def operation_names(items: list[Item]) -> list[str]:
+    """``METHOD path`` of each operation, in order (the request log's record of what a batch did)."""
+    parts = [part for item in items for part in (item.parts if isinstance(item, ChangeSet) else [item])]
+    return [f"{part.method} {part.path}" for part in parts]
+
+
 def _split(text: str, boundary: str) -> list[tuple[dict[str, str], str]]:
     """Parts between ``--boundary`` delimiter lines (RFC 2046): (headers, content)."""
     parts: list[tuple[dict[str, str], str]] = []

@@ -41,7 +41,7 @@ def test_seed_is_all_or_nothing_and_ignores_limits(private_sim: DataverseSimulat
 def test_request_log_counts_batch_operations(
     private_sim: DataverseSimulator, private_api: httpx.Client, private_token: str
 ) -> None:
-    """The request log records how many operations a $batch carried."""
+    """The request log records how many operations a $batch carried, and which."""
     api, token = private_api, private_token
     boundary = f"batch_{uuid.uuid4().hex}"
     part = (
@@ -56,6 +56,7 @@ def test_request_log_counts_batch_operations(
     assert response.text.count("HTTP/1.1 200") == 3
     [entry] = private_sim.requests(token=token)
     assert (entry["path"], entry["batch_operations"], entry["status"]) == ("$batch", 3, 200)
+    assert entry["batch_parts"] == ["GET WhoAmI"] * 3
 
 
 def test_key_is_refused_while_rows_share_its_values(private_sim: DataverseSimulator) -> None:
