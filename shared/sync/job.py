@@ -60,7 +60,7 @@ from shared.outlook.writers import OutlookWriter
 from shared.store.errors import LeaseLost
 from shared.store.jobs import SyncJob
 from shared.store.ports import Store
-from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, SyncState, utc_now
+from shared.store.records import AuditAction, AuditRecord, Lease, Mailbox, MailboxState, utc_now
 from shared.sync import latency
 from shared.sync.applier import ACTOR, Applier
 from shared.sync.brake import BRAKE_REASON, MassDeleteRefusedError, deletes_within, hold, record_deletes
@@ -81,7 +81,6 @@ from shared.sync.tracking import TrackingService
 
 logger = logging.getLogger(__name__)
 
-_CLEAR_DIRTY_ATTEMPTS = 5
 _MAX_ROUNDS = 10  # delta rounds one run takes while notifications keep the resource dirty
 #: How long a queue job waits for this worker's other runs of its mailbox before it is requeued.
 TURN_WAIT_SECONDS = 10.0
@@ -226,7 +225,7 @@ class MailboxSyncJob:
         state_store = self._store.sync_state
         refused = (await state_store.get_delete_log(mailbox_id, ref.kind)).refused
         if refused and allow_deletes is None:
-            await self._clear_dirty(mailbox_id, resource)  # the release resyncs it in full
+            await take_mark(self._store, mailbox_id, resource)  # the release resyncs it in full
             message = f"the mass-delete brake holds {refused} refused deletes until released"
             return SyncRunReport(mailbox_id, resource, RunOutcome.MASS_DELETE_REFUSED, message=message)
         if full_resync:
@@ -317,7 +316,7 @@ class MailboxSyncJob:
         change was read (``skip_if_done``)."""
         mailbox_id = mailbox.mailbox_id
         started = time.monotonic()
-        state = await self._clear_dirty(mailbox_id, resource)
+        state = await take_mark(self._store, mailbox_id, resource)  # before reading: see take_mark
         link, window_start = state.delta_link, state.window_start
         if link is not None and self._window_moves(ref, window_start):
             # A new baseline in the window from today: next year's occurrences come in, events that
@@ -336,10 +335,6 @@ class MailboxSyncJob:
         if report.outcome is RunOutcome.COMPLETED:
             self._waiters.note_read(mailbox_id, resource, started)
         return report
-
-    async def _clear_dirty(self, mailbox_id: str, resource: str) -> SyncState:
-        """Clear the dirty flag before reading; a notification in between wins the race: re-read."""
-        return await take_mark(self._store, mailbox_id, resource, attempts=_CLEAR_DIRTY_ATTEMPTS)
 
     async def _start(
         self,
