@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -366,6 +367,8 @@ class Applier:
             telemetry.record_conflict(self._kind.value, action.winner.value)
         elif isinstance(action, SecuredField):
             reason = f"{action.reason}.{action.column}"[:64]
+        else:
+            reason = reason_code(action.reason)
         return AuditRecord.for_item(
             mailbox_id=self._mailbox.mailbox_id,
             actor=ACTOR,
@@ -375,6 +378,12 @@ class Applier:
             crm_id=str(crm_id) if crm_id else None,
             reason_code=reason,
         )
+
+
+def reason_code(reason: str) -> str | None:
+    """The planner's reason as an audit code (``crmsync audit`` shows why an item was written):
+    its words, lower-case and hyphenated. The planner's reasons are fixed phrases, never data."""
+    return "-".join(re.findall(r"[a-z0-9]+", reason.lower()))[:64].rstrip("-") or None
 
 
 def _with_versions(action: WriteLink, state: _Written) -> Link:

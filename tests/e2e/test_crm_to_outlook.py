@@ -95,8 +95,10 @@ def no_echo(e2e: E2E, mailbox: Mailbox, record_id: str, collection: str, since: 
     wait_for(synced, "the echo of crmsync's own write to be synced")
     code, out = e2e.cli("audit", mailbox.id, "--item", record_id, "--json")
     assert code == 0, out
-    actions = {r["action"] for r in json.loads(out)}
-    assert "created_in_outlook" in actions
+    records = json.loads(out)
+    actions = {r["action"] for r in records}
+    # The audit says why: the planner's reason, as a code.
+    assert ("created_in_outlook", "new-in-the-crm") in {(r["action"], r["reason_code"]) for r in records}
     assert not actions & {"created_in_crm", "updated_in_crm", "deleted_in_crm"}, actions
 
 
