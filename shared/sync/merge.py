@@ -72,6 +72,27 @@ def unit_fingerprints(
     return bases
 
 
+def base_after_own_write(
+    link_base: Mapping[str, FieldBase],
+    outlook: Mapping[str, CrmValue],
+    crm: Mapping[str, CrmValue],
+    units: Mapping[str, tuple[str, ...]],
+) -> dict[str, FieldBase]:
+    """The base when crmsync wrote the record last, for this mailbox, after the link was written
+    (that write's link write was lost): a unit the item changed since the link takes the record's
+    value as its base (crmsync copied the item there; the item's edits since win), and a unit the
+    item did not change keeps the link's base. The lost write may have been one half of a merge
+    whose other half (a Dynamics edit on its way to Outlook) never reached Outlook: the record
+    then holds that edit, which must still count as changed in the CRM."""
+    written = unit_fingerprints(crm, crm, units)
+    base = {}
+    for leader, members in units.items():
+        kept = link_base.get(leader)
+        unchanged = kept is not None and fingerprint(_side_values(outlook, members)) == kept.outlook
+        base[leader] = kept if unchanged and kept is not None else written[leader]
+    return base
+
+
 def _same(one: Mapping[str, CrmValue], other: Mapping[str, CrmValue]) -> bool:
     """Equal values of equal types (``True == 1``, but their fingerprints differ)."""
     return one == other and all(type(value) is type(other[column]) for column, value in one.items())

@@ -17,8 +17,10 @@ The delete rules - what a delete, or an untracking, on one side does to the othe
 
 A link write lost after crmsync's CRM write (a crash, a failed storage call) leaves the record
 changed since the link; crmsync's own last write for the mailbox (``CrmState.synced_last``) is no
-CRM change, though: the record holds the item as crmsync last copied it, that is the base, and the
-item's edits since win (the tie-break would put the older value back on both sides).
+CRM change where it copied the item: there the record is the base, and the item's edits since win
+(the tie-break would put the older value back on both sides). Where the item did not change, the
+link's base stands, so a Dynamics edit that write's lost Outlook half was carrying still flows to
+Outlook (:func:`~shared.sync.merge.base_after_own_write`).
 
 The planner is the only place where sync decisions are taken. What needs I/O to know - a message
 moved to another folder, another mailbox still tracking a CRM email, an appointment that left the
@@ -39,7 +41,7 @@ from shared.domain.bases import FieldBase
 from shared.domain.model import FieldDirection, ItemKind, content_hash
 from shared.sync.fieldmaps import FieldMap, crm_content_hash, crm_record_id, field_map, natural_key
 from shared.sync.fieldmaps.base import FLOWS_TO_OUTLOOK, CrmValue, canonical_crm_value
-from shared.sync.merge import merge_fields, unit_fingerprints
+from shared.sync.merge import base_after_own_write, merge_fields, unit_fingerprints
 from shared.sync.plan import (
     SECURED_SKIPPED,
     SECURED_UNREADABLE,
@@ -247,10 +249,12 @@ class ItemPlanner:
         if present is None:
             return outlook_gone(self, link, outlook, crm, crm_values)
         if crm.synced_last and self.crm_changed(link, crm, crm_values):
-            # crmsync wrote the record after this link, and that run's link write was lost: the
-            # record holds this item as it was then, which is the base; the item's changes since win.
-            why = "written by crmsync after the last link"
-            return self.merge(present, crm, crm_values, self.synced_base(crm_values), why)
+            # crmsync wrote the record after this link, and that run's link write was lost: where
+            # the item changed, the record holds it as it was then, which is the base, and the
+            # item's changes since win; elsewhere the link's base stands (base_after_own_write).
+            projection = self.fmap.project(present.item).values
+            base = base_after_own_write(link.field_bases, projection, crm_values, self.fmap.units())
+            return self.merge(present, crm, crm_values, base, "written by crmsync after the last link")
         outlook_changed = self.outlook_changed(link, present)
         crm_changed = self.crm_changed(link, crm, crm_values)
         if not outlook_changed and not crm_changed:
