@@ -10,14 +10,15 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``;
    :mod:`shared.sync.crm_privilege`);
 3. evaluates the user's synchronization filter on the changed ids, by Dataverse, as the user
-   (:mod:`shared.sync.crm_filter`), and reads the members as the user;
-4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
-   (created, carrying its CRM id; a meeting only in its organizer's mailbox - the attendees get
-   Exchange's invitations, see :func:`~shared.sync.crm_invites.invite`); a linked member -> the linked
-   Outlook item read from Graph (a meeting the user organizes with its party rows, so attendees
-   changed in Dynamics reach the event; an attendee's copy is only followed); a linked record
-   that left the filter -> :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the
-   planner's delete rules;
+   (:mod:`shared.sync.crm_filter`), and reads the members as the user, then the link rows and the
+   linked Outlook items (:mod:`shared.sync.crm_run_reads`);
+4. plans each record with the pure planner (:mod:`shared.sync.crm_run_plan`): a member the mailbox
+   does not hold -> ``outlook=None`` (created, carrying its CRM id; a meeting only in its organizer's
+   mailbox - the attendees get Exchange's invitations, see :func:`~shared.sync.crm_invites.invite`);
+   a linked member -> the linked Outlook item read from Graph (a meeting the user organizes with
+   its party rows, so attendees changed in Dynamics reach the event; an attendee's copy is only
+   followed); a linked record that left the filter ->
+   :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the planner's delete rules;
 5. records its intent to create (:meth:`~shared.store.ports.SyncStateStore.note_creates`), then
    applies every plan with the one :class:`~shared.sync.applier.Applier` (Outlook writes, then link
    rows, then audit) and clears the intents whose links were written: a run that died in between
@@ -192,45 +193,25 @@ class CrmToOutlookRun:
         existing: Mapping[uuid.UUID, OutlookItem],
         lease: LeaseKeeper,
     ) -> CrmRunReport:
-        """Read, plan, apply, record: the module docstring's steps 3 to 5, then the invitations,
-        then again for the records deleted while their copies were made."""
+        """Read, plan, apply, record (the module docstring's steps 3 to 5), then the invitations,
+        then the same again for the records deleted while their copies were made."""
         origin, side = await self._outlook_of(mailbox, kind)
         reads = await read_run(
             self._crm, self._store, origin, mailbox=mailbox, kind=kind, work=work, clock=self._clock
         )
-        series = SeriesToOutlook(
-            crm=self._crm,
-            graph=self._graph,
-            store=self._store,
-            mailbox=mailbox,
-            fmap=reads.fmap,
-            time_zone=reads.facts.crm_time_zone,
-        )
+        series = self._series(reads)
         plan = await plan_run(self._crm, self._store, origin, series, reads, existing=existing)
         if not plan.plans:
             series_writes = plan.series_writes + await series.ended(plan.ended)
             return CrmRunReport(
                 mailbox.mailbox_id, work.table, CrmRunOutcome.COMPLETED, reads.records, series_writes
             )
-        applier = Applier(
-            crm=self._crm,
-            links=self._store.links,
-            audit=self._store.audit,
-            mailbox=mailbox,
-            kind=kind,
-            resolver=PartyResolver(self._crm, mailbox.crm_caller_object_id),
-            outlook=side,
-        )
-        creating, updating = await self._note_intents(reads, plan)
-        lease.check()  # a run that lost its mailbox writes nothing
-        results = await applier.apply(plan.plans)
-        linked = await self._clear_intents(reads, plan, results, creating=creating, updating=updating)
+        applier = self._applier(reads, side)
+        results, linked = await self._apply(applier, reads, plan, lease)
         series_writes = plan.series_writes + await series.ended(plan.ended)
+        created = [r for r in plan.new_ids if str(r) in linked]
+        invited, not_invited = await self._invite(reads, origin, applier, created)
         applied = [r for r in results if isinstance(r, AppliedItem)]
-        inviting = [
-            r for r in plan.new_ids if str(r) in linked and has_attendees(reads.party_values.get(r, {}))
-        ]
-        invited, not_invited = await self._invite(reads, origin, applier, inviting)
         report = CrmRunReport(
             mailbox.mailbox_id,
             work.table,
@@ -240,7 +221,6 @@ class CrmToOutlookRun:
             sum(1 for r in applied if r.unlinked),
             len(results) - len(applied) + not_invited,
         )
-        created = [r for r in plan.new_ids if str(r) in linked]
         return await self._with_deleted_meanwhile(mailbox, kind, work, lease, report=report, created=created)
 
     async def _outlook_of(self, mailbox: Mailbox, kind: ItemKind) -> tuple[CrmOriginWriter, GraphOutlookSide]:
@@ -252,6 +232,41 @@ class CrmToOutlookRun:
         origin = CrmOriginWriter(self._graph, mailbox.mailbox_id, task_list_id=task_list)
         side = GraphOutlookSide(self._writer, mailbox.mailbox_id, task_list_id=task_list, from_crm=origin)
         return origin, side
+
+    def _series(self, reads: RunReads) -> SeriesToOutlook:
+        """The run's series writer: new series instances bring their series, and a series whose
+        instances the CRM deleted may end."""
+        return SeriesToOutlook(
+            crm=self._crm,
+            graph=self._graph,
+            store=self._store,
+            mailbox=reads.mailbox,
+            fmap=reads.fmap,
+            time_zone=reads.facts.crm_time_zone,
+        )
+
+    def _applier(self, reads: RunReads, side: GraphOutlookSide) -> Applier:
+        """One applier for the run's plans and its invitations: Outlook writes, then links, then audit."""
+        return Applier(
+            crm=self._crm,
+            links=self._store.links,
+            audit=self._store.audit,
+            mailbox=reads.mailbox,
+            kind=reads.kind,
+            resolver=PartyResolver(self._crm, reads.mailbox.crm_caller_object_id),
+            outlook=side,
+        )
+
+    async def _apply(
+        self, applier: Applier, reads: RunReads, plan: RunPlan, lease: LeaseKeeper
+    ) -> tuple[list[AppliedItem | CrmError], set[str]]:
+        """The plans applied between their intents noted and cleared, if the run still holds the
+        mailbox. Each plan's result, and the records newly linked."""
+        creating, updating = await self._note_intents(reads, plan)
+        lease.check()  # a run that lost its mailbox writes nothing
+        results = await applier.apply(plan.plans)
+        linked = await self._clear_intents(reads, plan, results, creating=creating, updating=updating)
+        return results, linked
 
     async def _note_intents(self, reads: RunReads, plan: RunPlan) -> tuple[dict[str, str], list[str]]:
         """The create and update intents, before the Graph writes: a crash before the link write
@@ -301,10 +316,11 @@ class CrmToOutlookRun:
         return linked
 
     async def _invite(
-        self, reads: RunReads, origin: CrmOriginWriter, applier: Applier, inviting: list[uuid.UUID]
+        self, reads: RunReads, origin: CrmOriginWriter, applier: Applier, created: list[uuid.UUID]
     ) -> tuple[int, int]:
         """The attendees of the meetings just created, in a second plan (see
         :func:`~shared.sync.crm_invites.invite`): Outlook writes, plans that failed."""
+        inviting = [r for r in created if has_attendees(reads.party_values.get(r, {}))]
         if not inviting:
             return 0, 0
         return await invite(

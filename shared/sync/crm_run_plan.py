@@ -168,7 +168,7 @@ def _plan_linked(
     created_from_crm: bool,
     facts: PlanFacts,
 ) -> list[Action]:
-    """A CRM delete and a member take the planner's rules; a record out of the filter is unlinked."""
+    """A CRM delete and a member take the planner's rules; a record out of the filter the leaving rules."""
     if record_id in reads.deleted:
         crm = CrmState(record_id, None)
     elif record_id not in members or reads.states[record_id].values is None:
@@ -230,5 +230,6 @@ def _planned(
 
 
 def _series_instance(outlook: OutlookState) -> bool:
+    """An occurrence or exception of an Outlook series: it follows its series, not the filter."""
     item = outlook.item
     return isinstance(item, Appointment) and item.event_kind in {EventKind.OCCURRENCE, EventKind.EXCEPTION}
