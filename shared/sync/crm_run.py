@@ -10,14 +10,15 @@ For a :class:`~shared.store.crm_jobs.CrmWork` naming a mailbox, a table and reco
    the reason is recorded for ``crmsync status`` and audited per record (``crmsync audit``;
    :mod:`shared.sync.crm_privilege`);
 3. evaluates the user's synchronization filter on the changed ids, by Dataverse, as the user
-   (:mod:`shared.sync.crm_filter`), and reads the members as the user;
-4. plans each record with the pure planner: a member the mailbox does not hold -> ``outlook=None``
-   (created, carrying its CRM id; a meeting only in its organizer's mailbox - the attendees get
-   Exchange's invitations, see :func:`~shared.sync.crm_invites.invite`); a linked member -> the linked
-   Outlook item read from Graph (a meeting the user organizes with its party rows, so attendees
-   changed in Dynamics reach the event; an attendee's copy is only followed); a linked record
-   that left the filter -> :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the
-   planner's delete rules;
+   (:mod:`shared.sync.crm_filter`), and reads the members as the user, then the link rows and the
+   linked Outlook items (:mod:`shared.sync.crm_run_reads`);
+4. plans each record with the pure planner (:mod:`shared.sync.crm_run_plan`): a member the mailbox
+   does not hold -> ``outlook=None`` (created, carrying its CRM id; a meeting only in its organizer's
+   mailbox - the attendees get Exchange's invitations, see :func:`~shared.sync.crm_invites.invite`);
+   a linked member -> the linked Outlook item read from Graph (a meeting the user organizes with
+   its party rows, so attendees changed in Dynamics reach the event; an attendee's copy is only
+   followed); a linked record that left the filter ->
+   :func:`~shared.sync.planner_filter.plan_left_filter`; a CRM delete -> the planner's delete rules;
 5. records its intent to create (:meth:`~shared.store.ports.SyncStateStore.note_creates`), then
    applies every plan with the one :class:`~shared.sync.applier.Applier` (Outlook writes, then link
    rows, then audit) and clears the intents whose links were written: a run that died in between
@@ -34,20 +35,15 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from msgraph.graph_service_client import GraphServiceClient
 
 from shared import telemetry
+from shared.crm.errors import CrmError
 from shared.crm.port import CrmQueryPort
-from shared.domain.model import (
-    Appointment,
-    EventKind,
-    ItemKind,
-    OutlookItem,
-    Task,
-)
+from shared.domain.model import ItemKind, OutlookItem, Task
 from shared.outlook.claim import ClaimGuard
 from shared.outlook.from_crm import CrmOriginWriter
 from shared.outlook.side import GraphOutlookSide
@@ -56,45 +52,21 @@ from shared.store.crm_jobs import CrmWork
 from shared.store.ports import Store
 from shared.store.records import Mailbox, utc_now
 from shared.sync import latency
-from shared.sync.adoption import attendee_copy
 from shared.sync.applier import AppliedItem, Applier, ItemPlan
 from shared.sync.claims import stop_if_taken_over
-from shared.sync.concurrency import bounded_gather
 from shared.sync.crm_changes import TABLES
-from shared.sync.crm_deleted_meanwhile import deleted_meanwhile, deleted_since, find_orphans, plan_orphans
-from shared.sync.crm_filter import evaluate
-from shared.sync.crm_invites import created_before, has_attendees, invite, party_values_of, with_values
+from shared.sync.crm_deleted_meanwhile import deleted_meanwhile
+from shared.sync.crm_invites import has_attendees, invite
 from shared.sync.crm_privilege import clear_refusal, may_sync_to_outlook, record_refusal
-from shared.sync.crm_reads import crm_time_zone, read_crm_states
-from shared.sync.field_rules import field_rules
-from shared.sync.fieldmaps import field_map
+from shared.sync.crm_run_plan import RunPlan, plan_run
+from shared.sync.crm_run_reads import RunReads, read_run
 from shared.sync.lease import LEASE_POLL_SECONDS, LeaseKeeper, LeaseWaiters, acquire
-from shared.sync.links import (
-    as_written,
-    clear_updates,
-    created_from_outlook,
-    from_stored_link,
-    note_updates,
-)
+from shared.sync.links import clear_updates, note_updates
 from shared.sync.parties import PartyResolver
-from shared.sync.plan import (
-    Action,
-    CreateInOutlook,
-    CrmState,
-    DropLink,
-    Link,
-    NeutralContent,
-    OutlookState,
-    PlanFacts,
-    SyncPolicy,
-    WriteLink,
-)
-from shared.sync.planner import plan_item
-from shared.sync.planner_filter import plan_left_filter
+from shared.sync.plan import CreateInOutlook, NeutralContent, WriteLink
 from shared.sync.policies import kind_enabled
 from shared.sync.run import JobOptions
-from shared.sync.series_to_outlook import SeriesToOutlook, series_deleting
-from shared.sync.user_reads import user_reads
+from shared.sync.series_to_outlook import SeriesToOutlook
 
 logger = logging.getLogger(__name__)
 
@@ -221,250 +193,165 @@ class CrmToOutlookRun:
         existing: Mapping[uuid.UUID, OutlookItem],
         lease: LeaseKeeper,
     ) -> CrmRunReport:
-        table = work.table
+        """Read, plan, apply, record (the module docstring's steps 3 to 5), then the invitations,
+        then the same again for the records deleted while their copies were made."""
+        origin, side = await self._outlook_of(mailbox, kind)
+        reads = await read_run(
+            self._crm, self._store, origin, mailbox=mailbox, kind=kind, work=work, clock=self._clock
+        )
+        series = self._series(reads)
+        plan = await plan_run(self._crm, self._store, origin, series, reads, existing=existing)
+        if not plan.plans:
+            series_writes = plan.series_writes + await series.ended(plan.ended)
+            return CrmRunReport(
+                mailbox.mailbox_id, work.table, CrmRunOutcome.COMPLETED, reads.records, series_writes
+            )
+        applier = self._applier(reads, side)
+        results, linked = await self._apply(applier, reads, plan, lease)
+        series_writes = plan.series_writes + await series.ended(plan.ended)
+        created = [r for r in plan.new_ids if str(r) in linked]
+        invited, not_invited = await self._invite(reads, origin, applier, created)
+        applied = [r for r in results if isinstance(r, AppliedItem)]
+        report = CrmRunReport(
+            mailbox.mailbox_id,
+            work.table,
+            CrmRunOutcome.COMPLETED,
+            reads.records,
+            series_writes + invited + sum(r.outlook_writes for r in applied),
+            sum(1 for r in applied if r.unlinked),
+            len(results) - len(applied) + not_invited,
+        )
+        return await self._with_deleted_meanwhile(mailbox, kind, work, lease, report=report, created=created)
+
+    async def _outlook_of(self, mailbox: Mailbox, kind: ItemKind) -> tuple[CrmOriginWriter, GraphOutlookSide]:
+        """The mailbox's reader of crmsync's items and the applier's Outlook side; a task's both in
+        the user's default To Do list."""
         task_list = (
             await self._writer.default_task_list(mailbox.mailbox_id) if kind is ItemKind.TASK else None
         )
         origin = CrmOriginWriter(self._graph, mailbox.mailbox_id, task_list_id=task_list)
         side = GraphOutlookSide(self._writer, mailbox.mailbox_id, task_list_id=task_list, from_crm=origin)
-        deleted = list(dict.fromkeys(work.deleted))
-        changed = [record_id for record_id in dict.fromkeys(work.changed) if record_id not in deleted]
-        caller = mailbox.crm_caller_object_id
-        user_id = uuid.UUID(mailbox.crm_user_id)
-        verdict = await evaluate(
-            self._crm,
-            table,
-            user_id=user_id,
-            caller=caller,
-            ids=changed,
-            replacement=mailbox.settings.filter_for(kind),
-            read_filters=lambda: user_reads(self._crm).outlook_filters(table, user_id=user_id, caller=caller),
-        )
-        states = await read_crm_states(self._crm, mailbox, kind, sorted(verdict.members, key=str))
-        policy = await field_rules(self._crm).policy(mailbox, kind)
-        facts = PlanFacts(crm_time_zone=await crm_time_zone(self._crm, mailbox, kind))
-        fmap = field_map(kind, facts.crm_time_zone)
-        now = self._clock()
-        organized = [r for r in changed if r in verdict.organized and states[r].values is not None]
-        party_values = await party_values_of(self._crm, caller, organized)
-        plans: list[ItemPlan] = []
-        new_ids: list[uuid.UUID] = []
-        ended: set[str] = set()  # Outlook series whose instances the CRM deleted
-        unheld: list[uuid.UUID] = []  # changed, not linked here and not wanted here (or gone)
-        rewritten: list[str] = []  # deleted records whose copy holds an update of ours (see as_written)
-        state_store = self._store.sync_state
-        # The link rows, then the linked Outlook items, read concurrently: one by one, a run of 200
-        # records outlasted its lease (bench.chaos at 10,000 operations).
-        rows = await bounded_gather(
-            self._store.links.get_by_crm(mailbox.mailbox_id, table, str(record_id))
-            for record_id in [*changed, *deleted]
-        )
-        held = {
-            record_id: from_stored_link(row) if row is not None else None
-            for record_id, row in zip([*changed, *deleted], rows, strict=True)
-        }
-        for record_id in await deleted_since(
-            self._crm, table, changed, held=held, members=verdict.members, states=states
-        ):
-            changed.remove(record_id)
-            deleted.append(record_id)
-        reading = [
-            (record_id, link)
-            for record_id, link in held.items()
-            if link is not None and not (link.crm_deleted and record_id not in verdict.members)
-        ]
-        read = await bounded_gather(
-            origin.read(
-                kind, link.outlook_id, origin=record_id not in deleted and record_id not in verdict.members
-            )
-            for record_id, link in reading
-        )
-        copies = {record_id: found for (record_id, _), found in zip(reading, read, strict=True)}
-        for record_id in [*changed, *deleted]:
-            link = held[record_id]
-            if link is None and (record_id in deleted or record_id not in verdict.members):
-                if record_id not in deleted:
-                    unheld.append(record_id)
-                continue  # not held here and not (or no longer) wanted here: nothing to do
-            if link is not None and link.crm_deleted and record_id not in verdict.members:
-                continue  # a tombstone: the CRM's delete was applied and the kept item stays untracked
-            if link is None:
-                crm = states[record_id]
-                if crm.values is None:
-                    continue  # deleted since routing: the delete reaches no copy
-                if kind is ItemKind.APPOINTMENT and record_id not in verdict.organized:
-                    continue  # an attendee's copy arrives by invitation from the organizer's mailbox
-                new_ids.append(record_id)
-                continue
-            item, created_from_crm = copies[record_id]
-            if item is None:
-                if record_id in deleted:
-                    reason = "deleted in the CRM; already gone from Outlook"
-                    plans.append(
-                        ItemPlan([DropLink(outlook_id=link.outlook_id, crm_id=link.crm_id, reason=reason)])
-                    )
-                continue  # gone from Outlook: the Outlook -> CRM run's delta decides
-            outlook = OutlookState.from_outlook_item(item)
-            if record_id in deleted and item.item is not None:
-                written = await as_written(
-                    state_store, mailbox.mailbox_id, table, {record_id: (link, item.item)}
-                )
-                if record_id in written:  # an update of ours whose link write was lost, not an edit
-                    link = written[record_id]
-                    rewritten.append(str(record_id))
-            parties_read = party_values.get(record_id, {})
-            if parties_read:  # the organizer's event: the CRM's attendees are compared, and may flow
-                states[record_id] = with_values(states[record_id], parties_read)
-            members = verdict.members
-            if record_id not in deleted and record_id not in members and _series_instance(outlook):
-                # An instance of a series belongs to its series, not to the filter (a Dynamics instance
-                # has no parties of its own): its changes reach its occurrence, and only that one.
-                states |= await read_crm_states(self._crm, mailbox, kind, [record_id])
-                members = members | {record_id}
-            actions = self._plan_linked(
-                kind=kind,
-                mailbox=mailbox,
-                link=link,
-                outlook=outlook,
-                record_id=record_id,
-                deleted=deleted,
-                members=members,
-                states=states,
-                created_from_crm=created_from_crm,
-                now=now,
-                policy=policy,
-                facts=dataclasses.replace(
-                    facts, attendee_copy=attendee_copy(mailbox.mailbox_id, item, record_id)
-                ),
-            )
-            if record_id in deleted and (master := series_deleting(outlook.item, actions)):
-                ended.add(master)  # the series may be gone: see SeriesToOutlook.ended
-            projection = fmap.project(item.item).values if item.item is not None else {}
-            # A party list is written whole: the CRM's own attendees, not the copy's, go with it.
-            plans.append(ItemPlan(actions, projection | parties_read))
-        orphans = await find_orphans(
-            self._crm,
-            state_store,
-            origin,
-            mailbox_id=mailbox.mailbox_id,
-            kind=kind,
-            table=table,
-            unheld=unheld,
-        )
-        plans += plan_orphans(kind, mailbox.mailbox_id, orphans, policy=policy, now=now, facts=facts)
-        series_writes = 0
-        series = SeriesToOutlook(
+        return origin, side
+
+    def _series(self, reads: RunReads) -> SeriesToOutlook:
+        """The run's series writer: new series instances bring their series, and a series whose
+        instances the CRM deleted may end."""
+        return SeriesToOutlook(
             crm=self._crm,
             graph=self._graph,
             store=self._store,
-            mailbox=mailbox,
-            fmap=fmap,
-            time_zone=facts.crm_time_zone,
+            mailbox=reads.mailbox,
+            fmap=reads.fmap,
+            time_zone=reads.facts.crm_time_zone,
         )
-        if kind is ItemKind.APPOINTMENT and new_ids:
-            # A series instance is never a one-off event: its series reaches Outlook as one.
-            series_of = await series.instances_of(new_ids)
-            series_writes, one_off = await series.sync(set(series_of.values()))
-            new_ids = [r for r in new_ids if r not in series_of or series_of[r] in one_off]
-        # Made from an Outlook item whose link write was lost: the Outlook -> CRM run links it.
-        from_outlook = await created_from_outlook(state_store, mailbox.mailbox_id, table, new_ids)
-        new_ids = [r for r in new_ids if r not in from_outlook]
-        lost = await created_before(self._store, mailbox, kind, origin, new_ids=new_ids, known=existing)
-        existing = {**existing, **lost}
-        for record_id in new_ids:
-            found = existing.get(record_id)  # an item crmsync created whose link write was lost
-            actions = plan_item(
-                kind,
-                mailbox_id=mailbox.mailbox_id,
-                outlook=OutlookState.from_outlook_item(found) if found is not None else None,
-                link=None,
-                crm=states[record_id],
-                policy=policy,
-                now=now,
-                facts=facts,
-            )
-            plans.append(ItemPlan(actions, new_link=True))
-        if not plans:
-            series_writes += await series.ended(ended)
-            return CrmRunReport(
-                mailbox.mailbox_id,
-                table,
-                CrmRunOutcome.COMPLETED,
-                len(changed) + len(deleted),
-                series_writes,
-            )
-        applier = Applier(
+
+    def _applier(self, reads: RunReads, side: GraphOutlookSide) -> Applier:
+        """One applier for the run's plans and its invitations: Outlook writes, then links, then audit."""
+        return Applier(
             crm=self._crm,
             links=self._store.links,
             audit=self._store.audit,
-            mailbox=mailbox,
-            kind=kind,
-            resolver=PartyResolver(self._crm, caller),
+            mailbox=reads.mailbox,
+            kind=reads.kind,
+            resolver=PartyResolver(self._crm, reads.mailbox.crm_caller_object_id),
             outlook=side,
         )
-        creates = [a for plan in plans for a in plan.actions if isinstance(a, CreateInOutlook)]
+
+    async def _apply(
+        self, applier: Applier, reads: RunReads, plan: RunPlan, lease: LeaseKeeper
+    ) -> tuple[list[AppliedItem | CrmError], set[str]]:
+        """The plans applied between their intents noted and cleared, if the run still holds the
+        mailbox. Each plan's result, and the records newly linked."""
+        creating, updating = await self._note_intents(reads, plan)
+        lease.check()  # a run that lost its mailbox writes nothing
+        results = await applier.apply(plan.plans)
+        linked = await self._clear_intents(reads, plan, results, creating=creating, updating=updating)
+        return results, linked
+
+    async def _note_intents(self, reads: RunReads, plan: RunPlan) -> tuple[dict[str, str], list[str]]:
+        """The create and update intents, before the Graph writes: a crash before the link write
+        leaves them, and the next run finds the item by its CRM id (a create) or recognises its own
+        write (an update) instead of writing again. The ids noted: created (with a task's title),
+        updated."""
+        state = self._store.sync_state
+        creates = [a for item in plan.plans for a in item.actions if isinstance(a, CreateInOutlook)]
         creating = {str(a.crm_id): _title(a.item) for a in creates}
         if creating:
-            # The intent, before the Graph create: a crash before the link write leaves it, and the
-            # next run for the record looks the item up by its CRM id instead of creating it again.
-            await self._store.sync_state.note_creates(mailbox.mailbox_id, table, creating)
+            await state.note_creates(reads.mailbox.mailbox_id, reads.table, creating)
         updating = await note_updates(
-            state_store, mailbox.mailbox_id, table, [plan.actions for plan in plans]
+            state, reads.mailbox.mailbox_id, reads.table, [p.actions for p in plan.plans]
         )
-        lease.check()  # a run that lost its mailbox writes nothing
-        results = await applier.apply(plans)
-        linked = {
-            str(record_id)
-            for plan, result in zip(plans, results, strict=True)
-            if plan.new_link and isinstance(result, AppliedItem) and result.linked
-            for record_id in _created_or_found(plan)
-        }
-        relinked = {
-            str(record_id)
-            for plan, result in zip(plans, results, strict=True)
-            if isinstance(result, AppliedItem)
-            for record_id in _created_or_found(plan)
-        }
-        done_updates = [i for i in updating if i in relinked] + [i for i in rewritten if i not in updating]
-        await clear_updates(state_store, mailbox.mailbox_id, table, done_updates)
-        done = sorted(i for i in linked if i in creating or uuid.UUID(i) in lost)  # intents recorded
-        done += [str(item.crm_id) for item in orphans]  # removed by the delete rules (or kept, untracked)
+        return creating, updating
+
+    async def _clear_intents(
+        self,
+        reads: RunReads,
+        plan: RunPlan,
+        results: Sequence[AppliedItem | CrmError],
+        *,
+        creating: Mapping[str, str],
+        updating: list[str],
+    ) -> set[str]:
+        """The intents whose links were written, cleared (an orphan's too: the delete rules took it).
+        The records newly linked, created or found, are returned: they may have invitations to send."""
+        linked: set[str] = set()  # newly linked
+        relinked: set[str] = set()  # any link written
+        for item, result in zip(plan.plans, results, strict=True):
+            if isinstance(result, AppliedItem):
+                ids = {str(record_id) for record_id in _created_or_found(item)}
+                relinked |= ids
+                if item.new_link and result.linked:
+                    linked |= ids
+        state = self._store.sync_state
+        rewritten = [i for i in plan.rewritten if i not in updating]
+        await clear_updates(
+            state, reads.mailbox.mailbox_id, reads.table, [i for i in updating if i in relinked] + rewritten
+        )
+        done = sorted(i for i in linked if i in creating or uuid.UUID(i) in plan.lost)  # intents recorded
+        done += [
+            str(item.crm_id) for item in plan.orphans
+        ]  # removed by the delete rules (or kept, untracked)
         if done:
-            await self._store.sync_state.clear_creates(mailbox.mailbox_id, table, done)
-        series_writes += await series.ended(ended)
-        applied = [r for r in results if isinstance(r, AppliedItem)]
-        inviting = [r for r in new_ids if str(r) in linked and has_attendees(party_values.get(r, {}))]
-        failed = len(results) - len(applied)
-        if inviting:
-            invited, not_invited = await invite(
-                self._store,
-                mailbox,
-                kind,
-                origin,
-                applier=applier,
-                record_ids=inviting,
-                states=states,
-                party_values=party_values,
-                policy=policy,
-                facts=facts,
-                now=self._clock(),
-            )
-            series_writes += invited
-            failed += not_invited
-        report = CrmRunReport(
-            mailbox.mailbox_id,
-            table,
-            CrmRunOutcome.COMPLETED,
-            len(changed) + len(deleted),
-            series_writes + sum(r.outlook_writes for r in applied),
-            sum(1 for r in applied if r.unlinked),
-            failed,
+            await state.clear_creates(reads.mailbox.mailbox_id, reads.table, done)
+        return linked
+
+    async def _invite(
+        self, reads: RunReads, origin: CrmOriginWriter, applier: Applier, created: list[uuid.UUID]
+    ) -> tuple[int, int]:
+        """The attendees of the meetings just created, in a second plan (see
+        :func:`~shared.sync.crm_invites.invite`): Outlook writes, plans that failed."""
+        inviting = [r for r in created if has_attendees(reads.party_values.get(r, {}))]
+        if not inviting:
+            return 0, 0
+        return await invite(
+            self._store,
+            reads.mailbox,
+            reads.kind,
+            origin,
+            applier=applier,
+            record_ids=inviting,
+            states=reads.states,
+            party_values=reads.party_values,
+            policy=reads.policy,
+            facts=reads.facts,
+            now=self._clock(),
         )
-        gone = await deleted_meanwhile(self._crm, table, [r for r in new_ids if str(r) in linked])
+
+    async def _with_deleted_meanwhile(
+        self,
+        mailbox: Mailbox,
+        kind: ItemKind,
+        work: CrmWork,
+        lease: LeaseKeeper,
+        *,
+        report: CrmRunReport,
+        created: list[uuid.UUID],
+    ) -> CrmRunReport:
+        """Records deleted while this run created them: the delete's routing found no link yet, so it
+        was routed to no mailbox. Linked now, they take the delete path here, and count in the report."""
+        gone = await deleted_meanwhile(self._crm, work.table, created)
         if not gone:
             return report
-        # Deleted while this run created them: the delete's routing found no link yet, so it was
-        # routed to no mailbox. Linked now, they take the delete path here.
         logger.info("CRM -> Outlook: %d records deleted while their copies were made", len(gone))
         deletes = work.model_copy(update={"changed": (), "deleted": tuple(gone)})
         again = await self._sync(mailbox, kind, deletes, {}, lease)
@@ -473,41 +360,6 @@ class CrmToOutlookRun:
             outlook_writes=report.outlook_writes + again.outlook_writes,
             unlinked=report.unlinked + again.unlinked,
             failed=report.failed + again.failed,
-        )
-
-    def _plan_linked(
-        self,
-        *,
-        kind: ItemKind,
-        mailbox: Mailbox,
-        link: Link,
-        outlook: OutlookState,
-        record_id: uuid.UUID,
-        deleted: list[uuid.UUID],
-        members: frozenset[uuid.UUID],
-        states: dict[uuid.UUID, CrmState],
-        created_from_crm: bool,
-        now: dt.datetime,
-        policy: SyncPolicy,
-        facts: PlanFacts,
-    ) -> list[Action]:
-        if record_id in deleted:
-            crm = CrmState(record_id, None)
-        elif record_id not in members or states[record_id].values is None:
-            return plan_left_filter(
-                kind, link=link, outlook=outlook, created_from_crm=created_from_crm, policy=policy
-            )
-        else:
-            crm = states[record_id]
-        return plan_item(
-            kind,
-            mailbox_id=mailbox.mailbox_id,
-            outlook=outlook,
-            link=link,
-            crm=crm,
-            policy=policy,
-            now=now,
-            facts=facts,
         )
 
 
@@ -520,8 +372,3 @@ def _created_or_found(plan: ItemPlan) -> list[uuid.UUID]:
     """The records a plan created in Outlook or linked to an item found there (the fill's and a
     crashed run's creates): their intents are done once the link is written."""
     return [a.link.crm_id for a in plan.actions if isinstance(a, WriteLink)]
-
-
-def _series_instance(outlook: OutlookState) -> bool:
-    item = outlook.item
-    return isinstance(item, Appointment) and item.event_kind in {EventKind.OCCURRENCE, EventKind.EXCEPTION}
