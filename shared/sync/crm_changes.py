@@ -163,7 +163,16 @@ class ChangeFeed:
         """Route what the lost stream would have said: every row whose version some link of it has
         not synced (or no link holds: it may be new to someone's filter), and every linked record
         the table no longer lists. A row every link holds at its version (``@odata.etag``, which
-        the links keep) changed nowhere since: its run would read each copy and write nothing."""
+        the links keep) changed nowhere since: its run would read each copy and write nothing. The link
+        map is read before the table: a record is routed as deleted only if a link held it before
+        the read that no longer lists it."""
+        # The link map first: a record created and linked while the table is read is then in
+        # neither, not in the links alone, which would route it as deleted.
+        synced: dict[uuid.UUID, set[str | None]] = {}
+        async for mailbox in self._store.registry.list_mailboxes():
+            async for held in self._store.links.list_links(mailbox.mailbox_id, TABLES[table]):
+                if held.crm_table == table:
+                    synced.setdefault(uuid.UUID(held.crm_id), set()).add(held.crm_etag)
         present: dict[uuid.UUID, str | None] = {}
         link: str | None = None
         while True:
@@ -176,11 +185,6 @@ class ChangeFeed:
                 delta = page.delta_link
                 break
             link = page.next_link
-        synced: dict[uuid.UUID, set[str | None]] = {}
-        async for mailbox in self._store.registry.list_mailboxes():
-            async for held in self._store.links.list_links(mailbox.mailbox_id, TABLES[table]):
-                if held.crm_table == table:
-                    synced.setdefault(uuid.UUID(held.crm_id), set()).add(held.crm_etag)
         gone = sorted(set(synced) - set(present))
         behind = [
             record_id

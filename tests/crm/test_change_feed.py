@@ -7,16 +7,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from shared.crm.dataverse import DataverseClient
-from shared.crm.port import RecordRef, Upsert
+from shared.crm.port import ChangePage, RecordRef, Upsert
 from shared.domain.model import ItemKind
 from shared.store import Store
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
-from shared.store.records import Link
+from shared.store.records import Link, Mailbox
 from shared.sync.crm_changes import CHANGES_PARTITION, RECENT, ChangeFeed, changes_resource
 from simulators.dataverse.launcher import DataverseSimulator
 from tests.crm.conftest import queued
+
+
+async def _mailbox(store: Store, owner: uuid.UUID, upn: str) -> Mailbox:
+    return await store.registry.register(
+        mailbox_id=str(uuid.uuid4()), upn=upn, crm_user_id=str(owner), crm_caller_object_id=str(uuid.uuid4())
+    )
 
 
 async def test_baseline_then_changes_and_deletes_then_reconciliation(
@@ -48,12 +56,7 @@ async def test_baseline_then_changes_and_deletes_then_reconciliation(
 
     # A mailbox links a task that was deleted while the token was expiring: reconciliation routes it
     # as deleted, and routes the rows that exist (the link map makes that idempotent).
-    mailbox = await store.registry.register(
-        mailbox_id=str(uuid.uuid4()),
-        upn="r@contoso.example",
-        crm_user_id=str(owner),
-        crm_caller_object_id=str(uuid.uuid4()),
-    )
+    mailbox = await _mailbox(store, owner, "r@contoso.example")
     gone = uuid.uuid4()
     await store.links.create(
         Link(
@@ -85,12 +88,7 @@ async def test_reconciliation_routes_only_rows_the_links_have_not_synced(
     and a row no link holds, are routed."""
     feed = ChangeFeed(store=store, crm=crm, queue=queue)
     owner = uuid.UUID(dataverse_sim.add_user()["systemuserid"])
-    mailbox = await store.registry.register(
-        mailbox_id=str(uuid.uuid4()),
-        upn="s@contoso.example",
-        crm_user_id=str(owner),
-        crm_caller_object_id=str(uuid.uuid4()),
-    )
+    mailbox = await _mailbox(store, owner, "s@contoso.example")
     fields = {"ownerid": RecordRef("systemuser", owner)}
     synced, edited, unlinked = [
         await crm.create("task", {"subject": name, **fields}, caller=None) for name in ("s", "e", "u")
@@ -178,3 +176,57 @@ async def test_a_change_read_the_webhook_asked_for_routes_the_burst_in_the_worke
     assert sorted(i for w in routed.work for i in w.changed) == sorted(burst)
     assert [i for w in routed.work for i in w.deleted] == [old]
     assert len([r for r in dataverse_sim.requests() if r["path"] == "tasks"]) == 1
+
+
+class CreatesAfterTheRead:
+    """The client, but an Outlook -> CRM run creates a record and writes its link right after the
+    reconciliation's fresh read of the table has been answered (the two run side by side)."""
+
+    def __init__(self, crm: DataverseClient, create: Callable[[], Awaitable[None]]) -> None:
+        self.crm = crm
+        self.create = create
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.crm, name)
+
+    async def read_changes(self, table: str, **kwargs: Any) -> ChangePage:
+        page = await self.crm.read_changes(table, **kwargs)
+        if kwargs.get("link") is None:
+            await self.create()
+        return page
+
+
+async def test_a_record_created_while_the_table_is_reconciled_is_not_routed_as_deleted(
+    crm: DataverseClient, store: Store, queue: CrmWorkQueue, dataverse_sim: DataverseSimulator
+) -> None:
+    """The fresh read did not list a record an Outlook -> CRM run created just after it, and the
+    link map read next held its link: reconciliation took it for deleted, and the CRM -> Outlook run
+    deleted its Outlook item (chaos seed 5 at 10,000 operations: an event made in Outlook was lost
+    there, its record alive in Dynamics)."""
+    owner = uuid.UUID(dataverse_sim.add_user()["systemuserid"])
+    mailbox = await _mailbox(store, owner, "t@contoso.example")
+    made: list[uuid.UUID] = []
+
+    async def outlook_run_creates() -> None:
+        fields = {"subject": "made in Outlook", "ownerid": RecordRef("systemuser", owner)}
+        record = (await crm.create("task", fields, caller=None)).id
+        made.append(record)
+        await store.links.create(
+            Link(
+                mailbox_id=mailbox.mailbox_id,
+                kind=ItemKind.TASK,
+                outlook_id=f"AAMk-{record}",
+                crm_table="task",
+                crm_id=str(record),
+            )
+        )
+
+    await ChangeFeed(store=store, crm=crm, queue=queue).poll_table("task")  # the baseline
+    dataverse_sim.expire_change_tokens("task")
+    feed = ChangeFeed(store=store, crm=CreatesAfterTheRead(crm, outlook_run_creates), queue=queue)  # type: ignore[arg-type]
+
+    reconciled = await feed.poll_table("task")
+
+    assert reconciled.reconciled
+    assert made
+    assert made[0] not in {i for w in await queued(queue) for i in w.deleted}
