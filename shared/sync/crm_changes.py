@@ -166,8 +166,6 @@ class ChangeFeed:
         the links keep) changed nowhere since: its run would read each copy and write nothing. The link
         map is read before the table: a record is routed as deleted only if a link held it before
         the read that no longer lists it."""
-        # The link map first: a record created and linked while the table is read is then in
-        # neither, not in the links alone, which would route it as deleted.
         synced: dict[uuid.UUID, set[str | None]] = {}
         async for mailbox in self._store.registry.list_mailboxes():
             async for held in self._store.links.list_links(mailbox.mailbox_id, TABLES[table]):

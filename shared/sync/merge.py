@@ -84,12 +84,11 @@ def base_after_own_write(
     item did not change keeps the link's base. The lost write may have been one half of a merge
     whose other half (a Dynamics edit on its way to Outlook) never reached Outlook: the record
     then holds that edit, which must still count as changed in the CRM."""
-    written = unit_fingerprints(crm, crm, units)
-    base = {}
+    base = unit_fingerprints(crm, crm, units)
     for leader, members in units.items():
         kept = link_base.get(leader)
-        unchanged = kept is not None and fingerprint(_side_values(outlook, members)) == kept.outlook
-        base[leader] = kept if unchanged and kept is not None else written[leader]
+        if kept is not None and fingerprint(_side_values(outlook, members)) == kept.outlook:
+            base[leader] = kept
     return base
 
 

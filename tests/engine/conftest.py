@@ -235,10 +235,18 @@ class Engine:
     token: str
     make_crm_user: CrmUserFactory
 
-    def job(self, store: Store | None = None) -> MailboxSyncJob:
+    def job(
+        self, store: Store | None = None, *, writer: OutlookWriter | None = None, **options: Any
+    ) -> MailboxSyncJob:
+        """A sync job over this world's clients; ``options``: the job's other arguments (waiters,
+        options, clock)."""
         graph = self.graph
         return MailboxSyncJob(
-            store=store or self.store, crm=self.crm, reader=DeltaReader(graph), writer=OutlookWriter(graph)
+            store=store or self.store,
+            crm=self.crm,
+            reader=DeltaReader(graph),
+            writer=writer or OutlookWriter(graph),
+            **options,
         )
 
     async def register(self, user: CrmUser | None = None) -> Mailbox:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
-from shared.outlook.writers import OutlookWriter
 from shared.sync.job import MailboxSyncJob, RunOutcome
 from shared.sync.run import JobOptions
 from tests.engine.conftest import Engine
@@ -27,14 +25,7 @@ def _at(day: dt.date, hour: int) -> dict[str, str]:
 
 
 def _job(engine: Engine, now: dt.datetime) -> MailboxSyncJob:
-    return MailboxSyncJob(
-        store=engine.store,
-        crm=engine.crm,
-        reader=DeltaReader(engine.graph),
-        writer=OutlookWriter(engine.graph),
-        options=OPTIONS,
-        clock=lambda: now,
-    )
+    return engine.job(options=OPTIONS, clock=lambda: now)
 
 
 async def test_the_window_moves_after_a_week_new_events_arrive_and_old_ones_stay(engine: Engine) -> None:

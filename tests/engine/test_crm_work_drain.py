@@ -13,14 +13,11 @@ import pytest
 
 from shared.crm.port import Upsert
 from shared.domain.model import ItemKind
-from shared.outlook.delta import DeltaReader
-from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork, CrmWorkQueue, CrmWorkSource
 from shared.store.jobs import JobQueue, open_job_queue
 from shared.sync.crm_changes import ChangeFeed
 from shared.sync.crm_dispatch import SharedRoutes, run_crm_work
 from shared.sync.crm_run import CrmRunReport, CrmToOutlookRun
-from shared.sync.job import MailboxSyncJob
 from shared.sync.lease import LeaseWaiters
 from shared.sync.resources import parse_resource
 from shared.sync.routing import Router
@@ -182,13 +179,7 @@ async def test_an_outlook_run_leaves_the_mailboxs_other_dirty_resources_to_their
     for kind in (ItemKind.CONTACT, ItemKind.TASK):  # both notified, as the webhook marks them
         await engine.store.sync_state.mark_dirty(mailbox, resources[kind])
     waiters = LeaseWaiters()
-    job = MailboxSyncJob(
-        store=engine.store,
-        crm=engine.crm,
-        reader=DeltaReader(engine.graph),
-        writer=OutlookWriter(engine.graph),
-        waiters=waiters,
-    )
+    job = engine.job(waiters=waiters)
 
     with waiters.wait(mailbox):  # a CRM -> Outlook run of this worker waits for the lease
         await job.run(mailbox, resources[ItemKind.CONTACT])

@@ -15,15 +15,13 @@ import pytest
 from shared.admin_api import enqueue_mailbox_resync
 from shared.crm.port import FieldValue, Upsert
 from shared.domain.model import ItemKind
-from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
-from shared.outlook.writers import OutlookWriter
 from shared.store.errors import LeaseHeld
 from shared.store.jobs import JobReason, SyncJob, open_job_queue
 from shared.store.ports import LinkStore
 from shared.store.records import Link, MailboxState
 from shared.sync.dispatch import run_queued_job
-from shared.sync.job import MailboxSyncJob, RunOutcome
+from shared.sync.job import RunOutcome
 from shared.sync.lease import LeaseWaiters
 from shared.sync.status import mailbox_statuses
 from tests.engine.conftest import Engine
@@ -805,13 +803,7 @@ async def test_a_redelivered_job_that_waited_for_a_crm_run_still_reads_the_chang
     state = await engine.store.sync_state.get_state(box, contacts)
     assert await engine.store.sync_state.clear_dirty(state)  # the first attempt, then it died
     waiters = LeaseWaiters()
-    job = MailboxSyncJob(
-        store=engine.store,
-        crm=engine.crm,
-        reader=DeltaReader(engine.graph),
-        writer=OutlookWriter(engine.graph),
-        waiters=waiters,
-    )
+    job = engine.job(waiters=waiters)
 
     async def crm_run_holds_the_turn() -> None:
         async with waiters.turn(box, wait=1, to_outlook=True):

@@ -13,9 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.domain.model import ItemKind
-from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
-from shared.outlook.writers import OutlookWriter
 from shared.store.azure.service import open_store
 from shared.store.errors import LeaseHeld, LeaseLost
 from shared.store.ports import Store
@@ -41,13 +39,7 @@ async def late_store(storage_connection_string: str, table_prefix: str) -> Async
 
 
 def _job(engine: Engine, store: Store, lease_seconds: int) -> MailboxSyncJob:
-    return MailboxSyncJob(
-        store=store,
-        crm=engine.crm,
-        reader=DeltaReader(engine.graph),
-        writer=OutlookWriter(engine.graph),
-        options=JobOptions(lease_seconds=lease_seconds),
-    )
+    return engine.job(store, options=JobOptions(lease_seconds=lease_seconds))
 
 
 async def _take_over(late_store: Store, box: str) -> Lease:

@@ -13,12 +13,10 @@ import pytest
 
 from shared.crm.port import Upsert
 from shared.domain.model import Appointment, OutlookItem
-from shared.outlook.delta import DeltaReader
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork, CrmWorkSource
 from shared.sync.crm_run import CrmToOutlookRun
-from shared.sync.job import MailboxSyncJob
 from tests.engine.conftest import Engine, synced_user
 from tests.engine.test_crm_run import _meeting
 
@@ -54,12 +52,7 @@ async def test_a_dynamics_edit_survives_a_merge_whose_outlook_write_was_lost(
     await engine.crm.upsert(
         Upsert("appointment", {"subject": "Plan v2"}, id=record, if_match="*"), caller=None
     )
-    dying = MailboxSyncJob(
-        store=engine.store,
-        crm=engine.crm,
-        reader=DeltaReader(engine.graph),
-        writer=DiesBeforeOutlookUpdate(engine.graph),
-    )
+    dying = engine.job(writer=DiesBeforeOutlookUpdate(engine.graph))
     with pytest.raises(ConnectionError):
         await dying.run(mailbox.mailbox_id, resource)
     [row] = _appointment(engine, record)
