@@ -264,7 +264,7 @@ async def web_api(request: Request) -> Response:
         "client": client,
         "status": None,
         "batch_operations": None,
-        "batch_parts": None,  # "METHOD path" of each operation of a $batch (post-mortems: who wrote what)
+        "batch_parts": None,  # each operation of a $batch or bulk message (post-mortems: who wrote what)
     }
     sim.log.add(entry)
     response = await _serve(sim, request, path, headers, token=token, client=client, entry=entry)
@@ -333,6 +333,7 @@ async def _serve(
                 body=body,
                 base_url=base_url,
             )
+            entry["batch_parts"] = bulk.target_names(path, body)
             response = watch.run_one(api_request)
             response.headers.update(rate_headers)
             answer = _to_http(response)

@@ -82,6 +82,26 @@ def run(engine: Engine, request: ApiRequest, caller: Caller) -> ApiResponse | No
     return ApiResponse(204)
 
 
+def target_names(path: str, body: bytes) -> list[str] | None:
+    """``<action> <set>(<id>)`` of each target of a bulk message (the request log's record of what
+    it wrote, as ``$batch`` parts are named); ``None`` for other requests or unreadable bodies."""
+    match = PATH.match(path.strip("/"))
+    table = tables_by_entity_set().get(match.group("set")) if match else None
+    if match is None or table is None:
+        return None
+    try:
+        targets = json.loads(body or b"{}").get("Targets")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(targets, list):
+        return None
+    names = []
+    for item in targets:
+        known = item.get("@odata.id") or item.get(table.primary_id) if isinstance(item, dict) else None
+        names.append(f"{match.group('action')} {table.entity_set}({known or ''})")
+    return names
+
+
 def _targets(body: bytes, table: Table) -> list[dict[str, Any]]:
     try:
         payload = json.loads(body or b"{}")

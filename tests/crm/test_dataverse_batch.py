@@ -15,7 +15,10 @@ from simulators.dataverse.launcher import DataverseSimulator
 
 
 def _tasks(count: int, prefix: str) -> list[Upsert]:
-    return [Upsert("task", {"subject": f"{prefix} {n}"}, id=uuid.uuid4()) for n in range(count)]
+    """Create-only upserts: conditional, so they stay on ``$batch`` (plain ones may go in bulk:
+    tests/crm/test_dataverse_bulk.py)."""
+    ids = [uuid.uuid4() for _ in range(count)]
+    return [Upsert("task", {"subject": f"{prefix} {n}"}, id=i, if_none_match=True) for n, i in enumerate(ids)]
 
 
 async def test_thousand_operations_in_one_batch(

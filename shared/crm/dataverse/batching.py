@@ -16,6 +16,7 @@ from shared.crm.batch import (
     decode_batch,
     encode_batch,
 )
+from shared.crm.dataverse.bulk import BulkWrites
 from shared.crm.dataverse.transport import Transport
 from shared.crm.dataverse.wire import Request, entity_id, json_body, operation_request, response_etag
 from shared.crm.errors import CrmError, RecordNotFound, error_from_response
@@ -73,12 +74,21 @@ async def _run_batch(
 
 
 async def apply_batch(
-    transport: Transport, ops: Sequence[Operation], *, atomic: bool, caller: str | None
+    transport: Transport,
+    ops: Sequence[Operation],
+    *,
+    atomic: bool,
+    caller: str | None,
+    bulk: BulkWrites | None = None,
 ) -> list[OperationResult]:
-    """:meth:`DataverseClient.apply_batch <shared.crm.dataverse.client.DataverseClient.apply_batch>`."""
+    """:meth:`DataverseClient.apply_batch <shared.crm.dataverse.client.DataverseClient.apply_batch>`:
+    with ``bulk``, the plain upserts it picks go first, in UpsertMultiple requests; the rest, and
+    any bulk request Dataverse refused, in ``$batch`` requests."""
     if atomic and len(ops) > MAX_BATCH_OPERATIONS:
         raise ValueError("an atomic batch (one change set) holds at most 1000 operations")
-    results: list[OperationResult] = []
-    for chunk in chunked(ops):
-        results.extend(await _run_batch(transport, chunk, atomic=atomic, caller=caller))
-    return results
+    answered = await bulk.apply(ops, caller=caller) if bulk is not None and not atomic else {}
+    rest = [index for index in range(len(ops)) if index not in answered]
+    for chunk in chunked(rest):
+        batch = await _run_batch(transport, [ops[i] for i in chunk], atomic=atomic, caller=caller)
+        answered.update(zip(chunk, batch, strict=True))
+    return [answered[index] for index in range(len(ops))]

@@ -16,6 +16,7 @@ import httpx
 
 from shared.config import Settings
 from shared.crm.dataverse import batching, changes, fieldsettings, queries, records, registration
+from shared.crm.dataverse.bulk import BulkWrites
 from shared.crm.dataverse.transport import AsyncTokenSource, Transport
 from shared.crm.port import (
     EMAIL_RESOLUTION_ORDER,
@@ -77,6 +78,7 @@ class DataverseClient:
             http_client=http_client,
             timeout_seconds=timeout_seconds,
         )
+        self._bulk = BulkWrites(self._transport)
         self._change_page_size = change_page_size
         self._email_columns = dict(email_columns or {})
 
@@ -217,7 +219,9 @@ class DataverseClient:
     async def apply_batch(
         self, ops: Sequence[Operation], *, atomic: bool = False, caller: str | None
     ) -> list[OperationResult]:
-        """Run operations in ``$batch`` requests of at most 1000; results in ``ops`` order.
+        """Run operations in ``$batch`` requests of at most 1000; results in ``ops`` order. Plain
+        upserts of many contacts or tasks go first, in UpsertMultiple requests (see
+        :mod:`~shared.crm.dataverse.bulk`: which operations, and why the others stay on ``$batch``).
 
         ``atomic``: one change set, all or nothing (at most 1000 operations). Otherwise operations are
         independent (``Prefer: odata.continue-on-error``). A throttled or failed ``$batch`` request is
@@ -225,7 +229,7 @@ class DataverseClient:
         (``error.retryable`` tells the engine whether to retry the job or park the item).
         """
         self._check_writer(caller)
-        return await batching.apply_batch(self._transport, ops, atomic=atomic, caller=caller)
+        return await batching.apply_batch(self._transport, ops, atomic=atomic, caller=caller, bulk=self._bulk)
 
     # --- change tracking, identity ----------------------------------------------
 
