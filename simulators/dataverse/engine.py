@@ -557,6 +557,9 @@ class Engine:
         if condition is not None and condition.index_hint is not None:
             ids: set[str] = set()
             for column, value in condition.index_hint:
+                if column == table.primary_id:  # the rows are keyed by it
+                    ids |= {value} if isinstance(value, str) and value in rows_by_id else set()
+                    continue
                 found = self.store.find(table.logical_name, column, value)
                 if found is None:
                     break

@@ -152,10 +152,10 @@ class _Parser:
         if token in FUNCTIONS:
             return self.function(), None
         if token.startswith(QUERY_FUNCTION_PREFIX):
-            return self.query_function(), None
+            return self.query_function()
         return self.comparison()
 
-    def query_function(self) -> Predicate:
+    def query_function(self) -> tuple[Predicate, Hint]:
         """``Microsoft.Dynamics.CRM.In|NotIn|Between|NotBetween(PropertyName='x',PropertyValues=[...])``."""
         name = self.take()[len(QUERY_FUNCTION_PREFIX) :].lower()
         self.take("(")
@@ -177,19 +177,25 @@ class _Parser:
         if name.endswith("between") and len(values) != 2:
             raise errors.bad_request("Between takes two PropertyValues.")
         column = column_of(self.table, arguments.group("name"))
+        coerced: dict[type, list[Any]] = {}  # the values as each column type, converted once
 
         def matches(record: Record) -> bool:
             value = comparable(record.get(column))
             if value is None:
                 return False
-            given = [_coerce(v, value) for v in values]
+            given = coerced.get(type(value))
+            if given is None:
+                given = coerced[type(value)] = [_coerce(v, value) for v in values]
             try:
                 inside = given[0] <= value <= given[1] if name.endswith("between") else value in given
             except TypeError:  # a value that is not of the column's type matches nothing
                 inside = False
             return bool(inside) != name.startswith("not")
 
-        return matches
+        # In on the primary key: the matches are the rows of those ids (looked up, not scanned).
+        by_id = name == "in" and column == self.table.primary_id
+        hint = tuple((column, comparable(v)) for v in values) if by_id else None
+        return matches, hint
 
     def function(self) -> Predicate:
         name = self.take().lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import httpx
@@ -196,6 +197,22 @@ def test_lookup_annotations_name_the_navigation_property_and_table(
     assert row["_parentcustomerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"] == "account"
     assert row[f"_ownerid_value{navigation}"] == "ownerid"
     assert "_ownerid_value@OData.Community.Display.V1.FormattedValue" not in row
+
+
+def test_in_on_the_primary_key_finds_exactly_the_rows_of_those_ids(
+    dataverse_sim: DataverseSimulator, api: httpx.Client
+) -> None:
+    """In on the primary key (how a client reads back the versions of records it wrote in bulk):
+    ids compare case-insensitively, an unknown id matches nothing, and an and-ed condition holds."""
+    tag = uuid.uuid4().hex
+    ids = _seed_family(dataverse_sim, tag, 4)
+    wanted = json.dumps([ids[0].upper(), ids[2], str(uuid.uuid4())])
+    by_id = f"Microsoft.Dynamics.CRM.In(PropertyName='contactid',PropertyValues={wanted})"
+    rows = api.get("contacts", params={"$select": "firstname", "$filter": by_id})
+    assert rows.status_code == 200, rows.text
+    assert sorted(row["firstname"] for row in rows.json()["value"]) == ["P00", "P02"]
+    rows = api.get("contacts", params={"$select": "firstname", "$filter": f"{by_id} and firstname eq 'P02'"})
+    assert [row["firstname"] for row in rows.json()["value"]] == ["P02"]
 
 
 def test_in_and_between_query_functions(dataverse_sim: DataverseSimulator, api: httpx.Client) -> None:

@@ -418,3 +418,37 @@ def _linked(e2e: E2E, mailbox: Mailbox) -> int:
     assert code == 0, out
     (status,) = json.loads(out)
     return int(status["links"]["appointment"])
+
+
+def test_records_an_initial_sync_wrote_in_bulk_take_dynamics_edits_back_to_outlook(connected: E2E) -> None:
+    """ "Use bulk operation messages": an initial sync's plain contact and task creates go to
+    Dataverse in UpsertMultiple requests (shared/crm/dataverse/bulk.py). Their links keep the
+    versions read back after it, so Dataverse's reports of those creates change nothing in Outlook,
+    and a Dynamics edit of such a record reaches Outlook."""
+    e2e = connected
+    tag = f"bulk{uuid.uuid4().hex[:8]}"
+    mailbox = e2e.new_mailbox(
+        contacts=[{"givenName": f"n{i:03d}", "surname": tag} for i in range(100)],
+        todo={"defaultList": [{"title": tag} for _ in range(100)]},
+    )
+    user = synced_user(e2e, mailbox)
+    e2e.onboard(mailbox, user)
+    contacts = e2e.crm("contacts", f"lastname eq '{tag}'", "contactid")
+    tasks = e2e.crm("tasks", f"subject eq '{tag}'", "activityid")
+    assert (len(contacts), len(tasks)) == (100, 100)
+    written = {
+        part
+        for entry in e2e.dataverse_control("GET", "requests")["value"]
+        if entry["path"].endswith("Microsoft.Dynamics.CRM.UpsertMultiple") and entry["status"] == 204
+        for part in entry["batch_parts"] or ()
+    }
+    assert {f"UpsertMultiple contacts({row['contactid']})" for row in contacts} <= written
+    assert {f"UpsertMultiple tasks({row['activityid']})" for row in tasks} <= written
+
+    edited = contacts[0]
+    as_user(e2e, user, "PATCH", f"contacts({edited['contactid']})", {"firstname": "Grace"})
+    wait_for(
+        lambda: find(e2e, mailbox, "contacts?$top=500", "givenName", "Grace") or None,
+        "the Dynamics edit in Outlook",
+    )
+    assert len(find(e2e, mailbox, "contacts?$top=500", "surname", tag)) == 100  # none copied back twice

@@ -334,27 +334,3 @@ def test_weekly_series_becomes_one_dynamics_series(e2e: E2E) -> None:
     e2e.outlook("DELETE", mailbox, item_path("events", occurrences[1]["id"]))
     wait_rows(e2e, "appointments", f"activityid eq {moved_id}", "activityid", none)
     assert len(e2e.crm("appointments", f"subject eq '{subject}'", "activityid")) == 4
-
-
-def test_an_initial_sync_writes_plain_contacts_and_tasks_in_upsert_multiple_requests(e2e: E2E) -> None:
-    """ "Use bulk operation messages": the creates of an initial sync that carry no condition and no
-    party list go to Dataverse in UpsertMultiple requests (shared/crm/dataverse/bulk.py), and the
-    records are there under their deterministic ids, linked."""
-    tag = marker()
-    mailbox = e2e.new_mailbox(
-        contacts=[{"givenName": f"n{i}", "surname": tag} for i in range(3)],
-        todo={"defaultList": [{"title": tag} for _ in range(2)]},
-    )
-    e2e.onboard(mailbox)
-    contacts = e2e.crm("contacts", f"lastname eq '{tag}'", "contactid")
-    tasks = e2e.crm("tasks", f"subject eq '{tag}'", "activityid")
-    assert (len(contacts), len(tasks)) == (3, 2)
-    assert links(e2e, mailbox)["contact"] == 3
-    written = {
-        part
-        for entry in e2e.dataverse_control("GET", "requests")["value"]
-        if entry["path"].endswith("Microsoft.Dynamics.CRM.UpsertMultiple") and entry["status"] == 204
-        for part in entry["batch_parts"] or ()
-    }
-    assert {f"UpsertMultiple contacts({row['contactid']})" for row in contacts} <= written
-    assert {f"UpsertMultiple tasks({row['activityid']})" for row in tasks} <= written

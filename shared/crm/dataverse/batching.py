@@ -7,6 +7,7 @@ webapi/execute-batch-operations-using-web-api: ``$batch``, change sets,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from shared.crm.batch import (
     MAX_BATCH_OPERATIONS,
@@ -16,11 +17,13 @@ from shared.crm.batch import (
     decode_batch,
     encode_batch,
 )
-from shared.crm.dataverse.bulk import BulkWrites
 from shared.crm.dataverse.transport import Transport
 from shared.crm.dataverse.wire import Request, entity_id, json_body, operation_request, response_etag
 from shared.crm.errors import CrmError, RecordNotFound, error_from_response
 from shared.crm.port import Delete, Operation, OperationResult, RecordRef
+
+if TYPE_CHECKING:
+    from shared.crm.dataverse.bulk import BulkWrites
 
 
 async def post_batch(
