@@ -8,7 +8,9 @@ again or leaving one behind for the other direction to copy back:
 - copies a CRM -> Outlook run created (:func:`lost_links`, :func:`orphaned`);
 - records an Outlook -> CRM run created for items deleted since (:func:`unlisted_creates`,
   :func:`lost_creates`);
-- copies a CRM -> Outlook update overwrote (:func:`as_written_copies`).
+- copies a CRM -> Outlook update overwrote (:func:`as_written_copies`);
+- records an Outlook -> CRM merge updated for items deleted since, whose Outlook half was lost
+  (:func:`lost_merges`).
 
 Kept apart from the page's ordinary preparation: each is a storage read, and Graph only after such
 a crash.
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 from shared.domain.model import ItemKind, OutlookItem
 from shared.store.ports import SyncStateStore
 from shared.sync.fieldmaps import field_map
-from shared.sync.links import as_written, crm_lost_link, crm_lost_links, lost_link
+from shared.sync.links import as_written, crm_lost_link, crm_lost_links, lost_link, pending_merges
 from shared.sync.plan import CrmState
 from shared.sync.ports import OutlookReader
 
@@ -147,3 +149,32 @@ def orphaned(entry: Prepared, states: dict[uuid.UUID, CrmState]) -> Prepared:
     if states[entry.record_id].values is not None:
         return entry  # the record lives: linked as existing copies
     return dataclasses.replace(entry, link=lost_link(entry.item, entry.record_id), own_link=True)
+
+
+async def lost_merges(
+    sync_state: SyncStateStore, run: RunState, prepared: list[Prepared], states: dict[uuid.UUID, CrmState]
+) -> list[Prepared]:
+    """Linked items gone from Outlook whose record crmsync wrote last get the merge intent still
+    recorded for it (:func:`~shared.sync.links.note_merges`) as a fact: without the item, only the
+    intent tells a merge's CRM changes the item never received from the item's own values. One
+    storage read per page with such items."""
+    gone = {
+        id(entry)
+        for entry in prepared
+        if entry.own_link
+        and entry.outlook.gone is not None
+        and entry.record_id in states
+        and states[entry.record_id].synced_last
+    }
+    if not gone:
+        return prepared
+    table = field_map(run.ref.kind).table
+    pending = await pending_merges(sync_state, run.mailbox.mailbox_id, table)
+    return [
+        dataclasses.replace(
+            entry, facts=dataclasses.replace(entry.facts, merge_intent=pending[str(entry.record_id)])
+        )
+        if id(entry) in gone and str(entry.record_id) in pending
+        else entry
+        for entry in prepared
+    ]

@@ -22,6 +22,7 @@ from shared.sync.plan import (
     Link,
     NeutralContent,
     UnlinkOnly,
+    UpdateCrm,
     UpdateOutlook,
     WriteLink,
 )
@@ -113,6 +114,45 @@ async def as_written(
         for record_id, (link, item) in copies.items()
         if str(record_id) in pending and content_hash(item) == pending[str(record_id)]
     }
+
+
+def _merge_intents(table: str) -> str:
+    """Merge intents share the create intents' rows (``create|<table>:merges|<crm id>``, the
+    record's content hash after the merge in the title), outside the table's own create range."""
+    return f"{table}:merges"
+
+
+async def note_merges(
+    sync_state: SyncStateStore, mailbox_id: str, table: str, plans: Sequence[tuple[str, Sequence[Action]]]
+) -> dict[str, str]:
+    """Before an Outlook -> CRM run writes merges that update both sides: per record, the content
+    hash the record holds once the CRM write commits (``UpdateCrm.merged_hash``). A run dying after
+    the CRM write leaves the intent: the record then holds CRM changes the Outlook item never
+    received, which only the intent tells once the item is deleted too. No storage call when no
+    plan updates both sides. Outlook item id -> CRM id noted, to clear once the link is written."""
+    noted: dict[str, str] = {}
+    writes: dict[str, str] = {}
+    for outlook_id, actions in plans:
+        if not any(isinstance(a, UpdateOutlook) for a in actions):
+            continue
+        for action in actions:
+            if isinstance(action, UpdateCrm) and action.merged_hash is not None:
+                noted[outlook_id] = str(action.record_id)
+                writes[str(action.record_id)] = action.merged_hash
+    await _note(sync_state, mailbox_id, _merge_intents(table), writes)
+    return noted
+
+
+async def pending_merges(sync_state: SyncStateStore, mailbox_id: str, table: str) -> dict[str, str]:
+    """CRM id -> the content hash a merge left in the record whose link write may have been lost
+    (its intent still recorded). One storage read."""
+    return await sync_state.pending_creates(mailbox_id, _merge_intents(table))
+
+
+async def clear_merges(
+    sync_state: SyncStateStore, mailbox_id: str, table: str, crm_ids: Sequence[str]
+) -> None:
+    await _clear(sync_state, mailbox_id, _merge_intents(table), crm_ids)
 
 
 def to_stored_link(mailbox_id: str, kind: ItemKind, link: Link) -> StoredLink:

@@ -37,8 +37,23 @@ from shared.sync.crm_reads import left_window, read_crm_states
 from shared.sync.field_rules import field_rules
 from shared.sync.fieldmaps import CrmValue, crm_record_id, field_map, natural_key
 from shared.sync.lease import LeaseKeeper
-from shared.sync.link_recovery import CRM_MADE, as_written_copies, lost_creates, lost_links, orphaned
-from shared.sync.links import LinkView, clear_crm_creates, clear_updates, from_stored_link, note_crm_creates
+from shared.sync.link_recovery import (
+    CRM_MADE,
+    as_written_copies,
+    lost_creates,
+    lost_links,
+    lost_merges,
+    orphaned,
+)
+from shared.sync.links import (
+    LinkView,
+    clear_crm_creates,
+    clear_merges,
+    clear_updates,
+    from_stored_link,
+    note_crm_creates,
+    note_merges,
+)
 from shared.sync.plan import Action, CreateInCrm, CrmState, Link, OutlookState, PlanFacts, SyncPolicy
 from shared.sync.planner import plan_item
 from shared.sync.policies import is_tracked
@@ -158,6 +173,7 @@ class PageSync:
         states = await self._read_crm_states(run, prepared)
         prepared = await self._adopt(run, prepared, states)
         prepared = await as_written_copies(sync_state, run, [orphaned(e, states) for e in prepared], states)
+        prepared = await lost_merges(sync_state, run, prepared, states)
         policy = await field_rules(self._crm).policy(run.mailbox, run.ref.kind)
         planned: list[_Planned] = []
         for entry in prepared:
@@ -179,6 +195,9 @@ class PageSync:
         creating = [(p.item.item_id, p.actions) for p in busy if p.new_link and id(p) not in of_series]
         if run.ref.kind in CRM_MADE:  # the intents, before the CRM writes (see link_recovery.py)
             await note_crm_creates(self._store.sync_state, run.mailbox.mailbox_id, table, creating)
+        merging = await note_merges(
+            sync_state, run.mailbox.mailbox_id, table, [(p.item.item_id, p.actions) for p in busy]
+        )
         results = await run.applier.apply(
             [ItemPlan(plan.actions, plan.projection, plan.new_link) for plan in busy]
         )
@@ -201,6 +220,9 @@ class PageSync:
             await self._store.sync_state.clear_creates(run.mailbox.mailbox_id, table, relinked)
         rewritten = [str(e.record_id) for e in prepared if e.rewritten and e.item.item_id in applied]
         await clear_updates(self._store.sync_state, run.mailbox.mailbox_id, table, rewritten)
+        merged = [crm_id for item_id, crm_id in merging.items() if item_id in applied]  # linked
+        merged += [str(e.record_id) for e in prepared if e.facts.merge_intent and e.item.item_id in applied]
+        await clear_merges(sync_state, run.mailbox.mailbox_id, table, merged)
         await bounded_gather(
             self._park_or_raise(run, plan.item, result)
             if isinstance(result, CrmError)

@@ -175,7 +175,11 @@ class PlanFacts:
     ``crm_time_zone``: the CRM user's time zone (Windows name of ``usersettings.timezonecode``), whose
     midnights bound all-day appointments in the CRM; ``None``: unknown (the event's zone is used).
     ``attendee_copy``: an invitee's copy of a meeting whose CRM record is not this copy's own
-    (deterministic) record - a meeting made in Dynamics, or adopted: the organizer owns it."""
+    (deterministic) record - a meeting made in Dynamics, or adopted: the organizer owns it.
+    ``merge_intent``: the record's content hash an Outlook -> CRM merge that also updates Outlook
+    was to leave (``UpdateCrm.merged_hash``), its intent still recorded (read for linked items
+    deleted in Outlook whose record crmsync wrote last): the record may hold CRM changes the item
+    never received."""
 
     moved_away: bool = False
     other_mailbox_holds: bool = False
@@ -183,6 +187,7 @@ class PlanFacts:
     tracking: TrackingFacts | None = None
     crm_time_zone: str | None = None
     attendee_copy: bool = False
+    merge_intent: str | None = None
 
 
 # --- actions -----------------------------------------------------------------------------------
@@ -203,11 +208,16 @@ class CreateInCrm:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpdateCrm:
+    """``merged_hash``: when the same plan updates Outlook too, the record's content hash over the
+    columns read for the plan once this write commits (what a later read finds, the intent a lost
+    Outlook half leaves: :func:`shared.sync.links.note_merges`)."""
+
     table: str
     record_id: uuid.UUID
     values: dict[str, CrmValue]
     if_match: str | None
     fitted: tuple[Fitted, ...] = ()
+    merged_hash: str | None = None
     reason: str
 
 

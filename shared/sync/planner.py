@@ -427,6 +427,9 @@ class ItemPlanner:
                     values=to_crm,
                     if_match=crm.etag,
                     fitted=fitted,
+                    merged_hash=crm_content_hash(self.fmap, {c: new_crm[c] for c in crm_values})
+                    if outlook_written
+                    else None,
                     reason=f"{why} -> update CRM",
                 )
             )

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from shared.domain.model import Appointment, Contact, ItemKind, Task, TaskStatus, content_hash
-from shared.sync.fieldmaps.base import CrmValue, parse_utc
+from shared.sync.fieldmaps.base import CrmValue, crm_content_hash, parse_utc
 from shared.sync.merge import Side
 from shared.sync.plan import (
     Action,
@@ -82,11 +82,18 @@ def outlook_gone(
 ) -> list[Action]:
     untracked = outlook.gone is GoneReason.UNTRACKED
     verb = "untracked" if untracked else "deleted"
-    if planner.crm_changed(link, crm, crm_values) and not crm.synced_last:
+    changed = planner.crm_changed(link, crm, crm_values)
+    kept = None
+    if changed and not crm.synced_last:
         # Gone from Outlook, but the CRM record changed since the last sync (not by crmsync's
         # own write of this item) -> keep it, unlink.
-        reason = f"{verb} in Outlook but changed in the CRM since last sync: CRM record kept"
-        return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=reason)]
+        kept = f"{verb} in Outlook but changed in the CRM since last sync: CRM record kept"
+    elif changed and planner.facts.merge_intent == crm_content_hash(planner.fmap, crm_values):
+        # crmsync's own write was a merge whose Outlook and link writes were lost: the record holds
+        # CRM changes the item never received, a change in the CRM since the last sync -> kept.
+        kept = f"{verb} in Outlook; the CRM holds changes Outlook never received: CRM record kept"
+    if kept is not None:
+        return [UnlinkOnly(outlook_id=link.outlook_id, crm_id=link.crm_id, kept=Side.CRM, reason=kept)]
     if planner.kind is ItemKind.EMAIL and planner.facts.other_mailbox_holds:
         # One CRM email per message across mailboxes: another mailbox still tracks it -> kept.
         reason = f"{verb} in Outlook; another mailbox still tracks this CRM email: kept"

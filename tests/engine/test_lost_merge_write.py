@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from shared.crm.port import Upsert
-from shared.domain.model import Appointment, OutlookItem
+from shared.domain.model import Appointment, ItemKind, OutlookItem
 from shared.outlook.subscriptions import ResourceKind, resource_path
 from shared.outlook.writers import OutlookWriter
 from shared.store.crm_jobs import CrmWork, CrmWorkSource
 from shared.sync.crm_run import CrmToOutlookRun
+from shared.sync.links import pending_merges
 from tests.engine.conftest import Engine, synced_user
 from tests.engine.test_crm_run import _meeting
 
@@ -71,3 +72,45 @@ async def test_a_dynamics_edit_survives_a_merge_whose_outlook_write_was_lost(
 
 def _appointment(engine: Engine, record: uuid.UUID) -> list[dict[str, Any]]:
     return engine.query(f"appointments?$filter=activityid eq {record}&$select=subject,location")
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+async def test_an_outlook_delete_after_a_lost_merge_write_keeps_the_dynamics_edit(
+    engine: Engine, replayed: bool
+) -> None:
+    """As above, but the user then deletes the meeting in Outlook. The record holds a Dynamics edit
+    Outlook never received, so Dynamics' rule for an item changed in the CRM since the last sync
+    applies: the record is kept and unlinked, not deleted with the item. Once a run took that edit
+    to Outlook (``replayed``), the delete policy deletes the user's own meeting as before."""
+    mailbox, owner = await synced_user(engine)
+    record = await _meeting(engine, owner, "Plan v1")
+    work = CrmWork(
+        table="appointment", changed=(record,), mailbox_id=mailbox.mailbox_id, source=CrmWorkSource.ROUTED
+    )
+    await CrmToOutlookRun(store=engine.store, crm=engine.crm, graph=engine.graph).run(work)
+    resource = resource_path(ResourceKind.EVENTS, mailbox.mailbox_id)
+    await engine.job().run(mailbox.mailbox_id, resource)
+    [event] = engine.outlook.list(mailbox.mailbox_id, "events")
+    engine.outlook.patch(mailbox.mailbox_id, "events", event["id"], {"location": {"displayName": "Room 1"}})
+    await engine.crm.upsert(
+        Upsert("appointment", {"subject": "Plan v2"}, id=record, if_match="*"), caller=None
+    )
+    with pytest.raises(ConnectionError):
+        await engine.job(writer=DiesBeforeOutlookUpdate(engine.graph)).run(mailbox.mailbox_id, resource)
+    if replayed:
+        await engine.job().run(mailbox.mailbox_id, resource)
+        [event] = engine.outlook.list(mailbox.mailbox_id, "events")
+        assert event["subject"] == "Plan v2"
+
+    engine.outlook.delete(mailbox.mailbox_id, "events", event["id"])
+    await engine.job().run(mailbox.mailbox_id, resource)
+
+    assert (
+        await engine.store.links.get_by_outlook(mailbox.mailbox_id, ItemKind.APPOINTMENT, event["id"]) is None
+    )
+    if replayed:
+        assert _appointment(engine, record) == []
+    else:
+        [row] = _appointment(engine, record)
+        assert (row["subject"], row["location"]) == ("Plan v2", "Room 1")
+    assert await pending_merges(engine.store.sync_state, mailbox.mailbox_id, "appointment") == {}
